@@ -1,0 +1,35 @@
+"""labkit: a concurrency lab -- a C event loop, a greenlet hub with gevent's
+API, and a tracer -- for Jupyter, the REPL and scripts.
+
+    import labkit
+
+    def worker(name):
+        for i in range(3):
+            print(name, i)
+            labkit.sleep(0)          # let the others run
+
+    labkit.joinall([labkit.spawn(worker, n) for n in "AB"])   # A0 B0 A1 B1 A2 B2
+
+The names below follow gevent, so gevent code and teaching material carry
+over with ``s/gevent/labkit/``.
+"""
+from greenlet import GreenletExit, getcurrent
+
+from labkit.hub import (
+    BlockingSwitchOutError, ConcurrentObjectUseError, Hub, LoopExit, Waiter,
+    get_hub, idle, kill, sleep, spawn_raw, wait_read, wait_write,
+)
+from labkit.timeout import Timeout, with_timeout
+from labkit.greenlet import (
+    Greenlet, iwait, joinall, killall, spawn, spawn_later, wait,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "spawn", "spawn_later", "spawn_raw", "sleep", "idle", "joinall", "killall",
+    "kill", "wait", "iwait", "getcurrent", "get_hub", "Greenlet",
+    "GreenletExit", "Timeout", "with_timeout", "LoopExit", "Hub", "Waiter",
+    "BlockingSwitchOutError", "ConcurrentObjectUseError", "wait_read",
+    "wait_write",
+]

@@ -1,0 +1,331 @@
+"""The thin Python face of the C loop (loop_c/).
+
+The C loop knows nothing about Python: it keeps an fd -> interest-mask table,
+a timer heap, and a wake-up fd, and ``lk_poll`` writes the events that fired
+into an array we own. This module is the other half of that bargain:
+
+- it maps watcher ids back to Python objects -- an fd to the two callbacks
+  waiting on it (one reader, one writer), a timer id to its :class:`Timer`;
+- it makes exactly one call into C per loop iteration (``lk_poll``) and then
+  dispatches the fired events, each to exactly one callback.
+
+Callbacks are invoked directly from :meth:`Loop.poll`, in the order the C loop
+reported them (io events first, then timers in (deadline, start) order). The
+hub passes the callbacks that switch into waiting greenlets, so a dispatch is
+a greenlet switch and nothing more.
+
+Who may call what: everything here belongs to the thread that created the
+loop, except :meth:`Loop.wake`, which any thread may call.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import Callable
+
+try:
+    from labkit._lk_loop import ffi, lib
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    raise ImportError(
+        "labkit's C event loop (labkit._lk_loop) is not built. Install labkit "
+        "with `pip install .` (or `pip install -e .`) from the repository root "
+        "so that cffi compiles loop_c/; a C compiler and the Python headers "
+        f"are required. Original error: {exc}"
+    ) from exc
+
+READ: int = lib.LK_READ
+WRITE: int = lib.LK_WRITE
+ERROR: int = lib.LK_ERROR
+TIMER: int = lib.LK_TIMER
+
+#: How many fired events one ``lk_poll`` call may report. More stay pending in
+#: the kernel (io) or the heap (timers) and are reported by the next call.
+MAX_EVENTS = 1024
+
+_BACKENDS = {
+    "default": lib.LK_BACKEND_DEFAULT,
+    "epoll": lib.LK_BACKEND_EPOLL,
+    "poll": lib.LK_BACKEND_POLL,
+}
+
+_NS = 1_000_000_000
+
+
+def _check(rc: int, what: str) -> int:
+    """Turn a ``-errno`` return from C into an OSError naming the operation."""
+    if rc < 0:
+        code = -rc
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+    return rc
+
+
+class Timer:
+    """A one-shot timer: ``callback(*args)`` runs once, from the loop's thread.
+
+    Created by :meth:`Loop.timer`. ``cancel()`` may be called any number of
+    times, also after the timer fired; afterwards the callback will not run.
+    """
+
+    __slots__ = ("loop", "id", "callback", "args")
+
+    def __init__(self, loop: "Loop", timer_id: int, callback: Callable, args: tuple):
+        self.loop = loop
+        self.id = timer_id
+        self.callback = callback
+        self.args = args
+
+    @property
+    def active(self) -> bool:
+        """True until the timer fires or is cancelled."""
+        return self.loop._timers.get(self.id) is self
+
+    def cancel(self) -> None:
+        timers = self.loop._timers
+        # A timer that already fired was popped by the dispatcher; its id is
+        # quarantined by the C loop until the next poll, so this lookup never
+        # finds a newer timer that reused the id.
+        if timers.get(self.id) is self:
+            del timers[self.id]
+            lib.lk_timer_cancel(self.loop._ptr, self.id)
+
+    # gevent spells it ``stop``; keep both so gevent code carries over.
+    stop = cancel
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "inactive"
+        return f"<Timer id={self.id} {state} callback={self.callback!r}>"
+
+
+class _FdWatch:
+    """Who waits on one fd: at most one reader and one writer callback."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self) -> None:
+        self.reader: Callable | None = None
+        self.writer: Callable | None = None
+
+
+class Loop:
+    """One C loop: io interest, timers, wake-up, and the dispatch of what fired.
+
+    ``backend`` is ``"epoll"``, ``"poll"`` or ``None`` for the platform default;
+    the environment variable ``LABKIT_BACKEND`` overrides the default, which is
+    how the test suite runs everything on both backends.
+    """
+
+    def __init__(self, backend: str | None = None):
+        name = backend or os.environ.get("LABKIT_BACKEND") or "default"
+        if name not in _BACKENDS:
+            raise ValueError(
+                f"backend must be one of {sorted(_BACKENDS)}, not {name!r}"
+            )
+        ptr = lib.lk_loop_new(_BACKENDS[name])
+        if ptr == ffi.NULL:
+            code = ffi.errno
+            raise OSError(code, f"lk_loop_new({name!r}): {os.strerror(code)}")
+        self._ptr = ptr
+        self._events = ffi.new("lk_event[]", MAX_EVENTS)
+        self._timers: dict[int, Timer] = {}
+        self._fds: dict[int, _FdWatch] = {}
+        #: number of io callbacks currently registered (reader + writer slots)
+        self.io_waiters = 0
+
+    # -- lifecycle --------------------------------------------------------
+    def close(self) -> None:
+        """Free the C loop. Pending timers and io callbacks are forgotten."""
+        if self._ptr is not None:
+            lib.lk_loop_free(self._ptr)
+            self._ptr = None
+            self._timers.clear()
+            self._fds.clear()
+            self.io_waiters = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def after_fork(self) -> None:
+        """In a fork child: give this loop its own poller and wake-up fd."""
+        _check(lib.lk_loop_after_fork(self._ptr), "lk_loop_after_fork")
+
+    @property
+    def backend_name(self) -> str:
+        return ffi.string(lib.lk_loop_backend_name(self._ptr)).decode()
+
+    @property
+    def backend_fd(self) -> int:
+        """The poller's fd (epoll), readable when the loop has work; -1 for poll(2)."""
+        return lib.lk_loop_backend_fd(self._ptr)
+
+    def stats(self) -> dict:
+        out = ffi.new("lk_stats *")
+        lib.lk_loop_get_stats(self._ptr, out)
+        return {name: getattr(out, name) for name in
+                ("iterations", "poll_ns", "io_events", "timer_events", "wakeups")}
+
+    # -- time ---------------------------------------------------------------
+    @staticmethod
+    def now() -> float:
+        """The loop's clock (CLOCK_MONOTONIC) in seconds."""
+        return lib.lk_now_ns() / _NS
+
+    def next_timeout(self) -> float | None:
+        """Seconds until the earliest timer is due (0 if due), None if no timer."""
+        ns = lib.lk_next_timeout_ns(self._ptr)
+        return None if ns < 0 else ns / _NS
+
+    # -- timers -------------------------------------------------------------
+    def timer(self, seconds: float, callback: Callable, *args) -> Timer:
+        """Run ``callback(*args)`` once, ``seconds`` from now (negative = now)."""
+        timer_id = lib.lk_timer_start(self._ptr, int(seconds * _NS))
+        if timer_id < 0:
+            _check(timer_id, "lk_timer_start")
+        t = Timer(self, timer_id, callback, args)
+        self._timers[timer_id] = t
+        return t
+
+    @property
+    def active_timers(self) -> int:
+        return len(self._timers)
+
+    # -- io -----------------------------------------------------------------
+    def io_start(self, fd: int, event: int, callback: Callable[[int], object]) -> None:
+        """Call ``callback(events)`` once, when ``fd`` is ready for ``event``.
+
+        ``event`` is READ or WRITE. One callback per (fd, direction): a second
+        one raises RuntimeError, because two greenlets reading one socket
+        would steal each other's data. Wake-ups may be spurious (the fd can
+        be drained by someone else first); callers retry their syscall.
+        """
+        if event != READ and event != WRITE:
+            raise ValueError(f"event must be READ or WRITE, not {event!r}")
+        watch = self._fds.get(fd)
+        if watch is None:
+            if not isinstance(fd, int) or fd < 0:
+                raise ValueError(f"fd must be a non-negative int, not {fd!r}")
+            watch = self._fds[fd] = _FdWatch()
+        if event == READ:
+            if watch.reader is not None:
+                raise RuntimeError(f"fd {fd} already has a greenlet waiting to read")
+            watch.reader = callback
+        else:
+            if watch.writer is not None:
+                raise RuntimeError(f"fd {fd} already has a greenlet waiting to write")
+            watch.writer = callback
+        self.io_waiters += 1
+        # Interest is added eagerly but removed lazily (see _dispatch_io), so
+        # a greenlet that reads in a loop costs no epoll_ctl per wait.
+        mask = lib.lk_io_get(self._ptr, fd)
+        if not mask & event:
+            rc = lib.lk_io_set(self._ptr, fd, mask | event)
+            if rc < 0:
+                self.io_cancel(fd, event)
+                _check(rc, f"watching fd {fd}")
+
+    def io_cancel(self, fd: int, event: int) -> Callable | None:
+        """Forget the callback waiting on (fd, event); return it (or None)."""
+        watch = self._fds.get(fd)
+        if watch is None:
+            return None
+        if event == READ:
+            cb, watch.reader = watch.reader, None
+        else:
+            cb, watch.writer = watch.writer, None
+        if cb is not None:
+            self.io_waiters -= 1
+        return cb
+
+    def io_forget(self, fd: int) -> list[Callable]:
+        """The fd is about to be closed: stop watching it now.
+
+        Returns the callbacks that were waiting on it, so the caller can wake
+        them with an error. (Closing an fd that epoll still watches would leave
+        a stale registration if the fd had been dup'ed.)
+        """
+        watch = self._fds.pop(fd, None)
+        if self._ptr is not None:
+            lib.lk_io_set(self._ptr, fd, 0)
+        if watch is None:
+            return []
+        waiting = [cb for cb in (watch.reader, watch.writer) if cb is not None]
+        # Cleared so that a dispatch already holding this watch skips them.
+        watch.reader = watch.writer = None
+        self.io_waiters -= len(waiting)
+        return waiting
+
+    # -- the one crossing per iteration ------------------------------------
+    def poll(self, timeout: float, on_error: Callable[[Callable], None]) -> int:
+        """Wait for events, at most ``timeout`` seconds (-1: until one happens),
+        then run the callbacks of everything that fired.
+
+        The C loop shortens the wait to the next timer. Returns the number of
+        events dispatched. An exception from a callback is passed to
+        ``on_error(callback)`` (inside the ``except`` block, so
+        ``sys.exc_info()`` describes it) and dispatching goes on.
+        """
+        timeout_ns = -1 if timeout < 0 else int(timeout * _NS)
+        n = lib.lk_poll(self._ptr, timeout_ns, self._events, MAX_EVENTS)
+        if n <= 0:
+            if n < 0 and n != -_errno.EINTR:
+                _check(n, "lk_poll")
+            return 0
+        events = self._events
+        timers = self._timers
+        i = 0
+        while i < n:
+            ev = events[i]
+            i += 1
+            cb = None
+            try:
+                if ev.events & TIMER:
+                    t = timers.pop(ev.id, None)
+                    if t is not None:
+                        cb = t.callback
+                        cb(*t.args)
+                else:
+                    self._dispatch_io(ev.id, ev.events)
+            except BaseException:
+                on_error(cb)
+        return n
+
+    def _dispatch_io(self, fd: int, events: int) -> None:
+        watch = self._fds.get(fd)
+        if watch is None:
+            # Nobody has waited on this fd since it was forgotten.
+            lib.lk_io_set(self._ptr, fd, 0)
+            return
+        reader = watch.reader if events & READ else None
+        writer = watch.writer if events & WRITE else None
+        # Lazy removal: a direction that fired with nobody waiting is dropped
+        # from the kernel's interest set now; one that had a waiter stays, on
+        # the bet that the greenlet will wait again soon.
+        idle = 0
+        if events & READ and reader is None:
+            idle |= READ
+        if events & WRITE and writer is None:
+            idle |= WRITE
+        if idle:
+            mask = lib.lk_io_get(self._ptr, fd)
+            if mask & idle:
+                lib.lk_io_set(self._ptr, fd, mask & ~idle)
+        if reader is not None:
+            watch.reader = None
+            self.io_waiters -= 1
+            reader(events)
+        if writer is not None and watch.writer is writer:
+            watch.writer = None
+            self.io_waiters -= 1
+            writer(events)
+
+    def wake(self) -> None:
+        """Make a poll that is waiting return soon. Any thread may call this."""
+        ptr = self._ptr
+        if ptr is not None:
+            lib.lk_wake(ptr)
+
+    def __repr__(self) -> str:
+        if self._ptr is None:
+            return "<Loop closed>"
+        return (f"<Loop backend={self.backend_name} timers={len(self._timers)} "
+                f"io_waiters={self.io_waiters}>")

@@ -1,0 +1,316 @@
+"""Micro benchmarks: what one switch, spawn, timer or wake-up costs.
+
+Each benchmark is written once per implementation, so that labkit is measured
+with exactly the code a gevent user would write (``s/gevent/labkit/``) and
+asyncio/uvloop with the idiomatic asyncio equivalent. The registry
+``BENCHMARKS`` maps a benchmark name to a ``Benchmark`` record; ``_worker.py``
+looks a benchmark up there and runs one implementation of it in a process of
+its own.
+
+The contract of an implementation function is ``fn(n) -> seconds``: do the
+operation ``n`` times (or ``n`` rounds of ``ops_per_n`` operations each) and
+return the seconds spent in the measured part only. The function times itself
+because setup (creating an asyncio loop, starting a thread) must not be
+counted, and only the function knows where setup ends.
+
+Rules for these functions:
+
+- import the implementation's package inside the function, never at module
+  level: this module is imported by the benchmark driver, which must not load
+  gevent, asyncio loops or labkit's hub into its own process;
+- keep the gevent and labkit versions textually identical: they share one
+  helper that receives the module (``gevent`` or ``labkit``) as ``gk``.
+
+To add a suite (queues, TCP echo, HTTP ...), write its functions in a new
+module and call ``register(Benchmark(...))`` for each; ``_worker.py`` imports
+the suite modules listed in ``SUITES``.
+"""
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Callable, Dict
+
+# Implementation names, in the order the table shows them. "greenlet" is the
+# bare greenlet package: the floor under both labkit and gevent.
+LABKIT = "labkit"
+PEERS = ("gevent", "asyncio", "uvloop")
+GREENLET = "greenlet"
+
+# Modules that register benchmarks; the worker imports them all.
+SUITES = ("labkit.bench.micro",)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: its implementations and how to turn time into per-op time.
+
+    ``impls`` maps an implementation name to ``fn(n) -> seconds``.
+    ``ops_per_n``: operations performed per unit of ``n`` (a ping-pong round
+    of two switches counts 2), so per-op time = seconds / (n * ops_per_n).
+    ``default_n`` is chosen so that one run takes roughly 0.1-0.3 s.
+    ``aliases`` lets a column borrow another implementation's measurement when
+    both would run the very same code (labkit and gevent both switch with the
+    greenlet package, so ``greenlet_switch`` is measured once as "greenlet").
+    """
+
+    name: str
+    description: str
+    default_n: int
+    ops_per_n: int
+    impls: Dict[str, Callable[[int], float]]
+    aliases: Dict[str, str] = field(default_factory=dict)
+
+
+BENCHMARKS: Dict[str, Benchmark] = {}
+
+
+def register(bench):
+    """Add ``bench`` to the registry; names must be unique."""
+    if bench.name in BENCHMARKS:
+        raise ValueError(f"benchmark {bench.name!r} is already registered")
+    BENCHMARKS[bench.name] = bench
+    return bench
+
+
+def import_gevent_like(impl):
+    """Return the ``gevent`` or ``labkit`` module, for the shared helpers."""
+    if impl == LABKIT:
+        import labkit
+        return labkit
+    import gevent
+    return gevent
+
+
+def run_asyncio(coro_fn, impl):
+    """Run ``coro_fn()`` on a fresh asyncio or uvloop loop and return its result.
+
+    The loop is created before the coroutine starts, so loop creation is
+    never inside the coroutine's own timing.
+    """
+    loop_factory = None
+    if impl == "uvloop":
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    if hasattr(asyncio, "Runner"):  # Python 3.11+
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(coro_fn())
+    loop = loop_factory() if loop_factory else asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro_fn())
+    finally:
+        loop.close()
+
+
+# --- greenlet_switch -------------------------------------------------------
+
+def greenlet_switch(n):
+    """n round trips main -> partner -> main: 2n bare greenlet switches."""
+    from greenlet import getcurrent, greenlet
+
+    main = getcurrent()
+
+    def partner():
+        while True:
+            main.switch()
+
+    other = greenlet(partner)
+    other.switch()  # start it; it parks at once in main.switch()
+    start = perf_counter()
+    for _ in range(n):
+        other.switch()
+    elapsed = perf_counter() - start
+    other.throw()  # GreenletExit: let the partner finish cleanly
+    return elapsed
+
+
+register(Benchmark(
+    name="greenlet_switch",
+    description="bare greenlet.switch() ping-pong (the floor for labkit and gevent)",
+    default_n=300_000,
+    ops_per_n=2,
+    impls={GREENLET: greenlet_switch},
+    aliases={LABKIT: GREENLET, "gevent": GREENLET},
+))
+
+
+# --- sleep0 ----------------------------------------------------------------
+
+def sleep0_gevent_like(impl, n):
+    gk = import_gevent_like(impl)
+
+    def yield_n_times():
+        for _ in range(n):
+            gk.sleep(0)
+
+    start = perf_counter()
+    gk.joinall([gk.spawn(yield_n_times), gk.spawn(yield_n_times)])
+    return perf_counter() - start
+
+
+def sleep0_asyncio(impl, n):
+    async def yield_n_times():
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def main():
+        start = perf_counter()
+        await asyncio.gather(yield_n_times(), yield_n_times())
+        return perf_counter() - start
+
+    return run_asyncio(main, impl)
+
+
+# --- spawn_join ------------------------------------------------------------
+
+def identity(x):
+    return x
+
+
+async def identity_async(x):
+    return x
+
+
+def spawn_join_gevent_like(impl, n):
+    gk = import_gevent_like(impl)
+    start = perf_counter()
+    greenlets = [gk.spawn(identity, i) for i in range(n)]
+    gk.joinall(greenlets)
+    return perf_counter() - start
+
+
+def spawn_join_asyncio(impl, n):
+    async def main():
+        start = perf_counter()
+        tasks = [asyncio.create_task(identity_async(i)) for i in range(n)]
+        await asyncio.gather(*tasks)
+        return perf_counter() - start
+
+    return run_asyncio(main, impl)
+
+
+# --- timer_cancel ----------------------------------------------------------
+
+def timer_cancel_gevent_like(impl, n):
+    gk = import_gevent_like(impl)
+    start = perf_counter()
+    for _ in range(n):
+        timeout = gk.Timeout.start_new(10)
+        timeout.cancel()
+    return perf_counter() - start
+
+
+def timer_cancel_asyncio(impl, n):
+    def never_called():
+        raise AssertionError("a cancelled timer fired")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = perf_counter()
+        for _ in range(n):
+            loop.call_later(10, never_called).cancel()
+        return perf_counter() - start
+
+    return run_asyncio(main, impl)
+
+
+# --- threadsafe_wakeup -----------------------------------------------------
+#
+# A plain thread posts a callback into the loop and blocks until the loop has
+# run it: one round trip = wake the sleeping loop + run a callback + signal a
+# real lock. The thread times itself, so how promptly the main greenlet or
+# task notices the end does not count.
+
+def post_and_wait_n_times(post, n, result):
+    """Thread body: n round trips through ``post(callback)``; store seconds."""
+    ran = threading.Event()
+    start = perf_counter()
+    for _ in range(n):
+        ran.clear()
+        post(ran.set)
+        ran.wait()
+    result.append(perf_counter() - start)
+
+
+def threadsafe_wakeup_gevent_like(impl, n):
+    gk = import_gevent_like(impl)
+    if impl == LABKIT:
+        post = gk.get_hub().run_callback_threadsafe
+    else:
+        post = gk.get_hub().loop.run_callback_threadsafe
+    result = []
+    thread = threading.Thread(target=post_and_wait_n_times, args=(post, n, result))
+    thread.start()
+    # Keep the hub looping (and sleeping in its poller) until the thread is
+    # done; each posted callback has to wake it up from there.
+    while thread.is_alive():
+        gk.sleep(0.01)
+    thread.join()
+    return result[0]
+
+
+def threadsafe_wakeup_asyncio(impl, n):
+    async def main():
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+        result = []
+
+        def thread_body():
+            try:
+                post_and_wait_n_times(loop.call_soon_threadsafe, n, result)
+            finally:
+                loop.call_soon_threadsafe(finished.set_result, None)
+
+        thread = threading.Thread(target=thread_body)
+        thread.start()
+        await finished
+        thread.join()
+        return result[0]
+
+    return run_asyncio(main, impl)
+
+
+# --- registration of the four loop benchmarks ------------------------------
+
+def impls_for(gevent_like, asyncio_like):
+    """The four implementations of a benchmark, from its two shared helpers."""
+    return {
+        LABKIT: lambda n: gevent_like(LABKIT, n),
+        "gevent": lambda n: gevent_like("gevent", n),
+        "asyncio": lambda n: asyncio_like("asyncio", n),
+        "uvloop": lambda n: asyncio_like("uvloop", n),
+    }
+
+
+register(Benchmark(
+    name="sleep0",
+    description="two greenlets/tasks yielding with sleep(0), per yield",
+    default_n=50_000,
+    ops_per_n=2,
+    impls=impls_for(sleep0_gevent_like, sleep0_asyncio),
+))
+
+register(Benchmark(
+    name="spawn_join",
+    description="spawn a trivial greenlet/task, then join them all, per spawn",
+    default_n=20_000,
+    ops_per_n=1,
+    impls=impls_for(spawn_join_gevent_like, spawn_join_asyncio),
+))
+
+register(Benchmark(
+    name="timer_cancel",
+    description="start a 10 s timer and cancel it",
+    default_n=100_000,
+    ops_per_n=1,
+    impls=impls_for(timer_cancel_gevent_like, timer_cancel_asyncio),
+))
+
+register(Benchmark(
+    name="threadsafe_wakeup",
+    description="thread posts a callback to the loop and waits for it to run",
+    default_n=5_000,
+    ops_per_n=1,
+    impls=impls_for(threadsafe_wakeup_gevent_like, threadsafe_wakeup_asyncio),
+))

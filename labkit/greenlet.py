@@ -1,0 +1,468 @@
+"""Greenlet: a greenlet with a result, links and gevent's lifecycle.
+
+Lifecycle of a :class:`Greenlet` ``g``::
+
+    created --start()--> scheduled --hub runs it--> running --returns/raises--> dead
+        \\                    \\
+         `----kill()-----------`--> dead without ever running
+
+- ``g.value`` / ``g.exception`` hold the outcome once ``g.ready()``.
+- A greenlet killed with :class:`GreenletExit` counts as *successful*; its
+  value is the GreenletExit instance (gevent's rule).
+- Links run after death, in the order they were added. ``rawlink`` callbacks
+  run in the hub and must not block; ``link`` callbacks run in a new greenlet.
+- An exception that escapes ``run`` is printed with its traceback by the hub
+  and kills only this greenlet; KeyboardInterrupt and SystemExit are
+  re-raised in the main greenlet.
+"""
+from __future__ import annotations
+
+import contextvars
+import sys
+from typing import Callable, Iterable
+
+from greenlet import GreenletExit, getcurrent, greenlet
+
+from labkit.hub import Waiter, _check_seconds, get_hub
+from labkit.timeout import Timeout
+
+__all__ = ["Greenlet", "spawn", "spawn_later", "joinall", "killall", "wait", "iwait"]
+
+# start states
+_NEW, _SCHEDULED, _STARTED, _CANCELLED = range(4)
+
+
+class Greenlet(greenlet):
+    """A unit of cooperative work whose outcome can be waited for.
+
+    ``Greenlet(run, *args, **kwargs)`` creates it; ``start()`` schedules it;
+    subclasses may override ``_run`` instead of passing ``run``. Create and
+    use it in the thread whose hub will run it.
+    """
+
+    def __init__(self, run: Callable | None = None, *args, **kwargs):
+        hub = get_hub()
+        greenlet.__init__(self, None, hub)
+        if run is not None:
+            self._run = run
+        if not callable(self._run):
+            raise TypeError(f"run must be callable, not {self._run!r}")
+        self.args = args
+        self.kwargs = kwargs
+        self.value = None
+        self._exc_info = None
+        self._links: list | None = None
+        self._start_state = _NEW
+        self._start_handle = None
+        self._name = None
+        # Output and context variables follow the code that spawned us.
+        self.gr_context = contextvars.copy_context()
+
+    def _run(self, *args, **kwargs):  # pragma: no cover - replaced or overridden
+        raise NotImplementedError("pass run= or override _run in a subclass")
+
+    # -- introspection ----------------------------------------------------
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = f"Greenlet-{_next_number()}"
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = str(value)
+
+    @property
+    def minimal_ident(self) -> int:
+        return id(self)
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The exception that ended the greenlet, or None."""
+        return self._exc_info[1] if self._exc_info else None
+
+    @property
+    def exc_info(self):
+        return self._exc_info
+
+    @property
+    def started(self) -> bool:
+        return self._start_state in (_SCHEDULED, _STARTED)
+
+    @property
+    def dead(self) -> bool:
+        """True when finished, or killed before it ever ran."""
+        return self._start_state == _CANCELLED or greenlet.dead.__get__(self)
+
+    def ready(self) -> bool:
+        """True once the outcome (value or exception) is known."""
+        return self.dead or self._exc_info is not None
+
+    def successful(self) -> bool:
+        return self.ready() and self._exc_info is None
+
+    def __bool__(self) -> bool:
+        return self._start_state == _SCHEDULED or greenlet.__bool__(self)
+
+    def __repr__(self) -> str:
+        func = getattr(self._run, "__qualname__", repr(self._run))
+        args = ", ".join([repr(a) for a in self.args] +
+                         [f"{k}={v!r}" for k, v in self.kwargs.items()])
+        return f"<Greenlet {self.name!r} at {id(self):#x}: {func}({args})>"
+
+    # -- starting ---------------------------------------------------------
+    def start(self) -> None:
+        """Schedule the greenlet to run soon (no-op if already started)."""
+        if self._start_state == _NEW:
+            self._start_state = _SCHEDULED
+            self.parent._ready.append(self.switch)
+
+    def start_later(self, seconds: float) -> None:
+        """Schedule the greenlet to run in ``seconds``."""
+        seconds = _check_seconds(seconds)
+        if self._start_state == _NEW:
+            self._start_state = _SCHEDULED
+            self._start_handle = self.parent.loop.timer(seconds, self.switch)
+
+    @classmethod
+    def spawn(cls, *args, **kwargs) -> "Greenlet":
+        g = cls(*args, **kwargs)
+        g.start()
+        return g
+
+    @classmethod
+    def spawn_later(cls, seconds: float, *args, **kwargs) -> "Greenlet":
+        g = cls(*args, **kwargs)
+        g.start_later(seconds)
+        return g
+
+    # -- running ----------------------------------------------------------
+    def run(self):
+        """The greenlet body (called by the greenlet machinery, not by you)."""
+        if self._start_state == _CANCELLED:
+            return None  # killed before the scheduled start came round
+        self._start_state = _STARTED
+        self._start_handle = None
+        try:
+            result = self._run(*self.args, **self.kwargs)
+        except GreenletExit as exc:
+            self._report_result(exc)
+        except BaseException as exc:
+            self._report_error(exc)
+        else:
+            self._report_result(result)
+        return None
+
+    def _report_result(self, result) -> None:
+        self.value = result
+        if self._links:
+            self.parent._ready.append(self._notify_links)
+
+    def _report_error(self, exc: BaseException) -> None:
+        self._exc_info = (type(exc), exc, exc.__traceback__)
+        if self._links:
+            self.parent._ready.append(self._notify_links)
+        self.parent.handle_error(self, type(exc), exc, exc.__traceback__)
+
+    # -- killing ----------------------------------------------------------
+    def kill(self, exception=GreenletExit, block: bool = True,
+             timeout: float | None = None) -> None:
+        """Raise ``exception`` in the greenlet (default GreenletExit).
+
+        Not started yet: it will never run. Already dead: nothing happens.
+        With ``block`` (default) wait until it is dead, at most ``timeout``.
+        """
+        if timeout is not None:
+            timeout = _check_seconds(timeout, "timeout")
+        if isinstance(exception, type) and not issubclass(exception, BaseException) \
+                or not isinstance(exception, (type, BaseException)):
+            raise TypeError(f"exception must be an exception class or instance, "
+                            f"not {exception!r}")
+        if self.dead:
+            return
+        if not greenlet.__bool__(self):
+            # Scheduled but never ran: cancel the start, die right here.
+            self._cancel_start()
+            exc = exception() if isinstance(exception, type) else exception
+            if isinstance(exc, GreenletExit):
+                self._report_result(exc)
+            else:
+                self._exc_info = (type(exc), exc, None)
+                if self._links:
+                    self.parent._ready.append(self._notify_links)
+            return
+        self.parent.run_callback(self._throw_if_alive, exception)
+        if block and getcurrent() is not self:
+            self.join(timeout)
+
+    def _cancel_start(self) -> None:
+        self._start_state = _CANCELLED
+        if self._start_handle is not None:
+            self._start_handle.cancel()
+            self._start_handle = None
+
+    def _throw_if_alive(self, exception) -> None:
+        if not self.dead:
+            self.throw(exception)
+
+    # -- waiting for the outcome -----------------------------------------
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the greenlet is dead, at most ``timeout`` seconds.
+        Does not raise the greenlet's exception (see :meth:`get`)."""
+        if self.ready():
+            return
+        if timeout is not None:
+            timeout = _check_seconds(timeout, "timeout")
+        _wait_on(self, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        """Return the value, or raise the exception that ended the greenlet.
+
+        Not ready and ``block`` false, or still not ready after ``timeout``:
+        raise :class:`labkit.Timeout`.
+        """
+        if not self.ready():
+            if not block:
+                raise Timeout()
+            if timeout is not None:
+                timeout = _check_seconds(timeout, "timeout")
+            if not _wait_on(self, timeout):
+                raise Timeout(timeout)
+        if self._exc_info is not None:
+            raise self._exc_info[1].with_traceback(self._exc_info[2])
+        return self.value
+
+    # -- links ------------------------------------------------------------
+    def rawlink(self, callback: Callable) -> None:
+        """Call ``callback(self)`` in the hub once dead. Must not block."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        if self._links is None:
+            self._links = []
+        self._links.append(callback)
+        if self.ready() and len(self._links) == 1:
+            self.parent._ready.append(self._notify_links)
+
+    def link(self, callback: Callable) -> None:
+        """Call ``callback(self)`` in a new greenlet once dead."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        self.rawlink(_SpawnedLink(callback))
+
+    def link_value(self, callback: Callable) -> None:
+        """Like link, only if the greenlet ends successfully."""
+        self.link(_SuccessLink(callback, want_success=True))
+
+    def link_exception(self, callback: Callable) -> None:
+        """Like link, only if the greenlet ends with an exception."""
+        self.link(_SuccessLink(callback, want_success=False))
+
+    def unlink(self, callback: Callable) -> None:
+        """Remove a callback added by rawlink/link (no error if absent)."""
+        links = self._links
+        if not links:
+            return
+        for i, link in enumerate(links):
+            if link == callback or getattr(link, "callback", None) == callback or \
+                    getattr(getattr(link, "callback", None), "callback", None) == callback:
+                del links[i]
+                return
+
+    def unlink_all(self) -> None:
+        self._links = None
+
+    def _notify_links(self) -> None:
+        links = self._links
+        while links:
+            callback = links.pop(0)
+            try:
+                callback(self)
+            except BaseException:
+                self.parent.handle_error((callback, self), *sys.exc_info())
+
+
+class _SpawnedLink:
+    """A link callback that runs in a greenlet of its own (it may block)."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def __call__(self, source) -> None:
+        g = greenlet(self.callback, getcurrent())
+        g.switch(source)
+
+    def __eq__(self, other):
+        return self.callback == getattr(other, "callback", other)
+
+    __hash__ = None
+
+
+class _SuccessLink:
+    __slots__ = ("callback", "want_success")
+
+    def __init__(self, callback, want_success: bool):
+        self.callback = callback
+        self.want_success = want_success
+
+    def __call__(self, source) -> None:
+        if source.successful() == self.want_success:
+            self.callback(source)
+
+    def __eq__(self, other):
+        return self.callback == getattr(other, "callback", other)
+
+    __hash__ = None
+
+
+_counter = 0
+
+
+def _next_number() -> int:
+    global _counter
+    _counter += 1
+    return _counter
+
+
+def _wait_on(obj, timeout: float | None) -> bool:
+    """Park until ``obj`` (anything with rawlink/unlink/ready) is ready.
+    True if it is, False if ``timeout`` passed first."""
+    hub = get_hub()
+    waiter = Waiter(hub)
+    switch = waiter.switch
+    obj.rawlink(switch)
+    timer = hub.loop.timer(timeout, switch, _TIMED_OUT) if timeout is not None else None
+    try:
+        result = waiter.get()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        obj.unlink(switch)
+    return result is not _TIMED_OUT
+
+
+_TIMED_OUT = object()
+
+
+# -- module-level helpers (gevent names) ------------------------------------
+
+def spawn(function: Callable, *args, **kwargs) -> Greenlet:
+    """Create a :class:`Greenlet` running ``function(*args, **kwargs)`` and start it."""
+    g = Greenlet(function, *args, **kwargs)
+    g.start()
+    return g
+
+
+def spawn_later(seconds: float, function: Callable, *args, **kwargs) -> Greenlet:
+    """Like spawn, but the greenlet starts after ``seconds``."""
+    g = Greenlet(function, *args, **kwargs)
+    g.start_later(seconds)
+    return g
+
+
+class _ReadyQueue:
+    """The objects that became ready, in order, and the greenlet waiting for them."""
+
+    __slots__ = ("hub", "items", "waiter", "timed_out")
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.items: list = []
+        self.waiter: Waiter | None = None
+        self.timed_out = False
+
+    def put(self, obj) -> None:  # a rawlink callback: runs in the hub
+        self.items.append(obj)
+        self._wake()
+
+    def time_out(self) -> None:  # a timer callback: runs in the hub
+        self.timed_out = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            waiter.switch(None)
+
+    def wait(self) -> None:
+        """Park until something is put or the timeout passes."""
+        while not self.items and not self.timed_out:
+            self.waiter = Waiter(self.hub)
+            try:
+                self.waiter.get()
+            finally:
+                self.waiter = None
+
+
+def iwait(objects: Iterable, timeout: float | None = None, count: int | None = None):
+    """Yield each of ``objects`` as it becomes ready (anything with rawlink:
+    greenlets, Events, AsyncResults), at most ``count`` of them, until
+    ``timeout`` seconds have passed."""
+    objects = list(objects)
+    if timeout is not None:
+        timeout = _check_seconds(timeout, "timeout")
+    if count is None:
+        count = len(objects)
+    elif count < 0:
+        raise ValueError(f"count must be >= 0, not {count!r}")
+    if not objects or count == 0:
+        return
+    hub = get_hub()
+    queue = _ReadyQueue(hub)
+    for obj in objects:
+        obj.rawlink(queue.put)
+    timer = hub.loop.timer(timeout, queue.time_out) if timeout is not None else None
+    try:
+        for _ in range(count):
+            queue.wait()
+            if not queue.items:
+                return  # timed out
+            yield queue.items.pop(0)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for obj in objects:
+            obj.unlink(queue.put)
+
+
+def wait(objects: Iterable | None = None, timeout: float | None = None,
+         count: int | None = None) -> list | bool:
+    """Wait for ``objects`` to become ready; return those that are.
+
+    With no objects, run the loop until it has nothing left to do (True) or
+    ``timeout`` passes (False).
+    """
+    if objects is None:
+        return get_hub().join(timeout)
+    return list(iwait(objects, timeout, count))
+
+
+def joinall(greenlets: Iterable, timeout: float | None = None,
+            raise_error: bool = False, count: int | None = None) -> list:
+    """Wait for the greenlets to finish; return the ones that did.
+
+    With ``raise_error``, the first failure is raised as soon as it is seen.
+    """
+    greenlets = list(greenlets)
+    if not raise_error and timeout is None and count is None:
+        # The common case: join one by one, no per-call bookkeeping.
+        for g in greenlets:
+            g.join()
+        return greenlets
+    done = []
+    for g in iwait(greenlets, timeout, count):
+        if raise_error and g.exception is not None:
+            raise g.exception
+        done.append(g)
+    return done
+
+
+def killall(greenlets: Iterable, exception=GreenletExit, block: bool = True,
+            timeout: float | None = None) -> None:
+    """Kill every greenlet; with ``block``, wait (at most ``timeout``) for all."""
+    greenlets = list(greenlets)
+    for g in greenlets:
+        g.kill(exception, block=False)
+    if block:
+        joinall(greenlets, timeout=timeout)

@@ -1,0 +1,151 @@
+"""Specification of ``python -m labkit bench`` (labkit/bench/).
+
+The worker and the driver are tested with asyncio, which is always there;
+assertions about gevent, uvloop and labkit itself apply when they import.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from labkit import bench
+from labkit.bench import _worker, micro
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def importable(impl):
+    return _worker.unavailable_reason(impl) is None
+
+
+def run_worker_command(*args):
+    env = dict(os.environ, PYTHONPATH=str(bench.PROJECT_ROOT))
+    proc = subprocess.run([sys.executable, "-m", "labkit.bench._worker", *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+# --- the worker ------------------------------------------------------------
+
+@pytest.mark.parametrize("impl, bench_name", [
+    ("asyncio", "sleep0"),
+    ("asyncio", "threadsafe_wakeup"),
+    ("labkit", "sleep0"),
+    ("labkit", "threadsafe_wakeup"),
+])
+def test_worker_prints_one_json_line_with_a_positive_per_op_time(impl, bench_name):
+    if not importable(impl):
+        pytest.skip(f"{impl}: {_worker.unavailable_reason(impl)}")
+    result = run_worker_command(impl, bench_name, "200", "2")
+    assert result["status"] == "ok"
+    assert (result["impl"], result["bench"]) == (impl, bench_name)
+    assert (result["n"], result["repeats"]) == (200, 2)
+    assert len(result["runs_s"]) == 2
+    assert result["per_op_ns"] > 0
+
+
+def test_worker_reports_a_missing_package_as_unavailable_not_as_an_error(monkeypatch):
+    monkeypatch.setitem(_worker.REQUIREMENTS, "asyncio", ("labkit_no_such_module", ()))
+    result = _worker.run("asyncio", "sleep0", 10, 1)
+    assert result["status"] == "unavailable"
+    assert "labkit_no_such_module" in result["reason"]
+
+
+def test_every_benchmark_has_a_labkit_column_and_counts_operations():
+    for name, benchmark in micro.BENCHMARKS.items():
+        assert benchmark.name == name
+        assert benchmark.ops_per_n >= 1 and benchmark.default_n >= 1
+        labkit_impl = benchmark.aliases.get(micro.LABKIT, micro.LABKIT)
+        assert labkit_impl in benchmark.impls, name
+
+
+def test_greenlet_switch_is_measured_once_for_labkit_and_gevent():
+    columns = [micro.LABKIT, *micro.PEERS]
+    assert bench.impls_to_run(micro.BENCHMARKS["greenlet_switch"], columns) == ["greenlet"]
+    assert bench.impls_to_run(micro.BENCHMARKS["sleep0"], columns) == columns
+
+
+# --- the driver ------------------------------------------------------------
+
+def test_quick_run_writes_json_with_meta_results_and_ratios(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    status = bench.main(["--quick", "--json", str(path), "--only", "sleep0"])
+    assert status == 0
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert set(document) == {"meta", "results", "ratios"}
+    assert document["meta"]["python"] and document["meta"]["quick"] is True
+    assert list(document["results"]) == ["sleep0"]
+
+    expected_n = micro.BENCHMARKS["sleep0"].default_n // bench.QUICK_DIVISOR
+    measured = document["results"]["sleep0"]
+    expected_impls = {impl for impl in (micro.LABKIT, *micro.PEERS) if importable(impl)}
+    assert set(measured) == expected_impls
+    for entry in measured.values():
+        assert entry["per_op_ns"] > 0
+        assert (entry["n"], entry["repeats"]) == (expected_n, 1)
+
+    if importable(micro.LABKIT):
+        ratios = document["ratios"]["sleep0"]
+        assert set(ratios) == expected_impls - {micro.LABKIT}
+        assert all(ratio > 0 for ratio in ratios.values())
+        assert document["meta"]["labkit_backend"]
+
+    out = capsys.readouterr().out
+    assert "sleep0" in out and bench.RATIO_LEGEND in out
+
+
+def test_unknown_only_name_is_an_error_that_names_it(capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--quick", "--only", "sleep0,no_such_bench"])
+    assert info.value.code == 2
+    assert "no_such_bench" in capsys.readouterr().err
+
+
+def test_unknown_peer_is_an_error_that_names_it(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--peers", "twisted"])
+    assert "twisted" in capsys.readouterr().err
+
+
+# --- formatting (pure functions) -------------------------------------------
+
+FIXED_RESULTS = {
+    "greenlet_switch": {"greenlet": {"per_op_ns": 95.0, "n": 10, "repeats": 1}},
+    "sleep0": {
+        "labkit": {"per_op_ns": 620.0, "n": 10, "repeats": 1},
+        "gevent": {"per_op_ns": 1000.0, "n": 10, "repeats": 1},
+        "asyncio": {"per_op_ns": 1500.0, "n": 10, "repeats": 1},
+    },
+}
+FIXED_ALIASES = {"greenlet_switch": {"labkit": "greenlet", "gevent": "greenlet"}}
+
+
+def test_format_table_shows_times_ratios_same_and_na():
+    table = bench.format_table(FIXED_RESULTS, ["gevent", "asyncio", "uvloop"], FIXED_ALIASES)
+    assert table == "\n".join([
+        "benchmark         labkit   gevent  ratio  asyncio  ratio  uvloop  ratio",
+        "greenlet_switch  95.0 ns  95.0 ns   same      n/a    n/a     n/a    n/a",
+        "sleep0            620 ns   1.0 µs  0.62×   1.5 µs  0.41×     n/a    n/a",
+    ])
+
+
+def test_compute_ratios_is_labkit_over_peer_and_skips_shared_code():
+    ratios = bench.compute_ratios(FIXED_RESULTS, ["gevent", "asyncio", "uvloop"],
+                                  FIXED_ALIASES)
+    assert ratios["greenlet_switch"] == {}
+    assert ratios["sleep0"] == {"gevent": pytest.approx(0.62),
+                                "asyncio": pytest.approx(620 / 1500)}
+
+
+@pytest.mark.parametrize("ns, text", [
+    (None, "n/a"), (87.34, "87.3 ns"), (999.0, "999 ns"), (12_400.0, "12.4 µs"),
+    (1_234_000.0, "1.2 ms"), (1.5e9, "1.50 s"),
+])
+def test_format_duration_picks_a_readable_unit(ns, text):
+    assert bench.format_duration(ns) == text

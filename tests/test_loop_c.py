@@ -1,0 +1,422 @@
+"""The C event loop (loop_c/), driven directly through cffi.
+
+Each test reads as one sentence of the contract in loop_c/lk_loop.cdef and
+loop_c/README.md, and runs on both backends.  Everything is local
+(socketpairs) and bounded in time; timing bounds are deliberately loose.
+"""
+import errno
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from labkit._lk_loop import ffi, lib
+
+pytestmark = pytest.mark.timeout(30)
+
+LOOP_C = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "loop_c")
+LINUX = sys.platform.startswith("linux")
+BACKENDS = ["epoll", "poll"] if LINUX else ["poll"]
+BACKEND_IDS = {"epoll": lib.LK_BACKEND_EPOLL, "poll": lib.LK_BACKEND_POLL}
+RW = lib.LK_READ | lib.LK_WRITE
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def loop(backend):
+    loop = lib.lk_loop_new(BACKEND_IDS[backend])
+    assert loop != ffi.NULL
+    yield loop
+    lib.lk_loop_free(loop)
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def poll(loop, timeout_s=0.0, max_events=64):
+    """One lk_poll; the events as a {id: bits} dict (ids are unique per call)."""
+    out = ffi.new("lk_event[]", max_events)
+    n = lib.lk_poll(loop, -1 if timeout_s is None else int(timeout_s * 1e9), out, max_events)
+    assert n >= 0, os.strerror(-n)
+    events = {}
+    for i in range(n):
+        assert out[i].id not in events
+        events[out[i].id] = out[i].events
+    return events
+
+
+def stats(loop):
+    s = ffi.new("lk_stats *")
+    lib.lk_loop_get_stats(loop, s)
+    return s
+
+
+# ------------------------------------------------------------------ contract
+
+def _declarations(text):
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    return " ".join(text.split())
+
+
+def test_header_mirrors_the_cdef():
+    with open(os.path.join(LOOP_C, "lk_loop.cdef")) as f:
+        cdef = _declarations(f.read())
+    with open(os.path.join(LOOP_C, "lk_loop.h")) as f:
+        header = f.read()
+    mirror = re.search(r"mirror of lk_loop.cdef: begin ---- \*/(.*)/\* ---- mirror", header, re.S)
+    assert _declarations(mirror.group(1)) == cdef
+
+
+# ------------------------------------------------------------------- backends
+
+def test_default_backend_is_epoll_on_linux_else_poll():
+    loop = lib.lk_loop_new(lib.LK_BACKEND_DEFAULT)
+    try:
+        assert ffi.string(lib.lk_loop_backend_name(loop)) == (b"epoll" if LINUX else b"poll")
+    finally:
+        lib.lk_loop_free(loop)
+
+
+def test_backend_name_and_fd(loop, backend):
+    assert ffi.string(lib.lk_loop_backend_name(loop)).decode() == backend
+    fd = lib.lk_loop_backend_fd(loop)
+    if backend == "poll":
+        assert fd == -1
+    else:
+        assert fd >= 0 and os.get_inheritable(fd) is False   # CLOEXEC
+
+
+def test_unknown_backend_is_refused():
+    assert lib.lk_loop_new(99) == ffi.NULL
+    assert ffi.errno == errno.EINVAL
+
+
+def test_free_accepts_null():
+    lib.lk_loop_free(ffi.NULL)
+
+
+def test_clock_is_pythons_monotonic_clock():
+    before = time.monotonic_ns()
+    now = lib.lk_now_ns()
+    assert before <= now <= time.monotonic_ns()
+
+
+# ------------------------------------------------------------------------ io
+
+def test_readable_after_the_peer_writes(loop, pair):
+    a, b = pair
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_READ) == 0
+    assert poll(loop) == {}
+    b.send(b"x")
+    assert poll(loop, 5) == {a.fileno(): lib.LK_READ}
+    # Level-triggered: still readable until the data is read.
+    assert poll(loop) == {a.fileno(): lib.LK_READ}
+    a.recv(1)
+    assert poll(loop) == {}
+
+
+def test_an_empty_socket_is_writable(loop, pair):
+    a, _ = pair
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_WRITE) == 0
+    assert poll(loop, 5) == {a.fileno(): lib.LK_WRITE}
+
+
+def test_mask_changes_select_the_reported_bits(loop, pair):
+    a, b = pair
+    b.send(b"x")
+    fd = a.fileno()
+    assert lib.lk_io_set(loop, fd, RW) == 0
+    assert poll(loop) == {fd: RW}
+    assert lib.lk_io_set(loop, fd, lib.LK_WRITE) == 0
+    assert lib.lk_io_get(loop, fd) == lib.LK_WRITE
+    assert poll(loop) == {fd: lib.LK_WRITE}
+    assert lib.lk_io_set(loop, fd, lib.LK_READ) == 0
+    assert poll(loop) == {fd: lib.LK_READ}
+
+
+def test_stopping_to_watch_means_no_more_events(loop, pair):
+    a, b = pair
+    fd = a.fileno()
+    assert lib.lk_io_count(loop) == 0
+    assert lib.lk_io_set(loop, fd, RW) == 0
+    assert lib.lk_io_set(loop, fd, RW) == 0          # unchanged: no-op
+    assert lib.lk_io_set(loop, b.fileno(), lib.LK_WRITE) == 0
+    assert lib.lk_io_count(loop) == 2
+    assert lib.lk_io_set(loop, fd, 0) == 0
+    assert lib.lk_io_set(loop, fd, 0) == 0           # unchanged: no-op
+    assert lib.lk_io_count(loop) == 1
+    assert lib.lk_io_get(loop, fd) == 0
+    b.send(b"x")
+    assert poll(loop) == {b.fileno(): lib.LK_WRITE}
+
+
+def test_more_ready_fds_than_room_are_all_reported_in_turn(loop):
+    pairs = [socket.socketpair() for _ in range(6)]
+    try:
+        fds = {a.fileno() for a, _ in pairs}
+        for fd in fds:
+            assert lib.lk_io_set(loop, fd, lib.LK_WRITE) == 0
+        seen = set()
+        for _ in range(3):
+            events = poll(loop, max_events=2)
+            assert len(events) == 2
+            seen |= set(events)
+        assert seen == fds
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_hangup_is_reported_as_error_plus_the_registered_interest(loop, pair):
+    a, b = pair
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_WRITE) == 0
+    b.close()
+    events = poll(loop, 5)
+    assert events[a.fileno()] & lib.LK_ERROR
+    assert events[a.fileno()] & lib.LK_WRITE
+
+
+def test_peer_close_wakes_a_reader_with_error(loop, pair):
+    a, b = pair
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_READ) == 0
+    b.close()
+    assert poll(loop, 5) == {a.fileno(): lib.LK_READ | lib.LK_ERROR}
+
+
+def test_an_fd_closed_behind_the_loops_back(loop, backend):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    assert lib.lk_io_set(loop, fd, lib.LK_READ) == 0
+    a.close()
+    events = poll(loop)
+    if backend == "poll":
+        # POLLNVAL: reported once, with the interest, and the fd forgotten.
+        assert events == {fd: lib.LK_ERROR | lib.LK_READ}
+        assert lib.lk_io_get(loop, fd) == 0
+        assert poll(loop) == {}
+    else:
+        # epoll forgets a closed fd by itself: nothing to report.
+        assert events == {}
+    assert lib.lk_io_set(loop, fd, 0) == 0            # must not error
+    assert lib.lk_io_count(loop) == 0
+    b.close()
+
+
+# -------------------------------------------------------------------- timers
+
+def test_a_timer_fires_after_roughly_its_delay(loop):
+    start = time.monotonic()
+    t = lib.lk_timer_start(loop, 50_000_000)
+    events = {}
+    while not events:
+        events = poll(loop, None)        # forever: only the timer can end it
+    elapsed = time.monotonic() - start
+    assert events == {t: lib.LK_TIMER}
+    assert 0.045 <= elapsed < 5
+
+
+def test_poll_with_a_timeout_returns_nothing_after_about_the_timeout(loop):
+    start = time.monotonic()
+    assert poll(loop, 0.05) == {}
+    assert 0.045 <= time.monotonic() - start < 5
+
+
+def test_a_cancelled_timer_does_not_fire(loop):
+    t = lib.lk_timer_start(loop, 20_000_000)
+    assert lib.lk_timer_cancel(loop, t) == 1
+    assert poll(loop, 0.1) == {}
+
+
+def test_io_events_come_before_timers(loop, pair):
+    a, _ = pair
+    t = lib.lk_timer_start(loop, 0)
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_WRITE) == 0
+    out = ffi.new("lk_event[4]")
+    assert lib.lk_poll(loop, 0, out, 4) == 2
+    assert (out[0].id, out[0].events) == (a.fileno(), lib.LK_WRITE)
+    assert (out[1].id, out[1].events) == (t, lib.LK_TIMER)
+
+
+# ------------------------------------------------------------------- wake-up
+
+def test_wake_from_another_thread_ends_an_infinite_poll(loop):
+    waker = threading.Timer(0.05, lib.lk_wake, args=(loop,))
+    start = time.monotonic()
+    waker.start()
+    try:
+        assert poll(loop, None) == {}     # the wake-up fd is never reported
+    finally:
+        waker.join()
+    assert time.monotonic() - start < 5
+    assert stats(loop).wakeups == 1
+
+
+def test_concurrent_wakes_coalesce(loop, pair):
+    calls_per_thread, n_threads = 2000, 8
+    barrier = threading.Barrier(n_threads)
+
+    def hammer():
+        barrier.wait()
+        for _ in range(calls_per_thread):
+            lib.lk_wake(loop)
+
+    threads = [threading.Thread(target=hammer) for _ in range(n_threads)]
+    for th in threads:
+        th.start()
+    while any(th.is_alive() for th in threads):
+        poll(loop, 0.001)
+    for th in threads:
+        th.join()
+    assert 1 <= stats(loop).wakeups <= calls_per_thread * n_threads
+
+    # Still works: a pending wake is drained, then nothing until the next one.
+    poll(loop)
+    assert poll(loop) == {}
+    a, b = pair
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_READ) == 0
+    b.send(b"x")
+    assert poll(loop, 5) == {a.fileno(): lib.LK_READ}
+    before = stats(loop).wakeups
+    lib.lk_wake(loop)
+    lib.lk_wake(loop)
+    assert stats(loop).wakeups == before + 1
+
+
+# ------------------------------------------------------------------- signals
+
+def test_a_signal_ends_the_wait_so_python_can_run_its_handler(loop):
+    ran = []
+    old_handler = signal.signal(signal.SIGALRM, lambda signum, frame: ran.append(signum))
+    # pytest-timeout may own ITIMER_REAL: take it over, then give it back.
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, 0.05)
+    start = time.monotonic()
+    try:
+        out = ffi.new("lk_event[4]")
+        n = lib.lk_poll(loop, 5 * 10**9, out, 4)
+        elapsed = time.monotonic() - start
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        if old_delay:
+            signal.setitimer(signal.ITIMER_REAL,
+                             max(old_delay - (time.monotonic() - start), 0.001), old_interval)
+    assert n == 0
+    assert elapsed < 2
+    assert ran == [signal.SIGALRM]
+
+
+# ------------------------------------------------------------- bad arguments
+
+def test_bad_arguments_return_errors(loop, backend, pair):
+    a, _ = pair
+    assert lib.lk_io_set(loop, -1, lib.LK_READ) == -errno.EINVAL
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_ERROR) == -errno.EINVAL
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_TIMER) == -errno.EINVAL
+    assert lib.lk_io_set(loop, a.fileno(), 1 << 31) == -errno.EINVAL
+    assert lib.lk_io_get(loop, -1) == 0
+    assert lib.lk_io_get(loop, 10**6) == 0
+    assert lib.lk_timer_cancel(loop, -1) == 0
+    assert lib.lk_timer_cancel(loop, 2**31 - 1) == 0
+    out = ffi.new("lk_event[1]")
+    assert lib.lk_poll(loop, 0, out, 0) == -errno.EINVAL
+    assert lib.lk_poll(loop, 0, ffi.NULL, 1) == -errno.EINVAL
+    assert lib.lk_io_count(loop) == 0
+
+
+def test_a_closed_fd_is_refused_with_ebadf(loop):
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    assert lib.lk_io_set(loop, r, lib.LK_READ) == -errno.EBADF
+    assert lib.lk_io_set(loop, 2**31 - 1, lib.LK_READ) == -errno.EBADF
+    assert lib.lk_io_count(loop) == 0
+
+
+def test_a_regular_file(loop, backend):
+    with tempfile.TemporaryFile() as f:
+        rc = lib.lk_io_set(loop, f.fileno(), lib.LK_READ)
+        if backend == "epoll":
+            assert rc == -errno.EPERM      # epoll refuses files: always ready
+            assert lib.lk_io_count(loop) == 0
+        else:
+            assert rc == 0                 # poll(2) reports them always ready
+            assert poll(loop) == {f.fileno(): lib.LK_READ}
+            assert lib.lk_io_set(loop, f.fileno(), 0) == 0
+
+
+@pytest.mark.skipif(LINUX, reason="epoll exists on Linux")
+def test_epoll_is_refused_where_it_does_not_exist():
+    assert lib.lk_loop_new(lib.LK_BACKEND_EPOLL) == ffi.NULL
+    assert ffi.errno == errno.ENOSYS
+
+
+# ---------------------------------------------------------------------- fork
+
+def test_after_fork_the_child_gets_a_working_loop_and_the_parent_keeps_its(loop, backend, pair):
+    a, b = pair
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_READ) == 0
+    parent_backend_fd = lib.lk_loop_backend_fd(loop)
+
+    pid = os.fork()
+    if pid == 0:                              # child: report through the exit code
+        code = 1
+        try:
+            code = 2
+            assert lib.lk_loop_after_fork(loop) == 0
+            code = 3
+            if backend == "epoll":
+                assert lib.lk_loop_backend_fd(loop) >= 0
+            assert lib.lk_io_get(loop, a.fileno()) == lib.LK_READ
+            assert lib.lk_io_count(loop) == 1
+            code = 4
+            assert poll(loop) == {}
+            b.send(b"c")
+            assert poll(loop, 5) == {a.fileno(): lib.LK_READ}
+            assert a.recv(1) == b"c"
+            code = 5
+            t = lib.lk_timer_start(loop, 0)
+            assert poll(loop, 5) == {t: lib.LK_TIMER}
+            code = 6
+            lib.lk_wake(loop)
+            assert poll(loop, 5) == {}
+            code = 0
+        finally:
+            os._exit(code)
+
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    # The child closed its copy of the poller without editing it.
+    assert lib.lk_loop_backend_fd(loop) == parent_backend_fd
+    b.send(b"p")
+    assert poll(loop, 5) == {a.fileno(): lib.LK_READ}
+
+
+# --------------------------------------------------------------------- stats
+
+def test_stats_count_iterations_and_events(loop, pair):
+    a, _ = pair
+    lib.lk_io_set(loop, a.fileno(), lib.LK_WRITE)
+    lib.lk_timer_start(loop, 0)
+    poll(loop)
+    poll(loop)
+    s = stats(loop)
+    assert s.iterations == 2
+    assert s.io_events == 2
+    assert s.timer_events == 1
+    assert s.wakeups == 0
