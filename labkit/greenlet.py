@@ -17,7 +17,7 @@ Lifecycle of a :class:`Greenlet` ``g``::
 """
 from __future__ import annotations
 
-import contextvars
+from contextvars import copy_context
 import sys
 from typing import Callable, Iterable
 
@@ -40,23 +40,25 @@ class Greenlet(greenlet):
     use it in the thread whose hub will run it.
     """
 
+    # Defaults live on the class so that creating a greenlet stores only
+    # what differs: spawn is on the hot path of every server.
+    value = None
+    _exc_info = None
+    _links: list | None = None
+    _start_state = _NEW
+    _start_handle = None
+    _name = None
+
     def __init__(self, run: Callable | None = None, *args, **kwargs):
-        hub = get_hub()
-        greenlet.__init__(self, None, hub)
+        greenlet.__init__(self, None, get_hub())
         if run is not None:
+            if not callable(run):
+                raise TypeError(f"run must be callable, not {run!r}")
             self._run = run
-        if not callable(self._run):
-            raise TypeError(f"run must be callable, not {self._run!r}")
         self.args = args
         self.kwargs = kwargs
-        self.value = None
-        self._exc_info = None
-        self._links: list | None = None
-        self._start_state = _NEW
-        self._start_handle = None
-        self._name = None
         # Output and context variables follow the code that spawned us.
-        self.gr_context = contextvars.copy_context()
+        self.gr_context = copy_context()
 
     def _run(self, *args, **kwargs):  # pragma: no cover - replaced or overridden
         raise NotImplementedError("pass run= or override _run in a subclass")

@@ -256,10 +256,31 @@ class Hub(greenlet):
 
     # -- the loop -----------------------------------------------------------
     def run(self) -> None:
-        """The hub greenlet's body: loop forever (LoopExit is thrown, not returned)."""
+        """The hub greenlet's body: loop forever (LoopExit is thrown, not returned).
+
+        This is :meth:`run_once` unrolled into one frame, because it runs
+        between every two greenlet switches: phase 1 inline, phases 2-5 in
+        :meth:`poll_for_events`.
+        """
+        ready = self._ready
+        popleft = ready.popleft
         while True:
             try:
-                alive = self.run_once(block=True)
+                while True:
+                    # Phase 1: run the callbacks that are ready now, and only those.
+                    count = len(ready)
+                    while count:
+                        count -= 1
+                        cb = popleft()
+                        try:
+                            cb()
+                        except BaseException:
+                            self._handle_dispatch_error(cb)
+                    if ready and not self._interrupted and \
+                            monotonic_ns() - self._last_poll_ns < IO_CHECK_INTERVAL_NS:
+                        continue  # busy: check I/O a little later
+                    if not self.poll_for_events(block=True):
+                        break
             except GreenletExit:
                 raise  # the hub itself is being killed
             except BaseException:
@@ -267,12 +288,10 @@ class Hub(greenlet):
                 # guarded one by one); report it and keep the loop alive.
                 self._handle_dispatch_error(None)
                 continue
-            if not alive:
-                # Nothing can ever wake us. The main greenlet (our parent)
-                # is the one stuck waiting: tell it. If it switches back to
-                # us later, we continue from here.
-                self.parent.throw(LoopExit(
-                    "This operation would block forever", self))
+            # Nothing can ever wake us. The main greenlet (our parent) is the
+            # one stuck waiting: tell it. If it switches back to us later, we
+            # continue from here.
+            self.parent.throw(LoopExit("This operation would block forever", self))
 
     def run_once(self, block: bool = True) -> bool:
         """One pass of the loop. Returns False, without waiting, if ``block``
@@ -281,19 +300,18 @@ class Hub(greenlet):
         ``block=False`` never waits in the kernel: it is how a host loop
         (Jupyter, a REPL input hook) gives the hub one tick.
         """
+        count = len(self._ready)
+        if count:
+            self.run_ready_callbacks(count)
+        return self.poll_for_events(block)
+
+    def poll_for_events(self, block: bool) -> bool:
+        """Phases 2-5 of a pass: decide the timeout, poll, dispatch, idle."""
         if self._interrupted:
             self._deliver_interrupt()
         ready = self._ready
-        # Phase 1: run the callbacks that are ready now, and only those.
-        count = len(ready)
-        if count:
-            self.run_ready_callbacks(count)
         # Phase 2: how long may the poll wait?
-        if ready or self._idle:
-            timeout = 0
-            if ready and monotonic_ns() - self._last_poll_ns < IO_CHECK_INTERVAL_NS:
-                return True  # busy: check I/O a little later
-        elif not block:
+        if ready or self._idle or not block:
             timeout = 0
         else:
             # Phase 3: would we wait for something that can never come?
@@ -477,17 +495,19 @@ def sleep(seconds: float = 0) -> None:
     ``sleep(0)`` lets every other ready greenlet run once, then continues.
     A negative value waits until the loop is idle (see :func:`idle`).
     """
-    hub = get_hub()
     current = getcurrent()
-    if current is hub:
-        raise BlockingSwitchOutError("cannot sleep inside the hub (a loop callback)")
-    if seconds != 0:
-        seconds = _check_seconds(seconds)
+    # A spawned greenlet's parent is its hub: skip the thread-local lookup.
+    hub = current.parent
+    if hub.__class__ is not Hub:
+        hub = get_hub()
+        if current is hub:
+            raise BlockingSwitchOutError("cannot sleep inside the hub (a loop callback)")
     if seconds == 0:
+        # The hot path: queue our own switch behind the ready callbacks.
         switch = current.switch
         hub._ready.append(switch)
         try:
-            hub.switch()
+            _switch(hub)
         except BaseException:
             # Woken by an exception (kill, Timeout): our switch must not
             # fire later and wake us from some unrelated wait.
@@ -496,16 +516,19 @@ def sleep(seconds: float = 0) -> None:
             except ValueError:
                 pass
             raise
-    elif seconds > 0:
+        return
+    seconds = _check_seconds(seconds)
+    if seconds > 0:
         timer = hub.loop.timer(seconds, current.switch)
         try:
-            hub.switch()
+            _switch(hub)
         finally:
             timer.cancel()
-    elif seconds < 0:
-        idle()
     else:
-        raise ValueError(f"seconds must be a number, not {seconds!r}")
+        idle()
+
+
+_switch = greenlet.switch  # unbound: saves a bound-method allocation per call
 
 
 def _check_seconds(seconds, name: str = "seconds") -> float:

@@ -35,6 +35,7 @@ C_FILES = [
     "lk_timer_heap.c",
     "lk_wakeup.c",
     "lk_backend_poll.c",
+    "lk_arena_cache.c",
 ]
 if sys.platform.startswith("linux"):
     C_FILES.append("lk_backend_epoll.c")
@@ -65,6 +66,10 @@ ffibuilder.set_source(
     depends=[_path(name)
              for name in ("lk_loop.h", "lk_loop_internal.h", "lk_loop.cdef")],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"] + _extra_flags,
+    # lk_arena_cache.c uses PyObject_SetArenaAllocator, which the stable ABI
+    # does not offer: build for this Python version, not abi3.
+    py_limited_api=False,
+    define_macros=[("_CFFI_NO_LIMITED_API", None)],
     extra_link_args=_extra_flags,
 )
 

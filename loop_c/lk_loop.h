@@ -64,6 +64,10 @@ int64_t     lk_next_timeout_ns(lk_loop *loop);
 int         lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events);
 void        lk_wake(lk_loop *loop);
 
+/* lk_arena_cache.c: reuse freed frame-stack blocks (see that file). */
+int         lk_arena_cache_install(void);
+void        lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached);
+
 /* ---- mirror of lk_loop.cdef: end ---- */
 
 #endif /* LK_LOOP_H */
