@@ -157,26 +157,38 @@ class Loop:
             self._fds.clear()
             self.io_waiters = 0
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: lib may already be gone
+            pass
+
     @property
     def closed(self) -> bool:
         return self._ptr is None
 
+    def _live_ptr(self):
+        if self._ptr is None:
+            raise RuntimeError("the loop is closed")
+        return self._ptr
+
     def after_fork(self) -> None:
         """In a fork child: give this loop its own poller and wake-up fd."""
+        self._live_ptr()
         _check(lib.lk_loop_after_fork(self._ptr), "lk_loop_after_fork")
 
     @property
     def backend_name(self) -> str:
-        return ffi.string(lib.lk_loop_backend_name(self._ptr)).decode()
+        return ffi.string(lib.lk_loop_backend_name(self._live_ptr())).decode()
 
     @property
     def backend_fd(self) -> int:
         """The poller's fd (epoll), readable when the loop has work; -1 for poll(2)."""
-        return lib.lk_loop_backend_fd(self._ptr)
+        return lib.lk_loop_backend_fd(self._live_ptr())
 
     def stats(self) -> dict:
         out = ffi.new("lk_stats *")
-        lib.lk_loop_get_stats(self._ptr, out)
+        lib.lk_loop_get_stats(self._live_ptr(), out)
         return {name: getattr(out, name) for name in
                 ("iterations", "poll_ns", "io_events", "timer_events", "wakeups")}
 
@@ -188,13 +200,16 @@ class Loop:
 
     def next_timeout(self) -> float | None:
         """Seconds until the earliest timer is due (0 if due), None if no timer."""
-        ns = lib.lk_next_timeout_ns(self._ptr)
+        ns = lib.lk_next_timeout_ns(self._live_ptr())
         return None if ns < 0 else ns / _NS
 
     # -- timers -------------------------------------------------------------
     def timer(self, seconds: float, callback: Callable, *args) -> Timer:
         """Run ``callback(*args)`` once, ``seconds`` from now (negative = now)."""
-        timer_id = lib.lk_timer_start(self._ptr, int(seconds * _NS))
+        ptr = self._ptr
+        if ptr is None:
+            raise RuntimeError("the loop is closed")
+        timer_id = lib.lk_timer_start(ptr, int(seconds * _NS))
         if timer_id < 0:
             _check(timer_id, "lk_timer_start")
         t = Timer(self, timer_id, callback, args)
@@ -216,6 +231,8 @@ class Loop:
         """
         if event != READ and event != WRITE:
             raise ValueError(f"event must be READ or WRITE, not {event!r}")
+        if self._ptr is None:
+            raise RuntimeError("the loop is closed")
         watch = self._fds.get(fd)
         if watch is None:
             if not isinstance(fd, int) or fd < 0:
@@ -280,8 +297,11 @@ class Loop:
         ``on_error(callback)`` (inside the ``except`` block, so
         ``sys.exc_info()`` describes it) and dispatching goes on.
         """
+        ptr = self._ptr
+        if ptr is None:
+            raise RuntimeError("the loop is closed")
         timeout_ns = -1 if timeout < 0 else int(timeout * _NS)
-        n = lib.lk_poll(self._ptr, timeout_ns, self._events, MAX_EVENTS)
+        n = lib.lk_poll(ptr, timeout_ns, self._events, MAX_EVENTS)
         if n <= 0:
             if n < 0 and n != -_errno.EINTR:
                 _check(n, "lk_poll")

@@ -1,0 +1,29 @@
+"""Shared fixtures: every test starts with a fresh hub in the main thread.
+
+A hub is per thread and created lazily, so without this fixture a test that
+left a greenlet parked or a timer armed would leak it into the next test.
+"""
+import pytest
+
+from labkit.hub import _local
+
+
+def _destroy_current_hub() -> None:
+    hub = getattr(_local, "hub", None)
+    if hub is not None:
+        hub.destroy()
+
+
+@pytest.fixture(autouse=True)
+def fresh_hub():
+    _destroy_current_hub()
+    yield
+    _destroy_current_hub()
+
+
+@pytest.fixture(params=["epoll", "poll"])
+def backend(request, monkeypatch):
+    """Run the test once per C loop backend (the hub reads LABKIT_BACKEND)."""
+    monkeypatch.setenv("LABKIT_BACKEND", request.param)
+    _destroy_current_hub()
+    return request.param

@@ -1,0 +1,342 @@
+"""The hub: scheduling order, waiting, errors, LoopExit, signals, threads, fork.
+
+Every test here runs on both C loop backends (epoll and poll).
+"""
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import labkit
+from labkit import (
+    BlockingSwitchOutError, LoopExit, Waiter, get_hub, getcurrent, sleep, spawn,
+)
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("backend")]
+
+
+def test_get_hub_is_one_hub_per_thread():
+    here = get_hub()
+    assert get_hub() is here
+    other = []
+    t = threading.Thread(target=lambda: other.append(get_hub()))
+    t.start()
+    t.join()
+    assert other[0] is not here
+    assert other[0].thread_ident != here.thread_ident
+
+
+def test_hub_uses_the_backend_asked_for(backend):
+    assert get_hub().loop.backend_name == backend
+
+
+def test_sleep_zero_interleaves_ready_greenlets_in_fifo_order():
+    out = []
+
+    def worker(name):
+        for i in (1, 2, 3):
+            out.append(f"{name}{i}")
+            sleep(0)
+
+    labkit.joinall([spawn(worker, "A"), spawn(worker, "B")])
+    assert out == ["A1", "B1", "A2", "B2", "A3", "B3"]
+
+
+def test_sleep_waits_at_least_the_time_asked():
+    start = time.monotonic()
+    sleep(0.05)
+    assert time.monotonic() - start >= 0.05
+
+
+def test_sleeping_greenlets_wake_in_deadline_order():
+    out = []
+    for delay in (0.03, 0.01, 0.02):
+        spawn(lambda d=delay: (sleep(d), out.append(d)))
+    sleep(0.06)
+    assert out == [0.01, 0.02, 0.03]
+
+
+def test_negative_sleep_waits_until_the_loop_is_idle():
+    out = []
+
+    def busy():
+        for i in range(3):
+            out.append(f"busy{i}")
+            sleep(0)
+
+    def patient():
+        sleep(-1)
+        out.append("idle")
+
+    labkit.joinall([spawn(patient), spawn(busy)])
+    assert out == ["busy0", "busy1", "busy2", "idle"]
+
+
+@pytest.mark.parametrize("bad, error", [("1", TypeError), (None, TypeError),
+                                        (True, TypeError), (float("nan"), ValueError)])
+def test_sleep_rejects_what_is_not_a_duration(bad, error):
+    with pytest.raises(error, match="seconds"):
+        sleep(bad)
+
+
+def test_waiter_returns_a_value_delivered_before_get():
+    w = Waiter()
+    get_hub().run_callback(w.switch, "early")
+    sleep(0)  # the callback runs before we call get()
+    assert w.get() == "early"
+
+
+def test_waiter_throw_raises_in_the_waiting_greenlet():
+    w = Waiter()
+    get_hub().run_callback(w.throw, ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        w.get()
+
+
+def test_waiter_switch_from_outside_the_hub_is_refused():
+    w = Waiter()
+    w.greenlet = getcurrent()  # pretend someone waits
+    with pytest.raises(AssertionError, match="hub"):
+        w.switch(1)
+    w.greenlet = None
+
+
+def test_callbacks_run_in_fifo_order_and_can_be_cancelled():
+    hub = get_hub()
+    out = []
+    hub.run_callback(out.append, 1)
+    cancelled = hub.run_callback(out.append, 2)
+    hub.run_callback(out.append, 3)
+    cancelled.stop()
+    assert not cancelled.pending
+    sleep(0)
+    assert out == [1, 3]
+
+
+def test_waiting_on_nothing_raises_loop_exit_and_the_hub_stays_usable():
+    with pytest.raises(LoopExit):
+        Waiter().get()  # nobody will ever switch it
+    # the hub survived: ordinary waiting still works
+    g = spawn(lambda: sleep(0.01) or "ok")
+    assert g.get() == "ok"
+
+
+def test_loop_exit_names_the_hub():
+    with pytest.raises(LoopExit) as info:
+        Waiter().get()
+    assert info.value.args[1] is get_hub()
+
+
+def test_an_error_in_a_greenlet_is_printed_and_kills_only_that_greenlet():
+    hub = get_hub()
+    hub.exception_stream = io.StringIO()
+
+    def bad():
+        raise ZeroDivisionError("division by zero, on purpose")
+
+    survivor = spawn(lambda: (sleep(0.01), "alive")[1])
+    failed = spawn(bad)
+    assert survivor.get() == "alive"
+    assert isinstance(failed.exception, ZeroDivisionError)
+    report = hub.exception_stream.getvalue()
+    assert "Traceback" in report and "on purpose" in report
+    assert "failed with ZeroDivisionError" in report
+
+
+def test_an_error_in_a_callback_is_printed_and_the_loop_goes_on():
+    hub = get_hub()
+    hub.exception_stream = io.StringIO()
+    out = []
+    hub.run_callback(lambda: 1 / 0)
+    hub.run_callback(out.append, "after")
+    sleep(0.001)
+    assert out == ["after"]
+    assert "ZeroDivisionError" in hub.exception_stream.getvalue()
+
+
+def test_blocking_inside_a_hub_callback_is_an_error_not_a_deadlock():
+    hub = get_hub()
+    hub.exception_stream = io.StringIO()
+    hub.run_callback(sleep, 1)
+    sleep(0.001)
+    assert "BlockingSwitchOutError" in hub.exception_stream.getvalue()
+
+
+def test_a_waiter_cannot_wait_inside_the_hub():
+    hub = get_hub()
+    errors = []
+
+    def callback():
+        try:
+            Waiter().get()
+        except BlockingSwitchOutError as exc:
+            errors.append(exc)
+
+    hub.run_callback(callback)
+    sleep(0)
+    assert len(errors) == 1
+
+
+def test_keyboard_interrupt_in_a_greenlet_is_raised_in_the_main_greenlet():
+    def interrupted():
+        raise KeyboardInterrupt
+
+    spawn(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sleep(1)
+    assert spawn(lambda: 5).get() == 5  # hub still works
+
+
+def test_run_callback_threadsafe_wakes_a_sleeping_hub():
+    hub = get_hub()
+    woke = Waiter()
+    hub.keepalive(+1)  # the loop cannot see the thread coming
+
+    def from_thread():
+        time.sleep(0.05)
+        hub.run_callback_threadsafe(woke.switch, "from thread")
+
+    t = threading.Thread(target=from_thread)
+    t.start()
+    try:
+        start = time.monotonic()
+        assert woke.get() == "from thread"
+        assert time.monotonic() - start < 2
+    finally:
+        hub.keepalive(-1)
+        t.join()
+
+
+def test_wait_read_parks_until_the_fd_is_readable():
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        out = []
+
+        def reader():
+            labkit.wait_read(a.fileno())
+            out.append(a.recv(10))
+
+        g = spawn(reader)
+        sleep(0.01)
+        assert out == []  # still parked
+        b.send(b"ping")
+        g.join(timeout=2)
+        assert out == [b"ping"]
+
+
+def test_wait_read_times_out():
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(TimeoutError):
+            labkit.wait_read(a.fileno(), timeout=0.02)
+        assert get_hub().loop.io_waiters == 0
+
+
+def test_two_readers_on_one_fd_is_an_error():
+    a, b = socket.socketpair()
+    with a, b:
+        spawn(labkit.wait_read, a.fileno(), 1)
+        sleep(0)
+        with pytest.raises(RuntimeError, match="already"):
+            labkit.wait_read(a.fileno(), timeout=0.01)
+        b.send(b"x")
+        sleep(0.01)
+
+
+def test_spawn_raw_runs_a_bare_greenlet_with_arguments():
+    out = []
+    labkit.spawn_raw(out.append, 1)
+    labkit.spawn_raw(lambda **kw: out.append(kw), a=2)
+    sleep(0)
+    assert out == [1, {"a": 2}]
+
+
+def test_spawn_raw_rejects_what_is_not_callable():
+    with pytest.raises(TypeError, match="function"):
+        labkit.spawn_raw(42)
+
+
+def test_hub_join_runs_the_loop_until_nothing_is_left():
+    out = []
+    spawn(lambda: (sleep(0.02), out.append("done")))
+    assert get_hub().join() is True
+    assert out == ["done"]
+
+
+def test_hub_join_with_timeout_returns_false_while_work_remains():
+    spawn(sleep, 5)
+    assert get_hub().join(timeout=0.02) is False
+
+
+def test_wait_with_no_objects_is_hub_join():
+    spawn(sleep, 0.01)
+    assert labkit.wait() is True
+
+
+def _run_script(code: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_sigint_while_the_main_greenlet_sleeps_raises_keyboard_interrupt_there():
+    # In a child process: a real SIGINT, delivered while the hub sits in
+    # epoll_wait/poll on behalf of the main greenlet's sleep(10).
+    result = _run_script("""
+        import os, signal, threading, time, labkit
+        ticks = []
+        def ticker():
+            while True:
+                labkit.sleep(0.01)
+                ticks.append(1)
+        labkit.spawn(ticker)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        try:
+            labkit.sleep(10)
+        except KeyboardInterrupt:
+            print("interrupted after %.2f s" % (time.monotonic() - start))
+        before = len(ticks)
+        labkit.sleep(0.1)                      # the hub keeps working
+        print("ticks advanced:", len(ticks) > before)
+        print("spawn works:", labkit.spawn(lambda: 42).get() == 42)
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("interrupted after")
+    assert float(lines[0].split()[2]) < 2.0
+    assert lines[1:] == ["ticks advanced: True", "spawn works: True"]
+
+
+def test_fork_child_gets_its_own_loop_and_parent_is_unaffected():
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    a, b = socket.socketpair()
+    sleep(0.001)  # the hub exists and has run
+    pid = os.fork()
+    if pid == 0:  # child: a working hub with timers and io
+        code = 1
+        try:
+            sleep(0.01)
+            g = spawn(lambda: labkit.wait_read(a.fileno(), timeout=2) or "readable")
+            b.send(b"x")
+            code = 0 if g.get(timeout=2) == "readable" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's loop still works, including io on the same fds
+    a.recv(1)  # drain the byte the child sent through the shared socket
+    g = spawn(lambda: labkit.wait_read(a.fileno(), timeout=2) or "parent ok")
+    b.send(b"y")
+    assert g.get(timeout=2) == "parent ok"
+    a.close()
+    b.close()

@@ -1,0 +1,134 @@
+"""Timeout and with_timeout: firing, suppression, nesting, cancellation."""
+import pytest
+
+import labkit
+from labkit import Timeout, get_hub, sleep, spawn, with_timeout
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_timeout_raises_itself_in_the_guarded_block():
+    t = Timeout(0.01)
+    with pytest.raises(Timeout) as info:
+        with t:
+            sleep(1)
+    assert info.value is t
+
+
+def test_timeout_with_false_ends_the_block_quietly():
+    reached = []
+    with Timeout(0.01, False):
+        sleep(1)
+        reached.append("not here")
+    assert reached == []
+
+
+def test_timeout_with_a_custom_exception_raises_that():
+    with pytest.raises(ValueError, match="too slow"):
+        with Timeout(0.01, ValueError("too slow")):
+            sleep(1)
+
+
+def test_timeout_that_does_not_expire_is_disarmed_on_exit():
+    with Timeout(0.5) as t:
+        sleep(0.001)
+    assert not t.pending
+    assert get_hub().loop.active_timers == 0
+
+
+def test_none_seconds_never_fires():
+    with Timeout(None) as t:
+        sleep(0.01)
+    assert not t.pending
+
+
+def test_nested_timeouts_each_raise_their_own():
+    outer = Timeout(0.05)
+    inner = Timeout(0.01)
+    with pytest.raises(Timeout) as info:
+        with outer:
+            try:
+                with inner:
+                    sleep(1)
+            except Timeout as t:
+                assert t is inner  # the inner deadline passed first
+            sleep(1)
+    assert info.value is outer
+
+
+def test_inner_timeout_longer_than_outer_lets_outer_fire():
+    outer = Timeout(0.01)
+    with pytest.raises(Timeout) as info:
+        with outer:
+            with Timeout(1):
+                sleep(2)
+    assert info.value is outer
+
+
+def test_cancelled_timeout_does_not_fire():
+    t = Timeout.start_new(0.01)
+    t.cancel()
+    sleep(0.03)  # would have raised here
+    assert not t.pending
+
+
+def test_start_new_accepts_an_existing_timeout():
+    t = Timeout(0.5)
+    assert Timeout.start_new(t) is t
+    assert t.pending
+    t.cancel()
+
+
+def test_starting_a_pending_timeout_twice_is_an_error():
+    t = Timeout.start_new(1)
+    with pytest.raises(AssertionError, match="already"):
+        t.start()
+    t.cancel()
+
+
+def test_timeout_only_hits_the_greenlet_that_started_it():
+    def guarded():
+        with Timeout(0.01, False):
+            sleep(1)
+        return "guarded done"
+
+    other = spawn(lambda: (sleep(0.03), "other done")[1])
+    assert spawn(guarded).get() == "guarded done"
+    assert other.get() == "other done"
+
+
+def test_timeout_is_not_caught_by_except_exception():
+    caught = []
+    with pytest.raises(Timeout):
+        with Timeout(0.01):
+            try:
+                sleep(1)
+            except Exception:
+                caught.append("wrongly caught")
+    assert caught == []
+
+
+def test_with_timeout_returns_the_value_or_the_timeout_value():
+    assert with_timeout(1, lambda: "fast") == "fast"
+    assert with_timeout(0.01, sleep, 1, timeout_value="default") == "default"
+    with pytest.raises(Timeout):
+        with_timeout(0.01, sleep, 1)
+
+
+def test_timeout_validates_its_arguments():
+    with pytest.raises(TypeError, match="seconds"):
+        Timeout("soon")
+    with pytest.raises(TypeError, match="exception"):
+        Timeout(1, exception=42)
+
+
+def test_timeout_str_names_the_seconds():
+    assert str(Timeout(2)) == "2 seconds"
+    assert str(Timeout(1)) == "1 second"
+
+
+def test_get_with_timeout_on_greenlet_uses_timeout():
+    g = spawn(sleep, 1)
+    with pytest.raises(Timeout):
+        g.get(timeout=0.01)
+    labkit.kill(g)
