@@ -40,14 +40,11 @@ class Greenlet(greenlet):
     use it in the thread whose hub will run it.
     """
 
-    # Defaults live on the class so that creating a greenlet stores only
-    # what differs: spawn is on the hot path of every server.
-    value = None
-    _exc_info = None
-    _links: list | None = None
-    _start_state = _NEW
-    _start_handle = None
-    _name = None
+    # Slots, not the instance dict: the interpreter reads a slot without a
+    # dictionary lookup, and spawn/join are on the hot path of every server.
+    # (Greenlets keep their __dict__ for any other attribute.)
+    __slots__ = ("args", "kwargs", "value", "_exc_info", "_links",
+                 "_start_state", "_start_handle", "_name")
 
     def __init__(self, run: Callable | None = None, *args, **kwargs):
         greenlet.__init__(self, None, get_hub())
@@ -57,6 +54,12 @@ class Greenlet(greenlet):
             self._run = run
         self.args = args
         self.kwargs = kwargs
+        self.value = None
+        self._exc_info = None
+        self._links = None
+        self._start_state = _NEW
+        self._start_handle = None
+        self._name = None
         # Output and context variables follow the code that spawned us.
         self.gr_context = copy_context()
 

@@ -207,6 +207,11 @@ class Hub(greenlet):
     #: exceptions that are reported to the main greenlet rather than printed
     SYSTEM_ERROR = (KeyboardInterrupt, SystemExit, SystemError)
 
+    # Slots, not the instance dict: the interpreter reads a slot without a
+    # dictionary lookup, and these are read between every two switches.
+    __slots__ = ("loop", "thread_ident", "_ready", "_idle", "_keepalive",
+                 "_last_poll_ns", "exception_stream", "_interrupted")
+
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
         while root.parent is not None:
@@ -264,6 +269,7 @@ class Hub(greenlet):
         """
         ready = self._ready
         popleft = ready.popleft
+        next_poll_ns = 0
         while True:
             try:
                 while True:
@@ -276,11 +282,11 @@ class Hub(greenlet):
                             cb()
                         except BaseException:
                             self._handle_dispatch_error(cb)
-                    if ready and not self._interrupted and \
-                            monotonic_ns() - self._last_poll_ns < IO_CHECK_INTERVAL_NS:
+                    if ready and monotonic_ns() < next_poll_ns:
                         continue  # busy: check I/O a little later
                     if not self.poll_for_events(block=True):
                         break
+                    next_poll_ns = self._last_poll_ns + IO_CHECK_INTERVAL_NS
             except GreenletExit:
                 raise  # the hub itself is being killed
             except BaseException:

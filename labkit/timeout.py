@@ -35,6 +35,9 @@ class Timeout(BaseException):
     Timeout but let the ``with`` block swallow it) in the greenlet that
     called :meth:`start`. ``seconds=None`` never fires."""
 
+    # Slots: timeouts are created and cancelled around every guarded call.
+    __slots__ = ("seconds", "exception", "timer")
+
     def __init__(self, seconds: float | None = None, exception=None,
                  ref: bool = True, priority: int = -1):
         BaseException.__init__(self)
@@ -51,12 +54,12 @@ class Timeout(BaseException):
 
     def start(self) -> None:
         """Arm the timer for the current greenlet."""
-        if self.pending:
+        timer = self.timer
+        if timer is not None and timer.active:
             raise AssertionError(f"{self!r} is already started; cancel() it first")
         if self.seconds is None:
             return
-        target = getcurrent()
-        self.timer = get_hub().loop.timer(self.seconds, self._on_expiration, target)
+        self.timer = get_hub().loop.timer(self.seconds, self._on_expiration, getcurrent())
 
     def _on_expiration(self, target) -> None:
         self.timer = None
