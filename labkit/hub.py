@@ -17,7 +17,7 @@ Design principles (read these before changing anything here):
 - Nothing that blocks may run *in* the hub: a hub callback that tries to wait
   gets :class:`BlockingSwitchOutError` instead of deadlocking.
 
-The loop (:meth:`Hub.run_once`), one pass:
+The loop (:meth:`Hub.run`), one pass:
 
 1. run the callbacks that were ready when this pass began (bounded, so that
    callbacks scheduling callbacks cannot starve I/O);
@@ -210,7 +210,7 @@ class Hub(greenlet):
     # Slots, not the instance dict: the interpreter reads a slot without a
     # dictionary lookup, and these are read between every two switches.
     __slots__ = ("loop", "thread_ident", "_ready", "_idle", "_keepalive",
-                 "_last_poll_ns", "exception_stream", "_interrupted")
+                 "_last_poll_ns", "exception_stream", "_interrupted", "_ticking")
 
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
@@ -232,6 +232,8 @@ class Hub(greenlet):
         self.exception_stream = None  # None: sys.stderr at the time of the error
         #: set by the SIGINT handler when Ctrl-C arrives while the hub runs
         self._interrupted = False
+        #: set by tick(): run one non-blocking pass, then switch back
+        self._ticking = False
         if threading.current_thread() is threading.main_thread():
             _install_sigint_handler()
 
@@ -263,9 +265,9 @@ class Hub(greenlet):
     def run(self) -> None:
         """The hub greenlet's body: loop forever (LoopExit is thrown, not returned).
 
-        This is :meth:`run_once` unrolled into one frame, because it runs
-        between every two greenlet switches: phase 1 inline, phases 2-5 in
-        :meth:`poll_for_events`.
+        Phase 1 is inline (it runs between every two greenlet switches, so
+        it is kept in one frame with local variables); phases 2-5 are in
+        :meth:`poll_for_events`. :meth:`tick` makes it stop after one pass.
         """
         ready = self._ready
         popleft = ready.popleft
@@ -282,11 +284,14 @@ class Hub(greenlet):
                             cb()
                         except BaseException:
                             self._handle_dispatch_error(cb)
-                    if ready and monotonic_ns() < next_poll_ns:
-                        continue  # busy: check I/O a little later
-                    if not self.poll_for_events(block=True):
-                        break
-                    next_poll_ns = self._last_poll_ns + IO_CHECK_INTERVAL_NS
+                    # Phases 2-5, unless busy and the last poll was recent.
+                    if not ready or monotonic_ns() >= next_poll_ns:
+                        if not self.poll_for_events(block=not self._ticking):
+                            break
+                        next_poll_ns = self._last_poll_ns + IO_CHECK_INTERVAL_NS
+                    if self._ticking:  # a host loop asked for one pass only
+                        self._ticking = False
+                        self.parent.switch()
             except GreenletExit:
                 raise  # the hub itself is being killed
             except BaseException:
@@ -299,17 +304,27 @@ class Hub(greenlet):
             # continue from here.
             self.parent.throw(LoopExit("This operation would block forever", self))
 
-    def run_once(self, block: bool = True) -> bool:
-        """One pass of the loop. Returns False, without waiting, if ``block``
-        is true and nothing could ever wake the loop.
+    def tick(self) -> float | None:
+        """Run one non-blocking pass of the loop, then come back.
 
-        ``block=False`` never waits in the kernel: it is how a host loop
-        (Jupyter, a REPL input hook) gives the hub one tick.
+        For host loops that own the thread (the Jupyter kernel's asyncio
+        loop, a REPL's input hook): they call ``tick()`` when the backend fd
+        is readable or the next timer is due. Call from the thread's main
+        greenlet (the hub's parent). Returns how soon the hub wants the next
+        tick: 0 if callbacks are ready, the seconds until the next timer, or
+        None if only an fd event (or nothing) can bring new work.
         """
-        count = len(self._ready)
-        if count:
-            self.run_ready_callbacks(count)
-        return self.poll_for_events(block)
+        if getcurrent() is not self.parent:
+            raise BlockingSwitchOutError(
+                "tick() must be called from the main greenlet of the hub's thread")
+        self._ticking = True
+        try:
+            self.switch()
+        finally:
+            self._ticking = False
+        if self._ready:
+            return 0.0
+        return self.loop.next_timeout()
 
     def poll_for_events(self, block: bool) -> bool:
         """Phases 2-5 of a pass: decide the timeout, poll, dispatch, idle."""
@@ -335,16 +350,6 @@ class Hub(greenlet):
             ready.extend(self._idle)
             self._idle.clear()
         return True
-
-    def run_ready_callbacks(self, count: int) -> None:
-        popleft = self._ready.popleft
-        while count:
-            count -= 1
-            cb = popleft()
-            try:
-                cb()
-            except BaseException:
-                self._handle_dispatch_error(cb)
 
     # -- errors -------------------------------------------------------------
     def _deliver_interrupt(self) -> None:

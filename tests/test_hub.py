@@ -340,3 +340,59 @@ def test_fork_child_gets_its_own_loop_and_parent_is_unaffected():
     assert g.get(timeout=2) == "parent ok"
     a.close()
     b.close()
+
+
+def test_tick_runs_one_pass_without_blocking_and_returns():
+    hub = get_hub()
+    out = []
+
+    def worker():
+        for i in range(3):
+            out.append(i)
+            sleep(0)
+
+    spawn(worker)
+    spawn(sleep, 30)  # a far timer must not make tick() wait for it
+    start = time.monotonic()
+    delays = [hub.tick() for _ in range(4)]
+    assert time.monotonic() - start < 1
+    assert out == [0, 1, 2]
+    assert delays[0] == 0.0  # the worker was still ready after pass one
+    assert 29 < delays[-1] <= 30  # then only the 30 s sleeper is left
+
+
+def test_tick_delivers_io_and_timers_that_are_due():
+    hub = get_hub()
+    a, b = socket.socketpair()
+    with a, b:
+        out = []
+        spawn(lambda: (labkit.wait_read(a.fileno()), out.append("io")))
+        spawn(lambda: (sleep(0.01), out.append("timer")))
+        hub.tick()
+        b.send(b"x")
+        deadline = time.monotonic() + 2
+        while len(out) < 2 and time.monotonic() < deadline:
+            hub.tick()
+            time.sleep(0.005)  # the host loop's own idle wait
+        assert sorted(out) == ["io", "timer"]
+
+
+def test_tick_from_a_spawned_greenlet_is_refused():
+    errors = []
+
+    def bad():
+        try:
+            get_hub().tick()
+        except BlockingSwitchOutError as exc:
+            errors.append(exc)
+
+    spawn(bad).join()
+    assert len(errors) == 1
+
+
+def test_blocking_in_the_main_greenlet_after_ticks_runs_the_loop_normally():
+    hub = get_hub()
+    hub.tick()
+    g = spawn(lambda: (sleep(0.02), "done")[1])
+    hub.tick()
+    assert g.get(timeout=2) == "done"
