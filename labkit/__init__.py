@@ -26,6 +26,19 @@ from labkit.greenlet import (
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext labkit``: run the hub inside the kernel's (or terminal's) loop."""
+    from labkit.jupyter import load_ipython_extension as load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext labkit``: detach the hub from the host loop."""
+    from labkit.jupyter import unload_ipython_extension as unload
+    unload(ipython)
+
+
 __all__ = [
     "spawn", "spawn_later", "spawn_raw", "sleep", "idle", "joinall", "killall",
     "kill", "wait", "iwait", "getcurrent", "get_hub", "Greenlet",
