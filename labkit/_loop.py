@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import threading
 from typing import Callable
 
 try:
@@ -144,15 +145,18 @@ class Loop:
         self._events = ffi.new("lk_event[]", MAX_EVENTS)
         self._timers: dict[int, Timer] = {}
         self._fds: dict[int, _FdWatch] = {}
+        #: held by wake() (other threads) and close(), never while polling
+        self._close_lock = threading.Lock()
         #: number of io callbacks currently registered (reader + writer slots)
         self.io_waiters = 0
 
     # -- lifecycle --------------------------------------------------------
     def close(self) -> None:
         """Free the C loop. Pending timers and io callbacks are forgotten."""
-        if self._ptr is not None:
-            lib.lk_loop_free(self._ptr)
-            self._ptr = None
+        with self._close_lock:
+            ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            lib.lk_loop_free(ptr)
             self._timers.clear()
             self._fds.clear()
             self.io_waiters = 0
@@ -175,6 +179,8 @@ class Loop:
     def after_fork(self) -> None:
         """In a fork child: give this loop its own poller and wake-up fd."""
         self._live_ptr()
+        # A thread of the parent may have held the lock when we forked.
+        self._close_lock = threading.Lock()
         _check(lib.lk_loop_after_fork(self._ptr), "lk_loop_after_fork")
 
     @property
@@ -356,9 +362,12 @@ class Loop:
 
     def wake(self) -> None:
         """Make a poll that is waiting return soon. Any thread may call this."""
-        ptr = self._ptr
-        if ptr is not None:
-            lib.lk_wake(ptr)
+        # cffi releases the GIL inside lk_wake; the lock keeps close() from
+        # freeing the loop while another thread is still in there.
+        with self._close_lock:
+            ptr = self._ptr
+            if ptr is not None:
+                lib.lk_wake(ptr)
 
     def __repr__(self) -> str:
         if self._ptr is None:

@@ -23,13 +23,21 @@ from typing import Callable, Iterable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from labkit.hub import Waiter, _check_seconds, get_hub
+from labkit.hub import Waiter, _TR_RESUME, _check_seconds, get_hub
+from labkit._loop import lib as _lib
 from labkit.timeout import Timeout
 
 __all__ = ["Greenlet", "spawn", "spawn_later", "joinall", "killall", "wait", "iwait"]
 
 # start states
 _NEW, _SCHEDULED, _STARTED, _CANCELLED = range(4)
+
+# Tracing hooks: set by the tracer while it records, as in labkit.hub (see
+# the comment there). Spawn and exit go to ``_tracer``; the first switch
+# into a greenlet is a resume record with the reason "start".
+_trace = None
+_tracer = None
+_WHY_START = _lib.LK_WHY_START
 
 
 class Greenlet(greenlet):
@@ -62,6 +70,8 @@ class Greenlet(greenlet):
         self._name = None
         # Output and context variables follow the code that spawned us.
         self.gr_context = copy_context()
+        if _trace is not None:
+            _tracer.on_spawn(self)
 
     def _run(self, *args, **kwargs):  # pragma: no cover - replaced or overridden
         raise NotImplementedError("pass run= or override _run in a subclass")
@@ -148,6 +158,8 @@ class Greenlet(greenlet):
             return None  # killed before the scheduled start came round
         self._start_state = _STARTED
         self._start_handle = None
+        if _trace is not None:
+            _trace(_TR_RESUME, id(self), _WHY_START, 0)
         try:
             result = self._run(*self.args, **self.kwargs)
         except GreenletExit as exc:
@@ -156,6 +168,8 @@ class Greenlet(greenlet):
             self._report_error(exc)
         else:
             self._report_result(result)
+        if _trace is not None:
+            _tracer.on_exit(self)
         return None
 
     def _report_result(self, result) -> None:
@@ -334,7 +348,7 @@ def _wait_on(obj, timeout: float | None) -> bool:
     """Park until ``obj`` (anything with rawlink/unlink/ready) is ready.
     True if it is, False if ``timeout`` passed first."""
     hub = get_hub()
-    waiter = Waiter(hub)
+    waiter = Waiter(hub, "join")
     switch = waiter.switch
     obj.rawlink(switch)
     timer = hub.loop.timer(timeout, switch, _TIMED_OUT) if timeout is not None else None
@@ -393,7 +407,7 @@ class _ReadyQueue:
     def wait(self) -> None:
         """Park until something is put or the timeout passes."""
         while not self.items and not self.timed_out:
-            self.waiter = Waiter(self.hub)
+            self.waiter = Waiter(self.hub, "wait")
             try:
                 self.waiter.get()
             finally:

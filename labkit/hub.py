@@ -42,7 +42,7 @@ from typing import Callable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from labkit._loop import READ, WRITE, Loop
+from labkit._loop import READ, WRITE, Loop, lib as _lib
 
 __all__ = [
     "Hub", "Waiter", "LoopExit", "BlockingSwitchOutError",
@@ -54,6 +54,29 @@ __all__ = [
 #: is a syscall (~0.3 us); skipping it keeps ``sleep(0)`` ping-pong at the
 #: cost of two switches, while I/O and timers still get checked every 0.2 ms.
 IO_CHECK_INTERVAL_NS = 200_000
+
+# -- tracing hooks -----------------------------------------------------------
+#
+# The tracer (tracing/recorder.py) sets these two globals while it records
+# and resets them to None when it stops. Every hook is written as
+# ``if _trace is not None: ...``: one branch when tracing is off (the
+# interpreter caches the global lookup). ``_trace`` is the C function
+# lk_trace_record bound to the ring by functools.partial, so a record costs
+# one call into C and no Python frame; ``_tracer`` receives the rare events
+# that need strings (spawn: name and site) as method calls.
+#
+# One record per switch INTO a greenlet, written by that greenlet right after
+# its switch to the hub returns, with the reason it woke. Switching out is
+# not recorded: a greenlet runs from its resume record to the next record.
+_trace = None
+_tracer = None
+_TR_RESUME = _lib.LK_TR_RESUME
+_TR_PASS = _lib.LK_TR_PASS
+_TR_HOST = _lib.LK_TR_HOST
+_WHY_READY = _lib.LK_WHY_READY
+_WHY_TIMER = _lib.LK_WHY_TIMER
+_WHY_WAITER = _lib.LK_WHY_WAITER
+_WHY_THROW = _lib.LK_WHY_THROW
 
 
 class LoopExit(Exception):
@@ -116,17 +139,22 @@ class Waiter:
     ``switch``/``throw`` must be called from the hub greenlet (that is what
     makes the wake-up a plain greenlet switch). A Waiter is single-use; the
     woken greenlet must not rely on being woken only once by anything else.
+
+    ``reason`` says what the greenlet waits for, for the tracer: a short
+    label (``"Event"``, ``"Queue.get"``, ``"join"``) or ``(fd, READ|WRITE)``
+    for fd readiness. It costs nothing when tracing is off.
     """
 
-    __slots__ = ("hub", "greenlet", "value", "_exception")
+    __slots__ = ("hub", "greenlet", "value", "_exception", "reason")
 
     _EMPTY = object()
 
-    def __init__(self, hub: "Hub | None" = None):
+    def __init__(self, hub: "Hub | None" = None, reason=None):
         self.hub = hub if hub is not None else get_hub()
         self.greenlet = None
         self.value = Waiter._EMPTY
         self._exception = None
+        self.reason = reason
 
     def ready(self) -> bool:
         return self.value is not Waiter._EMPTY or self._exception is not None
@@ -175,9 +203,16 @@ class Waiter:
                 "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
         self.greenlet = current
         try:
-            return hub.switch()
-        finally:
+            value = hub.switch()
+        except BaseException:
             self.greenlet = None
+            if _trace is not None:
+                _trace(_TR_RESUME, id(current), _WHY_THROW, _tracer.labels[self.reason])
+            raise
+        self.greenlet = None
+        if _trace is not None:
+            _trace(_TR_RESUME, id(current), _WHY_WAITER, _tracer.labels[self.reason])
+        return value
 
     def __repr__(self) -> str:
         state = "ready" if self.ready() else "waiting" if self.greenlet else "empty"
@@ -277,6 +312,8 @@ class Hub(greenlet):
                 while True:
                     # Phase 1: run the callbacks that are ready now, and only those.
                     count = len(ready)
+                    if count and _trace is not None:
+                        _trace(_TR_PASS, 0, count, 0)
                     while count:
                         count -= 1
                         cb = popleft()
@@ -291,6 +328,8 @@ class Hub(greenlet):
                         next_poll_ns = self._last_poll_ns + IO_CHECK_INTERVAL_NS
                     if self._ticking:  # a host loop asked for one pass only
                         self._ticking = False
+                        if _trace is not None:  # the host waits: not a block
+                            _trace(_TR_HOST, 0, 0, 0)
                         self.parent.switch()
             except GreenletExit:
                 raise  # the hub itself is being killed
@@ -400,6 +439,8 @@ class Hub(greenlet):
         (READ or WRITE). Returns the fired event bits. Raises ``timeout_exc``
         (default: ``TimeoutError``) after ``timeout`` seconds."""
         waiter = Waiter(self)
+        if _trace is not None:
+            waiter.reason = (fd, event)
         self.loop.io_start(fd, event, waiter.switch)
         timer = None
         if timeout is not None:
@@ -521,22 +562,39 @@ def sleep(seconds: float = 0) -> None:
             _switch(hub)
         except BaseException:
             # Woken by an exception (kill, Timeout): our switch must not
-            # fire later and wake us from some unrelated wait.
+            # fire later and wake us from some unrelated wait. Overwrite it
+            # rather than remove it: the hub may be in the middle of a pass
+            # that counted the deque's length when it began.
+            ready = hub._ready
             try:
-                hub._ready.remove(switch)
+                ready[ready.index(switch)] = _noop
             except ValueError:
                 pass
+            if _trace is not None:
+                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
             raise
+        if _trace is not None:
+            _trace(_TR_RESUME, id(current), _WHY_READY, 0)
         return
     seconds = _check_seconds(seconds)
     if seconds > 0:
         timer = hub.loop.timer(seconds, current.switch)
         try:
             _switch(hub)
-        finally:
+        except BaseException:
             timer.cancel()
+            if _trace is not None:
+                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
+            raise
+        timer.cancel()
+        if _trace is not None:
+            _trace(_TR_RESUME, id(current), _WHY_TIMER, 0)
     else:
         idle()
+
+
+def _noop() -> None:
+    pass
 
 
 _switch = greenlet.switch  # unbound: saves a bound-method allocation per call
@@ -556,7 +614,7 @@ def _check_seconds(seconds, name: str = "seconds") -> float:
 def idle() -> None:
     """Park until a loop pass finds no callbacks ready and no events fired."""
     hub = get_hub()
-    waiter = Waiter(hub)
+    waiter = Waiter(hub, "idle")
     hub._idle.append(waiter.switch)
     try:
         waiter.get()
@@ -595,6 +653,8 @@ def spawn_raw(function: Callable, *args, **kwargs) -> greenlet:
         g = greenlet(function, hub)
         hub.run_callback(g.switch, *args)
     g.gr_context = contextvars.copy_context()
+    if _trace is not None:
+        _tracer.on_spawn(g)
     return g
 
 

@@ -36,6 +36,7 @@ C_FILES = [
     "lk_wakeup.c",
     "lk_backend_poll.c",
     "lk_arena_cache.c",
+    "lk_trace.c",
 ]
 if sys.platform.startswith("linux"):
     C_FILES.append("lk_backend_epoll.c")

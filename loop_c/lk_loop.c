@@ -106,6 +106,13 @@ int lk_loop_backend_fd(lk_loop *loop)
     return loop->backend_state ? loop->backend->backend_fd(loop->backend_state) : -1;
 }
 
+/* Attach a tracer's ring (NULL detaches).  The loop does not own it: the
+ * caller detaches before freeing it. */
+void lk_loop_set_trace(lk_loop *loop, lk_trace *t)
+{
+    loop->trace = t;
+}
+
 void lk_loop_get_stats(lk_loop *loop, lk_stats *out)
 {
     *out = loop->stats;
@@ -228,6 +235,9 @@ int64_t lk_next_timeout_ns(lk_loop *loop)
  *   5. collect_expired_timers   due timers, in (deadline, start) order
  *   6. update_stats
  *
+ * With a tracer attached, "poll entered" and "poll left" records bracket
+ * phases 3-5 (two branches when not traced).
+ *
  * io events come first in `out`, then timers.  Returns how many were
  * written; 0 on timeout, wake-up or signal; -errno on error.
  */
@@ -308,12 +318,21 @@ int lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events)
 
     release_fired_timer_ids(loop);
     int timeout_ms = compute_poll_timeout(loop, timeout_ns);
+    /* The tracer sees the wait from inside: the time between these two
+     * records is the loop waiting, which the blocking monitor ignores. */
+    if (loop->trace)
+        lk_trace_record(loop->trace, LK_TR_POLL_ENTER, timeout_ms, 0, 0);
     int n_io = poll_for_io(loop, timeout_ms, out, max_events);
-    if (n_io < 0)
+    if (n_io < 0) {
+        if (loop->trace)
+            lk_trace_record(loop->trace, LK_TR_POLL_LEAVE, 0, 0, 0);
         return n_io;
+    }
     n_io = process_io_events(loop, out, n_io);
     int n_timers = collect_expired_timers(loop, out + n_io, max_events - n_io);
     update_stats(loop, n_io, n_timers);
+    if (loop->trace)
+        lk_trace_record(loop->trace, LK_TR_POLL_LEAVE, n_io, 0, n_timers);
     return n_io + n_timers;
 }
 

@@ -68,6 +68,67 @@ void        lk_wake(lk_loop *loop);
 int         lk_arena_cache_install(void);
 void        lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached);
 
+/* lk_trace.c: the tracer's ring of fixed-size records (see that file). */
+typedef struct lk_trace lk_trace;
+
+/* One record: 32 bytes.  The meaning of arg, a and b depends on kind. */
+typedef struct {
+    int64_t  ts_ns;   /* CLOCK_MONOTONIC, taken by the writer */
+    uint32_t kind;    /* LK_TR_* */
+    uint32_t arg;     /* a small argument (LK_TR_RESUME: an LK_WHY_* code) */
+    int64_t  a;       /* usually a greenlet id */
+    int64_t  b;       /* by kind */
+} lk_trace_entry;
+
+/* A snapshot for the blocking monitor's watchdog thread. */
+typedef struct {
+    uint64_t count;          /* records ever written */
+    int64_t  last_ns;        /* timestamp of the newest record */
+    uint32_t last_kind;      /* its kind */
+    int64_t  current;        /* a of the newest LK_TR_RESUME: who runs */
+    uint64_t stalls;         /* gaps >= the stall threshold seen so far */
+    int64_t  stall_start_ns; /* the last one: record before the gap ... */
+    int64_t  stall_end_ns;   /* ... and the record that ended it */
+    int64_t  now_ns;         /* when the snapshot was taken */
+} lk_trace_state;
+
+/* Record kinds.  RESUME: a = greenlet id, arg = LK_WHY_*, b = detail.
+ * SPAWN: a = greenlet id, b = parent id.  EXIT: a = greenlet id, arg = 1 if
+ * it raised, b = label id.  POLL_ENTER (written by lk_poll): a = timeout
+ * in ms (-1 forever).  POLL_LEAVE (lk_poll): a = io events, b = timers.
+ * PASS: the hub starts running ready callbacks, arg = how many.  HOST: the
+ * hub hands the thread back to a host loop (tick).  MARK: start/stop. */
+#define LK_TR_RESUME     1
+#define LK_TR_SPAWN      2
+#define LK_TR_EXIT       3
+#define LK_TR_POLL_ENTER 4
+#define LK_TR_POLL_LEAVE 5
+#define LK_TR_PASS       6
+#define LK_TR_HOST       7
+#define LK_TR_MARK       8
+
+/* Why a greenlet resumed (arg of LK_TR_RESUME); b is a label id for
+ * WAITER and THROW, the origin greenlet's id for SWITCH. */
+#define LK_WHY_START  1
+#define LK_WHY_READY  2
+#define LK_WHY_TIMER  3
+#define LK_WHY_WAITER 4
+#define LK_WHY_THROW  5
+#define LK_WHY_SWITCH 6
+
+lk_trace   *lk_trace_new(uint64_t capacity);
+void        lk_trace_free(lk_trace *t);
+void        lk_trace_clear(lk_trace *t);
+void        lk_trace_record(lk_trace *t, uint32_t kind, int64_t a, uint32_t arg, int64_t b);
+uint64_t    lk_trace_count(lk_trace *t);
+uint64_t    lk_trace_capacity(lk_trace *t);
+uint64_t    lk_trace_dropped(lk_trace *t);
+int64_t     lk_trace_read(lk_trace *t, lk_trace_entry *out, int64_t max,
+                          uint64_t since_seq, uint64_t *first_seq);
+void        lk_trace_set_stall_threshold(lk_trace *t, int64_t ns);
+void        lk_trace_get_state(lk_trace *t, lk_trace_state *out);
+void        lk_loop_set_trace(lk_loop *loop, lk_trace *t);
+
 /* ---- mirror of lk_loop.cdef: end ---- */
 
 #endif /* LK_LOOP_H */

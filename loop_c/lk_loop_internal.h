@@ -10,6 +10,7 @@
  *   lk_backend_epoll.c  the poller on Linux
  *   lk_backend_poll.c   the portable poller, poll(2)
  *   lk_loop.c           the loop object, the fd table and lk_poll's phases
+ *   lk_trace.c          the tracer's ring of records (lk_poll writes to it)
  */
 #ifndef LK_LOOP_INTERNAL_H
 #define LK_LOOP_INTERNAL_H
@@ -136,6 +137,8 @@ struct lk_loop {
 
     lk_stats             stats;         /* loop thread only ...          */
     atomic_uint_fast64_t wakeups;       /* ... except this, any thread   */
+
+    lk_trace *trace;   /* NULL: not traced (one branch per poll); not owned */
 };
 
 #endif /* LK_LOOP_INTERNAL_H */

@@ -396,3 +396,28 @@ def test_blocking_in_the_main_greenlet_after_ticks_runs_the_loop_normally():
     g = spawn(lambda: (sleep(0.02), "done")[1])
     hub.tick()
     assert g.get(timeout=2) == "done"
+
+
+def test_a_greenlet_interrupted_in_sleep0_leaves_no_stale_wakeup_and_no_error():
+    hub = get_hub()
+    hub.exception_stream = io.StringIO()
+    woken = []
+
+    def sleeper():
+        try:
+            sleep(0)
+        except labkit.GreenletExit:
+            # now wait for something else: a stale switch would wake us early
+            woken.append(Waiter().get())
+
+    def interrupter():
+        sleep(0)
+        g.throw(labkit.GreenletExit)  # while g's switch is queued in this pass
+
+    spawn(interrupter)
+    g = spawn(sleeper)
+    sleep(0)      # both are now parked in sleep(0), in that order
+    sleep(0)      # the pass that resumes the interrupter, then g's stale switch
+    sleep(0.01)   # let the pass finish and another one run
+    assert woken == []
+    assert hub.exception_stream.getvalue() == ""

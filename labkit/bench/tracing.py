@@ -1,0 +1,155 @@
+"""Benchmarks of the tracer: what recording costs, and how well blocks are caught.
+
+Registered benchmarks (labkit only; compare their rows with ``sleep0``):
+
+- ``sleep0_traced``: the sleep0 benchmark while ``tracing`` records
+  everything (one record per switch, one per hub pass);
+- ``sleep0_settrace_noop``: the same with a no-op Python
+  ``greenlet.settrace`` callback, the floor of any pure-Python tracer;
+- ``sleep0_yappi``: the same under yappi with its greenlet backend (only
+  registered if yappi is installed).
+
+``python -m labkit.bench.tracing`` (:func:`main`) prints these side by side
+with the untraced ``sleep0`` and then measures the blocking monitor: 20
+blocks of 0.15 s at threshold 0.1 s (how many are reported, mean duration
+error) and a cooperative-only run that must give no report.
+"""
+import importlib.util
+import sys
+import time
+
+from labkit.bench.micro import LABKIT, Benchmark, register, sleep0_gevent_like
+
+
+def _sleep0_with(setup, teardown):
+    def run(n):
+        state = setup()
+        try:
+            return sleep0_gevent_like(LABKIT, n)
+        finally:
+            teardown(state)
+    return run
+
+
+def _tracing_on():
+    import tracing
+    tracing.start()
+
+
+def _tracing_off(_):
+    import tracing
+    tracing.stop()
+
+
+def _settrace_on():
+    import greenlet
+    return greenlet.settrace(lambda event, args: None)
+
+
+def _settrace_off(old):
+    import greenlet
+    greenlet.settrace(old)
+
+
+def _yappi_on():
+    import yappi
+    yappi.set_context_backend("greenlet")
+    yappi.start()
+
+
+def _yappi_off(_):
+    import yappi
+    yappi.stop()
+    yappi.clear_stats()
+
+
+register(Benchmark(
+    name="sleep0_traced",
+    description="sleep0 while tracing records every switch",
+    default_n=50_000, ops_per_n=2,
+    impls={LABKIT: _sleep0_with(_tracing_on, _tracing_off)},
+))
+
+register(Benchmark(
+    name="sleep0_settrace_noop",
+    description="sleep0 with a no-op Python greenlet.settrace callback",
+    default_n=50_000, ops_per_n=2,
+    impls={LABKIT: _sleep0_with(_settrace_on, _settrace_off)},
+))
+
+if importlib.util.find_spec("yappi") is not None:
+    register(Benchmark(
+        name="sleep0_yappi",
+        description="sleep0 under yappi (greenlet context backend)",
+        default_n=20_000, ops_per_n=2,
+        impls={LABKIT: _sleep0_with(_yappi_on, _yappi_off)},
+    ))
+
+
+# --- blocking detection accuracy -------------------------------------------
+
+def blocking_accuracy(blocks=20, block_s=0.15, threshold=0.1):
+    """``blocks`` greenlets each block the loop for ``block_s`` with
+    time.sleep; returns (reported, mean relative duration error)."""
+    import labkit
+    import tracing
+
+    def blocker():
+        labkit.sleep(0.001)
+        time.sleep(block_s)
+
+    monitor = tracing.monitor_blocking(threshold, report=False)
+    try:
+        for _ in range(blocks):
+            labkit.spawn(blocker).join()
+    finally:
+        monitor.stop()
+    errors = [abs(b.duration - block_s) / block_s for b in monitor.blocks]
+    return len(monitor.blocks), (sum(errors) / len(errors) if errors else None)
+
+
+def cooperative_false_reports(seconds=3.0, threshold=0.1):
+    """Cooperative-only load (sleep(0) spinners, timers): blocks reported."""
+    import labkit
+    import tracing
+
+    def worker(step):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            labkit.sleep(step)
+
+    monitor = tracing.monitor_blocking(threshold, report=False)
+    try:
+        labkit.joinall([labkit.spawn(worker, s) for s in (0, 0, 0.001, 0.01, 0.05)])
+    finally:
+        monitor.stop()
+    return len(monitor.blocks)
+
+
+def main(argv=None):
+    """Print the tracing benchmarks side by side, then the blocking figures."""
+    from labkit.bench import format_duration, run_worker
+    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
+    names = ["sleep0", "sleep0_traced", "sleep0_settrace_noop", "sleep0_yappi"]
+    base = None
+    print("benchmark              per yield   vs sleep0")
+    for name in names:
+        n = 2_500 if quick else 50_000
+        out = run_worker(LABKIT, name, n, 1 if quick else 5)
+        if out.get("status") != "ok":
+            print(f"{name:<22} n/a ({out.get('reason') or out.get('status')})")
+            continue
+        ns = out["per_op_ns"]
+        base = base or ns
+        print(f"{name:<22} {format_duration(ns):>9}   {ns / base:.2f}×")
+    reported, error = blocking_accuracy()
+    err = "n/a" if error is None else f"{error * 100:.1f}%"
+    print(f"\nblocking: 20 blocks of 0.15 s at threshold 0.1 s -> {reported}/20 reported, "
+          f"mean duration error {err}")
+    print(f"cooperative-only load, 3 s at threshold 0.1 s -> "
+          f"{cooperative_false_reports()} report(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

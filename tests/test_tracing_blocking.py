@@ -1,0 +1,104 @@
+"""tracing.blocking: the watchdog reports blocks with their measured duration
+and the user line that blocked, in greenlets and hub callbacks, and nothing
+for cooperative code."""
+import time
+
+import pytest
+
+import labkit
+import tracing
+
+pytestmark = pytest.mark.timeout(60)
+
+THRESHOLD = 0.05
+
+
+def _line_of(marker):
+    with open(__file__) as f:
+        for number, text in enumerate(f, 1):
+            if marker in text and "_line_of" not in text:
+                return number
+    raise AssertionError(marker)
+
+
+def test_time_sleep_in_a_greenlet_is_reported_once_with_its_duration_and_line():
+    def blocker():
+        time.sleep(0.2)  # BLOCK-SLEEP
+
+    with tracing.trace(blocking=THRESHOLD, report=False) as t:
+        labkit.spawn(blocker).join()
+    [block] = t.blocking()
+    assert block.duration == pytest.approx(0.2, rel=0.10)
+    assert block.file == __file__ and block.line == _line_of("BLOCK-SLEEP")
+    assert block.function == "blocker" and block.greenlet.startswith("Greenlet-")
+
+
+def test_busy_cpu_loop_is_reported_with_its_duration():
+    def spin():
+        deadline = time.perf_counter() + 0.2
+        while time.perf_counter() < deadline:  # BLOCK-SPIN
+            pass
+
+    seen = []
+    with tracing.trace(blocking=THRESHOLD, callback=seen.append, report=False) as t:
+        g = labkit.spawn(spin)
+        g.name = "spinner"
+        g.join()
+    [block] = t.blocking()
+    assert seen == [block]
+    assert block.duration == pytest.approx(0.2, rel=0.10)
+    assert block.line in (_line_of("BLOCK-SPIN"), _line_of("BLOCK-SPIN") + 1)
+    assert block.greenlet == "spinner"
+
+
+def test_cooperative_sleeping_gives_no_report():
+    def napper(step):
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            labkit.sleep(step)
+
+    monitor = tracing.monitor_blocking(THRESHOLD, report=False)
+    try:
+        labkit.joinall([labkit.spawn(napper, 0.01), labkit.spawn(napper, 0),
+                        labkit.spawn(napper, 0.3)])
+    finally:
+        monitor.stop()
+    assert monitor.blocks == []
+
+
+def test_block_in_a_hub_callback_is_reported():
+    def callback():
+        time.sleep(0.15)  # BLOCK-CALLBACK
+
+    with tracing.trace(blocking=THRESHOLD, report=False) as t:
+        labkit.get_hub().run_callback(callback)
+        labkit.sleep(0.01)
+    [block] = t.blocking()
+    assert block.greenlet == "hub"
+    assert block.line == _line_of("BLOCK-CALLBACK")
+    assert block.duration == pytest.approx(0.15, rel=0.10)
+
+
+def test_default_report_is_one_line_on_stderr(capsys):
+    monitor = tracing.monitor_blocking(THRESHOLD)
+    try:
+        def blocker():
+            time.sleep(0.12)
+        labkit.spawn(blocker).join()
+    finally:
+        monitor.stop()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("labkit: blocked the loop for ")
+    assert "test_tracing_blocking.py:" in err[0] and "in blocker (" in err[0]
+
+
+def test_main_greenlet_working_while_the_loop_is_idle_is_not_a_block():
+    monitor = tracing.monitor_blocking(THRESHOLD, report=False)
+    try:
+        labkit.sleep(0)
+        time.sleep(0.15)   # nothing waits for the loop: nobody is blocked
+        labkit.sleep(0)
+    finally:
+        monitor.stop()
+    assert monitor.blocks == []

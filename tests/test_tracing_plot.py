@@ -1,0 +1,58 @@
+"""tracing.plot: the timeline renders with Agg, one lane per greenlet."""
+import time
+
+import pytest
+
+import labkit
+import tracing
+
+pytestmark = pytest.mark.timeout(60)
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+
+
+def _trace():
+    def player(rounds):
+        for _ in range(rounds):
+            labkit.sleep(0.002)
+
+    def blocker():
+        time.sleep(0.07)
+
+    with tracing.trace(blocking=0.05, report=False) as t:
+        gs = [labkit.spawn(player, 3), labkit.spawn(player, 2), labkit.spawn(blocker)]
+        for g, name in zip(gs, ("a", "b", "blocker")):
+            g.name = name
+        labkit.joinall(gs)
+    return t
+
+
+def test_timeline_draws_one_lane_per_greenlet():
+    from matplotlib.colors import to_hex
+    t = _trace()
+    fig = t.timeline()
+    ax = fig.axes[0]
+    labels = [label.get_text() for label in ax.get_yticklabels()]
+    assert labels == ["poll", "hub", "main", "a", "b", "blocker"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(fig).draw()   # renders with Agg, no window
+    colors = set()
+    for collection in ax.collections:
+        colors.update(to_hex(c) for c in collection.get_facecolors())
+    from tracing.plot import BLOCK_COLOR, RUN_COLOR, POLL_COLOR
+    assert {BLOCK_COLOR, RUN_COLOR, POLL_COLOR} <= colors
+    # Each lane of a greenlet has running bars centered on its row.
+    rows = {round(path.get_extents().y0 + path.get_extents().height / 2)
+            for c in ax.collections for path in c.get_paths()}
+    assert {0, 1, 2, 3, 4, 5} <= rows
+
+
+def test_timeline_window_and_given_axes():
+    from matplotlib.figure import Figure
+    t = _trace()
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert t.timeline(ax=ax, window=(0.0, 0.01)) is fig
+    assert ax.get_xlim() == (0.0, 0.01)

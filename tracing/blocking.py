@@ -1,0 +1,222 @@
+"""The blocking monitor: a watchdog thread that catches code stalling the loop.
+
+A cooperative program hands control back to the hub often: every switch into
+a greenlet, every hub pass and every poll writes a record into the trace
+ring (tracing/recorder.py). So "the loop is blocked" has a precise meaning:
+*no record for longer than the threshold, and the last one was not "poll
+entered"* (waiting in poll is the loop's job, not a block; nor is a host
+loop's wait between two ``tick()`` calls).
+
+Who measures what:
+
+- the C ring measures the block. Each record compares its timestamp with
+  the previous one; a gap >= threshold is a *stall*, kept as the exact pair
+  (timestamp of the record before, timestamp of the record that ended it).
+  The reported duration is that pair's difference -- not the watchdog's
+  sampling instants, so it is as exact as the clock;
+- the watchdog thread looks at the ring's state every ``threshold / 4``. While
+  the newest record is older than half the threshold it samples the loop
+  thread's stack (``sys._current_frames()``) to learn *where* the time goes;
+  when the stall count moves it reports the block: duration, greenlet, and
+  the line in user code (frames inside labkit/, tracing/, the standard
+  library and site-packages are skipped when a frame outside them exists).
+
+A block in a hub callback is found the same way (the hub's pass record is
+the last record before it); its greenlet is reported as "hub". The main
+greenlet running user code while the loop has nothing at all to do (no
+ready callback, timer or fd) blocks nobody and is not reported.
+
+Reports go to ``monitor.blocks``, to the recorder's trace, to ``callback``
+(called from the watchdog thread) and, with ``report=True``, to stderr as
+one line: ``labkit: blocked the loop for 203 ms at file.py:12 in func (name)``.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import site
+import sys
+import sysconfig
+import threading
+
+from labkit._loop import ffi, lib
+import labkit.hub as _lk_hub
+
+from tracing.model import Block
+from tracing.recorder import Recorder
+
+_LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
+_TRACING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_INTERNAL = (_LABKIT_DIR, _TRACING_DIR)
+_LIBRARY = tuple(
+    {os.path.abspath(p) + os.sep for p in
+     [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
+      *getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]
+     if p})
+_NOT_BLOCKING = (lib.LK_TR_POLL_ENTER, lib.LK_TR_HOST)
+_HUB_RUN = _lk_hub.Hub.run.__code__
+
+
+def user_frame(frame):
+    """The frame to blame: innermost outside labkit/tracing and libraries,
+    else innermost outside labkit/tracing, else the innermost."""
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    for skip in (_INTERNAL + _LIBRARY, _INTERNAL):
+        for f in frames:
+            if not f.f_code.co_filename.startswith(skip):
+                return f, frames
+    return (frames[0] if frames else None), frames
+
+
+class _Sampling:
+    """What the watchdog learnt about the block in progress."""
+
+    def __init__(self, start_ns: int, current: int):
+        self.start_ns = start_ns
+        self.current = current
+        self.places = collections.Counter()   # (file, line, func) -> samples
+        self.stack: list[str] = []
+        self.in_hub = False
+        self.loop_idle = False
+
+
+class BlockingMonitor:
+    """Watch the loop of the calling thread's hub; see the module docstring.
+
+    Use :func:`tracing.monitor_blocking` (or ``trace(blocking=...)``).
+    ``stop()`` must be called from the thread that started it.
+    """
+
+    def __init__(self, threshold: float = 0.05, callback=None, report: bool = True,
+                 recorder: Recorder | None = None):
+        if not threshold > 0:
+            raise ValueError(f"threshold must be > 0, not {threshold!r}")
+        self.threshold = threshold
+        self.callback = callback
+        self.report = report
+        self.blocks: list[Block] = []
+        self._recorder = recorder
+        self._own_recorder = recorder is None
+        self._stop = threading.Event()
+        self._thread = None
+        self._seen_stalls = 0
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> "BlockingMonitor":
+        if self._own_recorder:
+            # The monitor only reads the ring's state, not its records: a
+            # small ring does.
+            self._recorder = Recorder(capacity=1024).start()
+        rec = self._recorder
+        rec.monitor = self
+        self._ring = rec.ring
+        self._hub = rec._hub
+        self._thread_id = threading.get_ident()
+        self._start_ns = rec.start_ns
+        self._state = ffi.new("lk_trace_state *")
+        lib.lk_trace_get_state(self._ring, self._state)
+        self._seen_stalls = self._state.stalls
+        lib.lk_trace_set_stall_threshold(self._ring, int(self.threshold * 1e9))
+        self._thread = threading.Thread(target=self._watch, name="labkit-blocking-monitor",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching. A block that ended just now is still reported."""
+        if self._thread is None:
+            return
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        thread.join()
+        self._check(ffi.new("lk_trace_state *"), final=True)
+        lib.lk_trace_set_stall_threshold(self._ring, 0)
+        if self._own_recorder and self._recorder.ring is not None:
+            self._recorder.monitor = None
+            self._recorder.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- the watchdog thread ----------------------------------------------
+    def _watch(self) -> None:
+        period = min(max(self.threshold / 4, 0.001), 0.05)
+        state = ffi.new("lk_trace_state *")
+        self._sampling = None
+        while not self._stop.wait(period):
+            try:
+                self._check(state)
+            except Exception:   # never let the watchdog die silently
+                import traceback
+                traceback.print_exc()
+
+    def _check(self, state, final: bool = False) -> None:
+        lib.lk_trace_get_state(self._ring, state)
+        sampling = getattr(self, "_sampling", None)
+        if state.stalls != self._seen_stalls:
+            self._seen_stalls = state.stalls
+            if sampling is not None and sampling.start_ns != state.stall_start_ns:
+                sampling = None
+            self._report(state.stall_start_ns, state.stall_end_ns, sampling)
+            self._sampling = None
+            sampling = None
+        if final:
+            return
+        stalled_for = state.now_ns - state.last_ns
+        if state.last_kind in _NOT_BLOCKING or stalled_for < self.threshold * 0.5e9:
+            return
+        if sampling is None or sampling.start_ns != state.last_ns:
+            sampling = self._sampling = _Sampling(state.last_ns, state.current)
+        self._sample(sampling)
+
+    def _sample(self, sampling: _Sampling) -> None:
+        frame = sys._current_frames().get(self._thread_id)
+        if frame is None:
+            return
+        blame, frames = user_frame(frame)
+        sampling.in_hub = bool(frames) and frames[-1].f_code is _HUB_RUN
+        hub = self._hub
+        sampling.loop_idle = not (hub._ready or hub.loop.active_timers or hub.loop.io_waiters)
+        if blame is not None:
+            code = blame.f_code
+            sampling.places[(code.co_filename, blame.f_lineno, code.co_name)] += 1
+        sampling.stack = [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+                          for f in reversed(frames)]
+
+    def _report(self, start_ns: int, end_ns: int, sampling: _Sampling | None) -> None:
+        names = self._recorder
+        if sampling is not None and sampling.places:
+            (file, line, function), _ = sampling.places.most_common(1)[0]
+            stack = sampling.stack
+        else:
+            file, line, function, stack = "?", 0, "?", []
+        current = sampling.current if sampling is not None else 0
+        if sampling is not None and sampling.in_hub:
+            who = "hub"
+        else:
+            who = names.name_of(current) if current else "?"
+            if sampling is not None and who == "main" and sampling.loop_idle:
+                return   # main ran while the loop had nothing to do: no victim
+        block = Block(start=(start_ns - self._start_ns) / 1e9,
+                      duration=(end_ns - start_ns) / 1e9, greenlet=who, file=file,
+                      line=line, function=function, stack=stack)
+        self.blocks.append(block)
+        if not self._own_recorder:
+            self._recorder.blocks.append(block)
+        if self.callback is not None:
+            try:
+                self.callback(block)
+            except Exception:
+                import traceback
+                traceback.print_exc()
+        if self.report:
+            try:
+                print(f"labkit: {block}", file=sys.stderr, flush=True)
+            except Exception:
+                pass

@@ -1,0 +1,283 @@
+"""The trace model: from raw records to greenlets, run slices, switches, blocks.
+
+A recording (tracing/recorder.py) is a flat list of records
+``(ts_ns, kind, arg, a, b)``. This module reads it once, top to bottom, and
+builds what people ask about. The reading rules:
+
+- a greenlet runs from its *resume* record to the next record that hands
+  the thread to someone else: another resume, the hub starting a pass of
+  ready callbacks, a poll, the greenlet's exit, or the end of the trace.
+  Parks are not recorded: they are implied by the next record;
+- between two of its slices a greenlet is *parked*, waiting for what its
+  next resume record names (a ready callback, a timer, a Waiter's label
+  such as "Event" or "join", an fd, an exception thrown into it);
+- the hub runs from a pass or a "poll left" record to the next record;
+  the time between "poll entered" and "poll left" is the loop waiting;
+- ids are ``id(g)`` and CPython reuses them, so each spawn record starts a
+  new greenlet (an *incarnation*) for its id.
+
+Times in the dataclasses are seconds since the trace started.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from labkit._loop import lib
+
+from tracing import summary as _summary
+
+_WHY_NAMES = {
+    lib.LK_WHY_START: "start",
+    lib.LK_WHY_READY: "ready",
+    lib.LK_WHY_TIMER: "timer",
+    lib.LK_WHY_WAITER: "waiter",
+    lib.LK_WHY_THROW: "throw",
+    lib.LK_WHY_SWITCH: "switch",
+}
+HUB = "hub"
+POLL = "poll"
+
+
+@dataclass
+class Greenlet:
+    """One greenlet (one incarnation of an id) seen during the trace."""
+    key: int                #: trace-local number, unique
+    id: int                 #: id() of the greenlet object
+    name: str
+    parent: str | None = None
+    spawn_site: str | None = None
+    function: str | None = None
+    spawned_at: float | None = None
+    exited_at: float | None = None
+    exit: str | None = None     #: "value int", "raised ValueError", None if alive
+
+
+@dataclass
+class Slice:
+    """A stretch of time: a greenlet running, parked, or the loop polling."""
+    lane: str               #: greenlet name, "hub" or "poll"
+    key: int                #: Greenlet.key (-1 for hub and poll)
+    start: float
+    end: float
+    reason: str = ""        #: why it resumed (running) / what it waited for (parked)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Switch:
+    """Control passed to ``greenlet`` (from ``previous``, the last greenlet
+    that ran), because of ``reason``."""
+    time: float
+    greenlet: str
+    previous: str | None
+    reason: str
+    key: int = -1
+
+
+@dataclass
+class LoopIteration:
+    """One lk_poll call: how long it waited and what it found."""
+    start: float
+    end: float
+    timeout_ms: int         #: -1: wait forever
+    io_events: int
+    timers: int
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Block:
+    """The loop was blocked: control did not come back to the hub."""
+    start: float            #: seconds since the trace (or monitor) started
+    duration: float         #: measured: last hand-off to the hub's next record
+    greenlet: str           #: who blocked ("hub" for a hub callback)
+    file: str
+    line: int
+    function: str
+    stack: list = field(default_factory=list)   #: "file:line in func", innermost last
+
+    @property
+    def location(self) -> str:
+        return f"{os.path.basename(self.file)}:{self.line}"
+
+    def __str__(self) -> str:
+        return (f"blocked the loop for {self.duration * 1e3:.0f} ms at "
+                f"{self.location} in {self.function} ({self.greenlet})")
+
+
+def describe_reason(why: int, detail: int, labels: dict) -> str:
+    """A readable reason for a resume record: "timer", "Event", "fd 5 read"."""
+    name = _WHY_NAMES.get(why, f"why {why}")
+    if why in (lib.LK_WHY_WAITER, lib.LK_WHY_THROW):
+        label = labels.get(detail)
+        if isinstance(label, tuple) and len(label) == 2:
+            fd, event = label
+            direction = "read" if event == lib.LK_READ else "write"
+            label = f"fd {fd} {direction}"
+        if why == lib.LK_WHY_THROW:
+            return f"throw ({label})" if label else "throw"
+        return str(label) if label else "waiter"
+    return name
+
+
+class Trace:
+    """What happened while tracing. Built by ``tracing.stop()`` or at the
+    end of ``with tracing.trace() as t``; empty until then."""
+
+    def __init__(self, recording=None):
+        self._loaded = False
+        self.dropped = 0
+        self.duration = 0.0
+        self._greenlets: list[Greenlet] = []
+        self._slices: list[Slice] = []
+        self._parked: list[Slice] = []
+        self._switches: list[Switch] = []
+        self._iterations: list[LoopIteration] = []
+        self._passes: list[tuple[float, int]] = []
+        self._blocks: list[Block] = []
+        if recording is not None:
+            self._load(recording)
+
+    # -- public accessors -------------------------------------------------
+    def greenlets(self) -> list[Greenlet]:
+        return list(self._greenlets)
+
+    def switches(self) -> list[Switch]:
+        return list(self._switches)
+
+    def slices(self) -> list[Slice]:
+        """Running slices of greenlets and the hub, and poll waits, by start."""
+        return list(self._slices)
+
+    def parked(self) -> list[Slice]:
+        """The gaps between a greenlet's slices, labelled with what ended them."""
+        return list(self._parked)
+
+    def blocking(self) -> list[Block]:
+        return list(self._blocks)
+
+    def loop_iterations(self) -> list[LoopIteration]:
+        return list(self._iterations)
+
+    def ready_counts(self) -> list[tuple[float, int]]:
+        """(time, ready callbacks) at the start of each hub pass."""
+        return list(self._passes)
+
+    def summary(self) -> "_summary.Summary":
+        return _summary.summarize(self)
+
+    def timeline(self, ax=None, window=None):
+        from tracing.plot import timeline
+        return timeline(self, ax=ax, window=window)
+
+    def to_perfetto(self, path) -> None:
+        from tracing.export import to_perfetto
+        to_perfetto(self, path)
+
+    def to_speedscope(self, path) -> None:
+        from tracing.export import to_speedscope
+        to_speedscope(self, path)
+
+    def __repr__(self) -> str:
+        return (f"<Trace {self.duration:.3f} s, {len(self._greenlets)} greenlets, "
+                f"{len(self._switches)} switches, {len(self._blocks)} blocks, "
+                f"{self.dropped} records dropped>")
+
+    # -- reading a recording ----------------------------------------------
+    def _load(self, rec) -> None:
+        t0 = rec.start_ns
+        seconds = lambda ns: (ns - t0) / 1e9  # noqa: E731
+        self.dropped = rec.dropped
+        self.duration = (rec.stop_ns - t0) / 1e9
+        self._blocks = list(rec.blocks)
+        labels = rec.labels
+
+        current: dict[int, Greenlet] = {}   # id -> its latest incarnation
+        slice_ended: dict[int, float] = {}  # key -> when its last slice ended
+
+        def incarnation(gid: int) -> Greenlet:
+            g = current.get(gid)
+            if g is None:
+                name = rec.names.get(gid) or (
+                    "hub" if gid == rec.hub_id else "main" if gid == rec.main_id
+                    else f"greenlet-{gid:#x}")
+                g = current[gid] = Greenlet(key=len(self._greenlets), id=gid, name=name)
+                self._greenlets.append(g)
+            return g
+
+        running = None          # (lane, key, start, reason) of the open slice
+        previous = None         # name of the last greenlet that ran
+        poll_start = None
+        poll_timeout = -1
+
+        def close(ts):
+            nonlocal running
+            if running is not None:
+                lane, key, start, reason = running
+                self._slices.append(Slice(lane, key, start, ts, reason))
+                if key >= 0:
+                    slice_ended[key] = ts
+                running = None
+
+        for ts_ns, kind, arg, a, b in rec.records:
+            ts = seconds(ts_ns)
+            if kind == lib.LK_TR_RESUME:
+                close(ts)
+                g = incarnation(a)
+                reason = describe_reason(arg, b, labels)
+                if arg == lib.LK_WHY_SWITCH and b in current:
+                    reason = f"switch from {current[b].name}"
+                parked_since = slice_ended.get(g.key)
+                if parked_since is not None:
+                    self._parked.append(Slice(g.name, g.key, parked_since, ts, reason))
+                self._switches.append(Switch(ts, g.name, previous, reason, g.key))
+                previous = g.name
+                running = (g.name, g.key, ts, reason)
+            elif kind == lib.LK_TR_SPAWN:
+                info = rec.spawns[arg] if arg < len(rec.spawns) else None
+                parent = current.get(b)
+                g = Greenlet(key=len(self._greenlets), id=a,
+                             name=(info.name if info and info.name else f"greenlet-{a:#x}"),
+                             parent=(parent.name if parent else rec.names.get(b)),
+                             spawn_site=info.site if info else None,
+                             function=info.function if info else None,
+                             spawned_at=ts)
+                self._greenlets.append(g)
+                current[a] = g
+                slice_ended[g.key] = ts    # parked from birth until it starts
+            elif kind == lib.LK_TR_EXIT:
+                g = incarnation(a)
+                close(ts)
+                g.exited_at = ts
+                g.exit = labels.get(b)
+                slice_ended.pop(g.key, None)
+            elif kind == lib.LK_TR_PASS:
+                close(ts)
+                self._passes.append((ts, arg))
+                running = (HUB, -1, ts, "pass")
+            elif kind == lib.LK_TR_POLL_ENTER:
+                close(ts)
+                poll_start, poll_timeout = ts, a
+            elif kind == lib.LK_TR_POLL_LEAVE:
+                if poll_start is not None:
+                    self._slices.append(Slice(POLL, -1, poll_start, ts, "poll"))
+                    self._iterations.append(LoopIteration(poll_start, ts, poll_timeout, a, b))
+                poll_start = None
+                running = (HUB, -1, ts, "dispatch")
+            elif kind == lib.LK_TR_HOST:
+                close(ts)
+            elif kind == lib.LK_TR_MARK:
+                close(ts)
+                if arg == 0:   # start: whoever called start() runs
+                    g = incarnation(a)
+                    running = (g.name, g.key, ts, "trace start")
+                    previous = g.name
+        self._slices.sort(key=lambda s: s.start)
+        self._loaded = True

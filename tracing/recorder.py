@@ -1,0 +1,265 @@
+"""Recording: the C ring, the hooks in the hub, and the side table of strings.
+
+A :class:`Recorder` owns one ring of fixed-size records (loop_c/lk_trace.c)
+and, while it runs, plugs it into three places:
+
+- ``labkit.hub._trace`` / ``labkit.greenlet._trace``: lk_trace_record bound
+  to the ring. The hub's hooks call it once per switch into a greenlet
+  (``if _trace is not None: _trace(kind, id(g), why, detail)``);
+- ``labkit.hub._tracer`` / ``labkit.greenlet._tracer``: this object, for the
+  rare events that carry strings (:meth:`on_spawn`, :meth:`on_exit`);
+- the C loop of the calling thread's hub (``lk_loop_set_trace``), which
+  writes "poll entered" and "poll left" itself.
+
+Strings never go into the ring. Names, spawn sites and labels live here,
+in the *side table*: ``spawns`` (one entry per spawn, in order; the spawn
+record carries the index) and ``labels`` (a label -> small int table for
+the reasons a greenlet waited and the types a greenlet returned or raised).
+Greenlet ids are ``id(g)``: CPython reuses them once a greenlet is freed, so
+the model reads them as "the greenlet most recently spawned with this id".
+
+Contract: one recorder at a time (the hooks are module globals); start and
+stop it from the thread whose hub it traces. The opt-in ``settrace`` mode
+also records raw ``greenlet.switch()`` calls that bypass the hub, at the
+cost of a Python call per switch.
+"""
+from __future__ import annotations
+
+import functools
+import gc
+import os
+import struct
+import sys
+from dataclasses import dataclass, field
+
+import greenlet as _greenlet_module
+from greenlet import getcurrent
+
+import labkit.greenlet as _lk_greenlet
+import labkit.hub as _lk_hub
+from labkit._loop import ffi, lib
+
+#: Records the default ring holds: 32 MiB. Overwrite-oldest beyond that.
+DEFAULT_CAPACITY = 1 << 20
+
+_RECORD = struct.Struct("=qIIqq")   # lk_trace_entry: ts_ns, kind, arg, a, b
+assert _RECORD.size == ffi.sizeof("lk_trace_entry")
+
+_INTERNAL_DIRS = (
+    os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+)
+
+_active: "Recorder | None" = None
+
+
+class _Labels(dict):
+    """hashable label -> small int, numbering new labels on first use.
+
+    The hub's hooks index it directly (``_tracer.labels[reason]``): only a
+    new label runs Python code (``__missing__``)."""
+
+    def __missing__(self, key):
+        number = self[key] = len(self)
+        return number
+
+
+@dataclass
+class SpawnInfo:
+    """What the side table knows about one spawn (one greenlet incarnation)."""
+    gid: int                    #: id(g) at the time
+    name: str | None            #: filled at exit or at stop, when it is final
+    parent: int                 #: id() of the spawning greenlet
+    site: str                   #: "file.py:12" of the user code that spawned it
+    function: str               #: what it runs
+    exit: str | None = None     #: "value int", "raised ValueError"
+    ref: object = field(default=None, repr=False)   #: the greenlet, until exit
+
+
+@dataclass
+class Recording:
+    """What a stopped recorder hands to :class:`tracing.model.Trace`."""
+    records: list               #: (ts_ns, kind, arg, a, b), oldest first
+    dropped: int                #: records overwritten before they were read
+    spawns: list                #: SpawnInfo, indexed by the spawn record's arg
+    names: dict                 #: id -> name for greenlets not spawned while tracing
+    labels: dict                #: label id -> label
+    hub_id: int
+    main_id: int
+    start_ns: int
+    stop_ns: int
+    blocks: list                #: tracing.model.Block, from the blocking monitor
+
+
+def user_site(frame) -> str:
+    """"file.py:12" of the innermost frame outside labkit/ and tracing/."""
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def _function_name(g) -> str:
+    run = getattr(g, "_run", None) or getattr(g, "run", None)
+    return getattr(run, "__qualname__", None) or repr(run)
+
+
+class Recorder:
+    """One recording session. See the module docstring for the contract."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, settrace: bool = False):
+        if capacity < 2:
+            raise ValueError(f"capacity must be >= 2, not {capacity!r}")
+        self.capacity = capacity
+        self.settrace = settrace
+        self.labels = _Labels({None: 0})
+        self.spawns: list[SpawnInfo] = []
+        self.blocks: list = []          # appended by the blocking monitor
+        self.monitor = None             # a BlockingMonitor riding on this ring
+        self.ring = None
+        self.record = None
+        self._names: dict[int, str] = {}
+        self._by_id: dict[int, int] = {}   # id -> index of its latest spawn
+        self._hub = None
+        self._old_settrace = None
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> "Recorder":
+        global _active
+        if _active is not None:
+            raise RuntimeError("a trace is already being recorded; stop it first")
+        ring = lib.lk_trace_new(self.capacity)
+        if ring == ffi.NULL:
+            raise MemoryError(f"cannot allocate a trace ring of {self.capacity} records")
+        self.ring = ring
+        self.record = functools.partial(lib.lk_trace_record, ring)
+        self._hub = hub = _lk_hub.get_hub()
+        self._names[id(hub)] = "hub"
+        self._names[id(hub.parent)] = "main"
+        current = getcurrent()
+        self._names.setdefault(id(current), _function_name(current))
+        self.start_ns = lib.lk_now_ns()
+        self.record(lib.LK_TR_MARK, id(current), 0, 0)
+        _active = self
+        for module in (_lk_hub, _lk_greenlet):
+            module._tracer = self
+            module._trace = self.record
+        lib.lk_loop_set_trace(hub.loop._ptr, ring)
+        if self.settrace:
+            self._old_settrace = _greenlet_module.settrace(self._on_raw_switch)
+        return self
+
+    def stop(self, read: bool = True) -> Recording | None:
+        """Stop recording, read the ring (unless ``read`` is false), free it."""
+        global _active
+        if self.ring is None:
+            raise RuntimeError("this recorder is not running")
+        self.record(lib.LK_TR_MARK, id(getcurrent()), 1, 0)
+        self.stop_ns = lib.lk_now_ns()
+        if self.monitor is not None:
+            self.monitor.stop()   # sees the block (if any) the mark just ended
+        for module in (_lk_hub, _lk_greenlet):
+            module._trace = None
+            module._tracer = None
+        if self.settrace:
+            _greenlet_module.settrace(self._old_settrace)
+        if not self._hub.loop.closed:
+            lib.lk_loop_set_trace(self._hub.loop._ptr, ffi.NULL)
+        _active = None
+        records, dropped = self._read_ring() if read else ([], 0)
+        lib.lk_trace_free(self.ring)
+        self.ring = self.record = None
+        if not read:
+            return None
+        self._resolve_names(records)
+        return Recording(
+            records=records, dropped=dropped, spawns=self.spawns,
+            names=dict(self._names),
+            labels={number: label for label, number in self.labels.items()},
+            hub_id=id(self._hub), main_id=id(self._hub.parent),
+            start_ns=self.start_ns, stop_ns=self.stop_ns, blocks=list(self.blocks))
+
+    def _read_ring(self):
+        count = lib.lk_trace_count(self.ring)
+        wanted = min(count, lib.lk_trace_capacity(self.ring))
+        out = ffi.new("lk_trace_entry[]", max(1, wanted))
+        n = lib.lk_trace_read(self.ring, out, wanted, 0, ffi.NULL)
+        raw = ffi.buffer(out, n * _RECORD.size)
+        return list(_RECORD.iter_unpack(raw)), lib.lk_trace_dropped(self.ring)
+
+    def _resolve_names(self, records) -> None:
+        for info in self.spawns:
+            if info.name is None and info.ref is not None:
+                info.name = _name_of(info.ref)
+            info.ref = None
+        # Greenlets that existed before the trace started: find them once.
+        known = {info.gid for info in self.spawns} | set(self._names)
+        unknown = {a for _, kind, _, a, _ in records
+                   if kind == lib.LK_TR_RESUME and a not in known}
+        if unknown:
+            for obj in gc.get_objects():
+                if isinstance(obj, _greenlet_module.greenlet) and id(obj) in unknown:
+                    self._names[id(obj)] = _name_of(obj)
+
+    def name_of(self, gid: int) -> str:
+        """The name of the greenlet with this id now (any thread may ask)."""
+        index = self._by_id.get(gid)
+        if index is not None:
+            info = self.spawns[index]
+            ref = info.ref
+            return info.name or (_name_of(ref) if ref is not None else f"greenlet-{gid:#x}")
+        return self._names.get(gid) or f"greenlet-{gid:#x}"
+
+    # -- hooks (called by labkit.hub and labkit.greenlet) ------------------
+    def on_spawn(self, g) -> None:
+        """A greenlet was created (Greenlet.__init__, spawn_raw)."""
+        parent = getcurrent()
+        index = len(self.spawns)
+        self.spawns.append(SpawnInfo(
+            gid=id(g), name=None, parent=id(parent), site=user_site(sys._getframe(1)),
+            function=_function_name(g), ref=g))
+        self._by_id[id(g)] = index
+        self.record(lib.LK_TR_SPAWN, id(g), index, id(parent))
+
+    def on_exit(self, g) -> None:
+        """A Greenlet's run() is about to return (value or exception)."""
+        exc_info = getattr(g, "_exc_info", None)
+        if exc_info is not None:
+            outcome, raised = f"raised {exc_info[0].__name__}", 1
+        else:
+            outcome, raised = f"value {type(getattr(g, 'value', None)).__name__}", 0
+        index = self._by_id.get(id(g))
+        if index is not None and self.spawns[index].ref is g:
+            info = self.spawns[index]
+            info.exit = outcome
+            info.name = _name_of(g)
+            info.ref = None   # do not keep dead greenlets alive
+        self.record(lib.LK_TR_EXIT, id(g), raised, self.labels[outcome])
+
+    def _on_raw_switch(self, event, args) -> None:
+        """greenlet.settrace callback: record switches that bypass the hub."""
+        if event in ("switch", "throw"):
+            origin, target = args
+            if not isinstance(origin, _lk_hub.Hub) and not isinstance(target, _lk_hub.Hub):
+                if id(target) not in self._names and id(target) not in self._by_id:
+                    self._names[id(target)] = _name_of(target)
+                self.record(lib.LK_TR_RESUME, id(target), lib.LK_WHY_SWITCH, id(origin))
+        if self._old_settrace is not None:
+            self._old_settrace(event, args)
+
+
+def _name_of(g) -> str:
+    if isinstance(g, _lk_hub.Hub):
+        return "hub"
+    if g.parent is None:
+        return "main"
+    name = getattr(g, "name", None)   # labkit/gevent Greenlet
+    if isinstance(name, str):
+        return name
+    return _function_name(g)
+
+
+def active() -> Recorder | None:
+    """The recorder running now, if any."""
+    return _active
