@@ -59,6 +59,7 @@ def split_names(text):
 
 def parse_args(argv):
     """Parse ``argv`` (without "bench"); unknown names exit via argparse."""
+    micro.load_suites()
     parser = argparse.ArgumentParser(
         prog="python -m labkit bench",
         description="Micro benchmarks of labkit against gevent, asyncio and uvloop, "
@@ -71,6 +72,9 @@ def parse_args(argv):
                         help="run only these benchmarks: " + ", ".join(micro.BENCHMARKS))
     parser.add_argument("--peers", metavar="NAME[,NAME]", default=",".join(micro.PEERS),
                         help="compare with these (default: %(default)s)")
+    parser.add_argument("--notebook", action="store_true",
+                        help="also measure round trips to an echo server spawned in a "
+                             "real Jupyter kernel (guest mode and %%gui), median and p99")
     args = parser.parse_args(argv)
 
     args.benchmarks = list(micro.BENCHMARKS)
@@ -321,6 +325,10 @@ def main(argv=None):
     results, outcomes = run_all(args)
     meta = gather_meta(args, outcomes)
     print(format_report(meta, results, args.peers))
+    if args.notebook:
+        from labkit.bench.notebook import main as notebook_main
+        print()
+        notebook_main(["100" if args.quick else "1000"])
     if args.json:
         document = {"meta": meta, "results": results,
                     "ratios": compute_ratios(results, args.peers, benchmark_aliases())}

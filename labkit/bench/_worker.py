@@ -75,8 +75,7 @@ def run(impl, bench_name, n, repeats):
     """Run the benchmark and return the JSON-ready result dict."""
     from labkit.bench import micro
 
-    for suite in micro.SUITES:
-        importlib.import_module(suite)
+    micro.load_suites()
     bench = micro.BENCHMARKS[bench_name]  # KeyError: the driver validated it
     if impl not in bench.impls:
         raise KeyError(f"benchmark {bench_name!r} has no {impl!r} implementation")

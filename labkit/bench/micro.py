@@ -39,7 +39,20 @@ PEERS = ("gevent", "asyncio", "uvloop")
 GREENLET = "greenlet"
 
 # Modules that register benchmarks; the worker imports them all.
-SUITES = ("labkit.bench.micro",)
+SUITES = ("labkit.bench.micro", "labkit.bench.pools", "labkit.bench.tracing",
+          "labkit.bench.sync")
+
+
+def load_suites():
+    """Import every suite module, so that BENCHMARKS holds all benchmarks.
+
+    Both the driver (to validate --only and order the table) and the worker
+    call this; suite modules import their implementations lazily, so loading
+    them is cheap and loads no event loop.
+    """
+    import importlib
+    for suite in SUITES:
+        importlib.import_module(suite)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,269 @@
+"""Semaphores and locks for greenlets (gevent.lock).
+
+    sem = Semaphore(2)               # at most two greenlets inside at a time
+    with sem:
+        fetch(url)
+
+    lock = RLock()                   # one owner greenlet, may re-enter
+    with lock:
+        with lock:
+            ...
+
+The contract:
+
+- **Fair, FIFO, no barging.** A greenlet that cannot get a permit joins the
+  end of a line. ``release()`` with someone in line does not raise the
+  counter: it hands the permit straight to the longest waiter and schedules
+  its wake-up in the hub. Until that waiter runs, the permit is reserved for
+  it; a greenlet that calls ``acquire()`` in the meantime finds the counter
+  at 0 and queues behind. (Invariant: someone in line => ``counter == 0``.)
+- A waiter that leaves early (timeout, kill) takes itself out of the line;
+  if the permit had already been handed to it, it passes it on, so no
+  permit is ever lost with a dead greenlet.
+- ``release()`` never switches: the releasing greenlet keeps running.
+- **One thread.** These are greenlet primitives. A semaphore belongs to the
+  OS thread that first acquires, releases or waits on it, and using it from
+  any other thread raises ``RuntimeError`` at once, rather than racing on
+  the counter or parking a greenlet that no one in its thread can wake. To
+  coordinate with real threads, use :mod:`threading` or labkit.threadpool.
+
+``rawlink(callback)`` and ``wait()`` observe the semaphore without taking a
+permit: callbacks run (in the hub, one-shot) when the counter is positive.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from greenlet import getcurrent
+
+from labkit.event import EMPTY, Linkable, Ticket
+from labkit.hub import _check_seconds, get_hub
+
+__all__ = ["Semaphore", "BoundedSemaphore", "DummySemaphore", "RLock"]
+
+_get_ident = threading.get_ident
+
+class Semaphore(Linkable):
+    """``Semaphore(value=1)``: ``value`` permits; acquire() takes one,
+    release() gives one back (to the longest waiter, if any)."""
+
+    __slots__ = ("counter", "_waiters", "_thread_ident")
+
+    _notify_all = False  # rawlinks: only while permits are left
+
+    def __init__(self, value: int = 1, hub=None):
+        Linkable.__init__(self)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"value must be an int, not {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"semaphore initial value must be >= 0, not {value}")
+        #: permits left; 0 while anyone waits in line
+        self.counter = value
+        #: Tickets of the greenlets blocked in acquire(), oldest first
+        self._waiters: deque = deque()
+        #: the OS thread this semaphore belongs to (None until first use)
+        self._thread_ident = None
+
+    # -- state ------------------------------------------------------------
+    def locked(self) -> bool:
+        """True if acquire() would block."""
+        return self.counter <= 0
+
+    def ready(self) -> bool:
+        """True if acquire() would not block."""
+        return self.counter > 0
+
+    # -- acquire ----------------------------------------------------------
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take a permit: True once taken; False if ``blocking`` is false and
+        none is free, or if ``timeout`` seconds pass first."""
+        if self._thread_ident != _get_ident():
+            self._check_thread()
+        if timeout is not None:
+            timeout = _check_seconds(timeout, "timeout")
+        if self.counter > 0:  # nobody is in line (see the invariant)
+            self.counter -= 1
+            return True
+        if not blocking:
+            return False
+        return self._wait_in_line(timeout)
+
+    def _wait_in_line(self, timeout: float | None) -> bool:
+        ticket = Ticket(get_hub(), getcurrent())
+        try:
+            return ticket.park(self._waiters, timeout)
+        except BaseException:  # killed, Timeout, LoopExit ...
+            if ticket.value is not EMPTY:
+                self._hand_on()  # the permit was already ours: pass it on
+            raise
+
+    # -- release ----------------------------------------------------------
+    def release(self) -> None:
+        """Give a permit back; the longest waiter gets it. Never switches."""
+        if self._thread_ident != _get_ident():
+            self._check_thread()
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        if self._waiters:
+            ticket = self._waiters.popleft()
+            ticket.value = True
+            ticket.schedule_wake()
+            return
+        self.counter += 1
+        if self._links:
+            self._check_and_notify()
+
+    # -- observing --------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> int:
+        """Park until a permit is free (without taking it), at most
+        ``timeout`` seconds; return the counter."""
+        if self._thread_ident != _get_ident():
+            self._check_thread()
+        if self.counter <= 0:
+            self._wait_core(None if timeout is None else _check_seconds(timeout, "timeout"))
+        return self.counter
+
+    def rawlink(self, callback) -> None:
+        if self._thread_ident != _get_ident():
+            self._check_thread()
+        Linkable.rawlink(self, callback)
+
+    def _check_thread(self) -> None:
+        """First use binds us to this thread; any other thread is an error."""
+        ident = _get_ident()
+        if self._thread_ident is None:
+            self._thread_ident = ident
+            return
+        raise RuntimeError(
+            f"{type(self).__name__} {self!r} belongs to thread {self._thread_ident} "
+            f"and cannot be used from thread {ident}: labkit locks coordinate "
+            f"greenlets of one thread (use threading for OS threads)")
+
+    # -- context manager --------------------------------------------------
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, typ, value, tb) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} counter={self.counter} "
+                f"waiters={len(self._waiters)}>")
+
+
+class BoundedSemaphore(Semaphore):
+    """A Semaphore that refuses to be released more often than acquired:
+    ``release()`` beyond the initial value raises ValueError."""
+
+    __slots__ = ("_initial_value",)
+
+    def __init__(self, value: int = 1, hub=None):
+        Semaphore.__init__(self, value, hub)
+        self._initial_value = value
+
+    def release(self) -> None:
+        if self.counter >= self._initial_value:
+            raise ValueError("semaphore released too many times")
+        Semaphore.release(self)
+
+
+class DummySemaphore:
+    """Semaphore's API with infinite permits: nothing ever blocks. Use it
+    where a resource may or may not need limiting, without changing code."""
+
+    def __init__(self, value=None):
+        pass
+
+    def locked(self) -> bool:
+        return False
+
+    def ready(self) -> bool:
+        return True
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 1
+
+    def rawlink(self, callback) -> None:
+        pass
+
+    def unlink(self, callback) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, value, tb) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "<DummySemaphore>"
+
+
+class RLock:
+    """A reentrant lock owned by a greenlet: the owner may acquire it again
+    (each acquire needs its release); anyone else waits in FIFO order.
+    Releasing a lock you do not own raises RuntimeError."""
+
+    __slots__ = ("_block", "_owner", "_count", "__weakref__")
+
+    def __init__(self, hub=None):
+        self._block = Semaphore(1)
+        self._owner = None   # the greenlet holding the lock, or None
+        self._count = 0      # how many times the owner acquired it
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        me = getcurrent()
+        if self._owner is me:
+            self._count += 1
+            return True
+        if not self._block.acquire(blocking, timeout):
+            return False
+        self._owner = me
+        self._count = 1
+        return True
+
+    def release(self) -> None:
+        if self._owner is not getcurrent():
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count -= 1
+        if not self._count:
+            self._owner = None
+            self._block.release()
+
+    def locked(self) -> bool:
+        return self._block.locked()
+
+    def _is_owned(self) -> bool:
+        return self._owner is getcurrent()
+
+    # threading.Condition uses these to release fully while it waits
+    def _release_save(self):
+        if not self._is_owned():
+            raise RuntimeError("cannot release un-acquired lock")
+        state = (self._count, self._owner)
+        self._count = 0
+        self._owner = None
+        self._block.release()
+        return state
+
+    def _acquire_restore(self, state) -> None:
+        self._block.acquire()
+        self._count, self._owner = state
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, typ, value, tb) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<RLock owner={self._owner!r} count={self._count}>"

@@ -1,0 +1,601 @@
+"""Groups and pools of greenlets (gevent.pool).
+
+    group = Group()
+    group.spawn(crawl, url1)          # tracked until it dies
+    group.spawn(crawl, url2)
+    group.join()                      # park until the group is empty
+
+    pool = Pool(10)                   # at most 10 running at once
+    for url in urls:
+        pool.spawn(crawl, url)        # parks while 10 are running
+    pages = pool.map(fetch, urls)     # results in input order
+    for page in pool.imap_unordered(fetch, urls):   # as they finish
+        ...
+
+The contract:
+
+- A :class:`Group` tracks greenlets until they die: each added greenlet gets a
+  ``rawlink`` that discards it, so ``len(group)`` counts the live ones.
+  ``join`` waits until the group is empty *at least once*; ``kill`` kills
+  every member.
+- A :class:`Pool` is a Group with ``size`` slots. ``spawn``/``start``/``add``
+  take a slot first and park while none is free; slots are handed out in the
+  order greenlets asked for them (FIFO). ``add(g, blocking=False)`` and a
+  timed-out ``add`` raise :class:`PoolFull`. ``Pool(None)`` is unbounded;
+  ``Pool(0)`` has no slot at all (useful only with
+  ``wait_available(timeout)``), as in gevent.
+- The mapping methods run one greenlet of the group per item: ``map`` returns
+  the results in input order (raising the first failure, in input order, after
+  every item ran); ``imap`` yields them in input order, ``imap_unordered`` as
+  they finish. With ``maxsize=N`` at most N finished results wait for the
+  reader: the producer parks instead of spawning more.
+- ``apply`` runs the function in a greenlet of the group and waits for it,
+  except when the caller already is one of the group's greenlets: then it runs
+  right there (waiting for a slot of a full pool from inside it would never
+  end).
+
+Every wake-up here is a :class:`~labkit.hub.Waiter` switched from the hub;
+nothing polls.
+"""
+from __future__ import annotations
+
+import numbers
+import queue
+from collections import deque
+from functools import partial
+from itertools import count as _count
+from typing import Callable, Iterable
+
+from greenlet import GreenletExit, getcurrent
+
+from labkit.greenlet import Greenlet
+from labkit.hub import Waiter, _check_seconds, get_hub
+from labkit.timeout import Timeout
+
+__all__ = ["Group", "Pool", "PoolFull"]
+
+
+class PoolFull(queue.Full):
+    """A Pool had no free slot for a non-blocking or timed-out ``add``."""
+
+
+# -- two small parking helpers ---------------------------------------------
+
+def _wake(waiter: Waiter, value) -> None:
+    """Switch ``value`` into a parked waiter: at once from the hub, else via
+    a hub callback (Waiter.switch may only run in the hub)."""
+    hub = waiter.hub
+    if getcurrent() is hub:
+        waiter.switch(value)
+    else:
+        hub.run_callback(waiter.switch, value)
+
+
+class _Slots:
+    """A counting semaphore for one hub: ``free`` slots, FIFO hand-off.
+
+    Released slots go to the parked greenlets, oldest first, and a newcomer
+    only takes a free slot when nobody is parked: nobody is overtaken.
+    The hand-off is one hub callback per burst of releases, not one per
+    release: when a pool's greenlets finish in the same loop pass, a
+    spawner parked in a full pool wakes once and finds all their slots
+    free, instead of ping-ponging with the hub once per slot.
+    """
+
+    __slots__ = ("free", "waiters", "_handing_off")
+
+    def __init__(self, free: int):
+        self.free = free
+        #: parked acquirers, oldest first
+        self.waiters: deque = deque()
+        #: a hand-off callback is scheduled in the hub
+        self._handing_off = False
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take a slot, parking until one is free (at most ``timeout``)."""
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        if not blocking:
+            return False
+        hub = get_hub()
+        waiter = Waiter(hub)
+        self.waiters.append(waiter)
+        timer = hub.loop.timer(timeout, waiter.switch, False) if timeout is not None else None
+        got_slot = False
+        try:
+            # True: _hand_off gave us a slot; False: the timer fired.
+            got_slot = waiter.get()
+            return got_slot
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not got_slot:  # timed out or killed: leave the line
+                try:
+                    self.waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    def release(self) -> None:
+        self.free += 1
+        if self.waiters and not self._handing_off:
+            self._handing_off = True
+            self.waiters[0].hub.run_callback(self._hand_off)
+
+    def _hand_off(self) -> None:  # runs in the hub
+        self._handing_off = False
+        waiters = self.waiters
+        while self.free > 0 and waiters:
+            self.free -= 1
+            waiters.popleft().switch(True)  # runs it until it parks again
+
+
+class _Unbounded:
+    """The slots of ``Pool(None)``: always one free."""
+
+    __slots__ = ()
+    free = 1
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+# -- Group -------------------------------------------------------------------
+
+class Group:
+    """A set of greenlets that are still running, with no limit on their number.
+
+    ``Group(greenlets)`` starts with the given ones. A Group is false while
+    empty. ``greenlet_class`` (default :class:`labkit.Greenlet`) is what
+    :meth:`spawn` creates; set it on an instance or a subclass.
+    """
+
+    greenlet_class = Greenlet
+    #: a Group never makes spawn park
+    _slots = _Unbounded()
+
+    def __init__(self, *args):
+        if len(args) > 1:
+            raise TypeError(f"Group() takes at most one iterable, not {len(args)}")
+        #: the live members
+        self.greenlets: set = set()
+        #: members we already killed, so that kill() kills each only once
+        self.dying: set = set()
+        #: greenlets parked in join(), woken when the group becomes empty
+        self._empty_waiters: list = []
+        for greenlet in (args[0] if args else ()):
+            Group.add(self, greenlet)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {id(self):#x} {self.greenlets}>"
+
+    def __len__(self) -> int:
+        return len(self.greenlets)
+
+    def __contains__(self, greenlet) -> bool:
+        return greenlet in self.greenlets
+
+    def __iter__(self):
+        return iter(self.greenlets)
+
+    # -- membership -------------------------------------------------------
+    def add(self, greenlet) -> None:
+        """Track ``greenlet`` until it dies (it should not be started yet)."""
+        rawlink = getattr(greenlet, "rawlink", None)
+        if rawlink is not None:  # a raw greenlet (the main one) has no links
+            rawlink(self._discard)
+        self.greenlets.add(greenlet)
+
+    def _discard(self, greenlet) -> None:
+        # The rawlink callback: runs in the hub when a member dies.
+        self.greenlets.discard(greenlet)
+        self.dying.discard(greenlet)
+        if not self.greenlets and self._empty_waiters:
+            waiters, self._empty_waiters = self._empty_waiters, []
+            for waiter in waiters:
+                _wake(waiter, True)
+
+    def discard(self, greenlet) -> None:
+        """Stop tracking ``greenlet`` (it keeps running)."""
+        if greenlet not in self.greenlets:
+            return
+        self._discard(greenlet)
+        unlink = getattr(greenlet, "unlink", None)
+        if unlink is not None:
+            unlink(self._discard)
+
+    def start(self, greenlet) -> None:
+        """Add the unstarted ``greenlet``, then start it."""
+        self.add(greenlet)
+        greenlet.start()
+
+    def spawn(self, *args, **kwargs):
+        """Create a ``greenlet_class(*args, **kwargs)``, add it and start it."""
+        greenlet = self.greenlet_class(*args, **kwargs)
+        self.start(greenlet)
+        return greenlet
+
+    # -- waiting and killing ----------------------------------------------
+    def join(self, timeout: float | None = None, raise_error: bool = False) -> bool:
+        """Park until the group is empty; False if ``timeout`` passed first.
+
+        With ``raise_error``, re-raise the exception of a greenlet that was a
+        member when join was called and failed.
+        """
+        members = list(self.greenlets) if raise_error else ()
+        result = True
+        if self.greenlets:
+            if timeout is not None:
+                timeout = _check_seconds(timeout, "timeout")
+            result = self._wait_empty(timeout)
+        for greenlet in members:
+            if greenlet.exception is not None:
+                raise greenlet.exception
+        return result
+
+    def _wait_empty(self, timeout: float | None) -> bool:
+        hub = get_hub()
+        waiter = Waiter(hub)
+        self._empty_waiters.append(waiter)
+        timer = hub.loop.timer(timeout, waiter.switch, False) if timeout is not None else None
+        try:
+            return waiter.get()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if waiter in self._empty_waiters:
+                self._empty_waiters.remove(waiter)
+
+    def kill(self, exception=GreenletExit, block: bool = True,
+             timeout: float | None = None) -> None:
+        """Kill every member; with ``block``, wait (at most ``timeout``) until
+        the group is empty. Greenlets added meanwhile are killed too."""
+        timer = Timeout._start_new_or_dummy(timeout)
+        try:
+            while self.greenlets:
+                for greenlet in list(self.greenlets):
+                    if greenlet not in self.dying:
+                        self._kill_member(greenlet, exception)
+                if not block:
+                    break
+                # Not joinall: a member is dead a moment before its link
+                # removes it from the group; wait for the removal itself.
+                self._wait_empty(None)
+        except Timeout as timed_out:
+            if timed_out is not timer:
+                raise
+        finally:
+            timer.cancel()
+
+    def killone(self, greenlet, exception=GreenletExit, block: bool = True,
+                timeout: float | None = None) -> None:
+        """Kill ``greenlet`` if it is a member; with ``block``, wait for it."""
+        if greenlet in self.greenlets and greenlet not in self.dying:
+            self._kill_member(greenlet, exception)
+            if block:
+                greenlet.join(timeout)
+
+    def _kill_member(self, greenlet, exception) -> None:
+        self.dying.add(greenlet)
+        kill = getattr(greenlet, "kill", None)
+        if kill is not None:
+            kill(exception, block=False)
+        else:  # a raw greenlet
+            get_hub().run_callback(greenlet.throw, exception)
+
+    def full(self) -> bool:
+        """Would :meth:`add` park? Never, for a Group."""
+        return False
+
+    def wait_available(self, timeout: float | None = None):
+        """Park until :meth:`spawn` would not park: at once, for a Group."""
+        return None
+
+    # -- mapping ------------------------------------------------------------
+    def apply(self, func: Callable, args=None, kwds=None):
+        """Call ``func(*args, **kwds)`` in a greenlet of the group and return
+        its result (or raise its exception). From a member: call it directly."""
+        args = () if args is None else args
+        kwds = {} if kwds is None else kwds
+        if getcurrent() in self.greenlets:
+            return func(*args, **kwds)
+        return self.spawn(func, *args, **kwds).get()
+
+    def apply_cb(self, func: Callable, args=None, kwds=None, callback=None):
+        """apply(), then ``callback(result)`` in a new greenlet."""
+        result = self.apply(func, args, kwds)
+        if callback is not None:
+            Greenlet.spawn(callback, result)
+        return result
+
+    def apply_async(self, func: Callable, args=None, kwds=None, callback=None):
+        """Start ``func(*args, **kwds)`` and return its greenlet, never parking.
+
+        A full pool cannot take it now, so then an untracked greenlet waits
+        for the slot and runs apply_cb: join the returned greenlet, not the
+        group. ``callback(result)`` runs if it succeeds.
+        """
+        args = () if args is None else args
+        kwds = {} if kwds is None else kwds
+        if self.full():
+            return Greenlet.spawn(self.apply_cb, func, args, kwds, callback)
+        greenlet = self.spawn(func, *args, **kwds)
+        if callback is not None:
+            greenlet.link_value(_PassValue(callback))
+        return greenlet
+
+    def map(self, func: Callable, iterable: Iterable) -> list:
+        """``[func(x) for x in iterable]``, computed by greenlets of the group.
+
+        Every item is spawned even if one fails; then the first failure in
+        input order is raised (later items may still be running).
+        """
+        if _has_stock_spawn(type(self)):
+            greenlets = self._spawn_each(func, iterable)
+        else:
+            greenlets = [self.spawn(func, item) for item in iterable]
+        return [greenlet.get() for greenlet in greenlets]
+
+    def _spawn_each(self, func: Callable, iterable: Iterable) -> list:
+        """``[self.spawn(func, item) for item in iterable]`` with spawn, start
+        and add unrolled into one loop. For a cheap ``func`` the calls are
+        most of map's cost; _has_stock_spawn says when unrolling is exact."""
+        make, take_slot = self.greenlet_class, self._slots.acquire
+        track, discard = self.greenlets.add, self._discard
+        greenlets = []
+        for item in iterable:
+            greenlet = make(func, item)
+            take_slot()
+            greenlet.rawlink(discard)
+            track(greenlet)
+            greenlet.start()
+            greenlets.append(greenlet)
+        return greenlets
+
+    def map_cb(self, func: Callable, iterable: Iterable, callback=None) -> list:
+        result = self.map(func, iterable)
+        if callback is not None:
+            callback(result)
+        return result
+
+    def map_async(self, func: Callable, iterable: Iterable, callback=None) -> Greenlet:
+        """Run map() in a new greenlet and return it; ``callback(list)`` at the end."""
+        return Greenlet.spawn(self.map_cb, func, iterable, callback)
+
+    def imap(self, func: Callable, *iterables, maxsize: int | None = None):
+        """Like ``map(func, *iterables)``, lazily, in input order.
+        At most ``maxsize`` finished results wait for the reader."""
+        return IMap.spawn(func, zip(*iterables), self.spawn, maxsize)
+
+    def imap_unordered(self, func: Callable, *iterables, maxsize: int | None = None):
+        """Like imap, but yields each result as soon as it is ready."""
+        return IMapUnordered.spawn(func, zip(*iterables), self.spawn, maxsize)
+
+
+def _has_stock_spawn(cls) -> bool:
+    """True unless a subclass overrides spawn, start or add (then map must
+    call them one by one, as gevent's does)."""
+    return (cls.spawn is Group.spawn or cls.spawn is Pool.spawn) and \
+        (cls.start is Group.start or cls.start is Pool.start) and \
+        (cls.add is Group.add or cls.add is Pool.add)
+
+
+class _PassValue:
+    """A link_value callback that passes the greenlet's value, not the greenlet."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable):
+        self.callback = callback
+
+    def __call__(self, source) -> None:
+        self.callback(source.value)
+
+
+# -- Pool --------------------------------------------------------------------
+
+class Pool(Group):
+    """A Group with at most ``size`` members (None: unbounded).
+
+    ``spawn``, ``start`` and ``add`` park while the pool is full; see
+    :meth:`add` for the non-blocking form.
+    """
+
+    def __init__(self, size: int | None = None, greenlet_class=None):
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+                raise TypeError(f"size must be an int or None, not {type(size).__name__}")
+            if size < 0:
+                raise ValueError(f"size must not be negative: {size!r}")
+        Group.__init__(self)
+        self.size = size
+        if greenlet_class is not None:
+            self.greenlet_class = greenlet_class
+        self._slots = _Unbounded() if size is None else _Slots(size)
+
+    def free_count(self) -> int:
+        """About how many more greenlets fit without parking (1 if unbounded)."""
+        if self.size is None:
+            return 1
+        return max(0, self.size - len(self))
+
+    def full(self) -> bool:
+        """True if :meth:`add` would park now."""
+        return self.free_count() <= 0
+
+    def wait_available(self, timeout: float | None = None) -> int:
+        """Park until a slot is free (at most ``timeout``); return free_count().
+        For ``Pool(0)`` this parks until the timeout, or forever."""
+        if timeout is not None:
+            timeout = _check_seconds(timeout, "timeout")
+        if self._slots.acquire(True, timeout):
+            self._slots.release()
+        return self.free_count()
+
+    def add(self, greenlet, blocking: bool = True, timeout: float | None = None) -> None:
+        """Take a slot for ``greenlet`` and track it.
+
+        Parks while the pool is full, at most ``timeout`` seconds; raises
+        :class:`PoolFull` if it is full and ``blocking`` is false, or if the
+        timeout passed. ``greenlet`` should not be started yet: while we
+        park, a started one could run to completion untracked.
+        """
+        if timeout is not None:
+            timeout = _check_seconds(timeout, "timeout")
+        if not self._slots.acquire(blocking, timeout):
+            raise PoolFull()
+        try:
+            Group.add(self, greenlet)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def start(self, greenlet, blocking: bool = True, timeout: float | None = None) -> None:
+        """add() the unstarted ``greenlet``, then start it."""
+        self.add(greenlet, blocking, timeout)
+        greenlet.start()
+
+    def spawn(self, *args, **kwargs):
+        greenlet = self.greenlet_class(*args, **kwargs)
+        self.start(greenlet)
+        return greenlet
+
+    def _discard(self, greenlet) -> None:
+        if greenlet in self.greenlets:  # each member gives its slot back once
+            Group._discard(self, greenlet)
+            self._slots.release()
+
+
+# -- imap --------------------------------------------------------------------
+
+class _Failure:
+    """Stands in the result stream for an exception to raise to the reader."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class IMapUnordered(Greenlet):
+    """The iterator returned by ``imap_unordered``; it is also the greenlet
+    that produces: it spawns one task per input item (through the group's
+    ``spawn``, so a full Pool makes it park) and each task's rawlink hands
+    the outcome to the reader.
+
+    ``maxsize``: the producer takes a permit before each spawn and the reader
+    gives one back per item it takes, so at most ``maxsize`` finished results
+    wait unread.
+    """
+
+    def __init__(self, func: Callable, zipped, spawn: Callable, maxsize: int | None = None):
+        Greenlet.__init__(self)
+        self.func = func
+        self.zipped = zipped
+        self._spawn = spawn
+        self._permits = _Slots(maxsize) if maxsize else None
+        #: outcomes not yet read, and the reader parked waiting for one
+        self._results: deque = deque()
+        self._reader: Waiter | None = None
+        self._outstanding = 0      # spawned tasks not yet finished
+        self._produced = 0         # items taken from the input so far
+        self._done_producing = False
+        self._end_queued = False
+        self._exhausted = False    # the reader already got StopIteration
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._exhausted:
+            raise StopIteration
+        if self._permits is not None:
+            self._permits.release()
+        value = self._take()
+        if isinstance(value, _Failure):
+            if isinstance(value.exc, StopIteration):
+                self._exhausted = True
+            raise value.exc
+        return value
+
+    def _take(self):
+        while not self._results:
+            self._reader = Waiter()
+            try:
+                self._reader.get()
+            finally:
+                self._reader = None
+        return self._results.popleft()
+
+    def _put(self, value) -> None:
+        self._results.append(value)
+        if self._reader is not None:
+            _wake(self._reader, None)
+
+    # -- the producer greenlet ----------------------------------------------
+    def _run(self):
+        func, permits, spawn = self.func, self._permits, self._spawn
+        try:
+            for index, args in zip(_count(), self.zipped):
+                if permits is not None:
+                    permits.acquire()
+                self._outstanding += 1
+                self._produced += 1
+                spawn(func, *args).rawlink(partial(self._on_task_done, index))
+        except BaseException as exc:
+            self._done_producing = True
+            self._queue_end(_Failure(exc))
+            raise
+        self._done_producing = True
+        if self._outstanding == 0:
+            self._queue_end(_Failure(StopIteration()))
+
+    def _on_task_done(self, index: int, task) -> None:  # a rawlink: runs in the hub
+        self._outstanding -= 1
+        if task.successful():
+            self._put(self._outcome(index, task.value))
+        else:
+            self._put(self._outcome(index, _Failure(task.exception)))
+        if self._done_producing and self._outstanding == 0:
+            self._queue_end(_Failure(StopIteration()))
+
+    def _queue_end(self, failure: _Failure) -> None:
+        if not self._end_queued:
+            self._end_queued = True
+            self._put(self._end(failure))
+
+    # The ordered subclass tags each outcome with its input index.
+    def _outcome(self, index: int, value):
+        return value
+
+    def _end(self, failure: _Failure):
+        return failure
+
+
+class IMap(IMapUnordered):
+    """The iterator returned by ``imap``: outcomes in input order. Results
+    that finish early wait in a dict until their turn."""
+
+    def __init__(self, *args, **kwargs):
+        IMapUnordered.__init__(self, *args, **kwargs)
+        self._early: dict = {}
+        self._next_index = 0
+
+    def _take(self):
+        index = self._next_index
+        early = self._early
+        while index not in early:
+            got_index, value = IMapUnordered._take(self)
+            early[got_index] = value
+        self._next_index = index + 1
+        return early.pop(index)
+
+    def _outcome(self, index: int, value):
+        return (index, value)
+
+    def _end(self, failure: _Failure):
+        # The end comes after every produced item.
+        return (self._produced, failure)

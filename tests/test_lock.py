@@ -1,0 +1,244 @@
+"""labkit.lock: Semaphore, BoundedSemaphore, DummySemaphore, RLock.
+
+Specification:
+- acquire() takes a permit at once while one is free; otherwise it waits in
+  a FIFO line, at most ``timeout`` seconds (False), or fails at once when
+  not ``blocking``;
+- release() hands the permit to the longest waiter, and nobody who asks
+  later can take it first (no barging); release() itself never switches;
+- a waiter that times out or is killed leaves the line, and a permit
+  handed to a greenlet killed before it ran is passed on, not lost;
+- BoundedSemaphore refuses to be released beyond its initial value;
+- RLock: the owner may re-acquire; others wait; only the owner releases;
+- a semaphore belongs to one OS thread: using it from another thread
+  raises RuntimeError at once instead of deadlocking;
+- arguments are validated: negative value -> ValueError, non-number
+  timeout -> TypeError.
+"""
+import threading
+
+import pytest
+
+import labkit
+from labkit import LoopExit, sleep, spawn
+from labkit.lock import BoundedSemaphore, DummySemaphore, RLock, Semaphore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# -- Semaphore ----------------------------------------------------------------
+
+def test_acquire_takes_free_permits_without_switching_then_fails_without_blocking():
+    sem = Semaphore(2)
+    ran = []
+    spawn(ran.append, "other")
+    assert sem.acquire() and sem.acquire()
+    assert ran == []
+    assert sem.counter == 0 and sem.locked()
+    assert sem.acquire(blocking=False) is False
+
+
+def test_waiters_get_the_permit_in_fifo_order():
+    sem = Semaphore(0)
+    order = []
+
+    def worker(i):
+        with sem:
+            order.append(i)
+
+    greenlets = [spawn(worker, i) for i in range(5)]
+    sleep(0)
+    sem.release()
+    labkit.joinall(greenlets)
+    assert order == [0, 1, 2, 3, 4]
+    assert sem.counter == 1
+
+
+def test_release_hands_the_permit_over_so_a_latecomer_cannot_barge_in():
+    sem = Semaphore(1)
+    sem.acquire()
+    order = []
+
+    def waiter():
+        sem.acquire()
+        order.append("waiter")
+        sem.release()
+
+    def latecomer():
+        sem.acquire()  # arrives after release() but before the waiter ran
+        order.append("latecomer")
+        sem.release()
+
+    w = spawn(waiter)
+    sleep(0)
+    sem.release()
+    assert sem.counter == 0  # the permit is reserved for the waiter
+    late = spawn(latecomer)
+    labkit.joinall([w, late])
+    assert order == ["waiter", "latecomer"]
+
+
+def test_release_does_not_switch():
+    sem = Semaphore(0)
+    g = spawn(sem.acquire)
+    sleep(0)
+    sem.release()
+    assert not g.ready()  # woken later, from the hub
+    assert g.get() is True
+
+
+def test_acquire_times_out_with_false_and_leaves_the_line():
+    sem = Semaphore(0)
+    assert sem.acquire(timeout=0.02) is False
+    assert len(sem._waiters) == 0
+    sem.release()
+    assert sem.counter == 1
+
+
+def test_a_killed_waiter_leaves_the_line():
+    sem = Semaphore(0)
+    victim = spawn(sem.acquire)
+    sleep(0)
+    victim.kill()
+    assert len(sem._waiters) == 0
+    sem.release()
+    assert sem.counter == 1  # nobody took it
+
+
+def test_a_permit_handed_to_a_greenlet_killed_before_it_ran_is_passed_on():
+    sem = Semaphore(0)
+    victim = spawn(sem.acquire)
+    heir = spawn(sem.acquire)
+    sleep(0)
+    victim.kill(block=False)  # the kill is scheduled to arrive first ...
+    sem.release()             # ... but the permit is handed to victim now
+    assert heir.get(timeout=1) is True
+    assert victim.dead and sem.counter == 0
+
+
+def test_waiting_for_a_permit_nobody_releases_raises_loop_exit():
+    sem = Semaphore(0)
+    with pytest.raises(LoopExit):
+        sem.acquire()
+    assert len(sem._waiters) == 0
+
+
+def test_wait_observes_without_taking_and_rawlink_fires_when_a_permit_is_free():
+    sem = Semaphore(0)
+    calls = []
+    sem.rawlink(calls.append)
+    g = spawn(sem.wait)
+    sleep(0)
+    sem.release()
+    assert g.get() == 1 and sem.counter == 1
+    assert calls == [sem]
+
+
+def test_semaphore_validates_its_arguments():
+    with pytest.raises(ValueError, match="value"):
+        Semaphore(-1)
+    with pytest.raises(TypeError):
+        Semaphore("1")
+    with pytest.raises(TypeError, match="timeout"):
+        Semaphore(1).acquire(timeout="soon")
+
+
+# -- BoundedSemaphore, DummySemaphore ----------------------------------------------
+
+def test_bounded_semaphore_refuses_release_beyond_its_initial_value():
+    sem = BoundedSemaphore(1)
+    with pytest.raises(ValueError):
+        sem.release()
+    sem.acquire()
+    sem.release()
+    with pytest.raises(ValueError):
+        sem.release()
+    assert sem.counter == 1
+
+
+def test_dummy_semaphore_never_blocks():
+    sem = DummySemaphore()
+    assert all(sem.acquire() for _ in range(10))
+    assert not sem.locked() and sem.wait() == 1
+    with sem:
+        pass
+
+
+# -- RLock ----------------------------------------------------------------------
+
+def test_rlock_is_reentrant_for_its_owner_and_excludes_others():
+    lock = RLock()
+    log = []
+
+    def other():
+        with lock:
+            log.append("other")
+
+    with lock:
+        with lock:
+            g = spawn(other)
+            sleep(0.01)
+            log.append("owner")
+        sleep(0.01)
+        assert log == ["owner"]  # still held once
+    g.join()
+    assert log == ["owner", "other"]
+    assert not lock.locked()
+
+
+def test_rlock_release_by_a_non_owner_raises_runtime_error():
+    lock = RLock()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    lock.acquire()
+    g = spawn(lock.release)
+    g.join()
+    assert isinstance(g.exception, RuntimeError)
+    lock.release()
+
+
+def test_rlock_acquire_times_out():
+    lock = RLock()
+    lock.acquire()
+    assert spawn(lock.acquire, timeout=0.01).get() is False
+    assert spawn(lock.acquire, blocking=False).get() is False
+
+
+def test_rlock_works_with_threading_condition():
+    lock = RLock()
+    cond = threading.Condition(lock)
+    with cond:
+        assert cond.wait_for(lambda: True)
+
+
+# -- other OS threads ------------------------------------------------------------
+
+@pytest.mark.parametrize("use", ["acquire", "release"])
+def test_using_a_semaphore_from_another_thread_raises_instead_of_deadlocking(use):
+    sem = Semaphore(1)
+    sem.acquire()  # binds it to this thread
+    errors = []
+
+    def other_thread():
+        try:
+            getattr(sem, use)()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and "thread" in errors[0]
+    sem.release()  # still fine here
+
+
+def test_a_semaphore_first_used_in_another_thread_belongs_to_it():
+    sem = Semaphore(1)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(sem.acquire()))
+    thread.start()
+    thread.join(5)
+    assert results == [True]
+    with pytest.raises(RuntimeError):
+        sem.release()
