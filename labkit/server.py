@@ -1,0 +1,274 @@
+"""TCP and UDP servers: one greenlet accepts, one greenlet per connection handles.
+
+    def echo(sock, address):
+        for line in sock.makefile("rb"):
+            sock.sendall(line)
+
+    server = StreamServer(("127.0.0.1", 0), echo)
+    server.start()                 # accept in the background, return at once
+    ...                            # server.server_port is the port it got
+    server.stop(timeout=1)         # stop accepting; let handlers finish; kill the rest
+
+The life of a connection::
+
+    accept loop (one greenlet)            handler greenlet (one per connection)
+    wait for a pool slot                  [TLS handshake, if ssl_context]
+    accept() --> TCP_NODELAY --spawn-->   handle(sock, address)
+    back to accept()                      sock.close() when handle returns or raises
+
+The contract (gevent's StreamServer, with a stricter stop):
+
+- ``listener`` is a listening socket, or an ``(host, port)`` address to bind
+  (``port`` 0 picks a free one; ``server_port`` tells which).
+- ``spawn`` decides where ``handle`` runs: ``"default"`` a new Greenlet per
+  connection; a :class:`~labkit.pool.Pool` (or an int, its size) at most that
+  many at once -- the accept loop waits for a free slot before accepting;
+  ``None`` in the accept loop itself, one connection at a time.
+- A handler that raises is reported (printed with its traceback); its
+  connection is closed and the server goes on serving.
+- The accept loop survives running out of file descriptors (EMFILE, ENFILE,
+  ENOBUFS, ENOMEM: it backs off ``accept_backoff`` seconds and retries) and
+  connections that die before they are accepted (ECONNABORTED, EPROTO).
+- ``stop(timeout)`` is graceful: it closes the listener at once, waits at most
+  ``timeout`` seconds (default ``stop_timeout``) for running handlers, then
+  kills those still running. ``close()`` only stops accepting.
+"""
+from __future__ import annotations
+
+import errno
+import sys
+
+from labkit import socket as _socket
+from labkit.event import Event
+from labkit.greenlet import Greenlet
+from labkit.hub import get_hub, getcurrent, sleep
+from labkit.pool import Group, Pool
+
+__all__ = ["StreamServer", "DatagramServer"]
+
+# accept() failures that say "try again later", not "the listener is broken"
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_CONNECTION_GONE = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EINTR,
+                              errno.EAGAIN, errno.ECONNRESET))
+
+
+class _BaseServer:
+    """What stream and datagram servers share: the listener, the serving
+    greenlet, start/stop/serve_forever and the address properties."""
+
+    #: seconds stop() waits for running handlers before killing them
+    stop_timeout = 1.0
+
+    def __init__(self, listener, handle=None, spawn="default"):
+        if handle is not None:
+            self.handle = handle
+        if isinstance(listener, tuple):
+            self.address = listener
+            self.socket = None
+        else:
+            self.socket = listener
+            self.address = listener.getsockname()
+        self._serving = None            # the accept/receive loop greenlet
+        self._stopped_event = Event()   # set when stop() ran; serve_forever waits on it
+        self._set_spawn(spawn)
+
+    def _set_spawn(self, spawn) -> None:
+        if spawn == "default":
+            self.pool, self._spawn = Group(), None
+        elif spawn is None:
+            self.pool, self._spawn = None, None
+        elif isinstance(spawn, int) and not isinstance(spawn, bool):
+            self.pool, self._spawn = Pool(spawn), None
+        elif isinstance(spawn, Group):
+            self.pool, self._spawn = spawn, None
+        elif callable(spawn):
+            self.pool, self._spawn = None, spawn
+        else:
+            raise TypeError(f"spawn must be 'default', None, an int, a Pool or "
+                            f"a callable, not {spawn!r}")
+
+    def _run_handler(self, function, *args) -> None:
+        """Run ``function(*args)`` as ``spawn`` says."""
+        if self.pool is not None:
+            self.pool.spawn(function, *args)
+        elif self._spawn is not None:
+            self._spawn(function, *args)
+        else:
+            function(*args)
+
+    # -- properties -----------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._serving is not None and not self._serving.dead
+
+    @property
+    def closed(self) -> bool:
+        return self.socket is None or self.socket.fileno() < 0
+
+    @property
+    def server_host(self) -> str:
+        return self.address[0]
+
+    @property
+    def server_port(self) -> int:
+        return self.address[1]
+
+    # -- lifecycle ------------------------------------------------------------
+    def init_socket(self) -> None:
+        """Create and bind the listener if we were given an address."""
+        if self.socket is None:
+            self.socket = self.get_listener(self.address)
+        self.address = self.socket.getsockname()
+
+    def start(self) -> None:
+        """Start serving in the background; return at once."""
+        if self.started:
+            return
+        self.init_socket()
+        self._stopped_event.clear()
+        self._serving = Greenlet.spawn(self._serve_loop)
+
+    def serve_forever(self, stop_timeout: float | None = None) -> None:
+        """Serve until stop() is called (from another greenlet), or until
+        this greenlet is killed; then stop gracefully."""
+        self.start()
+        try:
+            self._stopped_event.wait()
+        finally:
+            self.stop(timeout=stop_timeout)
+
+    def close(self) -> None:
+        """Stop accepting and close the listener; running handlers go on."""
+        serving, self._serving = self._serving, None
+        if serving is not None and not serving.dead and serving is not getcurrent():
+            serving.kill(block=False)
+        if self.socket is not None:
+            self.socket.close()
+        self._stopped_event.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, wait up to ``timeout`` seconds (default
+        ``stop_timeout``) for running handlers, then kill the rest."""
+        self.close()
+        if self.pool is not None:
+            if timeout is None:
+                timeout = self.stop_timeout
+            if not self.pool.join(timeout=timeout):
+                self.pool.kill(block=True, timeout=timeout)
+
+    def _report(self, context) -> None:
+        exc_type, exc, tb = sys.exc_info()
+        get_hub().handle_error(context, exc_type, exc, tb)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.started else "closed" if self.closed else "stopped"
+        return f"<{type(self).__name__} {self.address!r} {state}>"
+
+
+class StreamServer(_BaseServer):
+    """A TCP (or Unix stream) server calling ``handle(sock, address)`` per
+    connection; see the module docstring for the contract."""
+
+    #: seconds the accept loop sleeps after running out of file descriptors
+    accept_backoff = 0.1
+    backlog = 128
+
+    def __init__(self, listener, handle=None, backlog=None, spawn="default",
+                 ssl_context=None, **ssl_args):
+        super().__init__(listener, handle, spawn)
+        if backlog is not None:
+            if not isinstance(listener, tuple):
+                raise TypeError("backlog applies only when the server binds "
+                                "the listener itself (listener=(host, port))")
+            self.backlog = backlog
+        if ssl_args and ssl_context is None:
+            from labkit import ssl
+            ssl_context = ssl.SSLContext(ssl_args.pop("ssl_version", ssl.PROTOCOL_TLS_SERVER))
+            ssl_context.load_cert_chain(ssl_args.pop("certfile"), ssl_args.pop("keyfile", None))
+        self.ssl_context = ssl_context
+
+    def get_listener(self, address):
+        family = _socket.AF_INET6 if ":" in address[0] else _socket.AF_INET
+        return _socket.create_server(address, family=family, backlog=self.backlog)
+
+    def handle(self, sock, address) -> None:  # pragma: no cover - replaced
+        raise NotImplementedError("pass handle= or override handle in a subclass")
+
+    def _serve_loop(self) -> None:
+        listener = self.socket
+        pool = self.pool
+        nodelay = listener.family in (_socket.AF_INET, _socket.AF_INET6)
+        while True:
+            if pool is not None:
+                pool.wait_available()
+            try:
+                sock, address = listener.accept()
+            except OSError as exc:
+                if listener.fileno() < 0:
+                    return  # closed: stop serving
+                if exc.errno in _CONNECTION_GONE:
+                    continue
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._report(self)
+                    sleep(self.accept_backoff)
+                    continue
+                raise
+            if nodelay:
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            self._run_handler(self._handle_connection, sock, address)
+
+    def _handle_connection(self, sock, address) -> None:
+        """Run the handler for one connection; always close the connection."""
+        try:
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True)
+            self.handle(sock, address)
+        except Exception:
+            self._report(self.handle)
+        finally:
+            sock.close()
+
+
+class DatagramServer(_BaseServer):
+    """A UDP server calling ``handle(data, address)`` per datagram; reply
+    with ``sendto(data, address)``."""
+
+    #: the largest datagram received whole
+    max_datagram = 65536
+
+    def get_listener(self, address):
+        family = _socket.AF_INET6 if ":" in address[0] else _socket.AF_INET
+        sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        sock.bind(address)
+        return sock
+
+    def handle(self, data, address) -> None:  # pragma: no cover - replaced
+        raise NotImplementedError("pass handle= or override handle in a subclass")
+
+    def sendto(self, data, address) -> int:
+        return self.socket.sendto(data, address)
+
+    def _serve_loop(self) -> None:
+        sock = self.socket
+        while True:
+            try:
+                data, address = sock.recvfrom(self.max_datagram)
+            except OSError:
+                if sock.fileno() < 0:
+                    return
+                self._report(self)
+                continue
+            self._run_handler(self._handle_datagram, data, address)
+
+    def _handle_datagram(self, data, address) -> None:
+        try:
+            self.handle(data, address)
+        except Exception:
+            self._report(self.handle)

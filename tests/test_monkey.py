@@ -1,0 +1,197 @@
+"""labkit.monkey: patched stdlib modules, exercised with real clients.
+
+Patching changes the interpreter for good, so every test here runs its code in
+a fresh ``python`` subprocess: nothing leaks into the rest of the test session.
+"""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run_python(code: str, *args: str, tmp_path=None) -> str:
+    """Run ``code`` in a new interpreter; return its stdout (fail on error)."""
+    command = [sys.executable, "-c", textwrap.dedent(code), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=45)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# A local HTTP server whose handler sleeps 0.2 s. It runs in a plain thread of
+# the patched process, which has no hub: the patched socket, select and
+# time.sleep must behave as the originals there (that is the thread rule).
+HTTP_SERVER = """
+import http.server, threading, time
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        time.sleep(0.2)
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+def start_server(wrap=None):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    if wrap is not None:
+        httpd.socket = wrap(httpd.socket)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    return httpd
+"""
+
+CONCURRENT_GETS = """
+import time, labkit
+
+def fetch_all(get, url, n=20):
+    start = time.monotonic()
+    greenlets = [labkit.spawn(get, f"{url}/{i}") for i in range(n)]
+    labkit.joinall(greenlets, raise_error=True, timeout=30)
+    assert [g.value for g in greenlets] == [f"/{i}" for i in range(n)]
+    return time.monotonic() - start
+"""
+
+
+def test_patch_all_replaces_and_remembers_the_originals():
+    out = run_python("""
+        from labkit import monkey
+        import socket as s0
+        original = s0.socket
+        monkey.patch_all()
+        import socket, time, select, selectors, ssl
+        import labkit.socket, labkit.select, labkit.selectors, labkit.ssl
+        assert socket.socket is labkit.socket.socket
+        assert socket.create_connection is labkit.socket.create_connection
+        assert socket.getaddrinfo is labkit.socket.getaddrinfo
+        assert select.select is labkit.select.select and not hasattr(select, "epoll")
+        assert selectors.DefaultSelector is labkit.selectors.DefaultSelector
+        assert ssl.SSLContext is labkit.ssl.SSLContext
+        assert monkey.get_original("socket", "socket") is original
+        assert monkey.get_original("socket", ["socket"]) == (original,)
+        assert monkey.is_module_patched("socket") and not monkey.is_module_patched("os")
+        monkey.patch_all()  # twice is harmless: the true originals are kept
+        assert monkey.get_original("socket", "socket") is original
+        print("ok")
+    """)
+    assert out == "ok\n"
+
+
+def test_patched_time_sleep_parks_only_the_greenlet():
+    out = run_python("""
+        from labkit import monkey; monkey.patch_all()
+        import time, labkit
+        start = time.monotonic()
+        labkit.joinall([labkit.spawn(time.sleep, 0.2) for _ in range(10)])
+        print(round(time.monotonic() - start, 1))
+    """)
+    assert float(out) < 0.6
+
+
+def test_a_thread_without_a_hub_gets_the_original_behaviour():
+    out = run_python("""
+        from labkit import monkey; monkey.patch_all()
+        import socket, threading, time
+        from labkit.hub import _get_hub_if_any
+        result = []
+        def in_thread():
+            a, b = socket.socketpair()
+            b.sendall(b"x")
+            time.sleep(0.01)
+            result.append((a.recv(1), socket.gethostbyname("localhost"),
+                           _get_hub_if_any()))
+        t = threading.Thread(target=in_thread); t.start(); t.join(10)
+        print(result)
+    """)
+    assert out == "[(b'x', '127.0.0.1', None)]\n"
+
+
+def test_unimplemented_patches_raise_when_asked_for():
+    out = run_python("""
+        from labkit import monkey
+        for name in ("thread", "os", "subprocess", "signal", "queue"):
+            try:
+                monkey.patch_all(**{name: True})
+            except NotImplementedError as exc:
+                assert name in str(exc)
+            else:
+                raise AssertionError(name)
+        print("ok")
+    """)
+    assert out == "ok\n"
+
+
+def test_patching_after_ssl_was_imported_warns():
+    out = run_python("""
+        import ssl, warnings
+        from labkit import monkey
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            monkey.patch_all()
+        print(any("ssl" in str(w.message) for w in caught))
+    """)
+    assert out == "True\n"
+
+
+def test_python_dash_m_labkit_monkey_runs_a_script_patched(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import socket, sys, labkit.socket
+        print(socket.socket is labkit.socket.socket, sys.argv[1:], __name__)
+    """))
+    done = subprocess.run([sys.executable, "-m", "labkit.monkey", str(script), "a", "b"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "True ['a', 'b'] __main__\n"
+
+
+def test_requests_concurrent_gets_finish_together():
+    pytest.importorskip("requests")
+    out = run_python("from labkit import monkey; monkey.patch_all()\n"
+                     + HTTP_SERVER + CONCURRENT_GETS + """
+import requests
+httpd = start_server()
+url = f"http://127.0.0.1:{httpd.server_address[1]}"
+session_get = lambda u: requests.get(u, timeout=10).text
+print(round(fetch_all(session_get, url), 2))
+httpd.shutdown()
+""")
+    assert float(out) < 2.0, "20 x 0.2 s one after the other would take 4 s"
+
+
+def test_urllib3_concurrent_gets_finish_together():
+    pytest.importorskip("urllib3")
+    out = run_python("from labkit import monkey; monkey.patch_all()\n"
+                     + HTTP_SERVER + CONCURRENT_GETS + """
+import urllib3
+httpd = start_server()
+url = f"http://127.0.0.1:{httpd.server_address[1]}"
+http = urllib3.PoolManager(maxsize=20)
+print(round(fetch_all(lambda u: http.request("GET", u).data.decode(), url), 2))
+httpd.shutdown()
+""")
+    assert float(out) < 2.0
+
+
+def test_requests_over_https_with_a_throwaway_ca():
+    pytest.importorskip("requests")
+    pytest.importorskip("trustme")
+    out = run_python("from labkit import monkey; monkey.patch_all()\n"
+                     + HTTP_SERVER + CONCURRENT_GETS + """
+import ssl, tempfile, requests, trustme
+ca = trustme.CA()
+server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ca.issue_cert("127.0.0.1").configure_cert(server_context)
+httpd = start_server(lambda sock: server_context.wrap_socket(sock, server_side=True))
+url = f"https://127.0.0.1:{httpd.server_address[1]}"
+with ca.cert_pem.tempfile() as ca_file:
+    print(round(fetch_all(lambda u: requests.get(u, verify=ca_file, timeout=10).text, url), 2))
+httpd.shutdown()
+""")
+    assert float(out) < 2.0

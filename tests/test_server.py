@@ -1,0 +1,303 @@
+"""labkit.server: StreamServer and DatagramServer.
+
+Every server is started through the ``serve`` fixture (or a ``with`` block),
+so every server a test starts is stopped, even when the test fails.
+"""
+import errno
+import struct
+import time
+
+import pytest
+
+import labkit
+from labkit import socket
+from labkit.pool import Pool
+from labkit.server import DatagramServer, StreamServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def echo(sock, address):
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        sock.sendall(data)
+
+
+@pytest.fixture
+def serve():
+    """serve(handle, **kwargs) -> a started StreamServer on 127.0.0.1."""
+    servers = []
+
+    def start(handle, listener=("127.0.0.1", 0), **kwargs):
+        server = StreamServer(listener, handle, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(timeout=0.5)
+
+
+def connect(server, timeout=5):
+    return socket.create_connection(("127.0.0.1", server.server_port), timeout=timeout)
+
+
+def round_trip(server, message=b"hello", reply_size=None):
+    """Send ``message``; return the reply (``reply_size`` bytes, default
+    as many as sent), or what came before the server closed."""
+    reply_size = len(message) if reply_size is None else reply_size
+    with connect(server) as client:
+        client.sendall(message)
+        received = b""
+        while len(received) < reply_size:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+# -- serving ------------------------------------------------------------------------
+
+def test_start_binds_a_free_port_and_serves(serve):
+    server = serve(echo)
+    assert server.started and not server.closed
+    assert server.server_host == "127.0.0.1" and server.server_port > 0
+    assert round_trip(server) == b"hello"
+
+
+def test_accepted_tcp_sockets_have_nodelay(serve):
+    seen = []
+    server = serve(lambda sock, addr: seen.append(
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    with connect(server) as client:
+        client.recv(1)  # EOF once the handler returned and closed
+    assert seen and seen[0] != 0
+
+
+def test_echo_under_load_loses_corrupts_and_reorders_nothing(serve):
+    server = serve(echo)
+    clients, trips = 200, 100
+
+    def client(number):
+        with connect(server, timeout=10) as sock:
+            for trip in range(trips):
+                message = struct.pack("!II", number, trip) * 8
+                sock.sendall(message)
+                received = b""
+                while len(received) < len(message):
+                    chunk = sock.recv(65536)
+                    assert chunk, "connection closed early"
+                    received += chunk
+                assert received == message
+        return trips
+
+    start = time.monotonic()
+    greenlets = [labkit.spawn(client, n) for n in range(clients)]
+    labkit.joinall(greenlets, raise_error=True, timeout=20)
+    assert sum(g.value for g in greenlets) == clients * trips
+    assert time.monotonic() - start < 10
+
+
+def test_listener_may_be_a_listening_socket(serve):
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = serve(echo, listener=listener)
+    assert server.server_port == listener.getsockname()[1]
+    assert round_trip(server) == b"hello"
+
+
+def test_context_manager_starts_and_stops():
+    with StreamServer(("127.0.0.1", 0), echo) as server:
+        assert round_trip(server) == b"hello"
+    assert server.closed and not server.started
+
+
+def test_serve_forever_returns_after_stop_from_another_greenlet():
+    server = StreamServer(("127.0.0.1", 0), echo)
+    labkit.spawn_later(0.1, server.stop)
+    start = time.monotonic()
+    server.serve_forever()
+    assert time.monotonic() - start < 2
+    assert server.closed
+
+
+# -- where handlers run ---------------------------------------------------------------
+
+def test_spawn_none_handles_one_connection_at_a_time(serve):
+    active, peak = [0], [0]
+
+    def handle(sock, address):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        labkit.sleep(0.02)
+        sock.sendall(b"done")
+        active[0] -= 1
+
+    server = serve(handle, spawn=None)
+
+    def client():
+        with connect(server) as sock:
+            return sock.recv(10)
+
+    results = [labkit.spawn(client) for _ in range(4)]
+    labkit.joinall(results, raise_error=True)
+    assert [g.value for g in results] == [b"done"] * 4 and peak == [1]
+
+
+@pytest.mark.parametrize("spawn", [2, Pool(2)], ids=["int", "Pool"])
+def test_a_pool_bounds_concurrent_handlers(serve, spawn):
+    active, peak = [0], [0]
+
+    def handle(sock, address):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        labkit.sleep(0.03)
+        sock.sendall(b"ok")
+        active[0] -= 1
+
+    server = serve(handle, spawn=spawn)
+
+    def client():
+        with connect(server) as sock:
+            return sock.recv(10)
+
+    results = [labkit.spawn(client) for _ in range(6)]
+    labkit.joinall(results, raise_error=True)
+    assert [g.value for g in results] == [b"ok"] * 6 and peak == [2]
+
+
+# -- bad input and failing handlers -------------------------------------------------
+
+def test_a_handler_exception_closes_that_connection_and_the_server_serves_on(serve, capsys):
+    def handle(sock, address):
+        if sock.recv(10) == b"boom":
+            raise RuntimeError("handler failed")
+        sock.sendall(b"fine")
+
+    server = serve(handle)
+    with connect(server) as doomed:
+        doomed.sendall(b"boom")
+        assert doomed.recv(10) == b"", "the failed connection was closed"
+    assert round_trip(server, b"hello", reply_size=4) == b"fine"
+    assert "handler failed" in capsys.readouterr().err
+
+
+def test_bad_clients_do_not_stop_the_others(serve):
+    received = []
+
+    def handle(sock, address):
+        data = b""
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+            if data.endswith(b"\n"):
+                sock.sendall(b"%d\n" % len(data))
+                data = b""
+        received.append(len(data))
+
+    server = serve(handle)
+    silent = connect(server)                     # connects, never sends
+    resetter = connect(server)
+    resetter.sendall(b"half a mess")             # then resets mid-message
+    resetter.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    resetter.close()
+    big = connect(server, timeout=10)
+    payload = b"x" * (10 * 1024 * 1024) + b"\n"  # 10 MB in one write
+
+    def send_big():
+        big.sendall(payload)
+        return big.makefile("rb").readline()
+
+    big_reply = labkit.spawn(send_big)
+    assert round_trip(server, b"small\n", reply_size=2) == b"6\n"
+    assert big_reply.get(timeout=10) == b"%d\n" % len(payload)
+    assert round_trip(server, b"still here\n", reply_size=3) == b"11\n"
+    silent.close()
+    big.close()
+
+
+def test_accept_loop_survives_running_out_of_file_descriptors(serve):
+    class FlakyListener:
+        """A listener whose first two accepts fail with EMFILE, then ENFILE."""
+
+        def __init__(self):
+            self.real = socket.create_server(("127.0.0.1", 0))
+            self.failures = [OSError(errno.EMFILE, "Too many open files"),
+                             OSError(errno.ENFILE, "File table overflow"),
+                             OSError(errno.ECONNABORTED, "aborted")]
+
+        def accept(self):
+            if self.failures:
+                raise self.failures.pop(0)
+            return self.real.accept()
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    listener = FlakyListener()
+    server = serve(echo, listener=listener)
+    server.accept_backoff = 0.01
+    assert round_trip(server) == b"hello"
+    assert listener.failures == []
+
+
+# -- stopping ----------------------------------------------------------------------
+
+def test_stop_lets_running_handlers_finish_within_the_timeout(serve):
+    finished = []
+
+    def handle(sock, address):
+        labkit.sleep(0.1)
+        finished.append(True)
+
+    server = serve(handle)
+    client = connect(server)
+    labkit.sleep(0.02)  # the handler is running
+    server.stop(timeout=2)
+    assert finished == [True]
+    with pytest.raises(OSError):
+        connect(server, timeout=1)
+    client.close()
+
+
+def test_stop_kills_handlers_that_outlive_the_timeout(serve):
+    outcome = []
+
+    def handle(sock, address):
+        try:
+            labkit.sleep(30)
+        except labkit.GreenletExit:
+            outcome.append("killed")
+            raise
+
+    server = serve(handle)
+    client = connect(server)
+    labkit.sleep(0.02)
+    start = time.monotonic()
+    server.stop(timeout=0.1)
+    assert outcome == ["killed"] and time.monotonic() - start < 1
+    assert client.recv(10) == b"", "the killed handler's connection was closed"
+    client.close()
+
+
+# -- datagrams ---------------------------------------------------------------------
+
+def test_datagram_server_answers_with_sendto():
+    def handle(data, address):
+        server.sendto(data.upper(), address)
+
+    server = DatagramServer(("127.0.0.1", 0), handle)
+    server.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(2)
+            for word in (b"one", b"two"):
+                client.sendto(word, ("127.0.0.1", server.server_port))
+                assert client.recvfrom(100)[0] == word.upper()
+    finally:
+        server.stop()
