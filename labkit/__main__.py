@@ -1,5 +1,6 @@
 """``python -m labkit COMMAND``: the command line.
 
+    python -m labkit           a REPL where top-level code may call labkit.sleep/spawn
     python -m labkit tour      a short scripted scenario, printed step by step
     python -m labkit bench     side-by-side benchmarks against gevent/asyncio/uvloop
 
@@ -12,6 +13,7 @@ import sys
 USAGE = """usage: python -m labkit COMMAND [ARGS]
 
 commands:
+  repl     (the default) a Python REPL whose statements run on the hub
   tour     run a short scenario that shows the hub at work
   bench    benchmark labkit against gevent, asyncio and uvloop (--help for options)
 """
@@ -19,7 +21,10 @@ commands:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] == "repl":
+        from labkit.repl import console_main
+        return console_main(argv[1:])
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
     command, rest = argv[0], argv[1:]

@@ -31,8 +31,8 @@ def test_tour_runs_and_shows_each_step():
     assert "iterations" in out
 
 
-def test_no_command_prints_usage(capsys):
-    assert main([]) == 0
+def test_help_prints_usage(capsys):
+    assert main(["--help"]) == 0
     assert "usage" in capsys.readouterr().out
 
 

@@ -1,0 +1,496 @@
+"""The hub as a guest of the Jupyter kernel's own event loop.
+
+``%load_ext labkit`` (or :func:`enable` from code) makes greenlets keep
+running *between* cells: spawn a server in one cell, and it answers while the
+kernel sits idle and while other cells run. The kernel (ipykernel 7) owns the
+main thread and runs an asyncio loop there; labkit's hub does not get a thread
+of its own. Instead the asyncio loop calls :meth:`Hub.tick` -- one
+non-blocking pass of the hub -- whenever the hub could have work::
+
+      kernel main thread, idle between cells
+      ======================================
+
+      asyncio loop (ipykernel's io_loop)                labkit hub greenlet
+      ----------------------------------                -------------------
+      select() on zmq sockets, ..., epoll fd
+         |
+         |  epoll fd readable (a socket is ready,
+         |  or another thread called wake())
+         |  / call_later timer (next hub timer due)
+         |  / call_soon (a cell just added work)
+         v
+      Guest.tick() -- main greenlet -- switch ------>  one pass: ready callbacks,
+                                                       poll(timeout=0), dispatch
+      re-arm call_later(delay) <----- switch back ---  tick() returns the delay
+         |                                              (0, seconds, or None)
+         v
+      select() again
+
+      kernel main thread, inside a cell that blocks (labkit.sleep(5))
+      ===============================================================
+
+      cell code (main greenlet) -- switch --> hub runs its normal blocking loop
+      the asyncio loop waits, as for any long-running cell; the cell resumes
+      when its timer fires, the next tick resumes the hub where it left off.
+
+Three things make the hub's work visible to asyncio:
+
+- ``add_reader(hub.loop.backend_fd)``: the C loop's epoll fd is readable when
+  any fd the hub watches is ready or its eventfd was written
+  (``run_callback_threadsafe`` from another thread does that);
+- one timer handle, re-armed after every tick for the delay the tick returned
+  (``call_soon`` for 0, ``call_later`` for the next hub timer): the C loop's
+  timers live in a heap, not in the kernel, so no fd tells about them;
+- a coalesced ``call_soon`` after every message the kernel handles (cells,
+  widget callbacks, comm messages): code run there appends to the hub's ready
+  deque without touching any fd.
+
+A tick never blocks (the hub polls with timeout 0) and never raises into the
+kernel's loop: errors are reported through the hub and the kernel goes on.
+
+Interrupts. The stop button sends SIGINT. While a cell runs, labkit installs
+a SIGINT handler that chains to the kernel's: if the cell's own code is
+running (the main greenlet), the kernel's handler raises KeyboardInterrupt
+there as usual; if the hub or a background greenlet is running (the cell
+waits in ``labkit.sleep``, ``g.join()`` ...), the interrupt is handed to the
+hub, which throws KeyboardInterrupt into the cell at a safe point. Background
+greenlets and the hub survive. Between cells the kernel ignores SIGINT.
+
+Output. ``print`` in a greenlet goes to the cell that spawned it: greenlets
+copy the spawner's contextvars, and ipykernel 7 routes output by the parent
+header it keeps in a ContextVar. Output printed long after that cell finished
+still lands under it. For long-running background output, give the greenlet an
+``ipywidgets.Output`` and write inside it, so that the output has a home you
+can display (and clear) anywhere::
+
+    out = ipywidgets.Output(); display(out)
+    def ticker():
+        for i in itertools.count():
+            with out:                     # output goes to the widget
+                print("tick", i)
+            labkit.sleep(1)
+    labkit.spawn(ticker)
+
+Subshells. ipykernel 7 runs subshell cells in other threads. The hub belongs
+to the kernel's main thread, and a greenlet can only be switched to from its
+own thread, so labkit does not pretend: in a subshell, any labkit call that
+needs a hub (spawn, sleep, Event.wait, ...) raises :class:`SubshellError`
+with a message saying so. Reading state (``server.connections``,
+``pinger.count``) works. To run labkit code from a subshell, marshal it:
+``labkit.jupyter.call_in_main(fn, *args)`` runs ``fn`` in a greenlet of the
+main hub and waits for its result.
+
+Fallback. ``%gui labkit`` (ipykernel's ``register_integration``) has the
+kernel call a tick every millisecond or so: polled, not event-driven, so
+round-trips take ~1 ms longer, but it needs nothing from the kernel but
+``%gui``. ``%load_ext labkit`` falls back to it by itself when guest mode
+cannot attach (the poll(2) backend has no fd to give asyncio).
+
+In a terminal IPython, ``%load_ext labkit`` installs the prompt_toolkit input
+hook of :mod:`labkit.repl` instead.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import sys
+import threading
+
+from greenlet import getcurrent, greenlet
+
+from labkit.hub import Hub, _local, _sigint_handler, get_hub
+
+__all__ = [
+    "enable", "disable", "enable_gui", "active", "call_in_main", "SubshellError",
+    "load_ipython_extension", "unload_ipython_extension",
+]
+
+
+class SubshellError(RuntimeError):
+    """labkit was used from a kernel subshell (a thread that has no hub)."""
+
+
+# -- the extension entry points ---------------------------------------------
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext labkit``: guest mode in a kernel, input hook in a terminal."""
+    if getattr(ipython, "kernel", None) is not None:
+        enable(ipython)
+    else:
+        from labkit.repl import enable_ipython_terminal
+        enable_ipython_terminal(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext labkit``: detach from the host loop; greenlets stay parked."""
+    if getattr(ipython, "kernel", None) is not None:
+        disable(ipython)
+    else:
+        from labkit.repl import disable_ipython_terminal
+        disable_ipython_terminal(ipython)
+
+
+# -- guest mode ---------------------------------------------------------------
+
+#: the attached Guest, if any (there is one kernel per process)
+_guest: "Guest | None" = None
+
+
+def enable(ipython=None) -> "Guest":
+    """Make this thread's hub a guest of the kernel's asyncio loop.
+
+    Call in the kernel's main thread (from a cell). Idempotent. Falls back to
+    ``%gui labkit`` polling when the hub's loop has no backend fd.
+    """
+    global _guest
+    ipython = ipython if ipython is not None else _get_ipython()
+    if threading.current_thread() is not threading.main_thread():
+        raise SubshellError("enable labkit from the kernel's main shell, not a subshell")
+    hub = get_hub()
+    if _guest is not None and _guest.hub is hub and _guest.attached:
+        return _guest
+    if _guest is not None:
+        _guest.detach()
+    _guest = Guest(hub, ipython)
+    _guest.attach()
+    return _guest
+
+
+def disable(ipython=None) -> None:
+    """Detach the hub from the kernel loop (and turn ``%gui labkit`` off)."""
+    global _guest
+    if _guest is not None:
+        _guest.detach()
+        _guest = None
+
+
+def active() -> "Guest | None":
+    """The attached Guest, or None."""
+    return _guest if _guest is not None and _guest.attached else None
+
+
+def _get_ipython():
+    from IPython import get_ipython
+    ipython = get_ipython()
+    if ipython is None or getattr(ipython, "kernel", None) is None:
+        raise RuntimeError("labkit.jupyter.enable() needs a running IPython kernel")
+    return ipython
+
+
+class Guest:
+    """The glue between one hub and one kernel: reader, timer, hooks.
+
+    Everything here runs in the kernel's main thread, in the main greenlet,
+    except :meth:`request_tick`, which any thread may call.
+    """
+
+    def __init__(self, hub: Hub, ipython):
+        self.hub = hub
+        self.ipython = ipython
+        self.kernel = ipython.kernel
+        self.aio = getattr(self.kernel.io_loop, "asyncio_loop", None)
+        #: "guest" (add_reader) or "gui" (polled by %gui labkit)
+        self.mode: str | None = None
+        self.attached = False
+        self._fd = -1
+        self._timer = None            # the one pending asyncio handle
+        self._soon_requested = False  # a call_soon_threadsafe is in flight
+        self._in_tick = False
+        self._saved_post_handler_hook = None
+        self._sigint = _ChainedSigint(self)
+        self.ticks = 0                # how many passes the host loop asked for
+
+    # -- attaching ---------------------------------------------------------
+    def attach(self) -> None:
+        self._fd = self.hub.loop.backend_fd
+        if self._fd < 0 or self.aio is None:
+            # poll(2) backend: no fd to hand to asyncio (or a kernel without
+            # an asyncio loop): be polled by the kernel instead.
+            self.mode = "gui"
+            enable_gui(self.kernel)
+        else:
+            self.mode = "guest"
+            self.aio.add_reader(self._fd, self.tick)
+            self._wrap_post_handler_hook()
+        events = self.ipython.events
+        events.register("pre_execute", self._pre_execute)
+        events.register("post_execute", self._post_execute)
+        self.attached = True
+        self.request_tick()
+
+    def detach(self) -> None:
+        """Undo attach(). Parked greenlets stay parked until the hub runs again."""
+        if not self.attached:
+            return
+        self.attached = False
+        if self.mode == "guest":
+            self.aio.remove_reader(self._fd)
+            self._unwrap_post_handler_hook()
+        elif self.kernel.eventloop is _gui_tick:
+            from ipykernel.eventloops import enable_gui as kernel_enable_gui
+            kernel_enable_gui(None, self.kernel)
+        self._cancel_timer()
+        events = self.ipython.events
+        for name, hook in (("pre_execute", self._pre_execute),
+                           ("post_execute", self._post_execute)):
+            try:
+                events.unregister(name, hook)
+            except ValueError:
+                pass
+        self._sigint.uninstall()
+
+    # -- ticking -------------------------------------------------------------
+    def tick(self) -> None:
+        """One pass of the hub, then re-arm the timer. Never raises."""
+        self._soon_requested = False
+        if not self.attached or self._in_tick:
+            return
+        hub = self.hub
+        if hub.loop.closed or hub.dead:
+            # The hub was destroyed (the next get_hub() makes a new one, and
+            # the next %load_ext attaches that). Its fd is closed: stop
+            # watching it before the number is reused.
+            self.detach()
+            return
+        if getcurrent() is not hub.parent:
+            return  # asyncio runs inside some greenlet: not ours to tick
+        self._in_tick = True
+        delay = 0.0
+        try:
+            delay = hub.tick()
+            self.ticks += 1
+        except BaseException:
+            # SystemExit or KeyboardInterrupt from a greenlet, thrown into the
+            # main greenlet: it must not stop the kernel's loop.
+            hub.print_exception("labkit tick", *sys.exc_info())
+        finally:
+            self._in_tick = False
+        self._sigint.replay_deferred()
+        self._arm(delay)
+
+    def _arm(self, delay: float | None) -> None:
+        """Keep exactly one pending handle: soon, later, or none (fd only)."""
+        self._cancel_timer()
+        if self.mode != "guest":
+            return  # %gui polls on its own schedule
+        if delay is None:
+            return
+        if delay <= 0:
+            self._timer = self.aio.call_soon(self.tick)
+        else:
+            self._timer = self.aio.call_later(delay, self.tick)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def request_tick(self) -> None:
+        """Tick soon. Any thread; many requests before the tick make one tick."""
+        if self._soon_requested or not self.attached or self.mode != "guest":
+            return
+        self._soon_requested = True
+        try:
+            self.aio.call_soon_threadsafe(self.tick)
+        except RuntimeError:  # the kernel's loop is closed: shutting down
+            self._soon_requested = False
+
+    # -- kernel and IPython hooks ------------------------------------------
+    def _wrap_post_handler_hook(self) -> None:
+        # Called by ipykernel after every shell message (execute, comm,
+        # widget callback); whatever the handler added to the hub's ready
+        # deque gets a tick. An instance attribute shadows the method.
+        original = self.kernel.post_handler_hook
+
+        def post_handler_hook():
+            try:
+                original()
+            finally:
+                self.request_tick()
+
+        self._saved_post_handler_hook = original
+        self.kernel.post_handler_hook = post_handler_hook
+
+    def _unwrap_post_handler_hook(self) -> None:
+        if self._saved_post_handler_hook is not None:
+            try:
+                del self.kernel.post_handler_hook  # back to the class method
+            except AttributeError:
+                pass
+            self._saved_post_handler_hook = None
+
+    def _pre_execute(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._sigint.install()
+        else:
+            _refuse_hub_in_this_thread()
+
+    def _post_execute(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._sigint.uninstall()
+            self.request_tick()
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attached else "detached"
+        return f"<labkit Guest {state} mode={self.mode} ticks={self.ticks}>"
+
+
+# -- SIGINT while a cell runs ----------------------------------------------
+
+class _ChainedSigint:
+    """SIGINT during a cell: the cell's code gets it, greenlets do not.
+
+    Installed for the duration of each cell (ipykernel installs its own
+    handler per request, and restores SIG_IGN after it). Python runs signal
+    handlers in whatever greenlet is current, so the handler decides:
+
+    - the main greenlet is running the cell's code: chain to the kernel's
+      handler (it raises KeyboardInterrupt, or cancels an async cell);
+    - the hub or a background greenlet is running, so the cell is parked in
+      the hub: let the hub deliver KeyboardInterrupt to the cell at a safe
+      point (labkit.hub's own handler does that);
+    - a tick is running (an async cell awaits, asyncio ticks the hub): keep
+      the interrupt and give it to the kernel's handler after the tick.
+    """
+
+    def __init__(self, guest: Guest):
+        self.guest = guest
+        self.previous = None   # the kernel's handler, while ours is installed
+        self.deferred = None   # (signum, frame) that arrived during a tick
+
+    def install(self) -> None:
+        current = signal.getsignal(signal.SIGINT)
+        if current is not self.handle:
+            self.previous = current
+            signal.signal(signal.SIGINT, self.handle)
+
+    def uninstall(self) -> None:
+        if signal.getsignal(signal.SIGINT) is self.handle:
+            signal.signal(signal.SIGINT, self.previous)
+        self.previous = None
+
+    def handle(self, signum, frame) -> None:
+        guest, hub = self.guest, self.guest.hub
+        current = getcurrent()
+        if guest._in_tick:
+            self.deferred = (signum, frame)
+        elif current is hub.parent:
+            self.chain(signum, frame)
+        elif current is hub:
+            _sigint_handler(signum, frame)  # hub: note it, deliver at a safe point
+        else:
+            hub._interrupted = True  # a greenlet: it survives, the cell gets it
+            hub.loop.wake()
+
+    def chain(self, signum, frame) -> None:
+        previous = self.previous
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    def replay_deferred(self) -> None:
+        if self.deferred is None:
+            return
+        signum, frame = self.deferred
+        self.deferred = None
+        try:
+            self.chain(signum, frame)
+        except KeyboardInterrupt:
+            pass  # no cell code to raise it in; the kernel's loop must go on
+
+
+# -- subshells ---------------------------------------------------------------
+
+_SUBSHELL_MESSAGE = (
+    "labkit's hub runs in the kernel's main thread, and this cell runs in a "
+    "subshell (another thread). Reading objects is fine; to run labkit code "
+    "(spawn, sleep, wait ...), marshal it: labkit.jupyter.call_in_main(fn, *args).")
+
+
+class _SubshellHub(Hub):
+    """Stands in for the hub of a subshell thread: every use explains itself."""
+
+    __slots__ = ()
+
+    def __init__(self):
+        greenlet.__init__(self)  # no loop, no SIGINT handler
+
+    def _refuse(self, *args, **kwargs):
+        raise SubshellError(_SUBSHELL_MESSAGE)
+
+    run_callback = run_callback_threadsafe = switch = throw = _refuse
+    tick = join = wait_io = keepalive = _refuse
+    loop = property(_refuse)
+    _ready = property(_refuse)
+
+    def destroy(self) -> None:
+        if getattr(_local, "hub", None) is self:
+            del _local.hub
+
+    def __repr__(self) -> str:
+        return "<labkit hub placeholder for a kernel subshell>"
+
+
+def _refuse_hub_in_this_thread() -> None:
+    if getattr(_local, "hub", None) is None:
+        _local.hub = _SubshellHub()
+
+
+def call_in_main(function, *args, timeout: float | None = None):
+    """Run ``function(*args)`` in a greenlet of the main thread's hub and
+    return its result (or raise its exception). For kernel subshells and
+    other threads; waits at most ``timeout`` seconds (TimeoutError)."""
+    if _guest is None:
+        raise RuntimeError("labkit is not attached to a kernel (%load_ext labkit)")
+    hub = _guest.hub
+    if threading.get_ident() == hub.thread_ident:
+        return function(*args)
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run():
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    from labkit.hub import spawn_raw
+    hub.run_callback_threadsafe(spawn_raw, run)
+    return future.result(timeout)
+
+
+# -- the %gui labkit fallback ------------------------------------------------
+
+def _gui_tick(kernel) -> None:
+    """Called by ipykernel about every millisecond while ``%gui labkit`` is on."""
+    hub = getattr(_local, "hub", None)
+    if hub is None or hub.loop.closed or getcurrent() is not hub.parent:
+        return
+    try:
+        hub.tick()
+    except BaseException:  # the kernel stops polling if this raises
+        hub.print_exception("labkit %gui tick", *sys.exc_info())
+
+
+def register_gui() -> None:
+    """Make ``%gui labkit`` known to ipykernel (done on import if it is loaded)."""
+    from ipykernel.eventloops import loop_map, register_integration
+    if loop_map.get("labkit") is not _gui_tick:
+        register_integration("labkit")(_gui_tick)
+
+
+def enable_gui(kernel=None) -> None:
+    """The same as ``%gui labkit``: the kernel polls the hub."""
+    register_gui()
+    from ipykernel.eventloops import enable_gui as kernel_enable_gui
+    get_hub()  # create it in this thread, where the kernel will tick it
+    kernel_enable_gui("labkit", kernel)
+
+
+if "ipykernel" in sys.modules:
+    try:
+        register_gui()
+    except Exception:  # an ipykernel without register_integration
+        pass

@@ -1,0 +1,186 @@
+"""labkit.jupyter: the hub keeps running inside a real ipykernel between cells.
+
+Every test talks to a real kernel through jupyter_client (see
+tests/kernel_harness.py). Most share one kernel in which one cell started an
+echo server and a pinger (ECHO_SERVER_CODE): starting a kernel takes a
+second, and sharing it is also the point -- state survives from cell to cell.
+"""
+import time
+
+import pytest
+
+from kernel_harness import (
+    ECHO_SERVER_CODE, create_subshell, echo_once, run_cell, running_kernel,
+)
+
+pytest.importorskip("ipykernel")
+pytest.importorskip("jupyter_client")
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.e2e]
+
+
+def ok(kc, code: str, timeout: float = 10) -> str:
+    """Run a cell that must succeed; its stdout."""
+    cell = run_cell(kc, code, timeout=timeout)
+    assert cell.status == "ok", (cell.ename, cell.evalue, cell.stderr)
+    return cell.stdout
+
+
+def start_echo_server(kc) -> int:
+    return int(ok(kc, ECHO_SERVER_CODE).split()[-1])
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """One kernel with %load_ext labkit, an echo server and a pinger."""
+    with running_kernel() as (km, kc):
+        ok(kc, "%load_ext labkit")
+        port = start_echo_server(kc)
+        yield km, kc, port
+
+
+def send_cell(kc, code: str) -> str:
+    """Start executing ``code`` without waiting for it; its msg_id."""
+    return kc.execute(code, stop_on_error=False)
+
+
+def wait_for_reply(kc, msg_id: str, timeout: float) -> dict:
+    while True:
+        reply = kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]
+
+
+def iopub_for(kc, msg_id: str, seconds: float) -> list:
+    """The iopub messages whose parent is ``msg_id`` that arrive within ``seconds``."""
+    found, deadline = [], time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            msg = kc.get_iopub_msg(timeout=remaining)
+        except Exception:
+            break
+        if msg["parent_header"].get("msg_id") == msg_id:
+            found.append(msg)
+    return found
+
+
+# -- between cells ---------------------------------------------------------
+
+def test_greenlets_advance_while_the_kernel_sits_idle(kernel):
+    _km, kc, _port = kernel
+    ok(kc, "pings_before = len(pings)")
+    time.sleep(1.0)  # the kernel is idle: no cell runs
+    advanced = int(ok(kc, "print(len(pings) - pings_before)"))
+    assert advanced >= 10  # one ping per 50 ms
+
+
+def test_the_echo_server_answers_while_the_kernel_sits_idle(kernel):
+    _km, _kc, port = kernel
+    time.sleep(0.2)
+    assert echo_once(port, b"hello") == b"hello"
+
+
+def test_a_later_cell_sees_the_same_greenlets(kernel):
+    _km, kc, port = kernel
+    assert ok(kc, "print(echo_server.dead, pinger.dead, echo_port)").split() == \
+        ["False", "False", str(port)]
+
+
+def test_a_greenlet_spawned_by_a_cell_runs_after_the_cell_finished(kernel):
+    _km, kc, _port = kernel
+    ok(kc, "box = []\nlabkit.spawn(box.append, 'ran')")  # ready callback, no fd, no timer
+    time.sleep(0.1)
+    assert ok(kc, "print(box)").strip() == "['ran']"
+
+
+def test_print_in_a_greenlet_goes_to_the_cell_that_spawned_it(kernel):
+    _km, kc, _port = kernel
+    spawner = run_cell(kc, "labkit.spawn_later(0.3, print, 'late hello')")
+    assert spawner.status == "ok"
+    ok(kc, "pass")  # another cell runs before the greenlet prints
+    texts = [m["content"]["text"] for m in iopub_for(kc, spawner.msg_id, 1.0)
+             if m["msg_type"] == "stream"]
+    assert "".join(texts) == "late hello\n"
+
+
+# -- inside a cell -----------------------------------------------------------
+
+def test_a_cell_that_blocks_runs_the_hub_itself(kernel):
+    _km, kc, port = kernel
+    msg_id = send_cell(kc, "n = len(pings); labkit.sleep(1); print(len(pings) - n)")
+    time.sleep(0.3)
+    assert echo_once(port, b"during") == b"during"  # served while the cell blocks
+    assert wait_for_reply(kc, msg_id, timeout=5)["status"] == "ok"
+    assert int(ok(kc, "print(len(pings) - n)")) >= 10
+
+
+def test_interrupt_raises_keyboard_interrupt_in_the_blocked_cell(kernel):
+    km, kc, port = kernel
+    msg_id = send_cell(kc, "pings_then = len(pings)\nlabkit.sleep(30)")
+    time.sleep(0.5)  # the cell is now parked in the hub
+    start = time.monotonic()
+    km.interrupt_kernel()
+    reply = wait_for_reply(kc, msg_id, timeout=5)
+    elapsed = time.monotonic() - start
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    assert elapsed < 1.0
+    # The hub and the background greenlets survived.
+    assert echo_once(port, b"still here") == b"still here"
+    time.sleep(0.3)
+    assert ok(kc, "print(pinger.dead, len(pings) > pings_then)").split() == ["False", "True"]
+
+
+def test_interrupt_stops_a_busy_cell_and_spares_the_greenlets(kernel):
+    km, kc, port = kernel
+    msg_id = send_cell(kc, "while True: pass")
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    reply = wait_for_reply(kc, msg_id, timeout=5)
+    assert reply["ename"] == "KeyboardInterrupt"
+    assert echo_once(port) == b"ping"
+
+
+# -- subshells -------------------------------------------------------------
+
+def test_a_subshell_gets_a_clear_error_and_can_marshal_to_the_main_hub(kernel):
+    _km, kc, _port = kernel
+    subshell = create_subshell(kc)
+    touched = run_cell(kc, "labkit.sleep(0.1)", subshell_id=subshell)
+    assert touched.ename == "SubshellError"
+    assert "call_in_main" in touched.evalue
+    read_only = run_cell(kc, "print(pinger.dead)", subshell_id=subshell)
+    assert read_only.stdout.strip() == "False"
+    marshalled = run_cell(
+        kc, "import labkit.jupyter\n"
+            "print(labkit.jupyter.call_in_main(lambda: (labkit.sleep(0.05), 'done')[1], timeout=5))",
+        subshell_id=subshell)
+    assert marshalled.stdout.strip() == "done", (marshalled.ename, marshalled.evalue)
+
+
+# -- attaching and detaching -------------------------------------------------
+
+@pytest.fixture
+def fresh_kernel():
+    with running_kernel() as (km, kc):
+        yield km, kc
+
+
+def test_unload_ext_detaches_and_load_ext_attaches_again(fresh_kernel):
+    _km, kc = fresh_kernel
+    ok(kc, "%load_ext labkit")
+    start_echo_server(kc)
+    ok(kc, "%unload_ext labkit\nimport labkit.jupyter\nassert labkit.jupyter.active() is None")
+    ok(kc, "n = len(pings)")
+    time.sleep(0.4)
+    assert ok(kc, "print(len(pings) - n)").strip() == "0"  # parked, not running
+    ok(kc, "%load_ext labkit\nn = len(pings)")
+    time.sleep(0.4)
+    assert int(ok(kc, "print(len(pings) - n)")) >= 4
+
+
+def test_gui_labkit_is_a_polling_fallback(fresh_kernel):
+    _km, kc = fresh_kernel
+    ok(kc, "import labkit.jupyter\n%gui labkit")
+    port = start_echo_server(kc)
+    time.sleep(0.3)
+    assert echo_once(port, b"polled") == b"polled"
