@@ -44,21 +44,20 @@ class SSLSocket(_stdlib.SSLSocket, _socket.socket):
     Made by :meth:`SSLContext.wrap_socket`, never directly (as in the stdlib).
     """
 
+    def _wanted_event(self, exc: BaseException) -> int:
+        """The fd event OpenSSL asks us to wait for (non-blocking: re-raise)."""
+        if self._timeout == 0.0:
+            raise exc
+        return READ if isinstance(exc, SSLWantReadError) else WRITE
+
     def _retry(self, operation, *args):
         """Call ``operation(*args)`` until OpenSSL stops asking to wait."""
         deadline = None
         while True:
             try:
                 return operation(*args)
-            except SSLWantReadError:
-                if self._timeout == 0.0:
-                    raise
-                event = READ
-            except SSLWantWriteError:
-                if self._timeout == 0.0:
-                    raise
-                event = WRITE
-            deadline = self._wait(event, deadline)
+            except (SSLWantReadError, SSLWantWriteError) as exc:
+                deadline = self._wait(self._wanted_event(exc), deadline)
 
     def do_handshake(self, block=False):
         self._check_connected()
@@ -89,16 +88,8 @@ class SSLSocket(_stdlib.SSLSocket, _socket.socket):
             while remaining:
                 try:
                     remaining = remaining[self._sslobj.write(remaining):]
-                    continue
-                except SSLWantReadError:
-                    if self._timeout == 0.0:
-                        raise
-                    event = READ
-                except SSLWantWriteError:
-                    if self._timeout == 0.0:
-                        raise
-                    event = WRITE
-                deadline = self._wait(event, deadline)
+                except (SSLWantReadError, SSLWantWriteError) as exc:
+                    deadline = self._wait(self._wanted_event(exc), deadline)
         return None
 
     def unwrap(self):

@@ -27,3 +27,14 @@ def backend(request, monkeypatch):
     monkeypatch.setenv("LABKIT_BACKEND", request.param)
     _destroy_current_hub()
     return request.param
+
+
+@pytest.fixture
+def pair():
+    """A connected pair of cooperative sockets, closed after the test."""
+    from labkit import socket
+
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()

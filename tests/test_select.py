@@ -9,14 +9,6 @@ from labkit import select, socket
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
-
-
 def count_ticks(ticks):
     while True:
         ticks.append(1)

@@ -10,14 +10,6 @@ from labkit import selectors, socket
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_default_selector_is_a_stdlib_base_selector():
     with selectors.DefaultSelector() as sel:
         assert isinstance(sel, stdlib_selectors.BaseSelector)

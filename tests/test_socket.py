@@ -19,14 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
 def listener():
     sock = socket.create_server(("127.0.0.1", 0))
     yield sock
