@@ -32,6 +32,9 @@ __all__ = ["Greenlet", "spawn", "spawn_later", "joinall", "killall", "wait", "iw
 # start states
 _NEW, _SCHEDULED, _STARTED, _CANCELLED = range(4)
 
+# greenlet's own "dead" getter, bound once: our ``dead`` property extends it
+_greenlet_dead = greenlet.dead.__get__
+
 # Tracing hooks: set by the tracer while it records, as in labkit.hub (see
 # the comment there). Spawn and exit go to ``_tracer``; the first switch
 # into a greenlet is a resume record with the reason "start".
@@ -107,11 +110,12 @@ class Greenlet(greenlet):
     @property
     def dead(self) -> bool:
         """True when finished, or killed before it ever ran."""
-        return self._start_state == _CANCELLED or greenlet.dead.__get__(self)
+        return self._start_state == _CANCELLED or _greenlet_dead(self)
 
     def ready(self) -> bool:
         """True once the outcome (value or exception) is known."""
-        return self.dead or self._exc_info is not None
+        return (self._exc_info is not None or self._start_state == _CANCELLED
+                or _greenlet_dead(self))
 
     def successful(self) -> bool:
         return self.ready() and self._exc_info is None
@@ -256,10 +260,11 @@ class Greenlet(greenlet):
         """Call ``callback(self)`` in the hub once dead. Must not block."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {callback!r}")
-        if self._links is None:
-            self._links = []
-        self._links.append(callback)
-        if self.ready() and len(self._links) == 1:
+        links = self._links
+        if links is None:
+            links = self._links = []
+        links.append(callback)
+        if len(links) == 1 and self.ready():
             self.parent._ready.append(self._notify_links)
 
     def link(self, callback: Callable) -> None:
