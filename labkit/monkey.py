@@ -19,7 +19,8 @@ threads only if they made one). Without a hub -- a library's worker thread,
 an IPython kernel's service thread -- it behaves exactly as the original.
 
 Not implemented yet (``NotImplementedError`` if requested): thread, os,
-subprocess, signal, queue.
+queue. subprocess and signal are off by default in ``patch_all`` (opt in:
+``patch_all(subprocess=True, signal=True)``).
 """
 from __future__ import annotations
 
@@ -162,12 +163,20 @@ def patch_os(*args, **kwargs):
     _not_implemented("os")
 
 
-def patch_subprocess(*args, **kwargs):
-    _not_implemented("subprocess")
+def patch_subprocess() -> None:
+    """``subprocess.Popen`` and the functions built on it wait cooperatively
+    (a pidfd for the exit, the hub for the pipes)."""
+    from labkit import subprocess as ours
+    _patch("subprocess", {name: getattr(ours, name) for name in (
+        "Popen", "run", "call", "check_call", "check_output", "getoutput",
+        "getstatusoutput")})
 
 
-def patch_signal(*args, **kwargs):
-    _not_implemented("signal")
+def patch_signal() -> None:
+    """``signal.signal`` runs Python handlers in a greenlet on the hub, where
+    they may block; ``getsignal`` returns them as installed."""
+    from labkit import signal as ours
+    _patch("signal", {"signal": ours.signal, "getsignal": ours.getsignal})
 
 
 def patch_queue(*args, **kwargs):
@@ -177,8 +186,9 @@ def patch_queue(*args, **kwargs):
 def patch_all(socket=True, dns=True, time=True, select=True, selectors=True,
               ssl=True, thread=False, os=False, subprocess=False, signal=False,
               queue=False) -> None:
-    """Apply the patches asked for (gevent's defaults, minus thread/os/
-    subprocess/signal/queue, which are not implemented: asking raises)."""
+    """Apply the patches asked for: gevent's defaults, except that
+    subprocess and signal are opt-in, and thread/os/queue are not
+    implemented (asking for them raises NotImplementedError)."""
     for wanted, patch in ((thread, patch_thread), (os, patch_os),
                           (subprocess, patch_subprocess), (signal, patch_signal),
                           (queue, patch_queue)):

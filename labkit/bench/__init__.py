@@ -72,6 +72,9 @@ def parse_args(argv):
                         help="run only these benchmarks: " + ", ".join(micro.BENCHMARKS))
     parser.add_argument("--peers", metavar="NAME[,NAME]", default=",".join(micro.PEERS),
                         help="compare with these (default: %(default)s)")
+    parser.add_argument("--http", action="store_true",
+                        help="also run the HTTP hello-world benchmark with wrk "
+                             "(labkit WSGIServer vs gevent, gunicorn -k gevent, uvicorn)")
     parser.add_argument("--notebook", action="store_true",
                         help="also measure round trips to an echo server spawned in a "
                              "real Jupyter kernel (guest mode and %%gui), median and p99")
@@ -325,6 +328,10 @@ def main(argv=None):
     results, outcomes = run_all(args)
     meta = gather_meta(args, outcomes)
     print(format_report(meta, results, args.peers))
+    if args.http:
+        from labkit.bench.http import main as http_main
+        print()
+        http_main(["--duration", "1"] if args.quick else [])
     if args.notebook:
         from labkit.bench.notebook import main as notebook_main
         print()

@@ -1,0 +1,371 @@
+"""HTTP/1.1 on the wire, for labkit.wsgi: requests in (httptools), responses out.
+
+This module knows bytes and HTTP, not sockets, greenlets or WSGI:
+
+- :class:`RequestParser` is fed the bytes a connection receives and turns
+  them into :class:`Request` objects. The parsing itself is llhttp (Node.js's
+  parser, through ``httptools``): a hand-written parser is where request
+  smuggling bugs live. What this class adds is the server's *limits*.
+- :class:`RequestBody` is the file-like body a WSGI app reads (``wsgi.input``).
+- :func:`response_head` decides how a response is framed (Content-Length,
+  chunked, or ended by closing) and renders its head as one ``bytes``, so
+  that the caller can send head and a small body in a single ``send``.
+- :func:`error_response` is the complete reply to a refused request.
+
+How bytes become requests (pipelining included)::
+
+    feed(data) --> llhttp --> on_message_begin     new Request, header budget starts
+                              on_url / on_header    counted against max_header_size
+                              on_headers_complete   Request appended to .requests
+                              on_body               chunk appended to Request.body
+                              on_message_complete   Request.complete = True
+                         (repeat: one feed may hold several requests)
+
+The contract:
+
+- ``feed`` never raises for bad input. A request the server must refuse sets
+  ``parser.error`` to an :class:`HTTPError` (400, 413, 431) and the parser
+  accepts nothing more; requests completed *before* the bad one stay in
+  ``.requests``, so that a pipelining client gets its earlier answers first.
+- Header bytes are counted in the callbacks (exact) and, as a backstop
+  against a header line that never ends (llhttp buffers it internally, and
+  calls us only at its end), per ``feed`` while headers are incomplete: the
+  memory one connection can make us hold is bounded by about
+  ``max_header_size`` + one receive buffer.
+- A declared Content-Length above ``max_body_size`` is refused (413) as soon
+  as the headers are complete, before the body is sent (that is what
+  ``Expect: 100-continue`` is for); a chunked body is counted as it arrives.
+- Upgrade and CONNECT requests are parsed as ordinary requests; the bytes
+  after them belong to another protocol, so ``.upgraded`` tells the caller to
+  close the connection after answering.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from email.utils import formatdate
+from http import HTTPStatus
+
+import httptools
+
+__all__ = ["HTTPError", "Request", "RequestBody", "RequestParser", "ResponseHead",
+           "response_head", "error_response", "http_date"]
+
+
+class HTTPError(Exception):
+    """A request the server refuses with ``status`` and then closes the connection."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class Request:
+    """One parsed request head, and its body as it arrives.
+
+    ``headers`` is the list of (name, value) byte pairs as received. ``body``
+    is a deque of byte chunks not yet consumed; ``complete`` turns True when
+    the last byte of the body has been parsed (at once for a bodiless request).
+    """
+
+    __slots__ = ("method", "url", "version", "headers", "keep_alive", "upgrade",
+                 "content_length", "chunked", "expect_continue", "body",
+                 "body_size", "complete", "discard_body", "error")
+
+    def __init__(self):
+        self.url = b""
+        self.headers = []
+        self.body = deque()
+        self.body_size = 0          # body bytes parsed so far
+        self.complete = False
+        self.discard_body = False   # set once the response is sent: drop chunks
+        self.content_length = None
+        self.chunked = False
+        self.expect_continue = False
+        self.error = None           # the HTTPError that cut this request's body short
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url!r} HTTP/{self.version}>"
+
+
+class RequestParser:
+    """Bytes in, :class:`Request` objects out, for one connection.
+
+    ``requests`` holds the requests whose head is complete and that the
+    connection has not taken yet, oldest first. ``current`` is the request
+    llhttp is parsing now (its head or its body), or None between requests.
+    ``started_at`` is the monotonic time the first byte of an incomplete head
+    arrived (None when no head is in progress): the header timeout runs from it.
+    """
+
+    def __init__(self, max_header_size: int, max_body_size: int | None):
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self.requests: deque[Request] = deque()
+        self.current: Request | None = None
+        self.in_head = False            # between message begin and headers complete
+        self.started_at: float | None = None
+        self.error: HTTPError | None = None
+        self.upgraded = False
+        self._head_bytes = 0            # counted by the callbacks
+        self._unparsed_head_feed = 0    # the backstop, counted per feed
+        self._llhttp = httptools.HttpRequestParser(self)
+
+    @property
+    def done(self) -> bool:
+        """True when no more requests can come from this connection."""
+        return self.error is not None or self.upgraded
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; see the module docstring for what it may set."""
+        if self.done:
+            return
+        try:
+            self._llhttp.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.upgraded = True
+        except httptools.HttpParserCallbackError as exc:
+            error = exc.__context__
+            self.error = error if isinstance(error, HTTPError) else HTTPError(400, str(exc))
+        except httptools.HttpParserError as exc:
+            self.error = HTTPError(400, str(exc) or "malformed request")
+        if self.in_head and self.error is None:
+            self._unparsed_head_feed += len(data)
+            if self._unparsed_head_feed > self.max_header_size + 65536:
+                self.error = HTTPError(431, "request header fields too large")
+        if self.error is not None and self.current is not None:
+            # The request being parsed will never complete; whoever reads
+            # its body must learn that instead of waiting for more.
+            self.current.error = self.error
+
+    # -- llhttp callbacks (called during feed) -----------------------------
+    def on_message_begin(self) -> None:
+        self.current = Request()
+        self.in_head = True
+        self.started_at = time.monotonic()
+        self._head_bytes = 0
+        self._unparsed_head_feed = 0
+
+    def on_url(self, url: bytes) -> None:
+        # llhttp may deliver the URL in pieces (one per feed it spans).
+        self._count_head(len(url))
+        self.current.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        self.current.headers.append((name, value))
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.max_header_size:
+            raise HTTPError(431, "request header fields too large")
+
+    def on_headers_complete(self) -> None:
+        request = self.current
+        llhttp = self._llhttp
+        request.method = llhttp.get_method().decode("ascii")
+        request.version = llhttp.get_http_version()
+        request.keep_alive = llhttp.should_keep_alive()
+        request.upgrade = llhttp.should_upgrade()
+        for name, value in request.headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                request.content_length = int(value)  # llhttp checked the digits
+            elif lname == b"transfer-encoding":
+                request.chunked = b"chunked" in value.lower()
+            elif lname == b"expect":
+                if value.lower() != b"100-continue":
+                    raise HTTPError(417, "only Expect: 100-continue is supported")
+                request.expect_continue = request.version == "1.1"
+        limit = self.max_body_size
+        if limit is not None and request.content_length is not None \
+                and request.content_length > limit:
+            raise HTTPError(413, f"request body larger than {limit} bytes")
+        self.in_head = False
+        self.started_at = None
+        self.requests.append(request)
+
+    def on_body(self, chunk: bytes) -> None:
+        request = self.current
+        request.body_size += len(chunk)
+        limit = self.max_body_size
+        if limit is not None and request.body_size > limit:
+            raise HTTPError(413, f"request body larger than {limit} bytes")
+        if not request.discard_body:
+            request.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        self.current.complete = True
+        self.current = None
+
+
+class RequestBody:
+    """A request's body as a read-only file (``wsgi.input``).
+
+    Chunks come from ``request.body``; when it is empty and the body is not
+    complete, ``receive(request)`` is called to receive and parse more (it
+    parks the greenlet, and raises if the client is too slow or gone). A
+    body that was cut short raises its HTTPError instead of ending quietly.
+    """
+
+    def __init__(self, request: Request, receive):
+        self._request = request
+        self._receive = receive
+        self._buffer = b""
+
+    def _next_chunk(self) -> bytes:
+        """The next chunk of the body, b"" at its end."""
+        request = self._request
+        body = request.body
+        while not body:
+            if request.error is not None:
+                raise request.error
+            if request.complete:
+                return b""
+            self._receive(request)
+        return body.popleft()
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._buffer]
+            while chunk := self._next_chunk():
+                parts.append(chunk)
+            self._buffer = b""
+            return b"".join(parts)
+        if len(self._buffer) < size:
+            buffer = bytearray(self._buffer)
+            while len(buffer) < size:
+                chunk = self._next_chunk()
+                if not chunk:
+                    break
+                buffer += chunk
+            self._buffer = bytes(buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else sys.maxsize
+        buffer = self._buffer
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start, limit)
+            if end >= 0:
+                end += 1
+                break
+            if len(buffer) >= limit:
+                end = limit
+                break
+            start = len(buffer)
+            chunk = self._next_chunk()
+            if not chunk:
+                end = len(buffer)
+                break
+            buffer += chunk
+        line, self._buffer = buffer[:end], buffer[end:]
+        return line
+
+    def readlines(self, hint: int = -1) -> list:
+        lines, total = [], 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+
+# -- responses ------------------------------------------------------------------
+
+_date_cache = [0, ""]
+
+
+def http_date() -> str:
+    """The current time as an HTTP Date value, recomputed once a second."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0] = now
+        _date_cache[1] = formatdate(now, usegmt=True)
+    return _date_cache[1]
+
+
+class ResponseHead:
+    """A rendered response head and the framing decisions it announces."""
+
+    __slots__ = ("data", "content_length", "chunked", "bodiless", "keep_alive")
+
+    def __init__(self, data, content_length, chunked, bodiless, keep_alive):
+        self.data = data                       # status line + headers + blank line
+        self.content_length = content_length   # body bytes to send, None if not counted
+        self.chunked = chunked                 # body goes out in chunked frames
+        self.bodiless = bodiless               # no body may follow (HEAD, 1xx, 204, 304)
+        self.keep_alive = keep_alive           # the connection stays open afterwards
+
+
+def response_head(status: str, headers, version: str, body_length: int | None,
+                  bodiless: bool, keep_alive: bool) -> ResponseHead:
+    """Render the head of a response to an HTTP/``version`` request.
+
+    ``headers`` are the application's (str, str) pairs, sent as given; the
+    server adds Date (if missing) and the framing: the application's
+    Content-Length if it set one, else ``body_length`` when the body's size
+    is known, else chunked (HTTP/1.1) or close-delimited (HTTP/1.0, which
+    turns keep-alive off). ``bodiless``: a HEAD request (1xx, 204 and 304
+    are bodiless whatever the request). ``keep_alive``: the connection may
+    stay open as far as the caller knows; ``Connection: close`` from the
+    application turns it off.
+    """
+    lines = ["HTTP/1.1 ", status, "\r\n"]
+    content_length = None
+    has_date = False
+    for name, value in headers:
+        lines += (name, ": ", value, "\r\n")
+        lname = name.lower()
+        if lname == "content-length":
+            content_length = int(value)
+        elif lname == "connection":
+            if value.lower() == "close":
+                keep_alive = False
+        elif lname == "date":
+            has_date = True
+    if not has_date:
+        lines += ("Date: ", http_date(), "\r\n")
+    chunked = False
+    code = status[:3]
+    if code[0] == "1" or code == "204" or code == "304":
+        bodiless = True
+    elif content_length is None:
+        if body_length is not None:
+            content_length = body_length
+            lines += ("Content-Length: ", str(body_length), "\r\n")
+        elif bodiless:
+            pass
+        elif version == "1.1":
+            chunked = True
+            lines.append("Transfer-Encoding: chunked\r\n")
+        else:
+            keep_alive = False  # HTTP/1.0: the close ends the body
+    if bodiless:
+        content_length = None  # nothing to count
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    elif version == "1.0":
+        lines.append("Connection: keep-alive\r\n")
+    lines.append("\r\n")
+    return ResponseHead("".join(lines).encode("latin-1"), content_length, chunked,
+                        bodiless, keep_alive)
+
+
+def error_response(status: int, detail: str = "") -> bytes:
+    """A complete ``Connection: close`` response for a refused request."""
+    reason = HTTPStatus(status).phrase
+    body = f"{status} {reason}\n{detail}\n".encode("latin-1", "replace")
+    return (f"HTTP/1.1 {status} {reason}\r\nDate: {http_date()}\r\n"
+            f"Content-Type: text/plain; charset=latin-1\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode("latin-1") + body

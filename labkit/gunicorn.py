@@ -1,0 +1,123 @@
+"""A gunicorn worker that serves the WSGI app with labkit: one hub per worker process.
+
+    gunicorn -k labkit.gunicorn.Worker -w 4 app:app
+
+gunicorn's arbiter forks ``-w`` worker processes (one per core is the usual
+choice); this class is what each of them runs. Inside a worker, every
+connection is a greenlet and labkit's :class:`~labkit.wsgi.WSGIServer` does
+the HTTP; gunicorn keeps doing what it is good at: binding, forking,
+restarting dead or stuck workers, reloading, logging.
+
+A worker's life (gunicorn calls ``init_process`` in the forked child)::
+
+    init_process: monkey.patch_all() so the app's own blocking calls cooperate
+                  wrap gunicorn's listeners as labkit sockets
+                  base init_process: signals, load the app, run()
+    run:          one WSGIServer per listener, then the heartbeat loop:
+                  notify the arbiter, park on gunicorn's signal wake-up pipe
+    SIGTERM:      alive = False -> stop accepting, finish requests for up to
+                  graceful_timeout, kill the rest, exit 0
+    SIGQUIT/INT:  exit at once (in a greenlet: the handler must not block the hub)
+
+The heartbeat parks on the pipe that gunicorn hands to
+``signal.set_wakeup_fd``: the C-level signal handler writes a byte there, so
+a SIGTERM wakes the loop immediately even if it lands just before epoll_wait.
+
+Settings used: ``worker_connections`` (connections served at once per
+worker; more wait in the listen backlog), ``keepalive`` (idle keep-alive
+timeout, seconds), ``graceful_timeout``, ``timeout`` (heartbeat),
+``accesslog`` (combined format through gunicorn's access logger).
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+from gunicorn import __version__ as gunicorn_version
+from gunicorn.http.wsgi import base_environ
+from gunicorn.sock import ssl_context
+from gunicorn.workers import base
+
+__all__ = ["Worker"]
+
+
+class Worker(base.Worker):
+    """``gunicorn -k labkit.gunicorn.Worker``: see the module docstring."""
+
+    def init_process(self) -> None:
+        # Patched before the app is imported (base.init_process loads it),
+        # so that `import requests` in the app gets cooperative sockets.
+        from labkit import monkey, socket
+        with warnings.catch_warnings():
+            # The arbiter imported ssl long before it forked us; the warning
+            # that patching comes late is expected here and not actionable.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            monkey.patch_all()
+        self.sockets = [socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
+                        for s in self.sockets]
+        super().init_process()
+
+    def run(self) -> None:
+        from labkit.pool import Pool
+        from labkit.wsgi import WSGIServer
+
+        environ = base_environ(self.cfg)
+        environ.update({"wsgi.multiprocess": self.cfg.workers > 1,
+                        "SERVER_SOFTWARE": f"labkit gunicorn/{gunicorn_version}"})
+        kwargs = {}
+        if self.cfg.is_ssl:
+            kwargs["ssl_context"] = ssl_context(self.cfg)
+        if self.cfg.keepalive > 0:
+            kwargs["keepalive_timeout"] = self.cfg.keepalive
+        access_log = self.log.access_log if self.cfg.accesslog else None
+        servers = []
+        for listener in self.sockets:
+            server = WSGIServer(listener, self.wsgi, spawn=Pool(self.cfg.worker_connections),
+                                environ=environ, log=access_log, **kwargs)
+            server.start()
+            servers.append(server)
+
+        self.heartbeat()
+        self.shut_down(servers)
+
+    def heartbeat(self) -> None:
+        """Tell the arbiter we live, until a signal clears ``alive``."""
+        from labkit.hub import wait_read
+        interval = max(0.1, min(1.0, self.timeout / 2)) if self.timeout else 1.0
+        wake_fd = self.PIPE[0]
+        while self.alive:
+            self.notify()
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                return
+            try:
+                wait_read(wake_fd, interval)
+                os.read(wake_fd, 4096)  # drain the signal bytes
+            except (TimeoutError, BlockingIOError):
+                pass
+
+    def shut_down(self, servers) -> None:
+        """Stop accepting; let requests finish for graceful_timeout; kill the rest."""
+        from labkit.hub import sleep
+        for server in servers:
+            server.close()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while any(len(server.pool) for server in servers):
+            if time.monotonic() >= deadline:
+                self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+                break
+            self.notify()
+            sleep(0.05)
+        for server in servers:
+            server.stop(timeout=0.5)
+
+    # Signal handlers that may block (quit sleeps, usr1 reopens files) run
+    # in a greenlet: Python may call a handler while the hub itself runs.
+    def handle_quit(self, sig, frame) -> None:
+        from labkit import spawn
+        spawn(super().handle_quit, sig, frame)
+
+    def handle_usr1(self, sig, frame) -> None:
+        from labkit import spawn
+        spawn(super().handle_usr1, sig, frame)

@@ -1,0 +1,364 @@
+"""labkit.wsgi: WSGIServer against real clients, bad clients and random bytes.
+
+The server runs on the test's hub (the main greenlet drives it). Blocking
+clients (requests, http.client, wrk) run in a thread or a child process
+while the main greenlet parks; raw-socket clients are labkit sockets in the
+main greenlet itself. Every server is started through the ``serve`` fixture
+and stopped at teardown, even when the test fails.
+"""
+import http.client
+import io
+import os
+import re
+import shutil
+import socket as stdlib_socket
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import labkit
+from labkit import socket, subprocess
+from labkit.threadpool import ThreadPool
+from labkit.wsgi import WSGIServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# -- apps -----------------------------------------------------------------------
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]
+
+
+def echo(environ, start_response):
+    """Echo the body; say where the request came from in headers."""
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("X-Remote-Port", environ["REMOTE_PORT"]),
+                              ("X-Path", environ["PATH_INFO"]),
+                              ("X-Query", environ["QUERY_STRING"])])
+    return [body]
+
+
+# -- fixtures and helpers -----------------------------------------------------------
+
+@pytest.fixture
+def serve():
+    """serve(app, **kwargs) -> a started WSGIServer on 127.0.0.1."""
+    servers = []
+
+    def start(app, **kwargs):
+        server = WSGIServer(("127.0.0.1", 0), app, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(timeout=1)
+
+
+@pytest.fixture
+def in_thread():
+    """in_thread(fn, *args): run a blocking client in a thread, park meanwhile."""
+    pool = ThreadPool(2)
+    yield lambda fn, *args: pool.apply(fn, args)
+    pool.kill()
+
+
+def url(server, path="/"):
+    return f"http://127.0.0.1:{server.server_port}{path}"
+
+
+def raw_exchange(server, data: bytes, timeout=5.0, shut=True) -> bytes:
+    """Send ``data`` on a fresh connection; return all bytes until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def status_of(response: bytes) -> int:
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", response)
+    assert match, f"not an HTTP response: {response[:200]!r}"
+    return int(match.group(1))
+
+
+def assert_still_serving(server):
+    reply = raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == 200
+
+
+def wait_until_no_connections(server, seconds=3.0):
+    """The handler greenlets of closed connections have all exited."""
+    for _ in range(int(seconds / 0.01)):
+        if not len(server.pool) and not server.connections:
+            return
+        labkit.sleep(0.01)
+    raise AssertionError(f"{len(server.pool)} handler(s) still alive")
+
+
+# -- real clients -------------------------------------------------------------------
+
+def test_requests_session_reuses_one_keepalive_connection(serve, in_thread):
+    server = serve(echo)
+
+    def client():
+        with requests.Session() as session:
+            return [session.get(url(server, f"/n%20{i}?q={i}")) for i in range(5)]
+
+    responses = in_thread(client)
+    assert [r.status_code for r in responses] == [200] * 5
+    assert {r.headers["X-Remote-Port"] for r in responses} == {
+        responses[0].headers["X-Remote-Port"]}  # one TCP connection for all five
+    assert responses[3].headers["X-Path"] == "/n 3"
+    assert responses[3].headers["X-Query"] == "q=3"
+    assert "Date" in responses[0].headers
+
+
+def test_http_client_gets_content_length_and_keeps_connection(serve, in_thread):
+    server = serve(hello)
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+        bodies = []
+        for _ in range(3):
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert response.getheader("Content-Length") == "13"
+            assert not response.will_close
+            bodies.append(response.read())
+        conn.close()
+        return bodies
+
+    assert in_thread(client) == [b"Hello, World!"] * 3
+
+
+def test_chunked_upload_is_streamed_to_wsgi_input(serve, in_thread):
+    seen = {}
+
+    def app(environ, start_response):
+        seen["content_length"] = environ.get("CONTENT_LENGTH")
+        seen["lines"] = list(environ["wsgi.input"])  # iterate lines as they arrive
+        start_response("200 OK", [])
+        return [str(sum(map(len, seen["lines"]))).encode()]
+
+    server = serve(app)
+    chunks = [b"line %d\n" % i * 100 for i in range(50)]
+    response = in_thread(lambda: requests.post(url(server), data=iter(chunks)))
+    assert response.text == str(sum(map(len, chunks)))
+    assert seen["content_length"] is None  # chunked: no length was declared
+    assert b"".join(seen["lines"]) == b"".join(chunks)
+
+
+def test_expect_100_continue_is_sent_when_the_app_reads_the_body(serve):
+    server = serve(echo)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        reply = sock.recv(65536)
+    assert status_of(reply) == 200 and reply.endswith(b"\r\n\r\nhello")
+
+
+def test_expect_100_continue_gets_413_without_continue_when_too_large(serve):
+    server = serve(echo, max_body_size=1000)
+    reply = raw_exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                                 b"Expect: 100-continue\r\n\r\n")
+    assert status_of(reply) == 413 and b"100 Continue" not in reply
+
+
+def test_large_download_list_generator_and_file(serve, in_thread, tmp_path):
+    blob = os.urandom(4 << 20)
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        kind = environ["PATH_INFO"]
+        if kind == "/list":
+            return [blob]
+        if kind == "/file":  # wsgi.file_wrapper: sent with os.sendfile
+            return environ["wsgi.file_wrapper"](open(path, "rb"))
+        return (blob[i:i + 100_000] for i in range(0, len(blob), 100_000))  # chunked
+
+    server = serve(app)
+
+    def client():
+        with requests.Session() as session:
+            return {kind: session.get(url(server, "/" + kind))
+                    for kind in ("list", "file", "gen")}
+
+    responses = in_thread(client)
+    for kind, response in responses.items():
+        assert response.content == blob, kind
+    assert responses["file"].headers["Content-Length"] == str(len(blob))
+    assert responses["gen"].headers["Transfer-Encoding"] == "chunked"
+
+
+def test_pipelined_requests_are_answered_in_order(serve):
+    server = serve(echo)
+    requests_ = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10))
+    reply = raw_exchange(server, requests_ + b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n")
+    paths = re.findall(rb"X-Path: (\S+)", reply)
+    assert paths == [b"/%d" % i for i in range(10)] + [b"/last"]
+
+
+def test_http10_head_and_bodiless_statuses(serve):
+    def app(environ, start_response):
+        status = "204 No Content" if environ["PATH_INFO"] == "/empty" else "200 OK"
+        start_response(status, [])
+        return iter([b"body"])
+
+    server = serve(app)
+    reply = raw_exchange(server, b"GET / HTTP/1.0\r\n\r\n")
+    assert status_of(reply) == 200 and reply.endswith(b"\r\n\r\nbody")
+    assert b"Transfer-Encoding" not in reply  # HTTP/1.0: the close ends the body
+    reply = raw_exchange(server, b"HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert reply.endswith(b"\r\n\r\n")
+    reply = raw_exchange(server, b"GET /empty HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == 204 and reply.endswith(b"\r\n\r\n")
+
+
+def test_application_error_is_a_500_and_the_server_goes_on(serve):
+    def app(environ, start_response):
+        raise RuntimeError("boom (expected by the test)")
+
+    errors = io.StringIO()
+    labkit.get_hub().exception_stream = errors
+    server = serve(app)
+    reply = raw_exchange(server, b"GET / HTTP/1.1\r\n\r\n")
+    assert status_of(reply) == 500
+    assert "boom" in errors.getvalue()
+    server.application = hello
+    assert_still_serving(server)
+
+
+def test_access_log_is_off_by_default_and_combined_when_on(serve):
+    log = io.StringIO()
+    server = serve(hello, log=log)
+    raw_exchange(server, b"GET /x?y=1 HTTP/1.1\r\nUser-Agent: test-agent\r\n"
+                         b"Referer: http://ref/\r\nConnection: close\r\n\r\n")
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET /x\?y=1 HTTP/1\.1" 200 13 '
+                        r'"http://ref/" "test-agent"\n', log.getvalue())
+    assert WSGIServer(("127.0.0.1", 0), hello).log is None
+
+
+# -- bad clients -------------------------------------------------------------------
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"garbage garbage garbage\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", 431),
+    (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\nhello", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: five\r\n\r\nhello", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, 413),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + b"3e8\r\n" + b"x" * 1000 + b"\r\n" + b"3e8\r\n" + b"x" * 1000 + b"\r\n0\r\n\r\n", 413),
+], ids=["garbage", "100KB-header", "100KB-url", "negative-length", "invalid-length",
+        "body-over-limit", "chunked-over-limit"])
+def test_bad_request_gets_its_status_and_the_server_goes_on(serve, request_bytes, status):
+    server = serve(echo, max_body_size=1500)
+    reply = raw_exchange(server, request_bytes)
+    assert status_of(reply) == status
+    assert b"Connection: close" in reply
+    assert_still_serving(server)
+
+
+def test_half_a_request_then_stall_gets_408_while_others_are_served(serve):
+    server = serve(hello, header_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as slow:
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Half: ")
+        assert_still_serving(server)  # while the slow client stalls
+        reply = slow.recv(65536)
+    assert status_of(reply) == 408
+
+
+def test_idle_keepalive_connection_is_closed_quietly(serve):
+    server = serve(hello, keepalive_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(sock.recv(65536)) == 200
+        assert sock.recv(65536) == b""  # closed after 0.3 s idle, no 408
+    wait_until_no_connections(server)
+
+
+def test_stop_closes_idle_connections_and_finishes_requests_in_progress(serve):
+    def slow(environ, start_response):
+        labkit.sleep(0.3)
+        start_response("200 OK", [])
+        return [b"done"]
+
+    server = serve(slow)
+    port = server.server_port
+    idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+    busy = socket.create_connection(("127.0.0.1", port), timeout=5)
+    busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    labkit.sleep(0.05)  # both accepted; the busy one is in the app
+    stopper = labkit.spawn(server.stop, 5)
+    assert idle.recv(100) == b""  # closed at once, not after the slow request
+    reply = busy.recv(65536)
+    assert status_of(reply) == 200 and b"Connection: close" in reply and reply.endswith(b"done")
+    stopper.join(5)
+    assert stopper.dead and not server.connections
+    idle.close()
+    busy.close()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda head, tail: head + tail,
+              st.sampled_from([b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n",
+                               b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"]),
+              st.binary(max_size=200))))
+def test_random_bytes_never_crash_the_server_or_leak_a_connection(data):
+    server = WSGIServer(("127.0.0.1", 0), echo, header_timeout=2, io_timeout=2)
+    server.start()
+    try:
+        fds_before = len(os.listdir("/proc/self/fd"))
+        reply = raw_exchange(server, data)
+        if reply:
+            assert status_of(reply) in (200, 400, 408, 413, 417, 431)
+        wait_until_no_connections(server)
+        assert len(os.listdir("/proc/self/fd")) <= fds_before
+        assert_still_serving(server)
+    finally:
+        server.stop(timeout=1)
+
+
+# -- load ------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("wrk") is None,
+                    reason="wrk is not installed (apt-get install wrk; .ci/run does)")
+def test_wrk_for_two_seconds_without_socket_errors(serve):
+    server = serve(hello)
+    # labkit.subprocess: the hub keeps serving while we wait for wrk.
+    result = subprocess.run(["wrk", "-t1", "-c20", "-d2s", url(server)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "Socket errors" not in result.stdout, result.stdout
+    assert "Non-2xx" not in result.stdout, result.stdout
+    completed = int(re.search(r"(\d+) requests in", result.stdout).group(1))
+    assert completed > 100, result.stdout
+
+
+def test_tcp_nodelay_is_set_on_accepted_connections(serve):
+    seen = {}
+
+    def app(environ, start_response):
+        sock = [c for c in server.connections][0].sock
+        seen["nodelay"] = sock.getsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY)
+        return hello(environ, start_response)
+
+    server = serve(app)
+    raw_exchange(server, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert seen["nodelay"]
