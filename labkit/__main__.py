@@ -1,7 +1,7 @@
 """``python -m labkit COMMAND``: the command line.
 
     python -m labkit           a REPL where top-level code may call labkit.sleep/spawn
-    python -m labkit tour      a short scripted scenario, printed step by step
+    python -m labkit tour      an echo server, clients and one blocking call, traced
     python -m labkit bench     side-by-side benchmarks against gevent/asyncio/uvloop
 
 Each command lives in its own module; this file only dispatches.
@@ -14,8 +14,10 @@ USAGE = """usage: python -m labkit COMMAND [ARGS]
 
 commands:
   repl     (the default) a Python REPL whose statements run on the hub
-  tour     run a short scenario that shows the hub at work
-  bench    benchmark labkit against gevent, asyncio and uvloop (--help for options)
+  tour     an echo server, clients and one blocking call, traced; writes a
+           timeline PNG and a Perfetto JSON (--out DIR)
+  bench    benchmark labkit against gevent, asyncio and uvloop (--help for options;
+           --http, --notebook, --echo, --robustness add suites)
 """
 
 

@@ -143,6 +143,10 @@ class Loop:
             raise OSError(code, f"lk_loop_new({name!r}): {os.strerror(code)}")
         self._ptr = ptr
         self._events = ffi.new("lk_event[]", MAX_EVENTS)
+        # The same array as flat uint32s (id, events, id, events, ...):
+        # slicing it into a list of ints costs one call per poll, where
+        # reading cffi struct fields costs an object per field.
+        self._event_words = memoryview(ffi.buffer(self._events)).cast("I")
         self._timers: dict[int, Timer] = {}
         self._fds: dict[int, _FdWatch] = {}
         #: held by wake() (other threads) and close(), never while polling
@@ -262,8 +266,17 @@ class Loop:
                 self.io_cancel(fd, event)
                 _check(rc, f"watching fd {fd}")
 
-    def io_cancel(self, fd: int, event: int) -> Callable | None:
-        """Forget the callback waiting on (fd, event); return it (or None)."""
+    def io_cancel(self, fd: int, event: int, keep_interest: bool = False) -> Callable | None:
+        """The wait on (fd, event) is over: forget its callback; return it (or None).
+
+        ``keep_interest`` leaves the kernel watching the fd for the next
+        wait (lazy removal, see _dispatch_io). Only an owner that calls
+        :meth:`io_forget` before it closes the fd may ask for that, as
+        labkit's sockets do: epoll drops a closed fd on its own, so a cached
+        interest bit would hide the *next* file that gets the same number,
+        and a greenlet waiting on it would sleep forever. Everyone else (raw
+        ``wait_read`` callers, select, pipes) pays one epoll_ctl per wait.
+        """
         watch = self._fds.get(fd)
         if watch is None:
             return None
@@ -273,6 +286,13 @@ class Loop:
             cb, watch.writer = watch.writer, None
         if cb is not None:
             self.io_waiters -= 1
+        if not keep_interest and self._ptr is not None:
+            mask = lib.lk_io_get(self._ptr, fd)
+            if mask & event:
+                # may fail if the fd was closed meanwhile: then it is gone anyway
+                lib.lk_io_set(self._ptr, fd, mask & ~event)
+            if watch.reader is None and watch.writer is None and not mask & ~event:
+                del self._fds[fd]
         return cb
 
     def io_forget(self, fd: int) -> list[Callable]:
@@ -312,21 +332,19 @@ class Loop:
             if n < 0 and n != -_errno.EINTR:
                 _check(n, "lk_poll")
             return 0
-        events = self._events
+        words = self._event_words[:2 * n].tolist()
         timers = self._timers
-        i = 0
-        while i < n:
-            ev = events[i]
-            i += 1
+        dispatch_io = self._dispatch_io
+        for i in range(0, 2 * n, 2):
             cb = None
             try:
-                if ev.events & TIMER:
-                    t = timers.pop(ev.id, None)
+                if words[i + 1] & TIMER:
+                    t = timers.pop(words[i], None)
                     if t is not None:
                         cb = t.callback
                         cb(*t.args)
                 else:
-                    self._dispatch_io(ev.id, ev.events)
+                    dispatch_io(words[i], words[i + 1])
             except BaseException:
                 on_error(cb)
         return n

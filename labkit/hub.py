@@ -434,10 +434,14 @@ class Hub(greenlet):
 
     # -- waiting on behalf of the current greenlet -------------------------
     def wait_io(self, fd: int, event: int, timeout: float | None = None,
-                timeout_exc: BaseException | None = None) -> int:
+                timeout_exc: BaseException | None = None,
+                keep_interest: bool = False) -> int:
         """Park the current greenlet until ``fd`` is ready for ``event``
         (READ or WRITE). Returns the fired event bits. Raises ``timeout_exc``
-        (default: ``TimeoutError``) after ``timeout`` seconds."""
+        (default: ``TimeoutError``) after ``timeout`` seconds.
+
+        ``keep_interest``: see :meth:`Loop.io_cancel` -- only for an fd whose
+        owner calls ``loop.io_forget(fd)`` before closing it."""
         waiter = Waiter(self)
         if _trace is not None:
             waiter.reason = (fd, event)
@@ -451,7 +455,7 @@ class Hub(greenlet):
         finally:
             if timer is not None:
                 timer.cancel()
-            self.loop.io_cancel(fd, event)
+            self.loop.io_cancel(fd, event, keep_interest)
 
     def join(self, timeout: float | None = None) -> bool:
         """Run the loop until it has nothing left to do (True) or ``timeout``

@@ -113,12 +113,15 @@ class SubshellError(RuntimeError):
 # -- the extension entry points ---------------------------------------------
 
 def load_ipython_extension(ipython) -> None:
-    """``%load_ext labkit``: guest mode in a kernel, input hook in a terminal."""
+    """``%load_ext labkit``: guest mode in a kernel, input hook in a terminal;
+    and the tracer's magics (%%trace, %trace_blocking, %labkit_status)."""
     if getattr(ipython, "kernel", None) is not None:
         enable(ipython)
     else:
         from labkit.repl import enable_ipython_terminal
         enable_ipython_terminal(ipython)
+    from tracing.magics import register_magics
+    register_magics(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:

@@ -30,7 +30,7 @@ from tracing.model import Block, Greenlet, LoopIteration, Slice, Switch, Trace
 from tracing.overhead import measure_switch_overhead
 from tracing.recorder import DEFAULT_CAPACITY, Recorder
 
-__all__ = ["trace", "start", "stop", "monitor_blocking", "measure_switch_overhead",
+__all__ = ["trace", "start", "stop", "monitor_blocking", "measure_switch_overhead", "Dashboard",
            "Trace", "Greenlet", "Slice", "Switch", "LoopIteration", "Block",
            "BlockingMonitor", "DEFAULT_CAPACITY"]
 
@@ -111,3 +111,12 @@ def monitor_blocking(threshold: float = 0.05, callback=None,
     same time, use ``trace(blocking=threshold)`` instead.
     """
     return BlockingMonitor(threshold, callback=callback, report=report).start()
+
+
+def __getattr__(name: str):
+    # Dashboard needs ipywidgets; load it only when asked for, so that
+    # ``import tracing`` works in a plain script.
+    if name == "Dashboard":
+        from tracing.dashboard import Dashboard
+        return Dashboard
+    raise AttributeError(f"module 'tracing' has no attribute {name!r}")

@@ -323,8 +323,17 @@ def benchmark_aliases():
 
 
 def main(argv=None):
-    """Entry point of ``python -m labkit bench``; returns the exit status."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    """Entry point of ``python -m labkit bench``; returns the exit status.
+
+    ``--robustness`` is a different report (faults and hostile input tried,
+    survived, items lost), with options of its own: it takes over the
+    command line.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--robustness" in argv:
+        from labkit.bench.robustness import main as robustness_main
+        return robustness_main([a for a in argv if a != "--robustness"])
+    args = parse_args(argv)
     results, outcomes = run_all(args)
     meta = gather_meta(args, outcomes)
     print(format_report(meta, results, args.peers))

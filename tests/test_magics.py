@@ -1,0 +1,171 @@
+"""tracing.magics: %%trace, %trace_blocking and %labkit_status in a real kernel,
+and the status report (run_info) in this process.
+
+The kernel tests share one kernel (see tests/kernel_harness.py): starting one
+takes a second, and the magics are meant to be used cell after cell.
+"""
+import time
+
+import pytest
+
+import labkit
+from kernel_harness import run_cell, running_kernel
+from tracing.magics import format_run_info, run_info
+
+pytest.importorskip("ipykernel")
+pytest.importorskip("jupyter_client")
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# -- the status report, in this process -------------------------------------------
+
+def test_run_info_says_what_each_greenlet_waits_for_and_where():
+    def napper():
+        labkit.sleep(10)  # STATUS-NAP
+
+    from labkit import socket
+    left, right = socket.socketpair()
+
+    def reader():
+        left.recv(10)
+
+    nap, read = labkit.spawn(napper), labkit.spawn(reader)
+    nap.name, read.name = "napper", "reader"
+    labkit.sleep(0.01)
+    try:
+        infos = {info.name: info for info in run_info()}
+        assert infos["napper"].state == "waiting"
+        assert "sleep(10)" in infos["napper"].waits_on
+        assert infos["napper"].where.startswith("test_magics.py:")
+        assert infos["reader"].waits_on.endswith(f"fd {left.fileno()} read")
+        text = format_run_info(stacks=True, names=("napper",))
+        assert "napper" in text and "reader" not in text and "in napper" in text
+    finally:
+        labkit.killall([nap, read])
+        left.close()
+        right.close()
+
+
+def test_a_greenlet_not_started_yet_says_so():
+    g = labkit.spawn(lambda: None)
+    g.name = "late"
+    try:
+        [info] = [i for i in run_info() if i.name == "late"]
+        assert info.state == "not started"
+    finally:
+        g.join()
+
+
+# -- the magics, in a kernel ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kc():
+    with running_kernel() as (_km, client):
+        ok(client, "%load_ext labkit\nimport time, labkit")
+        yield client
+
+
+def ok(kc, code, timeout=20):
+    cell = run_cell(kc, code, timeout=timeout)
+    assert cell.status == "ok", (cell.ename, cell.evalue, cell.stderr)
+    return cell
+
+
+def displayed(cell, mime):
+    return [m["content"]["data"][mime] for m in cell.outputs
+            if m["msg_type"] in ("display_data", "execute_result")
+            and mime in m["content"]["data"]]
+
+
+def test_percent_trace_shows_summary_blocks_and_timeline(kc):
+    cell = ok(kc, "%%trace t\n"
+                  "def worker():\n"
+                  "    labkit.sleep(0.01)\n"
+                  "def careless():\n"
+                  "    time.sleep(0.1)\n"
+                  "g = labkit.spawn(careless); g.name = 'careless'\n"
+                  "labkit.joinall([labkit.spawn(worker), g])\n"
+                  "'the value'")
+    assert displayed(cell, "text/plain")[0] == "'the value'"
+    [summary] = [html for html in displayed(cell, "text/html") if "<table>" in html]
+    assert "careless" in summary and "switches in" in summary
+    [blocks] = [html for html in displayed(cell, "text/html") if "Blocking calls" in html]
+    assert "line 5 of this cell in careless" in blocks
+    assert len(displayed(cell, "image/png")) == 1
+    # (A loaded machine may add a block of its own; careless's must be there once.)
+    assert ok(kc, "print(type(t).__name__, [b.function for b in t.blocking()]"
+                  ".count('careless'))").stdout.split() == ["Trace", "1"]
+
+
+def test_percent_trace_lets_errors_through_and_stops_tracing(kc):
+    cell = run_cell(kc, "%%trace\nraise ValueError('boom')")
+    assert cell.ename == "ValueError"
+    assert ok(kc, "import tracing.recorder\nprint(tracing.recorder.active())").stdout.strip() \
+        == "None"
+
+
+def test_trace_blocking_reports_in_the_cell_that_blocked(kc):
+    assert "on, threshold 50 ms" in ok(kc, "%trace_blocking on 0.05").stdout
+    try:
+        cell = ok(kc, "def careless():\n"
+                      "    time.sleep(0.1)\n"
+                      "g = labkit.spawn(careless); g.name = 'careless'\n"
+                      "g.join()")
+        assert "labkit: blocked the loop for" in cell.stderr
+        assert ", line 2 in careless (careless)" in cell.stderr
+        quiet = ok(kc, "labkit.spawn(labkit.sleep, 0.1).join()")
+        assert "blocked" not in quiet.stderr
+    finally:
+        assert "off" in ok(kc, "%trace_blocking off").stdout
+    after = ok(kc, "labkit.spawn(time.sleep, 0.1).join()")
+    assert "blocked" not in after.stderr
+
+
+def test_a_report_goes_to_the_cell_that_spawned_the_blocker(kc):
+    ok(kc, "%trace_blocking on 0.05")
+    try:
+        spawner = ok(kc, "import labkit.event\n"
+                         "go = labkit.event.Event()\n"
+                         "def later():\n"
+                         "    go.wait()\n"
+                         "    time.sleep(0.1)\n"
+                         "late = labkit.spawn(later); late.name = 'later'")
+        # Read every message (run_cell would drop those of other cells).
+        trigger = kc.execute("go.set(); late.join(); labkit.sleep(0.1)")
+        deadline, texts, idle = time.monotonic() + 10, [], False
+        while time.monotonic() < deadline and not (idle and texts):
+            try:
+                msg = kc.get_iopub_msg(timeout=0.5)
+            except Exception:
+                continue
+            parent = msg["parent_header"].get("msg_id")
+            if parent == trigger and msg["msg_type"] == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+            assert not (parent == trigger and msg["msg_type"] == "stream"), msg["content"]
+            if parent == spawner.msg_id and msg["msg_type"] == "stream":
+                texts.append(msg["content"]["text"])
+        kc.get_shell_msg(timeout=5)   # the trigger's reply
+        assert texts and "line 5 in later (later)" in texts[0]
+    finally:
+        ok(kc, "%trace_blocking off")
+
+
+def test_trace_blocking_rejects_bad_arguments(kc):
+    cell = run_cell(kc, "%trace_blocking sideways")
+    assert "UsageError: usage: %trace_blocking on [THRESHOLD] | off" in cell.stderr
+
+
+def test_labkit_status_lists_greenlets_and_their_waits(kc):
+    ok(kc, "def napper():\n"
+           "    labkit.sleep(30)\n"
+           "nap = labkit.spawn(napper); nap.name = 'napper'")
+    try:
+        text = ok(kc, "%labkit_status").stdout
+        assert text.startswith("hub: ") and "guest of the kernel" in text
+        [line] = [l for l in text.splitlines() if l.startswith("napper")]
+        assert "waiting" in line and "sleep(30)" in line and "line 2" not in line
+        stacks = ok(kc, "%labkit_status --stacks napper").stdout
+        assert "in napper" in stacks and "in sleep" in stacks
+    finally:
+        ok(kc, "nap.kill()")

@@ -1,0 +1,102 @@
+"""python -m labkit tour: the scenario runs, reports the block and writes its files.
+
+The tour is what a newcomer runs first (README), so these tests run it the
+way they would -- a subprocess, ``python -m labkit tour`` -- and check what
+it promises: the summary, the blocking report naming the line that blocked,
+a timeline PNG that decodes, and a Perfetto JSON with one thread per greenlet.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from labkit import tour
+
+pytestmark = pytest.mark.timeout(60)
+pytest.importorskip("matplotlib")
+
+
+def _careless_sleep_line() -> int:
+    with open(tour.__file__) as f:
+        for number, text in enumerate(f, 1):
+            if "time.sleep(BLOCK_SECONDS)" in text:
+                return number
+    raise AssertionError("the careless time.sleep line is gone from labkit/tour.py")
+
+
+def _run_tour(*args, cwd):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "labkit", "tour", *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=50)
+    return result, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def tour_in_cwd(tmp_path_factory):
+    """The tour run once, without --out, in an empty directory."""
+    cwd = tmp_path_factory.mktemp("tour")
+    result, elapsed = _run_tour(cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd, result.stdout, elapsed
+
+
+def test_the_tour_finishes_well_within_ten_seconds(tour_in_cwd):
+    _cwd, _out, elapsed = tour_in_cwd
+    assert elapsed < 10
+
+
+def test_the_summary_has_a_row_per_greenlet_of_the_scenario(tour_in_cwd):
+    _cwd, out, _ = tour_in_cwd
+    rows = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert {"main", "hub", "echo-server", "client-1", "client-2", "client-3",
+            "careless"} <= rows
+    assert sum(name.startswith("echo-handler-") for name in rows) == tour.CLIENTS
+
+
+def test_the_blocking_report_names_the_careless_line_and_its_duration(tour_in_cwd):
+    _cwd, out, _ = tour_in_cwd
+    [report] = [line for line in out.splitlines() if "blocked the loop for" in line]
+    assert f"tour.py:{_careless_sleep_line()} in careless (careless)" in report
+    ms = int(report.split("blocked the loop for")[1].split("ms")[0])
+    assert 140 <= ms <= 400   # 150 ms asked; a loaded machine may add, never subtract
+
+
+def test_the_files_land_in_the_current_directory_and_are_announced(tour_in_cwd):
+    cwd, out, _ = tour_in_cwd
+    for name in (tour.TIMELINE_FILE, tour.PERFETTO_FILE):
+        assert os.path.exists(cwd / name)
+        assert str(cwd / name) in out
+    assert "ui.perfetto.dev" in out
+
+
+def test_the_timeline_png_decodes_to_a_picture(tour_in_cwd):
+    from PIL import Image
+    cwd, _out, _ = tour_in_cwd
+    with Image.open(cwd / tour.TIMELINE_FILE) as image:
+        image.load()   # decodes every pixel, not only the header
+        assert image.format == "PNG"
+        width, height = image.size
+    assert width > 400 and height > 300
+
+
+def test_the_perfetto_json_has_a_thread_per_greenlet_and_the_block(tour_in_cwd):
+    cwd, _out, _ = tour_in_cwd
+    with open(cwd / tour.PERFETTO_FILE) as f:
+        events = json.load(f)["traceEvents"]
+    threads = {e["args"]["name"] for e in events
+               if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {"poll", "hub", "main", "echo-server", "client-1", "client-2", "client-3",
+            "careless"} <= threads
+    [block] = [e for e in events if e.get("cat") == "blocking"]
+    assert block["dur"] >= 140_000   # microseconds
+
+
+def test_out_dir_is_created_and_used(tmp_path):
+    result, _ = _run_tour("--out", "results/tour", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "results" / "tour")) == sorted(
+        [tour.TIMELINE_FILE, tour.PERFETTO_FILE])
+    assert not (tmp_path / tour.TIMELINE_FILE).exists()

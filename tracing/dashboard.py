@@ -1,0 +1,573 @@
+"""A live dashboard: what the hub is doing, redrawn a few times a second.
+
+    dash = tracing.Dashboard(window=5)   # the last 5 seconds
+    dash                                 # show it (last expression of a cell)
+    ...                                  # it keeps updating between cells
+    dash.close()                         # stop recording; nothing left running
+
+It shows a timeline of the last ``window`` seconds (one lane per busy
+greenlet, as ``Trace.timeline()`` draws it), counters (live greenlets,
+switches per second, loop utilisation, ready-queue length, longest recent
+block) and the latest blocking calls with their file:line, plus Start, Stop
+and Clear buttons.
+
+Who does what, and in which thread::
+
+    hub thread (the kernel's main thread)       dashboard thread ("labkit-dashboard")
+    -------------------------------------       -------------------------------------
+                                                every `refresh` s: ask for a snapshot
+    _snapshot(): copy the new records   <-----  run_callback_threadsafe
+    out of the C ring (a memcpy) and
+    three counters; hand them over      ----->  queue
+                                                keep the last `window` s of records,
+                                                build a Trace of them, count, and
+                                                draw the timeline with Agg to a PNG
+    _apply(): set the widgets' values   <-----  run_callback_threadsafe
+    (ipywidgets sends the comm messages)
+
+The hub only copies bytes and sets three widget values per refresh: drawing
+(tens of milliseconds) never runs on the hub's thread, so the dashboard does
+not block the loop it watches. It still costs CPU and, in a busy process, a
+share of the GIL -- which is why it refreshes at most 4 times a second.
+
+Coalescing: at most one snapshot request and one update are in flight at a
+time. If drawing is slower than ``refresh``, refreshes are skipped, not
+queued. Each refresh sends at most three widget updates (image, counters,
+table), and the image only when it changed -- far under Jupyter's IOPub
+limits (1000 messages/s, 1 MB/s by default) at ~30 KB per PNG.
+
+Contract: create, start, stop, clear and close from the hub's thread (a
+cell, or a button: ipywidgets runs button callbacks in the kernel's main
+thread). The dashboard records with its own tracer, so it cannot run while
+another trace (``tracing.start()``, ``%%trace``, ``%trace_blocking``) does;
+creating a new Dashboard closes the previous one. After :meth:`close` no
+thread, greenlet, timer or tracing hook of the dashboard is left.
+
+Memory: the tracer's side table keeps one small entry per greenlet spawned
+while recording (names for the lanes). For a long-lived dashboard over a
+server that spawns thousands of greenlets a second, press Clear now and then.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import html
+import io
+import queue
+import threading
+import weakref
+
+import labkit.hub as _lk_hub
+from labkit._loop import ffi, lib
+
+from tracing.model import HUB, POLL, Trace
+from tracing.recorder import _RECORD, Recorder, Recording
+
+#: Refreshes per second, at most (IOPub and CPU budget; see the module doc).
+MAX_REFRESH_HZ = 4
+#: Records kept in the dashboard thread at most (32 bytes each packed).
+MAX_RECORDS = 200_000
+
+_current: "Dashboard | None" = None   # the one recording now, if any
+
+
+# -- drawing (any thread) -------------------------------------------------------
+
+class _LaneView:
+    """A Trace seen through a filter: poll, hub and the ``max_lanes`` greenlets
+    that ran longest, with their lanes in the order given by ``rank``.
+
+    Slices shorter than ``min_width`` seconds are widened to it: a greenlet
+    that runs for 20 us every 20 ms would otherwise be drawn as nothing at
+    all. It offers what tracing.plot.timeline reads (slices, parked, blocking);
+    timeline() orders lanes by first appearance, so the slices are handed
+    over lane by lane, in rank order, which keeps a live picture from
+    reshuffling its lanes at every refresh.
+    """
+
+    def __init__(self, trace, max_lanes: int, rank=None, min_width: float = 0.0):
+        running = collections.Counter()
+        for s in trace.slices():
+            if s.key >= 0:
+                running[s.key] += s.duration
+        keep = {key for key, _ in running.most_common(max_lanes)}
+        self.hidden = len(running) - len(keep)
+        rank = rank or {}
+        by_lane = collections.defaultdict(list)
+        for s in trace.slices():
+            if s.key < 0 or s.key in keep:
+                if s.duration < min_width:   # at least a pixel: seen, if short
+                    s = dataclasses.replace(s, end=s.start + min_width)
+                by_lane[(s.lane, s.key)].append(s)
+        fixed = {POLL: 0, HUB: 1}
+
+        def order(lane):
+            name, key = lane
+            return (fixed.get(name, 2), rank.get(name, len(rank)), key)
+
+        self._slices = [s for lane in sorted(by_lane, key=order) for s in by_lane[lane]]
+        self._parked = [p for p in trace.parked() if p.key in keep]
+        self._blocks = trace.blocking()
+
+    def slices(self):
+        return self._slices
+
+    def parked(self):
+        return self._parked
+
+    def blocking(self):
+        return self._blocks
+
+
+def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
+                        title: str | None = None, size=None, dpi: int = 72,
+                        now: float | None = None) -> bytes:
+    """The timeline of ``trace`` as PNG bytes, drawn with Agg (any thread).
+
+    At most ``max_lanes`` greenlet lanes (the busiest; a note says how many
+    were left out). ``window``: ``(start, end)`` seconds to show. ``size``:
+    (width, height) in inches; default grows with the lanes. ``rank``:
+    name -> position, to keep lane order stable across calls. ``now``: label
+    the time axis in seconds before this instant (a live view) instead of
+    seconds since the trace started.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from tracing.plot import timeline
+    lanes = len({(s.lane, s.key) for s in trace.slices()}) or 1
+    if size is None:
+        size = (10, 1.4 + 0.32 * min(max(lanes, 2), max_lanes + 2))
+    lo, hi = window if window is not None else (0.0, max(trace.duration, 1e-6))
+    pixel = (hi - lo) / (size[0] * dpi * 0.8)   # the plot is ~80% of the width
+    view = _LaneView(trace, max_lanes, rank, min_width=pixel)
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    timeline(view, ax=ax, window=window)
+    if now is not None:
+        from matplotlib.ticker import FuncFormatter
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x - now:.2f}"))
+        ax.set_xlabel("seconds before now")
+    notes = [title] if title else []
+    if view.hidden:
+        notes.append(f"({view.hidden} quieter greenlets not shown)")
+    if notes:
+        ax.set_title("  ".join(notes), fontsize="medium")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=dpi)
+    return out.getvalue()
+
+
+# -- what one refresh computes (dashboard thread) ---------------------------------
+
+@dataclasses.dataclass
+class Snapshot:
+    """What the hub hands over at one refresh (cheap to take)."""
+    data: bytes             #: new raw records, oldest first
+    lost: int               #: records overwritten in the ring before we read them
+    now_ns: int
+    ready: int              #: callbacks in the hub's ready queue now
+    timers: int
+    fd_waits: int
+
+
+@dataclasses.dataclass
+class Frame:
+    """What one refresh shows."""
+    png: bytes | None
+    counters: dict
+    blocks: list            #: latest tracing.model.Block, newest first
+
+
+class _Window:
+    """The last ``window`` seconds of records, in the dashboard thread."""
+
+    def __init__(self, window: float):
+        self.window_ns = int(window * 1e9)
+        self.chunks: collections.deque = collections.deque()   # (last_ts, records)
+        self.count = 0
+        self.lost = 0
+
+    def add(self, data: bytes, lost: int) -> None:
+        self.lost += lost
+        if data:
+            records = list(_RECORD.iter_unpack(data))
+            self.chunks.append((records[-1][0], records))
+            self.count += len(records)
+
+    def trim(self, now_ns: int) -> None:
+        horizon = now_ns - self.window_ns
+        while self.chunks and (self.chunks[0][0] < horizon or self.count > MAX_RECORDS):
+            self.count -= len(self.chunks.popleft()[1])
+
+    def records(self, since_ns: int) -> list:
+        return [r for _, chunk in self.chunks for r in chunk if r[0] >= since_ns]
+
+
+class _SpawnsView:
+    """recorder.spawns as the model reads it, with the names of the greenlets
+    still alive resolved now (a spawn's name is final only at its exit)."""
+
+    def __init__(self, recorder: Recorder):
+        self._recorder = recorder
+
+    def __len__(self) -> int:
+        return len(self._recorder.spawns)
+
+    def __getitem__(self, index: int):
+        info = self._recorder.spawns[index]
+        name = info.name or self._recorder.name_of(info.gid)
+        return dataclasses.replace(info, name=name, ref=None)
+
+
+def build_trace(recorder: Recorder, records: list, start_ns: int, now_ns: int) -> Trace:
+    """A Trace of ``records`` (a window of a running recorder), times in
+    seconds since ``start_ns``. Any thread: it only reads the side table."""
+    seen = {r[3] for r in records if r[1] in (lib.LK_TR_RESUME, lib.LK_TR_EXIT)}
+    names = dict(recorder._names)
+    for gid in seen:
+        names.setdefault(gid, recorder.name_of(gid))
+    labels = {number: label for label, number in dict(recorder.labels).items()}
+    offset = (start_ns - recorder.start_ns) / 1e9
+    blocks = [dataclasses.replace(b, start=b.start - offset) for b in list(recorder.blocks)
+              if b.start + b.duration >= offset]
+    return Trace(Recording(
+        records=records, dropped=0, spawns=_SpawnsView(recorder), names=names,
+        labels=labels, hub_id=id(recorder._hub), main_id=id(recorder._hub.parent),
+        start_ns=start_ns, stop_ns=now_ns, blocks=blocks))
+
+
+def counters(trace: Trace, snapshot: Snapshot, span: float, live: int) -> dict:
+    """The dashboard's numbers for one window (see the module docstring)."""
+    last_second = [s for s in trace.switches() if s.time >= trace.duration - 1.0]
+    busy = sum(s.duration for s in trace.slices() if s.lane != POLL)
+    blocks = trace.blocking()
+    longest = max(blocks, key=lambda b: b.duration, default=None)
+    return {
+        "live greenlets": live,
+        "switches/s": len(last_second) / min(1.0, max(trace.duration, 1e-3)),
+        "loop utilisation": min(1.0, busy / span) if span > 0 else 0.0,
+        "ready queue": snapshot.ready,
+        "ready queue (max)": max((n for _, n in trace.ready_counts()), default=snapshot.ready),
+        "timers": snapshot.timers,
+        "fd waits": snapshot.fd_waits,
+        "longest recent block": longest,
+    }
+
+
+# -- the widget -------------------------------------------------------------------
+
+class Dashboard:
+    """Live view of this thread's hub; see the module docstring.
+
+    ``window``: seconds of history shown. ``refresh``: seconds between
+    refreshes (at least 1/MAX_REFRESH_HZ). ``blocking``: threshold of the
+    blocking monitor in seconds (None: no monitor). ``max_lanes``: greenlet
+    lanes in the timeline. ``autostart``: start recording at once.
+    """
+
+    def __init__(self, window: float = 5.0, refresh: float = 0.25,
+                 blocking: float | None = 0.05, max_lanes: int = 10,
+                 capacity: int = 1 << 16, autostart: bool = True):
+        if not window > 0:
+            raise ValueError(f"window must be > 0, not {window!r}")
+        global _current
+        if _current is not None:
+            _current.close()   # re-running a cell replaces the dashboard
+        self.window = float(window)
+        self.refresh = max(float(refresh), 1 / MAX_REFRESH_HZ)
+        self.blocking = blocking
+        self.max_lanes = max_lanes
+        self.capacity = capacity
+        self.hub = _lk_hub.get_hub()
+        self.refreshes = 0          #: frames applied to the widgets so far
+        self._recorder: Recorder | None = None
+        self._monitor = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._snapshots: queue.Queue = queue.Queue()
+        self._requested = False     # a snapshot request is queued in the hub
+        self._applying = False      # an update is queued in the hub
+        self._generation = 0        # bumped by clear(): stale frames are dropped
+        self._seq = 0               # next ring sequence number to read
+        self._buffer = None
+        self._closed = False
+        self._build_widgets()
+        if autostart:
+            self.start()
+
+    # -- widgets --------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        import ipywidgets as w
+        self._status = w.HTML()
+        self._image = w.Image(format="png", layout=w.Layout(width="100%", max_width="760px"))
+        self._counters = w.HTML()
+        self._table = w.HTML()
+        self._buttons = {name: w.Button(description=name, layout=w.Layout(width="80px"))
+                         for name in ("Start", "Stop", "Clear")}
+        self._buttons["Start"].on_click(lambda _: self.start())
+        self._buttons["Stop"].on_click(lambda _: self.stop())
+        self._buttons["Clear"].on_click(lambda _: self.clear())
+        self.widget = w.VBox([
+            w.HBox([*self._buttons.values(), self._status]),
+            self._image,
+            w.HBox([self._counters, self._table]),
+        ])
+        self._show_status()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+        display(self.widget)
+
+    def _show_status(self, note: str = "") -> None:
+        state = "recording" if self.running else "stopped"
+        if self._closed:
+            state = "closed"
+        self._status.value = (f"<b>labkit dashboard</b>: {state}, last {self.window:g} s"
+                              + (f" &mdash; {html.escape(note)}" if note else ""))
+        self._buttons["Start"].disabled = self.running or self._closed
+        self._buttons["Stop"].disabled = not self.running
+        self._buttons["Clear"].disabled = self._closed
+
+    # -- lifecycle (hub thread) ------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start recording and refreshing (no-op if running)."""
+        global _current
+        if self.running or self._closed:
+            return
+        if _current is not None and _current is not self:
+            _current.close()
+        self._check_thread()
+        # Before recording: the scan takes a while, which the monitor would
+        # rightly report as a block, caused by the dashboard itself.
+        existing = self._existing_greenlets()
+        # Importing matplotlib takes a second; done in the dashboard thread it
+        # would hold the GIL (C extensions initialising) long enough to stall
+        # the loop. Done here, it is part of the cell that made the dashboard.
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import tracing.plot  # noqa: F401
+        self._recorder = Recorder(capacity=self.capacity).start()
+        self._recorder._names.update(existing)
+        try:
+            if self.blocking is not None:
+                from tracing.blocking import BlockingMonitor
+                self._monitor = BlockingMonitor(self.blocking, report=False,
+                                                recorder=self._recorder).start()
+        except BaseException:
+            self._recorder.stop(read=False)
+            self._recorder = None
+            raise
+        _current = self
+        self._ipython = _ipython_kernel_shell()
+        if self._ipython is not None:
+            from tracing.magics import mark_host_wait
+            self._ipython.events.register("post_execute", mark_host_wait)
+        self._buffer = ffi.new("lk_trace_entry[]", self.capacity)
+        self._seq = 0
+        self._stop.clear()
+        self._snapshots = queue.Queue()
+        self._requested = False
+        self._thread = threading.Thread(target=self._run, args=(self._generation,),
+                                        name="labkit-dashboard", daemon=True)
+        self._thread.start()
+        self._show_status()
+
+    def stop(self) -> None:
+        """Stop recording and refreshing; the last picture stays."""
+        global _current
+        if not self.running:
+            return
+        self._check_thread()
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        self._snapshots.put(None)   # wake the thread if it waits for a snapshot
+        thread.join()
+        if self._ipython is not None:
+            from tracing.magics import mark_host_wait
+            try:
+                self._ipython.events.unregister("post_execute", mark_host_wait)
+            except ValueError:
+                pass
+        self._recorder.stop(read=False)   # stops the monitor too
+        self._recorder = self._monitor = None
+        self._buffer = None
+        if _current is self:
+            _current = None
+        self._show_status()
+
+    def clear(self) -> None:
+        """Forget everything recorded so far (a fresh recorder, empty view)."""
+        was_running = self.running
+        self.stop()
+        self._generation += 1
+        self._image.value = b""
+        self._counters.value = ""
+        self._table.value = ""
+        if was_running:
+            self.start()
+
+    def close(self) -> None:
+        """Stop, and close the widgets. Idempotent."""
+        if self._closed:
+            return
+        self.stop()
+        self._closed = True
+        self._show_status()
+        for child in (self._status, self._image, self._counters, self._table,
+                      *self._buttons.values()):
+            child.close()
+        for box in self.widget.children:
+            box.close()
+        self.widget.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self.hub.thread_ident:
+            raise RuntimeError("use a Dashboard from the thread of the hub it shows")
+
+    def _existing_greenlets(self) -> dict:
+        """id -> name of the hub's live greenlets (kept as weak references).
+
+        Greenlets spawned before recording started have no entry in the
+        tracer's side table; naming them once keeps their lanes from being
+        labelled with hex ids.
+        """
+        from tracing.magics import _name, live_greenlets
+        found = live_greenlets(self.hub)
+        self._preexisting = [weakref.ref(g) for g in found]
+        return {id(g): _name(g) for g in found}
+
+    # -- hub side of a refresh -------------------------------------------------
+    def _snapshot(self) -> None:
+        """In the hub: copy new records out of the ring; hand them over."""
+        self._requested = False
+        recorder = self._recorder
+        if recorder is None or recorder.ring is None or self._buffer is None:
+            self._snapshots.put(None)
+            return
+        first = ffi.new("uint64_t *")
+        n = lib.lk_trace_read(recorder.ring, self._buffer, self.capacity, self._seq, first)
+        lost = first[0] - self._seq
+        self._seq = first[0] + n
+        loop = self.hub.loop
+        self._snapshots.put(Snapshot(
+            data=bytes(ffi.buffer(self._buffer, n * _RECORD.size)), lost=lost,
+            now_ns=lib.lk_now_ns(), ready=len(self.hub._ready),
+            timers=loop.active_timers, fd_waits=loop.io_waiters))
+
+    def _apply(self, frame: Frame, generation: int) -> None:
+        """In the hub: show ``frame`` (sends the widgets' comm messages)."""
+        self._applying = False
+        if self._closed or generation != self._generation:
+            return
+        if frame.png is not None and frame.png != self._image.value:
+            self._image.value = frame.png
+        self._counters.value = _counters_html(frame.counters)
+        self._table.value = _blocks_html(frame.blocks, lib.lk_now_ns(), self._recorder)
+        self.refreshes += 1
+
+    # -- the dashboard thread ----------------------------------------------------
+    def _run(self, generation: int) -> None:
+        recorder = self._recorder
+        window = _Window(self.window)
+        rank: dict = {}
+        live_spawns: set = set()
+        spawns_seen = 0
+        while not self._stop.wait(self.refresh):
+            if not self._requested:
+                self._requested = True
+                self.hub.run_callback_threadsafe(self._snapshot)
+            try:
+                snapshot = self._snapshots.get(timeout=max(1.0, 4 * self.refresh))
+            except queue.Empty:
+                continue   # the hub is busy (or blocked): try again later
+            if snapshot is None or self._stop.is_set():
+                continue
+            try:
+                window.add(snapshot.data, snapshot.lost)
+                window.trim(snapshot.now_ns)
+                start_ns = max(recorder.start_ns, snapshot.now_ns - window.window_ns)
+                trace = build_trace(recorder, window.records(start_ns), start_ns,
+                                    snapshot.now_ns)
+                # Live greenlets: those alive when we started, plus those
+                # spawned since that have not exited (the side table drops
+                # its reference at exit).
+                spawns = recorder.spawns
+                for index in range(spawns_seen, len(spawns)):
+                    live_spawns.add(index)
+                spawns_seen = len(spawns)
+                live_spawns = {i for i in live_spawns
+                               if spawns[i].ref is not None and not spawns[i].ref.dead}
+                alive_before = sum(1 for ref in self._preexisting
+                                   if ref() is not None and not ref().dead)
+                for g in trace.greenlets():
+                    rank.setdefault(g.name, len(rank))
+                span = trace.duration
+                png = render_timeline_png(
+                    trace, window=(span - self.window, span), max_lanes=self.max_lanes,
+                    rank=rank, size=(10, 1.6 + 0.3 * (self.max_lanes + 2)), now=span)
+                frame = Frame(png=png,
+                              counters=counters(trace, snapshot, span,
+                                                len(live_spawns) + alive_before),
+                              blocks=list(recorder.blocks)[-5:][::-1])
+            except Exception:   # never die silently: say so in the status line
+                import traceback
+                traceback.print_exc()
+                continue
+            if not self._applying and not self._stop.is_set():
+                self._applying = True
+                self.hub.run_callback_threadsafe(self._apply, frame, generation)
+
+
+def _ipython_kernel_shell():
+    """The IPython shell of a running kernel, or None (a script, a terminal)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    ipython = get_ipython()
+    return ipython if getattr(ipython, "kernel", None) is not None else None
+
+
+def _counters_html(c: dict) -> str:
+    longest = c["longest recent block"]
+    block = (f"{longest.duration * 1e3:.0f} ms at {html.escape(longest.location)}"
+             if longest is not None else "none")
+    rows = [
+        ("live greenlets", f"{c['live greenlets']}"),
+        ("switches/s", f"{c['switches/s']:,.0f}"),
+        ("loop utilisation", f"{c['loop utilisation']:.0%}"),
+        ("ready queue", f"{c['ready queue']} now, {c['ready queue (max)']} max"),
+        ("timers / fd waits", f"{c['timers']} / {c['fd waits']}"),
+        ("longest recent block", block),
+    ]
+    body = "".join(f"<tr><td>{k}</td><td style='text-align:right'><b>{v}</b></td></tr>"
+                   for k, v in rows)
+    return f"<table class='labkit-counters'>{body}</table>"
+
+
+def _blocks_html(blocks: list, now_ns: int, recorder) -> str:
+    from tracing.magics import cell_location
+    if not blocks:
+        return "<p>No blocking calls yet.</p>"
+    since_start = (now_ns - recorder.start_ns) / 1e9 if recorder is not None else None
+    rows = []
+    for b in blocks:
+        ago = f"{since_start - b.start:.1f} s ago" if since_start is not None else ""
+        rows.append(f"<tr><td>{ago}</td><td>{b.duration * 1e3:.0f} ms</td>"
+                    f"<td>{html.escape(b.greenlet)}</td>"
+                    f"<td><code>{html.escape(cell_location(b.file, b.line))}</code></td>"
+                    f"<td>{html.escape(b.function)}</td></tr>")
+    head = "<tr><th>when</th><th>blocked</th><th>greenlet</th><th>line</th><th>function</th></tr>"
+    return (f"<p><b>Latest blocking calls</b></p><table class='labkit-blocks'>{head}"
+            f"{''.join(rows)}</table>")

@@ -1,0 +1,542 @@
+"""IPython magics for the tracer: ``%%trace``, ``%trace_blocking``, ``%labkit_status``.
+
+``%load_ext labkit`` registers them (labkit/jupyter.py calls
+:func:`register_magics`)::
+
+    %%trace                     run this cell under the tracer; then show the
+    labkit.joinall([...])       summary table, the blocking calls and the timeline
+
+    %trace_blocking on 0.02     from now on, report every call that blocks the
+    %trace_blocking off         loop longer than 20 ms, in the cell that caused it
+
+    %labkit_status              which greenlets are alive, what each waits for
+    %labkit_status --stacks     ... and their full stacks (gevent's print_run_info)
+
+The same things without IPython: :func:`run_info` / :func:`format_run_info`
+for the status, ``tracing.trace()`` for a trace, ``tracing.monitor_blocking()``
+for the detector.
+
+Where reports go. Output in a kernel is routed to a cell by the request's
+parent header, which ipykernel keeps in a ContextVar, and every greenlet runs
+in a copy of the context of the cell that spawned it. The blocking monitor's
+watchdog thread has no such context, so it hands each report to the hub
+(``run_callback_threadsafe``), and the hub prints it *inside the context of
+the greenlet that blocked* -- the report lands under the cell that spawned
+that greenlet, even if other cells ran since. When that greenlet cannot be
+found any more (it finished and nothing refers to it), or the blocker was
+the cell's own code or a hub callback, the report goes to the latest cell.
+
+One recorder at a time: ``%%trace`` pauses ``%trace_blocking`` while the
+cell runs (the trace watches for blocks itself, with the same threshold),
+and refuses to start while a :class:`~tracing.dashboard.Dashboard` records.
+"""
+from __future__ import annotations
+
+import ast
+import collections
+import gc
+import os
+import sys
+from dataclasses import dataclass, field
+
+from greenlet import getcurrent, greenlet
+
+import labkit.hub as _lk_hub
+from tracing.recorder import Recorder
+
+_LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
+_TRACING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_INTERNAL = (_LABKIT_DIR, _TRACING_DIR)
+
+#: The blocking threshold used when none is given, in seconds.
+DEFAULT_THRESHOLD = 0.05
+
+
+# -- what is alive: the status report -----------------------------------------
+
+@dataclass
+class GreenletInfo:
+    """One live greenlet of the hub, as :func:`run_info` sees it."""
+    name: str
+    state: str              #: "running", "waiting", "ready" or "not started"
+    waits_on: str           #: "sleep(0.05)", "fd 7 read", "join", "Event.wait" ...
+    where: str              #: "file.py:12 in func": the user's line it waits at
+    stack: list = field(default_factory=list)   #: "file:line in func", outermost first
+    greenlet: object = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        text = f"{self.name:<24} {self.state:<11}"
+        if self.waits_on:
+            text += f" {self.waits_on:<22}"
+        return (text + f" at {self.where}" if self.where else text).rstrip()
+
+
+def live_greenlets(hub=None) -> list:
+    """The greenlets the hub runs that are not dead, in order of name.
+
+    Found by scanning the garbage collector's objects for greenlets whose
+    parent is ``hub`` (default: this thread's): a full scan, milliseconds in
+    a big process, so this is for status reports, not for hot paths. A
+    greenlet that nothing refers to any more can still show up until the
+    collector frees it; it is not dead, only unreachable.
+    """
+    hub = hub if hub is not None else _lk_hub.get_hub()
+    found = [obj for obj in gc.get_objects()
+             if isinstance(obj, greenlet) and obj is not hub
+             and obj.parent is hub and not obj.dead]
+    return sorted(found, key=_natural_key)
+
+
+def run_info(hub=None) -> list[GreenletInfo]:
+    """What each live greenlet of ``hub`` is doing (see :class:`GreenletInfo`).
+
+    Call from the hub's thread (another thread's greenlets' frames change
+    under it).
+    """
+    hub = hub if hub is not None else _lk_hub.get_hub()
+    # sleep(0) queues the greenlet's bound switch (maybe inside a Callback):
+    # the greenlets those belong to are ready to run, not waiting.
+    ready = {id(getattr(getattr(cb, "callback", cb), "__self__", None))
+             for cb in list(hub._ready)}
+    return [_describe(g, ready) for g in live_greenlets(hub)]
+
+
+def format_run_info(hub=None, stacks: bool = False, names=()) -> str:
+    """The status report as text: the hub's counters, then one line per
+    greenlet (and its stack with ``stacks``). ``names``: only these."""
+    hub = hub if hub is not None else _lk_hub.get_hub()
+    infos = run_info(hub)
+    if names:
+        infos = [info for info in infos if info.name in names]
+    lines = [_hub_line(hub), ""]
+    if not infos:
+        lines.append("no greenlets alive" if not names else "no such greenlet alive")
+    for info in infos:
+        lines.append(str(info))
+        if stacks:
+            lines.extend(f"    {frame}" for frame in info.stack or ["(not started)"])
+    return "\n".join(lines)
+
+
+def print_run_info(hub=None, stacks: bool = False, file=None) -> None:
+    """Print :func:`format_run_info` (gevent's ``print_run_info``)."""
+    print(format_run_info(hub, stacks), file=file or sys.stdout)
+
+
+def _hub_line(hub) -> str:
+    loop = hub.loop
+    if loop.closed:
+        return "hub: its loop is closed"
+    parts = [f"hub: {loop.backend_name} loop", f"{len(hub._ready)} ready callbacks",
+             f"{loop.active_timers} timers", f"{loop.io_waiters} fd waits"]
+    try:
+        import labkit.jupyter
+        guest = labkit.jupyter.active()
+    except ImportError:
+        guest = None
+    if guest is not None and guest.hub is hub:
+        parts.append(f"guest of the kernel ({guest.mode} mode, {guest.ticks} ticks)")
+    from tracing.recorder import active
+    parts.append("tracing on" if active() is not None else "tracing off")
+    return ", ".join(parts)
+
+
+def _natural_key(g):
+    name = _name(g)
+    return [int(part) if part.isdigit() else part
+            for part in _split_digits(name)]
+
+
+def _split_digits(text: str) -> list[str]:
+    parts, current = [], ""
+    for ch in text:
+        if current and ch.isdigit() != current[-1].isdigit():
+            parts.append(current)
+            current = ""
+        current += ch
+    return parts + [current] if current else parts
+
+
+def _name(g) -> str:
+    name = getattr(g, "name", None)
+    if isinstance(name, str):
+        return name
+    run = getattr(g, "run", None)
+    return getattr(run, "__qualname__", None) or f"greenlet-{id(g):#x}"
+
+
+def _describe(g, ready_ids: set) -> GreenletInfo:
+    frames = []
+    frame = g.gr_frame
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    frames.reverse()   # outermost first
+    if g is getcurrent():
+        state = "running"
+    elif not frames:
+        state = "not started"
+    elif id(g) in ready_ids:
+        state = "ready"
+    else:
+        state = "waiting"
+    stack = [f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno} in {f.f_code.co_name}"
+             for f in frames]
+    user = None
+    for f in reversed(frames):
+        if not f.f_code.co_filename.startswith(_INTERNAL):
+            user = f
+            break
+    if user is None and frames:
+        # labkit's own greenlets (a server's accept loop): blame the
+        # outermost frame below Greenlet.run, the loop that waits.
+        user = frames[1] if len(frames) > 1 else frames[0]
+    where = (f"{os.path.basename(user.f_code.co_filename)}:{user.f_lineno} "
+             f"in {user.f_code.co_name}") if user is not None else ""
+    waits_on = _waits_on(frames, user) if state in ("waiting", "ready") else ""
+    return GreenletInfo(name=_name(g), state=state, waits_on=waits_on, where=where,
+                        stack=stack, greenlet=g)
+
+
+def _waits_on(frames: list, user) -> str:
+    """What the greenlet is parked on, read from its innermost labkit frames."""
+    detail = ""
+    for f in reversed(frames):
+        code = f.f_code
+        if not code.co_filename.startswith(_LABKIT_DIR):
+            break
+        local = f.f_locals
+        if isinstance(local.get("fd"), int) and local.get("event") in (_lk_hub.READ,
+                                                                     _lk_hub.WRITE):
+            # hub.wait_io, and the sockets' own fast path: (fd, event) locals
+            direction = "read" if local["event"] == _lk_hub.READ else "write"
+            detail = f"fd {local['fd']} {direction}"
+            break
+        if code is _lk_hub.sleep.__code__:
+            detail = f"sleep({local.get('seconds')})"
+            break
+        if code.co_name == "get" and isinstance(local.get("self"), _lk_hub.Waiter):
+            reason = local["self"].reason
+            if isinstance(reason, str):
+                detail = reason
+    # The labkit call the user's code made: the frame right inside ``user``.
+    api = ""
+    if user is not None and user in frames:
+        index = frames.index(user)
+        if index + 1 < len(frames):
+            inner = frames[index + 1]
+            api = getattr(inner.f_code, "co_qualname", inner.f_code.co_name)
+    if api and detail:
+        return detail if detail.startswith(api) else f"{api}: {detail}"
+    return api or detail or "the hub"
+
+
+# -- rendering a trace for a notebook ----------------------------------------
+
+def _trace_display(trace, cell_file: str | None = None, title: str | None = None,
+                   timeline: bool = True) -> list:
+    """The objects %%trace displays: summary, blocking report, timeline PNG."""
+    from IPython.display import HTML, Image
+    shown = [trace.summary()]
+    blocks = trace.blocking()
+    if blocks:
+        items = "".join(f"<li><code>{_escape(_block_text(b, cell_file))}</code></li>"
+                        for b in blocks)
+        shown.append(HTML(f"<p><b>Blocking calls</b> (the loop was stuck):</p><ul>{items}</ul>"))
+    if timeline and trace.slices():
+        from tracing.dashboard import render_timeline_png
+        shown.append(Image(data=render_timeline_png(trace, title=title), format="png"))
+    return shown
+
+
+def _block_text(block, cell_file: str | None = None) -> str:
+    """A block as one line, naming the cell's line when it is in the cell."""
+    text = str(block)
+    if cell_file is not None and block.file == cell_file:
+        return text.replace(block.location, f"line {block.line} of this cell")
+    return text.replace(block.location, cell_location(block.file, block.line))
+
+
+def _escape(text: str) -> str:
+    import html
+    return html.escape(text)
+
+
+# -- the magics -----------------------------------------------------------------
+
+#: The session-wide blocking detector of %trace_blocking, when on.
+_session_monitor = None
+#: Blocks reported by its watchdog thread, not shown yet (shown in the hub).
+_pending: collections.deque = collections.deque()
+
+
+def _start_session_monitor(threshold: float, ipython=None):
+    global _session_monitor
+    from tracing.blocking import BlockingMonitor
+    hub = _lk_hub.get_hub()
+
+    def on_block(block):   # in the watchdog thread: hand over to the hub
+        _pending.append(block)
+        hub.run_callback_threadsafe(_show_pending)
+
+    recorder = _ContextKeepingRecorder(capacity=1024).start()
+    try:
+        _session_monitor = BlockingMonitor(threshold, report=False, callback=on_block,
+                                           recorder=recorder).start()
+    except BaseException:
+        recorder.stop(read=False)
+        raise
+    if ipython is not None:
+        _session_monitor.ipython = ipython
+        ipython.events.register("post_execute", _flush_before_the_cell_ends)
+    return _session_monitor
+
+
+def _stop_session_monitor() -> None:
+    global _session_monitor
+    monitor, _session_monitor = _session_monitor, None
+    if monitor is None:
+        return
+    ipython = getattr(monitor, "ipython", None)
+    if ipython is not None:
+        try:
+            ipython.events.unregister("post_execute", _flush_before_the_cell_ends)
+        except ValueError:
+            pass
+    monitor._recorder.stop(read=False)   # stops the monitor too
+    _show_pending()
+
+
+def _flush_before_the_cell_ends() -> None:
+    """post_execute: show the blocks of this cell before it reports idle.
+
+    The watchdog notices a block a few milliseconds after it ended; a cell
+    whose greenlet blocked and then finished is often done by then. If the
+    ring says a block is waiting to be reported, give the watchdog a moment
+    (bounded) so that the report still belongs to this cell's output --
+    a notebook runner (nbclient) stops listening to a cell once it is idle.
+    """
+    import time
+    monitor = _session_monitor
+    if monitor is None or getattr(monitor, "_ring", None) is None:
+        return
+    mark_host_wait()   # first: this wait is the host's, not a block
+    from labkit._loop import ffi, lib
+    state = ffi.new("lk_trace_state *")
+    deadline = time.monotonic() + min(1.0, 4 * monitor.threshold + 0.1)
+    while time.monotonic() < deadline:
+        lib.lk_trace_get_state(monitor._ring, state)
+        if state.stalls == monitor._seen_stalls and not monitor._stop.is_set():
+            break
+        time.sleep(0.005)
+    _show_pending()
+
+
+def mark_host_wait() -> None:
+    """Record that the thread goes back to the kernel's own loop (post_execute).
+
+    After a cell, the main greenlet returns to the kernel's asyncio loop,
+    which may sit in select() for a while before it ticks the hub again. The
+    last record in the ring is the main greenlet's, so without this mark the
+    blocking monitor would count the kernel's idle time as the main greenlet
+    blocking the loop. A "host" record says: from here on, waiting is the
+    host's business (the same record the hub writes at the end of a tick).
+    """
+    from tracing.recorder import active
+    from labkit._loop import lib
+    recorder = active()
+    if recorder is not None and recorder.record is not None:
+        recorder.record(lib.LK_TR_HOST, 0, 0, 0)
+
+
+def _show_pending() -> None:
+    """Main thread (hub callback or post_execute): show the pending blocks."""
+    while _pending:
+        _show_block(_pending.popleft())
+
+
+def _show_block(block) -> None:
+    """Print ``block`` under the cell that spawned the greenlet that blocked.
+
+    Runs in the hub, so it must be quick: no scan of the garbage collector,
+    only the recorder's side table and its memory of recent exits.
+    """
+    context = None
+    recorder = getattr(_session_monitor, "_recorder", None)
+    if isinstance(recorder, _ContextKeepingRecorder) and \
+            block.greenlet not in ("main", "hub", "?"):
+        context = recorder.context_of(block.greenlet)
+    if context is not None:
+        try:
+            context.run(_print_block, block)
+            return
+        except RuntimeError:   # the context is entered somewhere: print as is
+            pass
+    _print_block(block)
+
+
+class _ContextKeepingRecorder(Recorder):
+    """A recorder that remembers the contextvars context of greenlets that
+    exited recently, by name: the greenlet that blocked is often gone by the
+    time its report is shown, and its context says which cell spawned it."""
+
+    KEEP = 256
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._exited = collections.OrderedDict()   # name -> gr_context
+
+    def on_exit(self, g) -> None:
+        context = g.gr_context
+        if context is not None:
+            name = _name(g)
+            self._exited.pop(name, None)
+            self._exited[name] = context
+            if len(self._exited) > self.KEEP:
+                self._exited.popitem(last=False)
+        super().on_exit(g)
+
+    def context_of(self, name: str):
+        """The context of the greenlet called ``name``: a live one spawned
+        while recording (newest first, within the last KEEP spawns), else
+        one that exited recently; None if neither."""
+        for info in reversed(self.spawns[-self.KEEP:]):
+            g = info.ref
+            if g is not None and not g.dead and _name(g) == name:
+                return g.gr_context
+        return self._exited.get(name)
+
+
+def _print_block(block) -> None:
+    lines = [f"labkit: {str(block).replace(block.location, cell_location(block.file, block.line))}"]
+    for entry in block.stack:
+        if entry.startswith(_INTERNAL):
+            continue
+        place, _, function = entry.rpartition(" in ")
+        file, _, line = place.rpartition(":")
+        lines.append(f"    {cell_location(file, int(line) if line.isdigit() else 0)} in {function}")
+    # No flush: in a kernel, flushing waits for the IO thread, and this runs
+    # in the hub. The kernel flushes the stream itself a moment later.
+    print("\n".join(lines[:4]), file=sys.stderr)
+
+
+def cell_location(file: str, line: int) -> str:
+    """"In[5], line 3" for code typed in a notebook cell, else "file.py:3"."""
+    try:
+        from IPython import get_ipython
+        ipython = get_ipython()
+        label = ipython.compile.format_code_name(file) if ipython is not None else None
+    except Exception:
+        label = None
+    if label:
+        return f"{label[1]}, line {line}"
+    return f"{os.path.basename(file)}:{line}"
+
+
+def register_magics(ipython) -> None:
+    """Register the magics on ``ipython`` (done by ``%load_ext labkit``)."""
+    ipython.register_magics(_magics_class())
+
+
+def _magics_class():
+    # Defined on first use: importing this module must not need IPython.
+    from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+    from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+    @magics_class
+    class LabkitMagics(Magics):
+        """%%trace, %trace_blocking, %labkit_status: see tracing.magics."""
+
+        @magic_arguments()
+        @argument("name", nargs="?", default="_trace",
+                  help="keep the Trace in this variable (default: _trace)")
+        @argument("-b", "--blocking", type=float, default=None, metavar="SECONDS",
+                  help=f"blocking threshold (default {DEFAULT_THRESHOLD}, or the "
+                       f"one of %%trace_blocking)")
+        @argument("--no-timeline", action="store_true", help="skip the timeline image")
+        @cell_magic("trace")
+        def trace(self, line, cell):
+            """Run the cell under the tracer, then show the summary table, the
+            blocking calls (if any) and the timeline. The Trace is kept in
+            ``_trace`` (or the variable named on the magic line)."""
+            import tracing
+            from tracing.recorder import active
+            from IPython.core.error import UsageError
+            from IPython.display import display
+            args = parse_argstring(self.trace, line)
+            paused = _session_monitor
+            if active() is not None and (paused is None or active() is not paused._recorder):
+                raise UsageError("another trace is recording (a Dashboard?): "
+                                 "stop it before %%trace")
+            threshold = args.blocking or (paused.threshold if paused else DEFAULT_THRESHOLD)
+            if paused is not None:
+                _stop_session_monitor()
+            try:
+                cell_file, body, last = self._compile(cell)
+                with tracing.trace(blocking=threshold, report=False) as t:
+                    exec(body, self.shell.user_ns)
+                    value = eval(last, self.shell.user_ns) if last is not None else None
+            finally:
+                if paused is not None:
+                    _start_session_monitor(paused.threshold, self.shell)
+            self.shell.user_ns[args.name] = t
+            if value is not None and not cell.rstrip().endswith(";"):
+                display(value)   # as for a plain cell: a trailing ";" hides it
+            for item in _trace_display(t, cell_file, timeline=not args.no_timeline):
+                display(item)
+
+        def _compile(self, cell):
+            """(filename, code of all but the last expression, code of it)."""
+            shell = self.shell
+            # A blank first line stands for the %%trace line, so that line
+            # numbers in reports and tracebacks are the ones in the cell.
+            source = "\n" + shell.transform_cell(cell)
+            filename = shell.compile.cache(source, shell.execution_count)
+            tree = shell.transform_ast(shell.compile.ast_parse(source, filename))
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+            return filename, compile(tree, filename, "exec"), last
+
+        @line_magic("trace_blocking")
+        def trace_blocking(self, line):
+            """%trace_blocking on [THRESHOLD] | off: report calls that block
+            the loop longer than THRESHOLD seconds (default 0.05), each in
+            the cell that caused it. Without arguments: say whether it is on."""
+            from IPython.core.error import UsageError
+            words = line.split()
+            if not words:
+                state = (f"on, threshold {_session_monitor.threshold} s"
+                         if _session_monitor is not None else "off")
+                print(f"blocking detector: {state}")
+                return
+            if words[0] == "off" and len(words) == 1:
+                _stop_session_monitor()
+                print("blocking detector: off")
+                return
+            if words[0] != "on" or len(words) > 2:
+                raise UsageError("usage: %trace_blocking on [THRESHOLD] | off")
+            try:
+                threshold = float(words[1]) if len(words) > 1 else DEFAULT_THRESHOLD
+            except ValueError:
+                raise UsageError(f"THRESHOLD must be a number of seconds, not {words[1]!r}")
+            if threshold <= 0:
+                raise UsageError("THRESHOLD must be > 0")
+            _stop_session_monitor()
+            try:
+                _start_session_monitor(threshold, self.shell)
+            except RuntimeError as exc:   # another recorder runs
+                raise UsageError(f"cannot watch for blocks now: {exc}")
+            print(f"blocking detector: on, threshold {threshold * 1e3:.0f} ms")
+
+        @magic_arguments()
+        @argument("-s", "--stacks", action="store_true", help="print each greenlet's stack")
+        @argument("names", nargs="*", help="only these greenlets")
+        @line_magic("labkit_status")
+        def labkit_status(self, line):
+            """The hub's state: its counters, then each live greenlet, what it
+            waits for and where (with --stacks, its whole stack)."""
+            args = parse_argstring(self.labkit_status, line)
+            print(format_run_info(stacks=args.stacks, names=tuple(args.names)))
+
+    return LabkitMagics
