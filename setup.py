@@ -1,10 +1,22 @@
-"""Build hook for the C loop.
+"""Build hook for the C code.
 
 Everything declarative lives in pyproject.toml; this file exists only because
-cffi's setuptools integration is configured through the `cffi_modules`
-keyword, which pyproject.toml cannot express. The builder compiles loop_c/
-into the extension module ``labkit._lk_loop``.
-"""
-from setuptools import setup
+what it builds cannot be expressed there:
 
-setup(cffi_modules=["loop_c/build_loop.py:ffibuilder"])
+* ``labkit._lk_loop``: the C loop, compiled by cffi (the ``cffi_modules``
+  keyword) from loop_c/;
+* ``labkit._lk_trace_py``: one CPython builtin that writes trace records into
+  the loop's ring without releasing the GIL (see loop_c/lk_trace_py.c for why
+  it is not part of the cffi module).
+"""
+from setuptools import Extension, setup
+
+trace_writer = Extension(
+    "labkit._lk_trace_py",
+    sources=["loop_c/lk_trace_py.c", "loop_c/lk_clock.c"],
+    include_dirs=["loop_c"],
+    depends=["loop_c/lk_trace_ring.h", "loop_c/lk_loop.h", "loop_c/lk_loop_internal.h"],
+    extra_compile_args=["-O2", "-std=c11"],
+)
+
+setup(cffi_modules=["loop_c/build_loop.py:ffibuilder"], ext_modules=[trace_writer])

@@ -36,12 +36,25 @@ from typing import Callable
 
 from greenlet import getcurrent
 
-from labkit.hub import BlockingSwitchOutError, Waiter, _check_seconds, get_hub
+from labkit.hub import (_TR_RESUME, _WHY_THROW, _WHY_TIMER, _WHY_WAITER,
+                        BlockingSwitchOutError, Waiter, _check_seconds, get_hub)
 from labkit.timeout import Timeout
 
 __all__ = ["Event", "AsyncResult"]
 
 _get_ident = threading.get_ident
+
+# Tracing hooks, set by tracing/recorder.py while it records (see the
+# comment in labkit/hub.py). The parking paths here switch to the hub
+# without a Waiter, so they write their own "resumed, and why" record:
+# the label is what the greenlet waited on ("Event", "Queue.get" ...).
+_trace = None
+_tracer = None
+
+
+def _trace_resume(current, why: int, label) -> None:
+    """Record that ``current`` resumed (tracing is on: _trace is set)."""
+    _trace(_TR_RESUME, id(current), why, _tracer.labels[label])
 
 #: what a timer passes to a waiter, to tell "timed out" from "woken"
 _TIMED_OUT = object()
@@ -183,11 +196,17 @@ class Linkable:
         woken = False
         try:
             woken = hub.switch() is self
+        except BaseException:
+            if _trace is not None:
+                _trace_resume(current, _WHY_THROW, type(self).__name__)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
             if not woken:
                 self.unlink(link)
+        if _trace is not None:
+            _trace_resume(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
         return woken
 
     def _wait_from_other_thread(self, hub, timeout: float | None) -> bool:
@@ -273,13 +292,15 @@ class Ticket:
             self.greenlet = None
             g.switch()
 
-    def park(self, line: deque, timeout: float | None) -> bool:
+    def park(self, line: deque, timeout: float | None, reason: str = "line") -> bool:
         """Join ``line`` and wait to be served (True), at most ``timeout``
         seconds (False: the ticket has left the line). Exceptions thrown in
         (kill, Timeout, LoopExit) propagate after leaving the line, unless
-        the ticket was served: then the caller must pass its value on."""
+        the ticket was served: then the caller must pass its value on.
+        ``reason`` labels the wait for the tracer ("Queue.get")."""
         hub = self.hub
-        if self.greenlet is hub:
+        current = self.greenlet
+        if current is hub:
             raise BlockingSwitchOutError(
                 "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
         line.append(self)
@@ -287,12 +308,19 @@ class Ticket:
         try:
             while self.greenlet is not None:  # else: a stray switch, park again
                 hub.switch()
+        except BaseException:
+            if _trace is not None:
+                _trace_resume(current, _WHY_THROW, reason)
+            raise
         finally:
             self.greenlet = None
             if timer is not None:
                 timer.cancel()
             if self.value is EMPTY:
                 line.remove(self)
+        if _trace is not None:
+            _trace_resume(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                          reason)
         return self.value is not EMPTY
 
 
@@ -354,9 +382,13 @@ class Event(Linkable):
             woken = hub.switch() is self
         except BaseException:
             self.unlink(link)
+            if _trace is not None:
+                _trace_resume(current, _WHY_THROW, "Event")
             raise
         if not woken:
             self.unlink(link)
+        if _trace is not None:
+            _trace_resume(current, _WHY_WAITER, "Event")
         return woken
 
     def __repr__(self) -> str:

@@ -60,9 +60,10 @@ IO_CHECK_INTERVAL_NS = 200_000
 # The tracer (tracing/recorder.py) sets these two globals while it records
 # and resets them to None when it stops. Every hook is written as
 # ``if _trace is not None: ...``: one branch when tracing is off (the
-# interpreter caches the global lookup). ``_trace`` is the C function
-# lk_trace_record bound to the ring by functools.partial, so a record costs
-# one call into C and no Python frame; ``_tracer`` receives the rare events
+# interpreter caches the global lookup). ``_trace`` is ``record`` from
+# labkit._lk_trace_py bound to the ring: a CPython builtin that writes
+# without releasing the GIL (loop_c/lk_trace_py.c), so a record costs one C
+# call and no Python frame; ``_tracer`` receives the rare events
 # that need strings (spawn: name and site) as method calls.
 #
 # One record per switch INTO a greenlet, written by that greenlet right after

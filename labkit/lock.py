@@ -92,7 +92,7 @@ class Semaphore(Linkable):
     def _wait_in_line(self, timeout: float | None) -> bool:
         ticket = Ticket(get_hub(), getcurrent())
         try:
-            return ticket.park(self._waiters, timeout)
+            return ticket.park(self._waiters, timeout, "Semaphore")
         except BaseException:  # killed, Timeout, LoopExit ...
             if ticket.value is not EMPTY:
                 self._hand_on()  # the permit was already ours: pass it on

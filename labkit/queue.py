@@ -165,7 +165,7 @@ class SimpleQueue:
 
     def _wait_to_put(self, item, timeout) -> None:
         ticket = Ticket(get_hub(), getcurrent(), item)
-        if not ticket.park(self.putters, timeout):
+        if not ticket.park(self.putters, timeout, "Queue.put"):
             raise Full
         if ticket.value is _SHUT_DOWN:
             raise ShutDown
@@ -209,7 +209,7 @@ class SimpleQueue:
     def _wait_to_get(self, timeout):
         ticket = Ticket(get_hub(), getcurrent())
         try:
-            if not ticket.park(self.getters, timeout):
+            if not ticket.park(self.getters, timeout, "Queue.get"):
                 raise Empty
         except BaseException:
             item = ticket.value
@@ -238,7 +238,7 @@ class SimpleQueue:
             if not block:
                 raise Empty
             ticket = Ticket(get_hub(), getcurrent())
-            if not ticket.park(self._peekers, _check_timeout(timeout)):
+            if not ticket.park(self._peekers, _check_timeout(timeout), "Queue.peek"):
                 raise Empty
             # Woken by a new item; a getter may have taken it already
             # (then wait again, with the full timeout: gevent does too).

@@ -47,8 +47,12 @@ import _socket
 from select import POLLIN, POLLOUT
 from select import poll as _blocking_poll
 
+from greenlet import getcurrent
+from greenlet import greenlet as _greenlet
+
 from labkit._loop import ERROR, READ, WRITE
-from labkit.hub import Waiter, _get_hub_if_any, get_hub
+from labkit.hub import (_TR_RESUME, _WHY_THROW, _WHY_WAITER, BlockingSwitchOutError,
+                        Waiter, _get_hub_if_any, get_hub)
 
 __all__ = list(_stdlib.__all__)  # what `from labkit.socket import *` gives
 
@@ -71,6 +75,11 @@ _blocking_getaddrinfo = _stdlib.getaddrinfo
 _blocking_create_server = _stdlib.create_server
 
 _CONNECTING = frozenset((EINPROGRESS, EALREADY, EWOULDBLOCK, EAGAIN))
+
+# Tracing hooks, set by tracing/recorder.py while it records (see the
+# comment in labkit/hub.py): one branch each when tracing is off.
+_trace = None
+_tracer = None
 
 
 def hub_for_this_thread():
@@ -98,6 +107,39 @@ def _wait_blocking(fd: int, event: int, timeout: float | None) -> None:
         raise _timeout_error()
 
 
+def _park_until_ready(hub, fd: int, event: int) -> None:
+    """Park the current greenlet until ``fd`` is ready for ``event``, with
+    no timeout: the hot path of every socket call that has to wait.
+
+    This is ``hub.wait_io(fd, event)`` without its Waiter and timer. The
+    loop's io callback is the greenlet's own ``switch``, so the dispatch of
+    a fired fd resumes us with one C call. That is safe for the reason
+    Event.wait gives: the dispatch removes the callback before calling it,
+    and if anything else resumes us (close() throws EBADF, a kill, a
+    Timeout) we remove it ourselves on the way out, so it can never fire
+    into a later, unrelated wait.
+    """
+    current = getcurrent()
+    if current is hub:
+        raise BlockingSwitchOutError(
+            "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
+    loop = hub.loop
+    loop.io_start(fd, event, current.switch)
+    # keep_interest: the kernel goes on watching the fd between waits (no
+    # epoll_ctl per wait). Allowed because a socket always tells the loop
+    # before its fd is closed (_forget_and_wake_waiters -> io_forget).
+    try:
+        hub.switch()
+    except BaseException:
+        loop.io_cancel(fd, event, True)
+        if _trace is not None:
+            _trace(_TR_RESUME, id(current), _WHY_THROW, _tracer.labels[(fd, event)])
+        raise
+    loop.io_cancel(fd, event, True)   # a no-op after a dispatch; a stray switch otherwise
+    if _trace is not None:
+        _trace(_TR_RESUME, id(current), _WHY_WAITER, _tracer.labels[(fd, event)])
+
+
 def _forget_and_wake_waiters(sock: "socket", then) -> bool:
     """Stop watching ``sock``'s fd; wake the greenlets parked on it with EBADF.
 
@@ -116,8 +158,9 @@ def _forget_and_wake_waiters(sock: "socket", then) -> bool:
     if not waiting:
         return False
     for callback in waiting:
+        # A Waiter's switch (Hub.wait_io) or a greenlet's (_park_until_ready)
         waiter = getattr(callback, "__self__", None)
-        if isinstance(waiter, Waiter):
+        if isinstance(waiter, (Waiter, _greenlet)):
             hub.run_callback(waiter.throw, OSError(
                 EBADF, "File descriptor was closed in another greenlet"))
         else:  # a select()/poll() watch: let it look at the fd and fail
@@ -134,7 +177,11 @@ class socket(_stdlib.socket):
     write at a time (two readers would steal each other's data).
     """
 
-    __slots__ = ("_timeout",)  # None | 0.0 | seconds: how long a call may park
+    __slots__ = (
+        "_timeout",   # None | 0.0 | seconds: how long a call may park
+        "_stream",    # a stream socket (TCP, Unix stream): see _drained
+        "_drained",   # the last recv emptied the kernel's buffer (see recv)
+    )
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
         super().__init__(family, type, proto, fileno)
@@ -142,6 +189,8 @@ class socket(_stdlib.socket):
         # then make the fd non-blocking for good.
         self._timeout = _sock.gettimeout(self)
         _sock.setblocking(self, False)
+        self._stream = _sock.type.__get__(self) & 0xF == SOCK_STREAM
+        self._drained = False
 
     # -- timeouts, emulated --------------------------------------------------
     def settimeout(self, value) -> None:
@@ -177,7 +226,12 @@ class socket(_stdlib.socket):
         spurious wake-up) get only what is left, as the stdlib's retries do.
         """
         timeout = self._timeout
-        if timeout is not None:
+        if timeout is None:
+            hub = _get_hub_if_any()
+            if hub is not None:   # the common case, made cheap
+                _park_until_ready(hub, _fileno(self), event)
+                return None
+        else:
             if deadline is None:
                 deadline = monotonic() + timeout
             else:
@@ -189,7 +243,8 @@ class socket(_stdlib.socket):
             _wait_blocking(_fileno(self), event, timeout)
         else:
             hub.wait_io(_fileno(self), event, timeout,
-                        None if timeout is None else _timeout_error())
+                        None if timeout is None else _timeout_error(),
+                        keep_interest=True)   # see _park_until_ready
         return deadline
 
     # -- receiving -----------------------------------------------------------
@@ -197,25 +252,60 @@ class socket(_stdlib.socket):
     # socket is non-blocking) and retry. The wait sits *after* the except
     # clause so that a timeout is not reported "during handling of"
     # the BlockingIOError.
+    #
+    # recv and recv_into on a stream socket skip the first try when the
+    # previous call got less than it asked for. A short read means that
+    # it emptied the kernel's buffer, so the next call would most likely
+    # fail with EAGAIN -- a syscall and an exception (~1.3 us here) spent
+    # on the answer "wait". libuv reasons the same way. Parking first is
+    # always correct, because readiness is level-triggered: if data came
+    # in meanwhile, the next poll reports the fd at once. Only when
+    # someone else already waits to read this fd (a select() in another
+    # greenlet) do we try first after all, as before.
     def recv(self, bufsize, flags=0):
-        deadline = None
+        deadline = self._wait_if_drained() if self._drained else None
         while True:
             try:
-                return _recv(self, bufsize, flags)
+                data = _recv(self, bufsize, flags)
+                self._drained = self._stream and len(data) < bufsize and not flags
+                return data
             except BlockingIOError:
                 if self._timeout == 0.0:
                     raise
             deadline = self._wait(READ, deadline)
 
     def recv_into(self, buffer, nbytes=0, flags=0):
-        deadline = None
+        deadline = self._wait_if_drained() if self._drained else None
         while True:
             try:
-                return _recv_into(self, buffer, nbytes, flags)
+                n = _recv_into(self, buffer, nbytes, flags)
+                self._drained = self._stream and not flags and n < (nbytes or len(buffer))
+                return n
             except BlockingIOError:
                 if self._timeout == 0.0:
                     raise
             deadline = self._wait(READ, deadline)
+
+    def _wait_if_drained(self) -> float | None:
+        """recv's first step after a short read (see above): park until the
+        fd is readable, before trying the syscall. Returns the call's
+        deadline. Does not park if the socket is non-blocking (the syscall
+        must answer) or if someone else already waits to read the fd."""
+        self._drained = False
+        timeout = self._timeout
+        if timeout == 0.0:
+            return None
+        hub = _get_hub_if_any()
+        if hub is None:
+            return self._wait(READ, None)
+        fd = _fileno(self)
+        watch = hub.loop._fds.get(fd)
+        if watch is not None and watch.reader is not None:
+            return None
+        if timeout is None:   # the common case, without the detour through _wait
+            _park_until_ready(hub, fd, READ)
+            return None
+        return self._wait(READ, None)
 
     def recvfrom(self, bufsize, flags=0):
         deadline = None

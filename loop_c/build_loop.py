@@ -65,7 +65,8 @@ ffibuilder.set_source(
     sources=[_path(name) for name in C_FILES],
     include_dirs=[_path(".")],
     depends=[_path(name)
-             for name in ("lk_loop.h", "lk_loop_internal.h", "lk_loop.cdef")],
+             for name in ("lk_loop.h", "lk_loop_internal.h", "lk_trace_ring.h",
+                          "lk_loop.cdef")],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"] + _extra_flags,
     # lk_arena_cache.c uses PyObject_SetArenaAllocator, which the stable ABI
     # does not offer: build for this Python version, not abi3.

@@ -8,11 +8,14 @@
  * enter the ring; Python keeps them in a side table keyed by the ids that
  * the records carry.
  *
- * Who writes: Python's hooks in the hub (one cffi call per switch into a
- * greenlet) and lk_poll itself (poll entered, poll left), which runs with
- * the GIL released.  cffi releases the GIL around every call, so even the
- * Python writers are not serialised by it: a slot is claimed with an
- * atomic fetch-add, and two hubs in two threads may share one ring.
+ * Who writes: lk_poll itself (poll entered, poll left), with the GIL
+ * released, and Python's hooks in the hub, one record per switch into a
+ * greenlet.  The hooks do not come through here but through record() in
+ * lk_trace_py.c, a CPython builtin that writes with the GIL held: a cffi
+ * call releases and re-takes the GIL, which costs more than the record.
+ * Both use lk__trace_write (lk_trace_ring.h).  The writers are not
+ * serialised by the GIL (lk_poll runs without it), so a slot is claimed
+ * with an atomic fetch-add, and two hubs in two threads may share a ring.
  *
  * Who reads: lk_trace_read copies records out, oldest first, for the
  * thread that stops the trace.  The blocking monitor's watchdog thread
@@ -35,22 +38,7 @@
 #include <string.h>
 
 #include "lk_loop_internal.h"
-
-struct lk_trace {
-    lk_trace_entry *records;     /* capacity slots                           */
-    uint64_t         mask;        /* capacity - 1 (capacity is a power of 2)   */
-    atomic_uint_fast64_t next;    /* records ever written == next seq number   */
-
-    /* Read by the watchdog thread: relaxed atomics, a snapshot is enough. */
-    atomic_int_fast64_t  last_ns;     /* timestamp of the newest record      */
-    atomic_uint          last_kind;   /* its kind                             */
-    atomic_int_fast64_t  current;     /* `a` of the newest LK_TR_RESUME       */
-
-    int64_t              stall_ns;    /* 0: do not look for stalls            */
-    atomic_uint_fast64_t stall_seq;   /* 2 x stalls seen; odd while writing  */
-    atomic_int_fast64_t  stall_start_ns;
-    atomic_int_fast64_t  stall_end_ns;
-};
+#include "lk_trace_ring.h"   /* struct lk_trace and the writer, shared */
 
 /* --------------------------------------------------------------- lifecycle */
 
@@ -72,14 +60,22 @@ lk_trace *lk_trace_new(uint64_t capacity)
     lk_trace *t = calloc(1, sizeof *t);
     if (t == NULL)
         return NULL;
-    /* calloc, not malloc: untouched pages stay shared zero pages, so a big
-     * ring costs memory only as far as it is written. */
-    t->records = calloc(capacity, sizeof *t->records);
+    t->records = malloc(capacity * sizeof *t->records);
     if (t->records == NULL) {
         free(t);
         errno = ENOMEM;
         return NULL;
     }
+    /* Touch every page now.  A fresh page costs a page fault on its first
+     * write (~90 ns per record, averaged, measured here): paid while
+     * recording, that is half the cost of a record again, and it lands on
+     * the program being traced.  So the whole ring is made resident (32
+     * bytes x capacity) here, a few ms for the default 32 MiB.  Through a
+     * volatile pointer, one byte per 4 KiB: a plain memset(0) after malloc
+     * is turned into calloc by the compiler, which touches nothing. */
+    volatile unsigned char *bytes = (volatile unsigned char *)t->records;
+    for (uint64_t i = 0; i < capacity * sizeof *t->records; i += 4096)
+        bytes[i] = 0;
     t->mask = capacity - 1;
     atomic_init(&t->next, 0);
     atomic_init(&t->last_ns, lk_now_ns());
@@ -107,40 +103,9 @@ void lk_trace_clear(lk_trace *t)
 
 /* ----------------------------------------------------------------- writing */
 
-static void note_stall(lk_trace *t, int64_t now, int64_t prev_ns, uint32_t prev_kind)
-{
-    if (prev_kind == LK_TR_POLL_ENTER || prev_kind == LK_TR_HOST)
-        return;   /* the loop was waiting, not stuck */
-    /* A seqlock: the counter is odd while the pair is being written, so
-     * a reader that sees the same even count before and after has read a
-     * consistent pair. */
-    atomic_fetch_add(&t->stall_seq, 1);
-    atomic_store(&t->stall_start_ns, prev_ns);
-    atomic_store(&t->stall_end_ns, now);
-    atomic_fetch_add(&t->stall_seq, 1);
-}
-
 void lk_trace_record(lk_trace *t, uint32_t kind, int64_t a, uint32_t arg, int64_t b)
 {
-    int64_t now = lk_now_ns();
-    uint64_t seq = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
-    lk_trace_entry *r = &t->records[seq & t->mask];
-    r->ts_ns = now;
-    r->kind = kind;
-    r->arg = arg;
-    r->a = a;
-    r->b = b;
-
-    /* Loads and stores, not exchanges: the stall logic assumes one writer
-     * thread, and a locked instruction per field would double the cost. */
-    int64_t prev_ns = atomic_load_explicit(&t->last_ns, memory_order_relaxed);
-    uint32_t prev_kind = atomic_load_explicit(&t->last_kind, memory_order_relaxed);
-    atomic_store_explicit(&t->last_ns, now, memory_order_relaxed);
-    atomic_store_explicit(&t->last_kind, kind, memory_order_relaxed);
-    if (kind == LK_TR_RESUME)
-        atomic_store_explicit(&t->current, a, memory_order_relaxed);
-    if (t->stall_ns > 0 && now - prev_ns >= t->stall_ns)
-        note_stall(t, now, prev_ns, prev_kind);
+    lk__trace_write(t, lk_now_ns(), kind, a, arg, b);
 }
 
 /* ----------------------------------------------------------------- reading */

@@ -87,6 +87,62 @@ def test_queue_ping_pong_alternates():
     assert all(x != y for x, y in zip(seq, seq[1:]))
 
 
+def test_queue_of_one_ping_pong_records_the_exact_switches_and_reasons():
+    queue = pytest.importorskip("labkit.queue")
+    ping, pong = queue.Queue(1), queue.Queue(1)
+
+    def pinger():
+        for i in range(3):
+            ping.put(i)
+            pong.get()
+
+    def ponger():
+        for _ in range(3):
+            pong.put(ping.get())
+
+    with tracing.trace() as t:
+        labkit.joinall([_named(pinger, "pinger"), _named(ponger, "ponger")])
+
+    # Each get parks until the other side's put hands it the item; no put
+    # ever waits (one item in flight per queue of one).
+    assert [(s.greenlet, s.previous, s.reason) for s in t.switches()] == [
+        ("pinger", "main", "start"),
+        ("ponger", "pinger", "start"),
+        ("pinger", "ponger", "Queue.get"),
+        ("ponger", "pinger", "Queue.get"),
+        ("pinger", "ponger", "Queue.get"),
+        ("ponger", "pinger", "Queue.get"),
+        ("pinger", "ponger", "Queue.get"),
+        ("main", "pinger", "join"),
+    ]
+
+
+def test_event_semaphore_and_full_queue_waits_are_labelled():
+    from labkit.event import Event
+    from labkit.lock import Semaphore
+    from labkit.queue import Queue
+    event, sem, full = Event(), Semaphore(0), Queue(1)
+    full.put("x")
+
+    def waiter():
+        event.wait()
+        sem.acquire()
+        full.put("y")
+
+    def releaser():
+        event.set()
+        labkit.sleep(0)
+        sem.release()
+        labkit.sleep(0)
+        full.get()
+
+    with tracing.trace() as t:
+        labkit.joinall([_named(waiter, "waiter"), _named(releaser, "releaser")])
+
+    reasons = [s.reason for s in t.switches() if s.greenlet == "waiter"]
+    assert reasons == ["start", "Event", "Semaphore", "Queue.put"]
+
+
 def test_timer_and_fd_reasons():
     import os
     r, w = os.pipe()
@@ -201,3 +257,26 @@ def test_measure_switch_overhead_reports_each_operation():
     assert set(result) == {"raw_switch", "sleep0", "spawn_join", "wakeup"}
     for numbers in result.values():
         assert numbers["untraced_ns"] > 0 and numbers["traced_ns"] > 0
+
+
+def test_hooks_write_through_the_gil_holding_writer_into_the_same_ring():
+    from labkit import _lk_trace_py
+    from tracing.recorder import record_function
+    ring = lib.lk_trace_new(4)
+    try:
+        record = record_function(ring)
+        assert type(record) is type(_lk_trace_py.writer)   # a builtin, not cffi
+        record(lib.LK_TR_MARK, -5, 7, 2**62)
+        lib.lk_trace_record(ring, lib.LK_TR_MARK, 1, 2, 3)   # the C side, same ring
+        out = ffi.new("lk_trace_entry[]", 2)
+        assert lib.lk_trace_read(ring, out, 2, 0, ffi.NULL) == 2
+        assert (out[0].kind, out[0].a, out[0].arg, out[0].b) == (lib.LK_TR_MARK, -5, 7, 2**62)
+        assert (out[1].a, out[1].arg, out[1].b) == (1, 2, 3)
+        assert 0 < out[0].ts_ns <= out[1].ts_ns
+        with pytest.raises(TypeError):
+            record(1, 2, 3)
+        with pytest.raises(OverflowError):
+            record(1, 2**64, 0, 0)
+        assert lib.lk_trace_count(ring) == 2
+    finally:
+        lib.lk_trace_free(ring)

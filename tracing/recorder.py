@@ -3,11 +3,15 @@
 A :class:`Recorder` owns one ring of fixed-size records (loop_c/lk_trace.c)
 and, while it runs, plugs it into three places:
 
-- ``labkit.hub._trace`` / ``labkit.greenlet._trace``: lk_trace_record bound
-  to the ring. The hub's hooks call it once per switch into a greenlet
-  (``if _trace is not None: _trace(kind, id(g), why, detail)``);
-- ``labkit.hub._tracer`` / ``labkit.greenlet._tracer``: this object, for the
-  rare events that carry strings (:meth:`on_spawn`, :meth:`on_exit`);
+- ``_trace`` in each module of ``HOOKED_MODULES`` (the hub, Greenlet, the
+  Event/Queue/Semaphore parking paths, sockets): a function that writes one
+  record into the ring. The hooks call it once per switch into a greenlet
+  (``if _trace is not None: _trace(kind, id(g), why, detail)``). It is
+  ``record`` from labkit._lk_trace_py, a CPython builtin that writes without
+  releasing the GIL (~60 ns; through cffi, which releases and re-takes the
+  GIL around every call, a record cost ~200 ns: see loop_c/lk_trace_py.c);
+- ``_tracer`` in the same modules: this object, for the rare events that
+  carry strings (:meth:`on_spawn`, :meth:`on_exit`);
 - the C loop of the calling thread's hub (``lk_loop_set_trace``), which
   writes "poll entered" and "poll left" itself.
 
@@ -35,12 +39,31 @@ from dataclasses import dataclass, field
 import greenlet as _greenlet_module
 from greenlet import getcurrent
 
+import labkit.event as _lk_event
 import labkit.greenlet as _lk_greenlet
 import labkit.hub as _lk_hub
+import labkit.socket as _lk_socket
 from labkit._loop import ffi, lib
 
-#: Records the default ring holds: 32 MiB. Overwrite-oldest beyond that.
+try:
+    from labkit._lk_trace_py import writer as _gil_holding_writer
+except ImportError:   # built without it (loop_c/build_loop.py by hand): slower
+    _gil_holding_writer = None
+
+#: Records the default ring holds: 32 MiB, resident from the start (the C
+#: side touches every page when it allocates, so that page faults do not
+#: land on the traced program). Overwrite-oldest beyond that.
 DEFAULT_CAPACITY = 1 << 20
+
+#: The modules whose ``_trace``/``_tracer`` globals a running recorder sets.
+HOOKED_MODULES = (_lk_hub, _lk_greenlet, _lk_event, _lk_socket)
+
+
+def record_function(ring):
+    """``record(kind, a, arg, b)`` writing into ``ring`` (an lk_trace *)."""
+    if _gil_holding_writer is not None:
+        return _gil_holding_writer(int(ffi.cast("uintptr_t", ring)))
+    return functools.partial(lib.lk_trace_record, ring)
 
 _RECORD = struct.Struct("=qIIqq")   # lk_trace_entry: ts_ns, kind, arg, a, b
 assert _RECORD.size == ffi.sizeof("lk_trace_entry")
@@ -133,7 +156,7 @@ class Recorder:
         if ring == ffi.NULL:
             raise MemoryError(f"cannot allocate a trace ring of {self.capacity} records")
         self.ring = ring
-        self.record = functools.partial(lib.lk_trace_record, ring)
+        self.record = record_function(ring)
         self._hub = hub = _lk_hub.get_hub()
         self._names[id(hub)] = "hub"
         self._names[id(hub.parent)] = "main"
@@ -142,7 +165,7 @@ class Recorder:
         self.start_ns = lib.lk_now_ns()
         self.record(lib.LK_TR_MARK, id(current), 0, 0)
         _active = self
-        for module in (_lk_hub, _lk_greenlet):
+        for module in HOOKED_MODULES:
             module._tracer = self
             module._trace = self.record
         lib.lk_loop_set_trace(hub.loop._ptr, ring)
@@ -159,7 +182,7 @@ class Recorder:
         self.stop_ns = lib.lk_now_ns()
         if self.monitor is not None:
             self.monitor.stop()   # sees the block (if any) the mark just ended
-        for module in (_lk_hub, _lk_greenlet):
+        for module in HOOKED_MODULES:
             module._trace = None
             module._tracer = None
         if self.settrace:

@@ -72,6 +72,9 @@ def parse_args(argv):
                         help="run only these benchmarks: " + ", ".join(micro.BENCHMARKS))
     parser.add_argument("--peers", metavar="NAME[,NAME]", default=",".join(micro.PEERS),
                         help="compare with these (default: %(default)s)")
+    parser.add_argument("--echo", action="store_true",
+                        help="also run the TCP echo benchmark (msg/s, higher is better; "
+                             "python -m labkit.bench.echo --help for --full, --idle)")
     parser.add_argument("--http", action="store_true",
                         help="also run the HTTP hello-world benchmark with wrk "
                              "(labkit WSGIServer vs gevent, gunicorn -k gevent, uvicorn)")
@@ -337,6 +340,10 @@ def main(argv=None):
     results, outcomes = run_all(args)
     meta = gather_meta(args, outcomes)
     print(format_report(meta, results, args.peers))
+    if args.echo:
+        from labkit.bench.echo import main as echo_main
+        print()
+        echo_main(["--quick"] if args.quick else [])
     if args.http:
         from labkit.bench.http import main as http_main
         print()

@@ -10,9 +10,14 @@ Registered benchmarks (labkit only; compare their rows with ``sleep0``):
   registered if yappi is installed).
 
 ``python -m labkit.bench.tracing`` (:func:`main`) prints these side by side
-with the untraced ``sleep0`` and then measures the blocking monitor: 20
-blocks of 0.15 s at threshold 0.1 s (how many are reported, mean duration
-error) and a cooperative-only run that must give no report.
+with the untraced ``sleep0``, then the TCP echo benchmark at N = 50 with and
+without tracing (labkit.bench.echo's "traced" row), and then measures the
+blocking monitor: 20 blocks of 0.15 s at threshold 0.1 s (how many are
+reported, mean duration error) and a cooperative-only run that must give no
+report.
+
+Targets (issue 6): tracing fully on costs at most 1.3× on sleep0 and 1.15×
+on the echo benchmark.
 """
 import importlib.util
 import sys
@@ -126,6 +131,20 @@ def cooperative_false_reports(seconds=3.0, threshold=0.1):
     return len(monitor.blocks)
 
 
+def echo_overhead(quick: bool = False) -> str:
+    """TCP echo at N = 50, untraced and traced, as one line of text."""
+    from labkit.bench import echo
+    results = echo.measure(["labkit", "traced"], [50],
+                           echo.QUICK_DURATION_S if quick else echo.DURATION_S,
+                           1 if quick else 3)
+    plain, traced = results["labkit"][50], results["traced"][50]
+    slowdown = echo.ratio(plain, traced)
+    if slowdown is None:
+        return f"echo N=50: n/a ({plain.get('reason') or traced.get('reason')})"
+    return (f"echo N=50: {plain['msgs_per_s']:,.0f} msg/s untraced, "
+            f"{traced['msgs_per_s']:,.0f} traced -> {slowdown:.2f}× slower traced")
+
+
 def main(argv=None):
     """Print the tracing benchmarks side by side, then the blocking figures."""
     from labkit.bench import format_duration, run_worker
@@ -142,6 +161,8 @@ def main(argv=None):
         ns = out["per_op_ns"]
         base = base or ns
         print(f"{name:<22} {format_duration(ns):>9}   {ns / base:.2f}×")
+    print()
+    print(echo_overhead(quick))
     reported, error = blocking_accuracy()
     err = "n/a" if error is None else f"{error * 100:.1f}%"
     print(f"\nblocking: 20 blocks of 0.15 s at threshold 0.1 s -> {reported}/20 reported, "

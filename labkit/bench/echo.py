@@ -1,0 +1,582 @@
+"""TCP echo: messages per second through a server, driven from another process.
+
+    python -m labkit.bench.echo              N = 1 and 50 connections, ~2 s each
+    python -m labkit.bench.echo --full       also N = 500
+    python -m labkit.bench.echo --idle       also hold 10,000 idle connections
+    python -m labkit.bench.echo --quick      a smoke run (N = 1, 0.3 s)
+
+What is measured. A closed loop: each of N connections sends 1 KiB and waits
+for all 1024 bytes to come back before it sends again, so the rate is set by
+the round trip through the server. The same client drives every server:
+
+    ============ ============================================================
+    labkit       labkit.server.StreamServer, a greenlet per connection
+    traced       the same while ``tracing`` records everything
+    gevent       gevent.server.StreamServer, the same handler, textually
+    asyncio      asyncio streams (``start_server``, read/write/drain)
+    uvloop       the same streams code on uvloop
+    uvloop-proto uvloop with a bare Protocol (``data_received`` -> write)
+    ============ ============================================================
+
+The numbers are messages per second: **higher is better**, and the ratio
+column is labkit / peer, so above 1.00× labkit is faster (the opposite of
+the micro benchmarks' per-operation times). For the traced row the ratio is
+untraced / traced: the slowdown tracing costs.
+
+Three processes, so that nothing but the kernel's loopback sits between
+client and server::
+
+    driver (main)  --starts-->  server:  python -m labkit.bench.echo _serve IMPL
+                                         prints "PORT <n>", serves until killed
+                   --starts-->  client:  python -m labkit.bench.echo _load PORT N S PID
+                                         prints one JSON line: msgs/s, CPU use
+
+Why the load client is uvloop with a Protocol (plain asyncio if uvloop is
+missing): per message it runs one small Python callback, and the socket work
+(epoll, recv, send, buffering) is C. A selectors-based Python client would
+spend about as much Python per message as the server under test, so on a
+two-core machine the client, not the server, would set the pace. The client
+reports its own and the server's CPU use over the measured window: a server
+near 100% while the client has headroom is a server-bound measurement.
+
+``--idle`` holds 10,000 (``--idle-conns``) concurrent idle connections to a
+labkit StreamServer and reports its memory per connection: the server's RSS
+after one warm-up connection, and again once every connection has echoed one
+byte (which proves that every handler is running and parked in recv). Both
+processes raise RLIMIT_NOFILE to the hard limit first.
+
+Timings on a shared machine are noisy: compare rows of one run, and use
+``--repeats`` (the best run counts) for anything you quote.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LABKIT = "labkit"
+IMPLS = ("labkit", "traced", "gevent", "asyncio", "uvloop", "uvloop-proto")
+DESCRIPTIONS = {
+    "labkit": "labkit StreamServer",
+    "traced": "labkit StreamServer, traced",
+    "gevent": "gevent StreamServer",
+    "asyncio": "asyncio streams",
+    "uvloop": "uvloop streams",
+    "uvloop-proto": "uvloop protocol",
+}
+#: what must import for an implementation to run (else it reads "n/a")
+REQUIRES = {"labkit": "labkit", "traced": "tracing", "gevent": "gevent",
+            "asyncio": "asyncio", "uvloop": "uvloop", "uvloop-proto": "uvloop"}
+
+MESSAGE_SIZE = 1024
+CONNS = (1, 50)
+FULL_CONNS = (1, 50, 500)
+DURATION_S = 2.0
+WARMUP_S = 0.3
+QUICK_DURATION_S = 0.3
+IDLE_CONNS = 10_000
+BACKLOG = 1024
+#: seconds a server or client may take before it is declared stuck
+STARTUP_TIMEOUT_S = 30
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- servers (each runs in a process of its own) ---------------------------
+
+def raise_fd_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; return it."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > 1 << 20:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def announce_port(port: int) -> None:
+    print(f"PORT {port}", flush=True)
+
+
+def echo_handler_gevent_like(gk_socket):
+    """The per-connection handler, identical for labkit and gevent."""
+    nodelay = (gk_socket.IPPROTO_TCP, gk_socket.TCP_NODELAY, 1)
+
+    def handle(sock, address):
+        sock.setsockopt(*nodelay)   # labkit does this already; gevent does not
+        recv, sendall = sock.recv, sock.sendall
+        try:
+            while True:
+                data = recv(65536)
+                if not data:
+                    break
+                sendall(data)
+        except ConnectionResetError:
+            pass   # the client ends a run without reading its last echo
+    return handle
+
+
+def serve_gevent_like(impl: str) -> None:
+    if impl == "gevent":
+        import gevent.server as server
+        import gevent.socket as gk_socket
+    else:
+        import labkit.server as server
+        import labkit.socket as gk_socket
+    if impl == "traced":
+        import tracing
+        tracing.start()
+    listener = server.StreamServer(("127.0.0.1", 0), echo_handler_gevent_like(gk_socket),
+                                   backlog=BACKLOG)
+    listener.start()
+    announce_port(listener.server_port)
+    listener.serve_forever()
+
+
+def serve_asyncio_like(impl: str) -> None:
+    import asyncio
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        except ConnectionResetError:
+            pass   # the client ends a run without reading its last echo
+        writer.close()
+
+    class EchoProtocol(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def main():
+        if impl == "uvloop-proto":
+            server = await asyncio.get_running_loop().create_server(
+                EchoProtocol, "127.0.0.1", 0, backlog=BACKLOG)
+        else:
+            server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=BACKLOG)
+        announce_port(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    run_asyncio(main(), impl)
+
+
+def run_asyncio(coro, impl: str):
+    """Run ``coro`` on uvloop for the uvloop implementations, else asyncio."""
+    import asyncio
+    if impl.startswith("uvloop"):
+        import uvloop
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+SERVERS = {
+    "labkit": serve_gevent_like, "traced": serve_gevent_like, "gevent": serve_gevent_like,
+    "asyncio": serve_asyncio_like, "uvloop": serve_asyncio_like,
+    "uvloop-proto": serve_asyncio_like,
+}
+
+
+# --- the load client -------------------------------------------------------
+
+def client_loop_impl() -> str:
+    """uvloop if installed (see the module docstring for why), else asyncio."""
+    try:
+        import uvloop  # noqa: F401
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def closed_loop(port: int, conns: int, seconds: float, server_pid: int,
+                warmup: float = WARMUP_S) -> dict:
+    """N connections, each: send 1 KiB, wait for all of it, repeat.
+
+    Counts round trips completed during ``seconds`` after ``warmup``.
+    """
+    import asyncio
+    message = b"x" * MESSAGE_SIZE
+    done = [0]
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.missing = MESSAGE_SIZE
+            transport.write(message)
+
+        def data_received(self, data):
+            self.missing -= len(data)
+            if self.missing <= 0:   # the whole message is back: send the next
+                done[0] += 1
+                self.missing = MESSAGE_SIZE
+                self.transport.write(message)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        transports = []
+        for _ in range(conns):
+            transport, _ = await loop.create_connection(Client, "127.0.0.1", port)
+            transports.append(transport)
+        await asyncio.sleep(warmup)
+        count0, t0 = done[0], time.perf_counter()
+        cpu0, server_cpu0 = time.process_time(), cpu_seconds(server_pid)
+        await asyncio.sleep(seconds)
+        count1, t1 = done[0], time.perf_counter()
+        cpu1, server_cpu1 = time.process_time(), cpu_seconds(server_pid)
+        for transport in transports:
+            transport.close()
+        elapsed = t1 - t0
+        return {
+            "status": "ok", "conns": conns, "seconds": elapsed,
+            "msgs_per_s": (count1 - count0) / elapsed,
+            "client_cpu": (cpu1 - cpu0) / elapsed,
+            "server_cpu": None if server_cpu0 is None or server_cpu1 is None
+            else (server_cpu1 - server_cpu0) / elapsed,
+        }
+
+    return run_asyncio(main(), client_loop_impl())
+
+
+def hold_idle(port: int, count: int) -> None:
+    """The ``--idle`` client, step by step with the driver (stdin/stdout):
+    warm the server up with one connection ("WARM"), wait for "go", open
+    ``count`` connections and echo one byte on each ("READY"), wait for
+    "done", close them all."""
+    import asyncio
+    raise_fd_limit()
+
+    class Pinger(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.echoed = asyncio.get_running_loop().create_future()
+
+        def data_received(self, data):
+            if not self.echoed.done():
+                self.echoed.set_result(data)
+
+    async def connect_and_ping(loop):
+        transport, protocol = await loop.create_connection(Pinger, "127.0.0.1", port)
+        transport.write(b"!")
+        await protocol.echoed
+        return transport
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        (await connect_and_ping(loop)).close()
+        print("WARM", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        start = time.perf_counter()
+        transports = []
+        batch = 200   # connects in flight at once: below the listen backlog
+        for first in range(0, count, batch):
+            transports += await asyncio.gather(
+                *(connect_and_ping(loop) for _ in range(min(batch, count - first))))
+        print(f"READY {len(transports)} {time.perf_counter() - start:.2f}", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        for transport in transports:
+            transport.close()
+        await asyncio.sleep(0.1)
+
+    run_asyncio(main(), client_loop_impl())
+
+
+# --- the driver ------------------------------------------------------------
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _spawn(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "labkit.bench.echo", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+
+
+def _read_line(proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT_S) -> str:
+    """The next stdout line of ``proc``; RuntimeError with its stderr if it
+    dies or says nothing for ``timeout`` seconds."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        _stop(proc)
+        last = (proc.stderr.read().strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(last)
+    return line.strip()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_server(impl: str) -> tuple[subprocess.Popen, int]:
+    server = _spawn("_serve", impl)
+    line = _read_line(server)
+    if not line.startswith("PORT "):
+        _stop(server)
+        raise RuntimeError(f"unexpected server output {line!r}")
+    return server, int(line.split()[1])
+
+
+def run_client(server: subprocess.Popen, port: int, conns: int, seconds: float) -> dict:
+    """One closed-loop run against a running server: the client's JSON dict,
+    or ``{"status": "failed", "reason": ...}``."""
+    client = _spawn("_load", str(port), str(conns), str(seconds), str(server.pid))
+    try:
+        out = json.loads(_read_line(client, STARTUP_TIMEOUT_S + seconds))
+    except (RuntimeError, ValueError) as exc:
+        out = {"status": "failed", "reason": str(exc)}
+    finally:
+        _stop(client)
+    if server.poll() is not None:
+        out = {"status": "failed", "reason": "the server died: " +
+               (server.stderr.read().strip().splitlines() or ["?"])[-1]}
+    return out
+
+
+def measure(impls, conns_list, seconds: float, repeats: int) -> dict:
+    """``{impl: {conns: result dict}}``, the best of ``repeats`` runs each.
+
+    Every server is started first and the client runs take turns (labkit,
+    gevent, ..., labkit, gevent, ...), so that a burst of load from other
+    programs on the machine hits all of them alike rather than one row.
+    A server that cannot run reads ``{"status": "n/a" | "failed"}``.
+    """
+    results, servers = {}, {}
+    try:
+        for impl in impls:
+            try:
+                __import__(REQUIRES[impl])
+                servers[impl] = start_server(impl)
+                results[impl] = {}
+            except ImportError as exc:
+                results[impl] = {n: {"status": "n/a", "reason": str(exc)} for n in conns_list}
+            except RuntimeError as exc:
+                results[impl] = {n: {"status": "failed", "reason": str(exc)}
+                                 for n in conns_list}
+        for conns in conns_list:
+            for _ in range(repeats):
+                for impl, (server, port) in servers.items():
+                    out = run_client(server, port, conns, seconds)
+                    best = results[impl].get(conns)
+                    if best is None or out.get("msgs_per_s", -1) > best.get("msgs_per_s", -1):
+                        results[impl][conns] = out
+    finally:
+        for server, _ in servers.values():
+            _stop(server)
+    return results
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` (Linux /proc)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/PID/status")
+
+
+def measure_idle(impl: str, count: int) -> dict:
+    """Hold ``count`` idle connections to a server of ``impl``; its memory."""
+    server, port = start_server(impl)
+    client = _spawn("_idle", str(port), str(count))
+    try:
+        if _read_line(client) != "WARM":
+            raise RuntimeError("idle client did not warm up")
+        time.sleep(0.3)   # let the warm-up connection's handler finish
+        before = rss_bytes(server.pid)
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        _, held, connect_s = _read_line(client, STARTUP_TIMEOUT_S + count / 100).split()
+        after = rss_bytes(server.pid)
+        client.stdin.write("done\n")
+        client.stdin.flush()
+        client.wait(STARTUP_TIMEOUT_S)
+    finally:
+        _stop(client)
+        _stop(server)
+    held = int(held)
+    return {"impl": impl, "held": held, "connect_s": float(connect_s),
+            "rss_before": before, "rss_after": after,
+            "per_conn": (after - before) / held if held else None}
+
+
+# --- results -> text (pure functions) --------------------------------------
+
+def ratio(labkit_result, peer_result):
+    """labkit msgs/s / peer msgs/s, or None if either is missing."""
+    if not labkit_result or not peer_result:
+        return None
+    a, b = labkit_result.get("msgs_per_s"), peer_result.get("msgs_per_s")
+    return a / b if a and b else None
+
+
+def format_table(results: dict, conns_list) -> str:
+    """``results[impl][conns]`` -> the table: one row per server, per N the
+    msgs/s, the ratio labkit/peer, and CPU use of server/client."""
+    header = ["server"]
+    for conns in conns_list:
+        header += [f"N={conns} msg/s", "labkit/peer", "srv µs/msg", "cpu srv/cli"]
+    rows = [header]
+    base = results.get(LABKIT, {})
+    for impl, by_conns in results.items():
+        row = [DESCRIPTIONS.get(impl, impl)]
+        for conns in conns_list:
+            result = by_conns.get(conns) or {}
+            if result.get("status") != "ok":
+                row += [result.get("status", "n/a"), "", "", ""]
+                continue
+            r = None if impl == LABKIT else ratio(base.get(conns), result)
+            cpu = [result.get("server_cpu"), result.get("client_cpu")]
+            per_msg = (None if not cpu[0] or not result["msgs_per_s"]
+                       else cpu[0] / result["msgs_per_s"] * 1e6)
+            row += [f"{result['msgs_per_s']:,.0f}",
+                    "-" if impl == LABKIT else "n/a" if r is None else f"{r:.2f}×",
+                    "?" if per_msg is None else f"{per_msg:.1f}",
+                    "/".join("?" if c is None else f"{c * 100:.0f}%" for c in cpu)]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join([row[0].ljust(widths[0])] +
+                  [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]).rstrip()
+        for row in rows)
+
+
+def format_idle(idle: dict) -> str:
+    mib = 1024 * 1024
+    return (f"{DESCRIPTIONS.get(idle['impl'], idle['impl'])}: held {idle['held']:,} idle "
+            f"connections (opened in {idle['connect_s']:.1f} s); server RSS "
+            f"{idle['rss_before'] / mib:.1f} MiB -> {idle['rss_after'] / mib:.1f} MiB, "
+            f"{idle['per_conn'] / 1024:.1f} KiB per connection")
+
+
+LEGEND = ("msg/s: higher is better. labkit/peer = labkit msg/s / peer msg/s: above "
+          "1.00× labkit is faster; on the traced row it is the slowdown tracing costs.\n"
+          "srv µs/msg: server CPU time per message (lower is better; steadier than msg/s "
+          "when other programs load the machine).\n"
+          "cpu srv/cli: CPU use of server and client over the measured window "
+          "(100% = one core).")
+
+
+# --- command line ----------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.bench.echo",
+        description="TCP echo benchmark: labkit StreamServer against gevent, asyncio "
+                    "and uvloop, load from a uvloop client in another process.")
+    parser.add_argument("--full", action="store_true", help="also N = 500 connections")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: N = 1, {QUICK_DURATION_S} s per run")
+    parser.add_argument("--idle", action="store_true",
+                        help="also hold --idle-conns idle connections and report memory")
+    parser.add_argument("--idle-conns", type=int, default=IDLE_CONNS, metavar="COUNT")
+    parser.add_argument("--idle-impls", default=LABKIT, metavar="IMPL[,IMPL]",
+                        help="servers to hold idle connections to (default: %(default)s)")
+    parser.add_argument("--conns", metavar="N[,N]", help="connection counts to run")
+    parser.add_argument("--impls", default=",".join(IMPLS), metavar="IMPL[,IMPL]",
+                        help="servers to measure (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, help=f"measured seconds per run "
+                                                      f"(default {DURATION_S})")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="client runs per server and N; the best counts")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    args.impls = [name.strip() for name in args.impls.split(",") if name.strip()]
+    args.idle_impls = [name.strip() for name in args.idle_impls.split(",") if name.strip()]
+    for name in args.impls + args.idle_impls:
+        if name not in IMPLS:
+            parser.error(f"unknown server {name!r}; choose from {', '.join(IMPLS)}")
+    if args.conns:
+        args.conns = [int(n) for n in args.conns.split(",")]
+    else:
+        args.conns = list(CONNS[:1] if args.quick else FULL_CONNS if args.full else CONNS)
+    if args.seconds is None:
+        args.seconds = QUICK_DURATION_S if args.quick else DURATION_S
+    return args
+
+
+def main(argv=None) -> int:
+    """Entry point: run the selected servers, print the table; returns the
+    exit status (1 if a labkit server failed)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    results = measure(args.impls, args.conns, args.seconds, args.repeats)
+    print(f"TCP echo, {MESSAGE_SIZE}-byte messages, closed loop, {args.seconds:g} s per "
+          f"run, best of {args.repeats}; load client: {client_loop_impl()} protocol "
+          f"in another process; {os.cpu_count()} CPUs")
+    print()
+    print(format_table(results, args.conns))
+    print()
+    print(LEGEND)
+    for impl, by_conns in results.items():
+        for conns, result in by_conns.items():
+            if result.get("status") not in ("ok", None):
+                print(f"{impl} N={conns}: {result['status']} ({result.get('reason')})")
+    idle = []
+    if args.idle:
+        print()
+        for impl in args.idle_impls:
+            try:
+                idle.append(measure_idle(impl, args.idle_conns))
+                print(format_idle(idle[-1]))
+            except (RuntimeError, OSError) as exc:
+                print(f"{impl}: idle connections failed ({exc})")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"results": {impl: {str(n): r for n, r in by.items()}
+                                   for impl, by in results.items()},
+                       "idle": idle}, f, indent=2)
+    labkit_failed = any(r.get("status") == "failed"
+                        for impl in (LABKIT, "traced") for r in results.get(impl, {}).values())
+    return 1 if labkit_failed else 0
+
+
+def _subcommand(argv) -> int:
+    """The hidden commands the driver starts processes with."""
+    command, rest = argv[0], argv[1:]
+    if command == "_serve":
+        raise_fd_limit()
+        SERVERS[rest[0]](rest[0])
+    elif command == "_load":
+        port, conns, seconds, server_pid = rest
+        print(json.dumps(closed_loop(int(port), int(conns), float(seconds),
+                                     int(server_pid))), flush=True)
+    elif command == "_idle":
+        hold_idle(int(rest[0]), int(rest[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        sys.exit(_subcommand(sys.argv[1:]))
+    sys.exit(main())
