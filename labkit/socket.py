@@ -140,6 +140,18 @@ def _park_until_ready(hub, fd: int, event: int) -> None:
         _trace(_TR_RESUME, id(current), _WHY_WAITER, _tracer.labels[(fd, event)])
 
 
+def _throw_closed(waiter) -> None:
+    """Raise EBADF in a greenlet (or Waiter) that was parked on a closed fd.
+
+    Runs as a hub callback, so the greenlet may have died in between (a
+    server's accept greenlet is killed and its socket closed together):
+    then there is nobody left to tell.
+    """
+    if isinstance(waiter, _greenlet) and waiter.dead:
+        return
+    waiter.throw(OSError(EBADF, "File descriptor was closed in another greenlet"))
+
+
 def _forget_and_wake_waiters(sock: "socket", then) -> bool:
     """Stop watching ``sock``'s fd; wake the greenlets parked on it with EBADF.
 
@@ -161,8 +173,7 @@ def _forget_and_wake_waiters(sock: "socket", then) -> bool:
         # A Waiter's switch (Hub.wait_io) or a greenlet's (_park_until_ready)
         waiter = getattr(callback, "__self__", None)
         if isinstance(waiter, (Waiter, _greenlet)):
-            hub.run_callback(waiter.throw, OSError(
-                EBADF, "File descriptor was closed in another greenlet"))
+            hub.run_callback(_throw_closed, waiter)
         else:  # a select()/poll() watch: let it look at the fd and fail
             hub.run_callback(callback, READ | WRITE | ERROR)
     hub.run_callback(then, fd)

@@ -4,6 +4,7 @@ Every server is started through the ``serve`` fixture (or a ``with`` block),
 so every server a test starts is stopped, even when the test fails.
 """
 import errno
+import io
 import struct
 import time
 
@@ -301,3 +302,14 @@ def test_datagram_server_answers_with_sendto():
                 assert client.recvfrom(100)[0] == word.upper()
     finally:
         server.stop()
+
+
+def test_stopping_a_server_reports_no_error():
+    hub = labkit.get_hub()
+    hub.exception_stream = io.StringIO()
+    server = StreamServer(("127.0.0.1", 0), lambda sock, address: None)
+    server.start()
+    labkit.sleep(0.01)
+    server.stop()
+    labkit.sleep(0.01)
+    assert hub.exception_stream.getvalue() == ""
