@@ -38,3 +38,4 @@ def pair():
     yield a, b
     a.close()
     b.close()
+

@@ -11,19 +11,12 @@ import time
 import pytest
 
 import labkit
+from handlers import echo
 from labkit import socket
 from labkit.pool import Pool
 from labkit.server import DatagramServer, StreamServer
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def echo(sock, address):
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return
-        sock.sendall(data)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import pytest
 
 import labkit
+from handlers import echo
 from labkit import socket, ssl
 from labkit.server import StreamServer
 
@@ -22,14 +23,6 @@ def contexts(ca):
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     return server_context, client_context
-
-
-def echo(sock, address):
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return
-        sock.sendall(data)
 
 
 @pytest.fixture

@@ -65,9 +65,10 @@ def test_waiter_handoff_records_the_waiter_label():
                    ("consumer", "handoff"), ("producer", "ready")]
 
 
-def test_queue_ping_pong_alternates():
+def _traced_queue_ping_pong(maxsize):
+    """Three round trips through two labkit Queues, traced."""
     queue = pytest.importorskip("labkit.queue")
-    ping, pong = queue.Queue(), queue.Queue()
+    ping, pong = queue.Queue(maxsize), queue.Queue(maxsize)
 
     def pinger():
         for i in range(3):
@@ -80,7 +81,11 @@ def test_queue_ping_pong_alternates():
 
     with tracing.trace() as t:
         labkit.joinall([_named(pinger, "pinger"), _named(ponger, "ponger")])
+    return t
 
+
+def test_queue_ping_pong_alternates():
+    t = _traced_queue_ping_pong(None)
     seq = [s.greenlet for s in t.switches() if s.greenlet != "main"]
     # Strict alternation: each one runs until it waits on the other's queue.
     assert seq[:2] == ["pinger", "ponger"]
@@ -88,20 +93,7 @@ def test_queue_ping_pong_alternates():
 
 
 def test_queue_of_one_ping_pong_records_the_exact_switches_and_reasons():
-    queue = pytest.importorskip("labkit.queue")
-    ping, pong = queue.Queue(1), queue.Queue(1)
-
-    def pinger():
-        for i in range(3):
-            ping.put(i)
-            pong.get()
-
-    def ponger():
-        for _ in range(3):
-            pong.put(ping.get())
-
-    with tracing.trace() as t:
-        labkit.joinall([_named(pinger, "pinger"), _named(ponger, "ponger")])
+    t = _traced_queue_ping_pong(1)
 
     # Each get parks until the other side's put hands it the item; no put
     # ever waits (one item in flight per queue of one).
