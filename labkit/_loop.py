@@ -66,6 +66,9 @@ _BACKENDS = {
 }
 
 _NS = 1_000_000_000
+_MAX_DELAY_NS = 2**62            # ~146 years: "never", with room for now + delay
+_MAX_DELAY_S = _MAX_DELAY_NS / _NS
+_MAX_FD = 2**31 - 1              # the C loop takes an int
 
 
 def _check(rc: int, what: str) -> int:
@@ -219,7 +222,10 @@ class Loop:
         ptr = self._ptr
         if ptr is None:
             raise RuntimeError("the loop is closed")
-        timer_id = lib.lk_timer_start(ptr, int(seconds * _NS))
+        # Durations past ~292 years (inf included) mean "never": clamp them
+        # to the C clock's range instead of overflowing int64.
+        delay_ns = int(seconds * _NS) if seconds < _MAX_DELAY_S else _MAX_DELAY_NS
+        timer_id = lib.lk_timer_start(ptr, delay_ns)
         if timer_id < 0:
             _check(timer_id, "lk_timer_start")
         t = Timer(self, timer_id, callback, args)
@@ -245,8 +251,12 @@ class Loop:
             raise RuntimeError("the loop is closed")
         watch = self._fds.get(fd)
         if watch is None:
-            if not isinstance(fd, int) or fd < 0:
-                raise ValueError(f"fd must be a non-negative int, not {fd!r}")
+            # Checked before any state changes: a refused fd must not leave a
+            # waiter counted (the hub would never declare LoopExit).
+            if type(fd) is not int:
+                raise TypeError(f"fd must be an int, not {type(fd).__name__}")
+            if not 0 <= fd <= _MAX_FD:
+                raise ValueError(f"fd must be between 0 and {_MAX_FD}, not {fd}")
             watch = self._fds[fd] = _FdWatch()
         if event == READ:
             if watch.reader is not None:

@@ -190,6 +190,9 @@ class Linkable:
         # up for another reason, so it can never fire after this wait.
         link = current.switch
         self._links.append(link)
+        # set() from another thread may have run between the caller's check
+        # and the append, and found nobody to notify.
+        self._check_and_notify()
         timer = None
         if timeout is not None:
             timer = hub.loop.timer(timeout, link, _TIMED_OUT)
@@ -378,6 +381,10 @@ class Event(Linkable):
             return self._wait_core(None)
         link = current.switch
         self._links.append(link)
+        if self._flag:
+            # set() from another thread may have run between our check of
+            # the flag and the append, and found nobody to notify.
+            self._check_and_notify()
         try:
             woken = hub.switch() is self
         except BaseException:

@@ -322,7 +322,11 @@ int lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events)
      * records is the loop waiting, which the blocking monitor ignores. */
     if (loop->trace)
         lk_trace_record(loop->trace, LK_TR_POLL_ENTER, timeout_ms, 0, 0);
-    int n_io = poll_for_io(loop, timeout_ms, out, max_events);
+    /* Keep a quarter of `out` for timers: with more fds ready than `out`
+     * holds on every call, io alone would fill it and no sleep or Timeout
+     * could ever fire. */
+    int io_room = max_events - max_events / 4;
+    int n_io = poll_for_io(loop, timeout_ms, out, io_room);
     if (n_io < 0) {
         if (loop->trace)
             lk_trace_record(loop->trace, LK_TR_POLL_LEAVE, 0, 0, 0);

@@ -30,6 +30,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 #include "lk_trace_ring.h"
 
@@ -47,6 +48,10 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     long long b = PyLong_AsLongLong(args[3]);
     if (PyErr_Occurred())   /* one check for the four conversions */
         return NULL;
+    if (kind > UINT32_MAX || arg > UINT32_MAX) {   /* the record's fields are 32-bit */
+        PyErr_SetString(PyExc_OverflowError, "record(): kind and arg must fit in 32 bits");
+        return NULL;
+    }
     lk__trace_write(ring, lk_now_ns(), (uint32_t)kind, a, (uint32_t)arg, b);
     Py_RETURN_NONE;
 }

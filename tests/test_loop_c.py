@@ -420,3 +420,22 @@ def test_stats_count_iterations_and_events(loop, pair):
     assert s.io_events == 2
     assert s.timer_events == 1
     assert s.wakeups == 0
+
+
+def test_due_timers_fire_even_when_more_fds_are_ready_than_the_array_holds(loop):
+    # Eight always-readable fds and an array of four: io must not take every
+    # slot on every call, or a due timer would never be reported.
+    pairs = [socket.socketpair() for _ in range(8)]
+    try:
+        for a, b in pairs:
+            b.send(b"x")
+            assert lib.lk_io_set(loop, a.fileno(), lib.LK_READ) == 0
+        timer = lib.lk_timer_start(loop, 0)
+        events = poll(loop, 0.0, max_events=4)
+        assert events.get(timer) == lib.LK_TIMER
+        assert len(events) == 4
+    finally:
+        for a, b in pairs:
+            lib.lk_io_set(loop, a.fileno(), 0)
+            a.close()
+            b.close()
