@@ -36,18 +36,22 @@ The contract:
 
 Every wake-up here is a :class:`~labkit.hub.Waiter` switched from the hub;
 nothing polls.
+
+Layout: this module is Group and Pool. The FIFO slots a Pool hands out
+(:class:`_Slots`, shared with ThreadPool) are in :mod:`labkit._slots`; the
+iterators that ``imap``/``imap_unordered`` return (shared with ThreadPool)
+are in :mod:`labkit._imap`. Both are re-exported here.
 """
 from __future__ import annotations
 
 import numbers
 import queue
-from collections import deque
-from functools import partial
-from itertools import count as _count
 from typing import Callable, Iterable
 
 from greenlet import GreenletExit, getcurrent
 
+from labkit._imap import IMap, IMapUnordered, _Failure  # noqa: F401 - re-exported
+from labkit._slots import _Slots, _wake
 from labkit.greenlet import Greenlet
 from labkit.hub import Waiter, _check_seconds, get_hub
 from labkit.timeout import Timeout
@@ -59,76 +63,7 @@ class PoolFull(queue.Full):
     """A Pool had no free slot for a non-blocking or timed-out ``add``."""
 
 
-# -- two small parking helpers ---------------------------------------------
-
-def _wake(waiter: Waiter, value) -> None:
-    """Switch ``value`` into a parked waiter: at once from the hub, else via
-    a hub callback (Waiter.switch may only run in the hub)."""
-    hub = waiter.hub
-    if getcurrent() is hub:
-        waiter.switch(value)
-    else:
-        hub.run_callback(waiter.switch, value)
-
-
-class _Slots:
-    """A counting semaphore for one hub: ``free`` slots, FIFO hand-off.
-
-    Released slots go to the parked greenlets, oldest first, and a newcomer
-    only takes a free slot when nobody is parked: nobody is overtaken.
-    The hand-off is one hub callback per burst of releases, not one per
-    release: when a pool's greenlets finish in the same loop pass, a
-    spawner parked in a full pool wakes once and finds all their slots
-    free, instead of ping-ponging with the hub once per slot.
-    """
-
-    __slots__ = ("free", "waiters", "_handing_off")
-
-    def __init__(self, free: int):
-        self.free = free
-        #: parked acquirers, oldest first
-        self.waiters: deque = deque()
-        #: a hand-off callback is scheduled in the hub
-        self._handing_off = False
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Take a slot, parking until one is free (at most ``timeout``)."""
-        if self.free > 0 and not self.waiters:
-            self.free -= 1
-            return True
-        if not blocking:
-            return False
-        hub = get_hub()
-        waiter = Waiter(hub)
-        self.waiters.append(waiter)
-        timer = hub.loop.timer(timeout, waiter.switch, False) if timeout is not None else None
-        got_slot = False
-        try:
-            # True: _hand_off gave us a slot; False: the timer fired.
-            got_slot = waiter.get()
-            return got_slot
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not got_slot:  # timed out or killed: leave the line
-                try:
-                    self.waiters.remove(waiter)
-                except ValueError:
-                    pass
-
-    def release(self) -> None:
-        self.free += 1
-        if self.waiters and not self._handing_off:
-            self._handing_off = True
-            self.waiters[0].hub.run_callback(self._hand_off)
-
-    def _hand_off(self) -> None:  # runs in the hub
-        self._handing_off = False
-        waiters = self.waiters
-        while self.free > 0 and waiters:
-            self.free -= 1
-            waiters.popleft().switch(True)  # runs it until it parks again
-
+# -- the slots of a Pool(None) --------------------------------------------
 
 class _Unbounded:
     """The slots of ``Pool(None)``: always one free."""
@@ -467,135 +402,3 @@ class Pool(Group):
         if greenlet in self.greenlets:  # each member gives its slot back once
             Group._discard(self, greenlet)
             self._slots.release()
-
-
-# -- imap --------------------------------------------------------------------
-
-class _Failure:
-    """Stands in the result stream for an exception to raise to the reader."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class IMapUnordered(Greenlet):
-    """The iterator returned by ``imap_unordered``; it is also the greenlet
-    that produces: it spawns one task per input item (through the group's
-    ``spawn``, so a full Pool makes it park) and each task's rawlink hands
-    the outcome to the reader.
-
-    ``maxsize``: the producer takes a permit before each spawn and the reader
-    gives one back per item it takes, so at most ``maxsize`` finished results
-    wait unread.
-    """
-
-    def __init__(self, func: Callable, zipped, spawn: Callable, maxsize: int | None = None):
-        Greenlet.__init__(self)
-        self.func = func
-        self.zipped = zipped
-        self._spawn = spawn
-        self._permits = _Slots(maxsize) if maxsize else None
-        #: outcomes not yet read, and the reader parked waiting for one
-        self._results: deque = deque()
-        self._reader: Waiter | None = None
-        self._outstanding = 0      # spawned tasks not yet finished
-        self._produced = 0         # items taken from the input so far
-        self._done_producing = False
-        self._end_queued = False
-        self._exhausted = False    # the reader already got StopIteration
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._exhausted:
-            raise StopIteration
-        if self._permits is not None:
-            self._permits.release()
-        value = self._take()
-        if isinstance(value, _Failure):
-            if isinstance(value.exc, StopIteration):
-                self._exhausted = True
-            raise value.exc
-        return value
-
-    def _take(self):
-        while not self._results:
-            self._reader = Waiter()
-            try:
-                self._reader.get()
-            finally:
-                self._reader = None
-        return self._results.popleft()
-
-    def _put(self, value) -> None:
-        self._results.append(value)
-        if self._reader is not None:
-            _wake(self._reader, None)
-
-    # -- the producer greenlet ----------------------------------------------
-    def _run(self):
-        func, permits, spawn = self.func, self._permits, self._spawn
-        try:
-            for index, args in zip(_count(), self.zipped):
-                if permits is not None:
-                    permits.acquire()
-                self._outstanding += 1
-                self._produced += 1
-                spawn(func, *args).rawlink(partial(self._on_task_done, index))
-        except BaseException as exc:
-            self._done_producing = True
-            self._queue_end(_Failure(exc))
-            raise
-        self._done_producing = True
-        if self._outstanding == 0:
-            self._queue_end(_Failure(StopIteration()))
-
-    def _on_task_done(self, index: int, task) -> None:  # a rawlink: runs in the hub
-        self._outstanding -= 1
-        if task.successful():
-            self._put(self._outcome(index, task.value))
-        else:
-            self._put(self._outcome(index, _Failure(task.exception)))
-        if self._done_producing and self._outstanding == 0:
-            self._queue_end(_Failure(StopIteration()))
-
-    def _queue_end(self, failure: _Failure) -> None:
-        if not self._end_queued:
-            self._end_queued = True
-            self._put(self._end(failure))
-
-    # The ordered subclass tags each outcome with its input index.
-    def _outcome(self, index: int, value):
-        return value
-
-    def _end(self, failure: _Failure):
-        return failure
-
-
-class IMap(IMapUnordered):
-    """The iterator returned by ``imap``: outcomes in input order. Results
-    that finish early wait in a dict until their turn."""
-
-    def __init__(self, *args, **kwargs):
-        IMapUnordered.__init__(self, *args, **kwargs)
-        self._early: dict = {}
-        self._next_index = 0
-
-    def _take(self):
-        index = self._next_index
-        early = self._early
-        while index not in early:
-            got_index, value = IMapUnordered._take(self)
-            early[got_index] = value
-        self._next_index = index + 1
-        return early.pop(index)
-
-    def _outcome(self, index: int, value):
-        return (index, value)
-
-    def _end(self, failure: _Failure):
-        # The end comes after every produced item.
-        return (self._produced, failure)

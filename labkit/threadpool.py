@@ -54,10 +54,11 @@ from typing import Callable, Iterable
 
 from greenlet import getcurrent
 
+from labkit._imap import IMap, IMapUnordered
+from labkit._slots import _Slots
 from labkit.event import AsyncResult
 from labkit.greenlet import Greenlet
 from labkit.hub import Waiter, _check_seconds, get_hub
-from labkit.pool import IMap, IMapUnordered, _Slots
 
 __all__ = ["ThreadPool", "ThreadPoolExecutor"]
 

@@ -14,7 +14,8 @@ The same functions are the bodies of ``tests/test_faults.py``, so the
 figures quoted from this report are the ones CI checks. Scenarios that need
 a process of their own (a lowered fd limit, SIGINT, fork) run this module
 as ``python -m labkit.bench.robustness --child NAME``; the child prints one
-JSON line and the parent judges it.
+JSON line and the parent judges it. The child bodies are in
+:mod:`labkit.bench._robustness_children`.
 
 Run one scenario: ``python -m labkit.bench.robustness --only fork_with_live_servers``.
 """
@@ -25,11 +26,9 @@ import io
 import json
 import os
 import random
-import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -496,6 +495,9 @@ def fd_closed_and_reused() -> Outcome:
 
 
 # -- scenarios in a process of their own ----------------------------------------
+#
+# Each judges the JSON line of its child, the function of the same name in
+# labkit/bench/_robustness_children.py.
 
 def emfile_accept_backoff(clients: int = 30, spare_fds: int = 10) -> Outcome:
     """The server process hits its fd limit (RLIMIT_NOFILE lowered in a
@@ -560,36 +562,6 @@ def emfile_accept_backoff(clients: int = 30, spare_fds: int = 10) -> Outcome:
                    f"({rate:.0f}/s: backing off, not spinning)")
 
 
-def _child_emfile_server(spare_fds: str) -> None:
-    import resource
-
-    from labkit.hub import get_hub, wait_read
-    from labkit.server import StreamServer
-
-    class Counter(io.StringIO):
-        reports, first, last = 0, None, None
-
-        def write(self, text):
-            if "Too many open files" in text:
-                now = time.monotonic()
-                Counter.reports += 1
-                Counter.first = Counter.first or now
-                Counter.last = now
-            return len(text)
-
-    get_hub().exception_stream = Counter()
-    server = StreamServer(("127.0.0.1", 0), _echo_handler, backlog=256)
-    server.start()
-    in_use = len(os.listdir("/proc/self/fd"))
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + int(spare_fds), hard))
-    print(json.dumps({"port": server.server_port}), flush=True)
-    wait_read(0)                          # the parent closes our stdin: done
-    server.stop()
-    span = (Counter.last - Counter.first) if Counter.first else 0.0
-    print(json.dumps({"emfile_reports": Counter.reports, "emfile_span": span}), flush=True)
-
-
 def keyboard_interrupt_while_dispatching(signals: int = 5) -> Outcome:
     """SIGINT (from a thread) while the hub is busy dispatching callbacks
     and timers: each one reaches the main greenlet as exactly one
@@ -607,66 +579,6 @@ def keyboard_interrupt_while_dispatching(signals: int = 5) -> Outcome:
                    f"{answer['timers']} timers all fired, {answer['switches']} switches")
 
 
-def _child_keyboard_interrupt(signals: str) -> None:
-    from labkit import sleep, spawn
-    from labkit.hub import Hub, get_hub
-    signals = int(signals)
-    hub = get_hub()
-    in_hub = [0]
-    original = Hub._deliver_interrupt
-
-    def counting_deliver(self):
-        in_hub[0] += 1
-        original(self)
-    Hub._deliver_interrupt = counting_deliver
-
-    stop = [False]
-    switches = [0]
-
-    def worker():
-        while not stop[0]:
-            switches[0] += 1
-            sleep(0)
-
-    workers = [spawn(worker) for _ in range(50)]
-    hub.exception_stream = io.StringIO()   # interrupted workers are reported
-    fired = []
-    n_timers = 300
-    for i in range(n_timers):
-        hub.loop.timer(random.uniform(0.0, 0.3 * signals + 0.3), fired.append, i)
-
-    def sender():
-        for _ in range(signals):
-            time.sleep(0.2)
-            os.kill(os.getpid(), signal.SIGINT)
-
-    t = threading.Thread(target=sender)
-    t.start()
-    interrupts = 0
-    deadline = time.monotonic() + 0.2 * signals + 5
-    while time.monotonic() < deadline and (interrupts < signals or t.is_alive()):
-        try:
-            sleep(0.01)
-        except KeyboardInterrupt:
-            interrupts += 1
-    t.join()
-    try:
-        while len(fired) < n_timers and time.monotonic() < deadline + 5:
-            sleep(0.05)
-    except KeyboardInterrupt:
-        interrupts += 1
-    stop[0] = True
-    for g in workers:
-        g.join(timeout=5)
-    after_ok = spawn(lambda: (sleep(0.001), 42)[1]).get() == 42
-    print(json.dumps({
-        "interrupts": interrupts, "in_hub": in_hub[0], "timers": n_timers,
-        "timers_lost": n_timers - len(set(fired)), "after_ok": after_ok,
-        "switches": switches[0],
-        "workers_interrupted": sum(isinstance(g.exception, KeyboardInterrupt) for g in workers),
-    }), flush=True)
-
-
 def fork_with_live_servers() -> Outcome:
     """fork() in a process with a live server: the child closes the
     inherited server, starts its own hub work and server and serves; the
@@ -682,53 +594,6 @@ def fork_with_live_servers() -> Outcome:
                    f"child lived (child exit {answer['child_exit']})")
 
 
-def _child_fork() -> None:
-    from labkit import sleep, spawn
-    from labkit.server import StreamServer
-
-    server = StreamServer(("127.0.0.1", 0), _echo_handler)
-    server.start()
-    assert _echo_once(server.server_port, b"before fork")
-    report_r, report_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                  # the child
-        code = 1
-        try:
-            os.close(report_r)
-            server.close()                        # the parent's, not ours to serve
-            own = StreamServer(("127.0.0.1", 0), _echo_handler)
-            own.start()
-            served = sum(_echo_once(own.server_port, f"child {i}".encode()) for i in range(20))
-            reached = _echo_once(server.server_port, b"child to parent")
-            timers = []
-            for i in range(10):
-                spawn(lambda i=i: (sleep(0.001 * i), timers.append(i)))
-            sleep(0.05)
-            own.stop()
-            os.write(report_w, json.dumps({"served": served, "lost": 20 - served
-                                           + (not reached) + (10 - len(timers))}).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(report_w)
-    served = lost = 0
-    while True:                                   # keep serving while the child lives
-        done, status = os.waitpid(pid, os.WNOHANG)
-        ok = _echo_once(server.server_port, f"parent {served}".encode())
-        served += ok
-        lost += not ok
-        if done:
-            break
-        sleep(0.005)
-    child = json.loads(os.read(report_r, 4096) or b'{"served": 0, "lost": 1}')
-    after_ok = all(_echo_once(server.server_port, b"after %d" % i) for i in range(10))
-    server.stop()
-    print(json.dumps({"child_exit": os.waitstatus_to_exitcode(status),
-                      "child_served": child["served"], "child_lost": child["lost"],
-                      "parent_served": served, "parent_lost": lost,
-                      "parent_after_ok": after_ok}), flush=True)
-
-
 # -- the report ----------------------------------------------------------------
 
 SCENARIOS = {f.__name__: f for f in (
@@ -737,10 +602,6 @@ SCENARIOS = {f.__name__: f for f in (
     fd_closed_and_reused, emfile_accept_backoff, keyboard_interrupt_while_dispatching,
     fork_with_live_servers,
 )}
-
-_CHILDREN = {"emfile_server": _child_emfile_server, "fork": _child_fork,
-             "keyboard_interrupt": _child_keyboard_interrupt}
-
 
 def _fresh_hub() -> None:
     from labkit.hub import _local
@@ -788,8 +649,10 @@ def main(argv=None) -> int:
     parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        # Imported here: only the child process runs these.
+        from labkit.bench._robustness_children import CHILDREN
         name, _, arg = args.child.partition(":")
-        _CHILDREN[name](*([arg] if arg else args.child_args))
+        CHILDREN[name](*([arg] if arg else args.child_args))
         return 0
     names = [n.strip() for n in args.only.split(",")] if args.only else None
     unknown = [n for n in names or () if n not in SCENARIOS]
