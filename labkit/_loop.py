@@ -71,6 +71,11 @@ _MAX_DELAY_S = _MAX_DELAY_NS / _NS
 _MAX_FD = 2**31 - 1              # the C loop takes an int
 
 
+class ConcurrentObjectUseError(AssertionError, RuntimeError):
+    """Two greenlets tried to wait on the same fd in the same direction
+    (gevent's name; also a RuntimeError, which is what it is)."""
+
+
 def _check(rc: int, what: str) -> int:
     """Turn a ``-errno`` return from C into an OSError naming the operation."""
     if rc < 0:
@@ -241,7 +246,7 @@ class Loop:
         """Call ``callback(events)`` once, when ``fd`` is ready for ``event``.
 
         ``event`` is READ or WRITE. One callback per (fd, direction): a second
-        one raises RuntimeError, because two greenlets reading one socket
+        one raises ConcurrentObjectUseError, because two greenlets reading one socket
         would steal each other's data. Wake-ups may be spurious (the fd can
         be drained by someone else first); callers retry their syscall.
         """
@@ -260,11 +265,11 @@ class Loop:
             watch = self._fds[fd] = _FdWatch()
         if event == READ:
             if watch.reader is not None:
-                raise RuntimeError(f"fd {fd} already has a greenlet waiting to read")
+                raise ConcurrentObjectUseError(f"fd {fd} already has a greenlet waiting to read")
             watch.reader = callback
         else:
             if watch.writer is not None:
-                raise RuntimeError(f"fd {fd} already has a greenlet waiting to write")
+                raise ConcurrentObjectUseError(f"fd {fd} already has a greenlet waiting to write")
             watch.writer = callback
         self.io_waiters += 1
         # Interest is added eagerly but removed lazily (see _dispatch_io), so

@@ -42,7 +42,7 @@ from typing import Callable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from labkit._loop import READ, WRITE, Loop, lib as _lib
+from labkit._loop import READ, WRITE, ConcurrentObjectUseError, Loop, lib as _lib
 
 __all__ = [
     "Hub", "Waiter", "LoopExit", "BlockingSwitchOutError",
@@ -88,10 +88,6 @@ class LoopExit(Exception):
 
 class BlockingSwitchOutError(AssertionError):
     """A hub callback tried to wait (for example called ``sleep``)."""
-
-
-class ConcurrentObjectUseError(AssertionError):
-    """Two greenlets tried to wait on the same fd in the same direction."""
 
 
 class Callback:
@@ -370,6 +366,9 @@ class Hub(greenlet):
         """Phases 2-5 of a pass: decide the timeout, poll, dispatch, idle."""
         if self._interrupted:
             self._deliver_interrupt()
+            # We were suspended in there; whoever switched back to us may be
+            # a host loop's tick(), which must not wait in the kernel.
+            block = block and not self._ticking
         ready = self._ready
         # Phase 2: how long may the poll wait?
         if ready or self._idle or not block:

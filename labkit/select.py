@@ -17,7 +17,8 @@ Limits, stated plainly:
 - Exceptional conditions (``xlist``, ``POLLPRI``) are reported if present when
   we ask, but never waited for: the loop watches only READ and WRITE.
 - The loop allows one waiting reader and one waiting writer per fd; a select
-  on an fd that another greenlet is already reading raises RuntimeError.
+  on an fd that another greenlet is already reading raises
+  ConcurrentObjectUseError.
 - In a thread without a hub (see ``labkit.socket.hub_for_this_thread``) the
   calls block the thread, exactly as the stdlib's.
 """

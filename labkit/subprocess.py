@@ -46,7 +46,7 @@ from subprocess import (  # noqa: F401 - the stdlib's names, re-exported
     SubprocessError, TimeoutExpired, list2cmdline)
 from time import monotonic
 
-from labkit._loop import READ, WRITE
+from labkit._loop import READ, WRITE, ConcurrentObjectUseError
 from labkit.greenlet import Greenlet, joinall
 from labkit.hub import sleep
 from labkit.socket import hub_for_this_thread
@@ -183,7 +183,7 @@ class Popen(_stdlib.Popen):
                     continue
                 except TimeoutError:
                     continue  # the loop re-checks, then raises TimeoutExpired
-                except RuntimeError:
+                except ConcurrentObjectUseError:
                     pass  # another greenlet waits on the pidfd: poll meanwhile
             sleep(pause if remaining is None else min(pause, remaining))
             pause = min(pause * 2, POLL_MAX)

@@ -189,6 +189,18 @@ def _stop_threads(jobs: SimpleQueue, threads: list) -> None:
     threads.clear()
 
 
+#: every ThreadPool alive, so a fork child can reset them (see below)
+_live_pools: "weakref.WeakSet[ThreadPool]" = weakref.WeakSet()
+
+
+def _reset_pools_after_fork() -> None:
+    for pool in list(_live_pools):
+        pool._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_pools_after_fork)
+
+
 class ThreadPool:
     """At most ``maxsize`` OS threads running blocking calls for the greenlets
     of one hub (by default the current thread's)."""
@@ -207,6 +219,20 @@ class ThreadPool:
         self._slots = _Slots(0)
         self.maxsize = maxsize
         # A pool that is garbage collected stops its threads.
+        self._finalizer = weakref.finalize(self, _stop_threads, self._jobs, self._threads)
+        _live_pools.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """The child has none of the parent's worker threads: start afresh.
+
+        Jobs in flight belonged to the parent; their results will never come
+        here, so they stop counting (and stop keeping the hub alive).
+        """
+        self.hub.keepalive(-self._unfinished)
+        self._jobs = SimpleQueue()
+        self._threads = []
+        self._unfinished = 0
+        self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_threads, self._jobs, self._threads)
 
     # -- size ---------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Specification of labkit.threadpool: ThreadPool and ThreadPoolExecutor."""
 import concurrent.futures as cf
+import os
 import threading
 import time
 
@@ -240,3 +241,29 @@ def test_shutdown_cancel_futures_cancels_jobs_not_yet_started():
     executor.shutdown(wait=True, cancel_futures=True)
     assert first.done() and not first.cancelled()
     assert all(f.cancelled() for f in queued)
+
+
+def test_a_fork_child_gets_fresh_worker_threads():
+    # The parent's workers do not exist in the child; without a reset the
+    # child's first job would wait forever (DNS lookups included).
+    pool = ThreadPool(1)
+    assert pool.apply(abs, (-1,)) == 1  # the parent now has a worker thread
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if pool.apply(abs, (-2,)) == 2 else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the child's first thread-pool job never ran")
+    assert os.waitstatus_to_exitcode(status) == 0
+    pool.kill()
