@@ -125,29 +125,38 @@ def _park_until_ready(hub, fd: int, event: int) -> None:
             "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
     loop = hub.loop
     loop.io_start(fd, event, current.switch)
+    _parked_on[current] = fd
     # keep_interest: the kernel goes on watching the fd between waits (no
     # epoll_ctl per wait). Allowed because a socket always tells the loop
     # before its fd is closed (_forget_and_wake_waiters -> io_forget).
     try:
         hub.switch()
     except BaseException:
+        del _parked_on[current]
         loop.io_cancel(fd, event, True)
         if _trace is not None:
             _trace(_TR_RESUME, id(current), _WHY_THROW, _tracer.labels[(fd, event)])
         raise
+    del _parked_on[current]
     loop.io_cancel(fd, event, True)   # a no-op after a dispatch; a stray switch otherwise
     if _trace is not None:
         _trace(_TR_RESUME, id(current), _WHY_WAITER, _tracer.labels[(fd, event)])
 
 
-def _throw_closed(waiter) -> None:
+#: greenlet -> the fd it is parked on in _park_until_ready (entries live
+#: exactly as long as the wait)
+_parked_on: dict = {}
+
+
+def _throw_closed(waiter, fd: int) -> None:
     """Raise EBADF in a greenlet (or Waiter) that was parked on a closed fd.
 
-    Runs as a hub callback, so the greenlet may have died in between (a
-    server's accept greenlet is killed and its socket closed together):
-    then there is nobody left to tell.
+    Runs as a hub callback, so by now the greenlet may have been woken by
+    something else (a kill, a Timeout) and be dead or waiting for something
+    unrelated: then it is not told. A Waiter is single-use, so a late throw
+    into one is simply kept and never seen.
     """
-    if isinstance(waiter, _greenlet) and waiter.dead:
+    if isinstance(waiter, _greenlet) and _parked_on.get(waiter) != fd:
         return
     waiter.throw(OSError(EBADF, "File descriptor was closed in another greenlet"))
 
@@ -173,7 +182,7 @@ def _forget_and_wake_waiters(sock: "socket", then) -> bool:
         # A Waiter's switch (Hub.wait_io) or a greenlet's (_park_until_ready)
         waiter = getattr(callback, "__self__", None)
         if isinstance(waiter, (Waiter, _greenlet)):
-            hub.run_callback(_throw_closed, waiter)
+            hub.run_callback(_throw_closed, waiter, fd)
         else:  # a select()/poll() watch: let it look at the fd and fail
             hub.run_callback(callback, READ | WRITE | ERROR)
     hub.run_callback(then, fd)

@@ -339,3 +339,29 @@ def test_a_slow_resolver_does_not_block_the_hub(monkeypatch):
     t.kill()
     assert info[0][4] == ("10.0.0.1", 80)
     assert len(ticks) >= 10, "greenlets ran while the resolver thread worked"
+
+
+def test_closing_after_a_kill_does_not_throw_into_the_victims_cleanup():
+    # The kill is queued first, so the reader leaves recv() with GreenletExit;
+    # the EBADF meant for that recv must not land in the wait of its cleanup.
+    a, b = socket.socketpair()
+    log = []
+
+    def reader():
+        try:
+            a.recv(10)
+        except labkit.GreenletExit:
+            try:
+                labkit.sleep(0.02)
+                log.append("cleanup ok")
+            except BaseException as exc:
+                log.append(f"cleanup got {exc!r}")
+            raise
+
+    g = labkit.spawn(reader)
+    labkit.sleep(0.01)
+    g.kill(block=False)
+    a.close()
+    g.join()
+    b.close()
+    assert log == ["cleanup ok"]
