@@ -229,7 +229,12 @@ class Loop:
             raise RuntimeError("the loop is closed")
         # Durations past ~292 years (inf included) mean "never": clamp them
         # to the C clock's range instead of overflowing int64.
-        delay_ns = int(seconds * _NS) if seconds < _MAX_DELAY_S else _MAX_DELAY_NS
+        if seconds < _MAX_DELAY_S:
+            delay_ns = int(seconds * _NS)
+        elif seconds != seconds:
+            raise ValueError("seconds must not be NaN")
+        else:
+            delay_ns = _MAX_DELAY_NS
         timer_id = lib.lk_timer_start(ptr, delay_ns)
         if timer_id < 0:
             _check(timer_id, "lk_timer_start")
