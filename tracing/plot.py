@@ -101,5 +101,8 @@ def timeline(trace, ax=None, window=None):
     handles += [Patch(color=c, label=label) for c, label in legend.items()]
     if trace.blocking():
         handles.append(Patch(color=BLOCK_COLOR, label="blocking"))
-    ax.legend(handles=handles, loc="upper right", fontsize="small")
+    # Outside the axes, to the right: inside, it would hide the lanes' ends.
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              fontsize="small", borderaxespad=0.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # room above for a caller's suptitle
     return fig
