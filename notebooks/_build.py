@@ -442,13 +442,13 @@ NB03 = [
     md("""
     ## Culprit 2: a long computation
 
-    Pure Python number crunching never switches. Here, a loop of a few hundred
-    thousand steps:
+    Pure Python number crunching never switches. Here, a loop of a few million
+    steps:
     """),
     code("""
     def crunch():
         total = 0
-        for i in range(1_500_000):
+        for i in range(4_000_000):
             total += i % 7      # no switch for the whole loop
         return total
     print(f"heartbeat late by {measure(crunch):.0f} ms")
@@ -461,7 +461,7 @@ NB03 = [
     code("""
     def crunch_in_slices():
         total = 0
-        for i in range(1_500_000):
+        for i in range(4_000_000):
             total += i % 7
             if i % 50_000 == 0:
                 labkit.sleep(0)     # let the others run, then continue
@@ -821,6 +821,10 @@ def build() -> list[str]:
     """Write every notebook; return the paths written."""
     written = []
     for name, cells in NOTEBOOKS.items():
+        # Stable cell ids (nbformat draws random ones): rebuilding a notebook
+        # whose text did not change must not change the file.
+        for number, cell in enumerate(cells):
+            cell.id = f"c{number:02d}"
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3",
                            "language": "python"},
