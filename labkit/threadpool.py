@@ -422,11 +422,14 @@ class _Future(_cf.Future):
         if hub is None or getcurrent() is hub:
             return False
         waiter = Waiter(hub)
+        switch = waiter.switch
         timer = None
         if timeout is not None:
-            timer = hub.loop.timer(_check_seconds(timeout, "timeout"), waiter.switch, None)
-        # The done callback runs in the worker thread: wake us through the hub.
-        self.add_done_callback(lambda _: hub.run_callback_threadsafe(waiter.switch, None))
+            timer = hub.loop.timer(_check_seconds(timeout, "timeout"), switch, None)
+        # rawlink posts the wake-up through the hub (the future completes in
+        # a worker thread), and unlink disarms it if we stop waiting first:
+        # a result(timeout=...) polled in a loop leaves no live wake-ups.
+        self.rawlink(switch)
         hub.keepalive(1)  # only another thread can end this wait
         try:
             waiter.get()
@@ -434,6 +437,7 @@ class _Future(_cf.Future):
             hub.keepalive(-1)
             if timer is not None:
                 timer.cancel()
+            self.unlink(switch)
         if not self.done():
             raise _cf.TimeoutError()
         return True
