@@ -503,6 +503,20 @@ def _get_hub_if_any() -> Hub | None:
     return getattr(_local, "hub", None)
 
 
+def hub_for_this_thread() -> Hub | None:
+    """The hub that may park the caller, or None if the caller must block.
+
+    The main thread always gets a hub (created on first use). Any other
+    thread uses its own hub if it made one, and otherwise behaves like plain
+    Python: a library's worker thread must not grow a hub behind its back.
+    This is how cooperative I/O and monkey-patched functions decide.
+    """
+    hub = getattr(_local, "hub", None)
+    if hub is None and threading.current_thread() is threading.main_thread():
+        hub = get_hub()
+    return hub
+
+
 def _sigint_handler(signum, frame) -> None:
     """SIGINT: KeyboardInterrupt where the user's code runs, deferred in the hub.
 

@@ -14,7 +14,7 @@ why patching comes first, and why patching ``ssl`` after ``ssl`` was imported
 warns (it may be too late for some modules) instead of failing.
 
 Thread-aware: every patched call asks "is there a hub in this thread?"
-(``labkit.socket.hub_for_this_thread``: the main thread always has one; other
+(``labkit.hub.hub_for_this_thread``: the main thread always has one; other
 threads only if they made one). Without a hub -- a library's worker thread,
 an IPython kernel's service thread -- it behaves exactly as the original.
 
@@ -106,7 +106,7 @@ def patch_dns() -> None:
 def _cooperative_sleep(seconds: float = 0) -> None:
     """``time.sleep`` that parks the greenlet where there is a hub."""
     from labkit.hub import sleep
-    from labkit.socket import hub_for_this_thread
+    from labkit.hub import hub_for_this_thread
     if hub_for_this_thread() is None:
         return _blocking_sleep(seconds)
     if seconds < 0:

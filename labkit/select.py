@@ -19,7 +19,7 @@ Limits, stated plainly:
 - The loop allows one waiting reader and one waiting writer per fd; a select
   on an fd that another greenlet is already reading raises
   ConcurrentObjectUseError.
-- In a thread without a hub (see ``labkit.socket.hub_for_this_thread``) the
+- In a thread without a hub (see ``labkit.hub.hub_for_this_thread``) the
   calls block the thread, exactly as the stdlib's.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from time import monotonic
 
 from labkit._loop import READ, WRITE
 from labkit.hub import Waiter, _check_seconds
-from labkit.socket import hub_for_this_thread
+from labkit.hub import hub_for_this_thread
 
 __all__ = ["select", "poll", "error"] + [
     name for name in dir(_stdlib) if name.startswith(("POLL", "EPOLL", "PIPE_BUF"))]

@@ -52,7 +52,7 @@ from greenlet import greenlet as _greenlet
 
 from labkit._loop import ERROR, READ, WRITE
 from labkit.hub import (_TR_RESUME, _WHY_THROW, _WHY_WAITER, BlockingSwitchOutError,
-                        Waiter, _get_hub_if_any, get_hub)
+                        Waiter, _get_hub_if_any, get_hub, hub_for_this_thread)
 
 __all__ = list(_stdlib.__all__)  # what `from labkit.socket import *` gives
 
@@ -80,19 +80,6 @@ _CONNECTING = frozenset((EINPROGRESS, EALREADY, EWOULDBLOCK, EAGAIN))
 # comment in labkit/hub.py): one branch each when tracing is off.
 _trace = None
 _tracer = None
-
-
-def hub_for_this_thread():
-    """The hub that may park the caller, or None if the caller must block.
-
-    The main thread always gets a hub (created on first use). Any other
-    thread uses its own hub if it made one, and otherwise behaves like plain
-    Python: a library's worker thread must not grow a hub behind its back.
-    """
-    hub = _get_hub_if_any()
-    if hub is None and threading.current_thread() is threading.main_thread():
-        hub = get_hub()
-    return hub
 
 
 def _timeout_error() -> TimeoutError:

@@ -31,7 +31,7 @@ The contract, as the stdlib's (same names, arguments and exceptions):
   :func:`getoutput`, :func:`getstatusoutput`: on a timeout the child is
   killed and reaped before ``TimeoutExpired`` is raised.
 - Starting the child (fork + exec) is still a blocking call; it is short.
-- In a thread without a hub (see ``labkit.socket.hub_for_this_thread``)
+- In a thread without a hub (see ``labkit.hub.hub_for_this_thread``)
   everything blocks that thread, as the stdlib would.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ from time import monotonic
 from labkit._loop import READ, WRITE, ConcurrentObjectUseError
 from labkit.greenlet import Greenlet, joinall
 from labkit.hub import sleep
-from labkit.socket import hub_for_this_thread
+from labkit.hub import hub_for_this_thread
 
 __all__ = ["Popen", "PIPE", "STDOUT", "DEVNULL", "CalledProcessError",
            "CompletedProcess", "SubprocessError", "TimeoutExpired", "run", "call",

@@ -58,7 +58,7 @@ from labkit._imap import IMap, IMapUnordered
 from labkit._slots import _Slots
 from labkit.event import AsyncResult
 from labkit.greenlet import Greenlet
-from labkit.hub import Waiter, _check_seconds, get_hub
+from labkit.hub import Waiter, _check_seconds, _get_hub_if_any, get_hub
 
 __all__ = ["ThreadPool", "ThreadPoolExecutor"]
 
@@ -418,7 +418,7 @@ class _Future(_cf.Future):
         itself) return False at once: Future's own blocking wait is right."""
         if self.done():
             return True
-        hub = _hub_of_this_thread()
+        hub = _get_hub_if_any()
         if hub is None or getcurrent() is hub:
             return False
         waiter = Waiter(hub)
@@ -485,11 +485,6 @@ class _FutureLink:
         if callback is not None:
             self.callback = None
             callback(future)
-
-
-def _hub_of_this_thread():
-    from labkit.hub import _get_hub_if_any
-    return _get_hub_if_any()
 
 
 class ThreadPoolExecutor(_cf.Executor):
