@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 
+from labkit.bench._net import recv_exactly
 from labkit.bench.notebook import (  # noqa: F401  (re-exported for the tests)
     ECHO_SERVER_CODE, CellResult, echo_round_trips, run_cell, running_kernel,
 )
@@ -35,13 +36,7 @@ def echo_once(port: int, payload: bytes = b"ping", timeout: float = 2) -> bytes:
     """Connect to the echo server, send ``payload``, return what came back."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
         conn.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = conn.recv(len(payload) - len(got))
-            if not chunk:
-                break
-            got += chunk
-        return got
+        return recv_exactly(conn, len(payload))
 
 
 def spawn_in_pty(args: list[str], timeout: float = 15):

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from helpers import line_of
 
 import labkit
 import labkit.hub
@@ -27,11 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _line_of(marker):
-    with open(__file__) as f:
-        for number, text in enumerate(f, 1):
-            if marker in text and "_line_of" not in text:
-                return number
-    raise AssertionError(marker)
+    return line_of(__file__, marker)
 
 
 def wait_for_refreshes(dash, count, limit=20.0):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import labkit
-from handlers import echo
+from helpers import echo
 from labkit import socket
 from labkit.pool import Pool
 from labkit.server import DatagramServer, StreamServer

@@ -33,6 +33,7 @@ from labkit import Timeout, joinall, sleep, socket, spawn, spawn_later
 from labkit.hub import get_hub
 from labkit.server import StreamServer
 from labkit.threadpool import ThreadPool
+from labkit.bench._net import recv_exactly
 
 SECONDS = float(os.environ.get("LABKIT_SOAK_SECONDS", "60"))
 CLIENTS = 1000
@@ -93,12 +94,7 @@ def run_soak(seconds: float, stats: Counter) -> dict:
                     start = rng.randrange(len(NOISE) - size)
                     msg = b"%d:%d:%d:%s\n" % (cid, conn, k, NOISE[start:start + size])
                     c.sendall(msg)
-                    got = b""
-                    while len(got) < len(msg):
-                        chunk = c.recv(65536)
-                        if not chunk:
-                            break
-                        got += chunk
+                    got = recv_exactly(c, len(msg))
                     stats["messages"] += 1
                     if got != msg:
                         stats["corrupted_or_lost"] += 1

@@ -3,7 +3,7 @@
 import pytest
 
 import labkit
-from handlers import echo
+from helpers import echo
 from labkit import socket, ssl
 from labkit.server import StreamServer
 

@@ -4,6 +4,7 @@ for cooperative code."""
 import time
 
 import pytest
+from helpers import line_of
 
 import labkit
 import tracing
@@ -14,11 +15,7 @@ THRESHOLD = 0.05
 
 
 def _line_of(marker):
-    with open(__file__) as f:
-        for number, text in enumerate(f, 1):
-            if marker in text and "_line_of" not in text:
-                return number
-    raise AssertionError(marker)
+    return line_of(__file__, marker)
 
 
 def test_time_sleep_in_a_greenlet_is_reported_once_with_its_duration_and_line():

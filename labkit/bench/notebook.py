@@ -30,6 +30,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from labkit.bench._net import recv_exactly
+
 #: A cell that starts a TCP echo server and a pinger, with plain stdlib
 #: sockets made cooperative by labkit.wait_read / wait_write. Defines
 #: ``echo_port`` (where it listens) and ``pings`` (one timestamp per 50 ms).
@@ -163,12 +165,8 @@ def echo_round_trips(port: int, requests: int, payload: bytes = b"x" * 16) -> li
         for _ in range(requests):
             start = time.perf_counter()
             conn.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = conn.recv(len(payload) - len(got))
-                if not chunk:
-                    raise ConnectionError("the echo server closed the connection")
-                got += chunk
+            if len(recv_exactly(conn, len(payload))) < len(payload):
+                raise ConnectionError("the echo server closed the connection")
             samples.append(time.perf_counter() - start)
     return samples
 

@@ -32,6 +32,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from labkit.bench._net import recv_exactly
+
 __all__ = ["Outcome", "SCENARIOS", "run", "format_summary", "main"]
 
 
@@ -84,13 +86,7 @@ def _echo_once(port: int, payload: bytes, timeout: float = 10.0) -> bool:
     from labkit import socket
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
         c.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    return got == payload
+        return recv_exactly(c, len(payload)) == payload
 
 
 def _echo_handler(sock, address) -> None:
