@@ -1,0 +1,1 @@
+"""One module per teaching notebook: its cells, in order."""
