@@ -208,7 +208,16 @@ class Loop:
         out = ffi.new("lk_stats *")
         lib.lk_loop_get_stats(self._live_ptr(), out)
         return {name: getattr(out, name) for name in
-                ("iterations", "poll_ns", "io_events", "timer_events", "wakeups")}
+                ("iterations", "poll_ns", "io_events", "timer_events", "wakeups",
+                 "spins", "spin_hits")}
+
+    def set_spin(self, seconds: float) -> None:
+        """Before any poll that would sleep, poll without sleeping for up to
+        ``seconds`` first (0: never, the default). For a reply due from
+        another thread within microseconds: see loop_c/README.md, phase 3."""
+        if not seconds >= 0:
+            raise ValueError(f"seconds must be >= 0, not {seconds!r}")
+        lib.lk_loop_set_spin(self._live_ptr(), int(min(seconds, 1.0) * _NS))
 
     # -- time ---------------------------------------------------------------
     @staticmethod

@@ -55,6 +55,31 @@ __all__ = [
 #: cost of two switches, while I/O and timers still get checked every 0.2 ms.
 IO_CHECK_INTERVAL_NS = 200_000
 
+
+def _spin_seconds_from_environment() -> float:
+    """How long a poll spins before it sleeps while a thread's reply is due
+    (see :meth:`Hub.keepalive`): ``LABKIT_SPIN_US`` microseconds, 50 by
+    default; 0 on a single CPU, where spinning would take the very CPU the
+    other thread needs."""
+    raw = os.environ.get("LABKIT_SPIN_US", "50")
+    try:
+        micros = float(raw)
+    except ValueError:
+        raise ValueError(f"LABKIT_SPIN_US must be a number of microseconds, not {raw!r}") from None
+    if not 0 <= micros <= 1_000_000:
+        raise ValueError(f"LABKIT_SPIN_US must be between 0 and 1000000, not {raw!r}")
+    if hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+    else:
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return 0.0
+    return micros / 1e6
+
+
+#: See _spin_seconds_from_environment; read once, at import.
+SPIN_SECONDS = _spin_seconds_from_environment()
+
 # -- tracing hooks -----------------------------------------------------------
 #
 # The tracer (tracing/recorder.py) sets these two globals while it records
@@ -241,7 +266,7 @@ class Hub(greenlet):
 
     # Slots, not the instance dict: the interpreter reads a slot without a
     # dictionary lookup, and these are read between every two switches.
-    __slots__ = ("loop", "thread_ident", "_ready", "_idle", "_keepalive",
+    __slots__ = ("loop", "thread_ident", "_ready", "_idle", "_keepalive", "_due_soon",
                  "_last_poll_ns", "exception_stream", "_interrupted", "_ticking")
 
     def __init__(self, loop: Loop | None = None):
@@ -259,6 +284,8 @@ class Hub(greenlet):
         #: outstanding reasons to stay alive that the loop cannot see
         #: (thread-pool jobs, cross-thread waits); see keepalive()
         self._keepalive = 0
+        #: how many of those are due within microseconds (keepalive(soon=True))
+        self._due_soon = 0
         #: monotonic_ns of the last poll; used to skip polls while busy
         self._last_poll_ns = 0
         self.exception_stream = None  # None: sys.stderr at the time of the error
@@ -287,11 +314,22 @@ class Hub(greenlet):
             self.loop.wake()
         return cb
 
-    def keepalive(self, delta: int = 1) -> None:
+    def keepalive(self, delta: int = 1, soon: bool = False) -> None:
         """Count (+1) or uncount (-1) a pending wake-up the loop cannot see,
         such as a job in another thread that will call run_callback_threadsafe.
-        While the count is positive the hub never declares LoopExit."""
+        While the count is positive the hub never declares LoopExit.
+
+        ``soon=True`` (on both the +1 and its -1) says the wake-up is likely
+        due within microseconds, as a thread-pool job's is. While any such is
+        pending, a poll that would sleep first spins for up to
+        :data:`SPIN_SECONDS` (with the GIL released): a sleeping thread's
+        CPU goes idle, and waking it costs more than the job itself."""
         self._keepalive += delta
+        if soon and SPIN_SECONDS:
+            before = self._due_soon
+            self._due_soon = after = before + delta
+            if (before > 0) != (after > 0):
+                self.loop.set_spin(SPIN_SECONDS if after > 0 else 0)
 
     # -- the loop -----------------------------------------------------------
     def run(self) -> None:

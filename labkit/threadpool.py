@@ -28,8 +28,9 @@ The contract:
   wait for a worker that is itself).
 - Results come back through the hub's thread-safe callback path (the loop's
   eventfd wake-up), never by polling. Each submitted job counts as a
-  ``hub.keepalive(+1)`` until its result is delivered, so a greenlet waiting
-  only for a thread job does not get LoopExit.
+  ``hub.keepalive(+1, soon=True)`` until its result is delivered, so a
+  greenlet waiting only for a thread job does not get LoopExit, and the hub
+  spins briefly for the reply instead of letting its CPU fall asleep.
 - ``maxsize`` bounds the threads. Threads start lazily, when a job arrives and
   every thread is busy; ``spawn`` parks while ``maxsize`` jobs are unfinished
   (gevent's back-pressure). Worker threads are daemon threads; ``kill()``
@@ -228,7 +229,7 @@ class ThreadPool:
         Jobs in flight belonged to the parent; their results will never come
         here, so they stop counting (and stop keeping the hub alive).
         """
-        self.hub.keepalive(-self._unfinished)
+        self.hub.keepalive(-self._unfinished, soon=True)
         self._jobs = SimpleQueue()
         self._threads = []
         self._unfinished = 0
@@ -280,7 +281,7 @@ class ThreadPool:
     def _submit(self, job: _Job) -> None:
         """Queue ``job``; start a thread if every thread is busy (hub thread only)."""
         self._unfinished += 1
-        self.hub.keepalive(1)
+        self.hub.keepalive(1, soon=True)  # the hub spins for the reply, see there
         if self._unfinished > len(self._threads) < self._maxsize:
             self._start_thread()
         self._jobs.put(job)
@@ -293,7 +294,7 @@ class ThreadPool:
         self._threads.append(thread)
 
     def _job_done(self) -> None:  # in the hub, once per delivered job
-        self.hub.keepalive(-1)
+        self.hub.keepalive(-1, soon=True)
         self._unfinished -= 1
 
     def _wake_joiners(self) -> None:  # in the hub

@@ -113,6 +113,14 @@ void lk_loop_set_trace(lk_loop *loop, lk_trace *t)
     loop->trace = t;
 }
 
+/* Before a poll that may sleep, keep polling without sleeping for up to
+ * spin_ns (0, the default: never).  The hub sets it while a reply from
+ * another thread is due within microseconds; see spin_before_sleeping. */
+void lk_loop_set_spin(lk_loop *loop, int64_t spin_ns)
+{
+    loop->spin_ns = spin_ns < 0 ? 0 : spin_ns;
+}
+
 void lk_loop_get_stats(lk_loop *loop, lk_stats *out)
 {
     *out = loop->stats;
@@ -229,7 +237,8 @@ int64_t lk_next_timeout_ns(lk_loop *loop)
  *
  *   1. release_fired_timer_ids  ids fired last time become reusable
  *   2. compute_poll_timeout     min(caller's timeout, next timer), in ms
- *   3. poll_for_io              block in the backend (GIL released by cffi)
+ *   3. poll_for_io              block in the backend (GIL released by cffi),
+ *                               spinning first if the hub asked for it
  *   4. process_io_events        drain the wake-up fd, widen errors,
  *                               forget fds the kernel no longer knows
  *   5. collect_expired_timers   due timers, in (deadline, start) order
@@ -256,10 +265,63 @@ static int compute_poll_timeout(lk_loop *loop, int64_t timeout_ns)
     return (int)lk__ns_to_ms_ceil(wait_ns);
 }
 
+/* Tell the CPU we are in a spin-wait loop (cheaper for a hyperthread
+ * sibling, and no memory-order mis-speculation on exit). */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Poll without sleeping, for at most loop->spin_ns and at most the wait
+ * the caller allows.  Why: a thread that sleeps in epoll_wait lets its
+ * CPU go idle, and on a virtual machine waking an idle CPU for the
+ * other thread's eventfd write costs tens of microseconds -- more than
+ * the whole job a thread pool ran.  Spinning keeps this CPU awake for a
+ * reply that is due within microseconds.  The GIL is released (cffi), so
+ * the thread we wait for runs Python meanwhile.  Returns what the backend
+ * returned (events, or -errno), or 0 when the budget ran out; `*spun_ns`
+ * gets the time spent. */
+static int spin_before_sleeping(lk_loop *loop, int64_t wait_ns, lk_event *out,
+                                int max_events, int64_t *spun_ns)
+{
+    int64_t budget = loop->spin_ns;
+    if (wait_ns >= 0 && wait_ns < budget)
+        budget = wait_ns;
+    int64_t start = lk_now_ns(), now = start;
+    int n = 0;
+    loop->stats.spins++;
+    while (now - start < budget) {
+        n = loop->backend->poll(loop->backend_state, 0, out, max_events);
+        if (n != 0)
+            break;
+        cpu_relax();
+        now = lk_now_ns();
+    }
+    if (n > 0)
+        loop->stats.spin_hits++;
+    *spun_ns = lk_now_ns() - start;
+    return n;
+}
+
 static int poll_for_io(lk_loop *loop, int timeout_ms, lk_event *out, int max_events)
 {
     int64_t before = lk_now_ns();
-    int n = loop->backend->poll(loop->backend_state, timeout_ms, out, max_events);
+    int n = 0;
+    if (loop->spin_ns > 0 && timeout_ms != 0) {
+        int64_t spun_ns;
+        int64_t wait_ns = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000;
+        n = spin_before_sleeping(loop, wait_ns, out, max_events, &spun_ns);
+        if (n == 0 && timeout_ms > 0) {   /* sleep for what is left */
+            wait_ns -= spun_ns;
+            timeout_ms = wait_ns > 0 ? (int)lk__ns_to_ms_ceil(wait_ns) : 0;
+        }
+    }
+    if (n == 0)
+        n = loop->backend->poll(loop->backend_state, timeout_ms, out, max_events);
     loop->stats.poll_ns += (uint64_t)(lk_now_ns() - before);
     /* A signal interrupted the wait.  Do NOT retry: Python only runs its
      * signal handlers (Ctrl-C!) once we return to the interpreter. */

@@ -31,6 +31,8 @@ typedef struct {
     uint64_t io_events;    /* io events reported */
     uint64_t timer_events; /* timers reported */
     uint64_t wakeups;      /* lk_wake calls that wrote to the wake-up fd */
+    uint64_t spins;        /* polls that spun before sleeping ...         */
+    uint64_t spin_hits;    /* ... and those whose spin caught an event    */
 } lk_stats;
 
 #define LK_READ  1
@@ -50,6 +52,7 @@ const char *lk_loop_backend_name(lk_loop *loop);
 int         lk_loop_backend_fd(lk_loop *loop);
 int         lk_loop_after_fork(lk_loop *loop);
 void        lk_loop_get_stats(lk_loop *loop, lk_stats *out);
+void        lk_loop_set_spin(lk_loop *loop, int64_t spin_ns);
 
 int         lk_io_set(lk_loop *loop, int fd, uint32_t mask);
 uint32_t    lk_io_get(lk_loop *loop, int fd);

@@ -139,6 +139,8 @@ struct lk_loop {
     atomic_uint_fast64_t wakeups;       /* ... except this, any thread   */
 
     lk_trace *trace;   /* NULL: not traced (one branch per poll); not owned */
+
+    int64_t spin_ns;   /* poll without sleeping this long first; 0: never */
 };
 
 #endif /* LK_LOOP_INTERNAL_H */

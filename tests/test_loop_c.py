@@ -439,3 +439,48 @@ def test_due_timers_fire_even_when_more_fds_are_ready_than_the_array_holds(loop)
             lib.lk_io_set(loop, a.fileno(), 0)
             a.close()
             b.close()
+
+
+# ---------------------------------------------------------------------- spin
+
+def test_no_spin_by_default_and_none_for_a_zero_timeout(loop):
+    poll(loop, 0.001)
+    lib.lk_loop_set_spin(loop, 10_000_000)
+    poll(loop, 0)                       # a non-blocking poll never spins
+    assert stats(loop).spins == 0
+
+
+def test_a_spinning_poll_catches_an_event_written_by_another_thread(loop, pair):
+    # The writer waits 1 ms, far inside a 5 s spin budget: the event must be
+    # caught by the spin itself, before the poll ever sleeps.
+    a, b = pair
+    assert lib.lk_io_set(loop, a.fileno(), lib.LK_READ) == 0
+    lib.lk_loop_set_spin(loop, 5_000_000_000)
+    writer = threading.Timer(0.001, b.send, args=(b"x",))
+    writer.start()
+    try:
+        assert poll(loop, None) == {a.fileno(): lib.LK_READ}
+    finally:
+        writer.join()
+    s = stats(loop)
+    assert (s.spins, s.spin_hits) == (1, 1)
+
+
+def test_a_spin_ends_at_the_callers_timeout_and_at_the_next_timer(loop):
+    lib.lk_loop_set_spin(loop, 60_000_000_000)   # a minute: far beyond both
+    start = time.monotonic()
+    assert poll(loop, 0.02) == {}
+    timer = lib.lk_timer_start(loop, 20_000_000)
+    assert poll(loop, None) == {timer: lib.LK_TIMER}
+    assert time.monotonic() - start < 10         # not a minute per call
+    s = stats(loop)
+    assert (s.spins, s.spin_hits) == (2, 0)
+
+
+def test_spin_zero_or_negative_turns_spinning_off(loop):
+    lib.lk_loop_set_spin(loop, 10_000_000)
+    lib.lk_loop_set_spin(loop, -5)
+    poll(loop, 0.001)
+    lib.lk_loop_set_spin(loop, 0)
+    poll(loop, 0.001)
+    assert stats(loop).spins == 0

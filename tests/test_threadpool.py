@@ -93,6 +93,56 @@ def test_waiting_only_for_a_thread_job_does_not_raise_loopexit(pool):
     assert pool.apply(lambda: time.sleep(0.05) or "done") == "done"
 
 
+def test_the_hub_spins_for_a_reply_only_while_a_job_is_pending(pool, monkeypatch):
+    # Spinning (loop_c/README.md, phase 3) trades CPU for the wake-up of a
+    # sleeping CPU: it must be on while a job is out, and off after.
+    monkeypatch.setattr(labkit.hub, "SPIN_SECONDS", 0.0001)
+    hub = labkit.get_hub()
+    spins_before = hub.loop.stats()["spins"]
+    assert pool.apply(time.sleep, (0.02,)) is None
+    spins_during = hub.loop.stats()["spins"]
+    assert spins_during > spins_before
+    labkit.sleep(0.02)  # a blocking poll with nothing pending
+    assert hub.loop.stats()["spins"] == spins_during
+    assert hub._due_soon == 0
+
+
+def test_no_spinning_when_spin_seconds_is_zero(pool, monkeypatch):
+    monkeypatch.setattr(labkit.hub, "SPIN_SECONDS", 0.0)
+    hub = labkit.get_hub()
+    spins_before = hub.loop.stats()["spins"]
+    assert pool.apply(time.sleep, (0.02,)) is None
+    assert hub.loop.stats()["spins"] == spins_before
+
+
+@pytest.mark.parametrize("value, expected", [("50", 50e-6), ("0", 0.0), ("2.5", 2.5e-6)])
+def test_labkit_spin_us_sets_the_spin(monkeypatch, value, expected):
+    monkeypatch.setenv("LABKIT_SPIN_US", value)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert labkit.hub._spin_seconds_from_environment() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "1e9", "nan"])
+def test_a_bad_labkit_spin_us_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setenv("LABKIT_SPIN_US", value)
+    with pytest.raises(ValueError, match="LABKIT_SPIN_US"):
+        labkit.hub._spin_seconds_from_environment()
+
+
+def test_one_cpu_never_spins(monkeypatch):
+    # The thread we would wait for needs the only CPU we would spin on.
+    monkeypatch.setenv("LABKIT_SPIN_US", "50")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert labkit.hub._spin_seconds_from_environment() == 0.0
+
+
+def test_loop_set_spin_rejects_negative_and_nan():
+    loop = labkit.get_hub().loop
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match="seconds"):
+            loop.set_spin(bad)
+
+
 def test_many_concurrent_jobs_use_at_most_maxsize_threads(pool):
     lock = threading.Lock()
     running, peak = [0], [0]
