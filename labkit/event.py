@@ -277,13 +277,14 @@ class Ticket:
     pass) can never wake it from some later, unrelated wait.
     """
 
-    __slots__ = ("hub", "greenlet", "value", "item")
+    __slots__ = ("hub", "greenlet", "value", "item", "deadline")
 
     def __init__(self, hub, greenlet, item=None):
         self.hub = hub
         self.greenlet = greenlet   # None once woken or gone
         self.value = EMPTY         # what the server handed us
         self.item = item           # what a putter offers
+        self.deadline = 0          # loop-clock ns; its meaning is the line's (Semaphore)
 
     def schedule_wake(self) -> None:
         """Server side: resume the greenlet soon, from the hub."""

@@ -286,8 +286,10 @@ class Hub(greenlet):
         self._keepalive = 0
         #: how many of those are due within microseconds (keepalive(soon=True))
         self._due_soon = 0
-        #: monotonic_ns of the last poll; used to skip polls while busy
-        self._last_poll_ns = 0
+        #: monotonic_ns of the last poll: skips polls while busy, and is the
+        #: loop's cheap clock (lock.py), at most IO_CHECK_INTERVAL_NS stale
+        #: while callbacks run
+        self._last_poll_ns = monotonic_ns()
         self.exception_stream = None  # None: sys.stderr at the time of the error
         #: set by the SIGINT handler when Ctrl-C arrives while the hub runs
         self._interrupted = False

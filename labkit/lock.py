@@ -11,12 +11,19 @@
 
 The contract:
 
-- **Fair, FIFO, no barging.** A greenlet that cannot get a permit joins the
-  end of a line. ``release()`` with someone in line does not raise the
-  counter: it hands the permit straight to the longest waiter and schedules
-  its wake-up in the hub. Until that waiter runs, the permit is reserved for
-  it; a greenlet that calls ``acquire()`` in the meantime finds the counter
-  at 0 and queues behind. (Invariant: someone in line => ``counter == 0``.)
+- **FIFO wake-up, bounded barging, no starvation.** A greenlet that cannot
+  get a permit joins the end of a line, and the line is served oldest first.
+  ``release()`` with someone in line normally puts the permit back and has
+  the hub serve the oldest waiter soon -- if the permit is still free then.
+  Meanwhile a greenlet that is running may take it ("barging"): a loop of
+  ``with sem: ...`` does not have to park and be woken on every turn, which
+  is what makes a contended lock cheap (gevent, :mod:`threading` and Go's
+  ``sync.Mutex`` all allow it). But once the oldest waiter has waited
+  :data:`STARVATION_NS` (1 ms), ``release()`` hands the permit straight to
+  it and schedules its wake-up; until it runs, the permit is reserved for it
+  and nobody can barge ahead (Go's "starvation mode"). So a waiter is passed
+  over for about 1 ms plus one holder's turn at most -- unlike gevent, where
+  a greenlet that re-acquires in a loop keeps the others out until it is done.
 - A waiter that leaves early (timeout, kill) takes itself out of the line;
   if the permit had already been handed to it, it passes it on, so no
   permit is ever lost with a dead greenlet.
@@ -32,6 +39,7 @@ permit: callbacks run (in the hub, one-shot) when the counter is positive.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 
@@ -44,11 +52,18 @@ __all__ = ["Semaphore", "BoundedSemaphore", "DummySemaphore", "RLock"]
 
 _get_ident = threading.get_ident
 
+#: A waiter in line this long (ns) gets the next released permit handed to
+#: it directly: no more barging past it. 0 makes every hand-off direct
+#: (strict FIFO, one park and wake-up per contended acquire). Measured on
+#: the hub's loop clock -- the time of its last poll, at most 0.2 ms old
+#: while the hub is busy (like libuv's uv_now) -- so release() reads no clock.
+STARVATION_NS = 1_000_000
+
 class Semaphore(Linkable):
     """``Semaphore(value=1)``: ``value`` permits; acquire() takes one,
     release() gives one back (to the longest waiter, if any)."""
 
-    __slots__ = ("counter", "_waiters", "_thread_ident")
+    __slots__ = ("counter", "_waiters", "_thread_ident", "_serving")
 
     _notify_all = False  # rawlinks: only while permits are left
 
@@ -58,12 +73,14 @@ class Semaphore(Linkable):
             raise TypeError(f"value must be an int, not {type(value).__name__}")
         if value < 0:
             raise ValueError(f"semaphore initial value must be >= 0, not {value}")
-        #: permits left; 0 while anyone waits in line
+        #: permits free now
         self.counter = value
         #: Tickets of the greenlets blocked in acquire(), oldest first
         self._waiters: deque = deque()
         #: the OS thread this semaphore belongs to (None until first use)
         self._thread_ident = None
+        #: a _serve_line callback is scheduled in the hub
+        self._serving = False
 
     # -- state ------------------------------------------------------------
     def locked(self) -> bool:
@@ -82,7 +99,7 @@ class Semaphore(Linkable):
             self._check_thread()
         if timeout is not None:
             timeout = _check_seconds(timeout, "timeout")
-        if self.counter > 0:  # nobody is in line (see the invariant)
+        if self.counter > 0:  # free (perhaps barging past a young line)
             self.counter -= 1
             return True
         if not blocking:
@@ -90,7 +107,10 @@ class Semaphore(Linkable):
         return self._wait_in_line(timeout)
 
     def _wait_in_line(self, timeout: float | None) -> bool:
-        ticket = Ticket(get_hub(), getcurrent())
+        hub = self.hub = get_hub()  # (one thread: always the same hub)
+        ticket = Ticket(hub, getcurrent())
+        # after ``deadline`` nobody may barge past this ticket
+        ticket.deadline = hub._last_poll_ns + STARVATION_NS
         try:
             return ticket.park(self._waiters, timeout, "Semaphore")
         except BaseException:  # killed, Timeout, LoopExit ...
@@ -100,12 +120,26 @@ class Semaphore(Linkable):
 
     # -- release ----------------------------------------------------------
     def release(self) -> None:
-        """Give a permit back; the longest waiter gets it. Never switches."""
+        """Give a permit back, for the longest waiter (see the contract for
+        when a running greenlet may take it first). Never switches."""
         if self._thread_ident != _get_ident():
             self._check_thread()
-        self._hand_on()
+        waiters = self._waiters
+        if not waiters:
+            self.counter += 1
+            if self._links:
+                self._check_and_notify()
+        elif self.hub._last_poll_ns >= waiters[0].deadline:
+            self._hand_on()  # the oldest waiter has waited long enough
+        else:
+            self.counter += 1
+            if not self._serving:
+                self._serving = True
+                self.hub._ready.append(self._serve_line)
 
     def _hand_on(self) -> None:
+        """Hand a permit straight to the oldest waiter, reserved for it
+        until it runs; or, with nobody in line, put it back."""
         if self._waiters:
             ticket = self._waiters.popleft()
             ticket.value = True
@@ -113,6 +147,22 @@ class Semaphore(Linkable):
             return
         self.counter += 1
         if self._links:
+            self._check_and_notify()
+
+    def _serve_line(self) -> None:
+        """Hub callback: give the permits still free to the oldest waiters,
+        switching into each (it comes back here when it blocks again)."""
+        self._serving = False
+        waiters = self._waiters
+        while waiters and self.counter > 0:
+            ticket = waiters.popleft()
+            self.counter -= 1
+            ticket.value = True
+            try:
+                ticket.wake()
+            except BaseException:
+                ticket.hub.handle_error((self._serve_line, self), *sys.exc_info())
+        if self.counter > 0 and self._links:
             self._check_and_notify()
 
     # -- observing --------------------------------------------------------

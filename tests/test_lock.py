@@ -4,8 +4,11 @@ Specification:
 - acquire() takes a permit at once while one is free; otherwise it waits in
   a FIFO line, at most ``timeout`` seconds (False), or fails at once when
   not ``blocking``;
-- release() hands the permit to the longest waiter, and nobody who asks
-  later can take it first (no barging); release() itself never switches;
+- waiters are served oldest first; a running greenlet may take a permit
+  released while the oldest waiter has waited less than STARVATION_NS
+  (bounded barging), after that release() hands it straight to that waiter
+  and nobody can take it first, so no greenlet starves; release() itself
+  never switches;
 - a waiter that times out or is killed leaves the line, and a permit
   handed to a greenlet killed before it ran is passed on, not lost;
 - BoundedSemaphore refuses to be released beyond its initial value;
@@ -54,7 +57,53 @@ def test_waiters_get_the_permit_in_fifo_order():
     assert sem.counter == 1
 
 
-def test_release_hands_the_permit_over_so_a_latecomer_cannot_barge_in():
+def test_a_running_greenlet_may_take_a_permit_released_to_a_young_line():
+    sem = Semaphore(1)
+    sem.acquire()
+    order = []
+
+    def waiter():
+        with sem:
+            order.append("waiter")
+
+    w = spawn(waiter)
+    sleep(0)
+    sem.release()
+    assert sem.counter == 1       # free until the hub serves the line ...
+    assert sem.acquire(blocking=False)  # ... so we may barge in first
+    order.append("barger")
+    sem.release()
+    w.join(timeout=1)
+    assert order == ["barger", "waiter"]
+
+
+def test_no_greenlet_starves_behind_one_that_reacquires_in_a_loop():
+    # gevent lets such a loop keep the permit until it is done; here the
+    # waiter gets it once it has waited STARVATION_NS (1 ms of loop time).
+    sem = Semaphore(1)
+    got_in = []
+
+    def waiter():
+        with sem:
+            got_in.append(True)
+
+    sem.acquire()
+    w = spawn(waiter)
+    sleep(0)
+    rounds = 0
+    while not got_in and rounds < 1_000_000:  # ~1 s: bounded whatever happens
+        sem.release()
+        sem.acquire()   # barges in, unless the waiter was handed the permit
+        sleep(0)        # the waiter is served now if it was (and we park)
+        rounds += 1
+    sem.release()
+    w.join(timeout=1)
+    assert got_in, "the waiter never got the permit"
+    assert rounds > 1  # it did let us barge for a while first
+
+
+def test_once_the_oldest_waiter_has_waited_long_enough_nobody_barges(monkeypatch):
+    monkeypatch.setattr(labkit.lock, "STARVATION_NS", 0)
     sem = Semaphore(1)
     sem.acquire()
     order = []
@@ -105,7 +154,8 @@ def test_a_killed_waiter_leaves_the_line():
     assert sem.counter == 1  # nobody took it
 
 
-def test_a_permit_handed_to_a_greenlet_killed_before_it_ran_is_passed_on():
+def test_a_permit_handed_to_a_greenlet_killed_before_it_ran_is_passed_on(monkeypatch):
+    monkeypatch.setattr(labkit.lock, "STARVATION_NS", 0)  # hand it straight over
     sem = Semaphore(0)
     victim = spawn(sem.acquire)
     heir = spawn(sem.acquire)
