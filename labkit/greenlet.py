@@ -54,15 +54,22 @@ class Greenlet(greenlet):
     # Slots, not the instance dict: the interpreter reads a slot without a
     # dictionary lookup, and spawn/join are on the hot path of every server.
     # (Greenlets keep their __dict__ for any other attribute.)
-    __slots__ = ("args", "kwargs", "value", "_exc_info", "_links",
+    # ``_run`` is a slot too (an instance dict would be one more allocation
+    # per spawn); a subclass's ``_run`` method hides it, as gevent expects.
+    __slots__ = ("_run", "args", "kwargs", "value", "_exc_info", "_links",
                  "_start_state", "_start_handle", "_name")
 
     def __init__(self, run: Callable | None = None, *args, **kwargs):
-        greenlet.__init__(self, None, get_hub())
+        # greenlet's __new__ has set everything up; its __init__ would only
+        # set run (ours is the method below) and parent, and assigning the
+        # parent directly costs a third less than calling it.
+        self.parent = get_hub()
         if run is not None:
             if not callable(run):
                 raise TypeError(f"run must be callable, not {run!r}")
             self._run = run
+        elif type(self)._run is _RUN_SLOT:  # neither run= nor a subclass _run
+            self._run = _no_run
         self.args = args
         self.kwargs = kwargs
         self.value = None
@@ -75,9 +82,6 @@ class Greenlet(greenlet):
         self.gr_context = copy_context()
         if _trace is not None:
             _tracer.on_spawn(self)
-
-    def _run(self, *args, **kwargs):  # pragma: no cover - replaced or overridden
-        raise NotImplementedError("pass run= or override _run in a subclass")
 
     # -- introspection ----------------------------------------------------
     @property
@@ -303,6 +307,14 @@ class Greenlet(greenlet):
                 callback(self)
             except BaseException:
                 self.parent.handle_error((callback, self), *sys.exc_info())
+
+
+#: the slot descriptor that a subclass's _run method overrides
+_RUN_SLOT = Greenlet.__dict__["_run"]
+
+
+def _no_run(*args, **kwargs):
+    raise NotImplementedError("pass run= or override _run in a subclass")
 
 
 class _SpawnedLink:

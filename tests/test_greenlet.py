@@ -289,3 +289,18 @@ def test_greenlet_repr_names_the_function():
 def test_greenlet_rejects_a_non_callable_run():
     with pytest.raises(TypeError, match="run"):
         Greenlet(5)
+
+
+def test_a_greenlet_with_neither_run_nor_a_subclass_run_fails_clearly():
+    g = Greenlet()
+    labkit.get_hub().exception_stream = io.StringIO()  # keep the report quiet
+    g.start()
+    g.join(timeout=1)
+    assert isinstance(g.exception, NotImplementedError)
+    assert "run" in str(g.exception)
+
+
+def test_a_greenlet_spawned_from_the_main_greenlet_has_the_hub_as_parent():
+    g = spawn(lambda: None)
+    assert g.parent is labkit.get_hub()
+    g.join()
