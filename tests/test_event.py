@@ -63,6 +63,52 @@ def test_a_waiter_woken_by_set_gets_true_even_if_cleared_before_it_runs():
     assert g.get() is True
 
 
+def test_one_waiter_is_woken_by_its_own_switch_in_the_ready_queue():
+    # The fast path: set() queues the waiter itself, no notification.
+    ev = Event()
+    g = spawn(ev.wait)
+    sleep(0)
+    ev.set()
+    scheduled = get_hub()._ready[-1]
+    assert scheduled == g.switch and ev._notifier is None
+    assert g.get(timeout=1) is True
+    assert ev.linkcount() == 0 and ev._parked is None
+
+
+def test_a_waiter_killed_after_set_queued_its_wake_up_is_not_woken_by_it_later():
+    ev, other = Event(), Event()
+    log = []
+
+    def stubborn():
+        try:
+            ev.wait()
+        except labkit.GreenletExit:
+            log.append("killed")
+        log.append(other.wait())  # must wait for other.set(), not a stale wake-up
+
+    g = spawn(stubborn)
+    sleep(0)
+    g.kill(block=False)  # the kill is queued first ...
+    ev.set()             # ... then set() queues g's wake-up behind it
+    sleep(0)
+    sleep(0)
+    assert log == ["killed"]
+    other.set()
+    g.join(timeout=1)
+    assert log == ["killed", True]
+
+
+def test_a_waiter_and_a_rawlink_are_both_notified_in_link_order():
+    ev = Event()
+    order = []
+    g = spawn(lambda: order.append(("waiter", ev.wait())))
+    sleep(0)
+    ev.rawlink(lambda e: order.append(("rawlink", e is ev)))
+    ev.set()
+    g.join(timeout=1)
+    assert order == [("waiter", True), ("rawlink", True)]
+
+
 def test_wait_times_out_with_false():
     e = Event()
     start = time.monotonic()
