@@ -63,7 +63,7 @@ class Semaphore(Linkable):
     """``Semaphore(value=1)``: ``value`` permits; acquire() takes one,
     release() gives one back (to the longest waiter, if any)."""
 
-    __slots__ = ("counter", "_waiters", "_thread_ident", "_serving")
+    __slots__ = ("counter", "_waiters", "_thread_ident", "_serving", "_serve_cb")
 
     _notify_all = False  # rawlinks: only while permits are left
 
@@ -81,6 +81,8 @@ class Semaphore(Linkable):
         self._thread_ident = None
         #: a _serve_line callback is scheduled in the hub
         self._serving = False
+        #: _serve_line bound once (see _make_serve_cb), or None
+        self._serve_cb = None
 
     # -- state ------------------------------------------------------------
     def locked(self) -> bool:
@@ -135,7 +137,7 @@ class Semaphore(Linkable):
             self.counter += 1
             if not self._serving:
                 self._serving = True
-                self.hub._ready.append(self._serve_line)
+                self.hub._ready.append(self._serve_cb or self._make_serve_cb())
 
     def _hand_on(self) -> None:
         """Hand a permit straight to the oldest waiter, reserved for it
@@ -148,6 +150,13 @@ class Semaphore(Linkable):
         self.counter += 1
         if self._links:
             self._check_and_notify()
+
+    def _make_serve_cb(self):
+        # The bound method, made once per spell of contention: a contended
+        # release then allocates nothing. It is a reference cycle, so
+        # _serve_line drops it when the line empties.
+        self._serve_cb = self._serve_line
+        return self._serve_cb
 
     def _serve_line(self) -> None:
         """Hub callback: give the permits still free to the oldest waiters,
@@ -162,6 +171,8 @@ class Semaphore(Linkable):
                 ticket.wake()
             except BaseException:
                 ticket.hub.handle_error((self._serve_line, self), *sys.exc_info())
+        if not waiters:
+            self._serve_cb = None  # see _make_serve_cb
         if self.counter > 0 and self._links:
             self._check_and_notify()
 

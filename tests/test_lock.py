@@ -18,7 +18,9 @@ Specification:
 - arguments are validated: negative value -> ValueError, non-number
   timeout -> TypeError.
 """
+import gc
 import threading
+import weakref
 
 import pytest
 
@@ -125,6 +127,27 @@ def test_once_the_oldest_waiter_has_waited_long_enough_nobody_barges(monkeypatch
     late = spawn(latecomer)
     labkit.joinall([w, late])
     assert order == ["waiter", "latecomer"]
+
+
+def test_a_semaphore_is_freed_without_the_garbage_collector_once_its_line_is_empty():
+    # A contended release reuses one bound callback (a reference cycle);
+    # it must be dropped when nobody waits any more.
+    sem = Semaphore(1)
+
+    def contender():
+        for _ in range(3):
+            with sem:
+                sleep(0)
+
+    labkit.joinall([spawn(contender) for _ in range(3)])
+    assert sem._serve_cb is None
+    ref = weakref.ref(sem)
+    gc.disable()
+    try:
+        del sem
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 def test_release_does_not_switch():
