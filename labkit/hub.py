@@ -353,7 +353,10 @@ class Hub(greenlet):
                         _trace(_TR_PASS, 0, count, 0)
                     while count:
                         count -= 1
-                        cb = popleft()
+                        try:
+                            cb = popleft()
+                        except IndexError:  # a callback took back some queued
+                            break           # after it (Semaphore.acquire does)
                         try:
                             cb()
                         except BaseException:

@@ -103,6 +103,14 @@ class Semaphore(Linkable):
             timeout = _check_seconds(timeout, "timeout")
         if self.counter > 0:  # free (perhaps barging past a young line)
             self.counter -= 1
+            if self._serving:
+                # We barge in right after a release queued _serve_line (a
+                # greenlet that re-acquires in a loop): take it back, it
+                # would only find the permit gone.
+                ready = self.hub._ready
+                if ready and ready[-1] is self._serve_cb:
+                    ready.pop()
+                    self._serving = False
             return True
         if not blocking:
             return False

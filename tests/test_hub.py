@@ -49,6 +49,29 @@ def test_sleep_zero_interleaves_ready_greenlets_in_fifo_order():
     assert out == ["A1", "B1", "A2", "B2", "A3", "B3"]
 
 
+def test_a_callback_may_take_back_callbacks_queued_behind_it():
+    # Semaphore.acquire retracts a serve callback made pointless: the pass
+    # that counted it must not fail when the ready queue runs out early.
+    hub = get_hub()
+    errors = io.StringIO()
+    hub.exception_stream = errors
+    ran = []
+
+    def b():
+        ran.append("b")
+
+    def taker():
+        hub._ready.remove(b)
+        ran.append("taker")
+
+    hub._ready.append(taker)
+    hub._ready.append(b)
+    sleep(0)          # this pass counted taker, b and our own switch
+    sleep(0.01)       # ... so it pops once more, from an empty queue
+    assert ran == ["taker"]
+    assert errors.getvalue() == ""
+
+
 def test_sleep_waits_at_least_the_time_asked():
     start = time.monotonic()
     sleep(0.05)

@@ -79,6 +79,20 @@ def test_a_running_greenlet_may_take_a_permit_released_to_a_young_line():
     assert order == ["barger", "waiter"]
 
 
+def test_barging_takes_back_the_serve_callback_it_made_pointless():
+    sem = Semaphore(1)
+    sem.acquire()
+    w = spawn(sem.acquire)
+    sleep(0)
+    ready = labkit.get_hub()._ready
+    sem.release()
+    assert sem._serving and ready[-1] is sem._serve_cb
+    assert sem.acquire(blocking=False)  # barges in
+    assert not sem._serving and sem._serve_cb not in ready
+    sem.release()
+    assert w.get(timeout=1) is True
+
+
 def test_no_greenlet_starves_behind_one_that_reacquires_in_a_loop():
     # gevent lets such a loop keep the permit until it is done; here the
     # waiter gets it once it has waited STARVATION_NS (1 ms of loop time).
