@@ -248,6 +248,12 @@ class LoopMachine(RuleBasedStateMachine):
         # woke it: then the wake is still pending.  Allow one more slot.
         self.wake_pending = True
 
+    # ---------------------------------------------------------------- spin
+    @rule(spin_us=st.sampled_from([0, 0, 50, 2000]))
+    def set_spin(self, spin_us):
+        """Spinning before sleeping must not change what a poll reports."""
+        lib.lk_loop_set_spin(self.loop, spin_us * 1000)
+
     # ---------------------------------------------------------------- poll
     @rule(timeout_ms=st.sampled_from([0, 0, 0, 1, 3]),
           max_events=st.sampled_from([1, 2, 3, 5, 64]))
