@@ -158,6 +158,13 @@ static void exercise(int backend)
     CHECK(pthread_create(&t, NULL, waker, loop) == 0);
     drain(loop, 4, 5000000000LL);
     pthread_join(t, NULL);
+    /* the same, caught while spinning; then a spin cut short by a timer */
+    lk_loop_set_spin(loop, 2000000000LL);
+    CHECK(pthread_create(&t, NULL, waker, loop) == 0);
+    drain(loop, 4, 5000000000LL);
+    pthread_join(t, NULL);
+    drain(loop, 4, 1000000);
+    lk_loop_set_spin(loop, 0);
     lk_event one;
     CHECK(lk_poll(loop, 0, NULL, 1) == -EINVAL);
     CHECK(lk_poll(loop, 0, &one, 0) == -EINVAL);
