@@ -131,6 +131,13 @@ class _FdWatch:
         self.writer: Callable | None = None
 
 
+def _spin_ns(seconds: float) -> int:
+    """A spin budget in ns, validated; at most a second."""
+    if not seconds >= 0:
+        raise ValueError(f"seconds must be >= 0, not {seconds!r}")
+    return int(min(seconds, 1.0) * _NS)
+
+
 class Loop:
     """One C loop: io interest, timers, wake-up, and the dispatch of what fired.
 
@@ -215,9 +222,14 @@ class Loop:
         """Before any poll that would sleep, poll without sleeping for up to
         ``seconds`` first (0: never, the default). For a reply due from
         another thread within microseconds: see loop_c/README.md, phase 3."""
-        if not seconds >= 0:
-            raise ValueError(f"seconds must be >= 0, not {seconds!r}")
-        lib.lk_loop_set_spin(self._live_ptr(), int(min(seconds, 1.0) * _NS))
+        lib.lk_loop_set_spin(self._live_ptr(), _spin_ns(seconds))
+
+    def set_wake_spin(self, seconds: float) -> None:
+        """Spin up to ``seconds`` before sleeping while other threads'
+        wake-ups keep ending polls within that time (0: never, the
+        default): a thread in a conversation with this loop. See
+        loop_c/README.md, phases 3 and 6."""
+        lib.lk_loop_set_wake_spin(self._live_ptr(), _spin_ns(seconds))
 
     # -- time ---------------------------------------------------------------
     @staticmethod

@@ -57,10 +57,11 @@ IO_CHECK_INTERVAL_NS = 200_000
 
 
 def _spin_seconds_from_environment() -> float:
-    """How long a poll spins before it sleeps while a thread's reply is due
-    (see :meth:`Hub.keepalive`): ``LABKIT_SPIN_US`` microseconds, 50 by
-    default; 0 on a single CPU, where spinning would take the very CPU the
-    other thread needs."""
+    """How long a poll spins before it sleeps while another thread is about
+    to wake it -- a thread-pool reply is due (see :meth:`Hub.keepalive`), or
+    a thread keeps posting callbacks (``Loop.set_wake_spin``):
+    ``LABKIT_SPIN_US`` microseconds, 50 by default; 0 on a single CPU, where
+    spinning would take the very CPU the other thread needs."""
     raw = os.environ.get("LABKIT_SPIN_US", "50")
     try:
         micros = float(raw)
@@ -275,6 +276,8 @@ class Hub(greenlet):
             root = root.parent
         super().__init__(parent=root)
         self.loop = loop if loop is not None else Loop()
+        if SPIN_SECONDS:  # answer a thread that keeps posting to us promptly
+            self.loop.set_wake_spin(SPIN_SECONDS)
         self.thread_ident = threading.get_ident()
         #: callables ready to run, FIFO; other threads may append (a deque
         #: append is atomic under the GIL) and then wake the loop

@@ -121,6 +121,16 @@ void lk_loop_set_spin(lk_loop *loop, int64_t spin_ns)
     loop->spin_ns = spin_ns < 0 ? 0 : spin_ns;
 }
 
+/* The same, learned: spin up to spin_ns while other threads' lk_wake calls
+ * keep ending sleeping polls within spin_ns (0, the default: never).  See
+ * adapt_spin. */
+void lk_loop_set_wake_spin(lk_loop *loop, int64_t spin_ns)
+{
+    loop->wake_spin_ns = spin_ns < 0 ? 0 : spin_ns;
+    if (loop->wake_spin_ns == 0)
+        loop->spin_for_wake = false;
+}
+
 void lk_loop_get_stats(lk_loop *loop, lk_stats *out)
 {
     *out = loop->stats;
@@ -238,14 +248,15 @@ int64_t lk_next_timeout_ns(lk_loop *loop)
  *   1. release_fired_timer_ids  ids fired last time become reusable
  *   2. compute_poll_timeout     min(caller's timeout, next timer), in ms
  *   3. poll_for_io              block in the backend (GIL released by cffi),
- *                               spinning first if the hub asked for it
+ *                               spinning first if asked or learned to
  *   4. process_io_events        drain the wake-up fd, widen errors,
  *                               forget fds the kernel no longer knows
  *   5. collect_expired_timers   due timers, in (deadline, start) order
- *   6. update_stats
+ *   6. adapt_spin               spin next time if a wake-up came quickly
+ *   7. update_stats
  *
  * With a tracer attached, "poll entered" and "poll left" records bracket
- * phases 3-5 (two branches when not traced).
+ * phases 3-7 (two branches when not traced).
  *
  * io events come first in `out`, then timers.  Returns how many were
  * written; 0 on timeout, wake-up or signal; -errno on error.
@@ -285,10 +296,9 @@ static inline void cpu_relax(void)
  * the thread we wait for runs Python meanwhile.  Returns what the backend
  * returned (events, or -errno), or 0 when the budget ran out; `*spun_ns`
  * gets the time spent. */
-static int spin_before_sleeping(lk_loop *loop, int64_t wait_ns, lk_event *out,
-                                int max_events, int64_t *spun_ns)
+static int spin_before_sleeping(lk_loop *loop, int64_t budget, int64_t wait_ns,
+                                lk_event *out, int max_events, int64_t *spun_ns)
 {
-    int64_t budget = loop->spin_ns;
     if (wait_ns >= 0 && wait_ns < budget)
         budget = wait_ns;
     int64_t start = lk_now_ns(), now = start;
@@ -311,10 +321,13 @@ static int poll_for_io(lk_loop *loop, int timeout_ms, lk_event *out, int max_eve
 {
     int64_t before = lk_now_ns();
     int n = 0;
-    if (loop->spin_ns > 0 && timeout_ms != 0) {
+    int64_t spin_ns = loop->spin_ns;
+    if (loop->spin_for_wake && loop->wake_spin_ns > spin_ns)
+        spin_ns = loop->wake_spin_ns;
+    if (spin_ns > 0 && timeout_ms != 0) {
         int64_t spun_ns;
         int64_t wait_ns = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000;
-        n = spin_before_sleeping(loop, wait_ns, out, max_events, &spun_ns);
+        n = spin_before_sleeping(loop, spin_ns, wait_ns, out, max_events, &spun_ns);
         if (n == 0 && timeout_ms > 0) {   /* sleep for what is left */
             wait_ns -= spun_ns;
             timeout_ms = wait_ns > 0 ? (int)lk__ns_to_ms_ceil(wait_ns) : 0;
@@ -322,7 +335,8 @@ static int poll_for_io(lk_loop *loop, int timeout_ms, lk_event *out, int max_eve
     }
     if (n == 0)
         n = loop->backend->poll(loop->backend_state, timeout_ms, out, max_events);
-    loop->stats.poll_ns += (uint64_t)(lk_now_ns() - before);
+    loop->waited_ns = lk_now_ns() - before;
+    loop->stats.poll_ns += (uint64_t)loop->waited_ns;
     /* A signal interrupted the wait.  Do NOT retry: Python only runs its
      * signal handlers (Ctrl-C!) once we return to the interpreter. */
     if (n == -EINTR)
@@ -340,6 +354,7 @@ static int process_io_events(lk_loop *loop, lk_event *out, int n)
         lk_event ev = out[i];
         if (ev.id == loop->wakeup.read_fd) {
             consume_wakeup(loop);
+            loop->woken = true;
             continue;
         }
         uint32_t mask = lk_io_get(loop, ev.id);
@@ -362,6 +377,19 @@ static int process_io_events(lk_loop *loop, lk_event *out, int n)
 static int collect_expired_timers(lk_loop *loop, lk_event *out, int room)
 {
     return lk__timers_collect_expired(&loop->timers, lk_now_ns(), out, room);
+}
+
+/* A wait that another thread's lk_wake ended within wake_spin_ns says that
+ * thread is in a conversation with us (it posts, we answer, it posts
+ * again): spin before the next sleep, as the hub asks for thread-pool
+ * replies.  Stop as soon as a wait ends any other way or takes longer, so
+ * an occasional wake-up costs one spin at most.  Only waits that could
+ * sleep count. */
+static void adapt_spin(lk_loop *loop, int timeout_ms)
+{
+    if (timeout_ms != 0 && loop->wake_spin_ns > 0)
+        loop->spin_for_wake = loop->woken && loop->waited_ns <= loop->wake_spin_ns;
+    loop->woken = false;
 }
 
 static void update_stats(lk_loop *loop, int n_io, int n_timers)
@@ -396,6 +424,7 @@ int lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events)
     }
     n_io = process_io_events(loop, out, n_io);
     int n_timers = collect_expired_timers(loop, out + n_io, max_events - n_io);
+    adapt_spin(loop, timeout_ms);
     update_stats(loop, n_io, n_timers);
     if (loop->trace)
         lk_trace_record(loop->trace, LK_TR_POLL_LEAVE, n_io, 0, n_timers);

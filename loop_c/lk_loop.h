@@ -53,6 +53,7 @@ int         lk_loop_backend_fd(lk_loop *loop);
 int         lk_loop_after_fork(lk_loop *loop);
 void        lk_loop_get_stats(lk_loop *loop, lk_stats *out);
 void        lk_loop_set_spin(lk_loop *loop, int64_t spin_ns);
+void        lk_loop_set_wake_spin(lk_loop *loop, int64_t spin_ns);
 
 int         lk_io_set(lk_loop *loop, int fd, uint32_t mask);
 uint32_t    lk_io_get(lk_loop *loop, int fd);

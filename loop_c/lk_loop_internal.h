@@ -140,7 +140,13 @@ struct lk_loop {
 
     lk_trace *trace;   /* NULL: not traced (one branch per poll); not owned */
 
-    int64_t spin_ns;   /* poll without sleeping this long first; 0: never */
+    /* Spinning before sleeping (see spin_before_sleeping in lk_loop.c). */
+    int64_t spin_ns;        /* always, this long; 0: not asked              */
+    int64_t wake_spin_ns;   /* this long, while lk_wake keeps ending polls
+                             * within it (see adapt_spin); 0: never        */
+    bool    spin_for_wake;  /* the last sleeping poll was ended that way    */
+    bool    woken;          /* this poll drained the wake-up fd             */
+    int64_t waited_ns;      /* how long this poll spun and slept            */
 };
 
 #endif /* LK_LOOP_INTERNAL_H */

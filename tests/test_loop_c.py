@@ -484,3 +484,53 @@ def test_spin_zero_or_negative_turns_spinning_off(loop):
     lib.lk_loop_set_spin(loop, 0)
     poll(loop, 0.001)
     assert stats(loop).spins == 0
+
+
+def _wake_soon(loop, delay=0.001):
+    waker = threading.Timer(delay, lib.lk_wake, args=(loop,))
+    waker.start()
+    return waker
+
+
+def test_a_wait_ended_quickly_by_a_wake_up_makes_the_next_wait_spin(loop):
+    lib.lk_loop_set_wake_spin(loop, 5_000_000_000)    # 5 s: "quickly" is certain
+    waker = _wake_soon(loop)
+    assert poll(loop, None) == {}                     # slept, ended by lk_wake
+    waker.join()
+    assert stats(loop).spins == 0                     # no history yet: no spin
+    waker = _wake_soon(loop)
+    assert poll(loop, None) == {}                     # this one spins, and catches it
+    waker.join()
+    s = stats(loop)
+    assert (s.spins, s.spin_hits) == (1, 1)
+
+
+def test_a_wait_that_ends_any_other_way_turns_the_learned_spin_off(loop, pair):
+    a, b = pair
+    lib.lk_loop_set_wake_spin(loop, 5_000_000_000)
+    waker = _wake_soon(loop)
+    poll(loop, None)
+    waker.join()
+    assert poll(loop, 0.02) == {}          # spins (learned), times out: no wake-up
+    assert stats(loop).spins == 1
+    assert poll(loop, 0.02) == {}          # so this one sleeps at once
+    assert stats(loop).spins == 1
+    # An io event is not a wake-up either.
+    waker = _wake_soon(loop)
+    poll(loop, None)
+    waker.join()
+    lib.lk_io_set(loop, a.fileno(), lib.LK_READ)
+    b.send(b"x")
+    poll(loop, 5)                          # spins, catches the io event
+    spins = stats(loop).spins
+    a.recv(1)
+    assert poll(loop, 0.02) == {}
+    assert stats(loop).spins == spins
+
+
+def test_no_learned_spin_without_a_wake_spin_budget(loop):
+    for _ in range(2):
+        waker = _wake_soon(loop)
+        poll(loop, None)
+        waker.join()
+    assert stats(loop).spins == 0

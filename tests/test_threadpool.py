@@ -115,6 +115,37 @@ def test_no_spinning_when_spin_seconds_is_zero(pool, monkeypatch):
     assert hub.loop.stats()["spins"] == spins_before
 
 
+def _converse_with_the_hub(hub, rounds=20):
+    """A plain thread posts a callback and waits for it to run, ``rounds``
+    times, while the main greenlet naps; returns the loop's stats."""
+    ran = threading.Event()
+
+    def conversation():
+        for _ in range(rounds):
+            ran.clear()
+            hub.run_callback_threadsafe(ran.set)
+            ran.wait(5)
+
+    thread = threading.Thread(target=conversation)
+    thread.start()
+    while thread.is_alive():
+        labkit.sleep(0.005)
+    thread.join()
+    return hub.loop.stats()
+
+
+def test_a_thread_that_keeps_posting_callbacks_is_answered_by_a_spinning_loop(monkeypatch):
+    monkeypatch.setattr(labkit.hub, "SPIN_SECONDS", 5.0)  # "quickly" is then certain
+    stats = _converse_with_the_hub(labkit.get_hub())
+    assert stats["spins"] > 0 and stats["spin_hits"] > 0
+
+
+def test_no_learned_spinning_when_spin_seconds_is_zero(monkeypatch):
+    monkeypatch.setattr(labkit.hub, "SPIN_SECONDS", 0.0)
+    stats = _converse_with_the_hub(labkit.get_hub())
+    assert stats["spins"] == 0
+
+
 @pytest.mark.parametrize("value, expected", [("50", 50e-6), ("0", 0.0), ("2.5", 2.5e-6)])
 def test_labkit_spin_us_sets_the_spin(monkeypatch, value, expected):
     monkeypatch.setenv("LABKIT_SPIN_US", value)
