@@ -165,6 +165,15 @@ static void exercise(int backend)
     pthread_join(t, NULL);
     drain(loop, 4, 1000000);
     lk_loop_set_spin(loop, 0);
+    /* the learned spin: a quick wake-up, then a wait that spins for it */
+    lk_loop_set_wake_spin(loop, 2000000000LL);
+    for (int k = 0; k < 2; k++) {
+        CHECK(pthread_create(&t, NULL, waker, loop) == 0);
+        drain(loop, 4, 5000000000LL);
+        pthread_join(t, NULL);
+    }
+    drain(loop, 4, 1000000);
+    lk_loop_set_wake_spin(loop, 0);
     lk_event one;
     CHECK(lk_poll(loop, 0, NULL, 1) == -EINVAL);
     CHECK(lk_poll(loop, 0, &one, 0) == -EINVAL);
