@@ -67,8 +67,8 @@ def _spin_seconds_from_environment() -> float:
         micros = float(raw)
     except ValueError:
         raise ValueError(f"LABKIT_SPIN_US must be a number of microseconds, not {raw!r}") from None
-    if not 0 <= micros <= 1_000_000:
-        raise ValueError(f"LABKIT_SPIN_US must be between 0 and 1000000, not {raw!r}")
+    if not 0 <= micros <= 10_000:  # a spin delays Ctrl-C by up to its length
+        raise ValueError(f"LABKIT_SPIN_US must be between 0 and 10000, not {raw!r}")
     if hasattr(os, "sched_getaffinity"):
         cpus = len(os.sched_getaffinity(0))
     else:
@@ -289,9 +289,9 @@ class Hub(greenlet):
         self._keepalive = 0
         #: how many of those are due within microseconds (keepalive(soon=True))
         self._due_soon = 0
-        #: monotonic_ns of the last poll: skips polls while busy, and is the
-        #: loop's cheap clock (lock.py), at most IO_CHECK_INTERVAL_NS stale
-        #: while callbacks run
+        #: monotonic_ns when the last poll began: skips polls while busy, and
+        #: is the loop's cheap clock (lock.py) -- at most IO_CHECK_INTERVAL_NS
+        #: stale while callbacks keep running, as old as the wait after one
         self._last_poll_ns = monotonic_ns()
         self.exception_stream = None  # None: sys.stderr at the time of the error
         #: set by the SIGINT handler when Ctrl-C arrives while the hub runs
@@ -325,16 +325,19 @@ class Hub(greenlet):
         While the count is positive the hub never declares LoopExit.
 
         ``soon=True`` (on both the +1 and its -1) says the wake-up is likely
-        due within microseconds, as a thread-pool job's is. While any such is
-        pending, a poll that would sleep first spins for up to
-        :data:`SPIN_SECONDS` (with the GIL released): a sleeping thread's
-        CPU goes idle, and waking it costs more than the job itself."""
+        due within microseconds, as a thread-pool job's is. Then the next
+        poll that would sleep spins instead, for up to :data:`SPIN_SECONDS`
+        (with the GIL released): a sleeping thread's CPU goes idle, and
+        waking it costs more than the job itself. A spin that catches
+        nothing turns spinning off until the next such change."""
         self._keepalive += delta
         if soon and SPIN_SECONDS:
-            before = self._due_soon
-            self._due_soon = after = before + delta
-            if (before > 0) != (after > 0):
-                self.loop.set_spin(SPIN_SECONDS if after > 0 else 0)
+            # (Re-)arm on every change while any is pending: the loop turns
+            # the spin off after one that catches nothing, so a long job
+            # costs one spin, and the next submit or reply re-arms it.
+            self._due_soon = pending = self._due_soon + delta
+            if not self.loop.closed:  # (a pool may outlive its hub)
+                self.loop.set_spin(SPIN_SECONDS if pending > 0 else 0)
 
     # -- the loop -----------------------------------------------------------
     def run(self) -> None:

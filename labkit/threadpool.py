@@ -229,7 +229,8 @@ class ThreadPool:
         Jobs in flight belonged to the parent; their results will never come
         here, so they stop counting (and stop keeping the hub alive).
         """
-        self.hub.keepalive(-self._unfinished, soon=True)
+        if self._unfinished:
+            self.hub.keepalive(-self._unfinished, soon=True)
         self._jobs = SimpleQueue()
         self._threads = []
         self._unfinished = 0

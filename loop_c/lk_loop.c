@@ -113,9 +113,10 @@ void lk_loop_set_trace(lk_loop *loop, lk_trace *t)
     loop->trace = t;
 }
 
-/* Before a poll that may sleep, keep polling without sleeping for up to
- * spin_ns (0, the default: never).  The hub sets it while a reply from
- * another thread is due within microseconds; see spin_before_sleeping. */
+/* The next polls that may sleep poll without sleeping instead, for up to
+ * spin_ns, until one of them catches nothing (0, the default: never).  The
+ * hub sets it whenever a reply from another thread becomes due within
+ * microseconds; see spin_before_sleeping. */
 void lk_loop_set_spin(lk_loop *loop, int64_t spin_ns)
 {
     loop->spin_ns = spin_ns < 0 ? 0 : spin_ns;
@@ -246,9 +247,10 @@ int64_t lk_next_timeout_ns(lk_loop *loop)
  * One loop iteration, as named phases in the order they run:
  *
  *   1. release_fired_timer_ids  ids fired last time become reusable
- *   2. compute_poll_timeout     min(caller's timeout, next timer), in ms
- *   3. poll_for_io              block in the backend (GIL released by cffi),
- *                               spinning first if asked or learned to
+ *   2. compute_poll_timeout     min(caller's timeout, next timer)
+ *   3. poll_for_io              block in the backend (GIL released by cffi)
+ *                               for that long, rounded up to ms; or, if
+ *                               asked or learned to, spin instead
  *   4. process_io_events        drain the wake-up fd, widen errors,
  *                               forget fds the kernel no longer knows
  *   5. collect_expired_timers   due timers, in (deadline, start) order
@@ -259,7 +261,8 @@ int64_t lk_next_timeout_ns(lk_loop *loop)
  * phases 3-7 (two branches when not traced).
  *
  * io events come first in `out`, then timers.  Returns how many were
- * written; 0 on timeout, wake-up or signal; -errno on error.
+ * written; 0 on timeout, wake-up, signal or a spin that caught nothing
+ * (callers poll again: the next wait sleeps); -errno on error.
  */
 
 static void release_fired_timer_ids(lk_loop *loop)
@@ -267,13 +270,15 @@ static void release_fired_timer_ids(lk_loop *loop)
     lk__timers_release_quarantine(&loop->timers);
 }
 
-static int compute_poll_timeout(lk_loop *loop, int64_t timeout_ns)
+/* How long this call may wait, in ns (-1: forever).  The backend gets it
+ * in ms, rounded up (see poll_for_io); the spin uses it as is. */
+static int64_t compute_poll_timeout(lk_loop *loop, int64_t timeout_ns)
 {
     int64_t wait_ns = timeout_ns < 0 ? -1 : timeout_ns;
     int64_t until_timer = lk_next_timeout_ns(loop);
     if (until_timer >= 0 && (wait_ns < 0 || until_timer < wait_ns))
         wait_ns = until_timer;
-    return (int)lk__ns_to_ms_ceil(wait_ns);
+    return wait_ns;
 }
 
 /* Tell the CPU we are in a spin-wait loop (cheaper for a hyperthread
@@ -287,17 +292,24 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Poll without sleeping, for at most loop->spin_ns and at most the wait
- * the caller allows.  Why: a thread that sleeps in epoll_wait lets its
- * CPU go idle, and on a virtual machine waking an idle CPU for the
- * other thread's eventfd write costs tens of microseconds -- more than
- * the whole job a thread pool ran.  Spinning keeps this CPU awake for a
- * reply that is due within microseconds.  The GIL is released (cffi), so
- * the thread we wait for runs Python meanwhile.  Returns what the backend
- * returned (events, or -errno), or 0 when the budget ran out; `*spun_ns`
- * gets the time spent. */
+/* Poll without sleeping, for at most `budget` and at most the wait the
+ * caller allows.  Why: a thread that sleeps in epoll_wait lets its CPU go
+ * idle, and on a virtual machine waking an idle CPU for the other thread's
+ * eventfd write costs tens of microseconds -- more than the whole job a
+ * thread pool ran.  Spinning keeps this CPU awake for a reply that is due
+ * within microseconds.  The GIL is released (cffi), so the thread we wait
+ * for runs Python meanwhile.
+ *
+ * A spin that catches nothing returns 0 rather than going on to sleep,
+ * and turns the asked-for spin off (the hub asks again with the next job):
+ *   - a signal that lands during the spin interrupts no syscall (each
+ *     poll takes no time), so only a return to Python runs its handler --
+ *     a sleep here would hold Ctrl-C until the next event;
+ *   - the caller comes straight back, and its next poll sleeps: a reply
+ *     that is late (a long job) costs one spin, not one per poll.
+ * Returns what the backend returned (events, or -errno), or 0. */
 static int spin_before_sleeping(lk_loop *loop, int64_t budget, int64_t wait_ns,
-                                lk_event *out, int max_events, int64_t *spun_ns)
+                                lk_event *out, int max_events)
 {
     if (wait_ns >= 0 && wait_ns < budget)
         budget = wait_ns;
@@ -313,28 +325,23 @@ static int spin_before_sleeping(lk_loop *loop, int64_t budget, int64_t wait_ns,
     }
     if (n > 0)
         loop->stats.spin_hits++;
-    *spun_ns = lk_now_ns() - start;
+    else if (n == 0)
+        loop->spin_ns = 0;
     return n;
 }
 
-static int poll_for_io(lk_loop *loop, int timeout_ms, lk_event *out, int max_events)
+static int poll_for_io(lk_loop *loop, int64_t wait_ns, lk_event *out, int max_events)
 {
     int64_t before = lk_now_ns();
-    int n = 0;
+    int n;
     int64_t spin_ns = loop->spin_ns;
     if (loop->spin_for_wake && loop->wake_spin_ns > spin_ns)
         spin_ns = loop->wake_spin_ns;
-    if (spin_ns > 0 && timeout_ms != 0) {
-        int64_t spun_ns;
-        int64_t wait_ns = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000;
-        n = spin_before_sleeping(loop, spin_ns, wait_ns, out, max_events, &spun_ns);
-        if (n == 0 && timeout_ms > 0) {   /* sleep for what is left */
-            wait_ns -= spun_ns;
-            timeout_ms = wait_ns > 0 ? (int)lk__ns_to_ms_ceil(wait_ns) : 0;
-        }
-    }
-    if (n == 0)
-        n = loop->backend->poll(loop->backend_state, timeout_ms, out, max_events);
+    if (spin_ns > 0 && wait_ns != 0)
+        n = spin_before_sleeping(loop, spin_ns, wait_ns, out, max_events);
+    else
+        n = loop->backend->poll(loop->backend_state, (int)lk__ns_to_ms_ceil(wait_ns),
+                                out, max_events);
     loop->waited_ns = lk_now_ns() - before;
     loop->stats.poll_ns += (uint64_t)loop->waited_ns;
     /* A signal interrupted the wait.  Do NOT retry: Python only runs its
@@ -385,9 +392,9 @@ static int collect_expired_timers(lk_loop *loop, lk_event *out, int room)
  * replies.  Stop as soon as a wait ends any other way or takes longer, so
  * an occasional wake-up costs one spin at most.  Only waits that could
  * sleep count. */
-static void adapt_spin(lk_loop *loop, int timeout_ms)
+static void adapt_spin(lk_loop *loop, int64_t wait_ns)
 {
-    if (timeout_ms != 0 && loop->wake_spin_ns > 0)
+    if (wait_ns != 0 && loop->wake_spin_ns > 0)
         loop->spin_for_wake = loop->woken && loop->waited_ns <= loop->wake_spin_ns;
     loop->woken = false;
 }
@@ -407,16 +414,16 @@ int lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events)
         return -EBADF;          /* a failed lk_loop_after_fork left no poller */
 
     release_fired_timer_ids(loop);
-    int timeout_ms = compute_poll_timeout(loop, timeout_ns);
+    int64_t wait_ns = compute_poll_timeout(loop, timeout_ns);
     /* The tracer sees the wait from inside: the time between these two
      * records is the loop waiting, which the blocking monitor ignores. */
     if (loop->trace)
-        lk_trace_record(loop->trace, LK_TR_POLL_ENTER, timeout_ms, 0, 0);
+        lk_trace_record(loop->trace, LK_TR_POLL_ENTER, lk__ns_to_ms_ceil(wait_ns), 0, 0);
     /* Keep a quarter of `out` for timers: with more fds ready than `out`
      * holds on every call, io alone would fill it and no sleep or Timeout
      * could ever fire. */
     int io_room = max_events - max_events / 4;
-    int n_io = poll_for_io(loop, timeout_ms, out, io_room);
+    int n_io = poll_for_io(loop, wait_ns, out, io_room);
     if (n_io < 0) {
         if (loop->trace)
             lk_trace_record(loop->trace, LK_TR_POLL_LEAVE, 0, 0, 0);
@@ -424,7 +431,7 @@ int lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events)
     }
     n_io = process_io_events(loop, out, n_io);
     int n_timers = collect_expired_timers(loop, out + n_io, max_events - n_io);
-    adapt_spin(loop, timeout_ms);
+    adapt_spin(loop, wait_ns);
     update_stats(loop, n_io, n_timers);
     if (loop->trace)
         lk_trace_record(loop->trace, LK_TR_POLL_LEAVE, n_io, 0, n_timers);

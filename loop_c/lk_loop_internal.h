@@ -141,7 +141,7 @@ struct lk_loop {
     lk_trace *trace;   /* NULL: not traced (one branch per poll); not owned */
 
     /* Spinning before sleeping (see spin_before_sleeping in lk_loop.c). */
-    int64_t spin_ns;        /* always, this long; 0: not asked              */
+    int64_t spin_ns;        /* asked for, this long, until a spin misses    */
     int64_t wake_spin_ns;   /* this long, while lk_wake keeps ending polls
                              * within it (see adapt_spin); 0: never        */
     bool    spin_for_wake;  /* the last sleeping poll was ended that way    */

@@ -339,6 +339,33 @@ def test_sigint_while_the_main_greenlet_sleeps_raises_keyboard_interrupt_there()
     assert lines[1:] == ["ticks advanced: True", "spawn works: True"]
 
 
+def test_keepalive_on_a_destroyed_hub_is_only_bookkeeping():
+    # A thread pool can outlive its hub (and reset itself in a fork child).
+    hub = get_hub()
+    hub.destroy()
+    hub.keepalive(1, soon=True)
+    hub.keepalive(-1, soon=True)
+
+
+def test_sigint_during_a_spin_for_a_thread_reply_is_not_held_until_the_reply():
+    # A spinning poll makes no syscall that a signal could interrupt; if it
+    # went on to sleep, Ctrl-C would wait for the 3 s job to finish.
+    result = _run_script("""
+        import os, signal, threading, time, labkit.hub, labkit.threadpool
+        labkit.hub.SPIN_SECONDS = 0.5          # a long spin, to widen the window
+        pool = labkit.threadpool.ThreadPool(1)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        try:
+            pool.apply(time.sleep, (3,))
+        except KeyboardInterrupt:
+            print("interrupted after %.2f s" % (time.monotonic() - start))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("interrupted after"), result.stdout
+    assert float(result.stdout.split()[2]) < 2.0
+
+
 def test_fork_child_gets_its_own_loop_and_parent_is_unaffected():
     if not hasattr(os, "fork"):
         pytest.skip("no fork here")

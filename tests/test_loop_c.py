@@ -470,11 +470,31 @@ def test_a_spin_ends_at_the_callers_timeout_and_at_the_next_timer(loop):
     lib.lk_loop_set_spin(loop, 60_000_000_000)   # a minute: far beyond both
     start = time.monotonic()
     assert poll(loop, 0.02) == {}
+    lib.lk_loop_set_spin(loop, 60_000_000_000)   # (a miss turned it off)
     timer = lib.lk_timer_start(loop, 20_000_000)
-    assert poll(loop, None) == {timer: lib.LK_TIMER}
+    assert poll(loop, None) == {timer: lib.LK_TIMER}   # due when the spin ends
     assert time.monotonic() - start < 10         # not a minute per call
     s = stats(loop)
     assert (s.spins, s.spin_hits) == (2, 0)
+
+
+def test_a_spin_that_catches_nothing_returns_and_the_next_wait_sleeps(loop, pair):
+    # Returning lets Python run a signal handler that fired during the spin
+    # (no syscall was interrupted), and a late reply costs one spin only.
+    a, b = pair
+    lib.lk_io_set(loop, a.fileno(), lib.LK_READ)
+    lib.lk_loop_set_spin(loop, 1_000_000)        # 1 ms
+    start = time.monotonic()
+    assert poll(loop, None) == {}                # forever, but the spin ran out
+    assert time.monotonic() - start < 5
+    writer = threading.Timer(0.005, b.send, args=(b"x",))
+    writer.start()
+    try:
+        assert poll(loop, None) == {a.fileno(): lib.LK_READ}   # slept, no spin
+    finally:
+        writer.join()
+    s = stats(loop)
+    assert (s.spins, s.spin_hits) == (1, 0)
 
 
 def test_spin_zero_or_negative_turns_spinning_off(loop):
