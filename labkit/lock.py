@@ -42,6 +42,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
+from time import monotonic_ns
 
 from greenlet import getcurrent
 
@@ -54,9 +55,10 @@ _get_ident = threading.get_ident
 
 #: A waiter in line this long (ns) gets the next released permit handed to
 #: it directly: no more barging past it. 0 makes every hand-off direct
-#: (strict FIFO, one park and wake-up per contended acquire). Measured on
-#: the hub's loop clock -- the time of its last poll, at most 0.2 ms old
-#: while the hub is busy (like libuv's uv_now) -- so release() reads no clock.
+#: (strict FIFO, one park and wake-up per contended acquire). release()
+#: reads no clock: it compares with the hub's loop clock, the time of its
+#: last poll (like libuv's uv_now), which while the hub is busy is at most
+#: 0.2 ms old -- so the hand-off comes that much late at most.
 STARVATION_NS = 1_000_000
 
 class Semaphore(Linkable):
@@ -103,30 +105,40 @@ class Semaphore(Linkable):
             timeout = _check_seconds(timeout, "timeout")
         if self.counter > 0:  # free (perhaps barging past a young line)
             self.counter -= 1
-            if self._serving:
-                # We barge in right after a release queued _serve_line (a
-                # greenlet that re-acquires in a loop): take it back, it
-                # would only find the permit gone.
-                ready = self.hub._ready
-                if ready and ready[-1] is self._serve_cb:
-                    ready.pop()
-                    self._serving = False
+            if self._serving and not self.counter:
+                self._take_back_serve()
             return True
         if not blocking:
             return False
         return self._wait_in_line(timeout)
 
+    def _take_back_serve(self) -> None:
+        # We took the last free permit right after a release queued
+        # _serve_line (a greenlet that re-acquires in a loop): if nothing
+        # was queued since, take it back -- it would only find no permit.
+        ready = self.hub._ready
+        if ready and ready[-1] is self._serve_cb:
+            last = ready.pop()
+            if last is self._serve_cb:
+                self._serving = False
+            else:  # another thread appended in between: put it back
+                ready.append(last)
+
     def _wait_in_line(self, timeout: float | None) -> bool:
         hub = self.hub = get_hub()  # (one thread: always the same hub)
         ticket = Ticket(hub, getcurrent())
-        # after ``deadline`` nobody may barge past this ticket
-        ticket.deadline = hub._last_poll_ns + STARVATION_NS
+        # After ``deadline`` nobody may barge past this ticket. (The real
+        # clock here: the loop clock is as old as the last sleep.)
+        ticket.deadline = monotonic_ns() + STARVATION_NS if STARVATION_NS else 0
         try:
             return ticket.park(self._waiters, timeout, "Semaphore")
         except BaseException:  # killed, Timeout, LoopExit ...
             if ticket.value is not EMPTY:
                 self._hand_on()  # the permit was already ours: pass it on
             raise
+        finally:
+            if not self._waiters and not self._serving:
+                self._serve_cb = None  # the line is empty: see _make_serve_cb
 
     # -- release ----------------------------------------------------------
     def release(self) -> None:

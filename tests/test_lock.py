@@ -93,6 +93,58 @@ def test_barging_takes_back_the_serve_callback_it_made_pointless():
     assert w.get(timeout=1) is True
 
 
+def test_taking_one_of_two_released_permits_still_serves_the_line():
+    # Two releases, one serve queued; a barging acquire takes one permit:
+    # the other must still reach a waiter.
+    sem = Semaphore(2)
+    sem.acquire()
+    sem.acquire()
+    waiters = [spawn(sem.acquire), spawn(sem.acquire)]
+    sleep(0)
+    sem.release()
+    sem.release()
+    assert sem.acquire(blocking=False)
+    sleep(0.01)
+    assert sum(w.ready() for w in waiters) == 1
+    sem.release()
+    labkit.joinall(waiters, timeout=1)
+    assert all(w.get() is True for w in waiters)
+
+
+def test_the_barging_window_is_measured_from_when_the_waiter_parked():
+    # After the hub slept, its loop clock is old; the waiter's 1 ms must
+    # still start when it parked, not when the hub went to sleep.
+    sem = Semaphore(1)
+    sem.acquire()
+    sleep(0.05)                   # the hub sleeps in its poll
+    w = spawn(sem.acquire)
+    sleep(0)                      # w parks; no poll since the sleep ended
+    sem.release()
+    assert sem.counter == 1       # not handed to w: its line is young
+    assert sem.acquire(blocking=False)
+    sem.release()
+    assert w.get(timeout=1) is True
+
+
+def test_a_semaphore_whose_waiter_timed_out_is_freed_without_the_garbage_collector():
+    sem = Semaphore(1)
+    sem.acquire()
+    w = spawn(sem.acquire, timeout=0.01)
+    sleep(0)
+    sem.release()                 # queues _serve_line (and binds _serve_cb) ...
+    assert sem.acquire(blocking=False)  # ... which this barging acquire takes back
+    assert w.get(timeout=1) is False    # the waiter times out: the line is empty
+    sem.release()
+    sleep(0)  # w's own link notification still holds w (and so sem.acquire)
+    ref = weakref.ref(sem)
+    gc.disable()
+    try:
+        del sem, w  # (w's run is sem.acquire)
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_no_greenlet_starves_behind_one_that_reacquires_in_a_loop():
     # gevent lets such a loop keep the permit until it is done; here the
     # waiter gets it once it has waited STARVATION_NS (1 ms of loop time).
