@@ -106,23 +106,21 @@ class Semaphore(Linkable):
         if self.counter > 0:  # free (perhaps barging past a young line)
             self.counter -= 1
             if self._serving and not self.counter:
-                self._take_back_serve()
+                # We took the last free permit right after a release queued
+                # _serve_line (a greenlet that re-acquires in a loop): if
+                # nothing was queued since, take it back -- it would find no
+                # permit. (Inline: this is the hot path of a contended lock.)
+                ready = self.hub._ready
+                if ready and ready[-1] is self._serve_cb:
+                    last = ready.pop()
+                    if last is self._serve_cb:
+                        self._serving = False
+                    else:  # another thread appended in between: put it back
+                        ready.append(last)
             return True
         if not blocking:
             return False
         return self._wait_in_line(timeout)
-
-    def _take_back_serve(self) -> None:
-        # We took the last free permit right after a release queued
-        # _serve_line (a greenlet that re-acquires in a loop): if nothing
-        # was queued since, take it back -- it would only find no permit.
-        ready = self.hub._ready
-        if ready and ready[-1] is self._serve_cb:
-            last = ready.pop()
-            if last is self._serve_cb:
-                self._serving = False
-            else:  # another thread appended in between: put it back
-                ready.append(last)
 
     def _wait_in_line(self, timeout: float | None) -> bool:
         hub = self.hub = get_hub()  # (one thread: always the same hub)
