@@ -268,7 +268,7 @@ class Hub(greenlet):
     # Slots, not the instance dict: the interpreter reads a slot without a
     # dictionary lookup, and these are read between every two switches.
     __slots__ = ("loop", "thread_ident", "_ready", "_idle", "_keepalive", "_due_soon",
-                 "_last_poll_ns", "exception_stream", "_interrupted", "_ticking")
+                 "_last_poll_ns", "_next_poll_ns", "exception_stream", "_interrupted", "_ticking")
 
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
@@ -293,6 +293,8 @@ class Hub(greenlet):
         #: is the loop's cheap clock (lock.py) -- at most IO_CHECK_INTERVAL_NS
         #: stale while callbacks keep running, as old as the wait after one
         self._last_poll_ns = monotonic_ns()
+        #: when a busy loop polls again (see run); sleep(0) reads it too
+        self._next_poll_ns = 0
         self.exception_stream = None  # None: sys.stderr at the time of the error
         #: set by the SIGINT handler when Ctrl-C arrives while the hub runs
         self._interrupted = False
@@ -371,7 +373,8 @@ class Hub(greenlet):
                     if not ready or monotonic_ns() >= next_poll_ns:
                         if not self.poll_for_events(block=not self._ticking):
                             break
-                        next_poll_ns = self._last_poll_ns + IO_CHECK_INTERVAL_NS
+                        next_poll_ns = self._next_poll_ns = \
+                            self._last_poll_ns + IO_CHECK_INTERVAL_NS
                     if self._ticking:  # a host loop asked for one pass only
                         self._ticking = False
                         if _trace is not None:  # the host waits: not a block
@@ -612,6 +615,8 @@ def sleep(seconds: float = 0) -> None:
     """Park the current greenlet for ``seconds``.
 
     ``sleep(0)`` lets every other ready greenlet run once, then continues.
+    When nobody else could run, it continues at once, without a switch;
+    I/O and timers are still checked every 0.2 ms (IO_CHECK_INTERVAL_NS).
     A negative value waits until the loop is idle (see :func:`idle`).
     """
     current = getcurrent()
@@ -622,9 +627,19 @@ def sleep(seconds: float = 0) -> None:
         if current is hub:
             raise BlockingSwitchOutError("cannot sleep inside the hub (a loop callback)")
     if seconds == 0:
+        ready = hub._ready
+        if not ready and monotonic_ns() < hub._next_poll_ns \
+                and hub.gr_frame.f_code is _HUB_RUN_CODE:
+            # A round trip through the hub would run our own switch and
+            # nothing else: no callback is ready, no poll is due, and the
+            # hub is suspended in its own pass loop -- not in the middle of
+            # a callback (waking several waiters, dispatching io events)
+            # that still has work to do. So sleep(0) costs no switch when
+            # nobody else could run; I/O is still checked every 0.2 ms.
+            return
         # The hot path: queue our own switch behind the ready callbacks.
         switch = current.switch
-        hub._ready.append(switch)
+        ready.append(switch)
         try:
             _switch(hub)
         except BaseException:
@@ -658,6 +673,10 @@ def sleep(seconds: float = 0) -> None:
             _trace(_TR_RESUME, id(current), _WHY_TIMER, 0)
     else:
         idle()
+
+
+#: the code of the hub's loop, where a hub with nothing half-done is suspended
+_HUB_RUN_CODE = Hub.run.__code__
 
 
 def _noop() -> None:

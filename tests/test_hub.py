@@ -15,9 +15,13 @@ import time
 import pytest
 
 import labkit
+from greenlet import greenlet
+
 from labkit import (
     BlockingSwitchOutError, LoopExit, Waiter, get_hub, getcurrent, sleep, spawn,
 )
+from labkit.event import Event
+from labkit.hub import wait_read
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("backend")]
 
@@ -70,6 +74,67 @@ def test_a_callback_may_take_back_callbacks_queued_behind_it():
     sleep(0.01)       # ... so it pops once more, from an empty queue
     assert ran == ["taker"]
     assert errors.getvalue() == ""
+
+
+def test_a_lone_greenlets_sleep0_does_not_switch_when_nobody_else_could_run():
+    switches = []
+
+    def count(event, args):
+        if event in ("switch", "throw"):
+            switches.append(args)
+
+    def lone():
+        for _ in range(1000):
+            sleep(0)
+
+    g = spawn(lone)
+    sleep(0)                      # g starts
+    old = greenlet.settrace(count)
+    try:
+        g.join()
+    finally:
+        greenlet.settrace(old)
+    # One round trip through the hub per sleep(0) would be 2000 switches;
+    # only the polls due every 0.2 ms of running still switch.
+    assert len(switches) < 1000
+
+
+def test_sleep0_lets_a_half_done_wake_up_finish_first():
+    # The hub is in the middle of waking two waiters when the first one
+    # sleeps(0): the second must run before it continues.
+    ev = Event()
+    order = []
+
+    def first():
+        ev.wait()
+        sleep(0)
+        order.append("first, after sleep(0)")
+
+    def second():
+        ev.wait()
+        order.append("second")
+
+    greenlets = [spawn(first), spawn(second)]
+    sleep(0)
+    ev.set()
+    labkit.joinall(greenlets, timeout=1)
+    assert order == ["second", "first, after sleep(0)"]
+
+
+def test_a_sleep0_loop_still_sees_io_and_timers():
+    a, b = socket.socketpair()
+    try:
+        got = []
+        spawn(lambda: got.append(wait_read(a.fileno())))
+        labkit.spawn_later(0.01, got.append, "timer")
+        threading.Timer(0.005, b.send, args=(b"x",)).start()
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            sleep(0)
+        assert len(got) == 2
+    finally:
+        a.close()
+        b.close()
 
 
 def test_sleep_waits_at_least_the_time_asked():

@@ -177,8 +177,9 @@ def test_summary_counts_runs_and_renders():
         for _ in range(4):
             labkit.sleep(0)
 
+    # Two players: a lone greenlet's sleep(0) does not switch at all.
     with tracing.trace() as t:
-        labkit.joinall([_named(player, "p")])
+        labkit.joinall([_named(player, "p"), _named(player, "q")])
     row = t.summary().row("p")
     assert row.runs == 5 and row.switches_in == 5 and row.switches_out == 4
     assert 0 < row.running <= t.duration and row.longest_run <= row.running
@@ -228,9 +229,9 @@ def test_small_capacity_trace_reports_dropped_records():
             labkit.sleep(0)
 
     with tracing.trace(capacity=64) as t:
-        labkit.joinall([labkit.spawn(player)])
+        labkit.joinall([labkit.spawn(player), labkit.spawn(player)])
     assert t.dropped > 0
-    assert len(t.switches()) < 100
+    assert len(t.switches()) < 200
 
 
 def test_hooks_are_off_after_stop_and_one_trace_at_a_time():
