@@ -628,15 +628,17 @@ def sleep(seconds: float = 0) -> None:
             raise BlockingSwitchOutError("cannot sleep inside the hub (a loop callback)")
     if seconds == 0:
         ready = hub._ready
-        if not ready and monotonic_ns() < hub._next_poll_ns \
-                and hub.gr_frame.f_code is _HUB_RUN_CODE:
+        if not ready and monotonic_ns() < hub._next_poll_ns and not hub._ticking:
             # A round trip through the hub would run our own switch and
-            # nothing else: no callback is ready, no poll is due, and the
-            # hub is suspended in its own pass loop -- not in the middle of
-            # a callback (waking several waiters, dispatching io events)
-            # that still has work to do. So sleep(0) costs no switch when
-            # nobody else could run; I/O is still checked every 0.2 ms.
-            return
+            # nothing else: no callback is ready, no poll is due, no host
+            # loop waits for this pass to end (tick), and the hub is
+            # suspended in its own pass loop -- not in the middle of a
+            # callback (waking several waiters, dispatching io events) that
+            # still has work to do. So sleep(0) costs no switch when nobody
+            # else could run; I/O is still checked every 0.2 ms.
+            frame = hub.gr_frame
+            if frame is not None and frame.f_code is _HUB_RUN_CODE:
+                return
         # The hot path: queue our own switch behind the ready callbacks.
         switch = current.switch
         ready.append(switch)

@@ -115,6 +115,8 @@ class Semaphore(Linkable):
                     last = ready.pop()
                     if last is self._serve_cb:
                         self._serving = False
+                        if not self._waiters:  # the line emptied meanwhile
+                            self._serve_cb = None
                     else:  # another thread appended in between: put it back
                         ready.append(last)
             return True

@@ -311,7 +311,10 @@ static inline void cpu_relax(void)
 static int spin_before_sleeping(lk_loop *loop, int64_t budget, int64_t wait_ns,
                                 lk_event *out, int max_events)
 {
-    if (wait_ns >= 0 && wait_ns < budget)
+    /* Cut short by the caller's timeout or a timer, a spin that catches
+     * nothing is not a miss: the reply may still be due. */
+    bool cut_short = wait_ns >= 0 && wait_ns < budget;
+    if (cut_short)
         budget = wait_ns;
     int64_t start = lk_now_ns(), now = start;
     int n = 0;
@@ -325,7 +328,7 @@ static int spin_before_sleeping(lk_loop *loop, int64_t budget, int64_t wait_ns,
     }
     if (n > 0)
         loop->stats.spin_hits++;
-    else if (n == 0)
+    else if (n == 0 && !cut_short)
         loop->spin_ns = 0;
     return n;
 }

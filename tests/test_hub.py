@@ -99,6 +99,36 @@ def test_a_lone_greenlets_sleep0_does_not_switch_when_nobody_else_could_run():
     assert len(switches) < 1000
 
 
+def test_sleep0_in_a_greenlet_ends_a_hosts_tick_as_before():
+    # A host loop (Jupyter) asked for one pass: a greenlet yielding with
+    # sleep(0) must give the thread back, not loop for 0.2 ms.
+    hub = get_hub()
+    yields = []
+
+    def yielder():
+        for _ in range(10_000):
+            yields.append(1)
+            sleep(0)
+
+    g = spawn(yielder)
+    try:
+        for _ in range(3):
+            before = len(yields)
+            hub.tick()
+            assert len(yields) - before <= 2
+    finally:
+        g.kill(block=False)
+        hub.tick()
+
+
+def test_sleep0_after_the_hub_died_does_not_raise():
+    hub = get_hub()
+    sleep(0)
+    sleep(0)          # a pass that polled: a busy-poll deadline is set
+    hub.throw()       # the hub dies (GreenletExit); its frame is gone
+    sleep(0)
+
+
 def test_sleep0_lets_a_half_done_wake_up_finish_first():
     # The hub is in the middle of waking two waiters when the first one
     # sleeps(0): the second must run before it continues.

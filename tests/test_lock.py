@@ -20,6 +20,7 @@ Specification:
 """
 import gc
 import threading
+import time
 import weakref
 
 import pytest
@@ -91,6 +92,39 @@ def test_barging_takes_back_the_serve_callback_it_made_pointless():
     assert not sem._serving and sem._serve_cb not in ready
     sem.release()
     assert w.get(timeout=1) is True
+
+
+def test_a_take_back_after_the_line_emptied_drops_the_serve_callback(monkeypatch):
+    # One poll fires three timers in this order: a holder releases (a serve
+    # is queued), the only waiter times out (the line is empty), a barger
+    # takes the permit and the serve back. No reference cycle may remain.
+    monkeypatch.setattr(labkit.lock, "STARVATION_NS", 10**9)  # no hand-off
+    sem = Semaphore(1)
+    log = []
+
+    def holder():
+        sem.acquire()
+        sleep(0.010)
+        sem.release()
+
+    def waiter():
+        log.append(sem.acquire(timeout=0.011))
+
+    def barger():
+        sleep(0.012)
+        sem.acquire()
+        log.append(sem._serving)
+        sem.release()
+
+    def blocker():  # holds the loop so that all three timers are due together
+        sleep(0.001)
+        time.sleep(0.03)
+
+    for f in (holder, waiter, barger, blocker):
+        labkit.spawn_raw(f)  # (no links: a Greenlet's would queue behind the serve)
+    sleep(0.1)
+    assert log == [False, False]          # timed out; the serve was taken back
+    assert sem._serve_cb is None
 
 
 def test_taking_one_of_two_released_permits_still_serves_the_line():

@@ -478,6 +478,15 @@ def test_a_spin_ends_at_the_callers_timeout_and_at_the_next_timer(loop):
     assert (s.spins, s.spin_hits) == (2, 0)
 
 
+def test_a_spin_cut_short_by_a_timer_stays_asked_for(loop):
+    # The reply the spin waits for may still be due after the timer.
+    lib.lk_loop_set_spin(loop, 60_000_000_000)
+    timer = lib.lk_timer_start(loop, 2_000_000)
+    assert poll(loop, None) == {timer: lib.LK_TIMER}
+    assert poll(loop, 0.002) == {}               # spins again, to its timeout
+    assert stats(loop).spins == 2
+
+
 def test_a_spin_that_catches_nothing_returns_and_the_next_wait_sleeps(loop, pair):
     # Returning lets Python run a signal handler that fired during the spin
     # (no syscall was interrupted), and a late reply costs one spin only.
