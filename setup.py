@@ -7,7 +7,9 @@ what it builds cannot be expressed there:
   keyword) from loop_c/;
 * ``labkit._lk_trace_py``: one CPython builtin that writes trace records into
   the loop's ring without releasing the GIL (see loop_c/lk_trace_py.c for why
-  it is not part of the cffi module).
+  it is not part of the cffi module);
+* ``labkit._lk_poll_py``: the loop's zero-timeout poll, called without
+  releasing the GIL (see loop_c/lk_poll_py.c).
 """
 from setuptools import Extension, setup
 
@@ -19,4 +21,13 @@ trace_writer = Extension(
     extra_compile_args=["-O2", "-std=c11"],
 )
 
-setup(cffi_modules=["loop_c/build_loop.py:ffibuilder"], ext_modules=[trace_writer])
+nowait_poller = Extension(
+    "labkit._lk_poll_py",
+    sources=["loop_c/lk_poll_py.c"],
+    include_dirs=["loop_c"],
+    depends=["loop_c/lk_loop.h"],
+    extra_compile_args=["-O2", "-std=c11"],
+)
+
+setup(cffi_modules=["loop_c/build_loop.py:ffibuilder"],
+      ext_modules=[trace_writer, nowait_poller])

@@ -26,6 +26,7 @@ from typing import Callable
 
 try:
     from labkit._lk_loop import ffi, lib
+    from labkit._lk_poll_py import nowait as _nowait
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
         "labkit's C event loop (labkit._lk_loop) is not built. Install labkit "
@@ -39,6 +40,11 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 # off, for measuring what it buys.
 if os.environ.get("LABKIT_ARENA_CACHE", "1") != "0":
     lib.lk_arena_cache_install()
+
+
+def _address(cdata) -> int:
+    """A cffi pointer as an int, for the CPython helpers that take one."""
+    return int(ffi.cast("uintptr_t", cdata))
 
 
 def arena_cache_stats() -> dict:
@@ -162,6 +168,9 @@ class Loop:
         # slicing it into a list of ints costs one call per poll, where
         # reading cffi struct fields costs an object per field.
         self._event_words = memoryview(ffi.buffer(self._events)).cast("I")
+        # lk_poll(ptr, 0, ...) keeping the GIL: see loop_c/lk_poll_py.c
+        self._poll0 = _nowait(_address(ffi.addressof(lib, "lk_poll")), _address(ptr),
+                              _address(self._events), MAX_EVENTS)
         self._timers: dict[int, Timer] = {}
         self._fds: dict[int, _FdWatch] = {}
         #: held by wake() (other threads) and close(), never while polling
@@ -367,8 +376,11 @@ class Loop:
         ptr = self._ptr
         if ptr is None:
             raise RuntimeError("the loop is closed")
-        timeout_ns = -1 if timeout < 0 else int(timeout * _NS)
-        n = lib.lk_poll(ptr, timeout_ns, self._events, MAX_EVENTS)
+        if timeout == 0:
+            n = self._poll0()  # a busy hub's poll: no GIL round trip
+        else:
+            timeout_ns = -1 if timeout < 0 else int(timeout * _NS)
+            n = lib.lk_poll(ptr, timeout_ns, self._events, MAX_EVENTS)
         if n <= 0:
             if n < 0 and n != -_errno.EINTR:
                 _check(n, "lk_poll")

@@ -99,6 +99,32 @@ def test_a_lone_greenlets_sleep0_does_not_switch_when_nobody_else_could_run():
     assert len(switches) < 1000
 
 
+def test_a_busy_hub_does_not_starve_a_thread_that_wants_the_gil():
+    # The busy hub polls every 0.2 ms. Through cffi each poll gave the GIL
+    # up and took it straight back, which woke the waiting thread just too
+    # late, every time: it waited for as long as the hub stayed busy.
+    # Polls that cannot wait now keep the GIL (loop_c/lk_poll_py.c), and
+    # CPython's 5 ms switch interval lets the thread in.
+    stamps = {}
+    start = time.monotonic()
+
+    def thread_body():
+        time.sleep(0.003)
+        stamps["thread"] = time.monotonic() - start
+
+    def busy():
+        while time.monotonic() - start < 0.5:
+            sleep(0)
+        stamps["busy"] = time.monotonic() - start
+
+    thread = threading.Thread(target=thread_body)
+    g = spawn(busy)
+    thread.start()
+    g.join()
+    thread.join()
+    assert stamps["thread"] < stamps["busy"] - 0.1
+
+
 def test_sleep0_in_a_greenlet_ends_a_hosts_tick_as_before():
     # A host loop (Jupyter) asked for one pass: a greenlet yielding with
     # sleep(0) must give the thread back, not loop for 0.2 ms.

@@ -563,3 +563,30 @@ def test_no_learned_spin_without_a_wake_spin_budget(loop):
         poll(loop, None)
         waker.join()
     assert stats(loop).spins == 0
+
+
+# ------------------------------------------------- poll without the GIL trip
+
+def test_the_nowait_poller_is_lk_poll_with_timeout_zero(loop, pair):
+    from labkit._lk_poll_py import nowait
+    a, b = pair
+    out = ffi.new("lk_event[]", 4)
+    addr = lambda p: int(ffi.cast("uintptr_t", p))
+    poll0 = nowait(addr(ffi.addressof(lib, "lk_poll")), addr(loop), addr(out), 4)
+    assert poll0() == 0
+    lib.lk_io_set(loop, a.fileno(), lib.LK_READ)
+    b.send(b"x")
+    assert poll0() == 1 and (out[0].id, out[0].events) == (a.fileno(), lib.LK_READ)
+    assert stats(loop).iterations == 2
+
+
+@pytest.mark.parametrize("args, error", [
+    ((1, 2, 3), TypeError),
+    ((0, 1, 1, 4), ValueError),        # a NULL function
+    (("f", 1, 1, 4), ValueError),      # not an address
+    ((1, 1, 1, 0), ValueError),        # max_events < 1
+])
+def test_the_nowait_poller_rejects_bad_arguments(args, error):
+    from labkit._lk_poll_py import nowait
+    with pytest.raises(error):
+        nowait(*args)
