@@ -29,10 +29,11 @@ try:
     from labkit._lk_poll_py import nowait as _nowait
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
-        "labkit's C event loop (labkit._lk_loop) is not built. Install labkit "
-        "with `pip install .` (or `pip install -e .`) from the repository root "
-        "so that cffi compiles loop_c/; a C compiler and the Python headers "
-        f"are required. Original error: {exc}"
+        "labkit's C event loop (labkit._lk_loop, and its helper "
+        "labkit._lk_poll_py) is not built. Install labkit with `pip install .` "
+        "(or `pip install -e .`) from the repository root so that setup.py "
+        "compiles loop_c/; a C compiler and the Python headers are required. "
+        f"Original error: {exc}"
     ) from exc
 
 # Reuse the frame-stack blocks of dead greenlets (loop_c/lk_arena_cache.c):
