@@ -173,8 +173,8 @@ class Semaphore(Linkable):
 
     def _make_serve_cb(self):
         # The bound method, made once per spell of contention: a contended
-        # release then allocates nothing. It is a reference cycle, so
-        # _serve_line drops it when the line empties.
+        # release then allocates nothing. It is a reference cycle, so it is
+        # dropped whenever the line empties with no serve pending.
         self._serve_cb = self._serve_line
         return self._serve_cb
 
@@ -191,7 +191,7 @@ class Semaphore(Linkable):
                 ticket.wake()
             except BaseException:
                 ticket.hub.handle_error((self._serve_line, self), *sys.exc_info())
-        if not waiters:
+        if not waiters and not self._serving:
             self._serve_cb = None  # see _make_serve_cb
         if self.counter > 0 and self._links:
             self._check_and_notify()
