@@ -9,15 +9,9 @@ import textwrap
 
 import pytest
 
+from helpers import run_python
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def run_python(code: str, *args: str, tmp_path=None) -> str:
-    """Run ``code`` in a new interpreter; return its stdout (fail on error)."""
-    command = [sys.executable, "-c", textwrap.dedent(code), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=45)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 # A local HTTP server whose handler sleeps 0.2 s. It runs in a plain thread of

@@ -120,29 +120,9 @@ def test_serve_forever_returns_after_stop_from_another_greenlet():
 
 # -- where handlers run ---------------------------------------------------------------
 
-def test_spawn_none_handles_one_connection_at_a_time(serve):
-    active, peak = [0], [0]
-
-    def handle(sock, address):
-        active[0] += 1
-        peak[0] = max(peak[0], active[0])
-        labkit.sleep(0.02)
-        sock.sendall(b"done")
-        active[0] -= 1
-
-    server = serve(handle, spawn=None)
-
-    def client():
-        with connect(server) as sock:
-            return sock.recv(10)
-
-    results = [labkit.spawn(client) for _ in range(4)]
-    labkit.joinall(results, raise_error=True)
-    assert [g.value for g in results] == [b"done"] * 4 and peak == [1]
-
-
-@pytest.mark.parametrize("spawn", [2, Pool(2)], ids=["int", "Pool"])
-def test_a_pool_bounds_concurrent_handlers(serve, spawn):
+@pytest.mark.parametrize("spawn, most", [(None, 1), (2, 2), (Pool(2), 2)],
+                         ids=["None: one at a time", "int", "Pool"])
+def test_spawn_bounds_concurrent_handlers(serve, spawn, most):
     active, peak = [0], [0]
 
     def handle(sock, address):
@@ -160,7 +140,7 @@ def test_a_pool_bounds_concurrent_handlers(serve, spawn):
 
     results = [labkit.spawn(client) for _ in range(6)]
     labkit.joinall(results, raise_error=True)
-    assert [g.value for g in results] == [b"ok"] * 6 and peak == [2]
+    assert [g.value for g in results] == [b"ok"] * 6 and peak == [most]
 
 
 # -- bad input and failing handlers -------------------------------------------------

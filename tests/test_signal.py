@@ -5,12 +5,12 @@ handle is cancelled at teardown so the test runner's own handlers come back.
 """
 import os
 import signal as stdlib_signal
-import sys
 import threading
 
 import pytest
 
 import labkit
+from helpers import run_python
 from labkit import signal as lsignal
 from labkit.event import Event
 
@@ -92,7 +92,4 @@ def test_patch_signal_routes_signal_signal_through_labkit():
             "from labkit.event import Event; done = Event(); "
             "signal.signal(signal.SIGUSR1, lambda n, f: (labkit.sleep(0.01), done.set())); "
             "os.kill(os.getpid(), signal.SIGUSR1); assert done.wait(5); print('ok')")
-    from labkit import subprocess
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=30)
-    assert result.stdout == "ok\n", result.stderr
+    assert run_python(code, timeout=30) == "ok\n"

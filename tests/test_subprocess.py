@@ -10,6 +10,7 @@ import time
 import pytest
 
 import labkit
+from helpers import run_python
 from labkit import subprocess
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,6 +114,4 @@ def test_patch_subprocess_makes_the_stdlib_functions_ours():
             "import labkit.subprocess as ours; assert subprocess.Popen is ours.Popen; "
             "jobs = [labkit.spawn(subprocess.check_output, ['sleep', '0.2']) for _ in range(5)]; "
             "labkit.joinall(jobs); print('ok')")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=30)
-    assert result.stdout == "ok\n", result.stderr
+    assert run_python(code, timeout=30) == "ok\n"

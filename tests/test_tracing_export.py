@@ -1,31 +1,17 @@
 """tracing.export: Perfetto/Chrome JSON and speedscope files that load back."""
 import json
-import time
 
 import pytest
 
-import labkit
 import tracing
+from helpers import trace_two_players_and_a_blocker
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def traced():
-    def player(rounds):
-        for _ in range(rounds):
-            labkit.sleep(0)
-        labkit.sleep(0.005)
-
-    def blocker():
-        time.sleep(0.08)
-
-    with tracing.trace(blocking=0.05, report=False) as t:
-        gs = [labkit.spawn(player, 3), labkit.spawn(player, 2), labkit.spawn(blocker)]
-        for g, name in zip(gs, ("a", "b", "blocker")):
-            g.name = name
-        labkit.joinall(gs)
-    return t
+    return trace_two_players_and_a_blocker(player_pause=0.002, block=0.08)
 
 
 def test_perfetto_json_has_one_named_thread_per_greenlet(traced, tmp_path):

@@ -1,10 +1,9 @@
 """tracing.plot: the timeline renders with Agg, one lane per greenlet."""
-import time
 
 import pytest
 
-import labkit
 import tracing
+from helpers import trace_two_players_and_a_blocker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -12,21 +11,8 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
 
-
 def _trace():
-    def player(rounds):
-        for _ in range(rounds):
-            labkit.sleep(0.002)
-
-    def blocker():
-        time.sleep(0.07)
-
-    with tracing.trace(blocking=0.05, report=False) as t:
-        gs = [labkit.spawn(player, 3), labkit.spawn(player, 2), labkit.spawn(blocker)]
-        for g, name in zip(gs, ("a", "b", "blocker")):
-            g.name = name
-        labkit.joinall(gs)
-    return t
+    return trace_two_players_and_a_blocker(player_pause=0.002, block=0.07)
 
 
 def test_timeline_draws_one_lane_per_greenlet():
