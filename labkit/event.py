@@ -43,7 +43,7 @@ _switch = greenlet.switch
 _NO_VALUE = ()
 
 from labkit.hub import (_TR_RESUME, _WHY_THROW, _WHY_TIMER, _WHY_WAITER,
-                        BlockingSwitchOutError, Waiter, _check_seconds, _noop, get_hub)
+                        BlockingSwitchOutError, Waiter, _check_seconds, get_hub)
 from labkit.timeout import Timeout
 
 __all__ = ["Event", "AsyncResult"]
@@ -104,15 +104,17 @@ class Linkable:
         self._links.append(callback)
         self._check_and_notify()
 
-    def unlink(self, callback: Callable) -> None:
-        """Forget a callback added with rawlink (no error if it is not there)."""
+    def unlink(self, callback: Callable) -> bool:
+        """Forget a callback added with rawlink (no error if it is not
+        there); True if it was there."""
         for links in (self._links, self._batch):
             if links:
                 try:
                     links.remove(callback)
-                    return
+                    return True
                 except ValueError:
                     pass
+        return False
 
     def linkcount(self) -> int:
         return len(self._links) + len(self._batch or ())
@@ -460,14 +462,8 @@ class Event(Linkable):
         do not remove)."""
         if self._parked is link:
             self._parked = None
-        if link in self._links or (self._batch and link in self._batch):
-            self.unlink(link)
-            return
-        ready = self.hub._ready
-        try:
-            ready[ready.index(link)] = _noop
-        except ValueError:
-            pass
+        if not self.unlink(link):
+            self.hub._disarm(link)
 
     def __repr__(self) -> str:
         state = "set" if self._flag else "clear"

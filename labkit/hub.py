@@ -321,6 +321,17 @@ class Hub(greenlet):
             self.loop.wake()
         return cb
 
+    def _disarm(self, callback: Callable) -> None:
+        """Make ``callback``, if it is still queued, a no-op: a greenlet that
+        stopped waiting takes back the switch that would wake it. Overwrite
+        rather than remove: the hub may be in the middle of a pass that
+        counted the queue's length when it began."""
+        ready = self._ready
+        try:
+            ready[ready.index(callback)] = _noop
+        except ValueError:
+            pass
+
     def keepalive(self, delta: int = 1, soon: bool = False) -> None:
         """Count (+1) or uncount (-1) a pending wake-up the loop cannot see,
         such as a job in another thread that will call run_callback_threadsafe.
@@ -646,14 +657,8 @@ def sleep(seconds: float = 0) -> None:
             _switch(hub)
         except BaseException:
             # Woken by an exception (kill, Timeout): our switch must not
-            # fire later and wake us from some unrelated wait. Overwrite it
-            # rather than remove it: the hub may be in the middle of a pass
-            # that counted the deque's length when it began.
-            ready = hub._ready
-            try:
-                ready[ready.index(switch)] = _noop
-            except ValueError:
-                pass
+            # fire later and wake us from some unrelated wait.
+            hub._disarm(switch)
             if _trace is not None:
                 _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
             raise
