@@ -396,23 +396,6 @@ class Event(Linkable):
         """Lower the flag: later calls to wait() will park again."""
         self._flag = False
 
-    def _notify_links(self) -> None:
-        # Linkable._notify_links specialised for the hot case, one waiter
-        # (two greenlets handing an Event back and forth): no batch, and the
-        # flag read directly. Everything else takes the general path.
-        links = self._links
-        if len(links) != 1:
-            Linkable._notify_links(self)
-            return
-        self._notifier = None
-        link = links.popleft()
-        try:
-            link(self)  # may switch into the waiter; it comes back here
-        except BaseException:
-            self.hub.handle_error((link, self), *sys.exc_info())
-        if self._links and self._flag and self._notifier is None:
-            self._schedule_notify()
-
     def wait(self, timeout: float | None = None) -> bool:
         """Park until the flag is set; the flag's value (False on timeout)."""
         if self._flag:
