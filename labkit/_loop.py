@@ -43,6 +43,28 @@ if os.environ.get("LABKIT_ARENA_CACHE", "1") != "0":
     lib.lk_arena_cache_install()
 
 
+def spin_seconds_from_environment() -> float:
+    """How long a poll spins before it sleeps while another thread is about
+    to wake it -- a thread-pool reply is due (see :meth:`Hub.keepalive`), or
+    a thread keeps posting callbacks (``Loop.set_wake_spin``):
+    ``LABKIT_SPIN_US`` microseconds, 50 by default; 0 on a single CPU, where
+    spinning would take the very CPU the other thread needs."""
+    raw = os.environ.get("LABKIT_SPIN_US", "50")
+    try:
+        micros = float(raw)
+    except ValueError:
+        raise ValueError(f"LABKIT_SPIN_US must be a number of microseconds, not {raw!r}") from None
+    if not 0 <= micros <= 10_000:  # a spin delays Ctrl-C by up to its length
+        raise ValueError(f"LABKIT_SPIN_US must be between 0 and 10000, not {raw!r}")
+    if hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+    else:
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return 0.0
+    return micros / 1e6
+
+
 def _address(cdata) -> int:
     """A cffi pointer as an int, for the CPython helpers that take one."""
     return int(ffi.cast("uintptr_t", cdata))

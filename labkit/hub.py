@@ -42,7 +42,8 @@ from typing import Callable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from labkit._loop import READ, WRITE, ConcurrentObjectUseError, Loop, lib as _lib
+from labkit._loop import (READ, WRITE, ConcurrentObjectUseError, Loop, lib as _lib,
+                          spin_seconds_from_environment)
 
 __all__ = [
     "Hub", "Waiter", "LoopExit", "BlockingSwitchOutError",
@@ -55,31 +56,9 @@ __all__ = [
 #: cost of two switches, while I/O and timers still get checked every 0.2 ms.
 IO_CHECK_INTERVAL_NS = 200_000
 
-
-def _spin_seconds_from_environment() -> float:
-    """How long a poll spins before it sleeps while another thread is about
-    to wake it -- a thread-pool reply is due (see :meth:`Hub.keepalive`), or
-    a thread keeps posting callbacks (``Loop.set_wake_spin``):
-    ``LABKIT_SPIN_US`` microseconds, 50 by default; 0 on a single CPU, where
-    spinning would take the very CPU the other thread needs."""
-    raw = os.environ.get("LABKIT_SPIN_US", "50")
-    try:
-        micros = float(raw)
-    except ValueError:
-        raise ValueError(f"LABKIT_SPIN_US must be a number of microseconds, not {raw!r}") from None
-    if not 0 <= micros <= 10_000:  # a spin delays Ctrl-C by up to its length
-        raise ValueError(f"LABKIT_SPIN_US must be between 0 and 10000, not {raw!r}")
-    if hasattr(os, "sched_getaffinity"):
-        cpus = len(os.sched_getaffinity(0))
-    else:
-        cpus = os.cpu_count() or 1
-    if cpus < 2:
-        return 0.0
-    return micros / 1e6
-
-
-#: See _spin_seconds_from_environment; read once, at import.
-SPIN_SECONDS = _spin_seconds_from_environment()
+#: How long a poll spins instead of sleeping while another thread is about
+#: to wake it (LABKIT_SPIN_US; see labkit._loop.spin_seconds_from_environment).
+SPIN_SECONDS = spin_seconds_from_environment()
 
 # -- tracing hooks -----------------------------------------------------------
 #

@@ -7,6 +7,7 @@ import time
 import pytest
 
 import labkit
+import labkit._loop
 from labkit.event import AsyncResult
 from labkit.threadpool import ThreadPool, ThreadPoolExecutor
 
@@ -151,21 +152,21 @@ def test_no_learned_spinning_when_spin_seconds_is_zero(monkeypatch):
 def test_labkit_spin_us_sets_the_spin(monkeypatch, value, expected):
     monkeypatch.setenv("LABKIT_SPIN_US", value)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert labkit.hub._spin_seconds_from_environment() == pytest.approx(expected)
+    assert labkit._loop.spin_seconds_from_environment() == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("value", ["fast", "-1", "10001", "nan"])
 def test_a_bad_labkit_spin_us_is_a_clear_error(monkeypatch, value):
     monkeypatch.setenv("LABKIT_SPIN_US", value)
     with pytest.raises(ValueError, match="LABKIT_SPIN_US"):
-        labkit.hub._spin_seconds_from_environment()
+        labkit._loop.spin_seconds_from_environment()
 
 
 def test_one_cpu_never_spins(monkeypatch):
     # The thread we would wait for needs the only CPU we would spin on.
     monkeypatch.setenv("LABKIT_SPIN_US", "50")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert labkit.hub._spin_seconds_from_environment() == 0.0
+    assert labkit._loop.spin_seconds_from_environment() == 0.0
 
 
 def test_loop_set_spin_rejects_negative_and_nan():
