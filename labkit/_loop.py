@@ -251,9 +251,10 @@ class Loop:
                  "spins", "spin_hits")}
 
     def set_spin(self, seconds: float) -> None:
-        """Before any poll that would sleep, poll without sleeping for up to
-        ``seconds`` first (0: never, the default). For a reply due from
-        another thread within microseconds: see loop_c/README.md, phase 3."""
+        """The next polls that would sleep poll without sleeping instead, for
+        up to ``seconds``, until one of them catches nothing (0: never, the
+        default). For a reply due from another thread within microseconds:
+        see loop_c/README.md, phase 3."""
         lib.lk_loop_set_spin(self._live_ptr(), _spin_ns(seconds))
 
     def set_wake_spin(self, seconds: float) -> None:

@@ -353,10 +353,10 @@ class Event(Linkable):
     parked in ``wait()`` (two greenlets handing an Event back and forth),
     ``set()`` puts that greenlet's own ``switch`` in the hub's ready queue,
     instead of a notification that would then switch into it: one Python
-    call less per wake-up, a fifth of an Event ping-pong. The waiter
+    call less per wake-up, a tenth of an Event ping-pong. The waiter
     resumes with no value, which it takes as "set". If it stops waiting
-    before the hub gets there (killed), it takes its switch back out of the
-    ready queue. (So set() wakes the waiters linked when it is called; with
+    before the hub gets there (killed), it turns its queued switch into a
+    no-op (Hub._disarm). (So set() wakes the waiters linked when it is called; with
     several waiters, as in gevent, those linked by the time the hub runs
     the notification.)
     """
