@@ -225,10 +225,34 @@ def _waits_on(frames: list, user) -> str:
         index = frames.index(user)
         if index + 1 < len(frames):
             inner = frames[index + 1]
-            api = getattr(inner.f_code, "co_qualname", inner.f_code.co_name)
+            api = _qualname(inner)
     if api and detail:
         return detail if detail.startswith(api) else f"{api}: {detail}"
     return api or detail or "the hub"
+
+
+def _qualname(frame) -> str:
+    """The qualified name of the function ``frame`` runs: "socket.accept", not "accept".
+
+    Python 3.11+ keeps it on the code object (``co_qualname``). Python 3.10 does
+    not, so it is derived there for methods: the frame's first argument (``self``,
+    or ``cls`` of a classmethod) gives the class, and the first class of its MRO
+    whose namespace holds a function with this very code object is the one that
+    defines it. Anything else (a module-level function, a static method, a nested
+    function) gets ``co_name``, which for a module-level function is its
+    qualified name already.
+    """
+    code = frame.f_code
+    qualname = getattr(code, "co_qualname", None)
+    if qualname is not None:
+        return qualname
+    if code.co_argcount:
+        first = frame.f_locals.get(code.co_varnames[0])
+        for klass in (first if isinstance(first, type) else type(first)).__mro__:
+            attr = klass.__dict__.get(code.co_name)
+            if getattr(getattr(attr, "__func__", attr), "__code__", None) is code:
+                return f"{klass.__qualname__}.{code.co_name}"
+    return code.co_name
 
 
 # -- rendering a trace for a notebook ----------------------------------------
