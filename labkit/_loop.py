@@ -71,12 +71,15 @@ def _address(cdata) -> int:
 
 
 def arena_cache_stats() -> dict:
-    """Hits and misses of the frame-stack block cache, and blocks held now."""
+    """Whether the frame-stack block cache is installed (``LABKIT_ARENA_CACHE``
+    not ``0``), its hits and misses, and the blocks it holds now."""
     hits = ffi.new("uint64_t *")
     misses = ffi.new("uint64_t *")
     cached = ffi.new("int *")
-    lib.lk_arena_cache_stats(hits, misses, cached)
-    return {"hits": hits[0], "misses": misses[0], "cached": cached[0]}
+    installed = ffi.new("int *")
+    lib.lk_arena_cache_stats(hits, misses, cached, installed)
+    return {"installed": bool(installed[0]), "hits": hits[0], "misses": misses[0],
+            "cached": cached[0]}
 
 
 READ: int = lib.LK_READ

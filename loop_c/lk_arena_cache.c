@@ -85,9 +85,11 @@ int lk_arena_cache_install(void)
 #endif
 }
 
-void lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached)
+void lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached,
+                          int *installed)
 {
     *hits = lk__hits;
     *misses = lk__misses;
     *cached = lk__cached;
+    *installed = lk__installed;
 }

@@ -70,7 +70,8 @@ void        lk_wake(lk_loop *loop);
 
 /* lk_arena_cache.c: reuse freed frame-stack blocks (see that file). */
 int         lk_arena_cache_install(void);
-void        lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached);
+void        lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached,
+                                 int *installed);
 
 /* lk_trace.c: the tracer's ring of fixed-size records (see that file). */
 typedef struct lk_trace lk_trace;
