@@ -99,3 +99,58 @@ def test_main_greenlet_working_while_the_loop_is_idle_is_not_a_block():
     finally:
         monitor.stop()
     assert monitor.blocks == []
+
+
+class _LateWatchdog:
+    """Stands in for tracing.blocking's ``lib``: once, after the watchdog
+    read a snapshot showing a block in progress, it holds the watchdog until
+    the loop has finished that block and is waiting in poll, then hands back
+    the stale snapshot -- as when the OS deschedules the watchdog thread
+    between reading the ring and sampling the stack (two loaded cores)."""
+
+    def __init__(self, lib, ffi, after):
+        self._lib, self._ffi, self._after = lib, ffi, after
+        self.held = False
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def lk_trace_get_state(self, ring, out):
+        lib = self._lib
+        lib.lk_trace_get_state(ring, out)
+        if self.held or out.last_kind == lib.LK_TR_POLL_ENTER or \
+                out.now_ns - out.last_ns < self._after * 1e9:
+            return
+        self.held = True
+        stale = self._ffi.new("lk_trace_state *", out[0])
+        now = self._ffi.new("lk_trace_state *")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:   # until the block ended and the hub polls
+            lib.lk_trace_get_state(ring, now)
+            if now.stalls != stale.stalls and now.last_kind == lib.LK_TR_POLL_ENTER:
+                break
+            time.sleep(0.001)
+        out[0] = stale[0]
+
+
+def test_a_sample_taken_after_the_block_ended_does_not_blame_the_hub(monkeypatch):
+    # The watchdog reads the ring, then samples the loop thread's stack. If
+    # the block ends in between, the stack is the hub's (polling): that
+    # sample says nothing about the block and must not turn the greenlet
+    # that blocked into "hub".
+    import tracing.blocking
+    late = _LateWatchdog(tracing.blocking.lib, tracing.blocking.ffi, after=0.1)
+    monkeypatch.setattr(tracing.blocking, "lib", late)
+
+    def blocker():
+        time.sleep(0.25)  # BLOCK-LATE-SAMPLE
+
+    with tracing.trace(blocking=THRESHOLD, report=False) as t:
+        g = labkit.spawn(blocker)
+        g.name = "blocker"
+        g.join()
+        labkit.sleep(0.3)   # the hub polls while the held watchdog samples
+    assert late.held
+    [block] = t.blocking()
+    assert block.greenlet == "blocker"
+    assert block.function == "blocker" and block.line == _line_of("BLOCK-LATE-SAMPLE")

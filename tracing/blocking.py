@@ -20,6 +20,12 @@ Who measures what:
   when the stall count moves it reports the block: duration, greenlet, and
   the line in user code (frames inside labkit/, tracing/, the standard
   library and site-packages are skipped when a frame outside them exists).
+  A sample counts only if the ring wrote no record between the snapshot
+  that called for it and a second one read after it: on a loaded machine
+  the watchdog can be descheduled between the two steps, and a stack taken
+  after the block ended shows the hub (or whoever ran next), not the
+  culprit. The report names the place sampled most often, with the greenlet,
+  "in the hub" and stack of that place's samples.
 
 A block in a hub callback is found the same way (the hub's pass record is
 the last record before it); its greenlet is reported as "hub". The main
@@ -77,10 +83,10 @@ class _Sampling:
     def __init__(self, start_ns: int, current: int):
         self.start_ns = start_ns
         self.current = current
-        self.places = collections.Counter()   # (file, line, func) -> samples
-        self.stack: list[str] = []
-        self.in_hub = False
-        self.loop_idle = False
+        #: (file, line, func, in_hub) -> how many samples saw it
+        self.places = collections.Counter()
+        #: the same key -> (stack, loop_idle) of its latest sample
+        self.latest: dict[tuple, tuple[list[str], bool]] = {}
 
 
 class BlockingMonitor:
@@ -117,6 +123,7 @@ class BlockingMonitor:
         self._thread_id = threading.get_ident()
         self._start_ns = rec.start_ns
         self._state = ffi.new("lk_trace_state *")
+        self._after_sample = ffi.new("lk_trace_state *")
         lib.lk_trace_get_state(self._ring, self._state)
         self._seen_stalls = self._state.stalls
         lib.lk_trace_set_stall_threshold(self._ring, int(self.threshold * 1e9))
@@ -173,35 +180,49 @@ class BlockingMonitor:
             return
         if sampling is None or sampling.start_ns != state.last_ns:
             sampling = self._sampling = _Sampling(state.last_ns, state.current)
-        self._sample(sampling)
+        self._sample(sampling, state.count)
 
-    def _sample(self, sampling: _Sampling) -> None:
+    def _sample(self, sampling: _Sampling, count: int) -> None:
+        """Sample the loop thread's stack for the block that was in progress
+        when the ring had written ``count`` records."""
         frame = sys._current_frames().get(self._thread_id)
         if frame is None:
             return
         blame, frames = user_frame(frame)
-        sampling.in_hub = bool(frames) and frames[-1].f_code is _HUB_RUN
+        in_hub = bool(frames) and frames[-1].f_code is _HUB_RUN
         hub = self._hub
-        sampling.loop_idle = not (hub._ready or hub.loop.active_timers or hub.loop.io_waiters)
+        loop_idle = not (hub._ready or hub.loop.active_timers or hub.loop.io_waiters)
+        stack = [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+                 for f in reversed(frames)]
+        place = None
         if blame is not None:
             code = blame.f_code
-            sampling.places[(code.co_filename, blame.f_lineno, code.co_name)] += 1
-        sampling.stack = [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
-                          for f in reversed(frames)]
+            place = (code.co_filename, blame.f_lineno, code.co_name, in_hub)
+        del frame, frames, blame
+        # Was the block still going on? Only if no record was written since
+        # the snapshot that asked for this sample (read now, after the stack).
+        after = self._after_sample
+        lib.lk_trace_get_state(self._ring, after)
+        if after.count != count or place is None:
+            return
+        sampling.places[place] += 1
+        sampling.latest[place] = (stack, loop_idle)
 
     def _report(self, start_ns: int, end_ns: int, sampling: _Sampling | None) -> None:
         names = self._recorder
         if sampling is not None and sampling.places:
-            (file, line, function), _ = sampling.places.most_common(1)[0]
-            stack = sampling.stack
+            place, _ = sampling.places.most_common(1)[0]
+            file, line, function, in_hub = place
+            stack, loop_idle = sampling.latest[place]
         else:
             file, line, function, stack = "?", 0, "?", []
+            in_hub = loop_idle = False
         current = sampling.current if sampling is not None else 0
-        if sampling is not None and sampling.in_hub:
+        if in_hub:
             who = "hub"
         else:
             who = names.name_of(current) if current else "?"
-            if sampling is not None and who == "main" and sampling.loop_idle:
+            if who == "main" and loop_idle:
                 return   # main ran while the loop had nothing to do: no victim
         block = Block(start=(start_ns - self._start_ns) / 1e9,
                       duration=(end_ns - start_ns) / 1e9, greenlet=who, file=file,
