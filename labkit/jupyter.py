@@ -33,17 +33,12 @@ non-blocking pass of the hub -- whenever the hub could have work::
       the asyncio loop waits, as for any long-running cell; the cell resumes
       when its timer fires, the next tick resumes the hub where it left off.
 
-Three things make the hub's work visible to asyncio:
-
-- ``add_reader(hub.loop.backend_fd)``: the C loop's epoll fd is readable when
-  any fd the hub watches is ready or its eventfd was written
-  (``run_callback_threadsafe`` from another thread does that);
-- one timer handle, re-armed after every tick for the delay the tick returned
-  (``call_soon`` for 0, ``call_later`` for the next hub timer): the C loop's
-  timers live in a heap, not in the kernel, so no fd tells about them;
-- a coalesced ``call_soon`` after every message the kernel handles (cells,
-  widget callbacks, comm messages): code run there appends to the hub's ready
-  deque without touching any fd.
+The fd reader, the one re-armed timer and the tick itself are the shared
+asyncio-guest half (:mod:`labkit._asyncio_guest`); this module adds the
+kernel's side: a coalesced tick request after every message the kernel
+handles (cells, widget callbacks, comm messages -- code run there appends to
+the hub's ready deque without touching any fd), SIGINT chaining, subshells,
+and the ``%gui labkit`` fallback.
 
 A tick never blocks (the hub polls with timeout 0) and never raises into the
 kernel's loop: errors are reported through the hub and the kernel goes on.
@@ -86,8 +81,8 @@ round-trips take ~1 ms longer, but it needs nothing from the kernel but
 ``%gui``. ``%load_ext labkit`` falls back to it by itself when guest mode
 cannot attach (the poll(2) backend has no fd to give asyncio).
 
-In a terminal IPython, ``%load_ext labkit`` installs the prompt_toolkit input
-hook of :mod:`labkit.repl` instead.
+In a terminal IPython, ``%load_ext labkit`` makes the hub a guest of
+IPython's own asyncio prompt loop instead (see :mod:`labkit.repl`).
 """
 from __future__ import annotations
 
@@ -98,6 +93,7 @@ import threading
 
 from greenlet import getcurrent, greenlet
 
+from labkit._asyncio_guest import AsyncioGuest
 from labkit.hub import Hub, _local, _sigint_handler, get_hub
 
 __all__ = [
@@ -180,59 +176,51 @@ def _get_ipython():
     return ipython
 
 
-class Guest:
-    """The glue between one hub and one kernel: reader, timer, hooks.
+class Guest(AsyncioGuest):
+    """The glue between one hub and one kernel: the asyncio guest (reader,
+    timer) plus the kernel's hooks and the SIGINT chaining.
 
     Everything here runs in the kernel's main thread, in the main greenlet,
     except :meth:`request_tick`, which any thread may call.
     """
 
     def __init__(self, hub: Hub, ipython):
-        self.hub = hub
         self.ipython = ipython
         self.kernel = ipython.kernel
-        self.aio = getattr(self.kernel.io_loop, "asyncio_loop", None)
+        super().__init__(hub, getattr(self.kernel.io_loop, "asyncio_loop", None))
         #: "guest" (add_reader) or "gui" (polled by %gui labkit)
         self.mode: str | None = None
-        self.attached = False
-        self._fd = -1
-        self._timer = None            # the one pending asyncio handle
-        self._soon_requested = False  # a call_soon_threadsafe is in flight
-        self._in_tick = False
         self._saved_post_handler_hook = None
         self._sigint = _ChainedSigint(self)
-        self.ticks = 0                # how many passes the host loop asked for
 
     # -- attaching ---------------------------------------------------------
     def attach(self) -> None:
-        self._fd = self.hub.loop.backend_fd
-        if self._fd < 0 or self.aio is None:
+        if self.hub.loop.backend_fd < 0 or self.aio is None:
             # poll(2) backend: no fd to hand to asyncio (or a kernel without
             # an asyncio loop): be polled by the kernel instead.
             self.mode = "gui"
             enable_gui(self.kernel)
+            self.attached = True
         else:
             self.mode = "guest"
-            self.aio.add_reader(self._fd, self.tick)
+            super().attach()
             self._wrap_post_handler_hook()
         events = self.ipython.events
         events.register("pre_execute", self._pre_execute)
         events.register("post_execute", self._post_execute)
-        self.attached = True
-        self.request_tick()
 
     def detach(self) -> None:
         """Undo attach(). Parked greenlets stay parked until the hub runs again."""
         if not self.attached:
             return
-        self.attached = False
         if self.mode == "guest":
-            self.aio.remove_reader(self._fd)
+            super().detach()
             self._unwrap_post_handler_hook()
-        elif self.kernel.eventloop is _gui_tick:
-            from ipykernel.eventloops import enable_gui as kernel_enable_gui
-            kernel_enable_gui(None, self.kernel)
-        self._cancel_timer()
+        else:
+            self.attached = False
+            if self.kernel.eventloop is _gui_tick:
+                from ipykernel.eventloops import enable_gui as kernel_enable_gui
+                kernel_enable_gui(None, self.kernel)
         events = self.ipython.events
         for name, hook in (("pre_execute", self._pre_execute),
                            ("post_execute", self._post_execute)):
@@ -243,60 +231,12 @@ class Guest:
         self._sigint.uninstall()
 
     # -- ticking -------------------------------------------------------------
-    def tick(self) -> None:
-        """One pass of the hub, then re-arm the timer. Never raises."""
-        self._soon_requested = False
-        if not self.attached or self._in_tick:
-            return
-        hub = self.hub
-        if hub.loop.closed or hub.dead:
-            # The hub was destroyed (the next get_hub() makes a new one, and
-            # the next %load_ext attaches that). Its fd is closed: stop
-            # watching it before the number is reused.
-            self.detach()
-            return
-        if getcurrent() is not hub.parent:
-            return  # asyncio runs inside some greenlet: not ours to tick
-        self._in_tick = True
-        delay = 0.0
-        try:
-            delay = hub.tick()
-            self.ticks += 1
-        except BaseException:
-            # SystemExit or KeyboardInterrupt from a greenlet, thrown into the
-            # main greenlet: it must not stop the kernel's loop.
-            hub.print_exception("labkit tick", *sys.exc_info())
-        finally:
-            self._in_tick = False
+    def _after_tick(self) -> None:
         self._sigint.replay_deferred()
-        self._arm(delay)
-
-    def _arm(self, delay: float | None) -> None:
-        """Keep exactly one pending handle: soon, later, or none (fd only)."""
-        self._cancel_timer()
-        if self.mode != "guest":
-            return  # %gui polls on its own schedule
-        if delay is None:
-            return
-        if delay <= 0:
-            self._timer = self.aio.call_soon(self.tick)
-        else:
-            self._timer = self.aio.call_later(delay, self.tick)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def request_tick(self) -> None:
-        """Tick soon. Any thread; many requests before the tick make one tick."""
-        if self._soon_requested or not self.attached or self.mode != "guest":
-            return
-        self._soon_requested = True
-        try:
-            self.aio.call_soon_threadsafe(self.tick)
-        except RuntimeError:  # the kernel's loop is closed: shutting down
-            self._soon_requested = False
+        if self.mode == "guest":  # %gui polls on its own schedule
+            super().request_tick()
 
     # -- kernel and IPython hooks ------------------------------------------
     def _wrap_post_handler_hook(self) -> None:
@@ -375,7 +315,7 @@ class _ChainedSigint:
     def handle(self, signum, frame) -> None:
         guest, hub = self.guest, self.guest.hub
         current = getcurrent()
-        if guest._in_tick:
+        if guest.in_tick:
             self.deferred = (signum, frame)
         elif current is hub.parent:
             self.chain(signum, frame)

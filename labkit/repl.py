@@ -17,12 +17,13 @@ spawned at the prompt (a server, a pinger) keep going until you press Enter::
       the statement runs in the main greenlet: if it blocks (labkit.sleep),
       the hub runs as it does in any script
 
-Three REPLs, three hooks:
+Three REPLs; the two plain ones work as drawn above:
 
-- IPython in a terminal: ``%load_ext labkit`` registers a prompt_toolkit
-  input hook (``IPython.terminal.pt_inputhooks.register``) and enables it, as
-  ``%gui labkit`` would. prompt_toolkit tells the hook about input through
-  ``context.fileno()`` (a pipe it writes when its own selector fires).
+- IPython in a terminal: ``%load_ext labkit`` turns on IPython's
+  ``%gui asyncio`` (the prompt then waits inside IPython's asyncio loop) and
+  makes the hub a guest of that loop, as in a Jupyter kernel (see
+  :mod:`labkit._asyncio_guest`). With ``--simple-prompt``, IPython reads
+  lines with ``input()``, and the plain-python hook below applies.
 - plain ``python``: :func:`install_inputhook` sets ``PyOS_InputHook`` through
   ctypes; readline (or the stdin reader) calls it while waiting for a line,
   with the GIL released -- ctypes takes it back for us.
@@ -44,6 +45,7 @@ import sys
 
 from greenlet import getcurrent
 
+from labkit._asyncio_guest import POLL_BACKEND_INTERVAL, AsyncioGuest
 from labkit.hub import get_hub
 
 __all__ = [
@@ -51,13 +53,9 @@ __all__ = [
     "enable_ipython_terminal", "disable_ipython_terminal", "console_main",
 ]
 
-#: With no fd to wait on (the poll(2) backend), look at the hub this often.
-POLL_BACKEND_INTERVAL = 0.01
-
-
-def run_hub_until_input(input_fds: list[int], input_is_ready=None) -> None:
-    """Run hub passes until one of ``input_fds`` is readable (or
-    ``input_is_ready()`` says so). Call from the main greenlet.
+def run_hub_until_input(input_fds: list[int]) -> None:
+    """Run hub passes until one of ``input_fds`` is readable. Call from the
+    main greenlet.
 
     Between passes it sleeps in select() on the input fds and the hub's epoll
     fd, for at most the time to the hub's next timer: no polling.
@@ -69,8 +67,6 @@ def run_hub_until_input(input_fds: list[int], input_is_ready=None) -> None:
     wait_fds = list(input_fds) + ([backend_fd] if backend_fd >= 0 else [])
     while True:
         delay = _one_pass(hub)
-        if input_is_ready is not None and input_is_ready():
-            return
         if backend_fd < 0:
             delay = POLL_BACKEND_INTERVAL if delay is None else min(delay, POLL_BACKEND_INTERVAL)
         readable, _, _ = select.select(wait_fds, [], [], delay)
@@ -138,38 +134,77 @@ def uninstall_inputhook() -> None:
     _installed_hook = None
 
 
-# -- IPython in a terminal: a prompt_toolkit input hook ------------------------
+# -- IPython in a terminal: a guest of IPython's asyncio loop -------------------
+#
+# Why not a prompt_toolkit input hook (``%gui <name>``)? Since IPython 8.18,
+# IPython hands its input hook to ``PromptSession.prompt(inputhook=...)``, and
+# prompt_toolkit's prompt for dumb terminals (TERM=dumb or unknown: Emacs
+# shell buffers, pexpect, many CI terminals) drops that argument, so no hook
+# runs at all and greenlets stall while the prompt waits. IPython's own
+# ``%gui asyncio`` takes another path: it runs the prompt *in* IPython's
+# asyncio loop (``prompt_async``), on every terminal type and every IPython
+# since 8.0. The hub joins that loop as a guest, exactly as it joins the
+# kernel's loop in Jupyter (labkit._asyncio_guest).
 
-def _prompt_toolkit_hook(context) -> None:
-    # prompt_toolkit's selector runs in a helper thread meanwhile and writes
-    # context.fileno() when it has something: return then.
-    try:
-        run_hub_until_input([context.fileno()], context.input_is_ready)
-    except BaseException:  # Ctrl-C is a key press here (raw mode): rare
-        get_hub().print_exception("labkit input hook", *sys.exc_info())
+#: the guest attached to IPython's terminal loop, if any
+_terminal_guest = None
+#: True if labkit turned ``%gui asyncio`` on (and so turns it off again)
+_enabled_asyncio_gui = False
 
 
 def enable_ipython_terminal(ipython) -> None:
-    """``%load_ext labkit`` in a terminal IPython: enable the input hook.
+    """``%load_ext labkit`` in a terminal IPython: run the hub while the
+    prompt waits. Main thread only; idempotent.
 
     With ``--simple-prompt`` IPython reads lines with ``input()``, which
-    calls PyOS_InputHook rather than prompt_toolkit's hook.
+    calls PyOS_InputHook (:func:`install_inputhook`). Otherwise labkit turns
+    on ``%gui asyncio`` (if no other GUI hook is active) and becomes a guest
+    of IPython's asyncio loop; after each cell it asks for a tick, so work a
+    cell queued (``spawn``) starts while the next prompt waits.
     """
-    get_hub()
+    global _terminal_guest, _enabled_asyncio_gui
+    hub = get_hub()
     if getattr(ipython, "simple_prompt", False):
         install_inputhook()
         return
-    from IPython.terminal.pt_inputhooks import register
-    register("labkit", _prompt_toolkit_hook)
-    if getattr(ipython, "active_eventloop", None) != "labkit":
-        ipython.enable_gui("labkit")
+    active = getattr(ipython, "active_eventloop", None)
+    if active not in (None, "asyncio"):
+        raise RuntimeError(
+            f"labkit needs IPython's asyncio prompt loop, but %gui {active} is on; "
+            f"run %gui (no argument) to turn it off, then %load_ext labkit again")
+    if active is None:
+        ipython.enable_gui("asyncio")
+        _enabled_asyncio_gui = True
+    from IPython.core.async_helpers import get_asyncio_loop
+    aio = get_asyncio_loop()
+    if _terminal_guest is not None:
+        if _terminal_guest.hub is hub and _terminal_guest.aio is aio and _terminal_guest.attached:
+            return
+        _terminal_guest.detach()
+    _terminal_guest = AsyncioGuest(hub, aio)
+    _terminal_guest.attach()
+    ipython.events.register("post_run_cell", _request_tick_after_cell)
+
+
+def _request_tick_after_cell(result=None) -> None:
+    if _terminal_guest is not None:
+        _terminal_guest.request_tick()
 
 
 def disable_ipython_terminal(ipython) -> None:
-    """``%unload_ext labkit`` in a terminal IPython."""
+    """``%unload_ext labkit`` in a terminal IPython: greenlets stay parked."""
+    global _terminal_guest, _enabled_asyncio_gui
     uninstall_inputhook()
-    if getattr(ipython, "active_eventloop", None) == "labkit":
+    if _terminal_guest is not None:
+        _terminal_guest.detach()
+        _terminal_guest = None
+        try:
+            ipython.events.unregister("post_run_cell", _request_tick_after_cell)
+        except ValueError:
+            pass
+    if _enabled_asyncio_gui and getattr(ipython, "active_eventloop", None) == "asyncio":
         ipython.enable_gui(None)
+    _enabled_asyncio_gui = False
 
 
 def console_main(argv: list[str] | None = None) -> int:

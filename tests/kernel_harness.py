@@ -39,11 +39,11 @@ def echo_once(port: int, payload: bytes = b"ping", timeout: float = 2) -> bytes:
         return recv_exactly(conn, len(payload))
 
 
-def spawn_in_pty(args: list[str], timeout: float = 15):
+def spawn_in_pty(args: list[str], timeout: float = 15, term: str = "dumb"):
     """Start ``python ARGS`` in a pseudo terminal (pexpect), quiet and
-    colourless, with this checkout of labkit importable."""
+    colourless, with this checkout of labkit importable; ``term`` is $TERM."""
     import pexpect
-    env = dict(os.environ, TERM="dumb", PYTHONSTARTUP="", NO_COLOR="1",
+    env = dict(os.environ, TERM=term, PYTHONSTARTUP="", NO_COLOR="1",
                PYTHONDONTWRITEBYTECODE="1")
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]

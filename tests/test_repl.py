@@ -44,8 +44,11 @@ def start_echo_server(child, echo_file, prompt: str) -> int:
 
 
 def pings(child, prompt: str) -> int:
-    out = type_line(child, "print('pings', len(pings))", prompt)
-    return int(re.search(r"pings (\d+)", out).group(1))
+    child.sendline("print('pings', len(pings))")
+    child.expect(r"pings (\d+)\r?\n")  # the output, not the echo of the line
+    count = int(child.match.group(1))
+    child.expect(prompt)
+    return count
 
 
 def assert_served_while_the_prompt_waits(child, port: int, prompt: str) -> None:
@@ -128,14 +131,50 @@ def test_plain_python_input_hook_serves_while_the_prompt_waits(echo_file):
 
 # -- IPython in a terminal ---------------------------------------------------------
 
-@pytest.mark.parametrize("prompt_style", [[], ["--simple-prompt"]],
-                         ids=["prompt_toolkit", "simple-prompt"])
+#: (IPython arguments, TERM): prompt_toolkit's full prompt on a real terminal
+#: type, its reduced prompt on a dumb one (Emacs shell, pexpect), and
+#: IPython's own input()-based prompt.
+IPYTHON_PROMPTS = {
+    "prompt_toolkit": ([], "dumb"),
+    "prompt_toolkit-xterm": ([], "xterm-256color"),
+    "simple-prompt": (["--simple-prompt"], "dumb"),
+}
+#: the prompt, without the trailing space a real terminal type redraws over
+IPYTHON_PROMPT_ANY_TERM = r"In \[\d+\]:"
+
+
+def spawn_ipython(tmp_path, style: str):
+    args, term = IPYTHON_PROMPTS[style]
+    return spawn_in_pty(["-m", "IPython", "--no-banner", "--colors=NoColor",
+                         f"--ipython-dir={tmp_path}", *args], term=term)
+
+
+@pytest.mark.parametrize("prompt_style", list(IPYTHON_PROMPTS))
 def test_ipython_extension_serves_while_the_prompt_waits(echo_file, tmp_path, prompt_style):
     pytest.importorskip("IPython")
-    args = ["-m", "IPython", "--no-banner", "--colors=NoColor",
-            f"--ipython-dir={tmp_path}", *prompt_style]
-    with closing(spawn_in_pty(args)) as child:
-        child.expect(IPYTHON_PROMPT)
-        type_line(child, "%load_ext labkit", IPYTHON_PROMPT)
-        port = start_echo_server(child, echo_file, IPYTHON_PROMPT)
-        assert_served_while_the_prompt_waits(child, port, IPYTHON_PROMPT)
+    prompt = IPYTHON_PROMPT_ANY_TERM
+    with closing(spawn_ipython(tmp_path, prompt_style)) as child:
+        child.expect(prompt)
+        type_line(child, "%load_ext labkit", prompt)
+        port = start_echo_server(child, echo_file, prompt)
+        assert_served_while_the_prompt_waits(child, port, prompt)
+
+
+@pytest.mark.parametrize("prompt_style", ["prompt_toolkit", "simple-prompt"])
+def test_ipython_unload_ext_parks_the_greenlets_and_load_ext_resumes_them(
+        echo_file, tmp_path, prompt_style):
+    pytest.importorskip("IPython")
+    prompt = IPYTHON_PROMPT_ANY_TERM
+    with closing(spawn_ipython(tmp_path, prompt_style)) as child:
+        child.expect(prompt)
+        type_line(child, "%load_ext labkit", prompt)
+        start_echo_server(child, echo_file, prompt)
+        type_line(child, "%unload_ext labkit", prompt)
+        before = pings(child, prompt)
+        time.sleep(0.3)
+        assert pings(child, prompt) == before  # nobody runs the hub at the prompt
+        type_line(child, "%load_ext labkit", prompt)
+        deadline = time.monotonic() + 10
+        while pings(child, prompt) < before + 3:
+            assert time.monotonic() < deadline, "the pinger did not resume"
+            time.sleep(0.1)
