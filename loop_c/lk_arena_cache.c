@@ -16,14 +16,28 @@
  * through untouched. At most LK__CACHE_SLOTS blocks are kept (1 MiB at
  * 16 KiB each), so the memory cost is bounded.
  *
- * Thread safety: the arena allocator is only called with the GIL held, so
- * the cache needs no lock. On a free-threaded build (no GIL) this must not
- * be installed; lk_arena_cache_install() refuses there.
+ * Thread safety: the allocator is process-wide, but since CPython 3.12
+ * the GIL need not be: isolated subinterpreters (PEP 684) each have a GIL
+ * of their own and call the allocator at the same time -- two of them
+ * recursing deeply at once crashed the process before this cache had a
+ * lock.  So the pop and the push hold lk__lock, a pthread mutex.  The
+ * critical section is a scan of at most LK__CACHE_SLOTS entries and a few
+ * stores, and the original allocator (an mmap or munmap) is called outside
+ * it.  With one GIL the lock is never contended and costs two atomic
+ * operations; under contention a mutex sleeps where a spinlock would burn
+ * the CPU the lock's holder may need (this VM has two).  A fork while
+ * another thread holds the lock would leave it locked forever in the
+ * child, so lk__lock is taken around fork() (pthread_atfork).
  *
- * This file is the one place in loop_c/ that includes Python.h; it never
- * calls into Python code, it only plugs a C function into the allocator.
+ * On a free-threaded build (no GIL at all) this is not installed:
+ * lk_arena_cache_install() refuses there.
+ *
+ * Like lk_trace_py.c and lk_poll_py.c, this file includes Python.h; unlike
+ * them it is part of the cffi module and never calls into Python code: it
+ * only plugs a C function into the allocator.
  */
 #include <Python.h>
+#include <pthread.h>
 #include <stddef.h>
 
 #include "lk_loop.h"
@@ -36,47 +50,70 @@ typedef struct {
     size_t size;
 } lk__cached_block;
 
+/* Guarded by lk__lock: */
 static lk__cached_block lk__cache[LK__CACHE_SLOTS];
 static int lk__cached;                    /* blocks in lk__cache[0..cached) */
+static uint64_t lk__hits, lk__misses;
+static pthread_mutex_t lk__lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Written once, by lk_arena_cache_install, before the cache is in use: */
 static PyObjectArenaAllocator lk__orig;   /* the allocator we wrap */
 static int lk__installed;
-static uint64_t lk__hits, lk__misses;
 
 static void *lk__arena_alloc(void *ctx, size_t size)
 {
     (void)ctx;
-    /* Newest first: the block freed last is the most likely to be hot. */
-    for (int i = lk__cached - 1; i >= 0; i--) {
-        if (lk__cache[i].size == size) {
-            void *ptr = lk__cache[i].ptr;
-            lk__cache[i] = lk__cache[--lk__cached];
-            lk__hits++;
-            return ptr;
+    if (size <= LK__CACHE_MAX_BLOCK) {   /* larger blocks are never cached */
+        pthread_mutex_lock(&lk__lock);
+        /* Newest first: the block freed last is the most likely to be hot. */
+        for (int i = lk__cached - 1; i >= 0; i--) {
+            if (lk__cache[i].size == size) {
+                void *ptr = lk__cache[i].ptr;
+                lk__cache[i] = lk__cache[--lk__cached];
+                lk__hits++;
+                pthread_mutex_unlock(&lk__lock);
+                return ptr;
+            }
         }
+        lk__misses++;
+        pthread_mutex_unlock(&lk__lock);
     }
-    lk__misses++;
     return lk__orig.alloc(lk__orig.ctx, size);
 }
 
 static void lk__arena_free(void *ctx, void *ptr, size_t size)
 {
     (void)ctx;
-    if (ptr != NULL && size <= LK__CACHE_MAX_BLOCK && lk__cached < LK__CACHE_SLOTS) {
-        lk__cache[lk__cached].ptr = ptr;
-        lk__cache[lk__cached].size = size;
-        lk__cached++;
-        return;
+    if (ptr != NULL && size <= LK__CACHE_MAX_BLOCK) {
+        pthread_mutex_lock(&lk__lock);
+        int kept = lk__cached < LK__CACHE_SLOTS;
+        if (kept) {
+            lk__cache[lk__cached].ptr = ptr;
+            lk__cache[lk__cached].size = size;
+            lk__cached++;
+        }
+        pthread_mutex_unlock(&lk__lock);
+        if (kept)
+            return;
     }
     lk__orig.free(lk__orig.ctx, ptr, size);
 }
 
+/* fork() while another thread holds lk__lock: hold it across the fork
+ * ourselves, so that it is in a known state on both sides. */
+static void lk__lock_before_fork(void) { pthread_mutex_lock(&lk__lock); }
+static void lk__unlock_after_fork(void) { pthread_mutex_unlock(&lk__lock); }
+
 int lk_arena_cache_install(void)
 {
 #ifdef Py_GIL_DISABLED
-    return -1;   /* no GIL: the unlocked cache would race */
+    return -1;   /* no GIL: see "Thread safety" above */
 #else
     if (lk__installed)
         return 0;
+    if (pthread_atfork(lk__lock_before_fork, lk__unlock_after_fork,
+                       lk__unlock_after_fork) != 0)
+        return -1;   /* ENOMEM: run without the cache rather than risk a hang */
     PyObjectArenaAllocator ours = { NULL, lk__arena_alloc, lk__arena_free };
     PyObject_GetArenaAllocator(&lk__orig);
     PyObject_SetArenaAllocator(&ours);
@@ -88,8 +125,10 @@ int lk_arena_cache_install(void)
 void lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached,
                           int *installed)
 {
+    pthread_mutex_lock(&lk__lock);   /* one consistent snapshot */
     *hits = lk__hits;
     *misses = lk__misses;
     *cached = lk__cached;
+    pthread_mutex_unlock(&lk__lock);
     *installed = lk__installed;
 }
