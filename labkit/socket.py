@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import socket as _stdlib
+import sys
 import threading
 from errno import EAGAIN, EALREADY, EBADF, EINPROGRESS, EISCONN, EWOULDBLOCK
 from socket import *  # noqa: F401,F403 - constants, exceptions, helpers
@@ -500,7 +501,14 @@ def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False,
 def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=None,
                       *, all_errors=False):
     """Connect to ``(host, port)``, trying each address getaddrinfo returns
-    (the stdlib's algorithm, with cooperative DNS and connect)."""
+    (the stdlib's algorithm, with cooperative DNS and connect).
+
+    ``all_errors=True`` (Python 3.11+, as in the stdlib) raises an
+    ExceptionGroup of every attempt's error; Python 3.10 has no ExceptionGroup
+    and refuses it, as its stdlib refuses the keyword."""
+    if all_errors and sys.version_info < (3, 11):
+        raise TypeError("create_connection(all_errors=True) needs Python 3.11+ "
+                        "(ExceptionGroup)")
     host, port = address
     errors = []
     for family, type_, proto, _, sockaddr in getaddrinfo(host, port, 0, SOCK_STREAM):

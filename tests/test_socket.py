@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import socket as stdlib_socket
+import sys
 import threading
 import time
 
@@ -216,6 +217,18 @@ def test_accept_and_create_connection(listener):
         client.sendall(b"shout")
         assert client.recv(100) == b"SHOUT"
     server.get(timeout=2)
+
+
+def test_create_connection_all_errors(listener):
+    port = listener.getsockname()[1]
+    listener.close()
+    if sys.version_info < (3, 11):   # no ExceptionGroup: refused, as the stdlib does
+        with pytest.raises(TypeError):
+            socket.create_connection(("127.0.0.1", port), all_errors=True)
+        return
+    with pytest.raises(ExceptionGroup) as caught:  # noqa: F821 - a builtin since 3.11
+        socket.create_connection(("127.0.0.1", port), timeout=2, all_errors=True)
+    assert [type(exc) for exc in caught.value.exceptions] == [ConnectionRefusedError]
 
 
 def test_connect_to_a_closed_port_is_refused(listener):
