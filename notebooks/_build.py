@@ -32,23 +32,29 @@ NOTEBOOKS = {
 }
 
 
+def render(name: str) -> str:
+    """The text of notebook ``name`` as built from its lesson module."""
+    cells = NOTEBOOKS[name]
+    # Stable cell ids (nbformat draws random ones): rebuilding a notebook
+    # whose text did not change must not change the file.
+    for number, cell in enumerate(cells):
+        cell.id = f"c{number:02d}"
+    nb = new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3",
+                       "language": "python"},
+        "language_info": {"name": "python"},
+    })
+    nbformat.validate(nb)
+    return nbformat.writes(nb) + "\n"
+
+
 def build() -> list[str]:
     """Write every notebook; return the paths written."""
     written = []
-    for name, cells in NOTEBOOKS.items():
-        # Stable cell ids (nbformat draws random ones): rebuilding a notebook
-        # whose text did not change must not change the file.
-        for number, cell in enumerate(cells):
-            cell.id = f"c{number:02d}"
-        nb = new_notebook(cells=cells, metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3",
-                           "language": "python"},
-            "language_info": {"name": "python"},
-        })
-        nbformat.validate(nb)
+    for name in NOTEBOOKS:
         path = os.path.join(HERE, name)
         with open(path, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
+            f.write(render(name))
         written.append(path)
     return written
 

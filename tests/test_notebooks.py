@@ -63,6 +63,20 @@ def test_the_committed_notebooks_have_no_outputs():
             assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
 
 
+def test_the_committed_notebooks_are_built_from_their_lessons():
+    # notebooks/_lessons/ is the source; after editing a lesson, run
+    # python notebooks/_build.py and commit both.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "_notebooks_build", os.path.join(NOTEBOOKS, "_build.py"))
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for name in build.NOTEBOOKS:
+        with open(os.path.join(NOTEBOOKS, name), encoding="utf-8") as f:
+            assert f.read() == build.render(name), \
+                f"{name} differs from its lesson: run python notebooks/_build.py"
+
+
 def test_01_cooperative_multitasking(tmp_path):
     cells = execute("01_cooperative_multitasking.ipynb", tmp_path)
     assert "['ping 0', 'pong 0', 'ping 1', 'pong 1', 'ping 2', 'pong 2']" in \
