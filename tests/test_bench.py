@@ -38,6 +38,7 @@ def run_worker_command(*args):
     ("asyncio", "threadsafe_wakeup"),
     ("labkit", "sleep0"),
     ("labkit", "threadsafe_wakeup"),
+    ("labkit", "fresh_greenlet"),
 ])
 def test_worker_prints_one_json_line_with_a_positive_per_op_time(impl, bench_name):
     if not importable(impl):
@@ -55,6 +56,22 @@ def test_worker_reports_a_missing_package_as_unavailable_not_as_an_error(monkeyp
     result = _worker.run("asyncio", "sleep0", 10, 1)
     assert result["status"] == "unavailable"
     assert "labkit_no_such_module" in result["reason"]
+
+
+def test_peer_workers_run_without_labkits_arena_cache(monkeypatch):
+    # Every worker imports labkit, which would otherwise install its frame-stack
+    # block cache under gevent's greenlets too.
+    cache_setting = {}
+
+    def fake_run(command, env, **kwargs):
+        cache_setting[command[3]] = env.get("LABKIT_ARENA_CACHE")
+        return subprocess.CompletedProcess(command, 0, stdout='{"status": "ok"}\n', stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.delenv("LABKIT_ARENA_CACHE", raising=False)
+    for impl in ("labkit", "gevent", "greenlet"):
+        bench.run_worker(impl, "fresh_greenlet", 10, 1)
+    assert cache_setting == {"labkit": None, "gevent": "0", "greenlet": "0"}
 
 
 def test_every_benchmark_has_a_labkit_column_and_counts_operations():

@@ -123,6 +123,12 @@ def run_worker(impl, bench_name, n, repeats):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if impl != micro.LABKIT:
+        # Every worker imports labkit (this package lives in it), and
+        # importing labkit wraps CPython's arena allocator with its block
+        # cache (loop_c/lk_arena_cache.c): without this, gevent's greenlets
+        # would run on labkit's cache. For labkit the caller's setting holds.
+        env["LABKIT_ARENA_CACHE"] = "0"
     command = [sys.executable, "-m", "labkit.bench._worker",
                impl, bench_name, str(n), str(repeats)]
     failed = {"impl": impl, "bench": bench_name, "status": "failed"}

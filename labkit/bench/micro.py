@@ -203,6 +203,37 @@ def spawn_join_asyncio(impl, n):
     return run_asyncio(main, impl)
 
 
+
+# --- fresh_greenlet --------------------------------------------------------
+#
+# Start a greenlet and run it to its end, n times, with labkit or gevent
+# imported. Both spawn on the greenlet package, so the code is the same; what
+# differs is the memory under it. On CPython 3.11+ the greenlet's one Python
+# call allocates it a 16 KiB frame stack through the interpreter's arena
+# allocator (an mmap) and its death frees it (a munmap). Importing labkit
+# wraps that allocator with a cache of freed blocks (loop_c/lk_arena_cache.c;
+# LABKIT_ARENA_CACHE=0 turns it off, to measure what it buys).
+
+def fresh_greenlet_gevent_like(impl, n):
+    import_gevent_like(impl)
+    from greenlet import greenlet
+
+    start = perf_counter()
+    for i in range(n):
+        greenlet(identity).switch(i)
+    return perf_counter() - start
+
+
+register(Benchmark(
+    name="fresh_greenlet",
+    description="start a greenlet whose one call returns at once, run it to its end",
+    default_n=20_000,
+    ops_per_n=1,
+    impls={LABKIT: lambda n: fresh_greenlet_gevent_like(LABKIT, n),
+           "gevent": lambda n: fresh_greenlet_gevent_like("gevent", n)},
+))
+
+
 # --- timer_cancel ----------------------------------------------------------
 
 def timer_cancel_gevent_like(impl, n):
