@@ -26,8 +26,9 @@ CELLS = [
 
     A greenlet that wants to wake every 20 ms, and writes down how late it
     actually woke. While the loop runs freely, it is late by a fraction of a
-    millisecond. `measure(work)` runs `work` in a greenlet and returns the
-    heartbeat's worst lateness meanwhile.
+    millisecond. `measure(work)` runs `work` in a greenlet, then prints the
+    heartbeat's worst lateness and how many times it beat while `work` ran
+    (about once per 20 ms when nothing blocks).
     """),
     code("""
     lateness = []
@@ -47,10 +48,14 @@ CELLS = [
         g = labkit.spawn(work)
         g.name = work.__name__
         g.join()
+        beats = len(lateness)           # beats while the work ran
         labkit.sleep(0.05)              # one more beat after the work
-        return max(lateness) * 1000
+        print(f"{work.__name__}: heartbeat late by {max(lateness) * 1000:.1f} ms; "
+              f"beats while it ran: {beats}")
 
-    print(f"heartbeat late by at most {measure(lambda: labkit.sleep(0.1)):.1f} ms")
+    def nap():
+        labkit.sleep(0.1)
+    measure(nap)
     """),
     md("""
     Now turn on the **blocking detector**. A watchdog thread notices when
@@ -69,7 +74,7 @@ CELLS = [
     code("""
     def fetch_slowly():
         time.sleep(0.2)         # the real sleep: blocks the whole loop
-    print(f"heartbeat late by {measure(fetch_slowly):.0f} ms")
+    measure(fetch_slowly)
     """, tag="blocking-sleep"),
     md("""
     The report (in red) names the function, the line and how long the loop was
@@ -78,7 +83,7 @@ CELLS = [
     code("""
     def fetch_politely():
         labkit.sleep(0.2)       # parks this greenlet; the others run
-    print(f"heartbeat late by {measure(fetch_politely):.1f} ms")
+    measure(fetch_politely)
     """, tag="fixed-sleep"),
     md("""
     ## Culprit 2: a long computation
@@ -92,7 +97,7 @@ CELLS = [
         for i in range(4_000_000):
             total += i % 7      # no switch for the whole loop
         return total
-    print(f"heartbeat late by {measure(crunch):.0f} ms")
+    measure(crunch)
     """, tag="blocking-cpu"),
     md("""
     Two fixes. If the work is Python code, cut it into slices and yield between
@@ -107,7 +112,7 @@ CELLS = [
             if i % 50_000 == 0:
                 labkit.sleep(0)     # let the others run, then continue
         return total
-    print(f"heartbeat late by {measure(crunch_in_slices):.1f} ms")
+    measure(crunch_in_slices)
     """, tag="fixed-cpu-slices"),
     md("""
     If the work happens in C code that releases the GIL — hashing, compression,
@@ -127,8 +132,8 @@ CELLS = [
     def hash_in_pool():
         return pool.apply(hashlib.sha256, (data,)).hexdigest()   # parks; a thread hashes
 
-    print(f"in the greenlet: heartbeat late by {measure(hash_here):.0f} ms")
-    print(f"in the pool:     heartbeat late by {measure(hash_in_pool):.1f} ms")
+    measure(hash_here)
+    measure(hash_in_pool)
     """, tag="cpu-pool"),
     md("""
     ## Culprit 3: a library that blocks
@@ -158,7 +163,7 @@ CELLS = [
     code("""
     def fetch_with_urllib():
         return urllib.request.urlopen(url, timeout=5).read()    # blocks the thread
-    print(f"heartbeat late by {measure(fetch_with_urllib):.0f} ms")
+    measure(fetch_with_urllib)
     """, tag="blocking-library"),
     md("""
     The detector skips the frames inside the standard library and points at
@@ -171,7 +176,7 @@ CELLS = [
     code("""
     from labkit import monkey
     monkey.patch_socket()
-    print(f"heartbeat late by {measure(fetch_with_urllib):.1f} ms")
+    measure(fetch_with_urllib)
     """, tag="fixed-library"),
     md("""
     (Normally you patch first thing, before importing the library:
