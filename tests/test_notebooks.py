@@ -84,9 +84,11 @@ def test_01_cooperative_multitasking(tmp_path):
     assert "['A0', 'B0', 'A1', 'B1', 'A2']" in stream(cells["tiny-scheduler"])
     assert "['A0', 'B0', 'A1', 'B1', 'A2']" in stream(cells["hub-workers"])
     sleepers = stream(cells["sleepers"])
-    assert "woke in this order: [10, 20, 30]" in sleepers
+    assert "woke in this order: [100, 200, 300]" in sleepers
     took = int(re.search(r"took (\d+) ms", sleepers).group(1))
-    assert 30 <= took < 60   # concurrently: about the longest, not the sum
+    # Concurrently: about the longest, not the sum. The sum is 300 ms above
+    # the longest, which no scheduling delay on a busy machine makes up.
+    assert 300 <= took < 600
     trace = cells["trace-steppers"]
     assert any("stepper-A" in html for html in data(trace, "text/html"))
     assert len(data(trace, "image/png")) == 1

@@ -115,10 +115,10 @@ CELLS = [
     """, tag="hub-workers"),
     md("""
     The same order as our hand-made scheduler. Now the part we could not do by
-    hand: `labkit.sleep(0.03)` parks the greenlet *on a timer*. The hub runs
+    hand: `labkit.sleep(0.3)` parks the greenlet *on a timer*. The hub runs
     others meanwhile and puts it back in the ready queue when the timer fires.
-    Three sleepers of 30, 10 and 20 ms wake in deadline order, and all three
-    together take about 30 ms, not 60: they wait at the same time.
+    Three sleepers of 300, 100 and 200 ms wake in deadline order, and all
+    three together take about 300 ms, not 600: they wait at the same time.
     """),
     code("""
     woke = []
@@ -128,7 +128,7 @@ CELLS = [
         woke.append(ms)
 
     start = time.perf_counter()
-    labkit.joinall([labkit.spawn(sleeper, ms) for ms in (30, 10, 20)])
+    labkit.joinall([labkit.spawn(sleeper, ms) for ms in (300, 100, 200)])
     elapsed_ms = (time.perf_counter() - start) * 1000
     print("woke in this order:", woke)
     print(f"all three took {elapsed_ms:.0f} ms")
