@@ -172,3 +172,63 @@ register(Benchmark(
     ops_per_n=1,
     impls=impls_for(semaphore_contention_gevent_like, semaphore_contention_asyncio),
 ))
+
+
+# --- socket_recv_wait ------------------------------------------------------------
+
+def socket_recv_wait_gevent_like(impl, n):
+    """A one-byte ping-pong over a socketpair: every recv finds nothing yet
+    and parks on the fd, so each round trip is two fd waits and two wake-ups."""
+    gk = import_gevent_like(impl)
+    left, right = submodule(gk, "socket").socketpair()
+
+    def echo():
+        for _ in range(n):
+            right.sendall(right.recv(1))
+
+    server = gk.spawn(echo)
+    start = perf_counter()
+    for _ in range(n):
+        left.sendall(b"x")
+        left.recv(1)
+    elapsed = perf_counter() - start
+    server.join()
+    left.close()
+    right.close()
+    return elapsed
+
+
+def socket_recv_wait_asyncio(impl, n):
+    import socket
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        left, right = socket.socketpair()
+        left.setblocking(False)
+        right.setblocking(False)
+
+        async def echo():
+            for _ in range(n):
+                await loop.sock_sendall(right, await loop.sock_recv(right, 1))
+
+        server = asyncio.ensure_future(echo())
+        start = perf_counter()
+        for _ in range(n):
+            await loop.sock_sendall(left, b"x")
+            await loop.sock_recv(left, 1)
+        elapsed = perf_counter() - start
+        await server
+        left.close()
+        right.close()
+        return elapsed
+
+    return run_asyncio(main, impl)
+
+
+register(Benchmark(
+    name="socket_recv_wait",
+    description="one-byte ping-pong over a socketpair, each recv parks, per round trip",
+    default_n=20_000,
+    ops_per_n=1,
+    impls=impls_for(socket_recv_wait_gevent_like, socket_recv_wait_asyncio),
+))
