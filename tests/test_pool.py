@@ -83,9 +83,19 @@ def test_group_is_never_full():
 
 def test_group_runs_all_map_items_concurrently():
     group = Group()
+    sleeping, peak = [0], [0]
+
+    def job(x):
+        sleeping[0] += 1
+        peak[0] = max(peak[0], sleeping[0])
+        labkit.sleep(0.05)
+        sleeping[0] -= 1
+        return x
+
     start = labkit.get_hub().loop.now()
-    assert group.map(lambda x: sleep_then_return(0.05, x), range(20)) == list(range(20))
-    assert labkit.get_hub().loop.now() - start < 0.5  # not 20 * 0.05 s
+    assert group.map(job, range(20)) == list(range(20))
+    assert peak[0] == 20   # all asleep at once, not one after the other
+    assert labkit.get_hub().loop.now() - start < 20 * 0.05  # less than the sum
 
 
 # -- Pool: back-pressure -------------------------------------------------------
@@ -243,10 +253,10 @@ def test_imap_unordered_maxsize_keeps_the_producer_from_running_ahead():
         return x
 
     results = Group().imap_unordered(job, range(10), maxsize=2)
-    labkit.sleep(0.01)
-    assert len(started) == 2  # two results wait unread; the producer parks
+    labkit.idle()   # until nothing is left to run: the producer parked
+    assert len(started) == 2  # two results wait unread
     assert next(results) == 0
-    labkit.sleep(0.01)
+    labkit.idle()
     assert len(started) == 3
     assert sorted([0] + list(results)) == list(range(10))
 
@@ -254,7 +264,7 @@ def test_imap_unordered_maxsize_keeps_the_producer_from_running_ahead():
 def test_imap_without_maxsize_runs_ahead_of_the_reader():
     started = []
     results = Group().imap(lambda x: started.append(x), range(10))
-    labkit.sleep(0.01)
+    labkit.idle()   # until nothing is left to run
     assert len(started) == 10
     assert list(results) == [None] * 10
 
@@ -287,7 +297,7 @@ def test_apply_async_and_map_async_return_greenlets_and_call_callbacks():
     assert g.get() == 3
     m = pool.map_async(identity, range(3), callback=seen.append)
     assert m.get() == [0, 1, 2]
-    labkit.sleep(0.01)
+    labkit.idle()   # the callbacks ran: nothing is left to run
     assert seen == [3, [0, 1, 2]]
     assert pool.apply_cb(identity, (4,), callback=seen.append) == 4
 
