@@ -112,6 +112,26 @@ static PyMethodDef module_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Multi-phase init, so the module can say what it needs of the interpreter.
+ * Py_mod_gil: poll0() runs lk_poll on a loop that the rest of labkit
+ * (the cffi module, the hub) uses from the same thread under the GIL, and
+ * labkit's C code assumes that GIL (labkit refuses to import on a
+ * free-threaded CPython), so the GIL must stay on.
+ * Py_mod_multiple_interpreters: the module keeps no state of its own, so
+ * several interpreters may load it -- but only interpreters that share one
+ * GIL, like the rest of labkit (greenlet, which labkit needs, refuses an
+ * own-GIL subinterpreter today).  The #ifdefs keep this compiling on
+ * 3.10-3.11, which have neither slot. */
+static PyModuleDef_Slot module_slots[] = {
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "labkit._lk_poll_py",
@@ -119,9 +139,10 @@ static struct PyModuleDef module_def = {
              "(see loop_c/lk_poll_py.c).",
     .m_size = 0,
     .m_methods = module_functions,
+    .m_slots = module_slots,
 };
 
 PyMODINIT_FUNC PyInit__lk_poll_py(void)
 {
-    return PyModule_Create(&module_def);
+    return PyModuleDef_Init(&module_def);
 }

@@ -84,15 +84,36 @@ static PyMethodDef module_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Multi-phase init, so the module can say what it needs of the interpreter.
+ * Py_mod_gil: record() writes the ring with plain loads and stores and
+ * relies on the GIL to keep two writers apart, so a free-threaded CPython
+ * must keep its GIL on for us (labkit refuses to import there anyway).
+ * Py_mod_multiple_interpreters: the module keeps no state of its own, so
+ * several interpreters may load it -- but only interpreters that share one
+ * GIL, because that GIL is what serializes the writers of a ring.  (labkit
+ * as a whole cannot load in an own-GIL subinterpreter today: greenlet
+ * refuses.)  The #ifdefs keep this compiling on 3.10-3.11, which have
+ * neither slot. */
+static PyModuleDef_Slot module_slots[] = {
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "labkit._lk_trace_py",
     .m_doc = "Write labkit trace records with the GIL held (see loop_c/lk_trace_py.c).",
     .m_size = 0,
     .m_methods = module_functions,
+    .m_slots = module_slots,
 };
 
 PyMODINIT_FUNC PyInit__lk_trace_py(void)
 {
-    return PyModule_Create(&module_def);
+    return PyModuleDef_Init(&module_def);
 }
