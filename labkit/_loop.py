@@ -21,8 +21,31 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import sysconfig
 import threading
 from typing import Callable
+
+
+def refuse_free_threaded(gil_disabled) -> None:
+    """Raise ImportError if ``gil_disabled`` -- this CPython's
+    ``sysconfig.get_config_var("Py_GIL_DISABLED")``: 1 on a free-threaded
+    build, 0 or None otherwise -- says there is no GIL.
+
+    labkit's C parts assume one: the trace ring's writer
+    (loop_c/lk_trace_py.c) relies on it to keep two writers apart, and the
+    frame-stack block cache (loop_c/lk_arena_cache.c) is not installed
+    without it. Refusing here, before the C loop loads, says so plainly
+    instead of letting a race corrupt a trace.
+    """
+    if gil_disabled:
+        raise ImportError(
+            "labkit does not support free-threaded CPython yet: this interpreter "
+            "is built without a GIL (Py_GIL_DISABLED), and labkit's trace ring "
+            "writer and frame-stack arena cache (loop_c/) assume a GIL. Use a "
+            "CPython build with the GIL.")
+
+
+refuse_free_threaded(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 try:
     from labkit._lk_loop import ffi, lib

@@ -30,7 +30,10 @@
  * child, so lk__lock is taken around fork() (pthread_atfork).
  *
  * On a free-threaded build (no GIL at all) this is not installed:
- * lk_arena_cache_install() refuses there.
+ * lk_arena_cache_install() refuses there.  The lock would make the cache
+ * itself safe, but labkit as a whole assumes a GIL (the trace ring's
+ * writer does), refuses to import without one (labkit/_loop.py), and the
+ * cache has never run there.
  *
  * Like lk_trace_py.c and lk_poll_py.c, this file includes Python.h; unlike
  * them it is part of the cffi module and never calls into Python code: it
