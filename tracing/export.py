@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 
-from tracing.model import HUB, POLL
+from tracing.lanes import HUB, POLL
 
 _PID = 1
 

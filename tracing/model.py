@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 
 from labkit._loop import lib
 
+from tracing import export as _export
+from tracing import plot as _plot
 from tracing import summary as _summary
+from tracing.lanes import HUB, POLL
 
 _WHY_NAMES = {
     lib.LK_WHY_START: "start",
@@ -35,8 +38,6 @@ _WHY_NAMES = {
     lib.LK_WHY_THROW: "throw",
     lib.LK_WHY_SWITCH: "switch",
 }
-HUB = "hub"
-POLL = "poll"
 
 
 @dataclass
@@ -174,16 +175,13 @@ class Trace:
         return _summary.summarize(self)
 
     def timeline(self, ax=None, window=None):
-        from tracing.plot import timeline
-        return timeline(self, ax=ax, window=window)
+        return _plot.timeline(self, ax=ax, window=window)
 
     def to_perfetto(self, path) -> None:
-        from tracing.export import to_perfetto
-        to_perfetto(self, path)
+        _export.to_perfetto(self, path)
 
     def to_speedscope(self, path) -> None:
-        from tracing.export import to_speedscope
-        to_speedscope(self, path)
+        _export.to_speedscope(self, path)
 
     def __repr__(self) -> str:
         return (f"<Trace {self.duration:.3f} s, {len(self._greenlets)} greenlets, "

@@ -11,7 +11,7 @@ window is ever shown).
 """
 from __future__ import annotations
 
-from tracing.model import HUB, POLL
+from tracing.lanes import HUB, POLL
 
 RUN_COLOR = "#1f4e79"
 POLL_COLOR = "#7f7f7f"
