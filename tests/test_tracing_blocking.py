@@ -23,9 +23,14 @@ def test_time_sleep_in_a_greenlet_is_reported_once_with_its_duration_and_line():
         time.sleep(0.2)  # BLOCK-SLEEP
 
     with tracing.trace(blocking=THRESHOLD, report=False) as t:
+        started = time.perf_counter()
         labkit.spawn(blocker).join()
+        around = time.perf_counter() - started
     [block] = t.blocking()
-    assert block.duration == pytest.approx(0.2, rel=0.10)
+    # Measured from the ring's records: it holds the sleep and lies within
+    # the spawn-and-join around it (the same clock), however loaded the
+    # machine (not "about 0.2 s": scheduling delays only add).
+    assert 0.2 <= block.duration <= around
     assert block.file == __file__ and block.line == _line_of("BLOCK-SLEEP")
     assert block.function == "blocker" and block.greenlet.startswith("Greenlet-")
 
@@ -38,12 +43,14 @@ def test_busy_cpu_loop_is_reported_with_its_duration():
 
     seen = []
     with tracing.trace(blocking=THRESHOLD, callback=seen.append, report=False) as t:
+        started = time.perf_counter()
         g = labkit.spawn(spin)
         g.name = "spinner"
         g.join()
+        around = time.perf_counter() - started
     [block] = t.blocking()
     assert seen == [block]
-    assert block.duration == pytest.approx(0.2, rel=0.10)
+    assert 0.2 <= block.duration <= around
     assert block.line in (_line_of("BLOCK-SPIN"), _line_of("BLOCK-SPIN") + 1)
     assert block.greenlet == "spinner"
 
@@ -68,12 +75,14 @@ def test_block_in_a_hub_callback_is_reported():
         time.sleep(0.15)  # BLOCK-CALLBACK
 
     with tracing.trace(blocking=THRESHOLD, report=False) as t:
+        started = time.perf_counter()
         labkit.get_hub().run_callback(callback)
         labkit.sleep(0.01)
+        around = time.perf_counter() - started
     [block] = t.blocking()
     assert block.greenlet == "hub"
     assert block.line == _line_of("BLOCK-CALLBACK")
-    assert block.duration == pytest.approx(0.15, rel=0.10)
+    assert 0.15 <= block.duration <= around
 
 
 def test_default_report_is_one_line_on_stderr(capsys):

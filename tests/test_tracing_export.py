@@ -40,8 +40,9 @@ def test_perfetto_slices_nest_properly(traced, tmp_path):
         for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
             assert e1 <= s2 + 1e-3, "slices of one lane must not overlap"
     [block] = [e for e in events if e["ph"] == "X" and e["cat"] == "blocking"]
-    assert block["dur"] == pytest.approx(80_000, rel=0.1)
-    # The block lies inside the blocked greenlet's running slices (nesting).
+    assert block["dur"] >= 80_000   # the 80 ms sleep (load only adds) ...
+    # ... and the block lies inside the blocked greenlet's running slices
+    # (nesting), which bounds it from above.
     spans = by_tid[block["tid"]]
     assert any(s <= block["ts"] + 1 and block["ts"] + block["dur"] <= e + 1 for s, e in spans)
 
