@@ -17,12 +17,18 @@ pytestmark = pytest.mark.timeout(60)
 # A local HTTP server whose handler sleeps 0.2 s. It runs in a plain thread of
 # the patched process, which has no hub: the patched socket, select and
 # time.sleep must behave as the originals there (that is the thread rule).
+# Each handler first waits until all 20 GETs have arrived: only a client
+# that has them all in flight at once gets answers (one that sends them one
+# after the other breaks the barrier after 10 s, and its GET fails).
 HTTP_SERVER = """
 import http.server, threading, time
+
+ALL_IN_FLIGHT = threading.Barrier(20, timeout=10)
 
 class SlowHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     def do_GET(self):
+        ALL_IN_FLIGHT.wait()
         time.sleep(0.2)
         body = self.path.encode()
         self.send_response(200)
@@ -81,11 +87,21 @@ def test_patched_time_sleep_parks_only_the_greenlet():
     out = run_python("""
         from labkit import monkey; monkey.patch_all()
         import time, labkit
+        asleep = [0, 0]   # now, most at once
+
+        def nap():
+            asleep[0] += 1
+            asleep[1] = max(asleep[1], asleep[0])
+            time.sleep(0.2)
+            asleep[0] -= 1
+
         start = time.monotonic()
-        labkit.joinall([labkit.spawn(time.sleep, 0.2) for _ in range(10)])
-        print(round(time.monotonic() - start, 1))
+        labkit.joinall([labkit.spawn(nap) for _ in range(10)])
+        print(asleep[1], round(time.monotonic() - start, 2))
     """)
-    assert float(out) < 0.6
+    most_at_once, took = out.split()
+    assert int(most_at_once) == 10   # all asleep together, not one after the other
+    assert 0.2 <= float(took) < 2.0  # it did sleep; less than the 10 x 0.2 s sum
 
 
 def test_a_thread_without_a_hub_gets_the_original_behaviour():
@@ -156,7 +172,9 @@ session_get = lambda u: requests.get(u, timeout=10).text
 print(round(fetch_all(session_get, url), 2))
 httpd.shutdown()
 """)
-    assert float(out) < 2.0, "20 x 0.2 s one after the other would take 4 s"
+    # The server's barrier saw all 20 GETs in flight at once (one after the
+    # other, the first would have failed after its 10 s wait).
+    assert float(out) < 10
 
 
 def test_urllib3_concurrent_gets_finish_together():
@@ -170,7 +188,7 @@ http = urllib3.PoolManager(maxsize=20)
 print(round(fetch_all(lambda u: http.request("GET", u).data.decode(), url), 2))
 httpd.shutdown()
 """)
-    assert float(out) < 2.0
+    assert float(out) < 10   # all 20 in flight at once: see HTTP_SERVER
 
 
 def test_requests_over_https_with_a_throwaway_ca():
@@ -188,4 +206,4 @@ with ca.cert_pem.tempfile() as ca_file:
     print(round(fetch_all(lambda u: requests.get(u, verify=ca_file, timeout=10).text, url), 2))
 httpd.shutdown()
 """)
-    assert float(out) < 2.0
+    assert float(out) < 10   # all 20 in flight at once: see HTTP_SERVER
