@@ -23,7 +23,7 @@ def test_select_parks_until_an_fd_is_ready(pair):
     def ticker():
         while True:
             ticks.append(1)
-            labkit.sleep(0.005)
+            labkit.sleep(0.001)   # ~100 ticks in the wait; 0 if it blocked
 
     t = labkit.spawn(ticker)
     with selectors.DefaultSelector() as sel:
