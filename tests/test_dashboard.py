@@ -16,13 +16,13 @@ from helpers import line_of
 import labkit
 import labkit.hub
 import tracing.recorder
-from tracing.magics import live_greenlets
+from tracing.introspect import live_greenlets
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (matplotlib brings Pillow)
 
-from tracing.dashboard import Dashboard, MAX_REFRESH_HZ, render_timeline_png  # noqa: E402
+from tracing.dashboard import Dashboard, MAX_REFRESH_HZ  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -156,21 +156,3 @@ def test_refresh_is_capped_at_four_per_second():
         assert d.refresh == 1 / MAX_REFRESH_HZ
     finally:
         d.close()
-
-
-def test_render_keeps_the_busiest_lanes_and_says_how_many_it_hid():
-    import tracing
-
-    def worker(n):
-        for _ in range(n):
-            labkit.sleep(0)
-
-    with tracing.trace() as t:
-        labkit.joinall([labkit.spawn(worker, n) for n in range(1, 8)])
-    png = render_timeline_png(t, max_lanes=3)
-    with Image.open(io.BytesIO(png)) as image:
-        image.load()
-    from tracing.dashboard import _LaneView
-    view = _LaneView(t, max_lanes=3)
-    lanes = {(s.lane, s.key) for s in view.slices() if s.key >= 0}
-    assert len(lanes) == 3 and view.hidden == len(t.greenlets()) - 3   # main counts too

@@ -1,5 +1,5 @@
-"""tracing.magics: %%trace, %trace_blocking and %labkit_status in a real kernel,
-and the status report (run_info) in this process.
+"""tracing.magics: %%trace, %trace_blocking and %labkit_status in a real kernel
+(the status report they print is tested in tests/test_tracing_introspect.py).
 
 The kernel tests share one kernel (see tests/kernel_harness.py): starting one
 takes a second, and the magics are meant to be used cell after cell.
@@ -8,56 +8,13 @@ import time
 
 import pytest
 
-import labkit
 from kernel_harness import run_cell, running_kernel
-from tracing.magics import format_run_info, run_info
 
 pytest.importorskip("ipykernel")
 pytest.importorskip("jupyter_client")
 
 pytestmark = pytest.mark.timeout(60)
 
-
-# -- the status report, in this process -------------------------------------------
-
-def test_run_info_says_what_each_greenlet_waits_for_and_where():
-    def napper():
-        labkit.sleep(10)  # STATUS-NAP
-
-    from labkit import socket
-    left, right = socket.socketpair()
-
-    def reader():
-        left.recv(10)
-
-    nap, read = labkit.spawn(napper), labkit.spawn(reader)
-    nap.name, read.name = "napper", "reader"
-    labkit.sleep(0.01)
-    try:
-        infos = {info.name: info for info in run_info()}
-        assert infos["napper"].state == "waiting"
-        assert "sleep(10)" in infos["napper"].waits_on
-        assert infos["napper"].where.startswith("test_magics.py:")
-        assert infos["reader"].waits_on.endswith(f"fd {left.fileno()} read")
-        text = format_run_info(stacks=True, names=("napper",))
-        assert "napper" in text and "reader" not in text and "in napper" in text
-    finally:
-        labkit.killall([nap, read])
-        left.close()
-        right.close()
-
-
-def test_a_greenlet_not_started_yet_says_so():
-    g = labkit.spawn(lambda: None)
-    g.name = "late"
-    try:
-        [info] = [i for i in run_info() if i.name == "late"]
-        assert info.state == "not started"
-    finally:
-        g.join()
-
-
-# -- the magics, in a kernel ------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def kc():

@@ -1,7 +1,10 @@
-"""tracing.plot: the timeline renders with Agg, one lane per greenlet."""
+"""tracing.plot: the timeline renders with Agg, one lane per greenlet; as a PNG
+it keeps the busiest lanes."""
+import io
 
 import pytest
 
+import labkit
 import tracing
 from helpers import trace_two_players_and_a_blocker
 
@@ -42,3 +45,21 @@ def test_timeline_window_and_given_axes():
     ax = fig.add_subplot()
     assert t.timeline(ax=ax, window=(0.0, 0.01)) is fig
     assert ax.get_xlim() == (0.0, 0.01)
+
+
+def test_render_keeps_the_busiest_lanes_and_says_how_many_it_hid():
+    from PIL import Image   # matplotlib brings Pillow
+    from tracing.plot import _LaneView, render_timeline_png
+
+    def worker(n):
+        for _ in range(n):
+            labkit.sleep(0)
+
+    with tracing.trace() as t:
+        labkit.joinall([labkit.spawn(worker, n) for n in range(1, 8)])
+    png = render_timeline_png(t, max_lanes=3)
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+    view = _LaneView(t, max_lanes=3)
+    lanes = {(s.lane, s.key) for s in view.slices() if s.key >= 0}
+    assert len(lanes) == 3 and view.hidden == len(t.greenlets()) - 3   # main counts too

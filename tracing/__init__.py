@@ -14,9 +14,12 @@
 
 The pieces, one module each: ``recorder`` (the C ring, the hub's hooks, the
 side table of strings), ``blocking`` (the watchdog thread), ``model`` (records
--> greenlets, slices, switches), ``summary`` (the table), ``export``
-(Perfetto/Chrome JSON, speedscope), ``plot`` (the timeline), ``overhead``
-(switch-cost measurements).
+-> greenlets, slices, switches), ``lanes`` (the hub's and the poll's lane
+names), ``summary`` (the table), ``export`` (Perfetto/Chrome JSON,
+speedscope), ``plot`` (the timeline, also as a PNG), ``overhead``
+(switch-cost measurements), ``introspect`` (what live greenlets are doing
+now), and in a notebook ``magics`` and ``dashboard``, which use the others
+and never each other.
 
 Cost: with tracing off, each hook in the hub is one ``is not None`` branch.
 With tracing on, each switch into a greenlet writes one 32-byte record with

@@ -52,7 +52,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import html
-import io
 import queue
 import threading
 import weakref
@@ -60,8 +59,12 @@ import weakref
 import labkit.hub as _lk_hub
 from labkit._loop import ffi, lib
 
-from tracing.model import HUB, POLL, Trace
-from tracing.recorder import _RECORD, Recorder, Recording
+from tracing.blocking import BlockingMonitor
+from tracing.introspect import cell_location, greenlet_name, live_greenlets
+from tracing.lanes import POLL
+from tracing.model import Trace
+from tracing.plot import render_timeline_png
+from tracing.recorder import _RECORD, Recorder, Recording, mark_host_wait
 
 #: Refreshes per second, at most (IOPub and CPU budget; see the module doc).
 MAX_REFRESH_HZ = 4
@@ -69,94 +72,6 @@ MAX_REFRESH_HZ = 4
 MAX_RECORDS = 200_000
 
 _current: "Dashboard | None" = None   # the one recording now, if any
-
-
-# -- drawing (any thread) -------------------------------------------------------
-
-class _LaneView:
-    """A Trace seen through a filter: poll, hub and the ``max_lanes`` greenlets
-    that ran longest, with their lanes in the order given by ``rank``.
-
-    Slices shorter than ``min_width`` seconds are widened to it: a greenlet
-    that runs for 20 us every 20 ms would otherwise be drawn as nothing at
-    all. It offers what tracing.plot.timeline reads (slices, parked, blocking);
-    timeline() orders lanes by first appearance, so the slices are handed
-    over lane by lane, in rank order, which keeps a live picture from
-    reshuffling its lanes at every refresh.
-    """
-
-    def __init__(self, trace, max_lanes: int, rank=None, min_width: float = 0.0):
-        running = collections.Counter()
-        for s in trace.slices():
-            if s.key >= 0:
-                running[s.key] += s.duration
-        keep = {key for key, _ in running.most_common(max_lanes)}
-        self.hidden = len(running) - len(keep)
-        rank = rank or {}
-        by_lane = collections.defaultdict(list)
-        for s in trace.slices():
-            if s.key < 0 or s.key in keep:
-                if s.duration < min_width:   # at least a pixel: seen, if short
-                    s = dataclasses.replace(s, end=s.start + min_width)
-                by_lane[(s.lane, s.key)].append(s)
-        fixed = {POLL: 0, HUB: 1}
-
-        def order(lane):
-            name, key = lane
-            return (fixed.get(name, 2), rank.get(name, len(rank)), key)
-
-        self._slices = [s for lane in sorted(by_lane, key=order) for s in by_lane[lane]]
-        self._parked = [p for p in trace.parked() if p.key in keep]
-        self._blocks = trace.blocking()
-
-    def slices(self):
-        return self._slices
-
-    def parked(self):
-        return self._parked
-
-    def blocking(self):
-        return self._blocks
-
-
-def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
-                        title: str | None = None, size=None, dpi: int = 72,
-                        now: float | None = None) -> bytes:
-    """The timeline of ``trace`` as PNG bytes, drawn with Agg (any thread).
-
-    At most ``max_lanes`` greenlet lanes (the busiest; a note says how many
-    were left out). ``window``: ``(start, end)`` seconds to show. ``size``:
-    (width, height) in inches; default grows with the lanes. ``rank``:
-    name -> position, to keep lane order stable across calls. ``now``: label
-    the time axis in seconds before this instant (a live view) instead of
-    seconds since the trace started.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from tracing.plot import timeline
-    lanes = len({(s.lane, s.key) for s in trace.slices()}) or 1
-    if size is None:
-        size = (10, 1.4 + 0.32 * min(max(lanes, 2), max_lanes + 2))
-    lo, hi = window if window is not None else (0.0, max(trace.duration, 1e-6))
-    pixel = (hi - lo) / (size[0] * dpi * 0.8)   # the plot is ~80% of the width
-    view = _LaneView(trace, max_lanes, rank, min_width=pixel)
-    fig = Figure(figsize=size, dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    timeline(view, ax=ax, window=window)
-    if now is not None:
-        from matplotlib.ticker import FuncFormatter
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x - now:.2f}"))
-        ax.set_xlabel("seconds before now")
-    notes = [title] if title else []
-    if view.hidden:
-        notes.append(f"({view.hidden} quieter greenlets not shown)")
-    if notes:
-        ax.set_title("  ".join(notes), fontsize="medium")
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=dpi)
-    return out.getvalue()
 
 
 # -- what one refresh computes (dashboard thread) ---------------------------------
@@ -350,12 +265,10 @@ class Dashboard:
         # would hold the GIL (C extensions initialising) long enough to stall
         # the loop. Done here, it is part of the cell that made the dashboard.
         import matplotlib.backends.backend_agg  # noqa: F401
-        import tracing.plot  # noqa: F401
         self._recorder = Recorder(capacity=self.capacity).start()
         self._recorder._names.update(existing)
         try:
             if self.blocking is not None:
-                from tracing.blocking import BlockingMonitor
                 self._monitor = BlockingMonitor(self.blocking, report=False,
                                                 recorder=self._recorder).start()
         except BaseException:
@@ -365,7 +278,6 @@ class Dashboard:
         _current = self
         self._ipython = _ipython_kernel_shell()
         if self._ipython is not None:
-            from tracing.magics import mark_host_wait
             self._ipython.events.register("post_execute", mark_host_wait)
         self._buffer = ffi.new("lk_trace_entry[]", self.capacity)
         self._seq = 0
@@ -388,7 +300,6 @@ class Dashboard:
         self._snapshots.put(None)   # wake the thread if it waits for a snapshot
         thread.join()
         if self._ipython is not None:
-            from tracing.magics import mark_host_wait
             try:
                 self._ipython.events.unregister("post_execute", mark_host_wait)
             except ValueError:
@@ -442,10 +353,9 @@ class Dashboard:
         tracer's side table; naming them once keeps their lanes from being
         labelled with hex ids.
         """
-        from tracing.magics import _name, live_greenlets
         found = live_greenlets(self.hub)
         self._preexisting = [weakref.ref(g) for g in found]
-        return {id(g): _name(g) for g in found}
+        return {id(g): greenlet_name(g) for g in found}
 
     # -- hub side of a refresh -------------------------------------------------
     def _snapshot(self) -> None:
@@ -557,7 +467,6 @@ def _counters_html(c: dict) -> str:
 
 
 def _blocks_html(blocks: list, now_ns: int, recorder) -> str:
-    from tracing.magics import cell_location
     if not blocks:
         return "<p>No blocking calls yet.</p>"
     since_start = (now_ns - recorder.start_ns) / 1e9 if recorder is not None else None

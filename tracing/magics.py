@@ -12,9 +12,9 @@
     %labkit_status              which greenlets are alive, what each waits for
     %labkit_status --stacks     ... and their full stacks (gevent's print_run_info)
 
-The same things without IPython: :func:`run_info` / :func:`format_run_info`
-for the status, ``tracing.trace()`` for a trace, ``tracing.monitor_blocking()``
-for the detector.
+The same things without IPython: ``tracing.introspect.run_info()`` /
+``format_run_info()`` for the status, ``tracing.trace()`` for a trace,
+``tracing.monitor_blocking()`` for the detector.
 
 Where reports go. Output in a kernel is routed to a cell by the request's
 parent header, which ipykernel keeps in a ContextVar, and every greenlet runs
@@ -34,225 +34,20 @@ from __future__ import annotations
 
 import ast
 import collections
-import gc
-import os
 import sys
-from dataclasses import dataclass, field
-
-from greenlet import getcurrent, greenlet
+import time
 
 import labkit.hub as _lk_hub
-from tracing.recorder import Recorder
+from labkit._loop import ffi, lib
 
-_LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
-_TRACING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_INTERNAL = (_LABKIT_DIR, _TRACING_DIR)
+import tracing
+from tracing.blocking import BlockingMonitor
+from tracing.introspect import INTERNAL_DIRS, cell_location, format_run_info, greenlet_name
+from tracing.plot import render_timeline_png
+from tracing.recorder import Recorder, active, mark_host_wait
 
 #: The blocking threshold used when none is given, in seconds.
 DEFAULT_THRESHOLD = 0.05
-
-
-# -- what is alive: the status report -----------------------------------------
-
-@dataclass
-class GreenletInfo:
-    """One live greenlet of the hub, as :func:`run_info` sees it."""
-    name: str
-    state: str              #: "running", "waiting", "ready" or "not started"
-    waits_on: str           #: "sleep(0.05)", "fd 7 read", "join", "Event.wait" ...
-    where: str              #: "file.py:12 in func": the user's line it waits at
-    stack: list = field(default_factory=list)   #: "file:line in func", outermost first
-    greenlet: object = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        text = f"{self.name:<24} {self.state:<11}"
-        if self.waits_on:
-            text += f" {self.waits_on:<22}"
-        return (text + f" at {self.where}" if self.where else text).rstrip()
-
-
-def live_greenlets(hub=None) -> list:
-    """The greenlets the hub runs that are not dead, in order of name.
-
-    Found by scanning the garbage collector's objects for greenlets whose
-    parent is ``hub`` (default: this thread's): a full scan, milliseconds in
-    a big process, so this is for status reports, not for hot paths. A
-    greenlet that nothing refers to any more can still show up until the
-    collector frees it; it is not dead, only unreachable.
-    """
-    hub = hub if hub is not None else _lk_hub.get_hub()
-    found = [obj for obj in gc.get_objects()
-             if isinstance(obj, greenlet) and obj is not hub
-             and obj.parent is hub and not obj.dead]
-    return sorted(found, key=_natural_key)
-
-
-def run_info(hub=None) -> list[GreenletInfo]:
-    """What each live greenlet of ``hub`` is doing (see :class:`GreenletInfo`).
-
-    Call from the hub's thread (another thread's greenlets' frames change
-    under it).
-    """
-    hub = hub if hub is not None else _lk_hub.get_hub()
-    # sleep(0) queues the greenlet's bound switch (maybe inside a Callback):
-    # the greenlets those belong to are ready to run, not waiting.
-    ready = {id(getattr(getattr(cb, "callback", cb), "__self__", None))
-             for cb in list(hub._ready)}
-    return [_describe(g, ready) for g in live_greenlets(hub)]
-
-
-def format_run_info(hub=None, stacks: bool = False, names=()) -> str:
-    """The status report as text: the hub's counters, then one line per
-    greenlet (and its stack with ``stacks``). ``names``: only these."""
-    hub = hub if hub is not None else _lk_hub.get_hub()
-    infos = run_info(hub)
-    if names:
-        infos = [info for info in infos if info.name in names]
-    lines = [_hub_line(hub), ""]
-    if not infos:
-        lines.append("no greenlets alive" if not names else "no such greenlet alive")
-    for info in infos:
-        lines.append(str(info))
-        if stacks:
-            lines.extend(f"    {frame}" for frame in info.stack or ["(not started)"])
-    return "\n".join(lines)
-
-
-def print_run_info(hub=None, stacks: bool = False, file=None) -> None:
-    """Print :func:`format_run_info` (gevent's ``print_run_info``)."""
-    print(format_run_info(hub, stacks), file=file or sys.stdout)
-
-
-def _hub_line(hub) -> str:
-    loop = hub.loop
-    if loop.closed:
-        return "hub: its loop is closed"
-    parts = [f"hub: {loop.backend_name} loop", f"{len(hub._ready)} ready callbacks",
-             f"{loop.active_timers} timers", f"{loop.io_waiters} fd waits"]
-    try:
-        import labkit.jupyter
-        guest = labkit.jupyter.active()
-    except ImportError:
-        guest = None
-    if guest is not None and guest.hub is hub:
-        parts.append(f"guest of the kernel ({guest.mode} mode, {guest.ticks} ticks)")
-    from tracing.recorder import active
-    parts.append("tracing on" if active() is not None else "tracing off")
-    return ", ".join(parts)
-
-
-def _natural_key(g):
-    name = _name(g)
-    return [int(part) if part.isdigit() else part
-            for part in _split_digits(name)]
-
-
-def _split_digits(text: str) -> list[str]:
-    parts, current = [], ""
-    for ch in text:
-        if current and ch.isdigit() != current[-1].isdigit():
-            parts.append(current)
-            current = ""
-        current += ch
-    return parts + [current] if current else parts
-
-
-def _name(g) -> str:
-    name = getattr(g, "name", None)
-    if isinstance(name, str):
-        return name
-    run = getattr(g, "run", None)
-    return getattr(run, "__qualname__", None) or f"greenlet-{id(g):#x}"
-
-
-def _describe(g, ready_ids: set) -> GreenletInfo:
-    frames = []
-    frame = g.gr_frame
-    while frame is not None:
-        frames.append(frame)
-        frame = frame.f_back
-    frames.reverse()   # outermost first
-    if g is getcurrent():
-        state = "running"
-    elif not frames:
-        state = "not started"
-    elif id(g) in ready_ids:
-        state = "ready"
-    else:
-        state = "waiting"
-    stack = [f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno} in {f.f_code.co_name}"
-             for f in frames]
-    user = None
-    for f in reversed(frames):
-        if not f.f_code.co_filename.startswith(_INTERNAL):
-            user = f
-            break
-    if user is None and frames:
-        # labkit's own greenlets (a server's accept loop): blame the
-        # outermost frame below Greenlet.run, the loop that waits.
-        user = frames[1] if len(frames) > 1 else frames[0]
-    where = (f"{os.path.basename(user.f_code.co_filename)}:{user.f_lineno} "
-             f"in {user.f_code.co_name}") if user is not None else ""
-    waits_on = _waits_on(frames, user) if state in ("waiting", "ready") else ""
-    return GreenletInfo(name=_name(g), state=state, waits_on=waits_on, where=where,
-                        stack=stack, greenlet=g)
-
-
-def _waits_on(frames: list, user) -> str:
-    """What the greenlet is parked on, read from its innermost labkit frames."""
-    detail = ""
-    for f in reversed(frames):
-        code = f.f_code
-        if not code.co_filename.startswith(_LABKIT_DIR):
-            break
-        local = f.f_locals
-        if isinstance(local.get("fd"), int) and local.get("event") in (_lk_hub.READ,
-                                                                     _lk_hub.WRITE):
-            # hub.wait_io, and the sockets' own fast path: (fd, event) locals
-            direction = "read" if local["event"] == _lk_hub.READ else "write"
-            detail = f"fd {local['fd']} {direction}"
-            break
-        if code is _lk_hub.sleep.__code__:
-            detail = f"sleep({local.get('seconds')})"
-            break
-        if code.co_name == "get" and isinstance(local.get("self"), _lk_hub.Waiter):
-            reason = local["self"].reason
-            if isinstance(reason, str):
-                detail = reason
-    # The labkit call the user's code made: the frame right inside ``user``.
-    api = ""
-    if user is not None and user in frames:
-        index = frames.index(user)
-        if index + 1 < len(frames):
-            inner = frames[index + 1]
-            api = _qualname(inner)
-    if api and detail:
-        return detail if detail.startswith(api) else f"{api}: {detail}"
-    return api or detail or "the hub"
-
-
-def _qualname(frame) -> str:
-    """The qualified name of the function ``frame`` runs: "socket.accept", not "accept".
-
-    Python 3.11+ keeps it on the code object (``co_qualname``). Python 3.10 does
-    not, so it is derived there for methods: the frame's first argument (``self``,
-    or ``cls`` of a classmethod) gives the class, and the first class of its MRO
-    whose namespace holds a function with this very code object is the one that
-    defines it. Anything else (a module-level function, a static method, a nested
-    function) gets ``co_name``, which for a module-level function is its
-    qualified name already.
-    """
-    code = frame.f_code
-    qualname = getattr(code, "co_qualname", None)
-    if qualname is not None:
-        return qualname
-    if code.co_argcount:
-        first = frame.f_locals.get(code.co_varnames[0])
-        for klass in (first if isinstance(first, type) else type(first)).__mro__:
-            attr = klass.__dict__.get(code.co_name)
-            if getattr(getattr(attr, "__func__", attr), "__code__", None) is code:
-                return f"{klass.__qualname__}.{code.co_name}"
-    return code.co_name
 
 
 # -- rendering a trace for a notebook ----------------------------------------
@@ -268,7 +63,6 @@ def _trace_display(trace, cell_file: str | None = None, title: str | None = None
                         for b in blocks)
         shown.append(HTML(f"<p><b>Blocking calls</b> (the loop was stuck):</p><ul>{items}</ul>"))
     if timeline and trace.slices():
-        from tracing.dashboard import render_timeline_png
         shown.append(Image(data=render_timeline_png(trace, title=title), format="png"))
     return shown
 
@@ -296,7 +90,6 @@ _pending: collections.deque = collections.deque()
 
 def _start_session_monitor(threshold: float, ipython=None):
     global _session_monitor
-    from tracing.blocking import BlockingMonitor
     hub = _lk_hub.get_hub()
 
     def on_block(block):   # in the watchdog thread: hand over to the hub
@@ -340,12 +133,10 @@ def _flush_before_the_cell_ends() -> None:
     (bounded) so that the report still belongs to this cell's output --
     a notebook runner (nbclient) stops listening to a cell once it is idle.
     """
-    import time
     monitor = _session_monitor
     if monitor is None or getattr(monitor, "_ring", None) is None:
         return
     mark_host_wait()   # first: this wait is the host's, not a block
-    from labkit._loop import ffi, lib
     state = ffi.new("lk_trace_state *")
     deadline = time.monotonic() + min(1.0, 4 * monitor.threshold + 0.1)
     while time.monotonic() < deadline:
@@ -354,23 +145,6 @@ def _flush_before_the_cell_ends() -> None:
             break
         time.sleep(0.005)
     _show_pending()
-
-
-def mark_host_wait() -> None:
-    """Record that the thread goes back to the kernel's own loop (post_execute).
-
-    After a cell, the main greenlet returns to the kernel's asyncio loop,
-    which may sit in select() for a while before it ticks the hub again. The
-    last record in the ring is the main greenlet's, so without this mark the
-    blocking monitor would count the kernel's idle time as the main greenlet
-    blocking the loop. A "host" record says: from here on, waiting is the
-    host's business (the same record the hub writes at the end of a tick).
-    """
-    from tracing.recorder import active
-    from labkit._loop import lib
-    recorder = active()
-    if recorder is not None and recorder.record is not None:
-        recorder.record(lib.LK_TR_HOST, 0, 0, 0)
 
 
 def _show_pending() -> None:
@@ -413,7 +187,7 @@ class _ContextKeepingRecorder(Recorder):
     def on_exit(self, g) -> None:
         context = g.gr_context
         if context is not None:
-            name = _name(g)
+            name = greenlet_name(g)
             self._exited.pop(name, None)
             self._exited[name] = context
             if len(self._exited) > self.KEEP:
@@ -426,7 +200,7 @@ class _ContextKeepingRecorder(Recorder):
         one that exited recently; None if neither."""
         for info in reversed(self.spawns[-self.KEEP:]):
             g = info.ref
-            if g is not None and not g.dead and _name(g) == name:
+            if g is not None and not g.dead and greenlet_name(g) == name:
                 return g.gr_context
         return self._exited.get(name)
 
@@ -434,7 +208,7 @@ class _ContextKeepingRecorder(Recorder):
 def _print_block(block) -> None:
     lines = [f"labkit: {str(block).replace(block.location, cell_location(block.file, block.line))}"]
     for entry in block.stack:
-        if entry.startswith(_INTERNAL):
+        if entry.startswith(INTERNAL_DIRS):
             continue
         place, _, function = entry.rpartition(" in ")
         file, _, line = place.rpartition(":")
@@ -442,19 +216,6 @@ def _print_block(block) -> None:
     # No flush: in a kernel, flushing waits for the IO thread, and this runs
     # in the hub. The kernel flushes the stream itself a moment later.
     print("\n".join(lines[:4]), file=sys.stderr)
-
-
-def cell_location(file: str, line: int) -> str:
-    """"In[5], line 3" for code typed in a notebook cell, else "file.py:3"."""
-    try:
-        from IPython import get_ipython
-        ipython = get_ipython()
-        label = ipython.compile.format_code_name(file) if ipython is not None else None
-    except Exception:
-        label = None
-    if label:
-        return f"{label[1]}, line {line}"
-    return f"{os.path.basename(file)}:{line}"
 
 
 def register_magics(ipython) -> None:
@@ -483,8 +244,6 @@ def _magics_class():
             """Run the cell under the tracer, then show the summary table, the
             blocking calls (if any) and the timeline. The Trace is kept in
             ``_trace`` (or the variable named on the magic line)."""
-            import tracing
-            from tracing.recorder import active
             from IPython.core.error import UsageError
             from IPython.display import display
             args = parse_argstring(self.trace, line)

@@ -11,6 +11,10 @@ window is ever shown).
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
+import io
+
 from tracing.lanes import HUB, POLL
 
 RUN_COLOR = "#1f4e79"
@@ -106,3 +110,90 @@ def timeline(trace, ax=None, window=None):
               fontsize="small", borderaxespad=0.0)
     fig.tight_layout(rect=(0, 0, 1, 0.94))  # room above for a caller's suptitle
     return fig
+
+
+# -- a PNG, for notebooks and the live dashboard (any thread) -----------------------
+
+class _LaneView:
+    """A Trace seen through a filter: poll, hub and the ``max_lanes`` greenlets
+    that ran longest, with their lanes in the order given by ``rank``.
+
+    Slices shorter than ``min_width`` seconds are widened to it: a greenlet
+    that runs for 20 us every 20 ms would otherwise be drawn as nothing at
+    all. It offers what :func:`timeline` reads (slices, parked, blocking);
+    timeline() orders lanes by first appearance, so the slices are handed
+    over lane by lane, in rank order, which keeps a live picture from
+    reshuffling its lanes at every refresh.
+    """
+
+    def __init__(self, trace, max_lanes: int, rank=None, min_width: float = 0.0):
+        running = collections.Counter()
+        for s in trace.slices():
+            if s.key >= 0:
+                running[s.key] += s.duration
+        keep = {key for key, _ in running.most_common(max_lanes)}
+        self.hidden = len(running) - len(keep)
+        rank = rank or {}
+        by_lane = collections.defaultdict(list)
+        for s in trace.slices():
+            if s.key < 0 or s.key in keep:
+                if s.duration < min_width:   # at least a pixel: seen, if short
+                    s = dataclasses.replace(s, end=s.start + min_width)
+                by_lane[(s.lane, s.key)].append(s)
+        fixed = {POLL: 0, HUB: 1}
+
+        def order(lane):
+            name, key = lane
+            return (fixed.get(name, 2), rank.get(name, len(rank)), key)
+
+        self._slices = [s for lane in sorted(by_lane, key=order) for s in by_lane[lane]]
+        self._parked = [p for p in trace.parked() if p.key in keep]
+        self._blocks = trace.blocking()
+
+    def slices(self):
+        return self._slices
+
+    def parked(self):
+        return self._parked
+
+    def blocking(self):
+        return self._blocks
+
+
+def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
+                        title: str | None = None, size=None, dpi: int = 72,
+                        now: float | None = None) -> bytes:
+    """The timeline of ``trace`` as PNG bytes, drawn with Agg (any thread).
+
+    At most ``max_lanes`` greenlet lanes (the busiest; a note says how many
+    were left out). ``window``: ``(start, end)`` seconds to show. ``size``:
+    (width, height) in inches; default grows with the lanes. ``rank``:
+    name -> position, to keep lane order stable across calls. ``now``: label
+    the time axis in seconds before this instant (a live view) instead of
+    seconds since the trace started.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    lanes = len({(s.lane, s.key) for s in trace.slices()}) or 1
+    if size is None:
+        size = (10, 1.4 + 0.32 * min(max(lanes, 2), max_lanes + 2))
+    lo, hi = window if window is not None else (0.0, max(trace.duration, 1e-6))
+    pixel = (hi - lo) / (size[0] * dpi * 0.8)   # the plot is ~80% of the width
+    view = _LaneView(trace, max_lanes, rank, min_width=pixel)
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    timeline(view, ax=ax, window=window)
+    if now is not None:
+        from matplotlib.ticker import FuncFormatter
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x - now:.2f}"))
+        ax.set_xlabel("seconds before now")
+    notes = [title] if title else []
+    if view.hidden:
+        notes.append(f"({view.hidden} quieter greenlets not shown)")
+    if notes:
+        ax.set_title("  ".join(notes), fontsize="medium")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=dpi)
+    return out.getvalue()

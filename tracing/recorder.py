@@ -286,3 +286,18 @@ def _name_of(g) -> str:
 def active() -> Recorder | None:
     """The recorder running now, if any."""
     return _active
+
+
+def mark_host_wait() -> None:
+    """Record that the thread goes back to the kernel's own loop (post_execute).
+
+    After a cell, the main greenlet returns to the kernel's asyncio loop,
+    which may sit in select() for a while before it ticks the hub again. The
+    last record in the ring is the main greenlet's, so without this mark the
+    blocking monitor would count the kernel's idle time as the main greenlet
+    blocking the loop. A "host" record says: from here on, waiting is the
+    host's business (the same record the hub writes at the end of a tick).
+    """
+    recorder = active()
+    if recorder is not None and recorder.record is not None:
+        recorder.record(lib.LK_TR_HOST, 0, 0, 0)

@@ -106,7 +106,7 @@ CELLS = [
     turns it into the `In[n]` label you see next to the cell.)
     """),
     code("""
-    from tracing.magics import cell_location
+    from tracing.introspect import cell_location
 
     for block in t.blocking():
         print(f"{block.greenlet} blocked the loop for {block.duration * 1000:.0f} ms "
