@@ -4,6 +4,7 @@ import queue
 import pytest
 
 import labkit
+from labkit.event import Event
 from labkit.pool import Group, Pool, PoolFull
 
 pytestmark = pytest.mark.timeout(30)
@@ -231,10 +232,22 @@ def test_imap_accepts_several_iterables_like_map():
 
 
 def test_imap_unordered_yields_in_completion_order():
+    # The test decides the order in which the items finish (events, not
+    # timers whose deadlines a descheduled thread could bunch together).
     pool = Pool(4)
-    delays = [0.04, 0.01, 0.03, 0.0]
-    got = list(pool.imap_unordered(lambda d: sleep_then_return(d, d), delays))
-    assert got == sorted(delays)
+    finish = {name: Event() for name in "abcd"}
+
+    def job(name):
+        finish[name].wait()
+        return name
+
+    results = pool.imap_unordered(job, "abcd")
+    got = []
+    for name in "dbca":
+        finish[name].set()
+        got.append(next(results))
+    assert got == list("dbca")
+    assert list(results) == []
 
 
 def test_imap_raises_a_failing_item_in_its_place_and_can_go_on():
