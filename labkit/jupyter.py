@@ -93,6 +93,7 @@ import threading
 
 from greenlet import getcurrent, greenlet
 
+from labkit import plugins
 from labkit._asyncio_guest import AsyncioGuest
 from labkit.hub import Hub, _local, _sigint_handler, get_hub
 
@@ -109,19 +110,22 @@ class SubshellError(RuntimeError):
 # -- the extension entry points ---------------------------------------------
 
 def load_ipython_extension(ipython) -> None:
-    """``%load_ext labkit``: guest mode in a kernel, input hook in a terminal;
-    and the tracer's magics (%%trace, %trace_blocking, %labkit_status)."""
+    """``%load_ext labkit``: guest mode in a kernel, the asyncio prompt loop in
+    a terminal; then the IPython plug-ins (:mod:`labkit.plugins`: the tracer's
+    magics %%trace, %trace_blocking, %labkit_status). A plug-in that fails to
+    load is reported as a warning; labkit itself stays loaded."""
     if getattr(ipython, "kernel", None) is not None:
         enable(ipython)
     else:
         from labkit.repl import enable_ipython_terminal
         enable_ipython_terminal(ipython)
-    from tracing.magics import register_magics
-    register_magics(ipython)
+    plugins.load_ipython_plugins(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
-    """``%unload_ext labkit``: detach from the host loop; greenlets stay parked."""
+    """``%unload_ext labkit``: unload the plug-ins that can be, detach from the
+    host loop; greenlets stay parked."""
+    plugins.unload_ipython_plugins(ipython)
     if getattr(ipython, "kernel", None) is not None:
         disable(ipython)
     else:

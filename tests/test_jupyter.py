@@ -186,6 +186,18 @@ def test_unload_ext_detaches_and_load_ext_attaches_again(fresh_kernel):
     assert int(ok(kc, "print(len(pings) - n)")) >= 4
 
 
+def test_load_ext_brings_the_tracers_magics_and_survives_a_broken_plugin(fresh_kernel):
+    _km, kc = fresh_kernel
+    ok(kc, "import labkit.plugins\n"
+           "labkit.plugins.register_ipython('broken', object())")   # no load_ipython_extension
+    cell = run_cell(kc, "%load_ext labkit", timeout=10)
+    assert cell.status == "ok", (cell.ename, cell.evalue)
+    assert "labkit plug-in 'broken' failed to load: AttributeError" in cell.stderr
+    assert "hub: " in ok(kc, "%labkit_status")   # the tracer's magics loaded
+    assert ok(kc, "import labkit.jupyter\n"
+                  "print(labkit.jupyter.active() is not None)").strip() == "True"
+
+
 def test_gui_labkit_is_a_polling_fallback(fresh_kernel):
     _km, kc = fresh_kernel
     ok(kc, "import labkit.jupyter\n%gui labkit")

@@ -1,7 +1,8 @@
 """IPython magics for the tracer: ``%%trace``, ``%trace_blocking``, ``%labkit_status``.
 
-``%load_ext labkit`` registers them (labkit/jupyter.py calls
-:func:`register_magics`)::
+``%load_ext labkit`` registers them: this module is the tracer's IPython
+plug-in (the ``labkit.ipython`` entry point in pyproject.toml; see
+labkit/plugins.py), and ``%load_ext tracing.magics`` loads it alone::
 
     %%trace                     run this cell under the tracer; then show the
     labkit.joinall([...])       summary table, the blocking calls and the timeline
@@ -221,6 +222,10 @@ def _print_block(block) -> None:
 def register_magics(ipython) -> None:
     """Register the magics on ``ipython`` (done by ``%load_ext labkit``)."""
     ipython.register_magics(_magics_class())
+
+
+#: The IPython extension protocol, which labkit's plug-in registry uses too.
+load_ipython_extension = register_magics
 
 
 def _magics_class():
