@@ -42,8 +42,11 @@ def extension(name, calls, fail_on=()):
 
 def test_the_tracer_plugs_in_through_the_installed_entry_points():
     import tracing.magics
+    import tracing.tour
     [magics] = [ep for ep in plugins.entry_points(group=IPYTHON_GROUP) if ep.name == "tracing"]
     assert magics.load() is tracing.magics
+    assert "tour" in plugins.command_names()
+    assert plugins.command("tour") is tracing.tour.main
 
 
 def test_load_runs_each_plugin_in_name_order_and_unload_reverses_it(registry):

@@ -1,4 +1,5 @@
-"""python -m labkit tour: the scenario runs, reports the block and writes its files.
+"""python -m labkit tour (tracing/tour.py, a plug-in command): the scenario runs,
+reports the block and writes its files.
 
 The tour is what a newcomer runs first (README), so these tests run it the
 way they would -- a subprocess, ``python -m labkit tour`` -- and check what
@@ -14,7 +15,7 @@ import sys
 
 import pytest
 
-from labkit import tour
+from tracing import tour
 
 pytestmark = pytest.mark.timeout(60)
 pytest.importorskip("matplotlib")
@@ -25,7 +26,7 @@ def _careless_sleep_line() -> int:
         for number, text in enumerate(f, 1):
             if "time.sleep(BLOCK_SECONDS)" in text:
                 return number
-    raise AssertionError("the careless time.sleep line is gone from labkit/tour.py")
+    raise AssertionError("the careless time.sleep line is gone from tracing/tour.py")
 
 
 def _cpu_of_children() -> float:

@@ -1,5 +1,8 @@
 """``python -m labkit tour``: watch a small server at work, and catch one mistake.
 
+The tracer's demo, and a plug-in command of labkit's command line (the
+``labkit.commands`` entry point in pyproject.toml; see labkit/plugins.py).
+
 The tour is a scripted scenario that runs in about a second, with no Jupyter
 and nothing to install beyond labkit and matplotlib:
 
@@ -38,6 +41,8 @@ import time
 import labkit
 from labkit import socket
 from labkit.server import StreamServer
+
+import tracing
 
 #: The threshold of the blocking monitor: a stretch longer than this without
 #: control coming back to the hub is reported.
@@ -91,7 +96,6 @@ def careless() -> None:
 def run_scenario():
     """Run the scenario under the tracer; return (trace, how late the
     clients' naps ended, in s)."""
-    import tracing
     lateness: list[float] = []
     with tracing.trace(blocking=BLOCKING_THRESHOLD, report=False) as trace:
         server = StreamServer(("127.0.0.1", 0), echo)
@@ -148,6 +152,11 @@ def _print_cost(lateness: list[float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """An echo server, clients and one blocking call, traced; writes a
+    timeline PNG and a Perfetto JSON (--out DIR)
+
+    ``python -m labkit tour [--out DIR]``; returns the exit status.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m labkit tour",
         description="Run an echo server, clients and one blocking call under the "
