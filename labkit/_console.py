@@ -38,7 +38,8 @@ import traceback
 from greenlet import getcurrent
 
 import labkit
-from labkit.hub import Waiter, get_hub, spawn_raw
+from labkit._park import Waiter
+from labkit.hub import get_hub, spawn_raw
 
 __all__ = ["LabkitConsole", "console_main"]
 

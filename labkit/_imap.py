@@ -16,7 +16,7 @@ from typing import Callable
 
 from labkit._slots import _Slots, _wake
 from labkit.greenlet import Greenlet
-from labkit.hub import Waiter
+from labkit._park import Waiter
 
 
 class _Failure:

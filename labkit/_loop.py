@@ -276,6 +276,12 @@ class Loop:
                 ("iterations", "poll_ns", "io_events", "timer_events", "wakeups",
                  "spins", "spin_hits")}
 
+    def set_trace_ring(self, ring) -> None:
+        """Have the C loop write its own records (poll begin/end, events
+        fired) into ``ring`` (an ``lk_trace *`` from lk_trace_new), or stop
+        with None. The tracer's one hook into the C loop."""
+        lib.lk_loop_set_trace(self._live_ptr(), ffi.NULL if ring is None else ring)
+
     def set_spin(self, seconds: float) -> None:
         """The next polls that would sleep poll without sleeping instead, for
         up to ``seconds``, until one of them catches nothing (0: never, the
@@ -394,6 +400,13 @@ class Loop:
             if watch.reader is None and watch.writer is None and not mask & ~event:
                 del self._fds[fd]
         return cb
+
+    def io_waiting(self, fd: int, event: int) -> bool:
+        """True if a callback waits on (fd, event) now (READ or WRITE)."""
+        watch = self._fds.get(fd)
+        if watch is None:
+            return False
+        return (watch.reader if event == READ else watch.writer) is not None
 
     def io_forget(self, fd: int) -> list[Callable]:
         """The fd is about to be closed: stop watching it now.

@@ -10,7 +10,8 @@ from collections import deque
 
 from greenlet import getcurrent
 
-from labkit.hub import Waiter, get_hub
+from labkit._park import Waiter
+from labkit.hub import get_hub
 
 
 def _wake(waiter: Waiter, value) -> None:

@@ -29,315 +29,24 @@ AsyncResult, and the lock module's Semaphore):
 """
 from __future__ import annotations
 
-import sys
 import threading
-from collections import deque
-from typing import Callable
 
-from greenlet import getcurrent, greenlet
+from greenlet import getcurrent
 
-#: unbound: calling it saves a bound-method allocation per park
-_switch = greenlet.switch
-
-#: what switch() returns to a greenlet resumed with no arguments
-_NO_VALUE = ()
-
-from labkit.hub import (_TR_RESUME, _WHY_THROW, _WHY_TIMER, _WHY_WAITER,
-                        BlockingSwitchOutError, Waiter, _check_seconds, get_hub)
+from labkit._park import (_NO_VALUE, _WHY_THROW, _WHY_WAITER, EMPTY, Linkable,  # noqa: F401
+                          Ticket, _resumed, _switch, check_seconds, check_timeout,
+                          describe_parking)
+from labkit.hub import get_hub
 from labkit.timeout import Timeout
 
 __all__ = ["Event", "AsyncResult"]
 
 _get_ident = threading.get_ident
 
-# Tracing hooks, set by tracing/recorder.py while it records (see the
-# comment in labkit/hub.py). The parking paths here switch to the hub
-# without a Waiter, so they write their own "resumed, and why" record:
-# the label is what the greenlet waited on ("Event", "Queue.get" ...).
+# Set by the tracer while it records (see labkit/hub.py): Event.wait's fast
+# path checks it with one branch, and records through labkit._park.
 _trace = None
 _tracer = None
-
-
-def _trace_resume(current, why: int, label) -> None:
-    """Record that ``current`` resumed (tracing is on: _trace is set)."""
-    _trace(_TR_RESUME, id(current), why, _tracer.labels[label])
-
-#: what a timer passes to a waiter, to tell "timed out" from "woken"
-_TIMED_OUT = object()
-
-
-class Linkable:
-    """Base class: a FIFO of one-shot callbacks, run in the hub when ready().
-
-    Subclasses define :meth:`ready` and call :meth:`_check_and_notify` when
-    they may have become ready. ``_notify_all`` says whether a notification
-    wakes every linked callback (Event) or stops as soon as the object is no
-    longer ready (a Semaphore whose permits ran out).
-    """
-
-    __slots__ = ("hub", "_links", "_batch", "_notifier", "__weakref__")
-
-    _notify_all = True
-
-    def __init__(self):
-        #: the hub whose thread runs our notifications; bound by the first
-        #: waiter or rawlink, re-bound whenever nobody is linked
-        self.hub = None
-        #: callbacks waiting for the next notification, oldest first
-        self._links: deque = deque()
-        #: callbacks of the notification that is running now (else None);
-        #: kept apart so that unlink() can still take one out of it
-        self._batch: deque | None = None
-        #: the scheduled notification (a hub Callback), or None
-        self._notifier = None
-
-    def ready(self) -> bool:  # pragma: no cover - always overridden
-        raise NotImplementedError
-
-    # -- links ------------------------------------------------------------
-    def rawlink(self, callback: Callable) -> None:
-        """Call ``callback(self)`` once, in the hub, when ready (at once if
-        it already is). It must not block."""
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {callback!r}")
-        self._bind_hub(get_hub())
-        self._links.append(callback)
-        self._check_and_notify()
-
-    def unlink(self, callback: Callable) -> bool:
-        """Forget a callback added with rawlink (no error if it is not
-        there); True if it was there."""
-        for links in (self._links, self._batch):
-            if links:
-                try:
-                    links.remove(callback)
-                    return True
-                except ValueError:
-                    pass
-        return False
-
-    def linkcount(self) -> int:
-        return len(self._links) + len(self._batch or ())
-
-    def _bind_hub(self, hub) -> None:
-        # Nobody linked: the caller's hub becomes ours. (This also forgets a
-        # hub that was destroyed and replaced since the last wait.)
-        if self.hub is not hub and not self._links and not self._batch:
-            self.hub = hub
-
-    # -- notification -----------------------------------------------------
-    def _check_and_notify(self) -> None:
-        """Schedule a notification if ready, linked, and none is pending."""
-        if self._links and self._notifier is None and self.ready():
-            self._schedule_notify()
-
-    def _schedule_notify(self) -> None:
-        hub = self.hub
-        self._notifier = True
-        if hub.thread_ident == _get_ident():
-            # A bare bound method, not hub.run_callback's Callback wrapper:
-            # one C-level call less on the hub's stack, which every switch
-            # into a waiter has to save and restore.
-            hub._ready.append(self._notify_links)
-        else:  # set() from another thread: wake that hub's loop
-            hub.run_callback_threadsafe(self._notify_links)
-
-    def _notify_links(self) -> None:
-        """The hub callback: call the links present now, oldest first."""
-        self._notifier = None
-        links = self._links
-        if len(links) == 1 and (self._notify_all or self.ready()):
-            # The common case, one waiter: no batch to set aside.
-            link = links.popleft()
-            try:
-                link(self)  # may switch into a waiter; it comes back here
-            except BaseException:
-                self.hub.handle_error((link, self), *sys.exc_info())
-        else:
-            self._notify_batch()
-        if self._links and self._notifier is None and self.ready():
-            self._schedule_notify()
-
-    def _notify_batch(self) -> None:
-        # Links added while we notify (a woken waiter that waits again)
-        # go to a fresh deque, for the next notification.
-        batch = self._batch = self._links
-        self._links = deque()
-        only_while_ready = not self._notify_all
-        try:
-            while batch:
-                if only_while_ready and not self.ready():
-                    break
-                link = batch.popleft()
-                try:
-                    link(self)
-                except BaseException:
-                    self.hub.handle_error((link, self), *sys.exc_info())
-        finally:
-            self._batch = None
-            if batch:  # stopped early: the rest keep their place in line
-                batch.extend(self._links)
-                self._links = batch
-
-    # -- waiting ----------------------------------------------------------
-    def _wait_core(self, timeout: float | None) -> bool:
-        """Park the current greenlet until notified (True) or ``timeout``
-        seconds passed (False). ``timeout`` is already validated."""
-        hub = get_hub()
-        if hub is not self.hub:
-            self._bind_hub(hub)
-            if hub is not self.hub:
-                return self._wait_from_other_thread(hub, timeout)
-        current = getcurrent()
-        if current is hub:
-            raise BlockingSwitchOutError(
-                "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
-        # The link is the greenlet's own switch, not a Waiter: the hub then
-        # resumes us with one C call. This is safe because a link is popped
-        # before it is called, and we unlink it ourselves whenever we wake
-        # up for another reason, so it can never fire after this wait.
-        link = current.switch
-        self._links.append(link)
-        # set() from another thread may have run between the caller's check
-        # and the append, and found nobody to notify.
-        self._check_and_notify()
-        timer = None
-        if timeout is not None:
-            timer = hub.loop.timer(timeout, link, _TIMED_OUT)
-        woken = False
-        try:
-            woken = _switch(hub) is self
-        except BaseException:
-            if _trace is not None:
-                _trace_resume(current, _WHY_THROW, type(self).__name__)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not woken:
-                self.unlink(link)
-        if _trace is not None:
-            _trace_resume(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
-        return woken
-
-    def _wait_from_other_thread(self, hub, timeout: float | None) -> bool:
-        # Our notifications run in self.hub's thread; the wake-up must be
-        # posted to this thread's hub. A Waiter absorbs a late post (one
-        # that arrives after our timeout) harmlessly.
-        waiter = Waiter(hub)
-        link = _ThreadsafeWake(waiter)
-        hub.keepalive(1)  # only the other thread can end this wait
-        self._links.append(link)
-        self._check_and_notify()
-        timer = None
-        if timeout is not None:
-            timer = hub.loop.timer(timeout, waiter.switch, _TIMED_OUT)
-        woken = False
-        try:
-            woken = waiter.get() is self
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not woken:
-                self.unlink(link)
-            hub.keepalive(-1)
-        return woken
-
-
-class _ThreadsafeWake:
-    """A link for a waiter that belongs to another thread's hub: the
-    notification runs in our hub, the switch must happen in theirs."""
-
-    __slots__ = ("waiter",)
-
-    def __init__(self, waiter: Waiter):
-        self.waiter = waiter
-
-    def __call__(self, source) -> None:
-        self.waiter.hub.run_callback_threadsafe(self.waiter.switch, source)
-
-
-#: a Ticket's value while it is still in line
-EMPTY = object()
-
-
-class Ticket:
-    """A parked greenlet's place in a line, and what it was handed.
-
-    Semaphores and queues keep their blocked greenlets in lines: deques of
-    tickets, oldest first. To serve the first one, pop it, set its ``value``
-    (a permit, an item, "accepted") and call :meth:`schedule_wake`. So
-    "still in line" and "``value is EMPTY``" are the same thing, which is
-    what lets a greenlet that resumes for another reason (timeout, kill)
-    know whether it must leave the line or pass on what it was handed::
-
-        ticket = Ticket(hub, getcurrent())
-        try:
-            served = ticket.park(line, timeout)   # False: timed out, left the line
-        except BaseException:
-            if ticket.value is not EMPTY:
-                ...pass it on...                  # killed after being served
-            raise
-
-    The wake-up is a bound method in the hub's ready deque, not a Waiter:
-    the cheapest way back into the greenlet. ``wake`` is a no-op once the
-    greenlet has resumed, so a late one (timer and hand-off in the same
-    pass) can never wake it from some later, unrelated wait.
-    """
-
-    __slots__ = ("hub", "greenlet", "value", "item", "deadline")
-
-    def __init__(self, hub, greenlet, item=None):
-        self.hub = hub
-        self.greenlet = greenlet   # None once woken or gone
-        self.value = EMPTY         # what the server handed us
-        self.item = item           # what a putter offers
-        self.deadline = 0          # loop-clock ns; its meaning is the line's (Semaphore)
-
-    def schedule_wake(self) -> None:
-        """Server side: resume the greenlet soon, from the hub."""
-        self.hub._ready.append(self.wake)
-
-    def wake(self) -> None:
-        g = self.greenlet
-        if g is not None:
-            self.greenlet = None
-            g.switch()
-
-    def park(self, line: deque, timeout: float | None, reason: str = "line") -> bool:
-        """Join ``line`` and wait to be served (True), at most ``timeout``
-        seconds (False: the ticket has left the line). Exceptions thrown in
-        (kill, Timeout, LoopExit) propagate after leaving the line, unless
-        the ticket was served: then the caller must pass its value on.
-        ``reason`` labels the wait for the tracer ("Queue.get")."""
-        hub = self.hub
-        current = self.greenlet
-        if current is hub:
-            raise BlockingSwitchOutError(
-                "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
-        line.append(self)
-        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
-        try:
-            while self.greenlet is not None:  # else: a stray switch, park again
-                _switch(hub)
-        except BaseException:
-            if _trace is not None:
-                _trace_resume(current, _WHY_THROW, reason)
-            raise
-        finally:
-            self.greenlet = None
-            if timer is not None:
-                timer.cancel()
-            if self.value is EMPTY:
-                line.remove(self)
-        if _trace is not None:
-            _trace_resume(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
-                          reason)
-        return self.value is not EMPTY
-
-
-def _check_timeout(timeout):
-    return None if timeout is None else _check_seconds(timeout, "timeout")
 
 
 class Event(Linkable):
@@ -356,7 +65,7 @@ class Event(Linkable):
     call less per wake-up, a tenth of an Event ping-pong. The waiter
     resumes with no value, which it takes as "set". If it stops waiting
     before the hub gets there (killed), it turns its queued switch into a
-    no-op (Hub._disarm). (So set() wakes the waiters linked when it is called; with
+    no-op (Hub.take_back). (So set() wakes the waiters linked when it is called; with
     several waiters, as in gevent, those linked by the time the hub runs
     the notification.)
     """
@@ -387,10 +96,10 @@ class Event(Linkable):
                 hub.run_callback_threadsafe(self._notify_links)
             elif len(links) == 1 and links[0] is self._parked:
                 self._parked = None  # the fast path, see the class docstring
-                hub._ready.append(links.popleft())
+                hub.schedule(links.popleft())
             else:
                 self._notifier = True
-                hub._ready.append(self._notify_links)
+                hub.schedule(self._notify_links)
 
     def clear(self) -> None:
         """Lower the flag: later calls to wait() will park again."""
@@ -401,7 +110,7 @@ class Event(Linkable):
         if self._flag:
             return True
         if timeout is not None:
-            return self._wait_core(_check_seconds(timeout, "timeout"))
+            return self._wait_core(check_seconds(timeout, "timeout"))
         # The hot path of _wait_core, inlined: no timer, a greenlet spawned
         # by our hub. (Its parent is our hub only in our hub's thread, so
         # this also checks the thread, without a call to get_hub.)
@@ -426,7 +135,7 @@ class Event(Linkable):
         except BaseException:
             self._stop_waiting(link)
             if _trace is not None:
-                _trace_resume(current, _WHY_THROW, "Event")
+                _resumed(current, _WHY_THROW, "Event")
             raise
         # () from set()'s fast path, self from a notification
         woken = value is _NO_VALUE or value is self
@@ -435,7 +144,7 @@ class Event(Linkable):
         elif self._parked is link:
             self._parked = None
         if _trace is not None:
-            _trace_resume(current, _WHY_WAITER, "Event")
+            _resumed(current, _WHY_WAITER, "Event")
         return woken
 
     def _stop_waiting(self, link) -> None:
@@ -446,7 +155,7 @@ class Event(Linkable):
         if self._parked is link:
             self._parked = None
         if not self.unlink(link):
-            self.hub._disarm(link)
+            self.hub.take_back(link)
 
     def __repr__(self) -> str:
         state = "set" if self._flag else "clear"
@@ -530,7 +239,7 @@ class AsyncResult(Linkable):
         if not self.ready():
             if not block:
                 raise Timeout()
-            timeout = _check_timeout(timeout)
+            timeout = check_timeout(timeout)
             if not self._wait_core(timeout):
                 raise Timeout(timeout)
         return self._outcome()
@@ -543,7 +252,7 @@ class AsyncResult(Linkable):
         """Park until ready (at most ``timeout``); return the value, or None
         (timed out, or an exception was stored). Never raises it."""
         if not self.ready():
-            self._wait_core(_check_timeout(timeout))
+            self._wait_core(check_timeout(timeout))
         return self.value
 
     def _outcome(self):
@@ -559,3 +268,7 @@ class AsyncResult(Linkable):
         else:
             state = "unset"
         return f"<AsyncResult {state} waiters={self.linkcount()}>"
+
+
+# Event.wait's untimed fast path parks right here, not in labkit._park.
+describe_parking(Event.wait.__code__, lambda local: "Event")

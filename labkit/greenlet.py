@@ -23,7 +23,8 @@ from typing import Callable, Iterable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from labkit.hub import Waiter, _TR_RESUME, _check_seconds, get_hub
+from labkit._park import Waiter, check_seconds
+from labkit.hub import _TR_RESUME, get_hub
 from labkit._loop import lib as _lib
 from labkit.timeout import Timeout
 
@@ -138,11 +139,11 @@ class Greenlet(greenlet):
         """Schedule the greenlet to run soon (no-op if already started)."""
         if self._start_state == _NEW:
             self._start_state = _SCHEDULED
-            self.parent._ready.append(self.switch)
+            self.parent.schedule(self.switch)
 
     def start_later(self, seconds: float) -> None:
         """Schedule the greenlet to run in ``seconds``."""
-        seconds = _check_seconds(seconds)
+        seconds = check_seconds(seconds)
         if self._start_state == _NEW:
             self._start_state = _SCHEDULED
             self._start_handle = self.parent.loop.timer(seconds, self.switch)
@@ -183,12 +184,12 @@ class Greenlet(greenlet):
     def _report_result(self, result) -> None:
         self.value = result
         if self._links:
-            self.parent._ready.append(self._notify_links)
+            self.parent.schedule(self._notify_links)
 
     def _report_error(self, exc: BaseException) -> None:
         self._exc_info = (type(exc), exc, exc.__traceback__)
         if self._links:
-            self.parent._ready.append(self._notify_links)
+            self.parent.schedule(self._notify_links)
         self.parent.handle_error(self, type(exc), exc, exc.__traceback__)
 
     # -- killing ----------------------------------------------------------
@@ -200,7 +201,7 @@ class Greenlet(greenlet):
         With ``block`` (default) wait until it is dead, at most ``timeout``.
         """
         if timeout is not None:
-            timeout = _check_seconds(timeout, "timeout")
+            timeout = check_seconds(timeout, "timeout")
         if isinstance(exception, type) and not issubclass(exception, BaseException) \
                 or not isinstance(exception, (type, BaseException)):
             raise TypeError(f"exception must be an exception class or instance, "
@@ -216,7 +217,7 @@ class Greenlet(greenlet):
             else:
                 self._exc_info = (type(exc), exc, None)
                 if self._links:
-                    self.parent._ready.append(self._notify_links)
+                    self.parent.schedule(self._notify_links)
             return
         self.parent.run_callback(self._throw_if_alive, exception)
         if block and getcurrent() is not self:
@@ -239,7 +240,7 @@ class Greenlet(greenlet):
         if self.ready():
             return
         if timeout is not None:
-            timeout = _check_seconds(timeout, "timeout")
+            timeout = check_seconds(timeout, "timeout")
         _wait_on(self, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None):
@@ -252,7 +253,7 @@ class Greenlet(greenlet):
             if not block:
                 raise Timeout()
             if timeout is not None:
-                timeout = _check_seconds(timeout, "timeout")
+                timeout = check_seconds(timeout, "timeout")
             if not _wait_on(self, timeout):
                 raise Timeout(timeout)
         if self._exc_info is not None:
@@ -269,7 +270,7 @@ class Greenlet(greenlet):
             links = self._links = []
         links.append(callback)
         if len(links) == 1 and self.ready():
-            self.parent._ready.append(self._notify_links)
+            self.parent.schedule(self._notify_links)
 
     def link(self, callback: Callable) -> None:
         """Call ``callback(self)`` in a new greenlet once dead."""
@@ -437,7 +438,7 @@ def iwait(objects: Iterable, timeout: float | None = None, count: int | None = N
     ``timeout`` seconds have passed."""
     objects = list(objects)
     if timeout is not None:
-        timeout = _check_seconds(timeout, "timeout")
+        timeout = check_seconds(timeout, "timeout")
     if count is None:
         count = len(objects)
     elif count < 0:

@@ -5,8 +5,9 @@ Design principles (read these before changing anything here):
 - Greenlets never wait for each other directly. A greenlet that must wait
   *parks*: it arranges for something to switch back to it later (a ready
   callback, a timer, an fd becoming ready) and switches to the hub. The hub
-  *wakes* it by calling that something. :class:`Waiter` is the one object that
-  packages this protocol for everything above the hub.
+  *wakes* it by calling that something. Every way of parking is written
+  once, in :mod:`labkit._park` (Waiter, sleep, fd waits, lines, links);
+  the hub offers it the small interface below, and nothing else.
 - The hub is the parent of every greenlet it runs, so a greenlet that returns
   or dies hands control back to the hub, never to a random greenlet.
 - Ready callbacks live in a Python deque and run in FIFO order: the hot path
@@ -31,7 +32,6 @@ The loop (:meth:`Hub.run`), one pass:
 """
 from __future__ import annotations
 
-import numbers
 import os
 import sys
 import threading
@@ -42,7 +42,8 @@ from typing import Callable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from labkit._loop import (READ, WRITE, ConcurrentObjectUseError, Loop, lib as _lib,
+from labkit._loop import (READ, WRITE,  # noqa: F401 (re-exported for hub users)
+                          ConcurrentObjectUseError, Loop, lib as _lib,
                           spin_seconds_from_environment)
 
 __all__ = [
@@ -125,115 +126,6 @@ class Callback:
         return f"<Callback {self.callback!r} pending={self.pending}>"
 
 
-class Waiter:
-    """One-shot rendezvous between a greenlet that parks and the hub that wakes it.
-
-    The waiting greenlet calls :meth:`get`; the hub (a callback, a timer, an
-    fd watcher) calls :meth:`switch` or :meth:`throw`. Whichever comes first
-    is fine: a value delivered before ``get`` is kept and returned at once.
-
-    >>> from labkit import get_hub, Waiter
-    >>> w = Waiter()
-    >>> _ = get_hub().run_callback(w.switch, "hello")
-    >>> w.get()
-    'hello'
-
-    ``switch``/``throw`` must be called from the hub greenlet (that is what
-    makes the wake-up a plain greenlet switch). A Waiter is single-use; the
-    woken greenlet must not rely on being woken only once by anything else.
-
-    ``reason`` says what the greenlet waits for, for the tracer: a short
-    label (``"Event"``, ``"Queue.get"``, ``"join"``) or ``(fd, READ|WRITE)``
-    for fd readiness. It costs nothing when tracing is off.
-    """
-
-    __slots__ = ("hub", "greenlet", "value", "_exception", "reason")
-
-    _EMPTY = object()
-
-    def __init__(self, hub: "Hub | None" = None, reason=None):
-        self.hub = hub if hub is not None else get_hub()
-        self.greenlet = None
-        self.value = Waiter._EMPTY
-        self._exception = None
-        self.reason = reason
-
-    def ready(self) -> bool:
-        return self.value is not Waiter._EMPTY or self._exception is not None
-
-    def switch(self, value=None) -> None:
-        """Wake the waiting greenlet with ``value`` (hub only)."""
-        g = self.greenlet
-        if g is None:
-            self.value = value
-            return
-        if getcurrent() is not self.hub:
-            raise AssertionError("Waiter.switch must be called from the hub greenlet")
-        self.greenlet = None
-        g.switch(value)
-
-    def switch_args(self, *args) -> None:
-        """Like switch, for callbacks that pass several arguments."""
-        self.switch(args)
-
-    def throw(self, *throw_args) -> None:
-        """Raise an exception in the waiting greenlet (hub only)."""
-        g = self.greenlet
-        if g is None:
-            self._exception = throw_args
-            return
-        if getcurrent() is not self.hub:
-            raise AssertionError("Waiter.throw must be called from the hub greenlet")
-        self.greenlet = None
-        g.throw(*throw_args)
-
-    def get(self):
-        """Park until switched; return the value (or raise what was thrown)."""
-        if self._exception is not None:
-            exc, self._exception = self._exception, None
-            raise _exception_from(exc)
-        if self.value is not Waiter._EMPTY:
-            value, self.value = self.value, Waiter._EMPTY
-            return value
-        if self.greenlet is not None:
-            raise ConcurrentObjectUseError(
-                f"this Waiter is already used by {self.greenlet!r}")
-        hub = self.hub
-        current = getcurrent()
-        if current is hub:
-            raise BlockingSwitchOutError(
-                "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
-        self.greenlet = current
-        try:
-            value = hub.switch()
-        except BaseException:
-            self.greenlet = None
-            if _trace is not None:
-                _trace(_TR_RESUME, id(current), _WHY_THROW, _tracer.labels[self.reason])
-            raise
-        self.greenlet = None
-        if _trace is not None:
-            _trace(_TR_RESUME, id(current), _WHY_WAITER, _tracer.labels[self.reason])
-        return value
-
-    def __repr__(self) -> str:
-        state = "ready" if self.ready() else "waiting" if self.greenlet else "empty"
-        return f"<Waiter {state} greenlet={self.greenlet!r}>"
-
-
-def _exception_from(throw_args: tuple) -> BaseException:
-    """The exception object for ``Waiter.throw(type[, value[, tb]])`` args."""
-    kind = throw_args[0]
-    value = throw_args[1] if len(throw_args) > 1 else None
-    if isinstance(kind, BaseException):
-        return kind
-    exc = value if isinstance(value, BaseException) else (
-        kind() if value is None else kind(value))
-    if len(throw_args) > 2 and throw_args[2] is not None:
-        exc = exc.with_traceback(throw_args[2])
-    return exc
-
-
 class Hub(greenlet):
     """The event-loop greenlet of one thread. Get it with :func:`get_hub`.
 
@@ -246,8 +138,9 @@ class Hub(greenlet):
 
     # Slots, not the instance dict: the interpreter reads a slot without a
     # dictionary lookup, and these are read between every two switches.
-    __slots__ = ("loop", "thread_ident", "_ready", "_idle", "_keepalive", "_due_soon",
-                 "_last_poll_ns", "_next_poll_ns", "exception_stream", "_interrupted", "_ticking")
+    __slots__ = ("loop", "thread_ident", "schedule", "last_poll_ns", "exception_stream",
+                 "ready", "_idle", "_keepalive", "_due_soon", "_next_poll_ns",
+                 "_interrupted", "_ticking", "_run_frame")
 
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
@@ -259,8 +152,18 @@ class Hub(greenlet):
             self.loop.set_wake_spin(SPIN_SECONDS)
         self.thread_ident = threading.get_ident()
         #: callables ready to run, FIFO; other threads may append (a deque
-        #: append is atomic under the GIL) and then wake the loop
-        self._ready: deque = deque()
+        #: append is atomic under the GIL) and then wake the loop. Outside
+        #: the hub: read it freely; queue with schedule/run_callback; remove
+        #: only with take_back (Semaphore inlines take_back's newest-entry
+        #: case, measured: a call there costs 7% of a contended acquire)
+        self.ready: deque = deque()
+        #: schedule(fn): queue ``fn()`` to run from the hub, after the
+        #: callbacks already ready (FIFO). The hub's thread only. The
+        #: cheapest wake-up there is: ``schedule(g.switch)`` -- it *is*
+        #: the deque's append, no Python frame, no Callback object; take
+        #: it back with :meth:`take_back`. (run_callback returns a
+        #: cancellable Callback; run_callback_threadsafe: other threads.)
+        self.schedule = self.ready.append
         #: greenlets parked in idle(), released when a pass finds no work
         self._idle: deque = deque()
         #: outstanding reasons to stay alive that the loop cannot see
@@ -268,10 +171,11 @@ class Hub(greenlet):
         self._keepalive = 0
         #: how many of those are due within microseconds (keepalive(soon=True))
         self._due_soon = 0
-        #: monotonic_ns when the last poll began: skips polls while busy, and
-        #: is the loop's cheap clock (lock.py) -- at most IO_CHECK_INTERVAL_NS
-        #: stale while callbacks keep running, as old as the wait after one
-        self._last_poll_ns = monotonic_ns()
+        #: monotonic_ns when the last poll began (read-only outside the hub):
+        #: skips polls while busy, and is the loop's cheap clock (lock.py) --
+        #: at most IO_CHECK_INTERVAL_NS stale while callbacks keep running,
+        #: as old as the wait after one
+        self.last_poll_ns = monotonic_ns()
         #: when a busy loop polls again (see run); sleep(0) reads it too
         self._next_poll_ns = 0
         self.exception_stream = None  # None: sys.stderr at the time of the error
@@ -279,6 +183,9 @@ class Hub(greenlet):
         self._interrupted = False
         #: set by tick(): run one non-blocking pass, then switch back
         self._ticking = False
+        #: run()'s own frame, once it runs: the hub is suspended "between
+        #: callbacks" exactly when its current frame is this one
+        self._run_frame = None
         if threading.current_thread() is threading.main_thread():
             _install_sigint_handler()
 
@@ -289,27 +196,62 @@ class Hub(greenlet):
         Call from this hub's thread only (other threads: run_callback_threadsafe).
         """
         cb = Callback(callback, args)
-        self._ready.append(cb)
+        self.ready.append(cb)
         return cb
 
     def run_callback_threadsafe(self, callback: Callable, *args) -> Callback:
         """Like run_callback, callable from any thread: wakes the loop if it sleeps."""
         cb = Callback(callback, args)
-        self._ready.append(cb)
+        self.ready.append(cb)
         if threading.get_ident() != self.thread_ident:
             self.loop.wake()
         return cb
 
-    def _disarm(self, callback: Callable) -> None:
-        """Make ``callback``, if it is still queued, a no-op: a greenlet that
-        stopped waiting takes back the switch that would wake it. Overwrite
-        rather than remove: the hub may be in the middle of a pass that
-        counted the queue's length when it began."""
-        ready = self._ready
+    def take_back(self, callback: Callable) -> bool:
+        """A greenlet that stopped waiting takes back the wake-up it queued
+        with :meth:`schedule`, so that it cannot fire into a later wait.
+        True if ``callback`` was still queued. The hub's thread only.
+
+        The newest entry (a greenlet that barged past the line it just
+        scheduled, Semaphore) is popped; any other is overwritten with a
+        no-op, because the hub may be in the middle of a pass that counted
+        the queue when it began. (So a pass may find the queue shorter than
+        it counted: see run.)"""
+        ready = self.ready
+        if ready and ready[-1] is callback:
+            last = ready.pop()
+            if last is callback:
+                return True
+            ready.append(last)  # another thread appended in between
         try:
             ready[ready.index(callback)] = _noop
         except ValueError:
-            pass
+            return False
+        return True
+
+    # -- for observers (the tracer, %labkit_status): read-only -------------
+    def ready_callbacks(self) -> list:
+        """A copy of the callbacks queued now, oldest first."""
+        return list(self.ready)
+
+    @property
+    def ready_count(self) -> int:
+        """How many callbacks are queued now."""
+        return len(self.ready)
+
+    def owns_frame(self, frame) -> bool:
+        """True if ``frame`` is the hub loop's own (:meth:`run`'s) frame: a
+        stack whose outermost frame it is belongs to the hub greenlet, and a
+        suspended hub whose *current* frame it is sits between callbacks,
+        with nothing half-done."""
+        return frame is not None and frame is self._run_frame
+
+    def interrupt_main(self) -> None:
+        """Deliver KeyboardInterrupt to the main greenlet at the hub's next
+        safe point, and wake the loop if it sleeps. Any greenlet of the hub's
+        thread, or a signal handler; the hub and other greenlets survive."""
+        self._interrupted = True
+        self.loop.wake()
 
     def keepalive(self, delta: int = 1, soon: bool = False) -> None:
         """Count (+1) or uncount (-1) a pending wake-up the loop cannot see,
@@ -339,7 +281,8 @@ class Hub(greenlet):
         it is kept in one frame with local variables); phases 2-5 are in
         :meth:`poll_for_events`. :meth:`tick` makes it stop after one pass.
         """
-        ready = self._ready
+        self._run_frame = sys._getframe()
+        ready = self.ready
         popleft = ready.popleft
         next_poll_ns = 0
         while True:
@@ -353,8 +296,8 @@ class Hub(greenlet):
                         count -= 1
                         try:
                             cb = popleft()
-                        except IndexError:  # a callback took back some queued
-                            break           # after it (Semaphore.acquire does)
+                        except IndexError:  # a callback took back the newest
+                            break           # entry (take_back)
                         try:
                             cb()
                         except BaseException:
@@ -364,7 +307,7 @@ class Hub(greenlet):
                         if not self.poll_for_events(block=not self._ticking):
                             break
                         next_poll_ns = self._next_poll_ns = \
-                            self._last_poll_ns + IO_CHECK_INTERVAL_NS
+                            self.last_poll_ns + IO_CHECK_INTERVAL_NS
                     if self._ticking:  # a host loop asked for one pass only
                         self._ticking = False
                         if _trace is not None:  # the host waits: not a block
@@ -400,7 +343,7 @@ class Hub(greenlet):
             self.switch()
         finally:
             self._ticking = False
-        if self._ready:
+        if self.ready:
             return 0.0
         return self.loop.next_timeout()
 
@@ -411,7 +354,7 @@ class Hub(greenlet):
             # We were suspended in there; whoever switched back to us may be
             # a host loop's tick(), which must not wait in the kernel.
             block = block and not self._ticking
-        ready = self._ready
+        ready = self.ready
         # Phase 2: how long may the poll wait?
         if ready or self._idle or not block:
             timeout = 0
@@ -422,7 +365,7 @@ class Hub(greenlet):
                 return False
             timeout = -1
         # Phase 4: poll and dispatch.
-        self._last_poll_ns = monotonic_ns()
+        self.last_poll_ns = monotonic_ns()
         fired = self.loop.poll(timeout, self._handle_dispatch_error)
         if self._interrupted:
             self._deliver_interrupt()
@@ -478,26 +421,9 @@ class Hub(greenlet):
     def wait_io(self, fd: int, event: int, timeout: float | None = None,
                 timeout_exc: BaseException | None = None,
                 keep_interest: bool = False) -> int:
-        """Park the current greenlet until ``fd`` is ready for ``event``
-        (READ or WRITE). Returns the fired event bits. Raises ``timeout_exc``
-        (default: ``TimeoutError``) after ``timeout`` seconds.
-
-        ``keep_interest``: see :meth:`Loop.io_cancel` -- only for an fd whose
-        owner calls ``loop.io_forget(fd)`` before closing it."""
-        waiter = Waiter(self)
-        if _trace is not None:
-            waiter.reason = (fd, event)
-        self.loop.io_start(fd, event, waiter.switch)
-        timer = None
-        if timeout is not None:
-            exc = timeout_exc if timeout_exc is not None else TimeoutError("timed out")
-            timer = self.loop.timer(timeout, waiter.throw, exc)
-        try:
-            return waiter.get()
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self.loop.io_cancel(fd, event, keep_interest)
+        """Park the current greenlet until ``fd`` is ready for ``event``:
+        :func:`labkit._park.wait_io` on this hub (see there)."""
+        return _park.wait_io(self, fd, event, timeout, timeout_exc, keep_interest)
 
     def join(self, timeout: float | None = None) -> bool:
         """Run the loop until it has nothing left to do (True) or ``timeout``
@@ -523,7 +449,7 @@ class Hub(greenlet):
         self.loop.close()
 
     def __repr__(self) -> str:
-        return (f"<Hub thread={self.thread_ident} ready={len(self._ready)} "
+        return (f"<Hub thread={self.thread_ident} ready={len(self.ready)} "
                 f"{self.loop!r}>")
 
 
@@ -570,8 +496,7 @@ def _sigint_handler(signum, frame) -> None:
     """
     hub = getattr(_local, "hub", None)
     if hub is not None and getcurrent() is hub:
-        hub._interrupted = True
-        hub.loop.wake()
+        hub.interrupt_main()
         return
     raise KeyboardInterrupt
 
@@ -599,115 +524,10 @@ def _reinit_after_fork() -> None:
 os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
-# -- blocking-style primitives built directly on the hub -------------------
-
-def sleep(seconds: float = 0) -> None:
-    """Park the current greenlet for ``seconds``.
-
-    ``sleep(0)`` lets every other ready greenlet run once, then continues.
-    When nobody else could run, it continues at once, without a switch;
-    I/O and timers are still checked every 0.2 ms (IO_CHECK_INTERVAL_NS).
-    A negative value waits until the loop is idle (see :func:`idle`).
-    """
-    current = getcurrent()
-    # A spawned greenlet's parent is its hub: skip the thread-local lookup.
-    hub = current.parent
-    if hub.__class__ is not Hub:
-        hub = get_hub()
-        if current is hub:
-            raise BlockingSwitchOutError("cannot sleep inside the hub (a loop callback)")
-    if seconds == 0:
-        ready = hub._ready
-        if not ready and monotonic_ns() < hub._next_poll_ns and not hub._ticking:
-            # A round trip through the hub would run our own switch and
-            # nothing else: no callback is ready, no poll is due, no host
-            # loop waits for this pass to end (tick), and the hub is
-            # suspended in its own pass loop -- not in the middle of a
-            # callback (waking several waiters, dispatching io events) that
-            # still has work to do. So sleep(0) costs no switch when nobody
-            # else could run; I/O is still checked every 0.2 ms.
-            frame = hub.gr_frame
-            if frame is not None and frame.f_code is _HUB_RUN_CODE:
-                return
-        # The hot path: queue our own switch behind the ready callbacks.
-        switch = current.switch
-        ready.append(switch)
-        try:
-            _switch(hub)
-        except BaseException:
-            # Woken by an exception (kill, Timeout): our switch must not
-            # fire later and wake us from some unrelated wait.
-            hub._disarm(switch)
-            if _trace is not None:
-                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
-            raise
-        if _trace is not None:
-            _trace(_TR_RESUME, id(current), _WHY_READY, 0)
-        return
-    seconds = _check_seconds(seconds)
-    if seconds > 0:
-        timer = hub.loop.timer(seconds, current.switch)
-        try:
-            _switch(hub)
-        except BaseException:
-            timer.cancel()
-            if _trace is not None:
-                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
-            raise
-        timer.cancel()
-        if _trace is not None:
-            _trace(_TR_RESUME, id(current), _WHY_TIMER, 0)
-    else:
-        idle()
-
-
-#: the code of the hub's loop, where a hub with nothing half-done is suspended
-_HUB_RUN_CODE = Hub.run.__code__
-
+# -- spawning and killing -----------------------------------------------------
 
 def _noop() -> None:
     pass
-
-
-_switch = greenlet.switch  # unbound: saves a bound-method allocation per call
-
-
-def _check_seconds(seconds, name: str = "seconds") -> float:
-    """Validate a duration argument: a real number (not bool), not NaN."""
-    if type(seconds) is not float and type(seconds) is not int:
-        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
-            raise TypeError(f"{name} must be a number, not {type(seconds).__name__}")
-        seconds = float(seconds)
-    if seconds != seconds:
-        raise ValueError(f"{name} must not be NaN")
-    return seconds
-
-
-def idle() -> None:
-    """Park until a loop pass finds no callbacks ready and no events fired."""
-    hub = get_hub()
-    waiter = Waiter(hub, "idle")
-    hub._idle.append(waiter.switch)
-    try:
-        waiter.get()
-    except BaseException:
-        try:
-            hub._idle.remove(waiter.switch)
-        except ValueError:
-            pass
-        raise
-
-
-def wait_read(fd: int, timeout: float | None = None,
-              timeout_exc: BaseException | None = None) -> None:
-    """Park until ``fd`` is readable (gevent.socket.wait_read)."""
-    get_hub().wait_io(fd, READ, timeout, timeout_exc)
-
-
-def wait_write(fd: int, timeout: float | None = None,
-               timeout_exc: BaseException | None = None) -> None:
-    """Park until ``fd`` is writable (gevent.socket.wait_write)."""
-    get_hub().wait_io(fd, WRITE, timeout, timeout_exc)
 
 
 def spawn_raw(function: Callable, *args, **kwargs) -> greenlet:
@@ -720,7 +540,7 @@ def spawn_raw(function: Callable, *args, **kwargs) -> greenlet:
     hub = get_hub()
     if kwargs:
         g = greenlet(lambda: function(*args, **kwargs), hub)
-        hub._ready.append(g.switch)
+        hub.schedule(g.switch)
     else:
         g = greenlet(function, hub)
         hub.run_callback(g.switch, *args)
@@ -738,3 +558,9 @@ def kill(glet, exception=GreenletExit) -> None:
         return
     if not glet.dead:
         get_hub().run_callback(glet.throw, exception)
+
+
+# The ways to park, and gevent's names for them in this module (labkit.hub.sleep,
+# labkit.hub.Waiter ...). Imported last: labkit._park builds on the Hub above.
+from labkit import _park  # noqa: E402
+from labkit._park import Waiter, idle, sleep, wait_read, wait_write  # noqa: E402,F401

@@ -326,8 +326,7 @@ class _ChainedSigint:
         elif current is hub:
             _sigint_handler(signum, frame)  # hub: note it, deliver at a safe point
         else:
-            hub._interrupted = True  # a greenlet: it survives, the cell gets it
-            hub.loop.wake()
+            hub.interrupt_main()  # a greenlet: it survives, the cell gets it
 
     def chain(self, signum, frame) -> None:
         previous = self.previous
@@ -369,7 +368,7 @@ class _SubshellHub(Hub):
     run_callback = run_callback_threadsafe = switch = throw = _refuse
     tick = join = wait_io = keepalive = _refuse
     loop = property(_refuse)
-    _ready = property(_refuse)
+    schedule = ready = property(_refuse)
 
     def destroy(self) -> None:
         if getattr(_local, "hub", None) is self:

@@ -53,7 +53,8 @@ from greenlet import GreenletExit, getcurrent
 from labkit._imap import IMap, IMapUnordered, _Failure  # noqa: F401 - re-exported
 from labkit._slots import _Slots, _wake
 from labkit.greenlet import Greenlet
-from labkit.hub import Waiter, _check_seconds, get_hub
+from labkit._park import Waiter, check_seconds
+from labkit.hub import get_hub
 from labkit.timeout import Timeout
 
 __all__ = ["Group", "Pool", "PoolFull"]
@@ -164,7 +165,7 @@ class Group:
         result = True
         if self.greenlets:
             if timeout is not None:
-                timeout = _check_seconds(timeout, "timeout")
+                timeout = check_seconds(timeout, "timeout")
             result = self._wait_empty(timeout)
         for greenlet in members:
             if greenlet.exception is not None:
@@ -365,7 +366,7 @@ class Pool(Group):
         """Park until a slot is free (at most ``timeout``); return free_count().
         For ``Pool(0)`` this parks until the timeout, or forever."""
         if timeout is not None:
-            timeout = _check_seconds(timeout, "timeout")
+            timeout = check_seconds(timeout, "timeout")
         if self._slots.acquire(True, timeout):
             self._slots.release()
         return self.free_count()
@@ -379,7 +380,7 @@ class Pool(Group):
         park, a started one could run to completion untracked.
         """
         if timeout is not None:
-            timeout = _check_seconds(timeout, "timeout")
+            timeout = check_seconds(timeout, "timeout")
         if not self._slots.acquire(blocking, timeout):
             raise PoolFull()
         try:

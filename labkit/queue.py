@@ -37,8 +37,9 @@ from collections import deque
 
 from greenlet import getcurrent
 
-from labkit.event import EMPTY, Event, Ticket
-from labkit.hub import _check_seconds, get_hub
+from labkit._park import EMPTY, Ticket, check_seconds
+from labkit.event import Event
+from labkit.hub import get_hub
 
 __all__ = ["Queue", "SimpleQueue", "LifoQueue", "PriorityQueue", "JoinableQueue",
            "Channel", "Empty", "Full", "ShutDown"]
@@ -59,7 +60,7 @@ _SHUT_DOWN = object()
 
 
 def _check_timeout(timeout):
-    return None if timeout is None else _check_seconds(timeout, "timeout")
+    return None if timeout is None else check_seconds(timeout, "timeout")
 
 
 class SimpleQueue:

@@ -29,7 +29,7 @@ from select import *  # noqa: F401,F403 - constants, error
 from time import monotonic
 
 from labkit._loop import READ, WRITE
-from labkit.hub import Waiter, _check_seconds
+from labkit._park import check_seconds, wait_any_fd
 from labkit.hub import hub_for_this_thread
 
 __all__ = ["select", "poll", "error"] + [
@@ -39,34 +39,8 @@ __all__ = ["select", "poll", "error"] + [
 _blocking_select = _stdlib.select
 _blocking_poll = _stdlib.poll
 
-_WATCHED = READ | WRITE
-
-
 def _fileno(obj) -> int:
     return obj if isinstance(obj, int) else obj.fileno()
-
-
-def _park_until_any(hub, interest: dict, timeout: float | None) -> None:
-    """Park until one fd in ``interest`` ({fd: READ|WRITE bits}) fires or
-    ``timeout`` passes; stop watching them all before returning."""
-    waiter = Waiter(hub)
-    loop = hub.loop
-    started = []
-    timer = None
-    try:
-        for fd, events in interest.items():
-            for event in (READ, WRITE):
-                if events & event:
-                    loop.io_start(fd, event, waiter.switch)
-                    started.append((fd, event))
-        if timeout is not None:
-            timer = loop.timer(timeout, waiter.switch)
-        waiter.get()
-    finally:
-        if timer is not None:
-            timer.cancel()
-        for fd, event in started:
-            loop.io_cancel(fd, event)
 
 
 def select(rlist, wlist, xlist, timeout=None):
@@ -76,7 +50,7 @@ def select(rlist, wlist, xlist, timeout=None):
     ``xlist`` is checked but not waited on (see the module docstring).
     """
     if timeout is not None:
-        timeout = _check_seconds(timeout, "timeout")
+        timeout = check_seconds(timeout, "timeout")
         if timeout < 0:
             raise ValueError("timeout must be non-negative")
     ready = _blocking_select(rlist, wlist, xlist, 0)
@@ -93,7 +67,7 @@ def select(rlist, wlist, xlist, timeout=None):
     deadline = None if timeout is None else monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - monotonic())
-        _park_until_any(hub, interest, left)
+        wait_any_fd(hub, interest, left)
         ready = _blocking_select(rlist, wlist, xlist, 0)
         if ready[0] or ready[1] or ready[2]:
             return ready
@@ -128,7 +102,7 @@ class poll:
     def poll(self, timeout=None):
         """Wait at most ``timeout`` milliseconds (None or negative: forever)."""
         if timeout is not None:
-            timeout = _check_seconds(timeout, "timeout")
+            timeout = check_seconds(timeout, "timeout")
             timeout = None if timeout < 0 else timeout / 1000.0
         ready = self._poller.poll(0)
         if ready or timeout == 0:
@@ -145,7 +119,7 @@ class poll:
         deadline = None if timeout is None else monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - monotonic())
-            _park_until_any(hub, interest, left)
+            wait_any_fd(hub, interest, left)
             ready = self._poller.poll(0)
             if ready or (deadline is not None and monotonic() >= deadline):
                 return ready

@@ -9,7 +9,7 @@ How a cooperative socket works::
     recv() --> try the syscall on the non-blocking fd --> data: return it
                       | BlockingIOError
                       v
-               hub.wait_io(fd, READ, timeout)   # park; other greenlets run
+               wait_io(hub, fd, READ, timeout)  # park; other greenlets run
                       | the loop saw the fd readable (maybe spuriously)
                       `--> try the syscall again
 
@@ -38,22 +38,16 @@ from __future__ import annotations
 import os
 import socket as _stdlib
 import sys
-import threading
-from errno import EAGAIN, EALREADY, EBADF, EINPROGRESS, EISCONN, EWOULDBLOCK
+from errno import EAGAIN, EALREADY, EINPROGRESS, EISCONN, EWOULDBLOCK
 from socket import *  # noqa: F401,F403 - constants, exceptions, helpers
 from socket import _GLOBAL_DEFAULT_TIMEOUT  # noqa: F401 - http.client uses it
 from time import monotonic
 
 import _socket
-from select import POLLIN, POLLOUT
-from select import poll as _blocking_poll
 
-from greenlet import getcurrent
-from greenlet import greenlet as _greenlet
-
-from labkit._loop import ERROR, READ, WRITE
-from labkit.hub import (_TR_RESUME, _WHY_THROW, _WHY_WAITER, BlockingSwitchOutError,
-                        Waiter, _get_hub_if_any, get_hub, hub_for_this_thread)
+from labkit._loop import READ, WRITE
+from labkit._park import forget_fd, wait_fd, wait_io
+from labkit.hub import _get_hub_if_any, hub_for_this_thread
 
 __all__ = list(_stdlib.__all__)  # what `from labkit.socket import *` gives
 
@@ -77,104 +71,19 @@ _blocking_create_server = _stdlib.create_server
 
 _CONNECTING = frozenset((EINPROGRESS, EALREADY, EWOULDBLOCK, EAGAIN))
 
-# Tracing hooks, set by tracing/recorder.py while it records (see the
-# comment in labkit/hub.py): one branch each when tracing is off.
-_trace = None
-_tracer = None
-
-
 def _timeout_error() -> TimeoutError:
     return _stdlib.timeout("timed out")
 
 
-def _wait_blocking(fd: int, event: int, timeout: float | None) -> None:
-    """Block the thread until fd is ready: the no-hub fallback of wait_io."""
-    poller = _blocking_poll()
-    poller.register(fd, POLLIN if event == READ else POLLOUT)
-    if not poller.poll(None if timeout is None else timeout * 1000):
-        raise _timeout_error()
-
-
-def _park_until_ready(hub, fd: int, event: int) -> None:
-    """Park the current greenlet until ``fd`` is ready for ``event``, with
-    no timeout: the hot path of every socket call that has to wait.
-
-    This is ``hub.wait_io(fd, event)`` without its Waiter and timer. The
-    loop's io callback is the greenlet's own ``switch``, so the dispatch of
-    a fired fd resumes us with one C call. That is safe for the reason
-    Event.wait gives: the dispatch removes the callback before calling it,
-    and if anything else resumes us (close() throws EBADF, a kill, a
-    Timeout) we remove it ourselves on the way out, so it can never fire
-    into a later, unrelated wait.
-    """
-    current = getcurrent()
-    if current is hub:
-        raise BlockingSwitchOutError(
-            "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
-    loop = hub.loop
-    loop.io_start(fd, event, current.switch)
-    _parked_on[current] = fd
-    # keep_interest: the kernel goes on watching the fd between waits (no
-    # epoll_ctl per wait). Allowed because a socket always tells the loop
-    # before its fd is closed (_forget_and_wake_waiters -> io_forget).
-    try:
-        hub.switch()
-    except BaseException:
-        del _parked_on[current]
-        loop.io_cancel(fd, event, True)
-        if _trace is not None:
-            _trace(_TR_RESUME, id(current), _WHY_THROW, _tracer.labels[(fd, event)])
-        raise
-    del _parked_on[current]
-    loop.io_cancel(fd, event, True)   # a no-op after a dispatch; a stray switch otherwise
-    if _trace is not None:
-        _trace(_TR_RESUME, id(current), _WHY_WAITER, _tracer.labels[(fd, event)])
-
-
-#: greenlet -> the fd it is parked on in _park_until_ready (entries live
-#: exactly as long as the wait)
-_parked_on: dict = {}
-
-
-def _throw_closed(waiter, fd: int) -> None:
-    """Raise EBADF in a greenlet (or Waiter) that was parked on a closed fd.
-
-    Runs as a hub callback, so by now the greenlet may have been woken by
-    something else (a kill, a Timeout) and be dead or waiting for something
-    unrelated: then it is not told. A Waiter is single-use, so a late throw
-    into one is simply kept and never seen.
-    """
-    if isinstance(waiter, _greenlet) and _parked_on.get(waiter) != fd:
-        return
-    waiter.throw(OSError(EBADF, "File descriptor was closed in another greenlet"))
-
-
 def _forget_and_wake_waiters(sock: "socket", then) -> bool:
-    """Stop watching ``sock``'s fd; wake the greenlets parked on it with EBADF.
-
-    Returns False if nobody was parked. Otherwise the woken greenlets get an
-    OSError thrown in by hub callbacks, and ``then(fd)`` (closing the fd) is
-    queued after those: the fd must outlive their unwinding out of wait_io,
-    or a new socket could get its number while they still refer to it.
-    The loop forgets the fd in any case (a dup'ed fd would otherwise stay
-    in the epoll set after close).
-    """
+    """Stop watching ``sock``'s fd before it is closed; greenlets parked on it
+    get EBADF, and ``then(fd)`` runs after them (see labkit._park.forget_fd).
+    False if nobody was parked: the caller closes the fd at once."""
     fd = _fileno(sock)
     hub = _get_hub_if_any()
     if hub is None or fd < 0:
         return False
-    waiting = hub.loop.io_forget(fd)
-    if not waiting:
-        return False
-    for callback in waiting:
-        # A Waiter's switch (Hub.wait_io) or a greenlet's (_park_until_ready)
-        waiter = getattr(callback, "__self__", None)
-        if isinstance(waiter, (Waiter, _greenlet)):
-            hub.run_callback(_throw_closed, waiter, fd)
-        else:  # a select()/poll() watch: let it look at the fd and fail
-            hub.run_callback(callback, READ | WRITE | ERROR)
-    hub.run_callback(then, fd)
-    return True
+    return forget_fd(hub, fd, then)
 
 
 class socket(_stdlib.socket):
@@ -237,7 +146,10 @@ class socket(_stdlib.socket):
         if timeout is None:
             hub = _get_hub_if_any()
             if hub is not None:   # the common case, made cheap
-                _park_until_ready(hub, _fileno(self), event)
+                # keep_interest: the kernel goes on watching the fd between
+                # waits (no epoll_ctl per wait). Allowed because a socket
+                # always tells the loop before its fd is closed (forget_fd).
+                wait_io(hub, _fileno(self), event, None, None, True)
                 return None
         else:
             if deadline is None:
@@ -246,13 +158,9 @@ class socket(_stdlib.socket):
                 timeout = deadline - monotonic()
                 if timeout <= 0.0:
                     raise _timeout_error()
-        hub = hub_for_this_thread()
-        if hub is None:
-            _wait_blocking(_fileno(self), event, timeout)
-        else:
-            hub.wait_io(_fileno(self), event, timeout,
-                        None if timeout is None else _timeout_error(),
-                        keep_interest=True)   # see _park_until_ready
+        wait_fd(_fileno(self), event, timeout,
+                None if timeout is None else _timeout_error(),
+                keep_interest=True)   # see above
         return deadline
 
     # -- receiving -----------------------------------------------------------
@@ -307,11 +215,10 @@ class socket(_stdlib.socket):
         if hub is None:
             return self._wait(READ, None)
         fd = _fileno(self)
-        watch = hub.loop._fds.get(fd)
-        if watch is not None and watch.reader is not None:
+        if hub.loop.io_waiting(fd, READ):
             return None
         if timeout is None:   # the common case, without the detour through _wait
-            _park_until_ready(hub, fd, READ)
+            wait_io(hub, fd, READ, None, None, True)
             return None
         return self._wait(READ, None)
 

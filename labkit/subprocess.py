@@ -39,8 +39,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess as _stdlib
-from select import POLLIN, POLLOUT
-from select import poll as _blocking_poll
 from subprocess import (  # noqa: F401 - the stdlib's names, re-exported
     DEVNULL, PIPE, STDOUT, CalledProcessError, CompletedProcess,
     SubprocessError, TimeoutExpired, list2cmdline)
@@ -48,7 +46,7 @@ from time import monotonic
 
 from labkit._loop import READ, WRITE, ConcurrentObjectUseError
 from labkit.greenlet import Greenlet, joinall
-from labkit.hub import sleep
+from labkit._park import forget_fd, sleep, wait_fd
 from labkit.hub import hub_for_this_thread
 
 __all__ = ["Popen", "PIPE", "STDOUT", "DEVNULL", "CalledProcessError",
@@ -62,18 +60,6 @@ PIPE_CHUNK = 65536
 POLL_FIRST, POLL_MAX = 0.001, 0.05
 
 _pidfd_open = getattr(os, "pidfd_open", None)
-
-
-def _wait_fd(fd: int, event: int, timeout: float | None = None) -> None:
-    """Park until ``fd`` is ready (or block the thread, if it has no hub)."""
-    hub = hub_for_this_thread()
-    if hub is not None:
-        hub.wait_io(fd, event, timeout)
-        return
-    poller = _blocking_poll()
-    poller.register(fd, POLLIN if event == READ else POLLOUT)
-    if not poller.poll(None if timeout is None else timeout * 1000):
-        raise TimeoutError("timed out")
 
 
 class _PipeIO(io.RawIOBase):
@@ -103,7 +89,7 @@ class _PipeIO(io.RawIOBase):
                 return os.readv(self._fd, [buffer])
             except BlockingIOError:
                 pass
-            _wait_fd(self._fd, READ)
+            wait_fd(self._fd, READ)
 
     def write(self, data) -> int:
         while True:
@@ -111,15 +97,19 @@ class _PipeIO(io.RawIOBase):
                 return os.write(self._fd, data)
             except BlockingIOError:
                 pass
-            _wait_fd(self._fd, WRITE)
+            wait_fd(self._fd, WRITE)
 
     def close(self) -> None:
         if not self.closed:
             super().close()
+            # Before the number can be reused: a greenlet parked on the pipe
+            # gets EBADF, and the fd is closed after it has unwound.
             hub = hub_for_this_thread()
-            if hub is not None:
-                hub.loop.io_forget(self._fd)  # before the number can be reused
-            self._file.close()
+            if hub is None or not forget_fd(hub, self._fd, self._close_file):
+                self._file.close()
+
+    def _close_file(self, fd: int) -> None:
+        self._file.close()
 
 
 def _cooperative(file):
@@ -179,7 +169,7 @@ class Popen(_stdlib.Popen):
                 raise TimeoutExpired(self.args, timeout)
             if self._pidfd is not None:
                 try:
-                    _wait_fd(self._pidfd, READ, remaining)
+                    wait_fd(self._pidfd, READ, remaining)
                     continue
                 except TimeoutError:
                     continue  # the loop re-checks, then raises TimeoutExpired
@@ -260,7 +250,7 @@ class Popen(_stdlib.Popen):
                 try:
                     view = view[os.write(fd, view[:PIPE_CHUNK]):]
                 except BlockingIOError:
-                    _wait_fd(fd, WRITE)
+                    wait_fd(fd, WRITE)
         except BrokenPipeError:
             pass  # the child exited without reading it all: as the stdlib
         finally:
@@ -275,7 +265,7 @@ class Popen(_stdlib.Popen):
             try:
                 data = os.read(fd, PIPE_CHUNK)
             except BlockingIOError:
-                _wait_fd(fd, READ)
+                wait_fd(fd, READ)
                 continue
             if not data:
                 return

@@ -59,7 +59,8 @@ from labkit._imap import IMap, IMapUnordered
 from labkit._slots import _Slots
 from labkit.event import AsyncResult
 from labkit.greenlet import Greenlet
-from labkit.hub import Waiter, _check_seconds, _get_hub_if_any, get_hub
+from labkit._park import Waiter, check_seconds
+from labkit.hub import _get_hub_if_any, get_hub
 
 __all__ = ["ThreadPool", "ThreadPoolExecutor"]
 
@@ -377,7 +378,7 @@ class ThreadPool:
         self._join_waiters.append(waiter)
         timer = None
         if timeout is not None:
-            timer = hub.loop.timer(_check_seconds(timeout, "timeout"), waiter.switch, False)
+            timer = hub.loop.timer(check_seconds(timeout, "timeout"), waiter.switch, False)
         try:
             return waiter.get()
         finally:
@@ -427,7 +428,7 @@ class _Future(_cf.Future):
         switch = waiter.switch
         timer = None
         if timeout is not None:
-            timer = hub.loop.timer(_check_seconds(timeout, "timeout"), switch, None)
+            timer = hub.loop.timer(check_seconds(timeout, "timeout"), switch, None)
         # rawlink posts the wake-up through the hub (the future completes in
         # a worker thread), and unlink disarms it if we stop waiting first:
         # a result(timeout=...) polled in a loop leaves no live wake-ups.

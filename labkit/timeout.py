@@ -24,7 +24,8 @@ from typing import Callable
 
 from greenlet import getcurrent
 
-from labkit.hub import _check_seconds, get_hub
+from labkit._park import check_seconds
+from labkit.hub import get_hub
 
 __all__ = ["Timeout", "with_timeout"]
 
@@ -42,7 +43,7 @@ class Timeout(BaseException):
                  ref: bool = True, priority: int = -1):
         BaseException.__init__(self)
         if seconds is not None:
-            seconds = _check_seconds(seconds)
+            seconds = check_seconds(seconds)
         if exception is not None and exception is not False and \
                 not isinstance(exception, BaseException) and \
                 not (isinstance(exception, type) and issubclass(exception, BaseException)):

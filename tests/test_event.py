@@ -69,7 +69,7 @@ def test_one_waiter_is_woken_by_its_own_switch_in_the_ready_queue():
     g = spawn(ev.wait)
     sleep(0)
     ev.set()
-    scheduled = get_hub()._ready[-1]
+    scheduled = get_hub().ready[-1]
     assert scheduled == g.switch and ev._notifier is None
     assert g.get(timeout=1) is True
     assert ev.linkcount() == 0 and ev._parked is None

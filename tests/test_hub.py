@@ -54,7 +54,7 @@ def test_sleep_zero_interleaves_ready_greenlets_in_fifo_order():
 
 
 def test_a_callback_may_take_back_callbacks_queued_behind_it():
-    # Semaphore.acquire retracts a serve callback made pointless: the pass
+    # Semaphore.acquire takes back a serve callback made pointless: the pass
     # that counted it must not fail when the ready queue runs out early.
     hub = get_hub()
     errors = io.StringIO()
@@ -65,15 +65,15 @@ def test_a_callback_may_take_back_callbacks_queued_behind_it():
         ran.append("b")
 
     def taker():
-        hub._ready.remove(b)
+        assert hub.take_back(b)   # the newest entry: popped, not overwritten
         ran.append("taker")
 
-    hub._ready.append(taker)
-    hub._ready.append(b)
-    sleep(0)          # this pass counted taker, b and our own switch
-    sleep(0.01)       # ... so it pops once more, from an empty queue
-    assert ran == ["taker"]
+    hub.schedule(taker)
+    hub.schedule(b)
+    sleep(0.01)       # the pass counted taker and b, so it pops once more,
+    assert ran == ["taker"]       # from an empty queue
     assert errors.getvalue() == ""
+    assert not hub.take_back(b)   # gone: nothing left to take back
 
 
 def test_a_lone_greenlets_sleep0_does_not_switch_when_nobody_else_could_run():
@@ -604,7 +604,7 @@ def test_a_tick_after_an_interrupt_delivered_from_the_loop_does_not_block():
         spawn(labkit.wait_read, a.fileno())   # something the loop could wait for
 
         def flag_interrupt():
-            hub._interrupted = True           # what the SIGINT handler does
+            hub.interrupt_main()              # what the SIGINT handler does
 
         spawn(flag_interrupt)
         with pytest.raises(KeyboardInterrupt):

@@ -85,7 +85,7 @@ def test_barging_takes_back_the_serve_callback_it_made_pointless():
     sem.acquire()
     w = spawn(sem.acquire)
     sleep(0)
-    ready = labkit.get_hub()._ready
+    ready = labkit.get_hub().ready
     sem.release()
     assert sem._serving and ready[-1] is sem._serve_cb
     assert sem.acquire(blocking=False)  # barges in

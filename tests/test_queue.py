@@ -321,7 +321,7 @@ def test_iteration_stops_at_the_stop_iteration_item_or_at_shutdown():
 def run_until_only_the_stuck_are_left(greenlets):
     hub = labkit.get_hub()
     while not all(g.dead for g in greenlets):
-        if not hub.loop.active_timers and not hub._ready:
+        if not hub.loop.active_timers and not hub.ready_count:
             return  # nothing can wake the ones still alive
         sleep(0.0005)
 

@@ -60,7 +60,6 @@ _LIBRARY = tuple(
       *getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]
      if p})
 _NOT_BLOCKING = (lib.LK_TR_POLL_ENTER, lib.LK_TR_HOST)
-_HUB_RUN = _lk_hub.Hub.run.__code__
 
 
 def user_frame(frame):
@@ -189,9 +188,9 @@ class BlockingMonitor:
         if frame is None:
             return
         blame, frames = user_frame(frame)
-        in_hub = bool(frames) and frames[-1].f_code is _HUB_RUN
         hub = self._hub
-        loop_idle = not (hub._ready or hub.loop.active_timers or hub.loop.io_waiters)
+        in_hub = bool(frames) and hub.owns_frame(frames[-1])
+        loop_idle = not (hub.ready_count or hub.loop.active_timers or hub.loop.io_waiters)
         stack = [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
                  for f in reversed(frames)]
         place = None

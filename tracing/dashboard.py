@@ -372,7 +372,7 @@ class Dashboard:
         loop = self.hub.loop
         self._snapshots.put(Snapshot(
             data=bytes(ffi.buffer(self._buffer, n * _RECORD.size)), lost=lost,
-            now_ns=lib.lk_now_ns(), ready=len(self.hub._ready),
+            now_ns=lib.lk_now_ns(), ready=self.hub.ready_count,
             timers=loop.active_timers, fd_waits=loop.io_waiters))
 
     def _apply(self, frame: Frame, generation: int) -> None:

@@ -76,7 +76,7 @@ def run_info(hub=None) -> list[GreenletInfo]:
     # sleep(0) queues the greenlet's bound switch (maybe inside a Callback):
     # the greenlets those belong to are ready to run, not waiting.
     ready = {id(getattr(getattr(cb, "callback", cb), "__self__", None))
-             for cb in list(hub._ready)}
+             for cb in hub.ready_callbacks()}
     return [_describe(g, ready) for g in live_greenlets(hub)]
 
 
@@ -106,7 +106,7 @@ def _hub_line(hub) -> str:
     loop = hub.loop
     if loop.closed:
         return "hub: its loop is closed"
-    parts = [f"hub: {loop.backend_name} loop", f"{len(hub._ready)} ready callbacks",
+    parts = [f"hub: {loop.backend_name} loop", f"{hub.ready_count} ready callbacks",
              f"{loop.active_timers} timers", f"{loop.io_waiters} fd waits"]
     guest = labkit.jupyter.active()
     if guest is not None and guest.hub is hub:

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 import greenlet as _greenlet_module
 from greenlet import getcurrent
 
+import labkit._park as _lk_park
 import labkit.event as _lk_event
 import labkit.greenlet as _lk_greenlet
 import labkit.hub as _lk_hub
-import labkit.socket as _lk_socket
 from labkit._loop import ffi, lib
 
 try:
@@ -56,7 +56,7 @@ except ImportError:   # built without it (loop_c/build_loop.py by hand): slower
 DEFAULT_CAPACITY = 1 << 20
 
 #: The modules whose ``_trace``/``_tracer`` globals a running recorder sets.
-HOOKED_MODULES = (_lk_hub, _lk_greenlet, _lk_event, _lk_socket)
+HOOKED_MODULES = (_lk_hub, _lk_park, _lk_greenlet, _lk_event)
 
 
 def record_function(ring):
@@ -168,7 +168,7 @@ class Recorder:
         for module in HOOKED_MODULES:
             module._tracer = self
             module._trace = self.record
-        lib.lk_loop_set_trace(hub.loop._ptr, ring)
+        hub.loop.set_trace_ring(ring)
         if self.settrace:
             self._old_settrace = _greenlet_module.settrace(self._on_raw_switch)
         return self
@@ -188,7 +188,7 @@ class Recorder:
         if self.settrace:
             _greenlet_module.settrace(self._old_settrace)
         if not self._hub.loop.closed:
-            lib.lk_loop_set_trace(self._hub.loop._ptr, ffi.NULL)
+            self._hub.loop.set_trace_ring(None)
         _active = None
         records, dropped = self._read_ring() if read else ([], 0)
         lib.lk_trace_free(self.ring)

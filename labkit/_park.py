@@ -1,0 +1,783 @@
+"""How a greenlet waits, and how the hub wakes it: the one home of parking.
+
+Every way a greenlet blocks in labkit -- ``sleep``, a Waiter, an Event, a
+place in a Semaphore's or Queue's line, an fd wait with or without a
+timeout, ``select`` -- is written here, once. The rest of labkit calls these
+and never switches to the hub itself. What lives here, and nowhere else:
+
+- **the refusal** to park inside the hub (a hub callback that tried to wait
+  would deadlock the loop): :func:`cannot_wait_in_hub` builds the one error;
+- **the take-back** of a queued wake-up: a greenlet that stops waiting for
+  another reason (a timeout, a kill) must make sure its wake-up can never
+  fire into some later, unrelated wait. Queued switches are taken back with
+  :meth:`Hub.take_back`, timers are cancelled, fd interest is cancelled,
+  links are unlinked -- always before the wait returns or raises;
+- **the tracer's resume record**, written by the greenlet right after it
+  resumed, with why it woke and what it waited on (:func:`_resumed`);
+- **the fd close**: :func:`forget_fd` wakes every greenlet parked on a
+  closing fd with ``EBADF``;
+- **the no-hub fallback**: :func:`wait_fd` blocks the thread (poll(2)) when
+  the calling thread has no hub, as the stdlib would;
+- **what a greenlet waits on**, in plain words, for ``%labkit_status``:
+  :func:`waiting_on`.
+
+Four shapes of parking, cheapest first::
+
+    the greenlet's own switch      sleep, Event.wait, fd waits     hub calls g.switch(value)
+    Ticket in a FIFO line          Semaphore, Queue                server sets .value, wakes
+    Linkable's one-shot links      Event, AsyncResult, Semaphore   hub calls link(obj)
+    Waiter                         joins, thread-pool replies,     anyone in the hub calls
+                                   Pool slots, other threads        waiter.switch(value)
+
+The first three put a bound ``greenlet.switch`` (or a small object around
+it) where the waker will find it: the hub then resumes the greenlet with one
+C call. That is only safe because of the take-back rule above. A
+:class:`Waiter` keeps a value that arrives before ``get()``, which makes it
+the right tool when the waker may run first or from a stranger's callback.
+
+Who may call: every ``park`` here runs in a greenlet of the hub's thread
+(the main greenlet included), never in the hub itself. Wakers run in the hub
+(``Waiter.switch``), or queue the wake-up with ``hub.schedule`` from the
+hub's thread, or ``hub.run_callback_threadsafe`` from any thread.
+"""
+from __future__ import annotations
+
+import numbers
+import sys
+import threading
+from collections import deque
+from errno import EBADF
+from select import POLLIN, POLLOUT
+from select import poll as _blocking_poll
+from time import monotonic_ns
+from typing import Callable
+
+from greenlet import getcurrent, greenlet
+
+from labkit._loop import ERROR, READ, WRITE, ConcurrentObjectUseError
+from labkit.hub import (_TR_RESUME, _WHY_READY, _WHY_THROW, _WHY_TIMER, _WHY_WAITER,
+                        BlockingSwitchOutError, Hub, get_hub, hub_for_this_thread)
+
+__all__ = [
+    "Waiter", "Linkable", "Ticket", "EMPTY", "sleep", "idle", "wait_io", "wait_fd",
+    "wait_read", "wait_write", "wait_any_fd", "forget_fd", "waiting_on",
+    "check_seconds", "cannot_wait_in_hub",
+]
+
+#: unbound: calling it saves a bound-method allocation per park
+_switch = greenlet.switch
+_get_ident = threading.get_ident
+
+#: what switch() returns to a greenlet resumed with no arguments
+_NO_VALUE = ()
+
+#: what a timer passes to a parked greenlet, to tell "timed out" from "woken"
+_TIMED_OUT = object()
+
+# -- tracing hooks ---------------------------------------------------------
+#
+# Set by tracing/recorder.py while it records (see the comment in
+# labkit/hub.py): one branch each when tracing is off.
+_trace = None
+_tracer = None
+
+
+def _resumed(current, why: int, label) -> None:
+    """The resume record: ``current`` woke for ``why`` after waiting on
+    ``label`` (a short string, or ``(fd, READ|WRITE)``). Tracing is on."""
+    _trace(_TR_RESUME, id(current), why, _tracer.labels[label])
+
+
+# -- arguments -------------------------------------------------------------
+
+def check_seconds(seconds, name: str = "seconds") -> float:
+    """Validate a duration argument: a real number (not bool), not NaN.
+
+    Returns it as an int or float; raises TypeError/ValueError naming
+    ``name``. Negative values are the caller's business (``sleep(-1)`` has
+    a meaning; a negative timeout usually means "now")."""
+    if type(seconds) is not float and type(seconds) is not int:
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+            raise TypeError(f"{name} must be a number, not {type(seconds).__name__}")
+        seconds = float(seconds)
+    if seconds != seconds:
+        raise ValueError(f"{name} must not be NaN")
+    return seconds
+
+
+def check_timeout(timeout) -> float | None:
+    """``check_seconds`` for an optional ``timeout`` argument (None: forever)."""
+    return None if timeout is None else check_seconds(timeout, "timeout")
+
+
+def cannot_wait_in_hub() -> BlockingSwitchOutError:
+    """The error for a hub callback that tried to park (raise it)."""
+    return BlockingSwitchOutError(
+        "cannot wait inside the hub (a loop callback): spawn a greenlet instead")
+
+
+# -- Waiter ------------------------------------------------------------------
+
+class Waiter:
+    """One-shot rendezvous between a greenlet that parks and the hub that wakes it.
+
+    The waiting greenlet calls :meth:`get`; the hub (a callback, a timer, an
+    fd watcher) calls :meth:`switch` or :meth:`throw`. Whichever comes first
+    is fine: a value delivered before ``get`` is kept and returned at once.
+
+    >>> from labkit import get_hub, Waiter
+    >>> w = Waiter()
+    >>> _ = get_hub().run_callback(w.switch, "hello")
+    >>> w.get()
+    'hello'
+
+    ``switch``/``throw`` must be called from the hub greenlet (that is what
+    makes the wake-up a plain greenlet switch). A Waiter is single-use; the
+    woken greenlet must not rely on being woken only once by anything else.
+
+    ``reason`` says what the greenlet waits for, for the tracer: a short
+    label (``"Event"``, ``"Queue.get"``, ``"join"``) or ``(fd, READ|WRITE)``
+    for fd readiness. It costs nothing when tracing is off.
+    """
+
+    __slots__ = ("hub", "greenlet", "value", "_exception", "reason")
+
+    _EMPTY = object()
+
+    def __init__(self, hub: "Hub | None" = None, reason=None):
+        self.hub = hub if hub is not None else get_hub()
+        self.greenlet = None
+        self.value = Waiter._EMPTY
+        self._exception = None
+        self.reason = reason
+
+    def ready(self) -> bool:
+        return self.value is not Waiter._EMPTY or self._exception is not None
+
+    def switch(self, value=None) -> None:
+        """Wake the waiting greenlet with ``value`` (hub only)."""
+        g = self.greenlet
+        if g is None:
+            self.value = value
+            return
+        if getcurrent() is not self.hub:
+            raise AssertionError("Waiter.switch must be called from the hub greenlet")
+        self.greenlet = None
+        g.switch(value)
+
+    def switch_args(self, *args) -> None:
+        """Like switch, for callbacks that pass several arguments."""
+        self.switch(args)
+
+    def throw(self, *throw_args) -> None:
+        """Raise an exception in the waiting greenlet (hub only)."""
+        g = self.greenlet
+        if g is None:
+            self._exception = throw_args
+            return
+        if getcurrent() is not self.hub:
+            raise AssertionError("Waiter.throw must be called from the hub greenlet")
+        self.greenlet = None
+        g.throw(*throw_args)
+
+    def get(self):
+        """Park until switched; return the value (or raise what was thrown)."""
+        if self._exception is not None:
+            exc, self._exception = self._exception, None
+            raise _exception_from(exc)
+        if self.value is not Waiter._EMPTY:
+            value, self.value = self.value, Waiter._EMPTY
+            return value
+        if self.greenlet is not None:
+            raise ConcurrentObjectUseError(
+                f"this Waiter is already used by {self.greenlet!r}")
+        hub = self.hub
+        current = getcurrent()
+        if current is hub:
+            raise cannot_wait_in_hub()
+        self.greenlet = current
+        try:
+            value = hub.switch()
+        except BaseException:
+            self.greenlet = None
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, self.reason)
+            raise
+        self.greenlet = None
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER, self.reason)
+        return value
+
+    def __repr__(self) -> str:
+        state = "ready" if self.ready() else "waiting" if self.greenlet else "empty"
+        return f"<Waiter {state} greenlet={self.greenlet!r}>"
+
+
+def _exception_from(throw_args: tuple) -> BaseException:
+    """The exception object for ``Waiter.throw(type[, value[, tb]])`` args."""
+    kind = throw_args[0]
+    value = throw_args[1] if len(throw_args) > 1 else None
+    if isinstance(kind, BaseException):
+        return kind
+    exc = value if isinstance(value, BaseException) else (
+        kind() if value is None else kind(value))
+    if len(throw_args) > 2 and throw_args[2] is not None:
+        exc = exc.with_traceback(throw_args[2])
+    return exc
+
+
+# -- sleep and idle ------------------------------------------------------------
+
+def sleep(seconds: float = 0) -> None:
+    """Park the current greenlet for ``seconds``.
+
+    ``sleep(0)`` lets every other ready greenlet run once, then continues.
+    When nobody else could run, it continues at once, without a switch;
+    I/O and timers are still checked every 0.2 ms (hub.IO_CHECK_INTERVAL_NS).
+    A negative value waits until the loop is idle (see :func:`idle`).
+    """
+    current = getcurrent()
+    # A spawned greenlet's parent is its hub: skip the thread-local lookup.
+    hub = current.parent
+    if hub.__class__ is not Hub:
+        hub = get_hub()
+        if current is hub:
+            raise cannot_wait_in_hub()
+    if seconds == 0:
+        ready = hub.ready
+        if not ready and monotonic_ns() < hub._next_poll_ns and not hub._ticking:
+            # A round trip through the hub would run our own switch and
+            # nothing else: no callback is ready, no poll is due, no host
+            # loop waits for this pass to end (tick), and the hub is
+            # suspended in its own pass loop -- not in the middle of a
+            # callback (waking several waiters, dispatching io events) that
+            # still has work to do. So sleep(0) costs no switch when nobody
+            # else could run; I/O is still checked every 0.2 ms.
+            # (Hub.owns_frame, inlined: a call here costs 3% of a yield.)
+            frame = hub.gr_frame
+            if frame is not None and frame is hub._run_frame:
+                return
+        # The hot path: queue our own switch behind the ready callbacks.
+        switch = current.switch
+        ready.append(switch)   # (hub.schedule, with the queue already at hand)
+        try:
+            _switch(hub)
+        except BaseException:
+            # Woken by an exception (kill, Timeout): our switch must not
+            # fire later and wake us from some unrelated wait.
+            hub.take_back(switch)
+            if _trace is not None:
+                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
+            raise
+        if _trace is not None:
+            _trace(_TR_RESUME, id(current), _WHY_READY, 0)
+        return
+    seconds = check_seconds(seconds)
+    if seconds > 0:
+        timer = hub.loop.timer(seconds, current.switch)
+        try:
+            _switch(hub)
+        except BaseException:
+            timer.cancel()
+            if _trace is not None:
+                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
+            raise
+        timer.cancel()
+        if _trace is not None:
+            _trace(_TR_RESUME, id(current), _WHY_TIMER, 0)
+    else:
+        idle()
+
+
+def idle() -> None:
+    """Park until a loop pass finds no callbacks ready and no events fired."""
+    hub = get_hub()
+    waiter = Waiter(hub, "idle")
+    hub._idle.append(waiter.switch)
+    try:
+        waiter.get()
+    except BaseException:
+        try:
+            hub._idle.remove(waiter.switch)
+        except ValueError:
+            pass
+        raise
+
+
+# -- fd waits --------------------------------------------------------------------
+#
+# An fd wait's wake-up is the greenlet's own switch, registered with the
+# loop (loop.io_start); the loop's dispatch removes it before calling it.
+# Each parked greenlet is also entered in _readers/_writers (fd -> greenlet)
+# for exactly as long as it waits: that is how forget_fd finds whom to tell
+# that the fd is closing, and how waiting_on names the fd.
+
+#: fd -> the greenlet parked in wait_io/wait_any_fd until fd is readable
+_readers: dict = {}
+#: fd -> the greenlet parked in wait_io/wait_any_fd until fd is writable
+_writers: dict = {}
+
+
+def wait_io(hub, fd: int, event: int, timeout: float | None = None,
+            timeout_exc: BaseException | None = None,
+            keep_interest: bool = False) -> int:
+    """Park the current greenlet until ``fd`` is ready for ``event`` (READ or
+    WRITE); return the fired event bits. After ``timeout`` seconds raise
+    ``timeout_exc`` (default ``TimeoutError("timed out")``). If the fd is
+    closed meanwhile (:func:`forget_fd`), raise ``OSError(EBADF)``.
+
+    ``keep_interest``: see :meth:`Loop.io_cancel` -- only for an fd whose
+    owner calls :func:`forget_fd` before closing it, as labkit's sockets do.
+    Call in a greenlet of ``hub``'s thread, not in the hub.
+    """
+    current = getcurrent()
+    if current is hub:
+        raise cannot_wait_in_hub()
+    loop = hub.loop
+    loop.io_start(fd, event, current.switch)
+    waits = _readers if event == READ else _writers
+    waits[fd] = current
+    timer = None
+    if timeout is not None:
+        timer = loop.timer(timeout, current.throw,
+                           timeout_exc if timeout_exc is not None else TimeoutError("timed out"))
+    try:
+        fired = _switch(hub)
+    except BaseException:
+        if _trace is not None:
+            _resumed(current, _WHY_THROW, (fd, event))
+        raise
+    finally:
+        # The take-back: after a dispatch the io callback is gone already
+        # (a no-op here); after a timeout, a kill or a stray switch it is not.
+        if waits.get(fd) is current:
+            del waits[fd]
+        if timer is not None:
+            timer.cancel()
+        loop.io_cancel(fd, event, keep_interest)
+    if _trace is not None:
+        _resumed(current, _WHY_WAITER, (fd, event))
+    return fired
+
+
+def wait_fd(fd: int, event: int, timeout: float | None = None,
+            timeout_exc: BaseException | None = None,
+            keep_interest: bool = False) -> None:
+    """:func:`wait_io` on the calling thread's hub, or -- in a thread that
+    has no hub (see ``hub_for_this_thread``) -- block the thread in
+    poll(2), as the stdlib would. The one no-hub fallback for sockets,
+    pipes and subprocesses."""
+    hub = hub_for_this_thread()
+    if hub is not None:
+        wait_io(hub, fd, event, timeout, timeout_exc, keep_interest)
+        return
+    poller = _blocking_poll()
+    poller.register(fd, POLLIN if event == READ else POLLOUT)
+    if not poller.poll(None if timeout is None else timeout * 1000):
+        raise timeout_exc if timeout_exc is not None else TimeoutError("timed out")
+
+
+def wait_read(fd: int, timeout: float | None = None,
+              timeout_exc: BaseException | None = None) -> None:
+    """Park until ``fd`` is readable (gevent.socket.wait_read)."""
+    wait_io(get_hub(), fd, READ, timeout, timeout_exc)
+
+
+def wait_write(fd: int, timeout: float | None = None,
+               timeout_exc: BaseException | None = None) -> None:
+    """Park until ``fd`` is writable (gevent.socket.wait_write)."""
+    wait_io(get_hub(), fd, WRITE, timeout, timeout_exc)
+
+
+def wait_any_fd(hub, interest: dict, timeout: float | None) -> None:
+    """Park until any fd of ``interest`` ({fd: READ|WRITE bits}) is ready,
+    or ``timeout`` seconds pass; ``OSError(EBADF)`` if one of them is
+    closed meanwhile (forget_fd), as the stdlib's select reports a closed
+    fd. The caller looks again at what is ready: this is select()'s wait."""
+    current = getcurrent()
+    if current is hub:
+        raise cannot_wait_in_hub()
+    loop = hub.loop
+    started = []
+    timer = None
+    try:
+        for fd, events in interest.items():
+            for event, waits in ((READ, _readers), (WRITE, _writers)):
+                if events & event:
+                    loop.io_start(fd, event, current.switch)
+                    waits[fd] = current
+                    started.append((fd, event, waits))
+        if timeout is not None:
+            timer = loop.timer(timeout, current.switch, _TIMED_OUT)
+        try:
+            _switch(hub)
+        except BaseException:
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, "select")
+            raise
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER, "select")
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for fd, event, waits in started:
+            if waits.get(fd) is current:
+                del waits[fd]
+            loop.io_cancel(fd, event)
+
+
+def forget_fd(hub, fd: int, then: Callable[[int], object]) -> bool:
+    """``fd`` is about to be closed: stop watching it, and raise
+    ``OSError(EBADF)`` in every greenlet parked on it (an fd wait or a
+    select), from hub callbacks.
+
+    Returns False if nobody was parked (the caller closes the fd now).
+    Otherwise ``then(fd)`` is queued after the wake-ups and must do the
+    closing: the fd has to outlive the woken greenlets' unwinding, or a new
+    file could get its number while they still refer to it.
+    """
+    callbacks = hub.loop.io_forget(fd)
+    if not callbacks:
+        return False
+    parked = []
+    for waits in (_readers, _writers):
+        g = waits.get(fd)
+        if g is not None:
+            parked.append(g.switch)
+            hub.run_callback(_tell_closed, g, fd, waits)
+    for callback in callbacks:
+        if callback not in parked:  # a raw loop.io_start watcher: let it look
+            hub.run_callback(callback, READ | WRITE | ERROR)
+    hub.run_callback(then, fd)
+    return True
+
+
+def _tell_closed(g, fd: int, waits: dict) -> None:
+    # Runs in the hub. If g is no longer parked on fd (a kill or a Timeout
+    # woke it first), it is not told; if it parked on fd again meanwhile,
+    # it is -- the fd is closing under that wait too.
+    if waits.get(fd) is g:
+        g.throw(OSError(EBADF, "File descriptor was closed in another greenlet"))
+
+
+# -- Linkable: a FIFO of one-shot callbacks --------------------------------------
+
+class Linkable:
+    """Base class: a FIFO of one-shot callbacks, run in the hub when ready().
+
+    Subclasses define :meth:`ready` and call :meth:`_check_and_notify` when
+    they may have become ready. ``_notify_all`` says whether a notification
+    wakes every linked callback (Event) or stops as soon as the object is no
+    longer ready (a Semaphore whose permits ran out).
+    """
+
+    __slots__ = ("hub", "_links", "_batch", "_notifier", "__weakref__")
+
+    _notify_all = True
+
+    def __init__(self):
+        #: the hub whose thread runs our notifications; bound by the first
+        #: waiter or rawlink, re-bound whenever nobody is linked
+        self.hub = None
+        #: callbacks waiting for the next notification, oldest first
+        self._links: deque = deque()
+        #: callbacks of the notification that is running now (else None);
+        #: kept apart so that unlink() can still take one out of it
+        self._batch: deque | None = None
+        #: the scheduled notification (a hub Callback), or None
+        self._notifier = None
+
+    def ready(self) -> bool:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    # -- links ------------------------------------------------------------
+    def rawlink(self, callback: Callable) -> None:
+        """Call ``callback(self)`` once, in the hub, when ready (at once if
+        it already is). It must not block."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        self._bind_hub(get_hub())
+        self._links.append(callback)
+        self._check_and_notify()
+
+    def unlink(self, callback: Callable) -> bool:
+        """Forget a callback added with rawlink (no error if it is not
+        there); True if it was there."""
+        for links in (self._links, self._batch):
+            if links:
+                try:
+                    links.remove(callback)
+                    return True
+                except ValueError:
+                    pass
+        return False
+
+    def linkcount(self) -> int:
+        return len(self._links) + len(self._batch or ())
+
+    def _bind_hub(self, hub) -> None:
+        # Nobody linked: the caller's hub becomes ours. (This also forgets a
+        # hub that was destroyed and replaced since the last wait.)
+        if self.hub is not hub and not self._links and not self._batch:
+            self.hub = hub
+
+    # -- notification -----------------------------------------------------
+    def _check_and_notify(self) -> None:
+        """Schedule a notification if ready, linked, and none is pending."""
+        if self._links and self._notifier is None and self.ready():
+            self._schedule_notify()
+
+    def _schedule_notify(self) -> None:
+        hub = self.hub
+        self._notifier = True
+        if hub.thread_ident == _get_ident():
+            # A bare bound method, not hub.run_callback's Callback wrapper:
+            # one C-level call less on the hub's stack, which every switch
+            # into a waiter has to save and restore.
+            hub.schedule(self._notify_links)
+        else:  # set() from another thread: wake that hub's loop
+            hub.run_callback_threadsafe(self._notify_links)
+
+    def _notify_links(self) -> None:
+        """The hub callback: call the links present now, oldest first."""
+        self._notifier = None
+        links = self._links
+        if len(links) == 1 and (self._notify_all or self.ready()):
+            # The common case, one waiter: no batch to set aside.
+            link = links.popleft()
+            try:
+                link(self)  # may switch into a waiter; it comes back here
+            except BaseException:
+                self.hub.handle_error((link, self), *sys.exc_info())
+        else:
+            self._notify_batch()
+        if self._links and self._notifier is None and self.ready():
+            self._schedule_notify()
+
+    def _notify_batch(self) -> None:
+        # Links added while we notify (a woken waiter that waits again)
+        # go to a fresh deque, for the next notification.
+        batch = self._batch = self._links
+        self._links = deque()
+        only_while_ready = not self._notify_all
+        try:
+            while batch:
+                if only_while_ready and not self.ready():
+                    break
+                link = batch.popleft()
+                try:
+                    link(self)
+                except BaseException:
+                    self.hub.handle_error((link, self), *sys.exc_info())
+        finally:
+            self._batch = None
+            if batch:  # stopped early: the rest keep their place in line
+                batch.extend(self._links)
+                self._links = batch
+
+    # -- waiting ----------------------------------------------------------
+    def _wait_core(self, timeout: float | None) -> bool:
+        """Park the current greenlet until notified (True) or ``timeout``
+        seconds passed (False). ``timeout`` is already validated."""
+        hub = get_hub()
+        if hub is not self.hub:
+            self._bind_hub(hub)
+            if hub is not self.hub:
+                return self._wait_from_other_thread(hub, timeout)
+        current = getcurrent()
+        if current is hub:
+            raise cannot_wait_in_hub()
+        # The link is the greenlet's own switch, not a Waiter: the hub then
+        # resumes us with one C call. This is safe because a link is popped
+        # before it is called, and we unlink it ourselves whenever we wake
+        # up for another reason, so it can never fire after this wait.
+        link = current.switch
+        self._links.append(link)
+        # set() from another thread may have run between the caller's check
+        # and the append, and found nobody to notify.
+        self._check_and_notify()
+        timer = None
+        if timeout is not None:
+            timer = hub.loop.timer(timeout, link, _TIMED_OUT)
+        woken = False
+        try:
+            woken = _switch(hub) is self
+        except BaseException:
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, type(self).__name__)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not woken:
+                self.unlink(link)
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
+        return woken
+
+    def _wait_from_other_thread(self, hub, timeout: float | None) -> bool:
+        # Our notifications run in self.hub's thread; the wake-up must be
+        # posted to this thread's hub. A Waiter absorbs a late post (one
+        # that arrives after our timeout) harmlessly.
+        waiter = Waiter(hub)
+        link = _ThreadsafeWake(waiter)
+        hub.keepalive(1)  # only the other thread can end this wait
+        self._links.append(link)
+        self._check_and_notify()
+        timer = None
+        if timeout is not None:
+            timer = hub.loop.timer(timeout, waiter.switch, _TIMED_OUT)
+        woken = False
+        try:
+            woken = waiter.get() is self
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not woken:
+                self.unlink(link)
+            hub.keepalive(-1)
+        return woken
+
+
+class _ThreadsafeWake:
+    """A link for a waiter that belongs to another thread's hub: the
+    notification runs in our hub, the switch must happen in theirs."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self, waiter: Waiter):
+        self.waiter = waiter
+
+    def __call__(self, source) -> None:
+        self.waiter.hub.run_callback_threadsafe(self.waiter.switch, source)
+
+
+#: a Ticket's value while it is still in line
+EMPTY = object()
+
+
+class Ticket:
+    """A parked greenlet's place in a line, and what it was handed.
+
+    Semaphores and queues keep their blocked greenlets in lines: deques of
+    tickets, oldest first. To serve the first one, pop it, set its ``value``
+    (a permit, an item, "accepted") and call :meth:`schedule_wake`. So
+    "still in line" and "``value is EMPTY``" are the same thing, which is
+    what lets a greenlet that resumes for another reason (timeout, kill)
+    know whether it must leave the line or pass on what it was handed::
+
+        ticket = Ticket(hub, getcurrent())
+        try:
+            served = ticket.park(line, timeout)   # False: timed out, left the line
+        except BaseException:
+            if ticket.value is not EMPTY:
+                ...pass it on...                  # killed after being served
+            raise
+
+    The wake-up is a bound method in the hub's ready deque, not a Waiter:
+    the cheapest way back into the greenlet. ``wake`` is a no-op once the
+    greenlet has resumed, so a late one (timer and hand-off in the same
+    pass) can never wake it from some later, unrelated wait.
+    """
+
+    __slots__ = ("hub", "greenlet", "value", "item", "deadline")
+
+    def __init__(self, hub, greenlet, item=None):
+        self.hub = hub
+        self.greenlet = greenlet   # None once woken or gone
+        self.value = EMPTY         # what the server handed us
+        self.item = item           # what a putter offers
+        self.deadline = 0          # loop-clock ns; its meaning is the line's (Semaphore)
+
+    def schedule_wake(self) -> None:
+        """Server side: resume the greenlet soon, from the hub."""
+        self.hub.schedule(self.wake)
+
+    def wake(self) -> None:
+        g = self.greenlet
+        if g is not None:
+            self.greenlet = None
+            g.switch()
+
+    def park(self, line: deque, timeout: float | None, reason: str = "line") -> bool:
+        """Join ``line`` and wait to be served (True), at most ``timeout``
+        seconds (False: the ticket has left the line). Exceptions thrown in
+        (kill, Timeout, LoopExit) propagate after leaving the line, unless
+        the ticket was served: then the caller must pass its value on.
+        ``reason`` labels the wait for the tracer ("Queue.get")."""
+        hub = self.hub
+        current = self.greenlet
+        if current is hub:
+            raise cannot_wait_in_hub()
+        line.append(self)
+        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
+        try:
+            while self.greenlet is not None:  # else: a stray switch, park again
+                _switch(hub)
+        except BaseException:
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, reason)
+            raise
+        finally:
+            self.greenlet = None
+            if timer is not None:
+                timer.cancel()
+            if self.value is EMPTY:
+                line.remove(self)
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                          reason)
+        return self.value is not EMPTY
+
+
+# -- what a parked greenlet waits on -----------------------------------------------
+
+def waiting_on(g) -> str | None:
+    """What greenlet ``g`` is parked on, in plain words, or None.
+
+    ``"fd 7 read"``, ``"sleep(0.3)"``, ``"select"``, a Waiter's reason
+    (``"join"``, ``"idle"``), a line's or a Linkable's label
+    (``"Semaphore"``, ``"Queue.get"``, ``"Event"``). None when ``g`` is not
+    parked by this module (running, ready to run, dead, or switched away
+    by code outside labkit). Reads ``g``'s suspended frames: call it from
+    the hub's thread, for another greenlet than the current one.
+    """
+    frame = g.gr_frame
+    while frame is not None:
+        describe = _DESCRIBE.get(frame.f_code)
+        if describe is not None:
+            return describe(frame.f_locals)
+        frame = frame.f_back
+    return None
+
+
+def _fd_words(local) -> str:
+    return f"fd {local['fd']} {'read' if local['event'] == READ else 'write'}"
+
+
+def _waiter_words(local) -> str | None:
+    reason = local["self"].reason
+    if isinstance(reason, tuple):
+        fd, event = reason
+        return f"fd {fd} {'read' if event == READ else 'write'}"
+    return reason if isinstance(reason, str) else None
+
+
+# The parking functions of this module, and how to read their own locals.
+# (Only this module knows its functions' local names.)
+_DESCRIBE = {
+    wait_io.__code__: _fd_words,
+    wait_any_fd.__code__: lambda local: "select",
+    sleep.__code__: lambda local: f"sleep({local['seconds']})",
+    Waiter.get.__code__: _waiter_words,
+    Ticket.park.__code__: lambda local: local["reason"],
+    Linkable._wait_core.__code__: lambda local: type(local["self"]).__name__,
+    Linkable._wait_from_other_thread.__code__: lambda local: type(local["self"]).__name__,
+}
+
+
+def describe_parking(code, describe: Callable[[dict], str | None]) -> None:
+    """Register a parking function defined elsewhere (a fast path inlined
+    into its class, such as ``Event.wait``) for :func:`waiting_on`:
+    ``describe(frame_locals)`` names what it waits on."""
+    _DESCRIBE[code] = describe
