@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import socket as _stdlib
 import sys
+import weakref
 from errno import EAGAIN, EALREADY, EINPROGRESS, EISCONN, EWOULDBLOCK
 from socket import *  # noqa: F401,F403 - constants, exceptions, helpers
 from socket import _GLOBAL_DEFAULT_TIMEOUT  # noqa: F401 - http.client uses it
@@ -462,14 +463,18 @@ def _resolve_in_thread(function, *args):
     hub = hub_for_this_thread()
     if hub is None:
         return function(*args)
-    pool = getattr(hub, "_labkit_resolver_pool", None)
+    pool = _resolver_pools.get(hub)
     if pool is None:
         try:
             from labkit.threadpool import ThreadPool
         except ImportError:
             return function(*args)
-        pool = hub._labkit_resolver_pool = ThreadPool(RESOLVER_THREADS, hub)
+        pool = _resolver_pools[hub] = ThreadPool(RESOLVER_THREADS, hub)
     return pool.apply(function, args)
+
+
+#: hub -> the thread pool that runs its blocking resolver calls
+_resolver_pools: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _is_numeric_host(host) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from greenlet import getcurrent, greenlet
 
 import labkit.hub as _lk_hub
+from labkit._park import waiting_on
 import labkit.jupyter
 
 from tracing.recorder import active
@@ -169,32 +170,15 @@ def _describe(g, ready_ids: set) -> GreenletInfo:
         user = frames[1] if len(frames) > 1 else frames[0]
     where = (f"{os.path.basename(user.f_code.co_filename)}:{user.f_lineno} "
              f"in {user.f_code.co_name}") if user is not None else ""
-    waits_on = _waits_on(frames, user) if state in ("waiting", "ready") else ""
+    waits_on = _waits_on(g, frames, user) if state in ("waiting", "ready") else ""
     return GreenletInfo(name=greenlet_name(g), state=state, waits_on=waits_on, where=where,
                         stack=stack, greenlet=g)
 
 
-def _waits_on(frames: list, user) -> str:
-    """What the greenlet is parked on, read from its innermost labkit frames."""
-    detail = ""
-    for f in reversed(frames):
-        code = f.f_code
-        if not code.co_filename.startswith(_LABKIT_DIR):
-            break
-        local = f.f_locals
-        if isinstance(local.get("fd"), int) and local.get("event") in (_lk_hub.READ,
-                                                                     _lk_hub.WRITE):
-            # hub.wait_io, and the sockets' own fast path: (fd, event) locals
-            direction = "read" if local["event"] == _lk_hub.READ else "write"
-            detail = f"fd {local['fd']} {direction}"
-            break
-        if code is _lk_hub.sleep.__code__:
-            detail = f"sleep({local.get('seconds')})"
-            break
-        if code.co_name == "get" and isinstance(local.get("self"), _lk_hub.Waiter):
-            reason = local["self"].reason
-            if isinstance(reason, str):
-                detail = reason
+def _waits_on(g, frames: list, user) -> str:
+    """What the greenlet is parked on: the labkit call the user's code made
+    ("socket.accept"), and what labkit says it waits for ("fd 7 read")."""
+    detail = waiting_on(g) or ""
     # The labkit call the user's code made: the frame right inside ``user``.
     api = ""
     if user is not None and user in frames:
@@ -203,7 +187,11 @@ def _waits_on(frames: list, user) -> str:
             inner = frames[index + 1]
             api = _qualname(inner)
     if api and detail:
-        return detail if detail.startswith(api) else f"{api}: {detail}"
+        if detail.startswith(api):
+            return detail        # "Queue.get" says it all
+        if api.startswith(detail):
+            return api           # "Event.wait", not "Event.wait: Event"
+        return f"{api}: {detail}"
     return api or detail or "the hub"
 
 
