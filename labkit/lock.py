@@ -47,7 +47,7 @@ from time import monotonic_ns
 from greenlet import getcurrent
 
 from labkit._park import EMPTY, Linkable, Ticket, check_seconds
-from labkit.hub import get_hub
+from labkit.hub import Hub, get_hub
 
 __all__ = ["Semaphore", "BoundedSemaphore", "DummySemaphore", "RLock"]
 
@@ -62,8 +62,12 @@ _get_ident = threading.get_ident
 STARVATION_NS = 1_000_000
 
 class Semaphore(Linkable):
-    """``Semaphore(value=1)``: ``value`` permits; acquire() takes one,
-    release() gives one back (to the longest waiter, if any)."""
+    """``Semaphore(value=1, hub=None)``: ``value`` permits; acquire() takes
+    one, release() gives one back (to the longest waiter, if any).
+
+    A semaphore belongs to one hub and its thread: the one given as ``hub``,
+    or else the thread that first uses it. Use from another thread raises
+    RuntimeError (threading's locks are for OS threads)."""
 
     __slots__ = ("counter", "_waiters", "_thread_ident", "_serving", "_serve_cb")
 
@@ -85,6 +89,11 @@ class Semaphore(Linkable):
         self._serving = False
         #: _serve_line bound once (see _make_serve_cb), or None
         self._serve_cb = None
+        if hub is not None:
+            if not isinstance(hub, Hub):
+                raise TypeError(f"hub must be a labkit Hub or None, not {type(hub).__name__}")
+            self.hub = hub
+            self._thread_ident = hub.thread_ident
 
     # -- state ------------------------------------------------------------
     def locked(self) -> bool:
@@ -293,12 +302,13 @@ class DummySemaphore:
 class RLock:
     """A reentrant lock owned by a greenlet: the owner may acquire it again
     (each acquire needs its release); anyone else waits in FIFO order.
-    Releasing a lock you do not own raises RuntimeError."""
+    Releasing a lock you do not own raises RuntimeError. ``hub``: as for
+    :class:`Semaphore`."""
 
     __slots__ = ("_block", "_owner", "_count", "__weakref__")
 
     def __init__(self, hub=None):
-        self._block = Semaphore(1)
+        self._block = Semaphore(1, hub)
         self._owner = None   # the greenlet holding the lock, or None
         self._count = 0      # how many times the owner acquired it
 

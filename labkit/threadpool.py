@@ -46,6 +46,7 @@ The contract:
 from __future__ import annotations
 
 import concurrent.futures as _cf
+import itertools
 import os
 import sys
 import threading
@@ -207,8 +208,13 @@ class ThreadPool:
     """At most ``maxsize`` OS threads running blocking calls for the greenlets
     of one hub (by default the current thread's)."""
 
-    def __init__(self, maxsize: int, hub=None):
+    def __init__(self, maxsize: int, hub=None, thread_name_prefix: str = "labkit-threadpool"):
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(f"thread_name_prefix must be a str, not "
+                            f"{type(thread_name_prefix).__name__}")
         self.hub = hub if hub is not None else get_hub()
+        #: worker threads are named PREFIX-0, PREFIX-1 ...
+        self.thread_name_prefix = thread_name_prefix
         #: jobs waiting for a thread; thread-safe, C implemented
         self._jobs: SimpleQueue = SimpleQueue()
         #: live worker threads
@@ -290,7 +296,7 @@ class ThreadPool:
 
     def _start_thread(self) -> None:
         thread = threading.Thread(target=_worker, args=(weakref.ref(self), self._jobs),
-                                  name=f"labkit-threadpool-{len(self._threads)}",
+                                  name=f"{self.thread_name_prefix}-{len(self._threads)}",
                                   daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -490,6 +496,9 @@ class _FutureLink:
             callback(future)
 
 
+_executor_numbers = itertools.count()
+
+
 class ThreadPoolExecutor(_cf.Executor):
     """A concurrent.futures.Executor on a :class:`ThreadPool`.
 
@@ -504,7 +513,10 @@ class ThreadPoolExecutor(_cf.Executor):
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         self._max_workers = max_workers
-        self._pool = ThreadPool(max_workers)
+        # Worker threads are named PREFIX-0, PREFIX-1 ... (without a prefix,
+        # ThreadPoolExecutor-N-0, after concurrent.futures' ThreadPoolExecutor-N_0).
+        self._pool = ThreadPool(max_workers, thread_name_prefix=(
+            thread_name_prefix or f"ThreadPoolExecutor-{next(_executor_numbers)}"))
         self._shutdown = False
         #: futures not yet done, for shutdown(cancel_futures=True)
         self._pending = weakref.WeakSet()

@@ -415,3 +415,29 @@ def test_a_semaphore_first_used_in_another_thread_belongs_to_it():
     assert results == [True]
     with pytest.raises(RuntimeError):
         sem.release()
+
+
+def test_a_semaphore_given_a_hub_belongs_to_that_hubs_thread():
+    hub = labkit.get_hub()
+    sem = Semaphore(1, hub=hub)
+    assert sem.hub is hub
+    errors = []
+
+    def other_thread():
+        try:
+            sem.acquire(blocking=False)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(5)
+    assert errors and "belongs to thread" in errors[0]   # bound before first use
+    assert sem.acquire() and RLock(hub=hub).acquire()
+
+
+def test_hub_must_be_a_hub():
+    for make in (lambda: Semaphore(1, hub="main"), lambda: BoundedSemaphore(1, hub=1),
+                 lambda: RLock(hub=object())):
+        with pytest.raises(TypeError, match="hub must be a labkit Hub or None"):
+            make()

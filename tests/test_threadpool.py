@@ -351,3 +351,14 @@ def test_a_fork_child_gets_fresh_worker_threads():
         pytest.fail("the child's first thread-pool job never ran")
     assert os.waitstatus_to_exitcode(status) == 0
     pool.kill()
+
+
+def test_executor_threads_carry_the_thread_name_prefix():
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetcher") as executor:
+        name = executor.submit(lambda: threading.current_thread().name).result(timeout=5)
+    assert name.startswith("fetcher-")
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        name = executor.submit(lambda: threading.current_thread().name).result(timeout=5)
+    assert name.startswith("ThreadPoolExecutor-")
+    with pytest.raises(TypeError, match="thread_name_prefix must be a str"):
+        ThreadPoolExecutor(thread_name_prefix=3)
