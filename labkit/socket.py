@@ -173,7 +173,8 @@ class socket(_stdlib.socket):
     # recv and recv_into on a stream socket skip the first try when the
     # previous call got less than it asked for. A short read means that
     # it emptied the kernel's buffer, so the next call would most likely
-    # fail with EAGAIN -- a syscall and an exception (~1.3 us here) spent
+    # fail with EAGAIN -- a syscall and an exception (1.3 us when measured on a
+    # 2-core VM; it varies by machine) spent
     # on the answer "wait". libuv reasons the same way. Parking first is
     # always correct, because readiness is level-triggered: if data came
     # in meanwhile, the next poll reports the fd at once. Only when

@@ -67,7 +67,7 @@ lk_trace *lk_trace_new(uint64_t capacity)
         return NULL;
     }
     /* Touch every page now.  A fresh page costs a page fault on its first
-     * write (~90 ns per record, averaged, measured here): paid while
+     * write (~90 ns per record, averaged, on the 2-core VM we measured): paid while
      * recording, that is half the cost of a record again, and it lands on
      * the program being traced.  So the whole ring is made resident (32
      * bytes x capacity) here, a few ms for the default 32 MiB.  Through a

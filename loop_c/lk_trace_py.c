@@ -4,7 +4,7 @@
  * Why a second extension module.  The hub's hooks write one record per
  * switch into a greenlet, so the cost of a record is added to every
  * switch.  Through cffi (labkit._lk_loop) a call to lk_trace_record costs
- * ~150-190 ns here, most of it cffi releasing the GIL before the call and
+ * ~150-190 ns on the machine we measured, most of it cffi releasing the GIL before the call and
  * taking it back after -- for a function that runs ~20 ns.  cffi has no
  * per-function way to keep the GIL, and a cffi function cannot hand a
  * Python object back.  So this small module is plain CPython C API: one
