@@ -9,8 +9,8 @@ Each session installs labkit editable with the test extra into its own
 virtualenv (.nox/) and runs pytest. Editable builds put the C loop in labkit/
 as ``_lk_loop.cpython-3XX-*.so``: the tag differs per version, so the builds
 of all the interpreters sit side by side in the checkout. The sanitizer run
-(.ci/sanitize.sh) is independent of the Python version, so only the session
-of SANITIZE_ON runs it.
+(.ci/sanitize.sh) checks the C loop, which is the same on every version, so
+one session runs it: SANITIZE_ON, a version .ci/run (3.11) does not cover.
 
 System packages (wrk, chromium) are not installed here: run
 ``bash .ci/system-deps.sh`` once; without them their tests skip.
