@@ -166,3 +166,20 @@ def test_compute_ratios_is_labkit_over_peer_and_skips_shared_code():
 ])
 def test_format_duration_picks_a_readable_unit(ns, text):
     assert bench.format_duration(ns) == text
+
+
+def test_callgrind_gate_fails_on_growth_past_the_limit_and_passes_within_it():
+    from labkit.bench import callgrind
+    before = {"sleep0": 1000.0, "event_roundtrip": 2000.0}
+    lines, ok = callgrind.compare(before, {"sleep0": 1019.0, "event_roundtrip": 1900.0}, 2.0)
+    assert ok and "+1.9%" in lines[1] and "-5.0%" in lines[2]
+    lines, ok = callgrind.compare(before, {"sleep0": 1021.0, "socket_recv_wait": 5.0}, 2.0)
+    assert not ok and "over the limit" in lines[1] and "new" in lines[2]
+
+
+def test_callgrind_gate_counts_the_five_hot_paths_of_parking():
+    from labkit.bench import callgrind, micro
+    micro.load_suites()
+    assert set(callgrind.GATE_BENCHMARKS) <= set(micro.BENCHMARKS)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        callgrind.instructions_per_op("no_such_benchmark")
