@@ -4,6 +4,8 @@
     nox                      # every interpreter found; missing ones are skipped
     nox -s tests-3.12        # one of them
     nox -s tests-3.12 -- tests/test_hub.py -x    # pytest arguments after --
+    nox -s gevent_suite      # gevent's own test files against labkit (not in the default run)
+    nox -s gevent_suite -- test__queue.py --failures
 
 Each session installs labkit editable with the test extra into its own
 virtualenv (.nox/) and runs pytest. Editable builds put the C loop in labkit/
@@ -85,3 +87,11 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *session.posargs)
     if session.python == SANITIZE_ON and not session.posargs:
         session.run("bash", ".ci/sanitize.sh", external=True)
+
+
+@nox.session  # the interpreter nox runs under
+def gevent_suite(session: nox.Session) -> None:
+    """gevent's own test files against labkit and against gevent, side by side
+    (labkit/bench/gevent_suite). Minutes, not seconds: not a default session."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "labkit.bench.gevent_suite", *session.posargs)
