@@ -32,12 +32,12 @@ import code
 import concurrent.futures
 import signal
 import sys
-import threading
 import traceback
 
 from greenlet import getcurrent
 
 import labkit
+from labkit import _native
 from labkit._park import Waiter
 from labkit.hub import get_hub, spawn_raw
 
@@ -159,8 +159,8 @@ def console_main(argv: list[str] | None = None) -> int:
     finished = Waiter(hub)
     hub.keepalive(+1)  # the REPL thread will wake us: never LoopExit
     try:
-        threading.Thread(target=_repl_thread, args=(console, finished),
-                         name="labkit-repl", daemon=True).start()
+        # (a real thread even if threading is patched green: labkit._native)
+        _native.start_thread(_repl_thread, (console, finished), "labkit-repl")
         finished.get()
     finally:
         hub.keepalive(-1)

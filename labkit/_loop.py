@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno as _errno
 import os
 import sysconfig
-import threading
 from typing import Callable
 
 
@@ -46,6 +45,8 @@ def refuse_free_threaded(gil_disabled) -> None:
 
 
 refuse_free_threaded(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+from labkit import _native  # the original lock: see labkit/_native.py
 
 try:
     from labkit._lk_loop import ffi, lib
@@ -160,6 +161,21 @@ class Timer:
         """True until the timer fires or is cancelled."""
         return self.loop._timers.get(self.id) is self
 
+    @property
+    def ref(self) -> bool:
+        """Whether this timer keeps the loop alive (default True). An
+        unreferenced timer still fires, but a hub whose only pending work
+        is unreferenced timers declares LoopExit (gevent's ``ref=False``:
+        a test's watchdog, a periodic report)."""
+        return self not in self.loop._unreferenced
+
+    @ref.setter
+    def ref(self, value: bool) -> None:
+        if value:
+            self.loop._unreferenced.discard(self)
+        else:
+            self.loop._unreferenced.add(self)
+
     def cancel(self) -> None:
         timers = self.loop._timers
         # A timer that already fired was popped by the dispatcher; its id is
@@ -224,9 +240,21 @@ class Loop:
         self._timers: dict[int, Timer] = {}
         self._fds: dict[int, _FdWatch] = {}
         #: held by wake() (other threads) and close(), never while polling
-        self._close_lock = threading.Lock()
+        self._close_lock = _native.allocate_lock()
         #: number of io callbacks currently registered (reader + writer slots)
         self.io_waiters = 0
+        #: timers started with ref=False (see Timer.ref); a dead one (fired or
+        #: cancelled) is dropped by active_timers, so the hot paths never look
+        self._unreferenced: set = set()
+        #: the hub that runs this loop (set by the Hub); gevent's watcher API
+        #: (labkit/core.py) queues callbacks and keeps it alive through it
+        self.hub = None
+        #: gevent's per-pass watchers (labkit/core.py), run by the hub:
+        #: prepares before each poll, checks after it, idles in passes that
+        #: had nothing else to do
+        self.prepares: list = []
+        self.checks: list = []
+        self.idles: list = []
 
     # -- lifecycle --------------------------------------------------------
     def close(self) -> None:
@@ -258,7 +286,7 @@ class Loop:
         """In a fork child: give this loop its own poller and wake-up fd."""
         self._live_ptr()
         # A thread of the parent may have held the lock when we forked.
-        self._close_lock = threading.Lock()
+        self._close_lock = _native.allocate_lock()
         _check(lib.lk_loop_after_fork(self._ptr), "lk_loop_after_fork")
 
     @property
@@ -309,8 +337,19 @@ class Loop:
         return None if ns < 0 else ns / _NS
 
     # -- timers -------------------------------------------------------------
-    def timer(self, seconds: float, callback: Callable, *args) -> Timer:
-        """Run ``callback(*args)`` once, ``seconds`` from now (negative = now)."""
+    def timer(self, seconds: float, callback: Callable | None = None, *args,
+              ref: bool = True, priority=None):
+        """Run ``callback(*args)`` once, ``seconds`` from now (negative = now);
+        return the started :class:`Timer`. ``ref=False``: see Timer.ref.
+
+        gevent's form -- no callback, ``loop.timer(after, repeat=0.0,
+        ref=True)`` -- returns a watcher that is not started yet
+        (:class:`labkit.core.timer`: ``start(callback, *args)``, ``stop()``).
+        The two are told apart by the second argument: a callable, or not.
+        """
+        if callback is None or not callable(callback):
+            from labkit.core import timer
+            return timer(self, seconds, callback or 0.0, ref=ref, priority=priority)
         ptr = self._ptr
         if ptr is None:
             raise RuntimeError("the loop is closed")
@@ -327,11 +366,72 @@ class Loop:
             _check(timer_id, "lk_timer_start")
         t = Timer(self, timer_id, callback, args)
         self._timers[timer_id] = t
+        if not ref:
+            self._unreferenced.add(t)
         return t
 
     @property
     def active_timers(self) -> int:
-        return len(self._timers)
+        """How many timers are pending that keep the loop alive (ref=True)."""
+        unreferenced = self._unreferenced
+        if unreferenced:
+            # Forget the unreferenced timers that fired or were cancelled.
+            unreferenced.difference_update([t for t in unreferenced if not t.active])
+        return len(self._timers) - len(unreferenced)
+
+    # -- gevent's watcher API (labkit/core.py) --------------------------------
+    def update_now(self) -> None:
+        """gevent's loop.update_now(): labkit reads the clock on every
+        :meth:`now`, so there is no cached time to refresh."""
+
+    def io(self, fd: int, events: int, ref: bool = True, priority=None):
+        """An io watcher for ``fd`` (events: 1 read, 2 write, 3 both), not
+        started: :class:`labkit.core.io`."""
+        from labkit.core import io
+        return io(self, fd, events, ref=ref, priority=priority)
+
+    def async_(self, ref: bool = True, priority=None):
+        """A watcher that another thread may ``send()`` to, waking this
+        loop to run its callback: :class:`labkit.core.async_`."""
+        from labkit.core import async_
+        return async_(self, ref=ref, priority=priority)
+
+    def callback(self, priority=None):
+        """A callback watcher: ``start(f, *args)`` runs ``f(*args)`` once,
+        soon, from the hub (:class:`labkit.core.callback`)."""
+        from labkit.core import callback
+        return callback(self, priority=priority)
+
+    def run_callback(self, func: Callable, *args):
+        """Run ``func(*args)`` from the hub soon: the hub's run_callback."""
+        return self._owning_hub().run_callback(func, *args)
+
+    def run_callback_threadsafe(self, func: Callable, *args):
+        """run_callback from any thread (wakes the loop)."""
+        return self._owning_hub().run_callback_threadsafe(func, *args)
+
+    def check(self, ref: bool = True, priority=None):
+        """A watcher whose callback runs once per loop pass, after the poll
+        (:class:`labkit.core.check`)."""
+        from labkit.core import check
+        return check(self, ref=ref, priority=priority)
+
+    def prepare(self, ref: bool = True, priority=None):
+        """A watcher whose callback runs once per loop pass, before the poll
+        (:class:`labkit.core.prepare`)."""
+        from labkit.core import prepare
+        return prepare(self, ref=ref, priority=priority)
+
+    def idle(self, ref: bool = True, priority=None):
+        """A watcher whose callback runs when a loop pass had nothing else
+        to do (:class:`labkit.core.idle`)."""
+        from labkit.core import idle
+        return idle(self, ref=ref, priority=priority)
+
+    def _owning_hub(self):
+        if self.hub is None:
+            raise RuntimeError("no hub runs this loop yet")
+        return self.hub
 
     # -- io -----------------------------------------------------------------
     def io_start(self, fd: int, event: int, callback: Callable[[int], object]) -> None:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import numbers
 import sys
-import threading
 from collections import deque
 from errno import EBADF
 from select import POLLIN, POLLOUT
@@ -54,6 +53,7 @@ from typing import Callable
 
 from greenlet import getcurrent, greenlet
 
+from labkit import _native
 from labkit._loop import ERROR, READ, WRITE, ConcurrentObjectUseError
 from labkit.hub import (_TR_RESUME, _WHY_READY, _WHY_THROW, _WHY_TIMER, _WHY_WAITER,
                         BlockingSwitchOutError, Hub, get_hub, hub_for_this_thread)
@@ -66,7 +66,7 @@ __all__ = [
 
 #: unbound: calling it saves a bound-method allocation per park
 _switch = greenlet.switch
-_get_ident = threading.get_ident
+_get_ident = _native.get_ident
 
 #: what switch() returns to a greenlet resumed with no arguments
 _NO_VALUE = ()
@@ -729,6 +729,64 @@ class Ticket:
                           reason)
         return self.value is not EMPTY
 
+    # -- lines that other threads serve (labkit._twosided) -------------------
+    def wake_threadsafe(self) -> None:
+        """Server side, from any thread: resume the greenlet soon, from its
+        hub (through the loop's thread-safe wake-up if that is another
+        thread's). Like :meth:`wake`, a no-op once the greenlet resumed."""
+        hub = self.hub
+        if hub.thread_ident == _get_ident():
+            hub.schedule(self.wake)
+        else:
+            hub.run_callback_threadsafe(self.wake)
+
+    def park_shared(self, line: deque, mutex, timeout: float | None,
+                    reason: str = "line", keepalive: bool = False) -> None:
+        """Wait in a line that servers in *other threads* may serve too.
+
+        The ticket is already in ``line`` (the caller appended it, then
+        checked once more that it must wait: that order is what makes a
+        wake-up impossible to miss). Servers pop tickets and set ``value``
+        holding ``mutex`` (an original thread lock), then call
+        :meth:`wake_threadsafe`. Returns when woken or after ``timeout``;
+        either way the ticket has left the line when this returns or raises,
+        and ``value`` says whether it was served (not EMPTY) -- both read
+        under ``mutex``, so a hand-off that races with a timeout is never
+        half-seen. Exceptions propagate (the caller passes a served value on).
+
+        ``keepalive``: count the wait with ``hub.keepalive`` -- the server
+        may be another thread, which the hub cannot see (no LoopExit then).
+        The greenlet's own hub, never the hub greenlet itself.
+        """
+        hub = self.hub
+        current = self.greenlet
+        if current is hub:
+            raise cannot_wait_in_hub()
+        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
+        if keepalive:
+            hub.keepalive(1)
+        try:
+            while self.greenlet is not None:  # else: a stray switch, park again
+                _switch(hub)
+        except BaseException:
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, reason)
+            raise
+        finally:
+            # The take-back. A server that popped us queued self.wake, which
+            # is a no-op from now on; one that did not will not find us.
+            self.greenlet = None
+            if timer is not None:
+                timer.cancel()
+            if keepalive:
+                hub.keepalive(-1)
+            with mutex:
+                if self.value is EMPTY:
+                    line.remove(self)
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                     reason)
+
 
 # -- what a parked greenlet waits on -----------------------------------------------
 
@@ -771,6 +829,7 @@ _DESCRIBE = {
     sleep.__code__: lambda local: f"sleep({local['seconds']})",
     Waiter.get.__code__: _waiter_words,
     Ticket.park.__code__: lambda local: local["reason"],
+    Ticket.park_shared.__code__: lambda local: local["reason"],
     Linkable._wait_core.__code__: lambda local: type(local["self"]).__name__,
     Linkable._wait_from_other_thread.__code__: lambda local: type(local["self"]).__name__,
 }

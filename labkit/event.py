@@ -29,10 +29,10 @@ AsyncResult, and the lock module's Semaphore):
 """
 from __future__ import annotations
 
-import threading
 
 from greenlet import getcurrent
 
+from labkit import _native
 from labkit._park import (_NO_VALUE, _WHY_THROW, _WHY_WAITER, EMPTY, Linkable,  # noqa: F401
                           Ticket, _resumed, _switch, check_seconds, check_timeout,
                           describe_parking)
@@ -41,7 +41,7 @@ from labkit.timeout import Timeout
 
 __all__ = ["Event", "AsyncResult"]
 
-_get_ident = threading.get_ident
+_get_ident = _native.get_ident
 
 # Set by the tracer while it records (see labkit/hub.py): Event.wait's fast
 # path checks it with one branch, and records through labkit._park.

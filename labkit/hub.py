@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import traceback
 from collections import deque
 from time import monotonic_ns
@@ -42,6 +41,7 @@ from typing import Callable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
+from labkit import _native
 from labkit._loop import (READ, WRITE,  # noqa: F401 (re-exported for hub users)
                           ConcurrentObjectUseError, Loop, lib as _lib,
                           spin_seconds_from_environment)
@@ -50,6 +50,7 @@ __all__ = [
     "Hub", "Waiter", "LoopExit", "BlockingSwitchOutError",
     "ConcurrentObjectUseError", "get_hub", "sleep", "idle", "spawn_raw",
     "kill", "wait_read", "wait_write", "getcurrent", "GreenletExit",
+    "get_hub_if_exists", "get_hub_class", "set_default_hub_class", "set_hub",
 ]
 
 #: While callbacks keep being ready, poll for I/O at most this often. A poll
@@ -90,6 +91,11 @@ class LoopExit(Exception):
     """Raised in the main greenlet when it waits for something that nothing
     (no ready callback, timer, watched fd or pending thread job) can ever
     deliver: "This operation would block forever"."""
+
+    @property
+    def hub(self):
+        """The hub that gave up, when the hub raised this (else None)."""
+        return self.args[1] if len(self.args) > 1 else None
 
 
 class BlockingSwitchOutError(AssertionError):
@@ -135,6 +141,8 @@ class Hub(greenlet):
 
     #: exceptions that are reported to the main greenlet rather than printed
     SYSTEM_ERROR = (KeyboardInterrupt, SystemExit, SystemError)
+    #: exceptions that end a greenlet without being an error: never printed
+    NOT_ERROR = (GreenletExit, SystemExit)
 
     # Slots, not the instance dict: the interpreter reads a slot without a
     # dictionary lookup, and these are read between every two switches.
@@ -147,10 +155,11 @@ class Hub(greenlet):
         while root.parent is not None:
             root = root.parent
         super().__init__(parent=root)
-        self.loop = loop if loop is not None else Loop()
+        self.loop = loop if loop is not None else _take_kept_loop() or Loop()
+        self.loop.hub = self  # gevent's watcher API reaches the hub through it
         if SPIN_SECONDS:  # answer a thread that keeps posting to us promptly
             self.loop.set_wake_spin(SPIN_SECONDS)
-        self.thread_ident = threading.get_ident()
+        self.thread_ident = _native.get_ident()
         #: callables ready to run, FIFO; other threads may append (a deque
         #: append is atomic under the GIL) and then wake the loop. Outside
         #: the hub: read it freely; queue with schedule/run_callback; remove
@@ -186,7 +195,7 @@ class Hub(greenlet):
         #: run()'s own frame, once it runs: the hub is suspended "between
         #: callbacks" exactly when its current frame is this one
         self._run_frame = None
-        if threading.current_thread() is threading.main_thread():
+        if _native.is_main_thread():
             _install_sigint_handler()
 
     # -- scheduling ---------------------------------------------------------
@@ -203,7 +212,7 @@ class Hub(greenlet):
         """Like run_callback, callable from any thread: wakes the loop if it sleeps."""
         cb = Callback(callback, args)
         self.ready.append(cb)
-        if threading.get_ident() != self.thread_ident:
+        if _native.get_ident() != self.thread_ident:
             self.loop.wake()
         return cb
 
@@ -355,8 +364,11 @@ class Hub(greenlet):
             # a host loop's tick(), which must not wait in the kernel.
             block = block and not self._ticking
         ready = self.ready
+        loop = self.loop
+        if loop.prepares:  # gevent's prepare watchers (labkit/core.py)
+            self._run_watchers(loop.prepares)
         # Phase 2: how long may the poll wait?
-        if ready or self._idle or not block:
+        if ready or self._idle or loop.idles or not block:
             timeout = 0
         else:
             # Phase 3: would we wait for something that can never come?
@@ -369,11 +381,23 @@ class Hub(greenlet):
         fired = self.loop.poll(timeout, self._handle_dispatch_error)
         if self._interrupted:
             self._deliver_interrupt()
+        if loop.checks:  # gevent's check watchers
+            self._run_watchers(loop.checks)
         # Phase 5: idle greenlets run when a pass had nothing else to do.
-        if self._idle and not fired and not ready:
-            ready.extend(self._idle)
-            self._idle.clear()
+        if not fired and not ready:
+            if self._idle:
+                ready.extend(self._idle)
+                self._idle.clear()
+            if loop.idles:  # gevent's idle watchers
+                self._run_watchers(loop.idles)
         return True
+
+    def _run_watchers(self, watchers: list) -> None:
+        for watcher in list(watchers):  # a callback may stop (remove) one
+            try:
+                watcher()
+            except BaseException:
+                self._handle_dispatch_error(watcher)
 
     # -- errors -------------------------------------------------------------
     def _deliver_interrupt(self) -> None:
@@ -396,11 +420,17 @@ class Hub(greenlet):
         traceback and the loop goes on.
         """
         if issubclass(exc_type, self.SYSTEM_ERROR):
-            self.handle_system_error(exc)
-        else:
+            self.handle_system_error(exc_type, exc, tb)
+        elif not issubclass(exc_type, self.NOT_ERROR):
             self.print_exception(context, exc_type, exc, tb)
 
-    def handle_system_error(self, exc: BaseException) -> None:
+    def handle_system_error(self, exc_type, exc: BaseException | None = None,
+                            tb=None) -> None:
+        """Raise a system error in the main greenlet: now if called from the
+        hub or the main greenlet, else from the hub's next pass. gevent's
+        signature ``(type, value, tb)``; ``handle_system_error(exc)`` too."""
+        if exc is None:
+            exc = exc_type if isinstance(exc_type, BaseException) else exc_type()
         current = getcurrent()
         if current is self or current is self.parent:
             self.parent.throw(exc)
@@ -442,11 +472,55 @@ class Hub(greenlet):
                 timer.cancel()
         return False
 
-    def destroy(self) -> None:
-        """Close the loop and forget this hub; the next get_hub() makes a new one."""
+    def wait(self, watcher) -> None:
+        """Park the current greenlet until ``watcher`` (a labkit.core
+        watcher: ``loop.timer(1)``, ``loop.io(fd, 1)``) fires once; then stop
+        it. gevent's ``hub.wait``; anything else that wakes the greenlet
+        raises InvalidSwitchError."""
+        waiter = Waiter(self, "watcher")
+        watcher.start(waiter.switch, waiter)
+        try:
+            result = waiter.get()
+            if result is not waiter:
+                from labkit.exceptions import InvalidSwitchError
+                raise InvalidSwitchError(
+                    f"Invalid switch into {getcurrent()!r}: got {result!r} "
+                    f"(expected {waiter!r}; waiting on {self!r} with {watcher!r})")
+        finally:
+            watcher.stop()
+
+    def cancel_wait(self, watcher, error, close_watcher: bool = False) -> None:
+        """Wake the greenlet parked in :meth:`wait` on ``watcher`` with
+        ``error`` raised, from the hub's next pass; with ``close_watcher``
+        close the watcher too."""
+        if watcher.callback is not None:
+            self.run_callback(self._cancel_wait, watcher, error, close_watcher)
+        elif close_watcher:
+            watcher.close()
+
+    def _cancel_wait(self, watcher, error, close_watcher: bool) -> None:
+        active = watcher.active
+        callback = watcher.callback
+        if close_watcher:
+            watcher.close()
+        if active and callback is not None:
+            glet = getattr(callback, "__self__", None)
+            if glet is not None:  # a Waiter's switch: throw into its greenlet
+                glet.throw(error)
+
+    def destroy(self, destroy_loop: bool | None = None) -> None:
+        """Forget this hub; the next get_hub() makes a new one. Its loop is
+        closed unless ``destroy_loop`` is False: then the next hub of this
+        thread takes it over, pending timers and watchers included (gevent's
+        ``destroy(destroy_loop=False)`` keeps the default loop). Call from
+        outside the hub, in its thread."""
         if getattr(_local, "hub", None) is self:
             del _local.hub
-        self.loop.close()
+        if destroy_loop is False and not self.loop.closed:
+            self.loop.hub = None
+            _local.kept_loop = self.loop
+        else:
+            self.loop.close()
 
     def __repr__(self) -> str:
         return (f"<Hub thread={self.thread_ident} ready={len(self.ready)} "
@@ -455,7 +529,13 @@ class Hub(greenlet):
 
 # -- one hub per thread ------------------------------------------------------
 
-_local = threading.local()
+# The OS thread's own local (labkit._native): under green patching
+# threading.local is per greenlet, and every greenlet shares its thread's hub.
+_local = _native.local()
+
+
+#: the class get_hub() instantiates (set_default_hub_class changes it)
+_hub_class = Hub
 
 
 def get_hub() -> Hub:
@@ -463,12 +543,48 @@ def get_hub() -> Hub:
     try:
         return _local.hub
     except AttributeError:
-        hub = _local.hub = Hub()
+        hub = _local.hub = _hub_class()
         return hub
 
 
 def _get_hub_if_any() -> Hub | None:
     return getattr(_local, "hub", None)
+
+
+def get_hub_if_exists() -> Hub | None:
+    """This thread's hub if it has one; never creates one."""
+    return getattr(_local, "hub", None)
+
+
+#: gevent's private spelling, which some gevent tests import
+_get_hub = get_hub_if_exists
+
+
+def get_hub_class() -> type:
+    """The class get_hub() instantiates for a thread without a hub."""
+    return _hub_class
+
+
+def set_default_hub_class(hubtype: type) -> None:
+    """Make get_hub() create ``hubtype`` (a Hub subclass) from now on;
+    hubs that exist already stay as they are."""
+    global _hub_class
+    if not (isinstance(hubtype, type) and issubclass(hubtype, Hub)):
+        raise TypeError(f"hubtype must be a subclass of Hub, not {hubtype!r}")
+    _hub_class = hubtype
+
+
+def set_hub(hub: Hub) -> None:
+    """Make ``hub`` this thread's hub (gevent's set_hub)."""
+    _local.hub = hub
+
+
+def _take_kept_loop():
+    # A loop that Hub.destroy(destroy_loop=False) left to this thread's next hub.
+    loop = getattr(_local, "kept_loop", None)
+    if loop is not None:
+        del _local.kept_loop
+    return loop
 
 
 def hub_for_this_thread() -> Hub | None:
@@ -480,7 +596,7 @@ def hub_for_this_thread() -> Hub | None:
     This is how cooperative I/O and monkey-patched functions decide.
     """
     hub = getattr(_local, "hub", None)
-    if hub is None and threading.current_thread() is threading.main_thread():
+    if hub is None and _native.is_main_thread():
         hub = get_hub()
     return hub
 
@@ -518,7 +634,7 @@ def _reinit_after_fork() -> None:
     hub = getattr(_local, "hub", None)
     if hub is not None and not hub.loop.closed:
         hub.loop.after_fork()
-        hub.thread_ident = threading.get_ident()
+        hub.thread_ident = _native.get_ident()
 
 
 os.register_at_fork(after_in_child=_reinit_after_fork)

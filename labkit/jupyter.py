@@ -89,11 +89,10 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import sys
-import threading
 
 from greenlet import getcurrent, greenlet
 
-from labkit import plugins
+from labkit import _native, plugins
 from labkit._asyncio_guest import AsyncioGuest
 from labkit.hub import Hub, _local, _sigint_handler, get_hub
 
@@ -147,7 +146,7 @@ def enable(ipython=None) -> "Guest":
     """
     global _guest
     ipython = ipython if ipython is not None else _get_ipython()
-    if threading.current_thread() is not threading.main_thread():
+    if not _native.is_main_thread():
         raise SubshellError("enable labkit from the kernel's main shell, not a subshell")
     hub = get_hub()
     if _guest is not None and _guest.hub is hub and _guest.attached:
@@ -267,13 +266,13 @@ class Guest(AsyncioGuest):
             self._saved_post_handler_hook = None
 
     def _pre_execute(self) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if _native.is_main_thread():
             self._sigint.install()
         else:
             _refuse_hub_in_this_thread()
 
     def _post_execute(self) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if _native.is_main_thread():
             self._sigint.uninstall()
             self.request_tick()
 
@@ -390,7 +389,7 @@ def call_in_main(function, *args, timeout: float | None = None):
     if _guest is None:
         raise RuntimeError("labkit is not attached to a kernel (%load_ext labkit)")
     hub = _guest.hub
-    if threading.get_ident() == hub.thread_ident:
+    if _native.get_ident() == hub.thread_ident:
         return function(*args)
     future: concurrent.futures.Future = concurrent.futures.Future()
 

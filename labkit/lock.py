@@ -40,18 +40,18 @@ permit: callbacks run (in the hub, one-shot) when the counter is positive.
 from __future__ import annotations
 
 import sys
-import threading
 from collections import deque
 from time import monotonic_ns
 
 from greenlet import getcurrent
 
+from labkit import _native
 from labkit._park import EMPTY, Linkable, Ticket, check_seconds
 from labkit.hub import Hub, get_hub
 
 __all__ = ["Semaphore", "BoundedSemaphore", "DummySemaphore", "RLock"]
 
-_get_ident = threading.get_ident
+_get_ident = _native.get_ident
 
 #: A waiter in line this long (ns) gets the next released permit handed to
 #: it directly: no more barging past it. 0 makes every hand-off direct

@@ -18,9 +18,20 @@ Thread-aware: every patched call asks "is there a hub in this thread?"
 threads only if they made one). Without a hub -- a library's worker thread,
 an IPython kernel's service thread -- it behaves exactly as the original.
 
-Not implemented yet (``NotImplementedError`` if requested): thread, os,
-queue. subprocess and signal are off by default in ``patch_all`` (opt in:
-``patch_all(subprocess=True, signal=True)``).
+Threads (``patch_thread``) have two modes. *Green*, gevent's semantics and
+the default in a script and the gunicorn worker: ``threading.Thread`` runs as
+a greenlet, ``get_ident`` is per greenlet, ``threading.local`` is
+greenlet-local. *Native* (mixed), the default inside a Jupyter kernel or
+IPython, and ``patch_thread(threads="native")`` / ``patch_all(threads=
+"native")`` anywhere: threads stay OS threads. In both, the patched locks,
+Condition, Event, Semaphore and queues work from both sides at once: a
+greenlet parks, an OS thread blocks, and either side wakes the other
+(:mod:`labkit._twosided`). The hub never uses a patched primitive: it takes
+the originals from :mod:`labkit._native`.
+
+subprocess and signal are off by default in ``patch_all`` (opt in:
+``patch_all(subprocess=True, signal=True)``). :func:`unpatch_all` puts every
+original back (``%unload_ext labkit`` calls it), which gevent cannot do.
 """
 from __future__ import annotations
 
@@ -33,7 +44,10 @@ import warnings
 __all__ = ["patch_all", "patch_socket", "patch_dns", "patch_time", "patch_select",
            "patch_selectors", "patch_ssl", "patch_thread", "patch_os",
            "patch_subprocess", "patch_signal", "patch_queue", "get_original",
-           "is_module_patched", "is_object_patched", "main"]
+           "is_module_patched", "is_object_patched", "unpatch_all", "thread_mode",
+           "main"]
+
+from labkit import _native  # the originals, captured before any patch (see there)
 
 #: module name -> {attribute name: original value}
 _originals: dict[str, dict[str, object]] = {}
@@ -41,15 +55,21 @@ _originals: dict[str, dict[str, object]] = {}
 
 # -- the machinery ------------------------------------------------------------------
 
-def _patch(module_name: str, replacements: dict) -> None:
+def _patch(module_name: str, replacements: dict, target=None) -> None:
     """Set ``replacements`` on the stdlib module, remembering the originals
-    (only the first time: patching twice must not lose the true original)."""
-    module = importlib.import_module(module_name)
+    (only the first time: patching twice must not lose the true original).
+    ``target``: patch this object (a class) instead, filed under ``module_name``."""
+    module = importlib.import_module(module_name) if target is None else target
+    _targets[module_name] = module
     saved = _originals.setdefault(module_name, {})
     for name, value in replacements.items():
         if name not in saved:
             saved[name] = getattr(module, name, _MISSING)
         setattr(module, name, value)
+
+
+#: module name (or "module.Class") -> the object patched under that name
+_targets: dict[str, object] = {}
 
 
 _MISSING = object()
@@ -75,12 +95,6 @@ def is_module_patched(module_name: str) -> bool:
 
 def is_object_patched(module_name: str, item_name: str) -> bool:
     return item_name in _originals.get(module_name, {})
-
-
-def _not_implemented(what: str):
-    raise NotImplementedError(
-        f"labkit.monkey cannot patch {what} yet; pass {what}=False "
-        "(labkit's cooperative twin of this module is not written)")
 
 
 # -- the patches -------------------------------------------------------------------
@@ -155,12 +169,235 @@ def patch_ssl() -> None:
                    "create_default_context": ours.create_default_context})
 
 
-def patch_thread(*args, **kwargs):
-    _not_implemented("thread")
+#: "green" or "native" once patch_thread ran, else None
+_thread_mode: str | None = None
 
 
-def patch_os(*args, **kwargs):
-    _not_implemented("os")
+def thread_mode() -> str | None:
+    """How ``patch_thread`` patched threads: "green", "native", or None."""
+    return _thread_mode
+
+
+def _default_thread_mode() -> str:
+    """"native" where labkit is a guest (a kernel, IPython), else "green"."""
+    ipython = sys.modules.get("IPython")
+    if ipython is not None:
+        try:
+            if ipython.get_ipython() is not None:
+                return "native"
+        except Exception:  # an IPython too broken to ask: assume a guest
+            return "native"
+    return "green"
+
+
+def patch_thread(threading=True, _threading_local=True, Event=True, logging=True,
+                 existing_locks=True, threads=None) -> None:
+    """Cooperative locks, Conditions, Events, Semaphores and ``local``;
+    gevent's keyword arguments, plus ``threads``:
+
+    - ``threads="green"`` (the default in a script): ``threading.Thread``
+      and ``_thread.start_new_thread`` spawn greenlets, ``get_ident`` is per
+      greenlet (gevent's semantics);
+    - ``threads="native"`` (the default inside a kernel or IPython): threads
+      stay OS threads; a greenlet that joins one parks.
+
+    ``threading``: patch the threading module (else only ``_thread``);
+    ``_threading_local``: its ``local`` too; ``Event``: ``threading.Event``;
+    ``logging``: replace the locks logging created before patching (its
+    module lock and its handlers'); ``existing_locks``: the other locks made
+    before patching that green threads would share (concurrent.futures').
+    A second call must ask for the same mode (ValueError otherwise).
+    """
+    global _thread_mode
+    mode = threads if threads is not None else (_thread_mode or _default_thread_mode())
+    if mode not in ("green", "native"):
+        raise ValueError(f'threads must be "green" or "native", not {mode!r}')
+    if _thread_mode is not None and mode != _thread_mode:
+        raise ValueError(f"threads are patched {_thread_mode!r} already; "
+                         f"unpatch_all() first to patch them {mode!r}")
+    from labkit import thread as green, threading as ours
+    from labkit.local import local
+    green_mode = mode == "green"
+    if green_mode:
+        items = {"allocate_lock": ours.Lock, "allocate": ours.Lock, "LockType": ours.Lock,
+                 "get_ident": green.get_ident, "start_new_thread": green.start_new_thread,
+                 "start_new": green.start_new_thread, "exit": green.exit,
+                 "exit_thread": green.exit, "_local": local}
+        if green.PY313:
+            items.update(start_joinable_thread=green.start_joinable_thread,
+                         _ThreadHandle=green._ThreadHandle, lock=ours.Lock,
+                         _make_thread_handle=green._make_thread_handle)
+        _patch("_thread", items)
+    elif _threading_local:
+        _patch("_thread", {"_local": local})
+    if threading:
+        stdlib = importlib.import_module("threading")
+        items = {"Lock": ours.Lock, "_allocate_lock": ours.Lock, "RLock": ours.RLock,
+                 "Condition": ours.Condition, "Semaphore": ours.Semaphore,
+                 "BoundedSemaphore": ours.BoundedSemaphore, "Barrier": ours.Barrier,
+                 "Timer": ours.Timer, "local": local}
+        if hasattr(stdlib, "_CRLock"):
+            items["_CRLock"] = None
+        if Event:
+            items["Event"] = ours.Event
+        if green_mode:
+            items.update(get_ident=green.get_ident, _DummyThread=ours._DummyThread,
+                         _shutdown=_green_shutdown)
+            if green.PY313:
+                items.update(_start_joinable_thread=green.start_joinable_thread,
+                             _ThreadHandle=green._ThreadHandle,
+                             _make_thread_handle=green._make_thread_handle)
+            else:
+                items.update(_start_new_thread=green.start_new_thread,
+                             _set_sentinel=green._set_sentinel)
+        _patch("threading", items)
+        if green_mode:
+            _rekey_main_thread(stdlib, green.get_ident())
+            if existing_locks:
+                _replace_existing_locks()
+        else:
+            _patch("threading.Thread", {"join": ours._join_native,
+                                        "_bootstrap_inner": ours._bootstrap_inner_native},
+                   target=stdlib.Thread)
+        if logging and "logging" in sys.modules:
+            _replace_logging_locks(ours.RLock)
+    if _threading_local:
+        _patch("_threading_local", {"local": local})
+    _thread_mode = mode
+
+
+#: (OS ident, greenlet ident) of the main thread while it is re-keyed
+_main_thread_idents: tuple | None = None
+
+
+def _rekey_main_thread(stdlib, ident: int) -> None:
+    """Green mode: ``current_thread()`` looks the thread up by the *greenlet*
+    ident now; file the main thread under its main greenlet's."""
+    global _main_thread_idents
+    main = stdlib.main_thread()
+    if not _native.is_main_thread() or _main_thread_idents is not None:
+        return
+    from greenlet import getcurrent
+    root = getcurrent()
+    while root.parent is not None:
+        root = root.parent
+    new = id(root)
+    old = main._ident
+    with stdlib._active_limbo_lock:
+        if stdlib._active.get(old) is main:
+            del stdlib._active[old]
+        stdlib._active[new] = main
+        main._ident = new
+    _main_thread_idents = (old, new)
+
+
+def _unrekey_main_thread(stdlib) -> None:
+    global _main_thread_idents
+    if _main_thread_idents is None:
+        return
+    old, new = _main_thread_idents
+    main = stdlib.main_thread()
+    with stdlib._active_limbo_lock:
+        if stdlib._active.get(new) is main:
+            del stdlib._active[new]
+        stdlib._active[old] = main
+        main._ident = old
+    _main_thread_idents = None
+
+
+def _green_shutdown() -> None:
+    """threading._shutdown in green mode (the interpreter calls it at exit,
+    in the main greenlet): non-daemon green threads finish first, as
+    non-daemon threads do; then the stdlib's shutdown."""
+    stdlib = sys.modules["threading"]
+    main = stdlib.main_thread()
+    for thread in list(stdlib._active.values()):
+        if thread is main or thread.daemon or getattr(thread, "_labkit_native", False):
+            continue
+        try:
+            while thread.is_alive():
+                thread.join()
+        except Exception:  # LoopExit: it can never finish; do not hang the exit
+            pass
+    get_original("threading", "_shutdown")()
+
+
+def _replace_existing_locks() -> None:
+    # concurrent.futures holds this lock across Thread.start(), which in
+    # green mode may switch; an original lock held by one greenlet would
+    # block the thread for the next (gevent's issue 1865).
+    cf_thread = sys.modules.get("concurrent.futures.thread")
+    if cf_thread is not None and hasattr(cf_thread, "_global_shutdown_lock"):
+        from labkit.threading import Lock
+        _patch("concurrent.futures.thread", {"_global_shutdown_lock": Lock()})
+
+
+def _replace_logging_locks(make_rlock) -> None:
+    """logging's module lock and every handler's lock, made before patching,
+    become two-sided RLocks: greenlets of one thread exclude each other in
+    emit() (an original RLock lets every greenlet of its owner thread in)."""
+    import logging
+    _patch("logging", {"_lock": make_rlock()})
+    for ref in list(logging._handlerList):
+        handler = ref()
+        old = getattr(handler, "lock", None)
+        # Swap only a lock nobody holds (a kernel's thread may be logging).
+        if old is not None and old.acquire(False):
+            try:
+                handler.lock = make_rlock()
+            finally:
+                old.release()
+
+
+def _cooperative_waitpid(pid: int, options: int):
+    """``os.waitpid`` that parks the greenlet until the child changes state."""
+    from greenlet import getcurrent
+    from labkit.hub import hub_for_this_thread, sleep
+    hub = hub_for_this_thread()
+    if hub is None or options & _os.WNOHANG or getcurrent() is hub:
+        return _original_waitpid(pid, options)
+    if pid > 0 and not options and hasattr(_os, "pidfd_open"):
+        try:
+            pidfd = _os.pidfd_open(pid)
+        except OSError:  # not our child, or no pidfd: the original says why
+            pidfd = None
+        if pidfd is not None:
+            from labkit._park import wait_fd
+            from labkit.hub import READ
+            try:
+                wait_fd(pidfd, READ)  # readable once the process exited
+            finally:
+                _os.close(pidfd)
+            return _original_waitpid(pid, options)
+    pause = 0.001  # any child, or a stop/continue: poll, backing off to 50 ms
+    while True:
+        result = _original_waitpid(pid, options | _os.WNOHANG)
+        if result != (0, 0):
+            return result
+        sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+_original_waitpid = _os.waitpid
+_original_fork = getattr(_os, "fork", None)
+
+
+def _fork() -> int:
+    """``os.fork``: the original. In the child, labkit's at-fork hooks have
+    already given each hub a fresh poller and wake-up fd (labkit.hub), the
+    thread pools start afresh (labkit.threadpool), and the locks the stdlib
+    re-initialises after a fork are two-sided ones (``_at_fork_reinit``)."""
+    return _original_fork()
+
+
+def patch_os() -> None:
+    """``os.waitpid`` parks the greenlet (a pidfd for one child, else a
+    backing-off poll); ``os.fork`` is marked patched: the hub is re-initialised
+    in the child by labkit's at-fork hooks, whoever calls fork."""
+    items = {"waitpid": _cooperative_waitpid}
+    if _original_fork is not None:
+        items["fork"] = _fork
+    _patch("os", items)
 
 
 def patch_subprocess() -> None:
@@ -179,18 +416,27 @@ def patch_signal() -> None:
     _patch("signal", {"signal": ours.signal, "getsignal": ours.getsignal})
 
 
-def patch_queue(*args, **kwargs):
-    _not_implemented("queue")
+def patch_queue() -> None:
+    """``queue.Queue``, ``LifoQueue``, ``PriorityQueue`` and ``SimpleQueue``
+    work from greenlets and threads at once: the queue module's locks and
+    Conditions come from labkit.threading (whether or not threading itself
+    is patched), and the C SimpleQueue becomes the stdlib's Python one."""
+    import queue
+    from labkit import threading as ours
+    _patch("queue", {"threading": ours, "SimpleQueue": queue._PySimpleQueue})
 
 
 def patch_all(socket=True, dns=True, time=True, select=True, selectors=True,
-              ssl=True, thread=False, os=False, subprocess=False, signal=False,
-              queue=False) -> None:
+              ssl=True, thread=True, os=True, subprocess=False, signal=False,
+              queue=True, Event=True, threads=None) -> None:
     """Apply the patches asked for: gevent's defaults, except that
-    subprocess and signal are opt-in, and thread/os/queue are not
-    implemented (asking for them raises NotImplementedError)."""
-    for wanted, patch in ((thread, patch_thread), (os, patch_os),
-                          (subprocess, patch_subprocess), (signal, patch_signal),
+    subprocess and signal are opt-in. ``threads`` ("green" or "native")
+    and ``Event`` go to :func:`patch_thread`."""
+    if os:
+        patch_os()
+    if thread:
+        patch_thread(Event=Event, threads=threads)
+    for wanted, patch in ((subprocess, patch_subprocess), (signal, patch_signal),
                           (queue, patch_queue)):
         if wanted:
             patch()
@@ -207,6 +453,30 @@ def patch_all(socket=True, dns=True, time=True, select=True, selectors=True,
         patch_select()
     if selectors:
         patch_selectors()
+
+
+def unpatch_all() -> None:
+    """Put every original back (labkit's own; gevent cannot). Objects made
+    while patched (a Lock, a greenlet-local) keep working as they are."""
+    global _thread_mode
+    stdlib_threading = sys.modules.get("threading")
+    if stdlib_threading is not None:
+        _unrekey_main_thread(stdlib_threading)
+    for key in reversed(list(_originals)):
+        target = _targets.get(key)
+        if target is None:
+            target = importlib.import_module(key)
+        for name, original in _originals[key].items():
+            if original is _MISSING:
+                try:
+                    delattr(target, name)
+                except AttributeError:
+                    pass
+            else:
+                setattr(target, name, original)
+    _originals.clear()
+    _targets.clear()
+    _thread_mode = None
 
 
 # -- python -m labkit.monkey script.py ---------------------------------------------------

@@ -51,11 +51,11 @@ import os
 import sys
 import threading
 import weakref
-from queue import SimpleQueue
 from typing import Callable, Iterable
 
 from greenlet import getcurrent
 
+from labkit import _native
 from labkit._imap import IMap, IMapUnordered
 from labkit._slots import _Slots
 from labkit.event import AsyncResult
@@ -66,7 +66,7 @@ from labkit.hub import _get_hub_if_any, get_hub
 __all__ = ["ThreadPool", "ThreadPoolExecutor"]
 
 #: the ThreadPool whose worker is running in this thread (for nested apply)
-_worker_local = threading.local()
+_worker_local = _native.local()
 
 
 # -- jobs ----------------------------------------------------------------------
@@ -170,7 +170,7 @@ class _FutureJob(_Job):
 _STOP = None  # the job that tells one worker thread to exit
 
 
-def _worker(pool_ref, jobs: SimpleQueue) -> None:
+def _worker(pool_ref, jobs: _native.SimpleQueue) -> None:
     """Body of a worker thread: run jobs until told to stop.
 
     It holds only a weak reference to its pool, so that a forgotten pool can
@@ -186,7 +186,7 @@ def _worker(pool_ref, jobs: SimpleQueue) -> None:
         job = None  # do not keep the last job's objects alive while idle
 
 
-def _stop_threads(jobs: SimpleQueue, threads: list) -> None:
+def _stop_threads(jobs: _native.SimpleQueue, threads: list) -> None:
     for _ in threads:
         jobs.put(_STOP)
     threads.clear()
@@ -216,7 +216,7 @@ class ThreadPool:
         #: worker threads are named PREFIX-0, PREFIX-1 ...
         self.thread_name_prefix = thread_name_prefix
         #: jobs waiting for a thread; thread-safe, C implemented
-        self._jobs: SimpleQueue = SimpleQueue()
+        self._jobs: _native.SimpleQueue = _native.SimpleQueue()
         #: live worker threads
         self._threads: list = []
         #: jobs submitted and not yet delivered (hub thread only)
@@ -238,7 +238,7 @@ class ThreadPool:
         """
         if self._unfinished:
             self.hub.keepalive(-self._unfinished, soon=True)
-        self._jobs = SimpleQueue()
+        self._jobs = _native.SimpleQueue()
         self._threads = []
         self._unfinished = 0
         self._finalizer.detach()
@@ -281,7 +281,7 @@ class ThreadPool:
 
     # -- submitting -----------------------------------------------------------
     def _check_thread(self) -> None:
-        if threading.get_ident() != self.hub.thread_ident:
+        if _native.get_ident() != self.hub.thread_ident:
             raise RuntimeError(
                 f"{self!r} belongs to the hub of thread {self.hub.thread_ident}; "
                 "submit jobs from that thread (create a ThreadPool per thread)")
@@ -295,10 +295,9 @@ class ThreadPool:
         self._jobs.put(job)
 
     def _start_thread(self) -> None:
-        thread = threading.Thread(target=_worker, args=(weakref.ref(self), self._jobs),
-                                  name=f"{self.thread_name_prefix}-{len(self._threads)}",
-                                  daemon=True)
-        thread.start()
+        # A real OS thread even under green patching (labkit._native).
+        thread = _native.start_thread(_worker, (weakref.ref(self), self._jobs),
+                                      f"{self.thread_name_prefix}-{len(self._threads)}")
         self._threads.append(thread)
 
     def _job_done(self) -> None:  # in the hub, once per delivered job
@@ -543,7 +542,7 @@ class ThreadPoolExecutor(_cf.Executor):
         pool.kill()
         if not wait:
             return
-        if threading.get_ident() == pool.hub.thread_ident and getcurrent() is not pool.hub:
+        if _native.get_ident() == pool.hub.thread_ident and getcurrent() is not pool.hub:
             pool.join()
         else:
             for thread in threads:

@@ -75,9 +75,18 @@ def test_patch_all_replaces_and_remembers_the_originals():
         assert ssl.SSLContext is labkit.ssl.SSLContext
         assert monkey.get_original("socket", "socket") is original
         assert monkey.get_original("socket", ["socket"]) == (original,)
-        assert monkey.is_module_patched("socket") and not monkey.is_module_patched("os")
+        assert monkey.is_module_patched("socket") and not monkey.is_module_patched("subprocess")
         monkey.patch_all()  # twice is harmless: the true originals are kept
         assert monkey.get_original("socket", "socket") is original
+        import _thread, threading, queue, os
+        assert monkey.get_original("threading", "Lock") is monkey.get_original("_thread", "allocate_lock")
+        assert threading.Lock is not monkey.get_original("threading", "Lock")
+        assert monkey.get_original("_thread", "get_ident") is not _thread.get_ident
+        assert monkey.get_original("queue", "SimpleQueue") is not queue.SimpleQueue
+        assert monkey.get_original("os", "waitpid") is not os.waitpid
+        monkey.unpatch_all()  # labkit's own: every original back
+        assert socket.socket is original and threading.Lock is _thread.allocate_lock
+        assert not monkey.is_module_patched("socket") and hasattr(select, "epoll")
         print("ok")
     """)
     assert out == "ok\n"
@@ -116,25 +125,39 @@ def test_a_thread_without_a_hub_gets_the_original_behaviour():
             time.sleep(0.01)
             result.append((a.recv(1), socket.gethostbyname("localhost"),
                            _get_hub_if_any()))
-        t = threading.Thread(target=in_thread); t.start(); t.join(10)
+        # threading.Thread is a greenlet under patch_all() (gevent's green
+        # mode); the original start_new_thread still makes an OS thread.
+        done = monkey.get_original("_thread", "allocate_lock")()
+        done.acquire()
+        def run():
+            try:
+                in_thread()
+            finally:
+                done.release()
+        monkey.get_original("_thread", "start_new_thread")(run, ())
+        done.acquire(True, 10)
         print(result)
     """)
     assert out == "[(b'x', '127.0.0.1', None)]\n"
 
 
-def test_unimplemented_patches_raise_when_asked_for():
+def test_patch_thread_refuses_to_switch_modes_and_unknown_modes():
     out = run_python("""
         from labkit import monkey
-        for name in ("thread", "os", "queue"):
+        monkey.patch_all(threads="native")
+        assert monkey.thread_mode() == "native"
+        for bad in ("green", "fibers"):
             try:
-                monkey.patch_all(**{name: True})
-            except NotImplementedError as exc:
-                assert name in str(exc)
+                monkey.patch_thread(threads=bad)
+            except ValueError as exc:
+                assert bad in str(exc)
             else:
-                raise AssertionError(name)
-        print("ok")
+                raise AssertionError(bad)
+        monkey.unpatch_all()
+        monkey.patch_thread(threads="green")
+        print(monkey.thread_mode())
     """)
-    assert out == "ok\n"
+    assert out == "green\n"
 
 
 def test_patching_after_ssl_was_imported_warns():

@@ -45,6 +45,7 @@ import sys
 import sysconfig
 import threading
 
+from labkit import _native
 from labkit._loop import ffi, lib
 import labkit.hub as _lk_hub
 
@@ -119,16 +120,15 @@ class BlockingMonitor:
         rec.monitor = self
         self._ring = rec.ring
         self._hub = rec._hub
-        self._thread_id = threading.get_ident()
+        self._thread_id = _native.get_ident()
         self._start_ns = rec.start_ns
         self._state = ffi.new("lk_trace_state *")
         self._after_sample = ffi.new("lk_trace_state *")
         lib.lk_trace_get_state(self._ring, self._state)
         self._seen_stalls = self._state.stalls
         lib.lk_trace_set_stall_threshold(self._ring, int(self.threshold * 1e9))
-        self._thread = threading.Thread(target=self._watch, name="labkit-blocking-monitor",
-                                        daemon=True)
-        self._thread.start()
+        # a real thread even under green patching (labkit._native)
+        self._thread = _native.start_thread(self._watch, name="labkit-blocking-monitor")
         return self
 
     def stop(self) -> None:

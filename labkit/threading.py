@@ -1,0 +1,166 @@
+"""The cooperative twin of :mod:`threading` (gevent.threading): what
+``labkit.monkey.patch_thread()`` puts in ``threading``.
+
+Its locks work from both sides at once (the lock itself, and why no wake-up
+is lost, is explained in :mod:`labkit._twosided`):
+
+    Lock, RLock             a greenlet parks and lets its hub run; an OS thread
+    Condition               blocks natively; a release, notify or set() from
+    Event, Semaphore,       either side wakes a waiter on either side
+    BoundedSemaphore,
+    Barrier, Timer
+    local                   labkit.local.local: keyed by the current greenlet,
+                            so greenlet-local for greenlets, thread-local for
+                            plain threads (each runs in its own greenlet)
+
+Condition, Event, Semaphore, BoundedSemaphore, Barrier and Timer are the
+stdlib's own classes, given this module's Lock: their logic is the stdlib's,
+only the waiting changed. The stdlib's ``queue.Queue`` and
+``concurrent.futures`` build on these names, which is how ``patch_queue()``
+and ``patch_thread()`` make them cooperative.
+
+What a *thread* is depends on the mode ``patch_thread`` was given:
+
+- green (gevent's semantics; the default in a script and the gunicorn
+  worker): ``threading.Thread`` runs as a greenlet (``_start_new_thread``
+  below spawns one), ``get_ident`` is per greenlet;
+- native (mixed; the default inside a kernel or IPython): threads stay OS
+  threads, ``get_ident`` is the OS thread's, and only the locks, ``local``
+  and ``Thread.join`` (which parks a greenlet that joins) change.
+"""
+from __future__ import annotations
+
+import weakref
+
+from greenlet import getcurrent
+
+from labkit import _native, _twosided, thread as _green_thread
+from labkit.local import local
+
+__all__ = ["Lock", "RLock", "Condition", "Event", "Semaphore", "BoundedSemaphore",
+           "Barrier", "Timer", "local", "get_ident", "Thread"]
+
+Lock = _allocate_lock = allocate_lock = _twosided.Lock
+RLock = _twosided.RLock
+Condition = _twosided.Condition
+local = local
+get_ident = _green_thread.get_ident
+#: the stdlib's class: green patching makes its start() spawn a greenlet
+Thread = _native.Thread
+
+
+class Event(_native.Event):
+    """``threading.Event`` on :class:`Lock`: set() from anywhere wakes
+    every waiter, greenlet or thread."""
+
+    def __init__(self):
+        super().__init__()
+        self._cond = Condition(Lock())
+
+
+class Semaphore(_native.Semaphore):
+    """``threading.Semaphore`` on :class:`Lock`."""
+
+    def __init__(self, value: int = 1):
+        super().__init__(value)
+        self._cond = Condition(Lock())
+
+
+class BoundedSemaphore(_native.BoundedSemaphore):
+    """``threading.BoundedSemaphore`` on :class:`Lock`."""
+
+    def __init__(self, value: int = 1):
+        super().__init__(value)
+        self._cond = Condition(Lock())
+
+
+class Barrier(_native.Barrier):
+    """``threading.Barrier`` on :class:`Lock`."""
+
+    def __init__(self, parties: int, action=None, timeout=None):
+        super().__init__(parties, action, timeout)
+        self._cond = Condition(Lock())
+
+
+class Timer(_native.Timer):
+    """``threading.Timer`` whose cancel() Event is this module's."""
+
+    def __init__(self, interval, function, args=None, kwargs=None):
+        super().__init__(interval, function, args, kwargs)
+        self.finished = Event()
+
+
+# -- green mode: what patch_thread() sets in threading besides the above -------------
+
+_start_new_thread = _green_thread.start_new_thread
+_set_sentinel = _green_thread._set_sentinel
+_start_joinable_thread = _green_thread.start_joinable_thread
+_ThreadHandle = _green_thread._ThreadHandle
+_make_thread_handle = _green_thread._make_thread_handle
+
+
+def _make_dummy_thread_class():
+    import threading as stdlib
+
+    class _DummyThread(stdlib._DummyThread):
+        """``current_thread()`` of a greenlet that no Thread started (a
+        ``labkit.spawn``). The stdlib's would stay in ``threading._active``
+        forever; this one leaves when its greenlet is gone."""
+
+        def __init__(self):
+            super().__init__()
+            active, ident = stdlib._active, self._ident
+            me = weakref.ref(self)
+
+            def forget(_ref):
+                if me() is not None and active.get(ident) is me():
+                    del active[ident]
+            self._labkit_greenlet_ref = weakref.ref(getcurrent(), forget)
+
+    return _DummyThread
+
+
+_DummyThread = _make_dummy_thread_class()
+
+
+# -- native (mixed) mode: Thread.join parks a greenlet ---------------------------------
+
+def _join_native(self, timeout=None):
+    """``Thread.join`` in mixed mode: a greenlet that joins an OS thread
+    parks until the thread ends (the thread's own _bootstrap_inner signals
+    it, see :func:`_bootstrap_inner_native`); anywhere else, the stdlib's."""
+    if _twosided._parking_hub() is not None and self.is_alive():
+        if self is _native.current_thread():
+            raise RuntimeError("cannot join current thread")
+        done = self.__dict__.get("_labkit_done")
+        if done is None:  # started before patching: nothing will tell us
+            _poll_until_dead(self, timeout)
+            return
+        if not done.wait(timeout):
+            return  # timed out: the thread is alive, as the caller will see
+        timeout = None  # ended: the stdlib's join only tidies up now
+    _native_join(self, timeout)
+
+
+def _poll_until_dead(thread, timeout) -> None:
+    from time import monotonic
+    from labkit.hub import sleep
+    deadline = None if timeout is None else monotonic() + timeout
+    pause = 0.001
+    while thread.is_alive() and (deadline is None or monotonic() < deadline):
+        sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+_native_join = _native.Thread.join
+_native_bootstrap_inner = _native.Thread._bootstrap_inner
+
+
+def _bootstrap_inner_native(self):
+    # Started after patching: whoever joins from a greenlet waits on this.
+    done = self.__dict__.setdefault("_labkit_done", Event())
+    try:
+        _native_bootstrap_inner(self)
+    finally:
+        done.set()
+
