@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# System packages the tests use beyond pip's: wrk (HTTP load, Debian) and
-# chromium (the dashboard's browser test). Playwright drives the system
+# System packages the tests use beyond pip's: wrk (HTTP load, Debian),
+# chromium (the dashboard's browser test) and postgresql (the Django test
+# under the gunicorn worker starts its own server from these binaries).
+# Playwright drives the system
 # chromium; its own browser download ("playwright install") is not used.
 #
 # Best effort and idempotent: without root or apt-get, nothing is installed
@@ -10,6 +12,7 @@ set -uo pipefail
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -75,3 +75,100 @@ def test_gunicorn_with_labkit_workers_serves_and_stops_on_sigterm(gunicorn):
     assert process.returncode == 0, output
     assert "Shutting down: Master" in output
     assert "Traceback" not in output, output
+
+
+# -- Django + PostgreSQL: one DB connection per request, no lost commit ---------------
+
+DJANGO_APP = textwrap.dedent('''
+    import os, time
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False, SECRET_KEY="test", ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__,
+        MIDDLEWARE=[], INSTALLED_APPS=[],
+        DATABASES={"default": {
+            "ENGINE": "django.db.backends.postgresql", "NAME": "postgres",
+            "HOST": "127.0.0.1", "PORT": os.environ["PGPORT"], "USER": "labkit",
+            "CONN_MAX_AGE": 0}})
+    django.setup()
+
+    from django.db import connection, transaction
+    from django.http import JsonResponse
+    from django.urls import path
+    from django.core.wsgi import get_wsgi_application
+
+    def insert(name):
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO rows (name) VALUES (%s)", [name])
+            cursor.execute("SELECT pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    def a(request):
+        # A's transaction: insert, wait (B runs meanwhile), then fail.
+        with transaction.atomic():
+            pid = insert("a")
+            time.sleep(float(request.GET.get("hold", "0.5")))
+            raise RuntimeError(f"A fails after inserting on backend {pid}")
+
+    def b(request):
+        # B: autocommit, its row is committed when this returns.
+        return JsonResponse({"backend": insert("b"),
+                             "in_atomic_block": connection.in_atomic_block})
+
+    urlpatterns = [path("a", a), path("b", b)]
+    application = get_wsgi_application()
+''')
+
+
+@pytest.fixture
+def postgres():
+    pytest.importorskip("django", reason="django is not installed (pip install django)")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install psycopg[binary])")
+    from postgres import PostgresUnavailable, running_postgres
+    try:
+        with running_postgres() as pg:
+            yield pg
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def test_django_on_postgres_two_concurrent_requests_get_their_own_connection(tmp_path, postgres):
+    # Issue 15's data loss: with threading.local shared by every greenlet,
+    # Django gave B the connection A held inside transaction.atomic(), and
+    # A's rollback took B's committed row with it.
+    import concurrent.futures
+    import psycopg
+    with psycopg.connect(postgres.dsn(), autocommit=True) as db:
+        db.execute("CREATE TABLE rows (id serial PRIMARY KEY, name text NOT NULL)")
+    (tmp_path / "djapp.py").write_text(DJANGO_APP)
+    port = free_port()
+    # psycopg 3 waits in C unless it sees gevent's patching: ask for poll(),
+    # which labkit.monkey makes cooperative.
+    env = dict(os.environ, PGPORT=str(postgres.port), PSYCOPG_WAIT_FUNC="wait_poll")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "labkit.gunicorn.Worker", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "5",
+         "--chdir", str(tmp_path), "djapp:application"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        wait_for_port(port, process)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            a = pool.submit(requests.get, f"http://127.0.0.1:{port}/a?hold=0.5", timeout=10)
+            time.sleep(0.2)  # A is inside its transaction now
+            b = pool.submit(requests.get, f"http://127.0.0.1:{port}/b", timeout=10)
+            b_response = b.result()
+            a_response = a.result()
+        assert a_response.status_code == 500 and b_response.status_code == 200
+        assert b_response.json()["in_atomic_block"] is False  # not inside A's transaction
+        with psycopg.connect(postgres.dsn(), autocommit=True) as db:
+            names = [name for (name,) in db.execute("SELECT name FROM rows ORDER BY id")]
+        assert names == ["b"]  # A's row rolled back, B's committed row kept
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+        assert process.returncode == 0, output
+        assert f"inserting on backend {b_response.json()['backend']}" not in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
