@@ -44,6 +44,16 @@ Barrier = threading.Barrier
 Timer = threading.Timer
 current_thread = threading.current_thread
 
+#: threading's Threads between start() and running (not yet in thread_count)
+_limbo = threading._limbo
+
+
+def other_threads_may_exist() -> bool:
+    """True unless this is the main thread and no other Python thread runs
+    or is being started: then only this thread's greenlets can wake it."""
+    return bool(thread_count() or _limbo) or not is_main_thread()
+
+
 #: the OS thread that runs the interpreter's main thread (after a fork: the
 #: thread that forked, which became the child's main thread)
 _main_ident = threading.main_thread().ident

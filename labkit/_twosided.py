@@ -67,9 +67,9 @@ Why no wake-up can be lost (the GIL orders the steps below):
    there: handed means the lock is its own -- kept after a timeout, passed
    on by release() after an exception. A handed lock is never dropped.
 5. A parked greenlet counts as ``hub.keepalive`` while other OS threads
-   exist (one of them may be the releaser); in a process of one thread its
-   hub can see every possible releaser, so a wait nobody can end is
-   LoopExit, as for labkit's own locks.
+   exist or are being started (one of them may be the releaser); in a
+   process of one thread its hub can see every possible releaser, so a wait
+   nobody can end is LoopExit, as for labkit's own locks.
 
 What this module must never do: block the OS thread while holding
 ``_mutex``, switch greenlets while holding it, or let a hub use these locks
@@ -125,7 +125,7 @@ def _parking_hub():
         # A loop callback cannot park. With other threads alive, one of
         # them holds the lock and will release it: block a moment. Alone,
         # only a parked greenlet of ours can hold it: that would hang.
-        if _native.thread_count() == 0 and _native.is_main_thread():
+        if not _native.other_threads_may_exist():
             raise cannot_wait_in_hub()
         return None
     return hub
@@ -182,7 +182,7 @@ class Lock:
                 line.remove(ticket)  # not served: a serve takes _block first
             ticket.greenlet = None
             return True
-        keepalive = _native.thread_count() > 0 or not _native.is_main_thread()
+        keepalive = _native.other_threads_may_exist()
         try:
             ticket.park_shared(line, self._mutex, None if timeout == -1 else timeout,
                                "Lock", keepalive)

@@ -214,6 +214,100 @@ SOCKET_HANDLER = textwrap.dedent('''
 ''')
 
 
+# Mixed mode in a script: patch_all(threads="native"). Threads stay OS
+# threads; the same locks, queues and locals serve both sides.
+MIXED = textwrap.dedent('''
+    from labkit import monkey; monkey.patch_all(threads="native")
+    import json, queue, threading, time
+    from concurrent.futures import ThreadPoolExecutor
+    import labkit
+
+    class Ticker:
+        def __init__(self):
+            self.ticks = 0
+            self.g = labkit.spawn(self.run)
+        def run(self):
+            while True:
+                self.ticks += 1
+                labkit.sleep(0.002)
+        def stop(self):
+            self.g.kill()
+            return self.ticks
+
+    out = {"mode": monkey.thread_mode()}
+    main_os_thread = threading.get_native_id()
+
+    # a user's thread hands work to a greenlet through queue.Queue and back
+    requests, replies = queue.Queue(), queue.Queue()
+    def user_thread():
+        out["thread_is_os_thread"] = threading.get_native_id() != main_os_thread
+        for i in range(3):
+            requests.put(i)
+            out.setdefault("replies", []).append(replies.get(timeout=5))
+        requests.put(None)
+    def server():
+        while (item := requests.get()) is not None:
+            labkit.sleep(0.01)
+            replies.put(item * 10)
+    ticker = Ticker()
+    server_g = labkit.spawn(server)
+    t = threading.Thread(target=user_thread)
+    t.start()
+    t.join()  # parks this (main) greenlet: the server greenlet runs meanwhile
+    server_g.join(timeout=5)
+    out["join_ticks"] = ticker.stop()
+
+    # concurrent.futures from a greenlet: real threads, the greenlet parks
+    ticker = Ticker()
+    with ThreadPoolExecutor(2) as pool:
+        out["future"] = pool.submit(lambda: (time.sleep(0.2), threading.get_native_id())[1]).result()
+    out["future_ticks"] = ticker.stop()
+    out["future_in_os_thread"] = out.pop("future") != main_os_thread
+
+    # threading.local: per thread for threads, per greenlet for greenlets
+    data = threading.local()
+    data.v = "main"
+    def thread_reads():
+        return getattr(data, "v", None)
+    with ThreadPoolExecutor(1) as pool:
+        out["local_in_thread"] = pool.submit(thread_reads).result()
+    g = labkit.spawn(thread_reads); g.join()
+    out["local_in_greenlet"] = g.value
+    out["local_in_main"] = data.v
+
+    # an Event set by a thread wakes a greenlet, and a Condition the other way
+    event, cond, box = threading.Event(), threading.Condition(), []
+    threading.Timer(0.05, event.set).start()
+    out["event"] = event.wait(5)
+    def notified():
+        with cond:
+            return bool(cond.wait_for(lambda: box, timeout=5))
+    with ThreadPoolExecutor(1) as pool:
+        f = pool.submit(notified)
+        labkit.sleep(0.05)
+        with cond:
+            box.append(1); cond.notify_all()
+        out["condition"] = f.result(timeout=5)
+    print(json.dumps(out))
+''')
+
+
+def test_mixed_mode_keeps_os_threads_and_shares_locks_queues_and_locals(tmp_path):
+    script = tmp_path / "mixed.py"
+    script.write_text(MIXED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["mode"] == "native" and out["thread_is_os_thread"] is True
+    assert out["replies"] == [0, 10, 20]        # thread -> greenlet -> thread
+    assert out["join_ticks"] >= 10              # Thread.join parked the greenlet
+    assert out["future_in_os_thread"] is True and out["future_ticks"] >= 10
+    assert (out["local_in_thread"], out["local_in_greenlet"], out["local_in_main"]) == \
+        (None, None, "main")
+    assert out["event"] is True and out["condition"] is True
+
+
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     script = tmp_path_factory.mktemp("threading") / "scenarios.py"
