@@ -462,7 +462,8 @@ class Hub(greenlet):
             raise BlockingSwitchOutError("cannot join the hub from inside the hub")
         timer = None
         if timeout is not None:
-            timer = self.loop.timer(timeout, getcurrent().switch)
+            # Unreferenced: the deadline alone must not keep the loop running.
+            timer = self.loop.timer(timeout, getcurrent().switch, ref=False)
         try:
             self.switch()
         except LoopExit:

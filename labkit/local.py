@@ -17,6 +17,9 @@ The contract, the same as threading.local's with "greenlet" for "thread":
 - Class attributes, methods and properties work as usual (looked up on the
   class, with ``self`` the local). Attributes declared in ``__slots__`` are
   *not* local: like threading.local's, they are shared by all greenlets.
+- ``copy.copy(a_local)`` is a new local of the same class, made with the
+  same constructor arguments, whose namespace in the current greenlet is a
+  shallow copy of this one's (gevent's rule); other greenlets start afresh.
 """
 from __future__ import annotations
 
@@ -24,21 +27,25 @@ import weakref
 
 from greenlet import getcurrent
 
-__all__ = ["local"]
+__all__ = ["local", "all_local_dicts_for_greenlet"]
 
 _MISSING = object()
+
+#: every local's storage, for all_local_dicts_for_greenlet (debugging only)
+_all_storages: "weakref.WeakSet[_Storage]" = weakref.WeakSet()
 
 
 class _Storage:
     """The per-greenlet namespaces of one local object."""
 
-    __slots__ = ("dicts", "args", "kwargs", "__weakref__")
+    __slots__ = ("dicts", "args", "kwargs", "owner", "__weakref__")
 
     def __init__(self, args: tuple, kwargs: dict):
         #: id(greenlet) -> (weakref to the greenlet, its namespace dict)
         self.dicts: dict = {}
         self.args = args          # the constructor's arguments, for __init__
         self.kwargs = kwargs
+        self.owner = None         # weak reference to the local (set by local.__new__)
 
     def namespace(self, local_obj) -> dict:
         """The current greenlet's dict, created (and __init__ run) on first use."""
@@ -89,6 +96,8 @@ class local:
             raise TypeError("Initialization arguments are not supported")
         self = object.__new__(cls)
         storage = _Storage(args, kwargs)
+        storage.owner = weakref.ref(self)
+        _all_storages.add(storage)
         object.__setattr__(self, "_local__storage", storage)
         # The creating greenlet's namespace exists already: Python is about
         # to call __init__ for it, right after __new__ returns.
@@ -97,6 +106,15 @@ class local:
 
     def __init__(self, *args, **kwargs):
         pass  # subclasses' __init__ runs per greenlet, from _Storage._create
+
+    def __copy__(self):
+        storage = object.__getattribute__(self, "_local__storage")
+        current = dict(storage.namespace(self))
+        duplicate = type(self)(*storage.args, **storage.kwargs)
+        ns = object.__getattribute__(duplicate, "_local__storage").namespace(duplicate)
+        ns.clear()
+        ns.update(current)
+        return duplicate
 
     def __getattribute__(self, name: str):
         storage = object.__getattribute__(self, "_local__storage")
@@ -143,3 +161,16 @@ class local:
             del ns[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+def all_local_dicts_for_greenlet(g) -> list:
+    """``[((class name, id of the local), namespace dict), ...]`` for every
+    local that has a namespace in greenlet ``g``: what labkit.util's greenlet
+    tree shows as a greenlet's locals. For debugging; it scans every local."""
+    found = []
+    for storage in list(_all_storages):
+        entry = storage.dicts.get(id(g))
+        owner = storage.owner() if storage.owner is not None else None
+        if entry is not None and entry[0]() is g and owner is not None:
+            found.append(((type(owner).__name__, id(owner)), entry[1]))
+    return found

@@ -31,27 +31,32 @@ __all__ = ["Timeout", "with_timeout"]
 
 
 class Timeout(BaseException):
-    """``Timeout(seconds=None, exception=None)``: after ``seconds``, raise
-    ``exception`` (default: this Timeout itself; ``False``: raise this
-    Timeout but let the ``with`` block swallow it) in the greenlet that
-    called :meth:`start`. ``seconds=None`` never fires."""
+    """``Timeout(seconds=None, exception=None, ref=True)``: after ``seconds``,
+    raise ``exception`` in the greenlet that called :meth:`start`.
+
+    ``exception``: None (the default) raises this Timeout itself; ``False``
+    raises it too, but the ``with`` block swallows it; a string raises this
+    Timeout with the string in its message; an exception class or instance
+    raises that. Anything else is thrown as is, and the greenlet gets the
+    TypeError that throwing it causes (gevent's behaviour).
+    ``seconds=None`` never fires. ``ref=False``: the pending timeout does not
+    keep the loop alive (a hub with nothing else to do declares LoopExit).
+    ``priority`` is accepted for gevent and ignored.
+    """
 
     # Slots: timeouts are created and cancelled around every guarded call.
-    __slots__ = ("seconds", "exception", "timer")
+    __slots__ = ("seconds", "exception", "timer", "ref", "_one_shot")
 
     def __init__(self, seconds: float | None = None, exception=None,
-                 ref: bool = True, priority: int = -1):
+                 ref: bool = True, priority: int = -1, _one_shot: bool = False):
         BaseException.__init__(self)
         if seconds is not None:
             seconds = check_seconds(seconds)
-        if exception is not None and exception is not False and \
-                not isinstance(exception, BaseException) and \
-                not (isinstance(exception, type) and issubclass(exception, BaseException)):
-            raise TypeError(f"exception must be an exception, False or None, "
-                            f"not {exception!r}")
         self.seconds = seconds
         self.exception = exception
         self.timer = None
+        self.ref = ref
+        self._one_shot = _one_shot
 
     def start(self) -> None:
         """Arm the timer for the current greenlet."""
@@ -60,34 +65,37 @@ class Timeout(BaseException):
             raise AssertionError(f"{self!r} is already started; cancel() it first")
         if self.seconds is None:
             return
-        self.timer = get_hub().loop.timer(self.seconds, self._on_expiration, getcurrent())
-
-    def _on_expiration(self, target) -> None:
-        self.timer = None
-        if target.dead:
-            return
         exc = self.exception
-        if exc is None or exc is False:
-            target.throw(self)
-        else:
-            target.throw(exc)
+        throws = self if exc is None or exc is False or isinstance(exc, str) else exc
+        self.timer = get_hub().loop.timer(self.seconds, self._on_expiration,
+                                          getcurrent(), throws, ref=self.ref)
+
+    def _on_expiration(self, prev_greenlet, ex) -> None:
+        """The timer fired (in the hub): throw ``ex`` into ``prev_greenlet``,
+        the greenlet that started us. gevent's hook, kept by its signature so
+        that subclasses written for gevent (its test harness's) work."""
+        self.timer = None
+        if prev_greenlet.dead:
+            return
+        prev_greenlet.throw(ex)
 
     @classmethod
-    def start_new(cls, timeout=None, exception=None, ref: bool = True) -> "Timeout":
+    def start_new(cls, timeout=None, exception=None, ref: bool = True,
+                  _one_shot: bool = False) -> "Timeout":
         """Create and start a Timeout (or start the given Timeout instance)."""
         if isinstance(timeout, Timeout):
             if not timeout.pending:
                 timeout.start()
             return timeout
-        t = cls(timeout, exception)
+        t = cls(timeout, exception, ref=ref, _one_shot=_one_shot)
         t.start()
         return t
 
     @staticmethod
-    def _start_new_or_dummy(timeout, exception=None):
+    def _start_new_or_dummy(timeout, exception=None, ref: bool = True):
         if timeout is None:
             return _DummyTimeout()
-        return Timeout.start_new(timeout, exception)
+        return Timeout.start_new(timeout, exception, ref, _one_shot=True)
 
     @property
     def pending(self) -> bool:
@@ -113,17 +121,30 @@ class Timeout(BaseException):
             return True
         return None
 
+    def __lt__(self, other):
+        """Timeouts compare with numbers and with each other by ``seconds``
+        (gevent's convenience: ``Timeout(0) < 1``)."""
+        try:
+            return self.seconds < other.seconds
+        except AttributeError:
+            try:
+                return self.seconds < other
+            except TypeError:
+                return NotImplemented
+
     def __repr__(self) -> str:
         exc = "" if self.exception is None else f" exception={self.exception!r}"
         state = " pending" if self.pending else ""
-        return f"<Timeout seconds={self.seconds}{exc}{state}>"
+        return f"<{type(self).__name__} at {id(self):#x} seconds={self.seconds}{exc}{state}>"
 
     def __str__(self) -> str:
         if self.seconds is None:
             return ""
         suffix = "" if self.seconds == 1 else "s"
-        if self.exception is None or self.exception is False:
+        if self.exception is None:
             return f"{self.seconds} second{suffix}"
+        if self.exception is False:
+            return f"{self.seconds} second{suffix} (silent)"
         return f"{self.seconds} second{suffix}: {self.exception}"
 
 

@@ -614,3 +614,54 @@ def test_a_tick_after_an_interrupt_delivered_from_the_loop_does_not_block():
         assert time.monotonic() - start < 0.5
         b.send(b"x")
         sleep(0.01)
+
+
+# -- the hub as gevent exposes it ---------------------------------------------------
+
+def test_get_hub_if_exists_never_creates_a_hub():
+    from labkit.hub import get_hub_if_exists
+    get_hub().destroy()
+    assert get_hub_if_exists() is None
+    hub = get_hub()
+    assert get_hub_if_exists() is hub
+
+
+def test_set_default_hub_class_decides_what_get_hub_creates():
+    from labkit import hub as hub_module
+
+    class Quiet(hub_module.Hub):
+        pass
+
+    get_hub().destroy()
+    hub_module.set_default_hub_class(Quiet)
+    try:
+        assert type(get_hub()) is Quiet and hub_module.get_hub_class() is Quiet
+    finally:
+        get_hub().destroy()
+        hub_module.set_default_hub_class(hub_module.Hub)
+    with pytest.raises(TypeError):
+        hub_module.set_default_hub_class(object)
+
+
+def test_destroy_without_destroying_the_loop_hands_it_to_the_next_hub():
+    old = get_hub()
+    loop = old.loop
+    fired = []
+    loop.timer(0.01, fired.append, "kept")
+    old.destroy(destroy_loop=False)
+    new = get_hub()
+    assert new is not old and new.loop is loop and loop.hub is new
+    labkit.sleep(0.03)
+    assert fired == ["kept"]
+
+
+def test_not_errors_are_not_printed():
+    hub = get_hub()
+    printed = []
+    hub.print_exception = lambda *args: printed.append(args[1])
+    g = labkit.spawn(lambda: (_ for _ in ()).throw(SystemExit) if False else None)
+    g.join()
+    hub.handle_error(None, labkit.GreenletExit, labkit.GreenletExit(), None)
+    hub.handle_error(None, ValueError, ValueError(), None)
+    assert printed == [ValueError]
+    assert issubclass(SystemExit, hub.NOT_ERROR) and issubclass(labkit.GreenletExit, hub.NOT_ERROR)

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+import labkit
 from labkit import sleep, spawn
 from labkit.local import local
 
@@ -142,3 +143,33 @@ def test_each_os_thread_has_its_own_namespace_too():
     thread.start()
     thread.join()
     assert seen == [False] and data.x == "main"
+
+
+def test_copy_of_a_local_copies_the_current_greenlets_namespace():
+    import copy
+    from labkit.local import local
+
+    class Settings(local):
+        def __init__(self, level):
+            self.level = level
+
+    original = Settings(1)
+    original.extra = ["shared list"]
+    duplicate = copy.copy(original)
+    assert type(duplicate) is Settings and duplicate is not original
+    assert (duplicate.level, duplicate.extra) == (1, ["shared list"])
+    assert duplicate.extra is original.extra          # shallow
+    duplicate.level = 2
+    assert original.level == 1
+    seen = []
+    labkit.spawn(lambda: seen.append(duplicate.level)).join()
+    assert seen == [1]                                  # another greenlet: __init__ again
+
+
+def test_all_local_dicts_for_greenlet_lists_the_greenlets_namespaces():
+    from labkit.local import all_local_dicts_for_greenlet, local
+    data = local()
+    data.x = 1
+    [((kind, ident), namespace)] = [entry for entry in all_local_dicts_for_greenlet(
+        labkit.getcurrent()) if entry[0][1] == id(data)]
+    assert kind == "local" and namespace == {"x": 1}

@@ -115,11 +115,58 @@ def test_with_timeout_returns_the_value_or_the_timeout_value():
         with_timeout(0.01, sleep, 1)
 
 
-def test_timeout_validates_its_arguments():
+def test_timeout_validates_its_seconds():
     with pytest.raises(TypeError, match="seconds"):
         Timeout("soon")
-    with pytest.raises(TypeError, match="exception"):
-        Timeout(1, exception=42)
+
+
+def test_a_string_exception_raises_the_timeout_with_the_string_in_its_message():
+    # gevent: "str values are accepted ... they change the message"
+    with pytest.raises(Timeout) as caught:
+        with Timeout(0.01, "the cache is slow"):
+            sleep(1)
+    assert str(caught.value) == "0.01 seconds: the cache is slow"
+
+
+def test_a_non_exception_object_reaches_the_greenlet_as_the_typeerror_of_throwing_it():
+    # gevent's behaviour: the object is thrown as is; throwing it fails in
+    # the hub, and the hub reports that TypeError to the main greenlet.
+    hub = labkit.get_hub()
+    reported = []
+    hub.print_exception = lambda context, kind, value, tb: reported.append(kind)
+    t = Timeout(0.01, exception=42)
+    t.start()
+    sleep(0.05)
+    t.cancel()
+    assert reported == [TypeError]
+
+
+def test_an_unreferenced_timeout_does_not_keep_the_loop_alive():
+    # A watchdog (ref=False) around a wait that can never end: LoopExit,
+    # not a wait for the watchdog to fire.
+    from labkit.event import Event
+    with Timeout(5, ref=False):
+        with pytest.raises(labkit.LoopExit):
+            Event().wait()
+
+
+def test_the_expiration_hook_is_gevents_so_subclasses_written_for_gevent_work():
+    fired = []
+
+    class Noting(Timeout):
+        def _on_expiration(self, prev_greenlet, ex):
+            fired.append((prev_greenlet, ex))
+            Timeout._on_expiration(self, prev_greenlet, ex)
+
+    with pytest.raises(Timeout):
+        with Noting(0.01, "why"):
+            sleep(1)
+    [(g, ex)] = fired
+    assert g is labkit.getcurrent() and isinstance(ex, Noting)
+
+
+def test_timeouts_compare_by_seconds():
+    assert Timeout(0) < 1 and Timeout(0.1) < Timeout(0.2)
 
 
 def test_timeout_str_names_the_seconds():
