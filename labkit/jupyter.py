@@ -123,8 +123,11 @@ def load_ipython_extension(ipython) -> None:
 
 def unload_ipython_extension(ipython) -> None:
     """``%unload_ext labkit``: unload the plug-ins that can be, detach from the
-    host loop; greenlets stay parked."""
+    host loop, put back every original that ``labkit.monkey`` replaced;
+    greenlets stay parked."""
     plugins.unload_ipython_plugins(ipython)
+    if "labkit.monkey" in sys.modules:
+        sys.modules["labkit.monkey"].unpatch_all()
     if getattr(ipython, "kernel", None) is not None:
         disable(ipython)
     else:

@@ -204,3 +204,56 @@ def test_gui_labkit_is_a_polling_fallback(fresh_kernel):
     port = start_echo_server(kc)
     time.sleep(0.3)
     assert echo_once(port, b"polled") == b"polled"
+
+
+# -- monkey patching inside a running kernel -----------------------------------
+
+HAND_OFF_CELL = """
+import threading, queue, labkit
+requests, replies, handed = queue.Queue(), queue.Queue(), []
+def server():                      # a greenlet: parks in get(), runs between cells
+    while (item := requests.get()) is not None:
+        labkit.sleep(0.01)
+        replies.put(item * 10)
+def user():                        # a real OS thread: blocks natively
+    handed.append(threading.get_native_id() != main_id)
+    for i in range(3):
+        requests.put(i)
+        handed.append(replies.get(timeout=10))
+    requests.put(None)
+main_id = threading.get_native_id()
+labkit.spawn(server)
+user_thread = threading.Thread(target=user)
+user_thread.start()                # the cell ends at once; the kernel sits idle
+"""
+
+
+def test_patch_all_in_a_kernel_keeps_it_working_and_unload_restores_it(fresh_kernel):
+    _km, kc = fresh_kernel
+    ok(kc, "%load_ext labkit")
+    # The kernel is a host: threads stay OS threads (mixed mode).
+    assert ok(kc, "from labkit import monkey\nmonkey.patch_all()\n"
+                  "print(monkey.thread_mode())").strip() == "native"
+    assert ok(kc, "print(6 * 7)").strip() == "42"            # cells still run
+    # A user's thread hands work to a greenlet through queue.Queue and back,
+    # while no cell runs: the thread's put wakes the guest hub.
+    ok(kc, HAND_OFF_CELL)
+    time.sleep(0.5)
+    assert ok(kc, "user_thread.join(10)\nprint(handed, user_thread.is_alive())").strip() \
+        == "[True, 0, 10, 20] False"
+    # Output still reaches the notebook, from a greenlet too.
+    assert ok(kc, "labkit.spawn(print, 'from a greenlet').join()").strip() == "from a greenlet"
+    # The kernel's own threads: history is saved by its thread, the heartbeat beats.
+    history = ok(kc, "hm = get_ipython().history_manager\n"
+                     "print(hm.save_thread is None or hm.save_thread.is_alive())\n"
+                     "hm.save_flag.set()\n"
+                     "import time; time.sleep(0.3)\n"
+                     "print(len(list(hm.get_range(hm.session_number, raw=True))) >= 5)")
+    assert history.split() == ["True", "True"]
+    assert kc.is_alive() and kc.hb_channel.is_beating()
+    # %unload_ext puts every original back; cells still run.
+    ok(kc, "%unload_ext labkit")
+    assert ok(kc, "import _thread, threading, socket, queue\n"
+                  "print(threading.Lock is _thread.allocate_lock, socket.socket.__module__,\n"
+                  "      monkey.is_module_patched('threading'), monkey.thread_mode())"
+              ).split() == ["True", "socket", "False", "None"]
