@@ -84,8 +84,9 @@ from time import monotonic_ns
 from greenlet import getcurrent
 
 from labkit import _native
+from labkit import lock as _labkit_lock  # STARVATION_NS, read at each use (tests set it)
 from labkit._park import EMPTY, Ticket, cannot_wait_in_hub, check_seconds
-from labkit.hub import hub_for_this_thread
+from labkit.hub import Hub, hub_for_this_thread
 
 __all__ = ["Lock", "RLock", "Condition", "TIMEOUT_MAX"]
 
@@ -94,11 +95,6 @@ TIMEOUT_MAX = _native.TIMEOUT_MAX
 
 #: a served Ticket's value: "the lock is yours"
 _HANDED = True
-
-
-def _starvation_ns() -> int:
-    from labkit import lock  # the same threshold as labkit's Semaphore
-    return lock.STARVATION_NS
 
 
 def _check_timeout(blocking, timeout) -> float:
@@ -115,13 +111,17 @@ def _check_timeout(blocking, timeout) -> float:
     return timeout
 
 
-def _parking_hub():
-    """The hub that may park the current greenlet, or None: block the thread."""
+def _parking_hub(current):
+    """The hub that may park ``current`` (the current greenlet), or None:
+    block the thread."""
+    hub = current.parent
+    if hub.__class__ is Hub:  # a greenlet the hub spawned: in the hub's thread
+        return hub
     hub = hub_for_this_thread()
     # A kernel subshell's placeholder hub has no thread: block there too.
     if hub is None or getattr(hub, "thread_ident", None) != _get_ident():
         return None
-    if getcurrent() is hub:
+    if current is hub:
         # A loop callback cannot park. With other threads alive, one of
         # them holds the lock and will release it: block a moment. Alone,
         # only a parked greenlet of ours can hold it: that would hang.
@@ -136,7 +136,8 @@ class Lock:
     docstring): not reentrant, released by anyone, FIFO among parked
     greenlets, barging allowed."""
 
-    __slots__ = ("_block", "_line", "_mutex", "_serving", "__weakref__")
+    __slots__ = ("_block", "_line", "_mutex", "_serving", "_serve_cb", "_serve_hub",
+                 "__weakref__")
 
     def __init__(self):
         #: the original C lock: held exactly while this Lock is held
@@ -147,6 +148,10 @@ class Lock:
         self._mutex = _native.allocate_lock()
         #: a _serve callback is queued in some hub
         self._serving = False
+        #: _serve, bound once per lock (so that it can be taken back), or None
+        self._serve_cb = None
+        #: the hub whose ready queue got the last _serve_cb by schedule()
+        self._serve_hub = None
 
     # -- acquire ----------------------------------------------------------
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -154,27 +159,64 @@ class Lock:
         and it is held, or if ``timeout`` seconds pass first."""
         if timeout == -1:
             if self._block.acquire(False):
+                if self._serving:  # _take_back_serve, inlined: the contended hot path
+                    hub = self._serve_hub
+                    if hub is not None:
+                        ready = hub.ready
+                        cb = self._serve_cb
+                        if ready and ready[-1] is cb and hub.thread_ident == _get_ident():
+                            last = ready.pop()
+                            if last is cb:
+                                self._serving = False
+                                self._serve_hub = None
+                            else:
+                                ready.append(last)
                 return True
             if not blocking:
                 return False
             return self._wait(-1)
         timeout = _check_timeout(blocking, timeout)
         if self._block.acquire(False):
+            if self._serving:
+                self._take_back_serve()
             return True
         return self._wait(timeout)
 
     def __enter__(self) -> bool:
         if self._block.acquire(False):
+            if self._serving:
+                self._take_back_serve()
             return True
         return self._wait(-1)
 
+    def _take_back_serve(self) -> None:
+        """We barged past a serve queued in our own hub: it would find the
+        lock taken and do nothing, so take it back if it is still the newest
+        ready callback (Hub.take_back's newest-entry case, inlined as in
+        labkit.lock: a contended ``with lock:`` loop then needs no trip
+        through the hub per turn). Our release queues the next one."""
+        hub = self._serve_hub
+        if hub is None or hub.thread_ident != _get_ident():
+            return
+        ready = hub.ready
+        cb = self._serve_cb
+        if ready and ready[-1] is cb:
+            last = ready.pop()
+            if last is cb:
+                self._serving = False
+                self._serve_hub = None
+            else:  # another thread appended in between: put it back
+                ready.append(last)
+
     def _wait(self, timeout: float) -> bool:
         """The lock is held: wait for it as the caller must (module docstring)."""
-        hub = _parking_hub()
+        current = getcurrent()
+        hub = _parking_hub(current)
         if hub is None:
             return self._block.acquire(True, timeout)
-        ticket = Ticket(hub, getcurrent())
-        ticket.deadline = monotonic_ns() + _starvation_ns()
+        ticket = Ticket(hub, current)
+        # the same threshold as labkit's Semaphore (see lock.STARVATION_NS)
+        ticket.deadline = monotonic_ns() + _labkit_lock.STARVATION_NS
         line = self._line
         line.append(ticket)
         if self._block.acquire(False):  # released before it could see us (rule 1)
@@ -198,12 +240,32 @@ class Lock:
     def release(self) -> None:
         """Release the lock (from any greenlet or thread); RuntimeError if
         it is not held. Never switches."""
-        if self._line:
-            self._release_to_line()
+        line = self._line
+        if not line:
+            self._block.release()
+            if line:  # a greenlet appended meanwhile (rule 1)
+                self._serve_soon()
             return
-        self._block.release()
-        if self._line:  # a greenlet appended meanwhile (rule 1)
-            self._serve_soon()
+        # Greenlets are parked. The common case, inlined (a contended loop
+        # runs it every turn): the oldest is ours and young enough to be
+        # passed by: release, and queue one serve in our hub.
+        try:
+            ticket = line[0]
+        except IndexError:
+            ticket = None
+        if ticket is not None:
+            hub = ticket.hub
+            if hub.last_poll_ns < ticket.deadline and hub.thread_ident == _get_ident():
+                self._block.release()
+                if not self._serving:
+                    self._serving = True
+                    cb = self._serve_cb
+                    if cb is None:
+                        cb = self._serve_cb = self._serve
+                    self._serve_hub = hub
+                    hub.schedule(cb)
+                return
+        self._release_to_line()
 
     def __exit__(self, typ, value, tb) -> None:
         if self._line:
@@ -214,29 +276,40 @@ class Lock:
             self._serve_soon()
 
     def _release_to_line(self) -> None:
-        if not self._block.locked():
+        block = self._block
+        if not block.locked():
             raise RuntimeError("release unlocked lock")
         line = self._line
         try:
             ticket = line[0]
-        except IndexError:
-            ticket = None
-        if ticket is not None:
-            hub = ticket.hub
+        except IndexError:  # the waiters left meanwhile
+            block.release()
+            return
+        hub = ticket.hub
+        if hub.thread_ident != _get_ident():
+            block.release()
+            self._serve_soon()
+            return
+        if hub.last_poll_ns >= ticket.deadline:
             # The oldest waiter is ours and has waited long enough: hand the
             # lock over directly (it stays held: nobody can barge). Only in
             # its own thread, where it cannot be leaving at the same moment.
-            if hub.thread_ident == _get_ident() and hub.last_poll_ns >= ticket.deadline:
-                with self._mutex:
-                    handed = bool(line) and line[0] is ticket
-                    if handed:
-                        line.popleft()
-                        ticket.value = _HANDED
+            with self._mutex:
+                handed = bool(line) and line[0] is ticket
                 if handed:
-                    ticket.schedule_wake()
-                    return
-        self._block.release()
-        self._serve_soon()
+                    line.popleft()
+                    ticket.value = _HANDED
+            if handed:
+                ticket.schedule_wake()
+                return
+        block.release()
+        if not self._serving:  # (_serve_soon, inlined for our own hub)
+            self._serving = True
+            cb = self._serve_cb
+            if cb is None:
+                cb = self._serve_cb = self._serve
+            self._serve_hub = hub
+            hub.schedule(cb)
 
     def _serve_soon(self) -> None:
         """Queue one _serve in the hub of the oldest parked greenlet."""
@@ -248,7 +321,11 @@ class Lock:
             return
         self._serving = True
         if hub.thread_ident == _get_ident():
-            hub.schedule(self._serve)
+            cb = self._serve_cb
+            if cb is None:
+                cb = self._serve_cb = self._serve
+            self._serve_hub = hub
+            hub.schedule(cb)
         else:
             hub.run_callback_threadsafe(self._serve)
 
@@ -256,6 +333,7 @@ class Lock:
         """Hub callback: take the lock for the oldest parked greenlet and
         wake it (switching into it if it is ours: it comes back here)."""
         self._serving = False
+        self._serve_hub = None
         line = self._line
         if not line or not self._block.acquire(False):
             return  # nobody waits, or someone barged: their release serves (rule 3)
@@ -263,6 +341,8 @@ class Lock:
             ticket = line.popleft() if line else None
             if ticket is not None:
                 ticket.value = _HANDED
+        if not line:
+            self._serve_cb = None  # (a reference cycle: only while contended)
         if ticket is None:  # the waiters left meanwhile
             self.release()
         elif ticket.hub.thread_ident == _get_ident():
@@ -280,6 +360,7 @@ class Lock:
         self._line = deque()
         self._mutex = _native.allocate_lock()
         self._serving = False
+        self._serve_cb = self._serve_hub = None
 
     def __repr__(self) -> str:
         state = "locked" if self._block.locked() else "unlocked"

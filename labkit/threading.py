@@ -129,7 +129,7 @@ def _join_native(self, timeout=None):
     """``Thread.join`` in mixed mode: a greenlet that joins an OS thread
     parks until the thread ends (the thread's own _bootstrap_inner signals
     it, see :func:`_bootstrap_inner_native`); anywhere else, the stdlib's."""
-    if _twosided._parking_hub() is not None and self.is_alive():
+    if _twosided._parking_hub(getcurrent()) is not None and self.is_alive():
         if self is _native.current_thread():
             raise RuntimeError("cannot join current thread")
         done = self.__dict__.get("_labkit_done")

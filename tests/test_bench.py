@@ -39,6 +39,9 @@ def run_worker_command(*args):
     ("labkit", "sleep0"),
     ("labkit", "threadsafe_wakeup"),
     ("labkit", "fresh_greenlet"),
+    ("labkit", "patched_lock_contention"),
+    ("labkit", "patched_lock_native_thread"),
+    ("original", "original_lock_native_thread"),
 ])
 def test_worker_prints_one_json_line_with_a_positive_per_op_time(impl, bench_name):
     if not importable(impl):

@@ -36,6 +36,8 @@ REQUIREMENTS = {
     "uvloop": ("uvloop", ()),
     "greenlet": ("greenlet", ()),
     "asyncio": ("asyncio", ()),
+    # the interpreter's own primitive, the floor of a patched one (bench/threads.py)
+    "original": ("threading", ()),
 }
 
 

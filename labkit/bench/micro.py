@@ -40,7 +40,7 @@ GREENLET = "greenlet"
 
 # Modules that register benchmarks; the worker imports them all.
 SUITES = ("labkit.bench.micro", "labkit.bench.pools", "labkit.bench.tracing",
-          "labkit.bench.sync")
+          "labkit.bench.sync", "labkit.bench.threads")
 
 
 def load_suites():
