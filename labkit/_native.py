@@ -29,6 +29,9 @@ local = _thread._local
 #: the C queue: a put() never blocks, a get() blocks the calling OS thread
 SimpleQueue = _queue.SimpleQueue
 start_new_thread = _thread.start_new_thread
+start_joinable_thread = getattr(_thread, "start_joinable_thread", None)  # 3.13+
+set_sentinel = getattr(_thread, "_set_sentinel", None)                  # until 3.12
+stack_size = _thread.stack_size
 TIMEOUT_MAX = _thread.TIMEOUT_MAX
 #: how many threads started by _thread (threading.Thread included) are alive
 thread_count = _thread._count

@@ -283,20 +283,30 @@ def _rekey_main_thread(stdlib, ident: int) -> None:
         root = root.parent
     new = id(root)
     old = main._ident
+    handle = None
+    from labkit import thread as green
+    if green.PY313:  # 3.13 checks that the handle's ident is the thread's
+        handle = getattr(main, green.HANDLE_ATTRIBUTE)
+        ours = green._ThreadHandle()
+        ours._set_greenlet(root)
+        setattr(main, green.HANDLE_ATTRIBUTE, ours)
     with stdlib._active_limbo_lock:
         if stdlib._active.get(old) is main:
             del stdlib._active[old]
         stdlib._active[new] = main
         main._ident = new
-    _main_thread_idents = (old, new)
+    _main_thread_idents = (old, new, handle)
 
 
 def _unrekey_main_thread(stdlib) -> None:
     global _main_thread_idents
     if _main_thread_idents is None:
         return
-    old, new = _main_thread_idents
+    old, new, handle = _main_thread_idents
     main = stdlib.main_thread()
+    if handle is not None:
+        from labkit import thread as green
+        setattr(main, green.HANDLE_ATTRIBUTE, handle)
     with stdlib._active_limbo_lock:
         if stdlib._active.get(new) is main:
             del stdlib._active[new]

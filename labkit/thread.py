@@ -41,6 +41,9 @@ RLock = _twosided.RLock
 LockType = lock = allocate_lock = allocate = _twosided.Lock
 
 PY313 = sys.version_info >= (3, 13)
+#: where 3.13's Thread keeps its handle (renamed in a 3.13 bugfix release)
+HANDLE_ATTRIBUTE = "_os_thread_handle" if PY313 and not hasattr(
+    __import__("threading").main_thread(), "_handle") else "_handle"
 
 
 def get_ident(gr=None) -> int:
@@ -60,7 +63,7 @@ def stack_size(size=None) -> int:
     """The original's answer; greenlets have no stack size of their own, so
     only a size the original accepts is accepted (and it applies to OS
     threads)."""
-    return _original.stack_size() if size is None else _original.stack_size(size)
+    return _native.stack_size() if size is None else _native.stack_size(size)
 
 
 # -- starting green threads ----------------------------------------------------------
@@ -110,7 +113,7 @@ def _set_sentinel():
     current thread ends: for a green thread, when its greenlet ends."""
     current = getcurrent()
     if current.parent is None:  # an OS thread's own greenlet: the original
-        return _original._set_sentinel()
+        return _native.set_sentinel()
     sentinel = allocate_lock()
     _sentinels.setdefault(current, []).append(sentinel)
     return sentinel
@@ -161,15 +164,15 @@ def start_joinable_thread(function, handle=None, daemon=True):
     """3.13's start: a greenlet, with a handle that is done when it ends."""
     if _wants_os_thread(function):
         thread = function.__self__
-        handle = _original.start_joinable_thread(function, daemon=daemon)
-        thread._handle = handle
+        handle = _native.start_joinable_thread(function, daemon=daemon)
+        setattr(thread, HANDLE_ATTRIBUTE, handle)
         return handle
     if handle is None or not isinstance(handle, _ThreadHandle):
         handle = _ThreadHandle()
 
     def run():
         try:
-            _run_green_thread(function, (), None)
+            _run_green_thread(function, (), {})
         finally:
             handle._set_done()
 

@@ -62,8 +62,8 @@ def fetch_all(get, url, n=20):
 def test_patch_all_replaces_and_remembers_the_originals():
     out = run_python("""
         from labkit import monkey
-        import socket as s0
-        original = s0.socket
+        import socket as s0, threading as t0
+        original, original_lock = s0.socket, t0.Lock
         monkey.patch_all()
         import socket, time, select, selectors, ssl
         import labkit.socket, labkit.select, labkit.selectors, labkit.ssl
@@ -79,13 +79,13 @@ def test_patch_all_replaces_and_remembers_the_originals():
         monkey.patch_all()  # twice is harmless: the true originals are kept
         assert monkey.get_original("socket", "socket") is original
         import _thread, threading, queue, os
-        assert monkey.get_original("threading", "Lock") is monkey.get_original("_thread", "allocate_lock")
-        assert threading.Lock is not monkey.get_original("threading", "Lock")
+        assert monkey.get_original("threading", "Lock") is original_lock
+        assert threading.Lock is not original_lock
         assert monkey.get_original("_thread", "get_ident") is not _thread.get_ident
         assert monkey.get_original("queue", "SimpleQueue") is not queue.SimpleQueue
         assert monkey.get_original("os", "waitpid") is not os.waitpid
         monkey.unpatch_all()  # labkit's own: every original back
-        assert socket.socket is original and threading.Lock is _thread.allocate_lock
+        assert socket.socket is original and threading.Lock is original_lock
         assert not monkey.is_module_patched("socket") and hasattr(select, "epoll")
         print("ok")
     """)
