@@ -69,7 +69,10 @@ import build_loop
 build_loop.ffibuilder.compile(tmpdir="build")
 ' >"$WORK/build.log" 2>&1) || { cat "$WORK/build.log"; exit 1; }
 cp "$WORK"/build/labkit/_lk_loop*.so "$WORK/labkit/"
-if ! ldd "$WORK"/labkit/_lk_loop*.so | grep -q libasan; then
+# (Read ldd's whole output before matching: with pipefail, "grep -q" exiting
+# at the first match can kill ldd with SIGPIPE and fail a linked build.)
+LINKED="$(ldd "$WORK"/labkit/_lk_loop*.so)"
+if ! grep -q libasan <<<"$LINKED"; then
     echo "sanitize: the extension is not linked against libasan" >&2
     exit 1
 fi
