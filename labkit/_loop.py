@@ -255,6 +255,9 @@ class Loop:
         self.prepares: list = []
         self.checks: list = []
         self.idles: list = []
+        #: how many watchers the three lists hold: the hub's pass reads this
+        #: one number, and looks at the lists only when it is not 0
+        self.pass_watchers = 0
 
     # -- lifecycle --------------------------------------------------------
     def close(self) -> None:
@@ -374,9 +377,10 @@ class Loop:
     def active_timers(self) -> int:
         """How many timers are pending that keep the loop alive (ref=True)."""
         unreferenced = self._unreferenced
-        if unreferenced:
-            # Forget the unreferenced timers that fired or were cancelled.
-            unreferenced.difference_update([t for t in unreferenced if not t.active])
+        if not unreferenced:  # the common case, on every blocking poll
+            return len(self._timers)
+        # Forget the unreferenced timers that fired or were cancelled.
+        unreferenced.difference_update([t for t in unreferenced if not t.active])
         return len(self._timers) - len(unreferenced)
 
     # -- gevent's watcher API (labkit/core.py) --------------------------------

@@ -312,8 +312,11 @@ def idle() -> None:
 # for exactly as long as it waits: that is how forget_fd finds whom to tell
 # that the fd is closing, and how waiting_on names the fd.
 
-#: fd -> the greenlet parked in wait_io/wait_any_fd until fd is readable
+#: fd -> the greenlet parked in wait_io/wait_any_fd until fd is readable.
+#: Read-only outside this module (``fd in parked_readers``: is someone
+#: already waiting to read it? -- a dict lookup, no call, for sockets' recv).
 _readers: dict = {}
+parked_readers = _readers
 #: fd -> the greenlet parked in wait_io/wait_any_fd until fd is writable
 _writers: dict = {}
 
@@ -334,13 +337,20 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     if current is hub:
         raise cannot_wait_in_hub()
     loop = hub.loop
-    loop.io_start(fd, event, current.switch)
-    waits = _readers if event == READ else _writers
-    waits[fd] = current
     timer = None
     if timeout is not None:
         timer = loop.timer(timeout, current.throw,
                            timeout_exc if timeout_exc is not None else TimeoutError("timed out"))
+    try:
+        loop.io_start(fd, event, current.switch)
+    except BaseException:
+        if timer is not None:
+            timer.cancel()
+        raise
+    # (Nobody else can be in waits[fd] now: io_start refuses a second
+    # waiter for the same fd and direction.)
+    waits = _readers if event == READ else _writers
+    waits[fd] = current
     try:
         fired = _switch(hub)
     except BaseException:
@@ -350,8 +360,7 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     finally:
         # The take-back: after a dispatch the io callback is gone already
         # (a no-op here); after a timeout, a kill or a stray switch it is not.
-        if waits.get(fd) is current:
-            del waits[fd]
+        del waits[fd]
         if timer is not None:
             timer.cancel()
         loop.io_cancel(fd, event, keep_interest)
@@ -421,8 +430,7 @@ def wait_any_fd(hub, interest: dict, timeout: float | None) -> None:
         if timer is not None:
             timer.cancel()
         for fd, event, waits in started:
-            if waits.get(fd) is current:
-                del waits[fd]
+            del waits[fd]
             loop.io_cancel(fd, event)
 
 

@@ -364,11 +364,13 @@ class _PerPass(_KeptAlive):
 
     def _activate(self) -> None:
         getattr(self.loop, self._list_name).append(self)
+        self.loop.pass_watchers += 1
 
     def _deactivate(self) -> None:
         watchers = getattr(self.loop, self._list_name)
         if self in watchers:
             watchers.remove(self)
+            self.loop.pass_watchers -= 1
 
 
 class prepare(_PerPass):

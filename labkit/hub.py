@@ -365,30 +365,32 @@ class Hub(greenlet):
             block = block and not self._ticking
         ready = self.ready
         loop = self.loop
-        if loop.prepares:  # gevent's prepare watchers (labkit/core.py)
+        # gevent's per-pass watchers (labkit/core.py): prepare, check, idle.
+        # Usually none, and then one attribute read is all they cost here.
+        watchers = loop.pass_watchers
+        if watchers and loop.prepares:
             self._run_watchers(loop.prepares)
         # Phase 2: how long may the poll wait?
-        if ready or self._idle or loop.idles or not block:
+        if ready or self._idle or not block or (watchers and loop.idles):
             timeout = 0
         else:
             # Phase 3: would we wait for something that can never come?
-            if not self.loop.active_timers and not self.loop.io_waiters \
-                    and not self._keepalive:
+            if not loop.active_timers and not loop.io_waiters and not self._keepalive:
                 return False
             timeout = -1
         # Phase 4: poll and dispatch.
         self.last_poll_ns = monotonic_ns()
-        fired = self.loop.poll(timeout, self._handle_dispatch_error)
+        fired = loop.poll(timeout, self._handle_dispatch_error)
         if self._interrupted:
             self._deliver_interrupt()
-        if loop.checks:  # gevent's check watchers
+        if watchers and loop.checks:
             self._run_watchers(loop.checks)
         # Phase 5: idle greenlets run when a pass had nothing else to do.
         if not fired and not ready:
             if self._idle:
                 ready.extend(self._idle)
                 self._idle.clear()
-            if loop.idles:  # gevent's idle watchers
+            if watchers and loop.idles:
                 self._run_watchers(loop.idles)
         return True
 

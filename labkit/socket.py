@@ -47,7 +47,7 @@ from time import monotonic
 import _socket
 
 from labkit._loop import READ, WRITE
-from labkit._park import forget_fd, wait_fd, wait_io
+from labkit._park import forget_fd, parked_readers, wait_fd, wait_io
 from labkit.hub import _get_hub_if_any, hub_for_this_thread
 
 __all__ = list(_stdlib.__all__)  # what `from labkit.socket import *` gives
@@ -217,7 +217,7 @@ class socket(_stdlib.socket):
         if hub is None:
             return self._wait(READ, None)
         fd = _fileno(self)
-        if hub.loop.io_waiting(fd, READ):
+        if fd in parked_readers:
             return None
         if timeout is None:   # the common case, without the detour through _wait
             wait_io(hub, fd, READ, None, None, True)
