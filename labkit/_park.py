@@ -61,7 +61,7 @@ from labkit.hub import (_TR_RESUME, _WHY_READY, _WHY_THROW, _WHY_TIMER, _WHY_WAI
 __all__ = [
     "Waiter", "Linkable", "Ticket", "EMPTY", "sleep", "idle", "wait_io", "wait_fd",
     "wait_read", "wait_write", "wait_any_fd", "forget_fd", "waiting_on",
-    "check_seconds", "cannot_wait_in_hub",
+    "check_seconds", "check_timeout", "deadline", "cannot_wait_in_hub",
 ]
 
 #: unbound: calling it saves a bound-method allocation per park
@@ -105,9 +105,38 @@ def check_seconds(seconds, name: str = "seconds") -> float:
     return seconds
 
 
-def check_timeout(timeout) -> float | None:
-    """``check_seconds`` for an optional ``timeout`` argument (None: forever)."""
-    return None if timeout is None else check_seconds(timeout, "timeout")
+def check_timeout(timeout):
+    """``check_seconds`` for an optional ``timeout`` argument (None: forever).
+
+    A :class:`labkit.Timeout` object is returned as is: gevent lets one stand
+    for the seconds of any wait, and then the wait raises *that* Timeout
+    (or its exception) when it fires, instead of timing out its own way.
+    The parking functions below take it where they take seconds."""
+    if timeout is None or timeout.__class__ is float or timeout.__class__ is int:
+        return timeout
+    if _is_timeout_object(timeout):
+        return timeout
+    return check_seconds(timeout, "timeout")
+
+
+def _is_timeout_object(timeout) -> bool:
+    # labkit.timeout imports this module: recognise a Timeout by its shape.
+    return isinstance(timeout, BaseException) and hasattr(timeout, "pending") \
+        and hasattr(timeout, "start")
+
+
+def deadline(hub, timeout, callback: Callable, *args):
+    """The deadline of a park: for ``timeout`` seconds, a loop timer that
+    calls ``callback(*args)``; for a Timeout object (see check_timeout), the
+    object itself, started if it is not pending already -- it will throw
+    into the parked greenlet. Either way the caller ``cancel()``s it when the
+    park ends (gevent cancels a Timeout it was given, too). Call in the
+    greenlet that parks."""
+    if timeout.__class__ is float or timeout.__class__ is int or not _is_timeout_object(timeout):
+        return hub.loop.timer(timeout, callback, *args)
+    if not timeout.pending:
+        timeout.start()
+    return timeout
 
 
 def cannot_wait_in_hub() -> BlockingSwitchOutError:
@@ -606,7 +635,7 @@ class Linkable:
         self._check_and_notify()
         timer = None
         if timeout is not None:
-            timer = hub.loop.timer(timeout, link, _TIMED_OUT)
+            timer = deadline(hub, timeout, link, _TIMED_OUT)
         woken = False
         try:
             woken = _switch(hub) is self
@@ -634,7 +663,7 @@ class Linkable:
         self._check_and_notify()
         timer = None
         if timeout is not None:
-            timer = hub.loop.timer(timeout, waiter.switch, _TIMED_OUT)
+            timer = deadline(hub, timeout, waiter.switch, _TIMED_OUT)
         woken = False
         try:
             woken = waiter.get() is self
@@ -718,7 +747,7 @@ class Ticket:
         if current is hub:
             raise cannot_wait_in_hub()
         line.append(self)
-        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
+        timer = None if timeout is None else deadline(hub, timeout, self.wake)
         try:
             while self.greenlet is not None:  # else: a stray switch, park again
                 _switch(hub)

@@ -110,7 +110,7 @@ class Event(Linkable):
         if self._flag:
             return True
         if timeout is not None:
-            return self._wait_core(check_seconds(timeout, "timeout"))
+            return self._wait_core(check_timeout(timeout))
         # The hot path of _wait_core, inlined: no timer, a greenlet spawned
         # by our hub. (Its parent is our hub only in our hub's thread, so
         # this also checks the thread, without a call to get_hub.)

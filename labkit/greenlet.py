@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from contextvars import copy_context
 import sys
+import weakref
 from typing import Callable, Iterable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from labkit._park import Waiter, check_seconds
+from labkit._park import Waiter, check_seconds, check_timeout, deadline
 from labkit.hub import _TR_RESUME, get_hub
 from labkit._loop import lib as _lib
 from labkit.timeout import Timeout
@@ -58,7 +59,8 @@ class Greenlet(greenlet):
     # ``_run`` is a slot too (an instance dict would be one more allocation
     # per spawn); a subclass's ``_run`` method hides it, as gevent expects.
     __slots__ = ("_run", "args", "kwargs", "value", "_exc_info", "_links",
-                 "_start_state", "_start_handle", "_name")
+                 "_start_state", "_start_handle", "_name", "_spawner", "_tree_locals",
+                 "_formatted")
 
     def __init__(self, run: Callable | None = None, *args, **kwargs):
         # greenlet's __new__ has set everything up; its __init__ would only
@@ -79,6 +81,11 @@ class Greenlet(greenlet):
         self._start_state = _NEW
         self._start_handle = None
         self._name = None
+        # Who spawned us, for the greenlet tree (labkit.util): held until we
+        # finish, so a chain of finished spawners is never kept alive.
+        self._spawner = getcurrent()
+        self._tree_locals = None
+        self._formatted = None
         # Output and context variables follow the code that spawned us.
         self.gr_context = copy_context()
         if _trace is not None:
@@ -87,8 +94,10 @@ class Greenlet(greenlet):
     # -- introspection ----------------------------------------------------
     @property
     def name(self) -> str:
+        """"Greenlet-<minimal_ident>" unless assigned. Shown in the repr once
+        assigned or generated."""
         if self._name is None:
-            self._name = f"Greenlet-{_next_number()}"
+            self._name = f"Greenlet-{self.minimal_ident}"
         return self._name
 
     @name.setter
@@ -97,7 +106,66 @@ class Greenlet(greenlet):
 
     @property
     def minimal_ident(self) -> int:
-        return id(self)
+        """A small non-negative integer, unique among this hub's live
+        greenlets (reused after one dies): gevent's ``minimal_ident``. The
+        parent must be a hub (AttributeError otherwise)."""
+        return self.parent.ident_registry.get_ident(self)
+
+    @property
+    def spawning_greenlet(self):
+        """A weak reference to the greenlet that created this one: call it
+        (None once this one finished, or if it was never known)."""
+        spawner = self._spawner
+        return _no_spawner if spawner is None else weakref.ref(spawner)
+
+    @property
+    def spawn_tree_locals(self) -> dict:
+        """A dict shared by a tree of greenlets: the spawner's, if it has
+        one; the main greenlet's children each start their own."""
+        tree_locals = self._tree_locals
+        if tree_locals is None:
+            spawner = self._spawner
+            tree_locals = getattr(spawner, "spawn_tree_locals", None) \
+                if spawner is not None else None
+            if tree_locals is None:
+                tree_locals = {}
+                if spawner is not None and spawner.parent is not None \
+                        and not isinstance(spawner, Greenlet):
+                    spawner.spawn_tree_locals = tree_locals
+            self._tree_locals = tree_locals
+        return tree_locals
+
+    @spawn_tree_locals.setter
+    def spawn_tree_locals(self, value: dict) -> None:
+        self._tree_locals = value
+
+    #: gevent captures the spawning stack; labkit does not (the tracer
+    #: records spawn sites when it runs)
+    spawning_stack = None
+
+    @property
+    def loop(self):
+        """The loop of the hub that runs this greenlet."""
+        return self.parent.loop
+
+    # -- spawn callbacks (gevent's) ------------------------------------------
+    @staticmethod
+    def add_spawn_callback(callback: Callable) -> None:
+        """Call ``callback(greenlet)`` whenever a Greenlet is started (spawn,
+        spawn_later, start). Adding one twice calls it once."""
+        global _spawn_callbacks
+        if _spawn_callbacks is None:
+            _spawn_callbacks = set()
+        _spawn_callbacks.add(callback)
+
+    @staticmethod
+    def remove_spawn_callback(callback: Callable) -> None:
+        """Forget a callback of add_spawn_callback (no error if absent)."""
+        global _spawn_callbacks
+        if _spawn_callbacks is not None:
+            _spawn_callbacks.discard(callback)
+            if not _spawn_callbacks:
+                _spawn_callbacks = None
 
     @property
     def exception(self) -> BaseException | None:
@@ -110,7 +178,8 @@ class Greenlet(greenlet):
 
     @property
     def started(self) -> bool:
-        return self._start_state in (_SCHEDULED, _STARTED)
+        """Scheduled or running, and not finished (gevent: ``bool(self)``)."""
+        return self._start_state == _SCHEDULED or greenlet.__bool__(self)
 
     @property
     def dead(self) -> bool:
@@ -129,16 +198,54 @@ class Greenlet(greenlet):
         return self._start_state == _SCHEDULED or greenlet.__bool__(self)
 
     def __repr__(self) -> str:
-        func = getattr(self._run, "__qualname__", repr(self._run))
-        args = ", ".join([repr(a) for a in self.args] +
-                         [f"{k}={v!r}" for k, v in self.kwargs.items()])
-        return f"<Greenlet {self.name!r} at {id(self):#x}: {func}({args})>"
+        # gevent's form: <Greenlet "name" at 0x...: func(args)>, the name
+        # only once assigned or generated.
+        name = " " if self._name is None else f' "{self._name}" '
+        info = self._formatinfo()
+        return f"<{type(self).__name__}{name}at {id(self):#x}" + \
+            (f": {info}>" if info else ">")
+
+    def _formatinfo(self) -> str:
+        info = self._formatted
+        if info is not None:
+            return info
+        func = self._run
+        bound_to = getattr(func, "__self__", None)
+        if bound_to is self or func is _no_run:
+            info = "_run"   # a subclass's own _run
+        elif bound_to is not None:
+            info = repr(func)
+        else:
+            info = getattr(func, "__name__", "") or repr(func)
+        args = [repr(a)[:50] for a in self.args]
+        args += [f"{k}={repr(v)[:50]}" for k, v in self.kwargs.items()]
+        if args:
+            info += "(" + ", ".join(args) + ")"
+        self._formatted = info  # kept: the function is dropped when we finish
+        return info
+
+    # -- with spawn(...) as g: ----------------------------------------------
+    def __enter__(self) -> "Greenlet":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        """Leaving the block joins the greenlet (and kills it if the join is
+        interrupted); a block that raised kills it with that exception."""
+        if kind is None:
+            try:
+                self.join()
+            finally:
+                self.kill()
+        else:
+            self.kill((kind, value, tb))
 
     # -- starting ---------------------------------------------------------
     def start(self) -> None:
         """Schedule the greenlet to run soon (no-op if already started)."""
         if self._start_state == _NEW:
             self._start_state = _SCHEDULED
+            if _spawn_callbacks is not None:
+                _call_spawn_callbacks(self)
             self.parent.schedule(self.switch)
 
     def start_later(self, seconds: float) -> None:
@@ -146,6 +253,8 @@ class Greenlet(greenlet):
         seconds = check_seconds(seconds)
         if self._start_state == _NEW:
             self._start_state = _SCHEDULED
+            if _spawn_callbacks is not None:
+                _call_spawn_callbacks(self)
             self._start_handle = self.parent.loop.timer(seconds, self.switch)
 
     @classmethod
@@ -177,6 +286,7 @@ class Greenlet(greenlet):
             self._report_error(exc)
         else:
             self._report_result(result)
+        self._spawner = None
         if _trace is not None:
             _tracer.on_exit(self)
         return None
@@ -195,33 +305,53 @@ class Greenlet(greenlet):
     # -- killing ----------------------------------------------------------
     def kill(self, exception=GreenletExit, block: bool = True,
              timeout: float | None = None) -> None:
-        """Raise ``exception`` in the greenlet (default GreenletExit).
+        """Raise ``exception`` in the greenlet (default GreenletExit; also an
+        instance, or a ``(type, value, tb)`` triple).
 
-        Not started yet: it will never run. Already dead: nothing happens.
-        With ``block`` (default) wait until it is dead, at most ``timeout``.
+        Not started yet: it will never run, and ends as if it had raised
+        ``exception`` (anything that is not an exception ends it with a
+        BaseException saying what it was: gevent's rule). Already dead:
+        nothing happens. With ``block`` (default) wait until it is dead, at
+        most ``timeout``.
         """
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout")
-        if isinstance(exception, type) and not issubclass(exception, BaseException) \
-                or not isinstance(exception, (type, BaseException)):
-            raise TypeError(f"exception must be an exception class or instance, "
-                            f"not {exception!r}")
         if self.dead:
             return
         if not greenlet.__bool__(self):
             # Scheduled but never ran: cancel the start, die right here.
-            self._cancel_start()
-            exc = exception() if isinstance(exception, type) else exception
-            if isinstance(exc, GreenletExit):
-                self._report_result(exc)
-            else:
-                self._exc_info = (type(exc), exc, None)
-                if self._links:
-                    self.parent.schedule(self._notify_links)
+            self._die_before_start(exception)
             return
         self.parent.run_callback(self._throw_if_alive, exception)
         if block and getcurrent() is not self:
             self.join(timeout)
+
+    def throw(self, *args) -> None:
+        """Raise an exception in the greenlet now (call from the hub; use
+        :meth:`kill` elsewhere). A greenlet that never ran does not run:
+        it ends with the exception, links and error report included."""
+        if self._start_state in (_NEW, _SCHEDULED) and not greenlet.__bool__(self):
+            self._die_before_start(args if len(args) != 1 else args[0])
+            return None
+        return greenlet.throw(self, *args)
+
+    def _die_before_start(self, exception) -> None:
+        """End a greenlet that never ran as if it had raised ``exception``."""
+        self._cancel_start()
+        self._spawner = None
+        if isinstance(exception, tuple) and len(exception) == 3 \
+                and isinstance(exception[0], type):
+            exc = exception[1] if exception[1] is not None else exception[0]()
+        elif isinstance(exception, type) and issubclass(exception, BaseException):
+            exc = exception()
+        else:
+            exc = exception
+        if not isinstance(exc, BaseException):
+            exc = BaseException(exception)   # a user error, still a death
+        if isinstance(exc, GreenletExit):
+            self._report_result(exc)
+        else:
+            self._report_error(exc)
 
     def _cancel_start(self) -> None:
         self._start_state = _CANCELLED
@@ -231,7 +361,10 @@ class Greenlet(greenlet):
 
     def _throw_if_alive(self, exception) -> None:
         if not self.dead:
-            self.throw(exception)
+            if isinstance(exception, tuple) and len(exception) == 3:
+                self.throw(*exception)
+            else:
+                self.throw(exception)
 
     # -- waiting for the outcome -----------------------------------------
     def join(self, timeout: float | None = None) -> None:
@@ -239,9 +372,7 @@ class Greenlet(greenlet):
         Does not raise the greenlet's exception (see :meth:`get`)."""
         if self.ready():
             return
-        if timeout is not None:
-            timeout = check_seconds(timeout, "timeout")
-        _wait_on(self, timeout)
+        _wait_on(self, check_timeout(timeout))
 
     def get(self, block: bool = True, timeout: float | None = None):
         """Return the value, or raise the exception that ended the greenlet.
@@ -252,8 +383,7 @@ class Greenlet(greenlet):
         if not self.ready():
             if not block:
                 raise Timeout()
-            if timeout is not None:
-                timeout = check_seconds(timeout, "timeout")
+            timeout = check_timeout(timeout)
             if not _wait_on(self, timeout):
                 raise Timeout(timeout)
         if self._exc_info is not None:
@@ -300,6 +430,10 @@ class Greenlet(greenlet):
     def unlink_all(self) -> None:
         self._links = None
 
+    def has_links(self) -> int:
+        """How many callbacks are linked (a true value if any)."""
+        return len(self._links) if self._links else 0
+
     def _notify_links(self) -> None:
         links = self._links
         while links:
@@ -316,6 +450,19 @@ _RUN_SLOT = Greenlet.__dict__["_run"]
 
 def _no_run(*args, **kwargs):
     raise NotImplementedError("pass run= or override _run in a subclass")
+
+
+def _no_spawner():
+    return None
+
+
+#: callbacks of Greenlet.add_spawn_callback, or None (the common case)
+_spawn_callbacks = None
+
+
+def _call_spawn_callbacks(g) -> None:
+    for callback in list(_spawn_callbacks):
+        callback(g)
 
 
 class _SpawnedLink:
@@ -369,7 +516,7 @@ def _wait_on(obj, timeout: float | None) -> bool:
     waiter = Waiter(hub, "join")
     switch = waiter.switch
     obj.rawlink(switch)
-    timer = hub.loop.timer(timeout, switch, _TIMED_OUT) if timeout is not None else None
+    timer = deadline(hub, timeout, switch, _TIMED_OUT) if timeout is not None else None
     try:
         result = waiter.get()
     finally:
@@ -497,9 +644,24 @@ def joinall(greenlets: Iterable, timeout: float | None = None,
 
 def killall(greenlets: Iterable, exception=GreenletExit, block: bool = True,
             timeout: float | None = None) -> None:
-    """Kill every greenlet; with ``block``, wait (at most ``timeout``) for all."""
+    """Kill every greenlet (Greenlets and raw greenlets); with ``block``,
+    wait for all to die, and raise :class:`Timeout` if ``timeout`` seconds
+    pass first."""
+    from labkit.hub import kill
     greenlets = list(greenlets)
     for g in greenlets:
-        g.kill(exception, block=False)
+        kill(g, exception)
     if block:
-        joinall(greenlets, timeout=timeout)
+        alive = [g for g in greenlets if not g.dead]
+        if not alive:
+            return
+        raw = [g for g in alive if not hasattr(g, "rawlink")]
+        linked = [g for g in alive if hasattr(g, "rawlink")]
+        t = Timeout._start_new_or_dummy(timeout)
+        try:
+            joinall(linked)
+            while any(not g.dead for g in raw):   # raw greenlets have no links
+                from labkit.hub import sleep
+                sleep(0.001)
+        finally:
+            t.cancel()

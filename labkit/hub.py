@@ -148,7 +148,7 @@ class Hub(greenlet):
     # dictionary lookup, and these are read between every two switches.
     __slots__ = ("loop", "thread_ident", "schedule", "last_poll_ns", "exception_stream",
                  "ready", "_idle", "_keepalive", "_due_soon", "_next_poll_ns",
-                 "_interrupted", "_ticking", "_run_frame")
+                 "_interrupted", "_ticking", "_run_frame", "_ident_registry")
 
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
@@ -197,6 +197,25 @@ class Hub(greenlet):
         self._run_frame = None
         if _native.is_main_thread():
             _install_sigint_handler()
+
+    # -- gevent's identities --------------------------------------------------
+    @property
+    def ident_registry(self):
+        """Numbers this hub's greenlets (their ``minimal_ident``)."""
+        registry = getattr(self, "_ident_registry", None)
+        if registry is None:
+            from labkit._ident import IdentRegistry
+            registry = self._ident_registry = IdentRegistry()
+        return registry
+
+    @property
+    def minimal_ident(self) -> int:
+        """A small non-negative integer unique among live hubs."""
+        return _hub_idents.get_ident(self)
+
+    @property
+    def name(self) -> str:
+        return f"Hub-{self.minimal_ident}"
 
     # -- scheduling ---------------------------------------------------------
     def run_callback(self, callback: Callable, *args) -> Callback:
@@ -539,6 +558,20 @@ _local = _native.local()
 
 #: the class get_hub() instantiates (set_default_hub_class changes it)
 _hub_class = Hub
+
+
+class _LazyIdents:
+    """The registry numbering hubs, made on first use."""
+    registry = None
+
+    def get_ident(self, hub) -> int:
+        if self.registry is None:
+            from labkit._ident import IdentRegistry
+            self.registry = IdentRegistry()
+        return self.registry.get_ident(hub)
+
+
+_hub_idents = _LazyIdents()
 
 
 def get_hub() -> Hub:

@@ -37,7 +37,7 @@ from collections import deque
 
 from greenlet import getcurrent
 
-from labkit._park import EMPTY, Ticket, check_seconds
+from labkit._park import EMPTY, Ticket, check_seconds, check_timeout
 from labkit.event import Event
 from labkit.hub import get_hub
 
@@ -60,7 +60,7 @@ _SHUT_DOWN = object()
 
 
 def _check_timeout(timeout):
-    return None if timeout is None else check_seconds(timeout, "timeout")
+    return check_timeout(timeout)   # seconds, None, or a Timeout object
 
 
 class SimpleQueue:

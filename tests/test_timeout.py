@@ -179,3 +179,30 @@ def test_get_with_timeout_on_greenlet_uses_timeout():
     with pytest.raises(Timeout):
         g.get(timeout=0.01)
     labkit.kill(g)
+
+
+def test_a_timeout_object_stands_for_the_seconds_of_any_wait_and_raises_itself():
+    # gevent's rule: q.get(timeout=Timeout(...)) raises that Timeout, not Empty.
+    from labkit.event import AsyncResult, Event
+    from labkit.queue import Queue
+    waits = [Queue().get, AsyncResult().get, labkit.spawn(sleep, 10).get,
+             lambda timeout: Event().wait(timeout) or None]
+    for wait in waits:
+        t = Timeout(0.01)
+        with pytest.raises(Timeout) as caught:
+            wait(timeout=t)
+        assert caught.value is t and not t.pending
+    custom = Timeout(0.01, KeyError("mine"))
+    with pytest.raises(KeyError):
+        Queue().get(timeout=custom)
+
+
+def test_a_timeout_object_is_cancelled_when_the_wait_ends_first():
+    from labkit.queue import Queue
+    q = Queue()
+    q.put(1)
+    labkit.spawn_later(0.001, q.put, 2)
+    q.get()
+    t = Timeout(0.5)
+    assert q.get(timeout=t) == 2
+    assert not t.pending
