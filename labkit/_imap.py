@@ -14,9 +14,9 @@ from functools import partial
 from itertools import count as _count
 from typing import Callable
 
-from labkit._slots import _Slots, _wake
 from labkit.greenlet import Greenlet
-from labkit._park import Waiter
+from labkit._park import Waiter, wake_waiter
+from labkit.lock import FifoSemaphore
 
 
 class _Failure:
@@ -44,7 +44,7 @@ class IMapUnordered(Greenlet):
         self.func = func
         self.zipped = zipped
         self._spawn = spawn
-        self._permits = _Slots(maxsize) if maxsize else None
+        self._permits = FifoSemaphore(maxsize) if maxsize else None
         #: outcomes not yet read, and the reader parked waiting for one
         self._results: deque = deque()
         self._reader: Waiter | None = None
@@ -81,7 +81,7 @@ class IMapUnordered(Greenlet):
     def _put(self, value) -> None:
         self._results.append(value)
         if self._reader is not None:
-            _wake(self._reader, None)
+            wake_waiter(self._reader, None)
 
     # -- the producer greenlet ----------------------------------------------
     def _run(self):

@@ -59,7 +59,7 @@ from labkit.hub import (_TR_RESUME, _WHY_READY, _WHY_THROW, _WHY_TIMER, _WHY_WAI
                         BlockingSwitchOutError, Hub, get_hub, hub_for_this_thread)
 
 __all__ = [
-    "Waiter", "Linkable", "Ticket", "EMPTY", "sleep", "idle", "wait_io", "wait_fd",
+    "Waiter", "wake_waiter", "Linkable", "Ticket", "EMPTY", "sleep", "idle", "wait_io", "wait_fd",
     "wait_read", "wait_write", "wait_any_fd", "forget_fd", "waiting_on",
     "check_seconds", "check_timeout", "deadline", "cannot_wait_in_hub",
 ]
@@ -240,6 +240,17 @@ class Waiter:
     def __repr__(self) -> str:
         state = "ready" if self.ready() else "waiting" if self.greenlet else "empty"
         return f"<Waiter {state} greenlet={self.greenlet!r}>"
+
+
+def wake_waiter(waiter: Waiter, value) -> None:
+    """Switch ``value`` into ``waiter`` from wherever the caller runs in the
+    waiter's thread: at once if that is the hub, else from the hub's next
+    pass (Waiter.switch may only run in the hub)."""
+    hub = waiter.hub
+    if getcurrent() is hub:
+        waiter.switch(value)
+    else:
+        hub.run_callback(waiter.switch, value)
 
 
 def _exception_from(throw_args: tuple) -> BaseException:

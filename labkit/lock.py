@@ -49,7 +49,7 @@ from labkit import _native
 from labkit._park import EMPTY, Linkable, Ticket, check_seconds
 from labkit.hub import Hub, get_hub
 
-__all__ = ["Semaphore", "BoundedSemaphore", "DummySemaphore", "RLock"]
+__all__ = ["Semaphore", "BoundedSemaphore", "FifoSemaphore", "DummySemaphore", "RLock"]
 
 _get_ident = _native.get_ident
 
@@ -72,6 +72,8 @@ class Semaphore(Linkable):
     __slots__ = ("counter", "_waiters", "_thread_ident", "_serving", "_serve_cb")
 
     _notify_all = False  # rawlinks: only while permits are left
+    #: strict FIFO: nobody ever barges past the line (see FifoSemaphore)
+    _fifo = False
 
     def __init__(self, value: int = 1, hub=None):
         Linkable.__init__(self)
@@ -139,7 +141,7 @@ class Semaphore(Linkable):
         ticket = Ticket(hub, getcurrent())
         # After ``deadline`` nobody may barge past this ticket. (The real
         # clock here: the loop clock is as old as the last sleep.)
-        ticket.deadline = monotonic_ns() + STARVATION_NS if STARVATION_NS else 0
+        ticket.deadline = monotonic_ns() + STARVATION_NS if STARVATION_NS and not self._fifo else 0
         try:
             return ticket.park(self._waiters, timeout, "Semaphore")
         except BaseException:  # killed, Timeout, LoopExit ...
@@ -171,8 +173,9 @@ class Semaphore(Linkable):
 
     def _hand_on(self) -> None:
         """Hand a permit straight to the oldest waiter, reserved for it
-        until it runs; or, with nobody in line, put it back."""
-        if self._waiters:
+        until it runs; or, with nobody in line (or a debt to pay off: a
+        negative counter, see FifoSemaphore), put it back."""
+        if self._waiters and self.counter >= 0:
             ticket = self._waiters.popleft()
             ticket.value = True
             ticket.schedule_wake()
@@ -259,6 +262,25 @@ class BoundedSemaphore(Semaphore):
         if self.counter >= self._initial_value:
             raise ValueError("semaphore released too many times")
         Semaphore.release(self)
+
+
+class FifoSemaphore(Semaphore):
+    """A Semaphore whose line is never passed: while anyone waits, every
+    released permit is handed to the oldest waiter (no barging, no 1 ms of
+    grace). For admission that must be first come, first served: Pool
+    slots, imap's ``maxsize``, ThreadPool's job slots.
+
+    ``counter`` may be set below zero (a pool that shrank while its slots
+    were taken): releases then pay the debt off before anyone is admitted.
+    A burst of releases wakes each waiter it admits once, from the hub; a
+    greenlet woken with one permit finds the rest of the burst's permits
+    free when it runs, so a spawner parked in a full pool does not
+    ping-pong with the hub once per slot.
+    """
+
+    __slots__ = ()
+
+    _fifo = True
 
 
 class DummySemaphore:

@@ -37,10 +37,11 @@ The contract:
 Every wake-up here is a :class:`~labkit.hub.Waiter` switched from the hub;
 nothing polls.
 
-Layout: this module is Group and Pool. The FIFO slots a Pool hands out
-(:class:`_Slots`, shared with ThreadPool) are in :mod:`labkit._slots`; the
+Layout: this module is Group and Pool. A Pool's slots are a
+:class:`labkit.lock.FifoSemaphore` (first come, first served: a spawner
+parked in a full pool is never overtaken), a Group's a DummySemaphore; the
 iterators that ``imap``/``imap_unordered`` return (shared with ThreadPool)
-are in :mod:`labkit._imap`. Both are re-exported here.
+are in :mod:`labkit._imap`, re-exported here.
 """
 from __future__ import annotations
 
@@ -51,10 +52,10 @@ from typing import Callable, Iterable
 from greenlet import GreenletExit, getcurrent
 
 from labkit._imap import IMap, IMapUnordered, _Failure  # noqa: F401 - re-exported
-from labkit._slots import _Slots, _wake
 from labkit.greenlet import Greenlet
-from labkit._park import Waiter, check_seconds
+from labkit._park import Waiter, check_seconds, wake_waiter
 from labkit.hub import get_hub
+from labkit.lock import DummySemaphore, FifoSemaphore
 from labkit.timeout import Timeout
 
 __all__ = ["Group", "Pool", "PoolFull"]
@@ -62,21 +63,6 @@ __all__ = ["Group", "Pool", "PoolFull"]
 
 class PoolFull(queue.Full):
     """A Pool had no free slot for a non-blocking or timed-out ``add``."""
-
-
-# -- the slots of a Pool(None) --------------------------------------------
-
-class _Unbounded:
-    """The slots of ``Pool(None)``: always one free."""
-
-    __slots__ = ()
-    free = 1
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        return True
-
-    def release(self) -> None:
-        pass
 
 
 # -- Group -------------------------------------------------------------------
@@ -91,7 +77,7 @@ class Group:
 
     greenlet_class = Greenlet
     #: a Group never makes spawn park
-    _slots = _Unbounded()
+    _slots = DummySemaphore()
 
     def __init__(self, *args):
         if len(args) > 1:
@@ -132,7 +118,7 @@ class Group:
         if not self.greenlets and self._empty_waiters:
             waiters, self._empty_waiters = self._empty_waiters, []
             for waiter in waiters:
-                _wake(waiter, True)
+                wake_waiter(waiter, True)
 
     def discard(self, greenlet) -> None:
         """Stop tracking ``greenlet`` (it keeps running)."""
@@ -350,7 +336,7 @@ class Pool(Group):
         self.size = size
         if greenlet_class is not None:
             self.greenlet_class = greenlet_class
-        self._slots = _Unbounded() if size is None else _Slots(size)
+        self._slots = DummySemaphore() if size is None else FifoSemaphore(size)
 
     def free_count(self) -> int:
         """About how many more greenlets fit without parking (1 if unbounded)."""

@@ -57,7 +57,7 @@ from greenlet import getcurrent
 
 from labkit import _native
 from labkit._imap import IMap, IMapUnordered
-from labkit._slots import _Slots
+from labkit.lock import FifoSemaphore
 from labkit.event import AsyncResult
 from labkit.greenlet import Greenlet
 from labkit._park import Waiter, check_seconds
@@ -224,7 +224,7 @@ class ThreadPool:
         #: greenlets parked in join()
         self._join_waiters: list = []
         self._maxsize = 0
-        self._slots = _Slots(0)
+        self._slots = FifoSemaphore(0)
         self.maxsize = maxsize
         # A pool that is garbage collected stops its threads.
         self._finalizer = weakref.finalize(self, _stop_threads, self._jobs, self._threads)
@@ -258,10 +258,11 @@ class ThreadPool:
             raise ValueError(f"maxsize must not be negative: {maxsize!r}")
         grow = maxsize - self._maxsize
         self._maxsize = maxsize
-        self._slots.free += grow
-        if grow > 0 and self._slots.waiters:
-            self._slots.free -= 1
-            self._slots.release()  # hands the new slots to parked spawners
+        if grow > 0:
+            for _ in range(grow):
+                self._slots.release()  # hands the new slots to parked spawners
+        else:
+            self._slots.counter += grow  # a debt the next releases pay off
         while len(self._threads) > maxsize:
             self._threads.pop()
             self._jobs.put(_STOP)

@@ -441,3 +441,37 @@ def test_hub_must_be_a_hub():
                  lambda: RLock(hub=object())):
         with pytest.raises(TypeError, match="hub must be a labkit Hub or None"):
             make()
+
+
+def test_a_fifo_semaphore_never_lets_a_running_greenlet_pass_the_line():
+    from labkit.lock import FifoSemaphore
+    sem = FifoSemaphore(1)
+    order = []
+
+    def waiter(name):
+        with sem:
+            order.append(name)
+
+    sem.acquire()
+    greenlets = [spawn(waiter, n) for n in ("first", "second")]
+    sleep(0)                      # both are in line now
+    sem.release()                 # handed to "first", reserved until it runs
+    assert not sem.acquire(blocking=False)   # a Semaphore would let us barge
+    labkit.joinall(greenlets)
+    assert order == ["first", "second"]
+    assert sem.acquire(blocking=False)
+
+
+def test_a_fifo_semaphore_pays_off_a_negative_counter_before_admitting_anyone():
+    from labkit.lock import FifoSemaphore
+    sem = FifoSemaphore(0)
+    sem.counter = -1              # a pool that shrank while its slot was taken
+    got = []
+    g = spawn(lambda: got.append(sem.acquire()))
+    sleep(0)
+    sem.release()                 # pays the debt: nobody admitted
+    sleep(0.01)
+    assert got == [] and sem.counter == 0
+    sem.release()
+    g.join(timeout=2)
+    assert got == [True]
