@@ -109,9 +109,13 @@ class AsyncioGuest:
         try:
             delay = hub.tick()
             self.ticks += 1
+        except KeyboardInterrupt as exc:
+            # A greenlet was interrupted (labkit._runaway): its message says
+            # which and where; the tick's own frames would only add noise.
+            hub.print_exception(None, type(exc), exc, None)
         except BaseException:
-            # SystemExit or KeyboardInterrupt from a greenlet, thrown into the
-            # main greenlet: it must not stop the host's loop.
+            # SystemExit from a greenlet, thrown into the main greenlet: it
+            # must not stop the host's loop.
             hub.print_exception("labkit tick", *sys.exc_info())
         finally:
             self._in_tick = False

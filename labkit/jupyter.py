@@ -49,7 +49,11 @@ running (the main greenlet), the kernel's handler raises KeyboardInterrupt
 there as usual; if the hub or a background greenlet is running (the cell
 waits in ``labkit.sleep``, ``g.join()`` ...), the interrupt is handed to the
 hub, which throws KeyboardInterrupt into the cell at a safe point. Background
-greenlets and the hub survive. Between cells the kernel ignores SIGINT.
+greenlets and the hub survive. A greenlet that never yields (``while True:
+pass``) is the exception: if the hub does not get control back soon after
+the interrupt, KeyboardInterrupt is raised in that greenlet, in a cell or
+between cells (:mod:`labkit._runaway`). Otherwise, between cells, the
+interrupt is ignored, as the kernel does.
 
 Output. ``print`` in a greenlet goes to the cell that spawned it: greenlets
 copy the spawner's contextvars, and ipykernel 7 routes output by the parent
@@ -94,7 +98,8 @@ from greenlet import getcurrent, greenlet
 
 from labkit import _native, plugins
 from labkit._asyncio_guest import AsyncioGuest
-from labkit.hub import Hub, _local, _sigint_handler, get_hub
+from labkit._runaway import RunawayGuard
+from labkit.hub import Hub, _local, get_hub
 
 __all__ = [
     "enable", "disable", "enable_gui", "active", "call_in_main", "SubshellError",
@@ -235,6 +240,8 @@ class Guest(AsyncioGuest):
             except ValueError:
                 pass
         self._sigint.uninstall()
+        if getattr(self.kernel, "saved_sigint_handler", None) is self._sigint.handler:
+            self.kernel.saved_sigint_handler = signal.SIG_IGN  # restored after this cell
 
     # -- ticking -------------------------------------------------------------
     def _after_tick(self) -> None:
@@ -255,6 +262,7 @@ class Guest(AsyncioGuest):
             try:
                 original()
             finally:
+                self._sigint.install_between_cells()
                 self.request_tick()
 
         self._saved_post_handler_hook = original
@@ -287,54 +295,74 @@ class Guest(AsyncioGuest):
 # -- SIGINT while a cell runs ----------------------------------------------
 
 class _ChainedSigint:
-    """SIGINT during a cell: the cell's code gets it, greenlets do not.
+    """SIGINT in the kernel: the cell's code gets it, greenlets do not --
+    unless one of them never yields (:mod:`labkit._runaway`).
 
     Installed for the duration of each cell (ipykernel installs its own
-    handler per request, and restores SIG_IGN after it). Python runs signal
-    handlers in whatever greenlet is current, so the handler decides:
+    handler per request, and restores SIG_IGN after it), and between cells
+    in place of SIG_IGN, so that a greenlet that holds the loop inside a
+    tick can still be stopped. Python runs signal handlers in whatever
+    greenlet is current, so the handler decides:
 
+    - a background greenlet is running: if it has held the loop since an
+      earlier interrupt, KeyboardInterrupt is raised in it; otherwise the
+      decision waits (up to ``_runaway.GRACE``) for the hub to poll, and
+      then the interrupt goes where it would have gone:
     - the main greenlet is running the cell's code: chain to the kernel's
       handler (it raises KeyboardInterrupt, or cancels an async cell);
-    - the hub or a background greenlet is running, so the cell is parked in
-      the hub: let the hub deliver KeyboardInterrupt to the cell at a safe
-      point (labkit.hub's own handler does that);
+    - the hub is running, so the cell is parked in the hub: let the hub
+      deliver KeyboardInterrupt to the cell at a safe point;
     - a tick is running (an async cell awaits, asyncio ticks the hub): keep
-      the interrupt and give it to the kernel's handler after the tick.
+      the interrupt and give it to the kernel's handler after the tick;
+    - no cell is running: ignore it, as the kernel does.
     """
 
     def __init__(self, guest: Guest):
         self.guest = guest
-        self.previous = None   # the kernel's handler, while ours is installed
+        self.previous = None   # the kernel's handler (SIG_IGN between cells)
         self.deferred = None   # (signum, frame) that arrived during a tick
+        self.runaway = RunawayGuard(guest.hub, _cell_line_namer(guest.ipython))
+        self.handler = self.handle  # one bound method, to compare with `is`
 
     def install(self) -> None:
+        """At the start of a cell: ours in front of the kernel's handler."""
         current = signal.getsignal(signal.SIGINT)
-        if current is not self.handle:
+        if current is not self.handler:
             self.previous = current
-            signal.signal(signal.SIGINT, self.handle)
+            signal.signal(signal.SIGINT, self.handler)
+
+    def install_between_cells(self) -> None:
+        """After each kernel message: ours in place of the kernel's SIG_IGN."""
+        current = signal.getsignal(signal.SIGINT)
+        if current is self.handler or current == signal.SIG_IGN:
+            self.previous = signal.SIG_IGN
+            signal.signal(signal.SIGINT, self.handler)
 
     def uninstall(self) -> None:
-        if signal.getsignal(signal.SIGINT) is self.handle:
-            signal.signal(signal.SIGINT, self.previous)
+        if signal.getsignal(signal.SIGINT) is self.handler:
+            signal.signal(signal.SIGINT, self.previous
+                          if self.previous is not None else signal.SIG_IGN)
         self.previous = None
 
     def handle(self, signum, frame) -> None:
         guest, hub = self.guest, self.guest.hub
         current = getcurrent()
+        if current is hub or current is hub.parent:
+            self.runaway.settle()
+        elif not self.runaway.on_sigint(current, frame):  # may raise here, in `current`
+            return  # decided later: the hub polls, or the greenlet is stopped
         if guest.in_tick:
             self.deferred = (signum, frame)
         elif current is hub.parent:
             self.chain(signum, frame)
-        elif current is hub:
-            _sigint_handler(signum, frame)  # hub: note it, deliver at a safe point
-        else:
-            hub.interrupt_main()  # a greenlet: it survives, the cell gets it
+        elif callable(self.previous):  # a cell runs, parked in the hub
+            hub.interrupt_main()  # the hub and greenlets survive, the cell gets it
 
     def chain(self, signum, frame) -> None:
         previous = self.previous
         if callable(previous):
             previous(signum, frame)
-        elif previous != signal.SIG_IGN:
+        elif previous == signal.SIG_DFL:
             raise KeyboardInterrupt
 
     def replay_deferred(self) -> None:
@@ -346,6 +374,21 @@ class _ChainedSigint:
             self.chain(signum, frame)
         except KeyboardInterrupt:
             pass  # no cell code to raise it in; the kernel's loop must go on
+
+
+def _cell_line_namer(ipython):
+    """where(frame) -> "In[7], line 3" for a cell's code, "file.py, line 3"
+    otherwise (IPython compiles cells into temp files it can name)."""
+    def where(frame) -> str:
+        if frame is None:
+            return "an unknown line"
+        filename = frame.f_code.co_filename
+        try:
+            filename = ipython.compile.format_code_name(filename)[1] or filename
+        except Exception:  # an IPython without format_code_name, or not a cell
+            pass
+        return f"{filename}, line {frame.f_lineno}"
+    return where
 
 
 # -- subshells ---------------------------------------------------------------

@@ -148,6 +148,73 @@ def test_interrupt_stops_a_busy_cell_and_spares_the_greenlets(kernel):
     assert echo_once(port) == b"ping"
 
 
+RUNAWAY_CELL = """
+import time
+def runaway(kind):
+    while True:                    # never yields to the hub
+        if kind == "sleep":
+            time.sleep(0.05)       # the real one: labkit is not patched here
+runaway_g = labkit.spawn(runaway, KIND)
+"""
+
+
+def test_interrupt_stops_a_greenlet_that_never_yields_between_cells(kernel):
+    km, kc, port = kernel
+    ok(kc, RUNAWAY_CELL.replace("KIND", "'spin'"))   # returns; the next tick spins
+    stuck = send_cell(kc, "print('after', runaway_g.dead)")
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    reply = wait_for_reply(kc, stuck, timeout=10)
+    assert reply["status"] == "ok"
+    # The kernel, the hub and the other greenlets survived; the runaway did not.
+    assert echo_once(port, b"alive") == b"alive"
+    assert ok(kc, "labkit.sleep(0.2)\n"
+                  "print(type(runaway_g.exception).__name__, pinger.dead)").split() == \
+        ["KeyboardInterrupt", "False"]
+
+
+def test_interrupt_stops_a_greenlet_looping_on_the_real_sleep_while_a_cell_waits(kernel):
+    km, kc, port = kernel
+    msg_id = send_cell(kc, RUNAWAY_CELL.replace("KIND", "'sleep'") + "labkit.sleep(30)")
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    reply = wait_for_reply(kc, msg_id, timeout=10)
+    assert reply["ename"] == "KeyboardInterrupt"
+    assert "stopped greenlet" in reply["evalue"]
+    assert echo_once(port, b"alive") == b"alive"
+    assert ok(kc, "labkit.sleep(0.2)\nprint(runaway_g.dead, pinger.dead)").split() == \
+        ["True", "False"]
+
+
+STUBBORN_CELL = """
+caught = []
+def stubborn():                    # swallows the first KeyboardInterrupt
+    while True:
+        try:
+            while True:
+                pass
+        except KeyboardInterrupt:
+            caught.append(1)
+            if len(caught) == 2:
+                raise
+stubborn_g = labkit.spawn(stubborn)
+"""
+
+
+def test_a_second_interrupt_stops_a_greenlet_that_swallowed_the_first(kernel):
+    km, kc, _port = kernel
+    ok(kc, STUBBORN_CELL)
+    stuck = send_cell(kc, "print(len(caught), stubborn_g.dead)")
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    with pytest.raises(Exception):              # the first is swallowed: still stuck
+        wait_for_reply(kc, stuck, timeout=1.5)
+    km.interrupt_kernel()
+    assert wait_for_reply(kc, stuck, timeout=10)["status"] == "ok"
+    assert ok(kc, "print(len(caught), stubborn_g.dead, pinger.dead)").split() == \
+        ["2", "True", "False"]
+
+
 # -- subshells -------------------------------------------------------------
 
 def test_a_subshell_gets_a_clear_error_and_can_marshal_to_the_main_hub(kernel):
