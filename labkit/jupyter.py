@@ -96,7 +96,7 @@ import sys
 
 from greenlet import getcurrent, greenlet
 
-from labkit import _native, plugins
+from labkit import _native, _sleep_warning, plugins
 from labkit._asyncio_guest import AsyncioGuest
 from labkit._runaway import RunawayGuard
 from labkit.hub import Hub, _local, get_hub
@@ -116,13 +116,16 @@ class SubshellError(RuntimeError):
 def load_ipython_extension(ipython) -> None:
     """``%load_ext labkit``: guest mode in a kernel, the asyncio prompt loop in
     a terminal; then the IPython plug-ins (:mod:`labkit.plugins`: the tracer's
-    magics %%trace, %trace_blocking, %labkit_status). A plug-in that fails to
+    magics %%trace, %trace_blocking, %labkit_status), and a warning the first
+    time the real time.sleep runs in a greenlet (:mod:`labkit._sleep_warning`).
+    A plug-in that fails to
     load is reported as a warning; labkit itself stays loaded."""
     if getattr(ipython, "kernel", None) is not None:
         enable(ipython)
     else:
         from labkit.repl import enable_ipython_terminal
         enable_ipython_terminal(ipython)
+    _sleep_warning.enable()
     plugins.load_ipython_plugins(ipython)
 
 
@@ -133,6 +136,7 @@ def unload_ipython_extension(ipython) -> None:
     plugins.unload_ipython_plugins(ipython)
     if "labkit.monkey" in sys.modules:
         sys.modules["labkit.monkey"].unpatch_all()
+    _sleep_warning.disable()  # after unpatch_all, which may put the watcher back
     if getattr(ipython, "kernel", None) is not None:
         disable(ipython)
     else:

@@ -148,6 +148,19 @@ def test_interrupt_stops_a_busy_cell_and_spares_the_greenlets(kernel):
     assert echo_once(port) == b"ping"
 
 
+def test_the_real_time_sleep_in_a_greenlet_warns_once_in_the_cell_that_spawned_it(kernel):
+    _km, kc, _port = kernel
+    cell = run_cell(kc, "import time\n"
+                        "time.sleep(0.001)\n"          # the cell's own code: no warning
+                        "def napper():\n"
+                        "    time.sleep(0.001)\n"
+                        "labkit.spawn(napper).join()\n"
+                        "labkit.spawn(napper).join()")
+    assert cell.status == "ok"
+    assert cell.stderr.count("RuntimeWarning: time.sleep(0.001) in a greenlet") == 1, cell.stderr
+    assert "labkit.sleep(0.001)" in cell.stderr and "patch_all()" in cell.stderr
+
+
 RUNAWAY_CELL = """
 import time
 def runaway(kind):
