@@ -108,6 +108,37 @@ def test_a_report_goes_to_the_cell_that_spawned_the_blocker(kc):
         ok(kc, "%trace_blocking off")
 
 
+def test_a_loop_that_stays_stuck_is_reported_while_it_is_stuck(kc, tmp_path):
+    release = tmp_path / "release"
+    ok(kc, "import tracing.magics\ntracing.magics.STUCK_AFTER = 0.3\n%trace_blocking on 0.05")
+    try:
+        # The greenlet holds the loop until the test sees the report: a report
+        # made only once the block ends would never come.
+        spawner = ok(kc, "import os\n"
+                         "def holder():\n"
+                         f"    while not os.path.exists({str(release)!r}):\n"
+                         "        pass\n"
+                         "stuck = labkit.spawn(holder); stuck.name = 'holder'")
+        deadline, seen = time.monotonic() + 15, ""
+        while time.monotonic() < deadline and "loop stuck" not in seen:
+            try:
+                msg = kc.get_iopub_msg(timeout=0.5)
+            except Exception:
+                continue
+            if msg["parent_header"].get("msg_id") == spawner.msg_id \
+                    and msg["msg_type"] == "stream":
+                seen += msg["content"]["text"]
+        release.touch()
+        assert "loop stuck for" in seen and "in greenlet holder at In[" in seen, seen
+        assert ", line 3 in holder" in seen, seen
+        status = ok(kc, "stuck.join(5)\n%labkit_status").stdout
+        assert "loop: the last time it was stuck: loop stuck for" in status, status
+        assert "in greenlet holder at In[" in status, status
+    finally:
+        release.touch()
+        ok(kc, "%trace_blocking off\ntracing.magics.STUCK_AFTER = 5.0")
+
+
 def test_trace_blocking_rejects_bad_arguments(kc):
     cell = run_cell(kc, "%trace_blocking sideways")
     assert "UsageError: usage: %trace_blocking on [THRESHOLD] | off" in cell.stderr

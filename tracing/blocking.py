@@ -35,6 +35,12 @@ ready callback, timer or fd) blocks nobody and is not reported.
 Reports go to ``monitor.blocks``, to the recorder's trace, to ``callback``
 (called from the watchdog thread) and, with ``report=True``, to stderr as
 one line: ``labkit: blocked the loop for 203 ms at file.py:12 in func (name)``.
+
+A block that goes on (a greenlet that never yields) is also reported *while*
+it lasts: once it has lasted ``stuck_after`` seconds, ``on_stuck`` gets a
+:class:`Stuck` (from the watchdog thread: the loop thread is the stuck one),
+and ``monitor.stuck`` says how long and where until the block ends;
+``monitor.last_stuck`` keeps the last one.
 """
 from __future__ import annotations
 
@@ -60,6 +66,8 @@ _LIBRARY = tuple(
      [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
       *getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]
      if p})
+#: frozen standard modules (os, genericpath ...) name no file
+_LIBRARY = _LIBRARY + ("<frozen ",)
 _NOT_BLOCKING = (lib.LK_TR_POLL_ENTER, lib.LK_TR_HOST)
 
 
@@ -75,6 +83,29 @@ def user_frame(frame):
             if not f.f_code.co_filename.startswith(skip):
                 return f, frames
     return (frames[0] if frames else None), frames
+
+
+class Stuck:
+    """The loop has been stuck for ``seconds`` (so far), in ``greenlet``, at
+    the line sampled most often."""
+
+    __slots__ = ("seconds", "greenlet", "file", "line", "function")
+
+    def __init__(self, seconds: float, greenlet: str, file: str, line: int, function: str):
+        self.seconds, self.greenlet = seconds, greenlet
+        self.file, self.line, self.function = file, line, function
+
+    @property
+    def location(self) -> str:
+        return f"{os.path.basename(self.file)}:{self.line}"
+
+    def __str__(self) -> str:
+        who = "a hub callback" if self.greenlet == "hub" else f"greenlet {self.greenlet}"
+        return (f"loop stuck for {self.seconds:.1f} s in {who} at {self.location} "
+                f"in {self.function}")
+
+    def __repr__(self) -> str:
+        return f"<Stuck {self}>"
 
 
 class _Sampling:
@@ -97,12 +128,21 @@ class BlockingMonitor:
     """
 
     def __init__(self, threshold: float = 0.05, callback=None, report: bool = True,
-                 recorder: Recorder | None = None):
+                 recorder: Recorder | None = None, stuck_after: float | None = None,
+                 on_stuck=None):
         if not threshold > 0:
             raise ValueError(f"threshold must be > 0, not {threshold!r}")
         self.threshold = threshold
         self.callback = callback
         self.report = report
+        #: report a block still going on after this many seconds (None: never)
+        self.stuck_after = stuck_after
+        self.on_stuck = on_stuck
+        #: the block going on now, once it has lasted stuck_after (else None)
+        self.stuck: Stuck | None = None
+        #: the latest block that lasted stuck_after, going on or ended
+        self.last_stuck: Stuck | None = None
+        self._stuck_reported = None   # start_ns of the block on_stuck was told about
         self.blocks: list[Block] = []
         self._recorder = recorder
         self._own_recorder = recorder is None
@@ -167,6 +207,7 @@ class BlockingMonitor:
         sampling = getattr(self, "_sampling", None)
         if state.stalls != self._seen_stalls:
             self._seen_stalls = state.stalls
+            self.stuck = None
             if sampling is not None and sampling.start_ns != state.stall_start_ns:
                 sampling = None
             self._report(state.stall_start_ns, state.stall_end_ns, sampling)
@@ -179,7 +220,34 @@ class BlockingMonitor:
             return
         if sampling is None or sampling.start_ns != state.last_ns:
             sampling = self._sampling = _Sampling(state.last_ns, state.current)
+            self.stuck = None
         self._sample(sampling, state.count)
+        if self.stuck_after is not None and stalled_for >= self.stuck_after * 1e9:
+            self._still_stuck(sampling, stalled_for / 1e9)
+
+    def _still_stuck(self, sampling: _Sampling, seconds: float) -> None:
+        if not sampling.places:
+            return   # no sample has seen the culprit yet
+        place = sampling.places.most_common(1)[0][0]
+        file, line, function, in_hub = place
+        who = "hub" if in_hub else self._recorder.name_of(sampling.current)
+        if who == "main" and sampling.latest[place][1]:
+            return   # main ran while the loop had nothing to do: no victim
+        self.stuck = self.last_stuck = Stuck(seconds, who, file, line, function)
+        if self._stuck_reported == sampling.start_ns:
+            return   # once per block
+        self._stuck_reported = sampling.start_ns
+        if self.on_stuck is not None:
+            try:
+                self.on_stuck(self.stuck)
+            except Exception:
+                import traceback
+                traceback.print_exc()
+        elif self.report:
+            try:
+                print(f"labkit: {self.stuck}", file=sys.stderr, flush=True)
+            except Exception:
+                pass
 
     def _sample(self, sampling: _Sampling, count: int) -> None:
         """Sample the loop thread's stack for the block that was in progress

@@ -27,6 +27,12 @@ that greenlet, even if other cells ran since. When that greenlet cannot be
 found any more (it finished and nothing refers to it), or the blocker was
 the cell's own code or a hub callback, the report goes to the latest cell.
 
+A block that goes on (a greenlet that never yields) does not wait for its
+end: after :data:`STUCK_AFTER` seconds the watchdog thread itself prints
+"labkit: loop stuck for 5.0 s in greenlet X at In[7], line 3 ..." under the
+cell that spawned X (the hub, being stuck, cannot), and ``%labkit_status``
+says where the loop is or was last stuck.
+
 One recorder at a time: ``%%trace`` pauses ``%trace_blocking`` while the
 cell runs (the trace watches for blocks itself, with the same threshold),
 and refuses to start while a :class:`~tracing.dashboard.Dashboard` records.
@@ -49,6 +55,9 @@ from tracing.recorder import Recorder, active, mark_host_wait
 
 #: The blocking threshold used when none is given, in seconds.
 DEFAULT_THRESHOLD = 0.05
+#: A block still going on after this many seconds is reported while it
+#: lasts ("loop stuck for 5 s in greenlet X at In[7], line 3").
+STUCK_AFTER = 5.0
 
 
 # -- rendering a trace for a notebook ----------------------------------------
@@ -97,10 +106,14 @@ def _start_session_monitor(threshold: float, ipython=None):
         _pending.append(block)
         hub.run_callback_threadsafe(_show_pending)
 
+    def on_stuck(stuck):   # in the watchdog thread: the hub is the stuck one
+        _print_stuck(recorder, stuck)
+
     recorder = _ContextKeepingRecorder(capacity=1024).start()
     try:
         _session_monitor = BlockingMonitor(threshold, report=False, callback=on_block,
-                                           recorder=recorder).start()
+                                           recorder=recorder, stuck_after=STUCK_AFTER,
+                                           on_stuck=on_stuck).start()
     except BaseException:
         recorder.stop(read=False)
         raise
@@ -174,6 +187,33 @@ def _show_block(block) -> None:
     _print_block(block)
 
 
+def _stuck_text(stuck) -> str:
+    return str(stuck).replace(stuck.location, cell_location(stuck.file, stuck.line))
+
+
+def _print_stuck(recorder, stuck) -> None:
+    """Watchdog thread, while the loop is stuck: say so now, under the cell
+    that spawned the stuck greenlet. The hub cannot print for us (it is the
+    one waiting), so this thread prints, in a copy of that greenlet's
+    context (ipykernel routes output by a ContextVar)."""
+    text = (f"labkit: {_stuck_text(stuck)} (it has not yielded since; "
+            f"interrupt the kernel to stop it)")
+    context = None
+    if stuck.greenlet not in ("main", "hub", "?"):
+        context = recorder.spawn_context_of(stuck.greenlet)
+    if context is not None:
+        context.copy().run(_write_line, text)
+    else:
+        _write_line(text)
+
+
+def _write_line(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
 class _ContextKeepingRecorder(Recorder):
     """A recorder that remembers the contextvars context of greenlets that
     exited recently, by name: the greenlet that blocked is often gone by the
@@ -184,6 +224,24 @@ class _ContextKeepingRecorder(Recorder):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._exited = collections.OrderedDict()   # name -> gr_context
+        self._spawned = collections.OrderedDict()  # id(g) -> gr_context at spawn
+
+    def on_spawn(self, g) -> None:
+        # Kept for the watchdog thread: a running greenlet's gr_context can
+        # only be read from its own thread.
+        self._spawned[id(g)] = g.gr_context
+        if len(self._spawned) > self.KEEP:
+            self._spawned.popitem(last=False)
+        super().on_spawn(g)
+
+    def spawn_context_of(self, name: str):
+        """The context a greenlet called ``name`` was spawned with (any
+        thread may ask), if it was among the last KEEP spawns; else None."""
+        for info in reversed(self.spawns[-self.KEEP:]):
+            g = info.ref
+            if g is not None and greenlet_name(g) == name:
+                return self._spawned.get(info.gid)
+        return None
 
     def on_exit(self, g) -> None:
         context = g.gr_context
@@ -326,5 +384,10 @@ def _magics_class():
             waits for and where (with --stacks, its whole stack)."""
             args = parse_argstring(self.labkit_status, line)
             print(format_run_info(stacks=args.stacks, names=tuple(args.names)))
+            monitor = _session_monitor
+            if monitor is not None and monitor.stuck is not None:
+                print(f"loop: {_stuck_text(monitor.stuck)}, and still stuck")
+            elif monitor is not None and monitor.last_stuck is not None:
+                print(f"loop: the last time it was stuck: {_stuck_text(monitor.last_stuck)}")
 
     return LabkitMagics
