@@ -35,6 +35,24 @@ def displayed(cell, mime):
             and mime in m["content"]["data"]]
 
 
+def test_load_ext_turns_the_blocking_detector_on_with_rate_limited_reports(kc):
+    # (First in this file: the tests after it turn the detector off.)
+    assert ok(kc, "%trace_blocking").stdout.strip() == \
+        "blocking detector: on, threshold 0.1 s, each line reported at most every 10 s"
+    ok(kc, "def careless():\n"
+           "    time.sleep(0.15)\n")
+    again = ok(kc, "for _ in range(3):\n"
+                   "    labkit.spawn(careless).join()")
+    assert again.stderr.count("labkit: blocked the loop for") == 1, again.stderr
+    assert "line 2 in careless" in again.stderr
+    try:
+        later = ok(kc, "import tracing.magics\ntracing.magics.REPORT_EVERY = 0\n"
+                       "labkit.spawn(careless).join()")
+    finally:
+        ok(kc, "tracing.magics.REPORT_EVERY = 10.0")
+    assert "(2 more like it not shown since)" in later.stderr, later.stderr
+
+
 def test_percent_trace_shows_summary_blocks_and_timeline(kc):
     cell = ok(kc, "%%trace t\n"
                   "def worker():\n"
@@ -58,8 +76,11 @@ def test_percent_trace_shows_summary_blocks_and_timeline(kc):
 def test_percent_trace_lets_errors_through_and_stops_tracing(kc):
     cell = run_cell(kc, "%%trace\nraise ValueError('boom')")
     assert cell.ename == "ValueError"
-    assert ok(kc, "import tracing.recorder\nprint(tracing.recorder.active())").stdout.strip() \
-        == "None"
+    # What records now is the blocking detector %load_ext labkit turned on, if anything.
+    assert ok(kc, "import tracing.recorder, tracing.magics\n"
+                  "monitor = tracing.magics._session_monitor\n"
+                  "print(tracing.recorder.active() is (monitor and monitor._recorder))"
+              ).stdout.strip() == "True"
 
 
 def test_trace_blocking_reports_in_the_cell_that_blocked(kc):

@@ -245,6 +245,34 @@ def test_hooks_are_off_after_stop_and_one_trace_at_a_time():
         tracing.stop()
 
 
+def test_a_background_recorder_steps_aside_for_a_trace_and_comes_back():
+    from tracing.recorder import Recorder, active, set_background
+    events, background = [], []
+
+    def start_background():
+        background.append(Recorder(capacity=64).start())
+        set_background(background[-1], pause, start_background)
+
+    def pause():
+        events.append("paused")
+        set_background(None)
+        background[-1].stop(read=False)
+
+    start_background()
+    try:
+        with tracing.trace() as t:        # no "already recording"
+            assert active() is not background[0]
+            labkit.sleep(0)
+        assert events == ["paused"] and t.summary() is not None
+        assert len(background) == 2 and active() is background[1]
+        tracing.measure_switch_overhead(n=50, repeats=1)   # steps it aside too
+        assert events == ["paused", "paused"] and active() is background[2]
+    finally:
+        set_background(None)
+        if active() is not None:
+            active().stop(read=False)
+
+
 def test_measure_switch_overhead_reports_each_operation():
     result = tracing.measure_switch_overhead(n=500, repeats=1)
     assert set(result) == {"raw_switch", "sleep0", "spawn_join", "wakeup"}

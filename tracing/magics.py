@@ -9,6 +9,8 @@ labkit/plugins.py), and ``%load_ext tracing.magics`` loads it alone::
 
     %trace_blocking on 0.02     from now on, report every call that blocks the
     %trace_blocking off         loop longer than 20 ms, in the cell that caused it
+                                (%load_ext labkit turns it on at 100 ms, each
+                                line reported at most every 10 s)
 
     %labkit_status              which greenlets are alive, what each waits for
     %labkit_status --stacks     ... and their full stacks (gevent's print_run_info)
@@ -51,13 +53,18 @@ import tracing
 from tracing.blocking import BlockingMonitor
 from tracing.introspect import INTERNAL_DIRS, cell_location, format_run_info, greenlet_name
 from tracing.plot import render_timeline_png
-from tracing.recorder import Recorder, active, mark_host_wait
+from tracing.recorder import Recorder, active, mark_host_wait, set_background
 
 #: The blocking threshold used when none is given, in seconds.
 DEFAULT_THRESHOLD = 0.05
 #: A block still going on after this many seconds is reported while it
 #: lasts ("loop stuck for 5 s in greenlet X at In[7], line 3").
 STUCK_AFTER = 5.0
+#: The blocking detector ``%load_ext labkit`` turns on: its threshold, and
+#: how often it reports blocks at one line (the others are counted, and the
+#: next report says how many). ``%trace_blocking on`` reports every block.
+SESSION_THRESHOLD = 0.1
+REPORT_EVERY = 10.0
 
 
 # -- rendering a trace for a notebook ----------------------------------------
@@ -98,7 +105,7 @@ _session_monitor = None
 _pending: collections.deque = collections.deque()
 
 
-def _start_session_monitor(threshold: float, ipython=None):
+def _start_session_monitor(threshold: float, ipython=None, rate_limited: bool = False):
     global _session_monitor
     hub = _lk_hub.get_hub()
 
@@ -117,9 +124,15 @@ def _start_session_monitor(threshold: float, ipython=None):
     except BaseException:
         recorder.stop(read=False)
         raise
+    _session_monitor.rate_limited = rate_limited
+    _shown.clear()
     if ipython is not None:
         _session_monitor.ipython = ipython
         ipython.events.register("post_execute", _flush_before_the_cell_ends)
+    # Another trace (tracing.trace(), %%trace, a Dashboard) pauses it while
+    # it records, and starts it again when it stops.
+    set_background(recorder, _stop_session_monitor,
+                   lambda: _start_session_monitor(threshold, ipython, rate_limited))
     return _session_monitor
 
 
@@ -128,6 +141,7 @@ def _stop_session_monitor() -> None:
     monitor, _session_monitor = _session_monitor, None
     if monitor is None:
         return
+    set_background(None)
     ipython = getattr(monitor, "ipython", None)
     if ipython is not None:
         try:
@@ -167,12 +181,25 @@ def _show_pending() -> None:
         _show_block(_pending.popleft())
 
 
+#: rate limiting: (file, line) -> [when last shown, blocks not shown since]
+_shown: dict = {}
+
+
 def _show_block(block) -> None:
     """Print ``block`` under the cell that spawned the greenlet that blocked.
 
     Runs in the hub, so it must be quick: no scan of the garbage collector,
     only the recorder's side table and its memory of recent exits.
     """
+    if getattr(_session_monitor, "rate_limited", False):
+        now, place = time.monotonic(), (block.file, block.line)
+        seen = _shown.get(place)
+        if seen is not None and now - seen[0] < REPORT_EVERY:
+            seen[1] += 1
+            return
+        _shown[place] = [now, 0]
+        if seen is not None and seen[1]:
+            block = _with_note(block, f"{seen[1]} more like it not shown since")
     context = None
     recorder = getattr(_session_monitor, "_recorder", None)
     if isinstance(recorder, _ContextKeepingRecorder) and \
@@ -264,8 +291,17 @@ class _ContextKeepingRecorder(Recorder):
         return self._exited.get(name)
 
 
+def _with_note(block, note: str):
+    import dataclasses
+    noted = dataclasses.replace(block)
+    noted.note = note
+    return noted
+
+
 def _print_block(block) -> None:
     lines = [f"labkit: {str(block).replace(block.location, cell_location(block.file, block.line))}"]
+    if getattr(block, "note", None):
+        lines[0] += f" ({block.note})"
     for entry in block.stack:
         if entry.startswith(INTERNAL_DIRS):
             continue
@@ -278,12 +314,24 @@ def _print_block(block) -> None:
 
 
 def register_magics(ipython) -> None:
-    """Register the magics on ``ipython`` (done by ``%load_ext labkit``)."""
+    """Register the magics on ``ipython``."""
     ipython.register_magics(_magics_class())
 
 
-#: The IPython extension protocol, which labkit's plug-in registry uses too.
-load_ipython_extension = register_magics
+# The IPython extension protocol, which labkit's plug-in registry uses too.
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext labkit``: the magics, and the blocking detector on
+    (:data:`SESSION_THRESHOLD`, each line reported at most every
+    :data:`REPORT_EVERY` seconds) unless something records already."""
+    register_magics(ipython)
+    if _session_monitor is None and active() is None:
+        _start_session_monitor(SESSION_THRESHOLD, ipython, rate_limited=True)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext labkit``: the blocking detector off."""
+    _stop_session_monitor()
 
 
 def _magics_class():
@@ -324,7 +372,8 @@ def _magics_class():
                     value = eval(last, self.shell.user_ns) if last is not None else None
             finally:
                 if paused is not None:
-                    _start_session_monitor(paused.threshold, self.shell)
+                    _start_session_monitor(paused.threshold, self.shell,
+                                           getattr(paused, "rate_limited", False))
             self.shell.user_ns[args.name] = t
             if value is not None and not cell.rstrip().endswith(";"):
                 display(value)   # as for a plain cell: a trailing ";" hides it
@@ -352,8 +401,10 @@ def _magics_class():
             from IPython.core.error import UsageError
             words = line.split()
             if not words:
-                state = (f"on, threshold {_session_monitor.threshold} s"
-                         if _session_monitor is not None else "off")
+                monitor = _session_monitor
+                state = "off" if monitor is None else f"on, threshold {monitor.threshold} s"
+                if getattr(monitor, "rate_limited", False):
+                    state += f", each line reported at most every {REPORT_EVERY:g} s"
                 print(f"blocking detector: {state}")
                 return
             if words[0] == "off" and len(words) == 1:

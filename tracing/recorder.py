@@ -29,6 +29,7 @@ cost of a Python call per switch.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
@@ -74,6 +75,10 @@ _INTERNAL_DIRS = (
 )
 
 _active: "Recorder | None" = None
+#: The recorder that records in the background and steps aside for any
+#: other (the blocking detector %load_ext labkit turns on), as
+#: (recorder, pause, resume): pause() stops it, resume() starts a new one.
+_background: "tuple | None" = None
 
 
 class _Labels(dict):
@@ -150,8 +155,11 @@ class Recorder:
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> "Recorder":
         global _active
+        self._resume_background = None
         if _active is not None:
-            raise RuntimeError("a trace is already being recorded; stop it first")
+            self._resume_background = _step_aside()
+            if self._resume_background is None:
+                raise RuntimeError("a trace is already being recorded; stop it first")
         ring = lib.lk_trace_new(self.capacity)
         if ring == ffi.NULL:
             raise MemoryError(f"cannot allocate a trace ring of {self.capacity} records")
@@ -193,6 +201,9 @@ class Recorder:
         records, dropped = self._read_ring() if read else ([], 0)
         lib.lk_trace_free(self.ring)
         self.ring = self.record = None
+        resume, self._resume_background = getattr(self, "_resume_background", None), None
+        if resume is not None:
+            resume()   # the background recorder this one pushed aside
         if not read:
             return None
         self._resolve_names(records)
@@ -286,6 +297,34 @@ def _name_of(g) -> str:
 def active() -> Recorder | None:
     """The recorder running now, if any."""
     return _active
+
+
+def set_background(recorder: Recorder | None, pause=None, resume=None) -> None:
+    """Declare ``recorder`` (running) a background recorder: starting any
+    other calls ``pause()`` first, and stopping that one calls ``resume()``.
+    ``set_background(None)`` withdraws it."""
+    global _background
+    _background = None if recorder is None else (recorder, pause, resume)
+
+
+@contextlib.contextmanager
+def background_paused():
+    """Inside the with block, the background recorder (if any) is paused."""
+    resume = _step_aside()
+    try:
+        yield
+    finally:
+        if resume is not None:
+            resume()
+
+
+def _step_aside():
+    """Pause the background recorder if it is the active one; its resume, or None."""
+    if _background is None or _active is not _background[0]:
+        return None
+    _recorder, pause, resume = _background
+    pause()
+    return resume if _active is None else None
 
 
 def mark_host_wait() -> None:
