@@ -23,8 +23,10 @@ Ctrl-C: the signal goes to the main thread (the helper thread blocks it). If
 a statement is running, KeyboardInterrupt is raised in that statement's
 greenlet -- at once if it is running Python code, at its next wait if it is
 parked -- and the REPL goes on; greenlets spawned earlier are not touched.
-At an idle prompt, "KeyboardInterrupt" is printed (the half-typed line stays:
-like ``python -m asyncio``, the prompt's thread cannot be interrupted).
+At an idle prompt, "KeyboardInterrupt" is printed, the half-typed line is
+thrown away and a fresh prompt drawn, as in plain python: the prompt's
+thread cannot be interrupted, so the main thread empties readline's line
+buffer itself (:mod:`labkit._readline`; with libedit the line stays).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from greenlet import getcurrent
 import labkit
 from labkit import _native
 from labkit._park import Waiter
+from labkit._readline import discard_typed_line
 from labkit.hub import get_hub, spawn_raw
 
 __all__ = ["LabkitConsole", "console_main"]
@@ -152,7 +155,7 @@ def console_main(argv: list[str] | None = None) -> int:
         pass
 
     def on_sigint(signum, frame):
-        if not console.interrupt():
+        if not console.interrupt() and not discard_typed_line():
             sys.stderr.write("\nKeyboardInterrupt\n")
 
     previous = signal.signal(signal.SIGINT, on_sigint)

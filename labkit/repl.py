@@ -32,9 +32,10 @@ Three REPLs; the two plain ones work as drawn above:
 
 Contract of the hooks: they run in the main thread, in the main greenlet;
 they never let an exception escape into the REPL's C code (errors are
-printed; a Ctrl-C that lands while the prompt waits is printed and dropped --
-readline would not see it anyway, as the hook runs after readline's own
-check). While a statement runs, Ctrl-C raises KeyboardInterrupt in it as
+printed). A Ctrl-C that lands while the prompt waits would not reach
+readline (the hook runs after readline's own check), so the hook does what
+readline would: it throws the half-typed line away and draws a fresh prompt
+(:mod:`labkit._readline`). While a statement runs, Ctrl-C raises KeyboardInterrupt in it as
 usual, also when it waits in the hub.
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ import sys
 from greenlet import getcurrent
 
 from labkit._asyncio_guest import POLL_BACKEND_INTERVAL, AsyncioGuest
+from labkit._readline import discard_typed_line
 from labkit.hub import get_hub
 
 __all__ = [
@@ -98,7 +100,10 @@ def _pyos_inputhook() -> int:
     try:
         run_hub_until_input([sys.stdin.fileno()])
     except KeyboardInterrupt:
-        sys.stderr.write("\nKeyboardInterrupt\n")
+        # readline never sees this one: empty its line and redraw the prompt
+        # ourselves, as it would have (labkit._readline).
+        if not discard_typed_line():
+            sys.stderr.write("\nKeyboardInterrupt\n")
     except BaseException:
         try:
             get_hub().print_exception("labkit PyOS_InputHook", *sys.exc_info())

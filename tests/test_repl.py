@@ -58,6 +58,18 @@ def assert_served_while_the_prompt_waits(child, port: int, prompt: str) -> None:
     assert pings(child, prompt) >= before + 5  # one ping per 50 ms
 
 
+def assert_ctrl_c_discards_the_half_typed_line(child) -> None:
+    """``abc = 1 + `` Ctrl-C ``print('fresh')`` runs ``print('fresh')`` alone."""
+    child.send("abc = 1 + ")
+    time.sleep(0.3)  # the prompt waits, with a half-typed line
+    child.sendintr()
+    child.expect("KeyboardInterrupt", timeout=5)
+    child.expect(PYTHON_PROMPT)
+    out = type_line(child, "print('fresh')", PYTHON_PROMPT)
+    assert "fresh" in out and "TypeError" not in out, out
+    assert "False" in type_line(child, "print('abc' in dir())", PYTHON_PROMPT)
+
+
 # -- python -m labkit --------------------------------------------------------
 
 @pytest.fixture
@@ -94,6 +106,10 @@ def test_labkit_repl_ctrl_c_stops_the_statement_not_the_repl(labkit_repl, echo_f
     assert "False" in type_line(labkit_repl, "print(pinger.dead)", PYTHON_PROMPT)
 
 
+def test_labkit_repl_ctrl_c_at_the_prompt_discards_the_half_typed_line(labkit_repl):
+    assert_ctrl_c_discards_the_half_typed_line(labkit_repl)
+
+
 def test_labkit_repl_prints_a_failing_statement_and_goes_on(labkit_repl):
     out = type_line(labkit_repl, "1 / 0", PYTHON_PROMPT)
     assert "ZeroDivisionError" in out and "_run_statement" not in out
@@ -127,6 +143,14 @@ def test_plain_python_input_hook_serves_while_the_prompt_waits(echo_file):
         before = pings(child, PYTHON_PROMPT)
         time.sleep(0.3)
         assert pings(child, PYTHON_PROMPT) == before
+
+
+def test_plain_python_input_hook_ctrl_c_at_the_prompt_discards_the_half_typed_line():
+    with closing(spawn_in_pty(["-q"])) as child:
+        child.expect(PYTHON_PROMPT)
+        type_line(child, "import labkit, labkit.repl; labkit.repl.install_inputhook()",
+                  PYTHON_PROMPT)
+        assert_ctrl_c_discards_the_half_typed_line(child)
 
 
 # -- IPython in a terminal ---------------------------------------------------------
