@@ -13,6 +13,8 @@ API, and a tracer -- for Jupyter, the REPL and scripts.
 The names below follow gevent, so gevent code and teaching material carry
 over with ``s/gevent/labkit/``.
 """
+import sys
+
 from greenlet import GreenletExit, getcurrent
 
 from labkit.hub import (
@@ -46,3 +48,11 @@ __all__ = [
     "BlockingSwitchOutError", "ConcurrentObjectUseError", "wait_read",
     "wait_write",
 ]
+
+
+# In a Jupyter kernel, greenlets run between cells only once the hub is a
+# guest of the kernel's loop (%load_ext labkit). A cell that spawns before
+# that gets it done for it, with a note (labkit.jupyter).
+if "ipykernel" in sys.modules:
+    from labkit.jupyter import attach_when_work_waits as _attach_when_work_waits
+    _attach_when_work_waits()

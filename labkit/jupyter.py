@@ -103,6 +103,7 @@ from labkit.hub import Hub, _local, get_hub
 
 __all__ = [
     "enable", "disable", "enable_gui", "active", "call_in_main", "SubshellError",
+    "attach_when_work_waits",
     "load_ipython_extension", "unload_ipython_extension",
 ]
 
@@ -168,6 +169,46 @@ def enable(ipython=None) -> "Guest":
     _guest = Guest(hub, ipython)
     _guest.attach()
     return _guest
+
+
+def attach_when_work_waits() -> None:
+    """Called when labkit is imported in a kernel: if a cell leaves work for
+    the hub (spawn, a timer, a server) before ``%load_ext labkit``, attach
+    after that cell, as %load_ext would (without the plug-ins), and say so
+    under the cell -- instead of leaving the greenlets parked, silently.
+    Nothing happens in a cell that leaves no work, nor after %load_ext."""
+    try:
+        ipython = _get_ipython()
+    except (RuntimeError, ImportError):
+        return
+    if not _native.is_main_thread():
+        return
+
+    def post_run_cell(result=None) -> None:
+        if active() is not None or ipython.kernel.eventloop is _gui_tick:
+            _forget(ipython, post_run_cell)   # attached, or %gui labkit polls it
+            return
+        hub = getattr(_local, "hub", None)
+        if hub is None or hub.dead or hub.loop.closed:
+            return
+        loop = hub.loop
+        if not (hub.ready_count or loop.active_timers or loop.io_waiters):
+            return
+        _forget(ipython, post_run_cell)
+        enable(ipython)
+        print("labkit: this cell left greenlets to run, and %load_ext labkit had not "
+              "run: labkit joined the kernel's loop, so they run between cells from "
+              "now on. (%load_ext labkit does this too, and loads the tracer's magics.)",
+              file=sys.stderr)
+
+    ipython.events.register("post_run_cell", post_run_cell)
+
+
+def _forget(ipython, hook) -> None:
+    try:
+        ipython.events.unregister("post_run_cell", hook)
+    except ValueError:
+        pass
 
 
 def disable(ipython=None) -> None:

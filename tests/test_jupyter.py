@@ -253,6 +253,18 @@ def fresh_kernel():
         yield km, kc
 
 
+def test_a_cell_that_spawns_before_load_ext_gets_the_hub_attached_and_a_note(fresh_kernel):
+    _km, kc = fresh_kernel
+    assert ok(kc, "import labkit\nprint(labkit.sleep(0) is None)").strip() == "True"
+    cell = run_cell(kc, "box = []\nlabkit.spawn_later(0.1, box.append, 'ran')")
+    assert cell.status == "ok" and "%load_ext labkit had not run" in cell.stderr, cell.stderr
+    deadline = time.monotonic() + 10
+    while ok(kc, "print(box)").strip() != "['ran']":   # it runs between cells
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert "labkit: this cell" not in run_cell(kc, "labkit.spawn(box.append, 2)").stderr
+
+
 def test_unload_ext_detaches_and_load_ext_attaches_again(fresh_kernel):
     _km, kc = fresh_kernel
     ok(kc, "%load_ext labkit")
