@@ -29,6 +29,13 @@ from labkit.greenlet import (
 __version__ = "0.1.0"
 
 
+def servers() -> list:
+    """The labkit servers still listening (see labkit._servers): after
+    "Address already in use", ``labkit.servers()[i].stop()``."""
+    from labkit._servers import servers as live_servers
+    return live_servers()
+
+
 def load_ipython_extension(ipython) -> None:
     """``%load_ext labkit``: run the hub inside the kernel's (or terminal's) loop."""
     from labkit.jupyter import load_ipython_extension as load
@@ -46,7 +53,7 @@ __all__ = [
     "kill", "wait", "iwait", "getcurrent", "get_hub", "Greenlet",
     "GreenletExit", "Timeout", "with_timeout", "LoopExit", "Hub", "Waiter",
     "BlockingSwitchOutError", "ConcurrentObjectUseError", "wait_read",
-    "wait_write",
+    "wait_write", "servers",
 ]
 
 

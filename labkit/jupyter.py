@@ -264,6 +264,8 @@ class Guest(AsyncioGuest):
         events = self.ipython.events
         events.register("pre_execute", self._pre_execute)
         events.register("post_execute", self._post_execute)
+        if not getattr(self.ipython, "custom_exceptions", ()):  # the user's own wins
+            self.ipython.set_custom_exc((OSError,), _show_os_error)
 
     def detach(self) -> None:
         """Undo attach(). Parked greenlets stay parked until the hub runs again."""
@@ -285,6 +287,9 @@ class Guest(AsyncioGuest):
             except ValueError:
                 pass
         self._sigint.uninstall()
+        if getattr(self.ipython, "CustomTB", None) is not None and \
+                getattr(self.ipython.CustomTB, "__func__", None) is _show_os_error:
+            self.ipython.set_custom_exc((), None)
         if getattr(self.kernel, "saved_sigint_handler", None) is self._sigint.handler:
             self.kernel.saved_sigint_handler = signal.SIG_IGN  # restored after this cell
 
@@ -434,6 +439,24 @@ def _cell_line_namer(ipython):
             pass
         return f"{filename}, line {frame.f_lineno}"
     return where
+
+
+def _show_os_error(shell, etype, value, tb, tb_offset=None):
+    """IPython's custom exception handler for OSError (while attached): the
+    usual traceback, plus, for "Address already in use", which labkit
+    server still holds the port and how to stop it (labkit._servers)."""
+    from labkit._servers import address_in_use_note
+    note = None
+    try:
+        note = address_in_use_note(value)
+    except Exception:
+        pass
+    if note is not None and hasattr(value, "add_note"):
+        value.add_note(note)
+        note = None
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+    if note is not None:  # Python 3.10: no exception notes
+        print(note, file=sys.stderr)
 
 
 # -- subshells ---------------------------------------------------------------

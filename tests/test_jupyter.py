@@ -161,6 +161,26 @@ def test_the_real_time_sleep_in_a_greenlet_warns_once_in_the_cell_that_spawned_i
     assert "labkit.sleep(0.001)" in cell.stderr and "patch_all()" in cell.stderr
 
 
+def test_address_in_use_names_the_server_still_holding_the_port(kernel):
+    _km, kc, _port = kernel
+    ok(kc, "import labkit.server\n"
+           "def first_run():\n"     # the cell's first run: nothing keeps the server
+           "    labkit.server.StreamServer(('127.0.0.1', 0), lambda s, a: None).start()\n"
+           "first_run()\n"
+           "[held] = [s for s in labkit.servers() if s.server_port != echo_port]\n"
+           "fixed_port = held.server_port; del held")
+    again = run_cell(kc, "labkit.server.StreamServer(('127.0.0.1', fixed_port), "
+                         "lambda s, a: None).start()")
+    assert again.ename == "OSError", (again.ename, again.evalue)
+    text = "\n".join(line for m in again.outputs if m["msg_type"] == "error"
+                     for line in m["content"]["traceback"])
+    assert "Address already in use" in text and "is held by <" in text, text
+    assert ".stop()" in text and "labkit.servers()" in text, text
+    assert ok(kc, "[s.stop() for s in labkit.servers() if s.server_port == fixed_port]\n"
+                  "print(fixed_port in [s.server_port for s in labkit.servers()])"
+              ).strip() == "False"
+
+
 RUNAWAY_CELL = """
 import time
 def runaway(kind):
