@@ -312,8 +312,8 @@ class Guest(AsyncioGuest):
             try:
                 original()
             finally:
-                self._sigint.install_between_cells()
                 self.request_tick()
+                self._sigint.install_between_cells()
 
         self._saved_post_handler_hook = original
         self.kernel.post_handler_hook = post_handler_hook
@@ -382,7 +382,10 @@ class _ChainedSigint:
             signal.signal(signal.SIGINT, self.handler)
 
     def install_between_cells(self) -> None:
-        """After each kernel message: ours in place of the kernel's SIG_IGN."""
+        """After each kernel message: ours in place of the kernel's SIG_IGN.
+        (Subshell threads cannot touch signal handlers: nothing to do there.)"""
+        if not _native.is_main_thread():
+            return
         current = signal.getsignal(signal.SIGINT)
         if current is self.handler or current == signal.SIG_IGN:
             self.previous = signal.SIG_IGN

@@ -219,6 +219,21 @@ def test_interrupt_stops_a_greenlet_looping_on_the_real_sleep_while_a_cell_waits
         ["True", "False"]
 
 
+def test_the_between_cells_sigint_handler_leaves_other_threads_alone(kernel):
+    # ipykernel calls post_handler_hook in whichever thread handled the
+    # message; only the main thread may install a signal handler.
+    _km, kc, _port = kernel
+    assert ok(kc, "import threading, labkit.jupyter\n"
+                  "errors = []\n"
+                  "def from_a_thread():\n"
+                  "    try:\n"
+                  "        labkit.jupyter.active()._sigint.install_between_cells()\n"
+                  "    except Exception as exc:\n"
+                  "        errors.append(exc)\n"
+                  "t = threading.Thread(target=from_a_thread); t.start(); t.join()\n"
+                  "print(errors)").strip() == "[]"
+
+
 STUBBORN_CELL = """
 caught = []
 def stubborn():                    # swallows the first KeyboardInterrupt
