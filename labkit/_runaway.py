@@ -26,6 +26,10 @@ swallows KeyboardInterrupt). The hub, the kernel and the other greenlets go
 on; the stopped greenlet ends with KeyboardInterrupt, which the hub hands to
 the main greenlet as for any greenlet (the waiting cell fails with it).
 
+A hub callback that never returns (``hub.run_callback(f)``, a core watcher)
+is stopped the same way, but only by a second interrupt: the first goes to
+the cell, as it must while the hub waits in poll.
+
 Signal handlers run in the main thread; :meth:`RunawayGuard.on_sigint` is
 called from the kernel's handler only (labkit.jupyter's _ChainedSigint).
 """
@@ -82,6 +86,19 @@ class RunawayGuard:
         self._polled_at, self._since = self.hub.last_poll_ns, time.monotonic()
         _native.start_thread(self._watch, (self._polled_at,), name="labkit-interrupt")
         return False
+
+    def on_sigint_in_hub(self, frame) -> None:
+        """Called by the SIGINT handler while the hub runs one of its
+        callbacks (not its own loop). The interrupt goes to the cell as
+        usual -- the hub delivers it at its next safe point -- but if an
+        earlier one is still waiting for that point (the callback holds
+        the loop), this one raises KeyboardInterrupt in the callback."""
+        if self._polled_at is not None and self.hub.last_poll_ns == self._polled_at:
+            raise KeyboardInterrupt(
+                f"labkit stopped a hub callback at {self.where(frame)}: it had not "
+                f"returned for {time.monotonic() - self._since:.1f} s since the interrupt")
+        self._recheck = False
+        self._polled_at, self._since = self.hub.last_poll_ns, time.monotonic()
 
     def settle(self) -> None:
         """The interrupt was handled elsewhere (the main greenlet or the hub

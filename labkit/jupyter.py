@@ -400,8 +400,10 @@ class _ChainedSigint:
     def handle(self, signum, frame) -> None:
         guest, hub = self.guest, self.guest.hub
         current = getcurrent()
-        if current is hub or current is hub.parent:
+        if current is hub.parent or (current is hub and hub.owns_frame(frame)):
             self.runaway.settle()
+        elif current is hub:  # in a callback, or in poll: the second one stops it
+            self.runaway.on_sigint_in_hub(frame)  # may raise here, in the callback
         elif not self.runaway.on_sigint(current, frame):  # may raise here, in `current`
             return  # decided later: the hub polls, or the greenlet is stopped
         if guest.in_tick:

@@ -234,6 +234,23 @@ def test_the_between_cells_sigint_handler_leaves_other_threads_alone(kernel):
                   "print(errors)").strip() == "[]"
 
 
+def test_a_second_interrupt_stops_a_hub_callback_that_never_returns(kernel):
+    km, kc, port = kernel
+    ok(kc, "def spin_in_the_hub():\n"
+           "    while True:\n"
+           "        pass\n"
+           "labkit.get_hub().run_callback(spin_in_the_hub)")
+    stuck = send_cell(kc, "print('after')")
+    time.sleep(0.5)
+    km.interrupt_kernel()                       # the first one is for the cell
+    with pytest.raises(Exception):
+        wait_for_reply(kc, stuck, timeout=1.0)
+    km.interrupt_kernel()
+    assert wait_for_reply(kc, stuck, timeout=10)["status"] == "ok"
+    assert echo_once(port, b"alive") == b"alive"
+    assert ok(kc, "labkit.sleep(0.2)\nprint(pinger.dead)").strip() == "False"
+
+
 STUBBORN_CELL = """
 caught = []
 def stubborn():                    # swallows the first KeyboardInterrupt
