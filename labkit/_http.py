@@ -32,6 +32,23 @@ The contract:
   calls us only at its end), per ``feed`` while headers are incomplete: the
   memory one connection can make us hold is bounded by about
   ``max_header_size`` + one receive buffer.
+- Limits inside the head budget, after gunicorn's defaults: a request line
+  longer than ``max_request_line`` is refused with 414, a field line longer
+  than ``max_field_size`` or more than ``max_fields`` fields with 431.
+- What llhttp lets through and a server must still refuse (RFC 9110/9112):
+  HTTP versions other than 1.0 and 1.1 (505); a request target
+  that is not origin-form (``/path``), absolute-form (``http(s)://host/...``),
+  ``*`` for OPTIONS or authority-form for CONNECT (400); Transfer-Encoding on
+  HTTP/1.0 (400: a 1.0 peer or proxy may frame the body differently), and
+  a transfer coding other than plain ``chunked`` (501).
+- HTTP/1.1 without Host, two Host fields, or a repeat of another
+  single-valued field are refused (400) by the caller, where it joins
+  repeated fields: :func:`check_repeated_field`, :data:`SINGLE_VALUED`.
+- Field values lose trailing spaces and tabs (llhttp drops leading ones);
+  a ``#fragment`` is cut from the target (clients must not send one).
+- Trailer fields (after a chunked body) are counted against the head budget
+  and dropped: they must never reach the application as request headers
+  (a proxy checked only the head).
 - A declared Content-Length above ``max_body_size`` is refused (413) as soon
   as the headers are complete, before the body is sent (that is what
   ``Expect: 100-continue`` is for); a chunked body is counted as it arrives.
@@ -50,6 +67,7 @@ from http import HTTPStatus
 import httptools
 
 __all__ = ["HTTPError", "Request", "RequestBody", "RequestParser", "ResponseHead",
+           "SINGLE_VALUED", "check_repeated_field",
            "response_head", "error_response", "http_date"]
 
 
@@ -100,9 +118,14 @@ class RequestParser:
     arrived (None when no head is in progress): the header timeout runs from it.
     """
 
-    def __init__(self, max_header_size: int, max_body_size: int | None):
+    def __init__(self, max_header_size: int, max_body_size: int | None,
+                 max_request_line: int = 4094, max_field_size: int = 8190,
+                 max_fields: int = 100):
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
+        self.max_request_line = max_request_line
+        self.max_field_size = max_field_size
+        self.max_fields = max_fields
         self.requests: deque[Request] = deque()
         self.current: Request | None = None
         self.in_head = False            # between message begin and headers complete
@@ -111,6 +134,7 @@ class RequestParser:
         self.upgraded = False
         self._head_bytes = 0            # counted by the callbacks
         self._unparsed_head_feed = 0    # the backstop, counted per feed
+        self._in_trailers = False       # after a chunk header, before its data
         self._llhttp = httptools.HttpRequestParser(self)
 
     @property
@@ -131,7 +155,7 @@ class RequestParser:
             self.error = error if isinstance(error, HTTPError) else HTTPError(400, str(exc))
         except httptools.HttpParserError as exc:
             self.error = HTTPError(400, str(exc) or "malformed request")
-        if self.in_head and self.error is None:
+        if (self.in_head or self._in_trailers) and self.error is None:
             self._unparsed_head_feed += len(data)
             if self._unparsed_head_feed > self.max_header_size + 65536:
                 self.error = HTTPError(431, "request header fields too large")
@@ -147,15 +171,35 @@ class RequestParser:
         self.started_at = time.monotonic()
         self._head_bytes = 0
         self._unparsed_head_feed = 0
+        self._in_trailers = False
 
     def on_url(self, url: bytes) -> None:
         # llhttp may deliver the URL in pieces (one per feed it spans).
         self._count_head(len(url))
-        self.current.url += url
+        url = self.current.url + url
+        if len(url) > self.max_request_line - 14:  # - len("GET  HTTP/1.1")
+            raise HTTPError(414, f"request line longer than {self.max_request_line} bytes")
+        self.current.url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
-        self.current.headers.append((name, value))
+        # (The field count is checked once, in on_headers_complete: until
+        # then the head budget bounds how many fields we hold.)
+        size = len(name) + len(value) + 4
+        self._head_bytes += size
+        if size > self.max_field_size:
+            raise HTTPError(431, f"header field longer than {self.max_field_size} bytes")
+        if self._head_bytes > self.max_header_size:
+            raise HTTPError(431, "request header fields too large")
+        if self.in_head:
+            # (rstrip always: testing first with ``in`` would cost more, as
+            # ``bytes in bytes`` first tries the operand as an int)
+            self.current.headers.append((name, value.rstrip(b" \t")))
+        # else: a trailer field (after a chunked body): counted, then dropped
+
+    def on_chunk_header(self) -> None:
+        # Either a chunk's data or (after the last chunk) trailers follow;
+        # on_body tells which. Until then the feed backstop counts bytes.
+        self._in_trailers = True
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
@@ -169,16 +213,30 @@ class RequestParser:
         request.version = llhttp.get_http_version()
         request.keep_alive = llhttp.should_keep_alive()
         request.upgrade = llhttp.should_upgrade()
+        version = request.version
+        if len(request.headers) > self.max_fields:
+            raise HTTPError(431, f"more than {self.max_fields} header fields")
         for name, value in request.headers:
             lname = name.lower()
             if lname == b"content-length":
                 request.content_length = int(value)  # llhttp checked the digits
             elif lname == b"transfer-encoding":
-                request.chunked = b"chunked" in value.lower()
+                if version == "1.0":
+                    raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+                if value.lower() != b"chunked":  # gzip, chunked: the app could not tell
+                    raise HTTPError(501, "only Transfer-Encoding: chunked is supported")
+                request.chunked = True
             elif lname == b"expect":
                 if value.lower() != b"100-continue":
                     raise HTTPError(417, "only Expect: 100-continue is supported")
-                request.expect_continue = request.version == "1.1"
+                request.expect_continue = version == "1.1"
+        if version != "1.1" and version != "1.0":
+            raise HTTPError(505, f"HTTP/{version} is not supported")
+        url = request.url
+        if url[0] != _SLASH:
+            _check_target(url, request.method)
+        if _HASH in url:  # (an int: ``bytes in bytes`` costs 5x more)
+            request.url = url.partition(b"#")[0]
         limit = self.max_body_size
         if limit is not None and request.content_length is not None \
                 and request.content_length > limit:
@@ -188,6 +246,8 @@ class RequestParser:
         self.requests.append(request)
 
     def on_body(self, chunk: bytes) -> None:
+        self._in_trailers = False
+        self._unparsed_head_feed = 0
         request = self.current
         request.body_size += len(chunk)
         limit = self.max_body_size
@@ -197,8 +257,45 @@ class RequestParser:
             request.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self._in_trailers = False
         self.current.complete = True
         self.current = None
+
+
+_SLASH, _HASH = ord("/"), ord("#")
+
+#: Fields a request may carry once, as environ keys: a second Host or
+#: Content-Type could be read differently by a proxy in front and by the
+#: application (joined, first or last wins), which is how routing and checks
+#: are bypassed. Checked where repeated fields are joined (see
+#: :func:`check_repeated_field`), so that the common request pays nothing.
+SINGLE_VALUED = frozenset(("HTTP_HOST", "CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_AUTHORIZATION",
+                           "HTTP_PROXY_AUTHORIZATION", "HTTP_RANGE"))
+
+
+def check_repeated_field(key: str, name: bytes) -> None:
+    """Called when field ``name`` (environ ``key``) occurs again in a head:
+    refuse it (400) if it is single-valued."""
+    if key in SINGLE_VALUED:
+        raise HTTPError(400, f"repeated {name.decode('latin-1')} field")
+
+
+def _check_target(url: bytes, method: str) -> None:
+    """Refuse a request target that is not origin-form (checked by the caller)."""
+    if url == b"*":
+        if method == "OPTIONS":
+            return
+    elif method == "CONNECT":
+        return  # authority-form (host:port); llhttp checked its characters
+    else:
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            parsed = None
+        if parsed is not None and parsed.schema in (b"http", b"https") and parsed.host \
+                and (parsed.path or b"/")[:1] == b"/":
+            return
+    raise HTTPError(400, "malformed request target")
 
 
 class RequestBody:

@@ -22,9 +22,9 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from labkit import socket as _socket
-from labkit._http import (HTTPError, RequestBody, RequestParser, error_response,
-                          response_head)
-from labkit.hub import wait_write
+from labkit._http import (HTTPError, RequestBody, RequestParser, check_repeated_field,
+                          error_response, response_head)
+from labkit.hub import get_hub, wait_write
 
 if TYPE_CHECKING:
     from labkit.wsgi import WSGIServer
@@ -37,6 +37,10 @@ COALESCE_LIMIT = 65536
 #: unread request body the server will still read and discard after a
 #: response to keep the connection; more than this and it closes instead
 MAX_DRAIN = 65536
+#: a larger send goes out in pieces of this size, each timed against the
+#: I/O budget (see _Connection.charge), so that a slow reader is measured
+#: as it reads and not only once a large send has ended
+SEND_PIECE = 65536
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE = getattr(_socket, "MSG_MORE", 0)
@@ -105,7 +109,9 @@ class _Connection:
     def __init__(self, server: WSGIServer, sock, address):
         self.server = server
         self.sock = sock
-        self.parser = RequestParser(server.max_header_size, server.max_body_size)
+        self.parser = RequestParser(server.max_header_size, server.max_body_size,
+                                    server.max_request_line, server.max_field_size,
+                                    server.max_fields)
         if isinstance(address, tuple):
             self.remote = (str(address[0]), str(address[1]))
         else:
@@ -117,6 +123,10 @@ class _Connection:
         #: set by expire(): the wait for a head was cut short on purpose
         self.expired = False
         self.request = None
+        #: seconds the current request may still spend waiting on the client
+        self.io_budget = server.io_timeout
+        #: this connection's hub: its last_poll_ns tells whether a call parked
+        self.hub = get_hub()
 
     def serve(self) -> None:
         while True:
@@ -153,13 +163,41 @@ class _Connection:
             pass
 
     # -- reading -------------------------------------------------------------
-    def receive(self) -> bool:
-        """One recv into the parser; False at EOF. Raises OSError/TimeoutError."""
+    def receive(self) -> int:
+        """One recv into the parser; the bytes received, 0 at EOF.
+        Raises OSError/TimeoutError."""
         data = self.sock.recv(RECV_SIZE)
-        if not data:
-            return False
-        self.parser.feed(data)
-        return True
+        if data:
+            self.parser.feed(data)
+        return len(data)
+
+    def charge(self, started: int, moved: int) -> None:
+        """Account one body read or response write against the I/O budget.
+
+        ``started``: the call's start, in ``time.monotonic_ns()``. A caller
+        may skip a call that did not park (the hub did not poll after
+        ``started``): it took no client time, and while the budget is full
+        the cap would take back what it earned. ``sendall`` skips them, as
+        it is on the hot path of every keep-alive response; a budget below
+        the cap is then earned back by the calls that waited.
+
+        The budget starts at ``io_timeout`` for each request; time spent in
+        the socket call is taken from it, and every byte moved gives back
+        ``1 / min_data_rate`` seconds, up to ``io_timeout`` again. So a
+        client that moves data at least at ``min_data_rate`` is never cut,
+        however long the body or response, and one that trickles (a byte a
+        minute) runs out within ``io_timeout`` in total, not per call. Time
+        the application spends between calls is not counted. The socket's
+        timeout is the budget left: the next call raises when it runs out.
+        """
+        server = self.server
+        budget = (self.io_budget - (time.monotonic_ns() - started) / 1e9
+                  + moved / server.min_data_rate)
+        if budget > server.io_timeout:
+            budget = server.io_timeout
+        if budget != self.io_budget:  # fast transfers stay at the cap: no call
+            self.io_budget = budget
+            self.sock.settimeout(budget if budget > 0.001 else 0.001)
 
     def next_request(self):
         """The next request whose head is complete, or None: close the connection.
@@ -199,9 +237,12 @@ class _Connection:
         if self.continue_pending:
             self.continue_pending = False
             self.sendall(_CONTINUE)
+        started = time.monotonic_ns()
         try:
-            if not self.receive():
+            received = self.receive()
+            if not received:
                 raise ConnectionLost("client closed the connection during the body")
+            self.charge(started, received)
         except TimeoutError:
             raise HTTPError(408, "request body not received in time") from None
         except ConnectionLost:
@@ -215,7 +256,11 @@ class _Connection:
     def handle_request(self, request) -> bool:
         """Run the application for ``request``; True to keep the connection."""
         server = self.server
-        environ = self.make_environ(request)
+        try:
+            environ = self.make_environ(request)
+        except HTTPError as exc:  # a field the head must not repeat, or no Host
+            self.send_quietly(error_response(exc.status, exc.detail))
+            return False
         self.request = request
         self.status = self.response_headers = None
         self.headers_sent = self.chunked = False
@@ -225,7 +270,8 @@ class _Connection:
         self.content_length = None
         self.body_sent = 0
         sock = self.sock
-        sock.settimeout(server.io_timeout)  # bounds body reads and response writes
+        self.io_budget = server.io_timeout  # bounds body reads and response writes
+        sock.settimeout(server.io_timeout)
         try:
             result = server.application(environ, self.start_response)
             try:
@@ -302,8 +348,11 @@ class _Connection:
             if key:
                 value = value.decode("latin-1")
                 if key in environ:  # repeated header: one comma-joined value
+                    check_repeated_field(key, name)
                     value = environ[key] + "," + value
                 environ[key] = value
+        if "HTTP_HOST" not in environ and request.version == "1.1":
+            raise HTTPError(400, "HTTP/1.1 request without Host")  # RFC 9112 3.2
         return environ
 
     # -- writing ---------------------------------------------------------------
@@ -418,13 +467,16 @@ class _Connection:
         sock_fd = sock.fileno()
         try:
             while remaining > 0:
+                started = time.monotonic_ns()
                 try:
                     sent = os.sendfile(sock_fd, fd, offset, remaining)
                 except BlockingIOError:
-                    wait_write(sock_fd, self.server.io_timeout)
+                    wait_write(sock_fd, max(self.io_budget, 0.001))
+                    self.charge(started, 0)
                     continue
                 if sent == 0:
                     break  # the file shrank
+                self.charge(started, sent)
                 offset += sent
                 remaining -= sent
                 self.body_sent += sent
@@ -433,9 +485,26 @@ class _Connection:
         return True
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
+        """Send all of ``data`` within the I/O budget (see charge)."""
+        sock = self.sock
         try:
-            self.sock.sendall(data, flags)
-        except OSError as exc:  # reset, broken pipe, or io_timeout
+            if len(data) <= SEND_PIECE:
+                started = time.monotonic_ns()
+                sock.sendall(data, flags)
+                if self.hub.last_poll_ns >= started:  # it parked: see charge
+                    self.charge(started, len(data))
+                return
+            rate = self.server.min_data_rate
+            with memoryview(data) as view:
+                for start in range(0, len(view), SEND_PIECE):
+                    piece = view[start:start + SEND_PIECE]
+                    # this piece may take what it earns at min_data_rate
+                    sock.settimeout(max(self.io_budget, 0.0) + len(piece) / rate)
+                    started = time.monotonic_ns()
+                    sock.sendall(piece, flags)
+                    self.charge(started, len(piece))
+            sock.settimeout(max(self.io_budget, 0.001))
+        except OSError as exc:  # reset, broken pipe, or out of I/O budget
             raise ConnectionLost(*exc.args) from None
 
     def send_quietly(self, data: bytes) -> None:

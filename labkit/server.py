@@ -21,14 +21,20 @@ The contract (gevent's StreamServer, with a stricter stop):
 - ``listener`` is a listening socket, or an ``(host, port)`` address to bind
   (``port`` 0 picks a free one; ``server_port`` tells which).
 - ``spawn`` decides where ``handle`` runs: ``"default"`` a new Greenlet per
-  connection; a :class:`~labkit.pool.Pool` (or an int, its size) at most that
-  many at once -- the accept loop waits for a free slot before accepting;
-  ``None`` in the accept loop itself, one connection at a time.
+  connection, at most ``max_connections`` at once (default 1000, gevent's
+  and gunicorn's ``worker_connections``; None for no bound); a
+  :class:`~labkit.pool.Pool` (or an int, its size) at most that many at
+  once; ``None`` in the accept loop itself, one connection at a time. When
+  the bound is reached the accept loop waits for a free slot before
+  accepting again: further clients wait in the listen backlog (``backlog``),
+  they are not accepted and dropped.
 - A handler that raises is reported (printed with its traceback); its
   connection is closed and the server goes on serving.
 - The accept loop survives running out of file descriptors (EMFILE, ENFILE,
-  ENOBUFS, ENOMEM: it backs off ``accept_backoff`` seconds and retries) and
-  connections that die before they are accepted (ECONNABORTED, EPROTO).
+  ENOBUFS, ENOMEM: it backs off ``accept_backoff`` seconds and retries; the
+  first failure of a run is reported with its traceback, the retries that
+  fail the same way are not) and connections that die before they are
+  accepted (ECONNABORTED, EPROTO).
 - ``stop(timeout)`` is graceful: it closes the listener at once, waits at most
   ``timeout`` seconds (default ``stop_timeout``) for running handlers, then
   kills those still running. ``close()`` only stops accepting.
@@ -58,8 +64,10 @@ class _BaseServer:
 
     #: seconds stop() waits for running handlers before killing them
     stop_timeout = 1.0
+    #: handlers running at once with spawn="default" (None: no bound)
+    max_connections: int | None = 1000
 
-    def __init__(self, listener, handle=None, spawn="default"):
+    def __init__(self, listener, handle=None, spawn="default", max_connections=-1):
         if handle is not None:
             self.handle = handle
         if isinstance(listener, tuple):
@@ -68,13 +76,16 @@ class _BaseServer:
         else:
             self.socket = listener
             self.address = listener.getsockname()
+        if max_connections != -1:  # -1: the class attribute's default
+            self.max_connections = max_connections
         self._serving = None            # the accept/receive loop greenlet
         self._stopped_event = Event()   # set when stop() ran; serve_forever waits on it
         self._set_spawn(spawn)
 
     def _set_spawn(self, spawn) -> None:
         if spawn == "default":
-            self.pool, self._spawn = Group(), None
+            bound = self.max_connections
+            self.pool, self._spawn = (Group() if bound is None else Pool(bound)), None
         elif spawn is None:
             self.pool, self._spawn = None, None
         elif isinstance(spawn, int) and not isinstance(spawn, bool):
@@ -181,8 +192,8 @@ class StreamServer(_BaseServer):
     backlog = 128
 
     def __init__(self, listener, handle=None, backlog=None, spawn="default",
-                 ssl_context=None, **ssl_args):
-        super().__init__(listener, handle, spawn)
+                 max_connections=-1, ssl_context=None, **ssl_args):
+        super().__init__(listener, handle, spawn, max_connections)
         if backlog is not None:
             if not isinstance(listener, tuple):
                 raise TypeError("backlog applies only when the server binds "
@@ -205,6 +216,7 @@ class StreamServer(_BaseServer):
         listener = self.socket
         pool = self.pool
         nodelay = listener.family in (_socket.AF_INET, _socket.AF_INET6)
+        out_of_resources = None  # errno of the failing run of accepts, if any
         while True:
             if pool is not None:
                 pool.wait_available()
@@ -216,10 +228,13 @@ class StreamServer(_BaseServer):
                 if exc.errno in _CONNECTION_GONE:
                     continue
                 if exc.errno in _OUT_OF_RESOURCES:
-                    self._report(self)
+                    if exc.errno != out_of_resources:  # once per run, not per retry
+                        out_of_resources = exc.errno
+                        self._report(self)
                     sleep(self.accept_backoff)
                     continue
                 raise
+            out_of_resources = None
             if nodelay:
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             self._run_handler(self._handle_connection, sock, address)
@@ -242,6 +257,8 @@ class DatagramServer(_BaseServer):
 
     #: the largest datagram received whole
     max_datagram = 65536
+    #: datagrams have no connection to hold: handlers are not bounded by default
+    max_connections = None
 
     def get_listener(self, address):
         family = _socket.AF_INET6 if ":" in address[0] else _socket.AF_INET

@@ -34,15 +34,27 @@ The contract:
   gets its Content-Length computed. ``wsgi.file_wrapper`` responses from a
   regular file go out with ``os.sendfile``.
 - Limits and the replies that enforce them (the connection is closed after
-  each): malformed request 400, head (request line + headers) larger than
-  ``max_header_size`` 431, body larger than ``max_body_size`` 413, head not
-  complete within ``header_timeout`` 408. An idle keep-alive connection is
+  each): malformed request 400 (what else is refused, and why, is listed in
+  :mod:`labkit._http`), request line longer than ``max_request_line`` 414,
+  a field line longer than ``max_field_size``, more than ``max_fields``
+  fields, or a head larger than ``max_header_size`` 431, body larger than
+  ``max_body_size`` 413, an HTTP version other than 1.0/1.1 505, head not
+  complete within ``header_timeout`` 408. The defaults for the request line,
+  field size and count are gunicorn's (4094, 8190, 100). An idle keep-alive connection is
   closed without a reply after ``keepalive_timeout``. (These two are
   enforced by one reaper greenlet per server, to within a quarter of the
   shorter timeout, so that waiting for the next request arms no timer.)
-  Every body read and response write may take at most ``io_timeout``. One
-  bad client never affects the others: each has its own greenlet, and
-  errors end only it.
+  Body reads and response writes share one budget per request: they may
+  wait on the client ``io_timeout`` seconds in total, and every byte moved
+  earns back ``1 / min_data_rate`` s (Kestrel's minimum data rate model),
+  so any transfer at ``min_data_rate`` or faster goes on for as long as it
+  needs, and a client trickling a byte a minute is cut within
+  ``io_timeout`` (408 while reading the body; the connection is closed
+  while writing). One bad client never affects the others: each has its
+  own greenlet, and errors end only it.
+- At most ``max_connections`` (1000, gevent's and gunicorn's
+  ``worker_connections``) connections are served at once; further clients
+  wait in the listen backlog until one ends (see labkit.server).
 - An application that raises before sending headers gets a 500 (and the
   traceback is reported); after headers, the connection is cut, since the
   client could not tell a truncated body from a complete one otherwise.
@@ -84,14 +96,21 @@ class WSGIServer(StreamServer):
     keepalive_timeout = 20.0
     header_timeout = 10.0
     io_timeout = 60.0
+    min_data_rate = 240.0       # bytes/s, for the I/O budget (Kestrel's default)
     max_header_size = 65536
+    max_request_line = 4094     # gunicorn's limit_request_line
+    max_field_size = 8190       # gunicorn's limit_request_field_size
+    max_fields = 100            # gunicorn's limit_request_fields
     max_body_size: int | None = 1 << 30
 
     def __init__(self, listener, application, *, log=None, error_log=None,
                  environ=None, keepalive_timeout=None, header_timeout=None,
-                 io_timeout=None, max_header_size=None, max_body_size=-1,
-                 spawn="default", backlog=None, ssl_context=None, **ssl_args):
+                 io_timeout=None, min_data_rate=None, max_header_size=None,
+                 max_request_line=None, max_field_size=None, max_fields=None,
+                 max_body_size=-1, spawn="default", max_connections=-1,
+                 backlog=None, ssl_context=None, **ssl_args):
         super().__init__(listener, backlog=backlog, spawn=spawn,
+                         max_connections=max_connections,
                          ssl_context=ssl_context, **ssl_args)
         self.application = application
         self.log = log
@@ -99,7 +118,11 @@ class WSGIServer(StreamServer):
         for name, value in (("keepalive_timeout", keepalive_timeout),
                             ("header_timeout", header_timeout),
                             ("io_timeout", io_timeout),
-                            ("max_header_size", max_header_size)):
+                            ("min_data_rate", min_data_rate),
+                            ("max_header_size", max_header_size),
+                            ("max_request_line", max_request_line),
+                            ("max_field_size", max_field_size),
+                            ("max_fields", max_fields)):
             if value is not None:
                 setattr(self, name, value)
         if max_body_size != -1:

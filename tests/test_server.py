@@ -13,7 +13,8 @@ import pytest
 import labkit
 from helpers import echo
 from labkit import socket
-from labkit.pool import Pool
+from labkit.event import Event
+from labkit.pool import Group, Pool
 from labkit.server import DatagramServer, StreamServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -218,6 +219,61 @@ def test_accept_loop_survives_running_out_of_file_descriptors(serve):
     server.accept_backoff = 0.01
     assert round_trip(server) == b"hello"
     assert listener.failures == []
+
+
+def test_a_run_of_failing_accepts_is_reported_once_not_per_retry(serve):
+    class ExhaustedListener:
+        """Every accept fails with EMFILE until ``freed``."""
+
+        def __init__(self):
+            self.real = socket.create_server(("127.0.0.1", 0))
+            self.failures = 0
+            self.freed = False
+
+        def accept(self):
+            if not self.freed:
+                self.failures += 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            return self.real.accept()
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    reports = io.StringIO()
+    labkit.get_hub().exception_stream = reports
+    listener = ExhaustedListener()
+    server = serve(echo, listener=listener)
+    server.accept_backoff = 0.005
+    for _ in range(400):  # bounded: until the loop retried a few times
+        if listener.failures >= 5:
+            break
+        labkit.sleep(0.005)
+    assert listener.failures >= 5
+    assert reports.getvalue().count("OSError: [Errno 24]") == 1
+    listener.freed = True
+    assert round_trip(server) == b"hello"
+
+
+def test_connections_are_bounded_by_default_and_extra_clients_wait_in_the_backlog(serve):
+    assert StreamServer(("127.0.0.1", 0), echo).pool.size == 1000
+    assert type(StreamServer(("127.0.0.1", 0), echo, max_connections=None).pool) is Group
+    release = Event()
+    served = []
+
+    def handle(sock, address):
+        served.append(address)
+        release.wait()
+        sock.sendall(b"ok")
+
+    server = serve(handle, max_connections=2)
+    clients = [connect(server) for _ in range(3)]  # the third connects (backlog)
+    labkit.sleep(0.1)
+    assert len(served) == 2  # ... but is not accepted while two are served
+    release.set()
+    assert [client.recv(10) for client in clients] == [b"ok"] * 3
+    assert len(served) == 3
+    for client in clients:
+        client.close()
 
 
 # -- stopping ----------------------------------------------------------------------

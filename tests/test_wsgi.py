@@ -8,6 +8,7 @@ and stopped at teardown, even when the test fails.
 """
 import http.client
 import io
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import labkit
-from labkit import socket, subprocess
+from labkit import select, socket, subprocess
 from labkit.threadpool import ThreadPool
 from labkit.wsgi import WSGIServer
 
@@ -206,7 +207,7 @@ def test_large_download_list_generator_and_file(serve, in_thread, tmp_path):
 def test_pipelined_requests_are_answered_in_order(serve):
     server = serve(echo)
     requests_ = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10))
-    reply = raw_exchange(server, requests_ + b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n")
+    reply = raw_exchange(server, requests_ + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     paths = re.findall(rb"X-Path: (\S+)", reply)
     assert paths == [b"/%d" % i for i in range(10)] + [b"/last"]
 
@@ -221,9 +222,9 @@ def test_http10_head_and_bodiless_statuses(serve):
     reply = raw_exchange(server, b"GET / HTTP/1.0\r\n\r\n")
     assert status_of(reply) == 200 and reply.endswith(b"\r\n\r\nbody")
     assert b"Transfer-Encoding" not in reply  # HTTP/1.0: the close ends the body
-    reply = raw_exchange(server, b"HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    reply = raw_exchange(server, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.endswith(b"\r\n\r\n")
-    reply = raw_exchange(server, b"GET /empty HTTP/1.1\r\nConnection: close\r\n\r\n")
+    reply = raw_exchange(server, b"GET /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(reply) == 204 and reply.endswith(b"\r\n\r\n")
 
 
@@ -234,7 +235,7 @@ def test_application_error_is_a_500_and_the_server_goes_on(serve):
     errors = io.StringIO()
     labkit.get_hub().exception_stream = errors
     server = serve(app)
-    reply = raw_exchange(server, b"GET / HTTP/1.1\r\n\r\n")
+    reply = raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status_of(reply) == 500
     assert "boom" in errors.getvalue()
     server.application = hello
@@ -244,7 +245,7 @@ def test_application_error_is_a_500_and_the_server_goes_on(serve):
 def test_access_log_is_off_by_default_and_combined_when_on(serve):
     log = io.StringIO()
     server = serve(hello, log=log)
-    raw_exchange(server, b"GET /x?y=1 HTTP/1.1\r\nUser-Agent: test-agent\r\n"
+    raw_exchange(server, b"GET /x?y=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent\r\n"
                          b"Referer: http://ref/\r\nConnection: close\r\n\r\n")
     assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET /x\?y=1 HTTP/1\.1" 200 13 '
                         r'"http://ref/" "test-agent"\n', log.getvalue())
@@ -253,23 +254,147 @@ def test_access_log_is_off_by_default_and_combined_when_on(serve):
 
 # -- bad clients -------------------------------------------------------------------
 
-@pytest.mark.parametrize("request_bytes, status", [
-    (b"garbage garbage garbage\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", 431),
-    (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n", 431),
-    (b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\nhello", 400),
-    (b"POST / HTTP/1.1\r\nContent-Length: five\r\n\r\nhello", 400),
-    (b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, 413),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-     + b"3e8\r\n" + b"x" * 1000 + b"\r\n" + b"3e8\r\n" + b"x" * 1000 + b"\r\n0\r\n\r\n", 413),
-], ids=["garbage", "100KB-header", "100KB-url", "negative-length", "invalid-length",
-        "body-over-limit", "chunked-over-limit"])
-def test_bad_request_gets_its_status_and_the_server_goes_on(serve, request_bytes, status):
-    server = serve(echo, max_body_size=1500)
-    reply = raw_exchange(server, request_bytes)
-    assert status_of(reply) == status
+def show_environ(environ, start_response):
+    """Answer with the request's CGI variables, as JSON."""
+    environ["wsgi.input"].read()
+    body = json.dumps({k: v for k, v in environ.items() if k.isupper()}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+def exchange_until_close(server, data: bytes) -> bytes:
+    """Send ``data`` and keep the write side open: return what the server
+    sends before IT closes the connection (a reset after the reply counts
+    as a close). Times out, failing the test, if the server keeps it open."""
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+CHUNKED_POST = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+
+# Requests the server must refuse: (id, exact bytes, status). After the
+# reply the server closes the connection, and goes on serving others.
+ATTACKS = [
+    ("garbage", b"garbage garbage garbage\r\n\r\n", 400),
+    ("head-over-64KiB", b"GET / HTTP/1.1\r\nHost: x\r\n"
+     + b"X-Big-%d: " % 0 + b"a" * 8000 + b"\r\n" + b"".join(
+         b"X-Big-%d: %s\r\n" % (i, b"a" * 8000) for i in range(1, 10)) + b"\r\n", 431),
+    ("request-line-over-4094", b"GET /" + b"a" * 4090 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("url-100KB", b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("field-over-8190", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8190 + b"\r\n\r\n", 431),
+    ("101-fields", b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: a\r\n" * 100 + b"\r\n", 431),
+    ("10000-copies-of-a-field", b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 10_000
+     + b"\r\n", 431),
+    ("negative-length", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\nhello", 400),
+    ("invalid-length", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: five\r\n\r\nhello", 400),
+    ("two-lengths", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                    b"Content-Length: 4\r\n\r\nabcd", 400),
+    ("length-and-chunked", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("gzip-chunked", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                     b"0\r\n\r\n", 501),
+    ("chunked-on-http10", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"3\r\nabc\r\n0\r\n\r\n", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
+    ("bare-lf", b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    ("nul-in-name", b"GET / HTTP/1.1\r\nHost: x\r\nX\x00: a\r\n\r\n", 400),
+    ("body-over-limit", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+                        + b"x" * 5000, 413),
+    ("chunked-over-limit", CHUNKED_POST + b"\r\n3e8\r\n" + b"x" * 1000 + b"\r\n3e8\r\n"
+     + b"x" * 1000 + b"\r\n0\r\n\r\n", 413),
+    ("two-hosts", b"GET / HTTP/1.1\r\nHost: good\r\nHost: evil\r\n\r\n", 400),
+    ("http11-without-host", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+    ("two-content-types", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 0\r\n\r\n", 400),
+    ("malformed-target", b"PUT s://]ufd/: HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400),
+    ("asterisk-get", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("relative-target", b"GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("http-2.0", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    ("http-0.9", b"GET / HTTP/0.9\r\n\r\n", 505),
+]
+
+
+@pytest.mark.parametrize("request_bytes, status", [a[1:] for a in ATTACKS],
+                         ids=[a[0] for a in ATTACKS])
+def test_attack_is_refused_with_its_status_and_the_connection_closed(serve, request_bytes,
+                                                                     status):
+    server = serve(show_environ, max_body_size=1500)
+    reply = exchange_until_close(server, request_bytes)
+    assert status_of(reply) == status, reply[:300]
     assert b"Connection: close" in reply
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1  # nothing served after it
     assert_still_serving(server)
+
+
+# Requests that are served, but only with what the head said: (id, exact
+# bytes, CGI variables the app must see; None: must not see it).
+SANITIZED = [
+    ("trailers-are-not-headers", CHUNKED_POST + b"X-Forwarded-For: 10.0.0.1\r\n\r\n"
+     b"3\r\nabc\r\n0\r\nX-Forwarded-For: 6.6.6.6\r\nX-Auth-User: admin\r\n\r\n",
+     {"HTTP_X_FORWARDED_FOR": "10.0.0.1", "HTTP_X_AUTH_USER": None}),
+    ("trailing-whitespace-is-not-value", b"GET / HTTP/1.1\r\nHost: x\r\n"
+     b"X-Value: value \t \r\n\r\n", {"HTTP_X_VALUE": "value"}),
+    ("fragment-is-cut", b"GET /a?b=1#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+     {"PATH_INFO": "/a", "QUERY_STRING": "b=1"}),
+    ("absolute-form", b"GET http://x/p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+     {"PATH_INFO": "/p", "QUERY_STRING": "q=1"}),
+    ("list-fields-are-joined", b"GET / HTTP/1.1\r\nHost: x\r\nAccept: a\r\nAccept: b\r\n\r\n",
+     {"HTTP_ACCEPT": "a,b"}),
+    ("http10-without-host", b"GET / HTTP/1.0\r\n\r\n", {"SERVER_PROTOCOL": "HTTP/1.0"}),
+]
+
+
+@pytest.mark.parametrize("request_bytes, expected", [a[1:] for a in SANITIZED],
+                         ids=[a[0] for a in SANITIZED])
+def test_request_reaches_the_app_only_as_its_head_says(serve, request_bytes, expected):
+    server = serve(show_environ)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(request_bytes)  # one send: trailers arrive in the head's read
+        reply = b""
+        while b"}" not in reply and (chunk := sock.recv(65536)):
+            reply += chunk
+    assert status_of(reply) == 200, reply[:300]
+    environ = json.loads(reply.partition(b"\r\n\r\n")[2])
+    assert {key: environ.get(key) for key in expected} == expected
+
+
+def test_trickled_body_runs_out_of_io_budget_in_total_not_per_read(serve):
+    server = serve(show_environ, io_timeout=0.5)  # min_data_rate: 240 bytes/s
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n")
+        reply = b""
+        for _ in range(40):  # a byte every 0.1 s: each read is quick, the rate is not
+            labkit.sleep(0.1)
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break
+            if select.select([sock], [], [], 0)[0]:
+                reply = sock.recv(65536)
+                break
+        else:
+            raise AssertionError("the 4 s trickle was served to the end")
+    assert status_of(reply) == 408
+
+
+def test_body_at_a_steady_rate_outlasts_io_timeout(serve):
+    server = serve(echo, io_timeout=0.3, min_data_rate=50)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(10):  # 1 s in all, at 100 bytes/s
+            labkit.sleep(0.1)
+            sock.sendall(b"y" * 10)
+        reply = b""
+        while not reply.endswith(b"y" * 100) and (chunk := sock.recv(65536)):
+            reply += chunk
+    assert status_of(reply) == 200
 
 
 def test_half_a_request_then_stall_gets_408_while_others_are_served(serve):
@@ -327,7 +452,7 @@ def test_random_bytes_never_crash_the_server_or_leak_a_connection(data):
         fds_before = len(os.listdir("/proc/self/fd"))
         reply = raw_exchange(server, data)
         if reply:
-            assert status_of(reply) in (200, 400, 408, 413, 417, 431)
+            assert status_of(reply) in (200, 400, 408, 413, 414, 417, 431, 501, 505)
         wait_until_no_connections(server)
         assert len(os.listdir("/proc/self/fd")) <= fds_before
         assert_still_serving(server)
@@ -360,5 +485,5 @@ def test_tcp_nodelay_is_set_on_accepted_connections(serve):
         return hello(environ, start_response)
 
     server = serve(app)
-    raw_exchange(server, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert seen["nodelay"]
