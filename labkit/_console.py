@@ -22,7 +22,8 @@ the prompt keep running while you type::
 Ctrl-C: the signal goes to the main thread (the helper thread blocks it). If
 a statement is running, KeyboardInterrupt is raised in that statement's
 greenlet -- at once if it is running Python code, at its next wait if it is
-parked -- and the REPL goes on; greenlets spawned earlier are not touched.
+parked -- and the REPL goes on; greenlets spawned earlier are not touched,
+unless one of them never yields: then it is stopped (:mod:`labkit._runaway`).
 At an idle prompt, "KeyboardInterrupt" is printed, the half-typed line is
 thrown away and a fresh prompt drawn, as in plain python: the prompt's
 thread cannot be interrupted, so the main thread empties readline's line
@@ -42,6 +43,7 @@ import labkit
 from labkit import _native
 from labkit._park import Waiter
 from labkit._readline import discard_typed_line
+from labkit._runaway import RunawayGuard
 from labkit.hub import get_hub, spawn_raw
 
 __all__ = ["LabkitConsole", "console_main"]
@@ -154,7 +156,14 @@ def console_main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
 
+    runaway = RunawayGuard(hub)
+
     def on_sigint(signum, frame):
+        current = getcurrent()
+        if current in (hub, hub.parent, console.statement):
+            runaway.settle()
+        elif not runaway.on_sigint(current, frame):  # may raise, in `current`
+            return  # a background greenlet runs: is it stuck? (labkit._runaway)
         if not console.interrupt() and not discard_typed_line():
             sys.stderr.write("\nKeyboardInterrupt\n")
 
@@ -164,7 +173,16 @@ def console_main(argv: list[str] | None = None) -> int:
     try:
         # (a real thread even if threading is patched green: labkit._native)
         _native.start_thread(_repl_thread, (console, finished), "labkit-repl")
-        finished.get()
+        while True:
+            try:
+                finished.get()
+                break
+            except KeyboardInterrupt as exc:
+                # A background greenlet was stopped (labkit._runaway), and the
+                # hub hands its KeyboardInterrupt to us: say so, go on.
+                text = f"KeyboardInterrupt: {exc}" if str(exc) else "KeyboardInterrupt"
+                if not discard_typed_line(message=text):
+                    sys.stderr.write(f"\n{text}\n")
     finally:
         hub.keepalive(-1)
         signal.signal(signal.SIGINT, previous)

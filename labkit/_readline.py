@@ -48,10 +48,10 @@ def _readline_library():
     return _lib
 
 
-def discard_typed_line(stream=None) -> bool:
+def discard_typed_line(stream=None, message: str = "KeyboardInterrupt") -> bool:
     """At a prompt waiting in ``input()`` (any thread): empty the line being
-    typed, write "KeyboardInterrupt" and redraw the prompt below it. True if
-    done; False if readline is not GNU readline (or not loaded)."""
+    typed, write ``message`` and redraw the prompt below it. True if done;
+    False if readline is not GNU readline (or not loaded)."""
     lib = _readline_library()
     if not lib:
         return False
@@ -59,7 +59,7 @@ def discard_typed_line(stream=None) -> bool:
     lib.rl_replace_line(b"", 0)
     ctypes.c_int.in_dll(lib, "rl_point").value = 0
     try:
-        stream.write("\nKeyboardInterrupt\n")
+        stream.write(f"\n{message}\n")
         stream.flush()
     except Exception:
         pass

@@ -1,4 +1,4 @@
-"""Stopping a greenlet that never yields: labkit.jupyter's interrupt, made firm.
+"""Stopping a greenlet that never yields: the REPLs' interrupt, made firm.
 
 In a kernel, Ctrl-C (the stop button, SIGINT) belongs to the cell: when it
 lands while a background greenlet runs, that greenlet is usually about to
@@ -30,8 +30,10 @@ A hub callback that never returns (``hub.run_callback(f)``, a core watcher)
 is stopped the same way, but only by a second interrupt: the first goes to
 the cell, as it must while the hub waits in poll.
 
-Signal handlers run in the main thread; :meth:`RunawayGuard.on_sigint` is
-called from the kernel's handler only (labkit.jupyter's _ChainedSigint).
+Signal handlers run in the main thread; the guard's methods are called from
+a SIGINT handler only: the kernel's (labkit.jupyter's _ChainedSigint) and
+``python -m labkit``'s (labkit._console). In scripts and plain python,
+labkit.hub's handler raises in whatever greenlet runs, at once.
 """
 from __future__ import annotations
 

@@ -110,6 +110,19 @@ def test_labkit_repl_ctrl_c_at_the_prompt_discards_the_half_typed_line(labkit_re
     assert_ctrl_c_discards_the_half_typed_line(labkit_repl)
 
 
+def test_labkit_repl_ctrl_c_stops_a_background_greenlet_that_never_yields(labkit_repl,
+                                                                          echo_file):
+    port = start_echo_server(labkit_repl, echo_file, PYTHON_PROMPT)
+    type_line(labkit_repl, "g = labkit.spawn(exec, 'while True: pass')", PYTHON_PROMPT)
+    time.sleep(0.3)  # it spins; the prompt waits
+    labkit_repl.sendintr()
+    labkit_repl.expect("labkit stopped greenlet", timeout=5)
+    labkit_repl.expect(PYTHON_PROMPT)
+    assert "True KeyboardInterrupt" in type_line(
+        labkit_repl, "print(g.dead, type(g.exception).__name__)", PYTHON_PROMPT)
+    assert echo_once(port) == b"ping"  # the other greenlets were spared
+
+
 def test_labkit_repl_prints_a_failing_statement_and_goes_on(labkit_repl):
     out = type_line(labkit_repl, "1 / 0", PYTHON_PROMPT)
     assert "ZeroDivisionError" in out and "_run_statement" not in out
