@@ -354,10 +354,19 @@ class Greenlet(greenlet):
             self._report_error(exc)
 
     def _cancel_start(self) -> None:
+        was_scheduled = self._start_state == _SCHEDULED and self._start_handle is None
         self._start_state = _CANCELLED
         if self._start_handle is not None:
             self._start_handle.cancel()
             self._start_handle = None
+        elif was_scheduled:
+            # Our queued start holds us, and through us our arguments: take
+            # it back, so that what we were given is released now (a file
+            # whose fd would otherwise be closed whenever the hub next ran).
+            self.parent.take_back(self.switch)
+        self._formatinfo()   # the repr keeps showing what we were made to run
+        self.args = ()
+        self.kwargs = {}
 
     def _throw_if_alive(self, exception) -> None:
         if not self.dead:

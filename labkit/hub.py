@@ -148,7 +148,8 @@ class Hub(greenlet):
     # dictionary lookup, and these are read between every two switches.
     __slots__ = ("loop", "thread_ident", "schedule", "last_poll_ns", "exception_stream",
                  "ready", "_idle", "_keepalive", "_due_soon", "_next_poll_ns",
-                 "_interrupted", "_ticking", "_run_frame", "_ident_registry")
+                 "_interrupted", "_ticking", "_run_frame", "_ident_registry",
+                 "_threadpool")
 
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
@@ -216,6 +217,21 @@ class Hub(greenlet):
     @property
     def name(self) -> str:
         return f"Hub-{self.minimal_ident}"
+
+    @property
+    def threadpool(self):
+        """This hub's default thread pool (labkit.threadpool.ThreadPool, 10
+        threads), made on first use: gevent's ``hub.threadpool``, used by
+        FileObjectThread, os.tp_read and the thread resolver."""
+        pool = getattr(self, "_threadpool", None)
+        if pool is None:
+            from labkit.threadpool import ThreadPool
+            pool = self._threadpool = ThreadPool(10, hub=self)
+        return pool
+
+    @threadpool.setter
+    def threadpool(self, pool) -> None:
+        self._threadpool = pool
 
     # -- scheduling ---------------------------------------------------------
     def run_callback(self, callback: Callable, *args) -> Callback:

@@ -60,7 +60,7 @@ def test_under_the_alias_gevent_and_its_submodules_are_labkits_own_module_object
 def test_a_name_labkit_lacks_is_a_missing_module_not_a_fallback_to_gevent():
     out = in_child("labkit", """
         out = {}
-        for name in ("gevent.no_such_module", "gevent._waiter", "gevent.libev"):
+        for name in ("gevent.no_such_module", "gevent._waiter", "gevent.libev", "gevent._park"):
             try:
                 __import__(name)
                 out[name] = "imported"

@@ -21,8 +21,9 @@ imported as gevent. What each name resolves to:
 ``gevent._hub_local``,             the stand-in's (``standin/``): the hub
 ``gevent._config``                 accessors and the one validator that gevent's
                                    testing helpers import, on labkit's public API
-any other ``gevent._X``            ModuleNotFoundError: gevent's private
-                                   implementation, which labkit does not mimic
+any other ``gevent._X``            ``labkit._X`` if labkit has a private module of
+                                   that name (``_fileobjectcommon``, whose names
+                                   gevent's tests import), else ModuleNotFoundError
 =================================  ================================================
 
 ``install("gevent-standin")`` keeps the real gevent and replaces only
@@ -95,8 +96,6 @@ class GeventAlias(importlib.abc.MetaPathFinder):
             return self._file_spec(fullname, os.path.join(self.gevent_dir, parts[1] + ".py"))
         if len(parts) == 2 and parts[1] in STANDIN_PRIVATE:
             return self._file_spec(fullname, os.path.join(STANDIN, parts[1] + ".py"))
-        if len(parts) >= 2 and parts[1].startswith("_"):
-            return None  # gevent's private implementation: not found
         target_name = "labkit" + fullname[len("gevent"):]
         try:
             found = importlib.util.find_spec(target_name)
