@@ -60,7 +60,7 @@ def test_under_the_alias_gevent_and_its_submodules_are_labkits_own_module_object
 def test_a_name_labkit_lacks_is_a_missing_module_not_a_fallback_to_gevent():
     out = in_child("labkit", """
         out = {}
-        for name in ("gevent.no_such_module", "gevent._waiter", "gevent.libev", "gevent._park"):
+        for name in ("gevent.no_such_module", "gevent._waiter", "gevent.libev"):
             try:
                 __import__(name)
                 out[name] = "imported"
@@ -68,6 +68,15 @@ def test_a_name_labkit_lacks_is_a_missing_module_not_a_fallback_to_gevent():
                 out[name] = "missing"
     """)
     assert set(out.values()) == {"missing"}
+
+
+@gevent_installed
+def test_a_private_gevent_name_is_labkits_module_of_that_name_if_labkit_has_one():
+    out = in_child("labkit", """
+        import gevent._fileobjectcommon, labkit._fileobjectcommon
+        out = {"same": gevent._fileobjectcommon is labkit._fileobjectcommon}
+    """)
+    assert out == {"same": True}
 
 
 @gevent_installed
