@@ -42,7 +42,7 @@ from greenlet import getcurrent
 import labkit
 from labkit import _native
 from labkit._park import Waiter
-from labkit._readline import discard_typed_line
+from labkit._readline import PromptKeepingStream, discard_typed_line
 from labkit._runaway import RunawayGuard
 from labkit.hub import get_hub, spawn_raw
 
@@ -68,8 +68,18 @@ class LabkitConsole(code.InteractiveConsole):
         #: the greenlet running the current statement, or None at the prompt
         self.statement = None
         self.exit_code = 0
+        #: True while the helper thread waits in input() (greenlets' output
+        #: then goes below the prompt: labkit._readline.PromptKeepingStream)
+        self.prompt_waiting = False
 
     # -- helper thread ------------------------------------------------------
+    def raw_input(self, prompt: str = "") -> str:
+        self.prompt_waiting = True
+        try:
+            return super().raw_input(prompt)
+        finally:
+            self.prompt_waiting = False
+
     def runcode(self, compiled) -> None:
         future: concurrent.futures.Future = concurrent.futures.Future()
         self.hub.run_callback_threadsafe(self._start_statement, compiled, future)
@@ -168,6 +178,9 @@ def console_main(argv: list[str] | None = None) -> int:
             sys.stderr.write("\nKeyboardInterrupt\n")
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (PromptKeepingStream(stream, lambda: console.prompt_waiting)
+                              for stream in streams)
     finished = Waiter(hub)
     hub.keepalive(+1)  # the REPL thread will wake us: never LoopExit
     try:
@@ -186,6 +199,7 @@ def console_main(argv: list[str] | None = None) -> int:
     finally:
         hub.keepalive(-1)
         signal.signal(signal.SIGINT, previous)
+        sys.stdout, sys.stderr = streams
     return console.exit_code
 
 

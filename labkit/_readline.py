@@ -15,16 +15,20 @@ the line buffer, print "KeyboardInterrupt", and redraw the prompt on a new
 line. readline only touches its buffer when a key arrives, in the thread
 that waits in ``input()``; the prompt is idle when this runs.
 
+The same API keeps the prompt readable when a greenlet prints while you
+type: :class:`PromptKeepingStream` clears the prompt line before the output
+and redraws the prompt and the half-typed line after it, as IPython does.
+
 GNU readline only. With libedit (macOS) or without ``readline``,
 :func:`discard_typed_line` returns False and the caller prints
-"KeyboardInterrupt" as before.
+"KeyboardInterrupt" as before, and output lands where the cursor is.
 """
 from __future__ import annotations
 
 import ctypes
 import sys
 
-__all__ = ["discard_typed_line"]
+__all__ = ["discard_typed_line", "PromptKeepingStream"]
 
 #: the readline library (ctypes), False if unusable, None before the first look
 _lib = None
@@ -55,7 +59,7 @@ def discard_typed_line(stream=None, message: str = "KeyboardInterrupt") -> bool:
     lib = _readline_library()
     if not lib:
         return False
-    stream = stream or sys.stderr
+    stream = stream or sys.__stderr__ or sys.stderr  # not a PromptKeepingStream
     lib.rl_replace_line(b"", 0)
     ctypes.c_int.in_dll(lib, "rl_point").value = 0
     try:
@@ -66,3 +70,36 @@ def discard_typed_line(stream=None, message: str = "KeyboardInterrupt") -> bool:
     lib.rl_on_new_line()
     lib.rl_redisplay()
     return True
+
+
+class PromptKeepingStream:
+    """``sys.stdout``/``sys.stderr`` stand-in for a REPL whose prompt waits
+    while greenlets run: while ``prompt_waiting()`` is true, output goes
+    below the line being typed, and the prompt with that line is drawn again
+    under it. Anything else is the wrapped stream's."""
+
+    def __init__(self, stream, prompt_waiting):
+        self._stream = stream
+        self._prompt_waiting = prompt_waiting
+        self._cleared = False   # the prompt line was cleared for output
+
+    def write(self, text: str) -> int:
+        lib = _readline_library()
+        if not text or not lib or not self._prompt_waiting():
+            return self._stream.write(text)
+        if not self._cleared:
+            self._stream.write("\r")
+            self._stream.flush()
+            if hasattr(lib, "rl_clear_visible_line"):
+                lib.rl_clear_visible_line()
+            self._cleared = True
+        written = self._stream.write(text)
+        if text.endswith("\n"):
+            self._stream.flush()
+            self._cleared = False
+            lib.rl_on_new_line()
+            lib.rl_redisplay()
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)

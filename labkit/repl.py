@@ -47,7 +47,7 @@ import sys
 from greenlet import getcurrent
 
 from labkit._asyncio_guest import POLL_BACKEND_INTERVAL, AsyncioGuest
-from labkit._readline import discard_typed_line
+from labkit._readline import PromptKeepingStream, discard_typed_line
 from labkit.hub import get_hub
 
 __all__ = [
@@ -97,8 +97,15 @@ def _pyos_inputhook() -> int:
     # Called by readline with the GIL released; ctypes re-acquires it. An
     # exception escaping here would only be printed by ctypes, so report it
     # ourselves and tell readline "nothing happened".
+    streams = sys.stdout, sys.stderr
     try:
-        run_hub_until_input([sys.stdin.fileno()])
+        # Greenlets' output goes below the line being typed, and the prompt
+        # is drawn again under it (labkit._readline).
+        sys.stdout, sys.stderr = (PromptKeepingStream(stream, _always) for stream in streams)
+        try:
+            run_hub_until_input([sys.stdin.fileno()])
+        finally:
+            sys.stdout, sys.stderr = streams
     except KeyboardInterrupt:
         # readline never sees this one: empty its line and redraw the prompt
         # ourselves, as it would have (labkit._readline).
@@ -110,6 +117,10 @@ def _pyos_inputhook() -> int:
         except BaseException:
             pass
     return 0
+
+
+def _always() -> bool:
+    return True
 
 
 def _hook_slot() -> ctypes.c_void_p:

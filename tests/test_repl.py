@@ -123,6 +123,16 @@ def test_labkit_repl_ctrl_c_stops_a_background_greenlet_that_never_yields(labkit
     assert echo_once(port) == b"ping"  # the other greenlets were spared
 
 
+def test_labkit_repl_output_while_typing_goes_below_the_line_being_typed(labkit_repl):
+    type_line(labkit_repl, "labkit.spawn_later(0.5, print, 'tick')", PYTHON_PROMPT)
+    labkit_repl.send("abc")
+    # The greenlet's line, then the prompt and the half-typed line again.
+    labkit_repl.expect(r"tick\r?\n>>> abc", timeout=5)
+    labkit_repl.sendline(" = 6 * 7")   # typing goes on where it was
+    labkit_repl.expect(PYTHON_PROMPT)
+    assert "42" in type_line(labkit_repl, "print(abc)", PYTHON_PROMPT)
+
+
 def test_labkit_repl_prints_a_failing_statement_and_goes_on(labkit_repl):
     out = type_line(labkit_repl, "1 / 0", PYTHON_PROMPT)
     assert "ZeroDivisionError" in out and "_run_statement" not in out
@@ -164,6 +174,19 @@ def test_plain_python_input_hook_ctrl_c_at_the_prompt_discards_the_half_typed_li
         type_line(child, "import labkit, labkit.repl; labkit.repl.install_inputhook()",
                   PYTHON_PROMPT)
         assert_ctrl_c_discards_the_half_typed_line(child)
+
+
+def test_plain_python_input_hook_output_while_typing_goes_below_the_line_being_typed():
+    with closing(spawn_in_pty(["-q"])) as child:
+        child.expect(PYTHON_PROMPT)
+        type_line(child, "import labkit, labkit.repl; labkit.repl.install_inputhook()",
+                  PYTHON_PROMPT)
+        type_line(child, "labkit.spawn_later(0.5, print, 'tick')", PYTHON_PROMPT)
+        child.send("abc")
+        child.expect(r"tick\r?\n>>> abc", timeout=5)
+        child.sendline(" = 6 * 7")
+        child.expect(PYTHON_PROMPT)
+        assert "42" in type_line(child, "print(abc)", PYTHON_PROMPT)
 
 
 # -- IPython in a terminal ---------------------------------------------------------
