@@ -135,6 +135,7 @@ class RequestParser:
         self._head_bytes = 0            # counted by the callbacks
         self._unparsed_head_feed = 0    # the backstop, counted per feed
         self._in_trailers = False       # after a chunk header, before its data
+        self._last_request = None       # the last request whose head completed
         self._llhttp = httptools.HttpRequestParser(self)
 
     @property
@@ -149,7 +150,10 @@ class RequestParser:
         try:
             self._llhttp.feed_data(data)
         except httptools.HttpParserUpgrade:
+            # llhttp decides after on_headers_complete (where should_upgrade
+            # is still False), so the request learns it here.
             self.upgraded = True
+            self._last_request.upgrade = True
         except httptools.HttpParserCallbackError as exc:
             error = exc.__context__
             self.error = error if isinstance(error, HTTPError) else HTTPError(400, str(exc))
@@ -243,6 +247,7 @@ class RequestParser:
             raise HTTPError(413, f"request body larger than {limit} bytes")
         self.in_head = False
         self.started_at = None
+        self._last_request = request
         self.requests.append(request)
 
     def on_body(self, chunk: bytes) -> None:
@@ -449,7 +454,10 @@ def response_head(status: str, headers, version: str, body_length: int | None,
             keep_alive = False  # HTTP/1.0: the close ends the body
     if bodiless:
         content_length = None  # nothing to count
-    if not keep_alive:
+    if code == "101":
+        keep_alive = False  # the connection now speaks the application's protocol,
+        # and its Connection: Upgrade is the only Connection field it may carry
+    elif not keep_alive:
         lines.append("Connection: close\r\n")
     elif version == "1.0":
         lines.append("Connection: keep-alive\r\n")

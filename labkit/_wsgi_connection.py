@@ -43,6 +43,7 @@ MAX_DRAIN = 65536
 SEND_PIECE = 65536
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PERCENT = ord("%")
 _MSG_MORE = getattr(_socket, "MSG_MORE", 0)
 # Headers that belong to the connection, which the server manages; an
 # application that sets them would corrupt the framing.
@@ -271,10 +272,21 @@ class _Connection:
         self.body_sent = 0
         sock = self.sock
         self.io_budget = server.io_timeout  # bounds body reads and response writes
-        sock.settimeout(server.io_timeout)
+        # An Upgrade request may be taken over by the application (the raw
+        # socket is in its environ): no server deadline on what it does there.
+        sock.settimeout(None if request.upgrade else server.io_timeout)
         try:
             result = server.application(environ, self.start_response)
             try:
+                if request.upgrade and (self.status is None or self.status[:3] == "101"):
+                    # Hijacked: the application answered on the socket itself
+                    # (simple-websocket under gunicorn), or through a 101 whose
+                    # head went out with its first write. The server steps
+                    # aside: nothing more is sent, and the connection closes.
+                    if self.status is not None and not self.headers_sent:
+                        self.sendall(self.build_head(None))
+                    self.log(environ)
+                    return False
                 self.send_result(result)
             finally:
                 close = getattr(result, "close", None)
@@ -287,7 +299,9 @@ class _Connection:
             return False
         except ConnectionLost:
             return False
-        except Exception:
+        except Exception as exc:
+            if request.upgrade and type(exc) is StopIteration:
+                return False  # how Flask-Sock leaves a request it hijacked under gunicorn
             server.report_error(server.application)
             if not self.headers_sent:
                 self.status = "500 Internal Server Error"
@@ -334,7 +348,7 @@ class _Connection:
                 path, query = parsed.path or b"/", parsed.query or b""
             except httptools.HttpParserInvalidURLError:
                 pass
-        if b"%" in path:
+        if _PERCENT in path:  # (an int: ``bytes in bytes`` costs 5x more)
             path = unquote_to_bytes(path)
         environ["PATH_INFO"] = path.decode("latin-1")
         environ["QUERY_STRING"] = query.decode("latin-1")
@@ -343,6 +357,8 @@ class _Connection:
         environ["SERVER_PROTOCOL"] = "HTTP/" + request.version
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = self.remote
         environ["wsgi.input"] = RequestBody(request, self.receive_body)
+        if request.upgrade:  # the hijack path: see handle_request
+            environ["labkit.socket"] = environ["gunicorn.socket"] = self.sock
         for name, value in request.headers:
             key = _environ_key(name)
             if key:
@@ -368,10 +384,13 @@ class _Connection:
             raise AssertionError("start_response called a second time without exc_info")
         if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
             raise ValueError(f"status must be a str like '200 OK', not {status!r}")
+        switching = status[:3] == "101"
+        if switching and not self.request.upgrade:
+            raise ValueError("101 Switching Protocols answers only a request with Upgrade")
         for name, value in headers:
             if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
                 raise ValueError(f"newline in response header {name!r}")
-            if name.lower() in _HOP_BY_HOP:
+            if name.lower() in _HOP_BY_HOP and not (switching and name.lower() == "upgrade"):
                 raise ValueError(f"hop-by-hop header {name!r}: the server frames responses")
         self.status = status
         self.response_headers = headers

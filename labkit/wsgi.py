@@ -55,6 +55,18 @@ The contract:
 - At most ``max_connections`` (1000, gevent's and gunicorn's
   ``worker_connections``) connections are served at once; further clients
   wait in the listen backlog until one ends (see labkit.server).
+- The hijack path, for protocol upgrades (WebSockets): for a request with
+  ``Upgrade`` (and ``Connection: upgrade``), the raw socket is in the environ
+  as ``gunicorn.socket`` and ``labkit.socket`` (the keys libraries such as
+  simple-websocket look for), it has no server timeout, and the application
+  may answer ``101 Switching Protocols`` with its ``Upgrade`` header (its
+  first ``write`` sends the head, as given plus Date) or answer on the
+  socket itself without calling start_response. Either way the server then
+  steps aside: it sends nothing more and closes the connection when the
+  application returns (``StopIteration``, Flask-Sock's way out of a gunicorn
+  request, is not an error). A 101 or an ``Upgrade`` header in answer to
+  any other request is refused (500). Bytes the client sent after the
+  upgrade request, before the 101, are lost: clients must wait for the 101.
 - An application that raises before sending headers gets a 500 (and the
   traceback is reported); after headers, the connection is cut, since the
   client could not tell a truncated body from a complete one otherwise.

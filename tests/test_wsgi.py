@@ -487,3 +487,77 @@ def test_tcp_nodelay_is_set_on_accepted_connections(serve):
     server = serve(app)
     raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert seen["nodelay"]
+
+
+# -- the hijack path (protocol upgrades) ----------------------------------------------
+
+UPGRADE_REQUEST = (b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                   b"Upgrade: echo\r\n\r\n")
+
+
+def read_head(sock) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, f"closed after {head!r}"
+        head += chunk
+    return head
+
+
+def test_upgrade_app_answers_101_and_owns_the_raw_socket_without_a_deadline(serve):
+    def app(environ, start_response):
+        if "gunicorn.socket" not in environ:  # not an Upgrade request
+            return hello(environ, start_response)
+        sock = environ["gunicorn.socket"]
+        assert environ["labkit.socket"] is sock
+        write = start_response("101 Switching Protocols",
+                               [("Upgrade", "echo"), ("Connection", "Upgrade")])
+        write(b"")  # sends the head; from here on the socket is the app's
+        while (data := sock.recv(100)) and data != b"bye":
+            sock.sendall(data.upper())
+        return []
+
+    server = serve(app, io_timeout=0.2)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(UPGRADE_REQUEST)
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert b"Upgrade: echo\r\n" in head and b"Connection: Upgrade\r\n" in head
+        assert b"Connection: close" not in head and b"Content-Length" not in head
+        assert b"Transfer-Encoding" not in head
+        labkit.sleep(0.5)  # longer than io_timeout: the server stepped aside
+        sock.sendall(b"hello")
+        assert sock.recv(100) == b"HELLO"
+        sock.sendall(b"bye")
+        assert sock.recv(100) == b""  # the app returned: the server adds nothing, closes
+    assert_still_serving(server)
+
+
+def test_app_that_answers_an_upgrade_on_the_socket_itself_gets_no_reply_from_the_server(serve):
+    def app(environ, start_response):  # simple-websocket's way under gunicorn
+        environ["gunicorn.socket"].sendall(b"HTTP/1.1 101 Switching Protocols\r\n"
+                                           b"Upgrade: echo\r\nConnection: Upgrade\r\n\r\nhi")
+        raise StopIteration  # Flask-Sock's way out of a gunicorn request
+
+    errors = io.StringIO()
+    labkit.get_hub().exception_stream = errors
+    server = serve(app)
+    reply = raw_exchange(server, UPGRADE_REQUEST)
+    assert reply == (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n"
+                     b"Connection: Upgrade\r\n\r\nhi")
+    assert errors.getvalue() == ""
+
+
+def test_101_and_upgrade_are_refused_for_a_request_without_upgrade(serve):
+    def app(environ, start_response):
+        start_response("101 Switching Protocols", [("Upgrade", "echo")])
+        return []
+
+    errors = io.StringIO()
+    labkit.get_hub().exception_stream = errors
+    server = serve(app)
+    reply = raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(reply) == 500 and "101 Switching Protocols answers only" in errors.getvalue()
+    assert "gunicorn.socket" not in json.loads(
+        raw_exchange(serve(show_environ), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .partition(b"\r\n\r\n")[2])
