@@ -1,0 +1,124 @@
+"""labkit.websocket: WebSockets on wsproto over WSGIServer's hijack path.
+
+Servers are started through the ``serve`` fixture and stopped at teardown.
+The independent client is websocket-client (blocking, so it runs in a
+thread while the main greenlet parks).
+"""
+import pytest
+
+import labkit
+from labkit.threadpool import ThreadPool
+from labkit.websocket import ConnectionClosed, WebSocketApp, connect
+from labkit.wsgi import WSGIServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def echo(ws):
+    while (message := ws.receive()) is not None:
+        ws.send(message)
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(app, **kwargs):
+        server = WSGIServer(("127.0.0.1", 0), app, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(timeout=1)
+
+
+def ws_url(server, path="/"):
+    return f"ws://127.0.0.1:{server.server_port}{path}"
+
+
+def test_labkit_client_and_server_exchange_text_and_binary_and_close_cleanly(serve):
+    seen_close = []
+
+    def handler(ws):
+        echo(ws)
+        seen_close.append(ws.close_code)
+
+    server = serve(WebSocketApp(handler))
+    ws = connect(ws_url(server))
+    ws.send("hello")
+    assert ws.receive(timeout=5) == "hello"
+    ws.send(b"\x00\x01" * 40_000)  # larger than one recv: reassembled
+    assert ws.receive(timeout=5) == b"\x00\x01" * 40_000
+    ws.ping(b"are you there")  # answered with a pong, which receive skips
+    ws.send("after ping")
+    assert ws.receive(timeout=5) == "after ping"
+    ws.close()
+    assert ws.close_code == 1000
+    for _ in range(300):  # bounded: the handler saw the close
+        if seen_close:
+            break
+        labkit.sleep(0.01)
+    assert seen_close == [1000]
+    with pytest.raises(ConnectionClosed):
+        ws.send("too late")
+
+
+def test_message_over_the_size_limit_closes_with_1009(serve):
+    server = serve(WebSocketApp(echo, max_message_size=100))
+    ws = connect(ws_url(server))
+    ws.send("x" * 50)
+    assert ws.receive(timeout=5) == "x" * 50
+    ws.send("x" * 1000)
+    assert ws.receive(timeout=5) is None
+    assert ws.close_code == 1009
+    ws.close()
+
+
+def test_a_request_that_is_not_an_upgrade_gets_400(serve):
+    from labkit import socket
+    server = serve(WebSocketApp(echo))
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+
+
+def test_websocket_client_library_talks_to_the_server(serve):
+    websocket = pytest.importorskip("websocket")  # websocket-client
+    server = serve(WebSocketApp(echo))
+    pool = ThreadPool(1)
+
+    def client():
+        ws = websocket.create_connection(ws_url(server, "/chat?room=1"), timeout=5)
+        try:
+            ws.send("ping pong")
+            first = ws.recv()
+            ws.send_binary(b"\xff" * 3000)
+            second = ws.recv()
+            ws.close()
+            return first, second
+        finally:
+            ws.close()
+
+    try:
+        assert pool.apply(client) == ("ping pong", b"\xff" * 3000)
+    finally:
+        pool.kill()
+
+
+def test_send_parks_when_the_peer_does_not_read(serve):
+    sent = []
+
+    def flood(ws):
+        for _ in range(2000):  # 128 MiB if nothing pushed back
+            ws.send(b"x" * 65536)
+            sent.append(1)
+
+    server = serve(WebSocketApp(flood, max_message_size=1 << 17))
+    ws = connect(ws_url(server))
+    labkit.sleep(0.3)  # the client reads nothing meanwhile
+    parked_at = len(sent)
+    assert 0 < parked_at < 2000  # the kernel buffers filled, then send parked
+    assert ws.receive(timeout=5) == b"x" * 65536  # reading lets it go on
+    ws.sock.close()
