@@ -139,6 +139,15 @@ def deadline(hub, timeout, callback: Callable, *args):
     return timeout
 
 
+def invalid_switch(current, value, waiting_for: str):
+    """The error for a greenlet parked on ``waiting_for`` that something
+    other than its waker switched to (with ``value``): gevent's
+    InvalidSwitchError (an AssertionError). Raise it."""
+    from labkit.exceptions import InvalidSwitchError
+    return InvalidSwitchError(
+        f"Invalid switch into {current!r} while waiting for {waiting_for}: got {value!r}")
+
+
 def cannot_wait_in_hub() -> BlockingSwitchOutError:
     """The error for a hub callback that tried to park (raise it)."""
     return BlockingSwitchOutError(
@@ -238,8 +247,13 @@ class Waiter:
         return value
 
     def __repr__(self) -> str:
-        state = "ready" if self.ready() else "waiting" if self.greenlet else "empty"
-        return f"<Waiter {state} greenlet={self.greenlet!r}>"
+        # gevent's form: <Waiter greenlet=... value=...> / exc_info=...
+        text = f"<{type(self).__name__} greenlet={self.greenlet!r}"
+        if self._exception is not None:
+            text += f" exc_info={self._exception!r}"
+        elif self.value is not Waiter._EMPTY:
+            text += f" value={self.value!r}"
+        return text + ">"
 
 
 def wake_waiter(waiter: Waiter, value) -> None:
@@ -316,13 +330,15 @@ def sleep(seconds: float = 0) -> None:
     if seconds > 0:
         timer = hub.loop.timer(seconds, current.switch)
         try:
-            _switch(hub)
+            woken_with = _switch(hub)
         except BaseException:
             timer.cancel()
             if _trace is not None:
                 _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
             raise
         timer.cancel()
+        if woken_with is not _NO_VALUE:  # the timer switches with no value
+            raise invalid_switch(current, woken_with, "sleep")
         if _trace is not None:
             _trace(_TR_RESUME, id(current), _WHY_TIMER, 0)
     else:
@@ -393,6 +409,8 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     waits[fd] = current
     try:
         fired = _switch(hub)
+        if fired.__class__ is not int:  # the loop switches with the event bits
+            raise invalid_switch(current, fired, f"a wait on fd {fd}")
     except BaseException:
         if _trace is not None:
             _resumed(current, _WHY_THROW, (fd, event))

@@ -447,7 +447,18 @@ class Hub(greenlet):
         exc_type, exc, tb = sys.exc_info()
         if exc_type is GreenletExit and getcurrent() is self:
             raise  # the hub itself is being killed (garbage collected)
-        self.handle_error(callback, exc_type, exc, tb)
+        try:
+            self.handle_error(callback, exc_type, exc, tb)
+        except GreenletExit:
+            if getcurrent() is self:
+                raise
+        except BaseException:
+            # A handle_error replaced by the user (gevent allows assigning
+            # hub.handle_error) that raises must not end the loop: say so.
+            try:
+                traceback.print_exc()
+            except Exception:
+                pass
 
     def handle_error(self, context, exc_type, exc, tb) -> None:
         """Report an exception that escaped a greenlet or callback.

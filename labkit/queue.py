@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import heapq
 import queue as _stdlib_queue
+import types
 from collections import deque
 
 from greenlet import getcurrent
 
-from labkit._park import EMPTY, Ticket, check_seconds, check_timeout
+from labkit._park import EMPTY, Ticket, check_seconds, check_timeout, sleep
 from labkit.event import Event
 from labkit.hub import get_hub
 
@@ -70,6 +71,9 @@ class SimpleQueue:
     ``_put``, ``_get``, ``_peek`` and ``_qsize``.
     """
 
+    #: ``SimpleQueue[int]`` in annotations, as the stdlib's queues allow
+    __class_getitem__ = classmethod(types.GenericAlias)
+
     def __init__(self, maxsize: int | None = None, items=()):
         if maxsize is not None:
             if isinstance(maxsize, bool) or not isinstance(maxsize, int):
@@ -85,7 +89,12 @@ class SimpleQueue:
         #: Tickets of greenlets blocked in peek(), woken by any new item
         self._peekers: deque = deque()
         self.is_shutdown = False
-        self._init(maxsize, items)
+        # The stdlib's hook takes (maxsize); items only when there are some,
+        # so subclasses written for the stdlib's _init keep working.
+        if items:
+            self._init(maxsize, items)
+        else:
+            self._init(maxsize)
 
     # -- the stdlib's storage hooks ---------------------------------------
     def _init(self, maxsize, items=()) -> None:
@@ -404,6 +413,16 @@ class Channel(SimpleQueue):
         # A dead getter's item: nobody else is waiting for it, so it goes
         # back to its putter's role: hold it until a getter comes.
         self.queue.append(item)
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        """Hand ``item`` to a getter, waiting for one (at most ``timeout``).
+        A rendezvous: when a getter was already waiting, ``put`` returns
+        after that getter has run with the item (gevent's order)."""
+        if self.getters and getcurrent() is not get_hub():
+            SimpleQueue.put(self, item, block, timeout)
+            sleep(0)   # queued behind the getter's wake-up: it runs first
+            return
+        SimpleQueue.put(self, item, block, timeout)
 
     def copy(self):
         return Channel()

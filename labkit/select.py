@@ -24,6 +24,8 @@ Limits, stated plainly:
 """
 from __future__ import annotations
 
+import errno as _errno
+import os as _os
 import select as _stdlib
 from select import *  # noqa: F401,F403 - constants, error
 from time import monotonic
@@ -36,11 +38,24 @@ __all__ = ["select", "poll", "error"] + [
     name for name in dir(_stdlib) if name.startswith(("POLL", "EPOLL", "PIPE_BUF"))]
 
 # Captured before monkey patching can replace them in the stdlib module.
-_blocking_select = _stdlib.select
+# (gevent's name for the first, which tests replace to make a select wait.)
+_original_select = _stdlib.select
 _blocking_poll = _stdlib.poll
 
 def _fileno(obj) -> int:
     return obj if isinstance(obj, int) else obj.fileno()
+
+
+def _wait_or_closed(hub, interest: dict, timeout) -> bool:
+    """wait_any_fd; False if one of the fds was closed before or during the
+    wait (EBADF: the loop refused it, or its closer woke us)."""
+    try:
+        wait_any_fd(hub, interest, timeout)
+    except OSError as exc:
+        if exc.errno != _errno.EBADF:
+            raise
+        return False
+    return True
 
 
 def select(rlist, wlist, xlist, timeout=None):
@@ -53,12 +68,12 @@ def select(rlist, wlist, xlist, timeout=None):
         timeout = check_seconds(timeout, "timeout")
         if timeout < 0:
             raise ValueError("timeout must be non-negative")
-    ready = _blocking_select(rlist, wlist, xlist, 0)
+    ready = _original_select(rlist, wlist, xlist, 0)
     if ready[0] or ready[1] or ready[2] or timeout == 0:
         return ready
     hub = hub_for_this_thread()
     if hub is None:
-        return _blocking_select(rlist, wlist, xlist, timeout)
+        return _original_select(rlist, wlist, xlist, timeout)
     interest: dict[int, int] = {}
     for objects, event in ((rlist, READ), (wlist, WRITE)):
         for obj in objects:
@@ -67,8 +82,16 @@ def select(rlist, wlist, xlist, timeout=None):
     deadline = None if timeout is None else monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - monotonic())
-        wait_any_fd(hub, interest, left)
-        ready = _blocking_select(rlist, wlist, xlist, 0)
+        if not _wait_or_closed(hub, interest, left):
+            # An fd was closed before or during the wait: the stdlib's
+            # answer now says what it says about a closed fd (for a closed
+            # socket object, whose fileno is -1: EBADF, as before the wait).
+            try:
+                return _original_select(rlist, wlist, xlist, 0)
+            except ValueError:
+                raise OSError(_errno.EBADF, "File descriptor was closed in another greenlet") \
+                    from None
+        ready = _original_select(rlist, wlist, xlist, 0)
         if ready[0] or ready[1] or ready[2]:
             return ready
         if deadline is not None and monotonic() >= deadline:
@@ -85,7 +108,13 @@ class poll:
         self._masks: dict[int, int] = {}
 
     def register(self, fd, eventmask=POLLIN | POLLPRI | POLLOUT) -> None:
+        """Watch ``fd`` (an int or an object with fileno()); a closed fd is
+        refused with ValueError now, not reported as POLLNVAL later."""
         fd = _fileno(fd)
+        try:
+            _os.fstat(fd)
+        except OSError:
+            raise ValueError(f"Invalid file descriptor: {fd}") from None
         self._poller.register(fd, eventmask)
         self._masks[fd] = eventmask
 
@@ -119,7 +148,8 @@ class poll:
         deadline = None if timeout is None else monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - monotonic())
-            wait_any_fd(hub, interest, left)
+            if not _wait_or_closed(hub, interest, left):
+                return self._poller.poll(0)   # POLLNVAL for the closed fd
             ready = self._poller.poll(0)
             if ready or (deadline is not None and monotonic() >= deadline):
                 return ready

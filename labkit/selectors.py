@@ -7,8 +7,8 @@ the poller, so every rule of the stdlib selectors API holds unchanged:
 ``register``/``modify``/``unregister``/``get_key``/``get_map``/``close``, and
 ``select`` returns ``[(SelectorKey, EVENT_READ|EVENT_WRITE)]``.
 
-``SelectSelector`` and ``PollSelector`` are the same cooperative class, so code
-that asks for one by name cooperates too. Like ``labkit.select``, it waits only
+``SelectSelector``, ``PollSelector`` and gevent's ``GeventSelector`` are the
+same cooperative class, so code that asks for one by name cooperates too. Like ``labkit.select``, it waits only
 for readability and writability, and blocks the thread in a thread without a hub.
 """
 import selectors as _stdlib
@@ -19,7 +19,7 @@ from selectors import (  # noqa: F401 - the public API, re-exported
 from labkit import select as _select
 
 __all__ = ["BaseSelector", "DefaultSelector", "SelectSelector", "PollSelector",
-           "SelectorKey", "EVENT_READ", "EVENT_WRITE"]
+           "GeventSelector", "SelectorKey", "EVENT_READ", "EVENT_WRITE"]
 
 
 class DefaultSelector(_stdlib._PollLikeSelector):
@@ -30,4 +30,5 @@ class DefaultSelector(_stdlib._PollLikeSelector):
     _EVENT_WRITE = _select.POLLOUT
 
 
-SelectSelector = PollSelector = DefaultSelector
+#: gevent's name for its cooperative selector (``selectors.GeventSelector``)
+SelectSelector = PollSelector = GeventSelector = DefaultSelector

@@ -550,19 +550,67 @@ def _resolve(sock, address):
             or address[0] in ("", "<broadcast>"):
         return address
     host, port = address[0], address[1]
-    info = getaddrinfo(host, port, sock.family, sock.type, sock.proto)
+    # An int port is kept as given (not passed through getaddrinfo, which
+    # would wrap 65539 to 3): the C call then checks it, as the stdlib's does.
+    numeric_port = isinstance(port, int)
+    info = getaddrinfo(host, None if numeric_port else port, sock.family, sock.type,
+                       sock.proto)
     if not info:
         raise error(f"getaddrinfo returned no address for {host!r}")
     sockaddr = info[0][4]
+    if numeric_port:
+        sockaddr = (sockaddr[0], port, *sockaddr[2:])
     if sock.family == AF_INET6 and len(address) > 2:
         sockaddr = (sockaddr[0], sockaddr[1], *address[2:])
     return sockaddr
 
 
+# -- gevent's fd waits, under gevent.socket's names ---------------------------
+
+def wait_readwrite(fileno: int, timeout: float | None = None, timeout_exc=None) -> None:
+    """Park until ``fileno`` is readable or writable (gevent.socket)."""
+    from labkit._park import wait_any_fd
+    hub = hub_for_this_thread()
+    if hub is None:
+        import select
+        select.select([fileno], [fileno], [], timeout)
+        return
+    from labkit.timeout import Timeout
+    with Timeout(timeout, timeout_exc if timeout_exc is not None else _timeout_error()):
+        wait_any_fd(hub, {fileno: READ | WRITE}, None)
+
+
+def wait(io, timeout: float | None = None, timeout_exc=None) -> None:
+    """Park until the watcher ``io`` (``hub.loop.io(fd, events)``) fires once,
+    at most ``timeout`` seconds (then raise ``timeout_exc``, default
+    socket.timeout). gevent.socket's ``wait``."""
+    if io.callback is not None:
+        raise ValueError(f"This socket is already used by another greenlet: {io.callback!r}")
+    from labkit.hub import get_hub
+    from labkit.timeout import Timeout
+    with Timeout(timeout, timeout_exc if timeout_exc is not None else _timeout_error()):
+        get_hub().wait(io)
+
+
+def cancel_wait(watcher, error=None) -> None:
+    """Wake the greenlet waiting on ``watcher`` with ``error`` (default
+    OSError(EBADF, "File descriptor was closed in another greenlet"))."""
+    from labkit.hub import get_hub
+    from labkit._fileobjectcommon import cancel_wait_ex
+    get_hub().cancel_wait(watcher, error if error is not None else cancel_wait_ex())
+
+
+from labkit._park import wait_read, wait_write  # noqa: E402 - gevent.socket's names
+
+#: the stdlib names this module replaces (gevent's ``__implements__``)
+__implements__ = ["socket", "SocketType", "socketpair", "fromfd", "create_server",
+                  "create_connection", "getaddrinfo", "gethostbyname", "gethostbyname_ex",
+                  "gethostbyaddr", "getnameinfo", "getfqdn"]
+#: names this module adds to the stdlib's (gevent's ``__extensions__``)
+__extensions__ = ["wait", "wait_read", "wait_write", "wait_readwrite", "cancel_wait"]
+
 # Names this module adds or replaces, on top of the stdlib's __all__.
-for _name in ("socket", "SocketType", "socketpair", "fromfd", "create_server",
-              "create_connection", "getaddrinfo", "gethostbyname",
-              "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn"):
+for _name in __implements__ + __extensions__:
     if _name not in __all__:
         __all__.append(_name)
 del _name

@@ -193,3 +193,19 @@ def test_a_timed_wait_that_is_woken_leaves_no_timer_to_fire_later():
     while hub.loop.active_timers and time.monotonic() < deadline:
         labkit.sleep(0.001)
     assert hub.loop.active_timers == 0
+
+
+def test_a_stray_switch_into_a_sleeping_greenlet_is_an_invalid_switch():
+    from labkit.exceptions import InvalidSwitchError
+    from labkit.util import wrap_errors
+    g = labkit.spawn(wrap_errors(InvalidSwitchError, labkit.sleep), 2)
+    labkit.sleep(0)
+    labkit.spawn(g.switch, None)
+    assert isinstance(g.get(timeout=1), InvalidSwitchError)
+
+
+def test_waiter_repr_is_gevents():
+    w = _park.Waiter()
+    assert repr(w) == "<Waiter greenlet=None>"
+    w.switch(25)
+    assert repr(w) == "<Waiter greenlet=None value=25>"

@@ -372,3 +372,41 @@ def test_random_puts_gets_and_timeouts_lose_and_duplicate_nothing(maxsize, scrip
     assert sorted(got) == sorted(put)
     assert len(set(got)) == len(got)
     assert q.getting() == 0 and q.putting() == 0
+
+
+def test_queues_can_be_subscripted_for_annotations():
+    import types
+    from labkit.queue import Channel, PriorityQueue, Queue
+    assert isinstance(Queue[int], types.GenericAlias)
+    assert isinstance(Channel[str], types.GenericAlias) and PriorityQueue[int].__origin__ is PriorityQueue
+
+
+def test_a_subclass_written_for_the_stdlib_init_hook_works():
+    from labkit.queue import Queue
+
+    class Tracked(Queue):
+        def _init(self, maxsize):        # the stdlib's signature: no items
+            super()._init(maxsize)
+            self.initted = True
+
+    q = Tracked()
+    q.put(1)
+    assert q.initted and q.get() == 1
+
+
+def test_a_channel_put_to_a_waiting_getter_returns_after_the_getter_ran():
+    from labkit.queue import Channel
+    channel = Channel()
+    events = []
+
+    def getter():
+        events.append(channel.get())
+        events.append(channel.get())
+
+    g = labkit.spawn(getter)
+    channel.put("hello")
+    events.append("sent hello")
+    channel.put("world")
+    events.append("sent world")
+    assert events == ["hello", "sent hello", "world", "sent world"]
+    g.join()

@@ -92,3 +92,25 @@ def test_poll_reports_hangup(pair):
     labkit.spawn_later(0.02, b.close)
     [(fd, events)] = poller.poll(2000)
     assert fd == a.fileno() and events & (select.POLLIN | select.POLLHUP)
+
+
+def test_select_on_an_fd_closed_before_it_is_waited_on_asks_the_stdlib_again():
+    # The loop refuses a closed fd (EBADF); select then gives the stdlib's
+    # answer for it, which for a closed pipe fd is EBADF too.
+    import os
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        with pytest.raises(OSError):
+            select.select([r], [], [], 0.01)
+    finally:
+        os.close(w)
+
+
+def test_poll_refuses_to_register_a_closed_fd():
+    import os
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(ValueError, match="Invalid file descriptor"):
+        select.poll().register(r)

@@ -57,3 +57,8 @@ def test_read_and_write_readiness_are_reported_together(pair):
         assert events == selectors.EVENT_WRITE
         sel.unregister(a)
         assert sel.get_map() == {}
+
+
+def test_gevents_selector_name_is_the_cooperative_selector():
+    from labkit import selectors
+    assert selectors.GeventSelector is selectors.DefaultSelector
