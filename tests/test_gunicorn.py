@@ -172,3 +172,41 @@ def test_django_on_postgres_two_concurrent_requests_get_their_own_connection(tmp
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+WEBSOCKET_APP = textwrap.dedent('''
+    import flask
+    import flask_sock
+
+    app = flask.Flask(__name__)
+    sock = flask_sock.Sock(app)
+
+    @sock.route("/echo")
+    def shout(ws):
+        while (data := ws.receive()) != "bye":
+            ws.send(data.upper())
+''')
+
+
+def test_flask_sock_websocket_under_gunicorn_with_labkit_worker(tmp_path):
+    pytest.importorskip("flask_sock")
+    websocket = pytest.importorskip("websocket")  # websocket-client
+    (tmp_path / "wsapp.py").write_text(WEBSOCKET_APP)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "labkit.gunicorn.Worker", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "2",
+         "--chdir", str(tmp_path), "wsapp:app"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, process)
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/echo", timeout=5)
+        try:
+            ws.send("hello")
+            assert ws.recv() == "HELLO"
+            ws.send("bye")
+        finally:
+            ws.close()
+    finally:
+        process.kill()
+        process.wait()

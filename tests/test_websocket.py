@@ -122,3 +122,40 @@ def test_send_parks_when_the_peer_does_not_read(serve):
     assert 0 < parked_at < 2000  # the kernel buffers filled, then send parked
     assert ws.receive(timeout=5) == b"x" * 65536  # reading lets it go on
     ws.sock.close()
+
+
+def flask_sock_app():
+    flask = pytest.importorskip("flask")
+    flask_sock = pytest.importorskip("flask_sock")
+    app = flask.Flask(__name__)
+    sock = flask_sock.Sock(app)
+
+    @sock.route("/echo")
+    def shout(ws):
+        while (data := ws.receive()) != "bye":
+            ws.send(data.upper())
+
+    return app
+
+
+def test_flask_sock_app_on_wsgiserver_with_a_real_client(serve):
+    websocket = pytest.importorskip("websocket")
+    server = serve(flask_sock_app())
+    pool = ThreadPool(1)
+
+    def client():
+        ws = websocket.create_connection(ws_url(server, "/echo"), timeout=5)
+        try:
+            replies = []
+            for word in ("hello", "labkit"):
+                ws.send(word)
+                replies.append(ws.recv())
+            ws.send("bye")
+            return replies
+        finally:
+            ws.close()
+
+    try:
+        assert pool.apply(client) == ["HELLO", "LABKIT"]
+    finally:
+        pool.kill()
