@@ -4,6 +4,8 @@ Servers are started through the ``serve`` fixture and stopped at teardown.
 The independent client is websocket-client (blocking, so it runs in a
 thread while the main greenlet parks).
 """
+import resource
+
 import pytest
 
 import labkit
@@ -159,3 +161,35 @@ def test_flask_sock_app_on_wsgiserver_with_a_real_client(serve):
         assert pool.apply(client) == ["HELLO", "LABKIT"]
     finally:
         pool.kill()
+
+
+def test_a_thousand_idle_websockets_all_get_a_broadcast(serve):
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2200:
+        pytest.skip("needs 2,200 file descriptors (ulimit -n)")
+    clients_count = 1000
+    joined = set()
+
+    def member(ws):  # notebook-style: the handler only registers, then idles
+        joined.add(ws)
+        try:
+            while ws.receive() is not None:
+                pass
+        finally:
+            joined.discard(ws)
+
+    server = serve(WebSocketApp(member))
+    clients = []
+    try:
+        for _ in range(clients_count):
+            clients.append(connect(ws_url(server), timeout=10))
+        for _ in range(500):  # bounded: every handler has registered
+            if len(joined) == clients_count:
+                break
+            labkit.sleep(0.01)
+        assert len(joined) == clients_count
+        for ws in list(joined):  # the broadcast
+            ws.send("news")
+        assert [ws.receive(timeout=10) for ws in clients] == ["news"] * clients_count
+    finally:
+        for ws in clients:
+            ws.sock.close()
