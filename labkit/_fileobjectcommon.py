@@ -423,7 +423,17 @@ class FileObjectThread(FileObjectBase):
         def in_thread(*args, **kwargs):
             if holder[0] is None:
                 raise FileObjectClosed
+            if _shutting_down():
+                # No thread can start once the interpreter shuts its
+                # threads down (a patched sys.stdout is flushed after that).
+                return method(*args, **kwargs)
             with lock:
                 return threadpool.apply(method, args, kwargs)
 
         return in_thread
+
+
+def _shutting_down() -> bool:
+    """True once the interpreter has begun shutting its threads down."""
+    import threading
+    return sys.is_finalizing() or not threading.main_thread().is_alive()

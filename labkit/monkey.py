@@ -38,19 +38,23 @@ from __future__ import annotations
 import importlib
 import os as _os
 import sys
-import time as _time
 import warnings
 
 __all__ = ["patch_all", "patch_socket", "patch_dns", "patch_time", "patch_select",
            "patch_selectors", "patch_ssl", "patch_thread", "patch_os",
            "patch_subprocess", "patch_signal", "patch_queue", "get_original",
            "is_module_patched", "is_object_patched", "unpatch_all", "thread_mode",
-           "main"]
+           "is_anything_patched", "patch_sys", "saved", "main"]
 
 from labkit import _native  # the originals, captured before any patch (see there)
 
 #: module name -> {attribute name: original value}
 _originals: dict[str, dict[str, object]] = {}
+
+#: gevent's name for the same record (``monkey.saved``); patch_all also
+#: files the settings it was called with here, under _SETTINGS_KEY
+saved = _originals
+_SETTINGS_KEY = "_gevent_saved_patch_all_module_settings"
 
 
 # -- the machinery ------------------------------------------------------------------
@@ -60,12 +64,23 @@ def _patch(module_name: str, replacements: dict, target=None) -> None:
     (only the first time: patching twice must not lose the true original).
     ``target``: patch this object (a class) instead, filed under ``module_name``."""
     module = importlib.import_module(module_name) if target is None else target
+    if target is None:  # a module: subscribers of labkit.events may veto or trim it
+        from labkit import events
+        will = events.GeventWillPatchModuleEvent(module_name, None, module, list(replacements))
+        try:
+            events.notify(will)
+        except events.DoNotPatch:
+            return
+        replacements = {name: replacements[name] for name in will.target_item_names
+                        if name in replacements}
     _targets[module_name] = module
     saved = _originals.setdefault(module_name, {})
     for name, value in replacements.items():
         if name not in saved:
             saved[name] = getattr(module, name, _MISSING)
         setattr(module, name, value)
+    if target is None:
+        events.notify(events.GeventDidPatchModuleEvent(module_name, None, module))
 
 
 #: module name (or "module.Class") -> the object patched under that name
@@ -74,8 +89,6 @@ _targets: dict[str, object] = {}
 
 _MISSING = object()
 
-# Captured when this module is imported, which is before it patches anything.
-_blocking_sleep = _time.sleep
 
 
 def get_original(module_name: str, item_name):
@@ -91,6 +104,11 @@ def get_original(module_name: str, item_name):
 
 def is_module_patched(module_name: str) -> bool:
     return module_name in _originals
+
+
+def is_anything_patched() -> bool:
+    """True once any patch was applied (gevent's name)."""
+    return any(key != _SETTINGS_KEY for key in _originals)
 
 
 def is_object_patched(module_name: str, item_name: str) -> bool:
@@ -117,20 +135,10 @@ def patch_dns() -> None:
         "getnameinfo", "getfqdn")})
 
 
-def _cooperative_sleep(seconds: float = 0) -> None:
-    """``time.sleep`` that parks the greenlet where there is a hub."""
-    from labkit.hub import sleep
-    from labkit.hub import hub_for_this_thread
-    if hub_for_this_thread() is None:
-        return _blocking_sleep(seconds)
-    if seconds < 0:
-        raise ValueError("sleep length must be non-negative")
-    sleep(seconds)
-
-
 def patch_time() -> None:
     """``time.sleep`` parks the greenlet."""
-    _patch("time", {"sleep": _cooperative_sleep})
+    from labkit import time as ours   # gevent.time's name: time.sleep is labkit.time.sleep
+    _patch("time", {"sleep": ours.sleep})
 
 
 def patch_select() -> None:
@@ -404,9 +412,11 @@ def patch_os() -> None:
     """``os.waitpid`` parks the greenlet (a pidfd for one child, else a
     backing-off poll); ``os.fork`` is marked patched: the hub is re-initialised
     in the child by labkit's at-fork hooks, whoever calls fork."""
+    from labkit import os as ours   # gevent.os's names: os.fork is labkit.os.fork
     items = {"waitpid": _cooperative_waitpid}
-    if _original_fork is not None:
-        items["fork"] = _fork
+    for name in ("fork", "forkpty"):
+        if hasattr(ours, name):
+            items[name] = getattr(ours, name)
     _patch("os", items)
 
 
@@ -438,10 +448,48 @@ def patch_queue() -> None:
 
 def patch_all(socket=True, dns=True, time=True, select=True, selectors=True,
               ssl=True, thread=True, os=True, subprocess=False, signal=False,
-              queue=True, Event=True, threads=None) -> None:
+              queue=True, Event=True, threads=None, **kwargs) -> None:
     """Apply the patches asked for: gevent's defaults, except that
     subprocess and signal are opt-in. ``threads`` ("green" or "native")
-    and ``Event`` go to :func:`patch_thread`."""
+    and ``Event`` go to :func:`patch_thread`.
+
+    As gevent's: calling it again patches only what was off before and is
+    on now (with a warning that the settings differ); it tells
+    labkit.events' subscribers (and plug-ins) before and after, and a
+    subscriber that raises DoNotPatch at the start cancels it. Extra
+    keyword arguments are passed to them (``patch_all_kwargs``)."""
+    import warnings
+    from labkit import events
+    settings = dict(socket=socket, dns=dns, time=time, select=select, selectors=selectors,
+                    ssl=ssl, thread=thread, os=os, subprocess=subprocess, signal=signal,
+                    queue=queue, Event=Event, threads=threads)
+    record = saved.setdefault(_SETTINGS_KEY, {})   # (the global: tests may replace it)
+    if record and record != settings:
+        warnings.warn("Patching more than once will result in the union of all True "
+                      "parameters being patched", stacklevel=2)
+    wanted = {}
+    for name, value in settings.items():
+        if name not in record or value and not record[name]:
+            wanted[name] = record[name] = value
+    if not wanted or not any(wanted.values()):
+        return
+    will = events.GeventWillPatchAllEvent(wanted, kwargs)
+    try:
+        events.notify_and_call_entry_points(will)
+    except events.DoNotPatch:
+        return
+    _patch_all_wanted(wanted.get("socket", False), wanted.get("dns", False),
+                      wanted.get("time", False), wanted.get("select", False),
+                      wanted.get("selectors", False), wanted.get("ssl", False),
+                      wanted.get("thread", False), wanted.get("os", False),
+                      wanted.get("subprocess", False), wanted.get("signal", False),
+                      wanted.get("queue", False), Event, threads)
+    events.notify_and_call_entry_points(events.GeventDidPatchBuiltinModulesEvent(wanted, kwargs))
+    events.notify_and_call_entry_points(events.GeventDidPatchAllEvent(wanted, kwargs))
+
+
+def _patch_all_wanted(socket, dns, time, select, selectors, ssl, thread, os, subprocess,
+                      signal, queue, Event, threads) -> None:
     if os:
         patch_os()
     if thread:
@@ -465,6 +513,17 @@ def patch_all(socket=True, dns=True, time=True, select=True, selectors=True,
         patch_selectors()
 
 
+def patch_sys(stdin=True, stdout=True, stderr=True) -> None:
+    """Make ``sys.stdin``/``stdout``/``stderr`` cooperative: each becomes a
+    FileObjectThread over the original, so a read or write parks the
+    greenlet while a thread does it. Not part of patch_all (as in gevent):
+    it reorders output against code that writes to the originals."""
+    from labkit.fileobject import FileObjectThread
+    for name, wanted in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        if wanted and not isinstance(getattr(sys, name), FileObjectThread):
+            _patch("sys", {name: FileObjectThread(getattr(sys, name))})
+
+
 def unpatch_all() -> None:
     """Put every original back (labkit's own; gevent cannot). Objects made
     while patched (a Lock, a greenlet-local) keep working as they are."""
@@ -472,6 +531,7 @@ def unpatch_all() -> None:
     stdlib_threading = sys.modules.get("threading")
     if stdlib_threading is not None:
         _unrekey_main_thread(stdlib_threading)
+    _originals.pop(_SETTINGS_KEY, None)
     for key in reversed(list(_originals)):
         target = _targets.get(key)
         if target is None:

@@ -230,3 +230,67 @@ with ca.cert_pem.tempfile() as ca_file:
 httpd.shutdown()
 """)
     assert float(out) < 10   # all 20 in flight at once: see HTTP_SERVER
+
+
+# -- gevent's bookkeeping and events ---------------------------------------------
+
+def test_saved_is_the_record_of_originals_and_is_anything_patched_says_so():
+    out = run_python("""
+        from labkit import monkey
+        before = monkey.is_anything_patched()
+        monkey.patch_all()
+        import time, socket
+        print(before, monkey.is_anything_patched(),
+              monkey.saved["time"]["sleep"] is monkey.get_original("time", "sleep"),
+              time.sleep.__module__, socket.socket.__module__)
+    """)
+    assert out.split() == ["False", "True", "True", "labkit.time", "labkit.socket"]
+
+
+def test_patching_tells_the_event_subscribers_and_a_veto_skips_a_module():
+    out = run_python("""
+        from labkit import events, monkey
+        seen = []
+        def subscriber(event):
+            seen.append(type(event).__name__ + ":" + getattr(event, "module_name", ""))
+            if isinstance(event, events.GeventWillPatchModuleEvent) and \\
+                    event.module_name == "ssl":
+                raise events.DoNotPatch
+        events.subscribers.append(subscriber)
+        monkey.patch_all(thread=False, os=False, queue=False, extra=1)
+        print(seen[0], seen[-2], seen[-1])
+        print("ssl patched:", monkey.is_module_patched("ssl"),
+              "socket did:", "GeventDidPatchModuleEvent:socket" in seen)
+    """)
+    first, second = out.splitlines()
+    assert first.split() == ["GeventWillPatchAllEvent:", "GeventDidPatchBuiltinModulesEvent:",
+                             "GeventDidPatchAllEvent:"]
+    assert second == "ssl patched: False socket did: True"
+
+
+def test_patching_again_with_other_settings_warns_and_patches_only_what_was_off():
+    out = run_python("""
+        import warnings
+        from labkit import events, monkey
+        monkey.patch_all(thread=False, os=False, queue=False)
+        seen = []
+        events.subscribers.append(seen.append)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            monkey.patch_all(thread=False, os=False, queue=False, time=False)
+        print(len(caught), "more than once" in str(caught[0].message), seen == [])
+    """)
+    assert out.split() == ["1", "True", "True"]
+
+
+def test_patch_sys_makes_the_standard_streams_thread_file_objects():
+    out = run_python("""
+        import sys
+        from labkit import monkey
+        from labkit.fileobject import FileObjectThread
+        monkey.patch_sys(stdin=False)
+        sys.stdout.write("written\\n")
+        sys.stdout.flush()
+        print(isinstance(sys.stdout, FileObjectThread), isinstance(sys.stdin, FileObjectThread))
+    """)
+    assert out.split() == ["written", "True", "False"]
