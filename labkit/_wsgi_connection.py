@@ -43,7 +43,7 @@ MAX_DRAIN = 65536
 SEND_PIECE = 65536
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_PERCENT = ord("%")
+_PERCENT, _SLASH = ord("%"), ord("/")
 _MSG_MORE = getattr(_socket, "MSG_MORE", 0)
 # Headers that belong to the connection, which the server manages; an
 # application that sets them would corrupt the framing.
@@ -342,7 +342,8 @@ class _Connection:
         environ = self.server.base_environ.copy()
         url = request.url
         path, _, query = url.partition(b"?")
-        if path[:1] != b"/" and path != b"*":  # absolute form: http://host/path
+        if url[0] != _SLASH and path != b"*":  # absolute form: http://host/path
+            # (the parser let through only these forms, and never an empty target)
             try:
                 parsed = httptools.parse_url(url)
                 path, query = parsed.path or b"/", parsed.query or b""
@@ -384,13 +385,13 @@ class _Connection:
             raise AssertionError("start_response called a second time without exc_info")
         if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
             raise ValueError(f"status must be a str like '200 OK', not {status!r}")
-        switching = status[:3] == "101"
-        if switching and not self.request.upgrade:
+        if status[0] == "1" and status.startswith("101") and not self.request.upgrade:
             raise ValueError("101 Switching Protocols answers only a request with Upgrade")
         for name, value in headers:
             if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
                 raise ValueError(f"newline in response header {name!r}")
-            if name.lower() in _HOP_BY_HOP and not (switching and name.lower() == "upgrade"):
+            if name.lower() in _HOP_BY_HOP and not (
+                    name.lower() == "upgrade" and status.startswith("101")):
                 raise ValueError(f"hop-by-hop header {name!r}: the server frames responses")
         self.status = status
         self.response_headers = headers
