@@ -77,7 +77,8 @@ def parse_args(argv):
                              "python -m labkit.bench.echo --help for --full, --idle)")
     parser.add_argument("--http", action="store_true",
                         help="also run the HTTP hello-world benchmark with wrk "
-                             "(labkit WSGIServer vs gevent, gunicorn -k gevent, uvicorn)")
+                             "(labkit WSGIServer vs gevent, gunicorn -k gevent, uvicorn, "
+                             "granian)")
     parser.add_argument("--notebook", action="store_true",
                         help="also measure round trips to an echo server spawned in a "
                              "real Jupyter kernel (guest mode and %%gui), median and p99")

@@ -20,6 +20,7 @@ The servers:
 - ``gevent-pywsgi``: gevent.pywsgi.WSGIServer (``log=None``).
 - ``gunicorn-gevent``: ``gunicorn -k gevent -w 1``.
 - ``uvicorn``: ``uvicorn --loop uvloop --http httptools`` with an ASGI app.
+- ``granian``: granian (a Rust HTTP server) with its WSGI interface, one worker.
 
 A server whose package is missing (or that fails to start) is "n/a"; wrk
 missing is an error, with the command to install it.
@@ -87,6 +88,10 @@ SERVERS = {
         sys.executable, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning", "--port", str(port),
         "benchapp:asgi_app"], "uvicorn, uvloop + httptools (ASGI)"),
+    "granian": ("granian", lambda port: [
+        sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+        "benchapp:app"], "Rust HTTP server, WSGI interface, 1 worker"),
     "gunicorn-gevent": ("gevent", _gunicorn("gevent"), "gunicorn -k gevent -w 1"),
     "gevent-pywsgi": ("gevent", lambda port: [sys.executable, "-c", GEVENT_SERVER, str(port)],
                       "gevent.pywsgi.WSGIServer"),
