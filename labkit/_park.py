@@ -412,16 +412,23 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
         if fired.__class__ is not int:  # the loop switches with the event bits
             raise invalid_switch(current, fired, f"a wait on fd {fd}")
     except BaseException:
-        if _trace is not None:
-            _resumed(current, _WHY_THROW, (fd, event))
-        raise
-    finally:
-        # The take-back: after a dispatch the io callback is gone already
-        # (a no-op here); after a timeout, a kill or a stray switch it is not.
+        # The take-back: a timeout, a kill, EBADF or a stray switch woke
+        # us, and the loop still holds our switch as this fd's callback.
         del waits[fd]
         if timer is not None:
             timer.cancel()
         loop.io_cancel(fd, event, keep_interest)
+        if _trace is not None:
+            _resumed(current, _WHY_THROW, (fd, event))
+        raise
+    # The loop's dispatch woke us, and it took our callback back before it
+    # called it: only the interest bit is left to drop -- unless we may
+    # keep it for the next wait (the hot path of a socket: no call at all).
+    del waits[fd]
+    if timer is not None:
+        timer.cancel()
+    if not keep_interest:
+        loop.io_cancel(fd, event, False)
     if _trace is not None:
         _resumed(current, _WHY_WAITER, (fd, event))
     return fired

@@ -60,8 +60,8 @@ ShutDown = getattr(_stdlib_queue, "ShutDown", _ShutDown)  # Python 3.13+
 _SHUT_DOWN = object()
 
 
-def _check_timeout(timeout):
-    return check_timeout(timeout)   # seconds, None, or a Timeout object
+#: seconds, None, or a Timeout object (labkit._park.check_timeout)
+_check_timeout = check_timeout
 
 
 class SimpleQueue:
