@@ -172,8 +172,12 @@ def test_address_in_use_names_the_server_still_holding_the_port(kernel):
     again = run_cell(kc, "labkit.server.StreamServer(('127.0.0.1', fixed_port), "
                          "lambda s, a: None).start()")
     assert again.ename == "OSError", (again.ename, again.evalue)
+    # The note is part of the traceback (an exception note, 3.11+), or on
+    # stderr right after it (3.10 has no notes).
     text = "\n".join(line for m in again.outputs if m["msg_type"] == "error"
                      for line in m["content"]["traceback"])
+    text += "\n".join(m["content"]["text"] for m in again.outputs
+                      if m["msg_type"] == "stream" and m["content"]["name"] == "stderr")
     assert "Address already in use" in text and "is held by <" in text, text
     assert ".stop()" in text and "labkit.servers()" in text, text
     assert ok(kc, "[s.stop() for s in labkit.servers() if s.server_port == fixed_port]\n"
