@@ -128,6 +128,16 @@ def jupyterlab(tmp_path):
         log.close()
 
 
+def _accept_kernel_dialog(page) -> None:
+    """JupyterLab sometimes asks "Select Kernel" for a notebook whose session
+    it lost while starting (seen on a loaded machine, Python 3.12): accept
+    its default, the notebook's own kernelspec, so the run can go on."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count() and dialog.first.is_visible():
+        dialog.locator(".jp-mod-accept").first.click()
+        page.wait_for_timeout(500)
+
+
 def _run_first_cell(page, editor, attempts: int = 4) -> None:
     """Shift+Enter in the first cell until the kernel has taken it.
 
@@ -139,6 +149,7 @@ def _run_first_cell(page, editor, attempts: int = 4) -> None:
     """
     prompt = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-prompt")
     for _ in range(attempts):
+        _accept_kernel_dialog(page)
         editor.click()
         page.keyboard.press("Shift+Enter")
         deadline = time.monotonic() + 10
