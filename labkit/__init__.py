@@ -36,6 +36,15 @@ def servers() -> list:
     return live_servers()
 
 
+def __getattr__(name: str):
+    # gevent's top-level names that live in modules labkit does not import
+    # at startup: imported on first use.
+    if name == "signal_handler":
+        from labkit.signal import signal_handler
+        return signal_handler
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython) -> None:
     """``%load_ext labkit``: run the hub inside the kernel's (or terminal's) loop."""
     from labkit.jupyter import load_ipython_extension as load

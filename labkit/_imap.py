@@ -54,6 +54,11 @@ class IMapUnordered(Greenlet):
         self._end_queued = False
         self._exhausted = False    # the reader already got StopIteration
 
+    @property
+    def queue(self) -> deque:
+        """The outcomes finished and not yet read (gevent's name)."""
+        return self._results
+
     def __iter__(self):
         return self
 

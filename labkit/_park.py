@@ -246,8 +246,10 @@ class Waiter:
             _resumed(current, _WHY_WAITER, self.reason)
         return value
 
-    def __repr__(self) -> str:
+    def __str__(self) -> str:
         # gevent's form: <Waiter greenlet=... value=...> / exc_info=...
+        # (str only: a greenlet's repr may show a Waiter's bound method,
+        # and the Waiter's repr must not show that greenlet back)
         text = f"<{type(self).__name__} greenlet={self.greenlet!r}"
         if self._exception is not None:
             text += f" exc_info={self._exception!r}"

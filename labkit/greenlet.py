@@ -591,7 +591,44 @@ class _ReadyQueue:
 def iwait(objects: Iterable, timeout: float | None = None, count: int | None = None):
     """Yield each of ``objects`` as it becomes ready (anything with rawlink:
     greenlets, Events, AsyncResults), at most ``count`` of them, until
-    ``timeout`` seconds have passed."""
+    ``timeout`` seconds have passed.
+
+    The iterator is also a context manager: leaving the ``with`` block stops
+    watching the objects that are left (as exhausting it does), so a loop
+    may stop early without leaving links behind::
+
+        with iwait(greenlets) as ready:
+            first = next(ready)
+    """
+    return _WaitIterator(_iwait(objects, timeout, count))
+
+
+class _WaitIterator:
+    """iwait's iterator: a generator that is also a context manager."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items):
+        self._items = items
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._items)
+
+    def close(self) -> None:
+        """Stop watching the objects not yet yielded."""
+        self._items.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _iwait(objects: Iterable, timeout: float | None, count: int | None):
     objects = list(objects)
     if timeout is not None:
         timeout = check_seconds(timeout, "timeout")

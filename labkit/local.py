@@ -164,7 +164,7 @@ class local:
 
 
 def all_local_dicts_for_greenlet(g) -> list:
-    """``[((class name, id of the local), namespace dict), ...]`` for every
+    """``[((class of the local, its id), namespace dict), ...]`` for every
     local that has a namespace in greenlet ``g``: what labkit.util's greenlet
     tree shows as a greenlet's locals. For debugging; it scans every local."""
     found = []
@@ -172,5 +172,5 @@ def all_local_dicts_for_greenlet(g) -> list:
         entry = storage.dicts.get(id(g))
         owner = storage.owner() if storage.owner is not None else None
         if entry is not None and entry[0]() is g and owner is not None:
-            found.append(((type(owner).__name__, id(owner)), entry[1]))
+            found.append(((type(owner), id(owner)), entry[1]))
     return found

@@ -38,7 +38,10 @@ The contract:
   delivery, in registration order. Signals that arrive while the first is
   being handled are not merged: every delivery CPython reports is handled.
 - A handle does not keep the hub alive (as gevent's ``signal_handler``): a
-  program that only waits for signals must wait on something else too.
+  program that only waits for signals must wait on something else too,
+  or set the handle's ``ref`` to True.
+- An exception that ``fn`` raises is raised in the main greenlet, as an
+  exception from a plain Python signal handler is (gevent's rule too).
 - ``cancel()`` is idempotent; when the last handle of a signal is cancelled,
   the handler that was installed before the first one comes back.
 - :func:`signal` (what ``labkit.monkey.patch_signal`` installs) is the
@@ -79,16 +82,38 @@ class SignalHandle:
         self.kwargs = kwargs
         self.hub = get_hub()
         self.active = True
+        self._ref = False
+
+    @property
+    def ref(self) -> bool:
+        """Whether this handle keeps the hub alive (default False)."""
+        return self._ref
+
+    @ref.setter
+    def ref(self, value: bool) -> None:
+        value = bool(value)
+        if value != self._ref and self.active:
+            self.hub.keepalive(1 if value else -1)
+        self._ref = value
 
     def _deliver(self) -> None:  # a hub callback
         if self.active:
-            Greenlet.spawn(self.fn, *self.args, **self.kwargs)
+            Greenlet.spawn(self._handle)
+
+    def _handle(self) -> None:
+        try:
+            self.fn(*self.args, **self.kwargs)
+        except BaseException:
+            import sys
+            self.hub.handle_system_error(*sys.exc_info())
 
     def cancel(self) -> None:
         """Stop handling; restores the previous handler after the last handle."""
         if not self.active:
             return
         self.active = False
+        if self._ref:
+            self.hub.keepalive(-1)
         handles = _handles.get(self.signum, [])
         if self in handles:
             handles.remove(self)

@@ -409,7 +409,7 @@ class GreenletTree:
             tree.child_data("Greenlet Locals:")
             for (kind, ident), values in found:
                 if values:
-                    tree.child_data(f"  Local {kind} at {hex(ident)}")
+                    tree.child_data(f"  Local {kind.__name__} at {hex(ident)}")
                     tree.child_multidata("    " + pprint.pformat(values))
 
     def _render_children(self, tree) -> None:

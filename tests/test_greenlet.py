@@ -395,3 +395,12 @@ def test_a_greenlet_spawned_from_the_main_greenlet_has_the_hub_as_parent():
     g = spawn(lambda: None)
     assert g.parent is labkit.get_hub()
     g.join()
+
+
+def test_iwait_is_a_context_manager_that_stops_watching_on_exit():
+    from labkit.event import Event
+    events = [Event(), Event()]
+    events[0].set()
+    with labkit.iwait(events) as ready:
+        assert next(ready) is events[0]
+    assert events[1].linkcount() == 0      # its link was taken back

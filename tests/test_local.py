@@ -172,4 +172,4 @@ def test_all_local_dicts_for_greenlet_lists_the_greenlets_namespaces():
     data.x = 1
     [((kind, ident), namespace)] = [entry for entry in all_local_dicts_for_greenlet(
         labkit.getcurrent()) if entry[0][1] == id(data)]
-    assert kind == "local" and namespace == {"x": 1}
+    assert kind is local and namespace == {"x": 1}

@@ -206,6 +206,6 @@ def test_a_stray_switch_into_a_sleeping_greenlet_is_an_invalid_switch():
 
 def test_waiter_repr_is_gevents():
     w = _park.Waiter()
-    assert repr(w) == "<Waiter greenlet=None>"
+    assert str(w) == "<Waiter greenlet=None>"
     w.switch(25)
-    assert repr(w) == "<Waiter greenlet=None value=25>"
+    assert str(w) == "<Waiter greenlet=None value=25>"

@@ -93,3 +93,20 @@ def test_patch_signal_routes_signal_signal_through_labkit():
             "signal.signal(signal.SIGUSR1, lambda n, f: (labkit.sleep(0.01), done.set())); "
             "os.kill(os.getpid(), signal.SIGUSR1); assert done.wait(5); print('ok')")
     assert run_python(code, timeout=30) == "ok\n"
+
+
+def test_an_exception_from_a_signal_handler_is_raised_in_the_main_greenlet():
+    import signal as std_signal
+    import labkit
+
+    def fail():
+        raise KeyError("from the handler")
+
+    handle = labkit.signal_handler(std_signal.SIGUSR2, fail)    # gevent's top-level name
+    try:
+        assert handle.ref is False
+        labkit.spawn_later(0.01, os.kill, os.getpid(), std_signal.SIGUSR2)
+        with pytest.raises(KeyError):
+            labkit.sleep(2)
+    finally:
+        handle.cancel()
