@@ -79,30 +79,42 @@ class _BaseServer:
         if max_connections != -1:  # -1: the class attribute's default
             self.max_connections = max_connections
         self._serving = None            # the accept/receive loop greenlet
+        self._started = False           # between start() and close()/stop()
         self._stopped_event = Event()   # set when stop() ran; serve_forever waits on it
-        self._set_spawn(spawn)
+        self.set_spawn(spawn)
 
-    def _set_spawn(self, spawn) -> None:
+    def set_spawn(self, spawn) -> None:
+        """How handlers run: "default" (a Pool of max_connections), None
+        (inline, in the accept loop's greenlet), an int (a Pool that size),
+        a Pool or Group, or a callable like ``labkit.spawn``."""
         if spawn == "default":
             bound = self.max_connections
-            self.pool, self._spawn = (Group() if bound is None else Pool(bound)), None
+            self.pool = Group() if bound is None else Pool(bound)
         elif spawn is None:
-            self.pool, self._spawn = None, None
+            self.pool = None
         elif isinstance(spawn, int) and not isinstance(spawn, bool):
-            self.pool, self._spawn = Pool(spawn), None
+            self.pool = Pool(spawn)
         elif isinstance(spawn, Group):
-            self.pool, self._spawn = spawn, None
+            self.pool = spawn
         elif callable(spawn):
-            self.pool, self._spawn = None, spawn
+            self.pool = None
         else:
             raise TypeError(f"spawn must be 'default', None, an int, a Pool or "
                             f"a callable, not {spawn!r}")
+        #: what starts a handler (None: call it inline); gevent's name
+        self._spawn = self.pool.spawn if self.pool is not None else spawn
+
+    _set_spawn = set_spawn
+
+    def set_handle(self, handle) -> None:
+        """Serve connections (datagrams) with ``handle`` from now on."""
+        if not callable(handle):
+            raise TypeError(f"handle must be callable, not {handle!r}")
+        self.handle = handle
 
     def _run_handler(self, function, *args) -> None:
         """Run ``function(*args)`` as ``spawn`` says."""
-        if self.pool is not None:
-            self.pool.spawn(function, *args)
-        elif self._spawn is not None:
+        if self._spawn is not None:
             self._spawn(function, *args)
         else:
             function(*args)
@@ -110,7 +122,8 @@ class _BaseServer:
     # -- properties -----------------------------------------------------------
     @property
     def started(self) -> bool:
-        return self._serving is not None and not self._serving.dead
+        """Between start() and stop()/close() (also while not accepting)."""
+        return self._started
 
     @property
     def closed(self) -> bool:
@@ -137,7 +150,20 @@ class _BaseServer:
             return
         self.init_socket()
         self._stopped_event.clear()
-        self._serving = Greenlet.spawn(self._serve_loop)
+        self._started = True
+        self.start_accepting()
+
+    def start_accepting(self) -> None:
+        """(Re)start the accept loop on the open listener."""
+        if self._serving is None or self._serving.dead:
+            self._serving = Greenlet.spawn(self._serve_loop)
+
+    def stop_accepting(self) -> None:
+        """Stop accepting for now; the listener stays open (connections
+        wait in its backlog) and start_accepting() resumes."""
+        serving, self._serving = self._serving, None
+        if serving is not None and not serving.dead and serving is not getcurrent():
+            serving.kill(block=True)
 
     def serve_forever(self, stop_timeout: float | None = None) -> None:
         """Serve until stop() is called (from another greenlet), or until
@@ -150,6 +176,7 @@ class _BaseServer:
 
     def close(self) -> None:
         """Stop accepting and close the listener; running handlers go on."""
+        self._started = False
         serving, self._serving = self._serving, None
         if serving is not None and not serving.dead and serving is not getcurrent():
             serving.kill(block=False)
@@ -180,7 +207,14 @@ class _BaseServer:
 
     def __repr__(self) -> str:
         state = "serving" if self.started else "closed" if self.closed else "stopped"
-        return f"<{type(self).__name__} {self.address!r} {state}>"
+        text = f"<{type(self).__name__} {self.address!r} {state}"
+        handle = self.__dict__.get("handle")
+        if handle is not None:   # set by handle= or set_handle (gevent's repr shows it)
+            if getattr(handle, "__self__", None) is self:
+                text += f" handle=<bound method {type(self).__name__}.{handle.__name__} of self>"
+            else:
+                text += f" handle={handle!r}"
+        return text + ">"
 
 
 class StreamServer(_BaseServer):
@@ -237,7 +271,13 @@ class StreamServer(_BaseServer):
             out_of_resources = None
             if nodelay:
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            self._run_handler(self._handle_connection, sock, address)
+            try:
+                self._run_handler(self._handle_connection, sock, address)
+            except Exception:
+                # Starting the handler failed (a custom spawn): report it,
+                # drop this connection, keep serving the others.
+                self._report(self._spawn)
+                sock.close()
 
     def _handle_connection(self, sock, address) -> None:
         """Run the handler for one connection; always close the connection."""

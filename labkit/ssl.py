@@ -184,3 +184,23 @@ for _name in ("SSLSocket", "SSLContext", "create_default_context", "wrap_socket"
     if _name not in __all__:
         __all__.append(_name)
 del _name
+
+
+def get_server_certificate(addr, ssl_version=PROTOCOL_TLS_CLIENT, ca_certs=None,
+                           timeout=_socket._GLOBAL_DEFAULT_TIMEOUT) -> str:
+    """The PEM certificate of the TLS server at ``addr`` (host, port),
+    fetched cooperatively (the stdlib's connects and handshakes blocking the
+    hub, which could be serving that very address). Verified against
+    ``ca_certs`` if given, else not at all (as the stdlib's)."""
+    host, _port = addr
+    context = SSLContext(ssl_version)
+    context.check_hostname = False
+    if ca_certs is not None:
+        context.verify_mode = CERT_REQUIRED
+        context.load_verify_locations(ca_certs)
+    else:
+        context.verify_mode = CERT_NONE
+    with _socket.create_connection(addr, timeout=timeout) as sock:
+        with context.wrap_socket(sock, server_hostname=host) as sslsock:
+            dercert = sslsock.getpeercert(True)
+    return DER_cert_to_PEM_cert(dercert)

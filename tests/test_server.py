@@ -342,3 +342,62 @@ def test_stopping_a_server_reports_no_error():
     server.stop()
     labkit.sleep(0.01)
     assert hub.exception_stream.getvalue() == ""
+
+
+def test_set_handle_replaces_the_handler_and_the_repr_shows_it():
+    server = StreamServer(("127.0.0.1", 0), echo)
+    server.start()
+    try:
+        def shout(sock, address):
+            sock.sendall(sock.recv(10).upper())
+        server.set_handle(shout)
+        assert "handle=<function" in repr(server)
+        with socket.create_connection(("127.0.0.1", server.server_port)) as client:
+            client.sendall(b"hi")
+            assert client.recv(10) == b"HI"
+    finally:
+        server.stop()
+
+
+def test_stop_accepting_keeps_the_listener_and_start_accepting_resumes():
+    server = StreamServer(("127.0.0.1", 0), echo)
+    server.start()
+    try:
+        server.stop_accepting()
+        assert server.started
+        client = socket.create_connection(("127.0.0.1", server.server_port))  # in the backlog
+        client.sendall(b"x")
+        with pytest.raises(socket.timeout):
+            client.settimeout(0.05)
+            client.recv(1)
+        server.start_accepting()
+        client.settimeout(5)
+        assert client.recv(1) == b"x"
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_a_spawn_that_fails_drops_that_connection_and_serving_goes_on():
+    calls = []
+
+    def failing_spawn(function, *args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("no greenlet for you")
+        return labkit.spawn(function, *args)
+
+    hub = labkit.get_hub()
+    hub.print_exception = lambda *args: None
+    server = StreamServer(("127.0.0.1", 0), echo, spawn=failing_spawn)
+    server.start()
+    try:
+        first = socket.create_connection(("127.0.0.1", server.server_port))
+        assert first.recv(10) == b""             # closed by the server
+        second = socket.create_connection(("127.0.0.1", server.server_port))
+        second.sendall(b"ok")
+        assert second.recv(10) == b"ok"
+        first.close()
+        second.close()
+    finally:
+        server.stop()

@@ -124,3 +124,11 @@ def test_unwrap_returns_to_plain_text(contexts):
     server.get(timeout=5)
     plain.close()
     a.close()
+
+
+def test_get_server_certificate_fetches_it_without_blocking_the_server(tls_echo_server, ca):
+    pem = ssl.get_server_certificate(("127.0.0.1", tls_echo_server.server_port))
+    assert pem.startswith("-----BEGIN CERTIFICATE-----")
+    with ca.cert_pem.tempfile() as ca_file:    # verified against the CA too
+        assert ssl.get_server_certificate(("127.0.0.1", tls_echo_server.server_port),
+                                          ca_certs=ca_file) == pem
