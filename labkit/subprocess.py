@@ -136,6 +136,25 @@ def _cooperative(file):
     return new
 
 
+class _LinkTo:
+    """A link that calls ``callback(popen)``; equal to another for the same
+    callback, so that unlink finds it."""
+
+    __slots__ = ("callback", "popen")
+
+    def __init__(self, callback, popen):
+        self.callback = callback
+        self.popen = popen
+
+    def __call__(self, _event) -> None:
+        self.callback(self.popen)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _LinkTo) and other.callback == self.callback
+
+    __hash__ = None
+
+
 class Popen(_stdlib.Popen):
     """``subprocess.Popen`` whose waits park the calling greenlet."""
 
@@ -178,6 +197,42 @@ class Popen(_stdlib.Popen):
             sleep(pause if remaining is None else min(pause, remaining))
             pause = min(pause * 2, POLL_MAX)
         return self.returncode
+
+    # -- links (gevent's: labkit.wait([popen]) waits for the exit) ----------
+    def rawlink(self, callback) -> None:
+        """Call ``callback(self)`` in the hub once the child has exited (at
+        once if it has). A greenlet waits for the exit on the first link."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        exited = self._exited()
+        exited.rawlink(_LinkTo(callback, self))
+
+    def unlink(self, callback) -> None:
+        exited = getattr(self, "_exit_event", None)
+        if exited is not None:
+            exited.unlink(_LinkTo(callback, self))
+
+    def ready(self) -> bool:
+        """True once the exit status is known."""
+        return self.returncode is not None or self.poll() is not None
+
+    def _exited(self):
+        exited = getattr(self, "_exit_event", None)
+        if exited is None:
+            from labkit.event import Event
+            from labkit.greenlet import spawn
+            exited = self._exit_event = Event()
+            if self.returncode is not None:
+                exited.set()
+            else:
+                spawn(self._set_when_exited, exited)
+        return exited
+
+    def _set_when_exited(self, exited) -> None:
+        try:
+            self.wait()
+        finally:
+            exited.set()
 
     def _handle_exitstatus(self, *args, **kwargs):
         # Called by the stdlib when it reaps the child: the pidfd is done.

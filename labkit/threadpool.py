@@ -272,6 +272,22 @@ class ThreadPool:
         """How many worker threads are running now."""
         return len(self._threads)
 
+    @size.setter
+    def size(self, size: int) -> None:
+        """Start or stop worker threads until ``size`` run (0..maxsize);
+        the pool still starts more on demand, up to maxsize. A thread asked
+        to stop finishes the job it runs first."""
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"size must be an int, not {type(size).__name__}")
+        if not 0 <= size <= self._maxsize:
+            raise ValueError(f"size must be between 0 and maxsize ({self._maxsize}), "
+                             f"not {size!r}")
+        while len(self._threads) < size:
+            self._start_thread()
+        while len(self._threads) > size:
+            self._threads.pop()
+            self._jobs.put(_STOP)
+
     def __len__(self) -> int:
         """Unfinished jobs (gevent's meaning)."""
         return self._unfinished
@@ -283,7 +299,8 @@ class ThreadPool:
     # -- submitting -----------------------------------------------------------
     def _check_thread(self) -> None:
         if _native.get_ident() != self.hub.thread_ident:
-            raise RuntimeError(
+            from labkit.exceptions import InvalidThreadUseError   # a RuntimeError
+            raise InvalidThreadUseError(
                 f"{self!r} belongs to the hub of thread {self.hub.thread_ident}; "
                 "submit jobs from that thread (create a ThreadPool per thread)")
 

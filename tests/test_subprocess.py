@@ -128,3 +128,17 @@ def test_patch_subprocess_makes_the_stdlib_functions_ours():
             "jobs = [labkit.spawn(subprocess.check_output, ['sleep', '0.2']) for _ in range(5)]; "
             "labkit.joinall(jobs); print('ok')")
     assert run_python(code, timeout=30) == "ok\n"
+
+
+def test_wait_on_popen_objects_returns_when_the_children_exit():
+    import sys as _sys
+    import labkit
+    from labkit import subprocess as lsub
+    popens = [lsub.Popen([_sys.executable, "-c", f"import sys; sys.exit({code})"])
+              for code in (3, 4)]
+    done = labkit.wait(popens, timeout=30)
+    assert sorted(p.returncode for p in done) == [3, 4]
+    seen = []
+    popens[0].rawlink(seen.append)        # already exited: called at once (next pass)
+    labkit.sleep(0.01)
+    assert seen == [popens[0]]

@@ -362,3 +362,40 @@ def test_executor_threads_carry_the_thread_name_prefix():
     assert name.startswith("ThreadPoolExecutor-")
     with pytest.raises(TypeError, match="thread_name_prefix must be a str"):
         ThreadPoolExecutor(thread_name_prefix=3)
+
+
+def test_size_can_be_set_between_zero_and_maxsize():
+    from labkit.threadpool import ThreadPool
+    pool = ThreadPool(2)
+    try:
+        assert pool.size == 0
+        pool.size = 2
+        assert pool.size == 2
+        pool.size = 1
+        assert pool.size == 1
+        for bad in (-1, 3):
+            with pytest.raises(ValueError):
+                pool.size = bad
+        assert pool.apply(lambda: 5) == 5
+    finally:
+        pool.kill()
+
+
+def test_submitting_from_another_thread_is_invalid_thread_use():
+    import threading
+    from labkit.exceptions import InvalidThreadUseError
+    from labkit.threadpool import ThreadPool
+    pool = ThreadPool(1)
+    caught = []
+
+    def other_thread():
+        try:
+            pool.spawn(lambda: None)
+        except InvalidThreadUseError as exc:
+            caught.append(isinstance(exc, RuntimeError))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(5)
+    pool.kill()
+    assert caught == [True]
