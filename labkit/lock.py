@@ -28,11 +28,16 @@ The contract:
   if the permit had already been handed to it, it passes it on, so no
   permit is ever lost with a dead greenlet.
 - ``release()`` never switches: the releasing greenlet keeps running.
-- **One thread.** These are greenlet primitives. A semaphore belongs to the
-  OS thread that first acquires, releases or waits on it, and using it from
-  any other thread raises ``RuntimeError`` at once, rather than racing on
-  the counter or parking a greenlet that no one in its thread can wake. To
-  coordinate with real threads, use :mod:`threading` or labkit.threadpool.
+- **One thread, fast; several, shared.** A semaphore belongs to the OS
+  thread that first acquires, releases or waits on it, and there it costs
+  no lock of its own. The first use from another thread makes it *shared*
+  for good (as gevent's are): from then on every acquire and release, in
+  any thread, goes through a native mutex. A waiter then waits its own
+  way -- a greenlet of a thread with a hub parks (its hub kept alive), a
+  thread without a hub blocks in the kernel -- and a release hands the
+  permit to the oldest waiter of any thread and wakes it there. (The
+  greenlets that were already parked in the owner's line when it became
+  shared are served by the owner's hub, first.)
 
 ``rawlink(callback)`` and ``wait()`` observe the semaphore without taking a
 permit: callbacks run (in the hub, one-shot) when the counter is positive.
@@ -46,8 +51,9 @@ from time import monotonic_ns
 from greenlet import getcurrent
 
 from labkit import _native
-from labkit._park import EMPTY, Linkable, Ticket, check_seconds
-from labkit.hub import Hub, get_hub
+from labkit._park import (EMPTY, Linkable, Ticket, Waiter, cannot_wait_in_hub,
+                          check_seconds, deadline)
+from labkit.hub import Hub, get_hub, hub_for_this_thread
 
 __all__ = ["Semaphore", "BoundedSemaphore", "FifoSemaphore", "DummySemaphore", "RLock"]
 
@@ -66,10 +72,11 @@ class Semaphore(Linkable):
     one, release() gives one back (to the longest waiter, if any).
 
     A semaphore belongs to one hub and its thread: the one given as ``hub``,
-    or else the thread that first uses it. Use from another thread raises
-    RuntimeError (threading's locks are for OS threads)."""
+    or else the thread that first uses it. Used from another thread too, it
+    becomes shared (see the module docstring): slower, correct everywhere."""
 
-    __slots__ = ("counter", "_waiters", "_thread_ident", "_serving", "_serve_cb")
+    __slots__ = ("counter", "_waiters", "_thread_ident", "_serving", "_serve_cb",
+                 "_mutex", "_shared_line", "_owner_hub")
 
     _notify_all = False  # rawlinks: only while permits are left
     #: strict FIFO: nobody ever barges past the line (see FifoSemaphore)
@@ -91,6 +98,12 @@ class Semaphore(Linkable):
         self._serving = False
         #: _serve_line bound once (see _make_serve_cb), or None
         self._serve_cb = None
+        #: shared mode (see the contract): the native mutex guarding counter
+        #: and lines, the waiters of every thread (oldest first), and the hub
+        #: that serves the owner's greenlets parked before it was shared
+        self._mutex = None
+        self._shared_line = None
+        self._owner_hub = None
         if hub is not None:
             if not isinstance(hub, Hub):
                 raise TypeError(f"hub must be a labkit Hub or None, not {type(hub).__name__}")
@@ -110,8 +123,8 @@ class Semaphore(Linkable):
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit: True once taken; False if ``blocking`` is false and
         none is free, or if ``timeout`` seconds pass first."""
-        if self._thread_ident != _get_ident():
-            self._check_thread()
+        if self._thread_ident != _get_ident() and self._check_thread():
+            return self._shared_acquire(blocking, timeout)
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout")
         if self.counter > 0:  # free (perhaps barging past a young line)
@@ -156,8 +169,8 @@ class Semaphore(Linkable):
     def release(self) -> None:
         """Give a permit back, for the longest waiter (see the contract for
         when a running greenlet may take it first). Never switches."""
-        if self._thread_ident != _get_ident():
-            self._check_thread()
+        if self._thread_ident != _get_ident() and self._check_thread():
+            return self._shared_release()
         waiters = self._waiters
         if not waiters:
             self.counter += 1
@@ -224,16 +237,81 @@ class Semaphore(Linkable):
             self._check_thread()
         Linkable.rawlink(self, callback)
 
-    def _check_thread(self) -> None:
-        """First use binds us to this thread; any other thread is an error."""
-        ident = _get_ident()
+    def _check_thread(self) -> bool:
+        """Called when the caller is not the owner thread: the first use
+        binds us to this thread (False: go on, single-thread); a use from
+        another thread makes us shared (True: take the shared path)."""
         if self._thread_ident is None:
-            self._thread_ident = ident
-            return
-        raise RuntimeError(
-            f"{type(self).__name__} {self!r} belongs to thread {self._thread_ident} "
-            f"and cannot be used from thread {ident}: labkit locks coordinate "
-            f"greenlets of one thread (use threading for OS threads)")
+            self._thread_ident = _get_ident()
+            return False
+        if self._mutex is None:
+            # Becoming shared. The owner's fast paths read and write the
+            # counter with no call in between, so the GIL never splits
+            # them; one already past its thread check keeps its meaning.
+            self._owner_hub = self.hub
+            self._mutex = _native.allocate_lock()
+            self._shared_line = deque()
+            self._thread_ident = _SHARED   # every later call: the shared path
+        return True
+
+    # -- shared mode (used from several threads) --------------------------
+    def _shared_acquire(self, blocking: bool, timeout) -> bool:
+        from labkit._park import check_timeout
+        timeout = check_timeout(timeout)
+        with self._mutex:
+            if self.counter > 0:
+                self.counter -= 1
+                return True
+            if not blocking:
+                return False
+            waiter = _ThreadWaiter(hub_for_this_thread())
+            self._shared_line.append(waiter)
+        try:
+            if waiter.wait(timeout):
+                return True
+        except BaseException:
+            with self._mutex:
+                handed = waiter.handed
+                if not handed:
+                    self._shared_line.remove(waiter)
+            if handed:
+                self._shared_release()   # the permit was ours already: pass it on
+            raise
+        with self._mutex:   # timed out -- unless the permit came meanwhile
+            if waiter.handed:
+                return True
+            self._shared_line.remove(waiter)
+        return False
+
+    def _shared_release(self) -> None:
+        waiter = None
+        serve_owner = False
+        with self._mutex:
+            if self._waiters:     # the owner's greenlets parked before sharing
+                self.counter += 1
+                serve_owner = True
+            elif self._shared_line:
+                waiter = self._shared_line.popleft()
+                waiter.handed = True
+            else:
+                self.counter += 1
+        if waiter is not None:
+            waiter.wake()
+        if serve_owner:
+            self._owner_hub.run_callback_threadsafe(self._serve_owner_line)
+        if self._links:
+            self._check_and_notify()
+
+    def _serve_owner_line(self) -> None:
+        """In the owner's hub: permits to its greenlets parked before sharing."""
+        while True:
+            with self._mutex:
+                if not self._waiters or self.counter <= 0:
+                    return
+                ticket = self._waiters.popleft()
+                self.counter -= 1
+                ticket.value = True
+            ticket.wake()
 
     # -- context manager --------------------------------------------------
     def __enter__(self):
@@ -246,6 +324,53 @@ class Semaphore(Linkable):
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} counter={self.counter} "
                 f"waiters={len(self._waiters)}>")
+
+
+#: the owner thread of a shared semaphore: no thread's ident, so every call
+#: takes the shared path
+_SHARED = object()
+
+
+class _ThreadWaiter:
+    """A waiter of a shared semaphore, in any thread: a greenlet parks on
+    its thread's hub, a thread without one blocks on a native lock.
+    ``handed`` (under the semaphore's mutex): the permit is this waiter's."""
+
+    __slots__ = ("hub", "waiter", "lock", "handed")
+
+    def __init__(self, hub):
+        self.handed = False
+        if hub is not None and getcurrent() is hub:
+            raise cannot_wait_in_hub()
+        self.hub = hub
+        if hub is None:
+            self.waiter = None
+            self.lock = _native.allocate_lock()
+            self.lock.acquire()
+        else:
+            self.waiter = Waiter(hub, "Semaphore")
+            self.lock = None
+
+    def wait(self, timeout) -> bool:
+        """Wait to be handed the permit: True; False if ``timeout`` passed."""
+        if self.lock is not None:
+            return self.lock.acquire(True, -1 if timeout is None else max(timeout, 0))
+        hub = self.hub
+        hub.keepalive(1)   # only another thread's release may end this wait
+        timer = None if timeout is None else deadline(hub, timeout, self.waiter.switch, False)
+        try:
+            return self.waiter.get()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            hub.keepalive(-1)
+
+    def wake(self) -> None:
+        """Any thread, after ``handed`` was set."""
+        if self.lock is not None:
+            self.lock.release()
+        else:
+            self.hub.run_callback_threadsafe(self.waiter.switch, True)
 
 
 class BoundedSemaphore(Semaphore):
