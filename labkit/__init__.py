@@ -25,6 +25,7 @@ from labkit.timeout import Timeout, with_timeout
 from labkit.greenlet import (
     Greenlet, iwait, joinall, killall, spawn, spawn_later, wait,
 )
+from labkit import config  # noqa: E402 - the settings (gevent.config), a small module
 
 __version__ = "0.1.0"
 

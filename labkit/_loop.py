@@ -384,6 +384,9 @@ class Loop:
         return len(self._timers) - len(unreferenced)
 
     # -- gevent's watcher API (labkit/core.py) --------------------------------
+    #: gevent's name: the finest wait the poll honours (epoll/poll take ms)
+    approx_timer_resolution = 0.001
+
     def update_now(self) -> None:
         """gevent's loop.update_now(): labkit reads the clock on every
         :meth:`now`, so there is no cached time to refresh."""

@@ -146,10 +146,10 @@ class Hub(greenlet):
 
     # Slots, not the instance dict: the interpreter reads a slot without a
     # dictionary lookup, and these are read between every two switches.
-    __slots__ = ("loop", "thread_ident", "schedule", "last_poll_ns", "exception_stream",
+    __slots__ = ("loop", "thread_ident", "schedule", "last_poll_ns", "_exception_stream",
                  "ready", "_idle", "_keepalive", "_due_soon", "_next_poll_ns",
                  "_interrupted", "_ticking", "_run_frame", "_ident_registry",
-                 "_threadpool")
+                 "_threadpool", "periodic_monitoring_thread")
 
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
@@ -188,7 +188,11 @@ class Hub(greenlet):
         self.last_poll_ns = monotonic_ns()
         #: when a busy loop polls again (see run); sleep(0) reads it too
         self._next_poll_ns = 0
-        self.exception_stream = None  # None: sys.stderr at the time of the error
+        self._exception_stream = None  # None: sys.stderr at the time of the error
+        self._threadpool = None
+        #: the monitor thread (labkit._monitor), once started; see
+        #: start_periodic_monitoring_thread and labkit.config.monitor_thread
+        self.periodic_monitoring_thread = None
         #: set by the SIGINT handler when Ctrl-C arrives while the hub runs
         self._interrupted = False
         #: set by tick(): run one non-blocking pass, then switch back
@@ -232,6 +236,35 @@ class Hub(greenlet):
     @threadpool.setter
     def threadpool(self, pool) -> None:
         self._threadpool = pool
+
+    @threadpool.deleter
+    def threadpool(self) -> None:
+        self._threadpool = None
+
+    @property
+    def exception_stream(self):
+        """Where errors are printed: a file, or None for sys.stderr at the
+        time of the error (deleting it means None again)."""
+        return self._exception_stream
+
+    @exception_stream.setter
+    def exception_stream(self, stream) -> None:
+        self._exception_stream = stream
+
+    @exception_stream.deleter
+    def exception_stream(self) -> None:
+        self._exception_stream = None
+
+    def start_periodic_monitoring_thread(self):
+        """Start this hub's monitor thread (labkit._monitor: blocked-loop and
+        memory reports) if it does not run yet, and return it. Call in the
+        hub's thread. A hub starts it itself when it first runs if
+        ``labkit.config.monitor_thread`` is true."""
+        monitor = self.periodic_monitoring_thread
+        if monitor is None or not monitor.should_run:
+            from labkit._monitor import PeriodicMonitoringThread
+            monitor = self.periodic_monitoring_thread = PeriodicMonitoringThread(self)
+        return monitor
 
     # -- scheduling ---------------------------------------------------------
     def run_callback(self, callback: Callable, *args) -> Callback:
@@ -326,6 +359,9 @@ class Hub(greenlet):
         :meth:`poll_for_events`. :meth:`tick` makes it stop after one pass.
         """
         self._run_frame = sys._getframe()
+        from labkit import config
+        if config.monitor_thread and self.periodic_monitoring_thread is None:
+            self.start_periodic_monitoring_thread()
         ready = self.ready
         popleft = ready.popleft
         next_poll_ns = 0
