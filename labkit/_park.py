@@ -611,7 +611,9 @@ class Linkable:
             # into a waiter has to save and restore.
             hub.schedule(self._notify_links)
         else:  # set() from another thread: wake that hub's loop
-            hub.run_callback_threadsafe(self._notify_links)
+            # (through the loop's thread-safe entry, gevent's: code that
+            # wraps hub.loop sees the cross-thread wake-ups)
+            hub.loop.run_callback_threadsafe(self._notify_links)
 
     def _notify_links(self) -> None:
         """The hub callback: call the links present now, oldest first."""

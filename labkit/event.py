@@ -93,7 +93,7 @@ class Event(Linkable):
             hub = self.hub  # (_schedule_notify, inlined: this is a hot path)
             if hub.thread_ident != _get_ident():
                 self._notifier = True
-                hub.run_callback_threadsafe(self._notify_links)
+                hub.loop.run_callback_threadsafe(self._notify_links)  # see Linkable
             elif len(links) == 1 and links[0] is self._parked:
                 self._parked = None  # the fast path, see the class docstring
                 hub.schedule(links.popleft())
@@ -106,8 +106,10 @@ class Event(Linkable):
         self._flag = False
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Park until the flag is set; the flag's value (False on timeout)."""
-        if self._flag:
+        """Park until the flag is set; the flag's value (False on timeout).
+        While set() is still waking the greenlets that waited before, a new
+        waiter parks too and is woken after them (gevent's order)."""
+        if self._flag and self._notifier is None:
             return True
         if timeout is not None:
             return self._wait_core(check_timeout(timeout))

@@ -54,6 +54,10 @@ def _wait_or_closed(hub, interest: dict, timeout) -> bool:
     except OSError as exc:
         if exc.errno != _errno.EBADF:
             raise
+        # Its closer queued the close itself right after our wake-up: let
+        # it run, so that asking again sees the fd closed (POLLNVAL).
+        from labkit.hub import sleep
+        sleep(0)
         return False
     return True
 

@@ -297,3 +297,20 @@ def test_waiting_for_a_result_nobody_sets_raises_loop_exit():
     with pytest.raises(LoopExit):
         r.get()
     assert r.linkcount() == 0
+
+
+def test_a_waiter_arriving_while_set_still_notifies_is_woken_after_the_earlier_ones():
+    from labkit.event import Event
+    event = Event()
+    results = []
+
+    def wait_then_append(arg):
+        event.wait()
+        results.append(arg)
+
+    labkit.spawn(wait_then_append, 1)
+    labkit.spawn(wait_then_append, 2)
+    labkit.sleep(0.001)
+    event.set()
+    wait_then_append(3)            # the flag is up, but 1 and 2 are not woken yet
+    assert results == [1, 2, 3]
