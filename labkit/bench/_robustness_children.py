@@ -92,15 +92,22 @@ def _child_keyboard_interrupt(signals: str) -> None:
     t.start()
     interrupts = 0
     deadline = time.monotonic() + 0.2 * signals + 5
-    while time.monotonic() < deadline and (interrupts < signals or t.is_alive()):
+    # Every statement of these loops runs in the main greenlet, where a
+    # signal may land between any two bytecodes -- in the loop's condition
+    # too, not only inside sleep(): so the whole turn is inside the try.
+    while True:
         try:
+            if not (time.monotonic() < deadline and (interrupts < signals or t.is_alive())):
+                break
             sleep(0.01)
         except KeyboardInterrupt:
             interrupts += 1
     # On a slow machine (the sanitizer build) the deadline can pass before
     # the sender is done: its last signals then arrive during this join.
-    while t.is_alive():
+    while True:
         try:
+            if not t.is_alive():
+                break
             t.join()
         except KeyboardInterrupt:
             interrupts += 1
