@@ -435,6 +435,55 @@ class Loop:
         from labkit.core import idle
         return idle(self, ref=ref, priority=priority)
 
+    def signal(self, signum: int, ref: bool = True, priority=None):
+        """A watcher firing when ``signum`` arrives (:class:`labkit.core.signal`)."""
+        from labkit.core import signal
+        return signal(self, signum, ref=ref, priority=priority)
+
+    def fork(self, ref: bool = True, priority=None):
+        """A watcher firing in a fork child (:class:`labkit.core.fork`)."""
+        from labkit.core import fork
+        return fork(self, ref=ref, priority=priority)
+
+    def child(self, pid: int, trace: int = 0, ref: bool = True):
+        """A watcher firing when child ``pid`` exits (:class:`labkit.core.child`)."""
+        from labkit.core import child
+        return child(self, pid, trace, ref=ref)
+
+    def stat(self, path, interval: float = 0.0, ref: bool = True, priority=None):
+        """A watcher firing when ``path``'s stat changes (:class:`labkit.core.stat`)."""
+        from labkit.core import stat
+        return stat(self, path, interval, ref=ref, priority=priority)
+
+    @property
+    def default(self) -> bool:
+        """gevent's: whether this is the loop of the main thread's hub."""
+        hub = self.hub
+        return hub is not None and hub.thread_ident == _native._main_ident
+
+    def run(self, nowait: bool = False, once: bool = False) -> None:
+        """gevent's loop.run, for code that drives the loop itself: with
+        ``nowait`` or ``once`` let the hub run one pass, else run it until
+        it has nothing left to do. (The hub owns labkit's loop; this asks it.)
+        Call from a greenlet of the hub's thread."""
+        hub = self._owning_hub()
+        if nowait or once:
+            from labkit.hub import sleep
+            sleep(0)
+        else:
+            hub.join()
+
+    def destroy(self) -> None:
+        """gevent's name for close()."""
+        self.close()
+
+    def closing_fd(self, fd: int) -> bool:
+        """``fd`` is about to be closed: stop watching it, and wake what waits
+        on it with EBADF; True if something waited (gevent's loop.closing_fd).
+        The caller closes the fd, after the waiters ran (a hub pass)."""
+        from labkit._park import forget_fd
+        return forget_fd(self._owning_hub(), fd, _ignore)
+
     def _owning_hub(self):
         if self.hub is None:
             raise RuntimeError("no hub runs this loop yet")
@@ -616,3 +665,7 @@ class Loop:
             return "<Loop closed>"
         return (f"<Loop backend={self.backend_name} timers={len(self._timers)} "
                 f"io_waiters={self.io_waiters}>")
+
+
+def _ignore(_fd) -> None:
+    """closing_fd's "then": the caller closes the fd itself."""

@@ -29,6 +29,10 @@ still never calls Python. What the C loop has no notion of is kept here:
   else to do (and while one is active, the loop does not sleep) -- the hub
   runs them (``Hub.poll_for_events``) from lists kept on the loop.
 
+And the rarer ones, built on other labkit modules: ``signal`` (labkit.signal's
+handler), ``fork`` (an at-fork hook), ``child`` (a greenlet in
+labkit.os.waitpid), ``stat`` (a timer that compares ``os.stat``).
+
 All watchers: ``start(callback, *args)``, ``stop()``, ``close()`` (stop and
 forget; also the ``with`` block's exit), ``active``, ``pending``, ``ref``,
 ``callback``, ``args``, ``priority`` (accepted, ignored). Create and use
@@ -41,7 +45,8 @@ from __future__ import annotations
 from labkit._loop import READ, WRITE, Loop
 
 __all__ = ["loop", "watcher", "timer", "io", "async_", "callback", "check", "prepare",
-           "idle", "READ", "WRITE", "EVENTS", "GEVENT_CORE_EVENTS"]
+           "idle", "signal", "fork", "child", "stat", "READ", "WRITE", "EVENTS",
+           "GEVENT_CORE_EVENTS"]
 
 #: gevent's name for the loop class
 loop = Loop
@@ -73,8 +78,13 @@ class watcher:
         raise NotImplementedError
 
     # -- the API ---------------------------------------------------------------------
-    def start(self, callback, *args) -> None:
-        """Call ``callback(*args)`` from the hub each time the watcher fires."""
+    def start(self, callback, *args, **kwargs) -> None:
+        """Call ``callback(*args)`` from the hub each time the watcher fires.
+        (Keyword options are watcher-specific: ``io``'s ``pass_events``,
+        ``timer``'s ``update``.)"""
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.start() got unexpected keyword "
+                            f"arguments {sorted(kwargs)}")
         if callback is None or not callable(callback):
             raise TypeError(f"callback must be callable, not {callback!r}")
         if self.loop is None:
@@ -160,9 +170,10 @@ class timer(watcher):
         self.repeat = repeat
         self._timer = None
 
-    def start(self, callback, *args, update=None) -> None:
-        """Arm (``update`` is accepted for gevent; the clock is always fresh)."""
-        super().start(callback, *args)
+    def start(self, callback, *args, **kwargs) -> None:
+        """Arm. ``update=`` is accepted for gevent (the clock is always fresh)."""
+        kwargs.pop("update", None)
+        super().start(callback, *args, **kwargs)
 
     def again(self, callback, *args, update=True) -> None:
         """Restart from now, with a new callback."""
@@ -224,9 +235,10 @@ class io(watcher):
         self._pass_events = False
         self._started = ()
 
-    def start(self, callback, *args, pass_events: bool = False) -> None:
-        self._pass_events = pass_events
-        super().start(callback, *args)
+    def start(self, callback, *args, **kwargs) -> None:
+        """``pass_events=True``: the fired bits come first in the arguments."""
+        self._pass_events = bool(kwargs.pop("pass_events", False))
+        super().start(callback, *args, **kwargs)
 
     def _directions(self):
         return [d for bit, d in ((_EV_READ, READ), (_EV_WRITE, WRITE)) if self.events & bit]
@@ -387,3 +399,135 @@ class idle(_PerPass):
     """``loop.idle()``: the callback runs in passes that had nothing else to
     do; while one is active the loop polls without sleeping."""
     _list_name = "idles"
+
+
+class signal(watcher):
+    """``loop.signal(signum)``: fires each time the signal arrives (in the
+    main thread's hub: labkit.signal's handler runs the callback in a new
+    greenlet). ``ref`` True keeps the loop alive while started."""
+
+    def __init__(self, _loop, signum: int, ref: bool = True, priority=None):
+        import signal as _stdlib_signal
+        if not 1 <= signum < _stdlib_signal.NSIG:
+            raise ValueError(f"illegal signal number: {signum!r}")
+        super().__init__(_loop, ref, priority)
+        self.signum = signum
+        self._handle = None
+
+    def _start(self) -> None:
+        from labkit.signal import signal_handler
+        self._handle = signal_handler(self.signum, self._run)
+        self._handle.ref = self._ref
+
+    def _stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _ref_changed(self) -> None:
+        if self._handle is not None:
+            self._handle.ref = self._ref
+
+
+class fork(watcher):
+    """``loop.fork()``: the callback runs (from the child's hub) after a
+    fork, in the child."""
+
+    def __init__(self, _loop, ref: bool = True, priority=None):
+        super().__init__(_loop, ref, priority)
+        self._registered = False
+
+    def _start(self) -> None:
+        if not self._registered:   # os.register_at_fork cannot unregister:
+            import os              # the hook checks whether we are started
+            import weakref
+            me = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _fork_fired(me))
+            self._registered = True
+
+    def _stop(self) -> None:
+        pass
+
+
+def _fork_fired(ref) -> None:
+    watcher = ref()
+    if watcher is not None and watcher.callback is not None and watcher.loop is not None \
+            and watcher.loop.hub is not None:
+        watcher.loop.hub.run_callback(watcher._run)
+
+
+class child(watcher):
+    """``loop.child(pid)``: fires once child ``pid`` exits; then ``rpid``
+    and ``rstatus`` say how (as os.waitpid reports it). A greenlet waits
+    for it (labkit.os.waitpid: a pidfd, or polling)."""
+
+    def __init__(self, _loop, pid: int, trace: int = 0, ref: bool = True):
+        super().__init__(_loop, ref)
+        self.pid = pid
+        self.rpid = None
+        self.rstatus = 0
+        self._waiter = None
+
+    def _start(self) -> None:
+        from labkit.hub import spawn_raw
+        self._waiter = spawn_raw(self._wait)
+
+    def _wait(self) -> None:
+        from labkit.os import waitpid
+        self.rpid, self.rstatus = waitpid(self.pid, 0)
+        self._waiter = None
+        self._run()
+
+    def _stop(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.dead:
+            from labkit.hub import kill
+            kill(waiter)
+
+    def _format(self) -> str:
+        return f" pid={self.pid} rstatus={self.rstatus}"
+
+
+class stat(watcher):
+    """``loop.stat(path, interval)``: fires when ``os.stat(path)`` changes,
+    checked every ``interval`` seconds (default 1); ``attr`` is the current
+    stat result (None if the path does not exist), ``prev`` the previous."""
+
+    def __init__(self, _loop, path, interval: float = 0.0, ref: bool = True, priority=None):
+        super().__init__(_loop, ref, priority)
+        self.path = path
+        self.interval = interval
+        self.attr = self.prev = self._read()
+        self._timer = None
+
+    def _read(self):
+        import os
+        try:
+            return os.stat(self.path)
+        except OSError:
+            return None
+
+    def _start(self) -> None:
+        self.attr = self._read()
+        self._arm()
+
+    def _arm(self) -> None:
+        self._timer = self.loop.timer(self.interval or 1.0, self._check, ref=self._ref)
+
+    def _check(self) -> None:
+        if self.callback is None:
+            return
+        current = self._read()
+        self._arm()
+        if current != self.attr:
+            self.prev, self.attr = self.attr, current
+            self._run()
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _ref_changed(self) -> None:
+        if self._timer is not None:
+            self._timer.ref = self._ref

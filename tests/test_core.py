@@ -155,3 +155,96 @@ def test_prepare_and_check_run_around_each_poll_and_idle_when_nothing_else(loop)
 def test_update_now_exists_and_now_reads_the_loop_clock(loop):
     loop.update_now()
     assert abs(loop.now() - time.monotonic()) < 1
+
+
+def test_a_signal_watcher_fires_when_the_signal_arrives(loop):
+    import signal as std_signal
+    got = []
+    watcher = loop.signal(std_signal.SIGUSR1)
+    watcher.start(got.append, "usr1")
+    try:
+        os.kill(os.getpid(), std_signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            labkit.sleep(0.001)
+    finally:
+        watcher.close()
+    assert got == ["usr1"]
+
+
+def test_a_child_watcher_fires_with_the_exit_status(loop):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    watcher = loop.child(pid)
+    done = Event()
+    watcher.start(done.set)
+    assert done.wait(10)
+    assert watcher.rpid == pid and os.waitstatus_to_exitcode(watcher.rstatus) == 7
+
+
+def test_a_stat_watcher_fires_when_the_file_changes(loop, tmp_path):
+    path = tmp_path / "watched"
+    path.write_text("a")
+    watcher = loop.stat(str(path), 0.01)
+    fired = Event()
+    watcher.start(fired.set)
+    try:
+        path.write_text("bb")
+        assert fired.wait(5)
+        assert watcher.attr.st_size == 2 and watcher.prev.st_size == 1
+    finally:
+        watcher.close()
+
+
+def test_a_fork_watcher_runs_in_the_child(loop):
+    r, w = os.pipe()
+    watcher = loop.fork()
+    watcher.start(lambda: os.write(w, b"child"))
+    pid = os.fork()
+    if pid == 0:
+        labkit.sleep(0.01)      # the child's hub runs the callback
+        os._exit(0)
+    os.waitpid(pid, 0)
+    watcher.close()
+    assert os.read(r, 10) == b"child"
+    os.close(r)
+    os.close(w)
+
+
+def test_the_main_threads_loop_is_the_default_one(loop):
+    assert loop.default is True
+    other = []
+    thread = threading.Thread(target=lambda: other.append(labkit.get_hub().loop.default))
+    thread.start()
+    thread.join(5)
+    assert other == [False]
+
+
+def test_closing_fd_wakes_what_waits_on_it(loop):
+    from labkit.hub import wait_read
+    r, w = os.pipe()
+    outcome = []
+
+    def reader():
+        try:
+            wait_read(r)
+        except OSError as exc:
+            outcome.append(exc.errno)
+
+    g = labkit.spawn(reader)
+    labkit.sleep(0.001)
+    assert loop.closing_fd(r) is True
+    g.join(1)
+    import errno
+    assert outcome == [errno.EBADF]
+    os.close(r)
+    os.close(w)
+
+
+def test_the_loop_implements_gevents_loop_interface(loop):
+    verify = pytest.importorskip("zope.interface.verify")
+    from labkit._interfaces import ICallback, ILoop, IWatcher
+    assert verify.verifyObject(ILoop, loop)
+    assert verify.verifyObject(ICallback, loop.run_callback(lambda: None))
+    assert verify.verifyObject(IWatcher, loop.timer(1))
