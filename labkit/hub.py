@@ -42,6 +42,7 @@ from typing import Callable
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from labkit import _native
+from labkit import config
 from labkit._loop import (READ, WRITE,  # noqa: F401 (re-exported for hub users)
                           ConcurrentObjectUseError, Loop, lib as _lib,
                           spin_seconds_from_environment)
@@ -149,7 +150,7 @@ class Hub(greenlet):
     __slots__ = ("loop", "thread_ident", "schedule", "last_poll_ns", "_exception_stream",
                  "ready", "_idle", "_keepalive", "_due_soon", "_next_poll_ns",
                  "_interrupted", "_ticking", "_run_frame", "_ident_registry",
-                 "_threadpool", "periodic_monitoring_thread")
+                 "_threadpool", "_resolver", "periodic_monitoring_thread")
 
     def __init__(self, loop: Loop | None = None):
         root = getcurrent()
@@ -224,13 +225,13 @@ class Hub(greenlet):
 
     @property
     def threadpool(self):
-        """This hub's default thread pool (labkit.threadpool.ThreadPool, 10
-        threads), made on first use: gevent's ``hub.threadpool``, used by
-        FileObjectThread, os.tp_read and the thread resolver."""
+        """This hub's default thread pool (labkit.threadpool.ThreadPool of
+        ``labkit.config.threadpool_size`` threads), made on first use:
+        gevent's ``hub.threadpool``, used by FileObjectThread and os.tp_read."""
         pool = getattr(self, "_threadpool", None)
         if pool is None:
             from labkit.threadpool import ThreadPool
-            pool = self._threadpool = ThreadPool(10, hub=self)
+            pool = self._threadpool = ThreadPool(config.threadpool_size, hub=self)
         return pool
 
     @threadpool.setter
@@ -240,6 +241,24 @@ class Hub(greenlet):
     @threadpool.deleter
     def threadpool(self) -> None:
         self._threadpool = None
+
+    @property
+    def resolver(self):
+        """The name resolver ``labkit.config.resolver`` names (labkit.resolver),
+        made on first use; assign another to replace it."""
+        resolver = getattr(self, "_resolver", None)
+        if resolver is None:
+            from labkit.resolver import Resolver
+            resolver = self._resolver = Resolver(self)
+        return resolver
+
+    @resolver.setter
+    def resolver(self, resolver) -> None:
+        self._resolver = resolver
+
+    @resolver.deleter
+    def resolver(self) -> None:
+        self._resolver = None
 
     @property
     def exception_stream(self):

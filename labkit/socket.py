@@ -455,6 +455,16 @@ def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=N
 RESOLVER_THREADS = 4
 
 
+def _resolver():
+    """The hub's resolver when labkit.config.resolver is not "thread" (the
+    functions below then ask it), else None."""
+    from labkit import config
+    if config.resolver == "thread":
+        return None
+    hub = hub_for_this_thread()
+    return hub.resolver if hub is not None else None
+
+
 def _resolve_in_thread(function, *args):
     """Run a blocking resolver call in the hub's pool; park until it answers.
 
@@ -502,20 +512,32 @@ def _is_numeric_port(port) -> bool:
 def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     if _is_numeric_host(host) and _is_numeric_port(port):
         return _blocking_getaddrinfo(host, port, family, type, proto, flags)
+    resolver = _resolver()
+    if resolver is not None:
+        return resolver.getaddrinfo(host, port, family, type, proto, flags)
     return _resolve_in_thread(_blocking_getaddrinfo, host, port, family, type, proto, flags)
 
 
 def gethostbyname(hostname):
     if _is_numeric_host(hostname) and ":" not in str(hostname):
         return _socket.gethostbyname(hostname)
+    resolver = _resolver()
+    if resolver is not None:
+        return resolver.gethostbyname(hostname)
     return _resolve_in_thread(_socket.gethostbyname, hostname)
 
 
 def gethostbyname_ex(hostname):
+    resolver = _resolver()
+    if resolver is not None:
+        return resolver.gethostbyname_ex(hostname)
     return _resolve_in_thread(_socket.gethostbyname_ex, hostname)
 
 
 def gethostbyaddr(ip_address):
+    resolver = _resolver()
+    if resolver is not None:
+        return resolver.gethostbyaddr(ip_address)
     return _resolve_in_thread(_socket.gethostbyaddr, ip_address)
 
 
