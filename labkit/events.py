@@ -52,9 +52,10 @@ __all__ = [
 ]
 
 try:
-    from zope.event import subscribers
+    from zope.event import notify, subscribers
     from zope.interface import Attribute, Interface, implementer
 except ImportError:
+    notify = None
     #: the subscribers, called in order by notify(event)
     subscribers: list = []
 
@@ -68,11 +69,16 @@ except ImportError:
         return lambda cls: cls
 
 
-def notify(event) -> None:
+def _notify(event) -> None:
     """Call every subscriber with ``event``, in order (zope.event's rule:
-    read the list as it is now; a raising subscriber stops the rest)."""
+    a raising subscriber stops the rest). zope.event's own notify, where
+    it is installed."""
     for subscriber in list(subscribers):
         subscriber(event)
+
+
+if notify is None:
+    notify = _notify
 
 
 def notify_and_call_entry_points(event) -> None:

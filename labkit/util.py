@@ -302,7 +302,11 @@ class _TreeFormatter:
         self.child_tail(line, vertical=" " * len(self.VERTICAL))
 
     def child_data(self, data, data_marker=DATA):
-        self.lines.append((" " * self.indent + data_marker + " " + data,))
+        # The marker only at the top level; nested data is marked by the
+        # tails of the trees that contain it.
+        marker = data_marker if not self.depth else " "
+        self.lines.append((" " * self.indent + marker + " " * self.horiz_width
+                           + " " * self.label_space + data,))
 
     def last_child_data(self, data):
         self.child_data(data, " ")
@@ -314,9 +318,9 @@ class _TreeFormatter:
 
 def _finished(g) -> bool:
     """A Greenlet's ready(); a raw greenlet (or the hub, whose ``ready`` is
-    its queue) counts as finished when it is not running."""
+    its queue) cannot say, and counts as not finished (gevent's rule)."""
     ready = getattr(g, "ready", None)
-    return ready() if callable(ready) else True
+    return ready() if callable(ready) else False
 
 
 class GreenletTree:
@@ -409,7 +413,7 @@ class GreenletTree:
             tree.child_data("Greenlet Locals:")
             for (kind, ident), values in found:
                 if values:
-                    tree.child_data(f"  Local {kind.__name__} at {hex(ident)}")
+                    tree.child_data(f"  Local {kind} at {hex(ident)}")
                     tree.child_multidata("    " + pprint.pformat(values))
 
     def _render_children(self, tree) -> None:
@@ -479,11 +483,13 @@ class assert_switches:
     """``with assert_switches(): ...`` raises AssertionError at the end of
     a block (that raised nothing) which never let another greenlet run.
 
-    ``max_blocking_time``: instead, fail only if the block kept the CPU for
-    longer than that many seconds between two switches (``hub_only``: between
-    two visits to the hub). Watches switches with ``greenlet.settrace``,
-    chaining to a trace function already set. Note that labkit's
-    ``sleep(0)`` does not switch when no other greenlet is ready.
+    ``max_blocking_time``: instead, fail if the block kept the CPU for
+    longer than that many seconds between two switches -- or, with
+    ``hub_only``, if that long passed without a visit to the hub (a block
+    that never visits it fails). Switches are watched with
+    ``greenlet.settrace``, chaining to a trace function already set (the
+    one in force is ``self.tracer``). Note that labkit's ``sleep(0)`` does
+    not switch when no other greenlet is ready.
     """
 
     hub = None
@@ -496,7 +502,7 @@ class assert_switches:
     def __enter__(self):
         from labkit.hub import get_hub
         self.hub = get_hub()
-        self.tracer = _SwitchTracer(self.hub, self.hub_only)
+        self.tracer = _SwitchTracer(self.hub, self.max_blocking_time, self.hub_only)
         self._entered = perf_counter()
         return self
 
@@ -504,51 +510,58 @@ class assert_switches:
         tracer, self.tracer = self.tracer, None
         hub, self.hub = self.hub, None
         tracer.kill()
-        if kind is not None:
+        if kind is not None or not tracer.did_block():
             return None
         elapsed = perf_counter() - self._entered
-        if self.max_blocking_time is None:
-            if tracer.switches:
-                return None
-            longest = elapsed
-        else:
-            longest = max(tracer.longest, perf_counter() - tracer.last_reset)
-            if longest <= self.max_blocking_time:
-                return None
         message = "To the hub" if self.hub_only else "To any greenlet"
         message += f" in {elapsed:.4f} seconds"
         if self.max_blocking_time:
-            message += f" (max allowed {self.max_blocking_time:.4f} seconds; " \
-                       f"longest without a switch {longest:.4f})"
+            message += f" (max allowed {self.max_blocking_time:.4f} seconds)"
         raise _FailedToSwitch(message + "\n" + "\n".join(format_run_info()))
 
 
 class _SwitchTracer:
-    """Counts switches and the longest stretch between two of them."""
+    """The greenlet trace function of assert_switches: which greenlet runs
+    (``active_greenlet``), how many switches happened, and -- with a budget
+    -- the longest stretch without one (or since the hub last ran)."""
 
-    def __init__(self, hub, hub_only: bool):
+    def __init__(self, hub, max_blocking_time, hub_only: bool):
         self.hub = hub
+        self.max_blocking_time = max_blocking_time
         self.hub_only = hub_only
-        self.switches = 0
-        self.longest = 0.0
-        self.last_reset = perf_counter()
-        self.previous = settrace(self)
+        self.greenlet_switch_counter = 0
+        self.active_greenlet = getcurrent()
+        self.last_switch = perf_counter()
+        self.last_entered_hub = 0.0          # (never, yet)
+        self.max_blocking = 0.0
+        self.previous_trace_function = settrace(self)
 
     def __call__(self, event, args):
-        if event in ("switch", "throw"):
-            origin, target = args
-            if not self.hub_only or target is self.hub:
-                self.switches += 1
-                now = perf_counter()
-                if origin is not self.hub:
-                    self.longest = max(self.longest, now - self.last_reset)
-                self.last_reset = now
-        if self.previous is not None:
-            self.previous(event, args)
+        old_active = self.active_greenlet
+        self.greenlet_switch_counter += 1
+        self.active_greenlet = args[1] if event in ("switch", "throw") else None
+        now = perf_counter()
+        if self.active_greenlet is self.hub:
+            self.last_entered_hub = now
+        if old_active is not self.hub and old_active is not None:
+            self.max_blocking = max(self.max_blocking, now - self.last_switch)
+        self.last_switch = now
+        if self.previous_trace_function is not None:
+            self.previous_trace_function(event, args)
+
+    def did_block(self) -> bool:
+        now = perf_counter()
+        if self.max_blocking_time is None:
+            return self.greenlet_switch_counter == 0 and self.active_greenlet is not None \
+                and self.active_greenlet is not self.hub
+        if self.hub_only:
+            return now - self.last_entered_hub > self.max_blocking_time
+        longest = max(self.max_blocking, now - self.last_switch)
+        return longest > self.max_blocking_time
 
     def kill(self) -> None:
-        settrace(self.previous)
-        self.previous = None
+        settrace(self.previous_trace_function)
+        self.previous_trace_function = None
 
 
 def clear_stack_frames(frame) -> None:
