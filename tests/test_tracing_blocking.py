@@ -215,3 +215,21 @@ def test_a_sample_taken_after_the_block_ended_does_not_blame_the_hub(monkeypatch
     [block] = t.blocking()
     assert block.greenlet == "blocker"
     assert block.function == "blocker" and block.line == _line_of("BLOCK-LATE-SAMPLE")
+
+
+def test_each_block_is_also_an_event_loop_blocked_event_for_labkit_events():
+    from labkit import events
+    seen = []
+    events.subscribers.append(seen.append)
+    try:
+        def blocker():
+            time.sleep(0.2)  # BLOCK-FOR-EVENT
+
+        with tracing.trace(blocking=THRESHOLD, report=False):
+            labkit.spawn(blocker).join()
+    finally:
+        events.subscribers.remove(seen.append)
+    [event] = [e for e in seen if isinstance(e, events.EventLoopBlocked)]
+    assert event.greenlet.startswith("Greenlet-") and event.blocking_time >= 0.2
+    assert event.hub is labkit.get_hub()
+    assert f"test_tracing_blocking.py:{_line_of('BLOCK-FOR-EVENT')}" in event.info[0]

@@ -275,6 +275,23 @@ class BlockingMonitor:
         sampling.places[place] += 1
         sampling.latest[place] = (stack, loop_idle)
 
+    def _tell_subscribers(self, block: Block) -> None:
+        """labkit.events' subscribers get an EventLoopBlocked (gevent's
+        event): ``greenlet`` is the blocker's name here (the tracer keeps
+        names, not the objects), ``info`` the sampled stack."""
+        from labkit import events
+        if not events.subscribers:
+            return
+        try:
+            events.notify(events.EventLoopBlocked(
+                block.greenlet, block.duration,
+                [f"{block.greenlet} blocked the loop for {block.duration:.3f}s at "
+                 f"{block.location} in {block.function}"] + list(block.stack),
+                hub=self._hub))
+        except Exception:   # a subscriber's error must not stop the watchdog
+            import traceback
+            traceback.print_exc()
+
     def _report(self, start_ns: int, end_ns: int, sampling: _Sampling | None) -> None:
         names = self._recorder
         if sampling is not None and sampling.places:
@@ -303,6 +320,7 @@ class BlockingMonitor:
             except Exception:
                 import traceback
                 traceback.print_exc()
+        self._tell_subscribers(block)
         if self.report:
             try:
                 print(f"labkit: {block}", file=sys.stderr, flush=True)
