@@ -143,7 +143,8 @@ def patch_time() -> None:
 
 def patch_select() -> None:
     """Cooperative ``select.select``/``select.poll``; ``epoll``/``devpoll``/
-    ``kqueue`` are removed so that libraries fall back to those two."""
+    ``kqueue`` are removed so that libraries fall back to those two; psycopg 3
+    (imported already or later) waits with ``select.poll`` too."""
     from labkit import select as ours
     import select
     _patch("select", {"select": ours.select, "poll": ours.poll})
@@ -151,6 +152,10 @@ def patch_select() -> None:
         if hasattr(select, name):
             _originals["select"].setdefault(name, getattr(select, name))
             delattr(select, name)
+    # psycopg 3 waits in C unless it sees gevent's patching: give it its own
+    # poll-based wait, which now parks (labkit/_psycopg.py).
+    from labkit import _psycopg
+    _psycopg.patch()
 
 
 def patch_selectors() -> None:
