@@ -285,6 +285,14 @@ class Loop:
             raise RuntimeError("the loop is closed")
         return self._ptr
 
+    @property
+    def c_handle(self):
+        """The ``lk_loop *`` under this loop, for code that calls the C API
+        directly: fault injection (labkit.bench.robustness) and C-level
+        tests. RuntimeError once the loop is closed. Everything else uses
+        this class's methods."""
+        return self._live_ptr()
+
     def after_fork(self) -> None:
         """In a fork child: give this loop its own poller and wake-up fd."""
         self._live_ptr()

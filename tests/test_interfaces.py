@@ -47,7 +47,7 @@ def private_reads(path: str) -> list[str]:
 
 
 def source_files():
-    for package in ("labkit", "tracing"):
+    for package in ("labkit", "labkit/bench", "tracing"):
         directory = os.path.join(ROOT, package)
         for entry in sorted(os.listdir(directory)):
             rel = f"{package}/{entry}"

@@ -427,13 +427,13 @@ def bad_api_inputs() -> Outcome:
     ]
     out = ffi.new("lk_event[]", 1)
     c_cases = [
-        ("lk_poll(max_events=0)", lambda: lib.lk_poll(loop._ptr, 0, out, 0), lambda rc: rc < 0),
-        ("lk_poll(NULL)", lambda: lib.lk_poll(loop._ptr, 0, ffi.NULL, 8), lambda rc: rc < 0),
-        ("lk_timer_cancel(-1)", lambda: lib.lk_timer_cancel(loop._ptr, -1), lambda rc: rc == 0),
-        ("lk_timer_cancel(2**31-1)", lambda: lib.lk_timer_cancel(loop._ptr, 2**31 - 1),
+        ("lk_poll(max_events=0)", lambda: lib.lk_poll(loop.c_handle, 0, out, 0), lambda rc: rc < 0),
+        ("lk_poll(NULL)", lambda: lib.lk_poll(loop.c_handle, 0, ffi.NULL, 8), lambda rc: rc < 0),
+        ("lk_timer_cancel(-1)", lambda: lib.lk_timer_cancel(loop.c_handle, -1), lambda rc: rc == 0),
+        ("lk_timer_cancel(2**31-1)", lambda: lib.lk_timer_cancel(loop.c_handle, 2**31 - 1),
          lambda rc: rc == 0),
-        ("lk_io_set(fd=2**30)", lambda: lib.lk_io_set(loop._ptr, 2**30, READ), lambda rc: rc < 0),
-        ("lk_io_set(mask=0xff)", lambda: lib.lk_io_set(loop._ptr, 0, 0xFF), lambda rc: rc < 0),
+        ("lk_io_set(fd=2**30)", lambda: lib.lk_io_set(loop.c_handle, 2**30, READ), lambda rc: rc < 0),
+        ("lk_io_set(mask=0xff)", lambda: lib.lk_io_set(loop.c_handle, 0, 0xFF), lambda rc: rc < 0),
         ("lk_loop_new(backend=99)", lambda: lib.lk_loop_new(99), lambda p: p == ffi.NULL),
     ]
     wrong = []
