@@ -372,36 +372,6 @@ def _replace_logging_locks(make_rlock) -> None:
                 old.release()
 
 
-def _cooperative_waitpid(pid: int, options: int):
-    """``os.waitpid`` that parks the greenlet until the child changes state."""
-    from greenlet import getcurrent
-    from labkit.hub import hub_for_this_thread, sleep
-    hub = hub_for_this_thread()
-    if hub is None or options & _os.WNOHANG or getcurrent() is hub:
-        return _original_waitpid(pid, options)
-    if pid > 0 and not options and hasattr(_os, "pidfd_open"):
-        try:
-            pidfd = _os.pidfd_open(pid)
-        except OSError:  # not our child, or no pidfd: the original says why
-            pidfd = None
-        if pidfd is not None:
-            from labkit._park import wait_fd
-            from labkit.hub import READ
-            try:
-                wait_fd(pidfd, READ)  # readable once the process exited
-            finally:
-                _os.close(pidfd)
-            return _original_waitpid(pid, options)
-    pause = 0.001  # any child, or a stop/continue: poll, backing off to 50 ms
-    while True:
-        result = _original_waitpid(pid, options | _os.WNOHANG)
-        if result != (0, 0):
-            return result
-        sleep(pause)
-        pause = min(pause * 2, 0.05)
-
-
-_original_waitpid = _os.waitpid
 _original_fork = getattr(_os, "fork", None)
 
 
@@ -418,7 +388,7 @@ def patch_os() -> None:
     backing-off poll); ``os.fork`` is marked patched: the hub is re-initialised
     in the child by labkit's at-fork hooks, whoever calls fork."""
     from labkit import os as ours   # gevent.os's names: os.fork is labkit.os.fork
-    items = {"waitpid": _cooperative_waitpid}
+    items = {"waitpid": ours.waitpid}
     for name in ("fork", "forkpty"):
         if hasattr(ours, name):
             items[name] = getattr(ours, name)
