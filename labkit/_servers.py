@@ -26,8 +26,11 @@ def servers() -> list:
     if module is None:
         return []
     base = module._BaseServer
+    # type(obj), not isinstance(obj, ...): the collector also holds objects
+    # whose __class__ lookup raises -- a weakref.proxy to a dead object raises
+    # ReferenceError -- and one of those must not hide every server.
     return [obj for obj in gc.get_objects()
-            if isinstance(obj, base) and obj.socket is not None and not obj.closed]
+            if issubclass(type(obj), base) and obj.socket is not None and not obj.closed]
 
 
 def address_in_use_note(exc: BaseException) -> str | None:

@@ -401,3 +401,26 @@ def test_a_spawn_that_fails_drops_that_connection_and_serving_goes_on():
         second.close()
     finally:
         server.stop()
+
+
+def test_servers_and_the_address_in_use_note_survive_a_dead_weakref_proxy(serve):
+    # The collector holds objects whose __class__ lookup raises (a proxy to a
+    # dead object raises ReferenceError); one such object once hid every server.
+    import weakref
+
+    from labkit._servers import address_in_use_note
+
+    class Gone:
+        pass
+
+    target = Gone()
+    proxy = weakref.proxy(target)
+    del target
+    held = serve(lambda sock, address: None)
+    assert held in labkit.servers()
+    with pytest.raises(OSError) as raised:
+        StreamServer(("127.0.0.1", held.server_port), lambda s, a: None).start()
+    assert raised.value.errno == errno.EADDRINUSE
+    note = address_in_use_note(raised.value)
+    assert note is not None and f"port {held.server_port} is held by {held!r}" in note
+    del proxy
