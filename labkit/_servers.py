@@ -60,7 +60,7 @@ def _server_in_traceback(tb, base):
     found = None
     while tb is not None:
         candidate = tb.tb_frame.f_locals.get("self")
-        if isinstance(candidate, base):
+        if issubclass(type(candidate), base):
             found = candidate
         tb = tb.tb_next
     return found
