@@ -342,7 +342,9 @@ def sleep(seconds: float = 0) -> None:
         if woken_with is not _NO_VALUE:  # the timer switches with no value
             raise invalid_switch(current, woken_with, "sleep")
         if _trace is not None:
-            _trace(_TR_RESUME, id(current), _WHY_TIMER, 0)
+            # b < 0: "slept as asked for -b ns" -- the tracer puts the due
+            # time beside the actual wake-up (late wake-ups on its timeline).
+            _trace(_TR_RESUME, id(current), _WHY_TIMER, -int(seconds * 1e9))
     else:
         idle()
 
