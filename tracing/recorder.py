@@ -102,6 +102,7 @@ class SpawnInfo:
     function: str               #: what it runs
     exit: str | None = None     #: "value int", "raised ValueError"
     ref: object = field(default=None, repr=False)   #: the greenlet, until exit
+    path: str | None = None     #: the full file name of ``site`` (a cell's, in IPython)
 
 
 @dataclass
@@ -119,10 +120,16 @@ class Recording:
     blocks: list                #: tracing.model.Block, from the blocking monitor
 
 
-def user_site(frame) -> str:
-    """"file.py:12" of the innermost frame outside labkit/ and tracing/."""
+def _user_frame(frame):
+    """The innermost frame outside labkit/ and tracing/, or None."""
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
         frame = frame.f_back
+    return frame
+
+
+def user_site(frame) -> str:
+    """"file.py:12" of the innermost frame outside labkit/ and tracing/."""
+    frame = _user_frame(frame)
     if frame is None:
         return "?"
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
@@ -130,6 +137,8 @@ def user_site(frame) -> str:
 
 def _function_name(g) -> str:
     run = getattr(g, "_run", None) or getattr(g, "run", None)
+    while isinstance(run, functools.partial):   # the function, not the partial's repr
+        run = run.func
     return getattr(run, "__qualname__", None) or repr(run)
 
 
@@ -250,9 +259,12 @@ class Recorder:
         """A greenlet was created (Greenlet.__init__, spawn_raw)."""
         parent = getcurrent()
         index = len(self.spawns)
+        frame = _user_frame(sys._getframe(1))
+        path = frame.f_code.co_filename if frame is not None else None
+        site = f"{os.path.basename(path)}:{frame.f_lineno}" if frame is not None else "?"
         self.spawns.append(SpawnInfo(
-            gid=id(g), name=None, parent=id(parent), site=user_site(sys._getframe(1)),
-            function=_function_name(g), ref=g))
+            gid=id(g), name=None, parent=id(parent), site=site,
+            function=_function_name(g), ref=g, path=path))
         self._by_id[id(g)] = index
         self.record(lib.LK_TR_SPAWN, id(g), index, id(parent))
 
