@@ -11,6 +11,7 @@
     tracing.start(); ...; t = tracing.stop()   # the same without a with block
     m = tracing.monitor_blocking(0.05)         # only the blocking monitor
     tracing.measure_switch_overhead()          # what a switch costs, traced or not
+    print(tracing.snapshot())                  # every greenlet now: state, waits on, times
 
 The pieces, one module each: ``recorder`` (the C ring, the hub's hooks, the
 side table of strings), ``blocking`` (the watchdog thread), ``model`` (records
@@ -18,8 +19,10 @@ side table of strings), ``blocking`` (the watchdog thread), ``model`` (records
 names), ``summary`` (the table), ``export`` (Perfetto/Chrome JSON,
 speedscope), ``plot`` (the timeline, also as a PNG), ``overhead``
 (switch-cost measurements), ``introspect`` (what live greenlets are doing
-now), and in a notebook ``magics`` and ``dashboard``, which use the others
-and never each other.
+now), ``snapshot`` (the live table: one row per greenlet, with its times;
+``tracing.snapshot`` is the function, import the module's other names with
+``from tracing.snapshot import ...``), and in a notebook ``magics`` and
+``dashboard``, which use the others and never each other.
 
 Cost: with tracing off, each hook in the hub is one ``is not None`` branch.
 With tracing on, each switch into a greenlet writes one 32-byte record with
@@ -32,10 +35,11 @@ from tracing.blocking import BlockingMonitor
 from tracing.model import Block, Greenlet, LoopIteration, Slice, Switch, Trace
 from tracing.overhead import measure_switch_overhead
 from tracing.recorder import DEFAULT_CAPACITY, Recorder
+from tracing.snapshot import LoopStats, Row, Snapshot, snapshot
 
 __all__ = ["trace", "start", "stop", "monitor_blocking", "measure_switch_overhead", "Dashboard",
            "Trace", "Greenlet", "Slice", "Switch", "LoopIteration", "Block",
-           "BlockingMonitor", "DEFAULT_CAPACITY"]
+           "BlockingMonitor", "DEFAULT_CAPACITY", "snapshot", "Snapshot", "Row", "LoopStats"]
 
 _session: "_Session | None" = None
 

@@ -1,0 +1,137 @@
+"""tracing.snapshot: one row per greenlet, what it waits on, its times, and
+the loop's own rows."""
+import os
+
+import pytest
+
+import labkit
+import tracing
+from labkit import socket
+from labkit.event import Event
+from labkit.queue import Queue
+from tracing.snapshot import snapshot
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def recording():
+    t = tracing.start()
+    try:
+        yield t
+    finally:
+        if tracing._session is not None:
+            tracing.stop()
+
+
+def _named(name, fn, *args):
+    g = labkit.spawn(fn, *args)
+    g.name = name
+    return g
+
+
+def test_each_row_says_what_the_greenlet_waits_on_in_plain_words(recording):
+    ev, q = Event(), Queue()
+    left, right = socket.socketpair()
+
+    def napper():
+        labkit.sleep(0.3)
+
+    gs = [_named("napper", napper), _named("evented", ev.wait), _named("getter", q.get),
+          _named("reader", left.recv, 10)]
+    gs.append(_named("joiner", gs[0].join))
+    not_started = labkit.Greenlet(lambda: None)
+    not_started.name = "later"
+    labkit.sleep(0.02)
+    try:
+        snap = snapshot()
+        by = {row.name: row for row in snap.rows}
+        assert by["napper"].waits_on == "timer 0.3 s"
+        assert by["napper"].where.startswith("test_tracing_snapshot.py:")
+        assert by["evented"].waits_on == "Event"
+        assert by["getter"].waits_on == "Queue.get"
+        assert by["reader"].waits_on == f"fd {left.fileno()} read"
+        assert by["joiner"].waits_on == "join napper"
+        assert by["later"].state == "parked" and by["later"].waits_on == "not started"
+        for name in ("napper", "evented", "getter", "reader", "joiner"):
+            assert by[name].state == "parked"
+            assert by[name].spawn_site.startswith("test_tracing_snapshot.py:")
+            assert by[name].parent == "main"
+            assert by[name].switches == 1
+            assert by[name].idle > 0.01
+        assert snap.loop.recording and snap.loop.timers >= 1 and snap.loop.fd_waits >= 1
+        assert "napper" in str(snap) and "loop: poll time" in str(snap)
+    finally:
+        labkit.killall(gs)
+        left.close()
+        right.close()
+
+
+def test_states_running_ready_and_dead_once(recording):
+    seen = {}
+
+    def looker():
+        labkit.spawn(lambda: None).name = "fresh"
+        seen["snap"] = snapshot()
+
+    g = _named("looker", looker)
+    g.join()
+    by = {row.name: row for row in seen["snap"].rows}
+    assert by["looker"].state == "running"
+    assert by["fresh"].state == "ready"
+    assert by["fresh"].parent == "looker"
+    labkit.sleep(0)
+    first = {row.name: row.state for row in snapshot().rows}
+    assert first.get("looker") == "dead" and first.get("fresh") == "dead"
+    second = {row.name for row in snapshot().rows}
+    assert "looker" not in second and "fresh" not in second
+
+
+def test_busy_scheduled_and_idle_add_up_to_what_happened(recording):
+    def worker():
+        for _ in range(3):
+            deadline = __import__("time").perf_counter() + 0.02
+            while __import__("time").perf_counter() < deadline:
+                pass
+            labkit.sleep(0.05)
+
+    g = _named("worker", worker)
+    hog = _named("hog", lambda: __import__("time").sleep(0.1))   # blocks the loop once
+    g.join()
+    hog.join()
+    snap = snapshot()
+    row = snap.row("worker")
+    assert row.state == "dead"
+    assert 0.055 <= row.busy < 0.5               # 3 x 20 ms of CPU
+    assert row.idle >= 0.14                      # 3 x 50 ms asleep (minus lateness)
+    assert row.switches == 4                     # started, then woken 3 times
+    # it was ready to start behind nobody, but the hog held the loop 100 ms
+    # while its first timer expired: not counted as idle, not as busy
+    assert row.busy + row.idle + row.scheduled >= 0.2
+    assert snap.loop.polls >= 3 and snap.loop.lag_max >= 0.09
+
+
+def test_without_a_recording_the_live_columns_are_still_there():
+    assert tracing._session is None
+    g = _named("napper", labkit.sleep, 5)
+    labkit.sleep(0.01)
+    try:
+        snap = snapshot()
+        row = snap.row("napper")
+        assert row.state == "parked" and row.waits_on == "timer 5 s"
+        assert row.busy == 0 and not snap.loop.recording
+        assert "recording" in str(snap)
+    finally:
+        g.kill()
+
+
+def test_a_raw_fd_wait_is_named_by_its_fd(recording):
+    r, w = os.pipe()
+    g = _named("piper", labkit._park.wait_read, r)
+    labkit.sleep(0.01)
+    try:
+        assert snapshot().row("piper").waits_on == f"fd {r} read"
+    finally:
+        g.kill()
+        os.close(r)
+        os.close(w)

@@ -1,0 +1,625 @@
+"""What every greenlet of the hub is doing now: the live table (tokio-console's).
+
+    snap = tracing.snapshot()        # call in the hub's thread, as often as every 250 ms
+    print(snap)                      # the table, then the loop's own rows
+    for row in snap.rows: ...        # one Row per greenlet (see Row for the columns)
+    snap.loop                        # LoopStats: poll time, callbacks per pass, loop lag
+
+A row, column by column (:class:`Row`):
+
+    id          id() of the greenlet (CPython reuses ids once a greenlet is freed)
+    name        its name ("Greenlet-12", the function of a raw greenlet)
+    state       "running" (the caller), "ready" (queued in the hub, not running
+                yet), "parked" (waiting for something), "dead" (exited since
+                the previous snapshot: shown once, then dropped)
+    waits_on    what a parked greenlet waits on, in plain words: "fd 7 read",
+                "Event", "Queue.get", "timer 0.3 s", "join Greenlet-12",
+                "Semaphore", "threading.Lock" (once patched), "not started";
+                "" unless parked
+    where       the user's line it is at: "In[5], line 3 in worker" or
+                "server.py:40 in handle" ("" if it has not started)
+    spawn_site  the user's line that spawned it ("In[3], line 2", "app.py:12"),
+                "" if it was spawned while nothing recorded
+    cell        the execution count of the notebook cell that spawned it, or None
+    parent      the name of the greenlet that spawned it ("" if unknown)
+    switches    how many times it was switched into (resumes), since recorded
+    busy        seconds it ran
+    scheduled   seconds it was ready but not running (a lower bound: see below)
+    idle        seconds it was parked (including the park going on now)
+    greenlet    the object itself (not shown; None in Trace.snapshot_at rows)
+
+The time columns need a recording: a :class:`~tracing.recorder.Recorder`
+must be running (``%load_ext labkit`` runs one in the background, and so do
+``tracing.start()``, ``%%trace`` and a Dashboard). Without one they are 0 and
+``snap.loop.recording`` is False; the other columns are read from the live
+objects and are always there. Each snapshot reads only the records written
+since the previous one (``lk_trace_read`` from a sequence number) and adds
+them to running totals kept per recorder, so its cost is the number of
+greenlets plus the number of new records -- not the length of the run. A
+small ring (the background recorder's) can overwrite records between two
+snapshots: ``snap.loop.lost_records`` counts them, and the times miss them.
+
+How the time is split. A greenlet is *busy* from its resume record to the
+next record that hands the thread on. Between two of its slices it is off
+the CPU; that gap is *scheduled* when it was ready to run and *idle* when it
+was waiting. The ring records resumes, not wake-ups, so "ready since" is
+known exactly only for a ``sleep(0)`` (ready the whole gap); for any other
+wake-up it is bounded below by the start of the hub's pass (or the end of
+the poll) that resumed it -- callbacks queued before that pass ran in it.
+
+Cost: a greenlet parked on the same frame as in the previous snapshot
+reuses that snapshot's words (``waits_on``, ``where``), so a quiet hub of
+10,000 greenlets costs a dict lookup and a few attribute reads per greenlet;
+``python -m labkit bench --only snapshot_10k`` measures it (the issue's
+target: < 20 ms).
+
+Who finds the greenlets: with a recorder running, the greenlets spawned
+since it started come from its spawn table (``recorder.spawns``), and the
+ones from before from one scan of the garbage collector's objects, kept as
+weak references. Without a recorder every snapshot scans the collector's
+objects (O(heap)).
+
+Contract: call :func:`snapshot` from the hub's thread (frames of another
+thread's greenlets change under the reader), outside a hub callback or
+inside one -- it never switches.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import struct
+import weakref
+from dataclasses import dataclass, field
+
+from greenlet import getcurrent, greenlet as _raw_greenlet
+
+import labkit.hub as _lk_hub
+from labkit._loop import ffi, lib
+from labkit._park import waiting_on
+from labkit.util import greenlet_name
+
+from tracing import recorder as _recorder_module
+from tracing.introspect import INTERNAL_DIRS, cell_location
+
+__all__ = ["snapshot", "Snapshot", "Row", "LoopStats", "ledger_for"]
+
+_RECORD = struct.Struct("=qIIqq")
+_RESUME, _SPAWN, _EXIT = lib.LK_TR_RESUME, lib.LK_TR_SPAWN, lib.LK_TR_EXIT
+_POLL_ENTER, _POLL_LEAVE = lib.LK_TR_POLL_ENTER, lib.LK_TR_POLL_LEAVE
+_PASS, _HOST, _MARK = lib.LK_TR_PASS, lib.LK_TR_HOST, lib.LK_TR_MARK
+_WHY_START, _WHY_READY, _WHY_TIMER = lib.LK_WHY_START, lib.LK_WHY_READY, lib.LK_WHY_TIMER
+
+#: A timer wake-up after a park shorter than this counts as a zero timeout
+#: (a self wake-up, for the spinning lint), in ns.
+ZERO_TIMEOUT_NS = 1_000_000
+
+
+# -- the rows ---------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One greenlet in a :class:`Snapshot`; the columns are described in
+    the module docstring."""
+    id: int
+    name: str
+    state: str
+    waits_on: str = ""
+    where: str = ""
+    spawn_site: str = ""
+    cell: int | None = None
+    parent: str = ""
+    switches: int = 0
+    busy: float = 0.0
+    scheduled: float = 0.0
+    idle: float = 0.0
+    greenlet: object = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        """The columns as a plain dict (no ``greenlet``): for JSON, widgets."""
+        return {name: getattr(self, name) for name in _COLUMNS}
+
+
+_COLUMNS = ("id", "name", "state", "waits_on", "where", "spawn_site", "cell", "parent",
+            "switches", "busy", "scheduled", "idle")
+
+
+@dataclass
+class LoopStats:
+    """The loop's own rows. ``window`` figures cover the time since the
+    previous snapshot of the same recorder (the whole recording for the
+    first one); counts of now are read from the hub."""
+    recording: bool = False     #: a recorder was running (else the figures below are 0)
+    window: float = 0.0         #: seconds the window figures cover
+    polls: int = 0              #: poll calls completed in the window
+    poll_time: float = 0.0      #: seconds spent waiting in poll in the window
+    passes: int = 0             #: hub passes over the ready callbacks in the window
+    callbacks_per_pass: float = 0.0  #: mean ready callbacks a pass ran
+    lag_max: float = 0.0        #: longest time between leaving poll and entering it again
+    lag_mean: float = 0.0       #: the mean of the same (the loop's latency to new I/O)
+    ready: int = 0              #: callbacks queued now
+    timers: int = 0             #: active timers now
+    fd_waits: int = 0           #: fds watched now
+    lost_records: int = 0       #: records overwritten before this snapshot read them
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(name, value) pairs, as the table prints them."""
+        if not self.recording:
+            rec = [("recording", "off (start one for the time columns)")]
+        else:
+            rec = [("window", f"{self.window:.3f} s"),
+                   ("poll time", f"{_ms(self.poll_time)} in {self.polls} polls"),
+                   ("callbacks per pass", f"{self.callbacks_per_pass:.1f} ({self.passes} passes)"),
+                   ("loop lag", f"max {_ms(self.lag_max)}, mean {_ms(self.lag_mean)}")]
+            if self.lost_records:
+                rec.append(("lost records", str(self.lost_records)))
+        return rec + [("queued now", f"{self.ready} callbacks, {self.timers} timers, "
+                                     f"{self.fd_waits} fd waits")]
+
+
+@dataclass
+class Snapshot:
+    """The table at one instant: ``rows`` (one :class:`Row` per greenlet,
+    in spawn order where known) and ``loop`` (:class:`LoopStats`).
+    ``time`` is the loop clock (seconds, CLOCK_MONOTONIC)."""
+    time: float
+    rows: list
+    loop: LoopStats
+
+    def row(self, name_or_id) -> Row | None:
+        """The row of the greenlet with this name (the first) or id."""
+        for row in self.rows:
+            if row.id == name_or_id or row.name == name_or_id:
+                return row
+        return None
+
+    def format(self, limit: int | None = 200) -> str:
+        """The table as text: one line per greenlet, then the loop rows."""
+        header = (f"{'name':<22} {'state':<8} {'waits on':<22} {'busy':>8} {'sched':>8} "
+                  f"{'idle':>8} {'sw':>6}  {'where':<28} spawned at")
+        lines = [header]
+        rows = self.rows if limit is None else self.rows[:limit]
+        for r in rows:
+            spawned = r.spawn_site + (f" by {r.parent}" if r.parent else "")
+            lines.append(f"{r.name[:22]:<22} {r.state:<8} {r.waits_on[:22]:<22} "
+                         f"{_ms(r.busy):>8} {_ms(r.scheduled):>8} {_ms(r.idle):>8} "
+                         f"{r.switches:>6}  {r.where[:28]:<28} {spawned}".rstrip())
+        if limit is not None and len(self.rows) > limit:
+            lines.append(f"... and {len(self.rows) - limit} more")
+        if not self.rows:
+            lines.append("no greenlets alive")
+        lines.append("")
+        lines.extend(f"loop: {name:<19} {value}" for name, value in self.loop.rows())
+        return "\n".join(lines)
+
+    __str__ = format
+
+
+def _ms(seconds: float) -> str:
+    if seconds >= 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+# -- the ledger: running totals read from the ring -----------------------------------
+
+class Account:
+    """One greenlet incarnation's totals in a :class:`Ledger` (ns)."""
+
+    __slots__ = ("switches", "busy", "scheduled", "idle", "wakes", "self_wakes", "out",
+                 "longest", "longest_at", "most_scheduled", "most_scheduled_at",
+                 "spawned", "exited")
+
+    def __init__(self, spawned: int | None = None):
+        self.switches = 0
+        self.busy = self.scheduled = self.idle = 0
+        self.wakes = 0              #: resumes other than the first start
+        self.self_wakes = 0         #: of them: sleep(0) and zero timeouts
+        self.out = spawned          #: when its last slice ended (or it was spawned)
+        self.longest = 0            #: its longest slice without a switch
+        self.longest_at = 0         #: when that slice began
+        self.most_scheduled = 0     #: its longest stretch ready but not running
+        self.most_scheduled_at = 0  #: when that stretch ended (it resumed)
+        self.spawned = spawned
+        self.exited = None
+
+
+class Ledger:
+    """Running totals of one recorder's ring, brought up to date by
+    :meth:`update` (hub's thread). Used by :func:`snapshot` and the lints;
+    get the one of a recorder with :func:`ledger_for`."""
+
+    BATCH = 65536
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self.seq = 0                  #: the next record to read
+        self.accounts: dict[int, Account] = {}
+        self.lost = 0
+        self._buffer = ffi.new("lk_trace_entry[]", self.BATCH)
+        self._first = ffi.new("uint64_t *")
+        self._running = None          # (Account, start ns) of the open slice
+        self._segment = 0             # start of the hub's current pass / dispatch
+        self._poll_start = None
+        self._poll_left = None        # when the loop last left poll (lag)
+        self._window_start = recorder.start_ns
+        self._window()
+
+    def _window(self) -> None:
+        self.polls = self.passes = self.callbacks = 0
+        self.poll_ns = self.lag_max = self.lag_sum = self.lags = 0
+
+    def update(self) -> int:
+        """Read the records written since the last update; the new count."""
+        ring = self.recorder.ring
+        if ring is None:
+            return 0
+        total = 0
+        while True:
+            n = lib.lk_trace_read(ring, self._buffer, self.BATCH, self.seq, self._first)
+            first = self._first[0]
+            if first > self.seq:          # overwritten before we read them
+                self.lost += first - self.seq
+                self._running = None      # the slice in progress is unknown now
+                self._poll_start = self._poll_left = None
+            if n <= 0:
+                break
+            self._consume(_RECORD.iter_unpack(ffi.buffer(self._buffer, n * _RECORD.size)))
+            self.seq = first + n
+            total += n
+            if n < self.BATCH:
+                break
+        return total
+
+    def _end_slice(self, ts: int) -> None:
+        acc, start = self._running
+        self._running = None
+        ran = ts - start
+        acc.busy += ran
+        acc.out = ts
+        if ran > acc.longest:
+            acc.longest, acc.longest_at = ran, start
+
+    def _consume(self, records) -> None:
+        accounts = self.accounts
+        for ts, kind, arg, a, b in records:
+            if kind == _RESUME:
+                if self._running is not None:
+                    self._end_slice(ts)
+                acc = accounts.get(a)
+                if acc is None:
+                    acc = accounts[a] = Account()
+                acc.switches += 1
+                out = acc.out
+                if out is not None and arg != _WHY_START:
+                    gap = ts - out
+                    acc.wakes += 1
+                    if arg == _WHY_READY:
+                        waited = gap
+                        acc.self_wakes += 1
+                    else:
+                        waited = ts - max(self._segment, out)
+                        if arg == _WHY_TIMER and gap < ZERO_TIMEOUT_NS:
+                            acc.self_wakes += 1
+                    acc.scheduled += waited
+                    acc.idle += gap - waited
+                    if waited > acc.most_scheduled:
+                        acc.most_scheduled, acc.most_scheduled_at = waited, ts
+                elif out is not None:        # its first start: ready since spawned
+                    waited = ts - out
+                    acc.scheduled += waited
+                    if waited > acc.most_scheduled:
+                        acc.most_scheduled, acc.most_scheduled_at = waited, ts
+                self._running = (acc, ts)
+            elif kind == _SPAWN:
+                accounts[a] = Account(spawned=ts)
+            elif kind == _PASS:
+                if self._running is not None:
+                    self._end_slice(ts)
+                self._segment = ts
+                if self._poll_left is None:   # the first pass of a tick: lag starts
+                    self._poll_left = ts
+                self.passes += 1
+                self.callbacks += arg
+            elif kind == _POLL_ENTER:
+                if self._running is not None:
+                    self._end_slice(ts)
+                self._poll_start = ts
+                if self._poll_left is not None:
+                    lag = ts - self._poll_left
+                    self.lags += 1
+                    self.lag_sum += lag
+                    if lag > self.lag_max:
+                        self.lag_max = lag
+            elif kind == _POLL_LEAVE:
+                if self._poll_start is not None:
+                    self.poll_ns += ts - self._poll_start
+                    self.polls += 1
+                self._poll_start = None
+                self._poll_left = self._segment = ts
+            elif kind == _EXIT:
+                if self._running is not None:
+                    self._end_slice(ts)
+                acc = accounts.get(a)
+                if acc is not None:
+                    acc.exited = ts
+            else:   # HOST, MARK: the thread goes elsewhere
+                if self._running is not None:
+                    self._end_slice(ts)
+                self._poll_left = None
+
+    def loop_stats(self, now_ns: int, hub) -> LoopStats:
+        """The loop's rows for the window that ends now; starts a new one."""
+        window = max(0, now_ns - self._window_start)
+        stats = LoopStats(
+            recording=True, window=window / 1e9, polls=self.polls, poll_time=self.poll_ns / 1e9,
+            passes=self.passes,
+            callbacks_per_pass=self.callbacks / self.passes if self.passes else 0.0,
+            lag_max=self.lag_max / 1e9,
+            lag_mean=self.lag_sum / self.lags / 1e9 if self.lags else 0.0,
+            lost_records=self.lost)
+        self._window_start = now_ns
+        self._window()
+        return stats
+
+    def forget_exited(self) -> None:
+        """Drop the accounts of greenlets that exited (after a snapshot showed them)."""
+        for gid in [gid for gid, acc in self.accounts.items() if acc.exited is not None]:
+            del self.accounts[gid]
+
+
+_ledgers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def ledger_for(recorder) -> Ledger:
+    """The :class:`Ledger` of ``recorder`` (created on first use: it reads
+    from the start of the ring)."""
+    ledger = _ledgers.get(recorder)
+    if ledger is None:
+        ledger = _ledgers[recorder] = Ledger(recorder)
+    return ledger
+
+
+# -- who is alive: the registry ----------------------------------------------------
+
+class _Registry:
+    """The hub's greenlets as weak references: seeded by one scan of the
+    collector's objects, then extended from the recorder's spawn table."""
+
+    def __init__(self, hub, recorder):
+        self.hub = hub
+        self.recorder = recorder
+        self.known: dict[int, weakref.ref] = {}   # id -> weakref, spawn order
+        self.spawn_info: dict[int, object] = {}   # id -> the recorder's SpawnInfo
+        self.spawns_read = 0
+        self.exited_unseen: list = []             # SpawnInfo of greenlets gone before a look
+        self.frames: dict[int, tuple] = {}        # id -> (frame, lasti, waits_on, where)
+        for obj in gc.get_objects():
+            if isinstance(obj, _raw_greenlet) and obj.parent is hub and obj is not hub \
+                    and not obj.dead:
+                self.known[id(obj)] = weakref.ref(obj)
+
+    def refresh(self) -> None:
+        if self.recorder is None:
+            return
+        spawns = self.recorder.spawns
+        for index in range(self.spawns_read, len(spawns)):
+            info = spawns[index]
+            g = info.ref
+            if g is not None and g.parent is self.hub:
+                self.known.pop(info.gid, None)     # a reused id: the new one goes last
+                self.known[info.gid] = weakref.ref(g)
+                self.spawn_info[info.gid] = info
+            elif g is None and info.exit is not None:
+                self.exited_unseen.append(info)
+        self.spawns_read = len(spawns)
+
+    def greenlets(self):
+        """(id, greenlet) of the known greenlets still referenced, in order."""
+        dead_refs = []
+        for gid, ref in self.known.items():
+            g = ref()
+            if g is None:
+                dead_refs.append(gid)
+            else:
+                yield gid, g
+        for gid in dead_refs:
+            self._forget(gid)
+
+    def _forget(self, gid: int) -> None:
+        self.known.pop(gid, None)
+        self.spawn_info.pop(gid, None)
+        self.frames.pop(gid, None)
+
+
+_registry: _Registry | None = None
+
+
+def _registry_for(hub, recorder) -> _Registry:
+    global _registry
+    reg = _registry
+    if reg is None or reg.hub is not hub or reg.recorder is not recorder or recorder is None:
+        reg = _registry = _Registry(hub, recorder)
+    reg.refresh()
+    return reg
+
+
+# -- the snapshot ------------------------------------------------------------------
+
+def snapshot(hub=None) -> Snapshot:
+    """The table of the hub's greenlets now. See the module docstring for
+    the columns and the contract (call from the hub's thread)."""
+    hub = hub if hub is not None else _lk_hub.get_hub()
+    if hub.loop.closed:
+        raise RuntimeError("the hub's loop is closed")
+    now_ns = lib.lk_now_ns()
+    recorder = _recorder_module.active()
+    if recorder is not None and (recorder.ring is None or recorder._hub is not hub):
+        recorder = None
+    ledger = None
+    if recorder is not None:
+        ledger = ledger_for(recorder)
+        ledger.update()
+    reg = _registry_for(hub, recorder)
+    current = getcurrent()
+    ready = _ready_ids(hub)
+    accounts = ledger.accounts if ledger is not None else {}
+    rows = []
+    frames = reg.frames
+    gone = []
+    for gid, g in reg.greenlets():
+        if g.dead:
+            gone.append(gid)
+            state = "dead"
+        elif g is current:
+            state = "running"
+        elif gid in ready:
+            state = "ready"
+        else:
+            state = "parked"
+        row = Row(id=gid, name=greenlet_name(g), state=state, greenlet=g)
+        if state != "dead":
+            frame = g.gr_frame
+            cached = frames.get(gid)
+            if cached is not None and cached[0] is frame and frame is not None \
+                    and cached[1] == frame.f_lasti and state == cached[4]:
+                row.waits_on, row.where = cached[2], cached[3]
+            else:
+                row.waits_on, row.where = _words(g, frame, state)
+                if frame is not None:
+                    frames[gid] = (frame, frame.f_lasti, row.waits_on, row.where, state)
+        info = reg.spawn_info.get(gid)
+        if info is not None:
+            row.spawn_site, row.cell = _site(info.site)
+            row.parent = recorder.name_of(info.parent) if recorder is not None else ""
+        acc = accounts.get(gid)
+        if acc is not None:
+            row.switches = acc.switches
+            row.busy = acc.busy / 1e9
+            row.scheduled = acc.scheduled / 1e9
+            idle = acc.idle
+            if state == "parked" and acc.out is not None:
+                idle += now_ns - acc.out
+            row.idle = idle / 1e9
+            if state == "running" and ledger._running is not None and ledger._running[0] is acc:
+                row.busy += (now_ns - ledger._running[1]) / 1e9
+        rows.append(row)
+    for gid in gone:      # shown once as dead, then dropped
+        reg._forget(gid)
+    for info in reg.exited_unseen:   # born and gone between two snapshots
+        row = Row(id=info.gid, name=info.name or f"greenlet-{info.gid:#x}", state="dead")
+        row.spawn_site, row.cell = _site(info.site)
+        row.parent = recorder.name_of(info.parent) if recorder is not None else ""
+        acc = accounts.get(info.gid)
+        if acc is not None and acc.exited is not None:
+            row.switches, row.busy = acc.switches, acc.busy / 1e9
+            row.scheduled, row.idle = acc.scheduled / 1e9, acc.idle / 1e9
+        rows.append(row)
+    reg.exited_unseen = []
+    if ledger is not None:
+        loop = ledger.loop_stats(now_ns, hub)
+        ledger.forget_exited()
+    else:
+        loop = LoopStats()
+    loop.ready = hub.ready_count
+    loop.timers = hub.loop.active_timers
+    loop.fd_waits = hub.loop.io_waiters
+    return Snapshot(time=now_ns / 1e9, rows=rows, loop=loop)
+
+
+def _ready_ids(hub) -> set:
+    """ids of the greenlets whose switch is queued in the hub (sleep(0), a
+    start, a Ticket's wake, a Callback around a switch)."""
+    ids = set()
+    for cb in hub.ready_callbacks():
+        target = getattr(cb, "__self__", None)
+        if target is None:
+            inner = getattr(cb, "callback", None)
+            target = getattr(inner, "__self__", None)
+            if target is None:
+                continue
+        if isinstance(target, _raw_greenlet):
+            ids.add(id(target))
+        else:   # a Ticket's or a Waiter's bound wake: its greenlet
+            g = getattr(target, "greenlet", None)
+            if isinstance(g, _raw_greenlet):
+                ids.add(id(g))
+    return ids
+
+
+def _words(g, frame, state: str) -> tuple[str, str]:
+    """(waits_on, where) for a greenlet not seen on this frame before."""
+    if frame is None:
+        return ("not started" if state == "parked" else ""), ""
+    where = ""
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if not code.co_filename.startswith(INTERNAL_DIRS):
+            where = f"{cell_location(code.co_filename, f.f_lineno)} in {code.co_name}"
+            break
+        f = f.f_back
+    if state != "parked":
+        return "", where
+    return _plain(waiting_on(g) or "", g), where
+
+
+def _plain(words: str, g) -> str:
+    """labkit's words, made plainer: "sleep(0.3)" -> "timer 0.3 s", a join
+    names the greenlet it waits for."""
+    if words.startswith("sleep(") and words.endswith(")"):
+        return f"timer {words[6:-1]} s"
+    if words == "join":
+        target = _joined(g)
+        if target is not None:
+            return f"join {greenlet_name(target)}"
+    return words or "?"
+
+
+def _joined(g):
+    """The greenlet ``g`` waits to join, read from its suspended frames."""
+    frame = g.gr_frame
+    depth = 0
+    while frame is not None and depth < 6:
+        local = frame.f_locals
+        obj = local.get("obj")
+        if isinstance(obj, _raw_greenlet):
+            return obj
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+_cell_files: dict[str, str] = {}
+
+
+def _site(site: str) -> tuple[str, int | None]:
+    """The recorder's "file.py:12" spawn site -> ("In[3], line 12", 3) for a
+    notebook cell, else (site, None). The recorder keeps base names; IPython
+    names cell files by hash, so a base name is enough to find the cell."""
+    name, _, line = site.rpartition(":")
+    if not name:
+        return site, None
+    count = _cell_number(name)
+    if count is None:
+        return site, None
+    return f"In[{count}], line {line}", count
+
+
+def _cell_number(basename: str) -> int | None:
+    try:
+        from IPython import get_ipython
+        ipython = get_ipython()
+    except Exception:
+        return None
+    if ipython is None:
+        return None
+    mapping = getattr(getattr(ipython, "compile", None), "_filename_map", None)
+    if not mapping:
+        return None
+    full = _cell_files.get(basename)
+    if full is None or full not in mapping:
+        for filename in mapping:
+            _cell_files[os.path.basename(filename)] = filename
+        full = _cell_files.get(basename)
+    count = mapping.get(full) if full is not None else None
+    return count if isinstance(count, int) else None
