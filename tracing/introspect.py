@@ -78,6 +78,10 @@ def _hub_line(hub) -> str:
 
 def cell_location(file: str, line: int) -> str:
     """"In[5], line 3" for code typed in a notebook cell, else "file.py:3"."""
+    if "IPython" not in sys.modules:
+        # No IPython, no cells. Importing it to ask would stall the caller
+        # for ~40 ms (the first console frame of a plain script did).
+        return f"{os.path.basename(file)}:{line}"
     try:
         from IPython import get_ipython
         ipython = get_ipython()
