@@ -233,3 +233,76 @@ def test_each_block_is_also_an_event_loop_blocked_event_for_labkit_events():
     assert event.greenlet.startswith("Greenlet-") and event.blocking_time >= 0.2
     assert event.hub is labkit.get_hub()
     assert f"test_tracing_blocking.py:{_line_of('BLOCK-FOR-EVENT')}" in event.info[0]
+
+
+# -- the cause of a block: CPU, GC, or off the CPU ------------------------------------
+
+def _one_block(fn, threshold=0.1):
+    with tracing.trace(blocking=threshold, report=False) as t:
+        labkit.spawn(fn).join()
+    blocks = [b for b in t.blocking() if b.duration >= threshold]
+    assert len(blocks) == 1, blocks
+    return blocks[0]
+
+
+def test_a_cpu_loop_is_told_cpu_bound_in_its_function():
+    def parse():
+        deadline = time.perf_counter() + 0.3
+        while time.perf_counter() < deadline:
+            pass
+
+    block = _one_block(parse)
+    cause = block.cause
+    assert cause.kind == "cpu", cause.split()
+    assert str(cause) == "CPU-bound in parse()"
+    assert cause.cpu >= 0.5 * cause.wall
+    assert abs(cause.cpu + cause.gc + cause.off_cpu - cause.wall) < 1e-6
+
+
+def test_collecting_a_large_cyclic_heap_is_told_a_gc_pause():
+    import gc
+
+    class Node:
+        pass
+
+    heap = []
+    for _ in range(300_000):
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        heap.append(a)
+    gc.disable()   # only the explicit collection below may run it
+    try:
+        heap.clear()   # 600,000 objects in cycles, unreachable now
+
+        def collect():
+            gc.collect()
+
+        block = _one_block(collect, threshold=0.05)
+    finally:
+        gc.enable()
+    cause = block.cause
+    assert cause.kind == "gc", cause.split()
+    assert str(cause).startswith("GC pause")
+    assert cause.gc >= 0.5 * cause.wall
+
+
+def test_a_real_blocking_recv_is_told_a_blocking_syscall_in_its_function():
+    import socket   # the standard library's: it blocks the thread
+    left, right = socket.socketpair()
+
+    def legacy_client():
+        left.recv(1)
+
+    sender = threading.Timer(0.3, right.send, (b"x",))
+    sender.start()
+    try:
+        block = _one_block(legacy_client)
+    finally:
+        sender.join()
+        left.close()
+        right.close()
+    cause = block.cause
+    assert cause.kind == "syscall", cause.split()
+    assert cause.call == "recv" and cause.syscall in ("recvfrom", "read", "recvmsg")
+    assert str(cause).startswith("a blocking syscall (recv") and "legacy_client()" in str(cause)
+    assert cause.off_cpu >= 0.5 * cause.wall

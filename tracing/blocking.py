@@ -27,6 +27,12 @@ Who measures what:
   culprit. The report names the place sampled most often, with the greenlet,
   "in the hub" and stack of that place's samples.
 
+Each block also gets a cause (``block.cause``, a :class:`tracing.causes.Cause`):
+its wall time split into the loop thread's CPU time, garbage collection
+(exact, from ``gc.callbacks``) and time off the CPU, read by the same samples
+(the thread's CPU clock and its /proc state), so that a report says
+"CPU-bound in parse()", "GC pause" or "a blocking syscall (recv) in f()".
+
 A block in a hub callback is found the same way (the hub's pass record is
 the last record before it); its greenlet is reported as "hub". The main
 greenlet running user code while the loop has nothing at all to do (no
@@ -55,6 +61,7 @@ from labkit import _native
 from labkit._loop import ffi, lib
 import labkit.hub as _lk_hub
 
+from tracing.causes import BlockClock, ThreadProbe, called_name, classify, gc_times
 from tracing.model import Block
 from tracing.recorder import Recorder
 
@@ -118,6 +125,12 @@ class _Sampling:
         self.places = collections.Counter()
         #: the same key -> (stack, loop_idle) of its latest sample
         self.latest: dict[tuple, tuple[list[str], bool]] = {}
+        #: the loop thread's CPU clock and kernel state, sampled in the block
+        self.clock = BlockClock()
+        #: the same key -> the call its innermost frame was in ("recv")
+        self.calls: dict[tuple, str | None] = {}
+        #: the first valid sample's place: where the block was first seen
+        self.first_place = None
 
 
 class BlockingMonitor:
@@ -161,6 +174,8 @@ class BlockingMonitor:
         self._ring = rec.ring
         self._hub = rec._hub
         self._thread_id = _native.get_ident()
+        self._probe = ThreadProbe()   # the loop thread's CPU clock and /proc state
+        gc_times.acquire()
         self._start_ns = rec.start_ns
         self._state = ffi.new("lk_trace_state *")
         self._after_sample = ffi.new("lk_trace_state *")
@@ -179,6 +194,7 @@ class BlockingMonitor:
         self._stop.set()
         thread.join()
         self._check(ffi.new("lk_trace_state *"), final=True)
+        gc_times.release()
         lib.lk_trace_set_stall_threshold(self._ring, 0)
         if self._own_recorder and self._recorder.ring is not None:
             self._recorder.monitor = None
@@ -252,9 +268,11 @@ class BlockingMonitor:
     def _sample(self, sampling: _Sampling, count: int) -> None:
         """Sample the loop thread's stack for the block that was in progress
         when the ring had written ``count`` records."""
+        clock_sample = sampling.clock.sample(self._probe)
         frame = sys._current_frames().get(self._thread_id)
         if frame is None:
             return
+        call = called_name(frame)
         blame, frames = user_frame(frame)
         hub = self._hub
         in_hub = bool(frames) and hub.owns_frame(frames[-1])
@@ -274,6 +292,10 @@ class BlockingMonitor:
             return
         sampling.places[place] += 1
         sampling.latest[place] = (stack, loop_idle)
+        sampling.clock.keep(clock_sample)
+        sampling.calls[place] = call
+        if sampling.first_place is None:
+            sampling.first_place = place
 
     def _tell_subscribers(self, block: Block) -> None:
         """labkit.events' subscribers get an EventLoopBlocked (gevent's
@@ -311,6 +333,9 @@ class BlockingMonitor:
         block = Block(start=(start_ns - self._start_ns) / 1e9,
                       duration=(end_ns - start_ns) / 1e9, greenlet=who, file=file,
                       line=line, function=function, stack=stack)
+        block.cause = self._cause(start_ns, end_ns, sampling, function,
+                                  sampling.calls.get(place) if sampling is not None
+                                  and sampling.places else None)
         self.blocks.append(block)
         if not self._own_recorder:
             self._recorder.blocks.append(block)
@@ -323,6 +348,14 @@ class BlockingMonitor:
         self._tell_subscribers(block)
         if self.report:
             try:
-                print(f"labkit: {block}", file=sys.stderr, flush=True)
+                print(f"labkit: {block} -- {block.cause}", file=sys.stderr, flush=True)
             except Exception:
                 pass
+
+    def _cause(self, start_ns: int, end_ns: int, sampling, function: str, call):
+        """The block's :class:`~tracing.causes.Cause`: its wall time split
+        into CPU, GC (exact, from gc.callbacks) and off-CPU time."""
+        clock = sampling.clock if sampling is not None else BlockClock()
+        gc_ns = gc_times.within(self._probe.ident, start_ns, end_ns)
+        return classify((end_ns - start_ns) / 1e9, clock.cpu_share(), gc_ns / 1e9, clock,
+                        function, call)
