@@ -1,0 +1,369 @@
+"""Lines and links: the waits that someone else serves (the other half of
+:mod:`labkit._park`).
+
+:mod:`labkit._park` says how a greenlet parks and how the hub wakes it; this
+module holds the two shapes of parking where the greenlet waits *in a line*
+that a server pops:
+
+    Ticket      a place in a FIFO line      Semaphore, Queue, thread locks
+    Linkable    a FIFO of one-shot links    Event, AsyncResult, Semaphore,
+                                            a Greenlet's or a Future's links
+
+Both follow _park's rules (the refusal to park in the hub, the take-back of
+a queued wake-up, the tracer's resume record) through _park's helpers, and
+register their parking functions with :func:`labkit._park.describe_parking`
+so that ``waiting_on`` can name what a greenlet in them waits for.
+"""
+from __future__ import annotations
+
+import sys
+from collections import deque
+from typing import Callable
+
+from greenlet import getcurrent
+
+from labkit import _native, _park
+from labkit._park import (_TIMED_OUT, _WHY_THROW, _WHY_TIMER, _WHY_WAITER, Waiter, _resumed,
+                          _switch, cannot_wait_in_hub, deadline, describe_parking)
+from labkit.hub import get_hub
+
+__all__ = ["Linkable", "Ticket", "EMPTY"]
+
+_get_ident = _native.get_ident
+
+# -- Linkable: a FIFO of one-shot callbacks --------------------------------------
+
+class Linkable:
+    """Base class: a FIFO of one-shot callbacks, run in the hub when ready().
+
+    Subclasses define :meth:`ready` and call :meth:`_check_and_notify` when
+    they may have become ready. ``_notify_all`` says whether a notification
+    wakes every linked callback (Event) or stops as soon as the object is no
+    longer ready (a Semaphore whose permits ran out).
+    """
+
+    __slots__ = ("hub", "_links", "_batch", "_notifier", "__weakref__")
+
+    _notify_all = True
+
+    def __init__(self):
+        #: the hub whose thread runs our notifications; bound by the first
+        #: waiter or rawlink, re-bound whenever nobody is linked
+        self.hub = None
+        #: callbacks waiting for the next notification, oldest first
+        self._links: deque = deque()
+        #: callbacks of the notification that is running now (else None);
+        #: kept apart so that unlink() can still take one out of it
+        self._batch: deque | None = None
+        #: the scheduled notification (a hub Callback), or None
+        self._notifier = None
+
+    def ready(self) -> bool:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    # -- links ------------------------------------------------------------
+    def rawlink(self, callback: Callable) -> None:
+        """Call ``callback(self)`` once, in the hub, when ready (at once if
+        it already is). It must not block."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        self._bind_hub(get_hub())
+        self._links.append(callback)
+        self._check_and_notify()
+
+    def unlink(self, callback: Callable) -> bool:
+        """Forget a callback added with rawlink (no error if it is not
+        there); True if it was there."""
+        for links in (self._links, self._batch):
+            if links:
+                try:
+                    links.remove(callback)
+                    return True
+                except ValueError:
+                    pass
+        return False
+
+    def linkcount(self) -> int:
+        return len(self._links) + len(self._batch or ())
+
+    def _bind_hub(self, hub) -> None:
+        # Nobody linked: the caller's hub becomes ours. (This also forgets a
+        # hub that was destroyed and replaced since the last wait.)
+        if self.hub is not hub and not self._links and not self._batch:
+            self.hub = hub
+
+    # -- notification -----------------------------------------------------
+    def _check_and_notify(self) -> None:
+        """Schedule a notification if ready, linked, and none is pending."""
+        if self._links and self._notifier is None and self.ready():
+            self._schedule_notify()
+
+    def _schedule_notify(self) -> None:
+        hub = self.hub
+        self._notifier = True
+        if hub.thread_ident == _get_ident():
+            # A bare bound method, not hub.run_callback's Callback wrapper:
+            # one C-level call less on the hub's stack, which every switch
+            # into a waiter has to save and restore.
+            hub.schedule(self._notify_links)
+        else:  # set() from another thread: wake that hub's loop
+            # (through the loop's thread-safe entry, gevent's: code that
+            # wraps hub.loop sees the cross-thread wake-ups)
+            hub.loop.run_callback_threadsafe(self._notify_links)
+
+    def _notify_links(self) -> None:
+        """The hub callback: call the links present now, oldest first."""
+        self._notifier = None
+        links = self._links
+        if len(links) == 1 and (self._notify_all or self.ready()):
+            # The common case, one waiter: no batch to set aside.
+            link = links.popleft()
+            try:
+                link(self)  # may switch into a waiter; it comes back here
+            except BaseException:
+                self.hub.handle_error((link, self), *sys.exc_info())
+        else:
+            self._notify_batch()
+        if self._links and self._notifier is None and self.ready():
+            self._schedule_notify()
+
+    def _notify_batch(self) -> None:
+        # Links added while we notify (a woken waiter that waits again)
+        # go to a fresh deque, for the next notification.
+        batch = self._batch = self._links
+        self._links = deque()
+        only_while_ready = not self._notify_all
+        try:
+            while batch:
+                if only_while_ready and not self.ready():
+                    break
+                link = batch.popleft()
+                try:
+                    link(self)
+                except BaseException:
+                    self.hub.handle_error((link, self), *sys.exc_info())
+        finally:
+            self._batch = None
+            if batch:  # stopped early: the rest keep their place in line
+                batch.extend(self._links)
+                self._links = batch
+
+    # -- waiting ----------------------------------------------------------
+    def _wait_core(self, timeout: float | None) -> bool:
+        """Park the current greenlet until notified (True) or ``timeout``
+        seconds passed (False). ``timeout`` is already validated."""
+        hub = get_hub()
+        if hub is not self.hub:
+            self._bind_hub(hub)
+            if hub is not self.hub:
+                return self._wait_from_other_thread(hub, timeout)
+        current = getcurrent()
+        if current is hub:
+            raise cannot_wait_in_hub()
+        # The link is the greenlet's own switch, not a Waiter: the hub then
+        # resumes us with one C call. This is safe because a link is popped
+        # before it is called, and we unlink it ourselves whenever we wake
+        # up for another reason, so it can never fire after this wait.
+        link = current.switch
+        self._links.append(link)
+        # set() from another thread may have run between the caller's check
+        # and the append, and found nobody to notify.
+        self._check_and_notify()
+        timer = None
+        if timeout is not None:
+            timer = deadline(hub, timeout, link, _TIMED_OUT)
+        woken = False
+        try:
+            woken = _switch(hub) is self
+        except BaseException:
+            if _park._trace is not None:
+                _resumed(current, _WHY_THROW, type(self).__name__)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not woken:
+                self.unlink(link)
+        if _park._trace is not None:
+            _resumed(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
+        return woken
+
+    def _wait_from_other_thread(self, hub, timeout: float | None) -> bool:
+        # Our notifications run in self.hub's thread; the wake-up must be
+        # posted to this thread's hub. A Waiter absorbs a late post (one
+        # that arrives after our timeout) harmlessly.
+        waiter = Waiter(hub)
+        link = _ThreadsafeWake(waiter)
+        hub.keepalive(1)  # only the other thread can end this wait
+        self._links.append(link)
+        self._check_and_notify()
+        timer = None
+        if timeout is not None:
+            timer = deadline(hub, timeout, waiter.switch, _TIMED_OUT)
+        woken = False
+        try:
+            woken = waiter.get() is self
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not woken:
+                self.unlink(link)
+            hub.keepalive(-1)
+        return woken
+
+
+class _ThreadsafeWake:
+    """A link for a waiter that belongs to another thread's hub: the
+    notification runs in our hub, the switch must happen in theirs."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self, waiter: Waiter):
+        self.waiter = waiter
+
+    def __call__(self, source) -> None:
+        self.waiter.hub.run_callback_threadsafe(self.waiter.switch, source)
+
+
+#: a Ticket's value while it is still in line
+EMPTY = object()
+
+
+class Ticket:
+    """A parked greenlet's place in a line, and what it was handed.
+
+    Semaphores and queues keep their blocked greenlets in lines: deques of
+    tickets, oldest first. To serve the first one, pop it, set its ``value``
+    (a permit, an item, "accepted") and call :meth:`schedule_wake`. So
+    "still in line" and "``value is EMPTY``" are the same thing, which is
+    what lets a greenlet that resumes for another reason (timeout, kill)
+    know whether it must leave the line or pass on what it was handed::
+
+        ticket = Ticket(hub, getcurrent())
+        try:
+            served = ticket.park(line, timeout)   # False: timed out, left the line
+        except BaseException:
+            if ticket.value is not EMPTY:
+                ...pass it on...                  # killed after being served
+            raise
+
+    The wake-up is a bound method in the hub's ready deque, not a Waiter:
+    the cheapest way back into the greenlet. ``wake`` is a no-op once the
+    greenlet has resumed, so a late one (timer and hand-off in the same
+    pass) can never wake it from some later, unrelated wait.
+    """
+
+    __slots__ = ("hub", "greenlet", "value", "item", "deadline")
+
+    def __init__(self, hub, greenlet, item=None):
+        self.hub = hub
+        self.greenlet = greenlet   # None once woken or gone
+        self.value = EMPTY         # what the server handed us
+        self.item = item           # what a putter offers
+        self.deadline = 0          # loop-clock ns; its meaning is the line's (Semaphore)
+
+    def schedule_wake(self) -> None:
+        """Server side: resume the greenlet soon, from the hub."""
+        self.hub.schedule(self.wake)
+
+    def wake(self) -> None:
+        g = self.greenlet
+        if g is not None:
+            self.greenlet = None
+            g.switch()
+
+    def park(self, line: deque, timeout: float | None, reason: str = "line") -> bool:
+        """Join ``line`` and wait to be served (True), at most ``timeout``
+        seconds (False: the ticket has left the line). Exceptions thrown in
+        (kill, Timeout, LoopExit) propagate after leaving the line, unless
+        the ticket was served: then the caller must pass its value on.
+        ``reason`` labels the wait for the tracer ("Queue.get")."""
+        hub = self.hub
+        current = self.greenlet
+        if current is hub:
+            raise cannot_wait_in_hub()
+        line.append(self)
+        timer = None if timeout is None else deadline(hub, timeout, self.wake)
+        try:
+            while self.greenlet is not None:  # else: a stray switch, park again
+                _switch(hub)
+        except BaseException:
+            if _park._trace is not None:
+                _resumed(current, _WHY_THROW, reason)
+            raise
+        finally:
+            self.greenlet = None
+            if timer is not None:
+                timer.cancel()
+            if self.value is EMPTY:
+                line.remove(self)
+        if _park._trace is not None:
+            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                          reason)
+        return self.value is not EMPTY
+
+    # -- lines that other threads serve (labkit._twosided) -------------------
+    def wake_threadsafe(self) -> None:
+        """Server side, from any thread: resume the greenlet soon, from its
+        hub (through the loop's thread-safe wake-up if that is another
+        thread's). Like :meth:`wake`, a no-op once the greenlet resumed."""
+        hub = self.hub
+        if hub.thread_ident == _get_ident():
+            hub.schedule(self.wake)
+        else:
+            hub.run_callback_threadsafe(self.wake)
+
+    def park_shared(self, line: deque, mutex, timeout: float | None,
+                    reason: str = "line", keepalive: bool = False) -> None:
+        """Wait in a line that servers in *other threads* may serve too.
+
+        The ticket is already in ``line`` (the caller appended it, then
+        checked once more that it must wait: that order is what makes a
+        wake-up impossible to miss). Servers pop tickets and set ``value``
+        holding ``mutex`` (an original thread lock), then call
+        :meth:`wake_threadsafe`. Returns when woken or after ``timeout``;
+        either way the ticket has left the line when this returns or raises,
+        and ``value`` says whether it was served (not EMPTY) -- both read
+        under ``mutex``, so a hand-off that races with a timeout is never
+        half-seen. Exceptions propagate (the caller passes a served value on).
+
+        ``keepalive``: count the wait with ``hub.keepalive`` -- the server
+        may be another thread, which the hub cannot see (no LoopExit then).
+        The greenlet's own hub, never the hub greenlet itself.
+        """
+        hub = self.hub
+        current = self.greenlet
+        if current is hub:
+            raise cannot_wait_in_hub()
+        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
+        if keepalive:
+            hub.keepalive(1)
+        try:
+            while self.greenlet is not None:  # else: a stray switch, park again
+                _switch(hub)
+        except BaseException:
+            if _park._trace is not None:
+                _resumed(current, _WHY_THROW, reason)
+            raise
+        finally:
+            # The take-back. A server that popped us queued self.wake, which
+            # is a no-op from now on; one that did not will not find us.
+            self.greenlet = None
+            if timer is not None:
+                timer.cancel()
+            if keepalive:
+                hub.keepalive(-1)
+            with mutex:
+                if self.value is EMPTY:
+                    line.remove(self)
+        if _park._trace is not None:
+            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                     reason)
+
+
+# The parking functions of this module, and how to read their own locals
+# (for labkit._park.waiting_on; only this module knows their local names).
+describe_parking(Ticket.park, lambda local: local["reason"])
+describe_parking(Ticket.park_shared, lambda local: local["reason"])
+describe_parking(Linkable._wait_core, lambda local: type(local["self"]).__name__)
+describe_parking(Linkable._wait_from_other_thread, lambda local: type(local["self"]).__name__)
