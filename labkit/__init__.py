@@ -75,3 +75,10 @@ __all__ = [
 if "ipykernel" in sys.modules:
     from labkit.jupyter import attach_when_work_waits as _attach_when_work_waits
     _attach_when_work_waits()
+
+# LABKIT_CONSOLE=1: serve the console that `python -m labkit console PID`
+# attaches to (labkit.console); read-only, on a Unix socket of this user's.
+from os import environ as _environ  # noqa: E402 - not `import os`: labkit.os is a module
+if _environ.get("LABKIT_CONSOLE", "") not in ("", "0"):
+    from labkit.console import serve_if_requested as _serve_if_requested
+    _serve_if_requested()

@@ -2,7 +2,7 @@
 
 labkit's core never imports what is built on top of it -- the tracer
 included. A package that adds to labkit says so in its own metadata, and
-labkit looks it up here, by name, when it is needed. Two kinds:
+labkit looks it up here, by name, when it is needed. Three kinds:
 
 - **IPython extensions**, loaded by ``%load_ext labkit`` after the hub has
   joined the host's loop: an object (usually a module) with
@@ -12,7 +12,10 @@ labkit looks it up here, by name, when it is needed. Two kinds:
   magics (``%%trace``, ``%trace_blocking``, ``%labkit_status``) come this way;
 - **commands**, run by ``python -m labkit NAME ARGS``: ``main(argv) -> int``,
   the first paragraph of its docstring being the line ``--help`` shows.
-  The tracer's ``tour`` comes this way.
+  The tracer's ``tour`` comes this way;
+- **the console server**, started by ``labkit.console.serve()`` (and
+  ``LABKIT_CONSOLE=1``): ``serve(path=None)`` returning a server with
+  ``path`` and ``close()``. The tracer's ``tracing.attach:serve`` is it.
 
 Installed packages declare them as entry points (read with
 :mod:`importlib.metadata`, so they take effect when the package is installed,
@@ -23,6 +26,9 @@ Installed packages declare them as entry points (read with
 
     [project.entry-points."labkit.commands"]
     tour = "tracing.tour:main"
+
+    [project.entry-points."labkit.console"]
+    tracing = "tracing.attach:serve"
 
 Code that is not installed -- a notebook, a test -- calls
 :func:`register_ipython` or :func:`register_command`; a registered name
@@ -42,16 +48,18 @@ import inspect
 import warnings
 from importlib.metadata import EntryPoint, entry_points
 
-__all__ = ["IPYTHON_GROUP", "COMMAND_GROUP", "PluginWarning", "register_ipython",
-           "register_command", "load_ipython_plugins", "unload_ipython_plugins",
-           "command", "command_names", "command_summary"]
+__all__ = ["IPYTHON_GROUP", "COMMAND_GROUP", "CONSOLE_GROUP", "PluginWarning",
+           "register_ipython", "register_command", "load_ipython_plugins",
+           "unload_ipython_plugins", "command", "command_names", "command_summary",
+           "console_server"]
 
 #: The entry-point groups read for each kind of plug-in.
 IPYTHON_GROUP = "labkit.ipython"
 COMMAND_GROUP = "labkit.commands"
+CONSOLE_GROUP = "labkit.console"
 
 #: Registered by code: group -> {name: object}.
-_registered: dict = {IPYTHON_GROUP: {}, COMMAND_GROUP: {}}
+_registered: dict = {IPYTHON_GROUP: {}, COMMAND_GROUP: {}, CONSOLE_GROUP: {}}
 #: The IPython extensions the last load_ipython_plugins() loaded, by name.
 _loaded: dict = {}
 
@@ -140,3 +148,10 @@ def command_summary(name: str) -> str:
     except Exception as exc:
         return f"(cannot be loaded: {type(exc).__name__}: {exc})"
     return (inspect.getdoc(main) or "").split("\n\n")[0]
+
+
+def console_server():
+    """The ``serve(path=None)`` of the console plug-in (the first by name),
+    or None if none is installed. Importing it may raise."""
+    sources = _sources(CONSOLE_GROUP)
+    return _resolve(next(iter(sources.values()))) if sources else None

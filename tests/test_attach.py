@@ -1,0 +1,278 @@
+"""tracing/attach.py and labkit/console.py: attaching to a running process.
+
+Each test starts a real labkit process (with ``LABKIT_CONSOLE=1`` or an
+explicit ``labkit.console.serve(path)``) running named greenlets, and reads
+it the way a user would: ``python -m labkit console PID``, or the client
+class, or a raw socket. The processes are always stopped. Sockets live in
+the test's own directory (``XDG_RUNTIME_DIR``), never in the real one.
+"""
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tracing import attach
+
+pytestmark = pytest.mark.timeout(60)
+
+TARGET = """\
+import os, sys
+import labkit
+import labkit.console
+from labkit.event import Event
+
+def ticker(period):
+    while True:
+        labkit.sleep(period)
+
+def waiter(event):
+    event.wait()
+
+if len(sys.argv) > 1:            # serve on this path, with these modes
+    server = labkit.console.serve(sys.argv[1])
+    os.chmod(os.path.dirname(sys.argv[1]), int(sys.argv[2], 8))
+    os.chmod(sys.argv[1], int(sys.argv[3], 8))
+event = Event()
+fast = labkit.spawn(ticker, 0.005); fast.name = "ticker-fast"
+slow = labkit.spawn(ticker, 0.05); slow.name = "ticker-slow"
+w = labkit.spawn(waiter, event); w.name = "event-waiter"
+j = labkit.spawn(w.join); j.name = "joiner"
+labkit.sleep(0.05)
+print("ready", flush=True)
+labkit.sleep(30)
+"""
+
+
+@pytest.fixture
+def runtime_dir(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+@pytest.fixture
+def start_target(tmp_path, runtime_dir):
+    """start_target(*args, console="1") -> Popen of a labkit process that
+    printed "ready"; stopped at the end of the test."""
+    script = tmp_path / "target.py"
+    script.write_text(TARGET)
+    children = []
+
+    def start(*args, console="1"):
+        env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir, LABKIT_CONSOLE=console)
+        child = subprocess.Popen([sys.executable, str(script), *args], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        children.append(child)
+        line = child.stdout.readline()
+        if line.strip() != "ready":
+            child.kill()
+            pytest.fail(f"target did not start: {line!r} {child.stderr.read()[-2000:]}")
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait(timeout=10)
+        child.stdout.close()
+        child.stderr.close()
+
+
+def console(pid, *args, runtime_dir):
+    env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir, COLUMNS="160")
+    return subprocess.run([sys.executable, "-m", "labkit", "console", str(pid), *args],
+                          env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_console_once_shows_the_greenlets_of_a_running_process(start_target, runtime_dir):
+    target = start_target()
+    result = console(target.pid, "--once", runtime_dir=runtime_dir)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for name in ("ticker-fast", "ticker-slow", "event-waiter", "joiner"):
+        assert name in out
+    assert "Event" in out and "join event-waiter" in out
+    assert "target.py:11 in waiter" in out          # the line it waits at
+    assert f"pid {target.pid}" in out
+    assert "lints" in out and "timeline" in out
+
+
+def test_the_socket_is_0600_in_a_0700_directory_of_this_user(start_target, runtime_dir):
+    target = start_target()
+    path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
+    info = os.lstat(path)
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == os.getuid()
+    directory = os.lstat(os.path.dirname(path))
+    assert stat.S_IMODE(directory.st_mode) == 0o700
+    assert directory.st_uid == os.getuid()
+
+
+def test_labkit_console_unset_or_0_serves_nothing(start_target, runtime_dir):
+    target = start_target(console="0")
+    assert not os.path.exists(os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock"))
+    result = console(target.pid, "--once", runtime_dir=runtime_dir)
+    assert result.returncode == 1
+    assert "no labkit console" in result.stderr and "LABKIT_CONSOLE=1" in result.stderr
+
+
+def test_record_writes_every_frame_and_load_record_reads_them(start_target, runtime_dir,
+                                                              tmp_path):
+    target = start_target()
+    record = tmp_path / "trace.jsonl"
+    result = console(target.pid, "--once", "--record", str(record), runtime_dir=runtime_dir)
+    assert result.returncode == 0, result.stderr
+    frames = attach.load_record(record)
+    assert len(frames) == 1
+    names = {row["name"] for row in frames[0]["rows"]}
+    assert {"ticker-fast", "ticker-slow", "event-waiter", "joiner"} <= names
+    assert frames[0]["pid"] == target.pid
+    with pytest.raises(ValueError, match="not a labkit console record"):
+        attach.load_record(tmp_path / "target.py")
+
+
+def test_frames_over_time_show_the_busy_greenlet_and_a_measured_pause(start_target,
+                                                                      runtime_dir):
+    target = start_target()
+    path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
+    with attach.AttachClient(target.pid, path=path) as client:
+        first = client.frame()
+        time.sleep(0.3)
+        second = client.frame()
+    fast = {r["name"]: r for r in second["rows"]}["ticker-fast"]
+    before = {r["name"]: r for r in first["rows"]}["ticker-fast"]
+    assert second["loop"]["recording"] is True       # serve() started a background ring
+    assert fast["switches"] > before["switches"]     # it kept running between frames
+    assert second["served"]["pause_ms"] > 0
+    assert second["served"]["pieces"] >= 2           # capture, then the rows in chunks
+    lanes = dict(attach.timeline_lanes([first, second]))
+    assert lanes["ticker-fast"][1] != " "
+
+
+def test_only_read_requests_are_served(start_target, runtime_dir):
+    target = start_target()
+    path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
+    marker = os.path.join(runtime_dir, "pwned")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        reader = sock.makefile("rb")
+        for request in ({"op": "exec", "code": f"open({marker!r}, 'w')"},
+                        {"op": "eval", "expr": "1"}, "not a dict", [1, 2]):
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            answer = json.loads(reader.readline())
+            assert "read-only" in answer["error"]
+        sock.sendall(b"not json at all\n")
+        assert "read-only" in json.loads(reader.readline())["error"]
+        sock.sendall(b'{"op": "hello"}\n')
+        assert json.loads(reader.readline()) == {"labkit": "console", "pid": target.pid,
+                                                 "ops": ["hello", "frame"]}
+        sock.sendall(b"x" * (attach.MAX_REQUEST + 10))   # no newline: dropped
+        assert reader.readline() == b""
+    assert not os.path.exists(marker)
+    assert target.poll() is None
+
+
+def _as_nobody(path: str) -> str:
+    """Connect to ``path`` from a forked child running as uid 65534 and
+    ask for a frame; what happened, as one word or the server's error."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                try:
+                    sock.connect(path)
+                except PermissionError:
+                    outcome = "EACCES"
+                else:
+                    sock.sendall(b'{"op": "frame"}\n')
+                    line = sock.makefile("rb").readline()
+                    answer = json.loads(line) if line else {}
+                    outcome = answer.get("error") or ("FRAME" if "rows" in answer else "EOF")
+            os.write(write_end, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        outcome = f.read().decode()
+    os.waitpid(pid, 0)
+    return outcome
+
+
+needs_root = pytest.mark.skipif(os.getuid() != 0, reason="switching to another uid needs root")
+
+
+@needs_root
+def test_another_user_cannot_open_the_socket(start_target, runtime_dir):
+    target = start_target()
+    os.chmod(runtime_dir, 0o755)   # let the other user reach our directory at all
+    path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
+    assert _as_nobody(path) == "EACCES"   # the 0700 directory and the 0600 socket
+    assert target.poll() is None
+
+
+@needs_root
+def test_another_user_is_refused_by_peer_credentials_even_through_open_modes(start_target):
+    # A directory and socket made world-accessible by mistake: the kernel's
+    # SO_PEERCRED still tells the server who connected, and it says no.
+    directory = tempfile.mkdtemp(prefix="labkit-attach-test-")
+    try:
+        path = os.path.join(directory, "console.sock")
+        target = start_target(path, "777", "666", console="0")
+        outcome = _as_nobody(path)
+        assert outcome.startswith("refused: uid 65534"), outcome
+        with attach.AttachClient(path=path) as client:   # our own uid still may
+            assert any(r["name"] == "joiner" for r in client.frame()["rows"])
+        assert target.poll() is None
+    finally:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+
+
+def test_peer_allowed_is_the_same_uid_only():
+    assert attach.peer_allowed(1000, own_uid=1000)
+    assert not attach.peer_allowed(0, own_uid=1000)     # root is not special
+    assert not attach.peer_allowed(65534, own_uid=1000)
+
+
+def test_peer_uid_reads_the_kernels_credentials():
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        assert attach.peer_uid(a) == os.getuid()
+
+
+def test_a_shared_or_foreign_socket_directory_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    with pytest.raises(PermissionError, match="must be 0700"):
+        attach._private_dir(str(shared))
+    plain_file = tmp_path / "file"
+    plain_file.write_text("")
+    with pytest.raises(PermissionError, match="not a directory"):
+        attach._private_dir(str(plain_file))
+    fresh = tmp_path / "fresh"
+    attach._private_dir(str(fresh))
+    assert stat.S_IMODE(os.lstat(fresh).st_mode) == 0o700
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="pid"):
+        attach.AttachClient(-3)
+    with pytest.raises(TypeError, match="path"):
+        attach.AttachServer(path=12)
+    result = subprocess.run([sys.executable, "-m", "labkit", "console", "12",
+                             "--interval", "0"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--interval" in result.stderr

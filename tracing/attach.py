@@ -1,0 +1,597 @@
+"""Attach to a running labkit process from a terminal: ``python -m labkit console PID``.
+
+Shows, in the terminal, what the console widget shows in a notebook: the
+greenlet table, the lints and a timeline of the last seconds, refreshed a
+few times a second (drawn with rich). ``--once`` prints one frame and exits;
+``--record FILE`` also writes every frame received to FILE (JSON lines, see
+:func:`load_record`).
+
+The process side is opt-in: ``LABKIT_CONSOLE=1`` in its environment (read
+at ``import labkit``) or ``labkit.console.serve()``. Either calls
+:func:`serve` here (the tracer's ``labkit.console`` plug-in)::
+
+    target process (its hub thread)               python -m labkit console PID
+    -------------------------------               ----------------------------
+    acceptor greenlet: accept()           <-----  connect(<dir>/console-PID.sock)
+      peer's uid (SO_PEERCRED) == ours?
+    connection greenlet: read a request   <-----  {"op": "frame"}\\n
+      capture a frame (tracing.frames)
+      encode it in chunks, sleep(0) between  --->  one JSON line; draw it
+      ...                                         every --interval s: ask again
+
+Security, and what this is not:
+
+- The socket is a Unix-domain socket in a directory only the user can
+  enter (mode 0700, owned by the user; refused if it exists with anything
+  else) and the socket itself is mode 0600. A peer whose uid (as the
+  kernel reports it, SO_PEERCRED) is not the process's own is refused even
+  if it got through the file modes (root, or a directory made public).
+  There is no network listener.
+- Read-only: the only requests are ``hello`` and ``frame``; a request is a
+  JSON object read with :func:`json.loads` and never evaluated. Running
+  code in the target is the backdoor's job (:mod:`labkit.backdoor`),
+  separately and explicitly.
+
+Cost to the target: serving runs in greenlets of the target's hub, so it
+never runs while a user greenlet does. One refresh pauses the target for
+the capture (one :func:`tracing.frames.capture`) and then for each chunk of
+:data:`CHUNK_ROWS` rows encoded, yielding (``labkit.sleep(0)``) between
+pieces. The longest piece is measured on every refresh and sent along
+(``frame["served"]``); ``python -m labkit console PID`` shows it.
+
+If the target's hub is not running (its main thread blocked outside
+labkit), no answer comes: the client says so after ``--timeout`` seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket as _stdlib_socket
+import stat
+import struct
+import sys
+import time
+
+from tracing import frames as _frames
+
+__all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "peer_uid",
+           "peer_allowed", "AttachClient", "load_record", "render", "main"]
+
+#: Rows encoded between two yields to the hub.
+CHUNK_ROWS = 200
+#: A request line longer than this closes the connection (requests are tiny).
+MAX_REQUEST = 4096
+#: The requests served; anything else is answered with an error.
+OPS = ("hello", "frame")
+
+
+# -- where the socket lives ------------------------------------------------------
+
+def socket_dir() -> str:
+    """``$XDG_RUNTIME_DIR/labkit`` when that variable names a directory, else
+    ``/tmp/labkit-<uid>``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "labkit")
+    return os.path.join("/tmp", f"labkit-{os.getuid()}")
+
+
+def socket_path(pid: int) -> str:
+    """The socket of the labkit process ``pid`` (this user's)."""
+    return os.path.join(socket_dir(), f"console-{int(pid)}.sock")
+
+
+def _private_dir(path: str) -> None:
+    """Make ``path`` a directory only this user can enter, or refuse one
+    that exists and is not (someone else could swap the socket in it)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{path} exists and is not a directory")
+    if info.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to uid {info.st_uid}, not {os.getuid()}")
+    if info.st_mode & 0o077:
+        raise PermissionError(f"{path} is mode {stat.S_IMODE(info.st_mode):o}; "
+                              "the console's directory must be 0700")
+
+
+# -- who is asking ------------------------------------------------------------------
+
+def peer_uid(sock) -> int:
+    """The uid of the process at the other end of the Unix socket ``sock``
+    (SO_PEERCRED: what the kernel recorded at connect, not what it says)."""
+    creds = sock.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_PEERCRED,
+                            struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def peer_allowed(uid: int, own_uid: int | None = None) -> bool:
+    """Whether a peer with ``uid`` may read this process's console: only
+    the same user (root is not special: attach as the process's user)."""
+    return uid == (os.getuid() if own_uid is None else own_uid)
+
+
+# -- the process side -----------------------------------------------------------------
+
+class AttachServer:
+    """Serves frames on a Unix socket from greenlets of this thread's hub.
+
+    ``path``: the socket (default :func:`socket_path` of this process).
+    ``capture``: what makes a frame (default :func:`tracing.frames.capture`).
+    Create, start and close from the hub's thread. ``stats`` counts what
+    was served and the longest pause of the hub measured.
+    """
+
+    def __init__(self, path: str | None = None, capture=None):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        self.path = os.fspath(path) if path is not None else socket_path(os.getpid())
+        self.capture = capture if capture is not None else _frames.capture
+        self.stats = {"connections": 0, "refused": 0, "frames": 0,
+                      "max_pause_ms": 0.0, "last_pause_ms": 0.0}
+        self.pid = os.getpid()
+        self._listener = None
+        self._greenlets: set = set()
+        self._hub = None
+        self.on_close = None   #: called by close(), after the socket is closed
+
+    @property
+    def serving(self) -> bool:
+        return self._listener is not None
+
+    def start(self) -> "AttachServer":
+        import labkit
+        import labkit.socket as lk_socket
+        if self.serving:
+            return self
+        self._hub = labkit.get_hub()
+        if self.path == socket_path(os.getpid()):
+            _private_dir(os.path.dirname(self.path))
+        try:
+            os.unlink(self.path)   # a stale socket of an earlier process with this pid
+        except FileNotFoundError:
+            pass
+        listener = lk_socket.socket(lk_socket.AF_UNIX, lk_socket.SOCK_STREAM)
+        old = os.umask(0o177)      # no moment at which the socket is wider than 0600
+        try:
+            listener.bind(self.path)
+        except BaseException:
+            listener.close()
+            raise
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        listener.listen(8)
+        self._listener = listener
+        acceptor = labkit.spawn(self._accept_loop, listener)
+        acceptor.name = "labkit-console-accept"
+        self._greenlets.add(acceptor)
+        return self
+
+    def close(self) -> None:
+        """Stop serving: close the socket, end every connection, remove the
+        file. Idempotent."""
+        import labkit
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        greenlets, self._greenlets = list(self._greenlets), set()
+        if os.getpid() == self.pid:
+            labkit.killall(greenlets, block=True, timeout=2)
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        listener.close()
+        if self.on_close is not None and os.getpid() == self.pid:
+            self.on_close()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's listener without touching
+        its file (the parent still serves on it)."""
+        listener, self._listener = self._listener, None
+        self._greenlets = set()
+        if listener is not None:
+            listener.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- greenlets of the hub --------------------------------------------------
+    def _accept_loop(self, listener) -> None:
+        import labkit
+        while self._listener is listener:
+            try:
+                conn, _addr = listener.accept()
+            except OSError:
+                return   # closed
+            self.stats["connections"] += 1
+            server = labkit.spawn(self._serve_connection, conn)
+            server.name = f"labkit-console-{self.stats['connections']}"
+            self._greenlets.add(server)
+
+    def _serve_connection(self, conn) -> None:
+        import labkit
+        me = labkit.getcurrent()
+        try:
+            with conn:
+                uid = peer_uid(conn)
+                if not peer_allowed(uid):
+                    self.stats["refused"] += 1
+                    conn.sendall(_line({"error": f"refused: uid {uid} may not read the "
+                                                  f"console of a uid {os.getuid()} process"}))
+                    return
+                buffer = b""
+                while True:
+                    while b"\n" not in buffer:
+                        if len(buffer) > MAX_REQUEST:
+                            return
+                        data = conn.recv(MAX_REQUEST)
+                        if not data:
+                            return
+                        buffer += data
+                    line, buffer = buffer.split(b"\n", 1)
+                    conn.sendall(self._answer(line))
+        except OSError:
+            pass   # the client went away
+        finally:
+            self._greenlets.discard(me)
+
+    def _answer(self, line: bytes) -> bytes:
+        try:
+            request = json.loads(line)
+            op = request.get("op") if isinstance(request, dict) else None
+        except ValueError:
+            op = None
+        if op == "hello":
+            return _line({"labkit": "console", "pid": os.getpid(), "ops": list(OPS)})
+        if op == "frame":
+            return self._frame_line()
+        return _line({"error": f"unknown request {line[:80]!r}; this socket serves "
+                               f"read-only data: {', '.join(OPS)}"})
+
+    def _frame_line(self) -> bytes:
+        """Capture and encode a frame, yielding to the hub between pieces.
+
+        Each piece (the capture, each chunk of rows) is timed: the longest
+        is how long this refresh held the target's loop at a stretch."""
+        import labkit
+        clock = time.perf_counter_ns
+        start = clock()
+        frame = self.capture()
+        pauses = [clock() - start]
+        labkit.sleep(0)
+        rows = frame.pop("rows")
+        parts = []
+        for i in range(0, len(rows), CHUNK_ROWS):
+            start = clock()
+            parts.append(json.dumps(rows[i:i + CHUNK_ROWS], default=str)[1:-1])
+            pauses.append(clock() - start)
+            labkit.sleep(0)
+        start = clock()
+        pause_ms = max(pauses) / 1e6
+        self.stats["frames"] += 1
+        self.stats["last_pause_ms"] = pause_ms
+        self.stats["max_pause_ms"] = max(self.stats["max_pause_ms"], pause_ms)
+        frame["served"] = {"pause_ms": pause_ms, "max_pause_ms": self.stats["max_pause_ms"],
+                           "pieces": len(pauses)}
+        head = json.dumps(frame, default=str)
+        parts = [part for part in parts if part]
+        return (head[:-1] + ', "rows": [' + ", ".join(parts) + "]}\n").encode()
+
+
+def _line(obj) -> bytes:
+    return (json.dumps(obj) + "\n").encode()
+
+
+_server: AttachServer | None = None
+
+#: Records in the ring of the background recording :func:`serve` starts
+#: (32 bytes each). Frames read it every refresh; records overwritten
+#: between two refreshes are counted in ``loop["lost_records"]``.
+BACKGROUND_CAPACITY = 1 << 15
+
+
+def serve(path: str | None = None) -> AttachServer:
+    """Serve this process's console (see the module docstring) and return
+    the server; a second call returns the running one. From the hub's thread.
+
+    If nothing records yet, this starts a small background recording (the
+    time columns of the table need one, see :mod:`tracing.snapshot`); like
+    the one ``%load_ext labkit`` runs, it steps aside while any other trace
+    records, and starts again after it.
+
+    This is the tracer's ``labkit.console`` plug-in: ``labkit.console.serve()``
+    and ``LABKIT_CONSOLE=1`` call it."""
+    global _server
+    if _server is not None and _server.serving and _server.pid == os.getpid():
+        return _server
+    _server = AttachServer(path).start()
+    _server.on_close = _stop_background
+    _record_in_background()
+    _frames.capture()   # the first one scans the heap for older greenlets: now, not on attach
+    return _server
+
+
+_background = None   # the recorder _record_in_background started, while it runs
+
+
+def _record_in_background() -> None:
+    global _background
+    from tracing.recorder import Recorder, active, set_background
+    if active() is not None or _server is None or not _server.serving:
+        return
+    _background = Recorder(capacity=BACKGROUND_CAPACITY).start()
+    set_background(_background, _stop_background, _record_in_background)
+
+
+def _stop_background() -> None:
+    global _background
+    from tracing.recorder import active, set_background
+    recorder, _background = _background, None
+    if recorder is not None and recorder.ring is not None:
+        if active() is recorder:
+            set_background(None)
+        recorder.stop(read=False)
+
+
+def _after_fork_in_child() -> None:
+    global _server
+    if _server is not None:
+        _server.forget_after_fork()
+        _server = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _close_at_exit() -> None:
+    if _server is not None and _server.pid == os.getpid() and _server.serving:
+        try:
+            os.unlink(_server.path)
+        except OSError:
+            pass
+
+
+import atexit  # noqa: E402 - next to the hook it registers
+atexit.register(_close_at_exit)
+
+
+# -- the terminal side ----------------------------------------------------------------
+
+class AttachClient:
+    """A connection to the console of process ``pid`` (or socket ``path``).
+
+    Plain blocking sockets: the terminal side needs no hub. Raises
+    FileNotFoundError with a hint when there is no such console,
+    PermissionError when the process refuses us."""
+
+    def __init__(self, pid: int | None = None, path: str | None = None,
+                 timeout: float = 5.0):
+        if path is None:
+            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+                raise ValueError(f"pid must be a positive int, not {pid!r}")
+            path = socket_path(pid)
+        self.path = path
+        self.pid = pid
+        sock = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except FileNotFoundError:
+            sock.close()
+            raise FileNotFoundError(
+                f"no labkit console at {path}: is process {pid} running labkit with "
+                "LABKIT_CONSOLE=1 (or labkit.console.serve()), as this user?") from None
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._file = sock.makefile("rb")
+
+    def request(self, op: str) -> dict:
+        try:
+            self._sock.sendall(_line({"op": op}))
+            line = self._file.readline()
+        except TimeoutError:
+            raise TimeoutError(
+                f"process {self.pid or self.path} did not answer: its hub is not "
+                "running (the main thread is blocked outside labkit, or busy)") from None
+        if not line:
+            raise ConnectionError("the process closed the connection")
+        answer = json.loads(line)
+        if "error" in answer:
+            if answer["error"].startswith("refused"):
+                raise PermissionError(answer["error"])
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def frame(self) -> dict:
+        return self.request("frame")
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+RECORD_HEADER = "labkit-console-record"
+
+
+def _record_header(pid) -> dict:
+    return {"format": RECORD_HEADER, "version": 1, "pid": pid}
+
+
+def load_record(path) -> list[dict]:
+    """The frames a ``--record`` file holds, oldest first."""
+    with open(path) as f:
+        try:
+            header = json.loads(f.readline() or "null")
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != RECORD_HEADER:
+            raise ValueError(f"{path} is not a labkit console record")
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# -- drawing (rich) ---------------------------------------------------------------------
+
+_SORT_KEYS = {"name": lambda r: r["name"] or "", "state": lambda r: r["state"] or "",
+              "busy": lambda r: -(r["busy"] or 0.0), "switches": lambda r: -(r["switches"] or 0)}
+_LEVELS = " ▁▂▃▄▅▆▇█"
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return ""
+    return f"{value * 1e3:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def format_loop(loop: dict) -> str:
+    """The loop's numbers in one line."""
+    text = (f"ready {loop.get('ready', 0)}, timers {loop.get('timers', 0)}, "
+            f"fd waits {loop.get('fd_waits', 0)}")
+    if loop.get("recording"):
+        text += (f", loop lag max {_seconds(loop.get('lag_max'))}, "
+                 f"{loop.get('callbacks_per_pass', 0):.1f} callbacks/pass")
+    return text
+
+
+def timeline_lanes(history: list[dict], width: int = 60, max_lanes: int = 12) -> list:
+    """(name, cells) per greenlet over the last ``width`` frames of ``history``:
+    a cell per frame, its height the share of that refresh the greenlet ran
+    (from its busy time), "·" parked, "r" ready, blank when not alive."""
+    history = history[-width:]
+    lanes: dict = {}
+    for index, frame in enumerate(history):
+        previous = {r["id"]: r for r in history[index - 1]["rows"]} if index else {}
+        span = frame["time"] - history[index - 1]["time"] if index else 0.0
+        for row in frame["rows"]:
+            cells = lanes.setdefault((row["id"], row["name"]), [" "] * len(history))
+            before = previous.get(row["id"])
+            if frame["loop"].get("recording") and before is not None and span > 0:
+                share = min(1.0, max(0.0, (row["busy"] - before["busy"]) / span))
+                level = max(1, round(share * (len(_LEVELS) - 1))) if share > 0 else 0
+                cells[index] = _LEVELS[level] if level else "·"
+            elif row["state"] == "running":
+                cells[index] = "█"
+            elif row["state"] == "ready":
+                cells[index] = "r"
+            else:
+                cells[index] = "·"
+    busiest = sorted(lanes.items(), key=lambda item: -sum(c not in " ·" for c in item[1]))
+    return [(name, "".join(cells)) for (_id, name), cells in busiest[:max_lanes]]
+
+
+def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
+           max_rows: int = 30, width: int = 60):
+    """One screen: the table, the lints and the timeline, as a rich renderable."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    rows = sorted(frame["rows"], key=_SORT_KEYS.get(sort, _SORT_KEYS["busy"]))
+    served = frame.get("served", {})
+    title = (f"labkit console — pid {frame.get('pid')} — {len(rows)} rows — "
+             f"{format_loop(frame.get('loop', {}))}"
+             + (f" — served in pieces of ≤ {served['pause_ms']:.2f} ms" if served else ""))
+    table = Table(title=title, expand=True, show_lines=False)
+    for column in ("name", "state", "waits on", "where", "busy", "sched", "sw"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis",
+                         justify="right" if column in ("busy", "sched", "sw") else "left")
+    for row in rows[:max_rows]:
+        name = str(row["name"]) + (" (task)" if row["kind"] == "task" else "")
+        table.add_row(name, row["state"], row["waits_on"] or "",
+                      row["where"] or "", _seconds(row["busy"]), _seconds(row["scheduled"]),
+                      "" if row["switches"] is None else str(row["switches"]))
+    if len(rows) > max_rows:
+        table.caption = f"{len(rows) - max_rows} more rows not shown"
+    lints = Table(title="lints", expand=False)
+    for column in ("kind", "greenlet", "line", "evidence"):
+        lints.add_column(column)
+    for lint in frame.get("lints", []):
+        lints.add_row(str(lint.get("kind")), str(lint.get("greenlet")),
+                      str(lint.get("line") or ""), str(lint.get("evidence") or ""))
+    if not frame.get("lints"):
+        lints.add_row("none", "", "", "")
+    lanes = timeline_lanes(history or [frame], width=width)
+    timeline = "\n".join(f"{name[:20]:<20} |{cells}|" for name, cells in lanes)
+    span = (history[-1]["time"] - history[-width:][0]["time"]) if history else 0.0
+    return Group(table, lints, Panel(timeline or "(no greenlets)",
+                                     title=f"timeline, last {span:.1f} s (one column per refresh)"))
+
+
+# -- the command ---------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """attach to a running labkit process (LABKIT_CONSOLE=1): its greenlets, lints, timeline
+
+    python -m labkit console PID [--once] [--record FILE] [--interval S]
+    """
+    parser = argparse.ArgumentParser(prog="python -m labkit console",
+                                     description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("pid", type=int, help="the process to attach to")
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--record", metavar="FILE", help="also write every frame to FILE")
+    parser.add_argument("--interval", type=float, default=0.5,
+                        help="seconds between refreshes (default 0.5)")
+    parser.add_argument("--sort", choices=sorted(_SORT_KEYS), default="busy")
+    parser.add_argument("--rows", type=int, default=30, help="table rows shown")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds to wait for an answer")
+    parser.add_argument("--socket", help="the socket, if not the usual path for PID")
+    args = parser.parse_args(argv)
+    if not args.interval > 0:
+        parser.error("--interval must be > 0")
+    from rich.console import Console
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    try:
+        client = AttachClient(args.pid, path=args.socket, timeout=args.timeout)
+    except (FileNotFoundError, PermissionError, ConnectionRefusedError) as exc:
+        print(f"labkit console: {exc}", file=sys.stderr)
+        return 1
+    record = open(args.record, "w") if args.record else None
+    history: list[dict] = []
+    try:
+        if record is not None:
+            record.write(json.dumps(_record_header(args.pid)) + "\n")
+
+        def next_frame() -> dict:
+            frame = client.frame()
+            history.append(frame)
+            del history[:-120]
+            if record is not None:
+                record.write(json.dumps(frame) + "\n")
+                record.flush()
+            return frame
+
+        if args.once:
+            console.print(render(next_frame(), history, args.sort, args.rows))
+            return 0
+        from rich.live import Live
+        with Live(render(next_frame(), history, args.sort, args.rows), console=console,
+                  refresh_per_second=4, screen=False) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(render(next_frame(), history, args.sort, args.rows))
+    except KeyboardInterrupt:
+        return 0
+    except (TimeoutError, ConnectionError, PermissionError, RuntimeError) as exc:
+        print(f"labkit console: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+        if record is not None:
+            record.close()

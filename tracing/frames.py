@@ -1,0 +1,295 @@
+"""Frames: what the console shows at one instant, as plain data, and a ring of them.
+
+    frame = capture()                  # in the hub's thread: rows, lints, loop
+    frame["rows"][0]                   # {"id", "kind", "name", "state", "waits_on", ...}
+    ring = FrameRing(seconds=60)       # record ...
+    ring.add(frame)
+    ring.at(t)                         # ... and scrub: the frame in force at time t
+    wait_for_edges(frame)              # who waits on whom
+    spawn_tree(frame)                  # who spawned whom
+
+The console widget (:mod:`tracing.console`) and the terminal attach
+(:mod:`tracing.attach`) show the same thing, so they share this one
+definition of it. A frame is a JSON-able dict -- the attach sends it over a
+socket and ``--record`` writes it to a file as it is -- with these keys:
+
+- ``time``: seconds on the monotonic clock (``time.monotonic()``), ``wall``:
+  seconds since the epoch, ``pid``;
+- ``rows``: one dict per live greenlet, plus one per asyncio Task of the
+  host loop (the kernel's; ``kind`` is ``"task"``), with the keys of
+  :data:`ROW_KEYS` (see :func:`tracing.snapshot.snapshot` for their meaning);
+- ``loop``: the loop's own numbers (a dict of name -> number);
+- ``lints``: one dict per finding (``kind``, ``greenlet``, ``id``, ``line``,
+  ``evidence``).
+
+Where the numbers come from: :func:`tracing.snapshot.snapshot` and
+:func:`tracing.lints.lints`; this module only turns them into plain data,
+adds the asyncio Tasks, and derives the graphs from the rows.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import dataclasses
+import os
+import time
+
+#: The keys of a row, in the order the tables show them.
+ROW_KEYS = ("id", "kind", "name", "state", "waits_on", "where", "spawn_site", "cell",
+            "parent", "switches", "busy", "scheduled", "idle")
+
+
+def capture(hub=None) -> dict:
+    """A frame of this thread's hub now. Call from the hub's thread.
+
+    Cost: one :func:`tracing.snapshot.snapshot` plus a dict per row.
+    """
+    rows, loop = _greenlet_rows(hub)
+    rows += task_rows()
+    return {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid(),
+            "rows": rows, "loop": loop, "lints": _lint_rows(hub)}
+
+
+# -- greenlets, the loop, the lints ----------------------------------------------
+
+def _greenlet_rows(hub) -> tuple[list, dict]:
+    from tracing.snapshot import snapshot
+    snap = snapshot(hub)
+    rows = []
+    for row in snap.rows:
+        plain = row.as_dict()
+        plain["kind"] = "greenlet"
+        rows.append(_row(**plain))
+    return rows, dataclasses.asdict(snap.loop)
+
+
+def _lint_rows(hub) -> list:
+    return []
+
+
+# -- asyncio Tasks of the host loop --------------------------------------------
+
+def host_asyncio_loop():
+    """The asyncio loop this thread's labkit is a guest of (the kernel's),
+    else the running one, else None."""
+    import labkit.jupyter
+    guest = labkit.jupyter.active()
+    if guest is not None and getattr(guest, "aio", None) is not None:
+        return guest.aio
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def task_rows(loop=None) -> list:
+    """One row per unfinished asyncio Task of ``loop`` (default:
+    :func:`host_asyncio_loop`): the Tasks of cells using top-level ``await``,
+    and any the user created. Call from the loop's thread."""
+    loop = loop if loop is not None else host_asyncio_loop()
+    if loop is None:
+        return []
+    current = asyncio.current_task(loop) if loop.is_running() else None
+    rows = []
+    for task in sorted(asyncio.all_tasks(loop), key=id):
+        if task.done():
+            continue
+        stack = [_frame_text(f) for f in task.get_stack()]
+        waiter = getattr(task, "_fut_waiter", None)
+        if task is current:
+            state, waits_on = "running", ""
+        elif waiter is not None:
+            state, waits_on = "parked", _describe_future(waiter)
+        else:
+            state, waits_on = "ready", ""
+        rows.append(_row(id=id(task), kind="task", name=task.get_name(), state=state,
+                         waits_on=waits_on, where=stack[-1] if stack else "",
+                         spawn_site=_coroutine_site(task), parent=""))
+    return rows
+
+
+def _describe_future(future) -> str:
+    if isinstance(future, asyncio.Task):
+        return f"await {future.get_name()}"
+    callbacks = getattr(future, "_callbacks", None) or ()
+    return f"{type(future).__name__}" + (" (sleep)" if any(
+        "sleep" in repr(cb) for cb in callbacks) else "")
+
+
+def _coroutine_site(task) -> str:
+    coro = task.get_coro()
+    code = getattr(coro, "cr_code", None)
+    if code is None:
+        return ""
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+
+
+def _row(**fields) -> dict:
+    row = dict.fromkeys(ROW_KEYS)
+    row.update(fields)
+    return row
+
+
+# -- what the rows say about each other ------------------------------------------
+
+def _by_name(rows) -> dict:
+    by_name = {}
+    for row in rows:
+        by_name.setdefault(row["name"], row)
+    return by_name
+
+
+def wait_for_edges(frame: dict) -> list:
+    """(waiter row, what, other row or None) for each parked row: who waits
+    on whom. A join names the greenlet joined (a join chain is a path of
+    such edges); a Task awaiting another Task names it; anything else
+    (an Event, a Queue, a lock, an fd, a timer) has no row to point at and
+    gives ``None``, with the object in ``what``."""
+    by_name = _by_name(frame["rows"])
+    edges = []
+    for row in frame["rows"]:
+        if row["state"] != "parked" or not row["waits_on"]:
+            continue
+        what = row["waits_on"]
+        other = None
+        for prefix in ("join ", "await "):
+            if what.startswith(prefix):
+                other = by_name.get(what[len(prefix):])
+        edges.append((row, what, other))
+    return edges
+
+
+def format_wait_for(frame: dict) -> list[str]:
+    """The wait-for graph as lines of text, one per parked row:
+    ``a --join--> b`` for a row it waits on, ``a --Event`` for an object,
+    and join chains followed to their end: ``a --join--> b --Event``."""
+    edges = {row["id"]: (what, other) for row, what, other in wait_for_edges(frame)}
+    targets = {other["id"] for what, other in edges.values() if other is not None}
+    lines = []
+    for row in frame["rows"]:
+        if row["id"] not in edges or row["id"] in targets:
+            continue   # chains are drawn from their first waiter
+        text, seen, current = row["name"], set(), row
+        while current["id"] in edges and current["id"] not in seen:
+            seen.add(current["id"])
+            what, other = edges[current["id"]]
+            if other is None:
+                text += f" --{what}"
+                break
+            verb = what.split(" ", 1)[0]
+            text += f" --{verb}--> {other['name']}"
+            current = other
+        lines.append(text)
+    return lines
+
+
+def spawn_tree(frame: dict) -> list[tuple[int, dict]]:
+    """(depth, row) in depth-first order: each row under the row that spawned
+    it (``parent`` is the spawner's name). Rows whose spawner is not a
+    live row (the main greenlet, one that exited, unknown) are roots; so are Tasks."""
+    rows = frame["rows"]
+    by_name = _by_name(rows)
+    children = collections.defaultdict(list)
+    roots = []
+    for row in rows:
+        parent = by_name.get(row.get("parent") or None)
+        if parent is not None and parent is not row:
+            children[parent["id"]].append(row)
+        else:
+            roots.append(row)
+    out, seen = [], set()
+    stack = [(0, row) for row in reversed(roots)]
+    while stack:
+        depth, row = stack.pop()
+        if row["id"] in seen:   # two rows with one name: show each once
+            continue
+        seen.add(row["id"])
+        out.append((depth, row))
+        stack += [(depth + 1, child) for child in reversed(children[row["id"]])]
+    out += [(0, row) for row in rows if row["id"] not in seen]   # cycles of names
+    return out
+
+
+def stack_of(row: dict, hub=None) -> list[str] | None:
+    """The stack of the greenlet or Task ``row`` names, if it is still alive:
+    "file:line in function", outermost first. From the hub's thread."""
+    if row["kind"] == "task":
+        loop = host_asyncio_loop()
+        for task in (asyncio.all_tasks(loop) if loop is not None else ()):
+            if id(task) == row["id"]:
+                return [_frame_text(f) for f in task.get_stack()]
+        return None
+    from labkit.util import live_greenlets
+    for g in live_greenlets(hub):
+        if id(g) == row["id"]:
+            frames = []
+            frame = g.gr_frame
+            while frame is not None:
+                frames.append(_frame_text(frame))
+                frame = frame.f_back
+            return frames[::-1]
+    return None
+
+
+def _frame_text(frame) -> str:
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def history_of(ring, row_id: int, until: float | None = None) -> list[tuple[float, dict]]:
+    """(time, row) for each recorded frame holding ``row_id``, oldest first,
+    up to time ``until``: the row's history (state, waits_on, where, times)."""
+    out = []
+    for frame in ring:
+        if until is not None and frame["time"] > until:
+            break
+        for row in frame["rows"]:
+            if row["id"] == row_id:
+                out.append((frame["time"], row))
+                break
+    return out
+
+
+# -- record & scrub ---------------------------------------------------------------
+
+class FrameRing:
+    """The frames of the last ``seconds`` (and at most ``max_frames``), oldest
+    first: what "record" keeps and "scrub" walks back through.
+
+    Not thread-safe: add and read from one thread (the console's own)."""
+
+    def __init__(self, seconds: float = 60.0, max_frames: int = 1000):
+        if not seconds > 0:
+            raise ValueError(f"seconds must be > 0, not {seconds!r}")
+        if not (isinstance(max_frames, int) and max_frames >= 1):
+            raise ValueError(f"max_frames must be an int >= 1, not {max_frames!r}")
+        self.seconds = float(seconds)
+        self.max_frames = max_frames
+        self._frames: collections.deque = collections.deque()
+
+    def add(self, frame: dict) -> None:
+        if self._frames and frame["time"] < self._frames[-1]["time"]:
+            raise ValueError("frames must be added in time order")
+        self._frames.append(frame)
+        horizon = frame["time"] - self.seconds
+        while len(self._frames) > self.max_frames or self._frames[0]["time"] < horizon:
+            self._frames.popleft()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __getitem__(self, index: int) -> dict:
+        return self._frames[index]
+
+    def __iter__(self):
+        return iter(self._frames)
+
+    def at(self, t: float) -> dict | None:
+        """The frame in force at time ``t``: the last one taken at or before
+        it (None if ``t`` is before the first)."""
+        times = [f["time"] for f in self._frames]
+        index = bisect.bisect_right(times, t) - 1
+        return self._frames[index] if index >= 0 else None
+
+    def clear(self) -> None:
+        self._frames.clear()
