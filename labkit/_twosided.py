@@ -98,8 +98,10 @@ _HANDED = True
 
 
 def _check_timeout(blocking, timeout) -> float:
-    """The C lock's argument rules; returns the timeout (seconds, -1: forever)."""
-    if timeout == -1:
+    """The C lock's argument rules; returns the timeout (seconds, -1: forever).
+    None is accepted for -1, as gevent's lock does (labkit.lock.RLock's
+    default, which threading.RLock shares)."""
+    if timeout == -1 or timeout is None:
         return -1
     timeout = check_seconds(timeout, "timeout")
     if not blocking:
@@ -368,64 +370,18 @@ class Lock:
         return f"<{state} labkit.thread.LockType object at {id(self):#x}{parked}>"
 
 
-class RLock:
-    """``threading.RLock`` for greenlets and threads at once: owned by a
-    greenlet (a thread's own greenlet, for plain threads), so two greenlets
-    of one thread exclude each other; the owner may re-acquire."""
+class RLock(_labkit_lock.RLock):
+    """``threading.RLock`` for greenlets and threads at once: labkit.lock's
+    RLock (owned by a greenlet -- a thread's own greenlet, for plain
+    threads -- so two greenlets of one thread exclude each other; the owner
+    may re-acquire) on this module's :class:`Lock` instead of a Semaphore."""
 
-    __slots__ = ("_block", "_owner", "_count", "__weakref__")
+    __slots__ = ()
 
     def __init__(self):
         self._block = Lock()
         self._owner = None   # the greenlet holding it, or None
         self._count = 0      # how many times the owner acquired it
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        me = getcurrent()
-        if self._owner is me:
-            self._count += 1
-            return True
-        if not self._block.acquire(blocking, timeout):
-            return False
-        self._owner = me
-        self._count = 1
-        return True
-
-    __enter__ = acquire
-
-    def release(self) -> None:
-        if self._owner is not getcurrent():
-            raise RuntimeError("cannot release un-acquired lock")
-        self._count -= 1
-        if not self._count:
-            self._owner = None
-            self._block.release()
-
-    def __exit__(self, typ, value, tb) -> None:
-        self.release()
-
-    def locked(self) -> bool:
-        return self._block.locked()
-
-    # threading.Condition's interface for reentrant locks
-    def _is_owned(self) -> bool:
-        return self._owner is getcurrent()
-
-    def _recursion_count(self) -> int:
-        return self._count if self._owner is getcurrent() else 0
-
-    def _release_save(self):
-        if not self._count or self._owner is not getcurrent():
-            raise RuntimeError("cannot release un-acquired lock")
-        state = (self._count, self._owner)
-        self._count = 0
-        self._owner = None
-        self._block.release()
-        return state
-
-    def _acquire_restore(self, state) -> None:
-        self._block.acquire()
-        self._count, self._owner = state
 
     def _at_fork_reinit(self) -> None:
         self._block._at_fork_reinit()

@@ -450,7 +450,15 @@ class RLock:
     """A reentrant lock owned by a greenlet: the owner may acquire it again
     (each acquire needs its release); anyone else waits in FIFO order.
     Releasing a lock you do not own raises RuntimeError. ``hub``: as for
-    :class:`Semaphore`."""
+    :class:`Semaphore`.
+
+    The one home of the reentrant bookkeeping (owner, count, and the
+    interface ``threading.Condition`` uses to release a lock fully while it
+    waits): :class:`labkit.threading.RLock` is this class on a lock that
+    greenlets and OS threads share (labkit._twosided) instead of a
+    Semaphore. The lock underneath is ``_block``; it only needs
+    ``acquire(blocking, timeout)``, ``release()`` and ``locked()``.
+    """
 
     __slots__ = ("_block", "_owner", "_count", "__weakref__")
 
@@ -470,6 +478,8 @@ class RLock:
         self._count = 1
         return True
 
+    __enter__ = acquire
+
     def release(self) -> None:
         if self._owner is not getcurrent():
             raise RuntimeError("cannot release un-acquired lock")
@@ -478,15 +488,21 @@ class RLock:
             self._owner = None
             self._block.release()
 
+    def __exit__(self, typ, value, tb) -> None:
+        self.release()
+
     def locked(self) -> bool:
         return self._block.locked()
 
+    # threading.Condition's interface for reentrant locks
     def _is_owned(self) -> bool:
         return self._owner is getcurrent()
 
-    # threading.Condition uses these to release fully while it waits
+    def _recursion_count(self) -> int:
+        return self._count if self._owner is getcurrent() else 0
+
     def _release_save(self):
-        if not self._is_owned():
+        if not self._count or self._owner is not getcurrent():
             raise RuntimeError("cannot release un-acquired lock")
         state = (self._count, self._owner)
         self._count = 0
@@ -497,12 +513,6 @@ class RLock:
     def _acquire_restore(self, state) -> None:
         self._block.acquire()
         self._count, self._owner = state
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, typ, value, tb) -> None:
-        self.release()
 
     def __repr__(self) -> str:
         return f"<RLock owner={self._owner!r} count={self._count}>"

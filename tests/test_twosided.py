@@ -170,6 +170,21 @@ def test_rlock_excludes_greenlets_of_one_thread_and_other_threads():
         rlock.release()
 
 
+def test_threading_rlock_is_labkit_rlock_on_the_two_sided_lock():
+    # One home for the reentrant bookkeeping: threading's RLock is
+    # labkit.lock.RLock with a two-sided Lock underneath, so both accept
+    # gevent's timeout=None for "forever" and answer Condition's questions.
+    from labkit import lock
+    assert issubclass(RLock, lock.RLock) and isinstance(RLock()._block, Lock)
+    for rlock in (RLock(), lock.RLock()):
+        assert rlock.acquire(True, None) and rlock.acquire(timeout=None)
+        assert rlock._recursion_count() == 2 and rlock._is_owned()
+        rlock.release()
+        rlock.release()
+        assert rlock._recursion_count() == 0 and not rlock.locked()
+    assert Lock().acquire(True, None)
+
+
 def test_semaphores_and_barrier_span_greenlets_and_threads():
     barrier = Barrier(4, timeout=10)
     sem = BoundedSemaphore(2)
