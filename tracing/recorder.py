@@ -26,10 +26,30 @@ Contract: one recorder at a time (the hooks are module globals); start and
 stop it from the thread whose hub it traces. The opt-in ``settrace`` mode
 also records raw ``greenlet.switch()`` calls that bypass the hub, at the
 cost of a Python call per switch.
+
+Always-on recording (tracing/flight.py) needs two more things, both here
+because they are about the ring and its side table:
+
+- ``bounded=True``: the side table forgets what the ring forgot. Each spawn
+  notes the ring's sequence number; now and then, entries of greenlets that
+  have exited and whose records have all been overwritten are dropped, so
+  memory stays proportional to the ring plus the live greenlets, however
+  long the process runs. Spawn indices stay absolute (``spawn_info(i)``);
+- :meth:`Recorder.copy_ring` and :meth:`Recorder.recording_of`: the
+  records of the last seconds as a :class:`Recording`, taken *while*
+  recording goes on (the copy from the loop thread: see its docstring).
+
+Fork. A recorder running when the process forks starts afresh in the child
+(``os.register_at_fork``): the child's copy of the ring is emptied, its
+clock origin and ``pid`` are the child's, and a blocking monitor riding on
+it gets a new watchdog thread (threads do not survive a fork). The side
+table keeps what it knows about greenlets, which the child inherits alive.
+Observers (``add_observer``) get ``after_fork_in_child(recorder)``.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
@@ -102,6 +122,8 @@ class SpawnInfo:
     function: str               #: what it runs
     exit: str | None = None     #: "value int", "raised ValueError"
     ref: object = field(default=None, repr=False)   #: the greenlet, until exit
+    seq: int = -1               #: ring sequence number of its spawn record (bounded mode)
+    exit_seq: int = -1          #: ... and of its exit record
     path: str | None = None     #: the full file name of ``site`` (a cell's, in IPython)
 
 
@@ -118,6 +140,7 @@ class Recording:
     start_ns: int
     stop_ns: int
     blocks: list                #: tracing.model.Block, from the blocking monitor
+    pid: int = 0                #: the process that recorded it
 
 
 def _user_frame(frame):
@@ -145,13 +168,25 @@ def _function_name(g) -> str:
 class Recorder:
     """One recording session. See the module docstring for the contract."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, settrace: bool = False):
+    #: bounded mode: look for side-table entries to drop every this many spawns
+    PRUNE_EVERY = 4096
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, settrace: bool = False,
+                 bounded: bool = False):
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
         if capacity < 2:
             raise ValueError(f"capacity must be >= 2, not {capacity!r}")
         self.capacity = capacity
         self.settrace = settrace
+        self.bounded = bool(bounded)
+        self.pid = os.getpid()
         self.labels = _Labels({None: 0})
+        #: SpawnInfo of spawn index ``spawn_base + i`` (see spawn_info)
         self.spawns: list[SpawnInfo] = []
+        self.spawn_base = 0
+        self._old_live: dict[int, SpawnInfo] = {}   # pruned from spawns, still alive
+        self._observers: list = []
         self.blocks: list = []          # appended by the blocking monitor
         self.monitor = None             # a BlockingMonitor riding on this ring
         self.ring = None
@@ -180,6 +215,7 @@ class Recorder:
         current = getcurrent()
         self._names.setdefault(id(current), _function_name(current))
         self.start_ns = lib.lk_now_ns()
+        self.pid = os.getpid()
         self.record(lib.LK_TR_MARK, id(current), 0, 0)
         _active = self
         for module in HOOKED_MODULES:
@@ -217,11 +253,55 @@ class Recorder:
             return None
         self._resolve_names(records)
         return Recording(
-            records=records, dropped=dropped, spawns=self.spawns,
+            records=records, dropped=dropped,
+            spawns=_SpawnTable(self) if self.bounded else self.spawns,
             names=dict(self._names),
             labels={number: label for label, number in self.labels.items()},
             hub_id=id(self._hub), main_id=id(self._hub.parent),
-            start_ns=self.start_ns, stop_ns=self.stop_ns, blocks=list(self.blocks))
+            start_ns=self.start_ns, stop_ns=self.stop_ns, blocks=list(self.blocks),
+            pid=self.pid)
+
+    def copy_ring(self) -> bytes:
+        """The ring's records as raw bytes (``_RECORD`` each), oldest first,
+        while recording goes on.
+
+        Call it from the thread that records (the loop thread): the ring's
+        writers are then this thread's own, between two records, and the
+        copy is exact. From another thread the newest record may still be
+        being written (a poll record, which the C loop writes without the
+        GIL), and the oldest may be overwritten during the copy: keep only
+        records inside a time window that ends before the copy began
+        (:meth:`recording_of` does, given its bounds)."""
+        if self.ring is None:
+            raise RuntimeError("this recorder is not running")
+        count = lib.lk_trace_count(self.ring)
+        wanted = max(1, min(count, lib.lk_trace_capacity(self.ring)))
+        out = ffi.new("lk_trace_entry[]", wanted)
+        n = lib.lk_trace_read(self.ring, out, wanted, 0, ffi.NULL)
+        return bytes(ffi.buffer(out, n * _RECORD.size))
+
+    def recording_of(self, records: list, start_ns: int, stop_ns: int) -> Recording:
+        """A Recording of ``records`` (tuples, from :meth:`copy_ring`, within
+        [start_ns, stop_ns]) of this running recorder: the side table is
+        read, never changed, and names of live greenlets are resolved now.
+        Blocks the monitor found in the window come along, their start made
+        relative to ``start_ns``. Any thread."""
+        start_ns = max(start_ns, self.start_ns)
+        first_ts = records[0][0] if records else start_ns
+        records = [r for r in records if r[0] >= first_ts and r[0] >= start_ns]
+        seen = {r[3] for r in records if r[1] in (lib.LK_TR_RESUME, lib.LK_TR_EXIT,
+                                                   lib.LK_TR_MARK)}
+        names = dict(self._names)
+        for gid in seen:
+            names.setdefault(gid, self.name_of(gid))
+        offset = (start_ns - self.start_ns) / 1e9
+        blocks = [dataclasses.replace(b, start=b.start - offset) for b in list(self.blocks)
+                  if b.start + b.duration >= offset]
+        return Recording(
+            records=records, dropped=0, spawns=_SpawnTable(self), names=names,
+            labels={number: label for label, number in list(self.labels.items())},
+            hub_id=id(self._hub), main_id=id(self._hub.parent),
+            start_ns=start_ns, stop_ns=stop_ns, blocks=blocks, pid=self.pid)
 
     def _read_ring(self):
         count = lib.lk_trace_count(self.ring)
@@ -232,7 +312,7 @@ class Recorder:
         return list(_RECORD.iter_unpack(raw)), lib.lk_trace_dropped(self.ring)
 
     def _resolve_names(self, records) -> None:
-        for info in self.spawns:
+        for info in [*self.spawns, *self._old_live.values()]:
             if info.name is None and info.ref is not None:
                 info.name = _name_of(info.ref)
             info.ref = None
@@ -248,25 +328,115 @@ class Recorder:
     def name_of(self, gid: int) -> str:
         """The name of the greenlet with this id now (any thread may ask)."""
         index = self._by_id.get(gid)
-        if index is not None:
-            info = self.spawns[index]
+        info = self.spawn_info(index) if index is not None else None
+        if info is not None:
             ref = info.ref
             return info.name or (_name_of(ref) if ref is not None else f"greenlet-{gid:#x}")
         return self._names.get(gid) or f"greenlet-{gid:#x}"
+
+    def spawn_info(self, index: int) -> SpawnInfo | None:
+        """The side table's entry for spawn record ``index`` (its ``arg``),
+        or None if a bounded recorder has forgotten it. Any thread."""
+        i = index - self.spawn_base
+        if i >= 0:
+            try:
+                return self.spawns[i]
+            except IndexError:
+                return None
+        return self._old_live.get(index)
+
+    def add_observer(self, observer) -> None:
+        """Call ``observer.on_spawn(g, info)`` and ``observer.on_exit(g, info)``
+        (``info`` the SpawnInfo, or None for a greenlet spawned before) from
+        the hooks, in the greenlet that spawns or exits; an observer that
+        raises is removed and the error printed. For bridges to other
+        tracers (tracing/otel.py); ``remove_observer`` undoes it."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _tell_observers(self, method: str, g, info) -> None:
+        for observer in list(self._observers):
+            try:
+                getattr(observer, method)(g, info)
+            except Exception:
+                import traceback
+                traceback.print_exc()
+                self.remove_observer(observer)
+
+    # -- bounded side table ------------------------------------------------
+    def _prune(self) -> None:
+        """Drop the entries the ring no longer needs (bounded mode)."""
+        count = lib.lk_trace_count(self.ring)
+        oldest = count - min(count, lib.lk_trace_capacity(self.ring))
+        keep_from = 0
+        for i, info in enumerate(self.spawns):   # in spawn order: seq grows
+            if info.seq >= oldest:
+                break
+            if info.ref is not None or info.exit_seq >= oldest:
+                self._old_live[self.spawn_base + i] = info   # still asked for
+            keep_from = i + 1
+        if keep_from:
+            del self.spawns[:keep_from]
+            self.spawn_base += keep_from
+        for index, info in list(self._old_live.items()):
+            if info.ref is None and info.exit_seq < oldest:
+                del self._old_live[index]
+
+    # -- fork ---------------------------------------------------------------
+    def _restart_in_child(self) -> None:
+        """After fork, in the child: start afresh (see the module docstring)."""
+        lib.lk_trace_clear(self.ring)
+        self.pid = os.getpid()
+        self.start_ns = lib.lk_now_ns()
+        self.blocks = []
+        hub = _lk_hub.get_hub()
+        if hub is not self._hub and not self._hub.loop.closed:
+            self._hub.loop.set_trace_ring(None)
+        self._hub = hub
+        self._names[id(hub)] = "hub"
+        self._names[id(hub.parent)] = "main"
+        if not hub.loop.closed:
+            hub.loop.set_trace_ring(self.ring)
+        self.record(lib.LK_TR_MARK, id(getcurrent()), 0, 0)
+        old = self.monitor
+        if old is not None:
+            from tracing.blocking import BlockingMonitor
+            self.monitor = None
+            self.monitor = BlockingMonitor(
+                old.threshold, callback=old.callback, report=old.report, recorder=self,
+                stuck_after=old.stuck_after, on_stuck=old.on_stuck).start()
+        for observer in list(self._observers):
+            hook = getattr(observer, "after_fork_in_child", None)
+            if hook is not None:
+                try:
+                    hook(self)
+                except Exception:
+                    import traceback
+                    traceback.print_exc()
 
     # -- hooks (called by labkit.hub and labkit.greenlet) ------------------
     def on_spawn(self, g) -> None:
         """A greenlet was created (Greenlet.__init__, spawn_raw)."""
         parent = getcurrent()
-        index = len(self.spawns)
         frame = _user_frame(sys._getframe(1))
         path = frame.f_code.co_filename if frame is not None else None
         site = f"{os.path.basename(path)}:{frame.f_lineno}" if frame is not None else "?"
-        self.spawns.append(SpawnInfo(
-            gid=id(g), name=None, parent=id(parent), site=site,
-            function=_function_name(g), ref=g, path=path))
+        info = SpawnInfo(gid=id(g), name=None, parent=id(parent), site=site,
+                         function=_function_name(g), ref=g, path=path)
+        if self.bounded:
+            info.seq = lib.lk_trace_count(self.ring)
+            if len(self.spawns) >= self.PRUNE_EVERY and \
+                    (self.spawn_base + len(self.spawns)) % self.PRUNE_EVERY == 0:
+                self._prune()
+        index = self.spawn_base + len(self.spawns)
+        self.spawns.append(info)
         self._by_id[id(g)] = index
         self.record(lib.LK_TR_SPAWN, id(g), index, id(parent))
+        if self._observers:
+            self._tell_observers("on_spawn", g, info)
 
     def on_exit(self, g) -> None:
         """A Greenlet's run() is about to return (value or exception)."""
@@ -276,11 +446,17 @@ class Recorder:
         else:
             outcome, raised = f"value {type(getattr(g, 'value', None)).__name__}", 0
         index = self._by_id.get(id(g))
-        if index is not None and self.spawns[index].ref is g:
-            info = self.spawns[index]
+        info = self.spawn_info(index) if index is not None else None
+        if info is not None and info.ref is g:
             info.exit = outcome
             info.name = _name_of(g)
             info.ref = None   # do not keep dead greenlets alive
+            if self.bounded:
+                info.exit_seq = lib.lk_trace_count(self.ring)   # forgotten after this one
+        else:
+            info = None
+        if self._observers:
+            self._tell_observers("on_exit", g, info)
         self.record(lib.LK_TR_EXIT, id(g), raised, self.labels[outcome])
 
     def _on_raw_switch(self, event, args) -> None:
@@ -293,6 +469,26 @@ class Recorder:
                 self.record(lib.LK_TR_RESUME, id(target), lib.LK_WHY_SWITCH, id(origin))
         if self._old_settrace is not None:
             self._old_settrace(event, args)
+
+
+class _SpawnTable:
+    """A recorder's spawns as the model reads them (``table[arg]``, with
+    ``arg < len(table)``): absolute indices, None where a bounded recorder
+    forgot, names of live greenlets resolved when asked. Any thread."""
+
+    def __init__(self, recorder: Recorder):
+        self._recorder = recorder
+        self._len = recorder.spawn_base + len(recorder.spawns)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int):
+        info = self._recorder.spawn_info(index)
+        if info is None:
+            return None
+        return dataclasses.replace(info, name=info.name or self._recorder.name_of(info.gid),
+                                   ref=None)
 
 
 def _name_of(g) -> str:
@@ -337,6 +533,14 @@ def _step_aside():
     _recorder, pause, resume = _background
     pause()
     return resume if _active is None else None
+
+
+def _restart_in_child() -> None:
+    if _active is not None and _active.ring is not None:
+        _active._restart_in_child()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)
 
 
 def mark_host_wait() -> None:

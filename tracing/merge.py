@@ -1,0 +1,212 @@
+"""Traces of several processes on one timeline: a Perfetto file per process, merged.
+
+A forking server (``gunicorn -k labkit.gunicorn.Worker -w 4``, or any
+``os.fork()``) runs one hub per process, each with its own recorder. Each
+process writes its trace with :func:`write`: the events
+:func:`tracing.export.perfetto_events` makes, moved to a Perfetto process
+track named after the process (its pid), plus a ``"labkit"`` entry in the
+file's ``metadata`` saying which pid it is and where its time zero lies on
+the machine's monotonic clock (the clock every process on one machine
+shares: lk_now_ns is CLOCK_MONOTONIC). :func:`merge` puts such files on one
+timeline:
+
+- each file's timestamps are shifted by the distance between its zero and
+  the earliest file's, so that the same instant has the same ``ts``;
+- each file keeps its pid: one process track per process, its greenlet lanes
+  (Perfetto *threads*) under it. Two files of the same pid (two dumps of one
+  worker) stay one process track;
+- ids of flows and async slices are made unique per file (the Chrome format
+  scopes them by category, not by process).
+
+Extra event sources (:func:`add_event_source`) add their own events to the
+files :func:`write` makes: the OpenTelemetry bridge (tracing/otel.py) adds
+the spans it saw, so that a labkit trace and a tracing backend's line up.
+
+    python -m tracing.merge DIR_OR_FILES... -o merged.json
+
+Contract: :func:`write` and :func:`merge` are plain functions of files, any
+thread; they never touch a running recorder.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+from labkit._loop import lib
+
+from tracing import export as _export
+
+#: The key in a file's top-level ``metadata`` that write() fills and merge() reads.
+META_KEY = "labkit"
+#: Flow/async ids of file n become n * ID_STRIDE + id (unique across files).
+ID_STRIDE = 1 << 32
+_ID_KEYS = ("id", "bind_id")
+
+_sources: list = []
+
+
+def add_event_source(source) -> None:
+    """Have ``source(pid, start_ns, stop_ns)`` add Chrome trace events to
+    every file :func:`write` makes: events between the two lk_now_ns instants,
+    ``ts`` in microseconds since ``start_ns``, on process ``pid``."""
+    if not callable(source):
+        raise TypeError(f"source must be callable, not {source!r}")
+    if source not in _sources:
+        _sources.append(source)
+
+
+def remove_event_source(source) -> None:
+    if source in _sources:
+        _sources.remove(source)
+
+
+def process_events(trace, *, pid: int, start_ns: int, stop_ns: int | None = None,
+                   name: str | None = None) -> list[dict]:
+    """The Perfetto events of ``trace`` on process track ``pid`` named ``name``
+    (default ``"labkit <pid>"``), plus those of the event sources."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise ValueError(f"pid must be a positive int, not {pid!r}")
+    name = name or f"labkit {pid}"
+    events = _export.perfetto_events(trace)
+    for event in events:
+        if "pid" in event:
+            event["pid"] = pid
+        if event.get("ph") == "M" and event.get("name") == "process_name":
+            event["args"] = {"name": name}
+    if stop_ns is None:
+        stop_ns = start_ns + int(trace.duration * 1e9)
+    for source in list(_sources):
+        try:
+            events.extend(source(pid, start_ns, stop_ns))
+        except Exception:   # a bridge's bug must not cost the trace
+            import traceback
+            traceback.print_exc()
+    return events
+
+
+def write(trace, path, *, pid: int | None = None, start_ns: int, stop_ns: int | None = None,
+          name: str | None = None, reason: str | None = None) -> str:
+    """Write ``trace`` (a tracing.Trace whose time zero is ``start_ns`` on the
+    lk_now_ns clock) as a Perfetto/Chrome JSON file that :func:`merge` can
+    combine with others. Returns ``path``."""
+    pid = os.getpid() if pid is None else pid
+    if not isinstance(start_ns, int):
+        raise TypeError(f"start_ns must be an int (lk_now_ns), not {type(start_ns).__name__}")
+    events = process_events(trace, pid=pid, start_ns=start_ns, stop_ns=stop_ns, name=name)
+    # When this trace's zero was, on the wall clock, for people reading the file.
+    wall = time.time() - (lib.lk_now_ns() - start_ns) / 1e9
+    document = {
+        "traceEvents": events, "displayTimeUnit": "ms",
+        "metadata": {META_KEY: {"pid": pid, "start_ns": start_ns, "wall_start": wall,
+                                "name": name or f"labkit {pid}", "reason": reason,
+                                "dropped": getattr(trace, "dropped", 0)}},
+    }
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(document, f)
+    os.replace(tmp, path)   # readers never see half a file
+    return str(path)
+
+
+def _expand(paths) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            files.extend(sorted(glob.glob(os.path.join(p, "*.json"))))
+        else:
+            files.append(p)
+    return files
+
+
+def read(path) -> dict:
+    """A file written by :func:`write`: its document. ValueError if it is not one."""
+    with open(path, encoding="utf-8") as f:
+        document = json.load(f)
+    meta = document.get("metadata", {}).get(META_KEY) if isinstance(document, dict) else None
+    if not isinstance(meta, dict) or "start_ns" not in meta or "pid" not in meta:
+        raise ValueError(f"{path} is not a labkit process trace (no metadata.{META_KEY})")
+    return document
+
+
+def merge(paths, out=None) -> dict:
+    """Merge labkit process traces (files, or directories of ``*.json``) into
+    one Chrome trace document on one timeline; write it to ``out`` if given.
+
+    Returns the document; its ``metadata.labkit.processes`` lists the merged
+    files' pids. ValueError if no file is given or one is not a labkit
+    process trace (files from elsewhere have no clock origin to align).
+    """
+    files = _expand(paths)
+    if not files:
+        raise ValueError("paths: no trace files to merge")
+    documents = [(f, read(f)) for f in files]
+    origin = min(doc["metadata"][META_KEY]["start_ns"] for _, doc in documents)
+    merged: list[dict] = []
+    seen_metadata = set()
+    processes = []
+    for n, (_, doc) in enumerate(documents):
+        meta = doc["metadata"][META_KEY]
+        shift_us = (meta["start_ns"] - origin) / 1e3
+        processes.append({"pid": meta["pid"], "name": meta.get("name"),
+                          "start_ns": meta["start_ns"], "reason": meta.get("reason")})
+        for event in doc["traceEvents"]:
+            event = dict(event)
+            if event.get("ph") == "M":
+                # one process_name / thread_name per (pid, tid, name): a
+                # second dump of a process does not rename its tracks
+                key = (event.get("pid"), event.get("tid"), event.get("name"),
+                       json.dumps(event.get("args"), sort_keys=True))
+                if key in seen_metadata:
+                    continue
+                seen_metadata.add(key)
+            if "ts" in event:
+                event["ts"] = event["ts"] + shift_us
+            for id_key in _ID_KEYS:
+                if isinstance(event.get(id_key), int):
+                    event[id_key] = n * ID_STRIDE + event[id_key]
+                elif isinstance(event.get(id_key), str):
+                    event[id_key] = f"{n}:{event[id_key]}"
+            merged.append(event)
+    document = {"traceEvents": merged, "displayTimeUnit": "ms",
+                "metadata": {META_KEY: {"merged": True, "start_ns": origin,
+                                        "processes": processes}}}
+    if out is not None:
+        tmp = f"{out}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(document, f)
+        os.replace(tmp, out)
+    return document
+
+
+def process_tracks(document) -> dict:
+    """pid -> process name, from a Chrome trace document's metadata events."""
+    return {e["pid"]: e.get("args", {}).get("name") for e in document["traceEvents"]
+            if e.get("ph") == "M" and e.get("name") == "process_name"}
+
+
+def main(argv=None) -> int:
+    """Merge labkit per-process Perfetto files into one timeline."""
+    parser = argparse.ArgumentParser(prog="python -m tracing.merge", description=main.__doc__)
+    parser.add_argument("paths", nargs="+", help="trace files, or directories of *.json")
+    parser.add_argument("-o", "--output", required=True, help="the merged file to write")
+    args = parser.parse_args(argv)
+    inputs = [p for p in _expand(args.paths) if os.path.abspath(p) != os.path.abspath(args.output)]
+    try:
+        document = merge(inputs, args.output)
+    except (ValueError, OSError) as exc:
+        print(f"tracing.merge: {exc}", file=sys.stderr)
+        return 2
+    pids = sorted(process_tracks(document))
+    print(f"wrote {args.output}: {len(pids)} processes ({', '.join(map(str, pids))})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
