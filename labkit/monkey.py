@@ -266,6 +266,7 @@ def patch_thread(threading=True, _threading_local=True, Event=True, logging=True
         _patch("threading", items)
         if green_mode:
             _rekey_main_thread(stdlib, green.get_ident())
+            _reown_import_locks(get_original("_thread", "get_ident")(), green.get_ident())
             if existing_locks:
                 _replace_existing_locks()
         else:
@@ -309,6 +310,20 @@ def _rekey_main_thread(stdlib, ident: int) -> None:
         stdlib._active[new] = main
         main._ident = new
     _main_thread_idents = (old, new, handle)
+
+
+def _reown_import_locks(old: int, new: int) -> None:
+    """Green mode, patched during an import (``celery -P custom`` imports its
+    pool, which patches, before it loads the app): the import system's
+    per-module locks held by this thread were taken under the OS ident and
+    are released under ``_thread.get_ident()``, now the greenlet's. Hand
+    them to the new ident, as gevent does, or the release raises
+    "cannot release un-acquired lock"."""
+    import importlib._bootstrap as bootstrap
+    for ref in list(getattr(bootstrap, "_module_locks", {}).values()):
+        lock = ref()
+        if lock is not None and getattr(lock, "owner", None) == old:
+            lock.owner = new
 
 
 def _unrekey_main_thread(stdlib) -> None:

@@ -172,6 +172,21 @@ def test_patching_after_ssl_was_imported_warns():
     assert out == "True\n"
 
 
+def test_patch_all_inside_an_import_leaves_the_import_system_working(tmp_path):
+    # Celery imports its pool module (which patches) while the import lock
+    # is held; that lock was taken under the thread's OS ident.
+    (tmp_path / "patches_on_import.py").write_text(
+        "from labkit import monkey\nmonkey.patch_all()\n")
+    out = run_python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import patches_on_import
+        import json, threading
+        print(threading.get_ident() != threading.main_thread().native_id, json.dumps(1))
+    """)
+    assert out == "True 1\n"
+
+
 def test_python_dash_m_labkit_monkey_runs_a_script_patched(tmp_path):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent("""
