@@ -59,7 +59,7 @@ __all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "peer_uid",
            "peer_allowed", "AttachClient", "load_record", "render", "main"]
 
 #: Rows encoded between two yields to the hub.
-CHUNK_ROWS = 200
+CHUNK_ROWS = 100
 #: A request line longer than this closes the connection (requests are tiny).
 MAX_REQUEST = 4096
 #: The requests served; anything else is answered with an error.
@@ -122,7 +122,8 @@ class AttachServer:
     """Serves frames on a Unix socket from greenlets of this thread's hub.
 
     ``path``: the socket (default :func:`socket_path` of this process).
-    ``capture``: what makes a frame (default :func:`tracing.frames.capture`).
+    ``capture``: what makes a frame (default :func:`tracing.frames.capture`;
+    called with ``between`` and ``pieces`` as that one is).
     Create, start and close from the hub's thread. ``stats`` counts what
     was served and the longest pause of the hub measured.
     """
@@ -261,23 +262,21 @@ class AttachServer:
     def _frame_line(self) -> bytes:
         """Capture and encode a frame, yielding to the hub between pieces.
 
-        Each piece (the capture, each chunk of rows) is timed: the longest
-        is how long this refresh held the target's loop at a stretch."""
+        Each piece (the snapshot, each chunk of rows made plain, each chunk
+        encoded) is timed: the longest is how long this refresh held the
+        target's loop at a stretch."""
         import labkit
         clock = time.perf_counter_ns
-        start = clock()
-        frame = self.capture()
-        pauses = [clock() - start]
-        labkit.sleep(0)
+        pauses: list = []
+        frame = self.capture(between=lambda: labkit.sleep(0), pieces=pauses)
         rows = frame.pop("rows")
         parts = []
         for i in range(0, len(rows), CHUNK_ROWS):
+            labkit.sleep(0)
             start = clock()
             parts.append(json.dumps(rows[i:i + CHUNK_ROWS], default=str)[1:-1])
             pauses.append(clock() - start)
-            labkit.sleep(0)
-        start = clock()
-        pause_ms = max(pauses) / 1e6
+        pause_ms = max(pauses, default=0) / 1e6
         self.stats["frames"] += 1
         self.stats["last_pause_ms"] = pause_ms
         self.stats["max_pause_ms"] = max(self.stats["max_pause_ms"], pause_ms)

@@ -40,29 +40,46 @@ ROW_KEYS = ("id", "kind", "name", "state", "waits_on", "where", "spawn_site", "c
             "parent", "switches", "busy", "scheduled", "idle")
 
 
-def capture(hub=None) -> dict:
+#: Rows turned into plain data between two calls of ``between`` (see capture).
+CHUNK_ROWS = 100
+
+
+def capture(hub=None, between=None, pieces: list | None = None) -> dict:
     """A frame of this thread's hub now. Call from the hub's thread.
 
-    Cost: one :func:`tracing.snapshot.snapshot` plus a dict per row.
+    Cost: one :func:`tracing.snapshot.snapshot` (the greenlets' state, all
+    at one instant), then a dict per row, :data:`CHUNK_ROWS` rows at a
+    time. ``between``: called between those pieces -- ``labkit.sleep(0)``
+    in a greenlet lets the loop run, so that a big table never holds it
+    for long at a stretch. ``pieces``: if a list, the duration of each
+    piece in ns is appended (what the console reports as its pause).
     """
-    rows, loop = _greenlet_rows(hub)
-    rows += task_rows()
-    return {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid(),
-            "rows": rows, "loop": loop, "lints": _lint_rows(hub)}
-
-
-# -- greenlets, the loop, the lints ----------------------------------------------
-
-def _greenlet_rows(hub) -> tuple[list, dict]:
     from tracing.snapshot import snapshot
+    clock = time.perf_counter_ns
+    start = clock()
     snap = snapshot(hub)
-    rows = []
-    for row in snap.rows:
-        plain = row.as_dict()
-        plain["kind"] = "greenlet"
-        rows.append(_row(**plain))
-    return rows, dataclasses.asdict(snap.loop)
+    taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
+    loop = dataclasses.asdict(snap.loop)
+    lints = _lint_rows(hub)
+    rows = task_rows()
+    if pieces is not None:
+        pieces.append(clock() - start)
+    snap_rows = snap.rows
+    for i in range(0, len(snap_rows), CHUNK_ROWS):
+        if between is not None:
+            between()
+        start = clock()
+        for row in snap_rows[i:i + CHUNK_ROWS]:
+            plain = row.as_dict()
+            plain["kind"] = "greenlet"
+            rows.append(_row(**plain))
+        if pieces is not None:
+            pieces.append(clock() - start)
+    rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
+    return {**taken, "rows": rows, "loop": loop, "lints": lints}
 
+
+# -- the lints ---------------------------------------------------------------------
 
 def _lint_rows(hub) -> list:
     return []
