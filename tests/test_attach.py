@@ -185,6 +185,7 @@ def _as_nobody(path: str) -> str:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child: never returns into pytest
+        outcome = "?"
         try:
             os.close(read_end)
             os.setgid(65534)
@@ -196,12 +197,17 @@ def _as_nobody(path: str) -> str:
                 except PermissionError:
                     outcome = "EACCES"
                 else:
-                    sock.sendall(b'{"op": "frame"}\n')
+                    try:
+                        sock.sendall(b'{"op": "frame"}\n')
+                    except BrokenPipeError:
+                        pass   # a refusal is sent at once, and the socket closed
                     line = sock.makefile("rb").readline()
                     answer = json.loads(line) if line else {}
                     outcome = answer.get("error") or ("FRAME" if "rows" in answer else "EOF")
-            os.write(write_end, outcome.encode())
+        except BaseException as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
         finally:
+            os.write(write_end, outcome.encode())
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as f:

@@ -398,7 +398,10 @@ class AttachClient:
 
     def request(self, op: str) -> dict:
         try:
-            self._sock.sendall(_line({"op": op}))
+            try:
+                self._sock.sendall(_line({"op": op}))
+            except (BrokenPipeError, ConnectionResetError):
+                pass   # a refusal comes at once, then the close: read it
             line = self._file.readline()
         except TimeoutError:
             raise TimeoutError(
