@@ -63,3 +63,152 @@ def test_render_keeps_the_busiest_lanes_and_says_how_many_it_hid():
     view = _LaneView(t, max_lanes=3)
     lanes = {(s.lane, s.key) for s in view.slices() if s.key >= 0}
     assert len(lanes) == 3 and view.hidden == len(t.greenlets()) - 3   # main counts too
+
+
+# -- timelines that teach ---------------------------------------------------------
+
+def _lane_pixels(fig, lane_name, color, tolerance=40):
+    """How many pixels of the row through ``lane_name``'s centre are ``color``."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_rgb
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(int)
+    ax = fig.axes[0]
+    row = [label.get_text() for label in ax.get_yticklabels()].index(lane_name)
+    y = image.shape[0] - 1 - round(ax.transData.transform((0, row))[1])
+    target = np.array([round(c * 255) for c in to_rgb(color)])
+    return int((np.abs(image[y] - target).max(axis=1) <= tolerance).sum())
+
+
+def test_microsecond_slices_are_drawn_at_least_the_minimum_width():
+    from tracing.plot import RUN_COLOR
+
+    def ping_pong(n):
+        for _ in range(n):
+            labkit.sleep(0)
+
+    with tracing.trace() as t:
+        gs = [labkit.spawn(ping_pong, 5), labkit.spawn(ping_pong, 5)]
+        labkit.joinall(gs)
+        labkit.sleep(0.3)   # a long trace: each turn is far under a pixel
+    players = sorted({s.lane for s in t.slices() if s.lane.startswith("ping_pong #")})
+    assert len(players) == 2
+    turns = [s for s in t.slices() if s.lane in players]
+    assert max(s.duration for s in turns) < 0.3 / 2000   # under half a pixel
+    fig = t.timeline()
+    for lane in players:   # each player's turns show in the bars' own colour
+        assert _lane_pixels(fig, lane, RUN_COLOR) >= 2
+
+
+def test_a_late_wake_up_is_marked_from_its_due_time_and_says_how_late():
+    import time
+
+    from matplotlib.colors import to_hex
+
+    from tracing.plot import LATE_COLOR
+
+    def napper():
+        labkit.sleep(0.02)
+
+    def blocker():
+        labkit.sleep(0.005)
+        time.sleep(0.12)
+
+    with tracing.trace() as t:
+        nap = labkit.spawn(napper)
+        nap.name = "napper"
+        labkit.joinall([nap, labkit.spawn(blocker)])
+    [late] = t.late_wakeups(at_least=0.05)
+    assert late.lane == "napper"
+    assert late.due - late.start == pytest.approx(0.02, abs=1e-6)   # due = parked + asked
+    assert late.late == pytest.approx(late.end - late.due) and late.late >= 0.05
+    fig = t.timeline()
+    ax = fig.axes[0]
+    words = [text.get_text() for text in ax.texts]
+    assert any(w.startswith("woke ") and w.endswith(" late") for w in words), words
+    edges = {to_hex(c) for coll in ax.collections for c in coll.get_edgecolors()}
+    assert LATE_COLOR in edges
+    napper_row = [lbl.get_text() for lbl in ax.get_yticklabels()].index("napper")
+    hatched = [coll for coll in ax.collections if coll.get_hatch()]
+    spans = [p.get_extents() for coll in hatched for p in coll.get_paths()]
+    assert any(abs(b.x0 - late.due) < 1e-4 and abs(b.x1 - late.end) < 1e-4
+               and b.y0 < napper_row < b.y1 for b in spans)
+
+
+def test_the_legend_is_in_plain_words_from_the_one_legend():
+    from tracing import legend
+    fig = _trace().timeline()
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    words = [e.words for e in legend.ENTRIES]
+    assert texts and all(t in words for t in texts)
+    assert {"running: its code is executing", legend.entry("blocked").words} <= set(texts)
+    assert not any(t.startswith("parked:") for t in texts)
+
+
+def test_the_png_is_drawn_at_twice_screen_resolution():
+    from PIL import Image
+    from tracing.plot import render_timeline_png
+    with Image.open(io.BytesIO(render_timeline_png(_trace()))) as image:
+        width, _ = image.size
+        dpi = image.info.get("dpi", (0, 0))[0]
+    assert round(dpi) == 144 and width >= 12 * 144 * 0.95
+
+
+def test_the_readme_shows_the_same_legend():
+    import os
+    from tracing import legend
+    readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("<!-- legend:", 1)[1].split("-->", 1)[1].split("<!-- /legend -->")[0]
+    assert section.strip() == legend.markdown()
+
+
+def test_wait_words_are_plain():
+    from tracing.legend import run_words, wait_kind, wait_words
+    assert wait_words("throw (fd 5 read)") == "waiting to read (fd 5), interrupted by an exception"
+    assert wait_words("timer", 0.02) == "sleeping 20 ms"
+    assert wait_words("Event") == "waiting for Event"
+    assert wait_kind("fd 7 write") == "io" and wait_kind("join") == "other"
+    assert run_words("fd 5 read") == "woke: fd 5 readable"
+
+
+def test_unnamed_greenlets_are_named_after_their_function_and_cell():
+    # A real IPython shell (in a child: get_ipython() must stay None here).
+    from helpers import run_python
+    out = run_python("""
+        from IPython.core.interactiveshell import InteractiveShell
+        shell = InteractiveShell.instance()
+        shell.run_cell("import labkit, tracing", store_history=True)
+        shell.run_cell("def worker(n):\\n    labkit.sleep(0.001)", store_history=True)
+        r = shell.run_cell(
+            "with tracing.trace() as t:\\n"
+            "    gs = [labkit.spawn(worker, i) for i in range(2)]\\n"
+            "    named = labkit.spawn(worker, 9); named.name = 'mine'\\n"
+            "    labkit.joinall(gs + [named])\\n"
+            "lanes = [lbl.get_text() for lbl in t.timeline().axes[0].get_yticklabels()]",
+            store_history=True)
+        r.raise_error()
+        print(shell.user_ns["lanes"])
+        print([g.spawn_site for g in shell.user_ns["t"].greenlets()][1:])
+    """)
+    lanes, sites = out.splitlines()
+    lanes = eval(lanes)
+    workers = [name for name in lanes if name.startswith("worker #")]
+    assert len(workers) == 2 and all(name.endswith(" (In[3])") for name in workers), lanes
+    assert "mine" in lanes and not any(name.startswith("Greenlet-") for name in lanes)
+    assert "In[3], line 2" in sites and ".py:" not in sites
+
+
+def test_a_script_greenlet_is_named_after_its_function_only():
+    def fetch():
+        labkit.sleep(0)
+
+    with tracing.trace() as t:
+        labkit.spawn(fetch).join()
+    [g] = [g for g in t.greenlets() if g.function and "fetch" in g.function]
+    assert g.function.endswith("<locals>.fetch")
+    assert g.name.startswith("fetch #") and "(" not in g.name
+    assert g.spawn_site.startswith("test_tracing_plot.py:")

@@ -14,18 +14,25 @@ builds what people ask about. The reading rules:
 - the hub runs from a pass or a "poll left" record to the next record;
   the time between "poll entered" and "poll left" is the loop waiting;
 - ids are ``id(g)`` and CPython reuses them, so each spawn record starts a
-  new greenlet (an *incarnation*) for its id.
+  new greenlet (an *incarnation*) for its id;
+- a sleep's resume record carries what it asked for (``b = -ns``), so its
+  parked slice knows when it was *due*; a wake-up after that is late;
+- a greenlet nobody named (labkit's and gevent's default "Greenlet-N") is
+  named after its function, "work #N", plus "(In[7])" when it was spawned
+  from a notebook cell (:func:`display_name`).
 
 Times in the dataclasses are seconds since the trace started.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from labkit._loop import lib
 
 from tracing import export as _export
+from tracing import introspect as _introspect
 from tracing import plot as _plot
 from tracing import summary as _summary
 from tracing.lanes import HUB, POLL
@@ -62,10 +69,16 @@ class Slice:
     start: float
     end: float
     reason: str = ""        #: why it resumed (running) / what it waited for (parked)
+    due: float | None = None    #: parked in a sleep: when the sleep was over
 
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+    @property
+    def late(self) -> float:
+        """Parked in a sleep: how long after it was due it ran (else 0)."""
+        return max(0.0, self.end - self.due) if self.due is not None else 0.0
 
 
 @dataclass
@@ -111,6 +124,35 @@ class Block:
     def __str__(self) -> str:
         return (f"blocked the loop for {self.duration * 1e3:.0f} ms at "
                 f"{self.location} in {self.function} ({self.greenlet})")
+
+
+#: labkit's (and gevent's) name for a Greenlet nobody named.
+_DEFAULT_NAME = re.compile(r"Greenlet-(\d+)")
+
+
+def display_name(name: str | None, function: str | None, path: str | None = None,
+                 line: int | None = None) -> str | None:
+    """The name a trace shows for a greenlet.
+
+    ``name`` if someone chose it; for a default "Greenlet-N" (or none), the
+    function it runs, numbered as its Greenlet was: "work #3". Spawned from
+    a notebook cell (``path`` is the cell's file), " (In[7])" is added.
+    """
+    if not function or function.startswith("<bound method") or function == "None":
+        return name
+    default = _DEFAULT_NAME.fullmatch(name) if name else None
+    if name and default is None and name != function:
+        return name
+    function = function.rpartition("<locals>.")[2]   # "worker", not "main.<locals>.worker"
+    label = f"{function} #{default.group(1)}" if default else function
+    cell = cell_of(path, line) if path else None
+    return f"{label} ({cell.split(',')[0]})" if cell else label
+
+
+def cell_of(path: str, line: int | None) -> str | None:
+    """"In[7], line 3" when ``path`` is a notebook cell's file, else None."""
+    location = _introspect.cell_location(path, line or 0)
+    return location if location.startswith("In[") else None
 
 
 def describe_reason(why: int, detail: int, labels: dict) -> str:
@@ -171,6 +213,38 @@ class Trace:
         """(time, ready callbacks) at the start of each hub pass."""
         return list(self._passes)
 
+    def late_wakeups(self, at_least: float = 0.0) -> list[Slice]:
+        """The sleeps that ended at least ``at_least`` s after they were due
+        (parked slices: ``due``, ``end`` = when it ran again, ``late``)."""
+        return [p for p in self._parked if p.due is not None and p.late >= at_least
+                and p.late > 0]
+
+    def loop_lag(self) -> list[tuple[float, float]]:
+        """(time, seconds) at each poll: how long the loop had gone without
+        polling -- what an fd or a timer that became ready just after the
+        previous poll waited before the loop could even see it. A block of
+        150 ms shows as a lag of 150 ms at the next poll."""
+        lags, since = [], 0.0
+        for it in self._iterations:
+            lags.append((it.start, max(0.0, it.start - since)))
+            since = it.end
+        return lags
+
+    def live_counts(self) -> list[tuple[float, int]]:
+        """(time, greenlets alive) at every spawn and exit; the greenlets that
+        were alive when the trace started (and ran in it) count from 0 s.
+        The hub is not counted."""
+        steps = [(0.0, 1) for g in self._greenlets
+                 if g.spawned_at is None and g.name != HUB]
+        steps += [(g.spawned_at, 1) for g in self._greenlets if g.spawned_at is not None]
+        steps += [(g.exited_at, -1) for g in self._greenlets if g.exited_at is not None]
+        steps.sort(key=lambda step: (step[0], -step[1]))
+        counts, alive = [], 0
+        for ts, step in steps:
+            alive += step
+            counts.append((ts, alive))
+        return counts
+
     def summary(self) -> "_summary.Summary":
         return _summary.summarize(self)
 
@@ -179,6 +253,10 @@ class Trace:
 
     def to_perfetto(self, path) -> None:
         _export.to_perfetto(self, path)
+
+    def to_perfetto_proto(self, path) -> None:
+        """Perfetto's native protobuf (needs ``pip install perfetto``)."""
+        _export.to_perfetto_proto(self, path)
 
     def to_speedscope(self, path) -> None:
         _export.to_speedscope(self, path)
@@ -199,6 +277,18 @@ class Trace:
 
         current: dict[int, Greenlet] = {}   # id -> its latest incarnation
         slice_ended: dict[int, float] = {}  # key -> when its last slice ended
+        spawned_before = None               # id -> SpawnInfo, for a window
+
+        def earlier_spawn(gid: int):
+            # A window of a running recording (the dashboard) starts after
+            # some spawns: their greenlets are named as the spawn would name them.
+            nonlocal spawned_before
+            if spawned_before is None:
+                spawned_before = {}
+                for index in range(len(rec.spawns)):
+                    info = rec.spawns[index]
+                    spawned_before[info.gid] = info
+            return spawned_before.get(gid)
 
         def incarnation(gid: int) -> Greenlet:
             g = current.get(gid)
@@ -206,6 +296,9 @@ class Trace:
                 name = rec.names.get(gid) or (
                     "hub" if gid == rec.hub_id else "main" if gid == rec.main_id
                     else f"greenlet-{gid:#x}")
+                info = earlier_spawn(gid) if _DEFAULT_NAME.fullmatch(name) else None
+                if info is not None:
+                    name = _spawn_name(info, name)
                 g = current[gid] = Greenlet(key=len(self._greenlets), id=gid, name=name)
                 self._greenlets.append(g)
             return g
@@ -234,7 +327,10 @@ class Trace:
                     reason = f"switch from {current[b].name}"
                 parked_since = slice_ended.get(g.key)
                 if parked_since is not None:
-                    self._parked.append(Slice(g.name, g.key, parked_since, ts, reason))
+                    due = None
+                    if arg == lib.LK_WHY_TIMER and b < 0:   # a sleep of -b ns
+                        due = parked_since - b / 1e9
+                    self._parked.append(Slice(g.name, g.key, parked_since, ts, reason, due))
                 self._switches.append(Switch(ts, g.name, previous, reason, g.key))
                 previous = g.name
                 running = (g.name, g.key, ts, reason)
@@ -242,9 +338,10 @@ class Trace:
                 info = rec.spawns[arg] if arg < len(rec.spawns) else None
                 parent = current.get(b)
                 g = Greenlet(key=len(self._greenlets), id=a,
-                             name=(info.name if info and info.name else f"greenlet-{a:#x}"),
+                             name=(_spawn_name(info, info.name) if info and info.name
+                                   else f"greenlet-{a:#x}"),
                              parent=(parent.name if parent else rec.names.get(b)),
-                             spawn_site=info.site if info else None,
+                             spawn_site=_spawn_site(info) if info else None,
                              function=info.function if info else None,
                              spawned_at=ts)
                 self._greenlets.append(g)
@@ -279,3 +376,20 @@ class Trace:
                     previous = g.name
         self._slices.sort(key=lambda s: s.start)
         self._loaded = True
+
+
+def _spawn_name(info, name: str) -> str:
+    line = _site_line(info.site)
+    return display_name(name, info.function, getattr(info, "path", None), line) or name
+
+
+def _site_line(site: str) -> int | None:
+    _, _, line = (site or "").rpartition(":")
+    return int(line) if line.isdigit() else None
+
+
+def _spawn_site(info) -> str:
+    """"In[7], line 3" for a cell, else the recorder's "file.py:3"."""
+    path = getattr(info, "path", None)
+    cell = cell_of(path, _site_line(info.site)) if path else None
+    return cell or info.site

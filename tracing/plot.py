@@ -2,36 +2,37 @@
 
 Lanes, top to bottom: "poll" (the loop waiting in lk_poll), "hub" (the hub
 running callbacks), then one per greenlet in order of first appearance.
-On a greenlet's lane, running slices are dark bars (``broken_barh``) and the
-gaps in which it was parked are light bars colored by what ended the wait
-(ready callback, timer, fd, a Waiter's label such as "Event" or "join").
-Blocks found by the blocking monitor are red bars on the lane of the
-greenlet that blocked. Works with any backend, Agg included (no pyplot
-window is ever shown).
+Colours and words are the legend's (tracing/legend.py), shown under the
+plot: on a greenlet's lane, running slices are dark bars, at least
+:data:`MIN_WIDTH_POINTS` wide so that a greenlet that runs for 20 us is
+still seen (and two that take turns are seen taking turns); the gaps in
+which it waited are light bars coloured by what it waited for; a sleep that
+ended late is a hatched orange bar from when it was due to when it ran,
+with a tick at the due time and, for the latest one of a lane, how late in
+words. Blocks found by the blocking monitor are red bars on the lane of the
+greenlet that ran during them. Works with any backend, Agg included (no
+pyplot window is ever shown).
 """
 from __future__ import annotations
 
 import collections
-import dataclasses
 import io
 
-from tracing.lanes import HUB, POLL
+from tracing import legend
+from tracing.lanes import HUB, POLL, blocking_lane
 
-RUN_COLOR = "#1f4e79"
-POLL_COLOR = "#7f7f7f"
-BLOCK_COLOR = "#d62728"
-_PARK_COLORS = {"ready": "#c6dbef", "timer": "#fdd0a2", "start": "#e5e5e5",
-                "throw": "#fcbba1"}
-_OTHER_PARK_COLORS = ["#c7e9c0", "#dadaeb", "#fee391", "#d9f0d3", "#f2f0f7"]
-
-
-def _park_color(reason: str, assigned: dict) -> str:
-    key = reason.split(" ")[0] if reason.startswith("fd ") else reason
-    if key in _PARK_COLORS:
-        return _PARK_COLORS[key]
-    if key not in assigned:
-        assigned[key] = _OTHER_PARK_COLORS[len(assigned) % len(_OTHER_PARK_COLORS)]
-    return assigned[key]
+RUN_COLOR = legend.color("running")
+POLL_COLOR = legend.color("idle")
+BLOCK_COLOR = legend.color("blocked")
+LATE_COLOR = legend.color("late")
+#: The narrowest a running slice is drawn: seen, if short. (An edge of this
+#: width in the bar's colour: points, so it holds at any size and dpi.)
+MIN_WIDTH_POINTS = 1.5
+#: A sleep that ends later than this after it was due is marked late.
+LATE_MARK = legend.LATE
+#: ... and the latest of its lane says how late in words if at least this.
+LATE_LABEL = 0.01
+FONT_SIZE = 11
 
 
 def _clip(start: float, end: float, window):
@@ -56,58 +57,91 @@ def timeline(trace, ax=None, window=None):
             lanes.append((s.lane, s.key))
     row = {lane: i for i, lane in enumerate(lanes)}
     if ax is None:
-        fig = Figure(figsize=(10, 1.2 + 0.4 * len(lanes)))
+        fig = Figure(figsize=(12, 2.2 + 0.42 * len(lanes)))
         ax = fig.add_subplot()
     else:
         fig = ax.figure
+    lo, hi = window if window is not None else (0.0, max(trace.duration, 1e-9))
+    shown = {"running", "idle"}
 
-    def bars(items, lane, color, height=0.8):
+    def bars(items, lane, color, height=0.8, keep_empty=False, **style):
         spans = []
         for start, end in items:
             start, end = _clip(start, end, window)
-            if end > start:
+            if end > start or (keep_empty and end == start and lo <= start <= hi):
                 spans.append((start, end - start))
         if spans:
             y = row[lane] - height / 2
-            ax.broken_barh(spans, (y, height), facecolors=color)
+            ax.broken_barh(spans, (y, height), facecolors=color, **style)
 
+    # What each greenlet waited for: light bars, under the rest.
+    parked_by: dict = collections.defaultdict(list)
+    late = []
+    for p in trace.parked():
+        if (p.lane, p.key) not in row:
+            continue
+        kind = legend.wait_kind(p.reason)
+        parked_by[((p.lane, p.key), kind)].append((p.start, p.end))
+        if p.due is not None and p.late >= LATE_MARK:
+            late.append(p)
+    for (lane, kind), spans in parked_by.items():
+        bars(spans, lane, legend.color(kind), height=0.4)
+        shown.add(kind)
+
+    # Sleeps that ended late: from when they were due to when they ran.
+    worst: dict = {}
+    for p in late:
+        lane = (p.lane, p.key)
+        bars([(p.due, p.end)], lane, "none", height=0.56, edgecolor=LATE_COLOR,
+             hatch=legend.entry("late").hatch, linewidth=1.0)
+        if lo <= p.due <= hi:
+            y = row[lane]
+            ax.plot([p.due, p.due], [y - 0.34, y + 0.34], color=LATE_COLOR, linewidth=1.5)
+        if p.late >= LATE_LABEL and p.late > worst.get(lane, (0, None))[0]:
+            worst[lane] = (p.late, p)
+        shown.add("late")
+    for lane, (lateness, p) in worst.items():
+        if lo <= p.end <= hi:
+            ax.annotate(f"woke {legend.format_seconds(lateness)} late", (p.end, row[lane]),
+                        xytext=(4, 0), textcoords="offset points", va="center",
+                        fontsize=FONT_SIZE - 2, color=LATE_COLOR, fontweight="bold",
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+
+    # Running: dark bars, never thinner than MIN_WIDTH_POINTS.
     by_lane: dict = {}
     for s in trace.slices():
         by_lane.setdefault((s.lane, s.key), []).append((s.start, s.end))
     for lane, spans in by_lane.items():
-        bars(spans, lane, POLL_COLOR if lane[0] == POLL else RUN_COLOR)
+        if lane[0] == POLL:
+            bars(spans, lane, POLL_COLOR)
+        else:
+            bars(spans, lane, RUN_COLOR, keep_empty=True, edgecolor=RUN_COLOR,
+                 linewidth=MIN_WIDTH_POINTS)
 
-    assigned: dict = {}
-    legend = {}
-    parked_by: dict = {}
-    for p in trace.parked():
-        color = _park_color(p.reason, assigned)
-        parked_by.setdefault(((p.lane, p.key), color), []).append((p.start, p.end))
-        legend.setdefault(color, f"parked: {p.reason.split(' ')[0] if p.reason.startswith('fd ') else p.reason}")
-    for (lane, color), spans in parked_by.items():
-        if lane in row:
-            bars(spans, lane, color, height=0.4)
-
-    lane_of_name = {}
-    for lane in lanes:
-        lane_of_name.setdefault(lane[0], lane)
     for block in trace.blocking():
-        lane = lane_of_name.get(block.greenlet, (HUB, -1))
-        bars([(block.start, block.start + block.duration)], lane, BLOCK_COLOR, height=0.9)
+        lane = blocking_lane(block, by_lane, lanes)
+        if lane in row:
+            bars([(block.start, block.start + block.duration)], lane, BLOCK_COLOR,
+                 height=0.9, alpha=0.85)
+            shown.add("blocked")
 
     ax.set_yticks(range(len(lanes)))
-    ax.set_yticklabels([name for name, _ in lanes])
+    ax.set_yticklabels([name for name, _ in lanes], fontsize=FONT_SIZE)
+    ax.tick_params(axis="x", labelsize=FONT_SIZE - 1)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds since the trace started")
+    ax.set_xlabel("seconds since the trace started", fontsize=FONT_SIZE)
     if window is not None:
         ax.set_xlim(*window)
-    handles = [Patch(color=RUN_COLOR, label="running"), Patch(color=POLL_COLOR, label="poll")]
-    handles += [Patch(color=c, label=label) for c, label in legend.items()]
-    if trace.blocking():
-        handles.append(Patch(color=BLOCK_COLOR, label="blocking"))
-    # Outside the axes, to the right: inside, it would hide the lanes' ends.
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              fontsize="small", borderaxespad=0.0)
+    handles = []
+    for e in legend.ENTRIES:
+        if e.key in shown:
+            style = ({"facecolor": "none", "edgecolor": e.color, "hatch": e.hatch}
+                     if e.hatch else {"color": e.color})
+            handles.append(Patch(label=e.words, **style))
+    # Under the axes, in plain words: to the right it would squeeze the lanes.
+    # (borderaxespad is in font sizes: below the tick labels and the x label.)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
+              ncol=2, fontsize=FONT_SIZE - 1, frameon=False, borderaxespad=3.4)
     fig.tight_layout(rect=(0, 0, 1, 0.94))  # room above for a caller's suptitle
     return fig
 
@@ -118,15 +152,13 @@ class _LaneView:
     """A Trace seen through a filter: poll, hub and the ``max_lanes`` greenlets
     that ran longest, with their lanes in the order given by ``rank``.
 
-    Slices shorter than ``min_width`` seconds are widened to it: a greenlet
-    that runs for 20 us every 20 ms would otherwise be drawn as nothing at
-    all. It offers what :func:`timeline` reads (slices, parked, blocking);
+    It offers what :func:`timeline` reads (slices, parked, blocking, duration);
     timeline() orders lanes by first appearance, so the slices are handed
     over lane by lane, in rank order, which keeps a live picture from
     reshuffling its lanes at every refresh.
     """
 
-    def __init__(self, trace, max_lanes: int, rank=None, min_width: float = 0.0):
+    def __init__(self, trace, max_lanes: int, rank=None):
         running = collections.Counter()
         for s in trace.slices():
             if s.key >= 0:
@@ -137,8 +169,6 @@ class _LaneView:
         by_lane = collections.defaultdict(list)
         for s in trace.slices():
             if s.key < 0 or s.key in keep:
-                if s.duration < min_width:   # at least a pixel: seen, if short
-                    s = dataclasses.replace(s, end=s.start + min_width)
                 by_lane[(s.lane, s.key)].append(s)
         fixed = {POLL: 0, HUB: 1}
 
@@ -149,6 +179,7 @@ class _LaneView:
         self._slices = [s for lane in sorted(by_lane, key=order) for s in by_lane[lane]]
         self._parked = [p for p in trace.parked() if p.key in keep]
         self._blocks = trace.blocking()
+        self.duration = trace.duration
 
     def slices(self):
         return self._slices
@@ -161,13 +192,14 @@ class _LaneView:
 
 
 def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
-                        title: str | None = None, size=None, dpi: int = 72,
+                        title: str | None = None, size=None, dpi: int = 144,
                         now: float | None = None) -> bytes:
     """The timeline of ``trace`` as PNG bytes, drawn with Agg (any thread).
 
     At most ``max_lanes`` greenlet lanes (the busiest; a note says how many
     were left out). ``window``: ``(start, end)`` seconds to show. ``size``:
-    (width, height) in inches; default grows with the lanes. ``rank``:
+    (width, height) in inches; default grows with the lanes. ``dpi``: 144,
+    twice a screen's 72, so that it stays sharp on a slide. ``rank``:
     name -> position, to keep lane order stable across calls. ``now``: label
     the time axis in seconds before this instant (a live view) instead of
     seconds since the trace started.
@@ -176,10 +208,8 @@ def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
     from matplotlib.figure import Figure
     lanes = len({(s.lane, s.key) for s in trace.slices()}) or 1
     if size is None:
-        size = (10, 1.4 + 0.32 * min(max(lanes, 2), max_lanes + 2))
-    lo, hi = window if window is not None else (0.0, max(trace.duration, 1e-6))
-    pixel = (hi - lo) / (size[0] * dpi * 0.8)   # the plot is ~80% of the width
-    view = _LaneView(trace, max_lanes, rank, min_width=pixel)
+        size = (12, 2.4 + 0.4 * min(max(lanes, 2), max_lanes + 2))
+    view = _LaneView(trace, max_lanes, rank)
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -43,6 +43,7 @@ from labkit import socket
 from labkit.server import StreamServer
 
 import tracing
+from tracing import legend
 
 #: The threshold of the blocking monitor: a stretch longer than this without
 #: control coming back to the hub is reported.
@@ -57,6 +58,8 @@ MESSAGES = 6
 THINK_TIME = 0.02
 
 TIMELINE_FILE = "labkit-tour-timeline.png"
+#: Twice a screen's 100 dpi: sharp on a projector or a slide.
+TIMELINE_DPI = 200
 PERFETTO_FILE = "labkit-tour.perfetto.json"
 
 
@@ -123,7 +126,7 @@ def _write_files(trace, out_dir: str) -> tuple[str, str]:
     fig = trace.timeline()
     fig.suptitle("labkit tour: echo server, three clients, one blocking call")
     FigureCanvasAgg(fig)   # Agg, explicitly: no display, no pyplot window
-    fig.savefig(png, dpi=100, bbox_inches="tight")
+    fig.savefig(png, dpi=TIMELINE_DPI, bbox_inches="tight")
     trace.to_perfetto(perfetto)
     return png, perfetto
 
@@ -192,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     png, perfetto = _write_files(trace, args.out)
     print(f"\nFiles written:\n  {png}\n  {perfetto}")
     print(f"\nHow to look at them:\n"
-          f"  - {TIMELINE_FILE}: any image viewer. One lane per greenlet; dark bars "
-          f"are running,\n    light bars are waiting (colored by what for), the red bar "
-          f"is the block.\n"
+          f"  - {TIMELINE_FILE}: any image viewer. One lane per greenlet, time "
+          f"left to right;\n    the colours (the legend under the picture):\n"
+          f"{legend.text(indent='      ')}\n"
           f"  - {PERFETTO_FILE}: open https://ui.perfetto.dev and drag the file onto "
           f"the page\n    (or chrome://tracing -> Load). Each greenlet is a thread; "
           f"arrows are switches.\n")
