@@ -100,7 +100,29 @@ def test_the_timeline_png_decodes_to_a_picture(tour_in_cwd):
         image.load()   # decodes every pixel, not only the header
         assert image.format == "PNG"
         width, height = image.size
-    assert width > 400 and height > 300
+    # slide size: drawn at twice a screen's dpi, so the lanes and the legend stay sharp
+    assert width > 1900 and height > 900
+
+
+def test_the_tour_explains_the_colours_with_the_one_legend(tour_in_cwd):
+    from tracing import legend
+    _cwd, out, _ = tour_in_cwd
+    assert legend.text(indent="      ") in out
+
+
+def test_the_tour_perfetto_json_is_what_perfetto_requires(tour_in_cwd):
+    import perfetto_check
+    cwd, _out, _ = tour_in_cwd
+    with open(cwd / tour.PERFETTO_FILE) as f:
+        doc = json.load(f)
+    assert perfetto_check.problems(doc) == []
+    events = doc["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    # the clients' naps that the block made late are marked, on their lanes
+    late = [e for e in events if e["ph"] == "b" and e["name"].startswith("woke ")
+            and e["name"].endswith(" late")]
+    assert {names[e["tid"]] for e in late} >= {"client-1", "client-2", "client-3"}
 
 
 def test_the_perfetto_json_has_a_thread_per_greenlet_and_the_block(tour_in_cwd):
