@@ -27,6 +27,20 @@ Settings used: ``worker_connections`` (connections served at once per
 worker; more wait in the listen backlog), ``keepalive`` (idle keep-alive
 timeout, seconds), ``graceful_timeout``, ``timeout`` (heartbeat),
 ``accesslog`` (combined format through gunicorn's access logger).
+
+Tracing the workers. With ``LABKIT_FLIGHT`` set (tracing/flight.py), each
+worker runs the flight recorder from the start of ``run`` -- dumps on long
+blocks, on the configured signal, and with ``exit=1`` when it shuts down --
+into one directory, one file per dump named after the worker's pid. The
+master can merge the workers' files into one Perfetto timeline, a process
+track per worker, when it exits: name this module as a config file, whose
+``on_exit`` hook does it (``labkit-merged-<master pid>.json`` in the same
+directory)::
+
+    LABKIT_FLIGHT=/tmp/traces,exit=1,threshold=0.2 \
+        gunicorn -k labkit.gunicorn.Worker -w 4 -c python:labkit.gunicorn app:app
+
+or merge by hand: ``python -m tracing.merge /tmp/traces -o merged.json``.
 """
 from __future__ import annotations
 
@@ -36,10 +50,15 @@ import warnings
 
 from gunicorn import __version__ as gunicorn_version
 from gunicorn.http.wsgi import base_environ
-from gunicorn.sock import ssl_context
+# (as _ssl_context: this module is also a gunicorn config file, read for on_exit)
+from gunicorn.sock import ssl_context as _ssl_context
 from gunicorn.workers import base
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "on_exit"]
+
+#: When the master loaded this module (the worker class): on_exit merges only
+#: the dumps written since, not those of an earlier run in the same directory.
+_LOADED_AT = time.time()
 
 
 class Worker(base.Worker):
@@ -67,7 +86,7 @@ class Worker(base.Worker):
                         "SERVER_SOFTWARE": f"labkit gunicorn/{gunicorn_version}"})
         kwargs = {}
         if self.cfg.is_ssl:
-            kwargs["ssl_context"] = ssl_context(self.cfg)
+            kwargs["ssl_context"] = _ssl_context(self.cfg)
         if self.cfg.keepalive > 0:
             kwargs["keepalive_timeout"] = self.cfg.keepalive
         access_log = self.log.access_log if self.cfg.accesslog else None
@@ -78,8 +97,32 @@ class Worker(base.Worker):
             server.start()
             servers.append(server)
 
+        recorder = self._start_flight_recorder()
         self.heartbeat()
         self.shut_down(servers)
+        if recorder is not None:
+            self._stop_flight_recorder(recorder)
+
+    def _start_flight_recorder(self):
+        """The flight recorder LABKIT_FLIGHT asks for, or None (see the module doc)."""
+        if not os.environ.get("LABKIT_FLIGHT", "").strip():
+            return None   # labkit's core does not import the tracer unless asked
+        from tracing import flight
+        try:
+            return flight.start_from_env()
+        except (ValueError, TypeError, OSError) as exc:
+            self.log.error("LABKIT_FLIGHT ignored: %s", exc)
+            return None
+
+    def _stop_flight_recorder(self, recorder) -> None:
+        recorder.wait_for_dumps(self.cfg.graceful_timeout)
+        if recorder.dump_at_exit and recorder.running:
+            try:
+                path = recorder.dump(reason="exit")
+                self.log.info("labkit flight recorder: wrote %s", path)
+            except Exception:
+                self.log.exception("labkit flight recorder: exit dump failed")
+        recorder.stop()
 
     def heartbeat(self) -> None:
         """Tell the arbiter we live, until a signal clears ``alive``."""
@@ -121,3 +164,27 @@ class Worker(base.Worker):
     def handle_usr1(self, sig, frame) -> None:
         from labkit import spawn
         spawn(super().handle_usr1, sig, frame)
+
+
+def on_exit(server) -> None:
+    """gunicorn server hook (in the master, after the workers stopped): merge
+    the workers' flight-recorder files written since the master started into
+    ``labkit-merged-<master pid>.json`` in LABKIT_FLIGHT's directory."""
+    value = os.environ.get("LABKIT_FLIGHT", "").strip()
+    if not value or value.lower() in ("0", "false", "no", "off"):
+        return
+    import glob
+    from tracing import flight, merge
+    try:
+        directory = flight.parse_config(value).get("directory", ".")
+        files = [f for f in sorted(glob.glob(os.path.join(directory, "labkit-flight-*.json")))
+                 if os.path.getmtime(f) >= _LOADED_AT]
+        if not files:
+            server.log.info("labkit: no worker traces to merge in %s", directory)
+            return
+        out = os.path.join(directory, f"labkit-merged-{os.getpid()}.json")
+        document = merge.merge(files, out)
+        server.log.info("labkit: merged %d traces of %d workers into %s", len(files),
+                        len(merge.process_tracks(document)), out)
+    except (ValueError, OSError) as exc:
+        server.log.error("labkit: merging worker traces failed: %s", exc)

@@ -210,3 +210,72 @@ def test_flask_sock_websocket_under_gunicorn_with_labkit_worker(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+# -- tracing the workers: flight recorder files merged into one timeline -------------
+
+TRACED_APP = textwrap.dedent('''
+    import os, time
+    import labkit
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:   # blocks this worker's loop (time.sleep
+                pass                        # is patched): the flight recorder notices
+        else:
+            labkit.sleep(0.05)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{os.getpid()}".encode()]
+''')
+
+
+def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
+    import concurrent.futures
+    import json
+    traces = tmp_path / "traces"
+    (tmp_path / "tapp.py").write_text(TRACED_APP)
+    port = free_port()
+    env = dict(os.environ, LABKIT_FLIGHT=f"{traces},exit=1,threshold=0.1,before=60,after=0.2")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "labkit.gunicorn.Worker", "-w", "4",
+         "-c", "python:labkit.gunicorn", "-b", f"127.0.0.1:{port}", "--no-control-socket",
+         "--graceful-timeout", "10", "--chdir", str(tmp_path), "tapp:app"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        wait_for_port(port, process)
+
+        def get(path):
+            with requests.get(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                return int(response.text)
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            served = set(pool.map(get, ["/"] * 64))
+        blocked_pid = get("/block")
+        # the block was dumped by itself, in the worker that blocked
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not list(traces.glob(f"*-{blocked_pid}-*blocked*")):
+            time.sleep(0.1)
+        assert list(traces.glob(f"labkit-flight-{blocked_pid}-*blocked*.json"))
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    merged_files = list(traces.glob("labkit-merged-*.json"))
+    assert len(merged_files) == 1, output
+    document = json.loads(merged_files[0].read_text())
+    tracks = {e["pid"]: e["args"]["name"] for e in document["traceEvents"]
+              if e.get("ph") == "M" and e.get("name") == "process_name"}
+    assert len(tracks) == 4 and served <= set(tracks), (tracks, served)
+    # greenlet lanes under each process: the workers that served have request lanes
+    lanes = {}
+    for e in document["traceEvents"]:
+        if e.get("ph") == "M" and e.get("name") == "thread_name":
+            lanes.setdefault(e["pid"], set()).add(e["args"]["name"])
+    assert all({"hub", "main"} <= lanes[pid] for pid in tracks)
+    assert all(len(lanes[pid]) > 3 for pid in served)
+    blocks = [e for e in document["traceEvents"] if e.get("cat") == "blocking"]
+    assert any(e["pid"] == blocked_pid and "tapp.py" in e["name"] for e in blocks)

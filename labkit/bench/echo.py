@@ -12,6 +12,8 @@ the round trip through the server. The same client drives every server:
     ============ ============================================================
     labkit       labkit.server.StreamServer, a greenlet per connection
     traced       the same while ``tracing`` records everything
+    flight       the same with the flight recorder on (tracing/flight.py: the
+                 ring always on, blocking monitor at 100 ms)
     gevent       gevent.server.StreamServer, the same handler, textually
     asyncio      asyncio streams (``start_server``, read/write/drain)
     uvloop       the same streams code on uvloop
@@ -60,17 +62,18 @@ import time
 from pathlib import Path
 
 LABKIT = "labkit"
-IMPLS = ("labkit", "traced", "gevent", "asyncio", "uvloop", "uvloop-proto")
+IMPLS = ("labkit", "traced", "flight", "gevent", "asyncio", "uvloop", "uvloop-proto")
 DESCRIPTIONS = {
     "labkit": "labkit StreamServer",
     "traced": "labkit StreamServer, traced",
+    "flight": "labkit StreamServer, flight recorder",
     "gevent": "gevent StreamServer",
     "asyncio": "asyncio streams",
     "uvloop": "uvloop streams",
     "uvloop-proto": "uvloop protocol",
 }
 #: what must import for an implementation to run (else it reads "n/a")
-REQUIRES = {"labkit": "labkit", "traced": "tracing", "gevent": "gevent",
+REQUIRES = {"labkit": "labkit", "traced": "tracing", "flight": "tracing", "gevent": "gevent",
             "asyncio": "asyncio", "uvloop": "uvloop", "uvloop-proto": "uvloop"}
 
 MESSAGE_SIZE = 1024
@@ -132,6 +135,10 @@ def serve_gevent_like(impl: str) -> None:
     if impl == "traced":
         import tracing
         tracing.start()
+    if impl == "flight":
+        import tempfile
+        from tracing import flight
+        flight.start(tempfile.mkdtemp(prefix="labkit-bench-flight-"), threshold=0.1)
     listener = server.StreamServer(("127.0.0.1", 0), echo_handler_gevent_like(gk_socket),
                                    backlog=BACKLOG)
     listener.start()
@@ -183,7 +190,8 @@ def run_asyncio(coro, impl: str):
 
 
 SERVERS = {
-    "labkit": serve_gevent_like, "traced": serve_gevent_like, "gevent": serve_gevent_like,
+    "labkit": serve_gevent_like, "traced": serve_gevent_like, "flight": serve_gevent_like,
+    "gevent": serve_gevent_like,
     "asyncio": serve_asyncio_like, "uvloop": serve_asyncio_like,
     "uvloop-proto": serve_asyncio_like,
 }
@@ -365,7 +373,8 @@ def run_client(server: subprocess.Popen, port: int, conns: int, seconds: float) 
 
 
 def measure(impls, conns_list, seconds: float, repeats: int) -> dict:
-    """``{impl: {conns: result dict}}``, the best of ``repeats`` runs each.
+    """``{impl: {conns: result dict}}``, the best of ``repeats`` runs each
+    (its ``"runs"``: msgs/s of every run, for medians and spreads).
 
     Every server is started first and the client runs take turns (labkit,
     gevent, ..., labkit, gevent, ...), so that a burst of load from other
@@ -373,6 +382,7 @@ def measure(impls, conns_list, seconds: float, repeats: int) -> dict:
     A server that cannot run reads ``{"status": "n/a" | "failed"}``.
     """
     results, servers = {}, {}
+    all_runs: dict = {}   # (impl, conns) -> msgs/s of every run ("runs" in the result)
     try:
         for impl in impls:
             try:
@@ -388,9 +398,12 @@ def measure(impls, conns_list, seconds: float, repeats: int) -> dict:
             for _ in range(repeats):
                 for impl, (server, port) in servers.items():
                     out = run_client(server, port, conns, seconds)
+                    samples = all_runs.setdefault((impl, conns), [])
+                    samples.append(out.get("msgs_per_s"))
                     best = results[impl].get(conns)
                     if best is None or out.get("msgs_per_s", -1) > best.get("msgs_per_s", -1):
                         results[impl][conns] = out
+                    results[impl][conns]["runs"] = samples   # every run, in order
     finally:
         for server, _ in servers.values():
             _stop(server)
@@ -557,7 +570,8 @@ def main(argv=None) -> int:
                                    for impl, by in results.items()},
                        "idle": idle}, f, indent=2)
     labkit_failed = any(r.get("status") == "failed"
-                        for impl in (LABKIT, "traced") for r in results.get(impl, {}).values())
+                        for impl in (LABKIT, "traced", "flight")
+                        for r in results.get(impl, {}).values())
     return 1 if labkit_failed else 0
 
 

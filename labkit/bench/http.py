@@ -16,6 +16,8 @@ say as much about the neighbours as about the servers, the ratios less so.
 The servers:
 
 - ``labkit``: labkit.wsgi.WSGIServer.
+- ``labkit-flight``: the same with the flight recorder on (tracing/flight.py,
+  blocking monitor at 100 ms): the always-on tracing's cost.
 - ``labkit-gunicorn``: the same behind ``gunicorn -k labkit.gunicorn.Worker -w 1``.
 - ``gevent-pywsgi``: gevent.pywsgi.WSGIServer (``log=None``).
 - ``gunicorn-gevent``: ``gunicorn -k gevent -w 1``.
@@ -63,6 +65,15 @@ from benchapp import app
 WSGIServer(("127.0.0.1", int(sys.argv[1])), app).serve_forever()
 '''
 
+LABKIT_FLIGHT_SERVER = '''
+import sys, tempfile
+from labkit.wsgi import WSGIServer
+from tracing import flight
+from benchapp import app
+flight.start(tempfile.mkdtemp(prefix="labkit-bench-flight-"), threshold=0.1)
+WSGIServer(("127.0.0.1", int(sys.argv[1])), app).serve_forever()
+'''
+
 GEVENT_SERVER = '''
 import sys
 from gevent import monkey; monkey.patch_all()
@@ -82,6 +93,9 @@ def _gunicorn(worker):
 SERVERS = {
     "labkit": ("labkit", lambda port: [sys.executable, "-c", LABKIT_SERVER, str(port)],
                "labkit.wsgi.WSGIServer"),
+    "labkit-flight": ("labkit", lambda port: [sys.executable, "-c", LABKIT_FLIGHT_SERVER,
+                                              str(port)],
+                      "labkit.wsgi.WSGIServer, flight recorder on"),
     "labkit-gunicorn": ("gunicorn", _gunicorn("labkit.gunicorn.Worker"),
                         "gunicorn -k labkit.gunicorn.Worker -w 1"),
     "uvicorn": ("uvicorn", lambda port: [
