@@ -1,6 +1,7 @@
 """tracing.blocking: the watchdog reports blocks with their measured duration
 and the user line that blocked, in greenlets and hub callbacks, and nothing
 for cooperative code."""
+import os
 import threading
 import time
 
@@ -246,16 +247,16 @@ def _one_block(fn, threshold=0.1):
 
 
 def test_a_cpu_loop_is_told_cpu_bound_in_its_function():
-    def parse():
-        deadline = time.perf_counter() + 0.3
-        while time.perf_counter() < deadline:
+    def parse():   # 0.3 s of CPU time, however busy the machine
+        deadline = time.thread_time() + 0.3
+        while time.thread_time() < deadline:
             pass
 
     block = _one_block(parse)
     cause = block.cause
     assert cause.kind == "cpu", cause.split()
-    assert str(cause) == "CPU-bound in parse()"
-    assert cause.cpu >= 0.5 * cause.wall
+    assert str(cause).startswith("CPU-bound in parse()")
+    assert cause.cpu >= 0.25
     assert abs(cause.cpu + cause.gc + cause.off_cpu - cause.wall) < 1e-6
 
 
@@ -283,7 +284,7 @@ def test_collecting_a_large_cyclic_heap_is_told_a_gc_pause():
     cause = block.cause
     assert cause.kind == "gc", cause.split()
     assert str(cause).startswith("GC pause")
-    assert cause.gc >= 0.5 * cause.wall
+    assert cause.gc >= max(cause.cpu, cause.off_cpu - cause.descheduled)
 
 
 def test_a_real_blocking_recv_is_told_a_blocking_syscall_in_its_function():
@@ -305,4 +306,50 @@ def test_a_real_blocking_recv_is_told_a_blocking_syscall_in_its_function():
     assert cause.kind == "syscall", cause.split()
     assert cause.call == "recv" and cause.syscall in ("recvfrom", "read", "recvmsg")
     assert str(cause).startswith("a blocking syscall (recv") and "legacy_client()" in str(cause)
-    assert cause.off_cpu >= 0.5 * cause.wall
+    assert cause.off_cpu - cause.descheduled >= max(cause.cpu, cause.gc)
+
+
+_DESCHEDULED_CHILD = r'''
+import json, os, subprocess, sys, time
+import labkit, tracing
+cpu = min(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {cpu})
+hog = subprocess.Popen([sys.executable, "-S", "-c",
+                        f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+try:
+    time.sleep(0.2)
+    def step():   # 10 ms of CPU: a cooperative chunk, far under the threshold
+        deadline = time.thread_time() + 0.01
+        while time.thread_time() < deadline:
+            pass
+    with tracing.trace(blocking=0.1, report=False) as t:
+        g = labkit.Greenlet(step)
+        labkit.sleep(0.01)
+        os.nice(19)   # from now on the hog gets ~98% of this core
+        g.start()
+        g.join()
+    print(json.dumps([(b.function, b.cause.kind, str(b.cause), b.cause.cpu, b.duration)
+                      for b in t.blocking()]))
+finally:
+    hog.kill()
+    hog.wait()
+'''
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not hasattr(os, "nice"),
+                    reason="needs Linux CPU affinity")
+def test_a_short_step_on_a_core_another_process_hogs_is_told_descheduled():
+    # A child process pins itself and a busy-looping hog to one core, lowers
+    # its own priority, then runs 10 ms of CPU work in a greenlet: the block
+    # lasts far longer than its CPU time, and the thread was runnable.
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _DESCHEDULED_CHILD], capture_output=True,
+                         text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    blocks = [b for b in json.loads(out.stdout.splitlines()[-1]) if b[0] == "step"]
+    assert blocks, out.stdout
+    function, kind, text, cpu, duration = blocks[0]
+    assert kind == "descheduled", text
+    assert text.startswith("descheduled: the machine was busy") and cpu < 0.1 < duration

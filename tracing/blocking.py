@@ -333,6 +333,10 @@ class BlockingMonitor:
         block = Block(start=(start_ns - self._start_ns) / 1e9,
                       duration=(end_ns - start_ns) / 1e9, greenlet=who, file=file,
                       line=line, function=function, stack=stack)
+        first = sampling.first_place if sampling is not None else None
+        #: (file, line, function) of the first sample that saw the block:
+        #: the nearest to where it started (the report's line is the most sampled)
+        block.first = first[:3] if first is not None else (file, line, function)
         block.cause = self._cause(start_ns, end_ns, sampling, function,
                                   sampling.calls.get(place) if sampling is not None
                                   and sampling.places else None)
@@ -358,4 +362,4 @@ class BlockingMonitor:
         clock = sampling.clock if sampling is not None else BlockClock()
         gc_ns = gc_times.within(self._probe.ident, start_ns, end_ns)
         return classify((end_ns - start_ns) / 1e9, clock.cpu_share(), gc_ns / 1e9, clock,
-                        function, call)
+                        function, call, threshold=self.threshold)

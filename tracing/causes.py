@@ -21,8 +21,11 @@ applied to the block's exact duration, the GC time is counted exactly.
 a person would say: "CPU-bound in parse()", "GC pause", "a blocking syscall
 (recv) in legacy_client()", "descheduled (the machine was busy)".
 
-Rule of the verdict: the largest of the three shares wins when it is at
-least :data:`DOMINANT` of the wall time; otherwise the text lists the split.
+Rule of the verdict: "descheduled" when the code's own time (CPU, GC, in a
+call) stays under the blocking threshold -- without the busy machine there
+would have been no block; else the largest of the code's own parts, with
+descheduled time over a quarter of the block mentioned after it
+("CPU-bound in parse(); descheduled 120 ms (the machine was busy)").
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-#: The share of the wall time one part must have to name the cause alone.
+#: Without CPU samples, GC must cover this share of the block to be its cause.
 DOMINANT = 0.5
 
 #: x86-64 and generic (aarch64) numbers of the calls a block is usually in.
@@ -220,60 +223,82 @@ class Cause:
     cpu: float              #: on the CPU, outside the garbage collector
     gc: float               #: in the garbage collector
     off_cpu: float          #: wall - cpu - gc: in a system call, or descheduled
-    kind: str               #: "cpu", "gc", "syscall", "descheduled", "mixed" or "unknown"
+    kind: str               #: "cpu", "gc", "syscall", "descheduled" or "unknown"
     function: str = "?"     #: the user function it blocked in
     call: str | None = None     #: the Python call it sat in ("recv"), for a syscall
     syscall: str | None = None  #: the kernel's name of it ("recvfrom")
+    descheduled: float = 0.0    #: of off_cpu: runnable but not running (the rest: in a call)
 
     def __str__(self) -> str:
-        where = f"in {self.function}()" if self.function and self.function != "?" else ""
+        where = f" in {self.function}()" if self.function and self.function != "?" else ""
         if self.kind == "cpu":
-            return f"CPU-bound {where}".strip()
-        if self.kind == "gc":
-            return f"GC pause ({self.gc * 1e3:.0f} ms collecting garbage)"
-        if self.kind == "syscall":
+            text = f"CPU-bound{where}"
+        elif self.kind == "gc":
+            text = f"GC pause ({self.gc * 1e3:.0f} ms collecting garbage)"
+        elif self.kind == "syscall":
             name = self.call or self.syscall or "?"
             if self.call and self.syscall and self.syscall != self.call:
                 name = f"{self.call}: {self.syscall}"
-            return f"a blocking syscall ({name}) {where}".strip()
-        if self.kind == "descheduled":
-            return (f"descheduled: the machine was busy ({self.off_cpu * 1e3:.0f} ms "
-                    f"runnable but not running)")
-        if self.kind == "mixed":
-            return (f"CPU {self.cpu * 1e3:.0f} ms, GC {self.gc * 1e3:.0f} ms, "
-                    f"off the CPU {self.off_cpu * 1e3:.0f} ms {where}").strip()
-        return "cause unknown"
+            text = f"a blocking syscall ({name}){where}"
+        elif self.kind == "descheduled":
+            return (f"descheduled: the machine was busy ({self.descheduled * 1e3:.0f} ms "
+                    f"runnable but not running){where}")
+        else:
+            return "cause unknown"
+        if self.descheduled >= NOTE_DESCHEDULED * self.wall:
+            text += f"; descheduled {self.descheduled * 1e3:.0f} ms (the machine was busy)"
+        return text
 
     def split(self) -> str:
         return (f"wall {self.wall * 1e3:.0f} ms = CPU {self.cpu * 1e3:.0f} + "
                 f"GC {self.gc * 1e3:.0f} + off-CPU {self.off_cpu * 1e3:.0f} ms")
 
 
+#: A cause also mentions descheduled time above this share of the wall time.
+NOTE_DESCHEDULED = 0.25
+
+
 def classify(wall: float, cpu_share: float | None, gc_seconds: float, clock: BlockClock,
-             function: str = "?", call: str | None = None) -> Cause:
+             function: str = "?", call: str | None = None, threshold: float = 0.0) -> Cause:
     """The :class:`Cause` of a block of ``wall`` seconds: ``cpu_share`` of
-    it on the CPU (None: not measured), ``gc_seconds`` in the collector."""
+    it on the CPU (None: not measured), ``gc_seconds`` in the collector.
+
+    The off-CPU time is divided between "in a call" and "descheduled" in
+    the proportion of the watchdog's samples that found the thread sleeping
+    in the kernel (S/D) or runnable (R).
+
+    The verdict. Descheduled time stretches whatever the code did, so it is
+    the cause only when the rest would not have made a block at all: when
+    CPU + GC + time in calls stays under ``threshold`` (the monitor's), the
+    machine, not the code, made the loop late. Otherwise the largest of
+    CPU, GC and time in a call names the cause, and a large descheduled
+    share is mentioned after it."""
     gc_seconds = min(gc_seconds, wall)
     if cpu_share is None:
-        if gc_seconds >= DOMINANT * wall > 0:
-            return Cause(wall, 0.0, gc_seconds, 0.0, "gc", function)
-        return Cause(wall, 0.0, gc_seconds, 0.0, "unknown", function)
+        # No two samples inside the block: the collector holds the GIL (the
+        # watchdog cannot run during a collection), or the block was short.
+        kind = "gc" if gc_seconds >= DOMINANT * wall > 0 else "unknown"
+        return Cause(wall, 0.0, gc_seconds, max(0.0, wall - gc_seconds) if kind == "gc" else 0.0,
+                     kind, function)
     on_cpu = cpu_share * wall
-    gc_part = min(gc_seconds, on_cpu) if on_cpu >= gc_seconds * 0.5 else gc_seconds
+    # GC time is on the CPU; the sampled share may miss it (no samples
+    # while the collector holds the GIL), so count the larger.
+    gc_part = gc_seconds
     cpu = max(0.0, on_cpu - gc_part)
     off = max(0.0, wall - cpu - gc_part)
-    syscall = max(clock.syscalls, key=clock.syscalls.get) if clock.syscalls else None
-    parts = {"cpu": cpu, "gc": gc_part, "off": off}
-    top = max(parts, key=parts.get)
-    if parts[top] < DOMINANT * wall:
-        kind = "mixed"
-    elif top == "off":
-        kind = "syscall" if clock.in_call >= clock.runnable else "descheduled"
+    states = clock.in_call + clock.runnable
+    in_call_share = clock.in_call / states if states else 1.0
+    waiting, descheduled = off * in_call_share, off * (1 - in_call_share)
+    parts = {"cpu": cpu, "gc": gc_part, "syscall": waiting}
+    if descheduled > 0 and sum(parts.values()) < threshold:
+        kind = "descheduled"
     else:
-        kind = top
+        kind = max(parts, key=parts.get)
+    syscall = max(clock.syscalls, key=clock.syscalls.get) if clock.syscalls else None
     return Cause(wall, cpu, gc_part, off, kind, function,
                  call=call if kind == "syscall" else None,
-                 syscall=syscall if kind == "syscall" else None)
+                 syscall=syscall if kind == "syscall" else None,
+                 descheduled=descheduled)
 
 
 # -- which call a frame sits in --------------------------------------------------
