@@ -12,6 +12,7 @@
     m = tracing.monitor_blocking(0.05)         # only the blocking monitor
     tracing.measure_switch_overhead()          # what a switch costs, traced or not
     print(tracing.snapshot())                  # every greenlet now: state, waits on, times
+    tracing.lints()                            # never yielded, lost wake-up, spinning, ...
 
 The pieces, one module each: ``recorder`` (the C ring, the hub's hooks, the
 side table of strings), ``blocking`` (the watchdog thread), ``model`` (records
@@ -19,8 +20,10 @@ side table of strings), ``blocking`` (the watchdog thread), ``model`` (records
 names), ``summary`` (the table), ``export`` (Perfetto/Chrome JSON,
 speedscope), ``plot`` (the timeline, also as a PNG), ``overhead``
 (switch-cost measurements), ``introspect`` (what live greenlets are doing
-now), ``snapshot`` (the live table: one row per greenlet, with its times;
-``tracing.snapshot`` is the function, import the module's other names with
+now), ``snapshot`` (the live table: one row per greenlet, with its times),
+``lints`` (what looks wrong, with line and evidence), ``causes`` (a block's
+time split into CPU, GC and off-CPU); ``tracing.snapshot`` and
+``tracing.lints`` are the functions (import the modules' other names with
 ``from tracing.snapshot import ...``), and in a notebook ``magics`` and
 ``dashboard``, which use the others and never each other.
 
@@ -35,11 +38,13 @@ from tracing.blocking import BlockingMonitor
 from tracing.model import Block, Greenlet, LoopIteration, Slice, Switch, Trace
 from tracing.overhead import measure_switch_overhead
 from tracing.recorder import DEFAULT_CAPACITY, Recorder
+from tracing.lints import Lint, lints, silence, unsilence
 from tracing.snapshot import LoopStats, Row, Snapshot, snapshot
 
 __all__ = ["trace", "start", "stop", "monitor_blocking", "measure_switch_overhead", "Dashboard",
            "Trace", "Greenlet", "Slice", "Switch", "LoopIteration", "Block",
-           "BlockingMonitor", "DEFAULT_CAPACITY", "snapshot", "Snapshot", "Row", "LoopStats"]
+           "BlockingMonitor", "DEFAULT_CAPACITY", "snapshot", "Snapshot", "Row", "LoopStats",
+           "lints", "Lint", "silence", "unsilence"]
 
 _session: "_Session | None" = None
 

@@ -69,6 +69,7 @@ import gc
 import os
 import struct
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 
 from greenlet import getcurrent, greenlet as _raw_greenlet
@@ -234,6 +235,8 @@ class Ledger:
         self.recorder = recorder
         self.seq = 0                  #: the next record to read
         self.accounts: dict[int, Account] = {}
+        #: (name, Account) of greenlets that exited, worth a lint (see forget_exited)
+        self.finished: deque = deque(maxlen=1000)
         self.lost = 0
         self._buffer = ffi.new("lk_trace_entry[]", self.BATCH)
         self._first = ffi.new("uint64_t *")
@@ -362,10 +365,19 @@ class Ledger:
         return stats
 
     def forget_exited(self) -> None:
-        """Drop the accounts of greenlets that exited (after a snapshot showed them)."""
+        """Drop the accounts of greenlets that exited (after a snapshot showed
+        them); the ones with a slice or a ready stretch of 10 ms or more go
+        to ``finished`` (name, Account; the last 1,000), for the lints."""
         for gid in [gid for gid, acc in self.accounts.items() if acc.exited is not None]:
-            del self.accounts[gid]
+            acc = self.accounts.pop(gid)
+            if max(acc.longest, acc.most_scheduled) >= NOTABLE_NS or \
+                    acc.wakes >= 20:
+                self.finished.append((self.recorder.name_of(gid), acc))
 
+
+#: A finished greenlet's account is kept for the lints if it ran or waited
+#: ready this long in one stretch (ns), or was woken 20 times or more.
+NOTABLE_NS = 10_000_000
 
 _ledgers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -401,8 +413,11 @@ class _Registry:
     def refresh(self) -> None:
         if self.recorder is None:
             return
+        # Spawn indices are absolute; a bounded recorder drops old entries
+        # from the front of its list (spawn_base counts them).
         spawns = self.recorder.spawns
-        for index in range(self.spawns_read, len(spawns)):
+        base = getattr(self.recorder, "spawn_base", 0)
+        for index in range(max(self.spawns_read, base) - base, len(spawns)):
             info = spawns[index]
             g = info.ref
             if g is not None and g.parent is self.hub:
@@ -411,7 +426,7 @@ class _Registry:
                 self.spawn_info[info.gid] = info
             elif g is None and info.exit is not None:
                 self.exited_unseen.append(info)
-        self.spawns_read = len(spawns)
+        self.spawns_read = base + len(spawns)
 
     def greenlets(self):
         """(id, greenlet) of the known greenlets still referenced, in order."""
@@ -489,7 +504,7 @@ def snapshot(hub=None) -> Snapshot:
                     frames[gid] = (frame, frame.f_lasti, row.waits_on, row.where, state)
         info = reg.spawn_info.get(gid)
         if info is not None:
-            row.spawn_site, row.cell = _site(info.site)
+            row.spawn_site, row.cell = _site(info)
             row.parent = recorder.name_of(info.parent) if recorder is not None else ""
         acc = accounts.get(gid)
         if acc is not None:
@@ -507,7 +522,7 @@ def snapshot(hub=None) -> Snapshot:
         reg._forget(gid)
     for info in reg.exited_unseen:   # born and gone between two snapshots
         row = Row(id=info.gid, name=info.name or f"greenlet-{info.gid:#x}", state="dead")
-        row.spawn_site, row.cell = _site(info.site)
+        row.spawn_site, row.cell = _site(info)
         row.parent = recorder.name_of(info.parent) if recorder is not None else ""
         acc = accounts.get(info.gid)
         if acc is not None and acc.exited is not None:
@@ -592,14 +607,17 @@ def _joined(g):
 _cell_files: dict[str, str] = {}
 
 
-def _site(site: str) -> tuple[str, int | None]:
-    """The recorder's "file.py:12" spawn site -> ("In[3], line 12", 3) for a
-    notebook cell, else (site, None). The recorder keeps base names; IPython
-    names cell files by hash, so a base name is enough to find the cell."""
+def _site(info) -> tuple[str, int | None]:
+    """A SpawnInfo's site -> ("In[3], line 12", 3) for a notebook cell, else
+    ("app.py:12", None). Uses the full file name where the recorder keeps
+    it (``path``), else finds the cell by the base name (IPython names cell
+    files by a hash of their code, so a base name is enough)."""
+    site = info.site
     name, _, line = site.rpartition(":")
     if not name:
         return site, None
-    count = _cell_number(name)
+    path = getattr(info, "path", None)
+    count = _cell_number(os.path.basename(path) if path else name)
     if count is None:
         return site, None
     return f"In[{count}], line {line}", count

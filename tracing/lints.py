@@ -1,0 +1,555 @@
+"""Lints: greenlets that are probably wrong, each with its line and the evidence.
+
+    for lint in tracing.lints(): print(lint)        # live, from the hub's thread
+    trace.lints()                                   # on a finished Trace
+    tracing.silence(g, "spinning")                  # this greenlet may spin
+
+Each :class:`Lint` names a ``kind``, the ``greenlet``, the ``line`` to look
+at and the ``evidence``. The kinds (tokio-console's, and two of labkit's),
+with the default thresholds (each a keyword argument of :func:`lints`):
+
+never yielded   ran >= ``never_yielded`` (NEVER_YIELDED = 0.1 s) without a
+                switch. Evidence: the measured duration, what it had woken
+                from, and the block's cause (CPU, GC, a blocking syscall,
+                descheduled: tracing/causes.py). The line is where the
+                blocking monitor first saw it (the nearest sample to the
+                start of the block), when a monitor watched; else its line now.
+lost wake-up    parked, with no timer, on something nothing can ever wake:
+                an Event, a Queue, a lock... that only its waiters refer to
+                (``gc.get_referrers``, only here, only when lints are asked
+                for), an fd that is closed, a join of a greenlet that is
+                already dead. Live only.
+spinning        more than SPINNING_RATIO (0.5) of its wake-ups (at least
+                ``spinning_wakes`` = 20) came from its own ``sleep(0)`` or a
+                timeout shorter than 1 ms: it polls instead of waiting.
+starved         was ready to run for >= ``starved`` (STARVED = 0.1 s)
+                without running, in one stretch (something else held the loop).
+leaked          alive ``leaked_after`` (LEAKED_AFTER = 30 s) after the
+                notebook cell that spawned it finished, and referred to by no
+                object in the notebook's namespace (looked for through
+                containers, Groups and instances, a few levels deep). Live,
+                IPython only.
+
+The timing lints (never yielded, spinning, starved) need a recording (any
+running recorder: ``%load_ext labkit`` keeps one); for a live hub they
+cover what the ring held since :func:`snapshot` first read it. The main
+greenlet and the hub are not linted for spinning or starving (the main
+greenlet's waits are the host's).
+
+Silencing: :func:`silence` a greenlet (the object, or its name for a Trace)
+for some kinds or all of them; its lints are then left out.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+
+from greenlet import greenlet as _raw_greenlet
+
+import labkit.hub as _lk_hub
+from labkit.util import greenlet_name
+
+from tracing import recorder as _recorder_module
+from tracing.introspect import cell_location
+from tracing.snapshot import ZERO_TIMEOUT_NS, ledger_for, snapshot
+
+__all__ = ["Lint", "lints", "trace_lints", "silence", "unsilence", "watch_cells",
+           "KINDS", "NEVER_YIELDED", "STARVED", "SPINNING_RATIO", "SPINNING_WAKES",
+           "LEAKED_AFTER"]
+
+KINDS = ("never yielded", "lost wake-up", "spinning", "starved", "leaked")
+
+#: seconds a greenlet may run without a switch
+NEVER_YIELDED = 0.1
+#: seconds a greenlet may stay ready without running
+STARVED = 0.1
+#: share of self wake-ups (sleep(0), zero timeouts) above which it spins ...
+SPINNING_RATIO = 0.5
+#: ... once it has been woken at least this many times
+SPINNING_WAKES = 20
+#: seconds a greenlet may outlive the cell that spawned it, unreferenced
+LEAKED_AFTER = 30.0
+
+_NOT_LINTED = ("main", "hub")
+
+
+@dataclass
+class Lint:
+    """One finding: ``kind`` (one of :data:`KINDS`), the greenlet's name and
+    id (None on a Trace), the line to look at, and the evidence."""
+    kind: str
+    greenlet: str
+    line: str
+    evidence: str
+    id: int | None = None
+
+    def __str__(self) -> str:
+        at = f" at {self.line}" if self.line else ""
+        return f"{self.kind}: {self.greenlet}{at} -- {self.evidence}"
+
+
+# -- silencing ------------------------------------------------------------------------
+
+_silenced_objects: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_silenced_names: dict[str, frozenset] = {}
+
+
+def silence(greenlet_or_name, *kinds: str) -> None:
+    """Leave this greenlet's lints of ``kinds`` (default: all) out of every
+    report. A greenlet object silences it while it lives; a name silences
+    every greenlet of that name (and works on a finished Trace)."""
+    chosen = frozenset(kinds) if kinds else frozenset(KINDS)
+    unknown = chosen - set(KINDS)
+    if unknown:
+        raise ValueError(f"kinds must be among {KINDS}, not {sorted(unknown)}")
+    if isinstance(greenlet_or_name, str):
+        _silenced_names[greenlet_or_name] = chosen
+    elif isinstance(greenlet_or_name, _raw_greenlet):
+        _silenced_objects[greenlet_or_name] = chosen
+    else:
+        raise TypeError(f"greenlet_or_name must be a greenlet or a name, "
+                        f"not {type(greenlet_or_name).__name__}")
+
+
+def unsilence(greenlet_or_name) -> None:
+    """Undo :func:`silence` for this greenlet or name."""
+    if isinstance(greenlet_or_name, str):
+        _silenced_names.pop(greenlet_or_name, None)
+    else:
+        _silenced_objects.pop(greenlet_or_name, None)
+
+
+def _silenced(lint: Lint, g=None) -> bool:
+    if g is not None and lint.kind in _silenced_objects.get(g, ()):
+        return True
+    return lint.kind in _silenced_names.get(lint.greenlet, ())
+
+
+# -- cells: when each one finished -------------------------------------------------
+
+#: execution count -> loop-clock time its cell finished (post_run_cell)
+cell_finished: dict[int, float] = {}
+_watching_since: float | None = None
+
+
+def watch_cells(ipython) -> None:
+    """Note when each cell finishes (for the leaked lint). ``%load_ext
+    labkit`` calls it; cells that ran before count as finished then."""
+    global _watching_since
+    if _watching_since is None:
+        _watching_since = time.monotonic()
+    try:
+        ipython.events.unregister("post_run_cell", _cell_done)
+    except ValueError:
+        pass
+    ipython.events.register("post_run_cell", _cell_done)
+
+
+def unwatch_cells(ipython) -> None:
+    try:
+        ipython.events.unregister("post_run_cell", _cell_done)
+    except ValueError:
+        pass
+
+
+def _cell_done(result) -> None:
+    count = getattr(result, "execution_count", None)
+    if isinstance(count, int):
+        cell_finished[count] = time.monotonic()
+
+
+# -- live lints -------------------------------------------------------------------
+
+def lints(hub=None, *, never_yielded: float = NEVER_YIELDED, starved: float = STARVED,
+          spinning_ratio: float = SPINNING_RATIO, spinning_wakes: int = SPINNING_WAKES,
+          leaked_after: float = LEAKED_AFTER, snap=None) -> list[Lint]:
+    """The lints of the hub's greenlets now (see the module docstring).
+    Call from the hub's thread. ``snap``: a :func:`snapshot` just taken
+    (else one is taken)."""
+    for name, value in (("never_yielded", never_yielded), ("starved", starved),
+                        ("leaked_after", leaked_after), ("spinning_ratio", spinning_ratio)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+    hub = hub if hub is not None else _lk_hub.get_hub()
+    snap = snap if snap is not None else snapshot(hub)
+    rows = {row.id: row for row in snap.rows}
+    found: list[tuple[Lint, object]] = []
+    recorder = _recorder_module.active()
+    if recorder is not None and recorder.ring is not None:
+        found += _timing_lints(recorder, rows, never_yielded, starved, spinning_ratio,
+                               spinning_wakes)
+    found += _lost_wakeups(snap.rows)
+    found += _leaks(snap.rows, leaked_after)
+    return [lint for lint, g in found if not _silenced(lint, g)]
+
+
+def _row_line(row) -> str:
+    return row.where if row is not None else ""
+
+
+def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
+    ledger = ledger_for(recorder)
+    ledger.update()
+    out = []
+    blocks = list(recorder.blocks)
+    accounts = [(gid, rows.get(gid), recorder.name_of(gid), acc)
+                for gid, acc in list(ledger.accounts.items())]
+    accounts += [(None, None, name, acc) for name, acc in list(ledger.finished)]
+    t0 = recorder.start_ns
+    reported_blocks = set()
+    for gid, row, name, acc in accounts:
+        g = row.greenlet if row is not None else None
+        if name in _NOT_LINTED:
+            continue
+        if acc.longest >= never_yielded * 1e9:
+            start = (acc.longest_at - t0) / 1e9
+            block = _block_at(blocks, name, start, acc.longest / 1e9)
+            if block is not None:
+                reported_blocks.add(id(block))
+            out.append((_never_yielded(name, gid, acc.longest / 1e9, block, _row_line(row)), g))
+        if acc.wakes >= min_wakes and acc.self_wakes > ratio * acc.wakes:
+            out.append((Lint("spinning", name, _row_line(row),
+                             f"{acc.self_wakes} of its {acc.wakes} wake-ups were its own "
+                             f"sleep(0) or a timeout under {ZERO_TIMEOUT_NS / 1e6:g} ms", gid), g))
+        if acc.most_scheduled >= starved * 1e9:
+            end = (acc.most_scheduled_at - t0) / 1e9
+            length = acc.most_scheduled / 1e9
+            behind = _block_at(blocks, None, end - length, length)
+            why = f" (behind {behind.greenlet}, which blocked the loop {behind.duration:.2f} s " \
+                  f"at {_place(behind.file, behind.line)})" if behind is not None else ""
+            out.append((Lint("starved", name, _row_line(row),
+                             f"ready for {length:.2f} s without running{why}", gid), g))
+    # Blocks of greenlets the ledger never saw (the ring overwrote them), and of hub callbacks
+    for block in blocks:
+        if id(block) in reported_blocks or block.duration < never_yielded:
+            continue
+        if block.greenlet in ("main",):
+            continue
+        out.append((_never_yielded(block.greenlet, None, block.duration, block, ""), None))
+    return out
+
+
+def _block_at(blocks, name, start: float, length: float):
+    """The monitor's block of greenlet ``name`` (any, if None) that overlaps
+    [start, start + length] most."""
+    best, best_overlap = None, 0.0
+    for block in blocks:
+        if name is not None and block.greenlet != name:
+            continue
+        overlap = min(start + length, block.start + block.duration) - max(start, block.start)
+        if overlap > best_overlap:
+            best, best_overlap = block, overlap
+    return best
+
+
+def _place(file: str, line: int) -> str:
+    return cell_location(file, line) if file and file != "?" else "?"
+
+
+def _never_yielded(name, gid, seconds, block, fallback_line) -> Lint:
+    evidence = f"ran {seconds:.2f} s without yielding"
+    line = fallback_line
+    if block is not None:
+        file, lineno, function = getattr(block, "first", (block.file, block.line, block.function))
+        line = f"{_place(file, lineno)} in {function}"
+        cause = getattr(block, "cause", None)
+        if cause is not None:
+            evidence += f": {cause} ({cause.split()})"
+        if (file, lineno) != (block.file, block.line):
+            evidence += f"; most samples at {_place(block.file, block.line)}"
+    return Lint("never yielded", name, line, evidence, gid)
+
+
+# -- lost wake-ups ---------------------------------------------------------------
+
+_PRIMITIVE_MODULES = ("labkit.event", "labkit.lock", "labkit.queue", "labkit.threading",
+                      "labkit._twosided", "labkit._lines", "labkit._park", "labkit.pool")
+_NOT_THE_OBJECT = ("Waiter", "Ticket", "_ThreadsafeWake", "Hub")
+_LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
+
+
+def _lost_wakeups(rows) -> list:
+    out = []
+    by_object: dict[int, tuple] = {}
+    for row in rows:
+        g = row.greenlet
+        if row.state != "parked" or g is None or g.dead or g.gr_frame is None:
+            continue
+        words = row.waits_on
+        if words.startswith("fd "):
+            fd = words.split()[1]
+            if fd.isdigit() and _fd_closed(int(fd)):
+                out.append((Lint("lost wake-up", row.name, row.where,
+                                 f"parked on {words}, and fd {fd} is closed", row.id), g))
+            continue
+        if words.startswith(("timer", "sleep", "not started", "select", "idle")):
+            continue
+        obj, timed = _waited_object(g)
+        if obj is None or timed:
+            continue
+        if isinstance(obj, _raw_greenlet):
+            if obj.dead:
+                out.append((Lint("lost wake-up", row.name, row.where,
+                                 f"joins {greenlet_name(obj)}, which is already dead, "
+                                 f"with no timeout", row.id), g))
+            continue
+        entry = by_object.setdefault(id(obj), (obj, []))
+        entry[1].append(row)
+    if not by_object:
+        return out
+    held_by = _locals_index(rows)
+    for entry in list(by_object.values()):
+        obj, waiters = entry
+        waiting = {id(row.greenlet) for row in waiters}
+        oid = id(obj)
+        if any(oid in ids for owner, ids in held_by if owner not in waiting):
+            continue   # another greenlet (or the caller) has it in a local variable
+        if _only_waiters_refer_to(obj, [row.greenlet for row in waiters], ignore=(entry,)):
+            kind = type(obj).__name__
+            for row in waiters:
+                out.append((Lint("lost wake-up", row.name, row.where,
+                                 f"parked on {row.waits_on or kind} with no timeout; nothing "
+                                 f"but its waiters ({len(waiters)}) refers to that {kind}, "
+                                 f"so nothing can wake it", row.id), row.greenlet))
+    return out
+
+
+def _locals_index(rows) -> list:
+    """(id of a greenlet, ids of the objects its frames' locals and closure
+    cells hold) for the hub's greenlets, the main greenlet and the caller's
+    stack (this module's frames left out). The collector cannot see a
+    suspended or running frame's locals, so they are read here."""
+    out = []
+    greenlets = [row.greenlet for row in rows if row.greenlet is not None
+                 and row.state != "dead"]
+    hub = _lk_hub.get_hub()
+    if hub.parent is not None and hub.parent not in greenlets:
+        greenlets.append(hub.parent)
+    from greenlet import getcurrent
+    current = getcurrent()
+    for g in greenlets:
+        frame = sys._getframe() if g is current else g.gr_frame
+        ids = set()
+        while frame is not None:
+            if frame.f_code.co_filename != __file__:
+                for value in frame.f_locals.values():
+                    ids.add(id(value))
+                    if isinstance(value, (list, tuple, set, frozenset)) and len(value) < 64:
+                        ids.update(id(item) for item in value)
+            frame = frame.f_back
+        out.append((id(g), ids))
+    return out
+
+
+def _fd_closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def _waited_object(g):
+    """(the labkit object ``g`` is parked on, whether the wait has a timer),
+    read from its suspended frames: the innermost ``self`` or ``obj`` that
+    is a labkit primitive (an Event, a Queue, a lock) or the greenlet a join
+    waits for."""
+    frame = g.gr_frame
+    timed = False
+    depth = 0
+    while frame is not None and depth < 12:
+        local = frame.f_locals
+        if frame.f_code.co_filename.startswith(_LABKIT_DIR):
+            timeout = local.get("timeout")
+            if timeout is not None and not isinstance(timeout, bool):
+                timed = True
+            obj = local.get("obj")
+            if isinstance(obj, _raw_greenlet) and frame.f_code.co_name == "_wait_on":
+                return obj, timed
+        obj = local.get("self")
+        if obj is not None and obj is not g and _is_primitive(obj):
+            return obj, timed
+        frame = frame.f_back
+        depth += 1
+    return None, timed
+
+
+def _is_primitive(obj) -> bool:
+    cls = type(obj)
+    return cls.__module__ in _PRIMITIVE_MODULES and cls.__name__ not in _NOT_THE_OBJECT
+
+
+def _only_waiters_refer_to(obj, waiters: list, ignore=()) -> bool:
+    """True if every referrer of ``obj`` belongs to one of ``waiters``: their
+    frames, their args, their attribute dicts, or a small container or bound
+    method only those refer to. Uses gc.get_referrers (costly: lints only).
+    ``ignore``: the caller's own containers that hold ``obj``."""
+    ours = {id(container) for container in ignore}
+    for g in waiters:
+        ours.add(id(g))
+        frame = g.gr_frame
+        while frame is not None:
+            ours.add(id(frame))
+            frame = frame.f_back
+        for attr in ("args", "kwargs", "__dict__"):
+            value = getattr(g, attr, None)
+            if value is not None:
+                ours.add(id(value))
+    frame = sys._getframe()
+    while frame is not None:          # this very function and its callers
+        ours.add(id(frame))
+        frame = frame.f_back
+    referrers = gc.get_referrers(obj)
+    try:
+        for ref in referrers:
+            if id(ref) in ours or ref is referrers:
+                continue
+            if isinstance(ref, (dict, tuple, list)) or hasattr(ref, "__self__"):
+                outer = gc.get_referrers(ref)
+                # (a dict nothing refers to is a frame's f_locals cache: the
+                # frames were read by _locals_index)
+                if all(id(r) in ours or r is referrers or r is outer for r in outer):
+                    continue
+            return False
+        return True
+    finally:
+        del referrers
+
+
+# -- leaks -----------------------------------------------------------------------
+
+def _leaks(rows, leaked_after: float) -> list:
+    candidates = [row for row in rows if row.cell is not None and row.state != "dead"]
+    if not candidates:
+        return []
+    try:
+        from IPython import get_ipython
+        ipython = get_ipython()
+    except Exception:
+        return []
+    if ipython is None:
+        return []
+    now = time.monotonic()
+    running = getattr(ipython, "execution_count", None)
+    old = []
+    for row in candidates:
+        finished = cell_finished.get(row.cell)
+        if finished is None:
+            if _watching_since is None or row.cell == running:
+                continue
+            finished = _watching_since   # ran before we watched
+        if now - finished >= leaked_after:
+            old.append((row, now - finished))
+    if not old:
+        return []
+    held = _user_reachable_greenlets(ipython)
+    out = []
+    for row, age in old:
+        if row.id in held:
+            continue
+        out.append((Lint("leaked", row.name, row.spawn_site,
+                         f"alive {age:.0f} s after In[{row.cell}] finished "
+                         f"({row.state}{', on ' + row.waits_on if row.waits_on else ''}); "
+                         f"nothing in the notebook's namespace refers to it", row.id),
+                    row.greenlet))
+    return out
+
+
+def _user_reachable_greenlets(ipython, depth: int = 4, budget: int = 200_000) -> set:
+    """ids of the greenlets reachable from the user's namespace (names not
+    starting with "_", not IPython's own), through containers, Groups and
+    instances' attributes, ``depth`` levels deep."""
+    ns = ipython.user_ns
+    hidden = getattr(ipython, "user_ns_hidden", {})
+    level = [v for k, v in list(ns.items())
+             if not k.startswith("_") and k not in hidden and k not in ("In", "Out")]
+    seen, found = set(), set()
+    for _ in range(depth + 1):
+        nxt = []
+        for obj in level:
+            if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type(None))):
+                continue
+            seen.add(id(obj))
+            if len(seen) > budget:
+                return found
+            if isinstance(obj, _raw_greenlet):
+                found.add(id(obj))
+                continue
+            if isinstance(obj, dict):
+                nxt.extend(obj.values())
+            elif isinstance(obj, (list, tuple, set, frozenset)):
+                nxt.extend(obj)
+            elif type(obj).__module__ in ("builtins",) or isinstance(obj, type):
+                continue
+            else:
+                greenlets = getattr(obj, "greenlets", None)   # Group, Pool
+                if isinstance(greenlets, (set, list, tuple, frozenset)):
+                    nxt.extend(greenlets)
+                d = getattr(obj, "__dict__", None)
+                if isinstance(d, dict):
+                    nxt.extend(d.values())
+        level = nxt
+    return found
+
+
+# -- on a finished Trace -------------------------------------------------------------
+
+def trace_lints(trace, *, never_yielded: float = NEVER_YIELDED, starved: float = STARVED,
+                spinning_ratio: float = SPINNING_RATIO,
+                spinning_wakes: int = SPINNING_WAKES) -> list[Lint]:
+    """The lints a recording shows: never yielded, spinning, starved (the
+    others need the live objects). Silenced names are left out.
+    ``Trace.lints()`` calls it."""
+    names = {g.key: g.name for g in trace.greenlets()}
+    out = []
+    longest: dict[int, object] = {}
+    for s in trace.slices():
+        if s.key >= 0 and s.duration >= never_yielded:
+            if s.key not in longest or s.duration > longest[s.key].duration:
+                longest[s.key] = s
+    blocks = trace.blocking()
+    for key, s in longest.items():
+        name = names.get(key, s.lane)
+        if name in _NOT_LINTED:
+            continue
+        block = _block_at(blocks, name, s.start, s.duration)
+        out.append(_never_yielded(name, None, s.duration, block, ""))
+    wakes: dict[int, list] = {}
+    for sw in trace.switches():
+        if sw.key >= 0 and sw.reason not in ("start", "trace start"):
+            counts = wakes.setdefault(sw.key, [0, 0])
+            counts[0] += 1
+            if sw.reason == "ready":
+                counts[1] += 1
+    for parked in trace.parked():
+        if parked.reason == "timer" and parked.duration < ZERO_TIMEOUT_NS / 1e9 \
+                and parked.key in wakes:
+            wakes[parked.key][1] += 1
+    for key, (total, own) in wakes.items():
+        name = names.get(key, "?")
+        if name in _NOT_LINTED:
+            continue
+        if total >= spinning_wakes and own > spinning_ratio * total:
+            out.append(Lint("spinning", name, "",
+                            f"{own} of its {total} wake-ups were its own sleep(0) or a "
+                            f"timeout under {ZERO_TIMEOUT_NS / 1e6:g} ms"))
+    worst: dict[int, object] = {}
+    for parked in trace.parked():
+        # A gap that ended in a "ready" resume was ready all along (sleep(0)).
+        if parked.reason == "ready" and parked.duration >= starved:
+            if parked.key not in worst or parked.duration > worst[parked.key].duration:
+                worst[parked.key] = parked
+    for key, parked in worst.items():
+        name = names.get(key, "?")
+        if name in _NOT_LINTED:
+            continue
+        behind = _block_at(blocks, None, parked.start, parked.duration)
+        why = f" (behind {behind.greenlet}, which blocked the loop {behind.duration:.2f} s " \
+              f"at {_place(behind.file, behind.line)})" if behind is not None else ""
+        out.append(Lint("starved", name, "",
+                        f"ready for {parked.duration:.2f} s without running{why}"))
+    return [lint for lint in out if not _silenced(lint)]
