@@ -33,8 +33,8 @@ share of the GIL -- which is why it refreshes at most 4 times a second.
 Coalescing: at most one snapshot request and one update are in flight at a
 time. If drawing is slower than ``refresh``, refreshes are skipped, not
 queued. Each refresh sends at most three widget updates (image, counters,
-table), and the image only when it changed -- far under Jupyter's IOPub
-limits (1000 messages/s, 1 MB/s by default) at ~30 KB per PNG.
+table), and the image only when it changed -- under Jupyter's IOPub limits
+(1000 messages/s, 1 MB/s by default) at ~70 KB per PNG (144 dpi, for slides).
 
 Contract: create, start, stop, clear and close from the hub's thread (a
 cell, or a button: ipywidgets runs button callbacks in the kernel's main

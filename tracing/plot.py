@@ -42,11 +42,13 @@ def _clip(start: float, end: float, window):
     return max(start, lo), min(end, hi)
 
 
-def timeline(trace, ax=None, window=None):
+def timeline(trace, ax=None, window=None, full_legend: bool = False):
     """Draw ``trace``; returns the matplotlib Figure.
 
     ``ax``: draw into this Axes (default: a new Figure). ``window``:
     ``(start, end)`` in seconds since the trace started, to zoom in.
+    ``full_legend``: every entry of the legend, not only those drawn (a
+    live picture then keeps its layout from one refresh to the next).
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -102,8 +104,11 @@ def timeline(trace, ax=None, window=None):
         shown.add("late")
     for lane, (lateness, p) in worst.items():
         if lo <= p.end <= hi:
+            # Right of the wake-up, or left of it near the right edge.
+            right = p.end < lo + 0.75 * (hi - lo)
             ax.annotate(f"woke {legend.format_seconds(lateness)} late", (p.end, row[lane]),
-                        xytext=(4, 0), textcoords="offset points", va="center",
+                        xytext=(4 if right else -4, 0), textcoords="offset points",
+                        va="center", ha="left" if right else "right",
                         fontsize=FONT_SIZE - 2, color=LATE_COLOR, fontweight="bold",
                         bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
 
@@ -134,7 +139,7 @@ def timeline(trace, ax=None, window=None):
         ax.set_xlim(*window)
     handles = []
     for e in legend.ENTRIES:
-        if e.key in shown:
+        if full_legend or e.key in shown:
             style = ({"facecolor": "none", "edgecolor": e.color, "hatch": e.hatch}
                      if e.hatch else {"color": e.color})
             handles.append(Patch(label=e.words, **style))
@@ -202,7 +207,7 @@ def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
     twice a screen's 72, so that it stays sharp on a slide. ``rank``:
     name -> position, to keep lane order stable across calls. ``now``: label
     the time axis in seconds before this instant (a live view) instead of
-    seconds since the trace started.
+    seconds since the trace started, and show the whole legend.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -213,10 +218,15 @@ def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    timeline(view, ax=ax, window=window)
+    timeline(view, ax=ax, window=window, full_legend=now is not None)
     if now is not None:
-        from matplotlib.ticker import FuncFormatter
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x - now:.2f}"))
+        from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+        lo, hi = ax.get_xlim()
+        # Ticks at round distances before now (-4, -3, ... 0), not at round times.
+        back = MaxNLocator(nbins=6).tick_values(0, max(now - lo, 1e-9))
+        ax.xaxis.set_major_locator(FixedLocator([now - b for b in back if lo <= now - b <= hi]))
+        ax.xaxis.set_major_formatter(FuncFormatter(
+            lambda x, _: "now" if abs(x - now) < 1e-9 else f"{x - now:.3g}"))
         ax.set_xlabel("seconds before now")
     notes = [title] if title else []
     if view.hidden:
