@@ -25,9 +25,9 @@ from greenlet import getcurrent
 from labkit import _native, _park
 from labkit._park import (_TIMED_OUT, _WHY_THROW, _WHY_TIMER, _WHY_WAITER, Waiter, _resumed,
                           _switch, cannot_wait_in_hub, deadline, describe_parking)
-from labkit.hub import get_hub
+from labkit.hub import get_hub, hub_for_this_thread
 
-__all__ = ["Linkable", "Ticket", "EMPTY"]
+__all__ = ["Linkable", "Links", "ThreadsafeLink", "Ticket", "EMPTY"]
 
 _get_ident = _native.get_ident
 
@@ -85,6 +85,12 @@ class Linkable:
 
     def linkcount(self) -> int:
         return len(self._links) + len(self._batch or ())
+
+    def unlink_all(self) -> None:
+        """Forget every link (a notification running now calls no more)."""
+        self._links.clear()
+        if self._batch:
+            self._batch.clear()
 
     def _bind_hub(self, hub) -> None:
         # Nobody linked: the caller's hub becomes ours. (This also forgets a
@@ -193,7 +199,7 @@ class Linkable:
         # posted to this thread's hub. A Waiter absorbs a late post (one
         # that arrives after our timeout) harmlessly.
         waiter = Waiter(hub)
-        link = _ThreadsafeWake(waiter)
+        link = ThreadsafeLink(hub, waiter.switch)
         hub.keepalive(1)  # only the other thread can end this wait
         self._links.append(link)
         self._check_and_notify()
@@ -212,17 +218,115 @@ class Linkable:
         return woken
 
 
-class _ThreadsafeWake:
-    """A link for a waiter that belongs to another thread's hub: the
-    notification runs in our hub, the switch must happen in theirs."""
+class ThreadsafeLink:
+    """A link that runs ``callback(source)`` in another thread's ``hub``:
+    the notification runs in the Linkable's hub, the callback must run in
+    the hub of whoever linked it (a waiter of another thread, a Future's
+    linker). Compares equal to ``callback``, so ``unlink(callback)`` finds
+    it. A post already in flight when it is unlinked still arrives: link
+    only callbacks that absorb a late call (a Waiter's switch does)."""
 
-    __slots__ = ("waiter",)
+    __slots__ = ("hub", "callback")
 
-    def __init__(self, waiter: Waiter):
-        self.waiter = waiter
+    def __init__(self, hub, callback: Callable):
+        self.hub = hub
+        self.callback = callback
 
     def __call__(self, source) -> None:
-        self.waiter.hub.run_callback_threadsafe(self.waiter.switch, source)
+        self.hub.run_callback_threadsafe(self.callback, source)
+
+    def __eq__(self, other):
+        return other is self or self.callback == other
+
+    __hash__ = None
+
+
+# -- Links: Linkable's mechanism for owners that cannot inherit it ------------------
+
+class Links(Linkable):
+    """The rawlink/unlink of an object that cannot be a :class:`Linkable`
+    itself, on Linkable's one mechanism (FIFO, one-shot, in the hub, the
+    same thread rules):
+
+    - a :class:`labkit.Greenlet` (a subclass of greenlet's C type: its
+      instance layout admits no second base with slots);
+    - a ``concurrent.futures.Future`` of labkit's thread pool (the stdlib's
+      class; completed in a worker thread).
+
+    The owner makes one at its first ``rawlink``, forwards ``rawlink`` to
+    :meth:`add` (which calls each callback with the *owner*, not with this
+    object), ``unlink`` to :meth:`unlink`, and calls :meth:`fire` once, from
+    any thread, when it becomes ready; links added later run at once (from
+    the hub). ``hub``: the hub that runs the notifications (a greenlet's
+    parent); None binds it to the first linker's, as a Linkable does.
+    """
+
+    __slots__ = ("_fired", "_pinned")
+
+    def __init__(self, hub=None):
+        Linkable.__init__(self)
+        self._fired = False
+        #: the notifications always run in the hub given (a greenlet's own)
+        self._pinned = hub is not None
+        self.hub = hub
+
+    def ready(self) -> bool:
+        return self._fired
+
+    def fire(self, _source=None) -> None:
+        """The owner is ready (any thread; also a Future's done callback):
+        run the links, and every link added from now on, in the hub."""
+        self._fired = True
+        self._check_and_notify()
+
+    def add(self, callback: Callable, source) -> None:
+        """rawlink for the owner ``source``: call ``callback(source)`` once,
+        when fired, in the linking thread's hub (Linkable's rule for a link
+        made from the hub's own thread; one made from another thread that
+        has a hub of its own runs there)."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        link = _Relay(callback, source)
+        if not self._pinned:
+            hub = get_hub()
+            self._bind_hub(hub)
+        elif self.hub.thread_ident == _get_ident():
+            hub = self.hub
+        else:  # (a thread without a hub: the callback runs in ours)
+            hub = hub_for_this_thread()
+        if hub is not None and hub is not self.hub:
+            link = ThreadsafeLink(hub, link)
+        self._links.append(link)
+        self._check_and_notify()
+
+    def _bind_hub(self, hub) -> None:
+        if not self._pinned:
+            Linkable._bind_hub(self, hub)
+
+
+class _Relay:
+    """A link of :class:`Links`: calls ``callback(source)`` (the owner)
+    where Linkable would pass the Links. Compares equal to ``callback``
+    (and, through it, to what a wrapper such as a Greenlet's link() wraps),
+    so ``unlink(callback)`` finds it. An exception is reported to the hub
+    with the callback and the owner, as the owner's own links would."""
+
+    __slots__ = ("callback", "source")
+
+    def __init__(self, callback: Callable, source):
+        self.callback = callback
+        self.source = source
+
+    def __call__(self, _links) -> None:
+        try:
+            self.callback(self.source)
+        except BaseException:  # (Linkable runs links in the hub greenlet)
+            getcurrent().handle_error((self.callback, self.source), *sys.exc_info())
+
+    def __eq__(self, other):
+        return other is self or self.callback == other
+
+    __hash__ = None
 
 
 #: a Ticket's value while it is still in line

@@ -18,12 +18,12 @@ Lifecycle of a :class:`Greenlet` ``g``::
 from __future__ import annotations
 
 from contextvars import copy_context
-import sys
 import weakref
 from typing import Callable, Iterable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
+from labkit._lines import Links
 from labkit._park import Waiter, check_seconds, check_timeout, deadline
 from labkit.hub import _TR_RESUME, get_hub
 from labkit._loop import lib as _lib
@@ -293,13 +293,13 @@ class Greenlet(greenlet):
 
     def _report_result(self, result) -> None:
         self.value = result
-        if self._links:
-            self.parent.schedule(self._notify_links)
+        if self._links is not None:
+            self._links.fire()
 
     def _report_error(self, exc: BaseException) -> None:
         self._exc_info = (type(exc), exc, exc.__traceback__)
-        if self._links:
-            self.parent.schedule(self._notify_links)
+        if self._links is not None:
+            self._links.fire()
         self.parent.handle_error(self, type(exc), exc, exc.__traceback__)
 
     # -- killing ----------------------------------------------------------
@@ -400,16 +400,16 @@ class Greenlet(greenlet):
         return self.value
 
     # -- links ------------------------------------------------------------
+    # Linkable's mechanism (labkit._lines.Links), made at the first rawlink:
+    # a spawn that nobody links to pays nothing for it.
     def rawlink(self, callback: Callable) -> None:
         """Call ``callback(self)`` in the hub once dead. Must not block."""
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {callback!r}")
         links = self._links
         if links is None:
-            links = self._links = []
-        links.append(callback)
-        if len(links) == 1 and self.ready():
-            self.parent.schedule(self._notify_links)
+            links = self._links = Links(self.parent)
+            if self.ready():
+                links.fire()
+        links.add(callback, self)
 
     def link(self, callback: Callable) -> None:
         """Call ``callback(self)`` in a new greenlet once dead."""
@@ -427,30 +427,16 @@ class Greenlet(greenlet):
 
     def unlink(self, callback: Callable) -> None:
         """Remove a callback added by rawlink/link (no error if absent)."""
-        links = self._links
-        if not links:
-            return
-        for i, link in enumerate(links):
-            if link == callback or getattr(link, "callback", None) == callback or \
-                    getattr(getattr(link, "callback", None), "callback", None) == callback:
-                del links[i]
-                return
+        if self._links is not None:
+            self._links.unlink(callback)
 
     def unlink_all(self) -> None:
-        self._links = None
+        if self._links is not None:
+            self._links.unlink_all()
 
     def has_links(self) -> int:
         """How many callbacks are linked (a true value if any)."""
-        return len(self._links) if self._links else 0
-
-    def _notify_links(self) -> None:
-        links = self._links
-        while links:
-            callback = links.pop(0)
-            try:
-                callback(self)
-            except BaseException:
-                self.parent.handle_error((callback, self), *sys.exc_info())
+        return self._links.linkcount() if self._links is not None else 0
 
 
 #: the slot descriptor that a subclass's _run method overrides

@@ -51,6 +51,7 @@ import os
 import sys
 import threading
 import weakref
+from contextvars import copy_context
 from typing import Callable, Iterable
 
 from greenlet import getcurrent
@@ -60,6 +61,7 @@ from labkit._imap import IMap, IMapUnordered
 from labkit.lock import FifoSemaphore
 from labkit.event import AsyncResult
 from labkit.greenlet import Greenlet
+from labkit._lines import Links
 from labkit._park import Waiter, check_seconds
 from labkit.hub import _get_hub_if_any, get_hub
 
@@ -78,7 +80,7 @@ class _Job:
     ``deliver`` runs in the hub. Subclasses decide what delivering means.
     """
 
-    __slots__ = ("pool", "func", "args", "kwargs", "value", "exc_info")
+    __slots__ = ("pool", "func", "args", "kwargs", "value", "exc_info", "context")
 
     def __init__(self, pool: "ThreadPool", func: Callable, args: tuple, kwargs: dict):
         self.pool = pool
@@ -87,13 +89,17 @@ class _Job:
         self.kwargs = kwargs
         self.value = None
         self.exc_info = None
+        # The job runs in a copy of the submitter's contextvars, as a spawned
+        # greenlet does (and asyncio.to_thread): OpenTelemetry's current span,
+        # a notebook cell's output, follow the work into the thread.
+        self.context = copy_context()
 
     def run(self) -> None:  # in a worker thread
         try:
-            self.value = self.func(*self.args, **self.kwargs)
+            self.value = self.context.run(self.func, *self.args, **self.kwargs)
         except BaseException:
             self.exc_info = sys.exc_info()
-        self.func = self.args = self.kwargs = None
+        self.func = self.args = self.kwargs = self.context = None
         self.pool.hub.run_callback_threadsafe(self.deliver)
 
     def deliver(self) -> None:  # in the hub
@@ -153,12 +159,12 @@ class _FutureJob(_Job):
         future = self.future
         if future.set_running_or_notify_cancel():
             try:
-                result = self.func(*self.args, **self.kwargs)
+                result = self.context.run(self.func, *self.args, **self.kwargs)
             except BaseException as exc:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
-        self.func = self.args = self.kwargs = self.future = None
+        self.func = self.args = self.kwargs = self.future = self.context = None
         self.pool.hub.run_callback_threadsafe(self.deliver)
 
     def deliver_outcome(self) -> None:
@@ -476,41 +482,24 @@ class _Future(_cf.Future):
         return self.done() and not self.cancelled() and self._exception is None
 
     def rawlink(self, callback: Callable) -> None:
-        """Call ``callback(self)`` in the current thread's hub once done."""
-        link = _FutureLink(get_hub(), callback)
-        with self._condition:
-            links = self.__dict__.setdefault("_labkit_links", [])
-            links.append(link)
-        self.add_done_callback(link)
+        """Call ``callback(self)`` in the current thread's hub once done
+        (Linkable's mechanism: labkit._lines.Links, fired by a done
+        callback in whatever thread completes the future)."""
+        links = self.__dict__.get("_labkit_links")
+        if links is None:
+            with self._condition:
+                links = self.__dict__.get("_labkit_links")
+                made = links is None
+                if made:
+                    links = self._labkit_links = Links()
+            if made:
+                self.add_done_callback(links.fire)
+        links.add(callback, self)
 
     def unlink(self, callback: Callable) -> None:
-        with self._condition:
-            for link in self.__dict__.get("_labkit_links", ()):
-                if link.callback == callback:
-                    link.callback = None  # it may still be in flight: disarm it
-                    self._labkit_links.remove(link)
-                    return
-
-
-class _FutureLink:
-    """A done callback (run in whatever thread completes the future) that
-    runs ``callback(future)`` in ``hub``."""
-
-    __slots__ = ("hub", "callback")
-
-    def __init__(self, hub, callback: Callable):
-        self.hub = hub
-        self.callback = callback
-
-    def __call__(self, future) -> None:
-        if self.callback is not None:
-            self.hub.run_callback_threadsafe(self._fire, future)
-
-    def _fire(self, future) -> None:
-        callback = self.callback
-        if callback is not None:
-            self.callback = None
-            callback(future)
+        links = self.__dict__.get("_labkit_links")
+        if links is not None:
+            links.unlink(callback)
 
 
 _executor_numbers = itertools.count()

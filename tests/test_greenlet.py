@@ -296,6 +296,34 @@ def test_link_rejects_what_is_not_callable():
         g.link(3)
 
 
+def test_a_link_made_from_another_threads_hub_is_called_back_in_that_thread():
+    # Greenlets' links are Linkable's mechanism (labkit._lines.Links): a
+    # rawlink made by a greenlet of another thread runs in *that* thread's
+    # hub, where its callback may touch that hub's objects.
+    import threading
+    import time
+    from labkit.event import Event
+    release = Event()
+    g = spawn(release.wait)
+    linked, seen = threading.Event(), []
+
+    def other_thread():
+        get_hub()   # this thread has a hub of its own
+        g.rawlink(lambda source: seen.append((source, threading.get_ident())))
+        linked.set()
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            labkit.sleep(0.002)   # this thread's hub runs the callback
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    assert linked.wait(10)
+    release.set()
+    g.join()
+    while thread.is_alive():
+        sleep(0.002)
+    assert seen == [(g, thread.ident)]
+
+
 def test_greenlets_run_in_a_copy_of_the_spawners_context():
     var = contextvars.ContextVar("var", default="unset")
     var.set("spawner's")
