@@ -399,3 +399,23 @@ def test_submitting_from_another_thread_is_invalid_thread_use():
     thread.join(5)
     pool.kill()
     assert caught == [True]
+
+
+def test_a_job_runs_in_a_copy_of_the_submitters_contextvars():
+    import contextvars
+    request = contextvars.ContextVar("request", default=None)
+    pool = ThreadPool(2)
+    try:
+        def job():
+            seen = request.get()
+            request.set("changed in the thread")   # the submitter's copy is not touched
+            return seen
+
+        request.set("r1")
+        assert pool.spawn(job).get() == "r1"
+        request.set("r2")
+        assert pool.apply(job) == "r2"
+        assert pool.submit(job).result() == "r2" if hasattr(pool, "submit") else True
+        assert request.get() == "r2"
+    finally:
+        pool.kill()

@@ -374,7 +374,8 @@ def run_client(server: subprocess.Popen, port: int, conns: int, seconds: float) 
 
 def measure(impls, conns_list, seconds: float, repeats: int) -> dict:
     """``{impl: {conns: result dict}}``, the best of ``repeats`` runs each
-    (its ``"runs"``: msgs/s of every run, for medians and spreads).
+    (its ``"runs"``: msgs/s and server µs/msg of every run, for medians
+    and spreads).
 
     Every server is started first and the client runs take turns (labkit,
     gevent, ..., labkit, gevent, ...), so that a burst of load from other
@@ -399,7 +400,9 @@ def measure(impls, conns_list, seconds: float, repeats: int) -> dict:
                 for impl, (server, port) in servers.items():
                     out = run_client(server, port, conns, seconds)
                     samples = all_runs.setdefault((impl, conns), [])
-                    samples.append(out.get("msgs_per_s"))
+                    rate, cpu = out.get("msgs_per_s"), out.get("server_cpu")
+                    samples.append({"msgs_per_s": rate, "srv_us_per_msg":
+                                    cpu / rate * 1e6 if cpu and rate else None})
                     best = results[impl].get(conns)
                     if best is None or out.get("msgs_per_s", -1) > best.get("msgs_per_s", -1):
                         results[impl][conns] = out
