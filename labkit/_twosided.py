@@ -85,7 +85,8 @@ from greenlet import getcurrent
 
 from labkit import _native
 from labkit import lock as _labkit_lock  # STARVATION_NS, read at each use (tests set it)
-from labkit._park import EMPTY, Ticket, cannot_wait_in_hub, check_seconds
+from labkit._lines import EMPTY, Ticket
+from labkit._park import cannot_wait_in_hub, check_seconds
 from labkit.hub import Hub, hub_for_this_thread
 
 __all__ = ["Lock", "RLock", "Condition", "TIMEOUT_MAX"]

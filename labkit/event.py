@@ -33,9 +33,9 @@ from __future__ import annotations
 from greenlet import getcurrent
 
 from labkit import _native
-from labkit._park import (_NO_VALUE, _WHY_THROW, _WHY_WAITER, EMPTY, Linkable,  # noqa: F401
-                          Ticket, _resumed, _switch, check_seconds, check_timeout,
-                          describe_parking)
+from labkit._lines import EMPTY, Linkable, Ticket  # noqa: F401 - event.Linkable is public
+from labkit._park import (_NO_VALUE, _WHY_THROW, _WHY_WAITER, _resumed,  # noqa: F401
+                          _switch, check_seconds, check_timeout, describe_parking)
 from labkit.hub import get_hub
 from labkit.timeout import Timeout
 

@@ -51,8 +51,8 @@ from time import monotonic_ns
 from greenlet import getcurrent
 
 from labkit import _native
-from labkit._park import (EMPTY, Linkable, Ticket, Waiter, cannot_wait_in_hub,
-                          check_seconds, deadline)
+from labkit._lines import EMPTY, Linkable, Ticket
+from labkit._park import Waiter, cannot_wait_in_hub, check_seconds, check_timeout, deadline
 from labkit.hub import Hub, get_hub, hub_for_this_thread
 
 __all__ = ["Semaphore", "BoundedSemaphore", "FifoSemaphore", "DummySemaphore", "RLock"]
@@ -256,7 +256,6 @@ class Semaphore(Linkable):
 
     # -- shared mode (used from several threads) --------------------------
     def _shared_acquire(self, blocking: bool, timeout) -> bool:
-        from labkit._park import check_timeout
         timeout = check_timeout(timeout)
         with self._mutex:
             if self.counter > 0:

@@ -38,7 +38,8 @@ from collections import deque
 
 from greenlet import getcurrent
 
-from labkit._park import EMPTY, Ticket, check_seconds, check_timeout, sleep
+from labkit._lines import EMPTY, Ticket
+from labkit._park import check_seconds, check_timeout, sleep
 from labkit.event import Event
 from labkit.hub import get_hub
 
