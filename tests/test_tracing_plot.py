@@ -156,25 +156,6 @@ def test_the_png_is_drawn_at_twice_screen_resolution():
     assert round(dpi) == 144 and width >= 12 * 144 * 0.95
 
 
-def test_the_readme_shows_the_same_legend():
-    import os
-    from tracing import legend
-    readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-    section = text.split("<!-- legend:", 1)[1].split("-->", 1)[1].split("<!-- /legend -->")[0]
-    assert section.strip() == legend.markdown()
-
-
-def test_wait_words_are_plain():
-    from tracing.legend import run_words, wait_kind, wait_words
-    assert wait_words("throw (fd 5 read)") == "waiting to read (fd 5), interrupted by an exception"
-    assert wait_words("timer", 0.02) == "sleeping 20 ms"
-    assert wait_words("Event") == "waiting for Event"
-    assert wait_kind("fd 7 write") == "io" and wait_kind("join") == "other"
-    assert run_words("fd 5 read") == "woke: fd 5 readable"
-
-
 def test_unnamed_greenlets_are_named_after_their_function_and_cell():
     # A real IPython shell (in a child: get_ipython() must stay None here).
     from helpers import run_python

@@ -4,7 +4,7 @@ Every picture and description of a trace takes its colours and words from
 here -- the matplotlib timeline and its PNG (tracing/plot.py, which the
 tour, ``%%trace`` and the Dashboard draw with), the tour's "how to look at
 it" text, the names of the Perfetto slices (tracing/export.py) and the
-README's "Reading a timeline" section (a test keeps it equal to
+README's "Reading a timeline" section (tests/test_tracing_legend.py keeps it equal to
 :func:`markdown`). Change a word here and it changes everywhere.
 
     ENTRIES                     the legend: key, colour, plain words
