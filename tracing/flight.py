@@ -127,6 +127,7 @@ class FlightRecorder:
         self.recorder: Recorder | None = None
         self.monitor = None
         self._old_handler = None
+        self._observers: list = []   # kept across pauses (add_observer)
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -180,6 +181,8 @@ class FlightRecorder:
     def _start_recording(self) -> None:
         self.recorder = Recorder(capacity=self.capacity, bounded=True).start()
         self.recorder.add_observer(self)
+        for observer in self._observers:
+            self.recorder.add_observer(observer)
         self.monitor = None
         if self.threshold is not None:
             from tracing.blocking import BlockingMonitor
@@ -197,6 +200,19 @@ class FlightRecorder:
     def _resume(self) -> None:       # ... and stopped: record again
         self._start_recording()
         set_background(self.recorder, self._pause, self._resume)
+
+    def add_observer(self, observer) -> None:
+        """Recorder.add_observer on this recorder's ring, now and after every
+        pause (a fresh Recorder each time): for bridges (tracing/otel.py)."""
+        self._observers.append(observer)
+        if self.running:
+            self.recorder.add_observer(observer)
+
+    def remove_observer(self, observer) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+        if self.recorder is not None:
+            self.recorder.remove_observer(observer)
 
     # observer hooks of the recorder (tracing/recorder.py)
     def on_spawn(self, g, info) -> None:

@@ -1,0 +1,134 @@
+"""OpenTelemetry with labkit: the real SDK, an in-memory exporter.
+
+labkit copies the spawner's contextvars into each greenlet (and into each
+thread-pool job), and OpenTelemetry keeps its current span in a contextvar,
+so a span started in a spawned greenlet has the spawner's span as parent --
+the parent ids gevent loses. tracing.otel bridges the two tracers.
+"""
+import json
+import time
+
+import pytest
+
+import labkit
+from labkit.pool import Pool
+from labkit.threadpool import ThreadPool
+
+otel_trace = pytest.importorskip("opentelemetry.trace")
+sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def otel():
+    exporter = InMemorySpanExporter()
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, provider.get_tracer("labkit-tests"), exporter
+    provider.shutdown()
+
+
+def test_parent_ids_survive_spawn_pool_spawn_later_and_thread_pool_hops(otel):
+    _, tracer, exporter = otel
+    pool, threads = Pool(10), ThreadPool(2)
+
+    def child(kind, i):
+        with tracer.start_as_current_span(f"{kind}-child-{i}"):
+            labkit.sleep(0)
+
+    def thread_child(i):   # runs in a real thread: no labkit.sleep here
+        with tracer.start_as_current_span(f"thread-child-{i}"):
+            pass
+
+    expected = {}   # child span name -> parent span name
+    hops = {
+        "spawn": lambda i: labkit.spawn(child, "spawn", i).join(),
+        "pool": lambda i: pool.spawn(child, "pool", i).join(),
+        "later": lambda i: labkit.spawn_later(0.0005, child, "later", i).join(),
+        "thread": lambda i: threads.spawn(thread_child, i).get(),
+    }
+
+    def one(kind, i):
+        with tracer.start_as_current_span(f"{kind}-parent-{i}"):
+            hops[kind](i)
+        expected[f"{kind}-child-{i}"] = f"{kind}-parent-{i}"
+
+    # 125 rounds of 4 hops: 1,000 spans, the hops interleaved in 25 greenlets
+    def rounds(start):
+        for i in range(start, start + 5):
+            for kind in hops:
+                one(kind, i)
+
+    labkit.joinall([labkit.spawn(rounds, n * 5) for n in range(25)], raise_error=True)
+    threads.kill()
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 1000
+    by_name = {s.name: s for s in spans}
+    wrong = [(name, parent) for name, parent in expected.items()
+             if by_name[name].parent is None
+             or by_name[name].parent.span_id != by_name[parent].context.span_id
+             or by_name[name].context.trace_id != by_name[parent].context.trace_id]
+    assert wrong == []
+    # each parent is a root: 500 traces, none shared by two rounds
+    assert len({s.context.trace_id for s in spans}) == 500
+
+
+def test_the_bridge_makes_greenlets_spans_and_puts_otel_spans_on_the_timeline(otel, tmp_path):
+    from tracing import flight, otel as bridge_module
+    provider, tracer, exporter = otel
+    fr = flight.start(tmp_path, report=False, threshold=0.05, before=5, after=0)
+    bridge = bridge_module.instrument(provider, greenlets=True, blocking=True)
+    try:
+        def handler():
+            with tracer.start_as_current_span("handle"):
+                labkit.sleep(0.001)
+
+        def blocker():
+            time.sleep(0.1)   # a block: reported as an OTel span with its line
+
+        with tracer.start_as_current_span("request") as request:
+            worker = labkit.spawn(handler)
+            worker.name = "handler-greenlet"
+            worker.join()
+            labkit.spawn(blocker).name = "blocker"
+            labkit.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                s.name == "labkit.blocked" for s in exporter.get_finished_spans()):
+            labkit.sleep(0.02)
+        path = fr.dump()
+    finally:
+        bridge.close()
+        fr.stop()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    greenlet_span = spans["greenlet handler-greenlet"]
+    # request -> the greenlet's span -> the span made inside the greenlet
+    assert greenlet_span.parent.span_id == request.get_span_context().span_id
+    assert spans["handle"].parent.span_id == greenlet_span.context.span_id
+    assert greenlet_span.attributes["labkit.spawn_site"].startswith("test_otel.py:")
+    blocked = spans["labkit.blocked"]
+    assert blocked.attributes["code.lineno"] > 0 and "test_otel.py" in \
+        blocked.attributes["code.filepath"]
+    assert blocked.end_time - blocked.start_time >= 0.09e9
+    # the labkit file shows the OTel spans with their ids, on this process's track
+    events = json.loads(open(path, encoding="utf-8").read())["traceEvents"]
+    otel_events = [e for e in events if e.get("cat") == "otel" and e["ph"] == "b"]
+    handle_id = format(spans["handle"].context.span_id, "016x")
+    handle = [e for e in otel_events if e["args"]["span_id"] == handle_id]
+    assert len(handle) == 1
+    assert handle[0]["args"]["trace_id"] == format(spans["handle"].context.trace_id, "032x")
+    assert handle[0]["args"]["greenlet"] == "handler-greenlet"
+    # closed, inside the dump's time range
+    ends = [e for e in events if e.get("cat") == "otel" and e["ph"] == "e"
+            and e["id"] == handle[0]["id"]]
+    assert len(ends) == 1 and 0 <= handle[0]["ts"] <= ends[0]["ts"]
+
+
+def test_instrument_checks_its_arguments():
+    from tracing import otel as bridge_module
+    with pytest.raises(TypeError, match="tracer_provider"):
+        bridge_module.instrument(object())
