@@ -193,3 +193,29 @@ def test_a_script_greenlet_is_named_after_its_function_only():
     assert g.function.endswith("<locals>.fetch")
     assert g.name.startswith("fetch #") and "(" not in g.name
     assert g.spawn_site.startswith("test_tracing_plot.py:")
+
+
+def test_a_window_without_the_spawn_names_the_greenlet_the_same_way():
+    # The dashboard draws windows of a running recording: a greenlet spawned
+    # before the window keeps the name it had in the full trace.
+    import dataclasses
+
+    from labkit._loop import lib
+    from tracing.model import Trace
+    from tracing.recorder import Recorder
+
+    def worker():
+        for _ in range(3):
+            labkit.sleep(0.001)
+
+    recorder = Recorder(capacity=10_000).start()
+    try:
+        g = labkit.spawn(worker)
+        g.join()
+    finally:
+        recording = recorder.stop()
+    full = Trace(recording)
+    window = Trace(dataclasses.replace(
+        recording, records=[r for r in recording.records if r[1] != lib.LK_TR_SPAWN]))
+    [name] = {gr.name for gr in full.greenlets() if gr.name.startswith("worker #")}
+    assert name in {gr.name for gr in window.greenlets()}

@@ -126,6 +126,10 @@ class Block:
                 f"{self.location} in {self.function} ({self.greenlet})")
 
 
+#: How many of the latest spawns a window of a running recording searches
+#: for the function of a greenlet whose spawn it does not hold.
+_NAME_LOOKBACK = 2000
+
 #: labkit's (and gevent's) name for a Greenlet nobody named.
 _DEFAULT_NAME = re.compile(r"Greenlet-(\d+)")
 
@@ -277,28 +281,33 @@ class Trace:
 
         current: dict[int, Greenlet] = {}   # id -> its latest incarnation
         slice_ended: dict[int, float] = {}  # key -> when its last slice ended
-        spawned_before = None               # id -> SpawnInfo, for a window
+        spawned_before: dict = {}           # id -> SpawnInfo, for a window
+        unread = len(rec.spawns)            # spawns not looked at yet, from the end
 
         def earlier_spawn(gid: int):
             # A window of a running recording (the dashboard) starts after
-            # some spawns: their greenlets are named as the spawn would name them.
-            nonlocal spawned_before
-            if spawned_before is None:
-                spawned_before = {}
-                for index in range(len(rec.spawns)):
-                    info = rec.spawns[index]
-                    spawned_before[info.gid] = info
+            # some spawns: their greenlets are named as the spawn would name
+            # them. Looked up from the newest spawn back, at most
+            # _NAME_LOOKBACK of them (a window is redrawn a few times a second).
+            nonlocal unread
+            floor = max(0, len(rec.spawns) - _NAME_LOOKBACK)
+            while gid not in spawned_before and unread > floor:
+                unread -= 1
+                info = rec.spawns[unread]
+                spawned_before.setdefault(info.gid, info)
             return spawned_before.get(gid)
 
         def incarnation(gid: int) -> Greenlet:
             g = current.get(gid)
             if g is None:
-                name = rec.names.get(gid) or (
-                    "hub" if gid == rec.hub_id else "main" if gid == rec.main_id
-                    else f"greenlet-{gid:#x}")
-                info = earlier_spawn(gid) if _DEFAULT_NAME.fullmatch(name) else None
-                if info is not None:
-                    name = _spawn_name(info, name)
+                name = rec.names.get(gid)
+                if gid not in (rec.hub_id, rec.main_id) and (
+                        name is None or _DEFAULT_NAME.fullmatch(name)):
+                    info = earlier_spawn(gid)
+                    if info is not None and (info.name or name):
+                        name = _spawn_name(info, info.name or name)
+                name = name or ("hub" if gid == rec.hub_id else "main" if gid == rec.main_id
+                                else f"greenlet-{gid:#x}")
                 g = current[gid] = Greenlet(key=len(self._greenlets), id=gid, name=name)
                 self._greenlets.append(g)
             return g
