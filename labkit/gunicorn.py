@@ -106,11 +106,15 @@ class Worker(base.Worker):
     def _start_flight_recorder(self):
         """The flight recorder LABKIT_FLIGHT asks for, or None (see the module doc)."""
         if not os.environ.get("LABKIT_FLIGHT", "").strip():
-            return None   # labkit's core does not import the tracer unless asked
-        from tracing import flight
+            return None
+        from labkit import plugins   # the tracer is a plug-in: the core never imports it
         try:
+            flight = plugins.flight_recorder()
+            if flight is None:
+                self.log.error("LABKIT_FLIGHT ignored: no flight recorder plug-in installed")
+                return None
             return flight.start_from_env()
-        except (ValueError, TypeError, OSError) as exc:
+        except (ImportError, ValueError, TypeError, OSError) as exc:
             self.log.error("LABKIT_FLIGHT ignored: %s", exc)
             return None
 
@@ -173,18 +177,14 @@ def on_exit(server) -> None:
     value = os.environ.get("LABKIT_FLIGHT", "").strip()
     if not value or value.lower() in ("0", "false", "no", "off"):
         return
-    import glob
-    from tracing import flight, merge
+    from labkit import plugins
     try:
-        directory = flight.parse_config(value).get("directory", ".")
-        files = [f for f in sorted(glob.glob(os.path.join(directory, "labkit-flight-*.json")))
-                 if os.path.getmtime(f) >= _LOADED_AT]
-        if not files:
-            server.log.info("labkit: no worker traces to merge in %s", directory)
-            return
-        out = os.path.join(directory, f"labkit-merged-{os.getpid()}.json")
-        document = merge.merge(files, out)
-        server.log.info("labkit: merged %d traces of %d workers into %s", len(files),
-                        len(merge.process_tracks(document)), out)
-    except (ValueError, OSError) as exc:
+        flight = plugins.flight_recorder()
+        out = flight.merge_dumps(since=_LOADED_AT) if flight is not None else None
+    except (ImportError, ValueError, OSError) as exc:
         server.log.error("labkit: merging worker traces failed: %s", exc)
+        return
+    if out is None:
+        server.log.info("labkit: no worker traces to merge")
+    else:
+        server.log.info("labkit: merged the workers' traces into %s", out)

@@ -2,7 +2,7 @@
 
 labkit's core never imports what is built on top of it -- the tracer
 included. A package that adds to labkit says so in its own metadata, and
-labkit looks it up here, by name, when it is needed. Three kinds:
+labkit looks it up here, by name, when it is needed. Four kinds:
 
 - **IPython extensions**, loaded by ``%load_ext labkit`` after the hub has
   joined the host's loop: an object (usually a module) with
@@ -15,7 +15,10 @@ labkit looks it up here, by name, when it is needed. Three kinds:
   The tracer's ``tour`` comes this way;
 - **the console server**, started by ``labkit.console.serve()`` (and
   ``LABKIT_CONSOLE=1``): ``serve(path=None)`` returning a server with
-  ``path`` and ``close()``. The tracer's ``tracing.attach:serve`` is it.
+  ``path`` and ``close()``. The tracer's ``tracing.attach:serve`` is it;
+- **the flight recorder**, started by the gunicorn worker when
+  ``LABKIT_FLIGHT`` is set: an object (a module) with ``start_from_env()``
+  and ``merge_dumps(since)``. The tracer's ``tracing.flight`` is it.
 
 Installed packages declare them as entry points (read with
 :mod:`importlib.metadata`, so they take effect when the package is installed,
@@ -29,6 +32,9 @@ Installed packages declare them as entry points (read with
 
     [project.entry-points."labkit.console"]
     tracing = "tracing.attach:serve"
+
+    [project.entry-points."labkit.flight"]
+    tracing = "tracing.flight"
 
 Code that is not installed -- a notebook, a test -- calls
 :func:`register_ipython` or :func:`register_command`; a registered name
@@ -51,15 +57,16 @@ from importlib.metadata import EntryPoint, entry_points
 __all__ = ["IPYTHON_GROUP", "COMMAND_GROUP", "CONSOLE_GROUP", "PluginWarning",
            "register_ipython", "register_command", "load_ipython_plugins",
            "unload_ipython_plugins", "command", "command_names", "command_summary",
-           "console_server"]
+           "console_server", "FLIGHT_GROUP", "flight_recorder"]
 
 #: The entry-point groups read for each kind of plug-in.
 IPYTHON_GROUP = "labkit.ipython"
 COMMAND_GROUP = "labkit.commands"
 CONSOLE_GROUP = "labkit.console"
+FLIGHT_GROUP = "labkit.flight"
 
 #: Registered by code: group -> {name: object}.
-_registered: dict = {IPYTHON_GROUP: {}, COMMAND_GROUP: {}, CONSOLE_GROUP: {}}
+_registered: dict = {IPYTHON_GROUP: {}, COMMAND_GROUP: {}, CONSOLE_GROUP: {}, FLIGHT_GROUP: {}}
 #: The IPython extensions the last load_ipython_plugins() loaded, by name.
 _loaded: dict = {}
 
@@ -154,4 +161,12 @@ def console_server():
     """The ``serve(path=None)`` of the console plug-in (the first by name),
     or None if none is installed. Importing it may raise."""
     sources = _sources(CONSOLE_GROUP)
+    return _resolve(next(iter(sources.values()))) if sources else None
+
+
+def flight_recorder():
+    """The flight-recorder plug-in (the first by name: an object with
+    ``start_from_env()`` and ``merge_dumps(since)``), or None if none is
+    installed. Importing it may raise."""
+    sources = _sources(FLIGHT_GROUP)
     return _resolve(next(iter(sources.values()))) if sources else None

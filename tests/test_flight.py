@@ -170,17 +170,20 @@ def test_config_from_the_environment():
 
 
 FORKING = textwrap.dedent('''
-    import os, sys, labkit
+    import os, sys, time, labkit
     from tracing import flight
-    fr = flight.start(sys.argv[1], report=False, before=5)
+    fr = flight.start(sys.argv[1], report=False, before=5, after=0, threshold=0.05)
     labkit.spawn(labkit.sleep, 0.001).name = "before-fork"
     labkit.sleep(0.01)
     pid = os.fork()
     if pid == 0:
         labkit.spawn(labkit.sleep, 0.001).name = "in-child"
-        labkit.sleep(0.01)
-        fr.dump()
-        os._exit(0)
+        labkit.spawn(time.sleep, 0.1)   # a block: the child's watchdog must see it
+        labkit.sleep(0.3)
+        fr.wait_for_dumps(10)
+        blocked = [p for p in fr.dumps if "blocked" in p]
+        fr.dump(reason="child")
+        os._exit(0 if blocked else 3)
     labkit.spawn(labkit.sleep, 0.001).name = "in-parent"
     labkit.sleep(0.01)
     fr.dump()
@@ -196,10 +199,11 @@ def test_after_fork_the_child_records_afresh_and_the_files_merge(tmp_path):
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     child_pid, status = map(int, out.stdout.split())
-    assert status == 0
+    assert status == 0, "the child's blocking monitor did not dump its block"
     files = sorted(tmp_path.glob("labkit-flight-*.json"))
-    assert len(files) == 2
-    by_pid = {merge.read(f)["metadata"]["labkit"]["pid"]: f for f in files}
+    by_pid = {merge.read(f)["metadata"]["labkit"]["pid"]: f for f in files
+              if "blocked" not in f.name}
+    assert len(by_pid) == 2
     child = _lane_names(_events(by_pid[child_pid]))
     assert "in-child" in child and "before-fork" not in child and "in-parent" not in child
     parent_pid = next(p for p in by_pid if p != child_pid)

@@ -487,3 +487,23 @@ def start_from_env(environ=None) -> FlightRecorder | None:
     if _current is not None:
         return _current
     return start(**parse_config(value))
+
+
+def merge_dumps(since: float | None = None, directory=None, out=None, environ=None) -> str | None:
+    """Merge the flight-recorder files in ``directory`` (default:
+    LABKIT_FLIGHT's) modified at or after ``since`` (time.time(); None: all)
+    into ``out`` (default ``labkit-merged-<pid>.json`` there): one timeline,
+    a process track per process (tracing/merge.py). The path, or None if
+    there was nothing to merge. The gunicorn master's on_exit calls it."""
+    import glob
+    if directory is None:
+        value = (os.environ if environ is None else environ).get(ENV, "").strip()
+        directory = parse_config(value).get("directory", ".") if value else "."
+    files = [f for f in sorted(glob.glob(os.path.join(os.fspath(directory),
+                                                      "labkit-flight-*.json")))
+             if since is None or os.path.getmtime(f) >= since]
+    if not files:
+        return None
+    out = out or os.path.join(os.fspath(directory), f"labkit-merged-{os.getpid()}.json")
+    _merge.merge(files, out)
+    return str(out)

@@ -403,9 +403,9 @@ class Recorder:
         self.record(lib.LK_TR_MARK, id(getcurrent()), 0, 0)
         old = self.monitor
         if old is not None:
-            from tracing.blocking import BlockingMonitor
+            # a new watchdog of the same kind (its class: blocking imports us)
             self.monitor = None
-            self.monitor = BlockingMonitor(
+            self.monitor = type(old)(
                 old.threshold, callback=old.callback, report=old.report, recorder=self,
                 stuck_after=old.stuck_after, on_stuck=old.on_stuck).start()
         for observer in list(self._observers):
