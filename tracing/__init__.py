@@ -13,6 +13,7 @@
     tracing.measure_switch_overhead()          # what a switch costs, traced or not
     print(tracing.snapshot())                  # every greenlet now: state, waits on, times
     tracing.lints()                            # never yielded, lost wake-up, spinning, ...
+    tracing.Console()                          # in a notebook: all of it live, record & scrub
 
 The pieces, one module each: ``recorder`` (the C ring, the hub's hooks, the
 side table of strings), ``blocking`` (the watchdog thread), ``model`` (records
@@ -25,7 +26,10 @@ now), ``snapshot`` (the live table: one row per greenlet, with its times),
 time split into CPU, GC and off-CPU); ``tracing.snapshot`` and
 ``tracing.lints`` are the functions (import the modules' other names with
 ``from tracing.snapshot import ...``), and in a notebook ``magics`` and
-``dashboard``, which use the others and never each other.
+``dashboard``, which use the others and never each other. ``frames``
+(the console's data: rows, lints, graphs, the ring it scrubs) is shown by
+``console`` (the widget, ``tracing.Console``) and by ``attach`` (a
+terminal, ``python -m labkit console PID``).
 
 Cost: with tracing off, each hook in the hub is one ``is not None`` branch.
 With tracing on, each switch into a greenlet writes one 32-byte record with
@@ -44,7 +48,7 @@ from tracing.snapshot import LoopStats, Row, Snapshot, snapshot
 __all__ = ["trace", "start", "stop", "monitor_blocking", "measure_switch_overhead", "Dashboard",
            "Trace", "Greenlet", "Slice", "Switch", "LoopIteration", "Block",
            "BlockingMonitor", "DEFAULT_CAPACITY", "snapshot", "Snapshot", "Row", "LoopStats",
-           "lints", "Lint", "silence", "unsilence"]
+           "lints", "Lint", "silence", "unsilence", "Console"]
 
 _session: "_Session | None" = None
 
@@ -126,9 +130,12 @@ def monitor_blocking(threshold: float = 0.05, callback=None,
 
 
 def __getattr__(name: str):
-    # Dashboard needs ipywidgets; load it only when asked for, so that
-    # ``import tracing`` works in a plain script.
+    # Dashboard and Console need ipywidgets; load them only when asked for,
+    # so that ``import tracing`` works in a plain script.
     if name == "Dashboard":
         from tracing.dashboard import Dashboard
         return Dashboard
+    if name == "Console":
+        from tracing.console import Console
+        return Console
     raise AttributeError(f"module 'tracing' has no attribute {name!r}")

@@ -123,7 +123,7 @@ class AttachServer:
 
     ``path``: the socket (default :func:`socket_path` of this process).
     ``capture``: what makes a frame (default :func:`tracing.frames.capture`;
-    called with ``between`` and ``pieces`` as that one is).
+    called with ``between``, ``pieces`` and ``omit`` as that one is).
     Create, start and close from the hub's thread. ``stats`` counts what
     was served and the longest pause of the hub measured.
     """
@@ -268,7 +268,8 @@ class AttachServer:
         import labkit
         clock = time.perf_counter_ns
         pauses: list = []
-        frame = self.capture(between=lambda: labkit.sleep(0), pieces=pauses)
+        frame = self.capture(between=lambda: labkit.sleep(0), pieces=pauses,
+                             omit=(id(labkit.getcurrent()),))   # this one, serving
         rows = frame.pop("rows")
         parts = []
         for i in range(0, len(rows), CHUNK_ROWS):
@@ -303,10 +304,10 @@ def serve(path: str | None = None) -> AttachServer:
     """Serve this process's console (see the module docstring) and return
     the server; a second call returns the running one. From the hub's thread.
 
-    If nothing records yet, this starts a small background recording (the
-    time columns of the table need one, see :mod:`tracing.snapshot`); like
-    the one ``%load_ext labkit`` runs, it steps aside while any other trace
-    records, and starts again after it.
+    If nothing records yet, this also starts a small background recording
+    (:class:`tracing.frames.BackgroundRecording`) for the table's time
+    columns; it steps aside while any other trace records, and stops when
+    the server is closed.
 
     This is the tracer's ``labkit.console`` plug-in: ``labkit.console.serve()``
     and ``LABKIT_CONSOLE=1`` call it."""
@@ -314,32 +315,10 @@ def serve(path: str | None = None) -> AttachServer:
     if _server is not None and _server.serving and _server.pid == os.getpid():
         return _server
     _server = AttachServer(path).start()
-    _server.on_close = _stop_background
-    _record_in_background()
+    recording = _frames.BackgroundRecording(BACKGROUND_CAPACITY).start()
+    _server.on_close = recording.stop
     _frames.capture()   # the first one scans the heap for older greenlets: now, not on attach
     return _server
-
-
-_background = None   # the recorder _record_in_background started, while it runs
-
-
-def _record_in_background() -> None:
-    global _background
-    from tracing.recorder import Recorder, active, set_background
-    if active() is not None or _server is None or not _server.serving:
-        return
-    _background = Recorder(capacity=BACKGROUND_CAPACITY).start()
-    set_background(_background, _stop_background, _record_in_background)
-
-
-def _stop_background() -> None:
-    global _background
-    from tracing.recorder import active, set_background
-    recorder, _background = _background, None
-    if recorder is not None and recorder.ring is not None:
-        if active() is recorder:
-            set_background(None)
-        recorder.stop(read=False)
 
 
 def _after_fork_in_child() -> None:

@@ -19,12 +19,14 @@ socket and ``--record`` writes it to a file as it is -- with these keys:
   host loop (the kernel's; ``kind`` is ``"task"``), with the keys of
   :data:`ROW_KEYS` (see :func:`tracing.snapshot.snapshot` for their meaning);
 - ``loop``: the loop's own numbers (a dict of name -> number);
-- ``lints``: one dict per finding (``kind``, ``greenlet``, ``id``, ``line``,
-  ``evidence``).
+- ``lints``: one dict per :class:`tracing.lints.Lint` (``kind``,
+  ``greenlet``, ``id``, ``line``, ``evidence``).
 
-Where the numbers come from: :func:`tracing.snapshot.snapshot` and
-:func:`tracing.lints.lints`; this module only turns them into plain data,
-adds the asyncio Tasks, and derives the graphs from the rows.
+Where the numbers come from: :func:`tracing.snapshot.snapshot`,
+:func:`tracing.lints.lints` and :func:`tracing.lints.waited_object` (the
+``object`` column: which Event, Queue or lock a parked greenlet waits on);
+this module only turns them into plain data, adds the asyncio Tasks, and
+derives the graphs from the rows.
 """
 from __future__ import annotations
 
@@ -33,18 +35,25 @@ import bisect
 import collections
 import dataclasses
 import os
+import sys
 import time
 
 #: The keys of a row, in the order the tables show them.
 ROW_KEYS = ("id", "kind", "name", "state", "waits_on", "where", "spawn_site", "cell",
-            "parent", "switches", "busy", "scheduled", "idle")
+            "parent", "switches", "busy", "scheduled", "idle", "object")
+
+#: Parked rows whose object (``row["object"]``: "Event 0x7f...") a capture
+#: looks up, at most: it reads the greenlet's suspended frames.
+MAX_OBJECT_LOOKUPS = 500
+#: Waits that are not on an object another greenlet could signal.
+_NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ", "?")
 
 
 #: Rows turned into plain data between two calls of ``between`` (see capture).
 CHUNK_ROWS = 100
 
 
-def capture(hub=None, between=None, pieces: list | None = None) -> dict:
+def capture(hub=None, between=None, pieces: list | None = None, omit=()) -> dict:
     """A frame of this thread's hub now. Call from the hub's thread.
 
     Cost: one :func:`tracing.snapshot.snapshot` (the greenlets' state, all
@@ -53,15 +62,19 @@ def capture(hub=None, between=None, pieces: list | None = None) -> dict:
     in a greenlet lets the loop run, so that a big table never holds it
     for long at a stretch. ``pieces``: if a list, the duration of each
     piece in ns is appended (what the console reports as its pause).
+    ``omit``: ids of greenlets left out (the console's own capturing one).
     """
+    from tracing.lints import lints as find_lints
+    from tracing.lints import waited_object
     from tracing.snapshot import snapshot
     clock = time.perf_counter_ns
     start = clock()
     snap = snapshot(hub)
     taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
     loop = dataclasses.asdict(snap.loop)
-    lints = _lint_rows(hub)
+    lints = [dataclasses.asdict(lint) for lint in find_lints(hub, snap=snap)]
     rows = task_rows()
+    lookups = MAX_OBJECT_LOOKUPS
     if pieces is not None:
         pieces.append(clock() - start)
     snap_rows = snap.rows
@@ -70,19 +83,21 @@ def capture(hub=None, between=None, pieces: list | None = None) -> dict:
             between()
         start = clock()
         for row in snap_rows[i:i + CHUNK_ROWS]:
+            if row.id in omit:
+                continue
             plain = row.as_dict()
             plain["kind"] = "greenlet"
+            if row.state == "parked" and lookups and row.greenlet is not None \
+                    and not row.waits_on.startswith(_NO_OBJECT):
+                lookups -= 1
+                obj, _timed = waited_object(row.greenlet)
+                if obj is not None:
+                    plain["object"] = f"{type(obj).__name__} {id(obj):#x}"
             rows.append(_row(**plain))
         if pieces is not None:
             pieces.append(clock() - start)
     rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
     return {**taken, "rows": rows, "loop": loop, "lints": lints}
-
-
-# -- the lints ---------------------------------------------------------------------
-
-def _lint_rows(hub) -> list:
-    return []
 
 
 # -- asyncio Tasks of the host loop --------------------------------------------
@@ -112,7 +127,8 @@ def task_rows(loop=None) -> list:
     for task in sorted(asyncio.all_tasks(loop), key=id):
         if task.done():
             continue
-        stack = [_frame_text(f) for f in task.get_stack()]
+        chain = _await_chain(task) if task is not current else _running_chain()
+        user = [f for f in chain if _is_user_frame(f)]
         waiter = getattr(task, "_fut_waiter", None)
         if task is current:
             state, waits_on = "running", ""
@@ -121,17 +137,48 @@ def task_rows(loop=None) -> list:
         else:
             state, waits_on = "ready", ""
         rows.append(_row(id=id(task), kind="task", name=task.get_name(), state=state,
-                         waits_on=waits_on, where=stack[-1] if stack else "",
+                         waits_on=waits_on, where=_frame_text(user[-1]) if user else "",
                          spawn_site=_coroutine_site(task), parent=""))
     return rows
+
+
+def _await_chain(task) -> list:
+    """The frames of a Task's coroutine and of what it awaits, outermost
+    first (``Task.get_stack`` stops at the outermost coroutine's frame)."""
+    frames = []
+    coro = task.get_coro()
+    while coro is not None and len(frames) < 100:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def _running_chain() -> list:
+    """The frames of the running Task: this thread's stack, outermost first."""
+    frames = []
+    frame = sys._getframe(2)
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames[::-1]
+
+
+_LIBRARY_DIRS = (os.path.dirname(asyncio.__file__) + os.sep,)
+
+
+def _is_user_frame(frame) -> bool:
+    """Not asyncio's, labkit's, the tracer's, or an installed package's."""
+    from tracing.introspect import INTERNAL_DIRS
+    name = frame.f_code.co_filename
+    return not (name.startswith(INTERNAL_DIRS + _LIBRARY_DIRS) or "site-packages" in name)
 
 
 def _describe_future(future) -> str:
     if isinstance(future, asyncio.Task):
         return f"await {future.get_name()}"
-    callbacks = getattr(future, "_callbacks", None) or ()
-    return f"{type(future).__name__}" + (" (sleep)" if any(
-        "sleep" in repr(cb) for cb in callbacks) else "")
+    return f"await {type(future).__name__}"
 
 
 def _coroutine_site(task) -> str:
@@ -139,7 +186,8 @@ def _coroutine_site(task) -> str:
     code = getattr(coro, "cr_code", None)
     if code is None:
         return ""
-    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+    from tracing.introspect import cell_location
+    return cell_location(code.co_filename, code.co_firstlineno)
 
 
 def _row(**fields) -> dict:
@@ -178,10 +226,15 @@ def wait_for_edges(frame: dict) -> list:
 
 
 def format_wait_for(frame: dict) -> list[str]:
-    """The wait-for graph as lines of text, one per parked row:
-    ``a --join--> b`` for a row it waits on, ``a --Event`` for an object,
-    and join chains followed to their end: ``a --join--> b --Event``."""
-    edges = {row["id"]: (what, other) for row, what, other in wait_for_edges(frame)}
+    """The wait-for graph as lines of text.
+
+    First the chains, one per parked row that no other row waits for:
+    ``a --join--> b --Event 0x7f..`` (joins and awaits followed to what the
+    last one waits on). Then one line per object with its waiters and who
+    could wake it: ``Event 0x7f.. <- waited on by a, b; nobody else refers
+    to it (lost wake-up)`` when a lost wake-up lint says so."""
+    edges = {row["id"]: (row.get("object") or what, other)
+             for row, what, other in wait_for_edges(frame)}
     targets = {other["id"] for what, other in edges.values() if other is not None}
     lines = []
     for row in frame["rows"]:
@@ -198,6 +251,15 @@ def format_wait_for(frame: dict) -> list[str]:
             text += f" --{verb}--> {other['name']}"
             current = other
         lines.append(text)
+    lost = {lint["id"] for lint in frame.get("lints", ()) if lint.get("kind") == "lost wake-up"}
+    waiters = collections.defaultdict(list)
+    for row in frame["rows"]:
+        if row.get("object") and row["state"] == "parked":
+            waiters[row["object"]].append(row)
+    for obj, rows in waiters.items():
+        who = ("nobody else refers to it (lost wake-up)"
+               if all(r["id"] in lost for r in rows) else "others refer to it")
+        lines.append(f"{obj} <- waited on by {', '.join(r['name'] for r in rows)}; {who}")
     return lines
 
 
@@ -235,7 +297,7 @@ def stack_of(row: dict, hub=None) -> list[str] | None:
         loop = host_asyncio_loop()
         for task in (asyncio.all_tasks(loop) if loop is not None else ()):
             if id(task) == row["id"]:
-                return [_frame_text(f) for f in task.get_stack()]
+                return [_frame_text(f) for f in _await_chain(task)]
         return None
     from labkit.util import live_greenlets
     for g in live_greenlets(hub):
@@ -250,7 +312,9 @@ def stack_of(row: dict, hub=None) -> list[str] | None:
 
 
 def _frame_text(frame) -> str:
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+    from tracing.introspect import cell_location
+    code = frame.f_code
+    return f"{cell_location(code.co_filename, frame.f_lineno)} in {code.co_name}"
 
 
 def history_of(ring, row_id: int, until: float | None = None) -> list[tuple[float, dict]]:
@@ -265,6 +329,49 @@ def history_of(ring, row_id: int, until: float | None = None) -> list[tuple[floa
                 out.append((frame["time"], row))
                 break
     return out
+
+
+# -- a recording for the time columns ----------------------------------------------
+
+class BackgroundRecording:
+    """A small recorder that runs while nothing else records, so that the
+    snapshot's time columns (busy, scheduled, idle, switches) are filled.
+
+    Like the one ``%load_ext labkit`` runs, it steps aside while any other
+    trace records (``tracing.start()``, ``%%trace``, a Dashboard) and starts
+    again when that one stops (:func:`tracing.recorder.set_background`). If
+    something already records when :meth:`start` is called, it does nothing:
+    the snapshot uses that recording. Start and stop from the hub's thread.
+    """
+
+    def __init__(self, capacity: int = 1 << 15):
+        self.capacity = capacity
+        self.recorder = None
+        self.wanted = False
+
+    def start(self) -> "BackgroundRecording":
+        from tracing.recorder import Recorder, active, set_background
+        self.wanted = True
+        if active() is None:
+            self.recorder = Recorder(capacity=self.capacity).start()
+            set_background(self.recorder, self._pause, self._resume)
+        return self
+
+    def stop(self) -> None:
+        self.wanted = False
+        self._pause()
+
+    def _pause(self) -> None:
+        from tracing.recorder import active, set_background
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None and recorder.ring is not None:
+            if active() is recorder:
+                set_background(None)
+            recorder.stop(read=False)
+
+    def _resume(self) -> None:
+        if self.wanted:
+            self.start()
 
 
 # -- record & scrub ---------------------------------------------------------------

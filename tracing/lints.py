@@ -378,6 +378,11 @@ def _waited_object(g):
     return None, timed
 
 
+#: The public name of :func:`_waited_object`: the console's wait-for graph
+#: asks it which object a parked greenlet waits on (one home for that).
+waited_object = _waited_object
+
+
 def _is_primitive(obj) -> bool:
     cls = type(obj)
     return cls.__module__ in _PRIMITIVE_MODULES and cls.__name__ not in _NOT_THE_OBJECT
