@@ -26,7 +26,9 @@ All of it runs under the tracer with the blocking monitor on
 
 and writes two files into the current directory (or ``--out DIR``):
 ``labkit-tour-timeline.png`` (one lane per greenlet, the block in red) and
-``labkit-tour.perfetto.json`` (open it in https://ui.perfetto.dev).
+``labkit-tour.perfetto.json`` (open it in https://ui.perfetto.dev), and,
+where the ``perfetto`` package is installed, ``labkit-tour.pftrace`` (the
+same in Perfetto's own format, which loads faster).
 
 The timing of the scenario is fixed (the block starts 30 ms in and lasts
 150 ms), so the files look the same from run to run.
@@ -61,6 +63,7 @@ TIMELINE_FILE = "labkit-tour-timeline.png"
 #: Twice a screen's 100 dpi: sharp on a projector or a slide.
 TIMELINE_DPI = 200
 PERFETTO_FILE = "labkit-tour.perfetto.json"
+PROTO_FILE = "labkit-tour.pftrace"
 
 
 # -- the scenario --------------------------------------------------------------
@@ -117,8 +120,9 @@ def run_scenario():
 
 # -- the report ----------------------------------------------------------------
 
-def _write_files(trace, out_dir: str) -> tuple[str, str]:
-    """The timeline PNG and the Perfetto JSON; their absolute paths."""
+def _write_files(trace, out_dir: str) -> list[str]:
+    """The timeline PNG, the Perfetto JSON and, if the perfetto package is
+    there, the Perfetto protobuf; their absolute paths."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.abspath(os.path.join(out_dir, TIMELINE_FILE))
@@ -128,7 +132,14 @@ def _write_files(trace, out_dir: str) -> tuple[str, str]:
     FigureCanvasAgg(fig)   # Agg, explicitly: no display, no pyplot window
     fig.savefig(png, dpi=TIMELINE_DPI, bbox_inches="tight")
     trace.to_perfetto(perfetto)
-    return png, perfetto
+    written = [png, perfetto]
+    try:
+        proto = os.path.abspath(os.path.join(out_dir, PROTO_FILE))
+        trace.to_perfetto_proto(proto)
+        written.append(proto)
+    except ModuleNotFoundError:   # optional: pip install perfetto
+        pass
+    return written
 
 
 def _print_blocking_report(trace) -> None:
@@ -192,16 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     _print_blocking_report(trace)
     _print_cost(lateness)
 
-    png, perfetto = _write_files(trace, args.out)
-    print(f"\nFiles written:\n  {png}\n  {perfetto}")
+    written = _write_files(trace, args.out)
+    print("\nFiles written:\n" + "\n".join(f"  {path}" for path in written))
+    if len(written) > 2:
+        proto_note = (f"  - {PROTO_FILE}: the same, in Perfetto's own format "
+                      f"(smaller, loads faster).\n")
+    else:
+        proto_note = (f"  - (pip install perfetto to get {PROTO_FILE} too: the same in "
+                      f"Perfetto's own format, which loads faster)\n")
     print(f"\nHow to look at them:\n"
           f"  - {TIMELINE_FILE}: any image viewer. One lane per greenlet, time "
           f"left to right;\n    the colours (the legend under the picture):\n"
           f"{legend.text(indent='      ')}\n"
           f"  - {PERFETTO_FILE}: open https://ui.perfetto.dev and drag the file onto "
           f"the page\n    (or chrome://tracing -> Load). Each greenlet is a thread; "
-          f"arrows are switches.\n")
+          f"arrows are switches;\n    waits are async slices (a late wake-up "
+          f"nested in its wait); counters: ready queue,\n    loop lag, live "
+          f"greenlets.\n" + proto_note)
     print("Next: in Jupyter, %load_ext labkit, then %%trace on a cell, or "
-          "tracing.Dashboard() to watch live\n(notebooks/ has five lessons); "
+          "tracing.Dashboard() to watch live\n(notebooks/ has the lessons); "
           "python -m labkit bench to see what a switch costs.")
     return 0
