@@ -142,8 +142,9 @@ def display_name(name: str | None, function: str | None, path: str | None = None
     function it runs, numbered as its Greenlet was: "work #3". Spawned from
     a notebook cell (``path`` is the cell's file), " (In[7])" is added.
     """
-    if not function or function.startswith("<bound method") or function == "None":
-        return name
+    if not function or function == "None" or (function.startswith("<")
+                                               and function != "<lambda>"):
+        return name   # no function name to show, only a repr
     default = _DEFAULT_NAME.fullmatch(name) if name else None
     if name and default is None and name != function:
         return name
