@@ -159,7 +159,7 @@ class Console:
     def _build_widgets(self) -> None:
         import ipywidgets as w
         self._pause_button = w.ToggleButton(description="Pause", icon="pause",
-                                            layout=w.Layout(width="90px"))
+                                            layout=w.Layout(width="110px"))
         self._pause_button.observe(self._on_pause, "value")
         self._slider = w.IntSlider(value=0, min=0, max=0, description="scrub",
                                    disabled=True, readout=False, continuous_update=True,
@@ -171,7 +171,7 @@ class Console:
         self._filter_box.observe(self._on_filter, "value")
         self._sort_buttons = w.ToggleButtons(options=list(SORT_KEYS), value="name",
                                              description="sort",
-                                             style={"button_width": "56px"})
+                                             style={"button_width": "64px"})
         self._sort_buttons.observe(self._on_sort, "value")
         self._header = w.HTML(f"<pre>{html.escape(HEADER)}</pre>")
         self._table = w.Select(options=[], rows=14, layout=w.Layout(width="100%"))
