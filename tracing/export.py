@@ -194,8 +194,12 @@ def _switch_rate(trace, bucket: float = 0.01) -> list[tuple[float, float]]:
 
 def to_perfetto(trace, path) -> None:
     """Write the trace as Chrome trace-event JSON to ``path``."""
+    # json.dumps, not json.dump: dump streams through the pure-Python
+    # encoder, dumps uses the C one (several times faster on a big trace).
+    text = json.dumps({"traceEvents": perfetto_events(trace), "displayTimeUnit": "ms"},
+                      separators=(",", ":"))
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"traceEvents": perfetto_events(trace), "displayTimeUnit": "ms"}, f)
+        f.write(text)
 
 
 def to_perfetto_proto(trace, path) -> None:
@@ -336,4 +340,4 @@ def to_speedscope(trace, path) -> None:
         "name": "labkit trace",
     }
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(document, f)
+        f.write(json.dumps(document, separators=(",", ":")))
