@@ -246,7 +246,7 @@ class FlightRecorder:
         if not isinstance(after, (int, float)) or after < 0:
             raise ValueError(f"after must be a number of seconds >= 0, not {after!r}")
         recorder = self.recorder
-        hub = recorder._hub
+        hub = recorder.hub
         in_loop_thread = _native.get_ident() == hub.thread_ident
         if in_loop_thread:
             from greenlet import getcurrent
@@ -294,8 +294,8 @@ class FlightRecorder:
             try:
                 import labkit
                 from greenlet import getcurrent
-                if self.recorder is not None and getcurrent() is not self.recorder._hub \
-                        and _native.get_ident() == self.recorder._hub.thread_ident:
+                if self.recorder is not None and getcurrent() is not self.recorder.hub \
+                        and _native.get_ident() == self.recorder.hub.thread_ident:
                     labkit.sleep(0.01)
                     continue
             except Exception:
@@ -333,7 +333,7 @@ class FlightRecorder:
             done.set()
 
         try:
-            recorder._hub.loop.run_callback_threadsafe(copy)
+            recorder.hub.loop.run_callback_threadsafe(copy)
         except Exception:
             done.set()
         if not done.wait(LOOP_COPY_TIMEOUT) or not box:

@@ -55,6 +55,7 @@ import gc
 import os
 import struct
 import sys
+from time import monotonic_ns as _monotonic_ns
 from dataclasses import dataclass, field
 
 import greenlet as _greenlet_module
@@ -122,8 +123,8 @@ class SpawnInfo:
     function: str               #: what it runs
     exit: str | None = None     #: "value int", "raised ValueError"
     ref: object = field(default=None, repr=False)   #: the greenlet, until exit
-    seq: int = -1               #: ring sequence number of its spawn record (bounded mode)
-    exit_seq: int = -1          #: ... and of its exit record
+    spawned_ns: int = -1        #: when it was spawned (bounded mode; lk_now_ns clock)
+    exited_ns: int = -1         #: ... and when it exited
     path: str | None = None     #: the full file name of ``site`` (a cell's, in IPython)
 
 
@@ -182,9 +183,10 @@ class Recorder:
         self.bounded = bool(bounded)
         self.pid = os.getpid()
         self.labels = _Labels({None: 0})
-        #: SpawnInfo of spawn index ``spawn_base + i`` (see spawn_info)
-        self.spawns: list[SpawnInfo] = []
-        self.spawn_base = 0
+        # (base, list): SpawnInfo of spawn index ``base + i`` is list[i]. One
+        # attribute, so that a bounded recorder's pruning replaces both at
+        # once for readers in other threads (spawn_info).
+        self._spawn_window: tuple[int, list[SpawnInfo]] = (0, [])
         self._old_live: dict[int, SpawnInfo] = {}   # pruned from spawns, still alive
         self._observers: list = []
         self.blocks: list = []          # appended by the blocking monitor
@@ -334,13 +336,29 @@ class Recorder:
             return info.name or (_name_of(ref) if ref is not None else f"greenlet-{gid:#x}")
         return self._names.get(gid) or f"greenlet-{gid:#x}"
 
+    @property
+    def spawns(self) -> list[SpawnInfo]:
+        """SpawnInfo per spawn, in order: spawn record ``arg`` is
+        ``spawns[arg - spawn_base]`` (spawn_base is 0 unless bounded)."""
+        return self._spawn_window[1]
+
+    @property
+    def spawn_base(self) -> int:
+        return self._spawn_window[0]
+
+    @property
+    def hub(self):
+        """The hub this recorder records (read-only)."""
+        return self._hub
+
     def spawn_info(self, index: int) -> SpawnInfo | None:
         """The side table's entry for spawn record ``index`` (its ``arg``),
         or None if a bounded recorder has forgotten it. Any thread."""
-        i = index - self.spawn_base
+        base, spawns = self._spawn_window
+        i = index - base
         if i >= 0:
             try:
-                return self.spawns[i]
+                return spawns[i]
             except IndexError:
                 return None
         return self._old_live.get(index)
@@ -368,21 +386,24 @@ class Recorder:
 
     # -- bounded side table ------------------------------------------------
     def _prune(self) -> None:
-        """Drop the entries the ring no longer needs (bounded mode)."""
-        count = lib.lk_trace_count(self.ring)
-        oldest = count - min(count, lib.lk_trace_capacity(self.ring))
+        """Drop the entries the ring no longer needs (bounded mode): those of
+        greenlets that exited before the ring's oldest record was written."""
+        oldest_record = ffi.new("lk_trace_entry[]", 1)
+        if lib.lk_trace_read(self.ring, oldest_record, 1, 0, ffi.NULL) != 1:
+            return
+        oldest = oldest_record[0].ts_ns
+        base, spawns = self._spawn_window
         keep_from = 0
-        for i, info in enumerate(self.spawns):   # in spawn order: seq grows
-            if info.seq >= oldest:
+        for i, info in enumerate(spawns):   # in spawn order: spawned_ns grows
+            if info.spawned_ns >= oldest:
                 break
-            if info.ref is not None or info.exit_seq >= oldest:
-                self._old_live[self.spawn_base + i] = info   # still asked for
+            if info.ref is not None or info.exited_ns >= oldest:
+                self._old_live[base + i] = info   # still asked for
             keep_from = i + 1
         if keep_from:
-            del self.spawns[:keep_from]
-            self.spawn_base += keep_from
+            self._spawn_window = (base + keep_from, spawns[keep_from:])
         for index, info in list(self._old_live.items()):
-            if info.ref is None and info.exit_seq < oldest:
+            if info.ref is None and info.exited_ns < oldest:
                 del self._old_live[index]
 
     # -- fork ---------------------------------------------------------------
@@ -427,7 +448,9 @@ class Recorder:
         info = SpawnInfo(gid=id(g), name=None, parent=id(parent), site=site,
                          function=_function_name(g), ref=g, path=path)
         if self.bounded:
-            info.seq = lib.lk_trace_count(self.ring)
+            # Python's monotonic clock is the ring's (CLOCK_MONOTONIC), and
+            # reading it here keeps the GIL (a cffi call would release it).
+            info.spawned_ns = _monotonic_ns()
             if len(self.spawns) >= self.PRUNE_EVERY and \
                     (self.spawn_base + len(self.spawns)) % self.PRUNE_EVERY == 0:
                 self._prune()
@@ -452,7 +475,7 @@ class Recorder:
             info.name = _name_of(g)
             info.ref = None   # do not keep dead greenlets alive
             if self.bounded:
-                info.exit_seq = lib.lk_trace_count(self.ring)   # forgotten after this one
+                info.exited_ns = _monotonic_ns()   # forgotten once the ring is past it
         else:
             info = None
         if self._observers:
