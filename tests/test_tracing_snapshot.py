@@ -135,3 +135,39 @@ def test_a_raw_fd_wait_is_named_by_its_fd(recording):
         g.kill()
         os.close(r)
         os.close(w)
+
+
+def test_snapshots_do_not_keep_greenlets_alive():
+    import gc
+    import weakref
+
+    def napper():
+        labkit.sleep(0.05)
+
+    g = _named("napper", napper)
+    ref = weakref.ref(g)
+    labkit.sleep(0.01)
+    assert snapshot().row("napper").state == "parked"
+    snapshot()          # the second one uses the cached words of its frame
+    g.join()
+    del g
+    labkit.sleep(0.01)   # (the join's notification lets go of it in the hub's next pass)
+    gc.collect()
+    assert ref() is None
+
+
+def test_an_unchanged_parked_row_moves_its_idle_time_on_and_a_woken_one_is_redone(recording):
+    ev = Event()
+    g = _named("waiter", ev.wait)
+    labkit.sleep(0.01)
+    first = snapshot().row("waiter")
+    labkit.sleep(0.05)
+    second = snapshot().row("waiter")
+    assert second.state == "parked" and second.waits_on == "Event"
+    assert second.idle >= first.idle + 0.04
+    assert second.switches == first.switches
+    ev.set()
+    labkit.sleep(0.01)
+    third = snapshot().row("waiter")
+    assert third.state == "dead" and third.switches == first.switches + 1
+    assert g.dead

@@ -66,6 +66,7 @@ inside one -- it never switches.
 from __future__ import annotations
 
 import gc
+import operator
 import os
 import struct
 import weakref
@@ -73,6 +74,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from greenlet import getcurrent, greenlet as _raw_greenlet
+
+#: the greenlet's own "finished" (labkit's Greenlet.dead is a Python property)
+_raw_dead = _raw_greenlet.dead.__get__
 
 import labkit.hub as _lk_hub
 from labkit._loop import ffi, lib
@@ -97,31 +101,55 @@ ZERO_TIMEOUT_NS = 1_000_000
 
 # -- the rows ---------------------------------------------------------------------
 
-@dataclass
-class Row:
-    """One greenlet in a :class:`Snapshot`; the columns are described in
-    the module docstring."""
-    id: int
-    name: str
-    state: str
-    waits_on: str = ""
-    where: str = ""
-    spawn_site: str = ""
-    cell: int | None = None
-    parent: str = ""
-    switches: int = 0
-    busy: float = 0.0
-    scheduled: float = 0.0
-    idle: float = 0.0
-    greenlet: object = field(default=None, repr=False, compare=False)
+_COLUMNS = ("id", "name", "state", "waits_on", "where", "spawn_site", "cell", "parent",
+            "switches", "busy", "scheduled", "idle")
+
+
+class Row(tuple):
+    """One greenlet in a :class:`Snapshot`: an immutable named tuple of the
+    columns described in the module docstring, plus ``greenlet`` (the
+    object, or None). A tuple because ten thousand are made per snapshot:
+    building one costs a tuple, not a Python ``__init__``."""
+
+    __slots__ = ()
+    _fields = _COLUMNS + ("greenlet",)
+
+    def __new__(cls, id, name, state, waits_on="", where="", spawn_site="", cell=None,
+                parent="", switches=0, busy=0.0, scheduled=0.0, idle=0.0, greenlet=None):
+        return tuple.__new__(cls, (id, name, state, waits_on, where, spawn_site, cell, parent,
+                                   switches, busy, scheduled, idle, greenlet))
 
     def as_dict(self) -> dict:
         """The columns as a plain dict (no ``greenlet``): for JSON, widgets."""
-        return {name: getattr(self, name) for name in _COLUMNS}
+        return dict(zip(_COLUMNS, self))
+
+    def replace(self, **changes) -> "Row":
+        """A copy with some columns changed."""
+        values = dict(zip(self._fields, self))
+        values.update(changes)
+        return Row(**values)
+
+    def __eq__(self, other):
+        if not isinstance(other, Row):
+            return NotImplemented
+        return tuple.__eq__(self[:12], other[:12])
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(_COLUMNS, self))
+        return f"Row({fields})"
 
 
-_COLUMNS = ("id", "name", "state", "waits_on", "where", "spawn_site", "cell", "parent",
-            "switches", "busy", "scheduled", "idle")
+for _index, _name in enumerate(Row._fields):
+    setattr(Row, _name, property(operator.itemgetter(_index), doc=f"column {_name!r}"))
+del _index, _name
+#: Row(...) without the keyword handling: tuple.__new__(Row, (13 values))
+_new_row = tuple.__new__
 
 
 @dataclass
@@ -238,6 +266,10 @@ class Ledger:
         #: (name, Account) of greenlets that exited, worth a lint (see forget_exited)
         self.finished: deque = deque(maxlen=1000)
         self.lost = 0
+        #: ids of the greenlets that ran, were spawned or exited since the
+        #: last take_touched() (after lost records: a set that holds everything)
+        self.touched: set = set()
+        self._exited: list = []      # ids whose EXIT was read, for forget_exited
         self._buffer = ffi.new("lk_trace_entry[]", self.BATCH)
         self._first = ffi.new("uint64_t *")
         self._running = None          # (Account, start ns) of the open slice
@@ -262,6 +294,7 @@ class Ledger:
             first = self._first[0]
             if first > self.seq:          # overwritten before we read them
                 self.lost += first - self.seq
+                self.touched = _Everything()   # anyone may have run in what was lost
                 self._running = None      # the slice in progress is unknown now
                 self._poll_start = self._poll_left = None
             if n <= 0:
@@ -272,6 +305,11 @@ class Ledger:
             if n < self.BATCH:
                 break
         return total
+
+    def take_touched(self) -> set:
+        """The ``touched`` set, and start a new one."""
+        touched, self.touched = self.touched, set()
+        return touched
 
     def _end_slice(self, ts: int) -> None:
         acc, start = self._running
@@ -284,6 +322,7 @@ class Ledger:
 
     def _consume(self, records) -> None:
         accounts = self.accounts
+        touched = self.touched
         for ts, kind, arg, a, b in records:
             if kind == _RESUME:
                 if self._running is not None:
@@ -313,8 +352,10 @@ class Ledger:
                     if waited > acc.most_scheduled:
                         acc.most_scheduled, acc.most_scheduled_at = waited, ts
                 self._running = (acc, ts)
+                touched.add(a)
             elif kind == _SPAWN:
                 accounts[a] = Account(spawned=ts)
+                touched.add(a)
             elif kind == _PASS:
                 if self._running is not None:
                     self._end_slice(ts)
@@ -345,6 +386,8 @@ class Ledger:
                 acc = accounts.get(a)
                 if acc is not None:
                     acc.exited = ts
+                    self._exited.append(a)
+                touched.add(a)
             else:   # HOST, MARK: the thread goes elsewhere
                 if self._running is not None:
                     self._end_slice(ts)
@@ -368,8 +411,12 @@ class Ledger:
         """Drop the accounts of greenlets that exited (after a snapshot showed
         them); the ones with a slice or a ready stretch of 10 ms or more go
         to ``finished`` (name, Account; the last 1,000), for the lints."""
-        for gid in [gid for gid, acc in self.accounts.items() if acc.exited is not None]:
-            acc = self.accounts.pop(gid)
+        exited, self._exited = self._exited, []
+        for gid in exited:
+            acc = self.accounts.get(gid)
+            if acc is None or acc.exited is None:
+                continue   # its id was reused by a newer spawn since
+            del self.accounts[gid]
             if max(acc.longest, acc.most_scheduled) >= NOTABLE_NS or \
                     acc.wakes >= 20:
                 self.finished.append((self.recorder.name_of(gid), acc))
@@ -378,6 +425,13 @@ class Ledger:
 #: A finished greenlet's account is kept for the lints if it ran or waited
 #: ready this long in one stretch (ns), or was woken 20 times or more.
 NOTABLE_NS = 10_000_000
+
+class _Everything(set):
+    """A touched set after lost records: every greenlet counts as touched."""
+
+    def __contains__(self, item) -> bool:
+        return True
+
 
 _ledgers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -404,7 +458,9 @@ class _Registry:
         self.spawn_info: dict[int, object] = {}   # id -> the recorder's SpawnInfo
         self.spawns_read = 0
         self.exited_unseen: list = []             # SpawnInfo of greenlets gone before a look
-        self.frames: dict[int, tuple] = {}        # id -> (frame, lasti, waits_on, where)
+        self.frames: dict[int, tuple] = {}        # id -> (id(frame), lasti, waits_on, where, state, code)
+        self.static: dict[int, tuple] = {}        # id -> (spawn_site, cell, parent)
+        self.rows: dict[int, tuple] = {}          # id -> its last row's columns (no greenlet)
         for obj in gc.get_objects():
             if isinstance(obj, _raw_greenlet) and obj.parent is hub and obj is not hub \
                     and not obj.dead:
@@ -444,6 +500,8 @@ class _Registry:
         self.known.pop(gid, None)
         self.spawn_info.pop(gid, None)
         self.frames.pop(gid, None)
+        self.static.pop(gid, None)
+        self.rows.pop(gid, None)
 
 
 _registry: _Registry | None = None
@@ -478,57 +536,79 @@ def snapshot(hub=None) -> Snapshot:
     current = getcurrent()
     ready = _ready_ids(hub)
     accounts = ledger.accounts if ledger is not None else {}
+    running = ledger._running if ledger is not None else None
+    # Greenlets that have not run since the previous snapshot, are still
+    # parked and not queued to run: their row is the previous one with the
+    # idle time moved on (a tuple slice, no frame walk). Needs a recording:
+    # without one, nothing says who ran.
+    touched = ledger.take_touched() if ledger is not None else None
+    previous = reg.rows
     rows = []
-    frames = reg.frames
-    gone = []
-    for gid, g in reg.greenlets():
-        if g.dead:
+    append = rows.append
+    frames, static = reg.frames, reg.static
+    gone, collected = [], []
+    for gid, ref in reg.known.items():
+        g = ref()
+        if g is None:
+            collected.append(gid)
+            continue
+        prev = previous.get(gid)
+        if prev is not None and touched is not None and gid not in touched and gid not in ready and prev[2] == "parked":
+            acc = accounts.get(gid)
+            if acc is not None and acc.out is not None:
+                append(_new_row(Row, prev[:11] + ((acc.idle + now_ns - acc.out) / 1e9, g)))
+            else:
+                append(_new_row(Row, prev + (g,)))
+            continue
+        waits = where = ""
+        if _raw_dead(g):
             gone.append(gid)
             state = "dead"
-        elif g is current:
-            state = "running"
-        elif gid in ready:
-            state = "ready"
         else:
-            state = "parked"
-        row = Row(id=gid, name=greenlet_name(g), state=state, greenlet=g)
-        if state != "dead":
+            state = ("running" if g is current else "ready" if gid in ready else "parked")
             frame = g.gr_frame
             cached = frames.get(gid)
-            if cached is not None and cached[0] is frame and frame is not None \
-                    and cached[1] == frame.f_lasti and state == cached[4]:
-                row.waits_on, row.where = cached[2], cached[3]
+            # (The frame's id, not the frame: a frame refers to its locals,
+            # and a parked greenlet nothing else refers to must stay
+            # collectable. Same id, code and instruction: the same wait.)
+            if cached is not None and frame is not None and cached[0] == id(frame) \
+                    and cached[1] == frame.f_lasti and cached[5] is frame.f_code \
+                    and cached[4] == state:
+                waits, where = cached[2], cached[3]
             else:
-                row.waits_on, row.where = _words(g, frame, state)
+                waits, where = _words(g, frame, state)
                 if frame is not None:
-                    frames[gid] = (frame, frame.f_lasti, row.waits_on, row.where, state)
-        info = reg.spawn_info.get(gid)
-        if info is not None:
-            row.spawn_site, row.cell = _site(info)
-            row.parent = recorder.name_of(info.parent) if recorder is not None else ""
+                    frames[gid] = (id(frame), frame.f_lasti, waits, where, state, frame.f_code)
+        fixed = static.get(gid)
+        if fixed is None:
+            fixed = static[gid] = _spawn_columns(reg.spawn_info.get(gid), recorder)
         acc = accounts.get(gid)
-        if acc is not None:
-            row.switches = acc.switches
-            row.busy = acc.busy / 1e9
-            row.scheduled = acc.scheduled / 1e9
-            idle = acc.idle
+        if acc is None:
+            row = (gid, greenlet_name(g), state, waits, where, fixed[0], fixed[1], fixed[2],
+                   0, 0.0, 0.0, 0.0)
+        else:
+            busy, idle = acc.busy, acc.idle
             if state == "parked" and acc.out is not None:
                 idle += now_ns - acc.out
-            row.idle = idle / 1e9
-            if state == "running" and ledger._running is not None and ledger._running[0] is acc:
-                row.busy += (now_ns - ledger._running[1]) / 1e9
-        rows.append(row)
+            elif state == "running" and running is not None and running[0] is acc:
+                busy += now_ns - running[1]
+            row = (gid, greenlet_name(g), state, waits, where, fixed[0], fixed[1], fixed[2],
+                   acc.switches, busy / 1e9, acc.scheduled / 1e9, idle / 1e9)
+        if touched is not None:
+            previous[gid] = row   # (without the greenlet: the registry must not keep it alive)
+        append(_new_row(Row, row + (g,)))
+    for gid in collected:
+        reg._forget(gid)
     for gid in gone:      # shown once as dead, then dropped
         reg._forget(gid)
     for info in reg.exited_unseen:   # born and gone between two snapshots
-        row = Row(id=info.gid, name=info.name or f"greenlet-{info.gid:#x}", state="dead")
-        row.spawn_site, row.cell = _site(info)
-        row.parent = recorder.name_of(info.parent) if recorder is not None else ""
+        site, cell, parent = _spawn_columns(info, recorder)
         acc = accounts.get(info.gid)
-        if acc is not None and acc.exited is not None:
-            row.switches, row.busy = acc.switches, acc.busy / 1e9
-            row.scheduled, row.idle = acc.scheduled / 1e9, acc.idle / 1e9
-        rows.append(row)
+        if acc is None or acc.exited is None:
+            acc = Account()
+        rows.append(Row(info.gid, info.name or f"greenlet-{info.gid:#x}", "dead", "", "", site,
+                        cell, parent, acc.switches, acc.busy / 1e9, acc.scheduled / 1e9,
+                        acc.idle / 1e9))
     reg.exited_unseen = []
     if ledger is not None:
         loop = ledger.loop_stats(now_ns, hub)
@@ -539,6 +619,14 @@ def snapshot(hub=None) -> Snapshot:
     loop.timers = hub.loop.active_timers
     loop.fd_waits = hub.loop.io_waiters
     return Snapshot(time=now_ns / 1e9, rows=rows, loop=loop)
+
+
+def _spawn_columns(info, recorder) -> tuple:
+    """(spawn_site, cell, parent) of a SpawnInfo (None: unknown), once per greenlet."""
+    if info is None:
+        return "", None, ""
+    site, cell = _site(info)
+    return site, cell, recorder.name_of(info.parent) if recorder is not None else ""
 
 
 def _ready_ids(hub) -> set:
