@@ -86,7 +86,7 @@ from greenlet import getcurrent
 from labkit import _native
 from labkit import lock as _labkit_lock  # STARVATION_NS, read at each use (tests set it)
 from labkit._lines import EMPTY, Ticket
-from labkit._park import cannot_wait_in_hub, check_seconds
+from labkit._park import cannot_wait_in_hub, check_seconds, sleep
 from labkit.hub import Hub, hub_for_this_thread
 
 __all__ = ["Lock", "RLock", "Condition", "TIMEOUT_MAX"]
@@ -134,6 +134,24 @@ def _parking_hub(current):
     return hub
 
 
+def _failed_try() -> bool:
+    """A non-blocking acquire failed: in a greenlet that could park, let the
+    others run once first (``sleep(0)``), then return False. gevent does the
+    same (its issue 1464): a spin loop ``while not lock.acquire(False):``
+    in a greenlet would otherwise never let the holder -- another greenlet
+    of this thread -- run, and spin forever. An OS thread without a hub, and
+    the hub itself, just get False (the OS preempts threads; a loop callback
+    cannot yield)."""
+    current = getcurrent()
+    hub = current.parent
+    if hub.__class__ is not Hub:
+        hub = hub_for_this_thread()
+        if hub is None or current is hub or getattr(hub, "thread_ident", None) != _get_ident():
+            return False
+    sleep(0)
+    return False
+
+
 class Lock:
     """``threading.Lock`` for greenlets and threads at once (see the module
     docstring): not reentrant, released by anyone, FIFO among parked
@@ -176,7 +194,7 @@ class Lock:
                                 ready.append(last)
                 return True
             if not blocking:
-                return False
+                return _failed_try()
             return self._wait(-1)
         timeout = _check_timeout(blocking, timeout)
         if self._block.acquire(False):
@@ -402,6 +420,16 @@ class Condition(_native.Condition):
 
     def __init__(self, lock=None):
         super().__init__(RLock() if lock is None else lock)
+
+    def _is_owned(self) -> bool:
+        # The stdlib's test for a lock with no owner (it uses this method
+        # only when the lock has no _is_owned of its own): "held by someone".
+        # Asked with locked(), not with a failed acquire(False), which in a
+        # greenlet yields (see _failed_try): notify() must not switch.
+        lock = self._lock
+        if lock.__class__ is Lock:
+            return lock.locked()
+        return _native.Condition._is_owned(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         # The stdlib's wait, with this module's Lock as the waiter's lock

@@ -361,12 +361,20 @@ def _green_shutdown() -> None:
 
 
 def _replace_existing_locks() -> None:
+    # threading's own lock around _active and _limbo (current_thread() of a
+    # new greenlet, Thread.start, enumerate): an original RLock is owned by
+    # the OS thread, so every greenlet would be let in at once; gevent
+    # replaces it too. Swapped while holding the old one: nobody is inside.
+    from labkit.threading import Lock, RLock
+    stdlib = sys.modules["threading"]
+    old = stdlib._active_limbo_lock
+    with old:
+        _patch("threading", {"_active_limbo_lock": RLock()})
     # concurrent.futures holds this lock across Thread.start(), which in
     # green mode may switch; an original lock held by one greenlet would
     # block the thread for the next (gevent's issue 1865).
     cf_thread = sys.modules.get("concurrent.futures.thread")
     if cf_thread is not None and hasattr(cf_thread, "_global_shutdown_lock"):
-        from labkit.threading import Lock
         _patch("concurrent.futures.thread", {"_global_shutdown_lock": Lock()})
 
 

@@ -105,17 +105,24 @@ def _make_dummy_thread_class():
     class _DummyThread(stdlib._DummyThread):
         """``current_thread()`` of a greenlet that no Thread started (a
         ``labkit.spawn``). The stdlib's would stay in ``threading._active``
-        forever; this one leaves when its greenlet is gone."""
+        forever; this one leaves when its greenlet ends (gevent's rule): a
+        Greenlet's link removes it, before anyone who joins the greenlet
+        wakes; a raw greenlet, which has no links, when it is freed."""
 
         def __init__(self):
             super().__init__()
             active, ident = stdlib._active, self._ident
             me = weakref.ref(self)
 
-            def forget(_ref):
+            def forget(_greenlet_or_ref):
                 if me() is not None and active.get(ident) is me():
                     del active[ident]
-            self._labkit_greenlet_ref = weakref.ref(getcurrent(), forget)
+            current = getcurrent()
+            rawlink = getattr(current, "rawlink", None)
+            if rawlink is not None:
+                rawlink(forget)
+            else:
+                self._labkit_greenlet_ref = weakref.ref(current, forget)
 
     return _DummyThread
 
@@ -128,28 +135,46 @@ _DummyThread = _make_dummy_thread_class()
 def _join_native(self, timeout=None):
     """``Thread.join`` in mixed mode: a greenlet that joins an OS thread
     parks until the thread ends (the thread's own _bootstrap_inner signals
-    it, see :func:`_bootstrap_inner_native`); anywhere else, the stdlib's."""
+    it, see :func:`_bootstrap_inner_native`; for a thread started before
+    patching, a watcher thread does, see :func:`_end_of`); anywhere else,
+    the stdlib's."""
     if _twosided._parking_hub(getcurrent()) is not None and self.is_alive():
         if self is _native.current_thread():
             raise RuntimeError("cannot join current thread")
         done = self.__dict__.get("_labkit_done")
-        if done is None:  # started before patching: nothing will tell us
-            _poll_until_dead(self, timeout)
-            return
+        if done is None:  # started before patching: its bootstrap tells nobody
+            done = _end_of(self)
         if not done.wait(timeout):
             return  # timed out: the thread is alive, as the caller will see
         timeout = None  # ended: the stdlib's join only tidies up now
     _native_join(self, timeout)
 
 
-def _poll_until_dead(thread, timeout) -> None:
-    from time import monotonic
-    from labkit.hub import sleep
-    deadline = None if timeout is None else monotonic() + timeout
-    pause = 0.001
-    while thread.is_alive() and (deadline is None or monotonic() < deadline):
-        sleep(pause)
-        pause = min(pause * 2, 0.05)
+#: guards making one watcher per thread (an original lock: never held across a wait)
+_watchers_lock = _native.allocate_lock()
+
+
+def _end_of(thread) -> "Event":
+    """The Event set when ``thread`` -- started before patching, so no
+    patched bootstrap will set one -- has ended. One watcher OS thread per
+    such thread waits in the stdlib's join, which is the interpreter's own
+    end-of-thread signal, and sets it: the joining greenlets park on it and
+    are woken by that set (through their hub's thread-safe path), instead
+    of polling."""
+    with _watchers_lock:
+        done = thread.__dict__.get("_labkit_done")
+        if done is None:
+            done = thread.__dict__["_labkit_done"] = Event()
+            _native.start_thread(_set_when_ended, (thread, done),
+                                 name=f"labkit: end of {thread.name}", daemon=True)
+    return done
+
+
+def _set_when_ended(thread, done) -> None:
+    try:
+        _native_join(thread)
+    finally:
+        done.set()
 
 
 _native_join = _native.Thread.join

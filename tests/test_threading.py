@@ -374,3 +374,117 @@ def test_logging_socket_handler_from_greenlets_loses_and_mixes_nothing(tmp_path)
                           timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["50", "50"]
+
+
+# gevent's test__threading and the rest of issue 15, green mode: each row
+# failed before its fix (a spin loop never let the holder run; threading's
+# _active_limbo_lock let every greenlet in; a spawned greenlet's dummy
+# Thread stayed in threading._active after its death).
+GREEN_DETAILS = textwrap.dedent('''
+    import json, threading, labkit
+    out = {}
+
+    # while not lock.acquire(False): a failed try lets the others run once
+    lock, tries = threading.Lock(), []
+    lock.acquire()
+    def spinner():
+        for i in range(1000):
+            if lock.acquire(False):
+                tries.append(i)
+                return
+        tries.append(None)
+    g = labkit.spawn(spinner)
+    labkit.sleep(0)     # the spinner runs; its failed try lets us release
+    lock.release()
+    g.join()
+    out["spin"] = tries
+
+    # ... but notify() does not switch (Condition asks locked(), not a try)
+    cond, ran = threading.Condition(threading.Lock()), []
+    labkit.spawn(ran.append, 1)
+    with cond:
+        cond.notify_all()
+        out["ran_during_notify"] = bool(ran)
+
+    # threading's own _active_limbo_lock excludes greenlets from each other
+    order, limbo = [], threading._active_limbo_lock
+    def holder():
+        with limbo:
+            order.append("holder in")
+            labkit.sleep(0.1)
+            order.append("holder out")
+    def other():
+        got = limbo.acquire(timeout=2)
+        order.append("other in" if got else "other timed out")
+        if got:
+            limbo.release()
+    labkit.joinall([labkit.spawn(holder), labkit.spawn(other)])
+    out["limbo"] = order
+
+    # a spawned greenlet's dummy Thread leaves threading._active at its death
+    before = len(threading._active)
+    def helper():
+        threading.current_thread()
+        labkit.sleep(0.05)
+    g = labkit.spawn(helper)
+    labkit.sleep(0.02)
+    during = len(threading._active) - before
+    g.join()            # (g is still referenced: its death is what counts)
+    out["dummy"] = [during, len(threading._active) - before]
+    print(json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def green_details(tmp_path_factory):
+    script = tmp_path_factory.mktemp("threading") / "details.py"
+    script.write_text(GREEN_DETAILS)
+    done = subprocess.run([sys.executable, "-m", "labkit.monkey", str(script)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_failed_nonblocking_acquire_lets_other_greenlets_run(green_details):
+    assert green_details["spin"] == [1]          # not [None]: 1000 tries in vain
+    assert green_details["ran_during_notify"] is False
+
+
+def test_threadings_active_limbo_lock_excludes_greenlets(green_details):
+    assert green_details["limbo"] == ["holder in", "holder out", "other in"]
+
+
+def test_a_spawned_greenlets_dummy_thread_leaves_active_when_it_dies(green_details):
+    assert green_details["dummy"] == [1, 0]
+
+
+# Mixed mode: a thread started *before* patching has no patched bootstrap to
+# tell its joiners; a greenlet that joins it must still be woken by its end,
+# not poll (waiting_on names a sleep while it polls).
+PREPATCH_JOIN = textwrap.dedent('''
+    import json, threading
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    from labkit import monkey; monkey.patch_all(threads="native")
+    import labkit
+    from labkit._park import waiting_on
+    joiner = labkit.spawn(thread.join)
+    labkit.sleep(0.05)
+    out = {"waits_on": waiting_on(joiner)}
+    release.set()
+    joiner.join(timeout=10)
+    out["joined"] = joiner.dead and not thread.is_alive()
+    print(json.dumps(out))
+''')
+
+
+def test_mixed_mode_join_of_a_thread_started_before_patching_is_woken_by_its_end(tmp_path):
+    script = tmp_path / "prepatch.py"
+    script.write_text(PREPATCH_JOIN)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["joined"] is True
+    assert out["waits_on"] is not None and not out["waits_on"].startswith("sleep"), out
