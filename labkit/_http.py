@@ -51,7 +51,10 @@ The contract:
   (a proxy checked only the head).
 - A declared Content-Length above ``max_body_size`` is refused (413) as soon
   as the headers are complete, before the body is sent (that is what
-  ``Expect: 100-continue`` is for); a chunked body is counted as it arrives.
+  ``Expect: 100-continue`` is for); a chunked body is counted as it
+  arrives, and a chunk-size line declaring more than the body may still
+  hold is refused (413) as soon as that line is parsed, before any of the
+  chunk's data is read (see :meth:`RequestParser.feed`).
 - Upgrade and CONNECT requests are parsed as ordinary requests; the bytes
   after them belong to another protocol, so ``.upgraded`` tells the caller to
   close the connection after answering.
@@ -136,6 +139,13 @@ class RequestParser:
         self._unparsed_head_feed = 0    # the backstop, counted per feed
         self._in_trailers = False       # after a chunk header, before its data
         self._last_request = None       # the last request whose head completed
+        # Where llhttp is in the byte stream, so that feed() can hand it the
+        # stream in pieces that end where a chunk-size line ends (see feed).
+        self._stage = _HEAD             # _HEAD, _BODY, _CHUNK_LINE or _CHUNK_DATA
+        self._left = 0                  # _BODY/_CHUNK_DATA: bytes of it still to come
+        self._head_tail = b""           # _HEAD: the last bytes of a head cut by a feed
+        self._line = b""                # _CHUNK_LINE: the line so far (its start)
+        self._chunk_header = False      # set by on_chunk_header
         self._llhttp = httptools.HttpRequestParser(self)
 
     @property
@@ -144,8 +154,86 @@ class RequestParser:
         return self.error is not None or self.upgraded
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; see the module docstring for what it may set."""
-        if self.done:
+        """Parse ``data``; see the module docstring for what it may set.
+
+        llhttp frames the stream; it does not tell its callbacks a chunk's
+        declared size. So that a chunk-size line can be checked against the
+        body limit before its data is read, ``data`` goes to llhttp in
+        pieces: a head ends a piece, a Content-Length body or a chunk's data
+        is one piece of the length llhttp will take for it, and in between a
+        chunked body goes a line at a time. When ``on_chunk_header`` fires
+        during a line, that line was the chunk-size line, and its hex digits
+        are the size. Cutting the input into pieces never changes what
+        llhttp parses; this reading of the size only ever refuses (413), so
+        a mistake in it could never let a smuggled request through. The
+        common request (a whole head, no body) is one piece.
+        """
+        if self._stage is not _HEAD or self._head_tail \
+                or data.find(b"\r\n\r\n") != len(data) - 4:
+            return self._feed_in_pieces(data)
+        # The common case, one llhttp call: heads only, the last ending the data.
+        self._feed(data)
+
+    def _feed_in_pieces(self, data: bytes) -> None:
+        """feed() for anything but heads that end with ``data``."""
+        while data and not self.done:
+            stage = self._stage
+            if stage is _HEAD:
+                end = self._head_end(data)
+                end = len(data) if end < 0 else end
+            elif stage is _CHUNK_LINE:
+                end = data.find(b"\n") + 1 or len(data)
+            else:  # a body or a chunk's data: exactly the bytes llhttp takes for it
+                end = min(self._left, len(data))
+                self._left -= end
+            piece, data = data[:end], data[end:]
+            if stage is _CHUNK_LINE:
+                if len(self._line) < 64:  # the size is at the start of the line
+                    self._line += piece[:64]
+                self._chunk_header = False
+                self._feed(piece)
+                if self._chunk_header and not self.done:
+                    self._check_chunk_size(self._line)
+                if piece[-1:] == b"\n":
+                    self._line = b""
+            else:
+                self._feed(piece)
+                if stage is _HEAD and self._stage is _HEAD:
+                    self._head_tail = piece[-3:] if piece[-4:] != b"\r\n\r\n" else b""
+                elif stage is _CHUNK_DATA and not self._left and self._stage is _CHUNK_DATA:
+                    self._stage = _CHUNK_LINE  # the CRLF after the data, then a size line
+
+    def _head_end(self, data: bytes) -> int:
+        """Where in ``data`` the head in progress ends (past its blank
+        line), or -1 if it does not end in ``data``."""
+        tail = self._head_tail
+        if tail:
+            self._head_tail = b""
+            end = (tail + data[:3]).find(b"\r\n\r\n")
+            if end >= 0:
+                return end + 4 - len(tail)
+        end = data.find(b"\r\n\r\n")
+        return end + 4 if end >= 0 else -1
+
+    def _check_chunk_size(self, line: bytes) -> None:
+        """``line`` (its start) is the chunk-size line llhttp just accepted."""
+        digits = len(line) - len(line.lstrip(b"0123456789abcdefABCDEF"))
+        if not digits:
+            return  # not what we expected to read: llhttp's framing stands
+        size = int(line[:digits], 16)
+        request = self.current
+        limit = self.max_body_size
+        if limit is not None and request is not None and request.body_size + size > limit:
+            self.error = request.error = HTTPError(
+                413, f"a chunk of {size} bytes declared: request body larger than "
+                     f"{limit} bytes")
+            return
+        if size:
+            self._stage, self._left = _CHUNK_DATA, size
+
+    def _feed(self, data: bytes) -> None:
+        """One llhttp call; what it may set is in the module docstring."""
+        if self.error is not None or self.upgraded:
             return
         try:
             self._llhttp.feed_data(data)
@@ -204,6 +292,7 @@ class RequestParser:
         # Either a chunk's data or (after the last chunk) trailers follow;
         # on_body tells which. Until then the feed backstop counts bytes.
         self._in_trailers = True
+        self._chunk_header = True  # feed() reads the size from the line
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
@@ -249,6 +338,10 @@ class RequestParser:
         self.started_at = None
         self._last_request = request
         self.requests.append(request)
+        if request.chunked:
+            self._stage, self._line = _CHUNK_LINE, b""
+        elif request.content_length:
+            self._stage, self._left = _BODY, request.content_length
 
     def on_body(self, chunk: bytes) -> None:
         self._in_trailers = False
@@ -262,12 +355,16 @@ class RequestParser:
             request.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self._stage = _HEAD
         self._in_trailers = False
         self.current.complete = True
         self.current = None
 
 
 _SLASH, _HASH = ord("/"), ord("#")
+
+# Where llhttp is in the stream, for RequestParser.feed (compared by identity)
+_HEAD, _BODY, _CHUNK_LINE, _CHUNK_DATA = "head", "body", "chunk-size line", "chunk data"
 
 #: Fields a request may carry once, as environ keys: a second Host or
 #: Content-Type could be read differently by a proxy in front and by the

@@ -257,6 +257,9 @@ class _Connection:
     def handle_request(self, request) -> bool:
         """Run the application for ``request``; True to keep the connection."""
         server = self.server
+        if request.error is not None:  # its body was refused as soon as it came in
+            self.send_quietly(error_response(request.error.status, request.error.detail))
+            return False
         try:
             environ = self.make_environ(request)
         except HTTPError as exc:  # a field the head must not repeat, or no Host

@@ -309,6 +309,11 @@ ATTACKS = [
                         + b"x" * 5000, 413),
     ("chunked-over-limit", CHUNKED_POST + b"\r\n3e8\r\n" + b"x" * 1000 + b"\r\n3e8\r\n"
      + b"x" * 1000 + b"\r\n0\r\n\r\n", 413),
+    # a declared chunk larger than the body limit is refused at its size
+    # line: the client here never sends the data (nor closes)
+    ("chunk-size-2^63", CHUNKED_POST + b"\r\n8000000000000000\r\nabc", 413),
+    ("second-chunk-size-over-limit", CHUNKED_POST + b"\r\n3e8\r\n" + b"x" * 1000
+     + b"\r\n3e8;ext=1\r\n", 413),
     ("two-hosts", b"GET / HTTP/1.1\r\nHost: good\r\nHost: evil\r\n\r\n", 400),
     ("http11-without-host", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
     ("two-content-types", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
@@ -331,6 +336,35 @@ def test_attack_is_refused_with_its_status_and_the_connection_closed(serve, requ
     assert b"Connection: close" in reply
     assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1  # nothing served after it
     assert_still_serving(server)
+
+
+def test_the_parser_reads_the_same_requests_however_the_bytes_are_cut():
+    # RequestParser.feed hands llhttp the stream in pieces (heads, bodies,
+    # chunk-size lines, chunk data) to read chunk sizes: wherever a read
+    # cuts the stream, the requests and bodies must come out the same.
+    from labkit._http import RequestParser
+    stream = (CHUNKED_POST + b"\r\n5;ext=\"a\"\r\nab\r\nc\r\n10\r\n" + b"\n\r" * 8
+              + b"\r\n0\r\nX-Trailer: t\r\n\r\n"
+              + b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n\r\n\r\nab"
+              + b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+              + CHUNKED_POST + b"\r\n3\r\nxyz\r\n0\r\n\r\n")
+    expected = [("POST", b"/", b"ab\r\nc" + b"\n\r" * 8), ("POST", b"/b", b"\r\n\r\nab"),
+                ("GET", b"/c", b""), ("POST", b"/", b"xyz")]
+
+    def parse(pieces):
+        parser = RequestParser(65536, 1500)
+        for piece in pieces:
+            parser.feed(piece)
+        assert parser.error is None, parser.error
+        return [(r.method, r.url, b"".join(r.body)) for r in parser.requests
+                if r.complete]
+
+    assert parse([stream]) == expected
+    assert parse([stream[i:i + 1] for i in range(len(stream))]) == expected
+    for cut in range(1, len(stream)):
+        assert parse([stream[:cut], stream[cut:]]) == expected, cut
+    for size in (2, 3, 5, 7):
+        assert parse([stream[i:i + size] for i in range(0, len(stream), size)]) == expected
 
 
 # Requests that are served, but only with what the head said: (id, exact
