@@ -210,3 +210,11 @@ def test_after_fork_the_child_records_afresh_and_the_files_merge(tmp_path):
     assert {"before-fork", "in-parent"} <= _lane_names(_events(by_pid[parent_pid]))
     merged = merge.merge(tmp_path, tmp_path / "merged.out")
     assert set(merge.process_tracks(merged)) == {child_pid, parent_pid}
+
+
+def test_stopped_while_a_trace_pushed_it_aside_it_stays_stopped(recorder):
+    fr = recorder()
+    with tracing.trace():
+        fr.stop()
+    assert not fr.running and flight.current() is None
+    assert tracing.recorder.active() is None

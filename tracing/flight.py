@@ -198,6 +198,8 @@ class FlightRecorder:
         self.recorder.stop(read=False)
 
     def _resume(self) -> None:       # ... and stopped: record again
+        if _current is not self:
+            return   # stopped while paused
         self._start_recording()
         set_background(self.recorder, self._pause, self._resume)
 
@@ -289,18 +291,17 @@ class FlightRecorder:
     def wait_for_dumps(self, timeout: float = 30.0) -> bool:
         """Wait until no dump is in progress (tests, shutdown). Any thread but
         the loop's while its dump needs the loop: there it waits cooperatively."""
+        from greenlet import getcurrent
+        hub = self.recorder.hub if self.recorder is not None else None
+        cooperative = hub is not None and getcurrent() is not hub and \
+            _native.get_ident() == hub.thread_ident
         deadline = time.monotonic() + timeout
         while self._busy and time.monotonic() < deadline:
-            try:
+            if cooperative:   # the dump may need this loop to copy the ring
                 import labkit
-                from greenlet import getcurrent
-                if self.recorder is not None and getcurrent() is not self.recorder.hub \
-                        and _native.get_ident() == self.recorder.hub.thread_ident:
-                    labkit.sleep(0.01)
-                    continue
-            except Exception:
-                pass
-            time.sleep(0.01)
+                labkit.sleep(0.01)
+            else:
+                time.sleep(0.01)
         return not self._busy
 
     def _dump_in_thread(self, recorder, start_ns: int, end_ns: int, reason: str) -> None:
