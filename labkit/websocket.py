@@ -14,7 +14,9 @@
 
 The framing, masking, fragmentation and close rules are wsproto's (a
 sans-I/O protocol library): this module only moves its bytes over a labkit
-socket, so every wait is the socket's own park.
+socket. Sends park in the socket's own wait; a receive parks on a Waiter
+named "websocket receive" (see :meth:`WebSocket._wait_for_frame`), which is
+what ``%labkit_status`` and the tracer show for it.
 
 The contract:
 
@@ -46,10 +48,16 @@ from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Mes
 from wsproto.utilities import generate_accept_token
 
 from labkit import socket as _socket
+from labkit._park import Waiter
+from labkit.hub import get_hub
+from labkit.timeout import Timeout
 
 __all__ = ["WebSocket", "WebSocketApp", "ConnectionClosed", "connect"]
 
 RECV_SIZE = 65536
+#: what a greenlet parked in :meth:`WebSocket.receive` waits on, for
+#: ``%labkit_status`` and the tracer
+WAIT_LABEL = "websocket receive"
 
 
 class ConnectionClosed(Exception):
@@ -102,6 +110,7 @@ class WebSocket:
             if self.closed:
                 return None
             try:
+                self._wait_for_frame(timeout)
                 data = self.sock.recv(RECV_SIZE)
             except TimeoutError:
                 raise
@@ -113,6 +122,29 @@ class WebSocket:
             self.protocol.receive_data(data)
             self._handle_events()
         return self._messages.pop(0)
+
+    def _wait_for_frame(self, timeout: float | None) -> None:
+        """Park until the socket has bytes (of the next frame) to read.
+
+        A Waiter named ``"websocket receive"`` woken by a watcher on the fd,
+        rather than the socket's own wait inside ``recv``: ``%labkit_status``
+        and the trace then say what the greenlet waits for ("websocket
+        receive") instead of "fd 7 read". Raises TimeoutError after
+        ``timeout`` seconds (None: no limit).
+        """
+        hub = get_hub()
+        waiter = Waiter(hub, WAIT_LABEL)
+        watcher = hub.loop.io(self.sock.fileno(), 1)  # 1: readable
+        watcher.start(waiter.switch, None)
+        try:
+            if timeout is None:
+                waiter.get()
+            else:
+                with Timeout(timeout, TimeoutError("timed out")):
+                    waiter.get()
+        finally:
+            watcher.stop()
+            watcher.close()
 
     def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
         """Close the WebSocket (handshake bounded by ``timeout``) and its socket."""

@@ -193,3 +193,37 @@ def test_a_thousand_idle_websockets_all_get_a_broadcast(serve):
     finally:
         for ws in clients:
             ws.sock.close()
+
+
+def test_a_greenlet_waiting_for_the_next_frame_shows_as_websocket_receive(serve):
+    # in %labkit_status (labkit._park.waiting_on) and in the trace's switch reasons
+    import tracing
+    from labkit._park import waiting_on
+
+    server = serve(WebSocketApp(echo))
+    ws = connect(ws_url(server))
+    received = []
+
+    def reader():
+        received.append(ws.receive(timeout=5))
+
+    with tracing.trace() as t:
+        g = labkit.spawn(reader)
+        g.name = "reader"
+        labkit.sleep(0.05)
+        assert waiting_on(g) == "websocket receive"
+        ws.send("ping me")
+        g.join(5)
+    assert received == ["ping me"]
+    assert ("reader", "websocket receive") in {(s.greenlet, s.reason) for s in t.switches()}
+    ws.close()
+
+
+def test_receive_with_a_timeout_raises_timeout_error_and_the_socket_stays_usable(serve):
+    server = serve(WebSocketApp(echo))
+    ws = connect(ws_url(server))
+    with pytest.raises(TimeoutError):
+        ws.receive(timeout=0.05)
+    ws.send("still there")
+    assert ws.receive(timeout=5) == "still there"
+    ws.close()
