@@ -184,9 +184,15 @@ def test_the_views_are_built_off_the_hubs_thread(scene, monkeypatch):
 def test_close_leaves_no_thread_greenlet_or_recorder_behind(scene):
     threads_before = set(threading.enumerate())
     greenlets_before = set(live_greenlets())
-    c = Console(refresh=0.25)   # with the timeline (a Dashboard)
-    wait_for_refreshes(c, 2)
+    c = Console(refresh=0.25)
+    wait_for_refreshes(c, 1)
+    assert c.dashboard is None   # the timeline runs only while its tab is open
+    c.show_timeline()
     assert c.dashboard is not None and c.dashboard.running
+    wait_for_refreshes(c, 1)
+    c.show_timeline(False)
+    assert c.dashboard is None and tracing.recorder.active() is not None   # ours again
+    c.show_timeline()
     c.close()
     labkit.sleep(0.05)
     assert set(threading.enumerate()) <= threads_before

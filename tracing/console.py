@@ -20,7 +20,11 @@ What it shows (tokio-console's views, for greenlets):
   awaits followed as chains to what the last one waits on), in tabs;
 - a **timeline** of the last ``window`` seconds: a
   :class:`tracing.dashboard.Dashboard` (the plot module's PNG, drawn off
-  the hub) in the last tab; it has its own Start/Stop;
+  the hub) in the last tab, running only while that tab is open: it
+  records every switch and turns the window's records into a Trace at each
+  picture, which at tens of thousands of switches a second costs more than
+  all the rest of the console (``python -m labkit.bench.echo --impls
+  labkit,console`` measures the console with that tab closed);
 - **record & scrub**: every refresh is kept (the last ``history`` seconds,
   :class:`tracing.frames.FrameRing`). Pause, then drag the slider back: the
   table, lints, tree and graph show the frame recorded at that moment.
@@ -107,11 +111,13 @@ class Console:
     ``history``: seconds of frames kept for scrubbing. ``window``: seconds
     of the timeline. ``timeline``: show the Dashboard's timeline (it
     records a trace; False leaves tracing to others). ``max_rows``: table
-    lines shown (the filter finds the others).
+    lines shown (the filter finds the others). ``timeline_refresh``: seconds
+    between timeline pictures -- drawing one is the console's dearest part
+    (tens of ms of CPU, holding the GIL in bursts), hence once a second.
     """
 
     def __init__(self, refresh: float = 0.5, history: float = 120.0, window: float = 5.0,
-                 timeline: bool = True, max_rows: int = 300):
+                 timeline: bool = True, max_rows: int = 300, timeline_refresh: float = 1.0):
         if not refresh > 0:
             raise ValueError(f"refresh must be > 0, not {refresh!r}")
         if not history > 0:
@@ -138,14 +144,9 @@ class Console:
         self._quiet = 0             # >0 while _apply sets values (observers ignore them)
         self._closed = False
         self._recording = _frames.BackgroundRecording().start()
-        self.dashboard = None
-        self._timeline_note = ""
-        if timeline:
-            try:
-                from tracing.dashboard import Dashboard
-                self.dashboard = Dashboard(window=window)
-            except RuntimeError as exc:   # another trace records: no timeline
-                self._timeline_note = f"no timeline: {exc}"
+        self.dashboard = None       #: the timeline's Dashboard, while its tab is open
+        self._timeline = timeline
+        self._timeline_args = {"window": window, "refresh": timeline_refresh}
         self._build_widgets()
         _current = self
         from labkit.event import Event
@@ -181,10 +182,13 @@ class Console:
         self._lints = w.HTML()
         self._tree = w.HTML()
         self._waits = w.HTML()
-        timeline = (self.dashboard.widget if self.dashboard is not None
-                    else w.HTML(html.escape(self._timeline_note)))
-        self._tabs = w.Tab(children=[self._lints, self._tree, self._waits, timeline],
-                           titles=["lints", "spawn tree", "wait-for", "timeline"])
+        self._timeline_box = w.VBox([w.HTML(
+            "<i>the timeline runs while this tab is open</i>" if self._timeline
+            else "<i>no timeline (Console(timeline=False))</i>")])
+        self._tabs = w.Tab(children=[self._lints, self._tree, self._waits, self._timeline_box],
+                           titles=["lints", "spawn tree", "wait-for", "timeline"],
+                           selected_index=0)
+        self._tabs.observe(self._on_tab, "selected_index")
         self.widget = w.VBox([
             w.HTML(_STYLE),
             w.HBox([self._pause_button, self._slider, self._status]),
@@ -246,6 +250,31 @@ class Console:
         if not self._quiet:
             self._post("sort", change["new"])
 
+    def show_timeline(self, shown: bool = True) -> None:
+        """Open (or leave) the timeline tab, as a click on it does."""
+        self._check_thread()
+        self._tabs.selected_index = 3 if shown else 0   # -> _on_tab
+
+    def _on_tab(self, change) -> None:
+        import ipywidgets as w
+        if change["new"] == 3 and self.dashboard is None and self._timeline \
+                and not self._closed:
+            from tracing.dashboard import Dashboard
+            try:
+                self.dashboard = Dashboard(**self._timeline_args)
+            except RuntimeError as exc:   # another trace records: no timeline
+                self._timeline_box.children = [w.HTML(f"no timeline: {html.escape(str(exc))}")]
+                return
+            self._timeline_box.children = [self.dashboard.widget]
+        elif change["new"] != 3 and self.dashboard is not None:
+            self._close_timeline()
+
+    def _close_timeline(self) -> None:
+        import ipywidgets as w
+        dashboard, self.dashboard = self.dashboard, None
+        self._timeline_box.children = [w.HTML("<i>the timeline runs while this tab is open</i>")]
+        dashboard.close()
+
     def _on_select(self, change) -> None:
         if self._quiet or change["new"] is None:
             return
@@ -274,11 +303,10 @@ class Console:
         self._go.set()   # the capturing greenlet sees _closed and ends
         self._recording.stop()
         if self.dashboard is not None:
-            self.dashboard.close()
+            self._close_timeline()
         for child in self.widget.children:
             for grandchild in getattr(child, "children", ()):
-                if grandchild is not getattr(self.dashboard, "widget", None):
-                    grandchild.close()
+                grandchild.close()
             child.close()
         self.widget.close()
         if _current is self:
@@ -344,12 +372,19 @@ class Console:
     def _run(self) -> None:
         next_capture = time.monotonic()
         while not self._stop.is_set():
-            if not self.paused and not self._capturing and time.monotonic() >= next_capture:
+            now = time.monotonic()
+            if not self.paused and not self._capturing and now >= next_capture:
                 self._capturing = True
-                next_capture = time.monotonic() + self.refresh
+                next_capture = now + self.refresh
                 self.hub.run_callback_threadsafe(self._start_capture)
+            # Sleep until there is something to do: the frame asked for (it
+            # comes through the inbox), a click, or the next capture. This
+            # thread must not wake needlessly: each wake-up takes the GIL
+            # from the hub's thread.
+            waiting = self.paused or self._capturing
             try:
-                message = self._inbox.get(timeout=max(0.01, next_capture - time.monotonic()))
+                message = self._inbox.get(timeout=None if waiting else
+                                          max(0.0, next_capture - now))
             except queue.Empty:
                 continue
             if message is None:

@@ -14,6 +14,11 @@ the round trip through the server. The same client drives every server:
     traced       the same while ``tracing`` records everything
     flight       the same with the flight recorder on (tracing/flight.py: the
                  ring always on, blocking monitor at 100 ms)
+    console      the same with a ``tracing.Console`` open and refreshing every
+                 250 ms (its widgets talk to no frontend; opt-in: --impls)
+    attached     the same serving the console (labkit.console.serve()), with
+                 ``python -m labkit console PID`` attached from another
+                 process, refreshing every 250 ms (opt-in: --impls)
     gevent       gevent.server.StreamServer, the same handler, textually
     asyncio      asyncio streams (``start_server``, read/write/drain)
     uvloop       the same streams code on uvloop
@@ -63,17 +68,22 @@ from pathlib import Path
 
 LABKIT = "labkit"
 IMPLS = ("labkit", "traced", "flight", "gevent", "asyncio", "uvloop", "uvloop-proto")
+#: measured only when named in --impls
+OPT_IN_IMPLS = ("console", "attached")
 DESCRIPTIONS = {
     "labkit": "labkit StreamServer",
     "traced": "labkit StreamServer, traced",
     "flight": "labkit StreamServer, flight recorder",
+    "console": "labkit StreamServer, Console open",
+    "attached": "labkit StreamServer, console attached",
     "gevent": "gevent StreamServer",
     "asyncio": "asyncio streams",
     "uvloop": "uvloop streams",
     "uvloop-proto": "uvloop protocol",
 }
 #: what must import for an implementation to run (else it reads "n/a")
-REQUIRES = {"labkit": "labkit", "traced": "tracing", "flight": "tracing", "gevent": "gevent",
+REQUIRES = {"labkit": "labkit", "traced": "tracing", "flight": "tracing", "console": "ipywidgets",
+            "attached": "rich", "gevent": "gevent",
             "asyncio": "asyncio", "uvloop": "uvloop", "uvloop-proto": "uvloop"}
 
 MESSAGE_SIZE = 1024
@@ -139,6 +149,17 @@ def serve_gevent_like(impl: str) -> None:
         import tempfile
         from tracing import flight
         flight.start(tempfile.mkdtemp(prefix="labkit-bench-flight-"), threshold=0.1)
+    if impl == "console":
+        import tracing
+        tracing.Console(refresh=0.25)
+    if impl == "attached":
+        import os
+        import subprocess
+        import labkit.console
+        labkit.console.serve()
+        subprocess.Popen([sys.executable, "-m", "labkit", "console", str(os.getpid()),
+                          "--interval", "0.25"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)   # ends when this server is killed
     listener = server.StreamServer(("127.0.0.1", 0), echo_handler_gevent_like(gk_socket),
                                    backlog=BACKLOG)
     listener.start()
@@ -191,6 +212,7 @@ def run_asyncio(coro, impl: str):
 
 SERVERS = {
     "labkit": serve_gevent_like, "traced": serve_gevent_like, "flight": serve_gevent_like,
+    "console": serve_gevent_like, "attached": serve_gevent_like,
     "gevent": serve_gevent_like,
     "asyncio": serve_asyncio_like, "uvloop": serve_asyncio_like,
     "uvloop-proto": serve_asyncio_like,
@@ -531,8 +553,9 @@ def parse_args(argv):
     args.impls = [name.strip() for name in args.impls.split(",") if name.strip()]
     args.idle_impls = [name.strip() for name in args.idle_impls.split(",") if name.strip()]
     for name in args.impls + args.idle_impls:
-        if name not in IMPLS:
-            parser.error(f"unknown server {name!r}; choose from {', '.join(IMPLS)}")
+        if name not in IMPLS + OPT_IN_IMPLS:
+            parser.error(f"unknown server {name!r}; choose from "
+                         f"{', '.join(IMPLS + OPT_IN_IMPLS)}")
     if args.conns:
         args.conns = [int(n) for n in args.conns.split(",")]
     else:
