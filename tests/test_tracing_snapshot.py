@@ -171,3 +171,28 @@ def test_an_unchanged_parked_row_moves_its_idle_time_on_and_a_woken_one_is_redon
     third = snapshot().row("waiter")
     assert third.state == "dead" and third.switches == first.switches + 1
     assert g.dead
+
+
+def test_trace_snapshot_at_shows_the_table_as_it_was():
+    ev = Event()
+
+    def napper():
+        labkit.sleep(0.1)
+        ev.set()
+
+    with tracing.trace() as t:
+        gs = [_named("napper", napper), _named("waiter", ev.wait)]
+        labkit.joinall(gs)
+    early = t.snapshot_at(0.05)
+    by = {row.name: row for row in early.rows}
+    assert by["napper"].state == "parked" and by["napper"].waits_on == "timer"
+    assert by["waiter"].state == "parked" and by["waiter"].waits_on == "Event"
+    assert by["waiter"].spawn_site.startswith("test_tracing_snapshot.py:")
+    assert 0.03 < by["waiter"].idle <= 0.05 and by["waiter"].switches == 1
+    assert early.loop.poll_time > 0.02 and not early.loop.live
+    assert "queued now" not in str(early)
+    assert t.snapshot_at(t.duration).rows == []       # both done by then
+    with pytest.raises(ValueError, match="within the trace"):
+        t.snapshot_at(t.duration + 1)
+    with pytest.raises(TypeError, match="t must be"):
+        t.snapshot_at("0.1")

@@ -5,6 +5,7 @@
     format_run_info()       the same as text (``%labkit_status`` prints it)
     greenlet_name(g)        the name shown for a greenlet
     cell_location(file, n)  "In[5], line 3" for code typed in a cell, else "file.py:3"
+    ipython_shell()         the running IPython shell, or None (IPython is never imported)
 
 These read live objects -- the garbage collector's list, greenlets' frames,
 IPython's cell names -- not a recording. The magics (``%labkit_status``, the
@@ -83,11 +84,22 @@ def cell_location(file: str, line: int) -> str:
         # for ~40 ms (the first console frame of a plain script did).
         return f"{os.path.basename(file)}:{line}"
     try:
-        from IPython import get_ipython
-        ipython = get_ipython()
+        ipython = ipython_shell()
         label = ipython.compile.format_code_name(file) if ipython is not None else None
     except Exception:
         label = None
     if label:
         return f"{label[1]}, line {line}"
     return f"{os.path.basename(file)}:{line}"
+
+
+def ipython_shell():
+    """The running IPython shell, or None -- without importing IPython
+    (a plain script must not pay for that import to name a line)."""
+    module = sys.modules.get("IPython")
+    if module is None:
+        return None
+    try:
+        return module.get_ipython()
+    except Exception:
+        return None

@@ -54,7 +54,7 @@ import labkit.hub as _lk_hub
 from labkit.util import greenlet_name
 
 from tracing import recorder as _recorder_module
-from tracing.introspect import cell_location
+from tracing.introspect import ipython_shell, cell_location
 from tracing.snapshot import ZERO_TIMEOUT_NS, ledger_for, snapshot
 
 __all__ = ["Lint", "lints", "trace_lints", "silence", "unsilence", "watch_cells",
@@ -431,11 +431,7 @@ def _leaks(rows, leaked_after: float) -> list:
     candidates = [row for row in rows if row.cell is not None and row.state != "dead"]
     if not candidates:
         return []
-    try:
-        from IPython import get_ipython
-        ipython = get_ipython()
-    except Exception:
-        return []
+    ipython = ipython_shell()
     if ipython is None:
         return []
     now = time.monotonic()

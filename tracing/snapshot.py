@@ -84,9 +84,9 @@ from labkit._park import waiting_on
 from labkit.util import greenlet_name
 
 from tracing import recorder as _recorder_module
-from tracing.introspect import INTERNAL_DIRS, cell_location
+from tracing.introspect import INTERNAL_DIRS, ipython_shell, cell_location
 
-__all__ = ["snapshot", "Snapshot", "Row", "LoopStats", "ledger_for"]
+__all__ = ["snapshot", "snapshot_at", "Snapshot", "Row", "LoopStats", "ledger_for"]
 
 _RECORD = struct.Struct("=qIIqq")
 _RESUME, _SPAWN, _EXIT = lib.LK_TR_RESUME, lib.LK_TR_SPAWN, lib.LK_TR_EXIT
@@ -169,6 +169,7 @@ class LoopStats:
     timers: int = 0             #: active timers now
     fd_waits: int = 0           #: fds watched now
     lost_records: int = 0       #: records overwritten before this snapshot read them
+    live: bool = True           #: of a live hub (False: Trace.snapshot_at, no counts of now)
 
     def rows(self) -> list[tuple[str, str]]:
         """(name, value) pairs, as the table prints them."""
@@ -181,6 +182,8 @@ class LoopStats:
                    ("loop lag", f"max {_ms(self.lag_max)}, mean {_ms(self.lag_mean)}")]
             if self.lost_records:
                 rec.append(("lost records", str(self.lost_records)))
+        if not self.live:
+            return rec
         return rec + [("queued now", f"{self.ready} callbacks, {self.timers} timers, "
                                      f"{self.fd_waits} fd waits")]
 
@@ -712,11 +715,7 @@ def _site(info) -> tuple[str, int | None]:
 
 
 def _cell_number(basename: str) -> int | None:
-    try:
-        from IPython import get_ipython
-        ipython = get_ipython()
-    except Exception:
-        return None
+    ipython = ipython_shell()
     if ipython is None:
         return None
     mapping = getattr(getattr(ipython, "compile", None), "_filename_map", None)
@@ -729,3 +728,126 @@ def _cell_number(basename: str) -> int | None:
         full = _cell_files.get(basename)
     count = mapping.get(full) if full is not None else None
     return count if isinstance(count, int) else None
+
+
+# -- the table as it was: a finished Trace ---------------------------------------------
+
+#: The window, in seconds before ``t``, that Trace.snapshot_at's loop rows cover.
+LOOP_WINDOW = 1.0
+
+_trace_index: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class _TraceIndex:
+    """A Trace's slices grouped by greenlet, sorted: built once per Trace."""
+
+    def __init__(self, trace):
+        import bisect
+        self.bisect = bisect
+        self.greenlets = [g for g in trace.greenlets() if g.name not in ("hub", "main")]
+        self.running: dict[int, list] = {}
+        self.parked: dict[int, list] = {}
+        for s in trace.slices():
+            if s.key >= 0:
+                self.running.setdefault(s.key, []).append(s)
+        for s in trace.parked():
+            self.parked.setdefault(s.key, []).append(s)
+        for table in (self.running, self.parked):
+            for slices in table.values():
+                slices.sort(key=lambda s: s.start)
+        self.running_starts = {k: [s.start for s in v] for k, v in self.running.items()}
+        self.parked_starts = {k: [s.start for s in v] for k, v in self.parked.items()}
+        self.iterations = trace.loop_iterations()
+        self.passes = trace.ready_counts()
+
+    def covering(self, table, starts, key, t):
+        """The slice of ``key`` in ``table`` that covers ``t`` (or None), and
+        how many of its slices began at or before ``t``."""
+        index = self.bisect.bisect_right(starts.get(key, ()), t)
+        if index and table[key][index - 1].end > t:
+            return table[key][index - 1], index
+        return None, index
+
+
+def snapshot_at(trace, t: float) -> Snapshot:
+    """The table as it was ``t`` seconds into a finished ``trace``
+    (``Trace.snapshot_at`` calls this): one row per greenlet alive at ``t``.
+
+    From a recording, not live objects: ``waits_on`` is what ended the
+    park ("Event", "fd 5 read", "timer"; "?" for a park that lasted past the
+    end of the trace), ``where`` is unknown (""), ``scheduled`` counts the
+    gaps that ended in a ``sleep(0)`` resume (other wake-ups count as idle),
+    ``greenlet`` is None. The loop rows cover the :data:`LOOP_WINDOW`
+    seconds before ``t``.
+    """
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t:
+        raise TypeError(f"t must be a number of seconds, not {t!r}")
+    if not 0 <= t <= trace.duration:
+        raise ValueError(f"t must be within the trace (0 to {trace.duration:.3f} s), not {t}")
+    index = _trace_index.get(trace)
+    if index is None:
+        index = _trace_index[trace] = _TraceIndex(trace)
+    rows = []
+    for g in index.greenlets:
+        if g.spawned_at is not None and g.spawned_at > t:
+            continue
+        if g.exited_at is not None and g.exited_at <= t:
+            continue
+        key = g.key
+        busy = scheduled = idle = 0.0
+        for s in index.running.get(key, ()):
+            if s.start >= t:
+                break
+            busy += min(s.end, t) - s.start
+        for s in index.parked.get(key, ()):
+            if s.start >= t:
+                break
+            part = min(s.end, t) - s.start
+            if s.reason == "ready":
+                scheduled += part
+            else:
+                idle += part
+        run, started = index.covering(index.running, index.running_starts, key, t)
+        park, _ = index.covering(index.parked, index.parked_starts, key, t)
+        waits = ""
+        if run is not None:
+            state = "running"
+        elif park is not None:
+            state = "ready" if park.reason == "ready" else "parked"
+            waits = "" if state == "ready" else park.reason
+        elif not started:
+            state, waits = "parked", "not started"
+        else:   # parked until the end of the trace: what would have woken it is unknown
+            state, waits = "parked", "?"
+            last = index.running[key][started - 1]
+            idle += t - max(last.end, 0.0)
+        site = g.spawn_site or ""
+        rows.append(Row(g.id, g.name, state, waits, "", site,
+                        _cell_of_site(site), g.parent or "", started, busy, scheduled, idle))
+    return Snapshot(time=t, rows=rows, loop=_loop_at(index, t))
+
+
+def _cell_of_site(site: str) -> int | None:
+    if site.startswith("In[") and "]" in site:
+        number = site[3:site.index("]")]
+        return int(number) if number.isdigit() else None
+    return None
+
+
+def _loop_at(index, t: float) -> LoopStats:
+    start = max(0.0, t - LOOP_WINDOW)
+    its = [it for it in index.iterations if it.end > start and it.start < t]
+    passes = [count for ts, count in index.passes if start <= ts <= t]
+    lags, since = [], None
+    for it in index.iterations:
+        if it.start > t:
+            break
+        if since is not None and it.start >= start:
+            lags.append(it.start - since)
+        since = it.end
+    return LoopStats(recording=True, window=t - start, polls=len(its),
+                     poll_time=sum(min(it.end, t) - max(it.start, start) for it in its),
+                     passes=len(passes), live=False,
+                     callbacks_per_pass=sum(passes) / len(passes) if passes else 0.0,
+                     lag_max=max(lags, default=0.0),
+                     lag_mean=sum(lags) / len(lags) if lags else 0.0)
