@@ -250,6 +250,18 @@ class Trace:
             counts.append((ts, alive))
         return counts
 
+    def lints(self, **thresholds) -> list:
+        """What looks wrong in the recording: never yielded, spinning,
+        starved (tracing/lints.py; ``thresholds`` are its keyword arguments)."""
+        from tracing.lints import trace_lints   # (lints imports the live side too)
+        return trace_lints(self, **thresholds)
+
+    def snapshot_at(self, t: float):
+        """The table of greenlets as it was ``t`` seconds into the trace
+        (a :class:`tracing.snapshot.Snapshot`; see ``snapshot_at`` there)."""
+        from tracing.snapshot import snapshot_at
+        return snapshot_at(self, t)
+
     def summary(self) -> "_summary.Summary":
         return _summary.summarize(self)
 
