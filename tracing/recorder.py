@@ -325,7 +325,7 @@ class Recorder:
         if unknown:
             for obj in gc.get_objects():
                 if isinstance(obj, _greenlet_module.greenlet) and id(obj) in unknown:
-                    self._names[id(obj)] = _name_of(obj)
+                    self._names[id(obj)] = shown_name(obj)
 
     def name_of(self, gid: int) -> str:
         """The name of the greenlet with this id now (any thread may ask)."""
@@ -523,6 +523,15 @@ def _name_of(g) -> str:
     if isinstance(name, str):
         return name
     return _function_name(g)
+
+
+def shown_name(g) -> str:
+    """The name a trace shows for the live greenlet ``g`` that it did not see
+    spawned: its own, or for a Greenlet nobody named, its function's
+    ("worker #3", as :func:`tracing.model.display_name` names the others)."""
+    from tracing.model import display_name   # not at the top: the model imports us
+    name = _name_of(g)
+    return display_name(name, _function_name(g)) or name
 
 
 def active() -> Recorder | None:
