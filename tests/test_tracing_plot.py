@@ -219,3 +219,23 @@ def test_a_window_without_the_spawn_names_the_greenlet_the_same_way():
         recording, records=[r for r in recording.records if r[1] != lib.LK_TR_SPAWN]))
     [name] = {gr.name for gr in full.greenlets() if gr.name.startswith("worker #")}
     assert name in {gr.name for gr in window.greenlets()}
+
+
+def test_a_greenlet_spawned_before_the_trace_is_named_after_its_function_too():
+    stop = []
+
+    def ticker():
+        while not stop:
+            labkit.sleep(0.001)
+
+    g = labkit.spawn(ticker)
+    labkit.sleep(0.003)
+    try:
+        with tracing.trace() as t:
+            labkit.sleep(0.005)
+    finally:
+        stop.append(True)
+        g.join()
+    names = {gr.name for gr in t.greenlets()}
+    assert any(name.startswith("ticker #") for name in names), names
+    assert not any(name.startswith("Greenlet-") for name in names)

@@ -60,11 +60,11 @@ import labkit.hub as _lk_hub
 from labkit._loop import ffi, lib
 
 from tracing.blocking import BlockingMonitor
-from tracing.introspect import cell_location, greenlet_name, live_greenlets
+from tracing.introspect import cell_location, live_greenlets
 from tracing.lanes import POLL
 from tracing.model import Trace
 from tracing.plot import render_timeline_png
-from tracing.recorder import _RECORD, Recorder, Recording, mark_host_wait
+from tracing.recorder import _RECORD, Recorder, Recording, mark_host_wait, shown_name
 
 #: Refreshes per second, at most (IOPub and CPU budget; see the module doc).
 MAX_REFRESH_HZ = 4
@@ -355,7 +355,7 @@ class Dashboard:
         """
         found = live_greenlets(self.hub)
         self._preexisting = [weakref.ref(g) for g in found]
-        return {id(g): greenlet_name(g) for g in found}
+        return {id(g): shown_name(g) for g in found}
 
     # -- hub side of a refresh -------------------------------------------------
     def _snapshot(self) -> None:

@@ -306,8 +306,9 @@ class Trace:
             floor = max(0, len(rec.spawns) - _NAME_LOOKBACK)
             while gid not in spawned_before and unread > floor:
                 unread -= 1
-                info = rec.spawns[unread]
-                spawned_before.setdefault(info.gid, info)
+                info = rec.spawns[unread]   # None: a bounded recorder forgot it
+                if info is not None:
+                    spawned_before.setdefault(info.gid, info)
             return spawned_before.get(gid)
 
         def incarnation(gid: int) -> Greenlet:

@@ -42,13 +42,14 @@ def _clip(start: float, end: float, window):
     return max(start, lo), min(end, hi)
 
 
-def timeline(trace, ax=None, window=None, full_legend: bool = False):
+def timeline(trace, ax=None, window=None, now: float | None = None):
     """Draw ``trace``; returns the matplotlib Figure.
 
     ``ax``: draw into this Axes (default: a new Figure). ``window``:
     ``(start, end)`` in seconds since the trace started, to zoom in.
-    ``full_legend``: every entry of the legend, not only those drawn (a
-    live picture then keeps its layout from one refresh to the next).
+    ``now``: a live view -- label the time axis in seconds before this
+    instant, and show every entry of the legend, not only those drawn (the
+    picture then keeps its layout from one refresh to the next).
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -90,18 +91,26 @@ def timeline(trace, ax=None, window=None, full_legend: bool = False):
         bars(spans, lane, legend.color(kind), height=0.4)
         shown.add(kind)
 
-    # Sleeps that ended late: from when they were due to when they ran.
+    # Sleeps that ended late: from when they were due to when they ran, and
+    # a tick at the due time. (One call per lane and one for all the ticks:
+    # each matplotlib call costs ~10 ms, and a live view redraws often.)
     worst: dict = {}
+    late_by_lane: dict = collections.defaultdict(list)
+    ticks = []
     for p in late:
         lane = (p.lane, p.key)
-        bars([(p.due, p.end)], lane, "none", height=0.56, edgecolor=LATE_COLOR,
-             hatch=legend.entry("late").hatch, linewidth=1.0)
+        late_by_lane[lane].append((p.due, p.end))
         if lo <= p.due <= hi:
-            y = row[lane]
-            ax.plot([p.due, p.due], [y - 0.34, y + 0.34], color=LATE_COLOR, linewidth=1.5)
+            ticks.append((p.due, row[lane]))
         if p.late >= LATE_LABEL and p.late > worst.get(lane, (0, None))[0]:
             worst[lane] = (p.late, p)
         shown.add("late")
+    for lane, spans in late_by_lane.items():
+        bars(spans, lane, "none", height=0.56, edgecolor=LATE_COLOR,
+             hatch=legend.entry("late").hatch, linewidth=1.0)
+    if ticks:
+        ax.vlines([x for x, _ in ticks], [y - 0.34 for _, y in ticks],
+                  [y + 0.34 for _, y in ticks], colors=LATE_COLOR, linewidth=1.5)
     for lane, (lateness, p) in worst.items():
         if lo <= p.end <= hi:
             # Right of the wake-up, or left of it near the right edge.
@@ -137,9 +146,11 @@ def timeline(trace, ax=None, window=None, full_legend: bool = False):
     ax.set_xlabel("seconds since the trace started", fontsize=FONT_SIZE)
     if window is not None:
         ax.set_xlim(*window)
+    if now is not None:
+        _seconds_before(ax, now)
     handles = []
     for e in legend.ENTRIES:
-        if full_legend or e.key in shown:
+        if now is not None or e.key in shown:
             style = ({"facecolor": "none", "edgecolor": e.color, "hatch": e.hatch}
                      if e.hatch else {"color": e.color})
             handles.append(Patch(label=e.words, **style))
@@ -149,6 +160,18 @@ def timeline(trace, ax=None, window=None, full_legend: bool = False):
               ncol=2, fontsize=FONT_SIZE - 1, frameon=False, borderaxespad=3.4)
     fig.tight_layout(rect=(0, 0, 1, 0.94))  # room above for a caller's suptitle
     return fig
+
+
+def _seconds_before(ax, now: float) -> None:
+    """Label the x axis in seconds before ``now``, with ticks at round
+    distances before it (-4, -3, ... now), not at round times."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+    lo, hi = ax.get_xlim()
+    back = MaxNLocator(nbins=6).tick_values(0, max(now - lo, 1e-9))
+    ax.xaxis.set_major_locator(FixedLocator([now - b for b in back if lo <= now - b <= hi]))
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda x, _: "now" if abs(x - now) < 1e-9 else f"{x - now:.3g}"))
+    ax.set_xlabel("seconds before now", fontsize=FONT_SIZE)
 
 
 # -- a PNG, for notebooks and the live dashboard (any thread) -----------------------
@@ -218,22 +241,12 @@ def render_timeline_png(trace, window=None, max_lanes: int = 30, rank=None,
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    timeline(view, ax=ax, window=window, full_legend=now is not None)
-    if now is not None:
-        from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
-        lo, hi = ax.get_xlim()
-        # Ticks at round distances before now (-4, -3, ... 0), not at round times.
-        back = MaxNLocator(nbins=6).tick_values(0, max(now - lo, 1e-9))
-        ax.xaxis.set_major_locator(FixedLocator([now - b for b in back if lo <= now - b <= hi]))
-        ax.xaxis.set_major_formatter(FuncFormatter(
-            lambda x, _: "now" if abs(x - now) < 1e-9 else f"{x - now:.3g}"))
-        ax.set_xlabel("seconds before now")
     notes = [title] if title else []
     if view.hidden:
         notes.append(f"({view.hidden} quieter greenlets not shown)")
-    if notes:
+    if notes:   # before timeline(), whose one tight_layout makes room for it
         ax.set_title("  ".join(notes), fontsize="medium")
-    fig.tight_layout()
+    timeline(view, ax=ax, window=window, now=now)
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=dpi)
     return out.getvalue()
