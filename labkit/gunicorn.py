@@ -41,6 +41,9 @@ directory)::
         gunicorn -k labkit.gunicorn.Worker -w 4 -c python:labkit.gunicorn app:app
 
 or merge by hand: ``python -m tracing.merge /tmp/traces -o merged.json``.
+
+With ``LABKIT_CONSOLE=1``, each worker serves its console (labkit.console):
+``python -m labkit console WORKER_PID`` shows its greenlets, lints and timeline.
 """
 from __future__ import annotations
 
@@ -98,10 +101,20 @@ class Worker(base.Worker):
             servers.append(server)
 
         recorder = self._start_flight_recorder()
+        console = self._serve_console()
         self.heartbeat()
         self.shut_down(servers)
+        if console is not None:
+            console.close()
         if recorder is not None:
             self._stop_flight_recorder(recorder)
+
+    def _serve_console(self):
+        """With LABKIT_CONSOLE=1, this worker serves ``python -m labkit
+        console PID`` (labkit.console; the master's socket, if any, was
+        dropped at fork). The server, or None."""
+        from labkit.console import serve_if_requested
+        return serve_if_requested()
 
     def _start_flight_recorder(self):
         """The flight recorder LABKIT_FLIGHT asks for, or None (see the module doc)."""

@@ -282,3 +282,60 @@ def test_bad_arguments_are_named():
     result = subprocess.run([sys.executable, "-m", "labkit", "console", "12",
                              "--interval", "0"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--interval" in result.stderr
+
+
+# -- a gunicorn worker with a blocking view ----------------------------------------------
+
+BLOCKING_APP = """\
+import os, time
+import labkit
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/block":
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:   # ATTACH-BLOCK: holds this worker's loop
+            pass
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_gunicorn_workers_console_shows_a_block_with_its_line(tmp_path, runtime_dir):
+    pytest.importorskip("gunicorn")
+    import urllib.request
+    (tmp_path / "bapp.py").write_text(BLOCKING_APP)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir, LABKIT_CONSOLE="1")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "labkit.gunicorn.Worker", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "5",
+         "--chdir", str(tmp_path), "bapp:app"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    worker = int(r.read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/block", timeout=10) as r:
+            assert int(r.read()) == worker
+        result = console(worker, "--once", runtime_dir=runtime_dir)
+        assert result.returncode == 0, result.stderr
+        line = next(n for n, text in enumerate(BLOCKING_APP.splitlines(), 1)
+                    if "ATTACH-BLOCK" in text)
+        assert "never yielded" in result.stdout, result.stdout
+        assert f"bapp.py:{line}" in result.stdout, result.stdout
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -306,8 +306,9 @@ def serve(path: str | None = None) -> AttachServer:
 
     If nothing records yet, this also starts a small background recording
     (:class:`tracing.frames.BackgroundRecording`) for the table's time
-    columns; it steps aside while any other trace records, and stops when
-    the server is closed.
+    columns, with a blocking monitor at the "never yielded" threshold (so
+    that lint names the line where a block began); it steps aside while
+    any other trace records, and stops when the server is closed.
 
     This is the tracer's ``labkit.console`` plug-in: ``labkit.console.serve()``
     and ``LABKIT_CONSOLE=1`` call it."""
@@ -315,7 +316,8 @@ def serve(path: str | None = None) -> AttachServer:
     if _server is not None and _server.serving and _server.pid == os.getpid():
         return _server
     _server = AttachServer(path).start()
-    recording = _frames.BackgroundRecording(BACKGROUND_CAPACITY).start()
+    from tracing.lints import NEVER_YIELDED
+    recording = _frames.BackgroundRecording(BACKGROUND_CAPACITY, blocking=NEVER_YIELDED).start()
     _server.on_close = recording.stop
     _frames.capture()   # the first one scans the heap for older greenlets: now, not on attach
     return _server

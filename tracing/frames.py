@@ -342,10 +342,15 @@ class BackgroundRecording:
     again when that one stops (:func:`tracing.recorder.set_background`). If
     something already records when :meth:`start` is called, it does nothing:
     the snapshot uses that recording. Start and stop from the hub's thread.
+
+    ``blocking``: the threshold of a blocking monitor riding on the ring
+    (seconds; None for none). With it, a "never yielded" lint names the line
+    where the block was first seen, not where the greenlet is afterwards.
     """
 
-    def __init__(self, capacity: int = 1 << 15):
+    def __init__(self, capacity: int = 1 << 15, blocking: float | None = None):
         self.capacity = capacity
+        self.blocking = blocking
         self.recorder = None
         self.wanted = False
 
@@ -353,8 +358,16 @@ class BackgroundRecording:
         from tracing.recorder import Recorder, active, set_background
         self.wanted = True
         if active() is None:
-            self.recorder = Recorder(capacity=self.capacity).start()
-            set_background(self.recorder, self._pause, self._resume)
+            recorder = Recorder(capacity=self.capacity).start()
+            if self.blocking is not None:
+                from tracing.blocking import BlockingMonitor
+                try:
+                    BlockingMonitor(self.blocking, report=False, recorder=recorder).start()
+                except BaseException:
+                    recorder.stop(read=False)
+                    raise
+            self.recorder = recorder
+            set_background(recorder, self._pause, self._resume)
         return self
 
     def stop(self) -> None:
@@ -367,7 +380,7 @@ class BackgroundRecording:
         if recorder is not None and recorder.ring is not None:
             if active() is recorder:
                 set_background(None)
-            recorder.stop(read=False)
+            recorder.stop(read=False)   # stops its monitor too
 
     def _resume(self) -> None:
         if self.wanted:
