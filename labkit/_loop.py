@@ -50,7 +50,9 @@ from labkit import _native  # the original lock: see labkit/_native.py
 
 try:
     from labkit._lk_loop import ffi, lib
+    from labkit._lk_poll_py import Timer as _TimerType
     from labkit._lk_poll_py import nowait as _nowait
+    from labkit._lk_poll_py import timer_table as _timer_table
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
         "labkit's C event loop (labkit._lk_loop, and its helper "
@@ -123,8 +125,6 @@ _BACKENDS = {
 }
 
 _NS = 1_000_000_000
-_MAX_DELAY_NS = 2**62            # ~146 years: "never", with room for now + delay
-_MAX_DELAY_S = _MAX_DELAY_NS / _NS
 _MAX_FD = 2**31 - 1              # the C loop takes an int
 
 
@@ -141,56 +141,16 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
-class Timer:
-    """A one-shot timer: ``callback(*args)`` runs once, from the loop's thread.
-
-    Created by :meth:`Loop.timer`. ``cancel()`` may be called any number of
-    times, also after the timer fired; afterwards the callback will not run.
-    """
-
-    __slots__ = ("loop", "id", "callback", "args")
-
-    def __init__(self, loop: "Loop", timer_id: int, callback: Callable, args: tuple):
-        self.loop = loop
-        self.id = timer_id
-        self.callback = callback
-        self.args = args
-
-    @property
-    def active(self) -> bool:
-        """True until the timer fires or is cancelled."""
-        return self.loop._timers.get(self.id) is self
-
-    @property
-    def ref(self) -> bool:
-        """Whether this timer keeps the loop alive (default True). An
-        unreferenced timer still fires, but a hub whose only pending work
-        is unreferenced timers declares LoopExit (gevent's ``ref=False``:
-        a test's watchdog, a periodic report)."""
-        return self not in self.loop._unreferenced
-
-    @ref.setter
-    def ref(self, value: bool) -> None:
-        if value:
-            self.loop._unreferenced.discard(self)
-        else:
-            self.loop._unreferenced.add(self)
-
-    def cancel(self) -> None:
-        timers = self.loop._timers
-        # A timer that already fired was popped by the dispatcher; its id is
-        # quarantined by the C loop until the next poll, so this lookup never
-        # finds a newer timer that reused the id.
-        if timers.get(self.id) is self:
-            del timers[self.id]
-            lib.lk_timer_cancel(self.loop._ptr, self.id)
-
-    # gevent spells it ``stop``; keep both so gevent code carries over.
-    stop = cancel
-
-    def __repr__(self) -> str:
-        state = "active" if self.active else "inactive"
-        return f"<Timer id={self.id} {state} callback={self.callback!r}>"
+#: A one-shot timer: ``callback(*args)`` runs once, from the loop's thread.
+#: Made by :meth:`Loop.timer` / ``Loop.start_timer``; ``cancel()`` (or
+#: gevent's ``stop()``) may be called any number of times, also after it
+#: fired. ``active``: until it fires or is cancelled; ``ref``: whether it
+#: keeps the loop alive (``ref=False``: a hub whose only pending work is
+#: unreferenced timers declares LoopExit -- a test's watchdog, a periodic
+#: report); ``id``, ``callback``, ``args``. Implemented in C
+#: (loop_c/lk_timers_py.c): a start and a cancel are one builtin call each,
+#: keeping the GIL.
+Timer = _TimerType
 
 
 class _FdWatch:
@@ -246,6 +206,18 @@ class Loop:
         #: timers started with ref=False (see Timer.ref); a dead one (fired or
         #: cancelled) is dropped by active_timers, so the hot paths never look
         self._unreferenced: set = set()
+        # Timer start and cancel keeping the GIL: see loop_c/lk_timers_py.c.
+        # The table shares _timers (id -> Timer) and _unreferenced with us.
+        self._timer_table = _timer_table(
+            _address(ffi.addressof(lib, "lk_timer_start")),
+            _address(ffi.addressof(lib, "lk_timer_cancel")),
+            _address(ptr), self._timers, self._unreferenced)
+        #: ``start_timer(seconds, callback, *args) -> Timer``: :meth:`timer`
+        #: without its gevent form and ``ref``, one builtin call for the hot
+        #: paths (sleep, Timeout, waits with a timeout). ``seconds`` must be
+        #: a number (check it first: NaN raises ValueError, <= 0 fires at
+        #: the next poll, past ~146 years never).
+        self.start_timer = self._timer_table.start
         #: the hub that runs this loop (set by the Hub); gevent's watcher API
         #: (labkit/core.py) queues callbacks and keeps it alive through it
         self.hub = None
@@ -265,6 +237,7 @@ class Loop:
         with self._close_lock:
             ptr, self._ptr = self._ptr, None
         if ptr is not None:
+            self._timer_table.close()
             lib.lk_loop_free(ptr)
             self._timers.clear()
             self._fds.clear()
@@ -361,22 +334,7 @@ class Loop:
         if callback is None or not callable(callback):
             from labkit.core import timer
             return timer(self, seconds, callback or 0.0, ref=ref, priority=priority)
-        ptr = self._ptr
-        if ptr is None:
-            raise RuntimeError("the loop is closed")
-        # Durations past ~292 years (inf included) mean "never": clamp them
-        # to the C clock's range instead of overflowing int64.
-        if seconds < _MAX_DELAY_S:
-            delay_ns = int(seconds * _NS)
-        elif seconds != seconds:
-            raise ValueError("seconds must not be NaN")
-        else:
-            delay_ns = _MAX_DELAY_NS
-        timer_id = lib.lk_timer_start(ptr, delay_ns)
-        if timer_id < 0:
-            _check(timer_id, "lk_timer_start")
-        t = Timer(self, timer_id, callback, args)
-        self._timers[timer_id] = t
+        t = self.start_timer(seconds, callback, *args)
         if not ref:
             self._unreferenced.add(t)
         return t

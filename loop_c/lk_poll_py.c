@@ -1,5 +1,6 @@
-/* lk_poll_py.c -- labkit._lk_poll_py: a poll that does not wait, called
- * without giving up the GIL.
+/* lk_poll_py.c -- labkit._lk_poll_py: calls into the C loop that keep the
+ * GIL: a poll that does not wait (here), and timer start and cancel
+ * (lk_timers_py.c, whose Timer objects this module also exports).
  *
  * Why.  cffi releases the GIL around every call into labkit._lk_loop, and
  * takes it back after.  For a poll that may sleep that is exactly right.
@@ -28,6 +29,7 @@
 #include <stdint.h>
 
 #include "lk_loop.h"
+#include "lk_timers_py.h"
 
 typedef int (*lk_poll_fn)(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events);
 
@@ -109,6 +111,11 @@ static PyMethodDef module_functions[] = {
     {"nowait", (PyCFunction)(void (*)(void))nowait, METH_FASTCALL,
      "nowait(poll, loop, events, max_events) -> poll0: a builtin that calls the "
      "lk_poll at address `poll` on `loop` with timeout 0, keeping the GIL."},
+    {"timer_table", (PyCFunction)(void (*)(void))lk__timer_table_new, METH_FASTCALL,
+     "timer_table(start, cancel, loop, timers, unreferenced) -> TimerTable: "
+     "start/cancel timers of `loop` through lk_timer_start/lk_timer_cancel at "
+     "those addresses, keeping the GIL; `timers` (a dict id -> Timer) and "
+     "`unreferenced` (a set) are the Loop's (see loop_c/lk_timers_py.c)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -123,6 +130,7 @@ static PyMethodDef module_functions[] = {
  * own-GIL subinterpreter today).  The #ifdefs keep this compiling on
  * 3.10-3.11, which have neither slot. */
 static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, (void *)lk__timers_py_init},
 #ifdef Py_mod_multiple_interpreters
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
 #endif
@@ -135,8 +143,8 @@ static PyModuleDef_Slot module_slots[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "labkit._lk_poll_py",
-    .m_doc = "Poll labkit's C loop without waiting and without releasing the GIL "
-             "(see loop_c/lk_poll_py.c).",
+    .m_doc = "Poll labkit's C loop without waiting, and start and cancel its timers, "
+             "without releasing the GIL (see loop_c/lk_poll_py.c, loop_c/lk_timers_py.c).",
     .m_size = 0,
     .m_methods = module_functions,
     .m_slots = module_slots,

@@ -590,3 +590,117 @@ def test_the_nowait_poller_rejects_bad_arguments(args, error):
     from labkit._lk_poll_py import nowait
     with pytest.raises(error):
         nowait(*args)
+
+
+# ------------------------------------------ timers as CPython objects (Loop)
+
+@pytest.fixture
+def pyloop(backend):
+    from labkit._loop import Loop
+    loop = Loop(backend)
+    yield loop
+    loop.close()
+
+
+def _dispatch_until(pyloop, predicate, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        pyloop.poll(0.01, lambda cb: pytest.fail(f"callback {cb!r} raised"))
+
+
+def test_start_timer_runs_its_callback_once_with_its_args(pyloop):
+    fired = []
+    t = pyloop.start_timer(0, fired.append, "x")
+    assert t.active and t.args == ("x",) and t.callback == fired.append
+    assert pyloop.active_timers == 1
+    _dispatch_until(pyloop, lambda: fired)
+    assert fired == ["x"] and not t.active and pyloop.active_timers == 0
+    t.cancel()                      # after it fired: harmless
+    t.stop()
+
+
+def test_a_cancelled_start_timer_never_fires_and_frees_its_id(pyloop):
+    fired = []
+    t = pyloop.start_timer(0.0, fired.append, 1)
+    t.cancel()
+    t.cancel()
+    assert not t.active and pyloop._timers == {}
+    assert lib.lk_timer_count(pyloop.c_handle) == 0
+    pyloop.poll(0, lambda cb: None)
+    assert fired == []
+
+
+def test_start_timer_clamps_long_and_negative_delays(pyloop):
+    for forever in (float("inf"), 10**30, 5e9):
+        t = pyloop.start_timer(forever, print)
+        assert pyloop.next_timeout() > 100 * 365 * 86400
+        t.cancel()
+    fired = []
+    pyloop.start_timer(-5, fired.append, "now")
+    assert pyloop.next_timeout() == 0
+    _dispatch_until(pyloop, lambda: fired)
+    assert fired == ["now"]
+
+
+@pytest.mark.parametrize("args, error, words", [
+    ((float("nan"), print), ValueError, "NaN"),
+    (("1", print), TypeError, "number"),
+    ((1.0, 42), TypeError, "callable"),
+    ((1.0,), TypeError, "seconds, callback"),
+])
+def test_start_timer_rejects_bad_arguments(pyloop, args, error, words):
+    with pytest.raises(error, match=words):
+        pyloop.start_timer(*args)
+    assert pyloop._timers == {} and lib.lk_timer_count(pyloop.c_handle) == 0
+
+
+def test_timers_of_a_closed_loop(backend):
+    from labkit._loop import Loop
+    loop = Loop(backend)
+    t = loop.start_timer(10, print)
+    loop.close()
+    assert not t.active
+    t.cancel()                      # the C loop is gone: must not touch it
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.start_timer(1, print)
+
+
+def test_timer_ref_is_membership_of_the_unreferenced_set(pyloop):
+    t = pyloop.timer(10, print, ref=False)
+    assert t.ref is False and pyloop.active_timers == 0
+    t.ref = True
+    assert t.ref is True and pyloop.active_timers == 1
+    t.cancel()
+    assert pyloop.active_timers == 0
+
+
+def test_a_timer_in_a_reference_cycle_is_collected(pyloop):
+    # The Timer's callback refers back to the object holding the timer:
+    # without tp_traverse/tp_clear the cycle would never be freed.
+    import gc
+    import weakref
+
+    class Holder:
+        def fire(self):
+            pass
+
+    holder = Holder()
+    holder.timer = pyloop.start_timer(10, holder.fire)
+    holder.timer.cancel()
+    gone = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert gone() is None
+
+
+@pytest.mark.parametrize("args, error", [
+    (("f", 1, 1, {}, set()), ValueError),      # not an address
+    ((0, 1, 1, {}, set()), ValueError),        # a NULL function
+    ((1, 1, 1, [], set()), TypeError),         # timers not a dict
+    ((1, 1, 1, {}, []), TypeError),            # unreferenced not a set
+    ((1, 1, 1), TypeError),
+])
+def test_the_timer_table_rejects_bad_arguments(args, error):
+    from labkit._lk_poll_py import timer_table
+    with pytest.raises(error):
+        timer_table(*args)
