@@ -145,6 +145,8 @@ class RequestParser:
         self._left = 0                  # _BODY/_CHUNK_DATA: bytes of it still to come
         self._head_tail = b""           # _HEAD: the last bytes of a head cut by a feed
         self._line = b""                # _CHUNK_LINE: the line so far (its start)
+        self._line_size = 0             # _CHUNK_LINE: its length so far
+        self._trailers = False          # _CHUNK_LINE: past the last chunk
         self._chunk_header = False      # set by on_chunk_header
         self._llhttp = httptools.HttpRequestParser(self)
 
@@ -190,18 +192,38 @@ class RequestParser:
             if stage is _CHUNK_LINE:
                 if len(self._line) < 64:  # the size is at the start of the line
                     self._line += piece[:64]
+                self._line_size += len(piece)
+                if self._line_size > self.max_field_size and not self._trailers:
+                    # chunk extensions that never end: bound them as a field
+                    self.error = HTTPError(400, f"chunk-size line longer than "
+                                                f"{self.max_field_size} bytes")
+                    if self.current is not None:
+                        self.current.error = self.error
+                    return
                 self._chunk_header = False
                 self._feed(piece)
                 if self._chunk_header and not self.done:
                     self._check_chunk_size(self._line)
                 if piece[-1:] == b"\n":
-                    self._line = b""
+                    self._line, self._line_size = b"", 0
             else:
                 self._feed(piece)
                 if stage is _HEAD and self._stage is _HEAD:
                     self._head_tail = piece[-3:] if piece[-4:] != b"\r\n\r\n" else b""
                 elif stage is _CHUNK_DATA and not self._left and self._stage is _CHUNK_DATA:
                     self._stage = _CHUNK_LINE  # the CRLF after the data, then a size line
+
+    def wanted(self) -> int | None:
+        """How many bytes the parser can take now without reading past the
+        end of the message in progress: a count (0: the message ended), or
+        None: one line (a chunk-size line or a trailer), or a head.
+        For a caller that reads from a stream shared with what follows
+        (labkit.pywsgi.Input)."""
+        if self._stage is _BODY or self._stage is _CHUNK_DATA:
+            return self._left
+        if self._stage is _HEAD and self.current is None:
+            return 0
+        return None
 
     def _head_end(self, data: bytes) -> int:
         """Where in ``data`` the head in progress ends (past its blank
@@ -230,6 +252,8 @@ class RequestParser:
             return
         if size:
             self._stage, self._left = _CHUNK_DATA, size
+        else:
+            self._trailers = True  # the last chunk: trailer lines (or the end) follow
 
     def _feed(self, data: bytes) -> None:
         """One llhttp call; what it may set is in the module docstring."""
@@ -339,7 +363,8 @@ class RequestParser:
         self._last_request = request
         self.requests.append(request)
         if request.chunked:
-            self._stage, self._line = _CHUNK_LINE, b""
+            self._stage, self._line, self._line_size = _CHUNK_LINE, b"", 0
+            self._trailers = False
         elif request.content_length:
             self._stage, self._left = _BODY, request.content_length
 

@@ -305,10 +305,10 @@ class _Connection:
         except Exception as exc:
             if request.upgrade and type(exc) is StopIteration:
                 return False  # how Flask-Sock leaves a request it hijacked under gunicorn
-            server.report_error(server.application)
+            self.report_error(environ)
             if not self.headers_sent:
                 self.status = "500 Internal Server Error"
-                self.send_quietly(error_response(500, "the application failed"))
+                self.send_quietly(self.error_page(500, "the application failed"))
                 self.log(environ)
             return False
         self.log(environ)
@@ -318,6 +318,16 @@ class _Connection:
             return False
         sock.settimeout(None)  # back to waiting for a head: the reaper's job
         return self.keep_alive and not server.stopping
+
+    #: the complete reply for a request the server answers itself (refused, or
+    #: the application failed): ``error_page(status, detail) -> bytes``
+    error_page = staticmethod(error_response)
+
+    def report_error(self, environ) -> None:
+        """The application raised (we are in its except clause): report it
+        to the hub's error handler (labkit.pywsgi's handler reports it as
+        gevent's does)."""
+        self.server.report_error(self.server.application)
 
     def log(self, environ) -> None:
         if self.server.log is not None and self.status is not None:
@@ -369,7 +379,8 @@ class _Connection:
                 value = value.decode("latin-1")
                 if key in environ:  # repeated header: one comma-joined value
                     check_repeated_field(key, name)
-                    value = environ[key] + "," + value
+                    # (cookies: "; ", as RFC 6265 sends them in one field)
+                    value = environ[key] + ("; " if key.startswith("HTTP_COOKIE") else ",") + value
                 environ[key] = value
         if "HTTP_HOST" not in environ and request.version == "1.1":
             raise HTTPError(400, "HTTP/1.1 request without Host")  # RFC 9112 3.2
@@ -388,11 +399,15 @@ class _Connection:
             raise AssertionError("start_response called a second time without exc_info")
         if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
             raise ValueError(f"status must be a str like '200 OK', not {status!r}")
+        if "\n" in status or "\r" in status:  # the reply's head would be the app's to write
+            raise ValueError("carriage return or newline in status")
         if status[0] == "1" and status.startswith("101") and not self.request.upgrade:
             raise ValueError("101 Switching Protocols answers only a request with Upgrade")
         for name, value in headers:
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise ValueError(f"newline in response header {name!r}")
+            if "\n" in name or "\r" in name:
+                raise ValueError("carriage return or newline in header name")
+            if "\n" in value or "\r" in value:
+                raise ValueError("carriage return or newline in header value")
             if name.lower() in _HOP_BY_HOP and not (
                     name.lower() == "upgrade" and status.startswith("101")):
                 raise ValueError(f"hop-by-hop header {name!r}: the server frames responses")
@@ -455,6 +470,10 @@ class _Connection:
             if self.is_head:
                 return None
             head = b""
+        if not data:  # a zero-size chunk would end a chunked body: send the head only
+            if head:
+                self.sendall(head)
+            return None
         if self.chunked:
             frame = f"{len(data):x}\r\n".encode()
             if len(data) <= COALESCE_LIMIT:

@@ -312,6 +312,8 @@ ATTACKS = [
     # a declared chunk larger than the body limit is refused at its size
     # line: the client here never sends the data (nor closes)
     ("chunk-size-2^63", CHUNKED_POST + b"\r\n8000000000000000\r\nabc", 413),
+    ("chunk-extension-over-8190", CHUNKED_POST + b"\r\n2;token=" + b"x" * 9000
+     + b"\r\noh\r\n0\r\n\r\n", 400),
     ("second-chunk-size-over-limit", CHUNKED_POST + b"\r\n3e8\r\n" + b"x" * 1000
      + b"\r\n3e8;ext=1\r\n", 413),
     ("two-hosts", b"GET / HTTP/1.1\r\nHost: good\r\nHost: evil\r\n\r\n", 400),
@@ -382,6 +384,8 @@ SANITIZED = [
     ("list-fields-are-joined", b"GET / HTTP/1.1\r\nHost: x\r\nAccept: a\r\nAccept: b\r\n\r\n",
      {"HTTP_ACCEPT": "a,b"}),
     ("http10-without-host", b"GET / HTTP/1.0\r\n\r\n", {"SERVER_PROTOCOL": "HTTP/1.0"}),
+    ("cookie-fields-are-joined-with-semicolons", b"GET / HTTP/1.1\r\nHost: x\r\n"
+     b"Cookie: a=1\r\nCookie: b=2\r\n\r\n", {"HTTP_COOKIE": "a=1; b=2"}),
 ]
 
 
@@ -595,3 +599,43 @@ def test_101_and_upgrade_are_refused_for_a_request_without_upgrade(serve):
     assert "gunicorn.socket" not in json.loads(
         raw_exchange(serve(show_environ), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .partition(b"\r\n\r\n")[2])
+
+
+def test_a_newline_in_the_status_or_a_header_is_refused_by_start_response(serve):
+    errors = []
+
+    def app(environ, start_response):
+        status, headers = {
+            "/status": ("200 OK\r\nSet-Cookie: evil=1", []),
+            "/name": ("200 OK", [("X-A\r\nSet-Cookie", "evil=1")]),
+            "/value": ("200 OK", [("X-A", "a\r\nSet-Cookie: evil=1")]),
+        }[environ["PATH_INFO"]]
+        try:
+            start_response(status, headers)
+        except ValueError as exc:
+            errors.append(str(exc))
+            start_response("400 Bad Request", [])
+        return [b""]
+
+    server = serve(app)
+    for path in ("/status", "/name", "/value"):
+        reply = raw_exchange(server, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                             % path.encode())
+        assert status_of(reply) == 400 and b"evil" not in reply
+    assert errors == ["carriage return or newline in status",
+                      "carriage return or newline in header name",
+                      "carriage return or newline in header value"]
+
+
+def test_an_empty_write_sends_no_chunk(serve):
+    # a zero-size chunk is the end of a chunked body: write(b"") must not send one
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"")
+        write(b"hello")
+        write(b"")
+        return [b" world"]
+
+    server = serve(app)
+    reply = raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.partition(b"\r\n\r\n")[2] == b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"

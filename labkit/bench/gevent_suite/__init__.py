@@ -38,13 +38,16 @@ import time
 
 from labkit.bench.gevent_suite.alias import gevent_dir
 
-#: the files issue 16 measures, by group (gevent/tests/test__<name>.py)
+#: the files measured, by group (gevent/tests/test__<name>.py): issue 16's
+#: primitives and io, issue 17's http
 GROUPS = {
     "primitives": ["pool", "queue", "event", "semaphore", "timeout", "api", "iwait",
                    "joinall", "order", "greenletset"],
     "io": ["socket", "server", "select", "selectors", "subprocess", "signal", "ssl",
            "monkey", "threading", "threadpool", "local", "greenlet", "hub", "lock",
            "fileobject"],
+    # issue 17: labkit.pywsgi against gevent's pywsgi tests
+    "http": ["pywsgi", "server_pywsgi"],
 }
 TARGETS = ("labkit", "gevent", "gevent-own")
 #: the child's argument for each target (see child.py)
