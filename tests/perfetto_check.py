@@ -9,7 +9,9 @@ file alone (no labkit code): the tests of tracing.export and of the tour use it.
 - each flow (``"s"``/``"f"`` with one id) has both ends, and each end lies
   inside an ``"X"`` slice of its own thread (else viewers drop the arrow);
 - async slices (``"b"``/``"e"``) balance per (cat, id) and nest;
-- counters (``"C"``) carry numbers only.
+- counters (``"C"``) carry numbers only;
+- flow and async ids are numbers or hex strings (Perfetto parses a string id
+  as hex and drops the event when it cannot).
 """
 import collections
 import math
@@ -31,6 +33,9 @@ def problems(doc) -> list[str]:
             continue
         if ph in "XsfbeB E".replace(" ", "") and e.get("tid") not in named:
             found.append(f"tid {e.get('tid')} of a {ph} event has no thread_name")
+        if ph in ("s", "f", "b", "e") and not _perfetto_id(e.get("id")):
+            found.append(f"{ph} event {e.get('name')!r}: id {e.get('id')!r} is neither a "
+                         f"number nor a hex string (Perfetto drops it)")
         if ph == "X":
             if not (e["dur"] >= 0 and math.isfinite(e["ts"])):
                 found.append(f"bad slice {e}")
@@ -75,3 +80,17 @@ def problems(doc) -> list[str]:
         if names:
             found.append(f"async {key}: {names} never end")
     return found
+
+
+def _perfetto_id(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, str):
+        try:
+            int(value, 16)
+        except ValueError:
+            return False
+        return True
+    return False

@@ -77,7 +77,10 @@ def test_the_summary_has_a_row_per_greenlet_of_the_scenario(tour_in_cwd):
 
 def test_the_blocking_report_names_the_careless_line_and_its_duration(tour_in_cwd):
     _cwd, out, _ = tour_in_cwd
-    [report] = [line for line in out.splitlines() if "blocked the loop for" in line]
+    # One report names careless. (On a machine loaded to the point of
+    # stalling the whole process, the monitor may rightly report that too.)
+    [report] = [line for line in out.splitlines()
+                if "blocked the loop for" in line and "(careless)" in line]
     assert f"tour.py:{_careless_sleep_line()} in careless (careless)" in report
     ms = int(report.split("blocked the loop for")[1].split("ms")[0])
     # 150 ms asked; a loaded machine may add, never subtract. The block is
@@ -142,7 +145,9 @@ def test_the_perfetto_json_has_a_thread_per_greenlet_and_the_block(tour_in_cwd):
                if e["ph"] == "M" and e["name"] == "thread_name"}
     assert {"poll", "hub", "main", "echo-server", "client-1", "client-2", "client-3",
             "careless"} <= threads
-    [block] = [e for e in events if e.get("cat") == "blocking"]
+    careless = next(e["tid"] for e in events if e["ph"] == "M"
+                    and e["name"] == "thread_name" and e["args"]["name"] == "careless")
+    [block] = [e for e in events if e.get("cat") == "blocking" and e["tid"] == careless]
     assert block["dur"] >= 140_000   # microseconds
 
 

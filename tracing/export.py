@@ -166,7 +166,8 @@ def perfetto_events(trace) -> list[dict]:
                        "cat": "switch", "name": name, "ts": _us(to_ns)})
     names = {tid: name for (name, key), tid in layout.lanes.items()}
     for tid, key, start, end, words, late in layout.waits:
-        common = {"pid": _PID, "tid": tid, "cat": "wait", "id": f"wait-{tid}"}
+        # a number: Perfetto reads a string id as hex and drops what does not parse
+        common = {"pid": _PID, "tid": tid, "cat": "wait", "id": tid}
         events.append({"ph": "b", "name": words, "ts": _us(start),
                        "args": {"greenlet": names[tid]}, **common})
         if late is not None:
