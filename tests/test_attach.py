@@ -49,23 +49,39 @@ labkit.sleep(30)
 """
 
 
-@pytest.fixture
-def runtime_dir(tmp_path):
-    path = tmp_path / "run"
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("attach")
+
+
+@pytest.fixture(scope="module")
+def runtime_dir(shared_dir):
+    path = shared_dir / "run"
     path.mkdir(mode=0o700)
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def shared_target(start_targets):
+    """One target for the tests that only read it."""
+    return start_targets()
+
+
 @pytest.fixture
-def start_target(tmp_path, runtime_dir):
-    """start_target(*args, console="1") -> Popen of a labkit process that
-    printed "ready"; stopped at the end of the test."""
-    script = tmp_path / "target.py"
+def start_target(start_targets):
+    return start_targets
+
+
+@pytest.fixture(scope="module")
+def start_targets(shared_dir, runtime_dir):
+    """start_targets(*args, console="1", runtime=runtime_dir) -> Popen of a
+    labkit process that printed "ready"; all stopped at the end of the module."""
+    script = shared_dir / "target.py"
     script.write_text(TARGET)
     children = []
 
-    def start(*args, console="1"):
-        env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir, LABKIT_CONSOLE=console)
+    def start(*args, console="1", runtime=runtime_dir):
+        env = dict(os.environ, XDG_RUNTIME_DIR=runtime, LABKIT_CONSOLE=console)
         child = subprocess.Popen([sys.executable, str(script), *args], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         children.append(child)
@@ -89,8 +105,8 @@ def console(pid, *args, runtime_dir):
                           env=env, capture_output=True, text=True, timeout=30)
 
 
-def test_console_once_shows_the_greenlets_of_a_running_process(start_target, runtime_dir):
-    target = start_target()
+def test_console_once_shows_the_greenlets_of_a_running_process(shared_target, runtime_dir):
+    target = shared_target
     result = console(target.pid, "--once", runtime_dir=runtime_dir)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -102,8 +118,8 @@ def test_console_once_shows_the_greenlets_of_a_running_process(start_target, run
     assert "lints" in out and "timeline" in out
 
 
-def test_the_socket_is_0600_in_a_0700_directory_of_this_user(start_target, runtime_dir):
-    target = start_target()
+def test_the_socket_is_0600_in_a_0700_directory_of_this_user(shared_target, runtime_dir):
+    target = shared_target
     path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
     info = os.lstat(path)
     assert stat.S_ISSOCK(info.st_mode)
@@ -122,9 +138,9 @@ def test_labkit_console_unset_or_0_serves_nothing(start_target, runtime_dir):
     assert "no labkit console" in result.stderr and "LABKIT_CONSOLE=1" in result.stderr
 
 
-def test_record_writes_every_frame_and_load_record_reads_them(start_target, runtime_dir,
+def test_record_writes_every_frame_and_load_record_reads_them(shared_target, runtime_dir,
                                                               tmp_path):
-    target = start_target()
+    target = shared_target
     record = tmp_path / "trace.jsonl"
     result = console(target.pid, "--once", "--record", str(record), runtime_dir=runtime_dir)
     assert result.returncode == 0, result.stderr
@@ -133,13 +149,15 @@ def test_record_writes_every_frame_and_load_record_reads_them(start_target, runt
     names = {row["name"] for row in frames[0]["rows"]}
     assert {"ticker-fast", "ticker-slow", "event-waiter", "joiner"} <= names
     assert frames[0]["pid"] == target.pid
+    not_a_record = tmp_path / "other.jsonl"
+    not_a_record.write_text('{"rows": []}\n')
     with pytest.raises(ValueError, match="not a labkit console record"):
-        attach.load_record(tmp_path / "target.py")
+        attach.load_record(not_a_record)
 
 
-def test_frames_over_time_show_the_busy_greenlet_and_a_measured_pause(start_target,
+def test_frames_over_time_show_the_busy_greenlet_and_a_measured_pause(shared_target,
                                                                       runtime_dir):
-    target = start_target()
+    target = shared_target
     path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
     with attach.AttachClient(target.pid, path=path) as client:
         first = client.frame()
@@ -155,8 +173,8 @@ def test_frames_over_time_show_the_busy_greenlet_and_a_measured_pause(start_targ
     assert lanes["ticker-fast"][1] != " "
 
 
-def test_only_read_requests_are_served(start_target, runtime_dir):
-    target = start_target()
+def test_only_read_requests_are_served(shared_target, runtime_dir):
+    target = shared_target
     path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
     marker = os.path.join(runtime_dir, "pwned")
     with socket.socket(socket.AF_UNIX) as sock:
@@ -220,12 +238,26 @@ needs_root = pytest.mark.skipif(os.getuid() != 0, reason="switching to another u
 
 
 @needs_root
-def test_another_user_cannot_open_the_socket(start_target, runtime_dir):
-    target = start_target()
-    os.chmod(runtime_dir, 0o755)   # let the other user reach our directory at all
-    path = os.path.join(runtime_dir, "labkit", f"console-{target.pid}.sock")
-    assert _as_nobody(path) == "EACCES"   # the 0700 directory and the 0600 socket
-    assert target.poll() is None
+def test_another_user_cannot_open_the_socket(start_target):
+    # A runtime directory everyone may pass through (as /tmp is): only the
+    # console's own 0700 directory and 0600 socket keep the other user out.
+    runtime = tempfile.mkdtemp(prefix="labkit-attach-test-")
+    try:
+        os.chmod(runtime, 0o755)
+        target = start_target(runtime=runtime)
+        path = os.path.join(runtime, "labkit", f"console-{target.pid}.sock")
+        assert os.path.exists(path)
+        assert _as_nobody(path) == "EACCES"
+        os.chmod(os.path.dirname(path), 0o755)   # the directory opened by mistake:
+        assert _as_nobody(path) == "EACCES"      # the socket's own mode still holds
+        assert target.poll() is None
+    finally:
+        target.kill()
+        target.wait(timeout=10)
+        for directory, _dirs, files in os.walk(runtime, topdown=False):
+            for name in files:
+                os.unlink(os.path.join(directory, name))
+            os.rmdir(directory)
 
 
 @needs_root
@@ -279,9 +311,9 @@ def test_bad_arguments_are_named():
         attach.AttachClient(-3)
     with pytest.raises(TypeError, match="path"):
         attach.AttachServer(path=12)
-    result = subprocess.run([sys.executable, "-m", "labkit", "console", "12",
-                             "--interval", "0"], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "--interval" in result.stderr
+    with pytest.raises(SystemExit) as exited:
+        attach.main(["12", "--interval", "0"])
+    assert exited.value.code == 2
 
 
 # -- a gunicorn worker with a blocking view ----------------------------------------------
