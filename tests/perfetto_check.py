@@ -6,12 +6,13 @@ file alone (no labkit code): the tests of tracing.export and of the tour use it.
 - per thread, ``"X"`` slices nest properly: two slices either do not
   overlap or one contains the other (Perfetto drops the ones that do not);
   durations are not negative;
-- each flow (``"s"``/``"f"`` with one id) has both ends, and each end lies
-  inside an ``"X"`` slice of its own thread (else viewers drop the arrow);
+- each flow (``"s"``/``"f"`` with one id, cat and name: Perfetto pairs them
+  by all three) has both ends, and each end lies inside an ``"X"`` slice of
+  its own thread (else viewers drop the arrow);
 - async slices (``"b"``/``"e"``) balance per (cat, id) and nest;
 - counters (``"C"``) carry numbers only;
-- flow and async ids are numbers or hex strings (Perfetto parses a string id
-  as hex and drops the event when it cannot).
+- flow ids are numbers or hex strings (Perfetto parses a flow's string id as
+  hex and drops the flow when it cannot); async slices have an id.
 """
 import collections
 import math
@@ -33,9 +34,11 @@ def problems(doc) -> list[str]:
             continue
         if ph in "XsfbeB E".replace(" ", "") and e.get("tid") not in named:
             found.append(f"tid {e.get('tid')} of a {ph} event has no thread_name")
-        if ph in ("s", "f", "b", "e") and not _perfetto_id(e.get("id")):
-            found.append(f"{ph} event {e.get('name')!r}: id {e.get('id')!r} is neither a "
+        if ph in ("s", "f") and not _perfetto_id(e.get("id")):
+            found.append(f"flow {e.get('name')!r}: id {e.get('id')!r} is neither a "
                          f"number nor a hex string (Perfetto drops it)")
+        if ph in ("b", "e") and e.get("id") in (None, ""):
+            found.append(f"async {e.get('name')!r} has no id (Perfetto drops it)")
         if ph == "X":
             if not (e["dur"] >= 0 and math.isfinite(e["ts"])):
                 found.append(f"bad slice {e}")
@@ -58,7 +61,7 @@ def problems(doc) -> list[str]:
     ends = collections.defaultdict(dict)
     for e in events:
         if e.get("ph") in ("s", "f"):
-            ends[(e.get("cat"), e["id"])][e["ph"]] = e
+            ends[(e.get("cat"), e.get("name"), e["id"])][e["ph"]] = e
     for fid, pair in ends.items():
         if set(pair) != {"s", "f"}:
             found.append(f"flow {fid} has only {sorted(pair)}")

@@ -166,7 +166,6 @@ def perfetto_events(trace) -> list[dict]:
                        "cat": "switch", "name": name, "ts": _us(to_ns)})
     names = {tid: name for (name, key), tid in layout.lanes.items()}
     for tid, key, start, end, words, late in layout.waits:
-        # a number: Perfetto reads a string id as hex and drops what does not parse
         common = {"pid": _PID, "tid": tid, "cat": "wait", "id": tid}
         events.append({"ph": "b", "name": words, "ts": _us(start),
                        "args": {"greenlet": names[tid]}, **common})
