@@ -4,6 +4,7 @@
 The kernel tests share one kernel (see tests/kernel_harness.py): starting one
 takes a second, and the magics are meant to be used cell after cell.
 """
+import re
 import time
 
 import pytest
@@ -178,3 +179,34 @@ def test_labkit_status_lists_greenlets_and_their_waits(kc):
         assert "in napper" in stacks and "in sleep" in stacks
     finally:
         ok(kc, "nap.kill()")
+
+
+def test_labkit_status_prints_the_table_and_a_greenlet_leaked_by_a_cell(kc):
+    # The spawning cell is known to a recorder: the blocking detector's
+    # (%load_ext labkit turns it on; a test above turned it off).
+    ok(kc, "%trace_blocking on 0.1")
+    ok(kc, "import tracing.lints\n"
+           "def forever():\n"
+           "    while True:\n"
+           "        labkit.sleep(0.02)\n")
+    ok(kc, "labkit.spawn(forever).name = 'forgotten'   # nothing keeps it")
+    ok(kc, "kept = labkit.spawn(forever); kept.name = 'kept'")
+    try:
+        ok(kc, "tracing.lints.LEAKED_AFTER = 0.3\nlabkit.sleep(0.5)")
+        text = ok(kc, "%labkit_status").stdout
+        assert "busy" in text and "sched" in text and "idle" in text, text
+        assert "lints (" in text
+        table = text[text.index("times (tracing.snapshot()):"):]
+        [row] = [l for l in table.splitlines() if l.startswith("  forgotten ")]
+        assert "parked" in row and "timer 0.02 s" in row and "line 4 in forever" in row
+        cell = re.search(r"In\[(\d+)\], line 1 by main", row).group(1)   # the spawning cell
+        assert "loop: callbacks per pass" in text
+        [lint] = [l.strip() for l in text.splitlines() if l.strip().startswith("leaked:")]
+        assert lint.startswith(f"leaked: forgotten at In[{cell}], line 1 -- alive ")
+        assert f"after In[{cell}] finished" in lint and "nothing in the notebook" in lint
+        assert "leaked: kept" not in text          # the notebook's `kept` refers to it
+    finally:
+        ok(kc, "%trace_blocking off\ntracing.lints.LEAKED_AFTER = 30.0\n"
+               "import gc\n"
+               "labkit.killall([g for g in gc.get_objects() if isinstance(g, labkit.Greenlet)"
+               " and g.name in ('forgotten', 'kept')])")

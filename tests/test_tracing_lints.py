@@ -44,6 +44,9 @@ def test_never_yielded_names_the_greenlet_the_line_and_the_cause():
 
     with tracing.trace(blocking=0.05, report=False) as t:
         _named("cruncher", cruncher).join()
+        deadline = time.monotonic() + 5   # the monitor reports a moment after the block
+        while not tracing.recorder.active().blocks and time.monotonic() < deadline:
+            labkit.sleep(0.01)
         found = lints(never_yielded=0.1)
     [lint] = _of(found, "never yielded", "cruncher")
     line = int(lint.line.split(":")[1].split()[0])
@@ -185,6 +188,10 @@ def test_starved_behind_a_cpu_hog():
 def test_bad_thresholds_are_refused():
     with pytest.raises(ValueError, match="never_yielded"):
         lints(never_yielded=-1)
+    with pytest.raises(TypeError, match="starved"):
+        lints(starved="soon")
+    with pytest.raises(TypeError, match="spinning_wakes"):
+        tracing.Trace().lints(spinning_wakes=None or "many")
     with pytest.raises(ValueError, match="kinds"):
         silence("x", "sleepy")
     with pytest.raises(TypeError, match="greenlet_or_name"):

@@ -12,7 +12,7 @@
     m = tracing.monitor_blocking(0.05)         # only the blocking monitor
     tracing.measure_switch_overhead()          # what a switch costs, traced or not
     print(tracing.snapshot())                  # every greenlet now: state, waits on, times
-    tracing.lints()                            # never yielded, lost wake-up, spinning, ...
+    tracing.lints.lints()                      # never yielded, lost wake-up, spinning, ...
     tracing.Console()                          # in a notebook: all of it live, record & scrub
 
 The pieces, one module each: ``recorder`` (the C ring, the hub's hooks, the
@@ -23,9 +23,9 @@ speedscope), ``plot`` (the timeline, also as a PNG), ``overhead``
 (switch-cost measurements), ``introspect`` (what live greenlets are doing
 now), ``snapshot`` (the live table: one row per greenlet, with its times),
 ``lints`` (what looks wrong, with line and evidence), ``causes`` (a block's
-time split into CPU, GC and off-CPU); ``tracing.snapshot`` and
-``tracing.lints`` are the functions (import the modules' other names with
-``from tracing.snapshot import ...``), and in a notebook ``magics`` and
+time split into CPU, GC and off-CPU); ``tracing.snapshot`` is the function
+(import that module's other names with ``from tracing.snapshot import ...``),
+and in a notebook ``magics`` and
 ``dashboard``, which use the others and never each other. ``frames``
 (the console's data: rows, lints, graphs, the ring it scrubs) is shown by
 ``console`` (the widget, ``tracing.Console``) and by ``attach`` (a
@@ -42,7 +42,8 @@ from tracing.blocking import BlockingMonitor
 from tracing.model import Block, Greenlet, LoopIteration, Slice, Switch, Trace
 from tracing.overhead import measure_switch_overhead
 from tracing.recorder import DEFAULT_CAPACITY, Recorder
-from tracing.lints import Lint, lints, silence, unsilence
+from tracing import lints   # the module: tracing.lints.lints(), .silence(), thresholds
+from tracing.lints import Lint, silence, unsilence
 from tracing.snapshot import LoopStats, Row, Snapshot, snapshot
 
 __all__ = ["trace", "start", "stop", "monitor_blocking", "measure_switch_overhead", "Dashboard",

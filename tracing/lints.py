@@ -1,6 +1,6 @@
 """Lints: greenlets that are probably wrong, each with its line and the evidence.
 
-    for lint in tracing.lints(): print(lint)        # live, from the hub's thread
+    for lint in tracing.lints.lints(): print(lint)  # live, from the hub's thread
     trace.lints()                                   # on a finished Trace
     tracing.silence(g, "spinning")                  # this greenlet may spin
 
@@ -164,16 +164,21 @@ def _cell_done(result) -> None:
 
 # -- live lints -------------------------------------------------------------------
 
-def lints(hub=None, *, never_yielded: float = NEVER_YIELDED, starved: float = STARVED,
-          spinning_ratio: float = SPINNING_RATIO, spinning_wakes: int = SPINNING_WAKES,
-          leaked_after: float = LEAKED_AFTER, snap=None) -> list[Lint]:
+def lints(hub=None, *, never_yielded: float | None = None, starved: float | None = None,
+          spinning_ratio: float | None = None, spinning_wakes: int | None = None,
+          leaked_after: float | None = None, snap=None) -> list[Lint]:
     """The lints of the hub's greenlets now (see the module docstring).
-    Call from the hub's thread. ``snap``: a :func:`snapshot` just taken
-    (else one is taken)."""
-    for name, value in (("never_yielded", never_yielded), ("starved", starved),
-                        ("leaked_after", leaked_after), ("spinning_ratio", spinning_ratio)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+    Call from the hub's thread. A threshold left None is the module's
+    constant at the time of the call (NEVER_YIELDED, STARVED, ...: set
+    them to change the defaults everywhere, %labkit_status included).
+    ``snap``: a :func:`snapshot` just taken (else one is taken)."""
+    never_yielded = NEVER_YIELDED if never_yielded is None else never_yielded
+    starved = STARVED if starved is None else starved
+    spinning_ratio = SPINNING_RATIO if spinning_ratio is None else spinning_ratio
+    spinning_wakes = SPINNING_WAKES if spinning_wakes is None else spinning_wakes
+    leaked_after = LEAKED_AFTER if leaked_after is None else leaked_after
+    _check(never_yielded=never_yielded, starved=starved, leaked_after=leaked_after,
+           spinning_ratio=spinning_ratio, spinning_wakes=spinning_wakes)
     hub = hub if hub is not None else _lk_hub.get_hub()
     snap = snap if snap is not None else snapshot(hub)
     rows = {row.id: row for row in snap.rows}
@@ -185,6 +190,15 @@ def lints(hub=None, *, never_yielded: float = NEVER_YIELDED, starved: float = ST
     found += _lost_wakeups(snap.rows)
     found += _leaks(snap.rows, leaked_after)
     return [lint for lint, g in found if not _silenced(lint, g)]
+
+
+def _check(**thresholds) -> None:
+    """TypeError/ValueError naming a threshold that is not a number >= 0."""
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, not {value!r}")
 
 
 def _row_line(row) -> str:
@@ -227,8 +241,8 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
     for block in blocks:
         if id(block) in reported_blocks or block.duration < never_yielded:
             continue
-        if block.greenlet in ("main",):
-            continue
+        if block.greenlet in ("main", "?"):
+            continue   # ("?": no switch yet since the trace began -- its starter, main)
         out.append((_never_yielded(block.greenlet, None, block.duration, block, ""), None))
     return out
 
@@ -253,7 +267,11 @@ def _place(file: str, line: int) -> str:
 def _never_yielded(name, gid, seconds, block, fallback_line) -> Lint:
     evidence = f"ran {seconds:.2f} s without yielding"
     line = fallback_line
-    if block is not None:
+    if block is None:
+        # No monitor watched, or its report is still on the way (it comes a
+        # few ms after the block ended): the line is where it is now, if alive.
+        evidence += " (no blocking-monitor report of it yet: line unknown)"
+    else:
         file, lineno, function = getattr(block, "first", (block.file, block.line, block.function))
         line = f"{_place(file, lineno)} in {function}"
         cause = getattr(block, "cause", None)
@@ -499,12 +517,18 @@ def _user_reachable_greenlets(ipython, depth: int = 4, budget: int = 200_000) ->
 
 # -- on a finished Trace -------------------------------------------------------------
 
-def trace_lints(trace, *, never_yielded: float = NEVER_YIELDED, starved: float = STARVED,
-                spinning_ratio: float = SPINNING_RATIO,
-                spinning_wakes: int = SPINNING_WAKES) -> list[Lint]:
+def trace_lints(trace, *, never_yielded: float | None = None, starved: float | None = None,
+                spinning_ratio: float | None = None,
+                spinning_wakes: int | None = None) -> list[Lint]:
     """The lints a recording shows: never yielded, spinning, starved (the
-    others need the live objects). Silenced names are left out.
-    ``Trace.lints()`` calls it."""
+    others need the live objects). Silenced names are left out; thresholds
+    as for :func:`lints`. ``Trace.lints()`` calls it."""
+    never_yielded = NEVER_YIELDED if never_yielded is None else never_yielded
+    starved = STARVED if starved is None else starved
+    spinning_ratio = SPINNING_RATIO if spinning_ratio is None else spinning_ratio
+    spinning_wakes = SPINNING_WAKES if spinning_wakes is None else spinning_wakes
+    _check(never_yielded=never_yielded, starved=starved, spinning_ratio=spinning_ratio,
+           spinning_wakes=spinning_wakes)
     names = {g.key: g.name for g in trace.greenlets()}
     out = []
     longest: dict[int, object] = {}

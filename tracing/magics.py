@@ -12,11 +12,15 @@ labkit/plugins.py), and ``%load_ext tracing.magics`` loads it alone::
                                 (%load_ext labkit turns it on at 100 ms, each
                                 line reported at most every 10 s)
 
-    %labkit_status              which greenlets are alive, what each waits for
+    %labkit_status              which greenlets are alive, what each waits for,
+                                the live table (busy/scheduled/idle time, spawn
+                                cell) and the lints (never yielded, lost wake-up,
+                                spinning, starved, leaked by a cell)
     %labkit_status --stacks     ... and their full stacks (gevent's print_run_info)
 
 The same things without IPython: ``tracing.introspect.run_info()`` /
-``format_run_info()`` for the status, ``tracing.trace()`` for a trace,
+``format_run_info()``, ``tracing.snapshot()`` and ``tracing.lints.lints()``
+for the status, ``tracing.trace()`` for a trace,
 ``tracing.monitor_blocking()`` for the detector.
 
 Where reports go. Output in a kernel is routed to a cell by the request's
@@ -313,6 +317,26 @@ def _print_block(block) -> None:
     print("\n".join(lines[:4]), file=sys.stderr)
 
 
+def _status_table(names: tuple = ()) -> str:
+    """%labkit_status's second half: the snapshot table, then the lints."""
+    from tracing.lints import lints
+    from tracing.snapshot import snapshot
+    snap = snapshot()
+    found = lints(snap=snap)
+    if names:
+        snap.rows = [row for row in snap.rows if row.name in names]
+        found = [lint for lint in found if lint.greenlet in names]
+    lines = ["times (tracing.snapshot()):"]
+    lines += [f"  {line}" if line else "" for line in snap.format(limit=100).splitlines()]
+    lines.append("")
+    if found:
+        lines.append(f"lints ({len(found)}):")
+        lines.extend(f"  {lint}" for lint in found)
+    else:
+        lines.append("lints: none")
+    return "\n".join(lines)
+
+
 def register_magics(ipython) -> None:
     """Register the magics on ``ipython``."""
     ipython.register_magics(_magics_class())
@@ -325,12 +349,16 @@ def load_ipython_extension(ipython) -> None:
     (:data:`SESSION_THRESHOLD`, each line reported at most every
     :data:`REPORT_EVERY` seconds) unless something records already."""
     register_magics(ipython)
+    from tracing.lints import watch_cells
+    watch_cells(ipython)   # when each cell finishes: the leaked lint
     if _session_monitor is None and active() is None:
         _start_session_monitor(SESSION_THRESHOLD, ipython, rate_limited=True)
 
 
 def unload_ipython_extension(ipython) -> None:
     """``%unload_ext labkit``: the blocking detector off."""
+    from tracing.lints import unwatch_cells
+    unwatch_cells(ipython)
     _stop_session_monitor()
 
 
@@ -432,9 +460,14 @@ def _magics_class():
         @line_magic("labkit_status")
         def labkit_status(self, line):
             """The hub's state: its counters, then each live greenlet, what it
-            waits for and where (with --stacks, its whole stack)."""
+            waits for and where (with --stacks, its whole stack); then the
+            live table (tracing.snapshot(): state, busy/scheduled/idle time,
+            spawn site, the loop's own rows) and the lints (tracing.lints.lints())."""
             args = parse_argstring(self.labkit_status, line)
-            print(format_run_info(stacks=args.stacks, names=tuple(args.names)))
+            names = tuple(args.names)
+            print(format_run_info(stacks=args.stacks, names=names))
+            print()
+            print(_status_table(names))
             monitor = _session_monitor
             if monitor is not None and monitor.stuck is not None:
                 print(f"loop: {_stuck_text(monitor.stuck)}, and still stuck")
