@@ -250,6 +250,7 @@ def _make_log(log, level: int = 20):
     return log
 
 
+_BODILESS = ("204", "304")
 _INTERNAL_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
                    b"Connection: close\r\nContent-Length: 21\r\n\r\nInternal Server Error")
 
@@ -359,12 +360,35 @@ class WSGIHandler(_Connection):
         return _Connection.error_page(status, detail)
 
     def send_result(self, result) -> None:
-        if self.status is None and type(result) in (list, tuple) and not any(result):
-            # No start_response and nothing to send: gevent sends nothing and
-            # closes the connection, and reports no error.
-            self.keep_alive = False
-            return None
+        if type(result) in (list, tuple):
+            if self.status is None and not any(result):
+                # No start_response and nothing to send: gevent sends nothing
+                # and closes the connection, and reports no error.
+                self.keep_alive = False
+                return None
+            if any(result):
+                self._check_bodiless()
         return _Connection.send_result(self, result)
+
+    # gevent refuses a body, or a non-zero Content-Length, for 204 and 304
+    # (labkit.wsgi drops it): the application is told, not the client.
+    def start_response(self, status, headers, exc_info=None):
+        if isinstance(status, str) and status[:3] in _BODILESS:
+            for name, value in headers:
+                if name.lower() == "content-length" and value != "0":
+                    raise self.ApplicationError(
+                        f"Invalid Content-Length for {status[:3]} response: {value!r} "
+                        "(must be absent or zero)")
+        return _Connection.start_response(self, status, headers, exc_info)
+
+    def write(self, data) -> None:
+        if data:
+            self._check_bodiless()
+        return _Connection.write(self, data)
+
+    def _check_bodiless(self) -> None:
+        if self.status is not None and self.status[:3] in _BODILESS:
+            raise self.ApplicationError(f"The {self.status[:3]} response must have no body")
 
     def build_head(self, body_length):
         if self.status is None:

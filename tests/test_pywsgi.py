@@ -219,3 +219,30 @@ def test_input_that_ends_early_or_is_malformed_raises_ioerror(data, kwargs):
 def test_input_refuses_a_negative_length():
     with pytest.raises(ValueError, match="content_length"):
         pywsgi.Input(io.BytesIO(b""), -1)
+
+
+def test_a_body_or_a_length_for_a_304_is_an_application_error(serve):
+    raised = []
+
+    def app(environ, start_response):
+        try:
+            if environ["PATH_INFO"] == "/length":
+                start_response("304 Not Modified", [("Content-Length", "100")])
+            else:
+                start_response("304 Not Modified", [])("body")
+        except AssertionError as exc:
+            raised.append(str(exc))
+            raise
+        return []
+
+    server = serve(app, log=None)
+    hub = labkit.get_hub()
+    original = hub.handle_error
+    hub.handle_error = lambda *args: None   # the two errors are expected
+    try:
+        assert get(server, "/length").startswith(b"HTTP/1.1 500 ")
+        assert get(server, "/body").startswith(b"HTTP/1.1 500 ")
+    finally:
+        hub.handle_error = original
+    assert raised == ["Invalid Content-Length for 304 response: '100' (must be absent or zero)",
+                      "The 304 response must have no body"]
