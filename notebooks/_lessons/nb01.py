@@ -1,5 +1,78 @@
 """Cells of notebooks/01_cooperative_multitasking.ipynb (built by notebooks/_build.py)."""
-from _lessons._cells import code, md
+from _lessons._cells import Exercise, code, exercises, md
+
+EXERCISES = [
+    Exercise(
+        task="""
+        Three workers, `A`, `B` and `C`, each record two steps. As written,
+        `worker` never gives control back, so each one runs to the end before
+        the next starts. Make them take turns, so that `run_three()` returns
+        `['A0', 'B0', 'C0', 'A1', 'B1', 'C1']`.
+        """,
+        stub="""
+        def worker(name, steps, order):
+            for i in range(steps):
+                order.append(f"{name}{i}")
+                # your change here
+
+        def run_three():
+            order = []
+            labkit.joinall([labkit.spawn(worker, name, 2, order) for name in "ABC"])
+            return order
+        """,
+        solution="""
+        def worker(name, steps, order):
+            for i in range(steps):
+                order.append(f"{name}{i}")
+                labkit.sleep(0)          # let the others take their turn
+
+        def run_three():
+            order = []
+            labkit.joinall([labkit.spawn(worker, name, 2, order) for name in "ABC"])
+            return order
+        """,
+        check="""
+        got = run_three()
+        assert got == ['A0', 'B0', 'C0', 'A1', 'B1', 'C1'], f"run_three() gave {got}"
+        print("exercise 1: passed")
+        """),
+    Exercise(
+        task="""
+        `fetch_all(delays, woke)` should wait for every delay *at the same
+        time*: one greenlet per delay, each sleeping that long, appending its
+        delay to `woke` when it wakes and returning it. `fetch_all` returns
+        the values in the order of `delays`. The version below waits for one
+        delay after the other; the checker can tell, from the order in which
+        they woke.
+        """,
+        stub="""
+        def fetch_all(delays, woke):
+            results = []
+            for delay in delays:
+                labkit.sleep(delay)
+                woke.append(delay)
+                results.append(delay)
+            return results
+        """,
+        solution="""
+        def fetch_all(delays, woke):
+            def fetch(delay):
+                labkit.sleep(delay)
+                woke.append(delay)
+                return delay
+            greenlets = [labkit.spawn(fetch, delay) for delay in delays]
+            labkit.joinall(greenlets)
+            return [g.value for g in greenlets]
+        """,
+        check="""
+        woke = []
+        got = fetch_all([0.03, 0.01, 0.02], woke)
+        assert got == [0.03, 0.01, 0.02], f"fetch_all returned {got}"
+        # Waiting together, the shortest wakes first; one after the other, in the given order.
+        assert woke == [0.01, 0.02, 0.03], f"they woke in the order {woke}: one after the other?"
+        print("exercise 2: passed")
+        """),
+]
 
 CELLS = [
     md("""
@@ -163,4 +236,5 @@ CELLS = [
 
     Next: **02**, a server that keeps running in the notebook between cells.
     """),
+    *exercises(EXERCISES),
 ]

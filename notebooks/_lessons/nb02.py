@@ -1,5 +1,93 @@
 """Cells of notebooks/02_a_server_in_the_notebook.ipynb (built by notebooks/_build.py)."""
-from _lessons._cells import code, md
+from _lessons._cells import Exercise, code, exercises, md
+
+EXERCISES = [
+    Exercise(
+        task="""
+        Write `shout(sock, address)`, a connection handler that answers every
+        message with the same bytes in upper case (`data.upper()`), until the
+        client closes. The checker starts a `StreamServer` with it, talks to
+        it, and stops it.
+        """,
+        stub="""
+        def shout(sock, address):
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                sock.sendall(data)      # your change here
+        """,
+        solution="""
+        def shout(sock, address):
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                sock.sendall(data.upper())
+        """,
+        check="""
+        shouting = StreamServer(("127.0.0.1", 0), shout)
+        shouting.start()
+        try:
+            with socket.create_connection(("127.0.0.1", shouting.server_port)) as conn:
+                conn.sendall(b"hello")
+                reply = conn.recv(4096)
+        finally:
+            shouting.stop(timeout=1)
+        assert reply == b"HELLO", f"the server answered {reply!r}"
+        print("exercise 1: passed")
+        """),
+    Exercise(
+        task="""
+        Write `ask_all(port, messages)`: one client greenlet per message, all
+        connected to the echo server at `port` *at the same time*; each sends
+        its message and returns the reply. Return the replies in the order of
+        `messages`. The checker counts how many connections were open at once.
+        """,
+        stub="""
+        def ask_all(port, messages):
+            replies = []
+            for message in messages:
+                with socket.create_connection(("127.0.0.1", port)) as conn:
+                    conn.sendall(message)
+                    replies.append(conn.recv(4096))
+            return replies
+        """,
+        solution="""
+        def ask_all(port, messages):
+            def ask(message):
+                with socket.create_connection(("127.0.0.1", port)) as conn:
+                    conn.sendall(message)
+                    return conn.recv(4096)
+            clients = [labkit.spawn(ask, message) for message in messages]
+            labkit.joinall(clients)
+            return [g.value for g in clients]
+        """,
+        check="""
+        open_now, most_open = 0, 0
+
+        def slow_echo(sock, address):      # holds each connection 50 ms
+            global open_now, most_open
+            open_now += 1
+            most_open = max(most_open, open_now)
+            try:
+                data = sock.recv(4096)
+                labkit.sleep(0.05)
+                sock.sendall(data)
+            finally:
+                open_now -= 1
+
+        counting = StreamServer(("127.0.0.1", 0), slow_echo)
+        counting.start()
+        try:
+            replies = ask_all(counting.server_port, [b"a", b"b", b"c"])
+        finally:
+            counting.stop(timeout=1)
+        assert replies == [b"a", b"b", b"c"], f"ask_all returned {replies}"
+        assert most_open == 3, f"at most {most_open} connection(s) were open at once, not 3"
+        print("exercise 2: passed")
+        """),
+]
 
 CELLS = [
     md("""
@@ -156,4 +244,5 @@ CELLS = [
 
     Next: **03**, what happens when something *does* block the loop.
     """),
+    *exercises(EXERCISES),
 ]

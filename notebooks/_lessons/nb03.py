@@ -1,5 +1,70 @@
 """Cells of notebooks/03_finding_blocking_calls.ipynb (built by notebooks/_build.py)."""
-from _lessons._cells import code, md
+from _lessons._cells import Exercise, code, exercises, md
+
+EXERCISES = [
+    Exercise(
+        task="""
+        `poll_status()` waits 0.2 s between two looks at a service, and blocks
+        the loop while it waits. Make it wait cooperatively. The checker runs
+        it under `tracing.trace(blocking=0.05)` and wants no blocking call.
+        """,
+        stub="""
+        def poll_status():
+            looks = []
+            for _ in range(2):
+                looks.append("ok")
+                time.sleep(0.1)
+            return looks
+        """,
+        solution="""
+        def poll_status():
+            looks = []
+            for _ in range(2):
+                looks.append("ok")
+                labkit.sleep(0.1)
+            return looks
+        """,
+        check="""
+        import tracing
+        with tracing.trace(blocking=0.05, report=False) as t:
+            looks = labkit.spawn(poll_status).get()
+        assert looks == ["ok", "ok"], looks
+        assert not t.blocking(), [str(b) for b in t.blocking()]
+        print("exercise 1: passed")
+        """),
+    Exercise(
+        task="""
+        `sum_of_squares(n)` is pure Python and holds the loop for its whole
+        run. Cut it into slices (yield every few tens of thousands of steps),
+        keeping the result the same. The checker wants the right sum and no
+        blocking call of 50 ms or more.
+        """,
+        stub="""
+        def sum_of_squares(n):
+            total = 0
+            for i in range(n):
+                total += i * i
+            return total
+        """,
+        solution="""
+        def sum_of_squares(n):
+            total = 0
+            for i in range(n):
+                total += i * i
+                if i % 20_000 == 0:
+                    labkit.sleep(0)
+            return total
+        """,
+        check="""
+        import tracing
+        n = 3_000_000
+        with tracing.trace(blocking=0.05, report=False) as t:
+            got = labkit.spawn(sum_of_squares, n).get()
+        assert got == (n - 1) * n * (2 * n - 1) // 6, f"wrong sum: {got}"
+        assert not t.blocking(), [str(b) for b in t.blocking()]
+        print("exercise 2: passed")
+        """),
+]
 
 CELLS = [
     md("""
@@ -203,4 +268,5 @@ CELLS = [
     `%trace_blocking on` tells you *which line*; the heartbeat trick tells you
     *how much it hurts*. Next: **04**, what a switch costs when nothing blocks.
     """),
+    *exercises(EXERCISES),
 ]

@@ -1,5 +1,56 @@
 """Cells of notebooks/05_reading_a_trace.ipynb (built by notebooks/_build.py)."""
-from _lessons._cells import code, md
+from _lessons._cells import Exercise, code, exercises, md
+
+EXERCISES = [
+    Exercise(
+        task="""
+        From the trace `t` recorded above, write `waited_most(t)`: the name of
+        the greenlet (the `lane`) that spent the most time parked in total,
+        over all its parked slices (`t.parked()`, each with `.lane` and
+        `.duration`).
+        """,
+        stub="""
+        def waited_most(t):
+            return None     # your code here
+        """,
+        solution="""
+        def waited_most(t):
+            totals = collections.Counter()
+            for p in t.parked():
+                totals[p.lane] += p.duration
+            return totals.most_common(1)[0][0]
+        """,
+        check="""
+        got = waited_most(t)
+        by_lane = {}
+        for p in t.parked():
+            by_lane[p.lane] = by_lane.get(p.lane, 0.0) + p.duration
+        assert got in by_lane, f"{got!r} is not a lane of the trace: {sorted(by_lane)}"
+        assert by_lane[got] == max(by_lane.values()), \
+            f"{got} waited {by_lane[got]:.3f} s; {max(by_lane, key=by_lane.get)} waited longer"
+        print("exercise 1: passed")
+        """),
+    Exercise(
+        task="""
+        Write `blocked_ms(t)`: how many milliseconds, in total, the loop was
+        blocked in the trace `t` (`t.blocking()`, each with `.duration` in
+        seconds). The careless consumer's `time.sleep(0.08)` is in there.
+        """,
+        stub="""
+        def blocked_ms(t):
+            return 0.0      # your code here
+        """,
+        solution="""
+        def blocked_ms(t):
+            return sum(b.duration for b in t.blocking()) * 1000
+        """,
+        check="""
+        got = blocked_ms(t)
+        assert got >= 80, f"{got:.0f} ms: the 80 ms time.sleep alone blocked longer"
+        assert abs(got - 1000 * sum(b.duration for b in t.blocking())) < 1e-6, got
+        print("exercise 2: passed")
+        """),
+]
 
 CELLS = [
     md("""
@@ -149,4 +200,5 @@ CELLS = [
     - The raw lists answer precise questions; Perfetto lets you zoom into
       microseconds and share the file.
     """),
+    *exercises(EXERCISES),
 ]

@@ -8,31 +8,16 @@ screenshots of the timeline image a second apart. The timeline must have
 changed: the kernel is idle, yet the hub (and the dashboard's drawing
 thread) keep going. Screenshots are kept in tests/artifacts/.
 
-Needs: ``jupyterlab`` and ``playwright`` (pip) and chromium at
-/usr/bin/chromium (apt). ``.ci/system-deps.sh`` installs them; without them
-the test skips and says what is missing. Playwright's own browser download
-is not used: the test points it at the system chromium.
+The JupyterLab server and what it needs: _browser.py.
 """
 import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(170)]
+from _browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, jupyterlab, run_first_cell  # noqa: F401 (fixture)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "artifacts")
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(170)]
 
 NOTEBOOK_CELL = """\
 %load_ext labkit
@@ -50,120 +35,16 @@ dash = Dashboard(window=2)
 dash"""
 
 
-def _missing() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"no chromium at {CHROMIUM} (apt-get install chromium; see .ci/system-deps.sh)"
-    for module in ("playwright", "jupyterlab", "jupyterlab_widgets"):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"python package {module} is not installed (see .ci/system-deps.sh)"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 2.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except Exception:
-        return 0
-
-
-@pytest.fixture
-def jupyterlab(tmp_path):
-    """A JupyterLab server on 127.0.0.1 serving tmp_path; always stopped."""
-    reason = _missing()
-    if reason:
-        pytest.skip(f"browser test skipped: {reason}")
-    root = tmp_path / "root"
-    root.mkdir()
+def test_the_dashboard_timeline_changes_while_no_cell_runs(jupyterlab, tmp_path):
+    from playwright.sync_api import sync_playwright
+    from PIL import Image, ImageChops
+    base, token, root = jupyterlab
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "dash",
                      "metadata": {}, "outputs": [], "source": NOTEBOOK_CELL}],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                       "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     (root / "dashboard.ipynb").write_text(json.dumps(nb))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
-    log = open(tmp_path / "jupyterlab.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0", "--allow-root",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while _get(f"{base}/api/status?token={token}") != 200:
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("JupyterLab did not start:\n" +
-                            (tmp_path / "jupyterlab.log").read_text()[-3000:])
-            time.sleep(0.25)
-        yield base, token
-    finally:
-        # Ask politely (kernels are shut down too), then make sure.
-        try:
-            request = urllib.request.Request(f"{base}/api/shutdown?token={token}",
-                                             method="POST", data=b"")
-            urllib.request.urlopen(request, timeout=5).close()
-            server.wait(timeout=15)
-        except Exception:
-            pass
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
-        log.close()
-
-
-def _accept_kernel_dialog(page) -> None:
-    """JupyterLab sometimes asks "Select Kernel" for a notebook whose session
-    it lost while starting (seen on a loaded machine, Python 3.12): accept
-    its default, the notebook's own kernelspec, so the run can go on."""
-    dialog = page.locator(".jp-Dialog")
-    if dialog.count() and dialog.first.is_visible():
-        dialog.locator(".jp-mod-accept").first.click()
-        page.wait_for_timeout(500)
-
-
-def _run_first_cell(page, editor, attempts: int = 4) -> None:
-    """Shift+Enter in the first cell until the kernel has taken it.
-
-    JupyterLab shows "Idle" a moment before the kernel's session is wired to
-    the notebook; a cell run in that moment moves the cursor on but is never
-    sent (seen here about one run in three). So check that the first cell's
-    prompt left "[ ]" -- it shows [*] or [1] once the kernel has it -- and
-    try again if not. Never re-runs a cell that started.
-    """
-    prompt = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-prompt")
-    for _ in range(attempts):
-        _accept_kernel_dialog(page)
-        editor.click()
-        page.keyboard.press("Shift+Enter")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if prompt.inner_text().strip() not in ("[ ]:", "[ ]"):
-                return
-            page.wait_for_timeout(200)
-    raise AssertionError(f"the kernel never took the cell after {attempts} tries")
-
-
-def test_the_dashboard_timeline_changes_while_no_cell_runs(jupyterlab, tmp_path):
-    from playwright.sync_api import sync_playwright
-    from PIL import Image, ImageChops
-    base, token = jupyterlab
     os.makedirs(ARTIFACTS, exist_ok=True)
     shots = [os.path.join(ARTIFACTS, f"dashboard-{i}.png") for i in (1, 2)]
     with sync_playwright() as p:
@@ -178,7 +59,7 @@ def test_the_dashboard_timeline_changes_while_no_cell_runs(jupyterlab, tmp_path)
             # The kernel must be up before the cell is sent.
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
                          "#jp-main-statusbar :text('Idle')").first.wait_for(timeout=60_000)
-            _run_first_cell(page, editor)
+            run_first_cell(page, editor)
             image = page.locator(".jp-OutputArea-output img").first
             image.wait_for(timeout=60_000)
             # Wait until the dashboard drew something and the cell is done.
