@@ -186,3 +186,73 @@ def test_callgrind_gate_counts_the_five_hot_paths_of_parking():
     assert set(callgrind.GATE_BENCHMARKS) <= set(micro.BENCHMARKS)
     with pytest.raises(ValueError, match="unknown benchmark"):
         callgrind.instructions_per_op("no_such_benchmark")
+
+
+def test_callgrind_reports_timers_and_mass_sleep_besides_the_gate():
+    from labkit.bench import callgrind
+    assert callgrind.DEFAULT_BENCHMARKS[:5] == callgrind.GATE_BENCHMARKS
+    assert {"timer_cancel", "mass_sleep"} <= set(callgrind.DEFAULT_BENCHMARKS)
+
+
+# --- issue 21: rounds, extras, rloop, --callgrind ----------------------------
+
+def test_mass_sleep_reports_memory_per_parked_greenlet():
+    if not importable(micro.LABKIT):
+        pytest.skip("labkit is not built")
+    result = run_worker_command("labkit", "mass_sleep", "300", "1")
+    assert result["status"] == "ok" and result["per_op_ns"] > 0
+    # every parked greenlet holds at least its greenlet, timer and stack slice
+    assert result["extras"]["bytes_per_op"] > 0
+
+
+def test_rounds_alternate_the_order_and_report_median_and_spread(monkeypatch):
+    calls = []
+
+    def fake_worker(impl, bench_name, n, repeats):
+        calls.append(impl)
+        ns = {"labkit": [100.0, 300.0, 200.0], "gevent": [400.0, 400.0, 400.0]}[impl]
+        per_op = ns[sum(1 for c in calls if c == impl) - 1]
+        return {"status": "ok", "impl": impl, "bench": bench_name, "n": n,
+                "repeats": repeats, "per_op_ns": per_op,
+                "extras": {"bytes_per_op": per_op * 10}}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    args = bench.parse_args(["--only", "sleep0", "--peers", "gevent", "--rounds", "3"])
+    results, outcomes = bench.run_all(args)
+    assert calls == ["labkit", "gevent", "gevent", "labkit", "labkit", "gevent"]
+    labkit = results["sleep0"]["labkit"]
+    assert labkit["per_op_ns"] == 200.0 and labkit["rounds_ns"] == [100.0, 300.0, 200.0]
+    assert labkit["spread"] == pytest.approx(1.0) and labkit["rounds"] == 3
+    assert labkit["extras"] == {"bytes_per_op": 2000.0}
+    table = bench.format_table(results, ["gevent"])
+    assert "200 ns ±50%" in table and "400 ns ±0%" in table and "0.50×" in table
+    assert "memory per op" in table and "2.0 KiB" in table
+
+
+def test_rounds_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--rounds", "0"])
+    assert "--rounds" in capsys.readouterr().err
+
+
+def test_rloop_is_a_peer_of_every_loop_benchmark():
+    assert "rloop" in micro.PEERS
+    for name in ("sleep0", "timer_cancel", "spawn_join", "mass_sleep"):
+        assert "rloop" in micro.BENCHMARKS[name].impls
+
+
+def test_callgrind_table_shows_instructions_and_ratios():
+    counts = {"timer_cancel": {"labkit": 10_000.0, "gevent": 20_000.0},
+              "greenlet_switch": {"greenlet": 500.0}}
+    aliases = {"greenlet_switch": {"labkit": "greenlet", "gevent": "greenlet"}}
+    table = bench.format_callgrind_table(counts, ["gevent", "uvloop"], aliases)
+    lines = table.splitlines()
+    assert lines[1].split() == ["timer_cancel", "10,000", "20,000", "0.50×", "n/a", "n/a"]
+    assert lines[2].split() == ["greenlet_switch", "500", "500", "same", "n/a", "n/a"]
+
+
+def test_callgrind_mode_counts_the_issue_rows_by_default():
+    args = bench.parse_args(["--callgrind"])
+    assert args.benchmarks == list(bench.CALLGRIND_BENCHMARKS)
+    n1, n2 = bench.callgrind_sizes(micro.BENCHMARKS["mass_sleep"])
+    assert 0 < n1 < n2

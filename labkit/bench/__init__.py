@@ -1,4 +1,5 @@
-"""``python -m labkit bench``: how labkit compares with gevent, asyncio, uvloop.
+"""``python -m labkit bench``: how labkit compares with gevent, asyncio,
+uvloop and rloop.
 
 The driver in this module never runs a benchmark itself. For every
 (benchmark, implementation) pair it starts a fresh interpreter::
@@ -10,6 +11,18 @@ per-operation times with the ratio labkit / peer. One process per pair keeps
 the implementations apart: gevent's hub, labkit's hub and an asyncio loop in
 one process would share imports, garbage and the main thread, and the first
 benchmark would pay for the others' warm-up.
+
+Rounds: each benchmark runs ``DEFAULT_ROUNDS`` rounds, each round one worker
+per implementation, in alternating order (labkit first, then last, ...), so
+that a burst of load on the machine falls on all of them alike. A round's
+value is the best of the worker's ``DEFAULT_REPEATS`` runs; the table shows
+the median of the rounds and their spread (``±``: half the range, in % of
+the median). Benchmarks that measure more than time (``mass_sleep``: memory
+per parked greenlet) get a row per extra figure.
+
+``--callgrind`` reports instructions per operation instead (valgrind,
+:mod:`labkit.bench.callgrind`): a figure that machine noise cannot move,
+slow to take (minutes per benchmark and implementation).
 
 What counts as a failure:
 
@@ -25,9 +38,11 @@ add one); ``format_table`` is a pure function of the results, for tests.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from importlib import metadata
@@ -35,10 +50,17 @@ from pathlib import Path
 
 from labkit.bench import micro
 
-DEFAULT_REPEATS = 5
+#: rounds of alternating workers per benchmark (median and spread of these)
+DEFAULT_ROUNDS = 3
+#: runs inside one worker; the round's value is the best of them
+DEFAULT_REPEATS = 2
 # --quick: a smoke run. N shrinks by this factor and each pair runs once.
 QUICK_DIVISOR = 20
 QUICK_REPEATS = 1
+QUICK_ROUNDS = 1
+#: what --callgrind counts when --only does not say (a row of the table
+#: takes minutes per implementation under valgrind)
+CALLGRIND_BENCHMARKS = ("sleep0", "timer_cancel", "spawn_join", "mass_sleep")
 # A worker that takes this long is stuck (a lost wake-up, a deadlock).
 WORKER_TIMEOUT_S = 120
 
@@ -82,9 +104,20 @@ def parse_args(argv):
     parser.add_argument("--notebook", action="store_true",
                         help="also measure round trips to an echo server spawned in a "
                              "real Jupyter kernel (guest mode and %%gui), median and p99")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"alternating rounds per benchmark (default {DEFAULT_ROUNDS}; "
+                             f"--quick: {QUICK_ROUNDS})")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count instructions per operation under valgrind instead of "
+                             "timing (default benchmarks: "
+                             + ", ".join(CALLGRIND_BENCHMARKS) + ")")
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS
+    elif args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
 
-    args.benchmarks = list(micro.BENCHMARKS)
+    args.benchmarks = list(CALLGRIND_BENCHMARKS if args.callgrind else micro.BENCHMARKS)
     if args.only is not None:
         args.benchmarks = split_names(args.only)
         unknown = [name for name in args.benchmarks if name not in micro.BENCHMARKS]
@@ -155,10 +188,12 @@ def show_progress(text):
 
 
 def run_all(args):
-    """Run every selected (benchmark, implementation) pair.
+    """Run every selected (benchmark, implementation) pair, ``args.rounds``
+    times, alternating the order of the implementations from round to round.
 
     Returns ``(results, outcomes)``: ``results[bench][impl]`` holds the
-    successful measurements, ``outcomes`` every worker's dict in run order.
+    successful measurements (see :func:`summarize_rounds`), ``outcomes``
+    every worker's dict in run order.
     """
     repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
     columns = [micro.LABKIT] + args.peers
@@ -166,16 +201,40 @@ def run_all(args):
     for bench_name in args.benchmarks:
         bench = micro.BENCHMARKS[bench_name]
         n = max(1, bench.default_n // QUICK_DIVISOR) if args.quick else bench.default_n
-        results[bench_name] = {}
-        for impl in impls_to_run(bench, columns):
-            show_progress(f"{bench_name}: {impl} ...")
-            outcome = run_worker(impl, bench_name, n, repeats)
-            outcomes.append(outcome)
-            if outcome["status"] == "ok":
-                results[bench_name][impl] = {key: outcome[key]
-                                             for key in ("per_op_ns", "n", "repeats")}
+        impls = impls_to_run(bench, columns)
+        rounds = {impl: [] for impl in impls}
+        for round_index in range(args.rounds):
+            order = impls if round_index % 2 == 0 else impls[::-1]
+            for impl in order:
+                show_progress(f"{bench_name}: {impl}, round {round_index + 1} ...")
+                outcome = run_worker(impl, bench_name, n, repeats)
+                outcomes.append(outcome)
+                if outcome["status"] == "ok":
+                    rounds[impl].append(outcome)
+                elif outcome["status"] == "unavailable":
+                    break  # the same next round: do not ask again
+        results[bench_name] = {impl: summarize_rounds(done)
+                               for impl, done in rounds.items() if done}
     show_progress("")
     return results, outcomes
+
+
+def summarize_rounds(outcomes):
+    """One implementation's result from its workers' outcomes (one per
+    round): ``per_op_ns``, the median of the rounds; ``rounds_ns``, each
+    round's value; ``spread``, (max - min) / median; ``extras``, the median
+    of each extra figure over the rounds; ``n``, ``repeats``, ``rounds``."""
+    values = [outcome["per_op_ns"] for outcome in outcomes]
+    median = statistics.median(values)
+    extras = {}
+    for outcome in outcomes:
+        for name, value in outcome.get("extras", {}).items():
+            extras.setdefault(name, []).append(value)
+    return {"per_op_ns": median, "rounds_ns": values,
+            "spread": (max(values) - min(values)) / median if median else 0.0,
+            "extras": {name: statistics.median(v) for name, v in extras.items()},
+            "n": outcomes[0]["n"], "repeats": outcomes[0]["repeats"],
+            "rounds": len(outcomes)}
 
 
 # --- results -> numbers and text (pure functions) --------------------------
@@ -225,6 +284,31 @@ def format_ratio(ratio):
     return "n/a" if ratio is None else f"{ratio:.2f}×"
 
 
+def format_bytes(size):
+    """812 B, 7.3 KiB, 1.50 MiB; "n/a" for None."""
+    if size is None:
+        return "n/a"
+    for unit, scale in (("B", 1), ("KiB", 1024), ("MiB", 1024 ** 2)):
+        if abs(size) < 1024 * scale:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size / scale:.1f} {unit}"
+    return f"{size / 1024 ** 3:.2f} GiB"
+
+
+#: extra figures a benchmark may report, and how the table shows them
+EXTRA_FORMATS = {"bytes_per_op": ("memory per op", format_bytes)}
+
+
+def format_cell(entry):
+    """A table cell: the time, with the rounds' spread when there were
+    several (``1.2 µs ±4%``: half the range, in % of the median)."""
+    if entry is None:
+        return "n/a"
+    text = format_duration(entry["per_op_ns"])
+    if entry.get("rounds", 1) > 1:
+        text += f" ±{entry['spread'] * 50:.0f}%"
+    return text
+
+
 def format_table(results, peers, aliases=None):
     """The results table as text, one row per benchmark.
 
@@ -241,13 +325,15 @@ def format_table(results, peers, aliases=None):
     rows = [header]
     for bench_name in results:
         labkit_impl, labkit_ns = lookup(results, aliases, bench_name, micro.LABKIT)
-        row = [bench_name, format_duration(labkit_ns)]
+        entries = results.get(bench_name, {})
+        row = [bench_name, format_cell(entries.get(labkit_impl))]
         for peer in peers:
             peer_impl, peer_ns = lookup(results, aliases, bench_name, peer)
             ratio = ratios[bench_name].get(peer)
             same = peer_impl == labkit_impl and peer_ns is not None
-            row += [format_duration(peer_ns), "same" if same else format_ratio(ratio)]
+            row += [format_cell(entries.get(peer_impl)), "same" if same else format_ratio(ratio)]
         rows.append(row)
+        rows.extend(extra_rows(bench_name, entries, labkit_impl, peers, aliases))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for row in rows:
@@ -258,6 +344,89 @@ def format_table(results, peers, aliases=None):
 
 
 # --- metadata and report ---------------------------------------------------
+
+def extra_rows(bench_name, entries, labkit_impl, peers, aliases):
+    """Rows for the figures besides time a benchmark reported (memory)."""
+    rows = []
+    names = sorted({name for entry in entries.values() for name in entry.get("extras", {})})
+    for name in names:
+        label, fmt = EXTRA_FORMATS.get(name, (name, lambda v: "n/a" if v is None else f"{v:.3g}"))
+        labkit_value = entries.get(labkit_impl, {}).get("extras", {}).get(name)
+        row = [f"  {label}", fmt(labkit_value)]
+        for peer in peers:
+            peer_impl = aliases.get(bench_name, {}).get(peer, peer)
+            value = entries.get(peer_impl, {}).get("extras", {}).get(name)
+            ratio = labkit_value / value if labkit_value is not None and value else None
+            row += [fmt(value), format_ratio(ratio)]
+        rows.append(row)
+    return rows
+
+
+# --- --callgrind: instructions per operation ---------------------------------
+
+def callgrind_sizes(bench):
+    """(n1, n2) for a callgrind count: the default 2,000 / 12,000, smaller
+    for benchmarks whose one operation is heavy."""
+    from labkit.bench import callgrind
+    n1 = min(callgrind.DEFAULT_N1, max(1, bench.default_n // 10))
+    return n1, n1 + 5 * n1
+
+
+def run_callgrind(args):
+    """``{bench: {impl: instructions per op}}`` for the selected benchmarks
+    and every installed implementation (valgrind, both runs per pair)."""
+    from labkit.bench import callgrind
+    columns = [micro.LABKIT] + args.peers
+    results = {}
+    for bench_name in args.benchmarks:
+        bench = micro.BENCHMARKS[bench_name]
+        n1, n2 = callgrind_sizes(bench)
+        results[bench_name] = {}
+        for impl in impls_to_run(bench, columns):
+            module = _worker_requirement(impl)
+            if importlib.util.find_spec(module) is None:
+                continue
+            show_progress(f"{bench_name}: {impl} under valgrind ...")
+            try:
+                outside, in_malloc = callgrind.instructions_per_op(bench_name, impl, n1, n2)
+            except RuntimeError as exc:
+                print(f"{bench_name}/{impl}: FAILED under valgrind "
+                      f"({str(exc).splitlines()[0]})", file=sys.stderr)
+                continue
+            results[bench_name][impl] = outside + in_malloc
+    show_progress("")
+    return results
+
+
+def _worker_requirement(impl):
+    from labkit.bench import _worker
+    return _worker.REQUIREMENTS.get(impl, (impl, ()))[0]
+
+
+def format_callgrind_table(results, peers, aliases=None):
+    """The --callgrind table: instructions per operation and labkit / peer."""
+    aliases = aliases or {}
+    header = ["benchmark", micro.LABKIT]
+    for peer in peers:
+        header += [peer, "ratio"]
+    rows = [header]
+    for bench_name, counts in results.items():
+        labkit_impl = aliases.get(bench_name, {}).get(micro.LABKIT, micro.LABKIT)
+        labkit_count = counts.get(labkit_impl)
+        row = [bench_name, "n/a" if labkit_count is None else f"{labkit_count:,.0f}"]
+        for peer in peers:
+            peer_impl = aliases.get(bench_name, {}).get(peer, peer)
+            count = counts.get(peer_impl)
+            same = peer_impl == labkit_impl and count is not None
+            ratio = labkit_count / count if labkit_count and count and not same else None
+            row += ["n/a" if count is None else f"{count:,.0f}",
+                    "same" if same else format_ratio(ratio)]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join([row[0].ljust(widths[0])]
+                               + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip()
+                     for row in rows)
+
 
 def package_version(name):
     try:
@@ -295,9 +464,10 @@ def gather_meta(args, outcomes):
         "cpus": os.cpu_count(),
         "labkit_backend": labkit_backend_name(),
         "versions": {name: package_version(name)
-                     for name in ("greenlet", "gevent", "uvloop")},
+                     for name in ("greenlet", "gevent", "uvloop", "rloop")},
         "quick": args.quick,
         "repeats": QUICK_REPEATS if args.quick else DEFAULT_REPEATS,
+        "rounds": args.rounds,
         "peers": args.peers,
         "unavailable": unavailable,
         "failed": failed,
@@ -310,7 +480,8 @@ def format_report(meta, results, peers):
     lines = [
         f"Python {meta['python']} ({meta['python_implementation']}) on "
         f"{meta['platform']}, {meta['cpus']} CPUs; labkit loop backend: {backend}",
-        f"per-operation time, best of {meta['repeats']} run(s)"
+        f"per-operation time: median of {meta.get('rounds', 1)} alternating round(s) "
+        f"± half their range, each the best of {meta['repeats']} run(s)"
         + (" (--quick: smoke run, not for comparison)" if meta["quick"] else ""),
         "",
         format_table(results, peers, benchmark_aliases()),
@@ -359,6 +530,20 @@ def main(argv=None):
         from labkit.bench.robustness import main as robustness_main
         return robustness_main([a for a in argv if a != "--robustness"])
     args = parse_args(argv)
+    if args.callgrind:
+        counts = run_callgrind(args)
+        print("instructions per operation (valgrind --tool=callgrind; "
+              "python -m labkit.bench.callgrind for one benchmark)\n")
+        print(format_callgrind_table(counts, args.peers, benchmark_aliases()))
+        print("\nratio = labkit instructions / peer instructions per operation.")
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as file:
+                json.dump({"callgrind": counts}, file, indent=2)
+                file.write("\n")
+        aliases = benchmark_aliases()
+        missing = [name for name, found in counts.items()
+                   if aliases.get(name, {}).get(micro.LABKIT, micro.LABKIT) not in found]
+        return 1 if missing else 0   # labkit failing under valgrind is a failure
     results, outcomes = run_all(args)
     meta = gather_meta(args, outcomes)
     print(format_report(meta, results, args.peers))

@@ -12,8 +12,10 @@ garbage, and gevent's hub and labkit's hub would compete for the main thread.
 Output, always a single JSON object on stdout, exit status 0:
 
 - ``{"status": "ok", "impl", "bench", "n", "repeats", "per_op_ns",
-  "runs_s"}``: ``per_op_ns`` is the best (smallest) of the runs, divided by
-  the number of operations in a run;
+  "runs_s", "extras"}``: ``per_op_ns`` is the best (smallest) of the runs,
+  divided by the number of operations in a run; ``extras`` the medians of
+  what a benchmark that returns ``(seconds, {name: value})`` measured
+  besides time (``bytes_per_op``: memory), else ``{}``;
 - ``{"status": "unavailable", "impl", "bench", "reason"}``: the
   implementation's package cannot be imported. That is not an error: the
   table reports it as "n/a".
@@ -25,6 +27,7 @@ with status 1.
 import gc
 import importlib
 import json
+import statistics
 import sys
 
 # What must import for an implementation to be "available". For labkit the
@@ -36,6 +39,7 @@ REQUIREMENTS = {
     "uvloop": ("uvloop", ()),
     "greenlet": ("greenlet", ()),
     "asyncio": ("asyncio", ()),
+    "rloop": ("rloop", ()),
     # the interpreter's own primitive, the floor of a patched one (bench/threads.py)
     "original": ("threading", ()),
 }
@@ -55,22 +59,28 @@ def unavailable_reason(impl):
 
 
 def time_runs(fn, n, repeats):
-    """Call ``fn(n)`` ``repeats`` times after a short warm-up; return seconds.
+    """Call ``fn(n)`` ``repeats`` times after a short warm-up; return
+    ``(seconds of each run, {extra: median over the runs})``.
 
     The garbage collector is off during each run, as in ``timeit``: a
     collection triggered by one implementation's allocation pattern would
     otherwise land in a random run and blur the comparison.
     """
     fn(max(1, n // 20))  # warm-up: first-call imports, interpreter caches
-    runs = []
+    runs, extras = [], {}
     for _ in range(repeats):
         gc.collect()
         gc.disable()
         try:
-            runs.append(fn(n))
+            outcome = fn(n)
         finally:
             gc.enable()
-    return runs
+        if isinstance(outcome, tuple):
+            outcome, measured = outcome
+            for name, value in measured.items():
+                extras.setdefault(name, []).append(value)
+        runs.append(outcome)
+    return runs, {name: statistics.median(values) for name, values in extras.items()}
 
 
 def run(impl, bench_name, n, repeats):
@@ -85,10 +95,10 @@ def run(impl, bench_name, n, repeats):
     reason = unavailable_reason(impl)
     if reason is not None:
         return dict(result, status="unavailable", reason=reason)
-    runs = time_runs(bench.impls[impl], n, repeats)
+    runs, extras = time_runs(bench.impls[impl], n, repeats)
     per_op_ns = min(runs) / (n * bench.ops_per_n) * 1e9
     return dict(result, status="ok", n=n, repeats=repeats,
-                per_op_ns=per_op_ns, runs_s=runs)
+                per_op_ns=per_op_ns, runs_s=runs, extras=extras)
 
 
 def main(argv):

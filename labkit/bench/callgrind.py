@@ -20,7 +20,7 @@ adds one poll per 0.2 ms of busy time, about one per hundred switches.)
 
 Usage::
 
-    python -m labkit.bench.callgrind                      # the gate's five benchmarks
+    python -m labkit.bench.callgrind                      # the gate's five + timers, mass sleep
     python -m labkit.bench.callgrind --only sleep0,event_roundtrip
     python -m labkit.bench.callgrind --json after.json --baseline before.json
 
@@ -54,6 +54,9 @@ from pathlib import Path
 #: the hot paths every change to parking and waking must not slow down
 GATE_BENCHMARKS = ("sleep0", "event_roundtrip", "queue_pingpong",
                    "semaphore_contention", "socket_recv_wait")
+#: rows reported by default besides the gate's: a Timeout start + cancel,
+#: and one greenlet of many that sleep, park and are killed (issue 21)
+DEFAULT_BENCHMARKS = GATE_BENCHMARKS + ("timer_cancel", "mass_sleep")
 #: operations in the two runs whose difference is measured
 DEFAULT_N1, DEFAULT_N2 = 2_000, 12_000
 DEFAULT_MAX_GROWTH_PERCENT = 2.0
@@ -94,6 +97,10 @@ def count_instructions(bench: str, impl: str, n: int, python: str = sys.executab
     """(all instructions, of which in glibc malloc) of one child process that
     runs ``bench`` ``n`` times."""
     env = dict(os.environ, PYTHONHASHSEED="0")
+    if impl != "labkit":
+        # as the timing driver does: peers run without labkit's arena cache
+        # (importing labkit.bench would install it under their greenlets)
+        env["LABKIT_ARENA_CACHE"] = "0"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,8 +165,9 @@ def compare(before: dict, after: dict, max_growth: float) -> tuple[list[str], bo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.bench.callgrind",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=",".join(GATE_BENCHMARKS),
-                        help="comma-separated benchmark names (default: the gate's five)")
+    parser.add_argument("--only", default=",".join(DEFAULT_BENCHMARKS),
+                        help="comma-separated benchmark names (default: the gate's five, "
+                             "timer_cancel and mass_sleep)")
     parser.add_argument("--impl", default="labkit", help="implementation to count (default labkit)")
     parser.add_argument("--n1", type=int, default=DEFAULT_N1)
     parser.add_argument("--n2", type=int, default=DEFAULT_N2)

@@ -27,6 +27,7 @@ the suite modules listed in ``SUITES``.
 """
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -35,7 +36,7 @@ from typing import Callable, Dict
 # Implementation names, in the order the table shows them. "greenlet" is the
 # bare greenlet package: the floor under both labkit and gevent.
 LABKIT = "labkit"
-PEERS = ("gevent", "asyncio", "uvloop")
+PEERS = ("gevent", "asyncio", "uvloop", "rloop")
 GREENLET = "greenlet"
 
 # Modules that register benchmarks; the worker imports them all.
@@ -106,6 +107,9 @@ def run_asyncio(coro_fn, impl):
     if impl == "uvloop":
         import uvloop
         loop_factory = uvloop.new_event_loop
+    elif impl == "rloop":  # the Rust asyncio loop
+        import rloop
+        loop_factory = rloop.new_event_loop
     if hasattr(asyncio, "Runner"):  # Python 3.11+
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(coro_fn())
@@ -259,6 +263,67 @@ def timer_cancel_asyncio(impl, n):
     return run_asyncio(main, impl)
 
 
+# --- mass_sleep ------------------------------------------------------------
+#
+# n greenlets (tasks) each sleep(5): spawn them all, let every one start and
+# park in its sleep, then kill them all. Per greenlet: the time of the whole,
+# and the resident memory (RSS) each parked one adds -- its objects, its
+# timer, the saved slice of its C stack and, on CPython 3.11+, its frame
+# stack (a 16 KiB block of which the first page is touched). A benchmark may
+# return (seconds, extras): the worker reports the extras' median.
+
+def resident_bytes():
+    """This process's resident set size (Linux: /proc/self/statm), else 0."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        return 0
+
+
+try:
+    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    _PAGE_SIZE = 4096
+
+MASS_SLEEP_SECONDS = 5
+
+
+def mass_sleep_gevent_like(impl, n):
+    gk = import_gevent_like(impl)
+    before = resident_bytes()
+    start = perf_counter()
+    greenlets = [gk.spawn(gk.sleep, MASS_SLEEP_SECONDS) for _ in range(n)]
+    gk.sleep(0)  # every greenlet starts and parks in its sleep
+    parked = resident_bytes()
+    from greenlet import greenlet
+    if not all(greenlet.__bool__(g) for g in greenlets):  # started, not dead
+        raise AssertionError("not every greenlet was parked in its sleep")
+    gk.killall(greenlets)
+    elapsed = perf_counter() - start
+    if any(not g.dead for g in greenlets):
+        raise AssertionError("killall left greenlets alive")
+    return elapsed, {"bytes_per_op": (parked - before) / n}
+
+
+def mass_sleep_asyncio(impl, n):
+    async def main():
+        before = resident_bytes()
+        start = perf_counter()
+        tasks = [asyncio.ensure_future(asyncio.sleep(MASS_SLEEP_SECONDS)) for _ in range(n)]
+        await asyncio.sleep(0)  # every task starts and parks in its sleep
+        parked = resident_bytes()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        elapsed = perf_counter() - start
+        if not all(task.cancelled() for task in tasks):
+            raise AssertionError("a task was not cancelled")
+        return elapsed, {"bytes_per_op": (parked - before) / n}
+
+    return run_asyncio(main, impl)
+
+
 # --- threadsafe_wakeup -----------------------------------------------------
 #
 # A plain thread posts a callback into the loop and blocks until the loop has
@@ -318,12 +383,13 @@ def threadsafe_wakeup_asyncio(impl, n):
 # --- registration of the four loop benchmarks ------------------------------
 
 def impls_for(gevent_like, asyncio_like):
-    """The four implementations of a benchmark, from its two shared helpers."""
+    """The five implementations of a benchmark, from its two shared helpers."""
     return {
         LABKIT: lambda n: gevent_like(LABKIT, n),
         "gevent": lambda n: gevent_like("gevent", n),
         "asyncio": lambda n: asyncio_like("asyncio", n),
         "uvloop": lambda n: asyncio_like("uvloop", n),
+        "rloop": lambda n: asyncio_like("rloop", n),
     }
 
 
@@ -349,6 +415,15 @@ register(Benchmark(
     default_n=100_000,
     ops_per_n=1,
     impls=impls_for(timer_cancel_gevent_like, timer_cancel_asyncio),
+))
+
+register(Benchmark(
+    name="mass_sleep",
+    description="100,000 greenlets/tasks each sleep(5): spawn, park, kill all; "
+                "per greenlet, with the memory each parked one holds",
+    default_n=100_000,
+    ops_per_n=1,
+    impls=impls_for(mass_sleep_gevent_like, mass_sleep_asyncio),
 ))
 
 register(Benchmark(
