@@ -322,3 +322,14 @@ def test_a_kernels_top_level_await_cell_is_a_row_beside_the_greenlets():
         assert any(line.startswith("task|") and "|running||In[3], line 2 in <module>" in line
                    for line in lines), lines
         run_cell(kc, "nap.cancel(); g.kill()", timeout=30)
+
+
+def test_the_capturer_spaces_out_the_lints():
+    capturer = frames.Capturer(min_interval=60)
+    first = capturer.capture()
+    second = capturer.capture()
+    assert first["lints_age"] == 0 and second["lints_age"] > 0
+    assert second["lints"] is first["lints"]   # repeated, not recomputed
+    assert frames.capture(with_lints=False)["lints"] is None
+    with pytest.raises(ValueError, match="budget"):
+        frames.Capturer(budget=0)

@@ -122,8 +122,9 @@ class AttachServer:
     """Serves frames on a Unix socket from greenlets of this thread's hub.
 
     ``path``: the socket (default :func:`socket_path` of this process).
-    ``capture``: what makes a frame (default :func:`tracing.frames.capture`;
-    called with ``between``, ``pieces`` and ``omit`` as that one is).
+    ``capture``: what makes a frame (default: a :class:`tracing.frames.Capturer`'s,
+    which spaces out the lints; called with ``between``, ``pieces`` and
+    ``omit`` as :func:`tracing.frames.capture` is).
     Create, start and close from the hub's thread. ``stats`` counts what
     was served and the longest pause of the hub measured.
     """
@@ -132,7 +133,7 @@ class AttachServer:
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         self.path = os.fspath(path) if path is not None else socket_path(os.getpid())
-        self.capture = capture if capture is not None else _frames.capture
+        self.capture = capture if capture is not None else _frames.Capturer().capture
         self.stats = {"connections": 0, "refused": 0, "frames": 0,
                       "max_pause_ms": 0.0, "last_pause_ms": 0.0}
         self.pid = os.getpid()
@@ -501,7 +502,8 @@ def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
                       "" if row["switches"] is None else str(row["switches"]))
     if len(rows) > max_rows:
         table.caption = f"{len(rows) - max_rows} more rows not shown"
-    lints = Table(title="lints", expand=False)
+    age = frame.get("lints_age")
+    lints = Table(title="lints" + (f" (as of {age:.1f} s ago)" if age else ""), expand=False)
     for column in ("kind", "greenlet", "line", "evidence"):
         lints.add_column(column)
     for lint in frame.get("lints", []):

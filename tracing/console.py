@@ -144,6 +144,7 @@ class Console:
         self._quiet = 0             # >0 while _apply sets values (observers ignore them)
         self._closed = False
         self._recording = _frames.BackgroundRecording().start()
+        self._capturer = _frames.Capturer()   # spaces out the lints (they cost the most)
         self.dashboard = None       #: the timeline's Dashboard, while its tab is open
         self._timeline = timeline
         self._timeline_args = {"window": window, "refresh": timeline_refresh}
@@ -151,7 +152,7 @@ class Console:
         _current = self
         from labkit.event import Event
         self._go = Event()
-        self._capturer = _lk_hub.spawn_raw(self._capture_loop)
+        self._capture_greenlet = _lk_hub.spawn_raw(self._capture_loop)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="labkit-console", daemon=True)
         self._thread.start()
@@ -339,7 +340,8 @@ class Console:
             if self._closed:
                 return
             try:
-                frame = _frames.capture(self.hub, between=lambda: _lk_hub.sleep(0), omit=me)
+                frame = self._capturer.capture(self.hub, between=lambda: _lk_hub.sleep(0),
+                                               omit=me)
             except Exception as exc:   # never die silently: say so in the status line
                 frame = exc
             self._capturing = False
@@ -441,7 +443,10 @@ class Console:
         count = len(self.ring)
         index = self._shown if (self.paused and self._shown is not None) else max(0, count - 1)
         if frame is None:
-            return {"options": [], "selected": None, "status": self._status_text(None, 0, 0),
+            status = self._status_text(None, 0, 0)
+            if getattr(self, "_error", None) is not None:
+                status += f" &mdash; capture failed: {html.escape(repr(self._error))}"
+            return {"options": [], "selected": None, "status": status,
                     "detail": "", "lints": "", "tree": "", "waits": "",
                     "slider_max": 0, "slider_value": 0}
         rows = table_rows(frame, self._filter, self._sort)
@@ -464,8 +469,10 @@ class Console:
         hidden = f", first {self.max_rows} shown" if shown > self.max_rows else ""
         error = (f" &mdash; capture failed: {html.escape(repr(self._error))}"
                  if getattr(self, "_error", None) else "")
+        age = frame.get("lints_age")
+        lints = f"{len(frame['lints'])} lints" + (f" (as of {age:.1f} s before)" if age else "")
         return (f"<b>labkit console</b>: {when} &mdash; {total} rows{more}{hidden}, "
-                f"{len(frame['lints'])} lints, {count} frames recorded{error}")
+                f"{lints}, {count} frames recorded{error}")
 
     def _error_view(self, exc) -> dict:
         view = {"options": list(self._table.options), "selected": self._selected,

@@ -53,7 +53,8 @@ _NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ",
 CHUNK_ROWS = 100
 
 
-def capture(hub=None, between=None, pieces: list | None = None, omit=()) -> dict:
+def capture(hub=None, between=None, pieces: list | None = None, omit=(),
+            with_lints: bool = True) -> dict:
     """A frame of this thread's hub now. Call from the hub's thread.
 
     Cost: one :func:`tracing.snapshot.snapshot` (the greenlets' state, all
@@ -63,6 +64,9 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=()) -> dict
     for long at a stretch. ``pieces``: if a list, the duration of each
     piece in ns is appended (what the console reports as its pause).
     ``omit``: ids of greenlets left out (the console's own capturing one).
+    ``with_lints``: also run :func:`tracing.lints.lints` on the snapshot
+    (in the first piece; else ``frame["lints"]`` is None). They cost far
+    more than the snapshot on a big table: :class:`Capturer` spaces them.
     """
     from tracing.lints import lints as find_lints
     from tracing.lints import waited_object
@@ -72,7 +76,8 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=()) -> dict
     snap = snapshot(hub)
     taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
     loop = dataclasses.asdict(snap.loop)
-    lints = [dataclasses.asdict(lint) for lint in find_lints(hub, snap=snap)]
+    lints = ([dataclasses.asdict(lint) for lint in find_lints(hub, snap=snap)]
+             if with_lints else None)
     rows = task_rows()
     lookups = MAX_OBJECT_LOOKUPS
     if pieces is not None:
@@ -98,6 +103,45 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=()) -> dict
             pieces.append(clock() - start)
     rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
     return {**taken, "rows": rows, "loop": loop, "lints": lints}
+
+
+class Capturer:
+    """:func:`capture` for a live view, with the lints spaced out.
+
+    The lints read every parked greenlet's frames and ask the collector
+    who refers to what they wait on: ~0.6 ms for 100 greenlets, ~25 ms for
+    1,000, against ~1 ms for the snapshot of 1,000. So they run at most
+    every ``min_interval`` seconds, and after a run that took ``d`` seconds
+    not again before ``d / budget`` seconds (their share of the loop's time
+    stays under ``budget``); the frames between repeat the last ones, with
+    ``frame["lints_age"]`` saying how old they are. A block is not lost in
+    between: the snapshot's ledger keeps the notable accounts of greenlets
+    that exited until the lints look.
+    """
+
+    def __init__(self, min_interval: float = 1.0, budget: float = 0.02):
+        if not min_interval >= 0:
+            raise ValueError(f"min_interval must be >= 0, not {min_interval!r}")
+        if not 0 < budget <= 1:
+            raise ValueError(f"budget must be in (0, 1], not {budget!r}")
+        self.min_interval = min_interval
+        self.budget = budget
+        self._lints: list = []
+        self._lints_at = None      # time.monotonic() of the last lints
+        self._next_lints = 0.0
+
+    def capture(self, hub=None, between=None, pieces: list | None = None, omit=()) -> dict:
+        now = time.monotonic()
+        due = now >= self._next_lints
+        start = time.perf_counter()
+        frame = capture(hub, between, pieces, omit, with_lints=due)
+        if due:
+            spent = pieces[0] / 1e9 if pieces else time.perf_counter() - start
+            self._lints, self._lints_at = frame["lints"], frame["time"]
+            self._next_lints = now + max(self.min_interval, spent / self.budget)
+        frame["lints"] = self._lints
+        frame["lints_age"] = frame["time"] - self._lints_at
+        return frame
 
 
 # -- asyncio Tasks of the host loop --------------------------------------------
