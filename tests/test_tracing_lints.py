@@ -176,6 +176,9 @@ def test_starved_behind_a_cpu_hog():
     with tracing.trace(blocking=0.05, report=False) as t:
         gs = [_named("victim", victim), _named("hog", hog)]
         labkit.joinall(gs)
+        deadline = time.monotonic() + 5   # the monitor reports a moment after each block
+        while len(tracing.recorder.active().blocks) < 2 and time.monotonic() < deadline:
+            labkit.sleep(0.01)
         found = lints(starved=0.1)
     [lint] = _of(found, "starved", "victim")
     assert lint.evidence.startswith("ready for ")

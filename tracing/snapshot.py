@@ -464,7 +464,8 @@ class _Registry:
         self.exited_unseen: list = []             # SpawnInfo of greenlets gone before a look
         self.frames: dict[int, tuple] = {}        # id -> (id(frame), lasti, waits_on, where, state, code)
         self.static: dict[int, tuple] = {}        # id -> (spawn_site, cell, parent)
-        self.rows: dict[int, tuple] = {}          # id -> its last row's columns (no greenlet)
+        self.parked: dict[int, tuple] = {}        # id -> (row columns but idle, Account) of
+                                                  # a greenlet parked at the last look
         # A greenlet refers to its parent: the hub's referrers hold its
         # children (one pass of the collector's C traversal, no list of the
         # whole heap).
@@ -508,7 +509,7 @@ class _Registry:
         self.spawn_info.pop(gid, None)
         self.frames.pop(gid, None)
         self.static.pop(gid, None)
-        self.rows.pop(gid, None)
+        self.parked.pop(gid, None)
 
 
 _registry: _Registry | None = None
@@ -549,7 +550,7 @@ def snapshot(hub=None) -> Snapshot:
     # idle time moved on (a tuple slice, no frame walk). Needs a recording:
     # without one, nothing says who ran.
     touched = ledger.take_touched() if ledger is not None else None
-    previous = reg.rows
+    previous = reg.parked if touched is not None else {}
     rows = []
     append = rows.append
     frames, static = reg.frames, reg.static
@@ -559,13 +560,10 @@ def snapshot(hub=None) -> Snapshot:
         if g is None:
             collected.append(gid)
             continue
-        prev = previous.get(gid)
-        if prev is not None and touched is not None and gid not in touched and gid not in ready and prev[2] == "parked":
-            acc = accounts.get(gid)
-            if acc is not None and acc.out is not None:
-                append(_new_row(Row, prev[:11] + ((acc.idle + now_ns - acc.out) / 1e9, g)))
-            else:
-                append(_new_row(Row, prev + (g,)))
+        entry = previous.get(gid)
+        if entry is not None and gid not in touched and gid not in ready:
+            head, acc = entry    # its columns but idle, and its account
+            append(_new_row(Row, head + ((acc.idle + now_ns - acc.out) / 1e9, g)))
             continue
         waits = where = ""
         if _raw_dead(g):
@@ -601,8 +599,11 @@ def snapshot(hub=None) -> Snapshot:
                 busy += now_ns - running[1]
             row = (gid, greenlet_name(g), state, waits, where, fixed[0], fixed[1], fixed[2],
                    acc.switches, busy / 1e9, acc.scheduled / 1e9, idle / 1e9)
-        if touched is not None:
-            previous[gid] = row   # (without the greenlet: the registry must not keep it alive)
+        if state == "parked" and acc is not None and acc.out is not None:
+            # (without the greenlet: the registry must not keep it alive)
+            previous[gid] = (row[:11], acc)
+        else:
+            previous.pop(gid, None)
         append(_new_row(Row, row + (g,)))
     for gid in collected:
         reg._forget(gid)
