@@ -315,87 +315,81 @@ class Ledger:
         touched, self.touched = self.touched, set()
         return touched
 
-    def _end_slice(self, ts: int) -> None:
-        acc, start = self._running
-        self._running = None
-        ran = ts - start
-        acc.busy += ran
-        acc.out = ts
-        if ran > acc.longest:
-            acc.longest, acc.longest_at = ran, start
-
     def _consume(self, records) -> None:
-        accounts = self.accounts
-        touched = self.touched
+        # One pass over the new records. Hot: state lives in locals (written
+        # back at the end) and the slice that ends is closed inline.
+        accounts, touched, exited = self.accounts, self.touched, self._exited
+        RESUME, SPAWN, PASS, POLL_ENTER, POLL_LEAVE, EXIT = (
+            _RESUME, _SPAWN, _PASS, _POLL_ENTER, _POLL_LEAVE, _EXIT)
+        START, READY, TIMER, ZERO = _WHY_START, _WHY_READY, _WHY_TIMER, ZERO_TIMEOUT_NS
+        run_acc, run_start = self._running if self._running is not None else (None, 0)
+        segment, poll_start, poll_left = self._segment, self._poll_start, self._poll_left
         for ts, kind, arg, a, b in records:
-            if kind == _RESUME:
-                if self._running is not None:
-                    self._end_slice(ts)
+            if run_acc is not None and kind != SPAWN:   # the running slice ends here
+                ran = ts - run_start
+                run_acc.busy += ran
+                run_acc.out = ts
+                if ran > run_acc.longest:
+                    run_acc.longest, run_acc.longest_at = ran, run_start
+                run_acc = None
+            if kind == RESUME:
                 acc = accounts.get(a)
                 if acc is None:
                     acc = accounts[a] = Account()
                 acc.switches += 1
                 out = acc.out
-                if out is not None and arg != _WHY_START:
-                    gap = ts - out
-                    acc.wakes += 1
-                    if arg == _WHY_READY:
-                        waited = gap
-                        acc.self_wakes += 1
+                if out is not None:
+                    if arg == START:      # its first start: ready since spawned
+                        waited = ts - out
                     else:
-                        waited = ts - max(self._segment, out)
-                        if arg == _WHY_TIMER and gap < ZERO_TIMEOUT_NS:
+                        gap = ts - out
+                        acc.wakes += 1
+                        if arg == READY:
+                            waited = gap
                             acc.self_wakes += 1
+                        else:
+                            waited = ts - (segment if segment > out else out)
+                            if arg == TIMER and gap < ZERO:
+                                acc.self_wakes += 1
+                        acc.idle += gap - waited
                     acc.scheduled += waited
-                    acc.idle += gap - waited
                     if waited > acc.most_scheduled:
                         acc.most_scheduled, acc.most_scheduled_at = waited, ts
-                elif out is not None:        # its first start: ready since spawned
-                    waited = ts - out
-                    acc.scheduled += waited
-                    if waited > acc.most_scheduled:
-                        acc.most_scheduled, acc.most_scheduled_at = waited, ts
-                self._running = (acc, ts)
+                run_acc, run_start = acc, ts
                 touched.add(a)
-            elif kind == _SPAWN:
+            elif kind == SPAWN:
                 accounts[a] = Account(spawned=ts)
                 touched.add(a)
-            elif kind == _PASS:
-                if self._running is not None:
-                    self._end_slice(ts)
-                self._segment = ts
-                if self._poll_left is None:   # the first pass of a tick: lag starts
-                    self._poll_left = ts
+            elif kind == PASS:
+                segment = ts
+                if poll_left is None:   # the first pass of a tick: lag starts
+                    poll_left = ts
                 self.passes += 1
                 self.callbacks += arg
-            elif kind == _POLL_ENTER:
-                if self._running is not None:
-                    self._end_slice(ts)
-                self._poll_start = ts
-                if self._poll_left is not None:
-                    lag = ts - self._poll_left
+            elif kind == POLL_ENTER:
+                poll_start = ts
+                if poll_left is not None:
+                    lag = ts - poll_left
                     self.lags += 1
                     self.lag_sum += lag
                     if lag > self.lag_max:
                         self.lag_max = lag
-            elif kind == _POLL_LEAVE:
-                if self._poll_start is not None:
-                    self.poll_ns += ts - self._poll_start
+            elif kind == POLL_LEAVE:
+                if poll_start is not None:
+                    self.poll_ns += ts - poll_start
                     self.polls += 1
-                self._poll_start = None
-                self._poll_left = self._segment = ts
-            elif kind == _EXIT:
-                if self._running is not None:
-                    self._end_slice(ts)
+                poll_start = None
+                poll_left = segment = ts
+            elif kind == EXIT:
                 acc = accounts.get(a)
                 if acc is not None:
                     acc.exited = ts
-                    self._exited.append(a)
+                    exited.append(a)
                 touched.add(a)
             else:   # HOST, MARK: the thread goes elsewhere
-                if self._running is not None:
-                    self._end_slice(ts)
-                self._poll_left = None
+                poll_left = None
+        self._running = (run_acc, run_start) if run_acc is not None else None
+        self._segment, self._poll_start, self._poll_left = segment, poll_start, poll_left
 
     def loop_stats(self, now_ns: int, hub) -> LoopStats:
         """The loop's rows for the window that ends now; starts a new one."""
