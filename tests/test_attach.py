@@ -371,3 +371,10 @@ def test_a_gunicorn_workers_console_shows_a_block_with_its_line(tmp_path, runtim
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_labkit_console_serves_only_when_asked():
+    import labkit.console
+    assert labkit.console.serve_if_requested({}) is None
+    assert labkit.console.serve_if_requested({"LABKIT_CONSOLE": "0"}) is None
+    assert labkit.console.ENV_VAR == "LABKIT_CONSOLE"

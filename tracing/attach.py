@@ -521,12 +521,13 @@ def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
 # -- the command ---------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """attach to a running labkit process (LABKIT_CONSOLE=1): its greenlets, lints, timeline
+    """Attach to a running labkit process (LABKIT_CONSOLE=1 there): its
+    greenlets, lints and timeline, live (--once: one frame; --record FILE)
 
     python -m labkit console PID [--once] [--record FILE] [--interval S]
     """
     parser = argparse.ArgumentParser(prog="python -m labkit console",
-                                     description=main.__doc__.split("\n\n")[0])
+                                     description=" ".join(main.__doc__.split("\n\n")[0].split()))
     parser.add_argument("pid", type=int, help="the process to attach to")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument("--record", metavar="FILE", help="also write every frame to FILE")
