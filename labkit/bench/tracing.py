@@ -12,7 +12,9 @@ Registered benchmarks (labkit only; compare their rows with ``sleep0``):
 - ``sleep0_settrace_noop``: the same with a no-op Python
   ``greenlet.settrace`` callback, the floor of any pure-Python tracer;
 - ``sleep0_yappi``: the same under yappi with its greenlet backend (only
-  registered if yappi is installed).
+  registered if yappi is installed);
+- ``snapshot_10k``: one ``tracing.snapshot()`` of 10,000 parked greenlets
+  while recording (issue 19: < 20 ms).
 
 ``python -m labkit.bench.tracing`` (:func:`main`) prints these side by side
 with the untraced ``sleep0``, then the TCP echo benchmark at N = 50 with and
@@ -136,6 +138,39 @@ if importlib.util.find_spec("yappi") is not None:
         default_n=20_000, ops_per_n=2,
         impls={LABKIT: _sleep0_with(_yappi_on, _yappi_off)},
     ))
+
+
+def snapshot_10k(n):
+    """n calls of tracing.snapshot() on a hub of 10,000 parked greenlets
+    (each waits on an Event), while a recorder runs (the live console's
+    case: it refreshes every 250 ms; issue 19's target is < 20 ms each)."""
+    from time import perf_counter
+    import labkit
+    import tracing
+    from labkit.event import Event
+    tracing.start()
+    try:
+        ev = Event()
+        greenlets = [labkit.spawn(ev.wait) for _ in range(10_000)]
+        labkit.sleep(0.01)
+        tracing.snapshot()   # the first one meets every greenlet
+        started = perf_counter()
+        for _ in range(n):
+            tracing.snapshot()
+        elapsed = perf_counter() - started
+        ev.set()
+        labkit.joinall(greenlets)
+        return elapsed
+    finally:
+        tracing.stop()
+
+
+register(Benchmark(
+    name="snapshot_10k",
+    description="tracing.snapshot() of 10,000 parked greenlets (per snapshot)",
+    default_n=20, ops_per_n=1,
+    impls={LABKIT: snapshot_10k},
+))
 
 
 # --- blocking detection accuracy -------------------------------------------
