@@ -312,11 +312,11 @@ CELLS = [
         colours = {"run": "tab:blue", "wait": "lightsteelblue", "poll": "silver"}
         for lane, kind, began, ended in loop.log:
             y = lanes.index(lane)
-            ax.broken_barh([(began * 1e3, max(ended - began, least) * 1e3)],
+            ax.broken_barh([(began, max(ended - began, least))],
                            (y - 0.35, 0.7), color=colours[kind])
         ax.set_yticks(range(len(lanes)), lanes)
         ax.invert_yaxis()
-        ax.set_xlabel("ms since the loop started")
+        ax.set_xlabel("seconds since the toy loop was made")
         ax.set_title("the toy loop: run (dark), waiting (light), select (grey)")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4))
