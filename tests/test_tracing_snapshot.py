@@ -196,3 +196,27 @@ def test_trace_snapshot_at_shows_the_table_as_it_was():
         t.snapshot_at(t.duration + 1)
     with pytest.raises(TypeError, match="t must be"):
         t.snapshot_at("0.1")
+
+
+def test_a_patched_threading_lock_is_named_as_threading_names_it(recording):
+    import labkit.threading as green_threading   # what patch_all() puts in threading
+    lock, cond = green_threading.Lock(), green_threading.Condition()
+    lock.acquire()
+
+    def locker():
+        lock.acquire()
+
+    def waiter():
+        with cond:
+            cond.wait()
+
+    gs = [_named("locker", locker), _named("waiter", waiter)]
+    labkit.sleep(0.01)
+    try:
+        by = {row.name: row for row in snapshot().rows}
+        assert by["locker"].waits_on == "threading.Lock"
+        assert by["waiter"].waits_on == "threading.Condition"
+        assert by["locker"].where.startswith("test_tracing_snapshot.py:")
+    finally:
+        labkit.killall(gs)
+        lock.release()

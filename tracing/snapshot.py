@@ -70,6 +70,7 @@ import gc
 import operator
 import os
 import struct
+import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -651,21 +652,51 @@ def _ready_ids(hub) -> set:
     return ids
 
 
+#: the standard library's threading module, and labkit's patched halves of
+#: its locks: a wait inside them is named after the threading API
+_THREADING_FILE = threading.__file__
+_TWOSIDED_MODULE = "labkit._twosided"
+
+
 def _words(g, frame, state: str) -> tuple[str, str]:
     """(waits_on, where) for a greenlet not seen on this frame before."""
     if frame is None:
         return ("not started" if state == "parked" else ""), ""
     where = ""
+    api = None      # the outermost threading-module call it is in ("Event.wait")
     f = frame
     while f is not None:
         code = f.f_code
-        if not code.co_filename.startswith(INTERNAL_DIRS):
+        if code.co_filename == _THREADING_FILE:
+            api = getattr(code, "co_qualname", code.co_name)
+        elif not code.co_filename.startswith(INTERNAL_DIRS):
             where = f"{cell_location(code.co_filename, f.f_lineno)} in {code.co_name}"
             break
         f = f.f_back
     if state != "parked":
         return "", where
-    return _plain(waiting_on(g) or "", g), where
+    if api is not None:       # a patched threading.Event/Condition/...: say which
+        return f"threading.{api}", where
+    words = waiting_on(g) or ""
+    patched = _patched_lock(frame)
+    if patched is not None:
+        return f"threading.{patched}", where
+    return _plain(words, g), where
+
+
+def _patched_lock(frame) -> str | None:
+    """The class name of the outermost patched threading primitive
+    (labkit._twosided) a frame of this stack is a method of, if any:
+    "Lock", "RLock", "Condition" (whose wait parks on a Lock of its own)."""
+    depth, found = 0, None
+    while frame is not None and depth < 8:
+        if frame.f_code.co_filename.startswith(INTERNAL_DIRS) and frame.f_code.co_argcount:
+            obj = frame.f_locals.get("self")
+            if obj is not None and type(obj).__module__ == _TWOSIDED_MODULE:
+                found = type(obj).__name__
+        frame = frame.f_back
+        depth += 1
+    return found
 
 
 def _plain(words: str, g) -> str:
