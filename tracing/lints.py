@@ -75,6 +75,10 @@ SPINNING_WAKES = 20
 LEAKED_AFTER = 30.0
 
 _NOT_LINTED = ("main", "hub")
+#: lost wake-up: containers (tuples, dicts, bound methods) holding a waited-on
+#: object that are looked through (a second gc.get_referrers); past this, the
+#: object counts as held
+MAX_CONTAINERS = 100
 
 
 @dataclass
@@ -306,7 +310,7 @@ def _lost_wakeups(rows) -> list:
             continue
         if words.startswith(("timer", "sleep", "not started", "select", "idle")):
             continue
-        obj, timed = _waited_object(g)
+        obj, timed = _waited_object_cached(g)
         if obj is None or timed:
             continue
         if isinstance(obj, _raw_greenlet):
@@ -315,25 +319,57 @@ def _lost_wakeups(rows) -> list:
                                  f"joins {greenlet_name(obj)}, which is already dead, "
                                  f"with no timeout", row.id), g))
             continue
-        entry = by_object.setdefault(id(obj), (obj, []))
+        entry = by_object.get(id(obj))
+        if entry is None:
+            entry = by_object[id(obj)] = (obj, [])
         entry[1].append(row)
+        del obj
     if not by_object:
         return out
+    entries = list(by_object.values())
+    by_object.clear()
+    # First what the collector sees (one heap traversal for all of them),
+    # then, for the few nothing else refers to, the frames' locals.
+    suspects = _only_waiters_refer(entries)
+    if not suspects:
+        return out
     held_by = _locals_index(rows)
-    for entry in list(by_object.values()):
-        obj, waiters = entry
+    for obj, waiters in suspects:
         waiting = {id(row.greenlet) for row in waiters}
         oid = id(obj)
         if any(oid in ids for owner, ids in held_by if owner not in waiting):
             continue   # another greenlet (or the caller) has it in a local variable
-        if _only_waiters_refer_to(obj, [row.greenlet for row in waiters], ignore=(entry,)):
-            kind = type(obj).__name__
-            for row in waiters:
-                out.append((Lint("lost wake-up", row.name, row.where,
-                                 f"parked on {row.waits_on or kind} with no timeout; nothing "
-                                 f"but its waiters ({len(waiters)}) refers to that {kind}, "
-                                 f"so nothing can wake it", row.id), row.greenlet))
+        kind = type(obj).__name__
+        for row in waiters:
+            out.append((Lint("lost wake-up", row.name, row.where,
+                             f"parked on {row.waits_on or kind} with no timeout; nothing "
+                             f"but its waiters ({len(waiters)}) refers to that {kind}, "
+                             f"so nothing can wake it", row.id), row.greenlet))
     return out
+
+
+#: id(greenlet) -> (id(frame), f_lasti, weakref to what it waits on or None, timed):
+#: a greenlet parked on the same frame waits on the same object
+_waited_cache: dict = {}
+
+
+def _waited_object_cached(g):
+    frame = g.gr_frame
+    key = (id(frame), frame.f_lasti)
+    cached = _waited_cache.get(id(g))
+    if cached is not None and cached[0] == key:
+        obj = cached[1]() if cached[1] is not None else None
+        if obj is not None or cached[1] is None:
+            return obj, cached[2]
+    obj, timed = _waited_object(g)
+    try:
+        ref = weakref.ref(obj) if obj is not None else None
+    except TypeError:    # no weak references to it: look again next time
+        return obj, timed
+    if len(_waited_cache) > 100_000:
+        _waited_cache.clear()
+    _waited_cache[id(g)] = (key, ref, timed)
+    return obj, timed
 
 
 def _locals_index(rows) -> list:
@@ -406,41 +442,82 @@ def _is_primitive(obj) -> bool:
     return cls.__module__ in _PRIMITIVE_MODULES and cls.__name__ not in _NOT_THE_OBJECT
 
 
-def _only_waiters_refer_to(obj, waiters: list, ignore=()) -> bool:
-    """True if every referrer of ``obj`` belongs to one of ``waiters``: their
-    frames, their args, their attribute dicts, or a small container or bound
-    method only those refer to. Uses gc.get_referrers (costly: lints only).
-    ``ignore``: the caller's own containers that hold ``obj``."""
-    ours = {id(container) for container in ignore}
-    for g in waiters:
-        ours.add(id(g))
-        frame = g.gr_frame
-        while frame is not None:
-            ours.add(id(frame))
-            frame = frame.f_back
-        for attr in ("args", "kwargs", "__dict__"):
-            value = getattr(g, attr, None)
-            if value is not None:
-                ours.add(id(value))
-    frame = sys._getframe()
-    while frame is not None:          # this very function and its callers
-        ours.add(id(frame))
-        frame = frame.f_back
-    referrers = gc.get_referrers(obj)
+def _only_waiters_refer(entries: list) -> list:
+    """The (object, waiter rows) of ``entries`` whose every referrer the
+    collector knows belongs to their waiters: their frames, args, attribute
+    dicts, or a small container or bound method only those refer to (a
+    dict nothing refers to is a frame's f_locals cache). gc.get_referrers
+    for all objects at once, then once more for the containers: two heap
+    traversals however many objects (lints only)."""
+    objects = [obj for obj, _ in entries]
+    index = {id(obj): i for i, obj in enumerate(objects)}
+    ours = []
+    for _obj, rows in entries:
+        mine = set()
+        for row in rows:
+            g = row.greenlet
+            mine.add(id(g))
+            frame = g.gr_frame
+            while frame is not None:
+                # the frame, and the dict f_locals caches on it (reading a
+                # parked frame's locals -- as waiting_on does -- leaves one)
+                mine.add(id(frame))
+                mine.add(id(frame.f_locals))
+                frame = frame.f_back
+            for attr in ("args", "kwargs", "__dict__", "_run"):
+                value = getattr(g, attr, None)
+                if value is not None:
+                    mine.add(id(value))
+        ours.append(mine)
+    # This function's own bookkeeping refers to the objects too.
+    bookkeeping = {id(entries), id(objects), *(id(entry) for entry in entries)}
+    clean = [True] * len(objects)
+    containers: dict[int, tuple] = {}     # id -> (container, [object indices])
+    referrers = gc.get_referrers(*objects)
+    bookkeeping.add(id(referrers))
     try:
         for ref in referrers:
-            if id(ref) in ours or ref is referrers:
+            if id(ref) in bookkeeping:
                 continue
-            if isinstance(ref, (dict, tuple, list)) or hasattr(ref, "__self__"):
-                outer = gc.get_referrers(ref)
-                # (a dict nothing refers to is a frame's f_locals cache: the
-                # frames were read by _locals_index)
-                if all(id(r) in ours or r is referrers or r is outer for r in outer):
+            for item in gc.get_referents(ref):
+                i = index.get(id(item))
+                if i is None or id(ref) in ours[i]:
                     continue
-            return False
-        return True
+                if isinstance(ref, (dict, tuple, list)) or hasattr(ref, "__self__"):
+                    held = containers.get(id(ref))
+                    if held is None:
+                        held = containers[id(ref)] = (ref, [])
+                        bookkeeping.add(id(held))
+                    held[1].append(i)
+                else:
+                    clean[i] = False
+        if len(containers) > MAX_CONTAINERS:
+            # gc.get_referrers of n objects costs n times a heap traversal:
+            # beyond this, count the objects held (no lint rather than a wrong one)
+            for _ref, indices in list(containers.values())[MAX_CONTAINERS:]:
+                for i in indices:
+                    clean[i] = False
+            for key in list(containers)[MAX_CONTAINERS:]:
+                del containers[key]
+        if containers:
+            held_list = [ref for ref, _ in containers.values()]
+            bookkeeping.add(id(held_list))
+            outer = gc.get_referrers(*held_list)
+            bookkeeping.add(id(outer))
+            for r in outer:
+                if id(r) in bookkeeping:
+                    continue
+                for item in gc.get_referents(r):
+                    held = containers.get(id(item))
+                    if held is not None:
+                        for i in held[1]:
+                            if id(r) not in ours[i]:
+                                clean[i] = False
+            del held_list, outer
     finally:
         del referrers
+        containers.clear()
+    return [entry for entry, ok in zip(entries, clean) if ok]
 
 
 # -- leaks -----------------------------------------------------------------------

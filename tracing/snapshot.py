@@ -251,7 +251,7 @@ class Account:
         self.out = spawned          #: when its last slice ended (or it was spawned)
         self.longest = 0            #: its longest slice without a switch
         self.longest_at = 0         #: when that slice began
-        self.most_scheduled = 0     #: its longest stretch ready but not running
+        self.most_scheduled = 0     #: its longest stretch ready but not running (woken, not started)
         self.most_scheduled_at = 0  #: when that stretch ended (it resumed)
         self.spawned = spawned
         self.exited = None
@@ -354,7 +354,9 @@ class Ledger:
                                 acc.self_wakes += 1
                         acc.idle += gap - waited
                     acc.scheduled += waited
-                    if waited > acc.most_scheduled:
+                    # (the wait to start is not starving: a spawn storm
+                    # makes the last of a thousand wait for the others)
+                    if waited > acc.most_scheduled and arg != START:
                         acc.most_scheduled, acc.most_scheduled_at = waited, ts
                 run_acc, run_start = acc, ts
                 touched.add(a)
