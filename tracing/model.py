@@ -26,7 +26,6 @@ Times in the dataclasses are seconds since the trace started.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
 from labkit._loop import lib
@@ -35,7 +34,7 @@ from tracing import export as _export
 from tracing import introspect as _introspect
 from tracing import plot as _plot
 from tracing import summary as _summary
-from tracing.lanes import HUB, POLL
+from tracing.lanes import HUB, POLL, is_default_name, lane_name
 
 _WHY_NAMES = {
     lib.LK_WHY_START: "start",
@@ -130,28 +129,13 @@ class Block:
 #: for the function of a greenlet whose spawn it does not hold.
 _NAME_LOOKBACK = 2000
 
-#: labkit's (and gevent's) name for a Greenlet nobody named.
-_DEFAULT_NAME = re.compile(r"Greenlet-(\d+)")
-
-
 def display_name(name: str | None, function: str | None, path: str | None = None,
                  line: int | None = None) -> str | None:
-    """The name a trace shows for a greenlet.
-
-    ``name`` if someone chose it; for a default "Greenlet-N" (or none), the
-    function it runs, numbered as its Greenlet was: "work #3". Spawned from
-    a notebook cell (``path`` is the cell's file), " (In[7])" is added.
-    """
-    if not function or function == "None" or (function.startswith("<")
-                                               and function != "<lambda>"):
-        return name   # no function name to show, only a repr
-    default = _DEFAULT_NAME.fullmatch(name) if name else None
-    if name and default is None and name != function:
-        return name
-    function = function.rpartition("<locals>.")[2]   # "worker", not "main.<locals>.worker"
-    label = f"{function} #{default.group(1)}" if default else function
+    """The name a trace shows for a greenlet (:func:`tracing.lanes.lane_name`),
+    with " (In[7])" when it was spawned from a notebook cell (``path`` is
+    the cell's file)."""
     cell = cell_of(path, line) if path else None
-    return f"{label} ({cell.split(',')[0]})" if cell else label
+    return lane_name(name, function, cell.split(",")[0] if cell else None)
 
 
 def cell_of(path: str, line: int | None) -> str | None:
@@ -316,7 +300,7 @@ class Trace:
             if g is None:
                 name = rec.names.get(gid)
                 if gid not in (rec.hub_id, rec.main_id) and (
-                        name is None or _DEFAULT_NAME.fullmatch(name)):
+                        name is None or is_default_name(name)):
                     info = earlier_spawn(gid)
                     if info is not None and (info.name or name):
                         name = _spawn_name(info, info.name or name)
