@@ -67,6 +67,8 @@ import labkit.greenlet as _lk_greenlet
 import labkit.hub as _lk_hub
 from labkit._loop import ffi, lib
 
+from tracing.lanes import lane_name
+
 try:
     from labkit._lk_trace_py import writer as _gil_holding_writer
 except ImportError:   # built without it (loop_c/build_loop.py by hand): slower
@@ -528,10 +530,9 @@ def _name_of(g) -> str:
 def shown_name(g) -> str:
     """The name a trace shows for the live greenlet ``g`` that it did not see
     spawned: its own, or for a Greenlet nobody named, its function's
-    ("worker #3", as :func:`tracing.model.display_name` names the others)."""
-    from tracing.model import display_name   # not at the top: the model imports us
+    ("worker #3", as :func:`tracing.lanes.lane_name` names the others)."""
     name = _name_of(g)
-    return display_name(name, _function_name(g)) or name
+    return lane_name(name, _function_name(g)) or name
 
 
 def active() -> Recorder | None:
