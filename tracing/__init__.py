@@ -17,9 +17,11 @@
 
 The pieces, one module each: ``recorder`` (the C ring, the hub's hooks, the
 side table of strings), ``blocking`` (the watchdog thread), ``model`` (records
--> greenlets, slices, switches), ``lanes`` (the hub's and the poll's lane
-names), ``summary`` (the table), ``export`` (Perfetto/Chrome JSON,
-speedscope), ``plot`` (the timeline, also as a PNG), ``overhead``
+-> greenlets, slices, switches), ``lanes`` (the hub's and the poll's lanes,
+greenlets' lane names), ``legend`` (the timeline's colours in plain words,
+used by every picture and the README), ``summary`` (the table), ``export``
+(Perfetto/Chrome JSON, Perfetto protobuf, speedscope), ``plot`` (the
+timeline, also as a PNG), ``overhead``
 (switch-cost measurements), ``introspect`` (what live greenlets are doing
 now), ``snapshot`` (the live table: one row per greenlet, with its times),
 ``lints`` (what looks wrong, with line and evidence), ``causes`` (a block's
