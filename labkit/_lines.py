@@ -1,18 +1,21 @@
-"""Lines and links: the waits that someone else serves (the other half of
-:mod:`labkit._park`).
+"""Lines and links: the server's side of the waits that someone else serves
+(the other half of :mod:`labkit._park`).
 
-:mod:`labkit._park` says how a greenlet parks and how the hub wakes it; this
-module holds the two shapes of parking where the greenlet waits *in a line*
-that a server pops:
+A greenlet that waits *in a line* is served by whoever pops it: a release,
+a put, a set(), a greenlet's death. This module holds those lines and what
+their servers do:
 
     Ticket      a place in a FIFO line      Semaphore, Queue, thread locks
-    Linkable    a FIFO of one-shot links    Event, AsyncResult, Semaphore,
-                                            a Greenlet's or a Future's links
+    Linkable    a FIFO of one-shot links    Event, AsyncResult, Semaphore
+    Links       Linkable for an owner that  a Greenlet's links, a thread-pool
+                cannot inherit it           Future's
+    ThreadsafeLink  a link whose callback runs in another thread's hub
 
-Both follow _park's rules (the refusal to park in the hub, the take-back of
-a queued wake-up, the tracer's resume record) through _park's helpers, and
-register their parking functions with :func:`labkit._park.describe_parking`
-so that ``waiting_on`` can name what a greenlet in them waits for.
+How a greenlet *parks* in them (Ticket.park/park_shared, Linkable's waits)
+is written in :mod:`labkit._park` with every other park, and inherited from
+there (``_TicketWaits``, ``_LinkableWaits``): the refusal to park in the hub,
+the take-back of a queued wake-up and the tracer's resume record stay in one
+module, whose tracing hook is one global read.
 """
 from __future__ import annotations
 
@@ -22,9 +25,8 @@ from typing import Callable
 
 from greenlet import getcurrent
 
-from labkit import _native, _park
-from labkit._park import (_TIMED_OUT, _WHY_THROW, _WHY_TIMER, _WHY_WAITER, Waiter, _resumed,
-                          _switch, cannot_wait_in_hub, deadline, describe_parking)
+from labkit import _native
+from labkit._park import EMPTY, _LinkableWaits, _TicketWaits
 from labkit.hub import get_hub, hub_for_this_thread
 
 __all__ = ["Linkable", "Links", "ThreadsafeLink", "Ticket", "EMPTY"]
@@ -33,7 +35,7 @@ _get_ident = _native.get_ident
 
 # -- Linkable: a FIFO of one-shot callbacks --------------------------------------
 
-class Linkable:
+class Linkable(_LinkableWaits):
     """Base class: a FIFO of one-shot callbacks, run in the hub when ready().
 
     Subclasses define :meth:`ready` and call :meth:`_check_and_notify` when
@@ -154,70 +156,6 @@ class Linkable:
                 batch.extend(self._links)
                 self._links = batch
 
-    # -- waiting ----------------------------------------------------------
-    def _wait_core(self, timeout: float | None) -> bool:
-        """Park the current greenlet until notified (True) or ``timeout``
-        seconds passed (False). ``timeout`` is already validated."""
-        hub = get_hub()
-        if hub is not self.hub:
-            self._bind_hub(hub)
-            if hub is not self.hub:
-                return self._wait_from_other_thread(hub, timeout)
-        current = getcurrent()
-        if current is hub:
-            raise cannot_wait_in_hub()
-        # The link is the greenlet's own switch, not a Waiter: the hub then
-        # resumes us with one C call. This is safe because a link is popped
-        # before it is called, and we unlink it ourselves whenever we wake
-        # up for another reason, so it can never fire after this wait.
-        link = current.switch
-        self._links.append(link)
-        # set() from another thread may have run between the caller's check
-        # and the append, and found nobody to notify.
-        self._check_and_notify()
-        timer = None
-        if timeout is not None:
-            timer = deadline(hub, timeout, link, _TIMED_OUT)
-        woken = False
-        try:
-            woken = _switch(hub) is self
-        except BaseException:
-            if _park._trace is not None:
-                _resumed(current, _WHY_THROW, type(self).__name__)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not woken:
-                self.unlink(link)
-        if _park._trace is not None:
-            _resumed(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
-        return woken
-
-    def _wait_from_other_thread(self, hub, timeout: float | None) -> bool:
-        # Our notifications run in self.hub's thread; the wake-up must be
-        # posted to this thread's hub. A Waiter absorbs a late post (one
-        # that arrives after our timeout) harmlessly.
-        waiter = Waiter(hub)
-        link = ThreadsafeLink(hub, waiter.switch)
-        hub.keepalive(1)  # only the other thread can end this wait
-        self._links.append(link)
-        self._check_and_notify()
-        timer = None
-        if timeout is not None:
-            timer = deadline(hub, timeout, waiter.switch, _TIMED_OUT)
-        woken = False
-        try:
-            woken = waiter.get() is self
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not woken:
-                self.unlink(link)
-            hub.keepalive(-1)
-        return woken
-
-
 class ThreadsafeLink:
     """A link that runs ``callback(source)`` in another thread's ``hub``:
     the notification runs in the Linkable's hub, the callback must run in
@@ -329,11 +267,7 @@ class _Relay:
     __hash__ = None
 
 
-#: a Ticket's value while it is still in line
-EMPTY = object()
-
-
-class Ticket:
+class Ticket(_TicketWaits):
     """A parked greenlet's place in a line, and what it was handed.
 
     Semaphores and queues keep their blocked greenlets in lines: deques of
@@ -376,36 +310,6 @@ class Ticket:
             self.greenlet = None
             g.switch()
 
-    def park(self, line: deque, timeout: float | None, reason: str = "line") -> bool:
-        """Join ``line`` and wait to be served (True), at most ``timeout``
-        seconds (False: the ticket has left the line). Exceptions thrown in
-        (kill, Timeout, LoopExit) propagate after leaving the line, unless
-        the ticket was served: then the caller must pass its value on.
-        ``reason`` labels the wait for the tracer ("Queue.get")."""
-        hub = self.hub
-        current = self.greenlet
-        if current is hub:
-            raise cannot_wait_in_hub()
-        line.append(self)
-        timer = None if timeout is None else deadline(hub, timeout, self.wake)
-        try:
-            while self.greenlet is not None:  # else: a stray switch, park again
-                _switch(hub)
-        except BaseException:
-            if _park._trace is not None:
-                _resumed(current, _WHY_THROW, reason)
-            raise
-        finally:
-            self.greenlet = None
-            if timer is not None:
-                timer.cancel()
-            if self.value is EMPTY:
-                line.remove(self)
-        if _park._trace is not None:
-            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
-                          reason)
-        return self.value is not EMPTY
-
     # -- lines that other threads serve (labkit._twosided) -------------------
     def wake_threadsafe(self) -> None:
         """Server side, from any thread: resume the greenlet soon, from its
@@ -416,58 +320,3 @@ class Ticket:
             hub.schedule(self.wake)
         else:
             hub.run_callback_threadsafe(self.wake)
-
-    def park_shared(self, line: deque, mutex, timeout: float | None,
-                    reason: str = "line", keepalive: bool = False) -> None:
-        """Wait in a line that servers in *other threads* may serve too.
-
-        The ticket is already in ``line`` (the caller appended it, then
-        checked once more that it must wait: that order is what makes a
-        wake-up impossible to miss). Servers pop tickets and set ``value``
-        holding ``mutex`` (an original thread lock), then call
-        :meth:`wake_threadsafe`. Returns when woken or after ``timeout``;
-        either way the ticket has left the line when this returns or raises,
-        and ``value`` says whether it was served (not EMPTY) -- both read
-        under ``mutex``, so a hand-off that races with a timeout is never
-        half-seen. Exceptions propagate (the caller passes a served value on).
-
-        ``keepalive``: count the wait with ``hub.keepalive`` -- the server
-        may be another thread, which the hub cannot see (no LoopExit then).
-        The greenlet's own hub, never the hub greenlet itself.
-        """
-        hub = self.hub
-        current = self.greenlet
-        if current is hub:
-            raise cannot_wait_in_hub()
-        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
-        if keepalive:
-            hub.keepalive(1)
-        try:
-            while self.greenlet is not None:  # else: a stray switch, park again
-                _switch(hub)
-        except BaseException:
-            if _park._trace is not None:
-                _resumed(current, _WHY_THROW, reason)
-            raise
-        finally:
-            # The take-back. A server that popped us queued self.wake, which
-            # is a no-op from now on; one that did not will not find us.
-            self.greenlet = None
-            if timer is not None:
-                timer.cancel()
-            if keepalive:
-                hub.keepalive(-1)
-            with mutex:
-                if self.value is EMPTY:
-                    line.remove(self)
-        if _park._trace is not None:
-            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
-                     reason)
-
-
-# The parking functions of this module, and how to read their own locals
-# (for labkit._park.waiting_on; only this module knows their local names).
-describe_parking(Ticket.park, lambda local: local["reason"])
-describe_parking(Ticket.park_shared, lambda local: local["reason"])
-describe_parking(Linkable._wait_core, lambda local: type(local["self"]).__name__)
-describe_parking(Linkable._wait_from_other_thread, lambda local: type(local["self"]).__name__)

@@ -30,8 +30,10 @@ Four shapes of parking, cheapest first::
                                    Pool slots, other threads        waiter.switch(value)
 
 The second and third shapes -- a greenlet waiting in a line that a server
-pops -- live in :mod:`labkit._lines` (``Ticket``, ``Linkable``), built on
-the helpers here; this module re-exports them.
+pops -- are classes of :mod:`labkit._lines` (``Ticket``, ``Linkable``: the
+lines and what their servers do); how a greenlet parks in them is written
+here (``_TicketWaits``, ``_LinkableWaits``, which they inherit), and this
+module re-exports them.
 
 The first three put a bound ``greenlet.switch`` (or a small object around
 it) where the waker will find it: the hub then resumes the greenlet with one
@@ -47,7 +49,6 @@ hub's thread, or ``hub.run_callback_threadsafe`` from any thread.
 from __future__ import annotations
 
 import numbers
-import sys
 from collections import deque
 from errno import EBADF
 from select import POLLIN, POLLOUT
@@ -541,6 +542,169 @@ def _tell_closed(g, fd: int, waits: dict) -> None:
         g.throw(OSError(EBADF, "File descriptor was closed in another greenlet"))
 
 
+# -- waiting in a line: the parking halves of labkit._lines' classes --------------
+#
+# Ticket and Linkable live in labkit._lines (the server's side: lines, links,
+# notifications); how a greenlet waits in them is written here, with every
+# other park, and they inherit it. (Here, too, the tracer's hook is one
+# global read.)
+
+#: a Ticket's value while it is still in line
+EMPTY = object()
+
+
+class _TicketWaits:
+    """Ticket's parks (see :class:`labkit._lines.Ticket`)."""
+
+    __slots__ = ()
+
+    def park(self, line: deque, timeout: float | None, reason: str = "line") -> bool:
+        """Join ``line`` and wait to be served (True), at most ``timeout``
+        seconds (False: the ticket has left the line). Exceptions thrown in
+        (kill, Timeout, LoopExit) propagate after leaving the line, unless
+        the ticket was served: then the caller must pass its value on.
+        ``reason`` labels the wait for the tracer ("Queue.get")."""
+        hub = self.hub
+        current = self.greenlet
+        if current is hub:
+            raise cannot_wait_in_hub()
+        line.append(self)
+        timer = None if timeout is None else deadline(hub, timeout, self.wake)
+        try:
+            while self.greenlet is not None:  # else: a stray switch, park again
+                _switch(hub)
+        except BaseException:
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, reason)
+            raise
+        finally:
+            self.greenlet = None
+            if timer is not None:
+                timer.cancel()
+            if self.value is EMPTY:
+                line.remove(self)
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                          reason)
+        return self.value is not EMPTY
+
+
+    def park_shared(self, line: deque, mutex, timeout: float | None,
+                    reason: str = "line", keepalive: bool = False) -> None:
+        """Wait in a line that servers in *other threads* may serve too.
+
+        The ticket is already in ``line`` (the caller appended it, then
+        checked once more that it must wait: that order is what makes a
+        wake-up impossible to miss). Servers pop tickets and set ``value``
+        holding ``mutex`` (an original thread lock), then call
+        :meth:`wake_threadsafe`. Returns when woken or after ``timeout``;
+        either way the ticket has left the line when this returns or raises,
+        and ``value`` says whether it was served (not EMPTY) -- both read
+        under ``mutex``, so a hand-off that races with a timeout is never
+        half-seen. Exceptions propagate (the caller passes a served value on).
+
+        ``keepalive``: count the wait with ``hub.keepalive`` -- the server
+        may be another thread, which the hub cannot see (no LoopExit then).
+        The greenlet's own hub, never the hub greenlet itself.
+        """
+        hub = self.hub
+        current = self.greenlet
+        if current is hub:
+            raise cannot_wait_in_hub()
+        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
+        if keepalive:
+            hub.keepalive(1)
+        try:
+            while self.greenlet is not None:  # else: a stray switch, park again
+                _switch(hub)
+        except BaseException:
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, reason)
+            raise
+        finally:
+            # The take-back. A server that popped us queued self.wake, which
+            # is a no-op from now on; one that did not will not find us.
+            self.greenlet = None
+            if timer is not None:
+                timer.cancel()
+            if keepalive:
+                hub.keepalive(-1)
+            with mutex:
+                if self.value is EMPTY:
+                    line.remove(self)
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                     reason)
+
+
+class _LinkableWaits:
+    """Linkable's waits (see :class:`labkit._lines.Linkable`)."""
+
+    __slots__ = ()
+
+    def _wait_core(self, timeout: float | None) -> bool:
+        """Park the current greenlet until notified (True) or ``timeout``
+        seconds passed (False). ``timeout`` is already validated."""
+        hub = get_hub()
+        if hub is not self.hub:
+            self._bind_hub(hub)
+            if hub is not self.hub:
+                return self._wait_from_other_thread(hub, timeout)
+        current = getcurrent()
+        if current is hub:
+            raise cannot_wait_in_hub()
+        # The link is the greenlet's own switch, not a Waiter: the hub then
+        # resumes us with one C call. This is safe because a link is popped
+        # before it is called, and we unlink it ourselves whenever we wake
+        # up for another reason, so it can never fire after this wait.
+        link = current.switch
+        self._links.append(link)
+        # set() from another thread may have run between the caller's check
+        # and the append, and found nobody to notify.
+        self._check_and_notify()
+        timer = None
+        if timeout is not None:
+            timer = deadline(hub, timeout, link, _TIMED_OUT)
+        woken = False
+        try:
+            woken = _switch(hub) is self
+        except BaseException:
+            if _trace is not None:
+                _resumed(current, _WHY_THROW, type(self).__name__)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not woken:
+                self.unlink(link)
+        if _trace is not None:
+            _resumed(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
+        return woken
+
+    def _wait_from_other_thread(self, hub, timeout: float | None) -> bool:
+        # Our notifications run in self.hub's thread; the wake-up must be
+        # posted to this thread's hub. A Waiter absorbs a late post (one
+        # that arrives after our timeout) harmlessly.
+        waiter = Waiter(hub)
+        link = ThreadsafeLink(hub, waiter.switch)
+        hub.keepalive(1)  # only the other thread can end this wait
+        self._links.append(link)
+        self._check_and_notify()
+        timer = None
+        if timeout is not None:
+            timer = deadline(hub, timeout, waiter.switch, _TIMED_OUT)
+        woken = False
+        try:
+            woken = waiter.get() is self
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not woken:
+                self.unlink(link)
+            hub.keepalive(-1)
+        return woken
+
+
 # -- what a parked greenlet waits on -----------------------------------------------
 
 def waiting_on(g) -> str | None:
@@ -581,18 +745,21 @@ _DESCRIBE = {
     wait_any_fd.__code__: lambda local: "select",
     sleep.__code__: lambda local: f"sleep({local['seconds']})",
     Waiter.get.__code__: _waiter_words,
+    _TicketWaits.park.__code__: lambda local: local["reason"],
+    _TicketWaits.park_shared.__code__: lambda local: local["reason"],
+    _LinkableWaits._wait_core.__code__: lambda local: type(local["self"]).__name__,
+    _LinkableWaits._wait_from_other_thread.__code__: lambda local: type(local["self"]).__name__,
 }
 
 
 def describe_parking(code, describe: Callable[[dict], str | None]) -> None:
-    """Register a parking function defined elsewhere (labkit._lines' Ticket
-    and Linkable waits, a fast path inlined into its class such as
-    ``Event.wait``) for :func:`waiting_on`: ``describe(frame_locals)`` names
+    """Register a parking function defined elsewhere (a fast path inlined
+    into its class, such as ``Event.wait``) for :func:`waiting_on`: ``describe(frame_locals)`` names
     what it waits on. ``code``: the function, or its code object."""
     _DESCRIBE[getattr(code, "__code__", code)] = describe
 
 
 # Lines and links (Ticket, Linkable) live in labkit._lines, which builds on
 # the above; imported last, and re-exported under their old names here.
-from labkit._lines import EMPTY, Linkable, Ticket  # noqa: E402,F401
+from labkit._lines import Linkable, ThreadsafeLink, Ticket  # noqa: E402,F401
 
