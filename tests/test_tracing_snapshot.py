@@ -220,3 +220,18 @@ def test_a_patched_threading_lock_is_named_as_threading_names_it(recording):
     finally:
         labkit.killall(gs)
         lock.release()
+
+
+def test_snapshot_refuses_what_is_not_a_hub_and_leaves_the_collector_as_it_was():
+    import gc
+    with pytest.raises(TypeError, match="hub must be a labkit Hub"):
+        snapshot(hub="the hub")
+    assert gc.isenabled()
+    snapshot()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        snapshot()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
