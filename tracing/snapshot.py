@@ -79,7 +79,7 @@ import struct
 import threading
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from greenlet import getcurrent, greenlet as _raw_greenlet
 
