@@ -459,7 +459,7 @@ class _Registry:
     collector's objects, then extended from the recorder's spawn table."""
 
     def __init__(self, hub, recorder):
-        self.hub = hub
+        self.hub_ref = weakref.ref(hub)   # (weak: the registry is kept per hub)
         self.recorder = recorder
         self.known: dict[int, weakref.ref] = {}   # id -> weakref, spawn order
         self.spawn_info: dict[int, object] = {}   # id -> the recorder's SpawnInfo
@@ -487,7 +487,7 @@ class _Registry:
         for index in range(max(self.spawns_read, base) - base, len(spawns)):
             info = spawns[index]
             g = info.ref
-            if g is not None and g.parent is self.hub:
+            if g is not None and g.parent is self.hub_ref():
                 self.known.pop(info.gid, None)     # a reused id: the new one goes last
                 self.known[info.gid] = weakref.ref(g)
                 self.spawn_info[info.gid] = info
@@ -515,15 +515,20 @@ class _Registry:
         self.parked.pop(gid, None)
 
 
-_registry: _Registry | None = None
+#: hub -> its registry, while a recorder runs (without one, each snapshot
+#: looks again and keeps nothing)
+_registries: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _registry_for(hub, recorder) -> _Registry:
-    global _registry
-    reg = _registry
-    if reg is None or reg.hub is not hub or reg.recorder is not recorder or recorder is None:
-        reg = _registry = _Registry(hub, recorder)
-    reg.refresh()
+    if recorder is None:
+        _registries.pop(hub, None)
+        reg = _Registry(hub, None)
+    else:
+        reg = _registries.get(hub)
+        if reg is None or reg.recorder is not recorder:
+            reg = _registries[hub] = _Registry(hub, recorder)
+        reg.refresh()
     return reg
 
 
