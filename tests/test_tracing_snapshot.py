@@ -235,3 +235,15 @@ def test_snapshot_refuses_what_is_not_a_hub_and_leaves_the_collector_as_it_was()
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_stopped_recorder_is_not_kept_alive_by_the_snapshot_machinery():
+    import gc
+    import weakref
+    tracing.start()
+    snapshot()
+    ref = weakref.ref(tracing.recorder.active())
+    tracing.stop()
+    snapshot()
+    gc.collect()
+    assert ref() is None

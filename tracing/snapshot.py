@@ -268,10 +268,11 @@ class Ledger:
     :meth:`update` (hub's thread). Used by :func:`snapshot` and the lints;
     get the one of a recorder with :func:`ledger_for`."""
 
-    BATCH = 65536
+    BATCH = 16384   # records read per lk_trace_read (512 KiB of buffer)
 
     def __init__(self, recorder):
-        self.recorder = recorder
+        # (weak: ledgers are kept in a map keyed weakly by their recorder)
+        self._recorder = weakref.ref(recorder)
         self.seq = 0                  #: the next record to read
         self.accounts: dict[int, Account] = {}
         #: (name, Account) of greenlets that exited, worth a lint (see forget_exited)
@@ -296,7 +297,8 @@ class Ledger:
 
     def update(self) -> int:
         """Read the records written since the last update; the new count."""
-        ring = self.recorder.ring
+        recorder = self._recorder()
+        ring = recorder.ring if recorder is not None else None
         if ring is None:
             return 0
         total = 0
@@ -426,7 +428,9 @@ class Ledger:
             del self.accounts[gid]
             if max(acc.longest, acc.most_scheduled) >= NOTABLE_NS or \
                     acc.wakes >= 20:
-                self.finished.append((self.recorder.name_of(gid), acc))
+                recorder = self._recorder()
+                name = recorder.name_of(gid) if recorder is not None else f"greenlet-{gid:#x}"
+                self.finished.append((name, acc))
 
 
 #: A finished greenlet's account is kept for the lints if it ran or waited
