@@ -148,6 +148,7 @@ class RequestParser:
         self._line_size = 0             # _CHUNK_LINE: its length so far
         self._trailers = False          # _CHUNK_LINE: past the last chunk
         self._chunk_header = False      # set by on_chunk_header
+        self._chunked_head = False      # set by on_headers_complete for a chunked request
         self._llhttp = httptools.HttpRequestParser(self)
 
     @property
@@ -167,14 +168,55 @@ class RequestParser:
         during a line, that line was the chunk-size line, and its hex digits
         are the size. Cutting the input into pieces never changes what
         llhttp parses; this reading of the size only ever refuses (413), so
-        a mistake in it could never let a smuggled request through. The
-        common request (a whole head, no body) is one piece.
+        a mistake in it could never let a smuggled request through.
+
+        The common read -- heads, from a message boundary -- is one piece,
+        with nothing to search. If a chunked request began in it, the read
+        is parsed again in pieces by a parser of our own (:meth:`_replay`);
+        for a Content-Length body, what is left of it is known exactly.
         """
-        if self._stage is not _HEAD or self._head_tail \
-                or data.find(b"\r\n\r\n") != len(data) - 4:
+        if self._stage is not _HEAD or self.in_head:  # in a body, or a head cut by a read
             return self._feed_in_pieces(data)
-        # The common case, one llhttp call: heads only, the last ending the data.
+        # At a message boundary (the common case): one llhttp call for all of
+        # it. If a request with a body began in it, find out where llhttp is.
+        self._chunked_head = False
         self._feed(data)
+        if self._chunked_head:
+            if not self.done:
+                self._replay(data)
+        elif self._stage is _BODY:
+            request = self.current
+            self._left = request.content_length - request.body_size
+        elif self.in_head:
+            self._head_tail = data[-3:]  # the next read may finish this head's blank line
+
+    def _replay(self, data: bytes) -> None:
+        """A chunked request began in ``data``, which llhttp took in one
+        piece from a message boundary: parse the same bytes again, in
+        pieces, with a parser of our own, to check the chunk sizes in them
+        and to learn where in the chunked body llhttp now is. (Rare: only
+        the read that holds a chunked request's head pays for it.)"""
+        shadow = RequestParser(self.max_header_size, self.max_body_size,
+                               self.max_request_line, self.max_field_size, self.max_fields)
+        shadow._feed_in_pieces(data)
+        if shadow.error is not None:
+            # A refused chunk-size line (llhttp itself accepted them all). The
+            # shadow's requests are the last ones llhttp gave us, in order:
+            # the refused one gets the error, the ones after it are dropped.
+            self.error = shadow.error
+            begun = len(shadow.requests)
+            refused = begun - 1 - shadow.requests.index(shadow.current) \
+                if shadow.current in shadow.requests else 0
+            for _ in range(refused):
+                self.requests.pop()
+            if self.requests:
+                self.requests[-1].error = self.error
+            if self.current is not None:
+                self.current.error = self.error
+            return
+        self._stage, self._left, self._head_tail = shadow._stage, shadow._left, shadow._head_tail
+        self._line, self._line_size, self._trailers = (shadow._line, shadow._line_size,
+                                                       shadow._trailers)
 
     def _feed_in_pieces(self, data: bytes) -> None:
         """feed() for anything but heads that end with ``data``."""
@@ -365,6 +407,7 @@ class RequestParser:
         if request.chunked:
             self._stage, self._line, self._line_size = _CHUNK_LINE, b"", 0
             self._trailers = False
+            self._chunked_head = True  # see feed
         elif request.content_length:
             self._stage, self._left = _BODY, request.content_length
 

@@ -369,6 +369,20 @@ def test_the_parser_reads_the_same_requests_however_the_bytes_are_cut():
         assert parse([stream[i:i + size] for i in range(0, len(stream), size)]) == expected
 
 
+def test_a_refused_chunk_size_refuses_its_request_and_drops_the_ones_after_it():
+    from labkit._http import RequestParser
+    stream = (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + CHUNKED_POST + b"\r\n3\r\nabc\r\n"
+              + b"8000000000000000\r\nxyz\r\n0\r\n\r\n" + b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    for cut in range(0, len(stream)):
+        parser = RequestParser(65536, 1500)
+        parser.feed(stream[:cut])
+        parser.feed(stream[cut:])
+        assert parser.error is not None and parser.error.status == 413, cut
+        first, refused = parser.requests   # the GET after it never comes out
+        assert first.url == b"/a" and first.error is None
+        assert refused.url == b"/" and refused.error is parser.error, cut
+
+
 # Requests that are served, but only with what the head said: (id, exact
 # bytes, CGI variables the app must see; None: must not see it).
 SANITIZED = [
