@@ -11,7 +11,7 @@ their servers do:
                 cannot inherit it           Future's
     ThreadsafeLink  a link whose callback runs in another thread's hub
 
-How a greenlet *parks* in them (Ticket.park/park_shared, Linkable's waits)
+How a greenlet *parks* in them (Ticket.park, Linkable's waits)
 is written in :mod:`labkit._park` with every other park, and inherited from
 there (``_TicketWaits``, ``_LinkableWaits``): the refusal to park in the hub,
 the take-back of a queued wake-up and the tracer's resume record stay in one
@@ -309,14 +309,3 @@ class Ticket(_TicketWaits):
         if g is not None:
             self.greenlet = None
             g.switch()
-
-    # -- lines that other threads serve (labkit._twosided) -------------------
-    def wake_threadsafe(self) -> None:
-        """Server side, from any thread: resume the greenlet soon, from its
-        hub (through the loop's thread-safe wake-up if that is another
-        thread's). Like :meth:`wake`, a no-op once the greenlet resumed."""
-        hub = self.hub
-        if hub.thread_ident == _get_ident():
-            hub.schedule(self.wake)
-        else:
-            hub.run_callback_threadsafe(self.wake)

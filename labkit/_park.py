@@ -554,7 +554,7 @@ EMPTY = object()
 
 
 class _TicketWaits:
-    """Ticket's parks (see :class:`labkit._lines.Ticket`)."""
+    """Ticket's park (see :class:`labkit._lines.Ticket`)."""
 
     __slots__ = ()
 
@@ -587,54 +587,6 @@ class _TicketWaits:
             _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
                           reason)
         return self.value is not EMPTY
-
-
-    def park_shared(self, line: deque, mutex, timeout: float | None,
-                    reason: str = "line", keepalive: bool = False) -> None:
-        """Wait in a line that servers in *other threads* may serve too.
-
-        The ticket is already in ``line`` (the caller appended it, then
-        checked once more that it must wait: that order is what makes a
-        wake-up impossible to miss). Servers pop tickets and set ``value``
-        holding ``mutex`` (an original thread lock), then call
-        :meth:`wake_threadsafe`. Returns when woken or after ``timeout``;
-        either way the ticket has left the line when this returns or raises,
-        and ``value`` says whether it was served (not EMPTY) -- both read
-        under ``mutex``, so a hand-off that races with a timeout is never
-        half-seen. Exceptions propagate (the caller passes a served value on).
-
-        ``keepalive``: count the wait with ``hub.keepalive`` -- the server
-        may be another thread, which the hub cannot see (no LoopExit then).
-        The greenlet's own hub, never the hub greenlet itself.
-        """
-        hub = self.hub
-        current = self.greenlet
-        if current is hub:
-            raise cannot_wait_in_hub()
-        timer = None if timeout is None else hub.loop.timer(timeout, self.wake)
-        if keepalive:
-            hub.keepalive(1)
-        try:
-            while self.greenlet is not None:  # else: a stray switch, park again
-                _switch(hub)
-        except BaseException:
-            if _trace is not None:
-                _resumed(current, _WHY_THROW, reason)
-            raise
-        finally:
-            # The take-back. A server that popped us queued self.wake, which
-            # is a no-op from now on; one that did not will not find us.
-            self.greenlet = None
-            if timer is not None:
-                timer.cancel()
-            if keepalive:
-                hub.keepalive(-1)
-            with mutex:
-                if self.value is EMPTY:
-                    line.remove(self)
-        if _trace is not None:
-            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
-                     reason)
 
 
 class _LinkableWaits:
@@ -746,7 +698,6 @@ _DESCRIBE = {
     sleep.__code__: lambda local: f"sleep({local['seconds']})",
     Waiter.get.__code__: _waiter_words,
     _TicketWaits.park.__code__: lambda local: local["reason"],
-    _TicketWaits.park_shared.__code__: lambda local: local["reason"],
     _LinkableWaits._wait_core.__code__: lambda local: type(local["self"]).__name__,
     _LinkableWaits._wait_from_other_thread.__code__: lambda local: type(local["self"]).__name__,
 }

@@ -81,6 +81,8 @@ class Semaphore(Linkable):
     _notify_all = False  # rawlinks: only while permits are left
     #: strict FIFO: nobody ever barges past the line (see FifoSemaphore)
     _fifo = False
+    #: what a greenlet parked here waits on, for the tracer and waiting_on
+    _label = "Semaphore"
 
     def __init__(self, value: int = 1, hub=None):
         Linkable.__init__(self)
@@ -123,7 +125,7 @@ class Semaphore(Linkable):
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit: True once taken; False if ``blocking`` is false and
         none is free, or if ``timeout`` seconds pass first."""
-        if self._thread_ident != _get_ident() and self._check_thread():
+        if _get_ident() != self._thread_ident and self._check_thread():
             return self._shared_acquire(blocking, timeout)
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout")
@@ -156,7 +158,7 @@ class Semaphore(Linkable):
         # clock here: the loop clock is as old as the last sleep.)
         ticket.deadline = monotonic_ns() + STARVATION_NS if STARVATION_NS and not self._fifo else 0
         try:
-            return ticket.park(self._waiters, timeout, "Semaphore")
+            return ticket.park(self._waiters, timeout, self._label)
         except BaseException:  # killed, Timeout, LoopExit ...
             if ticket.value is not EMPTY:
                 self._hand_on()  # the permit was already ours: pass it on
@@ -169,7 +171,7 @@ class Semaphore(Linkable):
     def release(self) -> None:
         """Give a permit back, for the longest waiter (see the contract for
         when a running greenlet may take it first). Never switches."""
-        if self._thread_ident != _get_ident() and self._check_thread():
+        if _get_ident() != self._thread_ident and self._check_thread():
             return self._shared_release()
         waiters = self._waiters
         if not waiters:
@@ -210,8 +212,8 @@ class Semaphore(Linkable):
         self._serving = False
         waiters = self._waiters
         while waiters and self.counter > 0:
+            self.counter -= 1   # (no call between the test and this: see below)
             ticket = waiters.popleft()
-            self.counter -= 1
             ticket.value = True
             try:
                 ticket.wake()
@@ -226,16 +228,24 @@ class Semaphore(Linkable):
     def wait(self, timeout: float | None = None) -> int:
         """Park until a permit is free (without taking it), at most
         ``timeout`` seconds; return the counter."""
-        if self._thread_ident != _get_ident():
+        if _get_ident() != self._thread_ident:
             self._check_thread()
         if self.counter <= 0:
             self._wait_core(None if timeout is None else check_seconds(timeout, "timeout"))
         return self.counter
 
     def rawlink(self, callback) -> None:
-        if self._thread_ident != _get_ident():
+        if _get_ident() != self._thread_ident:
             self._check_thread()
         Linkable.rawlink(self, callback)
+
+    # Why the thread checks read ``_get_ident()`` first and ``_thread_ident``
+    # after: the GIL may pass to another thread at a call's end, and that
+    # thread may make us shared there. Read after the call, the ident is
+    # current, and the owner's path that follows reads and writes the
+    # counter with no call in between -- so no other thread runs inside it.
+    # (Read before the call, a stale ident sent the owner down the one-thread
+    # path of a semaphore already shared: a release that woke nobody.)
 
     def _check_thread(self) -> bool:
         """Called when the caller is not the owner thread: the first use
@@ -244,15 +254,24 @@ class Semaphore(Linkable):
         if self._thread_ident is None:
             self._thread_ident = _get_ident()
             return False
+        self._become_shared()
+        return True
+
+    def _become_shared(self) -> None:
+        """From now on every call takes the shared path (see the contract)."""
         if self._mutex is None:
-            # Becoming shared. The owner's fast paths read and write the
-            # counter with no call in between, so the GIL never splits
-            # them; one already past its thread check keeps its meaning.
+            # The owner's fast paths read and write the counter with no call
+            # in between, so the GIL never splits them; one already past its
+            # thread check keeps its meaning.
             self._owner_hub = self.hub
             self._mutex = _native.allocate_lock()
             self._shared_line = deque()
             self._thread_ident = _SHARED   # every later call: the shared path
-        return True
+
+    def _waiting_hub(self):
+        """Shared mode: the hub that parks the current greenlet while it
+        waits, or None: block the OS thread (see _ThreadWaiter)."""
+        return hub_for_this_thread()
 
     # -- shared mode (used from several threads) --------------------------
     def _shared_acquire(self, blocking: bool, timeout) -> bool:
@@ -263,7 +282,7 @@ class Semaphore(Linkable):
                 return True
             if not blocking:
                 return False
-            waiter = _ThreadWaiter(hub_for_this_thread())
+            waiter = _ThreadWaiter(self._waiting_hub(), self._label)
             self._shared_line.append(waiter)
         try:
             if waiter.wait(timeout):
@@ -337,7 +356,7 @@ class _ThreadWaiter:
 
     __slots__ = ("hub", "waiter", "lock", "handed")
 
-    def __init__(self, hub):
+    def __init__(self, hub, label: str = "Semaphore"):
         self.handed = False
         if hub is not None and getcurrent() is hub:
             raise cannot_wait_in_hub()
@@ -347,7 +366,7 @@ class _ThreadWaiter:
             self.lock = _native.allocate_lock()
             self.lock.acquire()
         else:
-            self.waiter = Waiter(hub, "Semaphore")
+            self.waiter = Waiter(hub, label)
             self.lock = None
 
     def wait(self, timeout) -> bool:

@@ -247,7 +247,7 @@ MIXED = textwrap.dedent('''
         requests.put(None)
     def server():
         while (item := requests.get()) is not None:
-            labkit.sleep(0.01)
+            labkit.sleep(0.03)   # ~45 ticks of the ticker in all: 10 is asked
             replies.put(item * 10)
     ticker = Ticker()
     server_g = labkit.spawn(server)

@@ -185,6 +185,41 @@ def test_threading_rlock_is_labkit_rlock_on_the_two_sided_lock():
     assert Lock().acquire(True, None)
 
 
+@pytest.mark.parametrize("kind", ["labkit.lock.Semaphore", "threading.Lock (two-sided)"])
+def test_a_release_wakes_a_thread_that_made_the_lock_shared_at_the_releasers_last_call(kind):
+    # The GIL may pass to another thread at the end of any call. Here the
+    # other thread runs at the end of the owner's first call in release()
+    # (its thread check's get_ident), makes the lock shared and waits; the
+    # release must see that and wake it (it used to decide on the thread
+    # ident read *before* that call, take the one-thread path, and wake
+    # nobody: the waiter timed out).
+    import importlib
+    module = importlib.import_module("labkit.lock" if kind.startswith("labkit") else
+                                     "labkit._twosided")
+    lock = module.Semaphore(1) if kind.startswith("labkit") else Lock()
+    assert lock.acquire()            # owned by this thread: one-thread mode
+    me, got = threading.get_ident(), []
+    real = module._get_ident
+
+    def get_ident_and_let_the_other_thread_run():
+        ident = real()
+        if ident == me and not got:
+            other = threading.Thread(target=lambda: got.append(lock.acquire(True, 5)))
+            other.start()
+            deadline = time.monotonic() + 5
+            while not lock._shared_line and time.monotonic() < deadline:
+                time.sleep(0.001)    # until it waits in the shared line
+            got.append(other)
+        return ident
+    module._get_ident = get_ident_and_let_the_other_thread_run
+    try:
+        lock.release()
+    finally:
+        module._get_ident = real
+    got[0].join(10)
+    assert got[1:] == [True]
+
+
 def test_semaphores_and_barrier_span_greenlets_and_threads():
     barrier = Barrier(4, timeout=10)
     sem = BoundedSemaphore(2)
