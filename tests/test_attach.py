@@ -378,3 +378,11 @@ def test_labkit_console_serves_only_when_asked():
     assert labkit.console.serve_if_requested({}) is None
     assert labkit.console.serve_if_requested({"LABKIT_CONSOLE": "0"}) is None
     assert labkit.console.ENV_VAR == "LABKIT_CONSOLE"
+
+
+def test_a_stale_socket_is_reported_as_no_console(tmp_path):
+    path = str(tmp_path / "stale.sock")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(path)   # bound, never listening: what a killed process leaves
+        with pytest.raises(FileNotFoundError, match="nobody serves it"):
+            attach.AttachClient(path=path)

@@ -214,7 +214,10 @@ class AttachServer:
             try:
                 conn, _addr = listener.accept()
             except OSError:
-                return   # closed
+                if self._listener is not listener:
+                    return   # closed
+                labkit.sleep(0.1)   # EMFILE and the like: try again, do not stop serving
+                continue
             self.stats["connections"] += 1
             server = labkit.spawn(self._serve_connection, conn)
             server.name = f"labkit-console-{self.stats['connections']}"
@@ -367,10 +370,12 @@ class AttachClient:
         sock.settimeout(timeout)
         try:
             sock.connect(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
+            stale = " (the socket is there, but nobody serves it)" \
+                if isinstance(exc, ConnectionRefusedError) else ""
             raise FileNotFoundError(
-                f"no labkit console at {path}: is process {pid} running labkit with "
+                f"no labkit console at {path}{stale}: is process {pid} running labkit with "
                 "LABKIT_CONSOLE=1 (or labkit.console.serve()), as this user?") from None
         except BaseException:
             sock.close()
