@@ -31,7 +31,10 @@ and in a notebook ``magics`` and
 ``dashboard``, which use the others and never each other. ``frames``
 (the console's data: rows, lints, graphs, the ring it scrubs) is shown by
 ``console`` (the widget, ``tracing.Console``) and by ``attach`` (a
-terminal, ``python -m labkit console PID``).
+terminal, ``python -m labkit console PID``). Outside the notebook:
+``flight`` (the always-on recorder, dumped on request, a signal or a long
+block), ``merge`` (several processes' traces on one timeline) and ``otel``
+(OpenTelemetry beside the tracer; needs opentelemetry-sdk).
 
 Cost: with tracing off, each hook in the hub is one ``is not None`` branch.
 With tracing on, each switch into a greenlet writes one 32-byte record with
