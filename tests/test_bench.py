@@ -256,3 +256,27 @@ def test_callgrind_mode_counts_the_issue_rows_by_default():
     assert args.benchmarks == list(bench.CALLGRIND_BENCHMARKS)
     n1, n2 = bench.callgrind_sizes(micro.BENCHMARKS["mass_sleep"])
     assert 0 < n1 < n2
+
+
+def test_scale_runs_a_million_sleepers_and_holds_idle_connections(monkeypatch, capsys):
+    from labkit.bench import echo
+    asked = []
+
+    def fake_worker(impl, bench_name, n, repeats, timeout=None):
+        asked.append((impl, bench_name, n, repeats))
+        return {"status": "ok", "impl": impl, "bench": bench_name, "n": n, "repeats": 1,
+                "per_op_ns": 30_000.0, "extras": {"bytes_per_op": 7000.0, "left_per_op": 10.0}}
+
+    def fake_idle(impl, count):
+        return {"impl": impl, "held": count, "connect_s": 1.0, "rss_before": 0,
+                "rss_after": count * 4096, "per_conn": 4096.0}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    monkeypatch.setattr(echo, "measure_idle", fake_idle)
+    monkeypatch.setattr(echo, "raise_fd_limit", lambda: 1 << 20)
+    args = bench.parse_args(["--scale", "--peers", "gevent"])
+    scale = bench.run_scale(args)
+    assert asked == [(impl, "mass_sleep", bench.SCALE_SLEEPERS, 1) for impl in ("labkit", "gevent")]
+    assert [r["held"] for r in scale["idle"]] == [bench.SCALE_IDLE_CONNS] * 3
+    out = capsys.readouterr().out
+    assert "6.8 KiB" in out and "left after, per op" in out and "4.0 KiB per connection" in out

@@ -58,6 +58,13 @@ DEFAULT_REPEATS = 2
 QUICK_DIVISOR = 20
 QUICK_REPEATS = 1
 QUICK_ROUNDS = 1
+#: --scale: one round of mass_sleep with this many greenlets, and this many
+#: idle connections held to labkit's and the peers' echo servers
+SCALE_SLEEPERS = 1_000_000
+SCALE_IDLE_CONNS = 50_000
+SCALE_IDLE_SERVERS = ("labkit", "gevent", "uvloop-proto")
+#: seconds a --scale worker may take
+SCALE_WORKER_TIMEOUT_S = 1800
 #: what --callgrind counts when --only does not say (a row of the table
 #: takes minutes per implementation under valgrind)
 CALLGRIND_BENCHMARKS = ("sleep0", "timer_cancel", "spawn_join", "mass_sleep")
@@ -107,6 +114,10 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=None,
                         help=f"alternating rounds per benchmark (default {DEFAULT_ROUNDS}; "
                              f"--quick: {QUICK_ROUNDS})")
+    parser.add_argument("--scale", action="store_true",
+                        help=f"also {SCALE_SLEEPERS:,} sleeping greenlets (time, memory, what "
+                             f"is left after) and {SCALE_IDLE_CONNS:,} idle connections "
+                             "(memory): minutes, and GiBs of memory")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per operation under valgrind instead of "
                              "timing (default benchmarks: "
@@ -148,7 +159,7 @@ def impls_to_run(bench, columns):
     return impls
 
 
-def run_worker(impl, bench_name, n, repeats):
+def run_worker(impl, bench_name, n, repeats, timeout=WORKER_TIMEOUT_S):
     """Run one worker process; return its JSON dict, or a "failed" dict.
 
     A failed dict carries the worker's stderr, so that the caller can show
@@ -168,9 +179,9 @@ def run_worker(impl, bench_name, n, repeats):
     failed = {"impl": impl, "bench": bench_name, "status": "failed"}
     try:
         proc = subprocess.run(command, capture_output=True, text=True,
-                              env=env, timeout=WORKER_TIMEOUT_S)
+                              env=env, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        return dict(failed, stderr=f"timed out after {WORKER_TIMEOUT_S} s\n"
+        return dict(failed, stderr=f"timed out after {timeout} s\n"
                                    f"{exc.stderr or ''}")
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -295,7 +306,8 @@ def format_bytes(size):
 
 
 #: extra figures a benchmark may report, and how the table shows them
-EXTRA_FORMATS = {"bytes_per_op": ("memory per op", format_bytes)}
+EXTRA_FORMATS = {"bytes_per_op": ("memory per op", format_bytes),
+                 "left_per_op": ("left after, per op", format_bytes)}
 
 
 def format_cell(entry):
@@ -344,6 +356,42 @@ def format_table(results, peers, aliases=None):
 
 
 # --- metadata and report ---------------------------------------------------
+
+def run_scale(args):
+    """--scale: mass_sleep with SCALE_SLEEPERS greenlets per implementation
+    (one round, one run); then SCALE_IDLE_CONNS idle connections per server."""
+    results = {"mass_sleep": {}}
+    bench = micro.BENCHMARKS["mass_sleep"]
+    for impl in impls_to_run(bench, [micro.LABKIT] + args.peers):
+        show_progress(f"mass_sleep x {SCALE_SLEEPERS:,}: {impl} ...")
+        outcome = run_worker(impl, "mass_sleep", SCALE_SLEEPERS, 1, SCALE_WORKER_TIMEOUT_S)
+        if outcome["status"] == "ok":
+            results["mass_sleep"][impl] = summarize_rounds([outcome])
+        elif outcome["status"] == "failed":
+            last = (outcome["stderr"].strip().splitlines() or ["?"])[-1]
+            print(f"mass_sleep x {SCALE_SLEEPERS:,}/{impl}: FAILED ({last})", file=sys.stderr)
+    show_progress("")
+    print(f"{SCALE_SLEEPERS:,} greenlets/tasks each sleep(5): spawn, park, kill all "
+          "(one run each)\n")
+    print(format_table(results, args.peers, benchmark_aliases()))
+    from labkit.bench import echo
+    print()
+    # Each connection is an fd in the server: a hard RLIMIT_NOFILE below the
+    # count (20,000 in some containers; only root may raise it) caps it.
+    limit = echo.raise_fd_limit()
+    count = min(SCALE_IDLE_CONNS, limit - 1000)
+    if count < SCALE_IDLE_CONNS:
+        print(f"(RLIMIT_NOFILE is {limit:,} here and cannot be raised: "
+              f"{count:,} idle connections instead of {SCALE_IDLE_CONNS:,})")
+    idle = []
+    for impl in SCALE_IDLE_SERVERS:
+        try:
+            idle.append(echo.measure_idle(impl, count))
+            print(echo.format_idle(idle[-1]))
+        except (RuntimeError, OSError) as exc:
+            print(f"{impl}: {count:,} idle connections failed ({exc})")
+    return {"sleepers": results, "idle": idle}
+
 
 def extra_rows(bench_name, entries, labkit_impl, peers, aliases):
     """Rows for the figures besides time a benchmark reported (memory)."""
@@ -555,6 +603,10 @@ def main(argv=None):
         from labkit.bench.http import main as http_main
         print()
         http_main(["--duration", "1"] if args.quick else [])
+    scale = None
+    if args.scale:
+        print()
+        scale = run_scale(args)
     if args.notebook:
         from labkit.bench.notebook import main as notebook_main
         print()
@@ -562,6 +614,8 @@ def main(argv=None):
     if args.json:
         document = {"meta": meta, "results": results,
                     "ratios": compute_ratios(results, args.peers, benchmark_aliases())}
+        if scale is not None:
+            document["scale"] = scale
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(document, file, indent=2, ensure_ascii=False)
             file.write("\n")

@@ -93,6 +93,8 @@ DURATION_S = 2.0
 WARMUP_S = 0.3
 QUICK_DURATION_S = 0.3
 IDLE_CONNS = 10_000
+#: idle connections opened from one source address (see hold_idle)
+IDLE_PER_SOURCE = 20_000
 BACKLOG = 1024
 #: seconds a server or client may take before it is declared stuck
 STARTUP_TIMEOUT_S = 30
@@ -103,11 +105,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # --- servers (each runs in a process of its own) ---------------------------
 
 def raise_fd_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit; return it."""
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit -- or, where the
+    process may (root), both to 2**20 (50,000 idle connections need more
+    than the usual 20,000 hard limit); return the soft limit now."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > 1 << 20:
         hard = 1 << 20
+    if hard < 1 << 20:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
+            return 1 << 20
+        except (ValueError, OSError):   # not privileged: up to the hard limit
+            pass
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
@@ -160,8 +170,11 @@ def serve_gevent_like(impl: str) -> None:
         subprocess.Popen([sys.executable, "-m", "labkit", "console", str(os.getpid()),
                           "--interval", "0.25"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)   # ends when this server is killed
+    # labkit bounds a server's connections (1,000 by default); gevent does
+    # not: unbounded for both, or the --idle run stalls at the bound.
+    unbounded = {} if impl == "gevent" else {"max_connections": None}
     listener = server.StreamServer(("127.0.0.1", 0), echo_handler_gevent_like(gk_socket),
-                                   backlog=BACKLOG)
+                                   backlog=BACKLOG, **unbounded)
     listener.start()
     announce_port(listener.server_port)
     listener.serve_forever()
@@ -306,8 +319,16 @@ def hold_idle(port: int, count: int) -> None:
             if not self.echoed.done():
                 self.echoed.set_result(data)
 
-    async def connect_and_ping(loop):
-        transport, protocol = await loop.create_connection(Pinger, "127.0.0.1", port)
+    async def connect_and_ping(loop, index=0):
+        # One source address has ~28,000 ephemeral ports towards one server
+        # port (ip_local_port_range): past IDLE_PER_SOURCE connections the
+        # next ones come from 127.0.0.2, 127.0.0.3 ... (all of 127/8 is local).
+        source = None
+        if count > IDLE_PER_SOURCE:
+            k = index // IDLE_PER_SOURCE
+            source = (f"127.0.{k // 250}.{2 + k % 250}", 0)
+        transport, protocol = await loop.create_connection(Pinger, "127.0.0.1", port,
+                                                           local_addr=source)
         transport.write(b"!")
         await protocol.echoed
         return transport
@@ -322,7 +343,7 @@ def hold_idle(port: int, count: int) -> None:
         batch = 200   # connects in flight at once: below the listen backlog
         for first in range(0, count, batch):
             transports += await asyncio.gather(
-                *(connect_and_ping(loop) for _ in range(min(batch, count - first))))
+                *(connect_and_ping(loop, first + i) for i in range(min(batch, count - first))))
         print(f"READY {len(transports)} {time.perf_counter() - start:.2f}", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
         for transport in transports:
