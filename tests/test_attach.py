@@ -155,6 +155,23 @@ def test_record_writes_every_frame_and_load_record_reads_them(shared_target, run
         attach.load_record(not_a_record)
 
 
+def test_perfetto_writes_a_track_per_greenlet_with_its_states(shared_target, runtime_dir,
+                                                             tmp_path):
+    out = tmp_path / "console.json"
+    result = console(shared_target.pid, "--once", "--perfetto", str(out),
+                     runtime_dir=runtime_dir)
+    assert result.returncode == 0, result.stderr
+    events = json.loads(out.read_text())["traceEvents"]
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert {"ticker-fast", "event-waiter", "joiner"} <= set(tracks.values())
+    slices = {tracks[e["tid"]]: e["name"] for e in events if e["ph"] == "X"}
+    assert slices["event-waiter"] == "parked: Event"
+    assert slices["joiner"] == "parked: join event-waiter"
+    assert any(e["ph"] == "C" and e["name"] == "loop" for e in events)
+    with pytest.raises(ValueError, match="no frames"):
+        __import__("tracing.frames").frames.to_perfetto([], tmp_path / "empty.json")
+
+
 def test_frames_over_time_show_the_busy_greenlet_and_a_measured_pause(shared_target,
                                                                       runtime_dir):
     target = shared_target

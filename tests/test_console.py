@@ -333,3 +333,21 @@ def test_the_capturer_spaces_out_the_lints():
     assert frames.capture(with_lints=False)["lints"] is None
     with pytest.raises(ValueError, match="budget"):
         frames.Capturer(budget=0)
+
+
+def test_to_perfetto_splits_a_track_where_the_state_changes(tmp_path):
+    import json
+    recorded = [_frame(0.0, {"id": 1, "name": "a", "waits_on": "Event"}),
+                _frame(0.5, {"id": 1, "name": "a", "waits_on": "Event"},
+                       {"id": 2, "name": "b", "state": "ready"}),
+                _frame(1.0, {"id": 1, "name": "a", "state": "ready"}),
+                _frame(1.5, {"id": 1, "name": "a", "state": "ready"})]
+    recorded[2]["lints"] = [{"kind": "starved", "greenlet": "a", "id": 1, "line": "x.py:3"}]
+    recorded[3]["lints"] = recorded[2]["lints"]
+    path = tmp_path / "frames.json"
+    frames.to_perfetto(recorded, path)
+    events = json.loads(path.read_text())["traceEvents"]
+    slices = [(e["tid"], e["name"], e["ts"], e["dur"]) for e in events if e["ph"] == "X"]
+    assert sorted(slices) == [(1, "parked: Event", 0.0, 1e6), (1, "ready", 1e6, 0.5e6),
+                              (2, "ready", 0.5e6, 0.5e6)]
+    assert [e["name"] for e in events if e["ph"] == "i"] == ["starved: a"]   # once

@@ -4,7 +4,8 @@ Shows, in the terminal, what the console widget shows in a notebook: the
 greenlet table, the lints and a timeline of the last seconds, refreshed a
 few times a second (drawn with rich). ``--once`` prints one frame and exits;
 ``--record FILE`` also writes every frame received to FILE (JSON lines, see
-:func:`load_record`).
+:func:`load_record`), and ``--perfetto FILE`` writes them at the end as a
+trace ui.perfetto.dev opens (:func:`tracing.frames.to_perfetto`).
 
 The process side is opt-in: ``LABKIT_CONSOLE=1`` in its environment (read
 at ``import labkit``) or ``labkit.console.serve()``. Either calls
@@ -536,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pid", type=int, help="the process to attach to")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument("--record", metavar="FILE", help="also write every frame to FILE")
+    parser.add_argument("--perfetto", metavar="FILE",
+                        help="at the end, write the frames as a Perfetto (Chrome JSON) "
+                             "file: a track per greenlet, its states as slices")
     parser.add_argument("--interval", type=float, default=0.5,
                         help="seconds between refreshes (default 0.5)")
     parser.add_argument("--sort", choices=sorted(_SORT_KEYS), default="busy")
@@ -555,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     record = open(args.record, "w") if args.record else None
     history: list[dict] = []
+    every: list[dict] | None = [] if args.perfetto else None
     try:
         if record is not None:
             record.write(json.dumps(_record_header(args.pid)) + "\n")
@@ -563,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             frame = client.frame()
             history.append(frame)
             del history[:-120]
+            if every is not None:
+                every.append(frame)
             if record is not None:
                 record.write(json.dumps(frame) + "\n")
                 record.flush()
@@ -586,3 +593,5 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
         if record is not None:
             record.close()
+        if every:
+            _frames.to_perfetto(every, args.perfetto)

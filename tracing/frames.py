@@ -431,6 +431,72 @@ class BackgroundRecording:
             self.start()
 
 
+# -- recorded frames as a Perfetto file ------------------------------------------------
+
+def to_perfetto(recorded: list, path) -> None:
+    """Write ``recorded`` frames (oldest first) as Chrome-trace JSON that
+    ui.perfetto.dev opens: a track per greenlet or Task with one slice per
+    stretch of frames in which its state and what it waits on stayed the
+    same ("parked: Event", "running"), counters for the loop's numbers, and
+    an instant event for each lint as it first appears.
+
+    A sampled picture at the frames' rate, not a trace of every switch
+    (that is ``Trace.to_perfetto``, from a recording in the process)."""
+    import json
+    if not recorded:
+        raise ValueError("no frames to write")
+    pid = recorded[0].get("pid") or 0
+    t0 = recorded[0]["time"]
+    events = [{"ph": "M", "pid": pid, "tid": 0, "name": "process_name",
+               "args": {"name": f"labkit pid {pid} (console frames)"}}]
+    tids: dict = {}
+    open_slices: dict = {}   # row id -> (start us, label)
+    seen_lints: set = set()
+
+    def close(rid, ts):
+        start, label = open_slices.pop(rid)
+        events.append({"ph": "X", "pid": pid, "tid": tids[rid], "name": label,
+                       "ts": start, "dur": max(ts - start, 0.0)})
+
+    ts = 0.0
+    for frame in recorded:
+        ts = (frame["time"] - t0) * 1e6
+        present = set()
+        for row in frame["rows"]:
+            rid = row["id"]
+            present.add(rid)
+            if rid not in tids:
+                tids[rid] = len(tids) + 1
+                name = row["name"] + (" (task)" if row.get("kind") == "task" else "")
+                events.append({"ph": "M", "pid": pid, "tid": tids[rid], "name": "thread_name",
+                               "args": {"name": name}})
+            label = row["state"] + (f": {row['waits_on']}" if row.get("waits_on") else "")
+            current = open_slices.get(rid)
+            if current is not None and current[1] != label:
+                close(rid, ts)
+            if rid not in open_slices:
+                open_slices[rid] = (ts, label)
+        for rid in [rid for rid in open_slices if rid not in present]:
+            close(rid, ts)
+        loop = frame.get("loop") or {}
+        numbers = {k: loop[k] for k in ("ready", "timers", "fd_waits") if k in loop}
+        if numbers:
+            events.append({"ph": "C", "pid": pid, "tid": 0, "name": "loop", "ts": ts,
+                           "args": numbers})
+        for lint in frame.get("lints") or ():
+            key = (lint.get("kind"), lint.get("id"), lint.get("line"))
+            if key not in seen_lints:
+                seen_lints.add(key)
+                events.append({"ph": "i", "s": "p", "pid": pid, "tid": 0, "ts": ts,
+                               "name": f"{lint.get('kind')}: {lint.get('greenlet')}",
+                               "args": {"line": lint.get("line"),
+                                        "evidence": lint.get("evidence")}})
+    for rid in list(open_slices):
+        close(rid, ts)
+    with open(path, "w") as f:
+        json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
+
+
 # -- record & scrub ---------------------------------------------------------------
 
 class FrameRing:
