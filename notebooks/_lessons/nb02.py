@@ -66,13 +66,13 @@ EXERCISES = [
         check="""
         open_now, most_open = 0, 0
 
-        def slow_echo(sock, address):      # holds each connection 50 ms
+        def slow_echo(sock, address):      # holds each connection 0.2 s
             global open_now, most_open
             open_now += 1
             most_open = max(most_open, open_now)
             try:
                 data = sock.recv(4096)
-                labkit.sleep(0.05)
+                labkit.sleep(0.2)
                 sock.sendall(data)
             finally:
                 open_now -= 1

@@ -35,7 +35,7 @@ EXERCISES = [
             flag.append("up")
 
         labkit.spawn(raise_the_flag)
-        assert wait_for(flag, 0.5) is True, "the flag went up after 0.05 s, but wait_for gave up"
+        assert wait_for(flag, 1.0) is True, "the flag went up after 0.05 s, but wait_for gave up"
         print("exercise 1: passed")
         """),
     Exercise(

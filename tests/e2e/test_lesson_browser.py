@@ -10,6 +10,7 @@ checker prints "exercise 1: passed". Screenshots go to tests/artifacts/.
 """
 import os
 import shutil
+import time
 
 import pytest
 
@@ -57,13 +58,16 @@ def test_a_new_lesson_runs_and_its_exercise_checks_itself_in_jupyterlab(jupyterl
             # Run All; again only if the kernel never took the first cell
             # (JupyterLab can show "Idle" before the session is wired).
             first_prompt = cells.nth(1).locator(".jp-InputArea-prompt")
-            for _ in range(10):
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
                 accept_kernel_dialog(page)       # "Select Kernel" may come late
                 if first_prompt.inner_text().strip() not in ("[ ]:", "[ ]"):
                     break
                 page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
                 page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-                page.wait_for_timeout(3000)
+                page.wait_for_timeout(5000)
+            else:
+                raise AssertionError("the kernel never took Run All in 90 s")
             # The lesson runs, and the first checker fails on the stub.
             output_of("check-1").get_by_text("AssertionError").first.wait_for(state="attached", timeout=90_000)
             assert "at most inside at once: 2" in output_of("semaphore").text_content()
