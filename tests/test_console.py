@@ -241,6 +241,15 @@ def test_frame_ring_keeps_the_last_seconds_and_finds_the_frame_in_force():
     for t in range(5):
         small.add(_frame(float(t)))
     assert [f["time"] for f in small] == [2.0, 3.0, 4.0]
+    rows = frames.FrameRing(seconds=100, max_rows=5)
+    for t in range(4):
+        rows.add(_frame(float(t), {"id": 1, "name": "a"}, {"id": 2, "name": "b"}))
+    assert [f["time"] for f in rows] == [2.0, 3.0]   # 4 rows kept, at most 5
+    big = frames.FrameRing(max_rows=1)
+    big.add(_frame(9.0, {"id": 1, "name": "a"}, {"id": 2, "name": "b"}))
+    assert len(big) == 1   # the newest is kept, whatever its size
+    with pytest.raises(ValueError, match="max_rows"):
+        frames.FrameRing(max_rows=0)
     with pytest.raises(ValueError, match="seconds"):
         frames.FrameRing(seconds=0)
     with pytest.raises(ValueError, match="max_frames"):

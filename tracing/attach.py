@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         def next_frame() -> dict:
             frame = client.frame()
             history.append(frame)
-            del history[:-120]
+            del history[:-60]   # the timeline's width
             if every is not None:
                 every.append(frame)
             if record is not None:

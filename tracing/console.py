@@ -108,7 +108,8 @@ class Console:
     """The live console widget; see the module docstring.
 
     ``refresh``: seconds between frames (at least 1/MAX_REFRESH_HZ).
-    ``history``: seconds of frames kept for scrubbing. ``window``: seconds
+    ``history``: seconds of frames kept for scrubbing (fewer for a big
+    table: :class:`tracing.frames.FrameRing` keeps at most 200,000 rows). ``window``: seconds
     of the timeline. ``timeline``: show the Dashboard's timeline (it
     records a trace; False leaves tracing to others). ``max_rows``: table
     lines shown (the filter finds the others). ``timeline_refresh``: seconds

@@ -500,27 +500,38 @@ def to_perfetto(recorded: list, path) -> None:
 # -- record & scrub ---------------------------------------------------------------
 
 class FrameRing:
-    """The frames of the last ``seconds`` (and at most ``max_frames``), oldest
-    first: what "record" keeps and "scrub" walks back through.
+    """The frames of the last ``seconds``, oldest first: what "record" keeps
+    and "scrub" walks back through. Bounded also by ``max_frames`` and by
+    ``max_rows``, the rows of all frames together (a row is ~0.5 KB: the
+    default keeps ~100 MB at most, so 10,000 greenlets get ~20 frames of
+    history, not two minutes' worth). The newest frame is always kept.
 
     Not thread-safe: add and read from one thread (the console's own)."""
 
-    def __init__(self, seconds: float = 60.0, max_frames: int = 1000):
+    def __init__(self, seconds: float = 60.0, max_frames: int = 1000,
+                 max_rows: int = 200_000):
         if not seconds > 0:
             raise ValueError(f"seconds must be > 0, not {seconds!r}")
         if not (isinstance(max_frames, int) and max_frames >= 1):
             raise ValueError(f"max_frames must be an int >= 1, not {max_frames!r}")
+        if not (isinstance(max_rows, int) and max_rows >= 1):
+            raise ValueError(f"max_rows must be an int >= 1, not {max_rows!r}")
         self.seconds = float(seconds)
         self.max_frames = max_frames
+        self.max_rows = max_rows
         self._frames: collections.deque = collections.deque()
+        self._rows = 0
 
     def add(self, frame: dict) -> None:
         if self._frames and frame["time"] < self._frames[-1]["time"]:
             raise ValueError("frames must be added in time order")
         self._frames.append(frame)
+        self._rows += len(frame["rows"])
         horizon = frame["time"] - self.seconds
-        while len(self._frames) > self.max_frames or self._frames[0]["time"] < horizon:
-            self._frames.popleft()
+        while len(self._frames) > 1 and (len(self._frames) > self.max_frames
+                                         or self._frames[0]["time"] < horizon
+                                         or self._rows > self.max_rows):
+            self._rows -= len(self._frames.popleft()["rows"])
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -540,3 +551,4 @@ class FrameRing:
 
     def clear(self) -> None:
         self._frames.clear()
+        self._rows = 0
