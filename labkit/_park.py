@@ -335,7 +335,7 @@ def sleep(seconds: float = 0) -> None:
         return
     seconds = check_seconds(seconds)
     if seconds > 0:
-        timer = hub.loop.timer(seconds, current.switch)
+        timer = hub.loop.start_timer(seconds, current.switch)
         try:
             woken_with = _switch(hub)
         except BaseException:
