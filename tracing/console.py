@@ -41,10 +41,13 @@ Who does what, and in which thread (the Dashboard's arrangement)::
     _apply(): set the widgets' values    <-----  run_callback_threadsafe
     a click, the slider, the filter:     ----->  inbox: rebuild the view of the shown frame
 
-The hub only captures (a :func:`tracing.snapshot.snapshot`, in pieces) and
-sets widget values; filtering, sorting and formatting run in the console
-thread, so a big table does not stall the loop it describes. A click reads
-that one greenlet's stack in the hub (ipywidgets runs callbacks there).
+The hub only captures (a :func:`tracing.snapshot.snapshot`, in pieces, and
+the lints at most once a second: :class:`tracing.frames.Capturer`) and sets
+widget values; filtering, sorting and formatting run in the console thread,
+so a big table does not stall the loop it describes. A click reads that one
+greenlet's stack in the hub (ipywidgets runs callbacks there). The time
+columns need a recording: if nothing records, the console runs a small one
+(:class:`tracing.frames.BackgroundRecording`) that steps aside for any other.
 
 Contract: create, pause, resume, show and close from the hub's thread (a
 cell, or a widget callback). Creating a Console closes the previous one.
