@@ -138,7 +138,7 @@ def deadline(hub, timeout, callback: Callable, *args):
     park ends (gevent cancels a Timeout it was given, too). Call in the
     greenlet that parks."""
     if timeout.__class__ is float or timeout.__class__ is int or not _is_timeout_object(timeout):
-        return hub.loop.timer(timeout, callback, *args)
+        return hub.loop.start_timer(timeout, callback, *args)
     if not timeout.pending:
         timeout.start()
     return timeout
@@ -404,7 +404,7 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     loop = hub.loop
     timer = None
     if timeout is not None:
-        timer = loop.timer(timeout, current.throw,
+        timer = loop.start_timer(timeout, current.throw,
                            timeout_exc if timeout_exc is not None else TimeoutError("timed out"))
     try:
         loop.io_start(fd, event, current.switch)
@@ -491,7 +491,7 @@ def wait_any_fd(hub, interest: dict, timeout: float | None) -> None:
                     waits[fd] = current
                     started.append((fd, event, waits))
         if timeout is not None:
-            timer = loop.timer(timeout, current.switch, _TIMED_OUT)
+            timer = loop.start_timer(timeout, current.switch, _TIMED_OUT)
         try:
             _switch(hub)
         except BaseException:
