@@ -199,13 +199,16 @@ def test_04_what_a_switch_costs(tmp_path):
         assert found, (part, report)
         parts[part] = float(found.group(1))
     # The noise warning is there exactly when a figure's rounds spread wide.
-    assert ("NOISE WARNING" in report) == any(v > 20 for v in spreads.values()), report
+    # (A spread printed as exactly 20% may be either side of the line.)
+    if 20 not in spreads.values():
+        assert ("NOISE WARNING" in report) == any(v > 20 for v in spreads.values()), report
     # The sentences printed under it agree with the figures printed above.
     said = stream(cells["breakdown"])
     largest = re.search(r"the largest part of it here: (.+) \(\d+%\)", said).group(1)
     inside = {p: v for p, v in parts.items() if not p.startswith("the tracer")}
     assert inside[largest] == max(inside.values()), (largest, inside)
-    assert f"the tracer adds {parts['the tracer (traced - untraced)']:.0f} ns per yield" in said
+    tracer_said = float(re.search(r"the tracer adds (-?\d+) ns per yield", said).group(1))
+    assert abs(tracer_said - parts["the tracer (traced - untraced)"]) <= 1, said
     assert len(data(cells["breakdown"], "image/png")) == 1
     peers = stream(cells["peers"])
     assert re.search(r"^labkit\s+\d+ ns per sleep\(0\)\s+\(\d+ \.\. \d+, spread \d+%\)",
