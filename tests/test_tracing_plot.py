@@ -239,3 +239,19 @@ def test_a_greenlet_spawned_before_the_trace_is_named_after_its_function_too():
     names = {gr.name for gr in t.greenlets()}
     assert any(name.startswith("ticker #") for name in names), names
     assert not any(name.startswith("Greenlet-") for name in names)
+
+
+def test_naming_greenlets_does_not_import_ipython_in_a_script():
+    # A gunicorn worker's flight dump names greenlets too: finding no cells
+    # must not cost an IPython import.
+    from helpers import run_python
+    out = run_python("""
+        import sys, labkit, tracing
+        def job():
+            labkit.sleep(0)
+        with tracing.trace() as t:
+            labkit.spawn(job).join()
+        print([g.name for g in t.greenlets()][1], "IPython" in sys.modules)
+    """)
+    name, imported = out.split()
+    assert name.startswith("job #") and imported == "False"

@@ -26,6 +26,7 @@ Times in the dataclasses are seconds since the trace started.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from labkit._loop import lib
@@ -140,6 +141,8 @@ def display_name(name: str | None, function: str | None, path: str | None = None
 
 def cell_of(path: str, line: int | None) -> str | None:
     """"In[7], line 3" when ``path`` is a notebook cell's file, else None."""
+    if "IPython" not in sys.modules:
+        return None   # no cells without IPython: do not import it to find none
     location = _introspect.cell_location(path, line or 0)
     return location if location.startswith("In[") else None
 
