@@ -118,6 +118,27 @@ def test_with_timeout_returns_the_value_or_the_timeout_value():
 def test_timeout_validates_its_seconds():
     with pytest.raises(TypeError, match="seconds"):
         Timeout("soon")
+    with pytest.raises(TypeError, match="seconds"):
+        Timeout(True)
+    with pytest.raises(ValueError, match="NaN"):
+        Timeout(float("nan"))
+    from fractions import Fraction
+    assert Timeout(Fraction(1, 4)).seconds == 0.25 and Timeout(3).seconds == 3
+
+
+def test_a_started_timeout_holds_a_timer_of_the_hub_until_cancelled():
+    t = Timeout.start_new(10)
+    try:
+        assert t.pending and t.timer.active and t.timer.callback == t._on_expiration
+        assert get_hub().loop.active_timers == 1
+        with pytest.raises(AssertionError, match="already started"):
+            t.start()
+    finally:
+        t.cancel()
+    assert not t.pending and t.timer is None and get_hub().loop.active_timers == 0
+    unref = Timeout.start_new(10, ref=False)
+    assert unref.pending and get_hub().loop.active_timers == 0   # ref=False
+    unref.cancel()
 
 
 def test_a_string_exception_raises_the_timeout_with_the_string_in_its_message():
