@@ -253,5 +253,5 @@ def test_naming_greenlets_does_not_import_ipython_in_a_script():
             labkit.spawn(job).join()
         print([g.name for g in t.greenlets()][1], "IPython" in sys.modules)
     """)
-    name, imported = out.split()
+    name, imported = out.strip().rsplit(" ", 1)
     assert name.startswith("job #") and imported == "False"
