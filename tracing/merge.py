@@ -64,10 +64,23 @@ def remove_event_source(source) -> None:
         _sources.remove(source)
 
 
+def source_events(pid: int, start_ns: int, stop_ns: int) -> list[dict]:
+    """The events the sources (:func:`add_event_source`) add for this window."""
+    events = []
+    for source in list(_sources):
+        try:
+            events.extend(source(pid, start_ns, stop_ns))
+        except Exception:   # a bridge's bug must not cost the trace
+            import traceback
+            traceback.print_exc()
+    return events
+
+
 def process_events(trace, *, pid: int, start_ns: int, stop_ns: int | None = None,
-                   name: str | None = None) -> list[dict]:
+                   name: str | None = None, extra_events=None) -> list[dict]:
     """The Perfetto events of ``trace`` on process track ``pid`` named ``name``
-    (default ``"labkit <pid>"``), plus those of the event sources."""
+    (default ``"labkit <pid>"``), plus ``extra_events`` (default: those of
+    the event sources, :func:`source_events`)."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise ValueError(f"pid must be a positive int, not {pid!r}")
     name = name or f"labkit {pid}"
@@ -79,24 +92,21 @@ def process_events(trace, *, pid: int, start_ns: int, stop_ns: int | None = None
             event["args"] = {"name": name}
     if stop_ns is None:
         stop_ns = start_ns + int(trace.duration * 1e9)
-    for source in list(_sources):
-        try:
-            events.extend(source(pid, start_ns, stop_ns))
-        except Exception:   # a bridge's bug must not cost the trace
-            import traceback
-            traceback.print_exc()
+    events.extend(source_events(pid, start_ns, stop_ns) if extra_events is None
+                  else extra_events)
     return events
 
 
 def write(trace, path, *, pid: int | None = None, start_ns: int, stop_ns: int | None = None,
-          name: str | None = None, reason: str | None = None) -> str:
+          name: str | None = None, reason: str | None = None, extra_events=None) -> str:
     """Write ``trace`` (a tracing.Trace whose time zero is ``start_ns`` on the
     lk_now_ns clock) as a Perfetto/Chrome JSON file that :func:`merge` can
     combine with others. Returns ``path``."""
     pid = os.getpid() if pid is None else pid
     if not isinstance(start_ns, int):
         raise TypeError(f"start_ns must be an int (lk_now_ns), not {type(start_ns).__name__}")
-    events = process_events(trace, pid=pid, start_ns=start_ns, stop_ns=stop_ns, name=name)
+    events = process_events(trace, pid=pid, start_ns=start_ns, stop_ns=stop_ns, name=name,
+                            extra_events=extra_events)
     # When this trace's zero was, on the wall clock, for people reading the file.
     wall = time.time() - (lib.lk_now_ns() - start_ns) / 1e9
     document = {

@@ -284,6 +284,26 @@ class Recorder:
         n = lib.lk_trace_read(self.ring, out, wanted, 0, ffi.NULL)
         return bytes(ffi.buffer(out, n * _RECORD.size))
 
+    def frozen_side_table(self) -> dict:
+        """What :func:`recording_from` needs besides the records, as plain
+        picklable data (for a dump converted in another process): names of
+        every greenlet the table knows (resolved now), its spawn entries
+        without their greenlets, labels, blocks, the recorder's identity.
+        Any thread."""
+        base, spawns = self._spawn_window
+        entries = {base + i: info for i, info in enumerate(list(spawns))}
+        entries.update(dict(self._old_live))
+        frozen = {index: dataclasses.replace(
+            info, name=info.name or self.name_of(info.gid), ref=None)
+            for index, info in entries.items()}
+        names = dict(self._names)
+        for gid in list(self._by_id):
+            names.setdefault(gid, self.name_of(gid))
+        return {"names": names, "spawns": frozen, "spawn_count": base + len(spawns),
+                "labels": {number: label for label, number in list(self.labels.items())},
+                "blocks": list(self.blocks), "hub_id": id(self._hub),
+                "main_id": id(self._hub.parent), "start_ns": self.start_ns, "pid": self.pid}
+
     def recording_of(self, records: list, start_ns: int, stop_ns: int) -> Recording:
         """A Recording of ``records`` (tuples, from :meth:`copy_ring`, within
         [start_ns, stop_ns]) of this running recorder: the side table is
@@ -494,6 +514,37 @@ class Recorder:
                 self.record(lib.LK_TR_RESUME, id(target), lib.LK_WHY_SWITCH, id(origin))
         if self._old_settrace is not None:
             self._old_settrace(event, args)
+
+
+def recording_from(side: dict, records: list, start_ns: int, stop_ns: int) -> Recording:
+    """A Recording of ``records`` (within [start_ns, stop_ns]) from a
+    :meth:`Recorder.frozen_side_table`: the same as ``recording_of``, in a
+    process that has only the frozen table."""
+    start_ns = max(start_ns, side["start_ns"])
+    first_ts = records[0][0] if records else start_ns
+    records = [r for r in records if r[0] >= first_ts and r[0] >= start_ns]
+    offset = (start_ns - side["start_ns"]) / 1e9
+    blocks = [dataclasses.replace(b, start=b.start - offset) for b in side["blocks"]
+              if b.start + b.duration >= offset]
+    return Recording(
+        records=records, dropped=0,
+        spawns=_FrozenSpawns(side["spawns"], side["spawn_count"]), names=side["names"],
+        labels=side["labels"], hub_id=side["hub_id"], main_id=side["main_id"],
+        start_ns=start_ns, stop_ns=stop_ns, blocks=blocks, pid=side["pid"])
+
+
+class _FrozenSpawns:
+    """Spawn entries by absolute index, as the model reads them (picklable)."""
+
+    def __init__(self, entries: dict, count: int):
+        self._entries = entries
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int):
+        return self._entries.get(index)
 
 
 class _SpawnTable:
