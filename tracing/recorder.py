@@ -35,9 +35,10 @@ because they are about the ring and its side table:
   have exited and whose records have all been overwritten are dropped, so
   memory stays proportional to the ring plus the live greenlets, however
   long the process runs. Spawn indices stay absolute (``spawn_info(i)``);
-- :meth:`Recorder.copy_ring` and :meth:`Recorder.recording_of`: the
-  records of the last seconds as a :class:`Recording`, taken *while*
-  recording goes on (the copy from the loop thread: see its docstring).
+- :meth:`Recorder.copy_ring`, :meth:`Recorder.frozen_side_table` and
+  :func:`recording_from`: the records of the last seconds as a
+  :class:`Recording`, taken *while* recording goes on (the copy from the
+  loop thread: see its docstring), built in any thread or process.
 
 Fork. A recorder running when the process forks starts afresh in the child
 (``os.register_at_fork``): the child's copy of the ring is emptied, its
@@ -275,7 +276,7 @@ class Recorder:
         being written (a poll record, which the C loop writes without the
         GIL), and the oldest may be overwritten during the copy: keep only
         records inside a time window that ends before the copy began
-        (:meth:`recording_of` does, given its bounds)."""
+        (:func:`recording_from` does, given its bounds)."""
         if self.ring is None:
             raise RuntimeError("this recorder is not running")
         count = lib.lk_trace_count(self.ring)
@@ -303,29 +304,6 @@ class Recorder:
                 "labels": {number: label for label, number in list(self.labels.items())},
                 "blocks": list(self.blocks), "hub_id": id(self._hub),
                 "main_id": id(self._hub.parent), "start_ns": self.start_ns, "pid": self.pid}
-
-    def recording_of(self, records: list, start_ns: int, stop_ns: int) -> Recording:
-        """A Recording of ``records`` (tuples, from :meth:`copy_ring`, within
-        [start_ns, stop_ns]) of this running recorder: the side table is
-        read, never changed, and names of live greenlets are resolved now.
-        Blocks the monitor found in the window come along, their start made
-        relative to ``start_ns``. Any thread."""
-        start_ns = max(start_ns, self.start_ns)
-        first_ts = records[0][0] if records else start_ns
-        records = [r for r in records if r[0] >= first_ts and r[0] >= start_ns]
-        seen = {r[3] for r in records if r[1] in (lib.LK_TR_RESUME, lib.LK_TR_EXIT,
-                                                   lib.LK_TR_MARK)}
-        names = dict(self._names)
-        for gid in seen:
-            names.setdefault(gid, self.name_of(gid))
-        offset = (start_ns - self.start_ns) / 1e9
-        blocks = [dataclasses.replace(b, start=b.start - offset) for b in list(self.blocks)
-                  if b.start + b.duration >= offset]
-        return Recording(
-            records=records, dropped=0, spawns=_SpawnTable(self), names=names,
-            labels={number: label for label, number in list(self.labels.items())},
-            hub_id=id(self._hub), main_id=id(self._hub.parent),
-            start_ns=start_ns, stop_ns=stop_ns, blocks=blocks, pid=self.pid)
 
     def _read_ring(self):
         count = lib.lk_trace_count(self.ring)
@@ -518,8 +496,11 @@ class Recorder:
 
 def recording_from(side: dict, records: list, start_ns: int, stop_ns: int) -> Recording:
     """A Recording of ``records`` (within [start_ns, stop_ns]) from a
-    :meth:`Recorder.frozen_side_table`: the same as ``recording_of``, in a
-    process that has only the frozen table."""
+    :meth:`Recorder.frozen_side_table` (which may come from another process:
+    the flight recorder converts its dumps in a child). Records older than
+    the first one are dropped (a slot half-written during a copy from
+    another thread), and so are records before ``start_ns``; the blocks come
+    along, their start made relative to ``start_ns``."""
     start_ns = max(start_ns, side["start_ns"])
     first_ts = records[0][0] if records else start_ns
     records = [r for r in records if r[0] >= first_ts and r[0] >= start_ns]
