@@ -218,3 +218,13 @@ def test_stopped_while_a_trace_pushed_it_aside_it_stays_stopped(recorder):
         fr.stop()
     assert not fr.running and flight.current() is None
     assert tracing.recorder.active() is None
+
+
+def test_a_dump_that_cannot_be_written_raises_and_recording_goes_on(recorder, tmp_path):
+    fr = recorder()
+    with pytest.raises(RuntimeError, match="converter"):
+        fr.dump(tmp_path / "no-such-dir" / "x.json")
+    assert fr.running
+    labkit.spawn(labkit.sleep, 0.001).name = "still-recorded"
+    labkit.sleep(0.01)
+    assert "still-recorded" in _lane_names(_events(fr.dump()))
