@@ -116,6 +116,10 @@ class Block:
     line: int
     function: str
     stack: list = field(default_factory=list)   #: "file:line in func", innermost last
+    #: why it took its time (tracing.causes.Cause: CPU, GC, a syscall, descheduled)
+    cause: object = None
+    #: (file, line, function) of the first sample that saw it (nearest its start)
+    first: tuple | None = None
 
     @property
     def location(self) -> str:
