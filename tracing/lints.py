@@ -236,7 +236,10 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
             block = _block_at(blocks, name, start, acc.longest / 1e9)
             if block is not None:
                 reported_blocks.add(id(block))
-            out.append((_never_yielded(name, gid, acc.longest / 1e9, block, _row_line(row)), g))
+            if acc.longest / 1e9 - _descheduled(blocks, start, acc.longest / 1e9) \
+                    >= never_yielded:
+                out.append((_never_yielded(name, gid, acc.longest / 1e9, block,
+                                           _row_line(row)), g))
         if acc.wakes >= min_wakes and acc.self_wakes > ratio * acc.wakes:
             out.append((Lint("spinning", name, _row_line(row),
                              f"{acc.self_wakes} of its {acc.wakes} wake-ups were its own "
@@ -244,6 +247,8 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
         if acc.most_scheduled >= starved * 1e9:
             end = (acc.most_scheduled_at - t0) / 1e9
             length = acc.most_scheduled / 1e9
+            if length - _descheduled(blocks, end - length, length) < starved:
+                continue   # the machine, not the program, kept it waiting
             behind = _block_at(blocks, None, end - length, length)
             why = f" (behind {behind.greenlet}, which blocked the loop {behind.duration:.2f} s " \
                   f"at {_place(behind.file, behind.line)})" if behind is not None else ""
@@ -253,10 +258,28 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
     for block in blocks:
         if id(block) in reported_blocks or block.duration < never_yielded:
             continue
+        if block.duration - _descheduled([block], block.start, block.duration) < never_yielded:
+            continue
         if block.greenlet in ("main", "?"):
             continue   # ("?": no switch yet since the trace began -- its starter, main)
         out.append((_never_yielded(block.greenlet, None, block.duration, block, ""), None))
     return out
+
+
+def _descheduled(blocks, start: float, length: float) -> float:
+    """Seconds of [start, start + length] the loop thread was runnable but
+    not running, as the blocking monitor's causes measured it (each block's
+    descheduled share, over its overlap). A program is not linted for time
+    the machine took from it (another process on the cores)."""
+    total = 0.0
+    for block in blocks:
+        cause = getattr(block, "cause", None)
+        if cause is None or not cause.wall or not cause.descheduled:
+            continue
+        overlap = min(start + length, block.start + block.duration) - max(start, block.start)
+        if overlap > 0:
+            total += overlap * cause.descheduled / cause.wall
+    return total
 
 
 def _block_at(blocks, name, start: float, length: float):
@@ -626,6 +649,8 @@ def trace_lints(trace, *, never_yielded: float | None = None, starved: float | N
         name = names.get(key, s.lane)
         if name in _NOT_LINTED:
             continue
+        if s.duration - _descheduled(blocks, s.start, s.duration) < never_yielded:
+            continue
         block = _block_at(blocks, name, s.start, s.duration)
         out.append(_never_yielded(name, None, s.duration, block, ""))
     wakes: dict[int, list] = {}
@@ -650,7 +675,8 @@ def trace_lints(trace, *, never_yielded: float | None = None, starved: float | N
     worst: dict[int, object] = {}
     for parked in trace.parked():
         # A gap that ended in a "ready" resume was ready all along (sleep(0)).
-        if parked.reason == "ready" and parked.duration >= starved:
+        if parked.reason == "ready" and parked.duration >= starved and \
+                parked.duration - _descheduled(blocks, parked.start, parked.duration) >= starved:
             if parked.key not in worst or parked.duration > worst[parked.key].duration:
                 worst[parked.key] = parked
     for key, parked in worst.items():
