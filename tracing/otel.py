@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import collections
 import os
-import threading
 import time
 import weakref
 
@@ -108,7 +107,6 @@ class Bridge:
         self.tracer = tracer_provider.get_tracer("labkit")
         self._provider = tracer_provider
         self._greenlet_spans: dict = {}   # id(g) -> (span, weakref to g)
-        self._lock = threading.Lock()
         self._recorder_owner = None
         self.processor = None
         self._closed = False
