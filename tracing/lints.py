@@ -38,6 +38,11 @@ cover what the ring held since :func:`snapshot` first read it. The main
 greenlet and the hub are not linted for spinning or starving (the main
 greenlet's waits are the host's).
 
+Lints state what happened, in wall time. On a busy machine a greenlet can
+be descheduled in the middle of a short step and "never yield" for 0.3 s, or
+keep others waiting: the evidence then carries the block's cause, which says
+so ("descheduled: the machine was busy", or "...; descheduled 200 ms").
+
 Silencing: :func:`silence` a greenlet (the object, or its name for a Trace)
 for some kinds or all of them; its lints are then left out.
 
@@ -233,13 +238,11 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
             continue
         if acc.longest >= never_yielded * 1e9:
             start = (acc.longest_at - t0) / 1e9
-            block = _block_at(blocks, name, start, acc.longest / 1e9)
+            block = _block_at(blocks, start, acc.longest / 1e9)
             if block is not None:
                 reported_blocks.add(id(block))
-            if acc.longest / 1e9 - _descheduled(blocks, start, acc.longest / 1e9) \
-                    >= never_yielded:
-                out.append((_never_yielded(name, gid, acc.longest / 1e9, block,
-                                           _row_line(row)), g))
+            out.append((_never_yielded(name, gid, acc.longest / 1e9, block,
+                                       _row_line(row)), g))
         if acc.wakes >= min_wakes and acc.self_wakes > ratio * acc.wakes:
             out.append((Lint("spinning", name, _row_line(row),
                              f"{acc.self_wakes} of its {acc.wakes} wake-ups were its own "
@@ -247,18 +250,13 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
         if acc.most_scheduled >= starved * 1e9:
             end = (acc.most_scheduled_at - t0) / 1e9
             length = acc.most_scheduled / 1e9
-            if length - _descheduled(blocks, end - length, length) < starved:
-                continue   # the machine, not the program, kept it waiting
-            behind = _block_at(blocks, None, end - length, length)
-            why = f" (behind {behind.greenlet}, which blocked the loop {behind.duration:.2f} s " \
-                  f"at {_place(behind.file, behind.line)})" if behind is not None else ""
+            behind = _block_at(blocks, end - length, length)
+            why = _behind(behind)
             out.append((Lint("starved", name, _row_line(row),
                              f"ready for {length:.2f} s without running{why}", gid), g))
     # Blocks of greenlets the ledger never saw (the ring overwrote them), and of hub callbacks
     for block in blocks:
         if id(block) in reported_blocks or block.duration < never_yielded:
-            continue
-        if block.duration - _descheduled([block], block.start, block.duration) < never_yielded:
             continue
         if block.greenlet in ("main", "?"):
             continue   # ("?": no switch yet since the trace began -- its starter, main)
@@ -266,29 +264,23 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
     return out
 
 
-def _descheduled(blocks, start: float, length: float) -> float:
-    """Seconds of [start, start + length] the loop thread was runnable but
-    not running, as the blocking monitor's causes measured it (each block's
-    descheduled share, over its overlap). A program is not linted for time
-    the machine took from it (another process on the cores)."""
-    total = 0.0
-    for block in blocks:
-        cause = getattr(block, "cause", None)
-        if cause is None or not cause.wall or not cause.descheduled:
-            continue
-        overlap = min(start + length, block.start + block.duration) - max(start, block.start)
-        if overlap > 0:
-            total += overlap * cause.descheduled / cause.wall
-    return total
+def _behind(block) -> str:
+    """The starved lint's "behind whom": the block that held the loop, its
+    line and its cause (a busy machine shows as "descheduled")."""
+    if block is None:
+        return ""
+    cause = getattr(block, "cause", None)
+    return (f" (behind {block.greenlet}, which blocked the loop {block.duration:.2f} s "
+            f"at {_place(block.file, block.line)}{': ' + str(cause) if cause else ''})")
 
 
-def _block_at(blocks, name, start: float, length: float):
-    """The monitor's block of greenlet ``name`` (any, if None) that overlaps
-    [start, start + length] most."""
+def _block_at(blocks, start: float, length: float):
+    """The monitor's block that overlaps [start, start + length] most. (One
+    thing runs at a time: a block that overlaps a greenlet's slice is that
+    greenlet's, whatever name the monitor and the trace gave it --
+    "Greenlet-3", "worker #3".)"""
     best, best_overlap = None, 0.0
     for block in blocks:
-        if name is not None and block.greenlet != name:
-            continue
         overlap = min(start + length, block.start + block.duration) - max(start, block.start)
         if overlap > best_overlap:
             best, best_overlap = block, overlap
@@ -649,9 +641,7 @@ def trace_lints(trace, *, never_yielded: float | None = None, starved: float | N
         name = names.get(key, s.lane)
         if name in _NOT_LINTED:
             continue
-        if s.duration - _descheduled(blocks, s.start, s.duration) < never_yielded:
-            continue
-        block = _block_at(blocks, name, s.start, s.duration)
+        block = _block_at(blocks, s.start, s.duration)
         out.append(_never_yielded(name, None, s.duration, block, ""))
     wakes: dict[int, list] = {}
     for sw in trace.switches():
@@ -675,17 +665,14 @@ def trace_lints(trace, *, never_yielded: float | None = None, starved: float | N
     worst: dict[int, object] = {}
     for parked in trace.parked():
         # A gap that ended in a "ready" resume was ready all along (sleep(0)).
-        if parked.reason == "ready" and parked.duration >= starved and \
-                parked.duration - _descheduled(blocks, parked.start, parked.duration) >= starved:
+        if parked.reason == "ready" and parked.duration >= starved:
             if parked.key not in worst or parked.duration > worst[parked.key].duration:
                 worst[parked.key] = parked
     for key, parked in worst.items():
         name = names.get(key, "?")
         if name in _NOT_LINTED:
             continue
-        behind = _block_at(blocks, None, parked.start, parked.duration)
-        why = f" (behind {behind.greenlet}, which blocked the loop {behind.duration:.2f} s " \
-              f"at {_place(behind.file, behind.line)})" if behind is not None else ""
+        why = _behind(_block_at(blocks, parked.start, parked.duration))
         out.append(Lint("starved", name, "",
                         f"ready for {parked.duration:.2f} s without running{why}"))
     return [lint for lint in out if not _silenced(lint)]
