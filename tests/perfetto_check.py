@@ -42,7 +42,8 @@ def problems(doc) -> list[str]:
         if ph == "X":
             if not (e["dur"] >= 0 and math.isfinite(e["ts"])):
                 found.append(f"bad slice {e}")
-            slices[e["tid"]].append((e["ts"], e["ts"] + e["dur"], e["name"]))
+            start = _ns(e["ts"])
+            slices[e["tid"]].append((start, start + _ns(e["dur"]), e["name"]))
         if ph == "C":
             for key, value in e.get("args", {}).items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -66,12 +67,12 @@ def problems(doc) -> list[str]:
         if set(pair) != {"s", "f"}:
             found.append(f"flow {fid} has only {sorted(pair)}")
         for e in pair.values():
-            if not any(s <= e["ts"] <= t for s, t, _ in slices.get(e["tid"], ())):
+            if not any(s <= _ns(e["ts"]) <= t for s, t, _ in slices.get(e["tid"], ())):
                 found.append(f"flow {fid} {e['ph']} at {e['ts']} on tid {e['tid']} "
                              f"is outside every slice of its thread")
     open_async = collections.defaultdict(list)
     for e in sorted((e for e in events if e.get("ph") in ("b", "e")),
-                    key=lambda e: (e["ts"], e["ph"] == "b")):
+                    key=lambda e: (_ns(e["ts"]), e["ph"] == "b")):
         key = (e.get("cat"), e["id"])
         if e["ph"] == "b":
             open_async[key].append(e["name"])
@@ -83,6 +84,12 @@ def problems(doc) -> list[str]:
         if names:
             found.append(f"async {key}: {names} never end")
     return found
+
+
+def _ns(microseconds: float) -> int:
+    """A timestamp as Perfetto holds it: whole nanoseconds (so that a slice
+    ending where the next begins does not overlap it by a float's last bit)."""
+    return round(microseconds * 1000)
 
 
 def _perfetto_id(value) -> bool:
