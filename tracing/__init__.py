@@ -24,6 +24,7 @@ used by every picture and the README), ``summary`` (the table), ``export``
 timeline, also as a PNG), ``overhead``
 (switch-cost measurements), ``introspect`` (what live greenlets are doing
 now), ``snapshot`` (the live table: one row per greenlet, with its times),
+``ledger`` (its per-greenlet running totals, read from the ring),
 ``lints`` (what looks wrong, with line and evidence), ``causes`` (a block's
 time split into CPU, GC and off-CPU); ``tracing.snapshot`` is the function
 (import that module's other names with ``from tracing.snapshot import ...``),

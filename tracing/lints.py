@@ -68,7 +68,8 @@ from labkit.util import greenlet_name
 
 from tracing import recorder as _recorder_module
 from tracing.introspect import ipython_shell, cell_location
-from tracing.snapshot import ZERO_TIMEOUT_NS, ledger_for, snapshot
+from tracing.ledger import ZERO_TIMEOUT_NS, ledger_for
+from tracing.snapshot import snapshot
 
 __all__ = ["Lint", "lints", "trace_lints", "silence", "unsilence", "watch_cells",
            "KINDS", "NEVER_YIELDED", "STARVED", "SPINNING_RATIO", "SPINNING_WAKES",
