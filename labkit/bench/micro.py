@@ -289,12 +289,20 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
 MASS_SLEEP_SECONDS = 5
 
 
+def mass_sleep_seconds(n):
+    """How long each of n sleepers sleeps: 5 s (the issue's 100,000), longer
+    for more (a second per 20,000), so that none wakes up by itself before
+    the last one has started -- a million take longer than 5 s to spawn."""
+    return max(MASS_SLEEP_SECONDS, n / 20_000)
+
+
 def mass_sleep_gevent_like(impl, n):
     from greenlet import greenlet
     gk = import_gevent_like(impl)
     before = resident_bytes()
     start = perf_counter()
-    greenlets = [gk.spawn(gk.sleep, MASS_SLEEP_SECONDS) for _ in range(n)]
+    seconds = mass_sleep_seconds(n)
+    greenlets = [gk.spawn(gk.sleep, seconds) for _ in range(n)]
     # Every greenlet starts and parks in its sleep: one pass of the hub
     # usually, more when the hub ends a pass early (gevent does, after a
     # while, so that a flood of callbacks does not starve I/O).
@@ -302,9 +310,11 @@ def mass_sleep_gevent_like(impl, n):
     deadline = start + 60 + n / 1000
     while waiting:
         gk.sleep(0)
-        waiting = [g for g in waiting if not greenlet.__bool__(g)]  # not started yet
+        waiting = [g for g in waiting if not greenlet.__bool__(g) and not g.dead]
         if waiting and perf_counter() > deadline:
             raise AssertionError(f"{len(waiting)} greenlets did not start")
+    if any(g.dead for g in greenlets):
+        raise AssertionError(f"a sleep({seconds}) ended before the last greenlet started")
     parked = resident_bytes()
     gk.killall(greenlets)
     elapsed = perf_counter() - start
@@ -326,7 +336,8 @@ def mass_sleep_asyncio(impl, n):
     async def main():
         before = resident_bytes()
         start = perf_counter()
-        tasks = [asyncio.ensure_future(asyncio.sleep(MASS_SLEEP_SECONDS)) for _ in range(n)]
+        seconds = mass_sleep_seconds(n)
+        tasks = [asyncio.ensure_future(asyncio.sleep(seconds)) for _ in range(n)]
         await asyncio.sleep(0)  # every task starts and parks in its sleep
         parked = resident_bytes()
         for task in tasks:
