@@ -403,3 +403,15 @@ def test_a_stale_socket_is_reported_as_no_console(tmp_path):
         sock.bind(path)   # bound, never listening: what a killed process leaves
         with pytest.raises(FileNotFoundError, match="nobody serves it"):
             attach.AttachClient(path=path)
+
+
+def test_sockets_of_dead_processes_are_swept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    for pid in (dead_pid, os.getpid()):
+        (tmp_path / f"console-{pid}.sock").write_text("")
+    (tmp_path / "other-file").write_text("")
+    removed = attach.sweep_stale_sockets(str(tmp_path))
+    assert removed == [str(tmp_path / f"console-{dead_pid}.sock")]
+    assert sorted(os.listdir(tmp_path)) == sorted([f"console-{os.getpid()}.sock", "other-file"])

@@ -56,8 +56,8 @@ import time
 
 from tracing import frames as _frames
 
-__all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "peer_uid",
-           "peer_allowed", "AttachClient", "load_record", "render", "main"]
+__all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "sweep_stale_sockets",
+           "peer_uid", "peer_allowed", "AttachClient", "load_record", "render", "main"]
 
 #: Rows encoded between two yields to the hub.
 CHUNK_ROWS = 100
@@ -98,6 +98,28 @@ def _private_dir(path: str) -> None:
     if info.st_mode & 0o077:
         raise PermissionError(f"{path} is mode {stat.S_IMODE(info.st_mode):o}; "
                               "the console's directory must be 0700")
+
+
+def sweep_stale_sockets(directory: str) -> list[str]:
+    """Remove the ``console-<pid>.sock`` files in ``directory`` whose process
+    is gone (one killed by a signal cannot remove its own); the removed
+    paths. A live pid keeps its file, whoever it is now."""
+    removed = []
+    for name in os.listdir(directory):
+        pid = name[len("console-"):-len(".sock")]
+        if not (name.startswith("console-") and name.endswith(".sock") and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+        except PermissionError:
+            pass   # alive, another user's: not ours to judge
+    return removed
 
 
 # -- who is asking ------------------------------------------------------------------
@@ -155,6 +177,7 @@ class AttachServer:
         self._hub = labkit.get_hub()
         if self.path == socket_path(os.getpid()):
             _private_dir(os.path.dirname(self.path))
+            sweep_stale_sockets(os.path.dirname(self.path))
         try:
             os.unlink(self.path)   # a stale socket of an earlier process with this pid
         except FileNotFoundError:
