@@ -257,7 +257,8 @@ def test_frame_ring_keeps_the_last_seconds_and_finds_the_frame_in_force():
 
 
 def test_spawn_tree_puts_children_under_their_spawner():
-    frame = _frame(0.0, {"id": 1, "name": "server"}, {"id": 2, "name": "conn-1", "parent": "server"},
+    frame = _frame(0.0, {"id": 1, "name": "server"},
+                   {"id": 2, "name": "conn-1", "parent": "server"},
                    {"id": 3, "name": "conn-2", "parent": "server"},
                    {"id": 4, "name": "reader", "parent": "conn-1"},
                    {"id": 5, "name": "orphan", "parent": "exited-long-ago"})
