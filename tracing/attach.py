@@ -573,7 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.interval > 0:
         parser.error("--interval must be > 0")
-    from rich.console import Console
+    try:
+        from rich.console import Console
+    except ImportError:
+        print("labkit console: drawing needs rich (pip install 'labkit[console]')",
+              file=sys.stderr)
+        return 1
     console = Console() if sys.stdout.isatty() else Console(width=120)
     try:
         client = AttachClient(args.pid, path=args.socket, timeout=args.timeout)
