@@ -424,3 +424,21 @@ def test_servers_and_the_address_in_use_note_survive_a_dead_weakref_proxy(serve)
     note = address_in_use_note(raised.value)
     assert note is not None and f"port {held.server_port} is held by {held!r}" in note
     del proxy
+
+
+def test_a_stopped_server_frees_its_port_at_once():
+    # The accept loop is parked on the listener when stop() closes it; the
+    # fd is closed only after that greenlet unwinds, but the port must be
+    # free already (a notebook cell that stops and restarts its server).
+    first = StreamServer(("127.0.0.1", 0), lambda sock, address: None)
+    first.start()
+    port = first.server_port
+    labkit.sleep(0.01)  # the accept loop parks
+    first.stop()
+    again = StreamServer(("127.0.0.1", port), lambda sock, address: None)
+    again.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        again.stop()
