@@ -415,3 +415,9 @@ def test_sockets_of_dead_processes_are_swept(tmp_path):
     removed = attach.sweep_stale_sockets(str(tmp_path))
     assert removed == [str(tmp_path / f"console-{dead_pid}.sock")]
     assert sorted(os.listdir(tmp_path)) == sorted([f"console-{os.getpid()}.sock", "other-file"])
+
+
+def test_the_pause_benchmark_runs():
+    from labkit.bench.console_pause import measure
+    result = measure(5, frames=1, interval=0.0)
+    assert result["rows"] >= 6 and result["pause_ms_max"] > 0 and result["pieces"] >= 2

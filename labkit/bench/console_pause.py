@@ -1,0 +1,106 @@
+"""How long attaching pauses the target: ``python -m labkit.bench.console_pause``.
+
+    python -m labkit.bench.console_pause                    N = 10, 100, 1000 greenlets
+    python -m labkit.bench.console_pause --greenlets 10000 --frames 10
+
+For each N, a child process runs with ``LABKIT_CONSOLE=1``: N greenlets
+parked on one Event and a ticker sleeping 1 ms in a loop. This process
+attaches (tracing.attach.AttachClient), asks for ``--frames`` frames 250 ms
+apart -- the refresh of ``python -m labkit console`` -- and prints what the
+target's server measured for each: the longest stretch it held the loop
+(``frame["served"]["pause_ms"]``, the capture and encoding are done in
+pieces with a yield between), as median and maximum over the frames (the
+first, which also pays for the server's imports, is left out), plus the
+loop lag the target's own snapshot saw and the client's round trip.
+
+The issue's target is <= 1 ms per refresh. Expect the maximum to be set by
+the refresh that runs the lints (at most once a second) or by a cyclic-GC
+pass the frame's allocations set off; the median shows the usual refresh.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TARGET = """\
+import sys
+import labkit
+from labkit.event import Event
+
+event = Event()
+
+def parked():
+    event.wait()
+
+def ticker():
+    while True:
+        labkit.sleep(0.001)
+
+greenlets = [labkit.spawn(parked) for _ in range(int(sys.argv[1]))]
+labkit.spawn(ticker)
+labkit.sleep(0.2)
+print("ready", flush=True)
+labkit.sleep(3600)
+"""
+
+
+def measure(greenlets: int, frames: int, interval: float = 0.25) -> dict:
+    """One child with ``greenlets`` parked greenlets; the served pauses."""
+    from tracing.attach import AttachClient
+    with tempfile.TemporaryDirectory(prefix="labkit-console-pause-") as runtime:
+        os.chmod(runtime, 0o700)
+        env = dict(os.environ, LABKIT_CONSOLE="1", XDG_RUNTIME_DIR=runtime)
+        child = subprocess.Popen([sys.executable, "-c", TARGET, str(greenlets)], env=env,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("the target did not start")
+            pauses, trips, lags = [], [], []
+            path = os.path.join(runtime, "labkit", f"console-{child.pid}.sock")
+            with AttachClient(child.pid, path=path, timeout=60) as client:
+                for index in range(frames + 1):
+                    start = time.perf_counter()
+                    frame = client.frame()
+                    if index:
+                        trips.append(time.perf_counter() - start)
+                        pauses.append(frame["served"]["pause_ms"])
+                        lags.append(frame["loop"].get("lag_max", 0.0) * 1e3)
+                    time.sleep(interval)
+        finally:
+            child.kill()
+            child.wait()
+            child.stdout.close()
+    return {"greenlets": greenlets, "rows": len(frame["rows"]), "frames": frames,
+            "pause_ms_median": statistics.median(pauses), "pause_ms_max": max(pauses),
+            "pieces": frame["served"]["pieces"],
+            "round_trip_ms_median": statistics.median(trips) * 1e3,
+            "loop_lag_ms_max": max(lags)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.bench.console_pause",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--greenlets", default="10,100,1000", metavar="N[,N]")
+    parser.add_argument("--frames", type=int, default=20)
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.greenlets.split(",") if n.strip()]
+    if not counts or min(counts) < 0 or args.frames < 1:
+        parser.error("--greenlets needs counts >= 0 and --frames >= 1")
+    print(f"attach pause per refresh, {args.frames} frames 250 ms apart, "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(f"{'greenlets':>9} {'pause ms median':>16} {'max':>8} {'pieces':>7} "
+          f"{'round trip ms':>14} {'loop lag ms max':>16}")
+    for count in counts:
+        r = measure(count, args.frames)
+        print(f"{r['greenlets']:>9} {r['pause_ms_median']:>16.2f} {r['pause_ms_max']:>8.2f} "
+              f"{r['pieces']:>7} {r['round_trip_ms_median']:>14.1f} {r['loop_lag_ms_max']:>16.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
