@@ -36,8 +36,8 @@ The contract (Celery's ``BasePool`` interface, as the gevent pool keeps it):
   end (a running task is never interrupted). ``num_processes`` is the limit.
 - A hard time limit (``time_limit``, or the pool's ``timeout``) is a
   :class:`labkit.Timeout` around the task; the task's ``timeout_callback``
-  reports it. Soft time limits are not supported (nor are they by the gevent
-  pool: Celery warns about it).
+  reports it. Soft time limits are not supported (nor are they by Celery's
+  gevent pool).
 - ``terminate_job(pid)`` (``revoke(terminate=True)``) kills the task's
   greenlet; a task's "pid" is its greenlet's id, as with gevent.
 - ``Timer`` (the worker's ETA/countdown and heartbeat timer) runs each entry
