@@ -238,7 +238,8 @@ class RLock(_labkit_lock.RLock):
     """``threading.RLock`` for greenlets and threads at once: labkit.lock's
     RLock (owned by a greenlet -- a thread's own greenlet, for plain
     threads -- so two greenlets of one thread exclude each other; the owner
-    may re-acquire) on this module's :class:`Lock` instead of a Semaphore."""
+    may re-acquire) on this module's :class:`Lock`, threading's interface
+    for the same Semaphore."""
 
     __slots__ = ()
 

@@ -472,9 +472,9 @@ class RLock:
 
     The one home of the reentrant bookkeeping (owner, count, and the
     interface ``threading.Condition`` uses to release a lock fully while it
-    waits): :class:`labkit.threading.RLock` is this class on a lock that
-    greenlets and OS threads share (labkit._twosided) instead of a
-    Semaphore. The lock underneath is ``_block``; it only needs
+    waits): :class:`labkit.threading.RLock` is this class on the patched
+    ``threading.Lock`` (labkit._twosided: a Semaphore(1) with threading's
+    interface). The lock underneath is ``_block``; it only needs
     ``acquire(blocking, timeout)``, ``release()`` and ``locked()``.
     """
 
