@@ -63,9 +63,14 @@ static PyTypeObject TimerTable_Type;
 
 /* ------------------------------------------------------------------ Timer */
 
-/* The map's entry for this timer's id is this timer: it is pending. */
+/* The map's entry for this timer's id is this timer: it is pending.
+ * (t->table is NULL only after the collector cleared t, tp_clear, while
+ * something in the same dead cycle -- a __del__ -- could still reach it:
+ * such a timer is inactive, and every method below is a no-op on it.) */
 static int timer_is_active(Timer *t)
 {
+    if (t->table == NULL)
+        return 0;
     PyObject *key = PyLong_FromLong(t->id);
     if (key == NULL)
         return -1;
@@ -80,6 +85,8 @@ static PyObject *Timer_cancel(Timer *t, PyObject *unused)
 {
     (void)unused;
     TimerTable *table = t->table;
+    if (table == NULL)
+        Py_RETURN_NONE;
     PyObject *key = PyLong_FromLong(t->id);
     if (key == NULL)
         return NULL;
@@ -110,6 +117,8 @@ static PyObject *Timer_get_active(Timer *t, void *closure)
 static PyObject *Timer_get_ref(Timer *t, void *closure)
 {
     (void)closure;
+    if (t->table == NULL)
+        Py_RETURN_TRUE;
     int contains = PySet_Contains(t->table->unreferenced, (PyObject *)t);
     if (contains < 0)
         return NULL;
@@ -126,6 +135,8 @@ static int Timer_set_ref(Timer *t, PyObject *value, void *closure)
     int truth = PyObject_IsTrue(value);
     if (truth < 0)
         return -1;
+    if (t->table == NULL)
+        return 0;
     if (truth)
         return PySet_Discard(t->table->unreferenced, (PyObject *)t) < 0 ? -1 : 0;
     return PySet_Add(t->table->unreferenced, (PyObject *)t);
@@ -136,6 +147,8 @@ static PyObject *Timer_repr(Timer *t)
     int active = timer_is_active(t);
     if (active < 0)
         return NULL;
+    if (t->callback == NULL)
+        return PyUnicode_FromFormat("<Timer id=%d inactive>", (int)t->id);
     return PyUnicode_FromFormat("<Timer id=%d %s callback=%R>", (int)t->id,
                                 active ? "active" : "inactive", t->callback);
 }
