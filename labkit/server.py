@@ -178,8 +178,14 @@ class _BaseServer:
         """Stop accepting and close the listener; running handlers go on."""
         self._started = False
         serving, self._serving = self._serving, None
-        if serving is not None and not serving.dead and serving is not getcurrent():
-            serving.kill(block=False)
+        current = getcurrent()
+        if serving is not None and not serving.dead and serving is not current:
+            # Unwind the accept loop first where we may wait (not in the hub):
+            # with nobody parked on the listener, close() releases the fd --
+            # and the port -- at once, so a server stopped and started again
+            # in one notebook cell does not meet EADDRINUSE. (A parked
+            # waiter makes close() keep the fd until the next hub pass.)
+            serving.kill(block=current is not get_hub())
         if self.socket is not None:
             self.socket.close()
         self._stopped_event.set()

@@ -364,16 +364,6 @@ class socket(_stdlib.socket):
     # -- closing -------------------------------------------------------------
     def _real_close(self, _ss=_sock) -> None:
         if _forget_and_wake_waiters(self, os.close):
-            # The fd is closed a little later, after the woken greenlets
-            # unwind. A listener must not keep its port that long: a server
-            # stopped and started again at once (a re-run notebook cell)
-            # would meet EADDRINUSE. shutdown() takes it out of LISTEN now,
-            # and a new SO_REUSEADDR bind may have the port.
-            try:
-                if _ss.getsockopt(self, SOL_SOCKET, SO_ACCEPTCONN):
-                    _ss.shutdown(self, SHUT_RDWR)
-            except OSError:  # not a socket option this family knows
-                pass
             _ss.detach(self)  # closed now for us; the fd a little later
         else:
             _ss.close(self)
