@@ -211,8 +211,9 @@ CELLS = [
 
     `%%trace` runs a cell under labkit's tracer and shows who ran, when, and
     why. In the timeline each greenlet has a lane: dark bars are the moments
-    it runs, light bars the time it waits (colored by what it waits for).
-    The `poll` lane is the hub waiting for the next timer.
+    it runs, lighter bars the time it waits, coloured by what it waits for;
+    the legend under the picture says which colour is which (it is the one
+    legend of every labkit picture: `print(tracing.legend.text())` prints it).
     """),
     code("""
     %%trace

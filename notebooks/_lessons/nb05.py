@@ -120,10 +120,10 @@ CELLS = [
     md("""
     ## The timeline
 
-    One lane per greenlet. Dark bars: running. Light bars: parked, colored by
-    what woke it (a timer, the queue, ...). `poll` is the hub waiting in the C
-    event loop — time when nothing had anything to do. The red bar is the
-    block: look how every other lane stalls at the same moment.
+    One lane per greenlet. Dark bars: running; lighter bars: waiting, coloured
+    by what it waits for -- the legend under the picture names every colour,
+    in the same words as every labkit picture (`tracing.legend`). The red bar
+    is the block: look how every other lane stalls at the same moment.
     """),
     code("""
     fig, ax = plt.subplots(figsize=(10, 3.5))
