@@ -358,3 +358,19 @@ def test_a_short_step_on_a_core_another_process_hogs_is_told_descheduled():
     function, kind, text, cpu, duration = blocks[0]
     assert kind == "descheduled", text
     assert text.startswith("descheduled: the machine was busy") and cpu < 0.1 < duration
+
+
+def test_a_block_no_sample_caught_says_so_instead_of_question_marks():
+    # On a busy machine the watchdog thread may get no CPU while a block
+    # lasts: no stack sample, so no place. The report once read
+    # "at ?:0 in ? (?)"; it must say in words that the place is unknown.
+    from tracing.magics import _block_text
+    from tracing.model import Block
+
+    unknown = Block(start=0.0, duration=0.25, greenlet="?", file="?", line=0, function="?")
+    for text in (str(unknown), _block_text(unknown), _block_text(unknown, cell_file="?")):
+        assert "?" not in text, text
+        assert "250 ms" in text and "no stack sample" in text, text
+    known = Block(start=0.0, duration=0.25, greenlet="worker", file="/x/app.py", line=12,
+                  function="parse")
+    assert str(known) == "blocked the loop for 250 ms at app.py:12 in parse (worker)"

@@ -308,7 +308,8 @@ class BlockingMonitor:
             events.notify(events.EventLoopBlocked(
                 block.greenlet, block.duration,
                 [f"{block.greenlet} blocked the loop for {block.duration:.3f}s at "
-                 f"{block.location} in {block.function}"] + list(block.stack),
+                 f"{block.location}" + (f" in {block.function}" if block.sampled else "")]
+                + list(block.stack),
                 hub=self._hub))
         except Exception:   # a subscriber's error must not stop the watchdog
             import traceback

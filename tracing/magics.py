@@ -91,6 +91,8 @@ def _trace_display(trace, cell_file: str | None = None, title: str | None = None
 def _block_text(block, cell_file: str | None = None) -> str:
     """A block as one line, naming the cell's line when it is in the cell."""
     text = str(block)
+    if not block.sampled:
+        return text
     if cell_file is not None and block.file == cell_file:
         return text.replace(block.location, f"line {block.line} of this cell")
     return text.replace(block.location, cell_location(block.file, block.line))
@@ -303,7 +305,10 @@ def _with_note(block, note: str):
 
 
 def _print_block(block) -> None:
-    lines = [f"labkit: {str(block).replace(block.location, cell_location(block.file, block.line))}"]
+    text = str(block)
+    if block.sampled:
+        text = text.replace(block.location, cell_location(block.file, block.line))
+    lines = [f"labkit: {text}"]
     if getattr(block, "note", None):
         lines[0] += f" ({block.note})"
     for entry in block.stack:

@@ -122,12 +122,22 @@ class Block:
     first: tuple | None = None
 
     @property
+    def sampled(self) -> bool:
+        """Whether a stack sample caught the block. False when the watchdog
+        thread got no CPU while it lasted (a busy machine): then where it
+        happened is unknown, and the report says so rather than "?:0"."""
+        return self.line > 0
+
+    @property
     def location(self) -> str:
+        if not self.sampled:
+            return "a line no stack sample caught"
         return f"{os.path.basename(self.file)}:{self.line}"
 
     def __str__(self) -> str:
-        return (f"blocked the loop for {self.duration * 1e3:.0f} ms at "
-                f"{self.location} in {self.function} ({self.greenlet})")
+        where = f"{self.location} in {self.function}" if self.sampled else self.location
+        who = self.greenlet if self.greenlet != "?" else "greenlet unknown"
+        return f"blocked the loop for {self.duration * 1e3:.0f} ms at {where} ({who})"
 
 
 #: How many of the latest spawns a window of a running recording searches
