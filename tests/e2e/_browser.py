@@ -11,6 +11,7 @@ Needs: ``jupyterlab`` and ``playwright`` (pip) and chromium at
 the tests skip and say what is missing. Playwright's own browser download is
 not used: the tests point it at the system chromium.
 """
+import json
 import os
 import secrets
 import signal
@@ -47,6 +48,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _served_url(runtime_dir, pid: int) -> str | None:
+    """The URL JupyterLab (process ``pid``) serves at, from the server file
+    it writes in its runtime directory; None until it has written it."""
+    try:
+        with open(os.path.join(runtime_dir, f"jpserver-{pid}.json")) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return f"http://127.0.0.1:{info['port']}"
+
+
 def _get(url: str, timeout: float = 2.0) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -79,13 +91,17 @@ def jupyterlab(tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
          f"--port={port}", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0", "--allow-root",
+         f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=20", "--allow-root",
          "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    base = None
     try:
         deadline = time.monotonic() + 60
-        while _get(f"{base}/api/status?token={token}") != 200:
+        while base is None or _get(f"{base}/api/status?token={token}") != 200:
+            # The port we picked may be taken before JupyterLab binds it (seen
+            # with several suites at once): it then tries the next ones, and
+            # says which it got in its runtime file.
+            base = base or _served_url(tmp_path / "runtime", server.pid)
             if server.poll() is not None or time.monotonic() > deadline:
                 log.flush()
                 pytest.fail("JupyterLab did not start:\n" +
@@ -95,6 +111,8 @@ def jupyterlab(tmp_path):
     finally:
         # Ask politely (kernels are shut down too), then make sure.
         try:
+            if base is None:
+                raise RuntimeError("never served")
             request = urllib.request.Request(f"{base}/api/shutdown?token={token}",
                                              method="POST", data=b"")
             urllib.request.urlopen(request, timeout=5).close()

@@ -86,8 +86,14 @@ def test_a_new_lesson_runs_and_its_exercise_checks_itself_in_jupyterlab(jupyterl
             assert "AssertionError" not in output_of("check-1").text_content()
             cells.nth(index["check-1"]).scroll_into_view_if_needed()
             page.screenshot(path=os.path.join(ARTIFACTS, "lesson-08-exercise-passed.png"))
-        except Exception:
+        except Exception as failure:
             page.screenshot(path=os.path.join(ARTIFACTS, "lesson-08-failure.png"))
+            # Run All stops at the first cell that raises: name it, and what it said.
+            errors = page.locator(".jp-Notebook .jp-OutputArea-output[data-mime-type"
+                                  "='application/vnd.jupyter.stderr']")
+            if errors.count():
+                failure.add_note("first error output in the notebook:\n" +
+                                 errors.first.inner_text()[-2000:])
             raise
         finally:
             browser.close()
