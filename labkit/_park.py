@@ -66,7 +66,7 @@ from labkit.hub import (_TR_RESUME, _WHY_READY, _WHY_THROW, _WHY_TIMER, _WHY_WAI
 __all__ = [
     "Waiter", "wake_waiter", "Linkable", "Ticket", "EMPTY", "sleep", "idle", "wait_io", "wait_fd",
     "wait_read", "wait_write", "wait_any_fd", "forget_fd", "waiting_on",
-    "check_seconds", "check_timeout", "deadline", "cannot_wait_in_hub",
+    "check_seconds", "check_timeout", "deadline", "cannot_wait_in_hub", "throw_parked",
 ]
 
 #: unbound: calling it saves a bound-method allocation per park
@@ -78,6 +78,67 @@ _NO_VALUE = ()
 
 #: what a timer passes to a parked greenlet, to tell "timed out" from "woken"
 _TIMED_OUT = object()
+
+#: a _Thrown's context before it raised
+_NOT_RAISED = object()
+
+
+class _Thrown:
+    """What :func:`throw_parked` switches into a greenlet parked here: raise
+    ``exception`` (a BaseException class or instance) at the park point.
+
+    Why not ``greenlet.throw``: greenlet turns the pending exception into a
+    C++ exception and rethrows it on its way into the target (~38k
+    instructions of unwinding per throw, the largest single cost of killing
+    a parked greenlet); a plain switch and a Python ``raise`` cost a tenth.
+    Only the sites listed in ``_UNDERSTANDS_THROWN`` may receive one: each
+    checks ``value.__class__ is _Thrown`` (a private class: no value anyone
+    else switches in can pass for it) and raises :meth:`raised`, and its
+    ``except BaseException`` calls :meth:`unchain` -- so the exception looks
+    exactly as greenlet.throw makes it: raised at the park site, a fresh
+    traceback, no implicit ``__context__`` from an exception the greenlet
+    was handling when it parked."""
+
+    __slots__ = ("exception", "context")
+
+    def __init__(self, exception):
+        self.exception = exception
+        self.context = _NOT_RAISED
+
+    def raised(self) -> BaseException:
+        """The exception to raise, made in the woken greenlet (as greenlet
+        does when it is given a class)."""
+        exc = self.exception
+        if isinstance(exc, type):
+            exc = exc()
+        # greenlet.throw starts a new traceback, and leaves __context__ as
+        # it was; a raise statement would chain the exception being handled
+        exc.__traceback__ = None
+        self.context = exc.__context__
+        self.exception = exc
+        return exc
+
+    def unchain(self) -> None:
+        """Undo the raise statement's implicit chaining (see the class)."""
+        if self.context is not _NOT_RAISED:
+            self.exception.__context__ = self.context
+
+
+def throw_parked(g, exception) -> bool:
+    """Raise ``exception`` (a BaseException class or instance) in greenlet
+    ``g`` if it is parked at one of this module's park sites that
+    understands a :class:`_Thrown` -- by a plain switch; return True.
+    Otherwise do nothing and return False: the caller uses
+    ``greenlet.throw`` (a greenlet never started, parked elsewhere, any
+    other form of exception). Call from the hub, as greenlet.throw."""
+    if not isinstance(exception, BaseException) and not (
+            isinstance(exception, type) and issubclass(exception, BaseException)):
+        return False
+    frame = g.gr_frame   # where g is suspended: None if never started or running
+    if frame is None or frame.f_code not in _UNDERSTANDS_THROWN:
+        return False
+    _switch(g, _Thrown(exception))
+    return True
 
 # -- tracing hooks ---------------------------------------------------------
 #
@@ -239,10 +300,15 @@ class Waiter:
         if current is hub:
             raise cannot_wait_in_hub()
         self.greenlet = current
+        value = None
         try:
             value = hub.switch()
+            if value.__class__ is _Thrown:  # throw_parked
+                raise value.raised()
         except BaseException:
             self.greenlet = None
+            if value.__class__ is _Thrown:
+                value.unchain()
             if _trace is not None:
                 _resumed(current, _WHY_THROW, self.reason)
             raise
@@ -321,6 +387,8 @@ def sleep(seconds: float = 0) -> None:
         # The hot path: queue our own switch behind the ready callbacks.
         switch = current.switch
         ready.append(switch)   # (hub.schedule, with the queue already at hand)
+        # (No _Thrown check here, unlike every other switch of this module:
+        # it would cost this hottest path 2%; throw_parked knows.)
         try:
             _switch(hub)
         except BaseException:
@@ -335,23 +403,34 @@ def sleep(seconds: float = 0) -> None:
         return
     seconds = check_seconds(seconds)
     if seconds > 0:
-        timer = hub.loop.start_timer(seconds, current.switch)
-        try:
-            woken_with = _switch(hub)
-        except BaseException:
-            timer.cancel()
-            if _trace is not None:
-                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
-            raise
-        timer.cancel()
-        if woken_with is not _NO_VALUE:  # the timer switches with no value
-            raise invalid_switch(current, woken_with, "sleep")
-        if _trace is not None:
-            # b < 0: "slept as asked for -b ns" -- the tracer puts the due
-            # time beside the actual wake-up (late wake-ups on its timeline).
-            _trace(_TR_RESUME, id(current), _WHY_TIMER, -int(seconds * 1e9))
+        _sleep_timed(hub, current, seconds)
     else:
         idle()
+
+
+def _sleep_timed(hub, current, seconds) -> None:
+    # sleep(seconds > 0), a function of its own: its switch understands a
+    # _Thrown (throw_parked), sleep(0)'s does not (see sleep).
+    timer = hub.loop.start_timer(seconds, current.switch)
+    woken_with = None
+    try:
+        woken_with = _switch(hub)
+        if woken_with.__class__ is _Thrown:  # throw_parked
+            raise woken_with.raised()
+    except BaseException:
+        timer.cancel()
+        if woken_with.__class__ is _Thrown:
+            woken_with.unchain()
+        if _trace is not None:
+            _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
+        raise
+    timer.cancel()
+    if woken_with is not _NO_VALUE:  # the timer switches with no value
+        raise invalid_switch(current, woken_with, "sleep")
+    if _trace is not None:
+        # b < 0: "slept as asked for -b ns" -- the tracer puts the due
+        # time beside the actual wake-up (late wake-ups on its timeline).
+        _trace(_TR_RESUME, id(current), _WHY_TIMER, -int(seconds * 1e9))
 
 
 def idle() -> None:
@@ -416,13 +495,18 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     # waiter for the same fd and direction.)
     waits = _readers if event == READ else _writers
     waits[fd] = current
+    fired = None
     try:
         fired = _switch(hub)
         if fired.__class__ is not int:  # the loop switches with the event bits
+            if fired.__class__ is _Thrown:  # throw_parked
+                raise fired.raised()
             raise invalid_switch(current, fired, f"a wait on fd {fd}")
     except BaseException:
         # The take-back: a timeout, a kill, EBADF or a stray switch woke
         # us, and the loop still holds our switch as this fd's callback.
+        if fired.__class__ is _Thrown:
+            fired.unchain()
         del waits[fd]
         if timer is not None:
             timer.cancel()
@@ -492,9 +576,14 @@ def wait_any_fd(hub, interest: dict, timeout: float | None) -> None:
                     started.append((fd, event, waits))
         if timeout is not None:
             timer = loop.start_timer(timeout, current.switch, _TIMED_OUT)
+        woken_with = None
         try:
-            _switch(hub)
+            woken_with = _switch(hub)
+            if woken_with.__class__ is _Thrown:  # throw_parked
+                raise woken_with.raised()
         except BaseException:
+            if woken_with.__class__ is _Thrown:
+                woken_with.unchain()
             if _trace is not None:
                 _resumed(current, _WHY_THROW, "select")
             raise
@@ -570,10 +659,15 @@ class _TicketWaits:
             raise cannot_wait_in_hub()
         line.append(self)
         timer = None if timeout is None else deadline(hub, timeout, self.wake)
+        woken_with = None
         try:
             while self.greenlet is not None:  # else: a stray switch, park again
-                _switch(hub)
+                if woken_with is not None and woken_with.__class__ is _Thrown:
+                    raise woken_with.raised()   # throw_parked
+                woken_with = _switch(hub)
         except BaseException:
+            if woken_with.__class__ is _Thrown:
+                woken_with.unchain()
             if _trace is not None:
                 _resumed(current, _WHY_THROW, reason)
             raise
@@ -618,9 +712,15 @@ class _LinkableWaits:
         if timeout is not None:
             timer = deadline(hub, timeout, link, _TIMED_OUT)
         woken = False
+        woken_with = None
         try:
-            woken = _switch(hub) is self
+            woken_with = _switch(hub)
+            woken = woken_with is self
+            if not woken and woken_with.__class__ is _Thrown:  # throw_parked
+                raise woken_with.raised()
         except BaseException:
+            if woken_with.__class__ is _Thrown:
+                woken_with.unchain()
             if _trace is not None:
                 _resumed(current, _WHY_THROW, type(self).__name__)
             raise
@@ -696,6 +796,7 @@ _DESCRIBE = {
     wait_io.__code__: _fd_words,
     wait_any_fd.__code__: lambda local: "select",
     sleep.__code__: lambda local: f"sleep({local['seconds']})",
+    _sleep_timed.__code__: lambda local: f"sleep({local['seconds']})",
     Waiter.get.__code__: _waiter_words,
     _TicketWaits.park.__code__: lambda local: local["reason"],
     _LinkableWaits._wait_core.__code__: lambda local: type(local["self"]).__name__,
@@ -708,6 +809,15 @@ def describe_parking(code, describe: Callable[[dict], str | None]) -> None:
     into its class, such as ``Event.wait``) for :func:`waiting_on`: ``describe(frame_locals)`` names
     what it waits on. ``code``: the function, or its code object."""
     _DESCRIBE[getattr(code, "__code__", code)] = describe
+
+
+#: the park sites that raise a _Thrown switched into them (throw_parked):
+#: every switch to the hub in these functions checks for one. Not sleep:
+#: its sleep(0) switch does not (its hot path), _sleep_timed's does. (A site
+#: elsewhere, Event.wait's fast path say, is not here: greenlet.throw it.)
+_UNDERSTANDS_THROWN = frozenset(f.__code__ for f in (
+    _sleep_timed, Waiter.get, wait_io, wait_any_fd, _TicketWaits.park,
+    _LinkableWaits._wait_core))
 
 
 # Lines and links (Ticket, Linkable) live in labkit._lines, which builds on

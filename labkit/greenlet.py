@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from labkit._lines import Links
-from labkit._park import Waiter, check_seconds, check_timeout, deadline
+from labkit._park import Waiter, check_seconds, check_timeout, deadline, throw_parked
 from labkit.hub import _TR_RESUME, get_hub
 from labkit._loop import lib as _lib
 from labkit.timeout import Timeout
@@ -372,7 +372,10 @@ class Greenlet(greenlet):
         if not self.dead:
             if isinstance(exception, tuple) and len(exception) == 3:
                 self.throw(*exception)
-            else:
+            # Parked at a labkit park site: raised there by a plain switch,
+            # without greenlet.throw's C++ unwinding (issue 21); else throw
+            # (always, for a subclass that overrides throw).
+            elif type(self).throw is not Greenlet.throw or not throw_parked(self, exception):
                 self.throw(exception)
 
     # -- waiting for the outcome -----------------------------------------
