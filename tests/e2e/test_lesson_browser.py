@@ -88,12 +88,13 @@ def test_a_new_lesson_runs_and_its_exercise_checks_itself_in_jupyterlab(jupyterl
             page.screenshot(path=os.path.join(ARTIFACTS, "lesson-08-exercise-passed.png"))
         except Exception as failure:
             page.screenshot(path=os.path.join(ARTIFACTS, "lesson-08-failure.png"))
-            # Run All stops at the first cell that raises: name it, and what it said.
-            errors = page.locator(".jp-Notebook .jp-OutputArea-output[data-mime-type"
-                                  "='application/vnd.jupyter.stderr']")
-            if errors.count():
-                failure.add_note("first error output in the notebook:\n" +
-                                 errors.first.inner_text()[-2000:])
+            # Run All stops at the first cell that raises: say where each cell got to.
+            states = []
+            for i in range(cells.count()):
+                prompt = cells.nth(i).locator(".jp-InputArea-prompt").inner_text().strip()
+                output = cells.nth(i).locator(".jp-OutputArea").all_inner_texts()
+                states.append(f"cell {i} {prompt} {' '.join(output)[-300:]!r}")
+            failure.add_note("the notebook when it failed:\n" + "\n".join(states))
             raise
         finally:
             browser.close()
