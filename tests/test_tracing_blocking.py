@@ -98,13 +98,26 @@ def test_cooperative_sleeping_gives_no_report(monkeypatch):
         return check(self, state, final)
 
     monkeypatch.setattr(tracing.blocking.BlockingMonitor, "_check", noting_check)
+    # The watchdog sleeps half a threshold while the loop makes progress:
+    # a thread of our own notes more often, so that the notes around a
+    # block are close to it whatever the watchdog's rhythm.
+    done = threading.Event()
+
+    def noter():
+        while not done.wait(THRESHOLD / 10):
+            note()
+
     note()   # before the first check: a block may come before it
+    noting = threading.Thread(target=noter)
+    noting.start()
     monitor = tracing.monitor_blocking(THRESHOLD, report=False)
     try:
         labkit.joinall([labkit.spawn(napper, 0.01), labkit.spawn(napper, 0),
                         labkit.spawn(napper, 0.3)])
     finally:
         monitor.stop()
+        done.set()
+        noting.join()
         note()
     notes.sort()   # (two threads took them)
 
@@ -374,3 +387,46 @@ def test_a_block_no_sample_caught_says_so_instead_of_question_marks():
     known = Block(start=0.0, duration=0.25, greenlet="worker", file="/x/app.py", line=12,
                   function="parse")
     assert str(known) == "blocked the loop for 250 ms at app.py:12 in parse (worker)"
+
+
+def test_the_watchdog_wakes_once_per_half_threshold_while_the_loop_makes_progress():
+    # Each wake of the watchdog thread costs tens of microseconds of CPU
+    # (issue 20: the flight recorder's cost). A block is worth a sample
+    # half a threshold after the newest record at the earliest, so a loop
+    # that keeps writing records (or waits in poll) needs no more wakes
+    # than one per half threshold. Load only delays wakes: the bound holds.
+    from tracing.blocking import BlockingMonitor
+
+    threshold = 0.4
+    monitor = BlockingMonitor(threshold, report=False)
+    checks = []
+    check = monitor._check
+
+    def counting(state, final=False):
+        if not final:
+            checks.append(time.monotonic())
+        return check(state, final)
+
+    monitor._check = counting
+    monitor.start()
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            labkit.sleep(0.005)        # progress: poll and resume records
+        elapsed = time.monotonic() - started
+    finally:
+        monitor.stop()
+    assert monitor.blocks == []
+    # one wake per threshold/2 (+1 for the phase, +1 for a wake that finds
+    # the gap a hair short of half the threshold and sleeps the rest)
+    assert 1 <= len(checks) <= elapsed / (threshold / 2) + 2, checks
+
+    # ... and a block still gets its line from a sample taken in it.
+    def blocker():
+        time.sleep(threshold * 1.5)  # BLOCK-AFTER-LONG-SLEEP
+
+    with tracing.trace(blocking=threshold, report=False) as t:
+        labkit.sleep(0.3)              # the watchdog is in its long sleep
+        labkit.spawn(blocker).join()
+    [block] = t.blocking()
+    assert block.function == "blocker" and block.line == _line_of("BLOCK-AFTER-LONG-SLEEP")

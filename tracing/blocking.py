@@ -14,9 +14,14 @@ Who measures what:
   (timestamp of the record before, timestamp of the record that ended it).
   The reported duration is that pair's difference -- not the watchdog's
   sampling instants, so it is as exact as the clock;
-- the watchdog thread looks at the ring's state every ``threshold / 4``. While
-  the newest record is older than half the threshold it samples the loop
-  thread's stack (``sys._current_frames()``) to learn *where* the time goes;
+- the watchdog thread looks at the ring's state when a block could first be
+  worth a sample: half the threshold after the newest record (or after now,
+  while the loop waits in poll: a block starts only when the poll returns),
+  at most ``MAX_SLEEP`` later. So a loop that makes progress costs one wake
+  per half threshold, not more (each wake of a thread costs ~20-50 us of
+  CPU on a VM). While the newest record is older than half the threshold it
+  samples the loop thread's stack (``sys._current_frames()``) every
+  ``threshold / 4`` to learn *where* the time goes;
   when the stall count moves it reports the block: duration, greenlet, and
   the line in user code (frames inside labkit/, tracing/, the standard
   library and site-packages are skipped when a frame outside them exists).
@@ -76,6 +81,9 @@ _LIBRARY = tuple(
 #: frozen standard modules (os, genericpath ...) name no file
 _LIBRARY = _LIBRARY + ("<frozen ",)
 _NOT_BLOCKING = (lib.LK_TR_POLL_ENTER, lib.LK_TR_HOST)
+#: The longest the watchdog sleeps (seconds): a short block is reported at
+#: most this long after it ended, whatever the threshold.
+MAX_SLEEP = 0.25
 
 
 def user_frame(frame):
@@ -208,17 +216,25 @@ class BlockingMonitor:
 
     # -- the watchdog thread ----------------------------------------------
     def _watch(self) -> None:
-        period = min(max(self.threshold / 4, 0.001), 0.05)
+        period = self._sample_period()
         state = ffi.new("lk_trace_state *")
         self._sampling = None
-        while not self._stop.wait(period):
+        wait = period
+        while not self._stop.wait(wait):
             try:
-                self._check(state)
+                wait = self._check(state)
             except Exception:   # never let the watchdog die silently
                 import traceback
                 traceback.print_exc()
+                wait = period
 
-    def _check(self, state, final: bool = False) -> None:
+    def _sample_period(self) -> float:
+        """Seconds between two stack samples of a block in progress."""
+        return min(max(self.threshold / 4, 0.001), 0.05)
+
+    def _check(self, state, final: bool = False) -> float:
+        """Report a stall the ring has seen, sample a block in progress;
+        return how long the watchdog may sleep before it looks again."""
         lib.lk_trace_get_state(self._ring, state)
         sampling = getattr(self, "_sampling", None)
         if state.stalls != self._seen_stalls:
@@ -230,16 +246,25 @@ class BlockingMonitor:
             self._sampling = None
             sampling = None
         if final:
-            return
+            return 0.0
+        half_ns = self.threshold * 0.5e9
+        if state.last_kind in _NOT_BLOCKING:
+            # Waiting in poll: a block can only start after the poll
+            # returns, so it is worth a sample half a threshold from now
+            # at the earliest.
+            return min(half_ns / 1e9, MAX_SLEEP)
         stalled_for = state.now_ns - state.last_ns
-        if state.last_kind in _NOT_BLOCKING or stalled_for < self.threshold * 0.5e9:
-            return
+        if stalled_for < half_ns:
+            # The gap since the newest record (or a block starting after
+            # it) is worth a sample at last_ns + threshold/2, not before.
+            return min(max((half_ns - stalled_for) / 1e9, 0.001), MAX_SLEEP)
         if sampling is None or sampling.start_ns != state.last_ns:
             sampling = self._sampling = _Sampling(state.last_ns, state.current)
             self.stuck = None
         self._sample(sampling, state.count)
         if self.stuck_after is not None and stalled_for >= self.stuck_after * 1e9:
             self._still_stuck(sampling, stalled_for / 1e9)
+        return self._sample_period()
 
     def _still_stuck(self, sampling: _Sampling, seconds: float) -> None:
         if not sampling.places:

@@ -28,7 +28,8 @@ record per switch into a greenlet, per hub pass and per poll, written by C
 code without a Python frame; spawns and exits add a Python call each. The
 side table is *bounded*: it forgets greenlets whose records the ring has
 overwritten. With a threshold, the blocking monitor's watchdog thread wakes
-every ``threshold / 4`` (at most every 50 ms) to read a few counters. The
+once per half threshold while the loop makes progress (at most every 250 ms;
+every ``threshold / 4`` while it samples a block) to read a few counters. The
 README states the measured cost (``python -m labkit bench --echo --http``,
 the ``flight`` rows).
 
