@@ -18,36 +18,11 @@ from __future__ import annotations
 import gc
 from time import perf_counter
 
-from greenlet import getcurrent, greenlet
+from labkit.bench.switchcost import greenlet_switch, sleep0
 
 
-def _raw_switch(n: int) -> float:
-    main = getcurrent()
-
-    def partner():
-        while True:
-            main.switch()
-
-    other = greenlet(partner)
-    other.switch()
-    start = perf_counter()
-    for _ in range(n):
-        other.switch()
-    elapsed = perf_counter() - start
-    other.throw()
-    return elapsed / (2 * n)
-
-
-def _sleep0(n: int) -> float:
-    import labkit
-
-    def yield_n():
-        for _ in range(n):
-            labkit.sleep(0)
-
-    start = perf_counter()
-    labkit.joinall([labkit.spawn(yield_n), labkit.spawn(yield_n)])
-    return (perf_counter() - start) / (2 * n)
+# The two switch measurements have their home in labkit.bench.switchcost.
+_raw_switch, _sleep0 = greenlet_switch, sleep0
 
 
 def _spawn_join(n: int) -> float:

@@ -120,7 +120,8 @@ class SwitchCost:
 
 # -- the operations (each returns seconds per operation) ----------------------
 
-def _greenlet_switch(n: int) -> float:
+def greenlet_switch(n: int) -> float:
+    """Seconds per raw greenlet switch (one direction), over n round trips."""
     main = getcurrent()
 
     def partner():
@@ -137,7 +138,8 @@ def _greenlet_switch(n: int) -> float:
     return elapsed / (2 * n)
 
 
-def _sleep0(n: int) -> float:
+def sleep0(n: int) -> float:
+    """Seconds per labkit.sleep(0) of two greenlets taking turns, n each."""
     import labkit
 
     def yield_n():
@@ -153,7 +155,7 @@ def _sleep0_traced(n: int) -> float:
     from tracing.recorder import Recorder
     recorder = Recorder().start()
     try:
-        return _sleep0(n)
+        return sleep0(n)
     finally:
         recorder.stop(read=False)
 
@@ -200,8 +202,8 @@ def _polls_per_yield(n: int) -> float:
 
 
 _OPERATIONS = {
-    "greenlet switch": _greenlet_switch,
-    "sleep(0)": _sleep0,
+    "greenlet switch": greenlet_switch,
+    "sleep(0)": sleep0,
     "sleep(0) traced": _sleep0_traced,
     "poll": _poll,
 }
