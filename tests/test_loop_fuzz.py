@@ -240,8 +240,13 @@ class LoopMachine(RuleBasedStateMachine):
         waker = threading.Thread(target=lambda: (time.sleep(0.002), lib.lk_wake(self.loop)))
         start = time.monotonic()
         waker.start()
-        self._poll_and_check(10_000 * MS, 64)
-        waker.join()
+        try:
+            self._poll_and_check(10_000 * MS, 64)
+        finally:
+            # Even when the check fails: teardown frees the loop, and the
+            # waker must not wake a freed loop (ASan saw exactly that, which
+            # hid the check's own message).
+            waker.join()
         # Very loose on purpose (shared machine): a lost wake-up costs 10 s.
         assert time.monotonic() - start < 5.0, "the wake-up was lost"
         # The poll may have returned for other events before the thread
