@@ -456,12 +456,20 @@ def _show_os_error(shell, etype, value, tb, tb_offset=None):
         note = address_in_use_note(value)
     except Exception:
         pass
-    if note is not None and hasattr(value, "add_note"):
+    if note is not None and _tracebacks_show_notes():
         value.add_note(note)
         note = None
     shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-    if note is not None:  # Python 3.10: no exception notes
+    if note is not None:  # no exception notes, or an IPython that hides them
         print(note, file=sys.stderr)
+
+
+def _tracebacks_show_notes() -> bool:
+    """Whether a note added to an exception appears in IPython's traceback:
+    notes are Python 3.11's (PEP 678), and IPython prints them from 8.14 on
+    (8.12, which ``ipython>=8`` allows, silently leaves them out)."""
+    import IPython
+    return sys.version_info >= (3, 11) and tuple(IPython.version_info[:2]) >= (8, 14)
 
 
 # -- subshells ---------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_address_in_use_names_the_server_still_holding_the_port(kernel):
                          "lambda s, a: None).start()")
     assert again.ename == "OSError", (again.ename, again.evalue)
     # The note is part of the traceback (an exception note, 3.11+), or on
-    # stderr right after it (3.10 has no notes).
+    # stderr right after it (Python 3.10, or an IPython before 8.14, which hides notes).
     text = "\n".join(line for m in again.outputs if m["msg_type"] == "error"
                      for line in m["content"]["traceback"])
     text += "\n".join(m["content"]["text"] for m in again.outputs
