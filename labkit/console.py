@@ -14,16 +14,22 @@ From another terminal, as the same user::
 
 What is served is read-only data about the hub's greenlets, on a Unix socket
 only this user can open (mode 0600 in a 0700 directory, and the peer's uid
-checked by the kernel's SO_PEERCRED). There is no network listener and no
-way to run code in this process through it (:mod:`labkit.backdoor` is that,
-separately and explicitly).
+checked by the kernel's SO_PEERCRED). There is no network listener by
+default and no way to run code in this process through it
+(:mod:`labkit.backdoor` is that, separately and explicitly).
+
+Where a Unix socket will not do, ``serve(tcp=True)`` (or
+``LABKIT_CONSOLE=tcp``) serves over TCP on 127.0.0.1 only, with a random
+token every request must carry, written with the port to a 0600 file next
+to where the socket would be (``<dir>/console-<pid>.token``);
+``python -m labkit console PID`` finds it there by itself.
 
 The server is the tracer's (``tracing.attach``); labkit finds it as a
 plug-in (:func:`labkit.plugins.console_server`), never by importing it.
 
 ``LABKIT_CONSOLE``: when set to anything but ``""`` or ``"0"`` at
 ``import labkit``, the main thread's hub starts serving at once (the hub is
-created then). Serving happens in greenlets of that hub: while the main
+created then): over TCP for ``"tcp"``, on the Unix socket otherwise. Serving happens in greenlets of that hub: while the main
 thread is blocked outside labkit, the console gets no answer.
 """
 from __future__ import annotations
@@ -38,10 +44,15 @@ __all__ = ["serve", "ENV_VAR"]
 ENV_VAR = "LABKIT_CONSOLE"
 
 
-def serve(path: str | None = None):
+def serve(path: str | None = None, tcp=False):
     """Serve this process's console on a Unix socket; returns the server
     (``.path``, ``.close()``). A second call returns the running server.
     Call from the thread whose hub should serve (usually the main one).
+
+    ``tcp``: serve on a loopback TCP port with a token instead (True:
+    127.0.0.1 and a free port; or a port, ``"127.0.0.1:PORT"``); any
+    address that is not loopback is a ValueError. ``path`` is then the
+    token file (default: next to where the socket would be).
 
     Raises RuntimeError if no console plug-in is installed (the tracer
     provides it: ``pip install labkit`` installs both)."""
@@ -49,7 +60,9 @@ def serve(path: str | None = None):
     if serve_plugin is None:
         raise RuntimeError("no labkit console plug-in is installed "
                            "(entry-point group 'labkit.console'; the tracer provides it)")
-    return serve_plugin(path)
+    if tcp is False or tcp is None:
+        return serve_plugin(path)
+    return serve_plugin(path, tcp=tcp)
 
 
 def serve_if_requested(environ=os.environ):
@@ -60,7 +73,7 @@ def serve_if_requested(environ=os.environ):
     if value in ("", "0"):
         return None
     try:
-        return serve()
+        return serve(tcp=value.strip().lower() == "tcp")
     except Exception as exc:
         import warnings
         warnings.warn(f"{ENV_VAR}={value}: cannot serve the console: "

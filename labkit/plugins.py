@@ -14,8 +14,8 @@ labkit looks it up here, by name, when it is needed. Four kinds:
   the first paragraph of its docstring being the line ``--help`` shows.
   The tracer's ``tour`` comes this way;
 - **the console server**, started by ``labkit.console.serve()`` (and
-  ``LABKIT_CONSOLE=1``): ``serve(path=None)`` returning a server with
-  ``path`` and ``close()``. The tracer's ``tracing.attach:serve`` is it;
+  ``LABKIT_CONSOLE=1``): ``serve(path=None, tcp=False)`` returning a server
+  with ``path`` and ``close()`` (``tcp`` is passed only when asked for). The tracer's ``tracing.attach:serve`` is it;
 - **the flight recorder**, started by the gunicorn worker when
   ``LABKIT_FLIGHT`` is set: an object (a module) with ``start_from_env()``
   and ``merge_dumps(since)``. The tracer's ``tracing.flight`` is it.

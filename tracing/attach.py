@@ -27,7 +27,19 @@ Security, and what this is not:
   else) and the socket itself is mode 0600. A peer whose uid (as the
   kernel reports it, SO_PEERCRED) is not the process's own is refused even
   if it got through the file modes (root, or a directory made public).
-  There is no network listener.
+  There is no network listener by default.
+- Over TCP, opt-in (``LABKIT_CONSOLE=tcp``, ``serve(tcp=True)``): where a
+  Unix socket will not do, the process listens on a loopback address only
+  (127.0.0.1 unless told another loopback address; anything else is a
+  ValueError) and every request must carry a random token (256 bits from
+  :mod:`secrets`, compared with :func:`hmac.compare_digest`). The token
+  and the port are written to ``console-<pid>.token`` (mode 0600) next to
+  where the socket would be, where only this user can read them and where
+  ``python -m labkit console PID`` finds them. A request with a wrong or
+  missing token gets an error and its connection is closed; others are
+  served on. Any local user can reach the port: the token is what keeps
+  them out, so keep the file private (it is, unless its directory is made
+  public).
 - Read-only: the only requests are ``hello`` and ``frame``; a request is a
   JSON object read with :func:`json.loads` and never evaluated. Running
   code in the target is the backdoor's job (:mod:`labkit.backdoor`),
@@ -46,8 +58,11 @@ labkit), no answer comes: the client says so after ``--timeout`` seconds.
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import json
 import os
+import secrets
 import socket as _stdlib_socket
 import stat
 import struct
@@ -56,8 +71,9 @@ import time
 
 from tracing import frames as _frames
 
-__all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "sweep_stale_sockets",
-           "peer_uid", "peer_allowed", "AttachClient", "load_record", "render", "main"]
+__all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "token_path",
+           "loopback_address", "sweep_stale_sockets", "peer_uid", "peer_allowed",
+           "AttachClient", "load_record", "render", "main"]
 
 #: Rows encoded between two yields to the hub.
 CHUNK_ROWS = 100
@@ -83,6 +99,59 @@ def socket_path(pid: int) -> str:
     return os.path.join(socket_dir(), f"console-{int(pid)}.sock")
 
 
+def token_path(pid: int) -> str:
+    """Where the process ``pid`` serving over TCP writes its address and
+    token (this user's; next to where its socket would be)."""
+    return os.path.join(socket_dir(), f"console-{int(pid)}.token")
+
+
+def loopback_address(tcp, argument: str = "tcp") -> tuple[str, int]:
+    """``(host, port)`` for ``tcp``: True (127.0.0.1, a free port), a port,
+    ``"host:port"``, ``"host"`` or ``(host, port)``. ValueError naming
+    ``argument`` unless the host is a loopback address: the console is
+    never served to the network."""
+    if tcp is True:
+        host, port = "127.0.0.1", 0
+    elif isinstance(tcp, int) and not isinstance(tcp, bool):
+        host, port = "127.0.0.1", tcp
+    elif isinstance(tcp, str):
+        host, _, port_text = tcp.rpartition(":") if tcp.count(":") == 1 else (tcp, "", "0")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ValueError(f"{argument}: port {port_text!r} is not a number") from None
+    elif isinstance(tcp, tuple) and len(tcp) == 2:
+        host, port = tcp
+    else:
+        raise TypeError(f"{argument} must be True, a port, 'host:port' or (host, port), "
+                        f"not {tcp!r}")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except (ValueError, AttributeError):
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{argument}: {host!r} is not a loopback address; the console "
+                         "serves 127.0.0.1 (or ::1) only, never the network")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"{argument}: port must be an int in 0..65535, not {port!r}")
+    return host.strip("[]"), port
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``path`` as a 0600 file, all at once (a reader never sees half
+    of it, nor a moment when it is wider than 0600)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def _private_dir(path: str) -> None:
     """Make ``path`` a directory only this user can enter, or refuse one
     that exists and is not (someone else could swap the socket in it)."""
@@ -101,13 +170,15 @@ def _private_dir(path: str) -> None:
 
 
 def sweep_stale_sockets(directory: str) -> list[str]:
-    """Remove the ``console-<pid>.sock`` files in ``directory`` whose process
-    is gone (one killed by a signal cannot remove its own); the removed
-    paths. A live pid keeps its file, whoever it is now."""
+    """Remove the ``console-<pid>.sock`` (and ``.token``) files in
+    ``directory`` whose process is gone (one killed by a signal cannot
+    remove its own); the removed paths. A live pid keeps its file, whoever
+    it is now."""
     removed = []
     for name in os.listdir(directory):
-        pid = name[len("console-"):-len(".sock")]
-        if not (name.startswith("console-") and name.endswith(".sock") and pid.isdigit()):
+        stem, dot, suffix = name.rpartition(".")
+        pid = stem[len("console-"):]
+        if not (stem.startswith("console-") and suffix in ("sock", "token") and pid.isdigit()):
             continue
         try:
             os.kill(int(pid), 0)
@@ -142,9 +213,14 @@ def peer_allowed(uid: int, own_uid: int | None = None) -> bool:
 # -- the process side -----------------------------------------------------------------
 
 class AttachServer:
-    """Serves frames on a Unix socket from greenlets of this thread's hub.
+    """Serves frames on a Unix socket (or a loopback TCP port) from
+    greenlets of this thread's hub.
 
-    ``path``: the socket (default :func:`socket_path` of this process).
+    ``path``: the socket (default :func:`socket_path` of this process); with
+    ``tcp``, the token file instead (default :func:`token_path`).
+    ``tcp``: serve over TCP on this loopback address (see
+    :func:`loopback_address`; ValueError for any other) with a token, not
+    on a Unix socket. ``address`` and ``token`` are set by :meth:`start`.
     ``capture``: what makes a frame (default: a :class:`tracing.frames.Capturer`'s,
     which spaces out the lints; called with ``between``, ``pieces`` and
     ``omit`` as :func:`tracing.frames.capture` is).
@@ -152,10 +228,16 @@ class AttachServer:
     was served and the longest pause of the hub measured.
     """
 
-    def __init__(self, path: str | None = None, capture=None):
+    def __init__(self, path: str | None = None, capture=None, tcp=None):
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
-        self.path = os.fspath(path) if path is not None else socket_path(os.getpid())
+        self.tcp = tcp not in (None, False)
+        #: (host, port) listened on, with tcp (the port is known after start())
+        self.address = loopback_address(tcp) if self.tcp else None
+        #: what every TCP request must carry (None on a Unix socket)
+        self.token = secrets.token_hex(32) if self.tcp else None
+        default = token_path if self.tcp else socket_path
+        self.path = os.fspath(path) if path is not None else default(os.getpid())
         self.capture = capture if capture is not None else _frames.Capturer().capture
         self.stats = {"connections": 0, "refused": 0, "frames": 0,
                       "max_pause_ms": 0.0, "last_pause_ms": 0.0}
@@ -175,9 +257,36 @@ class AttachServer:
         if self.serving:
             return self
         self._hub = labkit.get_hub()
-        if self.path == socket_path(os.getpid()):
+        if self.path in (socket_path(os.getpid()), token_path(os.getpid())):
             _private_dir(os.path.dirname(self.path))
             sweep_stale_sockets(os.path.dirname(self.path))
+        if self.tcp:
+            listener = self._listen_tcp(lk_socket)
+        else:
+            listener = self._listen_unix(lk_socket)
+        self._listener = listener
+        acceptor = labkit.spawn(self._accept_loop, listener)
+        acceptor.name = "labkit-console-accept"
+        self._greenlets.add(acceptor)
+        return self
+
+    def _listen_tcp(self, lk_socket):
+        host, port = self.address
+        family = lk_socket.AF_INET6 if ":" in host else lk_socket.AF_INET
+        listener = lk_socket.socket(family, lk_socket.SOCK_STREAM)
+        try:
+            listener.bind((host, port))
+            listener.listen(8)
+            self.address = listener.getsockname()[:2]
+            _write_private(self.path, json.dumps({
+                "labkit": "console", "pid": os.getpid(), "host": self.address[0],
+                "port": self.address[1], "token": self.token}))
+        except BaseException:
+            listener.close()
+            raise
+        return listener
+
+    def _listen_unix(self, lk_socket):
         try:
             os.unlink(self.path)   # a stale socket of an earlier process with this pid
         except FileNotFoundError:
@@ -193,11 +302,7 @@ class AttachServer:
             os.umask(old)
         os.chmod(self.path, 0o600)
         listener.listen(8)
-        self._listener = listener
-        acceptor = labkit.spawn(self._accept_loop, listener)
-        acceptor.name = "labkit-console-accept"
-        self._greenlets.add(acceptor)
-        return self
+        return listener
 
     def close(self) -> None:
         """Stop serving: close the socket, end every connection, remove the
@@ -252,12 +357,12 @@ class AttachServer:
         me = labkit.getcurrent()
         try:
             with conn:
-                uid = peer_uid(conn)
-                if not peer_allowed(uid):
-                    self.stats["refused"] += 1
-                    conn.sendall(_line({"error": f"refused: uid {uid} may not read the "
-                                                  f"console of a uid {os.getuid()} process"}))
-                    return
+                if not self.tcp:
+                    uid = peer_uid(conn)
+                    if not peer_allowed(uid):
+                        self._refuse(conn, f"refused: uid {uid} may not read the "
+                                           f"console of a uid {os.getuid()} process")
+                        return
                 buffer = b""
                 while True:
                     while b"\n" not in buffer:
@@ -268,18 +373,34 @@ class AttachServer:
                             return
                         buffer += data
                     line, buffer = buffer.split(b"\n", 1)
-                    conn.sendall(self._answer(line))
+                    try:
+                        request = json.loads(line)
+                    except ValueError:
+                        request = None
+                    if self.tcp and not self.token_matches(request):
+                        self._refuse(conn, "refused: wrong or missing token (it is in "
+                                           f"{self.path}, readable by this user only)")
+                        return
+                    conn.sendall(self._answer(request, line))
         except OSError:
             pass   # the client went away
         finally:
             self._greenlets.discard(me)
 
-    def _answer(self, line: bytes) -> bytes:
-        try:
-            request = json.loads(line)
-            op = request.get("op") if isinstance(request, dict) else None
-        except ValueError:
-            op = None
+    def token_matches(self, request) -> bool:
+        """Whether ``request`` (a parsed request) carries this server's
+        token; compared in constant time, so timing tells nothing about it."""
+        given = request.get("token") if isinstance(request, dict) else None
+        if not isinstance(given, str) or self.token is None:
+            return False
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def _refuse(self, conn, why: str) -> None:
+        self.stats["refused"] += 1
+        conn.sendall(_line({"error": why}))
+
+    def _answer(self, request, line: bytes) -> bytes:
+        op = request.get("op") if isinstance(request, dict) else None
         if op == "hello":
             return _line({"labkit": "console", "pid": os.getpid(), "ops": list(OPS)})
         if op == "frame":
@@ -320,7 +441,10 @@ def _line(obj) -> bytes:
     return (json.dumps(obj) + "\n").encode()
 
 
-_server: AttachServer | None = None
+#: The servers serve() started, by transport ("unix", "tcp"): one of each at most.
+_servers: dict = {}
+#: The background recording they share (started by the first, stopped with the last).
+_recording = None
 
 #: Records in the ring of the background recording :func:`serve` starts
 #: (32 bytes each). Frames read it every refresh; records overwritten
@@ -328,45 +452,65 @@ _server: AttachServer | None = None
 BACKGROUND_CAPACITY = 1 << 15
 
 
-def serve(path: str | None = None) -> AttachServer:
+def serve(path: str | None = None, tcp=False) -> AttachServer:
     """Serve this process's console (see the module docstring) and return
-    the server; a second call returns the running one. From the hub's thread.
+    the server; a second call for the same transport returns the running
+    one. From the hub's thread.
+
+    ``tcp``: serve over TCP on a loopback address with a token instead of
+    on a Unix socket (True: 127.0.0.1, a free port; see
+    :func:`loopback_address`); ``path`` is then the token file. A Unix and
+    a TCP server may run side by side.
 
     If nothing records yet, this also starts a small background recording
     (:class:`tracing.frames.BackgroundRecording`) for the table's time
     columns, with a blocking monitor at the "never yielded" threshold (so
     that lint names the line where a block began); it steps aside while
-    any other trace records, and stops when the server is closed.
+    any other trace records, and stops when the last server is closed.
 
     This is the tracer's ``labkit.console`` plug-in: ``labkit.console.serve()``
-    and ``LABKIT_CONSOLE=1`` call it."""
-    global _server
-    if _server is not None and _server.serving and _server.pid == os.getpid():
-        return _server
-    _server = AttachServer(path).start()
-    from tracing.lints import NEVER_YIELDED
-    recording = _frames.BackgroundRecording(BACKGROUND_CAPACITY, blocking=NEVER_YIELDED).start()
-    _server.on_close = recording.stop
-    _frames.capture()   # the first one scans the heap for older greenlets: now, not on attach
-    return _server
+    and ``LABKIT_CONSOLE=1`` (or ``=tcp``) call it."""
+    global _recording
+    transport = "tcp" if tcp not in (None, False) else "unix"
+    running = _servers.get(transport)
+    if running is not None and running.serving and running.pid == os.getpid():
+        return running
+    server = AttachServer(path, tcp=tcp if transport == "tcp" else None).start()
+    _servers[transport] = server
+    server.on_close = _stop_recording_if_unused
+    if _recording is None:
+        from tracing.lints import NEVER_YIELDED
+        _recording = _frames.BackgroundRecording(BACKGROUND_CAPACITY,
+                                                 blocking=NEVER_YIELDED).start()
+        _frames.capture()   # the first one scans the heap for older greenlets: now, not on attach
+    return server
+
+
+def _stop_recording_if_unused() -> None:
+    global _recording
+    if _recording is not None and not any(s.serving for s in _servers.values()):
+        recording, _recording = _recording, None
+        recording.stop()
 
 
 def _after_fork_in_child() -> None:
-    global _server
-    if _server is not None:
-        _server.forget_after_fork()
-        _server = None
+    global _recording
+    for server in _servers.values():
+        server.forget_after_fork()
+    _servers.clear()
+    _recording = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_at_exit() -> None:
-    if _server is not None and _server.pid == os.getpid() and _server.serving:
-        try:
-            os.unlink(_server.path)
-        except OSError:
-            pass
+    for server in _servers.values():
+        if server.pid == os.getpid() and server.serving:
+            try:
+                os.unlink(server.path)
+            except OSError:
+                pass
 
 
 import atexit  # noqa: E402 - next to the hook it registers
@@ -378,18 +522,34 @@ atexit.register(_close_at_exit)
 class AttachClient:
     """A connection to the console of process ``pid`` (or socket ``path``).
 
-    Plain blocking sockets: the terminal side needs no hub. Raises
-    FileNotFoundError with a hint when there is no such console,
-    PermissionError when the process refuses us."""
+    Over the Unix socket, unless ``token_file`` is given or the process
+    serves over TCP only (its :func:`token_path` exists and its socket does
+    not): then to the loopback address in the token file, sending the token
+    with every request. Plain blocking sockets: the terminal side needs no
+    hub. Raises FileNotFoundError with a hint when there is no such console,
+    PermissionError when the process refuses us, ValueError for a token
+    file that is not one or names a non-loopback address."""
 
     def __init__(self, pid: int | None = None, path: str | None = None,
-                 timeout: float = 5.0):
-        if path is None:
+                 timeout: float = 5.0, token_file: str | None = None):
+        if path is None and token_file is None:
             if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
                 raise ValueError(f"pid must be a positive int, not {pid!r}")
             path = socket_path(pid)
-        self.path = path
+            if not os.path.exists(path) and os.path.exists(token_path(pid)):
+                token_file = token_path(pid)
         self.pid = pid
+        self._token = None
+        if token_file is not None:
+            self.path = os.fspath(token_file)
+            sock = self._connect_tcp(self.path, timeout)
+        else:
+            self.path = path
+            sock = self._connect_unix(path, timeout)
+        self._sock = sock
+        self._file = sock.makefile("rb")
+
+    def _connect_unix(self, path, timeout):
         sock = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -399,18 +559,39 @@ class AttachClient:
             stale = " (the socket is there, but nobody serves it)" \
                 if isinstance(exc, ConnectionRefusedError) else ""
             raise FileNotFoundError(
-                f"no labkit console at {path}{stale}: is process {pid} running labkit with "
-                "LABKIT_CONSOLE=1 (or labkit.console.serve()), as this user?") from None
+                f"no labkit console at {path}{stale}: is process {self.pid} running labkit "
+                "with LABKIT_CONSOLE=1 (or labkit.console.serve()), as this user?") from None
         except BaseException:
             sock.close()
             raise
-        self._sock = sock
-        self._file = sock.makefile("rb")
+        return sock
+
+    def _connect_tcp(self, token_file, timeout):
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                info = json.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no labkit console token file at {token_file}") from None
+        except ValueError:
+            info = None
+        if not isinstance(info, dict) or info.get("labkit") != "console" \
+                or not isinstance(info.get("token"), str):
+            raise ValueError(f"token_file: {token_file} is not a labkit console token file")
+        # never send the token anywhere but this machine's loopback
+        host, port = loopback_address((info.get("host"), info.get("port")), "token_file")
+        self._token = info["token"]
+        try:
+            return _stdlib_socket.create_connection((host, port), timeout=timeout)
+        except ConnectionRefusedError:
+            raise FileNotFoundError(
+                f"no labkit console at {host}:{port} ({token_file} is there, but nobody "
+                "serves it)") from None
 
     def request(self, op: str) -> dict:
+        message = {"op": op} if self._token is None else {"op": op, "token": self._token}
         try:
             try:
-                self._sock.sendall(_line({"op": op}))
+                self._sock.sendall(_line(message))
             except (BrokenPipeError, ConnectionResetError):
                 pass   # a refusal comes at once, then the close: read it
             line = self._file.readline()
@@ -570,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0,
                         help="seconds to wait for an answer")
     parser.add_argument("--socket", help="the socket, if not the usual path for PID")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="attach over 127.0.0.1 with the address and token in FILE "
+                             "(found by itself when PID serves with LABKIT_CONSOLE=tcp)")
     args = parser.parse_args(argv)
     if not args.interval > 0:
         parser.error("--interval must be > 0")
@@ -581,8 +765,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     console = Console() if sys.stdout.isatty() else Console(width=120)
     try:
-        client = AttachClient(args.pid, path=args.socket, timeout=args.timeout)
-    except (FileNotFoundError, PermissionError, ConnectionRefusedError) as exc:
+        client = AttachClient(args.pid, path=args.socket, timeout=args.timeout,
+                              token_file=args.token_file)
+    except (FileNotFoundError, PermissionError, ConnectionRefusedError, ValueError) as exc:
         print(f"labkit console: {exc}", file=sys.stderr)
         return 1
     record = open(args.record, "w") if args.record else None
