@@ -42,12 +42,28 @@ directory)::
 
 or merge by hand: ``python -m tracing.merge /tmp/traces -o merged.json``.
 
+The master runs no hub and no recorder, but the same config file's server
+hooks (``on_starting``, ``when_ready``, ``pre_fork``, ``child_exit``,
+``nworkers_changed``, ``on_reload``, ``on_exit``; they run in the master)
+note what it does that shapes a request's path: when it was ready, each
+worker's fork and reaping (so restarts show), the signals it got, changes
+of the worker count. :class:`MasterTrack` keeps them on CLOCK_MONOTONIC --
+the workers' trace clock -- and ``on_exit`` writes them as one more
+process file (``labkit-flight-<master pid>-master.json``) before merging,
+so the merged timeline of ``-w 4`` has five process tracks: the master's
+(an "arbiter" lane, a lane per worker from fork to exit) and the four
+workers'. A config file of your own can call these functions from its
+hooks of the same names.
+
 With ``LABKIT_CONSOLE=1``, each worker serves its console (labkit.console):
 ``python -m labkit console WORKER_PID`` shows its greenlets, lints and timeline.
 """
 from __future__ import annotations
 
+import collections
+import json
 import os
+import signal
 import time
 import warnings
 
@@ -57,7 +73,8 @@ from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context as _ssl_context
 from gunicorn.workers import base
 
-__all__ = ["Worker", "on_exit"]
+__all__ = ["Worker", "MasterTrack", "on_starting", "when_ready", "pre_fork", "child_exit",
+           "nworkers_changed", "on_reload", "on_exit"]
 
 #: When the master loaded this module (the worker class): on_exit merges only
 #: the dumps written since, not those of an earlier run in the same directory.
@@ -183,17 +200,183 @@ class Worker(base.Worker):
         spawn(super().handle_usr1, sig, frame)
 
 
-def on_exit(server) -> None:
-    """gunicorn server hook (in the master, after the workers stopped): merge
-    the workers' flight-recorder files written since the master started into
-    ``labkit-merged-<master pid>.json`` in LABKIT_FLIGHT's directory."""
+# -- the master's track (server hooks; they run in the arbiter) ----------------------
+
+class MasterTrack:
+    """What the gunicorn master did, for the merged timeline of the workers.
+
+    Stamps are ``time.monotonic_ns()``: CLOCK_MONOTONIC, the clock of the
+    workers' traces (lk_now_ns), so the files line up. Bounded: the last
+    :data:`MAX_EVENTS` instants and :data:`MAX_WORKERS` workers are kept.
+    Written as a labkit process trace file (Chrome trace JSON whose
+    ``metadata.labkit`` gives ``pid`` and ``start_ns``: the format
+    tracing/merge.py reads; the core cannot import it to write one).
+    """
+
+    MAX_EVENTS = 10_000
+    MAX_WORKERS = 10_000
+
+    def __init__(self, pid: int | None = None):
+        self.pid = os.getpid() if pid is None else pid
+        self.start_ns = time.monotonic_ns()
+        #: (ns, name, args): instants on the "arbiter" lane
+        self.events: collections.deque = collections.deque(maxlen=self.MAX_EVENTS)
+        #: age -> {"fork_ns", "worker" (until reaped), "pid", "exit_ns"}
+        self.workers: collections.OrderedDict = collections.OrderedDict()
+
+    def note(self, name: str, **args) -> None:
+        self.events.append((time.monotonic_ns(), name, args))
+
+    def forked(self, worker) -> None:
+        """pre_fork: ``worker`` is about to be forked (its pid comes after)."""
+        self.workers[worker.age] = {"fork_ns": time.monotonic_ns(), "worker": worker,
+                                    "pid": None, "exit_ns": None}
+        while len(self.workers) > self.MAX_WORKERS:
+            self.workers.popitem(last=False)
+
+    def exited(self, worker) -> None:
+        """child_exit: the master reaped ``worker``."""
+        entry = self.workers.get(worker.age)
+        if entry is None:
+            return
+        entry.update(exit_ns=time.monotonic_ns(), pid=worker.pid, worker=None)
+
+    def trace_events(self, now_ns: int | None = None) -> list[dict]:
+        """The track as Chrome trace events (ts in µs since ``start_ns``)."""
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
+        us = lambda ns: (ns - self.start_ns) / 1e3  # noqa: E731
+        events = [{"ph": "M", "pid": self.pid, "name": "process_name",
+                   "args": {"name": f"gunicorn master {self.pid}"}},
+                  {"ph": "M", "pid": self.pid, "tid": 1, "name": "thread_name",
+                   "args": {"name": "arbiter"}}]
+        for ns, name, args in self.events:
+            events.append({"ph": "i", "s": "t", "pid": self.pid, "tid": 1, "cat": "gunicorn",
+                           "name": name, "ts": us(ns), "args": args})
+        for age, entry in self.workers.items():
+            worker = entry["worker"]
+            pid = entry["pid"] or getattr(worker, "pid", None)
+            end = entry["exit_ns"] or now_ns
+            events.append({"ph": "M", "pid": self.pid, "tid": 1 + age, "name": "thread_name",
+                           "args": {"name": f"worker {pid} (#{age})"}})
+            events.append({"ph": "X", "pid": self.pid, "tid": 1 + age, "cat": "gunicorn",
+                           "name": f"worker {pid}", "ts": us(entry["fork_ns"]),
+                           "dur": (end - entry["fork_ns"]) / 1e3,
+                           "args": {"pid": pid, "age": age,
+                                    "until": "reaped" if entry["exit_ns"] else "master exit"}})
+        return events
+
+    def write(self, path, reason: str = "exit") -> str:
+        """Write the track to ``path`` (atomically); returns it."""
+        now = time.monotonic_ns()
+        document = {"traceEvents": self.trace_events(now), "displayTimeUnit": "ms",
+                    "metadata": {"labkit": {
+                        "pid": self.pid, "start_ns": self.start_ns,
+                        "wall_start": time.time() - (now - self.start_ns) / 1e9,
+                        "name": f"gunicorn master {self.pid}", "reason": reason}}}
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(document, f)
+        os.replace(tmp, path)
+        return os.fspath(path)
+
+
+_master: MasterTrack | None = None
+
+
+def _flight_value() -> str | None:
     value = os.environ.get("LABKIT_FLIGHT", "").strip()
     if not value or value.lower() in ("0", "false", "no", "off"):
+        return None
+    return value
+
+
+def _track() -> MasterTrack | None:
+    """This master's track when LABKIT_FLIGHT is set (made on first use)."""
+    global _master
+    if _flight_value() is None:
+        return None
+    if _master is None or _master.pid != os.getpid():
+        _master = MasterTrack()
+    return _master
+
+
+def on_starting(server) -> None:
+    """gunicorn server hook: the master's time zero."""
+    track = _track()
+    if track is not None:
+        track.note("starting", workers=server.num_workers)
+
+
+def when_ready(server) -> None:
+    """gunicorn server hook: the master listens; from now its signals are noted."""
+    track = _track()
+    if track is None:
+        return
+    track.note("ready", listeners=[str(listener) for listener in server.LISTENERS])
+    for signum in getattr(server, "SIGNALS", ()):
+        previous = signal.getsignal(signum)
+        if callable(previous) and not getattr(previous, "_labkit_notes", False):
+            signal.signal(signum, _noting_handler(track, previous))
+
+
+def _noting_handler(track: MasterTrack, previous):
+    """A signal handler that notes the signal, then runs gunicorn's (which
+    only queues it for the arbiter's loop)."""
+    def handler(signum, frame):
+        track.note(f"signal {signal.Signals(signum).name}")
+        return previous(signum, frame)
+    handler._labkit_notes = True
+    handler.__wrapped__ = previous
+    return handler
+
+
+def pre_fork(server, worker) -> None:
+    """gunicorn server hook (master, just before the fork): a worker's lane begins."""
+    track = _track()
+    if track is not None:
+        track.forked(worker)
+
+
+def child_exit(server, worker) -> None:
+    """gunicorn server hook (master, after reaping): the worker's lane ends."""
+    track = _track()
+    if track is not None:
+        track.exited(worker)
+
+
+def nworkers_changed(server, new_value, old_value) -> None:
+    """gunicorn server hook: TTIN/TTOU or a reload changed the worker count."""
+    track = _track()
+    if track is not None and old_value is not None:
+        track.note("workers changed", old=old_value, new=new_value)
+
+
+def on_reload(server) -> None:
+    """gunicorn server hook: SIGHUP reloaded the configuration."""
+    track = _track()
+    if track is not None:
+        track.note("reload")
+
+
+def on_exit(server) -> None:
+    """gunicorn server hook (in the master, after the workers stopped): write
+    the master's track, then merge it with the workers' flight-recorder
+    files written since the master started into
+    ``labkit-merged-<master pid>.json`` in LABKIT_FLIGHT's directory."""
+    value = _flight_value()
+    if value is None:
         return
     from labkit import plugins
     try:
         flight = plugins.flight_recorder()
-        out = flight.merge_dumps(since=_LOADED_AT) if flight is not None else None
+        if flight is None:
+            server.log.error("labkit: LABKIT_FLIGHT set but no flight recorder plug-in")
+            return
+        track = _track()
+        track.note("exit")
+        directory = flight.parse_config(value).get("directory", ".")
+        track.write(os.path.join(directory, f"labkit-flight-{track.pid}-master.json"))
+        out = flight.merge_dumps(since=_LOADED_AT)
     except (ImportError, ValueError, OSError) as exc:
         server.log.error("labkit: merging worker traces failed: %s", exc)
         return

@@ -17,8 +17,8 @@ labkit looks it up here, by name, when it is needed. Four kinds:
   ``LABKIT_CONSOLE=1``): ``serve(path=None, tcp=False)`` returning a server
   with ``path`` and ``close()`` (``tcp`` is passed only when asked for). The tracer's ``tracing.attach:serve`` is it;
 - **the flight recorder**, started by the gunicorn worker when
-  ``LABKIT_FLIGHT`` is set: an object (a module) with ``start_from_env()``
-  and ``merge_dumps(since)``. The tracer's ``tracing.flight`` is it.
+  ``LABKIT_FLIGHT`` is set: an object (a module) with ``start_from_env()``,
+  ``parse_config(value)`` and ``merge_dumps(since)``. The tracer's ``tracing.flight`` is it.
 
 Installed packages declare them as entry points (read with
 :mod:`importlib.metadata`, so they take effect when the package is installed,
@@ -166,7 +166,7 @@ def console_server():
 
 def flight_recorder():
     """The flight-recorder plug-in (the first by name: an object with
-    ``start_from_env()`` and ``merge_dumps(since)``), or None if none is
+    ``start_from_env()``, ``parse_config(value)`` and ``merge_dumps(since)``), or None if none is
     installed. Importing it may raise."""
     sources = _sources(FLIGHT_GROUP)
     return _resolve(next(iter(sources.values()))) if sources else None

@@ -230,6 +230,21 @@ TRACED_APP = textwrap.dedent('''
 ''')
 
 
+def _children(pid):
+    """The pids whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
 def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
     import concurrent.futures
     import json
@@ -251,12 +266,28 @@ def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
 
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             served = set(pool.map(get, ["/"] * 64))
-        blocked_pid = get("/block")
-        # the block was dumped by itself, in the worker that blocked
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not list(traces.glob(f"*-{blocked_pid}-*blocked*")):
-            time.sleep(0.1)
-        assert list(traces.glob(f"labkit-flight-{blocked_pid}-*blocked*.json"))
+            blocked_pid = get("/block")
+            # the block was dumped by itself, in the worker that blocked
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and \
+                    not list(traces.glob(f"*-{blocked_pid}-*blocked*")):
+                time.sleep(0.1)
+            assert list(traces.glob(f"labkit-flight-{blocked_pid}-*blocked*.json"))
+            # a worker dies (SIGKILL: no file of its own); the master starts another
+            workers = _children(process.pid)
+            assert len(workers) == 4 and blocked_pid in workers
+            killed = min(workers - {blocked_pid})
+            os.kill(killed, signal.SIGKILL)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and (
+                    killed in _children(process.pid) or len(_children(process.pid)) < 4):
+                time.sleep(0.05)
+            (replacement,) = _children(process.pid) - workers
+            # ... and serves: then it is running its flight recorder
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and replacement not in served:
+                served |= set(pool.map(get, ["/"] * 16))
+            assert replacement in served
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
@@ -267,15 +298,36 @@ def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
     merged_files = list(traces.glob("labkit-merged-*.json"))
     assert len(merged_files) == 1, output
     document = json.loads(merged_files[0].read_text())
-    tracks = {e["pid"]: e["args"]["name"] for e in document["traceEvents"]
+    events = document["traceEvents"]
+    tracks = {e["pid"]: e["args"]["name"] for e in events
               if e.get("ph") == "M" and e.get("name") == "process_name"}
-    assert len(tracks) == 4 and served <= set(tracks), (tracks, served)
-    # greenlet lanes under each process: the workers that served have request lanes
+    # five process tracks: the master and the four workers alive at the end
+    assert tracks.pop(process.pid) == f"gunicorn master {process.pid}"
+    assert set(tracks) == (workers - {killed}) | {replacement}, (tracks, workers, killed)
+    assert served - {killed} <= set(tracks)
+    # greenlet lanes under each worker: the workers that served have request lanes
     lanes = {}
-    for e in document["traceEvents"]:
+    for e in events:
         if e.get("ph") == "M" and e.get("name") == "thread_name":
             lanes.setdefault(e["pid"], set()).add(e["args"]["name"])
     assert all({"hub", "main"} <= lanes[pid] for pid in tracks)
-    assert all(len(lanes[pid]) > 3 for pid in served)
-    blocks = [e for e in document["traceEvents"] if e.get("cat") == "blocking"]
+    assert all(len(lanes[pid]) > 3 for pid in served - {killed})
+    blocks = [e for e in events if e.get("cat") == "blocking"]
     assert any(e["pid"] == blocked_pid and "tapp.py" in e["name"] for e in blocks)
+    # the master's track: a lane per worker from its fork to its reaping, the
+    # restart after the kill, the signal that stopped it -- on the workers' clock
+    lives = {e["args"]["pid"]: (e["ts"], e["ts"] + e["dur"]) for e in events
+             if e["pid"] == process.pid and e.get("ph") == "X"}
+    assert set(lives) == workers | {replacement}
+    assert lives[killed][1] <= lives[replacement][0]        # reaped, then replaced
+    instants = [e["name"] for e in events if e["pid"] == process.pid and e.get("ph") == "i"]
+    assert "ready" in instants and "signal SIGTERM" in instants
+    for pid in tracks:
+        stamps = [e["ts"] for e in events if e["pid"] == pid and "ts" in e]
+        ends = [e["ts"] + e.get("dur", 0) for e in events if e["pid"] == pid and "ts" in e]
+        forked, reaped = lives[pid]
+        assert forked < min(stamps) and max(ends) < reaped, (pid, forked, reaped)
+    # the master's own file is a well-formed Perfetto process trace
+    import perfetto_check
+    (master_file,) = traces.glob(f"labkit-flight-{process.pid}-master.json")
+    assert perfetto_check.problems(json.loads(master_file.read_text())) == []
