@@ -126,12 +126,11 @@ def test_interrupt_raises_keyboard_interrupt_in_the_blocked_cell(kernel):
     km, kc, port = kernel
     msg_id = send_cell(kc, "pings_then = len(pings)\nlabkit.sleep(30)")
     time.sleep(0.5)  # the cell is now parked in the hub
-    start = time.monotonic()
     km.interrupt_kernel()
+    # The reply within 5 s of a 30 s sleep is the proof that the interrupt
+    # ended it (no bound in milliseconds: a busy machine may take a second).
     reply = wait_for_reply(kc, msg_id, timeout=5)
-    elapsed = time.monotonic() - start
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
-    assert elapsed < 1.0
     # The hub and the background greenlets survived.
     assert echo_once(port, b"still here") == b"still here"
     time.sleep(0.3)

@@ -58,8 +58,8 @@ def test_percent_trace_shows_summary_blocks_and_timeline(kc):
     cell = ok(kc, "%%trace t\n"
                   "def worker():\n"
                   "    labkit.sleep(0.01)\n"
-                  "def careless():\n"
-                  "    time.sleep(0.1)\n"
+                  "def careless():\n"     # 5x the threshold: a busy machine's watchdog
+                  "    time.sleep(0.25)\n"  # still gets CPU to sample it
                   "g = labkit.spawn(careless); g.name = 'careless'\n"
                   "labkit.joinall([labkit.spawn(worker), g])\n"
                   "'the value'")
