@@ -96,15 +96,15 @@ def test_a_blocking_call_appears_in_the_table_with_its_line(background, dash):
 
 
 def test_the_drawing_runs_off_the_hubs_thread(background, monkeypatch):
-    import tracing.dashboard
+    import tracing.live_timeline
     threads = []
-    real = tracing.dashboard.render_timeline_png
+    real = tracing.live_timeline.Picture.render
 
     def spy(*args, **kwargs):
         threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tracing.dashboard, "render_timeline_png", spy)
+    monkeypatch.setattr(tracing.live_timeline.Picture, "render", spy)
     d = Dashboard(window=1)
     try:
         wait_for_refreshes(d, 2)

@@ -19,16 +19,16 @@ What it shows (tokio-console's views, for greenlets):
   and evidence), the **spawn tree** and the **wait-for graph** (joins and
   awaits followed as chains to what the last one waits on), in tabs;
 - a **timeline** of the last ``window`` seconds: a
-  :class:`tracing.dashboard.Dashboard` (the plot module's PNG, drawn off
-  the hub) in the last tab, running only while that tab is open: it
-  records every switch and turns the window's records into a Trace at each
-  picture, which at tens of thousands of switches a second costs more than
-  all the rest of the console (``python -m labkit.bench.echo --impls
-  labkit,console`` measures the console with that tab closed);
+  :class:`tracing.dashboard.Dashboard` (drawn off the hub, each record
+  decoded once: :mod:`tracing.live_timeline`) in the last tab, running
+  only while that tab is open (``python -m labkit.bench.echo --impls
+  labkit,console`` measures the console with that tab shown);
 - **record & scrub**: every refresh is kept (the last ``history`` seconds,
   :class:`tracing.frames.FrameRing`). Pause, then drag the slider back: the
-  table, lints, tree and graph show the frame recorded at that moment.
-  The timeline stays live.
+  table, lints, tree and graph show the frame recorded at that moment, and
+  the timeline the picture drawn then (the Dashboard keeps its pictures of
+  the last ``history`` seconds: :meth:`tracing.dashboard.Dashboard.freeze`;
+  none for moments when the tab was closed).
 
 Who does what, and in which thread (the Dashboard's arrangement)::
 
@@ -151,7 +151,8 @@ class Console:
         self._capturer = _frames.Capturer()   # spaces out the lints (they cost the most)
         self.dashboard = None       #: the timeline's Dashboard, while its tab is open
         self._timeline = timeline
-        self._timeline_args = {"window": window, "refresh": timeline_refresh}
+        self._timeline_args = {"window": window, "refresh": timeline_refresh,
+                               "history": float(history)}
         self._build_widgets()
         _current = self
         from labkit.event import Event
@@ -370,6 +371,10 @@ class Console:
                     widget.value = view[key]
             self._slider.max = view["slider_max"]
             self._slider.value = view["slider_value"]
+            if self.dashboard is not None:   # the timeline rewinds with the table
+                shown = view.get("frame_time")
+                if shown != self.dashboard.frozen:
+                    self.dashboard.freeze(shown)
         finally:
             self._quiet -= 1
         self.refreshes += 1
@@ -456,6 +461,7 @@ class Console:
         rows = table_rows(frame, self._filter, self._sort)
         options = [(row_label(r), r["id"]) for r in rows[:self.max_rows]]
         return {"options": options, "selected": self._selected,
+                "frame_time": frame["time"] if self.paused else None,
                 "status": self._status_text(frame, index, count, len(rows)),
                 "detail": self._detail_html(frame),
                 "lints": _lints_html(frame), "tree": _tree_html(frame),

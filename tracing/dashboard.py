@@ -6,10 +6,10 @@
     dash.close()                         # stop recording; nothing left running
 
 It shows a timeline of the last ``window`` seconds (one lane per busy
-greenlet, as ``Trace.timeline()`` draws it), counters (live greenlets,
-switches per second, loop utilisation, ready-queue length, longest recent
-block) and the latest blocking calls with their file:line, plus Start, Stop
-and Clear buttons.
+greenlet, in ``Trace.timeline()``'s colours: :mod:`tracing.live_timeline`),
+counters (live greenlets, switches per second, loop utilisation, ready-queue
+length, longest recent block) and the latest blocking calls with their
+file:line, plus Start, Stop and Clear buttons.
 
 Who does what, and in which thread::
 
@@ -19,16 +19,27 @@ Who does what, and in which thread::
     _snapshot(): copy the new records   <-----  run_callback_threadsafe
     out of the C ring (a memcpy) and
     three counters; hand them over      ----->  queue
-                                                keep the last `window` s of records,
-                                                build a Trace of them, count, and
-                                                draw the timeline with Agg to a PNG
+                                                fold the new records into the lanes
+                                                (tracing.live_timeline.Strip: numpy,
+                                                each record read once), count, and
+                                                paint the PNG (Picture: axes drawn
+                                                once by matplotlib, lanes per frame)
     _apply(): set the widgets' values   <-----  run_callback_threadsafe
     (ipywidgets sends the comm messages)
 
 The hub only copies bytes and sets three widget values per refresh: drawing
-(tens of milliseconds) never runs on the hub's thread, so the dashboard does
-not block the loop it watches. It still costs CPU and, in a busy process, a
-share of the GIL -- which is why it refreshes at most 4 times a second.
+never runs on the hub's thread, so the dashboard does not block the loop it
+watches. It still costs CPU and, in a busy process, a share of the GIL --
+which is why each record is decoded once (not once per picture, as a Trace
+of the window would), the lanes are painted with numpy into a background
+drawn once, and it refreshes at most 4 times a second. (Under an echo
+server with 50 clients, building and drawing a Trace of the window per
+picture cost the server ~3x its CPU per message.)
+
+Record & scrub: with ``history`` > 0 the pictures of the last ``history``
+seconds are kept; :meth:`Dashboard.picture_at` returns the one shown at a
+moment, and :meth:`Dashboard.freeze` shows it and holds it (the console's
+scrub) while recording goes on.
 
 Coalescing: at most one snapshot request and one update are in flight at a
 time. If drawing is slower than ``refresh``, refreshes are skipped, not
@@ -49,11 +60,13 @@ server that spawns thousands of greenlets a second, press Clear now and then.
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import html
 import queue
 import threading
+import time
 import weakref
 
 import labkit.hub as _lk_hub
@@ -61,15 +74,13 @@ from labkit._loop import ffi, lib
 
 from tracing.blocking import BlockingMonitor
 from tracing.introspect import cell_location, live_greenlets
-from tracing.lanes import POLL
-from tracing.model import Trace
-from tracing.plot import render_timeline_png
-from tracing.recorder import _RECORD, Recorder, Recording, mark_host_wait, shown_name
+from tracing.live_timeline import Picture, Strip
+from tracing.recorder import _RECORD, Recorder, mark_host_wait, shown_name
 
 #: Refreshes per second, at most (IOPub and CPU budget; see the module doc).
 MAX_REFRESH_HZ = 4
-#: Records kept in the dashboard thread at most (32 bytes each packed).
-MAX_RECORDS = 200_000
+#: Pictures kept for scrubbing back (``history``), at most.
+MAX_PICTURES = 600
 
 _current: "Dashboard | None" = None   # the one recording now, if any
 
@@ -85,6 +96,7 @@ class Snapshot:
     ready: int              #: callbacks in the hub's ready queue now
     timers: int
     fd_waits: int
+    time: float = 0.0       #: time.monotonic() when it was taken
 
 
 @dataclasses.dataclass
@@ -93,78 +105,44 @@ class Frame:
     png: bytes | None
     counters: dict
     blocks: list            #: latest tracing.model.Block, newest first
+    time: float = 0.0       #: time.monotonic() of its snapshot
 
 
-class _Window:
-    """The last ``window`` seconds of records, in the dashboard thread."""
-
-    def __init__(self, window: float):
-        self.window_ns = int(window * 1e9)
-        self.chunks: collections.deque = collections.deque()   # (last_ts, records)
-        self.count = 0
-        self.lost = 0
-
-    def add(self, data: bytes, lost: int) -> None:
-        self.lost += lost
-        if data:
-            records = list(_RECORD.iter_unpack(data))
-            self.chunks.append((records[-1][0], records))
-            self.count += len(records)
-
-    def trim(self, now_ns: int) -> None:
-        horizon = now_ns - self.window_ns
-        while self.chunks and (self.chunks[0][0] < horizon or self.count > MAX_RECORDS):
-            self.count -= len(self.chunks.popleft()[1])
-
-    def records(self, since_ns: int) -> list:
-        return [r for _, chunk in self.chunks for r in chunk if r[0] >= since_ns]
+def lane_names(recorder: Recorder, strip: Strip, lanes) -> dict:
+    """lane row -> the name a trace shows for it ("ticker #3 (In[4])").
+    Any thread: it only reads the side table."""
+    from tracing.model import _spawn_name
+    names = {}
+    for lane in lanes:
+        gid = strip.gid_of[lane] if lane < len(strip.gid_of) else None
+        if not isinstance(gid, int):
+            continue
+        index = strip.spawn_index.get(lane)
+        info = recorder.spawn_info(index) if index is not None else None
+        name = recorder.name_of(gid)
+        if info is not None:
+            name = _spawn_name(info, info.name or name)
+        names[lane] = name
+    return names
 
 
-class _SpawnsView:
-    """recorder.spawns as the model reads it, with the names of the greenlets
-    still alive resolved now (a spawn's name is final only at its exit)."""
-
-    def __init__(self, recorder: Recorder):
-        self._recorder = recorder
-
-    def __len__(self) -> int:
-        return len(self._recorder.spawns)
-
-    def __getitem__(self, index: int):
-        info = self._recorder.spawns[index]
-        name = info.name or self._recorder.name_of(info.gid)
-        return dataclasses.replace(info, name=name, ref=None)
+def block_spans(recorder: Recorder, blocks) -> list[tuple[int, int]]:
+    """(start_ns, end_ns) on the ring's clock of ``blocks`` (their times are
+    seconds since the recorder started)."""
+    return [(recorder.start_ns + int(b.start * 1e9),
+             recorder.start_ns + int((b.start + b.duration) * 1e9)) for b in blocks]
 
 
-def build_trace(recorder: Recorder, records: list, start_ns: int, now_ns: int) -> Trace:
-    """A Trace of ``records`` (a window of a running recorder), times in
-    seconds since ``start_ns``. Any thread: it only reads the side table."""
-    seen = {r[3] for r in records if r[1] in (lib.LK_TR_RESUME, lib.LK_TR_EXIT)}
-    names = dict(recorder._names)
-    for gid in seen:
-        names.setdefault(gid, recorder.name_of(gid))
-    labels = {number: label for label, number in dict(recorder.labels).items()}
-    offset = (start_ns - recorder.start_ns) / 1e9
-    blocks = [dataclasses.replace(b, start=b.start - offset) for b in list(recorder.blocks)
-              if b.start + b.duration >= offset]
-    return Trace(Recording(
-        records=records, dropped=0, spawns=_SpawnsView(recorder), names=names,
-        labels=labels, hub_id=id(recorder._hub), main_id=id(recorder._hub.parent),
-        start_ns=start_ns, stop_ns=now_ns, blocks=blocks))
-
-
-def counters(trace: Trace, snapshot: Snapshot, span: float, live: int) -> dict:
-    """The dashboard's numbers for one window (see the module docstring)."""
-    last_second = [s for s in trace.switches() if s.time >= trace.duration - 1.0]
-    busy = sum(s.duration for s in trace.slices() if s.lane != POLL)
-    blocks = trace.blocking()
+def counters(strip: Strip, snapshot: Snapshot, live: int, blocks) -> dict:
+    """The dashboard's numbers for the window (see the module docstring)."""
+    numbers = strip.counters(strip.window())
     longest = max(blocks, key=lambda b: b.duration, default=None)
     return {
         "live greenlets": live,
-        "switches/s": len(last_second) / min(1.0, max(trace.duration, 1e-3)),
-        "loop utilisation": min(1.0, busy / span) if span > 0 else 0.0,
+        "switches/s": numbers["switches/s"],
+        "loop utilisation": numbers["loop utilisation"],
         "ready queue": snapshot.ready,
-        "ready queue (max)": max((n for _, n in trace.ready_counts()), default=snapshot.ready),
+        "ready queue (max)": max(numbers["ready queue (max)"], snapshot.ready),
         "timers": snapshot.timers,
         "fd waits": snapshot.fd_waits,
         "longest recent block": longest,
@@ -180,13 +158,20 @@ class Dashboard:
     refreshes (at least 1/MAX_REFRESH_HZ). ``blocking``: threshold of the
     blocking monitor in seconds (None: no monitor). ``max_lanes``: greenlet
     lanes in the timeline. ``autostart``: start recording at once.
+    ``history``: seconds of pictures kept for :meth:`picture_at` (0: none).
+    ``dpi``: of the picture (144: sharp on a slide).
     """
 
     def __init__(self, window: float = 5.0, refresh: float = 0.25,
                  blocking: float | None = 0.05, max_lanes: int = 10,
-                 capacity: int = 1 << 16, autostart: bool = True):
+                 capacity: int = 1 << 16, autostart: bool = True,
+                 history: float = 0.0, dpi: int = 144):
         if not window > 0:
             raise ValueError(f"window must be > 0, not {window!r}")
+        if not history >= 0:
+            raise ValueError(f"history must be >= 0, not {history!r}")
+        if not (isinstance(dpi, int) and 20 <= dpi <= 600):
+            raise ValueError(f"dpi must be an int in [20, 600], not {dpi!r}")
         global _current
         if _current is not None:
             _current.close()   # re-running a cell replaces the dashboard
@@ -195,6 +180,11 @@ class Dashboard:
         self.blocking = blocking
         self.max_lanes = max_lanes
         self.capacity = capacity
+        self.history = float(history)
+        self.dpi = dpi
+        self._pictures: collections.deque = collections.deque()   # (time, png)
+        self._pictures_lock = threading.Lock()
+        self._frozen: float | None = None   # freeze(t): the time shown, while held
         self.hub = _lk_hub.get_hub()
         self.refreshes = 0          #: frames applied to the widgets so far
         self._recorder: Recorder | None = None
@@ -316,6 +306,8 @@ class Dashboard:
         was_running = self.running
         self.stop()
         self._generation += 1
+        with self._pictures_lock:
+            self._pictures.clear()
         self._image.value = b""
         self._counters.value = ""
         self._table.value = ""
@@ -373,24 +365,66 @@ class Dashboard:
         self._snapshots.put(Snapshot(
             data=bytes(ffi.buffer(self._buffer, n * _RECORD.size)), lost=lost,
             now_ns=lib.lk_now_ns(), ready=self.hub.ready_count,
-            timers=loop.active_timers, fd_waits=loop.io_waiters))
+            timers=loop.active_timers, fd_waits=loop.io_waiters, time=time.monotonic()))
 
     def _apply(self, frame: Frame, generation: int) -> None:
         """In the hub: show ``frame`` (sends the widgets' comm messages)."""
         self._applying = False
         if self._closed or generation != self._generation:
             return
-        if frame.png is not None and frame.png != self._image.value:
+        if frame.png is not None and self._frozen is None and frame.png != self._image.value:
             self._image.value = frame.png
         self._counters.value = _counters_html(frame.counters)
         self._table.value = _blocks_html(frame.blocks, lib.lk_now_ns(), self._recorder)
         self.refreshes += 1
 
+    # -- record & scrub ----------------------------------------------------------
+    @property
+    def frozen(self) -> float | None:
+        """The time whose picture :meth:`freeze` holds, or None (live)."""
+        return self._frozen
+
+    def picture_at(self, t: float) -> bytes | None:
+        """The picture shown at ``t`` (``time.monotonic()``): the last one
+        drawn from a snapshot taken at or before ``t``, among those kept
+        (``history`` seconds); None if there is none. Any thread."""
+        with self._pictures_lock:
+            pictures = list(self._pictures)
+        times = [when for when, _ in pictures]
+        index = bisect.bisect_right(times, t) - 1
+        return pictures[index][1] if index >= 0 else None
+
+    def freeze(self, t: float | None) -> None:
+        """Show the picture of time ``t`` (:meth:`picture_at`) and keep it
+        while recording goes on; ``None``: live again. From the hub's
+        thread. If no picture was kept for ``t``, the image is emptied."""
+        self._check_thread()
+        self._frozen = t
+        if t is None:
+            with self._pictures_lock:
+                latest = self._pictures[-1][1] if self._pictures else None
+            if latest is not None:
+                self._image.value = latest
+            self._show_status()
+            return
+        png = self.picture_at(t)
+        self._image.value = png or b""
+        self._show_status(f"showing the picture of {t - time.monotonic():+.1f} s"
+                          if png else "no picture kept for that moment")
+
+    def _keep(self, when: float, png: bytes) -> None:
+        if not self.history:
+            return
+        with self._pictures_lock:
+            self._pictures.append((when, png))
+            while self._pictures and (self._pictures[0][0] < when - self.history
+                                      or len(self._pictures) > MAX_PICTURES):
+                self._pictures.popleft()
+
     # -- the dashboard thread ----------------------------------------------------
     def _run(self, generation: int) -> None:
         recorder = self._recorder
-        window = _Window(self.window)
-        rank: dict = {}
+        strip = picture = None
         live_spawns: set = set()
         spawns_seen = 0
         while not self._stop.wait(self.refresh):
@@ -404,11 +438,14 @@ class Dashboard:
             if snapshot is None or self._stop.is_set():
                 continue
             try:
-                window.add(snapshot.data, snapshot.lost)
-                window.trim(snapshot.now_ns)
-                start_ns = max(recorder.start_ns, snapshot.now_ns - window.window_ns)
-                trace = build_trace(recorder, window.records(start_ns), start_ns,
-                                    snapshot.now_ns)
+                if picture is None:   # the axes and legend, drawn once
+                    picture = Picture(size=(10, 1.6 + 0.3 * (self.max_lanes + 2)),
+                                      dpi=self.dpi, max_lanes=self.max_lanes,
+                                      window=self.window)
+                    strip = Strip(self.window, picture.columns, id(recorder._hub),
+                                  id(recorder._hub.parent), labels=recorder.labels)
+                strip.add(snapshot.data, snapshot.now_ns, snapshot.lost)
+                strip.recycle()
                 # Live greenlets: those alive when we started, plus those
                 # spawned since that have not exited (the side table drops
                 # its reference at exit).
@@ -420,16 +457,17 @@ class Dashboard:
                                if spawns[i].ref is not None and not spawns[i].ref.dead}
                 alive_before = sum(1 for ref in self._preexisting
                                    if ref() is not None and not ref().dead)
-                for g in trace.greenlets():
-                    rank.setdefault(g.name, len(rank))
-                span = trace.duration
-                png = render_timeline_png(
-                    trace, window=(span - self.window, span), max_lanes=self.max_lanes,
-                    rank=rank, size=(10, 1.6 + 0.3 * (self.max_lanes + 2)), now=span)
+                horizon = snapshot.now_ns - int(self.window * 1e9)
+                blocks = [b for b, (_, end) in zip(recorder.blocks, block_spans(
+                    recorder, recorder.blocks)) if end >= horizon]
+                shown = picture.lanes(strip, strip.window())
+                png = picture.render(strip, lane_names(recorder, strip, shown),
+                                     block_spans(recorder, blocks))
+                self._keep(snapshot.time, png)
                 frame = Frame(png=png,
-                              counters=counters(trace, snapshot, span,
-                                                len(live_spawns) + alive_before),
-                              blocks=list(recorder.blocks)[-5:][::-1])
+                              counters=counters(strip, snapshot,
+                                                len(live_spawns) + alive_before, blocks),
+                              blocks=list(recorder.blocks)[-5:][::-1], time=snapshot.time)
             except Exception:   # never die silently: say so in the status line
                 import traceback
                 traceback.print_exc()

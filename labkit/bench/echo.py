@@ -15,7 +15,8 @@ the round trip through the server. The same client drives every server:
     flight       the same with the flight recorder on (tracing/flight.py: the
                  ring always on, blocking monitor at 100 ms)
     console      the same with a ``tracing.Console`` open and refreshing every
-                 250 ms (its widgets talk to no frontend; opt-in: --impls)
+                 250 ms, its timeline tab shown (its widgets talk to no
+                 frontend; opt-in: --impls)
     attached     the same serving the console (labkit.console.serve()), with
                  ``python -m labkit console PID`` attached from another
                  process, refreshing every 250 ms (opt-in: --impls)
@@ -161,7 +162,7 @@ def serve_gevent_like(impl: str) -> None:
         flight.start(tempfile.mkdtemp(prefix="labkit-bench-flight-"), threshold=0.1)
     if impl == "console":
         import tracing
-        tracing.Console(refresh=0.25)
+        tracing.Console(refresh=0.25).show_timeline()
     if impl == "attached":
         import os
         import subprocess

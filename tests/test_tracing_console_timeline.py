@@ -1,0 +1,187 @@
+"""The console's timeline: the ring's records folded in once (tracing.live_timeline),
+drawn without a Trace, and rewound by the console's scrub.
+
+In-process, with real recordings of real greenlets; waits are bounded loops
+on counters, never fixed sleeps.
+"""
+import io
+import time
+
+import numpy as np
+import pytest
+
+import labkit
+from labkit._loop import ffi, lib
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("matplotlib")
+from PIL import Image  # noqa: E402  (matplotlib brings Pillow)
+
+from tracing.live_timeline import KINDS, Picture, Strip  # noqa: E402
+from tracing.recorder import _RECORD, Recorder  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _ticker(period):
+    while True:
+        labkit.sleep(period)
+
+
+def _spinner():
+    while True:
+        labkit.sleep(0)
+
+
+@pytest.fixture
+def recorded():
+    """A recording of three tickers and a spinner, ~0.6 s: (recorder, raw
+    record chunks as read 0.1 s apart, the hub). The recorder is stopped
+    (its side table stays readable)."""
+    recorder = Recorder(capacity=1 << 17).start()
+    gs = [labkit.spawn(_ticker, p) for p in (0.005, 0.02)] + [labkit.spawn(_spinner)]
+    gs[0].name = "fast-ticker"
+    buffer = ffi.new("lk_trace_entry[]", 1 << 17)
+    first = ffi.new("uint64_t *")
+    seq, chunks = 0, []
+    try:
+        for _ in range(6):
+            labkit.sleep(0.1)
+            n = lib.lk_trace_read(recorder.ring, buffer, 1 << 17, seq, first)
+            assert first[0] == seq, "the ring overwrote records: make it bigger"
+            seq = first[0] + n
+            chunks.append((bytes(ffi.buffer(buffer, n * _RECORD.size)), lib.lk_now_ns()))
+    finally:
+        labkit.killall(gs)
+        trace_recording = recorder.stop()
+    hub = labkit.get_hub()
+    return recorder, chunks, hub, gs, trace_recording
+
+
+def _strip(recorder, hub, columns=400, window=1.0):
+    return Strip(window, columns, id(hub), id(hub.parent), labels=recorder.labels)
+
+
+def test_records_are_folded_in_once_and_batches_do_not_matter(recorded):
+    recorder, chunks, hub, _gs, _ = recorded
+    piecewise = _strip(recorder, hub)
+    for data, now in chunks:
+        piecewise.add(data, now)
+    whole = _strip(recorder, hub)
+    whole.add(b"".join(data for data, _ in chunks), chunks[-1][1])
+    total = sum(len(data) // _RECORD.size for data, _ in chunks)
+    assert piecewise.records == whole.records == total
+    lanes = len(whole.gid_of)
+    assert piecewise.gid_of == whole.gid_of
+    cols = whole.window()
+    np.testing.assert_allclose(piecewise.run[:lanes, cols], whole.run[:lanes, cols], atol=2)
+    assert (piecewise.park[:lanes, cols] == whole.park[:lanes, cols]).all()
+    assert (piecewise.switches[cols] == whole.switches[cols]).all()
+
+
+def test_the_columns_agree_with_the_trace_of_the_same_records(recorded):
+    """Per greenlet, the time the strip says it ran is the time the model's
+    slices say (tracing.model reads the same records its own way)."""
+    import tracing.model
+    recorder, chunks, hub, gs, recording = recorded
+    strip = _strip(recorder, hub, columns=2000, window=2.0)   # the whole recording
+    for data, now in chunks:
+        strip.add(data, now)
+    trace = tracing.model.Trace(recording)
+    ran = {}
+    for s in trace.slices():
+        g = next((g for g in trace.greenlets() if g.key == s.key), None)
+        if g is not None:
+            ran[g.id] = ran.get(g.id, 0.0) + s.duration
+    cols = strip.window()
+    for g in gs:
+        lane = strip.lane_of[id(g)]
+        in_strip = float(strip.run[lane, cols].sum()) / 1e9
+        # The strip leaves out the last record's open run (it ends at the
+        # next one), the trace closes it at the stop: a few microseconds.
+        assert in_strip == pytest.approx(ran[id(g)], abs=2e-3, rel=0.02)
+    # The tickers' waits are painted as sleeps; the spinner runs most.
+    sleeping = KINDS.index("sleeping")
+    assert (strip.park[strip.lane_of[id(gs[1])], cols] == sleeping).sum() > 10
+    busiest = strip.busiest(cols, 1)
+    assert strip.gid_of[busiest[0]] == id(gs[2])
+    assert strip.counters(cols)["switches/s"] > 100
+
+
+def test_the_picture_shows_each_lane_in_the_running_colour(recorded):
+    recorder, chunks, hub, gs, _ = recorded
+    picture = Picture(size=(8, 4), dpi=72, max_lanes=4, window=1.0)
+    strip = _strip(recorder, hub, columns=picture.columns)
+    for data, now in chunks:
+        strip.add(data, now)
+    shown = picture.lanes(strip, strip.window())
+    assert strip.lane_of[id(gs[2])] in shown
+    png = picture.render(strip, {strip.lane_of[id(gs[0])]: "fast-ticker"},
+                         blocks=[(chunks[2][1] - 50_000_000, chunks[2][1])])
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        assert image.format == "PNG" and image.mode == "P"
+        pixels = np.asarray(image)
+    area = pixels[:, picture.x0:picture.x1]
+    for slot, lane in enumerate(shown):
+        y0, y1 = picture._band(slot, 0.8)
+        colour = picture.idle_i if slot == 0 else picture.run_i
+        assert (area[y0:y1] == colour).any(), f"lane {slot} shows no run"
+    assert (area == picture.block_i).any()
+    assert (pixels[:, :picture.x0] >= picture.gray0).any()   # the names are written
+
+
+def test_bad_arguments_are_refused(recorded):
+    recorder, _chunks, hub, _gs, _ = recorded
+    with pytest.raises(ValueError, match="window"):
+        Strip(0, 100, id(hub), id(hub.parent))
+    with pytest.raises(ValueError, match="columns"):
+        Strip(1.0, 3, id(hub), id(hub.parent))
+    from tracing.dashboard import Dashboard
+    with pytest.raises(ValueError, match="history"):
+        Dashboard(history=-1, autostart=False)
+
+
+def _wait(condition, limit=30.0, what="condition"):
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} in {limit} s"
+        labkit.sleep(0.05)
+
+
+def test_scrubbing_back_rewinds_the_timeline_picture():
+    import tracing
+    gs = [labkit.spawn(_ticker, p) for p in (0.01, 0.03)]
+    con = tracing.Console(refresh=0.25, timeline_refresh=0.25, history=60, window=1.0)
+    try:
+        con.show_timeline()
+        dash = con.dashboard
+        assert dash is not None
+
+        def older_distinct():
+            # a recorded frame whose picture differs from the newest one
+            latest = dash.picture_at(time.monotonic())
+            for i, frame in enumerate(list(con.ring)[:-1]):
+                png = dash.picture_at(frame["time"])
+                if png is not None and latest is not None and png != latest:
+                    return i
+            return None
+
+        _wait(lambda: older_distinct() is not None, what="pictures to scrub through")
+        con.pause()
+        index = older_distinct()
+        con.show(index)
+        when = con.ring[index]["time"]
+        _wait(lambda: dash.frozen == when, what="rewound timeline")
+        assert dash._image.value == dash.picture_at(when)
+        live = dash.picture_at(time.monotonic())
+        assert dash._image.value != live
+        refreshes = dash.refreshes
+        _wait(lambda: dash.refreshes > refreshes + 1, what="refreshes while held")
+        assert dash._image.value == dash.picture_at(when)   # held while it records
+        con.resume()
+        _wait(lambda: dash.frozen is None, what="live timeline again")
+        _wait(lambda: dash._image.value != dash.picture_at(when), what="live picture")
+    finally:
+        con.close()
+        labkit.killall(gs)

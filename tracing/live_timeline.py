@@ -1,0 +1,545 @@
+"""The live timeline: the ring's new records folded into lanes x time columns,
+and drawn as a PNG without building a Trace.
+
+    strip = Strip(window=5.0, columns=1200, hub_id=..., main_id=...)
+    strip.add(raw_bytes, now_ns)        # only the records read since the last call
+    picture = Picture(size=(10, 5), max_lanes=10, window=5.0)
+    png = picture.render(strip, names, blocks, now_ns)
+
+Why not ``Trace.timeline()``: a live view redrawn every second rebuilt a
+Trace of its whole window each time (every record decoded in Python again,
+~5 times over for a 5 s window) and drew it with matplotlib (~100 ms holding
+the GIL): under an echo server with 50 clients that cost the server ~3x its
+CPU per message. Here:
+
+- :class:`Strip` reads each record once, with numpy (no Python per record,
+  except spawns and exits), into one column per pixel of the picture: per
+  lane the nanoseconds it ran in each column, the kind of wait that ended
+  in it (the legend's colours), and late sleeps; per column the switches
+  and the longest ready queue. The columns are a ring over absolute time
+  (a column is ``window / columns`` ns), so a refresh only writes the
+  columns its new records fall in, and the lanes are kept between frames.
+- :class:`Picture` draws the axes, ticks and legend once with matplotlib
+  (the x axis is "seconds before now", so it does not move) and, per frame,
+  paints the lanes into a copy of that background with numpy and writes
+  the lane names with Pillow (the PNG encoder releases the GIL).
+
+What it shows is the plot module's picture (:mod:`tracing.plot`) at pixel
+resolution: running is dark (a greenlet that ran at all within a pixel's
+time shows in that pixel, so short slices are never lost), a wait is a
+light bar in the colour of what ended it, drawn over the pixels it
+covered, late sleeps are hatched orange with a tick at the due time,
+blocks found by the blocking monitor are red on the lane of the greenlet
+that ran most during them. Lanes: poll, hub, then the ``max_lanes``
+greenlets that ran longest in the window, in order of first appearance
+(stable from frame to frame).
+
+A lane is a greenlet id: CPython reuses the id of a greenlet that exited,
+and a greenlet spawned under a reused id starts a new lane (the old one
+keeps its history until it scrolls out).
+
+Threads: :class:`Strip` and :class:`Picture` are used from one thread (the
+dashboard's); neither touches the hub.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+from labkit._loop import lib
+
+from tracing import legend
+from tracing.lanes import HUB, POLL
+
+#: The raw record layout (tracing.recorder._RECORD, "=qIIqq").
+RECORD_DTYPE = np.dtype([("ts", "<i8"), ("kind", "<u4"), ("arg", "<u4"),
+                         ("a", "<i8"), ("b", "<i8")])
+
+#: Wait kinds painted on a lane, by code (0: nothing); the legend's keys.
+KINDS = ("", "ready", "sleeping", "io", "other", "unstarted")
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+
+#: Colours the background (axes, ticks, legend) is reduced to.
+_BG_COLORS = 96
+#: Spans up to this many columns wide are painted without a Python loop.
+_SHORT = 4
+_NONE = -1   # owner of the time after an exit / host hand-off: nobody runs
+POLL_LANE, HUB_LANE = 0, 1
+
+
+class Strip:
+    """The last ``window`` seconds (plus ``history`` seconds kept for
+    scrubbing back) as lanes x columns. See the module docstring.
+
+    ``labels``: the recorder's label -> label id mapping (read for the kind
+    of a Waiter's wait: "Event", an fd, "select"); ``hub_id``/``main_id``:
+    ids of the hub and main greenlets (named, never recycled)."""
+
+    def __init__(self, window: float, columns: int, hub_id: int, main_id: int,
+                 labels=None, history: float = 0.0):
+        if not window > 0:
+            raise ValueError(f"window must be > 0, not {window!r}")
+        if not (isinstance(columns, int) and columns >= 10):
+            raise ValueError(f"columns must be an int >= 10, not {columns!r}")
+        self.window_ns = int(window * 1e9)
+        self.columns = columns
+        self.col_ns = max(1, self.window_ns // columns)
+        self.size = columns + int(max(0.0, history) * 1e9) // self.col_ns + 2
+        self.hub_id, self.main_id = hub_id, main_id
+        self.labels = labels if labels is not None else {}
+        self.lane_of: dict[int, int] = {}       # greenlet id -> lane row
+        self.gid_of: list = [POLL, HUB]          # lane row -> greenlet id (or POLL/HUB)
+        self.spawn_index: dict[int, int] = {}   # lane row -> index in recorder.spawns
+        self.first_seen: list = [0, 0]          # lane row -> order of first appearance
+        self.exited: set = set()
+        self._free: list = []
+        self._seen = 2
+        rows = 64
+        self.run = np.zeros((rows, self.size), np.float32)   # ns running per column
+        self.park = np.zeros((rows, self.size), np.uint8)    # KINDS code of a wait
+        self.late = np.zeros((rows, self.size), np.uint8)    # 1 late sleep, 2 its due time
+        self.switches = np.zeros(self.size, np.int32)
+        self.ready = np.zeros(self.size, np.int32)           # longest ready queue
+        self.last_col = None        # newest column written (absolute number)
+        self.last_end = np.zeros(rows, np.int64)   # lane row -> end of its last run
+        self._pending = None        # the newest record: its run ends at the next one
+        self._kind_cache: dict = {}
+        self.records = 0            # records folded in so far
+        self.lost = 0
+
+    # -- reading records ---------------------------------------------------------
+    def add(self, data: bytes, now_ns: int, lost: int = 0) -> None:
+        """Fold in ``data``: the raw records read from the ring since the
+        last call, oldest first. ``now_ns``: the ring's clock now (columns
+        up to it are cleared: the picture scrolls even when nothing runs)."""
+        self.lost += lost
+        self._advance(now_ns // self.col_ns)
+        if not data:
+            return
+        recs = np.frombuffer(data, RECORD_DTYPE)
+        self.records += len(recs)
+        spawns = np.flatnonzero(recs["kind"] == lib.LK_TR_SPAWN)
+        exits = np.flatnonzero(recs["kind"] == lib.LK_TR_EXIT)
+        # Spawns and exits one by one (few); a spawn under an id that has a
+        # lane already starts a new lane from that record on: split there.
+        cut = 0
+        for i in spawns:
+            gid = int(recs["a"][i])
+            if gid in self.lane_of and cut < i:
+                self._fold(recs[cut:i])
+                cut = i
+            if gid in self.lane_of:
+                self.exited.add(self.lane_of.pop(gid))
+            lane = self._lane(gid)
+            self.spawn_index[lane] = int(recs["arg"][i])
+        self._fold(recs[cut:])
+        for i in exits:
+            lane = self.lane_of.get(int(recs["a"][i]))
+            if lane is not None:
+                self.exited.add(lane)
+
+    def _advance(self, col: int) -> None:
+        """Clear the columns after the newest one written, up to ``col``."""
+        if self.last_col is None:
+            self.last_col = col
+            return
+        if col <= self.last_col:
+            return
+        first, last = self.last_col + 1, col
+        if last - first + 1 >= self.size:
+            idx = slice(None)
+        else:
+            idx = np.arange(first, last + 1) % self.size
+        self.run[:, idx] = 0
+        self.park[:, idx] = 0
+        self.late[:, idx] = 0
+        self.switches[idx] = 0
+        self.ready[idx] = 0
+        self.last_col = col
+
+    def _lane(self, gid: int) -> int:
+        lane = self.lane_of.get(gid)
+        if lane is None:
+            if self._free:
+                lane = self._free.pop()
+                self.gid_of[lane] = gid
+                self.first_seen[lane] = self._seen
+            else:
+                lane = len(self.gid_of)
+                self.gid_of.append(gid)
+                self.first_seen.append(self._seen)
+                if lane >= self.run.shape[0]:
+                    self._grow()
+            self._seen += 1
+            self.lane_of[gid] = lane
+            self.last_end[lane] = 0
+            self.spawn_index.pop(lane, None)
+        return lane
+
+    def _grow(self) -> None:
+        rows = self.run.shape[0] * 2
+        for name in ("run", "park", "late"):
+            old = getattr(self, name)
+            new = np.zeros((rows, self.size), old.dtype)
+            new[:old.shape[0]] = old
+            setattr(self, name, new)
+        last_end = np.zeros(rows, np.int64)
+        last_end[:len(self.last_end)] = self.last_end
+        self.last_end = last_end
+
+    def _kind(self, why: int, detail: int) -> int:
+        key = (why, detail)
+        code = self._kind_cache.get(key)
+        if code is None:
+            from tracing.model import describe_reason
+            labels = {n: label for label, n in dict(self.labels).items()}
+            reason = describe_reason(why, detail, labels)
+            code = _KIND_CODE.get(legend.wait_kind(reason), _KIND_CODE["other"])
+            if why != lib.LK_WHY_SWITCH:   # switch's detail is a greenlet id: not cached
+                self._kind_cache[key] = code
+        return code
+
+    def _fold(self, recs) -> None:
+        """Runs, waits and counters of ``recs`` (no spawn under a reused id)."""
+        keep = recs["kind"] != lib.LK_TR_SPAWN   # a spawn does not change who runs
+        recs = recs[keep]
+        if self._pending is not None:
+            recs = np.concatenate([self._pending, recs])
+        if len(recs) == 0:
+            return
+        self._pending = recs[-1:].copy()
+        kind, ts = recs["kind"], recs["ts"]
+        n = len(recs) - 1   # runs: record i until record i + 1
+        if n <= 0:
+            return
+        kind_n, ts_n, a_n, arg_n = kind[:n], ts[:n], recs["a"][:n], recs["arg"][:n]
+        end_n = ts[1:]
+        owner = np.full(n, _NONE, np.int64)
+        owner[(kind_n == lib.LK_TR_PASS) | (kind_n == lib.LK_TR_POLL_LEAVE)] = HUB_LANE
+        owner[kind_n == lib.LK_TR_POLL_ENTER] = POLL_LANE
+        greenlet = (kind_n == lib.LK_TR_RESUME) | ((kind_n == lib.LK_TR_MARK) & (arg_n == 0))
+        if greenlet.any():
+            gids, inverse = np.unique(a_n[greenlet], return_inverse=True)
+            lanes = np.array([self._lane(int(g)) for g in gids], np.int64)
+            owner[greenlet] = lanes[inverse]
+        # Counters per column.
+        resumes = kind_n == lib.LK_TR_RESUME
+        cols = (ts_n // self.col_ns) % self.size
+        np.add.at(self.switches, cols[resumes], 1)
+        passes = kind_n == lib.LK_TR_PASS
+        if passes.any():
+            np.maximum.at(self.ready, cols[passes], arg_n[passes].astype(np.int32))
+        # Running: the time of each run, split at column edges.
+        ran = owner != _NONE
+        self._paint_runs(owner[ran], ts_n[ran], end_n[ran])
+        # Waits: from the end of a greenlet's previous run to its resume.
+        res_idx = np.flatnonzero(resumes)
+        if len(res_idx):
+            self._paint_waits(owner, ts_n, end_n, res_idx, recs)
+        # The end of each lane's last run, for the next batch's waits.
+        order = np.flatnonzero(ran)
+        self.last_end[owner[order]] = end_n[order]   # later runs overwrite earlier
+
+    def _paint_runs(self, lane, start, end) -> None:
+        self._spread(self.run, lane, start, end, None)
+
+    def _spread(self, layer, lane, start, end, code) -> None:
+        """For each span [start, end) of ``lane``: add its ns to each column
+        it covers (``code`` None) or set those columns to ``code``.
+        Vectorised for spans of up to :data:`_SHORT` columns (nearly all);
+        longer ones one by one (at most a window's worth per lane)."""
+        oldest = (self.last_col - self.size + 1) * self.col_ns
+        start = np.maximum(start, oldest)
+        keep = end > start
+        if not keep.all():
+            lane, start, end = lane[keep], start[keep], end[keep]
+            code = code[keep] if code is not None else None
+        c0, c1 = start // self.col_ns, (end - 1) // self.col_ns
+        width = c1 - c0
+        for d in range(_SHORT + 1):
+            m = width >= d if d else np.ones(len(width), bool)
+            m &= width <= _SHORT
+            if not m.any():
+                break
+            col = c0[m] + d
+            if code is None:
+                lo = np.maximum(start[m], col * self.col_ns)
+                hi = np.minimum(end[m], (col + 1) * self.col_ns)
+                np.add.at(layer, (lane[m], col % self.size), (hi - lo).astype(np.float32))
+            else:
+                layer[lane[m], col % self.size] = code[m]
+        for k in np.flatnonzero(width > _SHORT):
+            cols = np.arange(int(c0[k]), int(c1[k]) + 1)
+            if code is None:
+                edges = np.concatenate([[start[k]], cols[1:] * self.col_ns, [end[k]]])
+                layer[lane[k], cols % self.size] += np.diff(edges).astype(np.float32)
+            else:
+                layer[lane[k], cols % self.size] = code[k]
+
+    def _paint_waits(self, owner, ts_n, end_n, res_idx, recs) -> None:
+        lanes = owner[res_idx]
+        # For each resume (a run start of lane L), the previous run of L
+        # ends at the end of the previous run of L in this batch, else at
+        # the end of L's last run before it.
+        ran = np.flatnonzero(owner >= 2)
+        order = ran[np.argsort(owner[ran], kind="stable")]
+        rank = np.empty(len(owner), np.int64)
+        rank[order] = np.arange(len(order))
+        r = rank[res_idx]
+        prev = order[np.maximum(r - 1, 0)]
+        same_lane = (r > 0) & (owner[prev] == lanes)
+        start = np.where(same_lane, end_n[prev], self.last_end[lanes])
+        end = ts_n[res_idx]
+        ok = (start > 0) & (end > start)
+        # Waits within one column are covered by the runs around them.
+        ok &= (end - 1) // self.col_ns > start // self.col_ns
+        if not ok.any():
+            return
+        lanes, start, end = lanes[ok], start[ok], end[ok]
+        whys, details = recs["arg"][res_idx][ok], recs["b"][res_idx][ok]
+        codes = np.full(len(whys), _KIND_CODE["ready"], np.uint8)   # switch: ready
+        plain = whys != lib.LK_WHY_SWITCH
+        if plain.any():
+            pairs, inverse = np.unique(np.stack([whys[plain].astype(np.int64),
+                                                 details[plain]]), axis=1, return_inverse=True)
+            table = np.array([self._kind(int(w), int(d)) for w, d in pairs.T], np.uint8)
+            codes[plain] = table[inverse.ravel()]
+        self._spread(self.park, lanes, start, end, codes)
+        # Sleeps that ended late: from when they were due to the resume.
+        sleeps = np.flatnonzero((whys == lib.LK_WHY_TIMER) & (details < 0))
+        due = start[sleeps] - details[sleeps]
+        late = end[sleeps] - due >= legend.LATE * 1e9
+        for k, d in zip(sleeps[late], due[late]):
+            self._spread(self.late, lanes[k:k + 1], np.array([max(d, start[k])]),
+                         end[k:k + 1], np.array([1], np.uint8))
+            if d >= start[k]:
+                self.late[lanes[k], (d // self.col_ns) % self.size] = 2
+
+    # -- reading the columns --------------------------------------------------------
+    def window(self, end_ns: int | None = None) -> np.ndarray:
+        """The ring slots of the ``columns`` columns ending at ``end_ns``
+        (default: the newest), oldest first."""
+        last = self.last_col if end_ns is None else min(self.last_col, end_ns // self.col_ns)
+        return np.arange(last - self.columns + 1, last + 1) % self.size
+
+    def busiest(self, cols: np.ndarray, count: int) -> list[int]:
+        """The ``count`` greenlet lanes that ran longest in ``cols``, in order
+        of first appearance."""
+        busy = self.run[:len(self.gid_of), cols].sum(axis=1)
+        busy[:2] = 0
+        candidates = np.flatnonzero(busy > 0)
+        top = candidates[np.argsort(-busy[candidates], kind="stable")[:count]]
+        return sorted((int(l) for l in top), key=lambda l: self.first_seen[l])
+
+    def hidden(self, cols: np.ndarray, shown: int) -> int:
+        busy = self.run[2:len(self.gid_of), cols].sum(axis=1)
+        return max(0, int((busy > 0).sum()) - shown)
+
+    def recycle(self) -> None:
+        """Free the lanes of exited greenlets that left no trace in the kept
+        columns (their rows are then all zero)."""
+        for lane in list(self.exited):
+            if not (self.run[lane].any() or self.park[lane].any()):
+                self.exited.discard(lane)
+                gid = self.gid_of[lane]
+                if self.lane_of.get(gid) == lane:
+                    del self.lane_of[gid]
+                self.gid_of[lane] = None
+                self.spawn_index.pop(lane, None)
+                self._free.append(lane)
+
+    def counters(self, cols: np.ndarray) -> dict:
+        """switches/s over the last second, loop utilisation and the
+        longest ready queue over ``cols``."""
+        last_second = cols[-max(1, int(1e9 // self.col_ns)):]
+        seconds = len(last_second) * self.col_ns / 1e9
+        busy = float(self.run[1:len(self.gid_of), cols].sum())
+        span = len(cols) * self.col_ns
+        return {"switches/s": float(self.switches[last_second].sum()) / seconds,
+                "loop utilisation": min(1.0, busy / span) if span else 0.0,
+                "ready queue (max)": int(self.ready[cols].max()) if len(cols) else 0}
+
+
+def _rgb(color: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+    return (np.array(to_rgb(color)) * 255).round().astype(np.uint8)
+
+
+class Picture:
+    """Draws a :class:`Strip` as a PNG; see the module docstring.
+
+    ``size``: (width, height) in inches at ``dpi``; ``max_lanes``: greenlet
+    lanes (plus poll and hub). The background (axes, ticks, legend) is drawn
+    once, here."""
+
+    def __init__(self, size=(10.0, 5.0), dpi: int = 144, max_lanes: int = 10,
+                 window: float = 5.0):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+        from tracing import plot
+        self.max_lanes = max_lanes
+        self.slots = max_lanes + 2
+        fig = Figure(figsize=size, dpi=dpi)
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.set_xlim(-window, 0.0)
+        ax.set_ylim(self.slots - 0.5, -0.5)
+        ax.set_yticks(range(self.slots))
+        # Room for the names on the left; they are written per frame.
+        ax.set_yticklabels(["a greenlet's name (In[99])"] * self.slots,
+                           fontsize=plot.FONT_SIZE, color="none")
+        ax.tick_params(axis="x", labelsize=plot.FONT_SIZE - 1)
+        ax.set_title(" ", fontsize="medium")
+        plot._seconds_before(ax, 0.0)
+        handles = [Patch(label=e.words, **({"facecolor": "none", "edgecolor": e.color,
+                                            "hatch": e.hatch} if e.hatch else {"color": e.color}))
+                   for e in legend.ENTRIES]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0), ncol=2,
+                  fontsize=plot.FONT_SIZE - 2, frameon=False, borderaxespad=3.4)
+        fig.tight_layout(rect=(0, 0, 1, 0.94))
+        canvas.draw()
+        # A palette image: the PNG encoder holds the GIL, and one byte a
+        # pixel encodes ~10x faster than RGB (~3 ms, not ~30). The
+        # background's own colours, then the lanes' colours, then grays for
+        # the names (antialiased: 8 levels).
+        from PIL import Image
+        rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[:, :, :3].copy())
+        quantized = rgb.quantize(colors=_BG_COLORS, method=Image.Quantize.MEDIANCUT)
+        palette = list(quantized.getpalette()[:3 * _BG_COLORS])
+        palette += [0] * (3 * _BG_COLORS - len(palette))
+        self.background = np.asarray(quantized, np.uint8).copy()
+        own = {}
+        for key in ("running", "idle", "late", "blocked") + KINDS[1:]:
+            own[key] = len(palette) // 3
+            palette += list(_rgb(legend.color(key)))
+        self.gray0 = len(palette) // 3
+        for level in range(8):
+            palette += [level * 32] * 3
+        self.palette = palette
+        self.kind_index = np.array([0] + [own[k] for k in KINDS[1:]], np.uint8)
+        self.run_i, self.idle_i = own["running"], own["idle"]
+        self.late_i, self.block_i = own["late"], own["blocked"]
+        height = self.background.shape[0]
+        bbox = ax.get_window_extent()
+        self.x0, self.x1 = int(round(bbox.x0)) + 1, int(round(bbox.x1)) - 1
+        self.columns = self.x1 - self.x0
+        # Slot i spans data y in [i - 0.5, i + 0.5]; pixel rows from the top.
+        to_px = ax.transData.transform
+        self._slot_y = []
+        for i in range(self.slots):
+            _, top = to_px((0, i - 0.5))
+            _, bottom = to_px((0, i + 0.5))
+            self._slot_y.append((height - top, height - bottom))   # (y of -0.5, y of +0.5)
+        _, axes_top = to_px((0, -0.5))
+        self.text_px = int(round(plot.FONT_SIZE * dpi / 72))
+        self.title_box = (max(0, int(height - axes_top) - int(self.text_px * 1.6)),
+                          max(1, int(height - axes_top) - 2))
+        font_path = os.path.join(_mpl_data(), "fonts", "ttf", "DejaVuSans.ttf")
+        from PIL import ImageFont
+        self.font = ImageFont.truetype(font_path, self.text_px)
+        self.label_width = max(1, self.x0 - int(self.text_px * 0.6))
+
+    def _band(self, slot: int, height: float) -> tuple[int, int]:
+        top, bottom = self._slot_y[slot]
+        middle, half = (top + bottom) / 2, (bottom - top) * height / 2
+        return int(round(middle - half)), max(int(round(middle + half)), int(round(middle - half)) + 1)
+
+    def render(self, strip: Strip, names: dict, blocks=(), end_ns: int | None = None,
+               compress_level: int = 1) -> bytes:
+        """PNG bytes of the window ending at ``end_ns`` (default: the newest
+        column). ``names``: lane row -> name (for the lanes shown; see
+        :meth:`lanes`). ``blocks``: (start_ns, end_ns) of blocks found by
+        the blocking monitor."""
+        from PIL import Image, ImageDraw
+        cols = strip.window(end_ns)
+        cols = cols[len(cols) - self.columns:]
+        last = strip.last_col if end_ns is None else min(strip.last_col, end_ns // strip.col_ns)
+        col0 = last - (len(cols) - 1)   # absolute number of the first column drawn
+        shown = self.lanes(strip, cols)
+        img = self.background.copy()
+        width = len(cols)
+        area = img[:, self.x0 + self.columns - width:self.x0 + self.columns]
+        for slot, lane in enumerate(shown):
+            run = strip.run[lane, cols] > 0
+            if lane != POLL_LANE:
+                park = strip.park[lane, cols]
+                y0, y1 = self._band(slot, 0.4)
+                waited = park > 0
+                area[y0:y1, waited] = self.kind_index[park[waited]]
+                late = strip.late[lane, cols]
+                if late.any():
+                    y0, y1 = self._band(slot, 0.56)
+                    hatch = late > 0
+                    area[y0:y0 + 2, hatch] = self.late_i
+                    area[y1 - 2:y1, hatch] = self.late_i
+                    ticks = np.flatnonzero(late == 2)
+                    t0, t1 = self._band(slot, 0.68)
+                    for dx in (0, 1):
+                        area[t0:t1, np.minimum(ticks + dx, width - 1)] = self.late_i
+            y0, y1 = self._band(slot, 0.8)
+            area[y0:y1, run] = self.idle_i if lane == POLL_LANE else self.run_i
+        # Blocks: on the greenlet lane that ran most during them, else the hub's.
+        greenlets = [lane for lane in shown if lane >= 2]
+        for start_ns, stop_ns in blocks:
+            a = max(0, start_ns // strip.col_ns - col0)
+            b = min(width, stop_ns // strip.col_ns - col0 + 1)
+            if b <= a:
+                continue
+            slot = shown.index(HUB_LANE)
+            if greenlets:
+                busy = strip.run[greenlets][:, cols[a:b]].sum(axis=1)
+                if busy.max() > 0:
+                    slot = shown.index(greenlets[int(busy.argmax())])
+            y0, y1 = self._band(slot, 0.9)
+            area[y0:y1, a:b] = self.block_i
+        # The names, right-aligned left of the axes, and the note above.
+        labels = Image.new("L", (self.label_width, img.shape[0]), 255)
+        draw = ImageDraw.Draw(labels)
+        for slot, lane in enumerate(shown):
+            name = names.get(lane) or (POLL if lane == POLL_LANE else HUB if lane == HUB_LANE
+                                       else "?")
+            top, bottom = self._slot_y[slot]
+            draw.text((self.label_width - 1, (top + bottom) / 2),
+                      self._fit(draw, name, self.label_width - 4), fill=0, font=self.font,
+                      anchor="rm")
+        self._paste(img, labels, 0, 0)
+        hidden = strip.hidden(cols, len(shown) - 2)
+        if hidden:
+            y0, y1 = self.title_box
+            note = Image.new("L", (self.x1 - self.x0, y1 - y0), 255)
+            ImageDraw.Draw(note).text(((self.x1 - self.x0) / 2, 0),
+                                      f"({hidden} quieter greenlets not shown)", fill=0,
+                                      font=self.font, anchor="ma")
+            self._paste(img, note, self.x0, y0)
+        image = Image.fromarray(img, mode="P")
+        image.putpalette(self.palette)
+        out = io.BytesIO()
+        image.save(out, format="PNG", compress_level=compress_level)
+        return out.getvalue()
+
+    def _paste(self, img, text, x: int, y: int) -> None:
+        """Copy the dark pixels of ``text`` (an "L" image, black on white)
+        into ``img`` at (x, y) as the palette's grays."""
+        levels = np.asarray(text)
+        dark = levels < 224
+        region = img[y:y + levels.shape[0], x:x + levels.shape[1]]
+        region[dark] = self.gray0 + (levels[dark] >> 5)
+
+    def lanes(self, strip: Strip, cols) -> list[int]:
+        """The lane rows drawn: poll, hub, then the busiest greenlets."""
+        return [POLL_LANE, HUB_LANE] + strip.busiest(cols, self.max_lanes)
+
+    def _fit(self, draw, text: str, width: int) -> str:
+        if draw.textlength(text, font=self.font) <= width:
+            return text
+        while len(text) > 1 and draw.textlength(text + "…", font=self.font) > width:
+            text = text[:-1]
+        return text + "…"
+
+
+def _mpl_data() -> str:
+    import matplotlib
+    return matplotlib.get_data_path()
