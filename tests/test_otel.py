@@ -122,9 +122,12 @@ def test_the_bridge_makes_greenlets_spans_and_puts_otel_spans_on_the_timeline(ot
     assert len(handle) == 1
     assert handle[0]["args"]["trace_id"] == format(spans["handle"].context.trace_id, "032x")
     assert handle[0]["args"]["greenlet"] == "handler-greenlet"
-    # closed, inside the dump's time range
+    # on the greenlet's lane, closed, inside the dump's time range
+    lanes = {e["tid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    assert lanes[handle[0]["tid"]] == "handler-greenlet"
     ends = [e for e in events if e.get("cat") == "otel" and e["ph"] == "e"
-            and e["id"] == handle[0]["id"]]
+            and e["id"] == handle[0]["id"] and e["name"] == "handle"]
     assert len(ends) == 1 and 0 <= handle[0]["ts"] <= ends[0]["ts"]
 
 
@@ -132,3 +135,94 @@ def test_instrument_checks_its_arguments():
     from tracing import otel as bridge_module
     with pytest.raises(TypeError, match="tracer_provider"):
         bridge_module.instrument(object())
+
+
+def _otel_slices(events):
+    """name -> (lane name, async id, start, end) of the otel async slices,
+    paired the way Perfetto pairs them (per id, the latest begin)."""
+    lanes = {e["tid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    open_, found = {}, {}
+    for e in sorted((e for e in events if e.get("cat") == "otel"),
+                    key=lambda e: (round(e["ts"] * 1000), e["ph"] == "b")):
+        if e["ph"] == "b":
+            open_.setdefault(e["id"], []).append(e)
+        else:
+            begin = open_[e["id"]].pop()
+            assert begin["name"] == e["name"]
+            found[e["name"]] = (lanes[begin["tid"]], e["id"], begin["ts"], e["ts"], begin["args"])
+    return found
+
+
+def test_trace_to_perfetto_shows_otel_spans_on_the_greenlet_lanes(otel, tmp_path):
+    import perfetto_check
+    import tracing
+    from tracing import otel as bridge_module
+    provider, tracer, exporter = otel
+    threads = ThreadPool(1)
+
+    def handler(i):
+        with tracer.start_as_current_span(f"handle-{i}"):
+            labkit.sleep(0.002)
+            with tracer.start_as_current_span(f"inner-{i}"):
+                labkit.sleep(0.001)
+
+    def in_a_thread():
+        with tracer.start_as_current_span("thread-job"):
+            time.sleep(0.001)
+
+    path = tmp_path / "trace.json"
+    with tracing.trace() as trace:
+        bridge = bridge_module.instrument(provider, greenlets=True, blocking=False)
+        workers = [labkit.spawn(handler, i) for i in range(3)]
+        for i, g in enumerate(workers):
+            g.name = f"h{i}"
+        labkit.joinall(workers, raise_error=True)
+        threads.spawn(in_a_thread).get()
+    try:
+        trace.to_perfetto(path)   # the spans the open bridge kept, in the trace's window
+    finally:
+        bridge.close()
+        threads.kill()
+    doc = json.loads(path.read_text())
+    assert perfetto_check.problems(doc) == []
+    slices = _otel_slices(doc["traceEvents"])
+    finished = {s.name: s for s in exporter.get_finished_spans()}
+    for i in range(3):
+        lane, row, start, end, args = slices[f"handle-{i}"]
+        assert lane == f"h{i}" and args["greenlet"] == f"h{i}"
+        assert args["span_id"] == format(finished[f"handle-{i}"].context.span_id, "016x")
+        inner = slices[f"inner-{i}"]
+        assert inner[:2] == (lane, row) and start <= inner[2] <= inner[3] <= end  # nested
+        # the greenlet's lifetime span is on its own lane, not its spawner's
+        life = slices[f"greenlet h{i}"]
+        assert life[0] == lane and life[2] <= start and end <= life[3]
+    assert slices["thread-job"][0] == "otel: other threads"
+
+
+def test_trace_to_perfetto_proto_has_an_otel_track_under_each_greenlet(otel, tmp_path):
+    pb = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2")
+    import tracing
+    from tracing import otel as bridge_module
+    provider, tracer, _ = otel
+
+    def handler():
+        with tracer.start_as_current_span("handle"):
+            labkit.sleep(0.001)
+
+    path = tmp_path / "trace.pftrace"
+    with bridge_module.instrument(provider, blocking=False):
+        with tracing.trace() as trace:
+            g = labkit.spawn(handler)
+            g.name = "proto-handler"
+            g.join()
+        trace.to_perfetto_proto(path)
+    parsed = pb.Trace()
+    parsed.ParseFromString(path.read_bytes())
+    tracks = {p.track_descriptor.uuid: p.track_descriptor for p in parsed.packet
+              if p.HasField("track_descriptor")}
+    (otel_track,) = [d for d in tracks.values() if d.name == "proto-handler: otel"]
+    assert tracks[otel_track.parent_uuid].thread.thread_name == "proto-handler"
+    names = [p.track_event.name for p in parsed.packet if p.HasField("track_event")
+             and p.track_event.track_uuid == otel_track.uuid]
+    assert "handle" in names

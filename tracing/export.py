@@ -24,6 +24,16 @@ Chrome trace-event JSON, as ui.perfetto.dev reads it (:func:`perfetto_events`):
   lag`` (ms the loop had gone without polling, at each poll: Trace.loop_lag),
   ``live greenlets`` and ``switches/s``.
 
+- spans of other tracers (OpenTelemetry, through tracing/otel.py's bridge:
+  :func:`add_span_source`) are async slices of category ``"otel"`` on the
+  lane of the greenlet they ran in (``tid``; for a greenlet's own lifetime
+  span, that greenlet's lane), args ``trace_id``, ``span_id``,
+  ``parent_id``, ``greenlet``. Spans of one lane share an async id, a
+  second one only where they overlap without nesting, so Perfetto draws
+  them as a track or two per greenlet (children of the greenlet's thread
+  track in the protobuf). Spans of no traced greenlet (a thread-pool job's)
+  go on a lane of their own, ``otel: other threads``.
+
 Timestamps are microseconds since the trace started, computed from whole
 nanoseconds so that a flow's ends stay inside their slices.
 
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 
 from tracing import legend
 from tracing.lanes import HUB, POLL, blocking_lane
@@ -42,6 +53,42 @@ from tracing.lanes import HUB, POLL, blocking_lane
 _PID = 1
 #: How far inside a slice a flow's end is placed (ns), at most half the slice.
 _FLOW_INSET_NS = 10
+
+
+#: The lane of spans that ran in no traced greenlet.
+OTHER_SPANS_LANE = "otel: other threads"
+
+_span_sources: list = []
+
+
+def add_span_source(source) -> None:
+    """Have ``source(pid, start_ns, stop_ns)`` add spans to every Perfetto
+    export of process ``pid`` covering [start_ns, stop_ns] (lk_now_ns
+    instants): an iterable of dicts with ``start_ns``, ``end_ns`` (the
+    same clock), ``name``, ``greenlet_id`` (``id()`` of the greenlet the
+    span belongs to, or None), ``greenlet`` (its name, or None) and
+    ``args`` (JSON-able). The OpenTelemetry bridge (tracing/otel.py) is one."""
+    if not callable(source):
+        raise TypeError(f"source must be callable, not {source!r}")
+    if source not in _span_sources:
+        _span_sources.append(source)
+
+
+def remove_span_source(source) -> None:
+    if source in _span_sources:
+        _span_sources.remove(source)
+
+
+def span_records(pid: int, start_ns: int, stop_ns: int) -> list[dict]:
+    """The spans the sources (:func:`add_span_source`) give for this window."""
+    spans = []
+    for source in list(_span_sources):
+        try:
+            spans.extend(source(pid, start_ns, stop_ns))
+        except Exception:   # a bridge's bug must not cost the trace
+            import traceback
+            traceback.print_exc()
+    return spans
 
 
 def _ns(seconds: float) -> int:
@@ -65,9 +112,14 @@ def _lanes(trace) -> dict:
 class _Layout:
     """What both Perfetto exports draw: lanes, slices in whole ns, blocks
     clipped into the slices they lie in, flows with both ends inside slices,
-    waits, and counters."""
+    waits, counters, and other tracers' spans.
 
-    def __init__(self, trace):
+    ``spans``: span records (see :func:`add_span_source`) whose times are on
+    the lk_now_ns clock with the trace's zero at ``origin_ns``; default:
+    those the sources give for the trace (if it knows its zero)."""
+
+    def __init__(self, trace, spans=None, origin_ns=None):
+        other_spans = spans
         self.lanes = _lanes(trace)
         self.slices = []     # (tid, start_ns, end_ns, name, category)
         running: dict = {}   # (lane, key) -> [(start, end)] (seconds, for blocking_lane)
@@ -126,6 +178,71 @@ class _Layout:
             "live greenlets": ("greenlets", [(_ns(t), n) for t, n in trace.live_counts()]),
             "switches/s": ("switches", [(_ns(t), rate) for t, rate in _switch_rate(trace)]),
         }
+        origin = origin_ns if origin_ns is not None else getattr(trace, "start_ns", None)
+        if other_spans is None:
+            other_spans = [] if origin is None else \
+                span_records(os.getpid(), origin, origin + _ns(trace.duration))
+        self.spans = self._place_spans(trace, other_spans, origin) \
+            if other_spans and origin is not None else []
+
+    def _place_spans(self, trace, spans, origin: int) -> list:
+        """[(tid, async id, [(ns, "b"|"e", name, args)])]: each span on its
+        greenlet's lane, clipped to the trace, in rows that nest (a row is
+        one async id; the events of a row in the order they must be read)."""
+        stop = _ns(trace.duration)
+        incarnations: dict = {}   # id() -> [Greenlet], oldest first
+        for g in trace.greenlets():
+            incarnations.setdefault(g.id, []).append(g)
+        key_tid: dict = {}
+        for (_name, key), tid in self.lanes.items():
+            key_tid.setdefault(key, tid)
+        names = {tid: name for (name, _key), tid in self.lanes.items()}
+        other_tid = None
+        by_tid: dict = {}
+        for span in spans:
+            start = max(0, span["start_ns"] - origin)
+            end = min(stop, span["end_ns"] - origin)
+            if end < start:
+                continue   # outside the trace
+            end = max(end, start + 1)   # a zero-length slice would close before it opens
+            tid = None
+            candidates = incarnations.get(span.get("greenlet_id"), ())
+            alive = [g for g in candidates
+                     if (g.spawned_at is None or _ns(g.spawned_at) <= start)
+                     and (g.exited_at is None or start <= _ns(g.exited_at))]
+            chosen = (alive or list(candidates))[-1:] if candidates else []
+            if chosen:
+                tid = key_tid.get(chosen[0].key)
+            if tid is None:
+                if other_tid is None:
+                    other_tid = max(self.lanes.values(), default=0) + 1
+                    self.lanes[(OTHER_SPANS_LANE, -2)] = other_tid
+                    names[other_tid] = OTHER_SPANS_LANE
+                tid = other_tid
+            args = dict(span.get("args") or {})
+            args["greenlet"] = span.get("greenlet") if tid == other_tid else names.get(tid)
+            by_tid.setdefault(tid, []).append((start, end, span["name"], args))
+        placed, next_id = [], 1
+        for tid, items in sorted(by_tid.items()):
+            items.sort(key=lambda item: (item[0], -item[1]))
+            rows: list = []   # [(stack of (end, name), events)]
+            for start, end, name, args in items:
+                for stack, events in rows:
+                    while stack and stack[-1][0] <= start:
+                        events.append((stack[-1][0], "e", stack.pop()[1], None))
+                    if not stack or end <= stack[-1][0]:
+                        break
+                else:
+                    stack, events = [], []
+                    rows.append((stack, events))
+                stack.append((end, name))
+                events.append((start, "b", name, args))
+            for stack, events in rows:
+                while stack:
+                    events.append((stack[-1][0], "e", stack.pop()[1], None))
+                placed.append((tid, next_id, events))
+                next_id += 1
+        return placed
 
     @staticmethod
     def _enclosing(spans, at):
@@ -142,9 +259,11 @@ class _Layout:
         return spans[i] if i >= 0 else None
 
 
-def perfetto_events(trace) -> list[dict]:
-    """The trace as a list of Chrome trace events (see the module docstring)."""
-    layout = _Layout(trace)
+def perfetto_events(trace, spans=None, origin_ns=None) -> list[dict]:
+    """The trace as a list of Chrome trace events (see the module docstring).
+    ``spans`` and ``origin_ns``: other tracers' spans, as :class:`_Layout`
+    takes them (default: the span sources', if the trace knows its zero)."""
+    layout = _Layout(trace, spans, origin_ns)
     events = [{"ph": "M", "pid": _PID, "name": "process_name", "args": {"name": "labkit"}}]
     for (name, key), tid in layout.lanes.items():
         events.append({"ph": "M", "pid": _PID, "tid": tid, "name": "thread_name",
@@ -178,6 +297,13 @@ def perfetto_events(trace) -> list[dict]:
         for ns, value in samples:
             events.append({"ph": "C", "pid": _PID, "name": name, "ts": _us(ns),
                            "args": {unit: value}})
+    for tid, async_id, row in layout.spans:
+        for ns, phase, name, args in row:
+            event = {"ph": phase, "pid": _PID, "tid": tid, "cat": "otel", "id": async_id,
+                     "name": name, "ts": _us(ns)}
+            if args is not None:
+                event["args"] = args
+            events.append(event)
     return events
 
 
@@ -250,6 +376,11 @@ def to_perfetto_proto(trace, path) -> None:
         wait_uuid[tid] = 100_000 + tid
         describe(100_000 + tid, parent_uuid=process_uuid,
                  name=f"{_lane_name(layout, tid)}: waits")
+    span_uuid = {}
+    for n, (tid, async_id, _row) in enumerate(layout.spans):
+        span_uuid[async_id] = 300_000 + n
+        describe(300_000 + n, parent_uuid=thread_uuid[tid],
+                 name=f"{_lane_name(layout, tid)}: otel")
     counter_uuid = {}
     for i, (name, (unit, _)) in enumerate(layout.counters.items()):
         counter_uuid[name] = 200_000 + i
@@ -283,6 +414,12 @@ def to_perfetto_proto(trace, path) -> None:
         if late is not None:
             events.append((late[0], 3, wait_uuid[tid], BEGIN, late[1], "wait", None, None))
             events.append((end - 1, 0, wait_uuid[tid], END, None, None, None, None))
+    for _tid, async_id, row in layout.spans:
+        # a row's events are in the order they must be read: keep it at one ns
+        for ns, phase, name, _args in row:
+            events.append((ns, 1 if phase == "e" else 2, span_uuid[async_id],
+                           END if phase == "e" else BEGIN,
+                           None if phase == "e" else name, "otel", None, None))
     events.sort(key=lambda e: (e[0], e[1]))
     for ns, _order, track, kind, name, cat, out_ids, in_ids in events:
         packet = builder.add_packet()

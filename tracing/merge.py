@@ -18,9 +18,17 @@ timeline:
 - ids of flows and async slices are made unique per file (the Chrome format
   scopes them by category, not by process).
 
-Extra event sources (:func:`add_event_source`) add their own events to the
-files :func:`write` makes: the OpenTelemetry bridge (tracing/otel.py) adds
-the spans it saw, so that a labkit trace and a tracing backend's line up.
+Other tracers' spans (tracing.export's span sources: the OpenTelemetry
+bridge, tracing/otel.py) are in the files :func:`write` makes, on the
+greenlet lanes as in any export, so that a labkit trace and a tracing
+backend's line up. A process that writes its trace later, or elsewhere (the
+flight recorder converts in a child process), takes them first with
+:func:`source_events` and hands them to :func:`write` as ``extra_events``.
+
+A process with no hub can write a file of this format too: Chrome trace
+events of one pid plus ``metadata.labkit`` with ``pid`` and ``start_ns``
+(the gunicorn master's track, labkit/gunicorn.py, which the core writes
+without importing the tracer).
 
     python -m tracing.merge DIR_OR_FILES... -o merged.json
 
@@ -46,54 +54,39 @@ META_KEY = "labkit"
 ID_STRIDE = 1 << 32
 _ID_KEYS = ("id", "bind_id")
 
-_sources: list = []
-
-
-def add_event_source(source) -> None:
-    """Have ``source(pid, start_ns, stop_ns)`` add Chrome trace events to
-    every file :func:`write` makes: events between the two lk_now_ns instants,
-    ``ts`` in microseconds since ``start_ns``, on process ``pid``."""
-    if not callable(source):
-        raise TypeError(f"source must be callable, not {source!r}")
-    if source not in _sources:
-        _sources.append(source)
-
-
-def remove_event_source(source) -> None:
-    if source in _sources:
-        _sources.remove(source)
+#: In ``extra_events``: a span record (tracing.export.add_span_source) to place.
+SPAN_KEY = "labkit_span"
 
 
 def source_events(pid: int, start_ns: int, stop_ns: int) -> list[dict]:
-    """The events the sources (:func:`add_event_source`) add for this window."""
-    events = []
-    for source in list(_sources):
-        try:
-            events.extend(source(pid, start_ns, stop_ns))
-        except Exception:   # a bridge's bug must not cost the trace
-            import traceback
-            traceback.print_exc()
-    return events
+    """What the span sources (:func:`tracing.export.add_span_source`) give
+    for this window of process ``pid``, as ``extra_events`` for
+    :func:`write` (plain data: it may cross to another process)."""
+    return [{SPAN_KEY: span} for span in _export.span_records(pid, start_ns, stop_ns)]
 
 
 def process_events(trace, *, pid: int, start_ns: int, stop_ns: int | None = None,
                    name: str | None = None, extra_events=None) -> list[dict]:
-    """The Perfetto events of ``trace`` on process track ``pid`` named ``name``
-    (default ``"labkit <pid>"``), plus ``extra_events`` (default: those of
-    the event sources, :func:`source_events`)."""
+    """The Perfetto events of ``trace`` (zero at ``start_ns``) on process
+    track ``pid`` named ``name`` (default ``"labkit <pid>"``), plus
+    ``extra_events``: Chrome events, added as they are, and span records
+    (``{SPAN_KEY: span}``), placed on their greenlet lanes (default: those
+    of :func:`source_events`)."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise ValueError(f"pid must be a positive int, not {pid!r}")
     name = name or f"labkit {pid}"
-    events = _export.perfetto_events(trace)
+    if stop_ns is None:
+        stop_ns = start_ns + int(trace.duration * 1e9)
+    extra = source_events(pid, start_ns, stop_ns) if extra_events is None else \
+        list(extra_events)
+    spans = [e[SPAN_KEY] for e in extra if SPAN_KEY in e]
+    events = _export.perfetto_events(trace, spans=spans, origin_ns=start_ns)
     for event in events:
         if "pid" in event:
             event["pid"] = pid
         if event.get("ph") == "M" and event.get("name") == "process_name":
             event["args"] = {"name": name}
-    if stop_ns is None:
-        stop_ns = start_ns + int(trace.duration * 1e9)
-    events.extend(source_events(pid, start_ns, stop_ns) if extra_events is None
-                  else extra_events)
+    events.extend(e for e in extra if SPAN_KEY not in e)
     return events
 
 

@@ -183,6 +183,8 @@ class Trace:
     def __init__(self, recording=None):
         self._loaded = False
         self.dropped = 0
+        #: the trace's time zero on the lk_now_ns clock (None for an empty Trace)
+        self.start_ns: int | None = None
         self.duration = 0.0
         self._greenlets: list[Greenlet] = []
         self._slices: list[Slice] = []
@@ -289,6 +291,7 @@ class Trace:
         t0 = rec.start_ns
         seconds = lambda ns: (ns - t0) / 1e9  # noqa: E731
         self.dropped = rec.dropped
+        self.start_ns = rec.start_ns
         self.duration = (rec.stop_ns - t0) / 1e9
         self._blocks = list(rec.blocks)
         labels = rec.labels

@@ -24,16 +24,20 @@ The bridge (:func:`instrument`, opt-in) adds three things:
   event on that span);
 - **OTel spans on the labkit timeline** (``timeline=True``): a span
   processor remembers the spans that ended (the last ``max_spans``), with
-  labkit's clock and the greenlet that started each; the Perfetto files of
-  the flight recorder and of tracing.merge show them as async slices of
-  category ``otel`` whose args hold ``trace_id``, ``span_id``,
+  labkit's clock and the greenlet that started each (for a greenlet's
+  lifetime span, that greenlet); every Perfetto export of this process --
+  ``Trace.to_perfetto``/``to_perfetto_proto``, the flight recorder's dumps,
+  tracing.merge's files -- shows them on the greenlet lanes as async
+  slices of category ``otel`` whose args hold ``trace_id``, ``span_id``,
   ``parent_id`` (hex, as tracing backends print them) and ``greenlet``, so
-  a trace from Jaeger/Tempo/Honeycomb and a labkit trace line up.
+  a trace from Jaeger/Tempo/Honeycomb and a labkit trace line up (it is a
+  span source of tracing.export).
 
 Contract: call :func:`instrument` from the loop thread, with an SDK
 ``TracerProvider`` (the API's no-op provider cannot take a span
 processor). ``greenlets=True`` needs a running recorder (the flight
-recorder, or ``tracing.start()``). ``Bridge.close()`` undoes all of it.
+recorder, or ``tracing.start()``). ``Bridge.close()`` undoes all of it:
+exports made after it have no OTel spans (export a trace before closing).
 Costs: with ``greenlets=True`` a spawn creates an OTel span (several µs);
 the rest costs nothing until a span ends or a block is reported.
 """
@@ -52,7 +56,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from labkit._loop import lib
 import labkit.greenlet as _lk_greenlet
 
-from tracing import merge as _merge
+from tracing import export as _export
 from tracing import recorder as _recorder
 
 #: Ended spans the timeline keeps, at most (the newest).
@@ -80,7 +84,9 @@ class _TimelineProcessor(SpanProcessor):
 
     def on_start(self, span, parent_context=None) -> None:
         if len(self._started) < MAX_OPEN_GREENLET_SPANS:
-            self._started[span.context.span_id] = (lib.lk_now_ns(), id(getcurrent()))
+            # a greenlet's lifetime span belongs to that greenlet, not its spawner
+            gid = (span.attributes or {}).get("labkit.greenlet.id") or id(getcurrent())
+            self._started[span.context.span_id] = (lib.lk_now_ns(), gid)
 
     def on_end(self, span) -> None:
         start, gid = self._started.pop(span.context.span_id, (None, None))
@@ -89,7 +95,7 @@ class _TimelineProcessor(SpanProcessor):
             start = end - max(0, (span.end_time or 0) - (span.start_time or 0))
         parent = span.parent.span_id if span.parent is not None else None
         self.ended.append((start, end, span.name, span.context.trace_id,
-                           span.context.span_id, parent,
+                           span.context.span_id, parent, gid,
                            self._bridge.greenlet_name(gid) if gid else None, os.getpid()))
 
     def shutdown(self) -> None:
@@ -113,7 +119,7 @@ class Bridge:
         if timeline:
             self.processor = _TimelineProcessor(self, max_spans)
             tracer_provider.add_span_processor(self.processor)
-            _merge.add_event_source(self.timeline_events)
+            _export.add_span_source(self.span_records)
         if greenlets:
             owner = _observable_recorder()
             if owner is None:
@@ -217,25 +223,22 @@ class Bridge:
         if parent is not None:
             parent.add_event("labkit.blocked", attributes=attributes, timestamp=start_wall)
 
-    # -- the timeline (tracing.merge event source) ------------------------------
-    def timeline_events(self, pid: int, start_ns: int, stop_ns: int) -> list[dict]:
-        """Async slices (category ``otel``) for the spans that ended and
-        overlap [start_ns, stop_ns] in process ``pid``."""
+    # -- the timeline (a tracing.export span source) ----------------------------
+    def span_records(self, pid: int, start_ns: int, stop_ns: int) -> list[dict]:
+        """The spans that ended in process ``pid`` and overlap [start_ns,
+        stop_ns], as tracing.export places them on the greenlet lanes."""
         if self.processor is None:
             return []
-        events = []
-        for n, (start, end, name, trace_id, span_id, parent, greenlet, span_pid) in \
-                enumerate(list(self.processor.ended)):
+        spans = []
+        for start, end, name, trace_id, span_id, parent, gid, greenlet, span_pid in \
+                list(self.processor.ended):
             if span_pid != pid or end < start_ns or start > stop_ns:
                 continue
-            args = {"trace_id": _hex(trace_id, 32), "span_id": _hex(span_id, 16),
-                    "parent_id": _hex(parent, 16) if parent else None, "greenlet": greenlet}
-            ts0, ts1 = (max(start, start_ns) - start_ns) / 1e3, (min(end, stop_ns) - start_ns) / 1e3
-            events.append({"ph": "b", "cat": "otel", "name": name, "id": n + 1, "pid": pid,
-                           "ts": ts0, "args": args})
-            events.append({"ph": "e", "cat": "otel", "name": name, "id": n + 1, "pid": pid,
-                           "ts": ts1})
-        return events
+            spans.append({"start_ns": start, "end_ns": end, "name": name,
+                          "greenlet_id": gid, "greenlet": greenlet,
+                          "args": {"trace_id": _hex(trace_id, 32), "span_id": _hex(span_id, 16),
+                                   "parent_id": _hex(parent, 16) if parent else None}})
+        return spans
 
     def close(self) -> None:
         """Remove the bridge: no more greenlet spans, block spans or timeline.
@@ -253,7 +256,7 @@ class Bridge:
             if self._on_labkit_event in events.subscribers:
                 events.subscribers.remove(self._on_labkit_event)
         if self.processor is not None:
-            _merge.remove_event_source(self.timeline_events)
+            _export.remove_span_source(self.span_records)
             # an SDK provider cannot drop a processor: this one goes quiet
             self.processor._bridge = _Closed()
             self.processor.ended = collections.deque(maxlen=0)
