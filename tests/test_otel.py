@@ -226,3 +226,43 @@ def test_trace_to_perfetto_proto_has_an_otel_track_under_each_greenlet(otel, tmp
     names = [p.track_event.name for p in parsed.packet if p.HasField("track_event")
              and p.track_event.track_uuid == otel_track.uuid]
     assert "handle" in names
+
+
+def test_spawn_raw_greenlets_get_spans_that_end_when_they_do(otel):
+    import tracing
+    from labkit.hub import spawn_raw
+    from tracing import otel as bridge_module
+    provider, tracer, exporter = otel
+
+    def raw_work(n, finished):
+        with tracer.start_as_current_span(f"raw-inner-{n}"):
+            labkit.sleep(0.001)
+        finished.append(n)
+
+    def raw_fails(finished):
+        finished.append("fails")
+        raise ValueError("boom")
+
+    with tracing.trace():
+        with bridge_module.instrument(provider, greenlets=True, blocking=False):
+            finished = []
+            with tracer.start_as_current_span("spawner") as spawner:
+                spawn_raw(raw_work, 1, finished)
+                spawn_raw(raw_fails, finished)
+                spawn_raw(lambda: labkit.sleep(0.001))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and len(finished) < 2:
+                labkit.sleep(0.005)
+            labkit.sleep(0.01)
+    # (named after the function's qualified name: test_....<locals>.raw_work)
+    spans = {s.name.rpartition(".")[2]: s for s in exporter.get_finished_spans()}
+    work = spans["raw_work"]
+    assert work.attributes["labkit.raw"] is True
+    assert work.parent.span_id == spawner.get_span_context().span_id
+    inner = spans["raw-inner-1"]
+    assert inner.parent.span_id == work.context.span_id
+    assert work.start_time <= inner.start_time and inner.end_time <= work.end_time
+    failed = spans["raw_fails"]
+    assert failed.status.status_code == otel_trace.StatusCode.ERROR
+    assert [e.name for e in failed.events] == ["exception"]
+    assert spans["<lambda>"].status.status_code != otel_trace.StatusCode.ERROR

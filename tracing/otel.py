@@ -10,12 +10,15 @@ SDK); gevent, which does not copy contexts, gives such spans no parent.
 
 The bridge (:func:`instrument`, opt-in) adds three things:
 
-- **greenlet lifetimes as spans** (``greenlets=True``): each labkit Greenlet
-  spawned while a recorder runs gets a span ``greenlet <name>`` from its
-  spawn to its exit (error status if it raised), child of the spawner's
-  current span, and that span is current inside the greenlet -- so the
-  spans a request handler makes hang under its greenlet's span. Attributes:
-  ``labkit.greenlet.id``, ``labkit.spawn_site``, ``labkit.function``;
+- **greenlet lifetimes as spans** (``greenlets=True``): each greenlet
+  spawned while a recorder runs -- a labkit Greenlet or a bare one from
+  ``spawn_raw`` -- gets a span ``greenlet <name>`` from its spawn to its
+  exit (error status if it raised), child of the spawner's current span,
+  and that span is current inside the greenlet -- so the spans a request
+  handler makes hang under its greenlet's span. Attributes:
+  ``labkit.greenlet.id``, ``labkit.spawn_site``, ``labkit.function``
+  (and ``labkit.raw`` for a bare greenlet, whose ``run`` the bridge wraps
+  before it starts to see it end: bare greenlets have no exit hook);
 - **blocks as spans** (``blocking=True``): each block a blocking monitor
   reports (labkit.events' EventLoopBlocked) becomes a span
   ``labkit.blocked`` covering the measured block, with ``code.filepath``,
@@ -44,11 +47,12 @@ the rest costs nothing until a span ends or a block is reported.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import time
 import weakref
 
-from greenlet import getcurrent
+from greenlet import GreenletExit, getcurrent
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import SpanProcessor
@@ -135,20 +139,52 @@ class Bridge:
 
     # -- greenlet lifetimes (recorder observer, in the spawning/exiting greenlet)
     def on_spawn(self, g, info) -> None:
-        if not isinstance(g, _lk_greenlet.Greenlet) or \
-                len(self._greenlet_spans) >= MAX_OPEN_GREENLET_SPANS:
+        if len(self._greenlet_spans) >= MAX_OPEN_GREENLET_SPANS:
             return
+        raw = not isinstance(g, _lk_greenlet.Greenlet)
+        if raw and (g.dead or g.gr_frame is not None):
+            return   # a bare greenlet already running: its end cannot be seen
+        attributes = {"labkit.greenlet.id": id(g),
+                      "labkit.spawn_site": info.site if info else "?",
+                      "labkit.function": info.function if info else "?"}
+        if raw:
+            attributes["labkit.raw"] = True
         span = self.tracer.start_span(f"greenlet {info.function if info else '?'}",
-                                      attributes={"labkit.greenlet.id": id(g),
-                                                  "labkit.spawn_site": info.site if info else "?",
-                                                  "labkit.function": info.function if info
-                                                  else "?"})
+                                      attributes=attributes)
         key = id(g)
         # Ends the span if the greenlet is freed without running (killed early).
         ref = weakref.ref(g, lambda _ref, key=key: self._abandon(key, _ref))
         self._greenlet_spans[key] = (span, ref)
         # Current inside the greenlet: its own spans become the span's children.
         g.gr_context.run(otel_context.attach, otel_trace.set_span_in_context(span))
+        if raw:
+            g.run = self._ending_span(g.run, key)
+
+    def _ending_span(self, run, key):
+        """``run`` of a bare greenlet, ending its span when it returns or
+        raises (labkit's Greenlet tells the recorder; a bare one cannot)."""
+        @functools.wraps(run)
+        def run_then_end_span(*args, **kwargs):
+            error = None
+            try:
+                return run(*args, **kwargs)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._end_raw(key, error)
+        return run_then_end_span
+
+    def _end_raw(self, key, error) -> None:
+        entry = self._greenlet_spans.pop(key, None)
+        if entry is None:
+            return
+        span = entry[0]
+        if error is not None and not isinstance(error, GreenletExit):
+            span.record_exception(error)
+            span.set_status(otel_trace.Status(otel_trace.StatusCode.ERROR,
+                                              f"raised {type(error).__name__}"))
+        span.end()
 
     def on_exit(self, g, info) -> None:
         entry = self._greenlet_spans.pop(id(g), None)
