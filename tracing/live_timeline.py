@@ -106,6 +106,7 @@ class Strip:
         self.last_end = np.zeros(rows, np.int64)   # lane row -> end of its last run
         self._pending = None        # the newest record: its run ends at the next one
         self._kind_cache: dict = {}
+        self._label_of: dict = {}
         self.records = 0            # records folded in so far
         self.lost = 0
 
@@ -190,15 +191,16 @@ class Strip:
         self.last_end = last_end
 
     def _kind(self, why: int, detail: int) -> int:
+        """The KINDS code of a wait that ended with a resume (why, detail)."""
         key = (why, detail)
         code = self._kind_cache.get(key)
         if code is None:
             from tracing.model import describe_reason
-            labels = {n: label for label, n in dict(self.labels).items()}
-            reason = describe_reason(why, detail, labels)
-            code = _KIND_CODE.get(legend.wait_kind(reason), _KIND_CODE["other"])
-            if why != lib.LK_WHY_SWITCH:   # switch's detail is a greenlet id: not cached
-                self._kind_cache[key] = code
+            if detail not in self._label_of:   # labels only grow: re-read on a miss
+                self._label_of = {n: label for label, n in list(dict(self.labels).items())}
+            reason = describe_reason(why, detail, self._label_of)
+            code = self._kind_cache[key] = _KIND_CODE.get(legend.wait_kind(reason),
+                                                          _KIND_CODE["other"])
         return code
 
     def _fold(self, recs) -> None:
@@ -302,9 +304,11 @@ class Strip:
         codes = np.full(len(whys), _KIND_CODE["ready"], np.uint8)   # switch: ready
         plain = whys != lib.LK_WHY_SWITCH
         if plain.any():
-            pairs, inverse = np.unique(np.stack([whys[plain].astype(np.int64),
-                                                 details[plain]]), axis=1, return_inverse=True)
-            table = np.array([self._kind(int(w), int(d)) for w, d in pairs.T], np.uint8)
+            # One int per (why, detail): why < 8. (np.unique(axis=...) sorts
+            # a structured copy, ~10x slower.)
+            keys = details[plain] * 8 + whys[plain].astype(np.int64)
+            unique, inverse = np.unique(keys, return_inverse=True)
+            table = np.array([self._kind(int(k) & 7, int(k) >> 3) for k in unique], np.uint8)
             codes[plain] = table[inverse.ravel()]
         self._spread(self.park, lanes, start, end, codes)
         # Sleeps that ended late: from when they were due to the resume.
