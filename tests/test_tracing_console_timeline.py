@@ -185,3 +185,82 @@ def test_scrubbing_back_rewinds_the_timeline_picture():
     finally:
         con.close()
         labkit.killall(gs)
+
+
+# -- asyncio Tasks as lanes ------------------------------------------------------------
+
+def test_the_steps_of_an_asyncio_loops_tasks_are_recorded_as_lanes():
+    import asyncio
+
+    import tracing.model
+    from tracing.tasks import AWAIT_LABEL, TaskSteps
+    loop = asyncio.new_event_loop()
+    recorder = Recorder(capacity=1 << 16).start()
+    steps = TaskSteps(loop).install(recorder)
+    try:
+        async def worker():
+            for _ in range(5):
+                await asyncio.sleep(0.01)
+                sum(range(20000))   # a little CPU in each step
+            await asyncio.sleep(0)
+
+        async def main():
+            task = asyncio.get_running_loop().create_task(worker(), name="worker")
+            await task
+            return task
+
+        task = loop.run_until_complete(main())
+    finally:
+        steps.uninstall()
+        recording = recorder.stop()
+        loop.close()
+    assert "call_soon" not in vars(loop)   # the loop's own method is back
+    assert steps.steps >= 7
+    assert steps.names()[id(task)] == "worker (task)"
+    trace = tracing.model.Trace(recording)
+    ran = [s for s in trace.slices() if s.lane != "hub" and
+           any(g.id == id(task) and g.key == s.key for g in trace.greenlets())]
+    assert len(ran) >= 7 and sum(s.duration for s in ran) > 0
+    waits = [p.reason for p in trace.parked()
+             if any(g.id == id(task) and g.key == p.key for g in trace.greenlets())]
+    assert waits.count(AWAIT_LABEL) >= 5 and "ready" in waits   # sleeps, then sleep(0)
+
+
+def test_a_loop_can_be_wrapped_once():
+    import asyncio
+
+    from tracing.tasks import TaskSteps
+    loop = asyncio.new_event_loop()
+    try:
+        first = TaskSteps(loop).install(None)
+        with pytest.raises(RuntimeError, match="wrapped already"):
+            TaskSteps(loop).install(None)
+        assert loop.run_until_complete(asyncio.sleep(0, "done")) == "done"   # no recorder
+        first.uninstall()
+        assert "call_soon" not in vars(loop)
+        with pytest.raises(TypeError, match="loop"):
+            TaskSteps(object())
+    finally:
+        loop.close()
+
+
+def test_a_kernels_top_level_await_cell_is_a_lane_of_the_console_timeline():
+    from kernel_harness import run_cell, running_kernel
+    with running_kernel() as (_km, kc):
+        for code in ("%load_ext labkit\nimport asyncio, time, labkit, tracing",
+                     "con = tracing.Console(refresh=0.25, timeline_refresh=0.25)\n"
+                     "con.show_timeline()"):
+            assert run_cell(kc, code, timeout=60).status == "ok"
+        result = run_cell(kc, "for i in range(30):\n"
+                              "    await asyncio.sleep(0.02)\n"
+                              "    t = time.perf_counter()\n"
+                              "    while time.perf_counter() - t < 0.005: pass\n"
+                              "seen = set()\n"
+                              "for _ in range(40):\n"
+                              "    await asyncio.sleep(0.1)\n"
+                              "    seen.update(con.dashboard.lanes)\n"
+                              "    if any(l.endswith('(task)') for l in seen): break\n"
+                              "print(sorted(seen))", timeout=60)
+        assert result.status == "ok", result.evalue
+        assert "(task)'" in result.stdout, result.stdout
+        assert run_cell(kc, "con.close()", timeout=30).status == "ok"

@@ -108,14 +108,19 @@ class Frame:
     time: float = 0.0       #: time.monotonic() of its snapshot
 
 
-def lane_names(recorder: Recorder, strip: Strip, lanes) -> dict:
+def lane_names(recorder: Recorder, strip: Strip, lanes, tasks=None) -> dict:
     """lane row -> the name a trace shows for it ("ticker #3 (In[4])").
-    Any thread: it only reads the side table."""
+    ``tasks``: id -> name of asyncio Tasks drawn as lanes
+    (:meth:`tracing.tasks.TaskSteps.names`). Any thread: it only reads the
+    side table."""
     from tracing.model import _spawn_name
     names = {}
     for lane in lanes:
         gid = strip.gid_of[lane] if lane < len(strip.gid_of) else None
         if not isinstance(gid, int):
+            continue
+        if tasks and gid in tasks:
+            names[lane] = tasks[gid]
             continue
         index = strip.spawn_index.get(lane)
         info = recorder.spawn_info(index) if index is not None else None
@@ -185,6 +190,9 @@ class Dashboard:
         self._pictures: collections.deque = collections.deque()   # (time, png)
         self._pictures_lock = threading.Lock()
         self._frozen: float | None = None   # freeze(t): the time shown, while held
+        self._task_steps = None     # tracing.tasks.TaskSteps on the host asyncio loop
+        #: the names of the lanes in the latest picture, top to bottom
+        self.lanes: list[str] = []
         self.hub = _lk_hub.get_hub()
         self.refreshes = 0          #: frames applied to the widgets so far
         self._recorder: Recorder | None = None
@@ -266,6 +274,7 @@ class Dashboard:
             self._recorder = None
             raise
         _current = self
+        self._record_tasks()
         self._ipython = _ipython_kernel_shell()
         if self._ipython is not None:
             self._ipython.events.register("post_execute", mark_host_wait)
@@ -294,6 +303,9 @@ class Dashboard:
                 self._ipython.events.unregister("post_execute", mark_host_wait)
             except ValueError:
                 pass
+        if self._task_steps is not None:
+            self._task_steps.uninstall()
+            self._task_steps = None
         self._recorder.stop(read=False)   # stops the monitor too
         self._recorder = self._monitor = None
         self._buffer = None
@@ -337,6 +349,19 @@ class Dashboard:
     def _check_thread(self) -> None:
         if threading.get_ident() != self.hub.thread_ident:
             raise RuntimeError("use a Dashboard from the thread of the hub it shows")
+
+    def _record_tasks(self) -> None:
+        """The host asyncio loop's Tasks (a kernel's top-level ``await``
+        cells) get lanes too: their steps go into our ring."""
+        from tracing.frames import host_asyncio_loop
+        from tracing.tasks import TaskSteps
+        loop = host_asyncio_loop()
+        if loop is None:
+            return
+        try:
+            self._task_steps = TaskSteps(loop).install(self._recorder)
+        except RuntimeError:   # someone else records that loop's Tasks
+            self._task_steps = None
 
     def _existing_greenlets(self) -> dict:
         """id -> name of the hub's live greenlets (kept as weak references).
@@ -461,8 +486,12 @@ class Dashboard:
                 blocks = [b for b, (_, end) in zip(recorder.blocks, block_spans(
                     recorder, recorder.blocks)) if end >= horizon]
                 shown = picture.lanes(strip, strip.window())
-                png = picture.render(strip, lane_names(recorder, strip, shown),
-                                     block_spans(recorder, blocks))
+                steps = self._task_steps
+                names = lane_names(recorder, strip, shown,
+                                   steps.names() if steps is not None else None)
+                png = picture.render(strip, names, block_spans(recorder, blocks))
+                self.lanes = [("poll", "hub")[lane] if lane < 2 else names.get(lane, "?")
+                              for lane in shown]
                 self._keep(snapshot.time, png)
                 frame = Frame(png=png,
                               counters=counters(strip, snapshot,
