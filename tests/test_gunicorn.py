@@ -302,8 +302,13 @@ def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
     tracks = {e["pid"]: e["args"]["name"] for e in events
               if e.get("ph") == "M" and e.get("name") == "process_name"}
     # five process tracks: the master and the four workers alive at the end
+    # (plus the killed one only if a block of its own was dumped before: on a
+    # loaded machine a worker can be descheduled past the threshold)
     assert tracks.pop(process.pid) == f"gunicorn master {process.pid}"
-    assert set(tracks) == (workers - {killed}) | {replacement}, (tracks, workers, killed)
+    assert set(tracks) - {killed} == (workers - {killed}) | {replacement}, \
+        (tracks, workers, killed)
+    assert killed not in tracks or all(
+        "blocked" in f.name for f in traces.glob(f"labkit-flight-{killed}-*.json"))
     assert served - {killed} <= set(tracks)
     # greenlet lanes under each worker: the workers that served have request lanes
     lanes = {}
