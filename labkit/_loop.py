@@ -5,7 +5,8 @@ a timer heap, and a wake-up fd, and ``lk_poll`` writes the events that fired
 into an array we own. This module is the other half of that bargain:
 
 - it maps watcher ids back to Python objects -- an fd to the two callbacks
-  waiting on it (one reader, one writer), a timer id to its :class:`Timer`;
+  waiting on it (one reader, one writer), a timer id to its :class:`Timer`
+  or started Timeout (that map is C: loop_c/lk_timers_py.c);
 - it makes exactly one call into C per loop iteration (``lk_poll``) and then
   dispatches the fired events, each to exactly one callback.
 
@@ -197,24 +198,23 @@ class Loop:
         # lk_poll(ptr, 0, ...) keeping the GIL: see loop_c/lk_poll_py.c
         self._poll0 = _nowait(_address(ffi.addressof(lib, "lk_poll")), _address(ptr),
                               _address(self._events), MAX_EVENTS)
-        self._timers: dict[int, Timer] = {}
         self._fds: dict[int, _FdWatch] = {}
         #: held by wake() (other threads) and close(), never while polling
         self._close_lock = _native.allocate_lock()
         #: number of io callbacks currently registered (reader + writer slots)
         self.io_waiters = 0
-        #: timers started with ref=False (see Timer.ref); a dead one (fired or
-        #: cancelled) is dropped by active_timers, so the hot paths never look
-        self._unreferenced: set = set()
-        # Timer start and cancel keeping the GIL: see loop_c/lk_timers_py.c.
-        # The table shares _timers (id -> Timer) and _unreferenced with us.
+        #: The pending timers, id -> Timer or Timeout, keeping the GIL for
+        #: start and cancel: see loop_c/lk_timers_py.c. Timeout.start
+        #: (loop_c/lk_timeout_py.c) arms itself here, as hub.loop._timer_table.
         self._timer_table = _timer_table(
             _address(ffi.addressof(lib, "lk_timer_start")),
             _address(ffi.addressof(lib, "lk_timer_cancel")),
-            _address(ptr), self._timers, self._unreferenced)
+            _address(ptr))
+        #: take(id) -> (callback, args) | None, for poll's dispatch
+        self._take_timer = self._timer_table.take
         #: ``start_timer(seconds, callback, *args) -> Timer``: :meth:`timer`
         #: without its gevent form and ``ref``, one builtin call for the hot
-        #: paths (sleep, Timeout, waits with a timeout). ``seconds`` must be
+        #: paths (sleep, waits with a timeout). ``seconds`` must be
         #: a number (check it first: NaN raises ValueError, <= 0 fires at
         #: the next poll, past ~146 years never).
         self.start_timer = self._timer_table.start
@@ -239,7 +239,6 @@ class Loop:
         if ptr is not None:
             self._timer_table.close()
             lib.lk_loop_free(ptr)
-            self._timers.clear()
             self._fds.clear()
             self.io_waiters = 0
 
@@ -336,18 +335,19 @@ class Loop:
             return timer(self, seconds, callback or 0.0, ref=ref, priority=priority)
         t = self.start_timer(seconds, callback, *args)
         if not ref:
-            self._unreferenced.add(t)
+            t.ref = False
         return t
 
     @property
     def active_timers(self) -> int:
-        """How many timers are pending that keep the loop alive (ref=True)."""
-        unreferenced = self._unreferenced
-        if not unreferenced:  # the common case, on every blocking poll
-            return len(self._timers)
-        # Forget the unreferenced timers that fired or were cancelled.
-        unreferenced.difference_update([t for t in unreferenced if not t.active])
-        return len(self._timers) - len(unreferenced)
+        """How many timers (and started Timeouts) are pending that keep the
+        loop alive (ref=True)."""
+        return self._timer_table.referenced
+
+    @property
+    def pending_timers(self) -> int:
+        """How many timers (and started Timeouts) are pending, ref or not."""
+        return self._timer_table.pending
 
     # -- gevent's watcher API (labkit/core.py) --------------------------------
     #: gevent's name: the finest wait the poll honours (epoll/poll take ms)
@@ -572,16 +572,16 @@ class Loop:
                 _check(n, "lk_poll")
             return 0
         words = self._event_words[:2 * n].tolist()
-        timers = self._timers
+        take_timer = self._take_timer
         dispatch_io = self._dispatch_io
         for i in range(0, 2 * n, 2):
             cb = None
             try:
                 if words[i + 1] & TIMER:
-                    t = timers.pop(words[i], None)
-                    if t is not None:
-                        cb = t.callback
-                        cb(*t.args)
+                    fired = take_timer(words[i])
+                    if fired is not None:  # (None: cancelled after it fired)
+                        cb, args = fired
+                        cb(*args)
                 else:
                     dispatch_io(words[i], words[i + 1])
             except BaseException:
@@ -629,7 +629,7 @@ class Loop:
     def __repr__(self) -> str:
         if self._ptr is None:
             return "<Loop closed>"
-        return (f"<Loop backend={self.backend_name} timers={len(self._timers)} "
+        return (f"<Loop backend={self.backend_name} timers={self._timer_table.pending} "
                 f"io_waiters={self.io_waiters}>")
 
 

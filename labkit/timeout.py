@@ -24,13 +24,17 @@ from typing import Callable
 
 from greenlet import getcurrent
 
-from labkit._park import check_seconds
+from labkit._lk_poll_py import TimeoutBase, configure_timeouts
 from labkit.hub import Hub, get_hub
 
 __all__ = ["Timeout", "with_timeout"]
 
+# How TimeoutBase.start finds the current greenlet's hub, and through it the
+# loop's timer table (hub.loop._timer_table): see loop_c/lk_timeout_py.c.
+configure_timeouts(getcurrent, Hub, get_hub)
 
-class Timeout(BaseException):
+
+class Timeout(TimeoutBase):
     """``Timeout(seconds=None, exception=None, ref=True)``: after ``seconds``,
     raise ``exception`` in the greenlet that called :meth:`start`.
 
@@ -42,104 +46,36 @@ class Timeout(BaseException):
     ``seconds=None`` never fires. ``ref=False``: the pending timeout does not
     keep the loop alive (a hub with nothing else to do declares LoopExit).
     ``priority`` is accepted for gevent and ignored.
+
+    The hot half is C (``TimeoutBase``, loop_c/lk_timeout_py.c):
+    ``__init__``, ``start()`` (arm the timer for the current greenlet;
+    AssertionError if it is armed), ``cancel()``/``close()`` (disarm;
+    harmless if it already fired or never started), ``pending`` (True while
+    armed), ``start_new(timeout=None, exception=None, ref=True)`` (create
+    and start one; a Timeout given as ``timeout`` is started unless pending
+    and returned), ``__enter__`` (start unless pending) and ``__exit__``
+    (cancel; swallow this Timeout if its exception is False). A started
+    Timeout is itself the entry of its loop's timer table, under an int id:
+    there is no Timer object. Subclasses may override ``__init__``,
+    ``start``, ``cancel`` and ``_on_expiration``: the C code calls the
+    override. Attributes: ``seconds``, ``exception``, ``ref``.
     """
 
-    # Slots: timeouts are created and cancelled around every guarded call.
-    __slots__ = ("seconds", "exception", "timer", "ref", "_one_shot")
-
-    def __init__(self, seconds: float | None = None, exception=None,
-                 ref: bool = True, priority: int = -1, _one_shot: bool = False):
-        BaseException.__init__(self)
-        # check_seconds, inlined for the common types (a call here costs
-        # ~5% of a start + cancel).
-        if seconds.__class__ is float:
-            if seconds != seconds:
-                raise ValueError("seconds must not be NaN")
-        elif seconds is not None and seconds.__class__ is not int:
-            seconds = check_seconds(seconds)
-        self.seconds = seconds
-        self.exception = exception
-        self.timer = None
-        self.ref = ref
-        self._one_shot = _one_shot
-
-    def start(self) -> None:
-        """Arm the timer for the current greenlet."""
-        timer = self.timer
-        if timer is not None and timer.active:
-            raise AssertionError(f"{self!r} is already started; cancel() it first")
-        seconds = self.seconds
-        if seconds is None:
-            return
-        exc = self.exception
-        throws = self if exc is None or exc is False or isinstance(exc, str) else exc
-        current = getcurrent()
-        # A spawned greenlet's parent is its hub: skip the thread-local lookup.
-        hub = current.parent
-        if hub.__class__ is not Hub:
-            hub = get_hub()
-        timer = self.timer = hub.loop.start_timer(seconds, self._on_expiration, current, throws)
-        if not self.ref:
-            timer.ref = False
+    __slots__ = ()
 
     def _on_expiration(self, prev_greenlet, ex) -> None:
         """The timer fired (in the hub): throw ``ex`` into ``prev_greenlet``,
         the greenlet that started us. gevent's hook, kept by its signature so
         that subclasses written for gevent (its test harness's) work."""
-        self.timer = None
         if prev_greenlet.dead:
             return
         prev_greenlet.throw(ex)
-
-    @classmethod
-    def start_new(cls, timeout=None, exception=None, ref: bool = True,
-                  _one_shot: bool = False) -> "Timeout":
-        """Create and start a Timeout (or start the given Timeout instance)."""
-        if isinstance(timeout, Timeout):
-            if not timeout.pending:
-                timeout.start()
-            return timeout
-        # Keywords only where they differ from the defaults: passing them
-        # costs a dict per call (and gevent's subclasses take ref= only).
-        if _one_shot:
-            t = cls(timeout, exception, ref=ref, _one_shot=True)
-        elif ref:
-            t = cls(timeout, exception)
-        else:
-            t = cls(timeout, exception, ref=False)
-        t.start()
-        return t
 
     @staticmethod
     def _start_new_or_dummy(timeout, exception=None, ref: bool = True):
         if timeout is None:
             return _DummyTimeout()
         return Timeout.start_new(timeout, exception, ref, _one_shot=True)
-
-    @property
-    def pending(self) -> bool:
-        """True while the timer is armed."""
-        return self.timer is not None and self.timer.active
-
-    def cancel(self) -> None:
-        """Disarm (harmless if it already fired or never started)."""
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
-
-    close = cancel
-
-    def __enter__(self) -> "Timeout":
-        if not self.pending:
-            self.start()
-        return self
-
-    def __exit__(self, typ, value, tb) -> bool | None:
-        self.cancel()
-        if value is self and self.exception is False:
-            return True
-        return None
 
     def __lt__(self, other):
         """Timeouts compare with numbers and with each other by ``seconds``

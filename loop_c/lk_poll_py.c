@@ -1,6 +1,7 @@
 /* lk_poll_py.c -- labkit._lk_poll_py: calls into the C loop that keep the
- * GIL: a poll that does not wait (here), and timer start and cancel
- * (lk_timers_py.c, whose Timer objects this module also exports).
+ * GIL: a poll that does not wait (here), timer start and cancel
+ * (lk_timers_py.c, whose Timer objects this module also exports), and the
+ * C half of labkit.Timeout (lk_timeout_py.c, TimeoutBase).
  *
  * Why.  cffi releases the GIL around every call into labkit._lk_loop, and
  * takes it back after.  For a poll that may sleep that is exactly right.
@@ -30,6 +31,7 @@
 
 #include "lk_loop.h"
 #include "lk_timers_py.h"
+#include "lk_timeout_py.h"
 
 typedef int (*lk_poll_fn)(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events);
 
@@ -112,10 +114,13 @@ static PyMethodDef module_functions[] = {
      "nowait(poll, loop, events, max_events) -> poll0: a builtin that calls the "
      "lk_poll at address `poll` on `loop` with timeout 0, keeping the GIL."},
     {"timer_table", (PyCFunction)(void (*)(void))lk__timer_table_new, METH_FASTCALL,
-     "timer_table(start, cancel, loop, timers, unreferenced) -> TimerTable: "
-     "start/cancel timers of `loop` through lk_timer_start/lk_timer_cancel at "
-     "those addresses, keeping the GIL; `timers` (a dict id -> Timer) and "
-     "`unreferenced` (a set) are the Loop's (see loop_c/lk_timers_py.c)."},
+     "timer_table(start, cancel, loop) -> TimerTable: start/cancel timers of "
+     "`loop` through lk_timer_start/lk_timer_cancel at those addresses, keeping "
+     "the GIL (see loop_c/lk_timers_py.c)."},
+    {"configure_timeouts", (PyCFunction)(void (*)(void))lk__configure_timeouts, METH_FASTCALL,
+     "configure_timeouts(getcurrent, hub_type, get_hub): how TimeoutBase.start finds "
+     "the current greenlet's hub (labkit/timeout.py calls it once; see "
+     "loop_c/lk_timeout_py.c)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -124,13 +129,24 @@ static PyMethodDef module_functions[] = {
  * (the cffi module, the hub) uses from the same thread under the GIL, and
  * labkit's C code assumes that GIL (labkit refuses to import on a
  * free-threaded CPython), so the GIL must stay on.
- * Py_mod_multiple_interpreters: the module keeps no state of its own, so
- * several interpreters may load it -- but only interpreters that share one
+ * Py_mod_multiple_interpreters: the module's state (TimeoutBase and what
+ * configure_timeouts() gave it) is per module object, so several
+ * interpreters may load it -- but only interpreters that share one
  * GIL, like the rest of labkit (greenlet, which labkit needs, refuses an
  * own-GIL subinterpreter today).  The #ifdefs keep this compiling on
  * 3.10-3.11, which have neither slot. */
+static int module_exec(PyObject *module)
+{
+    return lk__timers_py_init(module) < 0 || lk__timeout_py_init(module) < 0 ? -1 : 0;
+}
+
+static void module_free(void *module)
+{
+    lk__timeout_state_clear((PyObject *)module);
+}
+
 static PyModuleDef_Slot module_slots[] = {
-    {Py_mod_exec, (void *)lk__timers_py_init},
+    {Py_mod_exec, (void *)module_exec},
 #ifdef Py_mod_multiple_interpreters
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
 #endif
@@ -145,9 +161,12 @@ static struct PyModuleDef module_def = {
     .m_name = "labkit._lk_poll_py",
     .m_doc = "Poll labkit's C loop without waiting, and start and cancel its timers, "
              "without releasing the GIL (see loop_c/lk_poll_py.c, loop_c/lk_timers_py.c).",
-    .m_size = 0,
+    .m_size = sizeof(timeout_state),
     .m_methods = module_functions,
     .m_slots = module_slots,
+    .m_traverse = lk__timeout_state_traverse,
+    .m_clear = lk__timeout_state_clear,
+    .m_free = module_free,
 };
 
 PyMODINIT_FUNC PyInit__lk_poll_py(void)

@@ -1,34 +1,40 @@
-/* lk_timers_py.c -- the loop's timers as CPython objects: start, cancel and
- * the id -> Timer map, without a Python frame and without releasing the GIL.
+/* lk_timers_py.c -- the loop's timers as CPython objects: a loop's timer
+ * table, and the Timer type, without a Python frame and without releasing
+ * the GIL.
  *
  * Why.  Every guarded call (a Timeout), every sleep(seconds) and every wait
  * with a timeout starts a timer and, far more often than not, cancels it
  * before it fires.  Done in Python (labkit/_loop.py before) that was a
  * Loop.timer frame, a Timer.__init__ frame, a Timer.cancel frame, and two
  * cffi calls, each of which releases and retakes the GIL: callgrind counted
- * ~19,700 instructions for a Timeout start + cancel, ~5,000 of them in those
- * layers.  Here a start is one builtin call and a cancel another.
+ * ~19,700 instructions for a Timeout start + cancel.  Here a start is one
+ * builtin call and a cancel another.
  *
  * What lives where.  The heap (deadlines, ids, quarantine) stays in the C
  * loop (lk_timer_heap.c); this file calls lk_timer_start/lk_timer_cancel
  * through the addresses cffi gives (as lk_poll_py.c calls lk_poll), so
- * there is one timer implementation.  The id -> Timer map is a plain dict
- * that labkit/_loop.py shares (Loop._timers): Loop.poll pops fired ids from
- * it and calls ``t.callback(*t.args)``.  A Timer is *active* while the map
- * holds it under its id; the C loop quarantines a fired id until the next
- * poll, so a cancel after the firing never finds a newer timer under the
- * same id (see lk_timer_heap.c).
+ * there is one timer implementation.  A C timer's id is a small slot number,
+ * so the table is an array indexed by id: entry[id] is what fires when that
+ * id fires -- a Timer (here) or a Timeout (lk_timeout_py.c, which arms and
+ * disarms through lk_timers_py.h, with no Timer object of its own).  The
+ * table owns a reference to each pending entry; an entry is *pending*
+ * exactly while the table holds it under its id.  Loop.poll asks take(id)
+ * for the (callback, args) of each id that fired.  The C loop quarantines a
+ * fired id until the next poll, so a cancel after the firing never finds a
+ * newer timer under the same id (see lk_timer_heap.c).
  *
  * The table holds the lk_loop pointer as a borrowed address: Loop.close()
  * calls table.close() before it frees the loop, after which start raises
- * RuntimeError and cancel does nothing.  Everything here runs on the loop's
- * thread with the GIL held (labkit refuses free-threaded CPython).
+ * RuntimeError, cancel does nothing and no entry is pending.  Everything
+ * here runs on the loop's thread with the GIL held (labkit refuses
+ * free-threaded CPython).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lk_loop.h"
 #include "lk_timers_py.h"
@@ -41,14 +47,18 @@ typedef int (*lk_timer_cancel_fn)(lk_loop *loop, int32_t id);
 #define LK__NEVER_NS      ((int64_t)1 << 62)
 #define LK__NEVER_SECONDS 4611686018.427387904
 
-typedef struct {
+struct lk__timer_table {
     PyObject_HEAD
     lk_timer_start_fn start;
     lk_timer_cancel_fn cancel;
     lk_loop *loop;            /* NULL once closed */
-    PyObject *timers;         /* dict: id (int) -> Timer; Loop._timers */
-    PyObject *unreferenced;   /* set of Timers started with ref=False */
-} TimerTable;
+    PyObject **entries;       /* id -> pending Timer/Timeout (owned), or NULL */
+    uint8_t *unreferenced;    /* id -> 1: that entry does not keep the loop alive */
+    Py_ssize_t capacity;      /* of both arrays */
+    Py_ssize_t pending;       /* non-NULL entries */
+    Py_ssize_t pending_unreferenced;
+};
+typedef struct lk__timer_table TimerTable;
 
 typedef struct {
     PyObject_HEAD
@@ -56,73 +66,130 @@ typedef struct {
     PyObject *callback;
     PyObject *args;           /* a tuple */
     int32_t id;
+    char ref;                 /* keeps the loop alive (gevent's ref) */
 } Timer;
 
 static PyTypeObject Timer_Type;
 static PyTypeObject TimerTable_Type;
 
+/* ------------------------------------------------- the table, for C callers */
+
+int lk__table_check(PyObject *obj)
+{
+    return Py_TYPE(obj) == &TimerTable_Type;
+}
+
+static int table_grow(TimerTable *table, int32_t id)
+{
+    Py_ssize_t capacity = table->capacity ? table->capacity : 64;
+    while (capacity <= id)
+        capacity *= 2;
+    PyObject **entries = PyMem_Realloc(table->entries, capacity * sizeof *entries);
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    table->entries = entries;
+    uint8_t *unref = PyMem_Realloc(table->unreferenced, capacity);
+    if (unref == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    table->unreferenced = unref;
+    memset(entries + table->capacity, 0, (capacity - table->capacity) * sizeof *entries);
+    memset(unref + table->capacity, 0, capacity - table->capacity);
+    table->capacity = capacity;
+    return 0;
+}
+
+int32_t lk__table_arm(TimerTable *table, int64_t delay_ns, PyObject *entry, int referenced)
+{
+    if (table->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the loop is closed");
+        return -1;
+    }
+    int32_t id = table->start(table->loop, delay_ns);
+    if (id < 0) {
+        errno = -id;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (id >= table->capacity && table_grow(table, id) < 0) {
+        table->cancel(table->loop, id);
+        return -1;
+    }
+    /* entries[id] is NULL: the C loop hands out an id only when no timer
+     * holds it, and its last entry was taken or disarmed then. */
+    Py_INCREF(entry);
+    table->entries[id] = entry;
+    table->unreferenced[id] = !referenced;
+    table->pending++;
+    table->pending_unreferenced += !referenced;
+    return id;
+}
+
+int lk__table_holds(TimerTable *table, int32_t id, PyObject *entry)
+{
+    return id >= 0 && id < table->capacity && table->entries[id] == entry;
+}
+
+/* Forget entries[id] (pending); the caller takes over the reference. */
+static PyObject *table_forget(TimerTable *table, int32_t id)
+{
+    PyObject *entry = table->entries[id];
+    table->entries[id] = NULL;
+    table->pending--;
+    table->pending_unreferenced -= table->unreferenced[id];
+    table->unreferenced[id] = 0;
+    return entry;
+}
+
+int lk__table_disarm(TimerTable *table, int32_t id, PyObject *entry)
+{
+    if (!lk__table_holds(table, id, entry))
+        return 0;
+    table_forget(table, id);
+    if (table->loop != NULL)
+        table->cancel(table->loop, id);
+    Py_DECREF(entry);     /* the caller owns another reference */
+    return 1;
+}
+
+/* Whether the entry pending under id keeps the loop alive. */
+static void table_set_referenced(TimerTable *table, int32_t id, int referenced)
+{
+    table->pending_unreferenced += !referenced - table->unreferenced[id];
+    table->unreferenced[id] = !referenced;
+}
+
 /* ------------------------------------------------------------------ Timer */
 
-/* The map's entry for this timer's id is this timer: it is pending.
- * (t->table is NULL only after the collector cleared t, tp_clear, while
+/* (t->table is NULL only after the collector cleared t, tp_clear, while
  * something in the same dead cycle -- a __del__ -- could still reach it:
  * such a timer is inactive, and every method below is a no-op on it.) */
 static int timer_is_active(Timer *t)
 {
-    if (t->table == NULL)
-        return 0;
-    PyObject *key = PyLong_FromLong(t->id);
-    if (key == NULL)
-        return -1;
-    PyObject *cur = PyDict_GetItemWithError(t->table->timers, key);   /* borrowed */
-    Py_DECREF(key);
-    if (cur == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    return cur == (PyObject *)t;
+    return t->table != NULL && lk__table_holds(t->table, t->id, (PyObject *)t);
 }
 
 static PyObject *Timer_cancel(Timer *t, PyObject *unused)
 {
     (void)unused;
-    TimerTable *table = t->table;
-    if (table == NULL)
-        Py_RETURN_NONE;
-    PyObject *key = PyLong_FromLong(t->id);
-    if (key == NULL)
-        return NULL;
-    PyObject *cur = PyDict_GetItemWithError(table->timers, key);
-    if (cur == (PyObject *)t) {
-        if (PyDict_DelItem(table->timers, key) < 0) {
-            Py_DECREF(key);
-            return NULL;
-        }
-        if (table->loop != NULL)
-            table->cancel(table->loop, t->id);
-    }
-    Py_DECREF(key);
-    if (cur == NULL && PyErr_Occurred())
-        return NULL;
+    if (t->table != NULL)
+        lk__table_disarm(t->table, t->id, (PyObject *)t);
     Py_RETURN_NONE;
 }
 
 static PyObject *Timer_get_active(Timer *t, void *closure)
 {
     (void)closure;
-    int active = timer_is_active(t);
-    if (active < 0)
-        return NULL;
-    return PyBool_FromLong(active);
+    return PyBool_FromLong(timer_is_active(t));
 }
 
 static PyObject *Timer_get_ref(Timer *t, void *closure)
 {
     (void)closure;
-    if (t->table == NULL)
-        Py_RETURN_TRUE;
-    int contains = PySet_Contains(t->table->unreferenced, (PyObject *)t);
-    if (contains < 0)
-        return NULL;
-    return PyBool_FromLong(!contains);
+    return PyBool_FromLong(t->ref);
 }
 
 static int Timer_set_ref(Timer *t, PyObject *value, void *closure)
@@ -135,22 +202,18 @@ static int Timer_set_ref(Timer *t, PyObject *value, void *closure)
     int truth = PyObject_IsTrue(value);
     if (truth < 0)
         return -1;
-    if (t->table == NULL)
-        return 0;
-    if (truth)
-        return PySet_Discard(t->table->unreferenced, (PyObject *)t) < 0 ? -1 : 0;
-    return PySet_Add(t->table->unreferenced, (PyObject *)t);
+    t->ref = (char)truth;
+    if (timer_is_active(t))
+        table_set_referenced(t->table, t->id, truth);
+    return 0;
 }
 
 static PyObject *Timer_repr(Timer *t)
 {
-    int active = timer_is_active(t);
-    if (active < 0)
-        return NULL;
     if (t->callback == NULL)
         return PyUnicode_FromFormat("<Timer id=%d inactive>", (int)t->id);
     return PyUnicode_FromFormat("<Timer id=%d %s callback=%R>", (int)t->id,
-                                active ? "active" : "inactive", t->callback);
+                                timer_is_active(t) ? "active" : "inactive", t->callback);
 }
 
 static int Timer_traverse(Timer *t, visitproc visit, void *arg)
@@ -218,9 +281,7 @@ static PyTypeObject Timer_Type = {
 
 /* ------------------------------------------------------------- TimerTable */
 
-/* seconds (a real number) -> delay in ns, clamped to [0, LK__NEVER_NS];
- * -1 with an exception set for NaN or a non-number. */
-static int64_t delay_ns_of(PyObject *seconds)
+int64_t lk__delay_ns_of(PyObject *seconds)
 {
     if (PyLong_CheckExact(seconds)) {
         int overflow;
@@ -269,7 +330,7 @@ static PyObject *TimerTable_start(TimerTable *table, PyObject *const *args, Py_s
         PyErr_SetString(PyExc_RuntimeError, "the loop is closed");
         return NULL;
     }
-    int64_t delay_ns = delay_ns_of(args[0]);
+    int64_t delay_ns = lk__delay_ns_of(args[0]);
     if (delay_ns < 0)
         return NULL;
     PyObject *callback = args[1];
@@ -296,24 +357,49 @@ static PyObject *TimerTable_start(TimerTable *table, PyObject *const *args, Py_s
     t->callback = callback;
     t->args = cb_args;
     t->id = -1;
+    t->ref = 1;
     PyObject_GC_Track(t);
 
-    int32_t id = table->start(table->loop, delay_ns);
+    int32_t id = lk__table_arm(table, delay_ns, (PyObject *)t, 1);
     if (id < 0) {
-        Py_DECREF(t);
-        errno = -id;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    t->id = id;
-    PyObject *key = PyLong_FromLong(id);
-    if (key == NULL || PyDict_SetItem(table->timers, key, (PyObject *)t) < 0) {
-        Py_XDECREF(key);
-        table->cancel(table->loop, id);
         Py_DECREF(t);
         return NULL;
     }
-    Py_DECREF(key);
+    t->id = id;
     return (PyObject *)t;
+}
+
+/* take(id) -> (callback, args) or None: the C timer `id` fired; forget its
+ * entry and say what to run (None: it was cancelled after it fired). */
+static PyObject *TimerTable_take(TimerTable *table, PyObject *arg)
+{
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (id < 0 || id >= table->capacity || table->entries[id] == NULL)
+        Py_RETURN_NONE;
+    PyObject *entry = table_forget(table, (int32_t)id);
+    PyObject *pair;
+    if (Py_TYPE(entry) == &Timer_Type) {
+        Timer *t = (Timer *)entry;
+        pair = PyTuple_Pack(2, t->callback ? t->callback : Py_None,
+                            t->args ? t->args : Py_None);
+    } else {
+        pair = lk__timeout_fired(entry);
+    }
+    Py_DECREF(entry);
+    return pair;
+}
+
+/* Drop every pending entry (the loop is closing). */
+static void table_drop_entries(TimerTable *table)
+{
+    for (Py_ssize_t id = 0; id < table->capacity; id++) {
+        if (table->entries[id] != NULL) {
+            PyObject *entry = table_forget(table, (int32_t)id);
+            Py_DECREF(entry);
+        }
+    }
 }
 
 /* close(): the loop is about to be freed; start refuses from now on. */
@@ -321,20 +407,33 @@ static PyObject *TimerTable_close(TimerTable *table, PyObject *unused)
 {
     (void)unused;
     table->loop = NULL;
+    table_drop_entries(table);
     Py_RETURN_NONE;
+}
+
+static PyObject *TimerTable_get_pending(TimerTable *table, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(table->pending);
+}
+
+static PyObject *TimerTable_get_referenced(TimerTable *table, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(table->pending - table->pending_unreferenced);
 }
 
 static int TimerTable_traverse(TimerTable *table, visitproc visit, void *arg)
 {
-    Py_VISIT(table->timers);
-    Py_VISIT(table->unreferenced);
+    for (Py_ssize_t id = 0; id < table->capacity; id++)
+        Py_VISIT(table->entries[id]);
     return 0;
 }
 
 static int TimerTable_clear(TimerTable *table)
 {
-    Py_CLEAR(table->timers);
-    Py_CLEAR(table->unreferenced);
+    if (table->entries != NULL)
+        table_drop_entries(table);
     return 0;
 }
 
@@ -342,6 +441,8 @@ static void TimerTable_dealloc(TimerTable *table)
 {
     PyObject_GC_UnTrack(table);
     TimerTable_clear(table);
+    PyMem_Free(table->entries);
+    PyMem_Free(table->unreferenced);
     PyObject_GC_Del(table);
 }
 
@@ -349,10 +450,21 @@ static PyMethodDef TimerTable_methods[] = {
     {"start", (PyCFunction)(void (*)(void))TimerTable_start, METH_FASTCALL,
      "start(seconds, callback, *args) -> Timer: run callback(*args) once, seconds "
      "from now (<= 0: at the next poll; NaN: ValueError; past ~146 years: never)."},
+    {"take", (PyCFunction)TimerTable_take, METH_O,
+     "take(id) -> (callback, args) or None: the C timer `id` fired (lk_poll said "
+     "so): forget what was pending under it and return what to run; None if "
+     "nothing is (it was cancelled after it fired)."},
     {"close", (PyCFunction)TimerTable_close, METH_NOARGS,
      "The loop is about to be freed: start() raises RuntimeError from now on, "
-     "cancel() does nothing."},
+     "cancel() does nothing, nothing is pending."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef TimerTable_getset[] = {
+    {"pending", (getter)TimerTable_get_pending, NULL, "how many timers are pending", NULL},
+    {"referenced", (getter)TimerTable_get_referenced, NULL,
+     "how many of them keep the loop alive (ref=True)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject TimerTable_Type = {
@@ -365,6 +477,7 @@ static PyTypeObject TimerTable_Type = {
     .tp_traverse = (traverseproc)TimerTable_traverse,
     .tp_clear = (inquiry)TimerTable_clear,
     .tp_methods = TimerTable_methods,
+    .tp_getset = TimerTable_getset,
 };
 
 static void *address_arg(PyObject *arg, const char *what)
@@ -376,12 +489,12 @@ static void *address_arg(PyObject *arg, const char *what)
     return p;
 }
 
-/* timer_table(start, cancel, loop, timers, unreferenced) -> TimerTable */
+/* timer_table(start, cancel, loop) -> TimerTable */
 PyObject *lk__timer_table_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "timer_table() takes 5 arguments (%zd given)", nargs);
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "timer_table() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
     void *start = address_arg(args[0], "lk_timer_start");
@@ -389,21 +502,15 @@ PyObject *lk__timer_table_new(PyObject *module, PyObject *const *args, Py_ssize_
     void *loop = cancel ? address_arg(args[2], "the loop") : NULL;
     if (loop == NULL)
         return NULL;
-    if (!PyDict_CheckExact(args[3]) || !PySet_CheckExact(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "timer_table(): timers must be a dict and "
-                                         "unreferenced a set");
-        return NULL;
-    }
     TimerTable *table = PyObject_GC_New(TimerTable, &TimerTable_Type);
     if (table == NULL)
         return NULL;
     table->start = (lk_timer_start_fn)start;
     table->cancel = (lk_timer_cancel_fn)cancel;
     table->loop = loop;
-    Py_INCREF(args[3]);
-    table->timers = args[3];
-    Py_INCREF(args[4]);
-    table->unreferenced = args[4];
+    table->entries = NULL;
+    table->unreferenced = NULL;
+    table->capacity = table->pending = table->pending_unreferenced = 0;
     PyObject_GC_Track(table);
     return (PyObject *)table;
 }

@@ -624,7 +624,7 @@ def test_a_cancelled_start_timer_never_fires_and_frees_its_id(pyloop):
     t = pyloop.start_timer(0.0, fired.append, 1)
     t.cancel()
     t.cancel()
-    assert not t.active and pyloop._timers == {}
+    assert not t.active and pyloop.pending_timers == 0
     assert lib.lk_timer_count(pyloop.c_handle) == 0
     pyloop.poll(0, lambda cb: None)
     assert fired == []
@@ -651,7 +651,7 @@ def test_start_timer_clamps_long_and_negative_delays(pyloop):
 def test_start_timer_rejects_bad_arguments(pyloop, args, error, words):
     with pytest.raises(error, match=words):
         pyloop.start_timer(*args)
-    assert pyloop._timers == {} and lib.lk_timer_count(pyloop.c_handle) == 0
+    assert pyloop.pending_timers == 0 and lib.lk_timer_count(pyloop.c_handle) == 0
 
 
 def test_timers_of_a_closed_loop(backend):
@@ -665,13 +665,15 @@ def test_timers_of_a_closed_loop(backend):
         loop.start_timer(1, print)
 
 
-def test_timer_ref_is_membership_of_the_unreferenced_set(pyloop):
+def test_an_unreferenced_timer_is_pending_but_not_counted_as_keeping_the_loop(pyloop):
     t = pyloop.timer(10, print, ref=False)
     assert t.ref is False and pyloop.active_timers == 0
     t.ref = True
     assert t.ref is True and pyloop.active_timers == 1
     t.cancel()
-    assert pyloop.active_timers == 0
+    assert pyloop.active_timers == 0 and pyloop.pending_timers == 0
+    t.ref = False                   # on a cancelled timer: no count changes
+    assert pyloop.active_timers == 0 and pyloop.pending_timers == 0
 
 
 def test_a_timer_in_a_reference_cycle_is_collected(pyloop):
@@ -694,11 +696,11 @@ def test_a_timer_in_a_reference_cycle_is_collected(pyloop):
 
 
 @pytest.mark.parametrize("args, error", [
-    (("f", 1, 1, {}, set()), ValueError),      # not an address
-    ((0, 1, 1, {}, set()), ValueError),        # a NULL function
-    ((1, 1, 1, [], set()), TypeError),         # timers not a dict
-    ((1, 1, 1, {}, []), TypeError),            # unreferenced not a set
-    ((1, 1, 1), TypeError),
+    ((0, 1, 1), ValueError),                   # a NULL function
+    (("f", 1, 1), ValueError),                 # not an address
+    ((1, 1, 0), ValueError),                   # a NULL loop
+    ((1, 1, 1, {}, set()), TypeError),         # too many
+    ((1, 1), TypeError),
 ])
 def test_the_timer_table_rejects_bad_arguments(args, error):
     from labkit._lk_poll_py import timer_table
