@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 import httptools
+from greenlet import getcurrent
 
 from labkit import socket as _socket
 from labkit._http import (HTTPError, RequestBody, RequestParser, check_repeated_field,
                           error_response, response_head)
+from labkit._loop import READ as _READ
+from labkit._park import throw_parked
 from labkit.hub import get_hub, wait_write
 
 if TYPE_CHECKING:
@@ -99,20 +102,46 @@ def _environ_key(name: bytes) -> str:
     return key
 
 
+class _Sleep(BaseException):
+    """Thrown by :meth:`_Connection.fall_asleep` into a handler greenlet
+    parked in recv for the next request: unwind, and sleep as a read watcher.
+    A BaseException, so that no ``except Exception`` on the way swallows it."""
+
+
+#: what next_request returns when the connection fell asleep (see _Connection)
+_ASLEEP = object()
+
+
 class _Connection:
-    """Serves the requests of one client, in order, in the handler greenlet.
+    """Serves the requests of one client, in order, in a handler greenlet.
 
     Per-request state (``status`` .. ``body_sent``) is reset by
     :meth:`handle_request`; ``start_response`` and ``write`` are bound
     methods of this object.
+
+    Asleep: a keep-alive connection idle for the server's ``sleep_after``
+    seconds gives up its greenlet, which holds most of its memory (its
+    saved C stack, the page of its frame stack: ~8 KiB together, against
+    ~1 KiB for what is left). :meth:`serve` then returns True: the
+    connection waits for its next request as a read watcher of the hub
+    (:meth:`_wake`), with no parser (a fresh one is made when it wakes: it
+    fell asleep between requests, where a parser holds no state), and the
+    server starts a new greenlet on it when the client sends. Only
+    :class:`labkit.wsgi.WSGIServer` puts connections to sleep (see its
+    ``sleep_after``); a subclass of _Connection run by other code never
+    sleeps unless its server says so.
     """
+
+    __slots__ = ("server", "sock", "parser", "remote", "waiting", "idle_since", "expired",
+                 "request", "io_budget", "hub", "greenlet", "asleep", "woken", "closed",
+                 # per request, reset by handle_request:
+                 "status", "response_headers", "headers_sent", "chunked", "is_head",
+                 "keep_alive", "continue_pending", "content_length", "body_sent")
 
     def __init__(self, server: WSGIServer, sock, address):
         self.server = server
         self.sock = sock
-        self.parser = RequestParser(server.max_header_size, server.max_body_size,
-                                    server.max_request_line, server.max_field_size,
-                                    server.max_fields)
+        self.parser = self.new_parser()
         if isinstance(address, tuple):
             self.remote = (str(address[0]), str(address[1]))
         else:
@@ -128,40 +157,118 @@ class _Connection:
         self.io_budget = server.io_timeout
         #: this connection's hub: its last_poll_ns tells whether a call parked
         self.hub = get_hub()
+        #: the greenlet serving us now (None while asleep or not yet served)
+        self.greenlet = None
+        #: waiting for the next request as a read watcher, without a greenlet
+        self.asleep = False
+        #: woken from sleep, and not received since (the client sent: read it)
+        self.woken = False
+        #: the socket was closed by close_asleep
+        self.closed = False
+        self.status = None
 
-    def serve(self) -> None:
-        while True:
-            request = self.next_request()
-            if request is None or not self.handle_request(request):
-                return
+    def new_parser(self) -> RequestParser:
+        server = self.server
+        return RequestParser(server.max_header_size, server.max_body_size,
+                             server.max_request_line, server.max_field_size,
+                             server.max_fields)
+
+    def serve(self) -> bool:
+        """Serve requests until the connection is done (False: the caller
+        closes it) or falls asleep (True: it lives on without this greenlet;
+        see the class docstring). Call in the greenlet that serves it."""
+        self.greenlet = getcurrent()
+        if self.parser is None:  # woken from sleep
+            self.parser = self.new_parser()
+        try:
+            while True:
+                request = self.next_request()
+                if request is _ASLEEP:
+                    return True
+                if request is None or not self.handle_request(request):
+                    return False
+        finally:
+            self.greenlet = None
 
     @property
     def idle(self) -> bool:
         """Waiting for a request, with no byte of it received yet."""
-        return self.waiting and not self.parser.in_head
+        return self.waiting and (self.asleep or not self.parser.in_head)
 
-    def expire_if_late(self, now: float) -> None:
-        """Called by the server's reaper: enforce the head timeouts."""
+    def expire_if_late(self, now: float) -> bool:
+        """Called by the server's reaper: enforce the head timeouts. True
+        if the connection should fall asleep now (idle for ``sleep_after``;
+        the reaper then calls :meth:`fall_asleep` from the hub)."""
         if not self.waiting:
-            return
+            return False
         server = self.server
-        if self.parser.in_head:
-            late = now - self.parser.started_at > server.header_timeout
-        else:
-            late = now - self.idle_since > server.keepalive_timeout
-        if late:
+        if not self.asleep and self.parser.in_head:
+            if now - self.parser.started_at > server.header_timeout:
+                self.expire()
+            return False
+        idle = now - self.idle_since
+        if idle > server.keepalive_timeout:
             self.expire()
+            return False
+        sleep_after = server.sleep_after
+        return not self.asleep and sleep_after is not None and idle >= sleep_after
 
     def expire(self) -> None:
-        """End the wait for a head: the parked recv returns EOF.
+        """End the wait for a head: the parked recv returns EOF (an asleep
+        connection is closed at once).
 
         SHUT_RD only: the handler may still send its 408 on the write side.
         """
         self.expired = True
+        if self.asleep:
+            self.close_asleep()
+            return
         try:
             self.sock.shutdown(_socket.SHUT_RD)
         except OSError:
             pass
+
+    # -- sleeping between requests ----------------------------------------------
+    def fall_asleep(self) -> None:
+        """From the hub: if the connection still waits for its next request
+        with no byte of it received, make its greenlet leave that wait
+        (:class:`_Sleep` thrown in at the park) and end; the connection
+        then waits as a read watcher (:meth:`sleep`)."""
+        g = self.greenlet
+        if g is None or not self.waiting or self.asleep or self.parser.in_head or g.dead:
+            return  # it woke meanwhile (the reaper's pass was before the hub's)
+        if not throw_parked(g, _Sleep):
+            g.throw(_Sleep)
+
+    def sleep(self):
+        """In the greenlet, instead of waiting in recv: hand the wait to a
+        read watcher; return _ASLEEP (the greenlet then ends)."""
+        self.asleep = True
+        self.waiting = True
+        # Nothing of a request is held between requests: let it all go.
+        self.parser = self.request = self.status = self.response_headers = None
+        self.hub.loop.io_start(self.sock.fileno(), _READ, self._wake)
+        return _ASLEEP
+
+    def _wake(self, _events) -> None:
+        """The read watcher's callback, in the hub: the client sent (or
+        closed); serve it in a new greenlet. (Also called after close_asleep
+        closed the socket: the loop hands a closing fd's callbacks back.)"""
+        if self.closed or not self.asleep:
+            return
+        self.asleep = False
+        self.waiting = False
+        self.woken = True
+        self.server.wake_connection(self)
+
+    def close_asleep(self) -> None:
+        """Close an asleep connection (from the reaper or the server's close)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.asleep = False
+        self.waiting = False
+        self.server.connection_closed(self)
 
     # -- reading -------------------------------------------------------------
     def receive(self) -> int:
@@ -218,13 +325,20 @@ class _Connection:
                 if self.server.stopping:
                     return None
                 self.idle_since = time.monotonic()
+                if self.server.sleep_after == 0 and not self.woken \
+                        and self.server.may_sleep(self):
+                    return self.sleep()
             self.waiting = True
+            self.woken = False
             try:
                 received = self.receive()
             except OSError:
                 return None
+            except _Sleep:  # fall_asleep's: waiting stays True while asleep
+                return self.sleep()
             finally:
-                self.waiting = False
+                if not self.asleep:
+                    self.waiting = False
             if not received:
                 if self.expired and parser.in_head:  # an idle connection just closes
                     self.send_quietly(error_response(408, "request head not received in time"))

@@ -12,6 +12,7 @@ The life of a connection (the handler greenlet that StreamServer spawns)::
 
     loop:
         wait for a request head  -- idle: keepalive_timeout, then close quietly
+                                 -- idle sleep_after: fall asleep (below)
                                  -- partial head: header_timeout, then 408
         bad head?                --> 400 / 413 / 431 / 417, close
         call application(environ, start_response)
@@ -54,7 +55,18 @@ The contract:
   own greenlet, and errors end only it.
 - At most ``max_connections`` (1000, gevent's and gunicorn's
   ``worker_connections``) connections are served at once; further clients
-  wait in the listen backlog until one ends (see labkit.server).
+  wait in the listen backlog until one ends (see labkit.server). An asleep
+  connection (next item) is not being served: it does not count.
+- Asleep: a keep-alive connection idle for ``sleep_after`` seconds (1.0;
+  0 at once, None never) gives up its greenlet: it waits for its next
+  request as a read watcher of the hub, and a new greenlet serves it when
+  the client sends. That is ~1 KiB per idle connection instead of ~8 KiB
+  (a parked greenlet keeps a page of frame stack and its saved C stack),
+  without a spawn per request on a busy connection. Only for ``spawn``
+  a Group or Pool (the default is one) and a server whose ``handle`` is
+  this class's: a subclass that overrides ``handle`` (labkit.pywsgi's)
+  keeps a greenlet per connection. When a Pool is full, the woken
+  connection waits in its line like a new one.
 - The hijack path, for protocol upgrades (WebSockets): for a request with
   ``Upgrade`` (and ``Connection: upgrade``), the raw socket is in the environ
   as ``gunicorn.socket`` and ``labkit.socket`` (the keys libraries such as
@@ -93,9 +105,13 @@ from labkit._wsgi_connection import (COALESCE_LIMIT, MAX_DRAIN, RECV_SIZE,  # no
                                      ConnectionLost, FileWrapper, _Connection)
 from labkit.greenlet import Greenlet
 from labkit.hub import get_hub, sleep
+from labkit.pool import Pool, PoolFull
 from labkit.server import StreamServer
 
 __all__ = ["WSGIServer", "FileWrapper"]
+
+#: a keyword not given (-1 would be a number of seconds, for sleep_after)
+_UNSET = object()
 
 
 class WSGIServer(StreamServer):
@@ -114,12 +130,15 @@ class WSGIServer(StreamServer):
     max_field_size = 8190       # gunicorn's limit_request_field_size
     max_fields = 100            # gunicorn's limit_request_fields
     max_body_size: int | None = 1 << 30
+    #: seconds a keep-alive connection waits in its greenlet before it falls
+    #: asleep (see the module docstring); 0 at once, None never
+    sleep_after: float | None = 1.0
 
     def __init__(self, listener, application, *, log=None, error_log=None,
                  environ=None, keepalive_timeout=None, header_timeout=None,
                  io_timeout=None, min_data_rate=None, max_header_size=None,
                  max_request_line=None, max_field_size=None, max_fields=None,
-                 max_body_size=-1, spawn="default", max_connections=-1,
+                 max_body_size=-1, sleep_after=_UNSET, spawn="default", max_connections=-1,
                  backlog=None, ssl_context=None, **ssl_args):
         super().__init__(listener, backlog=backlog, spawn=spawn,
                          max_connections=max_connections,
@@ -139,6 +158,14 @@ class WSGIServer(StreamServer):
                 setattr(self, name, value)
         if max_body_size != -1:
             self.max_body_size = max_body_size
+        if sleep_after is not _UNSET:
+            if sleep_after is not None:
+                if isinstance(sleep_after, bool) or not isinstance(sleep_after, (int, float)):
+                    raise TypeError(f"sleep_after must be a number of seconds or None, "
+                                    f"not {type(sleep_after).__name__}")
+                if not sleep_after >= 0:
+                    raise ValueError(f"sleep_after must be >= 0 seconds, not {sleep_after!r}")
+            self.sleep_after = sleep_after
         self.environ = dict(environ or {})
         #: live connections, so that stop() can close the idle ones
         self.connections: set = set()
@@ -165,13 +192,72 @@ class WSGIServer(StreamServer):
         if self._reaper is None or self._reaper.dead:
             self._reaper = Greenlet.spawn(self._reap_slow_connections)
 
-    def handle(self, sock, address) -> None:
+    def handle(self, sock, address) -> bool:
+        """Serve one connection; True if it fell asleep (it stays open)."""
         connection = _Connection(self, sock, address)
         self.connections.add(connection)
+        asleep = False
         try:
-            connection.serve()
+            asleep = connection.serve()
         finally:
-            self.connections.discard(connection)
+            if not asleep:
+                self.connections.discard(connection)
+        return asleep
+
+    def _handle_connection(self, sock, address) -> None:
+        # StreamServer's, except that a connection that fell asleep stays open.
+        asleep = False
+        try:
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True)
+            asleep = self.handle(sock, address) is True
+        except Exception:
+            self._report(self.handle)
+        finally:
+            if not asleep:
+                sock.close()
+
+    # -- asleep connections (see the module docstring) --------------------------
+    def may_sleep(self, connection) -> bool:
+        """May ``connection`` give up its greenlet between requests?"""
+        if self.sleep_after is None or self.pool is None \
+                or type(self).handle is not WSGIServer.handle:
+            return False
+        pending = getattr(connection.sock, "pending", None)  # TLS: decrypted, unread bytes
+        return pending is None or not pending()
+
+    def wake_connection(self, connection) -> None:
+        """From the hub: the asleep ``connection`` is readable; serve it in a
+        new greenlet of the pool (waiting in the pool's line if it is full)."""
+        pool = self.pool
+        g = pool.greenlet_class(self._serve_awake, connection)
+        if not isinstance(pool, Pool):
+            pool.start(g)
+            return
+        try:
+            pool.start(g, blocking=False)
+        except PoolFull:
+            Greenlet.spawn(pool.start, g)  # the hub may not wait: a helper waits in line
+
+    def _serve_awake(self, connection) -> None:
+        asleep = False
+        try:
+            asleep = connection.serve()
+        except Exception:
+            self._report(self.handle)
+        finally:
+            if not asleep:
+                self.connection_closed(connection)
+
+    def connection_closed(self, connection) -> None:
+        """``connection`` is done: forget it and close its socket."""
+        self.connections.discard(connection)
+        connection.sock.close()
+
+    def _put_to_sleep(self, connections) -> None:
+        # a hub callback: fall_asleep switches into each greenlet
+        for connection in connections:
+            connection.fall_asleep()
 
     def close(self) -> None:
         """Stop accepting; close keep-alive connections that wait for a request."""
@@ -185,7 +271,8 @@ class WSGIServer(StreamServer):
                 connection.expire()
 
     def _reap_slow_connections(self) -> None:
-        """Expire connections that wait too long for a request head.
+        """Expire connections that wait too long for a request head; put
+        those idle for ``sleep_after`` to sleep.
 
         One greenlet and one timer per server, instead of a timer armed and
         cancelled around every wait for a request: that wait is on the hot
@@ -193,12 +280,15 @@ class WSGIServer(StreamServer):
         park (see labkit.socket). Deadlines are therefore enforced with a
         granularity of a quarter of the shortest timeout (at most 1 s).
         """
-        interval = max(0.01, min(1.0, self.keepalive_timeout / 4, self.header_timeout / 4))
+        interval = max(0.01, min(1.0, self.keepalive_timeout / 4, self.header_timeout / 4,
+                                 self.sleep_after or 1.0))
         while True:
             sleep(interval)
             now = time.monotonic()
-            for connection in list(self.connections):
-                connection.expire_if_late(now)
+            sleepy = [connection for connection in list(self.connections)
+                      if connection.expire_if_late(now) and self.may_sleep(connection)]
+            if sleepy:
+                get_hub().run_callback(self._put_to_sleep, sleepy)
 
     # -- logging -------------------------------------------------------------
     def log_request(self, environ, status: str, size: int) -> None:

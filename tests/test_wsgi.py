@@ -653,3 +653,130 @@ def test_an_empty_write_sends_no_chunk(serve):
     server = serve(app)
     reply = raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.partition(b"\r\n\r\n")[2] == b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+
+
+# -- asleep: an idle keep-alive connection without a greenlet ------------------------
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def wait_for(condition, seconds=5.0):
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        labkit.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def asleep_connections(server):
+    return [c for c in server.connections if c.asleep]
+
+
+def test_idle_keepalive_connection_falls_asleep_without_a_greenlet_and_wakes(serve):
+    server = serve(echo, sleep_after=0.05)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(GET)
+        port = status_and_port(sock)
+        wait_for(lambda: len(asleep_connections(server)) == 1)
+        assert len(server.pool) == 0  # no handler greenlet while it waits
+        (connection,) = server.connections
+        assert connection.parser is None and connection.greenlet is None
+        for _ in range(3):  # woken each time by the next request, same TCP connection
+            sock.sendall(GET)
+            assert status_and_port(sock) == port
+            wait_for(lambda: len(asleep_connections(server)) == 1)
+        # pipelined requests after a wake are all answered, in order
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        replies = b""
+        while replies.count(b"X-Path") < 2:
+            replies += sock.recv(65536)
+        assert replies.index(b"X-Path: /a") < replies.index(b"X-Path: /b")
+    wait_until_no_connections(server)  # the client's close woke and ended it
+
+
+def status_and_port(sock) -> str:
+    reply = sock.recv(65536)
+    assert status_of(reply) == 200
+    return re.search(rb"X-Remote-Port: (\d+)", reply).group(1)
+
+
+def test_sleep_after_zero_sleeps_between_every_two_requests(serve):
+    server = serve(hello, sleep_after=0)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        for _ in range(20):
+            sock.sendall(GET)
+            assert status_of(sock.recv(65536)) == 200
+            wait_for(lambda: len(server.pool) == 0)
+            assert len(asleep_connections(server)) == 1
+    wait_until_no_connections(server)
+
+
+def test_asleep_connection_is_closed_by_keepalive_timeout_and_by_stop(serve):
+    server = serve(hello, sleep_after=0, keepalive_timeout=0.3)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(GET)
+        assert status_of(sock.recv(65536)) == 200
+        assert sock.recv(65536) == b""  # closed quietly after 0.3 s idle, asleep
+    wait_until_no_connections(server)
+    other = serve(hello, sleep_after=0)
+    idle = socket.create_connection(("127.0.0.1", other.server_port), timeout=5)
+    idle.sendall(GET)
+    assert status_of(idle.recv(65536)) == 200
+    wait_for(lambda: len(asleep_connections(other)) == 1)
+    other.stop(timeout=5)
+    assert idle.recv(100) == b"" and not other.connections
+    idle.close()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+def test_woken_connection_waits_for_a_slot_of_a_full_pool(serve):
+    from labkit.pool import Pool
+    release = labkit.event.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            release.wait(5)
+        return hello(environ, start_response)
+
+    server = serve(app, sleep_after=0, spawn=Pool(1))
+    port = server.server_port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sleeper, \
+            socket.create_connection(("127.0.0.1", port), timeout=5) as busy:
+        sleeper.sendall(GET)
+        assert status_of(sleeper.recv(65536)) == 200
+        # both asleep (busy has not sent yet), and the pool's slot is free
+        wait_for(lambda: len(asleep_connections(server)) == 2 and len(server.pool) == 0)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: len(server.pool) == 1)  # busy holds the only slot
+        sleeper.sendall(GET)
+        labkit.sleep(0.1)
+        assert select.select([sleeper], [], [], 0)[0] == []  # waits in the pool's line
+        release.set()
+        assert status_of(busy.recv(65536)) == 200
+        assert status_of(sleeper.recv(65536)) == 200
+    wait_until_no_connections(server)
+
+
+def test_a_server_that_overrides_handle_keeps_a_greenlet_per_connection(serve):
+    class Custom(WSGIServer):
+        def handle(self, sock, address):
+            return super().handle(sock, address)
+
+    server = Custom(("127.0.0.1", 0), hello, sleep_after=0)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+            sock.sendall(GET)
+            assert status_of(sock.recv(65536)) == 200
+            labkit.sleep(0.1)
+            assert len(server.pool) == 1 and not asleep_connections(server)
+    finally:
+        server.stop(timeout=1)
+
+
+@pytest.mark.parametrize("value, error", [("1", TypeError), (True, TypeError),
+                                          (-1.0, ValueError), (float("nan"), ValueError)])
+def test_bad_sleep_after_is_refused_by_name(value, error):
+    with pytest.raises(error, match="sleep_after"):
+        WSGIServer(("127.0.0.1", 0), hello, sleep_after=value)

@@ -50,8 +50,22 @@ near 100% while the client has headroom is a server-bound measurement.
 ``--idle`` holds 10,000 (``--idle-conns``) concurrent idle connections to a
 labkit StreamServer and reports its memory per connection: the server's RSS
 after one warm-up connection, and again once every connection has echoed one
-byte (which proves that every handler is running and parked in recv). Both
-processes raise RLIMIT_NOFILE to the hard limit first.
+byte (which proves that every handler is running and parked in recv), and
+SETTLE_S seconds more. Both processes raise RLIMIT_NOFILE to the hard limit
+first. RSS is the process's own memory: the kernel's socket structures and
+buffers are not in it (a plain epoll loop holding the same connections adds
+~0.2 KiB each).
+
+``--idle-impls`` also takes HTTP keep-alive servers, measured only here:
+each connection sends one ``GET /`` and, once answered, stays open idle.
+
+    ============ ============================================================
+    wsgi         labkit.wsgi.WSGIServer: an idle keep-alive connection falls
+                 asleep after ``sleep_after`` (1 s): a read watcher, no greenlet
+    wsgi-awake   the same with ``sleep_after=None``: a greenlet parked in recv
+                 per connection (what every connection cost before)
+    gevent-wsgi  gevent.pywsgi.WSGIServer
+    ============ ============================================================
 
 Timings on a shared machine are noisy: compare rows of one run, and use
 ``--repeats`` (the best run counts) for anything you quote.
@@ -71,6 +85,8 @@ LABKIT = "labkit"
 IMPLS = ("labkit", "traced", "flight", "gevent", "asyncio", "uvloop", "uvloop-proto")
 #: measured only when named in --impls
 OPT_IN_IMPLS = ("console", "attached")
+#: HTTP servers, for --idle-impls only (see the module docstring)
+IDLE_HTTP_IMPLS = ("wsgi", "wsgi-awake", "gevent-wsgi")
 DESCRIPTIONS = {
     "labkit": "labkit StreamServer",
     "traced": "labkit StreamServer, traced",
@@ -81,11 +97,15 @@ DESCRIPTIONS = {
     "asyncio": "asyncio streams",
     "uvloop": "uvloop streams",
     "uvloop-proto": "uvloop protocol",
+    "wsgi": "labkit WSGIServer, keep-alive",
+    "wsgi-awake": "labkit WSGIServer sleep_after=None, keep-alive",
+    "gevent-wsgi": "gevent pywsgi WSGIServer, keep-alive",
 }
 #: what must import for an implementation to run (else it reads "n/a")
 REQUIRES = {"labkit": "labkit", "traced": "tracing", "flight": "tracing", "console": "ipywidgets",
             "attached": "rich", "gevent": "gevent",
-            "asyncio": "asyncio", "uvloop": "uvloop", "uvloop-proto": "uvloop"}
+            "asyncio": "asyncio", "uvloop": "uvloop", "uvloop-proto": "uvloop",
+            "wsgi": "labkit", "wsgi-awake": "labkit", "gevent-wsgi": "gevent"}
 
 MESSAGE_SIZE = 1024
 CONNS = (1, 50)
@@ -96,6 +116,12 @@ QUICK_DURATION_S = 0.3
 IDLE_CONNS = 10_000
 #: idle connections opened from one source address (see hold_idle)
 IDLE_PER_SOURCE = 20_000
+#: seconds the --idle driver waits after the last connection answered, before
+#: it reads the server's RSS: an idle labkit WSGI connection falls asleep
+#: after its sleep_after (1 s) and the reaper's next pass (<= 1 s)
+SETTLE_S = 2.5
+#: what the HTTP idle client sends on each connection
+HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 BACKLOG = 1024
 #: seconds a server or client may take before it is declared stuck
 STARTUP_TIMEOUT_S = 30
@@ -215,6 +241,26 @@ def serve_asyncio_like(impl: str) -> None:
     run_asyncio(main(), impl)
 
 
+def hello_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]
+
+
+def serve_wsgi(impl: str) -> None:
+    """An HTTP keep-alive server for the --idle measurement."""
+    if impl == "gevent-wsgi":
+        from gevent.pywsgi import WSGIServer
+        server = WSGIServer(("127.0.0.1", 0), hello_app, log=None, backlog=BACKLOG)
+    else:
+        from labkit.wsgi import WSGIServer
+        options = {"sleep_after": None} if impl == "wsgi-awake" else {}
+        server = WSGIServer(("127.0.0.1", 0), hello_app, backlog=BACKLOG,
+                            max_connections=None, keepalive_timeout=3600, **options)
+    server.start()
+    announce_port(server.server_port)
+    server.serve_forever()
+
+
 def run_asyncio(coro, impl: str):
     """Run ``coro`` on uvloop for the uvloop implementations, else asyncio."""
     import asyncio
@@ -230,6 +276,7 @@ SERVERS = {
     "gevent": serve_gevent_like,
     "asyncio": serve_asyncio_like, "uvloop": serve_asyncio_like,
     "uvloop-proto": serve_asyncio_like,
+    "wsgi": serve_wsgi, "wsgi-awake": serve_wsgi, "gevent-wsgi": serve_wsgi,
 }
 
 
@@ -303,11 +350,13 @@ def closed_loop(port: int, conns: int, seconds: float, server_pid: int,
     return run_asyncio(main(), client_loop_impl())
 
 
-def hold_idle(port: int, count: int) -> None:
+def hold_idle(port: int, count: int, http: bool = False) -> None:
     """The ``--idle`` client, step by step with the driver (stdin/stdout):
     warm the server up with one connection ("WARM"), wait for "go", open
-    ``count`` connections and echo one byte on each ("READY"), wait for
-    "done", close them all."""
+    ``count`` connections and echo one byte on each -- or, with ``http``,
+    send one GET and read its answer -- ("READY"), wait for "done", close
+    them all."""
+    ping = HTTP_REQUEST if http else b"!"
     import asyncio
     raise_fd_limit()
 
@@ -330,7 +379,7 @@ def hold_idle(port: int, count: int) -> None:
             source = (f"127.0.{k // 250}.{2 + k % 250}", 0)
         transport, protocol = await loop.create_connection(Pinger, "127.0.0.1", port,
                                                            local_addr=source)
-        transport.write(b"!")
+        transport.write(ping)
         await protocol.echoed
         return transport
 
@@ -469,7 +518,8 @@ def rss_bytes(pid: int) -> int:
 def measure_idle(impl: str, count: int) -> dict:
     """Hold ``count`` idle connections to a server of ``impl``; its memory."""
     server, port = start_server(impl)
-    client = _spawn("_idle", str(port), str(count))
+    client = _spawn("_idle", str(port), str(count),
+                    "http" if impl in IDLE_HTTP_IMPLS else "echo")
     try:
         if _read_line(client) != "WARM":
             raise RuntimeError("idle client did not warm up")
@@ -478,6 +528,7 @@ def measure_idle(impl: str, count: int) -> dict:
         client.stdin.write("go\n")
         client.stdin.flush()
         _, held, connect_s = _read_line(client, STARTUP_TIMEOUT_S + count / 100).split()
+        time.sleep(SETTLE_S)
         after = rss_bytes(server.pid)
         client.stdin.write("done\n")
         client.stdin.flush()
@@ -574,10 +625,14 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.impls = [name.strip() for name in args.impls.split(",") if name.strip()]
     args.idle_impls = [name.strip() for name in args.idle_impls.split(",") if name.strip()]
-    for name in args.impls + args.idle_impls:
+    for name in args.impls:
         if name not in IMPLS + OPT_IN_IMPLS:
             parser.error(f"unknown server {name!r}; choose from "
                          f"{', '.join(IMPLS + OPT_IN_IMPLS)}")
+    for name in args.idle_impls:
+        if name not in IMPLS + OPT_IN_IMPLS + IDLE_HTTP_IMPLS:
+            parser.error(f"unknown server {name!r} for --idle-impls; choose from "
+                         f"{', '.join(IMPLS + OPT_IN_IMPLS + IDLE_HTTP_IMPLS)}")
     if args.conns:
         args.conns = [int(n) for n in args.conns.split(",")]
     else:
@@ -634,7 +689,7 @@ def _subcommand(argv) -> int:
         print(json.dumps(closed_loop(int(port), int(conns), float(seconds),
                                      int(server_pid))), flush=True)
     elif command == "_idle":
-        hold_idle(int(rest[0]), int(rest[1]))
+        hold_idle(int(rest[0]), int(rest[1]), rest[2:] == ["http"])
     return 0
 
 
