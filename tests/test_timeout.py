@@ -226,3 +226,112 @@ def test_a_timeout_object_is_cancelled_when_the_wait_ends_first():
     t = Timeout(0.5)
     assert q.get(timeout=t) == 2
     assert not t.pending
+
+
+# --- the C half (TimeoutBase, loop_c/lk_timeout_py.c) ------------------------
+
+def test_a_started_timeout_is_its_own_entry_in_the_loop_timer_table():
+    # No Timer object: the table counts the Timeout itself, and ref=False
+    # ones as pending but not keeping the loop alive.
+    loop = get_hub().loop
+    before = loop.pending_timers
+    t, unref = Timeout.start_new(10), Timeout.start_new(10, ref=False)
+    assert loop.pending_timers == before + 2 and loop.active_timers == 1
+    t.close()
+    unref.cancel()
+    unref.cancel()                     # twice: harmless
+    assert loop.pending_timers == before and loop.active_timers == 0
+
+
+def test_a_timeout_that_fired_is_no_longer_pending_and_may_be_restarted():
+    t = Timeout(0.001)
+    for _ in range(2):
+        t.start()
+        with pytest.raises(Timeout):
+            sleep(1)
+        assert not t.pending and get_hub().loop.pending_timers == 0
+    t.cancel()                         # after it fired: harmless
+
+
+def test_overrides_of_start_and_cancel_are_called_by_the_c_methods():
+    calls = []
+
+    class Counting(Timeout):
+        def start(self):
+            calls.append("start")
+            super().start()
+
+        def cancel(self):
+            calls.append("cancel")
+            super().cancel()
+
+    with Counting(10) as t:
+        assert t.pending
+    assert calls == ["start", "cancel"] and not t.pending
+    Counting.start_new(10).cancel()
+    assert calls == ["start", "cancel"] * 2
+
+
+def test_start_new_calls_a_subclass_init_with_gevents_arguments():
+    seen = []
+
+    class Harness(Timeout):            # the shape of gevent.testing's TestTimeout
+        def __init__(self, timeout, method="?"):
+            seen.append((timeout, method))
+            Timeout.__init__(self, timeout, f"{method} timed out", ref=False)
+
+    t = Harness.start_new(10, "test_x")
+    try:
+        assert seen == [(10, "test_x")] and t.pending and not t.ref
+        assert get_hub().loop.active_timers == 0
+    finally:
+        t.cancel()
+
+
+def test_timeout_arguments_like_gevents():
+    assert Timeout(1, "why").args == () and Timeout().seconds is None
+    t = Timeout(0.5)
+    assert Timeout.start_new(t) is t and t.pending
+    assert Timeout.start_new(t) is t   # pending: not restarted (no AssertionError)
+    t.cancel()
+    with pytest.raises(TypeError, match="later"):
+        Timeout.start_new(1, later=True)
+    with pytest.raises(TypeError, match="seconds"):
+        Timeout.start_new("1")
+    with pytest.raises(TypeError):
+        t.start(1)
+
+
+def test_a_started_timeout_in_a_reference_cycle_is_collected_after_cancel():
+    import gc
+    import weakref
+
+    class Guarded:
+        pass
+
+    holder = Guarded()
+    holder.timeout = Timeout.start_new(10, KeyError(holder))   # cycle via the exception
+    holder.timeout.cancel()
+    gone = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_timeout_of_a_destroyed_hub_is_not_pending_and_cancels_harmlessly():
+    # In a thread of its own, so that it has a hub of its own to destroy.
+    import threading
+    seen = []
+
+    def body():
+        t = Timeout.start_new(10)
+        seen.append(t.pending)
+        get_hub().destroy(destroy_loop=True)
+        seen.append(t.pending)
+        t.cancel()                     # the C loop is gone: must not touch it
+        seen.append("cancelled")
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(10)
+    assert seen == [True, False, "cancelled"]
