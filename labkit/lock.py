@@ -512,6 +512,13 @@ class RLock:
     def locked(self) -> bool:
         return self._block.locked()
 
+    @property
+    def owner(self):
+        """The greenlet holding the lock now, or None. Read-only: for
+        observers (the tracer's wait-for graph shows who holds a lock its
+        waiters wait on); a Semaphore has no owner, only permits."""
+        return self._owner
+
     # threading.Condition's interface for reentrant locks
     def _is_owned(self) -> bool:
         return self._owner is getcurrent()

@@ -264,3 +264,50 @@ def test_a_kernels_top_level_await_cell_is_a_lane_of_the_console_timeline():
         assert result.status == "ok", result.evalue
         assert "(task)'" in result.stdout, result.stdout
         assert run_cell(kc, "con.close()", timeout=30).status == "ok"
+
+
+# -- lock holders in the wait-for graph -----------------------------------------------
+
+@pytest.mark.parametrize("make_lock", ["labkit.lock.RLock", "labkit._twosided.RLock"])
+def test_the_wait_for_graph_shows_who_holds_a_lock(make_lock):
+    import importlib
+
+    from labkit.event import Event
+    from tracing import frames
+    module, _, name = make_lock.rpartition(".")
+    lock = getattr(importlib.import_module(module), name)()
+    release = Event()
+
+    def holder():
+        with lock:
+            release.wait()
+
+    def contender():
+        with lock:
+            pass
+
+    h = labkit.spawn(holder)
+    h.name = "holder"
+    labkit.sleep(0)
+    cs = [labkit.spawn(contender) for _ in range(2)]
+    for n, g in enumerate(cs):
+        g.name = f"contender-{n}"
+    try:
+        labkit.sleep(0.01)
+        assert lock.owner is h
+        frame = frames.capture()
+        rows = {r["name"]: r for r in frame["rows"]}
+        obj = f"{type(lock).__name__} {id(lock):#x}"
+        for n in range(2):
+            assert rows[f"contender-{n}"]["object"] == obj
+            assert rows[f"contender-{n}"]["holder"] == id(h)
+        lines = frames.format_wait_for(frame)
+        assert f"contender-0 --{obj} held by--> holder --Event {id(release):#x}" in lines, lines
+        assert f"{obj} <- waited on by contender-0, contender-1; held by holder; " \
+               f"others refer to it" in lines, lines
+    finally:
+        release.set()
+        labkit.joinall([h, *cs], timeout=5)
+    assert lock.owner is None
+    with pytest.raises(AttributeError):
+        lock.owner = h   # read-only

@@ -22,6 +22,11 @@ socket and ``--record`` writes it to a file as it is -- with these keys:
 - ``lints``: one dict per :class:`tracing.lints.Lint` (``kind``,
   ``greenlet``, ``id``, ``line``, ``evidence``).
 
+Beyond the snapshot's columns a parked row has ``object`` (the Event,
+Queue or lock it waits on: "RLock 0x7f..") and, for a lock that knows who
+holds it (:func:`tracing.lints.holder_of`: an RLock), ``holder`` (that
+greenlet's id, the ``id`` of its row if it has one) and ``holder_name``.
+
 Where the numbers come from: :func:`tracing.snapshot.snapshot`,
 :func:`tracing.lints.lints` and :func:`tracing.lints.waited_object` (the
 ``object`` column: which Event, Queue or lock a parked greenlet waits on);
@@ -40,7 +45,8 @@ import time
 
 #: The keys of a row, in the order the tables show them.
 ROW_KEYS = ("id", "kind", "name", "state", "waits_on", "where", "spawn_site", "cell",
-            "parent", "switches", "busy", "scheduled", "idle", "object")
+            "parent", "switches", "busy", "scheduled", "idle", "object", "holder",
+            "holder_name")
 
 #: Parked rows whose object (``row["object"]``: "Event 0x7f...") a capture
 #: looks up, at most: it reads the greenlet's suspended frames.
@@ -65,28 +71,39 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
     piece in ns is appended (what the console reports as its pause).
     ``omit``: ids of greenlets left out (the console's own capturing one).
     ``with_lints``: also run :func:`tracing.lints.lints` on the snapshot
-    (in the first piece; else ``frame["lints"]`` is None). They cost far
-    more than the snapshot on a big table: :class:`Capturer` spaces them.
+    (else ``frame["lints"]`` is None), in pieces of their own when
+    ``between`` is given. They cost far more than the snapshot on a big
+    table: :class:`Capturer` spaces them out too.
     """
     from tracing.lints import lints as find_lints
-    from tracing.lints import waited_object
+    from tracing.lints import holder_of, waited_object
+    from tracing.recorder import shown_name
     from tracing.snapshot import snapshot
     clock = time.perf_counter_ns
     start = clock()
-    snap = snapshot(hub)
-    taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
-    loop = dataclasses.asdict(snap.loop)
-    lints = ([dataclasses.asdict(lint) for lint in find_lints(hub, snap=snap)]
-             if with_lints else None)
-    rows = task_rows()
-    lookups = MAX_OBJECT_LOOKUPS
-    if pieces is not None:
-        pieces.append(clock() - start)
-    snap_rows = snap.rows
-    for i in range(0, len(snap_rows), CHUNK_ROWS):
+
+    def cut():
+        # The end of a piece: note how long it held the loop, let the loop
+        # run, and start the next.
+        nonlocal start
+        if pieces is not None:
+            pieces.append(clock() - start)
         if between is not None:
             between()
         start = clock()
+
+    snap = snapshot(hub)
+    taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
+    loop = dataclasses.asdict(snap.loop)
+    # The lints yield inside (at most ~tracing.lints.PIECE_NS at a stretch).
+    lints = ([dataclasses.asdict(lint) for lint in
+              find_lints(hub, snap=snap, between=cut if between is not None else None)]
+             if with_lints else None)
+    rows = task_rows()
+    lookups = MAX_OBJECT_LOOKUPS
+    snap_rows = snap.rows
+    for i in range(0, len(snap_rows), CHUNK_ROWS):
+        cut()
         for row in snap_rows[i:i + CHUNK_ROWS]:
             if row.id in omit:
                 continue
@@ -98,9 +115,12 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
                 obj, _timed = waited_object(row.greenlet)
                 if obj is not None:
                     plain["object"] = f"{type(obj).__name__} {id(obj):#x}"
+                    holder = holder_of(obj)
+                    if holder is not None:
+                        plain["holder"], plain["holder_name"] = id(holder), shown_name(holder)
             rows.append(_row(**plain))
-        if pieces is not None:
-            pieces.append(clock() - start)
+    if pieces is not None:
+        pieces.append(clock() - start)
     rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
     return {**taken, "rows": rows, "loop": loop, "lints": lints}
 
@@ -136,7 +156,8 @@ class Capturer:
         start = time.perf_counter()
         frame = capture(hub, between, pieces, omit, with_lints=due)
         if due:
-            spent = pieces[0] / 1e9 if pieces else time.perf_counter() - start
+            # (the lints run in pieces of their own: count the whole capture)
+            spent = sum(pieces) / 1e9 if pieces else time.perf_counter() - start
             self._lints, self._lints_at = frame["lints"], frame["time"]
             self._next_lints = now + max(self.min_interval, spent / self.budget)
         frame["lints"] = self._lints
@@ -252,16 +273,21 @@ def _by_name(rows) -> dict:
 def wait_for_edges(frame: dict) -> list:
     """(waiter row, what, other row or None) for each parked row: who waits
     on whom. A join names the greenlet joined (a join chain is a path of
-    such edges); a Task awaiting another Task names it; anything else
-    (an Event, a Queue, a lock, an fd, a timer) has no row to point at and
-    gives ``None``, with the object in ``what``."""
+    such edges); a Task awaiting another Task names it; a lock that knows
+    its holder (``row["holder"]``) points at the holder's row, with the lock
+    in ``what``; anything else (an Event, a Queue, a Semaphore, an fd, a
+    timer) has no row to point at and gives ``None``, with the object in
+    ``what``."""
     by_name = _by_name(frame["rows"])
+    by_id = {row["id"]: row for row in frame["rows"]}
     edges = []
     for row in frame["rows"]:
         if row["state"] != "parked" or not row["waits_on"]:
             continue
         what = row["waits_on"]
         other = None
+        if row.get("holder") is not None:
+            what, other = row.get("object") or what, by_id.get(row["holder"])
         for prefix in ("join ", "await "):
             if what.startswith(prefix):
                 other = by_name.get(what[len(prefix):])
@@ -273,13 +299,15 @@ def format_wait_for(frame: dict) -> list[str]:
     """The wait-for graph as lines of text.
 
     First the chains, one per parked row that no other row waits for:
-    ``a --join--> b --Event 0x7f..`` (joins and awaits followed to what the
-    last one waits on). Then one line per object with its waiters and who
-    could wake it: ``Event 0x7f.. <- waited on by a, b; nobody else refers
-    to it (lost wake-up)`` when a lost wake-up lint says so."""
-    edges = {row["id"]: (row.get("object") or what, other)
+    ``a --join--> b --Event 0x7f..`` (joins, awaits and held locks followed
+    to what the last one waits on: ``a --RLock 0x7f.. held by--> b``).
+    Then one line per object with its waiters, its holder if known, and
+    who could wake it: ``Event 0x7f.. <- waited on by a, b; nobody else
+    refers to it (lost wake-up)`` when a lost wake-up lint says so,
+    ``RLock 0x7f.. <- waited on by a; held by b``."""
+    edges = {row["id"]: (row.get("object") or what, other, row.get("holder") is not None)
              for row, what, other in wait_for_edges(frame)}
-    targets = {other["id"] for what, other in edges.values() if other is not None}
+    targets = {other["id"] for what, other, _held in edges.values() if other is not None}
     lines = []
     for row in frame["rows"]:
         if row["id"] not in edges or row["id"] in targets:
@@ -287,11 +315,11 @@ def format_wait_for(frame: dict) -> list[str]:
         text, seen, current = row["name"], set(), row
         while current["id"] in edges and current["id"] not in seen:
             seen.add(current["id"])
-            what, other = edges[current["id"]]
+            what, other, held = edges[current["id"]]
             if other is None:
-                text += f" --{what}"
+                text += f" --{what}" + (f" held by {current['holder_name']}" if held else "")
                 break
-            verb = what.split(" ", 1)[0]
+            verb = f"{what} held by" if held else what.split(" ", 1)[0]
             text += f" --{verb}--> {other['name']}"
             current = other
         lines.append(text)
@@ -301,9 +329,11 @@ def format_wait_for(frame: dict) -> list[str]:
         if row.get("object") and row["state"] == "parked":
             waiters[row["object"]].append(row)
     for obj, rows in waiters.items():
+        holder = next((r["holder_name"] for r in rows if r.get("holder_name")), None)
         who = ("nobody else refers to it (lost wake-up)"
                if all(r["id"] in lost for r in rows) else "others refer to it")
-        lines.append(f"{obj} <- waited on by {', '.join(r['name'] for r in rows)}; {who}")
+        held = f"; held by {holder}" if holder else ""
+        lines.append(f"{obj} <- waited on by {', '.join(r['name'] for r in rows)}{held}; {who}")
     return lines
 
 

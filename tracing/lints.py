@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from greenlet import greenlet as _raw_greenlet
 
 import labkit.hub as _lk_hub
+import labkit.lock as _lk_lock
 from labkit.util import greenlet_name
 
 from tracing import recorder as _recorder_module
@@ -73,7 +74,7 @@ from tracing.snapshot import snapshot
 
 __all__ = ["Lint", "lints", "trace_lints", "silence", "unsilence", "watch_cells",
            "KINDS", "NEVER_YIELDED", "STARVED", "SPINNING_RATIO", "SPINNING_WAKES",
-           "LEAKED_AFTER"]
+           "LEAKED_AFTER", "PIECE_NS", "waited_object", "holder_of"]
 
 KINDS = ("never yielded", "lost wake-up", "spinning", "starved", "leaked")
 
@@ -184,12 +185,22 @@ def _cell_done(result) -> None:
 
 def lints(hub=None, *, never_yielded: float | None = None, starved: float | None = None,
           spinning_ratio: float | None = None, spinning_wakes: int | None = None,
-          leaked_after: float | None = None, snap=None) -> list[Lint]:
+          leaked_after: float | None = None, snap=None, between=None) -> list[Lint]:
     """The lints of the hub's greenlets now (see the module docstring).
     Call from the hub's thread. A threshold left None is the module's
     constant at the time of the call (NEVER_YIELDED, STARVED, ...: set
     them to change the defaults everywhere, %labkit_status included).
-    ``snap``: a :func:`snapshot` just taken (else one is taken)."""
+    ``snap``: a :func:`snapshot` just taken (else one is taken).
+
+    ``between``: called whenever :data:`PIECE_NS` of work has passed since
+    the last call (or the start) -- ``labkit.sleep(0)`` in a greenlet lets
+    the loop run in between, so that lints over a thousand greenlets never
+    hold it for more than about that long at a stretch (the console's
+    refresh). Only gc.get_referrers, one heap traversal, is one piece
+    whatever its length. What runs in between cannot make a lint wrong: a
+    greenlet that left its wait meanwhile gets no lost wake-up (each is
+    checked again at the end), and a reference taken or dropped meanwhile
+    is seen or not, as it would be a moment later."""
     never_yielded = NEVER_YIELDED if never_yielded is None else never_yielded
     starved = STARVED if starved is None else starved
     spinning_ratio = SPINNING_RATIO if spinning_ratio is None else spinning_ratio
@@ -199,15 +210,40 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
            spinning_ratio=spinning_ratio, spinning_wakes=spinning_wakes)
     hub = hub if hub is not None else _lk_hub.get_hub()
     snap = snap if snap is not None else snapshot(hub)
+    pace = _Pace(between)
     rows = {row.id: row for row in snap.rows}
     found: list[tuple[Lint, object]] = []
     recorder = _recorder_module.active()
     if recorder is not None and recorder.ring is not None:
         found += _timing_lints(recorder, rows, never_yielded, starved, spinning_ratio,
-                               spinning_wakes)
-    found += _lost_wakeups(snap.rows)
+                               spinning_wakes, pace)
+    found += _lost_wakeups(snap.rows, pace)
     found += _leaks(snap.rows, leaked_after)
     return [lint for lint, g in found if not _silenced(lint, g)]
+
+
+#: The most work (ns) ``lints(between=...)`` does between two calls of
+#: ``between``, give or take one step (one greenlet's frames).
+PIECE_NS = 400_000
+
+
+class _Pace:
+    """``pace()`` after each step of work: calls ``between`` once
+    :data:`PIECE_NS` has passed since the last call. ``pace.cuts``: how
+    many times it did."""
+
+    __slots__ = ("between", "start", "cuts")
+
+    def __init__(self, between=None):
+        self.between = between
+        self.start = time.perf_counter_ns()
+        self.cuts = 0
+
+    def __call__(self) -> None:
+        if self.between is not None and time.perf_counter_ns() - self.start >= PIECE_NS:
+            self.between()
+            self.cuts += 1
+            self.start = time.perf_counter_ns()
 
 
 def _check(**thresholds) -> None:
@@ -223,7 +259,8 @@ def _row_line(row) -> str:
     return row.where if row is not None else ""
 
 
-def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
+def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes, pace=None):
+    pace = pace or _Pace()
     ledger = ledger_for(recorder)
     ledger.update()
     out = []
@@ -234,6 +271,7 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes):
     t0 = recorder.start_ns
     reported_blocks = set()
     for gid, row, name, acc in accounts:
+        pace()
         g = row.greenlet if row is not None else None
         if name in _NOT_LINTED:
             continue
@@ -318,10 +356,12 @@ _NOT_THE_OBJECT = ("Waiter", "Ticket", "_ThreadsafeWake", "Hub")
 _LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
 
 
-def _lost_wakeups(rows) -> list:
+def _lost_wakeups(rows, pace=None) -> list:
+    pace = pace or _Pace()
     out = []
     by_object: dict[int, tuple] = {}
     for row in rows:
+        pace()
         g = row.greenlet
         if row.state != "parked" or g is None or g.dead or g.gr_frame is None:
             continue
@@ -354,11 +394,17 @@ def _lost_wakeups(rows) -> list:
     by_object.clear()
     # First what the collector sees (one heap traversal for all of them),
     # then, for the few nothing else refers to, the frames' locals.
-    suspects = _only_waiters_refer(entries)
+    suspects = _only_waiters_refer(entries, pace)
     if not suspects:
         return out
-    held_by = _locals_index(rows)
+    held_by = _locals_index(rows, pace)
     for obj, waiters in suspects:
+        if pace.cuts:   # the loop ran meanwhile: only those still parked on it
+            waiters = [row for row in waiters if not row.greenlet.dead
+                       and row.greenlet.gr_frame is not None
+                       and _waited_object_cached(row.greenlet)[0] is obj]
+            if not waiters:
+                continue
         waiting = {id(row.greenlet) for row in waiters}
         oid = id(obj)
         if any(oid in ids for owner, ids in held_by if owner not in waiting):
@@ -396,7 +442,7 @@ def _waited_object_cached(g):
     return obj, timed
 
 
-def _locals_index(rows) -> list:
+def _locals_index(rows, pace=None) -> list:
     """(id of a greenlet, ids of the objects its frames' locals and closure
     cells hold) for the hub's greenlets, the main greenlet and the caller's
     stack (this module's frames left out). The collector cannot see a
@@ -409,7 +455,11 @@ def _locals_index(rows) -> list:
         greenlets.append(hub.parent)
     from greenlet import getcurrent
     current = getcurrent()
+    pace = pace or _Pace()
     for g in greenlets:
+        pace()
+        if g.dead:
+            continue
         frame = sys._getframe() if g is current else g.gr_frame
         ids = set()
         while frame is not None:
@@ -450,10 +500,28 @@ def _waited_object(g):
                 return obj, timed
         obj = local.get("self")
         if obj is not None and obj is not g and _is_primitive(obj):
+            # An RLock waits on a lock of its own: the RLock is what the
+            # caller waits on (and it knows its holder).
+            outer = frame.f_back
+            for _ in range(4):   # past the lock's own methods calling each other
+                if outer is None or outer.f_locals.get("self") is not obj:
+                    break
+                outer = outer.f_back
+            outer = outer.f_locals.get("self") if outer is not None else None
+            if isinstance(outer, _lk_lock.RLock):
+                return outer, timed
             return obj, timed
         frame = frame.f_back
         depth += 1
     return None, timed
+
+
+def holder_of(obj):
+    """The greenlet holding ``obj``, if it is a lock that knows its holder
+    (:class:`labkit.lock.RLock` and the patched ``threading.RLock``: their
+    ``owner``), else None: a Semaphore or a plain Lock counts permits, not
+    holders."""
+    return obj.owner if isinstance(obj, _lk_lock.RLock) else None
 
 
 #: The public name of :func:`_waited_object`: the console's wait-for graph
@@ -466,19 +534,86 @@ def _is_primitive(obj) -> bool:
     return cls.__module__ in _PRIMITIVE_MODULES and cls.__name__ not in _NOT_THE_OBJECT
 
 
-def _only_waiters_refer(entries: list) -> list:
+def _only_waiters_refer(entries: list, pace=None) -> list:
     """The (object, waiter rows) of ``entries`` whose every referrer the
     collector knows belongs to their waiters: their frames, args, attribute
     dicts, or a small container or bound method only those refer to (a
     dict nothing refers to is a frame's f_locals cache). gc.get_referrers
     for all objects at once, then once more for the containers: two heap
-    traversals however many objects (lints only)."""
+    traversals however many objects (lints only).
+
+    With ``pace`` calling a ``between``, the heap is searched in pieces
+    instead (:func:`_scan_referrers`), and the objects that still look
+    unreferenced are checked again in one go, as above -- one long piece,
+    only when there is a lost wake-up to report (and once per such wait:
+    :data:`_confirmed`)."""
+    if pace is not None and pace.between is not None:
+        suspects = _only_waiters_refer_scan(entries, pace)
+        if not suspects:
+            return []
+        sure = [entry for entry in suspects if _wait_key(entry) in _confirmed]
+        rest = [entry for entry in suspects if _wait_key(entry) not in _confirmed]
+        if rest:
+            rest = _only_waiters_refer(rest)
+            if len(_confirmed) > 1000:
+                _confirmed.clear()
+            _confirmed.update(_wait_key(entry) for entry in rest)
+        return sure + rest
+    return _only_waiters_refer_scan(entries, pace, gc.get_referrers)
+
+
+#: Waits confirmed lost (:func:`_wait_key`): an object nothing else refers
+#: to cannot be referred to again while its waiters stay parked as they are.
+_confirmed: set = set()
+
+
+def _wait_key(entry) -> tuple:
+    obj, rows = entry
+    frames = [(id(row.greenlet), row.greenlet.gr_frame) for row in rows]
+    return (id(obj), tuple(sorted((gid, id(frame), frame.f_lasti if frame is not None else -1)
+                                  for gid, frame in frames)))
+
+
+#: Objects whose referents one piece of :func:`_scan_referrers` reads.
+SCAN_CHUNK = 500
+
+
+def _scan_referrers(targets, pace, skip: set, objects: list) -> list:
+    """The objects of ``objects`` (``gc.get_objects()``) that refer to any
+    of ``targets`` (gc.get_referrers's answer), found a chunk at a time
+    with a ``pace()`` between chunks. Objects made meanwhile are not looked
+    at; references moved meanwhile may be missed: the caller checks again."""
+    wanted = {id(t) for t in targets}
+    skip.add(id(targets))   # (the call's own tuple of them)
+    found = []
+    try:
+        for i in range(0, len(objects), SCAN_CHUNK):
+            pace()
+            chunk = objects[i:i + SCAN_CHUNK]
+            if wanted.isdisjoint(map(id, gc.get_referents(*chunk))):
+                continue
+            for obj in chunk:
+                pace()
+                if id(obj) not in skip and not wanted.isdisjoint(
+                        map(id, gc.get_referents(obj))):
+                    found.append(obj)
+            del chunk
+    finally:
+        del objects
+    return found
+
+
+def _only_waiters_refer_scan(entries: list, pace=None, referrers_of=None) -> list:
+    """:func:`_only_waiters_refer`'s check, with ``referrers_of(*objects)``
+    (gc.get_referrers) or, if None, :func:`_scan_referrers` in pieces."""
     objects = [obj for obj, _ in entries]
     index = {id(obj): i for i, obj in enumerate(objects)}
+    pace = pace or _Pace()
     ours = []
     for _obj, rows in entries:
         mine = set()
         for row in rows:
+            pace()
             g = row.greenlet
             mine.add(id(g))
             frame = g.gr_frame
@@ -497,7 +632,16 @@ def _only_waiters_refer(entries: list) -> list:
     bookkeeping = {id(entries), id(objects), *(id(entry) for entry in entries)}
     clean = [True] * len(objects)
     containers: dict[int, tuple] = {}     # id -> (container, [object indices])
-    referrers = gc.get_referrers(*objects)
+    heap: list = []   # gc.get_objects() once (a few ms at 40,000 objects), for both scans
+    if referrers_of is None:
+        bookkeeping.add(id(heap))
+
+        def referrers_of(*targets):
+            if not heap:
+                heap.append(gc.get_objects())
+                bookkeeping.add(id(heap[0]))
+            return _scan_referrers(targets, pace, bookkeeping, heap[0])
+    referrers = referrers_of(*objects)
     bookkeeping.add(id(referrers))
     try:
         for ref in referrers:
@@ -526,7 +670,7 @@ def _only_waiters_refer(entries: list) -> list:
         if containers:
             held_list = [ref for ref, _ in containers.values()]
             bookkeeping.add(id(held_list))
-            outer = gc.get_referrers(*held_list)
+            outer = referrers_of(*held_list)
             bookkeeping.add(id(outer))
             for r in outer:
                 if id(r) in bookkeeping:
@@ -541,6 +685,7 @@ def _only_waiters_refer(entries: list) -> list:
     finally:
         del referrers
         containers.clear()
+        heap.clear()
     return [entry for entry, ok in zip(entries, clean) if ok]
 
 
