@@ -263,6 +263,8 @@ def patch_thread(threading=True, _threading_local=True, Event=True, logging=True
             else:
                 items.update(_start_new_thread=green.start_new_thread,
                              _set_sentinel=green._set_sentinel)
+            if hasattr(stdlib, "_DeleteDummyThreadOnDel"):   # 3.13+
+                items["_DeleteDummyThreadOnDel"] = ours._DeleteDummyThreadOnDel
         _patch("threading", items)
         if green_mode:
             _rekey_main_thread(stdlib, green.get_ident())

@@ -130,6 +130,24 @@ def _make_dummy_thread_class():
 _DummyThread = _make_dummy_thread_class()
 
 
+class _DeleteDummyThreadOnDel:
+    """Green mode, 3.13+: what ``threading._DeleteDummyThreadOnDel`` becomes.
+
+    The stdlib's (3.13) removes a dummy thread from ``threading._active``
+    when an object kept in a ``_thread._local`` is freed, i.e. when the OS
+    thread ends. Greenlets share their OS thread's ``_thread._local``: the
+    dummy thread of each new greenlet replaced the last one's keeper, which
+    took that greenlet's (live) dummy thread out of ``_active`` --
+    ``current_thread()`` changed under a running greenlet -- and the main
+    thread's last keeper was freed only at interpreter shutdown, after
+    ``threading``'s globals were None ("Exception ignored in ... __del__").
+    Our :class:`_DummyThread` leaves ``_active`` when its greenlet ends, so
+    this keeper keeps nothing."""
+
+    def __init__(self, dummy_thread):
+        pass
+
+
 # -- native (mixed) mode: Thread.join parks a greenlet ---------------------------------
 
 def _join_native(self, timeout=None):

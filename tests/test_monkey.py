@@ -141,6 +141,32 @@ def test_a_thread_without_a_hub_gets_the_original_behaviour():
     assert out == "[(b'x', '127.0.0.1', None)]\n"
 
 
+def test_current_thread_of_a_greenlet_stays_and_the_exit_is_quiet():
+    # 3.13's threading tracks a dummy thread with a keeper in a _thread._local,
+    # which greenlets share: each new greenlet's keeper evicted the previous
+    # greenlet's live dummy thread, and the last keeper died at interpreter
+    # shutdown with threading's globals gone (a traceback at every exit).
+    code = textwrap.dedent("""
+        from labkit import monkey; monkey.patch_all()
+        import threading, labkit
+        seen = {}
+        def first():
+            seen["before"] = threading.current_thread()
+            labkit.sleep(0.01)
+            seen["after"] = threading.current_thread()
+        def second():
+            seen["other"] = threading.current_thread()
+        labkit.joinall([labkit.spawn(first), labkit.spawn(second)])
+        print(seen["before"] is seen["after"], seen["before"] is not seen["other"])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=45)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "True True\n"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, \
+        done.stderr
+
+
 def test_patch_thread_refuses_to_switch_modes_and_unknown_modes():
     out = run_python("""
         from labkit import monkey
