@@ -279,7 +279,24 @@ class Greenlet(greenlet):
         if _trace is not None:
             _trace(_TR_RESUME, id(self), _WHY_START, 0)
         try:
-            result = self._run(*self.args, **self.kwargs)
+            # A call with * or ** enters the callee through C (PyObject_Call):
+            # one more interpreter C frame, ~370 bytes, on this greenlet's
+            # stack -- which a parked greenlet keeps a copy of. Arguments
+            # spelled out stay in this C frame (CPython 3.11+): a server's
+            # idle connection or a sleeping greenlet saves that much.
+            # (_run read with LOAD_ATTR, which 3.11 specializes for a slot;
+            # self._run(...) would be a LOAD_METHOD, which it does not.)
+            run, args = self._run, self.args
+            if self.kwargs:
+                result = run(*args, **self.kwargs)
+            elif len(args) == 1:
+                result = run(args[0])
+            elif len(args) == 2:
+                result = run(args[0], args[1])
+            elif not args:
+                result = run()
+            else:
+                result = run(*args)
         except GreenletExit as exc:
             self._report_result(exc)
         except BaseException as exc:

@@ -432,3 +432,18 @@ def test_iwait_is_a_context_manager_that_stops_watching_on_exit():
     with labkit.iwait(events) as ready:
         assert next(ready) is events[0]
     assert events[1].linkcount() == 0      # its link was taken back
+
+
+@pytest.mark.parametrize("args", [(), (1,), (1, 2)])
+def test_run_calls_with_few_positional_arguments_without_a_c_level_reentry(args):
+    # A parked greenlet keeps a copy of its C stack; run(*args) enters the
+    # callee through C, adding an interpreter C frame that run(a, b) does not.
+    def park(*_):
+        sleep(10)
+
+    lean, starred = spawn(park, *args), spawn(park, 1, 2, 3)
+    sleep(0)   # both parked, their stacks saved
+    try:
+        assert 0 < lean._stack_saved < starred._stack_saved
+    finally:
+        labkit.killall([lean, starred])
