@@ -606,7 +606,10 @@ def _scan_referrers(targets, pace, skip: set, objects: list) -> list:
 def _only_waiters_refer_scan(entries: list, pace=None, referrers_of=None) -> list:
     """:func:`_only_waiters_refer`'s check, with ``referrers_of(*objects)``
     (gc.get_referrers) or, if None, :func:`_scan_referrers` in pieces."""
-    objects = [obj for obj, _ in entries]
+    # Tuples, passed on as ``*objects``: gc.get_referrers then gets this very
+    # tuple (in bookkeeping) as its arguments; from a list, 3.13 builds one
+    # that the collector sees referring to every object (no lint ever).
+    objects = tuple(obj for obj, _ in entries)
     index = {id(obj): i for i, obj in enumerate(objects)}
     pace = pace or _Pace()
     ours = []
@@ -668,7 +671,7 @@ def _only_waiters_refer_scan(entries: list, pace=None, referrers_of=None) -> lis
             for key in list(containers)[MAX_CONTAINERS:]:
                 del containers[key]
         if containers:
-            held_list = [ref for ref, _ in containers.values()]
+            held_list = tuple(ref for ref, _ in containers.values())
             bookkeeping.add(id(held_list))
             outer = referrers_of(*held_list)
             bookkeeping.add(id(outer))
