@@ -89,14 +89,23 @@ def test_microsecond_slices_are_drawn_at_least_the_minimum_width():
         for _ in range(n):
             labkit.sleep(0)
 
-    with tracing.trace() as t:
-        gs = [labkit.spawn(ping_pong, 5), labkit.spawn(ping_pong, 5)]
-        labkit.joinall(gs)
-        labkit.sleep(0.3)   # a long trace: each turn is far under a pixel
-    players = sorted({s.lane for s in t.slices() if s.lane.startswith("ping_pong #")})
-    assert len(players) == 2
-    turns = [s for s in t.slices() if s.lane in players]
-    assert max(s.duration for s in turns) < 0.3 / 2000   # under half a pixel
+    # A turn is a few us; one the OS preempts (two loaded cores), or the
+    # process's first greenlet exit, can take a millisecond, which would draw
+    # wide anyway: trace again (a bounded number of times) until every turn
+    # is under half a pixel, which is what this test needs to draw.
+    for _attempt in range(5):
+        with tracing.trace() as t:
+            gs = [labkit.spawn(ping_pong, 5), labkit.spawn(ping_pong, 5)]
+            labkit.joinall(gs)
+            labkit.sleep(0.3)   # a long trace: each turn is far under a pixel
+        players = sorted({s.lane for s in t.slices() if s.lane.startswith("ping_pong #")})
+        assert len(players) == 2
+        turns = [s for s in t.slices() if s.lane in players]
+        longest = max(s.duration for s in turns)
+        if longest < 0.3 / 2000:   # under half a pixel
+            break
+    else:
+        raise AssertionError(f"5 traces each had a turn of at least {longest * 1e6:.0f} us")
     fig = t.timeline()
     for lane in players:   # each player's turns show in the bars' own colour
         assert _lane_pixels(fig, lane, RUN_COLOR) >= 2
