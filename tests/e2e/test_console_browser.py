@@ -5,7 +5,9 @@ shows a ``tracing.Console``. Then, with no cell running, the test does what
 a person would: it watches the short-lived greenlet leave the table (the
 console refreshes while the kernel is idle), presses Pause, drags the scrub
 slider back to the oldest recorded frame -- and the greenlet is in the table
-again, as it was -- then clicks the ticker's row and reads its stack.
+again, as it was, and the timeline tab (open from the start) holds the
+picture of that moment, or says it has none -- then clicks the ticker's row
+and reads its stack.
 Screenshots are kept in tests/artifacts/.
 
 The JupyterLab server and what it needs: _browser.py.
@@ -32,6 +34,7 @@ t.name = "ticker"
 brief = labkit.spawn(labkit.sleep, 1.5)
 brief.name = "brief-one"
 con = tracing.Console(refresh=0.25)
+con.show_timeline()
 con"""
 
 OPTIONS = ".labkit-console-table select option"
@@ -98,6 +101,12 @@ def test_pause_scrub_back_and_click_a_row(jupyterlab, tmp_path):
             _wait_until(page, lambda: any(t.startswith("brief-one") for t in _option_texts(page)),
                         "brief-one back in the scrubbed table")
             assert "showing -" in status.first.inner_text()
+            # The timeline rewound with the table (the Dashboard's status line).
+            timeline = page.locator(".labkit-console .widget-html-content",
+                                    has_text="labkit dashboard")
+            _wait_until(page, lambda: any(words in timeline.first.inner_text() for words in
+                                          ("showing the picture of", "no picture kept")),
+                        "the timeline to rewind")
             page.screenshot(path=os.path.join(ARTIFACTS, "console-scrubbed.png"))
 
             # Click the ticker's row: its stack and history appear.
