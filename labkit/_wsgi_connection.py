@@ -195,23 +195,17 @@ class _Connection:
         """Waiting for a request, with no byte of it received yet."""
         return self.waiting and (self.asleep or not self.parser.in_head)
 
-    def expire_if_late(self, now: float) -> bool:
-        """Called by the server's reaper: enforce the head timeouts. True
-        if the connection should fall asleep now (idle for ``sleep_after``;
-        the reaper then calls :meth:`fall_asleep` from the hub)."""
+    def expire_if_late(self, now: float) -> None:
+        """Called by the server's reaper: enforce the head timeouts."""
         if not self.waiting:
-            return False
+            return
         server = self.server
         if not self.asleep and self.parser.in_head:
-            if now - self.parser.started_at > server.header_timeout:
-                self.expire()
-            return False
-        idle = now - self.idle_since
-        if idle > server.keepalive_timeout:
+            late = now - self.parser.started_at > server.header_timeout
+        else:
+            late = now - self.idle_since > server.keepalive_timeout
+        if late:
             self.expire()
-            return False
-        sleep_after = server.sleep_after
-        return not self.asleep and sleep_after is not None and idle >= sleep_after
 
     def expire(self) -> None:
         """End the wait for a head: the parked recv returns EOF (an asleep
@@ -325,8 +319,11 @@ class _Connection:
                 if self.server.stopping:
                     return None
                 self.idle_since = time.monotonic()
-                if self.server.sleep_after == 0 and not self.woken \
-                        and self.server.may_sleep(self):
+                server = self.server
+                drowsy = server.drowsy
+                if drowsy is not None:  # the reaper puts it to sleep if it stays idle
+                    drowsy.append(self)
+                elif server.sleep_after == 0 and not self.woken and server.may_sleep(self):
                     return self.sleep()
             self.waiting = True
             self.woken = False

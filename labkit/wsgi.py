@@ -57,8 +57,8 @@ The contract:
   ``worker_connections``) connections are served at once; further clients
   wait in the listen backlog until one ends (see labkit.server). An asleep
   connection (next item) is not being served: it does not count.
-- Asleep: a keep-alive connection idle for ``sleep_after`` seconds (1.0;
-  0 at once, None never) gives up its greenlet: it waits for its next
+- Asleep: a keep-alive connection idle for ``sleep_after`` seconds (0.5,
+  give or take a quarter of it; 0 at once, None never) gives up its greenlet: it waits for its next
   request as a read watcher of the hub, and a new greenlet serves it when
   the client sends. That is ~1 KiB per idle connection instead of ~8 KiB
   (a parked greenlet keeps a page of frame stack and its saved C stack),
@@ -100,6 +100,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
 
 from labkit._wsgi_connection import (COALESCE_LIMIT, MAX_DRAIN, RECV_SIZE,  # noqa: F401
                                      ConnectionLost, FileWrapper, _Connection)
@@ -132,7 +133,7 @@ class WSGIServer(StreamServer):
     max_body_size: int | None = 1 << 30
     #: seconds a keep-alive connection waits in its greenlet before it falls
     #: asleep (see the module docstring); 0 at once, None never
-    sleep_after: float | None = 1.0
+    sleep_after: float | None = 0.5
 
     def __init__(self, listener, application, *, log=None, error_log=None,
                  environ=None, keepalive_timeout=None, header_timeout=None,
@@ -171,6 +172,12 @@ class WSGIServer(StreamServer):
         self.connections: set = set()
         self.stopping = False
         self._reaper = None  # the greenlet that enforces the head timeouts
+        #: connections as they began to wait for their next request, oldest
+        #: first (a connection may be in it more than once; stale entries are
+        #: skipped): the reaper puts those idle for sleep_after to sleep
+        #: without looking at every connection. None when no connection
+        #: falls asleep later than at once (see start).
+        self.drowsy: deque | None = None
 
     def init_socket(self) -> None:
         super().init_socket()
@@ -188,6 +195,11 @@ class WSGIServer(StreamServer):
 
     def start(self) -> None:
         self.stopping = False
+        if self.sleep_after and self._connections_may_sleep():
+            if self.drowsy is None:
+                self.drowsy = deque()
+        else:
+            self.drowsy = None
         super().start()
         if self._reaper is None or self._reaper.dead:
             self._reaper = Greenlet.spawn(self._reap_slow_connections)
@@ -218,13 +230,30 @@ class WSGIServer(StreamServer):
                 sock.close()
 
     # -- asleep connections (see the module docstring) --------------------------
+    def _connections_may_sleep(self) -> bool:
+        return self.sleep_after is not None and self.pool is not None \
+            and type(self).handle is WSGIServer.handle
+
     def may_sleep(self, connection) -> bool:
         """May ``connection`` give up its greenlet between requests?"""
-        if self.sleep_after is None or self.pool is None \
-                or type(self).handle is not WSGIServer.handle:
+        if not self._connections_may_sleep():
             return False
         pending = getattr(connection.sock, "pending", None)  # TLS: decrypted, unread bytes
         return pending is None or not pending()
+
+    def _drowsy_ones(self, now: float) -> list:
+        """Take from ``drowsy`` the connections idle for sleep_after by ``now``."""
+        drowsy, sleep_after = self.drowsy, self.sleep_after
+        sleepy = []
+        while drowsy:
+            connection = drowsy[0]
+            idle = connection.idle and not connection.asleep
+            if idle and now - connection.idle_since < sleep_after:
+                break   # not yet; the entries behind it wait as long at most
+            drowsy.popleft()
+            if idle and self.may_sleep(connection):
+                sleepy.append(connection)
+        return sleepy
 
     def wake_connection(self, connection) -> None:
         """From the hub: the asleep ``connection`` is readable; serve it in a
@@ -266,6 +295,8 @@ class WSGIServer(StreamServer):
         if reaper is not None:
             reaper.kill(block=False)
         super().close()
+        if self.drowsy:
+            self.drowsy.clear()
         for connection in list(self.connections):
             if connection.idle:
                 connection.expire()
@@ -278,17 +309,28 @@ class WSGIServer(StreamServer):
         cancelled around every wait for a request: that wait is on the hot
         path of every keep-alive request, and with no timeout it is a bare
         park (see labkit.socket). Deadlines are therefore enforced with a
-        granularity of a quarter of the shortest timeout (at most 1 s).
+        granularity of a quarter of the shortest timeout (at most 1 s), by a
+        pass over every connection. Connections fall asleep at most a
+        quarter of sleep_after late (plus the queueing in ``drowsy``): the
+        reaper finds them there without such a pass.
         """
-        interval = max(0.01, min(1.0, self.keepalive_timeout / 4, self.header_timeout / 4,
-                                 self.sleep_after or 1.0))
+        interval = max(0.01, min(1.0, self.keepalive_timeout / 4, self.header_timeout / 4))
+        tick = interval
+        if self.drowsy is not None:
+            tick = max(0.01, min(interval, self.sleep_after / 4))
+        next_pass = time.monotonic() + interval
+        hub = get_hub()
         while True:
-            sleep(interval)
+            sleep(tick)
             now = time.monotonic()
-            sleepy = [connection for connection in list(self.connections)
-                      if connection.expire_if_late(now) and self.may_sleep(connection)]
-            if sleepy:
-                get_hub().run_callback(self._put_to_sleep, sleepy)
+            if self.drowsy:
+                sleepy = self._drowsy_ones(now)
+                if sleepy:  # fall_asleep switches into each one's greenlet: from the hub
+                    hub.run_callback(self._put_to_sleep, sleepy)
+            if now >= next_pass:
+                next_pass = now + interval
+                for connection in list(self.connections):
+                    connection.expire_if_late(now)
 
     # -- logging -------------------------------------------------------------
     def log_request(self, environ, status: str, size: int) -> None:
