@@ -780,3 +780,21 @@ def test_a_server_that_overrides_handle_keeps_a_greenlet_per_connection(serve):
 def test_bad_sleep_after_is_refused_by_name(value, error):
     with pytest.raises(error, match="sleep_after"):
         WSGIServer(("127.0.0.1", 0), hello, sleep_after=value)
+
+
+def test_tls_keepalive_connection_sleeps_and_wakes_between_requests(serve):
+    trustme = pytest.importorskip("trustme")
+    from labkit import ssl
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(client_context)
+    server = serve(hello, sleep_after=0, ssl_context=server_context)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as raw, \
+            client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        for _ in range(5):
+            sock.sendall(GET)
+            assert status_of(sock.recv(65536)) == 200
+            wait_for(lambda: len(asleep_connections(server)) == 1 and len(server.pool) == 0)
+    wait_until_no_connections(server)
