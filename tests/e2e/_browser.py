@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -139,25 +140,62 @@ def accept_kernel_dialog(page) -> None:
         page.wait_for_timeout(500)
 
 
-def run_first_cell(page, editor, attempts: int = 4) -> None:
-    """Shift+Enter in the first cell until the kernel has taken it.
+def kernel_activity(page) -> tuple | None:
+    """(execution_state, last_activity) of the kernel of the notebook the
+    page shows, from the server's /api/sessions; None while the server has
+    no session with a kernel for it. last_activity changes whenever the
+    kernel publishes anything -- the "busy" of an execute_request included
+    -- so it tells whether a cell reached the kernel, whatever the page
+    shows."""
+    url = urllib.parse.urlsplit(page.url)
+    path = urllib.parse.unquote(url.path.partition("/lab/tree/")[2])
+    try:   # the page's own request context: its login cookie, as JupyterLab drops the token
+        response = page.request.get(f"{url.scheme}://{url.netloc}/api/sessions", timeout=5000)
+        sessions = response.json() if response.ok else []
+    except Exception:
+        return None
+    for session in sessions:
+        kernel = session.get("kernel") or {}
+        if session.get("path") == path and kernel:
+            return kernel.get("execution_state"), kernel.get("last_activity")
+    return None
+
+
+def run_first_cell(page, editor, attempts: int = 4, timeout: float = 60) -> None:
+    """Shift+Enter in the first cell, once the kernel has taken it.
 
     JupyterLab shows "Idle" a moment before the kernel's session is wired to
     the notebook; a cell run in that moment moves the cursor on but is never
-    sent (seen here about one run in three). So check that the first cell's
-    prompt left "[ ]" -- it shows [*] or [1] once the kernel has it -- and
-    try again if not. Never re-runs a cell that started.
+    sent (seen here about one run in three), or waits for the kernel to
+    start and runs late. So: wait until the server has the notebook's kernel
+    idle; run the cell; and run it again only if its prompt still shows
+    "[ ]" *and* the kernel has published nothing since (its last_activity):
+    a cell that reached the kernel, however slowly the page shows it, is
+    never run twice (a second run on a loaded machine made the console
+    test's prompt [2]).
     """
     prompt = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-prompt")
+    deadline = time.monotonic() + timeout
+    while (kernel_activity(page) or ("",))[0] != "idle":
+        accept_kernel_dialog(page)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the notebook's kernel was not idle within {timeout} s")
+        page.wait_for_timeout(250)
     for _ in range(attempts):
+        before = kernel_activity(page)
         accept_kernel_dialog(page)
         editor.click()
         page.keyboard.press("Shift+Enter")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if prompt.inner_text().strip() not in ("[ ]:", "[ ]"):
+        wait_until = time.monotonic() + 10
+        while True:
+            # text_content, not inner_text: a cell scrolled out of view
+            # (JupyterLab's windowing) has no rendered text
+            if (prompt.text_content() or "").strip() not in ("[ ]:", "[ ]"):
                 return
+            accept_kernel_dialog(page)
+            if time.monotonic() > wait_until and kernel_activity(page) == before:
+                break   # never reached the kernel: send it again
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the first cell's prompt still shows [ ] after {timeout} s")
             page.wait_for_timeout(200)
     raise AssertionError(f"the kernel never took the cell after {attempts} tries")
-
-

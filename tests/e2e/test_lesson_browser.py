@@ -61,7 +61,7 @@ def test_a_new_lesson_runs_and_its_exercise_checks_itself_in_jupyterlab(jupyterl
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 accept_kernel_dialog(page)       # "Select Kernel" may come late
-                if first_prompt.inner_text().strip() not in ("[ ]:", "[ ]"):
+                if (first_prompt.text_content() or "").strip() not in ("[ ]:", "[ ]"):
                     break
                 page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
                 page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
