@@ -335,3 +335,27 @@ def test_a_timeout_of_a_destroyed_hub_is_not_pending_and_cancels_harmlessly():
     thread.start()
     thread.join(10)
     assert seen == [True, False, "cancelled"]
+
+
+def test_timeouts_and_timers_fire_in_deadline_then_start_order():
+    # One heap and one table for both: a Timeout started between two timers
+    # of the same delay fires between them.
+    order = []
+    me = labkit.getcurrent()
+
+    class Recording(Timeout):
+        def _on_expiration(self, prev_greenlet, ex):   # runs in the hub
+            order.append(("timeout", prev_greenlet is me and ex is self))
+
+    loop = get_hub().loop
+    # (0.2 s: a stall of the test between these lines must not reorder them)
+    loop.start_timer(0.2, order.append, "started first, due later")
+    loop.start_timer(0, order.append, "timer 1")
+    t = Recording.start_new(0)
+    loop.start_timer(0, order.append, "timer 2")
+    for _ in range(100):                       # at most ~5 s
+        if len(order) == 4:
+            break
+        sleep(0.05)
+    assert order == ["timer 1", ("timeout", True), "timer 2", "started first, due later"]
+    assert not t.pending
