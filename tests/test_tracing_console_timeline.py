@@ -313,3 +313,22 @@ def test_the_wait_for_graph_shows_who_holds_a_lock(make_lock):
     assert lock.owner is None
     with pytest.raises(AttributeError):
         lock.owner = h   # read-only
+
+
+def test_a_batch_longer_than_the_kept_columns_does_not_wrap_around(recorded):
+    """After the hub was held longer than the strip keeps (the dashboard got
+    no snapshot meanwhile), old records are dropped, not folded into the
+    newest columns."""
+    from tracing.live_timeline import RECORD_DTYPE
+    recorder, chunks, hub, _gs, _ = recorded
+    whole = b"".join(data for data, _ in chunks)
+    records = np.frombuffer(whole, RECORD_DTYPE)
+    strip = _strip(recorder, hub, columns=100, window=0.1)   # keeps ~0.1 s
+    strip.add(b"", int(records["ts"][0]))   # its clock starts at the first record ...
+    strip.add(whole, chunks[-1][1])          # ... and one batch spans ~0.6 s
+    # The window holds the resumes of its own columns, no more. (The last
+    # record's run is still open: it is folded in with the next batch.)
+    folded = records[:-1]
+    in_window = folded[folded["ts"] // strip.col_ns > strip.last_col - strip.columns]
+    assert strip.switches[strip.window()].sum() == (in_window["kind"] == lib.LK_TR_RESUME).sum()
+    assert len(in_window) < len(folded) / 2   # most of the batch was older

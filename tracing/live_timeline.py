@@ -226,11 +226,13 @@ class Strip:
             gids, inverse = np.unique(a_n[greenlet], return_inverse=True)
             lanes = np.array([self._lane(int(g)) for g in gids], np.int64)
             owner[greenlet] = lanes[inverse]
-        # Counters per column.
+        # Counters per column (of the columns kept: a batch that spans more,
+        # after the hub was held for longer than that, must not wrap around).
+        kept = ts_n // self.col_ns > self.last_col - self.size
         resumes = kind_n == lib.LK_TR_RESUME
         cols = (ts_n // self.col_ns) % self.size
-        np.add.at(self.switches, cols[resumes], 1)
-        passes = kind_n == lib.LK_TR_PASS
+        np.add.at(self.switches, cols[resumes & kept], 1)
+        passes = (kind_n == lib.LK_TR_PASS) & kept
         if passes.any():
             np.maximum.at(self.ready, cols[passes], arg_n[passes].astype(np.int32))
         # Running: the time of each run, split at column edges.
@@ -318,7 +320,7 @@ class Strip:
         for k, d in zip(sleeps[late], due[late]):
             self._spread(self.late, lanes[k:k + 1], np.array([max(d, start[k])]),
                          end[k:k + 1], np.array([1], np.uint8))
-            if d >= start[k]:
+            if d >= start[k] and d // self.col_ns > self.last_col - self.size:
                 self.late[lanes[k], (d // self.col_ns) % self.size] = 2
 
     # -- reading the columns --------------------------------------------------------
