@@ -13,7 +13,7 @@ and never switches to the hub itself. What lives here, and nowhere else:
   :meth:`Hub.take_back`, timers are cancelled, fd interest is cancelled,
   links are unlinked -- always before the wait returns or raises;
 - **the tracer's resume record**, written by the greenlet right after it
-  resumed, with why it woke and what it waited on (:func:`_resumed`);
+  resumed, with why it woke and what it waited on (``_resume``);
 - **the fd close**: :func:`forget_fd` wakes every greenlet parked on a
   closing fd with ``EBADF``;
 - **the no-hub fallback**: :func:`wait_fd` blocks the thread (poll(2)) when
@@ -143,15 +143,23 @@ def throw_parked(g, exception) -> bool:
 # -- tracing hooks ---------------------------------------------------------
 #
 # Set by tracing/recorder.py while it records (see the comment in
-# labkit/hub.py): one branch each when tracing is off.
+# labkit/hub.py): one branch each when tracing is off. ``_resume(g, why,
+# label)`` writes the resume record -- ``current`` woke for ``why`` after
+# waiting on ``label`` (a short string, or None for "no label": b = 0) --
+# and ``_resume_fd(g, why, fd, event)`` the same for label ``(fd, event)``,
+# each in one C call (loop_c/lk_trace_py.c: id, label number and record
+# together; the Python helper they replace cost ~4x as much, the larger
+# part of the flight recorder's cost).
 _trace = None
 _tracer = None
+_resume = None
+_resume_fd = None
 
 
 def _resumed(current, why: int, label) -> None:
-    """The resume record: ``current`` woke for ``why`` after waiting on
-    ``label`` (a short string, or ``(fd, READ|WRITE)``). Tracing is on."""
-    _trace(_TR_RESUME, id(current), why, _tracer.labels[label])
+    """``_resume`` for modules that import it by name (labkit.event).
+    Tracing is on."""
+    _resume(current, why, label)
 
 
 # -- arguments -------------------------------------------------------------
@@ -310,11 +318,11 @@ class Waiter:
             if value.__class__ is _Thrown:
                 value.unchain()
             if _trace is not None:
-                _resumed(current, _WHY_THROW, self.reason)
+                _resume(current, _WHY_THROW, self.reason)
             raise
         self.greenlet = None
         if _trace is not None:
-            _resumed(current, _WHY_WAITER, self.reason)
+            _resume(current, _WHY_WAITER, self.reason)
         return value
 
     def __str__(self) -> str:
@@ -396,10 +404,10 @@ def sleep(seconds: float = 0) -> None:
             # fire later and wake us from some unrelated wait.
             hub.take_back(switch)
             if _trace is not None:
-                _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
+                _resume(current, _WHY_THROW, None)
             raise
         if _trace is not None:
-            _trace(_TR_RESUME, id(current), _WHY_READY, 0)
+            _resume(current, _WHY_READY, None)
         return
     seconds = check_seconds(seconds)
     if seconds > 0:
@@ -422,7 +430,7 @@ def _sleep_timed(hub, current, seconds) -> None:
         if woken_with.__class__ is _Thrown:
             woken_with.unchain()
         if _trace is not None:
-            _trace(_TR_RESUME, id(current), _WHY_THROW, 0)
+            _resume(current, _WHY_THROW, None)
         raise
     timer.cancel()
     if woken_with is not _NO_VALUE:  # the timer switches with no value
@@ -512,7 +520,7 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
             timer.cancel()
         loop.io_cancel(fd, event, keep_interest)
         if _trace is not None:
-            _resumed(current, _WHY_THROW, (fd, event))
+            _resume_fd(current, _WHY_THROW, fd, event)
         raise
     # The loop's dispatch woke us, and it took our callback back before it
     # called it: only the interest bit is left to drop -- unless we may
@@ -523,7 +531,7 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     if not keep_interest:
         loop.io_cancel(fd, event, False)
     if _trace is not None:
-        _resumed(current, _WHY_WAITER, (fd, event))
+        _resume_fd(current, _WHY_WAITER, fd, event)
     return fired
 
 
@@ -585,10 +593,10 @@ def wait_any_fd(hub, interest: dict, timeout: float | None) -> None:
             if woken_with.__class__ is _Thrown:
                 woken_with.unchain()
             if _trace is not None:
-                _resumed(current, _WHY_THROW, "select")
+                _resume(current, _WHY_THROW, "select")
             raise
         if _trace is not None:
-            _resumed(current, _WHY_WAITER, "select")
+            _resume(current, _WHY_WAITER, "select")
     finally:
         if timer is not None:
             timer.cancel()
@@ -669,7 +677,7 @@ class _TicketWaits:
             if woken_with.__class__ is _Thrown:
                 woken_with.unchain()
             if _trace is not None:
-                _resumed(current, _WHY_THROW, reason)
+                _resume(current, _WHY_THROW, reason)
             raise
         finally:
             self.greenlet = None
@@ -678,8 +686,8 @@ class _TicketWaits:
             if self.value is EMPTY:
                 line.remove(self)
         if _trace is not None:
-            _resumed(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
-                          reason)
+            _resume(current, _WHY_WAITER if self.value is not EMPTY else _WHY_TIMER,
+                        reason)
         return self.value is not EMPTY
 
 
@@ -722,7 +730,7 @@ class _LinkableWaits:
             if woken_with.__class__ is _Thrown:
                 woken_with.unchain()
             if _trace is not None:
-                _resumed(current, _WHY_THROW, type(self).__name__)
+                _resume(current, _WHY_THROW, type(self).__name__)
             raise
         finally:
             if timer is not None:
@@ -730,7 +738,7 @@ class _LinkableWaits:
             if not woken:
                 self.unlink(link)
         if _trace is not None:
-            _resumed(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
+            _resume(current, _WHY_WAITER if woken else _WHY_TIMER, type(self).__name__)
         return woken
 
     def _wait_from_other_thread(self, hub, timeout: float | None) -> bool:

@@ -7,7 +7,7 @@ import pytest
 
 import labkit
 import tracing
-from labkit._loop import ffi, lib
+from labkit._loop import READ, WRITE, ffi, lib
 from labkit.hub import Waiter
 
 pytestmark = pytest.mark.timeout(60)
@@ -299,5 +299,60 @@ def test_hooks_write_through_the_gil_holding_writer_into_the_same_ring():
         with pytest.raises(OverflowError):
             record(1, 2**64, 0, 0)
         assert lib.lk_trace_count(ring) == 2
+    finally:
+        lib.lk_trace_free(ring)
+
+
+def _read_all(ring, count):
+    out = ffi.new("lk_trace_entry[]", count)
+    assert lib.lk_trace_read(ring, out, count, 0, ffi.NULL) == count
+    return [(r.kind, r.a, r.arg, r.b) for r in out]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["builtin", "python"])
+def test_resume_and_resume_fd_write_what_record_with_the_label_number_writes(
+        fallback, monkeypatch):
+    # The hooks' one-call resume records (loop_c/lk_trace_py.c) against the
+    # record they stand for; the Python fallback (built without the
+    # builtin) must write the same.
+    import greenlet
+    from tracing import recorder as rec
+    if fallback:
+        monkeypatch.setattr(rec, "_gil_holding_resumers", None)
+    ring = lib.lk_trace_new(64)
+    try:
+        labels = rec._Labels({None: 0})
+        resume, resume_fd = rec.resume_functions(ring, labels)
+        g = greenlet.getcurrent()
+        resume(g, lib.LK_WHY_READY, None)
+        resume(g, lib.LK_WHY_WAITER, "Event")           # new label: numbered 1
+        resume_fd(g, lib.LK_WHY_WAITER, 7, READ)   # (7, READ): 2
+        resume_fd(g, lib.LK_WHY_THROW, 7, READ)    # known: still 2
+        resume(g, lib.LK_WHY_WAITER, (7, READ))    # the same label by tuple
+        resume_fd(g, lib.LK_WHY_WAITER, 7, WRITE)  # another event: 3
+        resume_fd(g, lib.LK_WHY_WAITER, 1 << 20, 1)       # beyond the fd table: 4
+        resume_fd(g, lib.LK_WHY_WAITER, 1 << 20, 1)
+        resume_fd(g, lib.LK_WHY_WAITER, -1, 1)            # no table slot: 5
+        resume_fd(g, lib.LK_WHY_WAITER, 2**70, 1)         # not a C long: 6
+        labels[(9, READ)]                          # numbered elsewhere: 7
+        resume_fd(g, lib.LK_WHY_WAITER, 9, READ)
+        resume(g, lib.LK_WHY_WAITER, "Event")
+        R, W, T = lib.LK_TR_RESUME, lib.LK_WHY_WAITER, lib.LK_WHY_THROW
+        assert _read_all(ring, 12) == [
+            (R, id(g), lib.LK_WHY_READY, 0), (R, id(g), W, 1), (R, id(g), W, 2),
+            (R, id(g), T, 2), (R, id(g), W, 2), (R, id(g), W, 3), (R, id(g), W, 4),
+            (R, id(g), W, 4), (R, id(g), W, 5), (R, id(g), W, 6), (R, id(g), W, 7),
+            (R, id(g), W, 1)]
+        assert labels == {None: 0, "Event": 1, (7, READ): 2, (7, WRITE): 3,
+                          (1 << 20, 1): 4, (-1, 1): 5, (2**70, 1): 6, (9, READ): 7}
+        with pytest.raises(TypeError):
+            resume(g, W)
+        with pytest.raises(TypeError):
+            resume_fd(g, W, 7)
+        with pytest.raises(TypeError):
+            resume(g, W, ["unhashable"])
+        with pytest.raises(OverflowError):
+            resume(g, 2**40, None)
+        assert lib.lk_trace_count(ring) == 12   # a refused call writes nothing
     finally:
         lib.lk_trace_free(ring)

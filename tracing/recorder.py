@@ -10,6 +10,12 @@ and, while it runs, plugs it into three places:
   ``record`` from labkit._lk_trace_py, a CPython builtin that writes without
   releasing the GIL (~60 ns; through cffi, which releases and re-takes the
   GIL around every call, a record cost ~200 ns: see loop_c/lk_trace_py.c);
+- ``_resume`` and ``_resume_fd`` in the modules that have them (the
+  parking paths of labkit/_park.py): ``resume(g, why, label)`` and
+  ``resume_fd(g, why, fd, event)`` (label ``(fd, event)``), the resume
+  record -- id, label number and write -- in one C call (from
+  labkit._lk_trace_py, bound to the ring and to ``labels``). It is the
+  hooks' most frequent record (one per wake-up from a wait);
 - ``_tracer`` in the same modules: this object, for the rare events that
   carry strings (:meth:`on_spawn`, :meth:`on_exit`);
 - the C loop of the calling thread's hub (``lk_loop_set_trace``), which
@@ -71,9 +77,10 @@ from labkit._loop import ffi, lib
 from tracing.lanes import lane_name
 
 try:
+    from labkit._lk_trace_py import resumers as _gil_holding_resumers
     from labkit._lk_trace_py import writer as _gil_holding_writer
 except ImportError:   # built without it (loop_c/build_loop.py by hand): slower
-    _gil_holding_writer = None
+    _gil_holding_writer = _gil_holding_resumers = None
 
 #: Records the default ring holds: 32 MiB, resident from the start (the C
 #: side touches every page when it allocates, so that page faults do not
@@ -89,6 +96,24 @@ def record_function(ring):
     if _gil_holding_writer is not None:
         return _gil_holding_writer(int(ffi.cast("uintptr_t", ring)))
     return functools.partial(lib.lk_trace_record, ring)
+
+
+def resume_functions(ring, labels):
+    """``(resume, resume_fd)`` writing into ``ring``: ``resume(g, why,
+    label)`` the record ``record(LK_TR_RESUME, id(g), why, labels[label])``,
+    ``resume_fd(g, why, fd, event)`` the same as ``resume(g, why, (fd,
+    event))``. ``labels`` must only grow (a label's number never changes:
+    resume_fd remembers them)."""
+    if _gil_holding_resumers is not None:
+        return _gil_holding_resumers(int(ffi.cast("uintptr_t", ring)), labels)
+    record = record_function(ring)
+
+    def resume(g, why, label):
+        record(lib.LK_TR_RESUME, id(g), why, labels[label])
+
+    def resume_fd(g, why, fd, event):
+        record(lib.LK_TR_RESUME, id(g), why, labels[fd, event])
+    return resume, resume_fd
 
 _RECORD = struct.Struct("=qIIqq")   # lk_trace_entry: ts_ns, kind, arg, a, b
 assert _RECORD.size == ffi.sizeof("lk_trace_entry")
@@ -108,8 +133,9 @@ _background: "tuple | None" = None
 class _Labels(dict):
     """hashable label -> small int, numbering new labels on first use.
 
-    The hub's hooks index it directly (``_tracer.labels[reason]``): only a
-    new label runs Python code (``__missing__``)."""
+    The hooks' ``resume`` (loop_c/lk_trace_py.c) looks labels up in it
+    from C: only a new label runs Python code (``__missing__``). None is
+    always 0 ("no label")."""
 
     def __missing__(self, key):
         number = self[key] = len(self)
@@ -196,6 +222,7 @@ class Recorder:
         self.monitor = None             # a BlockingMonitor riding on this ring
         self.ring = None
         self.record = None
+        self.resume = self.resume_fd = None
         self._names: dict[int, str] = {}
         self._by_id: dict[int, int] = {}   # id -> index of its latest spawn
         self._hub = None
@@ -214,6 +241,7 @@ class Recorder:
             raise MemoryError(f"cannot allocate a trace ring of {self.capacity} records")
         self.ring = ring
         self.record = record_function(ring)
+        self.resume, self.resume_fd = resume_functions(ring, self.labels)
         self._hub = hub = _lk_hub.get_hub()
         self._names[id(hub)] = "hub"
         self._names[id(hub.parent)] = "main"
@@ -225,6 +253,9 @@ class Recorder:
         _active = self
         for module in HOOKED_MODULES:
             module._tracer = self
+            if hasattr(module, "_resume"):
+                module._resume = self.resume
+                module._resume_fd = self.resume_fd
             module._trace = self.record
         hub.loop.set_trace_ring(ring)
         if self.settrace:
@@ -242,6 +273,8 @@ class Recorder:
             self.monitor.stop()   # sees the block (if any) the mark just ended
         for module in HOOKED_MODULES:
             module._trace = None
+            if hasattr(module, "_resume"):
+                module._resume = module._resume_fd = None
             module._tracer = None
         if self.settrace:
             _greenlet_module.settrace(self._old_settrace)
@@ -250,7 +283,7 @@ class Recorder:
         _active = None
         records, dropped = self._read_ring() if read else ([], 0)
         lib.lk_trace_free(self.ring)
-        self.ring = self.record = None
+        self.ring = self.record = self.resume = self.resume_fd = None
         resume, self._resume_background = getattr(self, "_resume_background", None), None
         if resume is not None:
             resume()   # the background recorder this one pushed aside
