@@ -98,6 +98,7 @@ class CellResult:
     evalue: str | None = None
     msg_id: str | None = None
     outputs: list = field(default_factory=list)   # every iopub message, in order
+    reply: dict | None = None        # the execute_reply's content (None on a timeout)
 
 
 @contextlib.contextmanager
@@ -120,7 +121,17 @@ def running_kernel(startup_timeout: float = 30):
 
 
 def run_cell(kc, code: str, timeout: float = 10, subshell_id: str | None = None) -> CellResult:
-    """Execute ``code``; collect its stream output and outcome until it is idle.
+    """Execute ``code``; collect its stream output and outcome until it is
+    idle, then read its execute_reply from the shell channel (replies to
+    other requests read on the way are dropped).
+
+    Waiting for the reply, as nbclient does, is what keeps a kernel on
+    ipykernel 7.0-7.3 answering: those releases (7.3 is the last for Python
+    3.10) send replies past the shell socket's stream, and a request that
+    arrives while a reply is being sent can stay unread for good -- the
+    kernel then never answers again (fixed in ipykernel 7.4). A client that
+    sends its next request only once the previous reply is in never sends
+    into that moment.
 
     ``subshell_id`` sends the request to a kernel subshell (ipykernel 7).
     """
@@ -153,8 +164,22 @@ def run_cell(kc, code: str, timeout: float = 10, subshell_id: str | None = None)
         elif kind == "error":
             result.ename, result.evalue = content["ename"], content["evalue"]
         elif kind == "status" and content["execution_state"] == "idle":
-            result.status = "error" if result.ename else "ok"
+            break
+    # The kernel sends the reply just before idle, through one more thread:
+    # it may come a little after, even when idle came at the deadline.
+    deadline = max(deadline, time.monotonic() + 2)
+    while result.reply is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             return result
+        try:
+            reply = kc.get_shell_msg(timeout=remaining)
+        except Exception:  # queue.Empty
+            return result
+        if reply["parent_header"].get("msg_id") == msg_id:
+            result.reply = reply["content"]
+    result.status = "error" if result.ename else "ok"
+    return result
 
 
 def echo_round_trips(port: int, requests: int, payload: bytes = b"x" * 16) -> list[float]:
