@@ -58,11 +58,12 @@ The contract:
   wait in the listen backlog until one ends (see labkit.server). An asleep
   connection (next item) is not being served: it does not count.
 - Asleep: a keep-alive connection idle for ``sleep_after`` seconds (0.5,
-  give or take a quarter of it; 0 at once, None never) gives up its greenlet: it waits for its next
-  request as a read watcher of the hub, and a new greenlet serves it when
-  the client sends. That is ~1 KiB per idle connection instead of ~8 KiB
-  (a parked greenlet keeps a page of frame stack and its saved C stack),
-  without a spawn per request on a busy connection. Only for ``spawn``
+  give or take a quarter of it; 0 at once, None never) gives up its
+  greenlet: it waits for its next request as a read watcher of the hub, and
+  a new greenlet serves it when the client sends. That is ~1 KiB of objects
+  per idle connection instead of ~12 KiB (a parked greenlet keeps a page of
+  frame stack and its saved C stack; the parser is dropped too), without a
+  spawn per request on a busy connection. Only for ``spawn``
   a Group or Pool (the default is one) and a server whose ``handle`` is
   this class's: a subclass that overrides ``handle`` (labkit.pywsgi's)
   keeps a greenlet per connection. When a Pool is full, the woken
