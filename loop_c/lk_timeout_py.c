@@ -409,6 +409,10 @@ static void Timeout_dealloc(TimeoutObject *self)
     Py_CLEAR(self->seconds);
     Py_CLEAR(self->exception);
     timeout_forget(self);
+    /* BaseException's dealloc untracks the object itself, and before 3.11
+     * with the unchecked macro, which crashes on an object already
+     * untracked: hand it over tracked, as CPython's subtype_dealloc does. */
+    PyObject_GC_Track(self);
     ((PyTypeObject *)PyExc_BaseException)->tp_dealloc((PyObject *)self);
     Py_DECREF(tp);
 }

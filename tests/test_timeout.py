@@ -359,3 +359,32 @@ def test_timeouts_and_timers_fire_in_deadline_then_start_order():
         sleep(0.05)
     assert order == ["timer 1", ("timeout", True), "timer 2", "started first, due later"]
     assert not t.pending
+
+
+def test_timeouts_of_every_state_are_freed_without_crashing_the_interpreter():
+    # In a child: a bad dealloc (BaseException's, called on an object the C
+    # Timeout had already untracked, crashed 3.10) kills the process, not a test.
+    import subprocess
+    import sys
+    import textwrap
+    child = textwrap.dedent("""
+        import gc, labkit
+        class Mine(labkit.Timeout):
+            pass
+        for cls in (labkit.Timeout, Mine):
+            cls(1)                                    # never started
+            with cls(2):                              # started, cancelled on exit
+                labkit.sleep(0)
+            try:
+                with cls(0.001):                      # fired
+                    labkit.sleep(1)
+            except labkit.Timeout:
+                pass
+            t = cls(1); t.start(); t.cancel(); del t  # start, cancel, drop
+        gc.collect()
+        print("freed")
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "freed", (done.returncode,
+                                                                    done.stderr[-2000:])

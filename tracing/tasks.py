@@ -118,5 +118,7 @@ class TaskSteps:
         try:
             return callback(*args)
         finally:
-            if record is not None:
+            # The step may have stopped the recorder (a cell that closes the
+            # Dashboard): its ring is freed then, and so is this writer's.
+            if record is not None and recorder.record is record:
                 record(lib.LK_TR_HOST, id(task), 0, 0)
