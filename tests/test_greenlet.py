@@ -444,6 +444,28 @@ def test_run_calls_with_few_positional_arguments_without_a_c_level_reentry(args)
     lean, starred = spawn(park, *args), spawn(park, 1, 2, 3)
     sleep(0)   # both parked, their stacks saved
     try:
-        assert 0 < lean._stack_saved < starred._stack_saved
+        if _starred_call_reenters_c():
+            assert 0 < lean._stack_saved < starred._stack_saved
+        else:   # 3.13+: a starred call to a Python function stays in the frame
+            assert 0 < lean._stack_saved == starred._stack_saved
     finally:
         labkit.killall([lean, starred])
+
+
+def _starred_call_reenters_c() -> bool:
+    """Whether this interpreter calls f(*args) through C (3.11, 3.12): a
+    raw greenlet parked through such a call saves more of its stack."""
+    import greenlet as raw
+
+    def park(*_):
+        raw.getcurrent().parent.switch()
+
+    args = (1, 2, 3)
+    spelled, starred = raw.greenlet(lambda: park(1, 2, 3)), raw.greenlet(lambda: park(*args))
+    spelled.switch()
+    starred.switch()
+    try:
+        return starred._stack_saved > spelled._stack_saved
+    finally:
+        spelled.throw(raw.GreenletExit)
+        starred.throw(raw.GreenletExit)
