@@ -22,6 +22,13 @@ from labkit.bench.notebook import (  # noqa: F401  (re-exported for the tests)
 )
 
 
+def kernel_has_subshells(kc, timeout: float = 10) -> bool:
+    """Whether the kernel offers subshells (JEP 91: ipykernel 7 says so in
+    kernel_info's supported_features; 6.x has none)."""
+    reply = kc.kernel_info(reply=True, timeout=timeout)
+    return "kernel subshells" in reply["content"].get("supported_features", ())
+
+
 def create_subshell(kc, timeout: float = 10) -> str:
     """Ask the kernel for a new subshell (a control-channel request); its id."""
     msg = kc.session.msg("create_subshell_request", {})

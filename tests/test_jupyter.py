@@ -10,7 +10,7 @@ import time
 import pytest
 
 from kernel_harness import (
-    ECHO_SERVER_CODE, create_subshell, echo_once, run_cell, running_kernel,
+    ECHO_SERVER_CODE, create_subshell, echo_once, kernel_has_subshells, run_cell, running_kernel,
 )
 
 pytest.importorskip("ipykernel")
@@ -287,6 +287,8 @@ def test_a_second_interrupt_stops_a_greenlet_that_swallowed_the_first(kernel):
 
 def test_a_subshell_gets_a_clear_error_and_can_marshal_to_the_main_hub(kernel):
     _km, kc, _port = kernel
+    if not kernel_has_subshells(kc):   # ipykernel 6.x, what Python 3.10 gets
+        pytest.skip("this ipykernel has no subshells (JEP 91; ipykernel >= 7)")
     subshell = create_subshell(kc)
     touched = run_cell(kc, "labkit.sleep(0.1)", subshell_id=subshell)
     assert touched.ename == "SubshellError"
