@@ -77,9 +77,10 @@ def test_a_block_longer_than_the_threshold_is_dumped_with_the_seconds_around_it(
     assert os.path.basename(path).startswith(f"labkit-flight-{os.getpid()}-")
     assert "blocked" in path
     events = _events(path)
-    blocks = [e for e in events if e.get("cat") == "blocking"]
+    # (Under load a descheduled process may add a shorter block past the
+    # 0.05 s threshold elsewhere: seen once in the full suite.)
+    blocks = [e for e in events if e.get("cat") == "blocking" and e["dur"] >= 0.15e6 * 0.9]
     assert len(blocks) == 1 and "test_flight.py" in blocks[0]["name"]
-    assert blocks[0]["dur"] >= 0.15e6 * 0.9
     # the seconds before (a greenlet that ran and exited) and after (one spawned later)
     assert {"before-block", "blocker", "after-block"} <= _lane_names(events)
     assert all(e["pid"] == os.getpid() for e in events if "pid" in e)
