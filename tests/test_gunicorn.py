@@ -270,7 +270,7 @@ def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
             # the block was dumped by itself, in the worker that blocked
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and \
-                    not list(traces.glob(f"*-{blocked_pid}-*blocked*")):
+                    not list(traces.glob(f"labkit-flight-{blocked_pid}-*blocked*.json")):
                 time.sleep(0.1)
             assert list(traces.glob(f"labkit-flight-{blocked_pid}-*blocked*.json"))
             # a worker dies (SIGKILL: no file of its own); the master starts another
