@@ -136,6 +136,8 @@ def accept_kernel_dialog(page) -> None:
     its default, the notebook's own kernelspec, so the run can go on."""
     dialog = page.locator(".jp-Dialog")
     if dialog.count() and dialog.first.is_visible():
+        # in the test's output, should a run fail after it
+        print("accepting a JupyterLab dialog:", " ".join((dialog.first.text_content() or "").split()))
         dialog.locator(".jp-mod-accept").first.click()
         page.wait_for_timeout(500)
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from _browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, accept_kernel_dialog,  # noqa: F401
-                      jupyterlab)
+                      jupyterlab, kernel_activity)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(170)]
 
@@ -35,6 +35,7 @@ def _lesson():
 
 
 def test_a_new_lesson_runs_and_its_exercise_checks_itself_in_jupyterlab(jupyterlab, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
     base, token, root = jupyterlab
     shutil.copy(os.path.join(ROOT, "notebooks", LESSON), root / LESSON)
@@ -59,12 +60,22 @@ def test_a_new_lesson_runs_and_its_exercise_checks_itself_in_jupyterlab(jupyterl
             # (JupyterLab can show "Idle" before the session is wired).
             first_prompt = cells.nth(1).locator(".jp-InputArea-prompt")
             deadline = time.monotonic() + 90
+            while (kernel_activity(page) or ("",))[0] != "idle":
+                accept_kernel_dialog(page)   # the server has the notebook's kernel idle first
+                if time.monotonic() > deadline:
+                    raise AssertionError("the notebook's kernel was not idle within 90 s")
+                page.wait_for_timeout(250)
             while time.monotonic() < deadline:
                 accept_kernel_dialog(page)       # "Select Kernel" may come late
                 if (first_prompt.text_content() or "").strip() not in ("[ ]:", "[ ]"):
                     break
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+                try:   # a dialog that opens between the check and the click takes it
+                    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=5000)
+                    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click(
+                        timeout=5000)
+                except PlaywrightTimeout:
+                    page.keyboard.press("Escape")   # close a half-open menu; try again
+                    continue
                 page.wait_for_timeout(5000)
             else:
                 raise AssertionError("the kernel never took Run All in 90 s")
