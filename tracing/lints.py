@@ -540,72 +540,20 @@ def _only_waiters_refer(entries: list, pace=None) -> list:
     dicts, or a small container or bound method only those refer to (a
     dict nothing refers to is a frame's f_locals cache). gc.get_referrers
     for all objects at once, then once more for the containers: two heap
-    traversals however many objects (lints only).
+    traversals however many objects (lints only), each one piece: ``pace``
+    is called between the pieces around them, not inside.
 
-    With ``pace`` calling a ``between``, the heap is searched in pieces
-    instead (:func:`_scan_referrers`), and the objects that still look
-    unreferenced are checked again in one go, as above -- one long piece,
-    only when there is a lost wake-up to report (and once per such wait:
-    :data:`_confirmed`)."""
-    if pace is not None and pace.between is not None:
-        suspects = _only_waiters_refer_scan(entries, pace)
-        if not suspects:
-            return []
-        sure = [entry for entry in suspects if _wait_key(entry) in _confirmed]
-        rest = [entry for entry in suspects if _wait_key(entry) not in _confirmed]
-        if rest:
-            rest = _only_waiters_refer(rest)
-            if len(_confirmed) > 1000:
-                _confirmed.clear()
-            _confirmed.update(_wait_key(entry) for entry in rest)
-        return sure + rest
+    (A search of a ``gc.get_objects()`` snapshot in chunks, yielding to the
+    hub between them, was tried: on CPython 3.12, in a process that had run
+    Playwright's greenlets, one ``gc.get_referents`` of a chunk grew the
+    process by ~1 GB/s until the kernel killed it; not understood, so the
+    heap is traversed only while nothing else runs.)"""
     return _only_waiters_refer_scan(entries, pace, gc.get_referrers)
 
 
-#: Waits confirmed lost (:func:`_wait_key`): an object nothing else refers
-#: to cannot be referred to again while its waiters stay parked as they are.
-_confirmed: set = set()
-
-
-def _wait_key(entry) -> tuple:
-    obj, rows = entry
-    frames = [(id(row.greenlet), row.greenlet.gr_frame) for row in rows]
-    return (id(obj), tuple(sorted((gid, id(frame), frame.f_lasti if frame is not None else -1)
-                                  for gid, frame in frames)))
-
-
-#: Objects whose referents one piece of :func:`_scan_referrers` reads.
-SCAN_CHUNK = 500
-
-
-def _scan_referrers(targets, pace, skip: set, objects: list) -> list:
-    """The objects of ``objects`` (``gc.get_objects()``) that refer to any
-    of ``targets`` (gc.get_referrers's answer), found a chunk at a time
-    with a ``pace()`` between chunks. Objects made meanwhile are not looked
-    at; references moved meanwhile may be missed: the caller checks again."""
-    wanted = {id(t) for t in targets}
-    skip.add(id(targets))   # (the call's own tuple of them)
-    found = []
-    try:
-        for i in range(0, len(objects), SCAN_CHUNK):
-            pace()
-            chunk = objects[i:i + SCAN_CHUNK]
-            if wanted.isdisjoint(map(id, gc.get_referents(*chunk))):
-                continue
-            for obj in chunk:
-                pace()
-                if id(obj) not in skip and not wanted.isdisjoint(
-                        map(id, gc.get_referents(obj))):
-                    found.append(obj)
-            del chunk
-    finally:
-        del objects
-    return found
-
-
-def _only_waiters_refer_scan(entries: list, pace=None, referrers_of=None) -> list:
+def _only_waiters_refer_scan(entries: list, pace, referrers_of) -> list:
     """:func:`_only_waiters_refer`'s check, with ``referrers_of(*objects)``
-    (gc.get_referrers) or, if None, :func:`_scan_referrers` in pieces."""
+    (gc.get_referrers)."""
     # Tuples, passed on as ``*objects``: gc.get_referrers then gets this very
     # tuple (in bookkeeping) as its arguments; from a list, 3.13 builds one
     # that the collector sees referring to every object (no lint ever).
@@ -635,15 +583,6 @@ def _only_waiters_refer_scan(entries: list, pace=None, referrers_of=None) -> lis
     bookkeeping = {id(entries), id(objects), *(id(entry) for entry in entries)}
     clean = [True] * len(objects)
     containers: dict[int, tuple] = {}     # id -> (container, [object indices])
-    heap: list = []   # gc.get_objects() once (a few ms at 40,000 objects), for both scans
-    if referrers_of is None:
-        bookkeeping.add(id(heap))
-
-        def referrers_of(*targets):
-            if not heap:
-                heap.append(gc.get_objects())
-                bookkeeping.add(id(heap[0]))
-            return _scan_referrers(targets, pace, bookkeeping, heap[0])
     referrers = referrers_of(*objects)
     bookkeeping.add(id(referrers))
     try:
@@ -688,7 +627,6 @@ def _only_waiters_refer_scan(entries: list, pace=None, referrers_of=None) -> lis
     finally:
         del referrers
         containers.clear()
-        heap.clear()
     return [entry for entry, ok in zip(entries, clean) if ok]
 
 
