@@ -17,9 +17,19 @@ waited. The ring holds resumes, not wake-ups, so "ready since" is exact for
 a ``sleep(0)`` (ready the whole gap) and otherwise bounded below by the
 start of the hub's pass (or the end of the poll) that resumed it.
 
-Cost: ~0.2-0.3 us of the hub thread's time per record (one Python pass with
-its state in locals). Records overwritten before they were read are counted
+Cost: the records are read the way :mod:`tracing.live_timeline` reads them
+(``numpy.frombuffer`` of the raw bytes, :data:`~tracing.live_timeline.RECORD_DTYPE`)
+and folded in a fixed number of numpy passes over the batch, with Python
+only per greenlet incarnation met, per exit and per update:
+~0.02-0.04 us of the hub thread's time per record under the echo load (it
+was ~0.2-0.3 us with one Python pass per record, which cost the console's
+4 Hz capture most of its overhead). Without numpy (a production process
+need not have it) the records are folded one by one in Python
+(:meth:`Ledger._fold_python`, the reference the fast fold is tested
+against). Records overwritten before they were read are counted
 (``lost``), and after such a gap every greenlet counts as touched.
+Record kinds this module does not know (a newer recorder's) are read as
+"the thread went elsewhere": they end the running slice, like HOST.
 """
 from __future__ import annotations
 
@@ -28,6 +38,12 @@ import weakref
 from collections import deque
 
 from labkit._loop import ffi, lib
+
+try:
+    import numpy as _np
+    from tracing.live_timeline import RECORD_DTYPE
+except ImportError:     # the one-by-one fold below
+    _np = RECORD_DTYPE = None
 
 __all__ = ["Ledger", "Account", "ledger_for", "ZERO_TIMEOUT_NS", "NOTABLE_NS"]
 
@@ -68,7 +84,10 @@ class Ledger:
     :meth:`update` (hub's thread). Used by :func:`snapshot` and the lints;
     get the one of a recorder with :func:`ledger_for`."""
 
-    BATCH = 16384   # records read per lk_trace_read (512 KiB of buffer)
+    #: records read per lk_trace_read (128 KiB of buffer). Folded a batch at a
+    #: time: numpy's temporaries of a few thousand records stay in the
+    #: allocator's pools (a batch of 16,384 cost ~1.6x as much per record here)
+    BATCH = 4096
 
     def __init__(self, recorder):
         # (weak: ledgers are kept in a map keyed weakly by their recorder)
@@ -112,7 +131,11 @@ class Ledger:
                 self._poll_start = self._poll_left = None
             if n <= 0:
                 break
-            self._consume(_RECORD.iter_unpack(ffi.buffer(self._buffer, n * _RECORD.size)))
+            data = ffi.buffer(self._buffer, n * _RECORD.size)
+            if _np is not None:
+                self._fold(_np.frombuffer(data, RECORD_DTYPE))
+            else:
+                self._fold_python(_RECORD.iter_unpack(data))
             self.seq = first + n
             total += n
             if n < self.BATCH:
@@ -124,9 +147,12 @@ class Ledger:
         touched, self.touched = self.touched, set()
         return touched
 
-    def _consume(self, records) -> None:
-        # One pass over the new records. Hot: state lives in locals (written
-        # back at the end) and the slice that ends is closed inline.
+    def _fold_python(self, records) -> None:
+        """Fold ``records`` ((ts, kind, arg, a, b) tuples, oldest first)
+        one by one: the reading rules written out plainly. Used without
+        numpy, and by the tests as the reference for :meth:`_fold`."""
+        # State lives in locals (written back at the end) and the slice
+        # that ends is closed inline.
         accounts, touched, exited = self.accounts, self.touched, self._exited
         RESUME, SPAWN, PASS, POLL_ENTER, POLL_LEAVE, EXIT = (
             _RESUME, _SPAWN, _PASS, _POLL_ENTER, _POLL_LEAVE, _EXIT)
@@ -202,6 +228,230 @@ class Ledger:
         self._running = (run_acc, run_start) if run_acc is not None else None
         self._segment, self._poll_start, self._poll_left = segment, poll_start, poll_left
 
+    def _fold(self, recs) -> None:
+        """Fold ``recs`` (a numpy array of :data:`RECORD_DTYPE`, oldest
+        first) into the accounts and the window: the same reading as
+        :meth:`_fold_python`, in a fixed number of numpy passes over the
+        batch (one sort, by greenlet id), with Python only per greenlet
+        incarnation met and per exit."""
+        np = _np
+        n = len(recs)
+        if n == 0:
+            return
+        kind, ts = recs["kind"], recs["ts"].copy()
+        is_resume, is_spawn, is_exit = kind == _RESUME, kind == _SPAWN, kind == _EXIT
+        is_pass, is_enter, is_leave = kind == _PASS, kind == _POLL_ENTER, kind == _POLL_LEAVE
+        # HOST, MARK and kinds this reading does not know: the thread goes elsewhere
+        is_other = ~(is_resume | is_spawn | is_exit | is_pass | is_enter | is_leave)
+        index = np.arange(n)
+        accounts = self.accounts
+        # The record that ends the slice record i begins: the next one that
+        # is not a spawn (n: none yet).
+        ends_slice = np.where(is_spawn, n, index)
+        following = np.empty(n + 1, np.int64)
+        following[n] = n
+        following[:n] = np.minimum.accumulate(ends_slice[::-1])[::-1]
+        # The slice running when the previous batch ended ends at this
+        # batch's first record other than a spawn.
+        if self._running is not None and following[0] < n:
+            acc, start = self._running
+            end = int(ts[following[0]])
+            ran = end - start
+            acc.busy += ran
+            acc.out = end
+            if ran > acc.longest:
+                acc.longest, acc.longest_at = ran, start
+            self._running = None
+        segment = self._segment    # (before the batch: the resumes need it)
+        self._loop_figures(ts, recs["arg"], index, is_pass, is_enter, is_leave, is_other)
+        rel = np.flatnonzero(is_resume | is_spawn | is_exit)
+        if not len(rel):
+            return
+        # One key per greenlet incarnation met (a spawn under an id starts
+        # a new one): the records sorted by id, in time order within an id.
+        gids = recs["a"][rel]
+        order = np.argsort(gids, kind="stable")
+        rel = rel[order]                      # record indices, grouped by key
+        gids = gids[order]
+        spawned = is_spawn[rel]
+        starts = np.empty(len(rel), bool)
+        starts[0] = True
+        np.not_equal(gids[1:], gids[:-1], out=starts[1:])
+        new_gid = starts.copy()
+        starts |= spawned
+        key = np.cumsum(starts) - 1
+        heads = np.flatnonzero(starts)
+        key_gid = gids[heads].tolist()
+        self.touched.update(gids[new_gid].tolist())
+        # Per key: its first resume (an unknown greenlet's account is made there)
+        resumed = is_resume[rel]
+        first_resume = np.full(len(heads), n, np.int64)
+        res_pos = np.flatnonzero(resumed)
+        res_keys = key[res_pos]
+        if len(res_pos):
+            group = np.empty(len(res_pos), bool)
+            group[0] = True
+            np.not_equal(res_keys[1:], res_keys[:-1], out=group[1:])
+            first_resume[res_keys[group]] = rel[res_pos[group]]
+        accs, made_at, out0, known0 = [], [], [], []
+        for gid, fresh, spawn_ts, first in zip(key_gid, spawned[heads].tolist(),
+                                               ts[rel[heads]].tolist(), first_resume.tolist()):
+            made = -1
+            if fresh:
+                acc = accounts[gid] = Account(spawned=spawn_ts)
+            else:
+                acc = accounts.get(gid)
+                if acc is None and first < n:
+                    acc = accounts[gid] = Account()
+                    made = first
+            accs.append(acc)
+            made_at.append(made)
+            known = acc is not None and made < 0 and acc.out is not None
+            out0.append(acc.out if known else 0)
+            known0.append(known)
+        if len(res_pos):
+            self._resumes(ts, recs["arg"], rel[res_pos], res_keys, following,
+                          is_pass | is_leave, segment, accs, out0, known0)
+        # Exits (few): one by one, in time order.
+        exits = np.flatnonzero(is_exit[rel])
+        if len(exits):
+            exits = exits[np.argsort(rel[exits])]
+            for i, k in zip(rel[exits].tolist(), key[exits].tolist()):
+                acc = accs[k]
+                if acc is None or made_at[k] > i:
+                    continue        # no account yet when it exited
+                acc.exited = int(ts[i])
+                self._exited.append(key_gid[k])
+
+    def _resumes(self, ts, arg, res, keys, following, is_segment, carried_segment, accs,
+                 out0, known0) -> None:
+        """Switches, slices and the waits before them (see _fold): ``res``
+        the resume records' indices grouped by key (``keys``, non-decreasing),
+        in time order within a key."""
+        np = _np
+        n = len(ts)
+        when = ts[res]
+        why = arg[res]
+        # Each slice ends at the next record other than a spawn; the last
+        # resume's may still run.
+        nxt = following[res + 1]
+        closed = nxt < n
+        end = ts[np.minimum(nxt, n - 1)]
+        ran = end - when
+        # When each greenlet's previous slice ended: its previous resume's
+        # end in this batch, else its account's ``out``.
+        heads = np.empty(len(res), bool)
+        heads[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=heads[1:])
+        head_pos = np.flatnonzero(heads)
+        head_keys = keys[head_pos]
+        out = np.empty(len(res), np.int64)
+        out[1:] = end[:-1]
+        out[head_pos] = np.array(out0, np.int64)[head_keys]
+        known = np.ones(len(res), bool)
+        known[head_pos] = np.array(known0, bool)[head_keys]
+        # The start of the hub's pass (or the end of the poll) before each resume.
+        last = np.maximum.accumulate(np.where(is_segment, np.arange(n), -1))[res]
+        segment = np.where(last >= 0, ts[np.maximum(last, 0)], carried_segment)
+        start, ready = why == _WHY_START, why == _WHY_READY
+        gap = when - out
+        # ready since: the end of its slice (START, READY), else the later of
+        # that and the start of the pass that resumed it
+        waited = when - np.maximum(segment, out)
+        plain = start | ready
+        waited[plain] = gap[plain]
+        waited[~known] = 0
+        wake = known & ~start
+        self_wake = wake & (ready | ((why == _WHY_TIMER) & (gap < ZERO_TIMEOUT_NS)))
+        idle = np.where(wake, gap - waited, 0)
+        busy = np.where(closed, ran, 0)
+        # Per key: sums and maxima over its run of resumes (reduceat).
+        switches = np.diff(np.append(head_pos, len(res))).tolist()
+        sums = [np.add.reduceat(values, head_pos).tolist()
+                for values in (wake.astype(np.int64), self_wake.astype(np.int64), waited, idle,
+                               busy)]
+        ends = np.where(closed, end, -1)
+        last_end = np.maximum.reduceat(ends, head_pos).tolist()
+        longest, longest_at = _first_max(ran, closed, when, head_pos)
+        most, most_at = _first_max(waited, wake, when, head_pos)
+        for j, k in enumerate(head_keys.tolist()):
+            acc = accs[k]
+            acc.switches += switches[j]
+            acc.wakes += sums[0][j]
+            acc.self_wakes += sums[1][j]
+            acc.scheduled += sums[2][j]
+            acc.idle += sums[3][j]
+            acc.busy += sums[4][j]
+            if last_end[j] >= 0:
+                acc.out = last_end[j]
+            if longest[j] > acc.longest:
+                acc.longest, acc.longest_at = longest[j], longest_at[j]
+            if most[j] > acc.most_scheduled:
+                acc.most_scheduled, acc.most_scheduled_at = most[j], most_at[j]
+        still = np.flatnonzero(~closed)     # at most one: the newest record
+        if len(still):
+            self._running = (accs[int(keys[still[0]])], int(when[still[0]]))
+
+    def _loop_figures(self, ts, arg, index, is_pass, is_enter, is_leave, is_other) -> None:
+        """The window's polls, passes and lag, and the state carried to
+        the next batch (see _fold)."""
+        np = _np
+        n = len(ts)
+        self.passes += int(is_pass.sum())
+        self.callbacks += int(arg[is_pass].sum())
+        # poll_left (when the loop last left poll) before each record: set
+        # by a POLL_LEAVE, cleared by HOST/MARK, set by a PASS while clear.
+        anchor = np.maximum.accumulate(np.where(is_leave | is_other, index, -1))
+        following = np.empty(n + 1, np.int64)       # the first PASS at or after i
+        following[n] = n
+        following[:n] = np.minimum.accumulate(np.where(is_pass, index, n)[::-1])[::-1]
+        carried = self._poll_left
+
+        def poll_left_at(query, at):
+            # query: record indices; at: the anchor before each (-1: none)
+            from_leave = (at >= 0) & is_leave[np.maximum(at, 0)]
+            value = np.where(from_leave, ts[np.maximum(at, 0)], 0)
+            valid = from_leave.copy()
+            if carried is not None:
+                value = np.where(at < 0, carried, value)
+                valid |= at < 0
+                need_pass = (at >= 0) & ~from_leave
+            else:
+                need_pass = ~from_leave
+            nxt = following[at + 1]
+            by_pass = need_pass & (nxt < query)
+            value = np.where(by_pass, ts[np.minimum(nxt, n - 1)], value)
+            return value, valid | by_pass
+
+        enters = np.flatnonzero(is_enter)
+        if len(enters):
+            left, valid = poll_left_at(enters, anchor[enters])
+            if valid.any():
+                lags = ts[enters][valid] - left[valid]
+                self.lags += int(valid.sum())
+                self.lag_sum += int(lags.sum())
+                self.lag_max = max(self.lag_max, int(lags.max()))
+        # poll_start before each POLL_LEAVE: the POLL_ENTER since the last LEAVE.
+        marks = np.maximum.accumulate(np.where(is_enter | is_leave, index, -1))
+        leaves = np.flatnonzero(is_leave)
+        if len(leaves):
+            before = np.where(leaves > 0, marks[np.maximum(leaves - 1, 0)], -1)
+            entered = (before >= 0) & is_enter[np.maximum(before, 0)]
+            start = np.where(entered, ts[np.maximum(before, 0)], 0)
+            if self._poll_start is not None:
+                start = np.where(before < 0, self._poll_start, start)
+                entered |= before < 0
+            self.polls += int(entered.sum())
+            self.poll_ns += int((ts[leaves][entered] - start[entered]).sum())
+        # The state after the batch.
+        segments = np.flatnonzero(is_pass | is_leave)
+        if len(segments):
+            self._segment = int(ts[segments[-1]])
+        if marks[-1] >= 0:
+            self._poll_start = int(ts[marks[-1]]) if is_enter[marks[-1]] else None
+        left, valid = poll_left_at(np.array([n]), anchor[-1:])
+        self._poll_left = int(left[0]) if valid[0] else None
+
     def take_window(self, now_ns: int) -> dict:
         """The loop's figures for the window that ends now (seconds; the
         fields of :class:`tracing.snapshot.LoopStats` of the same names),
@@ -256,3 +506,19 @@ def ledger_for(recorder) -> Ledger:
     if ledger is None:
         ledger = _ledgers[recorder] = Ledger(recorder)
     return ledger
+
+
+def _first_max(values, where, when, heads):
+    """Per run of ``heads`` (the start of each key's resumes): the largest
+    of ``values[where]`` and the ``when`` of its first occurrence (a later
+    equal one does not replace it, as in the one-by-one reading); -1 for
+    a key without one."""
+    np = _np
+    masked = np.where(where, values, -1)
+    best = np.maximum.reduceat(masked, heads)
+    size = np.diff(np.append(heads, len(values)))
+    hit = masked == np.repeat(best, size)
+    # the first hit of each run: positions, with misses pushed past the end
+    first = np.minimum.reduceat(np.where(hit, np.arange(len(values)), len(values)), heads)
+    at = when[np.minimum(first, len(values) - 1)]
+    return best.tolist(), np.where(best >= 0, at, -1).tolist()

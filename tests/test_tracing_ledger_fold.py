@@ -1,0 +1,169 @@
+"""tracing.ledger: the numpy fold of the ring's records gives exactly what the
+one-by-one reading gives -- on a recorded trace of a real workload, cut into
+batches anywhere, and on random record streams (unknown kinds included)."""
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import labkit
+from labkit._loop import ffi, lib
+from labkit.event import Event
+from labkit.queue import Queue
+from tracing.ledger import Ledger, ZERO_TIMEOUT_NS
+from tracing.live_timeline import RECORD_DTYPE
+from tracing.recorder import Recorder
+
+pytestmark = pytest.mark.timeout(60)
+
+_RECORD = struct.Struct("=qIIqq")
+_SLOTS = ("switches", "busy", "scheduled", "idle", "wakes", "self_wakes", "out", "longest",
+          "longest_at", "most_scheduled", "most_scheduled_at", "spawned", "exited")
+
+
+def _state(ledger) -> dict:
+    """Everything a fold leaves behind, as plain data."""
+    ledger.forget_exited()
+    running = ledger._running
+    return {
+        "accounts": {gid: tuple(getattr(acc, s) for s in _SLOTS)
+                     for gid, acc in ledger.accounts.items()},
+        "finished": [(name, tuple(getattr(acc, s) for s in _SLOTS))
+                     for name, acc in ledger.finished],
+        "touched": sorted(ledger.take_touched()),
+        "running": None if running is None else
+                   (tuple(getattr(running[0], s) for s in _SLOTS), running[1]),
+        "carried": (ledger._segment, ledger._poll_start, ledger._poll_left),
+        "window": ledger.take_window(10**18),
+    }
+
+
+def _fold_both(recorder, data: bytes, cuts) -> tuple:
+    """(state after the numpy fold, state after the one-by-one fold) of the
+    raw records ``data``, fed in batches ending at the record indices ``cuts``."""
+    fast, slow = Ledger(recorder), Ledger(recorder)
+    count = len(data) // _RECORD.size
+    bounds = [0] + sorted(set(c for c in cuts if 0 < c < count)) + [count]
+    for lo, hi in zip(bounds, bounds[1:]):
+        chunk = data[lo * _RECORD.size:hi * _RECORD.size]
+        fast._fold(np.frombuffer(chunk, RECORD_DTYPE))
+        slow._fold_python(_RECORD.iter_unpack(chunk))
+    return _state(fast), _state(slow)
+
+
+def _workload():
+    """A bit of everything the ring records: spawns (ids reused after
+    exits), sleep(0) spinners, short and long timers, Event and Queue
+    wake-ups, joins, a CPU stretch, exits."""
+    ev, q = Event(), Queue()
+
+    def spinner():
+        for _ in range(30):
+            labkit.sleep(0)
+
+    def sleeper(t):
+        for _ in range(3):
+            labkit.sleep(t)
+
+    def waiter():
+        ev.wait()
+        q.get()
+
+    def hog():
+        sum(range(1_000_000))   # ~20 ms: a notable slice
+        labkit.sleep(0)
+
+    for _round in range(3):
+        gs = [labkit.spawn(spinner), labkit.spawn(sleeper, 0), labkit.spawn(sleeper, 0.002),
+              labkit.spawn(waiter), labkit.spawn(waiter), labkit.spawn(hog)]
+        gs += [labkit.spawn(lambda: None) for _ in range(20)]   # short lives: ids reused
+        labkit.sleep(0.005)
+        ev.set()
+        q.put(1)
+        q.put(2)
+        labkit.joinall(gs, timeout=5)
+        ev.clear()
+
+
+def test_the_numpy_fold_equals_the_one_by_one_fold_on_a_recorded_trace():
+    recorder = Recorder(capacity=1 << 16).start()
+    try:
+        _workload()
+        count = lib.lk_trace_count(recorder.ring)
+        buffer = ffi.new("lk_trace_entry[]", count)
+        first = ffi.new("uint64_t *")
+        n = lib.lk_trace_read(recorder.ring, buffer, count, 0, first)
+        assert first[0] == 0, "the ring overwrote records: make it bigger"
+        data = bytes(ffi.buffer(buffer, n * _RECORD.size))
+        kinds = np.frombuffer(data, RECORD_DTYPE)["kind"]
+        # the trace holds what the comparison is about
+        for kind in (lib.LK_TR_RESUME, lib.LK_TR_SPAWN, lib.LK_TR_EXIT, lib.LK_TR_POLL_ENTER,
+                     lib.LK_TR_POLL_LEAVE, lib.LK_TR_PASS):
+            assert (kinds == kind).sum() > 0, kind
+        one_batch = _fold_both(recorder, data, [])
+        assert one_batch[0] == one_batch[1]
+        state = one_batch[1]
+        assert len(state["finished"]) >= 3 and state["window"]["polls"] > 0   # the hogs
+        assert any(acc[5] > 0 for acc in state["accounts"].values()) or \
+            any(acc[5] > 0 for _name, acc in state["finished"])   # self wake-ups
+        # Cut into batches anywhere: the state carried between batches too.
+        rng = np.random.default_rng(19)
+        for size in (1, 7, 300):
+            cuts = list(range(size, n, size)) if size > 1 else \
+                sorted(rng.choice(n, size=min(n - 1, 400), replace=False).tolist())
+            fast, slow = _fold_both(recorder, data, cuts)
+            assert fast == slow, size
+            assert fast == one_batch[0], size
+    finally:
+        recorder.stop(read=False)
+
+
+# Random streams: a few greenlet ids (so spawns reuse them, exits come
+# before resumes, ...), every record kind and an unknown one, every why.
+_KINDS = [lib.LK_TR_RESUME] * 6 + [lib.LK_TR_SPAWN, lib.LK_TR_EXIT, lib.LK_TR_POLL_ENTER,
+                                   lib.LK_TR_POLL_LEAVE, lib.LK_TR_PASS, lib.LK_TR_PASS,
+                                   lib.LK_TR_HOST, lib.LK_TR_MARK, 42]
+_record = st.tuples(st.sampled_from(_KINDS), st.integers(1, 6),
+                    st.sampled_from([1, 2, 3, 4, 5, 6]),
+                    st.sampled_from([0, 1, 10, ZERO_TIMEOUT_NS - 1, ZERO_TIMEOUT_NS, 5 * 10**6]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_record, min_size=1, max_size=60), st.lists(st.integers(0, 60), max_size=6))
+def test_the_numpy_fold_equals_the_one_by_one_fold_on_random_streams(records, cuts):
+    data, ts = bytearray(), 1_000
+    for kind, gid, why, step in records:
+        ts += step
+        arg = why if kind == lib.LK_TR_RESUME else gid   # PASS: callbacks in arg
+        data += _RECORD.pack(ts, kind, arg, 0x1000 * gid, -why)
+    recorder = Recorder(capacity=64)   # not started: only its name table is used
+    recorder.start_ns = 0
+    fast, slow = _fold_both(recorder, bytes(data), cuts)
+    assert fast == slow
+
+
+def test_a_wrong_fold_is_caught():
+    """The comparison above can fail: a fold that drops the self wake-ups
+    of zero timeouts differs from the reference."""
+    data, ts = bytearray(), 0
+    for i in range(10):
+        ts += 100
+        data += _RECORD.pack(ts, lib.LK_TR_RESUME, lib.LK_WHY_TIMER, 0x1000, 0)
+        ts += 100
+        data += _RECORD.pack(ts, lib.LK_TR_PASS, 1, 0, 0)
+    recorder = Recorder(capacity=64)
+    recorder.start_ns = 0
+    good = Ledger(recorder)
+    good._fold(np.frombuffer(bytes(data), RECORD_DTYPE))
+    assert good.accounts[0x1000].self_wakes == 9
+    import tracing.ledger as ledger_module
+    saved = ledger_module.ZERO_TIMEOUT_NS
+    ledger_module.ZERO_TIMEOUT_NS = 0
+    try:
+        fast, slow = Ledger(recorder), Ledger(recorder)
+        fast._fold(np.frombuffer(bytes(data), RECORD_DTYPE))
+    finally:
+        ledger_module.ZERO_TIMEOUT_NS = saved
+    slow._fold_python(_RECORD.iter_unpack(bytes(data)))
+    assert _state(fast) != _state(slow)
