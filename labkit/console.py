@@ -31,17 +31,83 @@ plug-in (:func:`labkit.plugins.console_server`), never by importing it.
 ``import labkit``, the main thread's hub starts serving at once (the hub is
 created then): over TCP for ``"tcp"``, on the Unix socket otherwise. Serving happens in greenlets of that hub: while the main
 thread is blocked outside labkit, the console gets no answer.
+
+A process that runs no hub but forks workers that do (the gunicorn master:
+labkit.gunicorn) serves nothing itself: it calls :func:`serve_as_group`,
+which closes what ``import labkit`` started and leaves a group file
+(``<dir>/console-<pid>.group``, 0600) instead. ``python -m labkit console
+PID`` then finds the children of PID that serve a console (from /proc) and
+shows them together, with what the group file says about the parent (its
+track of forks, reapings and signals, :func:`publish_group`).
+
+This module owns where consoles live (:func:`socket_dir`, a directory
+only this user can enter, :func:`private_dir`) and how files in it are
+written (:func:`write_private`); the tracer's server and client use them.
 """
 from __future__ import annotations
 
 import os
+import stat
 
 from labkit import plugins
 
-__all__ = ["serve", "ENV_VAR"]
+__all__ = ["serve", "close", "serve_as_group", "publish_group", "group_path", "socket_dir",
+           "private_dir", "write_private", "requested", "ENV_VAR"]
 
 #: The environment variable that turns serving on at ``import labkit``.
 ENV_VAR = "LABKIT_CONSOLE"
+
+#: The servers serve() returned in this process, to close() them.
+_served: list = []
+#: The group file this process published (serve_as_group), removed at exit.
+_group_file: str | None = None
+
+
+# -- where consoles live -----------------------------------------------------------
+
+def socket_dir() -> str:
+    """``$XDG_RUNTIME_DIR/labkit`` when that variable names a directory, else
+    ``/tmp/labkit-<uid>``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "labkit")
+    return os.path.join("/tmp", f"labkit-{os.getuid()}")
+
+
+def group_path(pid: int) -> str:
+    """The group file of process ``pid`` (this user's): see :func:`serve_as_group`."""
+    return os.path.join(socket_dir(), f"console-{int(pid)}.group")
+
+
+def private_dir(path: str) -> None:
+    """Make ``path`` a directory only this user can enter, or refuse one
+    that exists and is not (someone else could swap a socket in it):
+    PermissionError."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{path} exists and is not a directory")
+    if info.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to uid {info.st_uid}, not {os.getuid()}")
+    if info.st_mode & 0o077:
+        raise PermissionError(f"{path} is mode {stat.S_IMODE(info.st_mode):o}; "
+                              "the console's directory must be 0700")
+
+
+def write_private(path: str, text: str) -> None:
+    """Write ``path`` as a 0600 file, all at once (a reader never sees half
+    of it, nor a moment when it is wider than 0600)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def serve(path: str | None = None, tcp=False):
@@ -61,8 +127,80 @@ def serve(path: str | None = None, tcp=False):
         raise RuntimeError("no labkit console plug-in is installed "
                            "(entry-point group 'labkit.console'; the tracer provides it)")
     if tcp is False or tcp is None:
-        return serve_plugin(path)
-    return serve_plugin(path, tcp=tcp)
+        server = serve_plugin(path)
+    else:
+        server = serve_plugin(path, tcp=tcp)
+    if server not in _served:
+        _served.append(server)
+    return server
+
+
+def close() -> None:
+    """Close every server :func:`serve` started in this process (their
+    sockets and token files are removed). Idempotent."""
+    servers, _served[:] = list(_served), []
+    for server in servers:
+        if getattr(server, "pid", os.getpid()) == os.getpid():
+            server.close()
+
+
+def requested(environ=os.environ) -> bool:
+    """Whether ``LABKIT_CONSOLE`` asks this process to serve its console."""
+    return environ.get(ENV_VAR, "") not in ("", "0")
+
+
+def serve_as_group(name: str, document: dict | None = None) -> str:
+    """For a process that runs no hub and forks workers that serve their
+    consoles (the gunicorn master): stop serving here (a console whose hub
+    never runs would never answer) and publish the group file that tells
+    ``python -m labkit console PID`` to show this process's children;
+    ``name`` says what this process is ("gunicorn master 1234"),
+    ``document`` what :func:`publish_group` would add. Returns the file's
+    path; it is removed when this process exits."""
+    global _group_file
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, not {name!r}")
+    close()
+    path = publish_group(name, document)
+    if _group_file is None:
+        import atexit
+        atexit.register(_remove_group_file)
+    _group_file = path
+    return path
+
+
+def publish_group(name: str, document: dict | None = None) -> str:
+    """(Re)write this process's group file: ``{"labkit": "console-group",
+    "pid", "name", "track"}``, ``track`` being ``document`` (a labkit
+    process trace document: Chrome events plus ``metadata.labkit``, see
+    tracing/merge.py) or None. Plain data, read-only to the reader; 0600 in
+    the console's 0700 directory. Returns the path."""
+    import json
+    directory = socket_dir()
+    private_dir(directory)
+    path = group_path(os.getpid())
+    write_private(path, json.dumps({"labkit": "console-group", "pid": os.getpid(),
+                                    "name": name, "track": document}))
+    return path
+
+
+def _forget_after_fork() -> None:
+    global _group_file
+    _served.clear()        # the parent's; a child serves (or not) on its own
+    _group_file = None     # the parent's file, not this process's
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _remove_group_file() -> None:
+    global _group_file
+    path, _group_file = _group_file, None
+    if path is not None and os.path.basename(path) == f"console-{os.getpid()}.group":
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def serve_if_requested(environ=os.environ):
@@ -70,7 +208,7 @@ def serve_if_requested(environ=os.environ):
     ``import labkit`` calls. A failure to serve is a warning, not a failed
     import: the program runs without its console."""
     value = environ.get(ENV_VAR, "")
-    if value in ("", "0"):
+    if not requested(environ):
         return None
     try:
         return serve(tcp=value.strip().lower() == "tcp")

@@ -56,7 +56,20 @@ workers'. A config file of your own can call these functions from its
 hooks of the same names.
 
 With ``LABKIT_CONSOLE=1``, each worker serves its console (labkit.console):
-``python -m labkit console WORKER_PID`` shows its greenlets, lints and timeline.
+``python -m labkit console WORKER_PID`` shows its greenlets, lints and
+timeline. The master serves none of its own (it runs no hub: its console
+would never answer): :meth:`Worker.check_config`, which gunicorn calls in
+the master only, closes the one ``import labkit`` opened there and leaves a
+group file instead (:func:`labkit.console.serve_as_group`), so that
+``python -m labkit console MASTER_PID`` shows every worker at once. With
+this module as the config file, the master's track (forks, reapings,
+signals) is kept in that file too, rewritten at each hook, and the console
+shows it beside the workers.
+
+Each fork is a slice "fork worker PID" on the arbiter lane (from
+``pre_fork`` until ``os.fork()`` returned in the master: when_ready wraps
+the arbiter's ``spawn_worker`` to see that), marked ``args.labkit_fork``:
+tracing/merge.py binds a flow arrow from it to the worker's first slice.
 """
 from __future__ import annotations
 
@@ -83,6 +96,24 @@ _LOADED_AT = time.time()
 
 class Worker(base.Worker):
     """``gunicorn -k labkit.gunicorn.Worker``: see the module docstring."""
+
+    @classmethod
+    def check_config(cls, cfg, log) -> None:
+        """Called by the arbiter, in the master, before it forks: with
+        LABKIT_CONSOLE set, the master's console becomes a group file
+        (the workers serve; see the module docstring)."""
+        import labkit.console
+        if not labkit.console.requested():
+            return
+        global _console_group
+        try:
+            track = _track()
+            labkit.console.serve_as_group(
+                f"gunicorn master {os.getpid()}",
+                None if track is None else track.document(limit=True))
+            _console_group = os.getpid()
+        except (OSError, RuntimeError) as exc:
+            log.error("labkit console: the master cannot publish its workers: %s", exc)
 
     def init_process(self) -> None:
         # Patched before the app is imported (base.init_process loads it),
@@ -227,12 +258,24 @@ class MasterTrack:
     def note(self, name: str, **args) -> None:
         self.events.append((time.monotonic_ns(), name, args))
 
+    #: What a published track (the console's group file) keeps: the last
+    #: instants and worker lanes (the file is rewritten at every hook).
+    PUBLISHED_EVENTS = 500
+    PUBLISHED_WORKERS = 200
+
     def forked(self, worker) -> None:
         """pre_fork: ``worker`` is about to be forked (its pid comes after)."""
         self.workers[worker.age] = {"fork_ns": time.monotonic_ns(), "worker": worker,
-                                    "pid": None, "exit_ns": None}
+                                    "pid": None, "exit_ns": None, "spawned_ns": None}
         while len(self.workers) > self.MAX_WORKERS:
             self.workers.popitem(last=False)
+
+    def spawned(self, age: int, pid: int) -> None:
+        """``os.fork()`` returned ``pid`` in the master for worker ``age``:
+        the end of its fork slice."""
+        entry = self.workers.get(age)
+        if entry is not None and entry["spawned_ns"] is None:
+            entry.update(spawned_ns=time.monotonic_ns(), pid=pid)
 
     def exited(self, worker) -> None:
         """child_exit: the master reaped ``worker``."""
@@ -241,38 +284,63 @@ class MasterTrack:
             return
         entry.update(exit_ns=time.monotonic_ns(), pid=worker.pid, worker=None)
 
-    def trace_events(self, now_ns: int | None = None) -> list[dict]:
-        """The track as Chrome trace events (ts in µs since ``start_ns``)."""
+    def trace_events(self, now_ns: int | None = None, limit: bool = False) -> list[dict]:
+        """The track as Chrome trace events (ts in µs since ``start_ns``);
+        with ``limit``, only the last :data:`PUBLISHED_EVENTS` instants and
+        :data:`PUBLISHED_WORKERS` workers.
+
+        A fork whose end the master saw (:meth:`spawned`) is a slice
+        "fork worker PID" on the arbiter lane with ``args.labkit_fork`` =
+        PID; one it did not see marks the worker's lane slice instead (it
+        begins at the fork): tracing/merge.py draws the arrow to the worker
+        from the slice so marked."""
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         us = lambda ns: (ns - self.start_ns) / 1e3  # noqa: E731
         events = [{"ph": "M", "pid": self.pid, "name": "process_name",
                    "args": {"name": f"gunicorn master {self.pid}"}},
                   {"ph": "M", "pid": self.pid, "tid": 1, "name": "thread_name",
                    "args": {"name": "arbiter"}}]
-        for ns, name, args in self.events:
+        instants = list(self.events)
+        workers = list(self.workers.items())
+        if limit:
+            instants = instants[-self.PUBLISHED_EVENTS:]
+            workers = workers[-self.PUBLISHED_WORKERS:]
+        for ns, name, args in instants:
             events.append({"ph": "i", "s": "t", "pid": self.pid, "tid": 1, "cat": "gunicorn",
                            "name": name, "ts": us(ns), "args": args})
-        for age, entry in self.workers.items():
+        for age, entry in workers:
             worker = entry["worker"]
             pid = entry["pid"] or getattr(worker, "pid", None)
             end = entry["exit_ns"] or now_ns
+            life = {"pid": pid, "age": age,
+                    "until": "reaped" if entry["exit_ns"] else "not reaped yet"}
+            if entry["spawned_ns"] is not None:
+                events.append({"ph": "X", "pid": self.pid, "tid": 1, "cat": "gunicorn",
+                               "name": f"fork worker {pid}", "ts": us(entry["fork_ns"]),
+                               "dur": (entry["spawned_ns"] - entry["fork_ns"]) / 1e3,
+                               "args": {"labkit_fork": pid, "age": age}})
+            elif pid is not None:
+                life["labkit_fork"] = pid
             events.append({"ph": "M", "pid": self.pid, "tid": 1 + age, "name": "thread_name",
                            "args": {"name": f"worker {pid} (#{age})"}})
             events.append({"ph": "X", "pid": self.pid, "tid": 1 + age, "cat": "gunicorn",
                            "name": f"worker {pid}", "ts": us(entry["fork_ns"]),
-                           "dur": (end - entry["fork_ns"]) / 1e3,
-                           "args": {"pid": pid, "age": age,
-                                    "until": "reaped" if entry["exit_ns"] else "master exit"}})
+                           "dur": (end - entry["fork_ns"]) / 1e3, "args": life})
         return events
+
+    def document(self, reason: str | None = None, limit: bool = False) -> dict:
+        """The track as a labkit process trace document (tracing/merge.py's
+        format): what :meth:`write` writes, and the console's group file holds."""
+        now = time.monotonic_ns()
+        return {"traceEvents": self.trace_events(now, limit=limit), "displayTimeUnit": "ms",
+                "metadata": {"labkit": {
+                    "pid": self.pid, "start_ns": self.start_ns,
+                    "wall_start": time.time() - (now - self.start_ns) / 1e9,
+                    "name": f"gunicorn master {self.pid}", "reason": reason}}}
 
     def write(self, path, reason: str = "exit") -> str:
         """Write the track to ``path`` (atomically); returns it."""
-        now = time.monotonic_ns()
-        document = {"traceEvents": self.trace_events(now), "displayTimeUnit": "ms",
-                    "metadata": {"labkit": {
-                        "pid": self.pid, "start_ns": self.start_ns,
-                        "wall_start": time.time() - (now - self.start_ns) / 1e9,
-                        "name": f"gunicorn master {self.pid}", "reason": reason}}}
+        document = self.document(reason)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(document, f)
@@ -281,6 +349,10 @@ class MasterTrack:
 
 
 _master: MasterTrack | None = None
+#: The pid of the master whose console is a group file (Worker.check_config).
+_console_group: int | None = None
+#: Set while the group file is being written (a signal may come meanwhile).
+_publishing = {"now": False, "again": False}
 
 
 def _flight_value() -> str | None:
@@ -291,13 +363,40 @@ def _flight_value() -> str | None:
 
 
 def _track() -> MasterTrack | None:
-    """This master's track when LABKIT_FLIGHT is set (made on first use)."""
+    """This master's track when LABKIT_FLIGHT or LABKIT_CONSOLE is set
+    (made on first use)."""
     global _master
-    if _flight_value() is None:
+    import labkit.console
+    if _flight_value() is None and not labkit.console.requested():
         return None
     if _master is None or _master.pid != os.getpid():
         _master = MasterTrack()
     return _master
+
+
+def _publish(track: MasterTrack | None) -> None:
+    """Rewrite the console's group file with ``track``, if this master's
+    console is one (a write under way when a signal's note comes is done
+    again after, not interleaved)."""
+    if track is None or _console_group != os.getpid():
+        return
+    if _publishing["now"]:
+        _publishing["again"] = True
+        return
+    import labkit.console
+    _publishing["now"] = True
+    try:
+        while True:
+            _publishing["again"] = False
+            try:
+                labkit.console.publish_group(f"gunicorn master {track.pid}",
+                                             track.document(limit=True))
+            except OSError:
+                return   # the console is a convenience: never stop the master for it
+            if not _publishing["again"]:
+                return
+    finally:
+        _publishing["now"] = False
 
 
 def on_starting(server) -> None:
@@ -305,10 +404,12 @@ def on_starting(server) -> None:
     track = _track()
     if track is not None:
         track.note("starting", workers=server.num_workers)
+        _publish(track)
 
 
 def when_ready(server) -> None:
-    """gunicorn server hook: the master listens; from now its signals are noted."""
+    """gunicorn server hook: the master listens; from now its signals are
+    noted, and each fork's end (the arbiter's ``spawn_worker`` is wrapped)."""
     track = _track()
     if track is None:
         return
@@ -317,6 +418,10 @@ def when_ready(server) -> None:
         previous = signal.getsignal(signum)
         if callable(previous) and not getattr(previous, "_labkit_notes", False):
             signal.signal(signum, _noting_handler(track, previous))
+    spawn_worker = getattr(server, "spawn_worker", None)
+    if callable(spawn_worker) and not getattr(spawn_worker, "_labkit_notes", False):
+        server.spawn_worker = _timing_spawn(track, server, spawn_worker)
+    _publish(track)
 
 
 def _noting_handler(track: MasterTrack, previous):
@@ -324,10 +429,27 @@ def _noting_handler(track: MasterTrack, previous):
     only queues it for the arbiter's loop)."""
     def handler(signum, frame):
         track.note(f"signal {signal.Signals(signum).name}")
+        _publish(track)
         return previous(signum, frame)
     handler._labkit_notes = True
     handler.__wrapped__ = previous
     return handler
+
+
+def _timing_spawn(track: MasterTrack, server, spawn_worker):
+    """The arbiter's ``spawn_worker``, noting when ``os.fork()`` returned in
+    the master (it returns the pid there; in the child it never returns)."""
+    def spawn():
+        pid = spawn_worker()
+        if os.getpid() == track.pid and isinstance(pid, int):
+            worker = server.WORKERS.get(pid)
+            if worker is not None:
+                track.spawned(worker.age, pid)
+            _publish(track)
+        return pid
+    spawn._labkit_notes = True
+    spawn.__wrapped__ = spawn_worker
+    return spawn
 
 
 def pre_fork(server, worker) -> None:
@@ -342,6 +464,7 @@ def child_exit(server, worker) -> None:
     track = _track()
     if track is not None:
         track.exited(worker)
+        _publish(track)
 
 
 def nworkers_changed(server, new_value, old_value) -> None:
@@ -349,6 +472,7 @@ def nworkers_changed(server, new_value, old_value) -> None:
     track = _track()
     if track is not None and old_value is not None:
         track.note("workers changed", old=old_value, new=new_value)
+        _publish(track)
 
 
 def on_reload(server) -> None:
@@ -356,6 +480,7 @@ def on_reload(server) -> None:
     track = _track()
     if track is not None:
         track.note("reload")
+        _publish(track)
 
 
 def on_exit(server) -> None:

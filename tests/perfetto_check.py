@@ -2,13 +2,16 @@
 file alone (no labkit code): the tests of tracing.export and of the tour use it.
 
 - every event has a ``ph``; every event but process metadata has the one
-  pid of the process, and every tid used has a ``thread_name``;
+  pid of the process (``one_process=False``: a merged file of several,
+  tracing.merge; threads are then told apart by (pid, tid)), and every tid
+  used has a ``thread_name``;
 - per thread, ``"X"`` slices nest properly: two slices either do not
   overlap or one contains the other (Perfetto drops the ones that do not);
   durations are not negative;
 - each flow (``"s"``/``"f"`` with one id, cat and name: Perfetto pairs them
   by all three) has both ends, and each end lies inside an ``"X"`` slice of
-  its own thread (else viewers drop the arrow);
+  its own thread (else viewers drop the arrow); the arrow may go from one
+  process to another;
 - async slices (``"b"``/``"e"``) balance per (cat, id) and nest;
 - counters (``"C"``) carry numbers only;
 - flow ids are numbers or hex strings (Perfetto parses a flow's string id as
@@ -18,21 +21,22 @@ import collections
 import math
 
 
-def problems(doc) -> list[str]:
+def problems(doc, one_process: bool = True) -> list[str]:
     """Every way ``doc`` (the loaded JSON) breaks the rules above."""
     found = []
     events = doc["traceEvents"]
     pids = {e["pid"] for e in events if "pid" in e}
-    if len(pids) != 1:
+    if one_process and len(pids) != 1:
         found.append(f"expected one pid, got {sorted(pids)}")
-    named = {e["tid"] for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    named = {(e.get("pid"), e["tid"]) for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
     slices = collections.defaultdict(list)
     for e in events:
         ph = e.get("ph")
         if ph is None:
             found.append(f"event without ph: {e}")
             continue
-        if ph in "XsfbeB E".replace(" ", "") and e.get("tid") not in named:
+        if ph in "XsfbeB E".replace(" ", "") and (e.get("pid"), e.get("tid")) not in named:
             found.append(f"tid {e.get('tid')} of a {ph} event has no thread_name")
         if ph in ("s", "f") and not _perfetto_id(e.get("id")):
             found.append(f"flow {e.get('name')!r}: id {e.get('id')!r} is neither a "
@@ -43,13 +47,13 @@ def problems(doc) -> list[str]:
             if not (e["dur"] >= 0 and math.isfinite(e["ts"])):
                 found.append(f"bad slice {e}")
             start = _ns(e["ts"])
-            slices[e["tid"]].append((start, start + _ns(e["dur"]), e["name"]))
+            slices[(e.get("pid"), e["tid"])].append((start, start + _ns(e["dur"]), e["name"]))
         if ph == "C":
             for key, value in e.get("args", {}).items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)) \
                         or not math.isfinite(value):
                     found.append(f"counter {e['name']}.{key} is not a number: {value!r}")
-    for tid, spans in slices.items():
+    for (_pid, tid), spans in slices.items():
         spans.sort(key=lambda s: (s[0], -(s[1] - s[0])))
         stack = []
         for start, end, name in spans:
@@ -67,7 +71,8 @@ def problems(doc) -> list[str]:
         if set(pair) != {"s", "f"}:
             found.append(f"flow {fid} has only {sorted(pair)}")
         for e in pair.values():
-            if not any(s <= _ns(e["ts"]) <= t for s, t, _ in slices.get(e["tid"], ())):
+            if not any(s <= _ns(e["ts"]) <= t
+                       for s, t, _ in slices.get((e.get("pid"), e["tid"]), ())):
                 found.append(f"flow {fid} {e['ph']} at {e['ts']} on tid {e['tid']} "
                              f"is outside every slice of its thread")
     open_async = collections.defaultdict(list)

@@ -322,7 +322,7 @@ def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
     # the master's track: a lane per worker from its fork to its reaping, the
     # restart after the kill, the signal that stopped it -- on the workers' clock
     lives = {e["args"]["pid"]: (e["ts"], e["ts"] + e["dur"]) for e in events
-             if e["pid"] == process.pid and e.get("ph") == "X"}
+             if e["pid"] == process.pid and e.get("ph") == "X" and "until" in e["args"]}
     assert set(lives) == workers | {replacement}
     assert lives[killed][1] <= lives[replacement][0]        # reaped, then replaced
     instants = [e["name"] for e in events if e["pid"] == process.pid and e.get("ph") == "i"]
@@ -332,7 +332,26 @@ def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
         ends = [e["ts"] + e.get("dur", 0) for e in events if e["pid"] == pid and "ts" in e]
         forked, reaped = lives[pid]
         assert forked < min(stamps) and max(ends) < reaped, (pid, forked, reaped)
-    # the master's own file is a well-formed Perfetto process trace
+    # an arrow from each fork (a "fork worker PID" slice on the arbiter lane)
+    # to the first slice of that worker's process track
+    forks = {e["args"]["labkit_fork"]: e for e in events
+             if e["pid"] == process.pid and e.get("ph") == "X" and "labkit_fork" in e["args"]}
+    assert set(forks) == workers | {replacement}
+    assert all(e["tid"] == 1 and e["name"] == f"fork worker {pid}" for pid, e in forks.items())
+    flows = {}
+    for e in events:
+        if e.get("ph") in ("s", "f") and e.get("cat") == "fork":
+            flows.setdefault(e["id"], {})[e["ph"]] = e
+    assert sorted(flow["f"]["pid"] for flow in flows.values()) == sorted(tracks)
+    for flow in flows.values():
+        start, end = flow["s"], flow["f"]
+        fork = forks[end["pid"]]
+        assert start["pid"] == process.pid and fork["ts"] <= start["ts"] <= fork["ts"] + fork["dur"]
+        first = min((e for e in events if e["pid"] == end["pid"] and e.get("ph") == "X"
+                     and e["dur"] > 0), key=lambda e: e["ts"])
+        assert end["tid"] == first["tid"] and first["ts"] <= end["ts"] <= first["ts"] + first["dur"]
+    # the master's own file, and the merged one, are well-formed Perfetto traces
     import perfetto_check
     (master_file,) = traces.glob(f"labkit-flight-{process.pid}-master.json")
     assert perfetto_check.problems(json.loads(master_file.read_text())) == []
+    assert perfetto_check.problems(document, one_process=False) == []

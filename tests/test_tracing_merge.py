@@ -71,3 +71,49 @@ def test_a_file_from_elsewhere_is_refused_and_the_command_line_merges(tmp_path):
                           "-o", str(tmp_path / "m2.json")], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 2 and "not a labkit process trace" in bad.stderr
+
+
+def _parent_document(pid, start_ns, forks):
+    """A parent's process file, as labkit/gunicorn.py's MasterTrack writes
+    one: a "fork worker PID" slice (args.labkit_fork) per child forked."""
+    events = [{"ph": "M", "pid": pid, "name": "process_name", "args": {"name": "parent"}},
+              {"ph": "M", "pid": pid, "tid": 1, "name": "thread_name", "args": {"name": "arbiter"}}]
+    for child, ts in forks:
+        events.append({"ph": "X", "pid": pid, "tid": 1, "name": f"fork worker {child}",
+                       "ts": ts, "dur": 50.0, "args": {merge.FORK_KEY: child}})
+    return {"traceEvents": events, "metadata": {"labkit": {"pid": pid, "start_ns": start_ns}}}
+
+
+def test_a_fork_is_an_arrow_from_the_parents_slice_to_the_childs_first_slice(tmp_path):
+    import perfetto_check
+    start = _traced_file(tmp_path / "child.json", 4444, "in-child")
+    child = merge.read(tmp_path / "child.json")
+    # the parent began 10 ms before the child's trace and forked 4444 (and 5555,
+    # which left no trace: no arrow to nowhere) 2 ms after its own start
+    parent = _parent_document(1000, start - 10_000_000, [(4444, 2000.0), (5555, 3000.0)])
+    document = merge.merge_documents([child, parent], tmp_path / "m.json")
+    flows = [e for e in document["traceEvents"] if e.get("cat") == "fork"]
+    assert [(e["ph"], e["pid"]) for e in flows] == [("s", 1000), ("f", 4444)]
+    s, f = flows
+    assert s["id"] == f["id"] and s["id"] >= 2 * merge.ID_STRIDE   # beyond both files' ids
+    assert 2000.0 < s["ts"] < 2050.0 and s["tid"] == 1
+    first = min((e for e in document["traceEvents"] if e["pid"] == 4444 and e.get("ph") == "X"
+                 and e["dur"] > 0), key=lambda e: e["ts"])
+    assert f["tid"] == first["tid"] and first["ts"] < f["ts"] < first["ts"] + first["dur"]
+    assert f["ts"] > 10_000   # on one timeline: the child's zero is 10 ms after the parent's
+    assert perfetto_check.problems(document, one_process=False) == []
+    # the checker would see an arrow whose end left its slice, across processes too
+    f["ts"] = first["ts"] - 5_000
+    assert any("outside every slice" in p
+               for p in perfetto_check.problems(document, one_process=False))
+    # the input documents are not changed
+    assert not any(e.get("cat") == "fork" for e in child["traceEvents"] + parent["traceEvents"])
+
+
+def test_merge_documents_names_what_is_wrong():
+    with pytest.raises(ValueError, match="documents: no traces"):
+        merge.merge_documents([])
+    with pytest.raises(ValueError, match=r"documents\[1\] is not a labkit process trace"):
+        merge.merge_documents([_parent_document(1, 0, []), {"traceEvents": []}])
+    assert merge.fork_flows([{"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 1,
+                              "args": {merge.FORK_KEY: True}}]) == []   # not a pid

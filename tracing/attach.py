@@ -64,14 +64,16 @@ import json
 import os
 import secrets
 import socket as _stdlib_socket
-import stat
 import struct
 import sys
 import time
 
+from labkit.console import group_path, socket_dir
+from labkit.console import private_dir as _private_dir
+from labkit.console import write_private as _write_private
 from tracing import frames as _frames
 
-__all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "token_path",
+__all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "token_path", "group_path",
            "loopback_address", "sweep_stale_sockets", "peer_uid", "peer_allowed",
            "AttachClient", "load_record", "render", "main"]
 
@@ -84,15 +86,6 @@ OPS = ("hello", "frame")
 
 
 # -- where the socket lives ------------------------------------------------------
-
-def socket_dir() -> str:
-    """``$XDG_RUNTIME_DIR/labkit`` when that variable names a directory, else
-    ``/tmp/labkit-<uid>``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return os.path.join(runtime, "labkit")
-    return os.path.join("/tmp", f"labkit-{os.getuid()}")
-
 
 def socket_path(pid: int) -> str:
     """The socket of the labkit process ``pid`` (this user's)."""
@@ -139,38 +132,8 @@ def loopback_address(tcp, argument: str = "tcp") -> tuple[str, int]:
     return host.strip("[]"), port
 
 
-def _write_private(path: str, text: str) -> None:
-    """Write ``path`` as a 0600 file, all at once (a reader never sees half
-    of it, nor a moment when it is wider than 0600)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _private_dir(path: str) -> None:
-    """Make ``path`` a directory only this user can enter, or refuse one
-    that exists and is not (someone else could swap the socket in it)."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise PermissionError(f"{path} exists and is not a directory")
-    if info.st_uid != os.getuid():
-        raise PermissionError(f"{path} belongs to uid {info.st_uid}, not {os.getuid()}")
-    if info.st_mode & 0o077:
-        raise PermissionError(f"{path} is mode {stat.S_IMODE(info.st_mode):o}; "
-                              "the console's directory must be 0700")
-
-
 def sweep_stale_sockets(directory: str) -> list[str]:
-    """Remove the ``console-<pid>.sock`` (and ``.token``) files in
+    """Remove the ``console-<pid>.sock`` (and ``.token``, ``.group``) files in
     ``directory`` whose process is gone (one killed by a signal cannot
     remove its own); the removed paths. A live pid keeps its file, whoever
     it is now."""
@@ -178,7 +141,7 @@ def sweep_stale_sockets(directory: str) -> list[str]:
     for name in os.listdir(directory):
         stem, dot, suffix = name.rpartition(".")
         pid = stem[len("console-"):]
-        if not (stem.startswith("console-") and suffix in ("sock", "token") and pid.isdigit()):
+        if not (stem.startswith("console-") and suffix in ("sock", "token", "group") and pid.isdigit()):
             continue
         try:
             os.kill(int(pid), 0)
@@ -625,12 +588,13 @@ class AttachClient:
 RECORD_HEADER = "labkit-console-record"
 
 
-def _record_header(pid) -> dict:
-    return {"format": RECORD_HEADER, "version": 1, "pid": pid}
+def _record_header(pid, group: bool = False) -> dict:
+    return {"format": RECORD_HEADER, "version": 1, "pid": pid, "group": group}
 
 
 def load_record(path) -> list[dict]:
-    """The frames a ``--record`` file holds, oldest first."""
+    """The frames a ``--record`` file holds, oldest first (of a master: its
+    group frames, ``kind == "group"``, see tracing.attach_group)."""
     with open(path) as f:
         try:
             header = json.loads(f.readline() or "null")
@@ -667,15 +631,23 @@ def format_loop(loop: dict) -> str:
 def timeline_lanes(history: list[dict], width: int = 60, max_lanes: int = 12) -> list:
     """(name, cells) per greenlet over the last ``width`` frames of ``history``:
     a cell per frame, its height the share of that refresh the greenlet ran
-    (from its busy time), "·" parked, "r" ready, blank when not alive."""
+    (from its busy time), "·" parked, "r" ready, blank when not alive.
+    Rows that carry a ``process`` (several workers' frames flattened,
+    tracing.attach_group) are told apart by it and named "pid:name"."""
     history = history[-width:]
     lanes: dict = {}
+
+    def key(row):
+        return (row.get("process"), row["id"])
+
     for index, frame in enumerate(history):
-        previous = {r["id"]: r for r in history[index - 1]["rows"]} if index else {}
+        previous = {key(r): r for r in history[index - 1]["rows"]} if index else {}
         span = frame["time"] - history[index - 1]["time"] if index else 0.0
         for row in frame["rows"]:
-            cells = lanes.setdefault((row["id"], row["name"]), [" "] * len(history))
-            before = previous.get(row["id"])
+            name = row["name"] if row.get("process") is None else \
+                f"{row['process']}:{row['name']}"
+            cells = lanes.setdefault((key(row), name), [" "] * len(history))
+            before = previous.get(key(row))
             if frame["loop"].get("recording") and before is not None and span > 0:
                 share = min(1.0, max(0.0, (row["busy"] - before["busy"]) / span))
                 level = max(1, round(share * (len(_LEVELS) - 1))) if share > 0 else 0
@@ -687,40 +659,46 @@ def timeline_lanes(history: list[dict], width: int = 60, max_lanes: int = 12) ->
             else:
                 cells[index] = "·"
     busiest = sorted(lanes.items(), key=lambda item: -sum(c not in " ·" for c in item[1]))
-    return [(name, "".join(cells)) for (_id, name), cells in busiest[:max_lanes]]
+    return [(name, "".join(cells)) for (_key, name), cells in busiest[:max_lanes]]
 
 
 def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
-           max_rows: int = 30, width: int = 60):
-    """One screen: the table, the lints and the timeline, as a rich renderable."""
+           max_rows: int = 30, width: int = 60, title: str | None = None):
+    """One screen: the table, the lints and the timeline, as a rich renderable.
+    Rows and lints that carry a ``process`` (tracing.attach_group's
+    flattened frames) get a pid column; ``title`` replaces "pid N"."""
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
     rows = sorted(frame["rows"], key=_SORT_KEYS.get(sort, _SORT_KEYS["busy"]))
+    by_process = any(row.get("process") is not None for row in rows)
     served = frame.get("served", {})
-    title = (f"labkit console — pid {frame.get('pid')} — {len(rows)} rows — "
+    title = (f"labkit console — {title or 'pid ' + str(frame.get('pid'))} — {len(rows)} rows — "
              f"{format_loop(frame.get('loop', {}))}"
              + (f" — served in pieces of ≤ {served['pause_ms']:.2f} ms" if served else ""))
     table = Table(title=title, expand=True, show_lines=False)
-    for column in ("name", "state", "waits on", "where", "busy", "sched", "sw"):
+    for column in ("pid",) * by_process + ("name", "state", "waits on", "where", "busy",
+                                           "sched", "sw"):
         table.add_column(column, no_wrap=True, overflow="ellipsis",
                          justify="right" if column in ("busy", "sched", "sw") else "left")
     for row in rows[:max_rows]:
         name = str(row["name"]) + (" (task)" if row["kind"] == "task" else "")
-        table.add_row(name, row["state"], row["waits_on"] or "",
+        table.add_row(*(str(row.get("process")),) * by_process,
+                      name, row["state"], row["waits_on"] or "",
                       row["where"] or "", _seconds(row["busy"]), _seconds(row["scheduled"]),
                       "" if row["switches"] is None else str(row["switches"]))
     if len(rows) > max_rows:
         table.caption = f"{len(rows) - max_rows} more rows not shown"
     age = frame.get("lints_age")
     lints = Table(title="lints" + (f" (as of {age:.1f} s ago)" if age else ""), expand=False)
-    for column in ("kind", "greenlet", "line", "evidence"):
+    for column in ("pid",) * by_process + ("kind", "greenlet", "line", "evidence"):
         lints.add_column(column)
     for lint in frame.get("lints", []):
-        lints.add_row(str(lint.get("kind")), str(lint.get("greenlet")),
+        lints.add_row(*(str(lint.get("process")),) * by_process,
+                      str(lint.get("kind")), str(lint.get("greenlet")),
                       str(lint.get("line") or ""), str(lint.get("evidence") or ""))
     if not frame.get("lints"):
-        lints.add_row("none", "", "", "")
+        lints.add_row(*("",) * by_process, "none", "", "", "")
     lanes = timeline_lanes(history or [frame], width=width)
     timeline = "\n".join(f"{name[:20]:<20} |{cells}|" for name, cells in lanes)
     span = (history[-1]["time"] - history[-width:][0]["time"]) if history else 0.0
@@ -732,7 +710,9 @@ def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
 
 def main(argv: list[str] | None = None) -> int:
     """Attach to a running labkit process (LABKIT_CONSOLE=1 there): its
-    greenlets, lints and timeline, live (--once: one frame; --record FILE)
+    greenlets, lints and timeline, live (--once: one frame; --record FILE).
+    A process that serves no console but whose children do (a gunicorn
+    master) shows all its workers at once (tracing.attach_group)
 
     python -m labkit console PID [--once] [--record FILE] [--interval S]
     """
@@ -740,10 +720,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=" ".join(main.__doc__.split("\n\n")[0].split()))
     parser.add_argument("pid", type=int, help="the process to attach to")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
-    parser.add_argument("--record", metavar="FILE", help="also write every frame to FILE")
+    parser.add_argument("--record", metavar="FILE", help="also write every frame to FILE "
+                        "(of every worker, for a master)")
     parser.add_argument("--perfetto", metavar="FILE",
                         help="at the end, write the frames as a Perfetto (Chrome JSON) "
-                             "file: a track per greenlet, its states as slices")
+                             "file: a track per greenlet, its states as slices (for a "
+                             "master: one merged file, a process track per worker)")
     parser.add_argument("--interval", type=float, default=0.5,
                         help="seconds between refreshes (default 0.5)")
     parser.add_argument("--sort", choices=sorted(_SORT_KEYS), default="busy")
@@ -757,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.interval > 0:
         parser.error("--interval must be > 0")
+    if not args.timeout > 0:
+        parser.error("--timeout must be > 0")
     try:
         from rich.console import Console
     except ImportError:
@@ -764,22 +748,30 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     console = Console() if sys.stdout.isatty() else Console(width=120)
+    from tracing import attach_group
+    group = args.socket is None and args.token_file is None and attach_group.is_group(args.pid)
     try:
-        client = AttachClient(args.pid, path=args.socket, timeout=args.timeout,
-                              token_file=args.token_file)
+        if group:
+            client = attach_group.GroupClient(args.pid, timeout=args.timeout)
+        else:
+            client = AttachClient(args.pid, path=args.socket, timeout=args.timeout,
+                                  token_file=args.token_file)
     except (FileNotFoundError, PermissionError, ConnectionRefusedError, ValueError) as exc:
         print(f"labkit console: {exc}", file=sys.stderr)
         return 1
+    # a group's frames hold every worker's: drawn and timed through one flattened frame
+    flat = attach_group.flatten if group else (lambda frame: frame)
+    draw = attach_group.render_group if group else render
     record = open(args.record, "w") if args.record else None
     history: list[dict] = []
     every: list[dict] | None = [] if args.perfetto else None
     try:
         if record is not None:
-            record.write(json.dumps(_record_header(args.pid)) + "\n")
+            record.write(json.dumps(_record_header(args.pid, group)) + "\n")
 
         def next_frame() -> dict:
             frame = client.frame()
-            history.append(frame)
+            history.append(flat(frame))
             del history[:-60]   # the timeline's width
             if every is not None:
                 every.append(frame)
@@ -789,14 +781,14 @@ def main(argv: list[str] | None = None) -> int:
             return frame
 
         if args.once:
-            console.print(render(next_frame(), history, args.sort, args.rows))
+            console.print(draw(next_frame(), history, args.sort, args.rows))
             return 0
         from rich.live import Live
-        with Live(render(next_frame(), history, args.sort, args.rows), console=console,
+        with Live(draw(next_frame(), history, args.sort, args.rows), console=console,
                   refresh_per_second=4, screen=False) as live:
             while True:
                 time.sleep(args.interval)
-                live.update(render(next_frame(), history, args.sort, args.rows))
+                live.update(draw(next_frame(), history, args.sort, args.rows))
     except KeyboardInterrupt:
         return 0
     except (TimeoutError, ConnectionError, PermissionError, RuntimeError) as exc:
@@ -807,4 +799,8 @@ def main(argv: list[str] | None = None) -> int:
         if record is not None:
             record.close()
         if every:
-            _frames.to_perfetto(every, args.perfetto)
+            try:
+                (attach_group.to_perfetto if group else _frames.to_perfetto)(every,
+                                                                            args.perfetto)
+            except ValueError as exc:
+                print(f"labkit console: --perfetto: {exc}", file=sys.stderr)

@@ -16,7 +16,13 @@ timeline:
   (Perfetto *threads*) under it. Two files of the same pid (two dumps of one
   worker) stay one process track;
 - ids of flows and async slices are made unique per file (the Chrome format
-  scopes them by category, not by process).
+  scopes them by category, not by process);
+- a fork becomes an arrow: a slice whose ``args`` carry ``labkit_fork: PID``
+  (the gunicorn master's "fork worker PID", labkit/gunicorn.py; any forking
+  parent may mark its own) is bound by a flow (cat ``"fork"``) to the first
+  slice of process PID, when PID is among the merged files. A child's trace
+  begins after the fork, when its recorder starts, so without the arrow
+  the two line up by time only.
 
 Other tracers' spans (tracing.export's span sources: the OpenTelemetry
 bridge, tracing/otel.py) are in the files :func:`write` makes, on the
@@ -56,6 +62,11 @@ _ID_KEYS = ("id", "bind_id")
 
 #: In ``extra_events``: a span record (tracing.export.add_span_source) to place.
 SPAN_KEY = "labkit_span"
+#: In a slice's ``args``: the pid of the child this slice forked (see above).
+FORK_KEY = "labkit_fork"
+#: How far into a slice (µs at most, else half of it) a fork arrow's ends
+#: sit: strictly inside, as Perfetto needs to bind them, and near its start.
+FLOW_INSET_US = 1.0
 
 
 def source_events(pid: int, start_ns: int, stop_ns: int) -> list[dict]:
@@ -132,9 +143,7 @@ def read(path) -> dict:
     """A file written by :func:`write`: its document. ValueError if it is not one."""
     with open(path, encoding="utf-8") as f:
         document = json.load(f)
-    meta = document.get("metadata", {}).get(META_KEY) if isinstance(document, dict) else None
-    if not isinstance(meta, dict) or "start_ns" not in meta or "pid" not in meta:
-        raise ValueError(f"{path} is not a labkit process trace (no metadata.{META_KEY})")
+    _check_document(document, path)
     return document
 
 
@@ -149,13 +158,31 @@ def merge(paths, out=None) -> dict:
     files = _expand(paths)
     if not files:
         raise ValueError("paths: no trace files to merge")
-    documents = [(f, read(f)) for f in files]
-    origin = min(doc["metadata"][META_KEY]["start_ns"] for _, doc in documents)
+    return merge_documents([read(f) for f in files], out)
+
+
+def _check_document(document, where) -> dict:
+    meta = document.get("metadata", {}).get(META_KEY) if isinstance(document, dict) else None
+    if not isinstance(meta, dict) or "start_ns" not in meta or "pid" not in meta \
+            or not isinstance(document.get("traceEvents"), list):
+        raise ValueError(f"{where} is not a labkit process trace (no metadata.{META_KEY})")
+    return meta
+
+
+def merge_documents(documents, out=None) -> dict:
+    """:func:`merge` of documents already loaded (each as :func:`read`
+    returns it: Chrome events plus ``metadata.labkit`` with ``pid`` and
+    ``start_ns``); ValueError naming ``documents`` for an empty list or one
+    that is not such a document. The documents are not modified."""
+    documents = list(documents)
+    if not documents:
+        raise ValueError("documents: no traces to merge")
+    metas = [_check_document(doc, f"documents[{n}]") for n, doc in enumerate(documents)]
+    origin = min(meta["start_ns"] for meta in metas)
     merged: list[dict] = []
     seen_metadata = set()
     processes = []
-    for n, (_, doc) in enumerate(documents):
-        meta = doc["metadata"][META_KEY]
+    for n, (meta, doc) in enumerate(zip(metas, documents)):
         shift_us = (meta["start_ns"] - origin) / 1e3
         processes.append({"pid": meta["pid"], "name": meta.get("name"),
                           "start_ns": meta["start_ns"], "reason": meta.get("reason")})
@@ -177,6 +204,7 @@ def merge(paths, out=None) -> dict:
                 elif isinstance(event.get(id_key), str):
                     event[id_key] = f"{n}:{event[id_key]}"
             merged.append(event)
+    merged.extend(fork_flows(merged, first_id=len(documents) * ID_STRIDE))
     document = {"traceEvents": merged, "displayTimeUnit": "ms",
                 "metadata": {META_KEY: {"merged": True, "start_ns": origin,
                                         "processes": processes}}}
@@ -186,6 +214,36 @@ def merge(paths, out=None) -> dict:
             json.dump(document, f)
         os.replace(tmp, out)
     return document
+
+
+def fork_flows(events, first_id: int = 1) -> list[dict]:
+    """The flow events (``"s"`` then ``"f"``, cat ``"fork"``) that bind
+    each slice marked ``args.labkit_fork = PID`` in ``events`` (one
+    timeline) to the first slice of process PID (the earliest that lasts),
+    if PID has one; ids from ``first_id`` on. Both ends lie inside their
+    slices (:data:`FLOW_INSET_US`) and bind to them (``"bp": "e"``)."""
+    first: dict = {}
+    forks = []
+    for event in events:
+        if event.get("ph") != "X" or not event.get("dur", 0) > 0:
+            continue
+        pid = event.get("pid")
+        if pid not in first or event["ts"] < first[pid]["ts"]:
+            first[pid] = event
+        child = (event.get("args") or {}).get(FORK_KEY)
+        if isinstance(child, int) and not isinstance(child, bool) and child != pid:
+            forks.append((event, child))
+    flows = []
+    for n, (fork, child) in enumerate(sorted(forks, key=lambda f: f[0]["ts"])):
+        target = first.get(child)
+        if target is None:
+            continue   # that child left no trace in this merge
+        common = {"cat": "fork", "name": f"fork {child}", "id": first_id + n, "bp": "e"}
+        flows.append({"ph": "s", "pid": fork["pid"], "tid": fork.get("tid"),
+                      "ts": fork["ts"] + min(fork["dur"] / 2, FLOW_INSET_US), **common})
+        flows.append({"ph": "f", "pid": child, "tid": target.get("tid"),
+                      "ts": target["ts"] + min(target["dur"] / 2, FLOW_INSET_US), **common})
+    return flows
 
 
 def process_tracks(document) -> dict:
