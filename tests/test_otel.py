@@ -116,19 +116,14 @@ def test_the_bridge_makes_greenlets_spans_and_puts_otel_spans_on_the_timeline(ot
     assert blocked.end_time - blocked.start_time >= 0.09e9
     # the labkit file shows the OTel spans with their ids, on this process's track
     events = json.loads(open(path, encoding="utf-8").read())["traceEvents"]
-    otel_events = [e for e in events if e.get("cat") == "otel" and e["ph"] == "b"]
     handle_id = format(spans["handle"].context.span_id, "016x")
-    handle = [e for e in otel_events if e["args"]["span_id"] == handle_id]
-    assert len(handle) == 1
-    assert handle[0]["args"]["trace_id"] == format(spans["handle"].context.trace_id, "032x")
-    assert handle[0]["args"]["greenlet"] == "handler-greenlet"
-    # on the greenlet's lane, closed, inside the dump's time range
-    lanes = {e["tid"]: e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"}
-    assert lanes[handle[0]["tid"]] == "handler-greenlet"
-    ends = [e for e in events if e.get("cat") == "otel" and e["ph"] == "e"
-            and e["id"] == handle[0]["id"] and e["name"] == "handle"]
-    assert len(ends) == 1 and 0 <= handle[0]["ts"] <= ends[0]["ts"]
+    assert [e["name"] for e in events if e.get("cat") == "otel" and e["ph"] in "Xb"
+            and e["args"]["span_id"] == handle_id] == ["handle"]
+    lane, row, start, end, args = _otel_slices(events)["handle"]
+    assert args["trace_id"] == format(spans["handle"].context.trace_id, "032x")
+    assert args["greenlet"] == "handler-greenlet"
+    # a slice on the greenlet's own thread, inside the dump's time range
+    assert (lane, row) == ("handler-greenlet", "thread") and 0 <= start <= end
 
 
 def test_instrument_checks_its_arguments():
@@ -138,12 +133,18 @@ def test_instrument_checks_its_arguments():
 
 
 def _otel_slices(events):
-    """name -> (lane name, async id, start, end) of the otel async slices,
-    paired the way Perfetto pairs them (per id, the latest begin)."""
+    """name -> (lane name, row, start, end, args) of the otel slices: row
+    "thread" for a complete ("X") slice on the lane's own thread, else the
+    async id of an async slice, paired the way Perfetto pairs them (per id,
+    the latest begin)."""
     lanes = {e["tid"]: e["args"]["name"] for e in events
              if e.get("ph") == "M" and e.get("name") == "thread_name"}
     open_, found = {}, {}
-    for e in sorted((e for e in events if e.get("cat") == "otel"),
+    for e in events:
+        if e.get("cat") == "otel" and e["ph"] == "X":
+            found[e["name"]] = (lanes[e["tid"]], "thread", e["ts"], e["ts"] + e["dur"],
+                                e["args"])
+    for e in sorted((e for e in events if e.get("cat") == "otel" and e["ph"] in "be"),
                     key=lambda e: (round(e["ts"] * 1000), e["ph"] == "b")):
         if e["ph"] == "b":
             open_.setdefault(e["id"], []).append(e)
@@ -197,7 +198,50 @@ def test_trace_to_perfetto_shows_otel_spans_on_the_greenlet_lanes(otel, tmp_path
         # the greenlet's lifetime span is on its own lane, not its spawner's
         life = slices[f"greenlet h{i}"]
         assert life[0] == lane and life[2] <= start and end <= life[3]
-    assert slices["thread-job"][0] == "otel: other threads"
+        # they nest, so they are slices of the greenlet's own thread (Perfetto's
+        # JSON importer puts async slices on process tracks, whatever their tid),
+        # parents of its running slices, which are cut where a span begins
+        assert row == life[1] == "thread"
+        tid = next(e["tid"] for e in doc["traceEvents"] if e.get("name") == "thread_name"
+                   and e["args"]["name"] == lane)
+        runs = [e for e in doc["traceEvents"] if e.get("ph") == "X" and e["tid"] == tid
+                and e["cat"] == "run"]
+        assert any(round(e["ts"] * 1000) == round(start * 1000) for e in runs)
+        assert any(start <= e["ts"] and e["ts"] + e["dur"] <= end for e in runs)
+    assert slices["thread-job"][:2] == ("otel: other threads", "thread")
+
+
+def test_spans_that_overlap_without_nesting_stay_async_slices(otel, tmp_path):
+    import perfetto_check
+    import tracing
+    from tracing import otel as bridge_module
+    provider, tracer, _ = otel
+
+    def interleaved():
+        first = tracer.start_span("first")
+        labkit.sleep(0.002)
+        second = tracer.start_span("second")
+        labkit.sleep(0.002)
+        first.end()              # ends inside "second", which began inside it
+        labkit.sleep(0.002)
+        second.end()
+
+    with tracing.trace() as trace:
+        bridge = bridge_module.instrument(provider, blocking=False)
+        g = labkit.spawn(interleaved)
+        g.name = "interleaved"
+        g.join()
+    try:
+        trace.to_perfetto(tmp_path / "trace.json")
+    finally:
+        bridge.close()
+    doc = json.loads((tmp_path / "trace.json").read_text())
+    assert perfetto_check.problems(doc) == []
+    slices = _otel_slices(doc["traceEvents"])
+    assert slices["first"][:2] == ("interleaved", "thread")     # the first one fits
+    lane, row, start, end, _ = slices["second"]
+    assert lane == "interleaved" and row != "thread"           # the other one cannot
+    assert slices["first"][2] < start < slices["first"][3] < end
 
 
 def test_trace_to_perfetto_proto_has_an_otel_track_under_each_greenlet(otel, tmp_path):

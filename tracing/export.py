@@ -25,14 +25,22 @@ Chrome trace-event JSON, as ui.perfetto.dev reads it (:func:`perfetto_events`):
   ``live greenlets`` and ``switches/s``.
 
 - spans of other tracers (OpenTelemetry, through tracing/otel.py's bridge:
-  :func:`add_span_source`) are async slices of category ``"otel"`` on the
-  lane of the greenlet they ran in (``tid``; for a greenlet's own lifetime
-  span, that greenlet's lane), args ``trace_id``, ``span_id``,
-  ``parent_id``, ``greenlet``. Spans of one lane share an async id, a
-  second one only where they overlap without nesting, so Perfetto draws
-  them as a track or two per greenlet (children of the greenlet's thread
-  track in the protobuf). Spans of no traced greenlet (a thread-pool job's)
-  go on a lane of their own, ``otel: other threads``.
+  :func:`add_span_source`) are slices of category ``"otel"`` on the lane of
+  the greenlet they ran in (``tid``; for a greenlet's own lifetime span,
+  that greenlet's lane), args ``trace_id``, ``span_id``, ``parent_id``,
+  ``greenlet``. Where they nest -- with each other, and with the lane's
+  blocks -- they are ``"X"`` slices on the greenlet's thread, parents of its
+  running slices, which are cut where a span begins or ends (a span
+  begins while its greenlet runs, so the running slice it begins in would
+  otherwise overlap it: Perfetto drops slices that do not nest). Perfetto's
+  JSON importer puts async slices on tracks of the process and ignores
+  their tid, so only ``"X"`` slices sit on the greenlet's own track. A span
+  that does not nest (it overlaps another without containing it, or begins
+  or ends inside a block) stays an async slice on its lane, a second async
+  id only where needed. In the protobuf every span is on a
+  ``"<lane>: otel"`` track under the greenlet's thread track. Spans of no
+  traced greenlet (a thread-pool job's) go on a lane of their own,
+  ``otel: other threads``.
 
 Timestamps are microseconds since the trace started, computed from whole
 nanoseconds so that a flow's ends stay inside their slices.
@@ -182,6 +190,7 @@ class _Layout:
         if other_spans is None:
             other_spans = [] if origin is None else \
                 span_records(os.getpid(), origin, origin + _ns(trace.duration))
+        self.span_items: dict = {}   # tid -> [(start, end, name, args)], by _place_spans
         self.spans = self._place_spans(trace, other_spans, origin) \
             if other_spans and origin is not None else []
 
@@ -222,9 +231,16 @@ class _Layout:
             args = dict(span.get("args") or {})
             args["greenlet"] = span.get("greenlet") if tid == other_tid else names.get(tid)
             by_tid.setdefault(tid, []).append((start, end, span["name"], args))
+        self.span_items = by_tid
+        return self.async_rows(by_tid)
+
+    @staticmethod
+    def async_rows(by_tid) -> list:
+        """[(tid, async id, events)]: the spans of ``by_tid`` (tid ->
+        [(start, end, name, args)]) in rows that nest, one async id each."""
         placed, next_id = [], 1
         for tid, items in sorted(by_tid.items()):
-            items.sort(key=lambda item: (item[0], -item[1]))
+            items = sorted(items, key=lambda item: (item[0], -item[1]))
             rows: list = []   # [(stack of (end, name), events)]
             for start, end, name, args in items:
                 for stack, events in rows:
@@ -243,6 +259,43 @@ class _Layout:
                 placed.append((tid, next_id, events))
                 next_id += 1
         return placed
+
+    def spans_on_threads(self):
+        """The spans as the JSON export draws them: ``(span slices, running
+        slices, async rows)``. Span slices ``(tid, start, end, name, args)``
+        are the spans that nest with the other spans of their lane and with
+        its blocks; the running slices are :attr:`slices` cut at their ends,
+        so that they nest under them; the async rows (as :meth:`async_rows`)
+        hold the spans that do not nest."""
+        blocks: dict = {}
+        for tid, start, end, *_ in self.blocks:
+            blocks.setdefault(tid, []).append((start, end))
+        nested, apart, cuts = [], {}, {}
+        for tid, items in self.span_items.items():
+            stack: list = []   # ends of the enclosing nested spans
+            for item in sorted(items, key=lambda item: (item[0], -item[1])):
+                start, end = item[0], item[1]
+                while stack and stack[-1] <= start:
+                    stack.pop()
+                inside_block = any(b_start < at < b_end for at in (start, end)
+                                   for b_start, b_end in blocks.get(tid, ()))
+                if (stack and end > stack[-1]) or inside_block:
+                    apart.setdefault(tid, []).append(item)
+                    continue
+                stack.append(end)
+                nested.append((tid, *item))
+                cuts.setdefault(tid, set()).update((start, end))
+        cut_lists = {tid: sorted(points) for tid, points in cuts.items()}
+        running = []
+        for tid, start, end, name, cat in self.slices:
+            points = cut_lists.get(tid, ())
+            i = bisect.bisect_right(points, start)
+            while i < len(points) and points[i] < end:
+                running.append((tid, start, points[i], name, cat))
+                start = points[i]
+                i += 1
+            running.append((tid, start, end, name, cat))
+        return nested, running, self.async_rows(apart)
 
     @staticmethod
     def _enclosing(spans, at):
@@ -270,7 +323,13 @@ def perfetto_events(trace, spans=None, origin_ns=None) -> list[dict]:
                        "args": {"name": name}})
         events.append({"ph": "M", "pid": _PID, "tid": tid, "name": "thread_sort_index",
                        "args": {"sort_index": tid}})
-    for tid, start, end, name, cat in layout.slices:
+    span_slices, running, async_spans = layout.spans_on_threads()
+    # spans first: at one instant, a span is the parent of the running
+    # slice cut there (viewers keep the file's order for equal ts)
+    for tid, start, end, name, args in span_slices:
+        events.append({"ph": "X", "pid": _PID, "tid": tid, "cat": "otel", "name": name,
+                       "ts": _us(start), "dur": _us(end - start), "args": args})
+    for tid, start, end, name, cat in running:
         events.append({"ph": "X", "pid": _PID, "tid": tid, "cat": cat, "name": name,
                        "ts": _us(start), "dur": _us(end - start)})
     for tid, start, end, name, block in layout.blocks:
@@ -297,7 +356,7 @@ def perfetto_events(trace, spans=None, origin_ns=None) -> list[dict]:
         for ns, value in samples:
             events.append({"ph": "C", "pid": _PID, "name": name, "ts": _us(ns),
                            "args": {unit: value}})
-    for tid, async_id, row in layout.spans:
+    for tid, async_id, row in async_spans:
         for ns, phase, name, args in row:
             event = {"ph": phase, "pid": _PID, "tid": tid, "cat": "otel", "id": async_id,
                      "name": name, "ts": _us(ns)}
