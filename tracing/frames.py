@@ -20,7 +20,10 @@ socket and ``--record`` writes it to a file as it is -- with these keys:
   :data:`ROW_KEYS` (see :func:`tracing.snapshot.snapshot` for their meaning);
 - ``loop``: the loop's own numbers (a dict of name -> number);
 - ``lints``: one dict per :class:`tracing.lints.Lint` (``kind``,
-  ``greenlet``, ``id``, ``line``, ``evidence``).
+  ``greenlet``, ``id``, ``line``, ``evidence``);
+- ``changed``: ids of rows whose greenlet ran while the capture yielded
+  (``Snapshot.changed``), ``heap_ms``: what the lost wake-up's heap
+  traversal cost in this frame (0.0 if it did not run).
 
 Beyond the snapshot's columns a parked row has ``object`` (the Event,
 Queue or lock it waits on: "RLock 0x7f..") and, for a lock that knows who
@@ -56,24 +59,27 @@ _NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ",
 
 
 #: Rows turned into plain data between two calls of ``between`` (see capture).
-CHUNK_ROWS = 100
+CHUNK_ROWS = 40
 
 
 def capture(hub=None, between=None, pieces: list | None = None, omit=(),
-            with_lints: bool = True) -> dict:
+            with_lints: bool = True, heap=None) -> dict:
     """A frame of this thread's hub now. Call from the hub's thread.
 
-    Cost: one :func:`tracing.snapshot.snapshot` (the greenlets' state, all
-    at one instant), then a dict per row, :data:`CHUNK_ROWS` rows at a
-    time. ``between``: called between those pieces -- ``labkit.sleep(0)``
-    in a greenlet lets the loop run, so that a big table never holds it
-    for long at a stretch. ``pieces``: if a list, the duration of each
+    Cost: one :func:`tracing.snapshot.snapshot`, then a dict per row,
+    :data:`CHUNK_ROWS` rows at a time. ``between``: called between those
+    pieces, and inside the snapshot (which then reads the rows in pieces:
+    ``frame["changed"]`` lists the ids of rows whose greenlet ran while it
+    yielded) -- ``labkit.sleep(0)`` in a greenlet lets the loop run, so
+    that a big table never holds it for long at a stretch. ``pieces``: if a list, the duration of each
     piece in ns is appended (what the console reports as its pause).
     ``omit``: ids of greenlets left out (the console's own capturing one).
     ``with_lints``: also run :func:`tracing.lints.lints` on the snapshot
     (else ``frame["lints"]`` is None), in pieces of their own when
     ``between`` is given. They cost far more than the snapshot on a big
-    table: :class:`Capturer` spaces them out too.
+    table: :class:`Capturer` spaces them out too. ``heap``: the
+    :class:`tracing.lints.HeapCheck` the lints keep between frames (their
+    heap traversal, rare; ``frame["heap_ms"]``: what it cost in this one).
     """
     from tracing.lints import lints as find_lints
     from tracing.lints import holder_of, waited_object
@@ -92,12 +98,13 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
             between()
         start = clock()
 
-    snap = snapshot(hub)
+    snap = snapshot(hub, between=cut if between is not None else None)
     taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
     loop = dataclasses.asdict(snap.loop)
     # The lints yield inside (at most ~tracing.lints.PIECE_NS at a stretch).
     lints = ([dataclasses.asdict(lint) for lint in
-              find_lints(hub, snap=snap, between=cut if between is not None else None)]
+              find_lints(hub, snap=snap, between=cut if between is not None else None,
+                         heap=heap)]
              if with_lints else None)
     rows = task_rows()
     lookups = MAX_OBJECT_LOOKUPS
@@ -122,7 +129,9 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
     if pieces is not None:
         pieces.append(clock() - start)
     rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
-    return {**taken, "rows": rows, "loop": loop, "lints": lints}
+    return {**taken, "rows": rows, "loop": loop, "lints": lints,
+            "changed": sorted(snap.changed),
+            "heap_ms": heap.last_ns / 1e6 if heap is not None and with_lints else 0.0}
 
 
 class Capturer:
@@ -149,12 +158,14 @@ class Capturer:
         self._lints: list = []
         self._lints_at = None      # time.monotonic() of the last lints
         self._next_lints = 0.0
+        from tracing.lints import HeapCheck
+        self.heap = HeapCheck()    # the lost wake-up's heap traversal: rare (see there)
 
     def capture(self, hub=None, between=None, pieces: list | None = None, omit=()) -> dict:
         now = time.monotonic()
         due = now >= self._next_lints
         start = time.perf_counter()
-        frame = capture(hub, between, pieces, omit, with_lints=due)
+        frame = capture(hub, between, pieces, omit, with_lints=due, heap=self.heap)
         if due:
             # (the lints run in pieces of their own: count the whole capture)
             spent = sum(pieces) / 1e9 if pieces else time.perf_counter() - start

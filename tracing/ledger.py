@@ -23,9 +23,10 @@ and folded in a fixed number of numpy passes over the batch, with Python
 only per greenlet incarnation met, per exit and per update:
 ~0.02-0.04 us of the hub thread's time per record under the echo load (it
 was ~0.2-0.3 us with one Python pass per record, which cost the console's
-4 Hz capture most of its overhead). Without numpy (a production process
-need not have it) the records are folded one by one in Python
-(:meth:`Ledger._fold_python`, the reference the fast fold is tested
+4 Hz capture most of its overhead). Batches of fewer than
+:data:`NUMPY_FROM` records, and all of them without numpy (a production
+process need not have it), are folded one by one in Python
+(:meth:`Ledger._fold_python`, the reference the numpy fold is tested
 against). Records overwritten before they were read are counted
 (``lost``), and after such a gap every greenlet counts as touched.
 Record kinds this module does not know (a newer recorder's) are read as
@@ -52,6 +53,12 @@ _RESUME, _SPAWN, _EXIT = lib.LK_TR_RESUME, lib.LK_TR_SPAWN, lib.LK_TR_EXIT
 _POLL_ENTER, _POLL_LEAVE = lib.LK_TR_POLL_ENTER, lib.LK_TR_POLL_LEAVE
 _PASS = lib.LK_TR_PASS
 _WHY_START, _WHY_READY, _WHY_TIMER = lib.LK_WHY_START, lib.LK_WHY_READY, lib.LK_WHY_TIMER
+
+#: Batches of at least this many records are folded with numpy, smaller
+#: ones one by one: the numpy fold has a fixed cost of ~0.3-0.5 ms a batch
+#: here (some forty numpy calls, and Python per greenlet met), the
+#: one-by-one fold ~0.3 us a record. Both give the same (tested).
+NUMPY_FROM = 1500
 
 #: A timer wake-up after a park shorter than this counts as a zero timeout
 #: (a self wake-up, for the spinning lint), in ns.
@@ -114,14 +121,29 @@ class Ledger:
         self.polls = self.passes = self.callbacks = 0
         self.poll_ns = self.lag_max = self.lag_sum = self.lags = 0
 
-    def update(self) -> int:
-        """Read the records written since the last update; the new count."""
+    def update(self, pace=None) -> int:
+        """Read the records written since the last update; the new count.
+
+        ``pace``: called after each batch of :data:`BATCH` records (a
+        :class:`tracing.snapshot.Pace`, which may let the hub run); then
+        only the records written before the call are read (the loop does
+        not chase the hub), and the ring is looked up again after each
+        batch (the recorder may have stopped meanwhile). Each batch is
+        folded whole, so an update of the same ledger running meanwhile
+        reads on from where this one stopped."""
         recorder = self._recorder()
         ring = recorder.ring if recorder is not None else None
         if ring is None:
             return 0
+        target = lib.lk_trace_count(ring) if pace is not None else None
         total = 0
         while True:
+            if pace is not None:
+                if total:
+                    pace()
+                    ring = recorder.ring
+                    if ring is None or self.seq >= target:
+                        break
             n = lib.lk_trace_read(ring, self._buffer, self.BATCH, self.seq, self._first)
             first = self._first[0]
             if first > self.seq:          # overwritten before we read them
@@ -132,7 +154,7 @@ class Ledger:
             if n <= 0:
                 break
             data = ffi.buffer(self._buffer, n * _RECORD.size)
-            if _np is not None:
+            if _np is not None and n >= NUMPY_FROM:
                 self._fold(_np.frombuffer(data, RECORD_DTYPE))
             else:
                 self._fold_python(_RECORD.iter_unpack(data))

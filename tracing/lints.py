@@ -50,7 +50,14 @@ Cost: unlike :func:`tracing.snapshot`, asking for lints is not meant for
 every refresh. The lost wake-up check reads every waiter's frames and
 traverses the heap twice (``gc.get_referrers`` of all waited-on objects at
 once, then of the containers holding them): ~0.1 s for 10,000 greenlets
-parked on one Event, during which the loop waits.
+parked on one Event, during which the loop waits. A live view passes a
+:class:`HeapCheck` (``lints(heap=...)``; the console and the attach do):
+the traversal then runs only for waiters parked on the same frame for
+:data:`LOST_WAKEUP_AFTER` seconds and not already judged, and each run's
+cost is kept (``HeapCheck.last_ns``; a console frame's ``heap_ms``). It is
+still one piece when it runs: a search of the heap in chunks, the hub
+running between them, was tried and removed (see
+:func:`_only_waiters_refer`).
 """
 from __future__ import annotations
 
@@ -70,11 +77,12 @@ from labkit.util import greenlet_name
 from tracing import recorder as _recorder_module
 from tracing.introspect import ipython_shell, cell_location
 from tracing.ledger import ZERO_TIMEOUT_NS, ledger_for
-from tracing.snapshot import snapshot
+from tracing.snapshot import Pace, snapshot
 
 __all__ = ["Lint", "lints", "trace_lints", "silence", "unsilence", "watch_cells",
            "KINDS", "NEVER_YIELDED", "STARVED", "SPINNING_RATIO", "SPINNING_WAKES",
-           "LEAKED_AFTER", "PIECE_NS", "waited_object", "holder_of"]
+           "LEAKED_AFTER", "LOST_WAKEUP_AFTER", "PIECE_NS", "HeapCheck", "waited_object",
+           "holder_of"]
 
 KINDS = ("never yielded", "lost wake-up", "spinning", "starved", "leaked")
 
@@ -185,7 +193,8 @@ def _cell_done(result) -> None:
 
 def lints(hub=None, *, never_yielded: float | None = None, starved: float | None = None,
           spinning_ratio: float | None = None, spinning_wakes: int | None = None,
-          leaked_after: float | None = None, snap=None, between=None) -> list[Lint]:
+          leaked_after: float | None = None, snap=None, between=None,
+          heap: "HeapCheck | None" = None) -> list[Lint]:
     """The lints of the hub's greenlets now (see the module docstring).
     Call from the hub's thread. A threshold left None is the module's
     constant at the time of the call (NEVER_YIELDED, STARVED, ...: set
@@ -200,7 +209,14 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
     whatever its length. What runs in between cannot make a lint wrong: a
     greenlet that left its wait meanwhile gets no lost wake-up (each is
     checked again at the end), and a reference taken or dropped meanwhile
-    is seen or not, as it would be a moment later."""
+    is seen or not, as it would be a moment later.
+
+    ``heap``: a :class:`HeapCheck` kept from call to call (the console's
+    and the attach's refreshes keep one): the lost wake-up's heap
+    traversal then runs only for objects whose waiters have all been
+    parked, on the same frame, for :data:`LOST_WAKEUP_AFTER` seconds, and
+    whose verdict is not known yet (see :class:`HeapCheck`); without one,
+    every call traverses the heap for every parked waiter."""
     never_yielded = NEVER_YIELDED if never_yielded is None else never_yielded
     starved = STARVED if starved is None else starved
     spinning_ratio = SPINNING_RATIO if spinning_ratio is None else spinning_ratio
@@ -217,7 +233,7 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
     if recorder is not None and recorder.ring is not None:
         found += _timing_lints(recorder, rows, never_yielded, starved, spinning_ratio,
                                spinning_wakes, pace)
-    found += _lost_wakeups(snap.rows, pace)
+    found += _lost_wakeups(snap.rows, pace, heap)
     found += _leaks(snap.rows, leaked_after)
     return [lint for lint, g in found if not _silenced(lint, g)]
 
@@ -227,23 +243,10 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
 PIECE_NS = 400_000
 
 
-class _Pace:
-    """``pace()`` after each step of work: calls ``between`` once
-    :data:`PIECE_NS` has passed since the last call. ``pace.cuts``: how
-    many times it did."""
-
-    __slots__ = ("between", "start", "cuts")
-
-    def __init__(self, between=None):
-        self.between = between
-        self.start = time.perf_counter_ns()
-        self.cuts = 0
-
-    def __call__(self) -> None:
-        if self.between is not None and time.perf_counter_ns() - self.start >= PIECE_NS:
-            self.between()
-            self.cuts += 1
-            self.start = time.perf_counter_ns()
+def _Pace(between=None):
+    """A :class:`tracing.snapshot.Pace` at this module's :data:`PIECE_NS`
+    (read at each call of :func:`lints`: set it to change the pieces)."""
+    return Pace(between, PIECE_NS)
 
 
 def _check(**thresholds) -> None:
@@ -265,13 +268,19 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes, pace
     ledger.update()
     out = []
     blocks = list(recorder.blocks)
-    accounts = [(gid, rows.get(gid), recorder.name_of(gid), acc)
-                for gid, acc in list(ledger.accounts.items())]
-    accounts += [(None, None, name, acc) for name, acc in list(ledger.finished)]
+    accounts = [(gid, None, acc) for gid, acc in list(ledger.accounts.items())]
+    accounts += [(None, name, acc) for name, acc in list(ledger.finished)]
     t0 = recorder.start_ns
+    never_ns, starved_ns = never_yielded * 1e9, starved * 1e9
     reported_blocks = set()
-    for gid, row, name, acc in accounts:
+    for gid, name, acc in accounts:
         pace()
+        if not (acc.longest >= never_ns or acc.most_scheduled >= starved_ns or
+                (acc.wakes >= min_wakes and acc.self_wakes > ratio * acc.wakes)):
+            continue    # (most accounts: no name looked up)
+        if name is None:
+            name = recorder.name_of(gid)
+        row = rows.get(gid) if gid is not None else None
         g = row.greenlet if row is not None else None
         if name in _NOT_LINTED:
             continue
@@ -356,7 +365,97 @@ _NOT_THE_OBJECT = ("Waiter", "Ticket", "_ThreadsafeWake", "Hub")
 _LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
 
 
-def _lost_wakeups(rows, pace=None) -> list:
+#: seconds every waiter of an object must have been parked on it (on the
+#: same frame) before a :class:`HeapCheck` asks the heap about it
+LOST_WAKEUP_AFTER = 1.0
+
+
+class HeapCheck:
+    """What the lost wake-up lint learnt about the heap, kept between live
+    lints (pass the same one as ``lints(heap=...)``), so that its heap
+    traversal (``gc.get_referrers``: one piece, ~1 ms per 10,000 objects
+    here, whatever the number of greenlets) runs rarely and only when it
+    can matter:
+
+    - only for objects whose waiters have all been parked on the same
+      frame and instruction for ``after`` seconds, counted from the first
+      call that saw them there (a waiter that moved starts its clock again);
+    - a verdict is kept while the object's waiters stay as they were: "nothing
+      else refers to it" stands for good (nothing can take a reference to
+      an object nothing refers to), "something else refers to it" is asked
+      again after ``recheck`` seconds, doubling each time it is confirmed,
+      up to ``max_recheck`` (the referrer may let go: a lost wake-up is then
+      reported up to that much later than without a HeapCheck).
+
+    What it cost: ``last_ns`` (the traversal of the latest call, 0 if none
+    ran), ``total_ns`` and ``runs``.
+    """
+
+    def __init__(self, after: float | None = None, recheck: float = 2.0,
+                 max_recheck: float = 30.0):
+        after = LOST_WAKEUP_AFTER if after is None else after
+        _check(after=after, recheck=recheck, max_recheck=max_recheck)
+        self.after, self.recheck, self.max_recheck = after, recheck, max_recheck
+        self._since: dict = {}       # id(greenlet) -> (frame key, first seen there)
+        self._verdicts: dict = {}    # id(object) -> (waiters' signature, lost, next look, interval)
+        self._checking: list = []   # (id(object), signature) of the latest select
+        self.last_ns = self.total_ns = self.runs = 0
+
+    def select(self, entries: list, pace=None) -> tuple[list, list]:
+        """(entries to look up in the heap now, entries known to be lost);
+        ``pace()`` after each waiter."""
+        pace = pace or _Pace()
+        now = time.monotonic()
+        since, seen = self._since, {}
+        check, lost, verdicts = [], [], {}
+        for obj, waiters in entries:
+            signature = []
+            settled = True
+            for row in waiters:
+                pace()
+                g = row.greenlet
+                frame = g.gr_frame
+                key = (id(frame), frame.f_lasti) if frame is not None else None
+                first = since.get(id(g))
+                start = first[1] if first is not None and first[0] == key else now
+                seen[id(g)] = (key, start)
+                signature.append((id(g), key))
+                settled = settled and now - start >= self.after
+            if not settled:
+                continue
+            signature = frozenset(signature)
+            verdict = self._verdicts.get(id(obj))
+            if verdict is not None and verdict[0] == signature:
+                verdicts[id(obj)] = verdict
+                if verdict[1]:
+                    lost.append((obj, waiters))
+                    continue
+                if now < verdict[2]:
+                    continue
+            check.append((obj, waiters, signature))
+        self._since = seen      # (greenlets no longer parked are forgotten)
+        self._verdicts = verdicts
+        self._checking = [(id(obj), signature) for obj, _w, signature in check]
+        return [(obj, waiters) for obj, waiters, _s in check], lost
+
+    def record(self, suspects: list, cost_ns: int) -> None:
+        """The heap's answer for the entries of the latest :meth:`select`."""
+        lost = {id(obj) for obj, _waiters in suspects}
+        now = time.monotonic()
+        for oid, signature in self._checking:
+            old = self._verdicts.get(oid)
+            interval = self.recheck
+            if old is not None and old[0] == signature and not old[1]:
+                interval = min(self.max_recheck, old[3] * 2)
+            self._verdicts[oid] = (signature, oid in lost, now + interval, interval)
+        self._checking = []
+        self.last_ns = cost_ns
+        if cost_ns:
+            self.total_ns += cost_ns
+            self.runs += 1
+
+
+def _lost_wakeups(rows, pace=None, heap=None) -> list:
     pace = pace or _Pace()
     out = []
     by_object: dict[int, tuple] = {}
@@ -394,7 +493,19 @@ def _lost_wakeups(rows, pace=None) -> list:
     by_object.clear()
     # First what the collector sees (one heap traversal for all of them),
     # then, for the few nothing else refers to, the frames' locals.
-    suspects = _only_waiters_refer(entries, pace)
+    if heap is None:
+        suspects = _only_waiters_refer(entries, pace)
+    else:
+        entries, known = heap.select(entries, pace)
+        cost = 0
+        suspects = []
+        if entries:
+            pace.cut()     # (the traversal starts a piece of its own)
+            start = time.perf_counter_ns()
+            suspects = _only_waiters_refer(entries, pace)
+            cost = time.perf_counter_ns() - start
+        heap.record(suspects, cost)
+        suspects += known
     if not suspects:
         return out
     held_by = _locals_index(rows, pace)

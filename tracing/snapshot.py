@@ -77,6 +77,7 @@ import gc
 import operator
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -94,7 +95,7 @@ from tracing import recorder as _recorder_module
 from tracing.introspect import INTERNAL_DIRS, ipython_shell, cell_location
 from tracing.ledger import Account, ledger_for
 
-__all__ = ["snapshot", "snapshot_at", "Snapshot", "Row", "LoopStats"]
+__all__ = ["snapshot", "snapshot_at", "Snapshot", "Row", "LoopStats", "Pace", "PIECE_NS"]
 
 # -- the rows ---------------------------------------------------------------------
 
@@ -189,10 +190,15 @@ class LoopStats:
 class Snapshot:
     """The table at one instant: ``rows`` (one :class:`Row` per greenlet,
     in spawn order where known) and ``loop`` (:class:`LoopStats`).
-    ``time`` is the loop clock (seconds, CLOCK_MONOTONIC)."""
+    ``time`` is the loop clock (seconds, CLOCK_MONOTONIC) when it began.
+    ``changed``: ids of rows whose greenlet ran, or was spawned or exited,
+    while a snapshot taken in pieces (``between``) let the hub run: their
+    row was read before that, or partly after, and may be out of date
+    (empty for a snapshot in one piece)."""
     time: float
     rows: list
     loop: LoopStats
+    changed: frozenset = frozenset()
 
     def row(self, name_or_id) -> Row | None:
         """The row of the greenlet with this name (the first) or id."""
@@ -245,6 +251,7 @@ class _Registry:
         self.frames: dict[int, tuple] = {}        # id -> (id(frame), lasti, waits_on, where, state, code)
         self.static: dict[int, tuple] = {}        # id -> (spawn_site, cell, parent)
         self.parked: dict[int, tuple] = {}        # id -> (row columns but idle, idle - now in s)
+        self.busy = False      # a snapshot in pieces is under way (it yields)
                                                   # of a greenlet parked at the last look
         # A greenlet refers to its parent: the hub's referrers hold its
         # children (one pass of the collector's C traversal, no list of the
@@ -311,27 +318,86 @@ def _registry_for(hub, recorder) -> _Registry:
 
 # -- the snapshot ------------------------------------------------------------------
 
-def snapshot(hub=None) -> Snapshot:
+#: The most work (ns) a snapshot in pieces does between two calls of its
+#: ``between``, give or take one step (a few greenlets' rows, a batch of records).
+PIECE_NS = 400_000
+#: Rows read between two looks at the clock in a snapshot in pieces.
+_ROWS_PER_LOOK = 32
+
+
+class Pace:
+    """``pace()`` after each step of work: calls ``between`` once
+    ``piece_ns`` (default :data:`PIECE_NS`) has passed since the last call
+    or the start. ``pace.cuts``: how many times it did. The one pacing of
+    the snapshot, the ledger's update and the lints."""
+
+    __slots__ = ("between", "start", "cuts", "piece_ns")
+
+    def __init__(self, between=None, piece_ns: int | None = None):
+        self.between = between
+        self.piece_ns = PIECE_NS if piece_ns is None else piece_ns
+        self.start = time.perf_counter_ns()
+        self.cuts = 0
+
+    def __call__(self) -> None:
+        if self.between is not None and time.perf_counter_ns() - self.start >= self.piece_ns:
+            self.between()
+            self.cuts += 1
+            self.start = time.perf_counter_ns()
+
+    def cut(self) -> None:
+        """Call ``between`` now (if any): the next step starts a piece."""
+        if self.between is not None:
+            self.between()
+            self.cuts += 1
+            self.start = time.perf_counter_ns()
+
+
+def snapshot(hub=None, *, between=None) -> Snapshot:
     """The table of the hub's greenlets now. See the module docstring for
-    the columns and the contract (call from the hub's thread)."""
+    the columns and the contract (call from the hub's thread).
+
+    ``between``: called whenever :data:`PIECE_NS` of work has passed --
+    ``labkit.sleep(0)`` in a greenlet lets the loop run in between, so a
+    snapshot of a thousand greenlets (or of a ring full of new records)
+    never holds the loop for more than about that long (the console's
+    refresh, the attach). The rows are then read in pieces: each at the
+    moment of its piece, and those whose greenlet ran, was spawned or
+    exited meanwhile are listed in ``Snapshot.changed``. Greenlets spawned
+    after the snapshot began are not in it. Without ``between`` the
+    snapshot is one piece and never switches."""
     hub = hub if hub is not None else _lk_hub.get_hub()
     if not isinstance(hub, _lk_hub.Hub):
         raise TypeError(f"hub must be a labkit Hub, not {type(hub).__name__}")
+    if between is not None and not callable(between):
+        raise TypeError(f"between must be callable, not {type(between).__name__}")
     if hub.loop.closed:
         raise RuntimeError("the hub's loop is closed")
     # A snapshot allocates a row (a tuple) per greenlet and frees nothing:
     # the collector would run a young-generation pass every 700 of them,
-    # which doubled the time of a snapshot of 10,000. It runs after.
+    # which doubled the time of a snapshot of 10,000. It runs after (and
+    # while the snapshot lets the hub run).
     collecting = gc.isenabled()
+    pace = None
+    if between is not None:
+        def let_run():
+            if collecting:
+                gc.enable()
+            try:
+                between()
+            finally:
+                if collecting:
+                    gc.disable()
+        pace = Pace(let_run)
     gc.disable()
     try:
-        return _snapshot(hub)
+        return _snapshot(hub, pace)
     finally:
         if collecting:
             gc.enable()
 
 
-def _snapshot(hub) -> Snapshot:
+def _snapshot(hub, pace=None) -> Snapshot:
     now_ns = lib.lk_now_ns()
     recorder = _recorder_module.active()
     if recorder is not None and (recorder.ring is None or recorder._hub is not hub):
@@ -339,24 +405,54 @@ def _snapshot(hub) -> Snapshot:
     ledger = None
     if recorder is not None:
         ledger = ledger_for(recorder)
-        ledger.update()
+        ledger.update(pace)
+        if pace is not None and (recorder.ring is None or _recorder_module.active()
+                                 is not recorder):
+            # it stopped while the hub ran: a snapshot without the time columns
+            return _snapshot(hub, None)
+        now_ns = lib.lk_now_ns()
     reg = _registry_for(hub, recorder)
+    # Another snapshot in pieces of this hub is under way (this one runs
+    # while it yields): leave the registry's row cache and the ledger's
+    # touched set to it.
+    nested = reg.busy
+    reg.busy = reg.busy or pace is not None
+    try:
+        return _rows(hub, reg, recorder, ledger, now_ns, pace, nested)
+    finally:
+        if not nested:
+            reg.busy = False
+
+
+def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
     current = getcurrent()
     ready = _ready_ids(hub)
     accounts = ledger.accounts if ledger is not None else {}
-    running = ledger._running if ledger is not None else None
     # Greenlets that have not run since the previous snapshot, are still
     # parked and not queued to run: their row is the previous one with the
     # idle time moved on (a tuple slice, no frame walk). Needs a recording:
     # without one, nothing says who ran.
-    touched = ledger.take_touched() if ledger is not None else None
+    touched = ledger.take_touched() if ledger is not None and not nested else None
     previous = reg.parked if touched is not None else {}
-    now_s = now_ns / 1e9
+    now_s = start_s = now_ns / 1e9
     rows = []
     append = rows.append
     frames, static = reg.frames, reg.static
     gone, collected = [], []
-    for gid, ref in reg.known.items():
+    known = list(reg.known.items()) if pace is not None else reg.known.items()
+    look = 0
+    for gid, ref in known:
+        if pace is not None:
+            look += 1
+            if look == _ROWS_PER_LOOK:
+                look = 0
+                cuts = pace.cuts
+                pace()
+                if pace.cuts != cuts:   # the hub ran: read what changes again
+                    current = getcurrent()
+                    ready = _ready_ids(hub)
+                    now_ns = lib.lk_now_ns()
+                    now_s = now_ns / 1e9
         g = ref()
         if g is None:
             collected.append(gid)
@@ -394,19 +490,31 @@ def _snapshot(hub) -> Snapshot:
                    0, 0.0, 0.0, 0.0)
         else:
             busy, idle = acc.busy, acc.idle
+            running = ledger._running
             if state == "parked" and acc.out is not None:
                 idle += now_ns - acc.out
             elif state == "running" and running is not None and running[0] is acc:
                 busy += now_ns - running[1]
             row = (gid, greenlet_name(g), state, waits, where, fixed[0], fixed[1], fixed[2],
                    acc.switches, busy / 1e9, acc.scheduled / 1e9, idle / 1e9)
-        if state == "parked" and acc is not None and acc.out is not None:
-            # (without the greenlet: the registry must not keep it alive;
-            # floats, not ns: big ints allocate at every operation)
-            previous[gid] = (row[:11], (acc.idle - acc.out) / 1e9)
-        else:
-            previous.pop(gid, None)
+        if touched is not None:
+            if state == "parked" and acc is not None and acc.out is not None:
+                # (without the greenlet: the registry must not keep it alive;
+                # floats, not ns: big ints allocate at every operation)
+                previous[gid] = (row[:11], (acc.idle - acc.out) / 1e9)
+            else:
+                previous.pop(gid, None)
         append(_new_row(Row, row + (g,)))
+    changed = frozenset()
+    if pace is not None and pace.cuts and ledger is not None:
+        # Who ran meanwhile (read, not taken: the next snapshot must still
+        # see them as touched, or it would reuse rows read before they ran).
+        ledger.update(pace)
+        moved = ledger.touched
+        changed = frozenset(row.id for row in rows if row.id in moved)
+        if not nested:
+            for gid in changed:   # their cached rows may be from before
+                previous.pop(gid, None)
     for gid in collected:
         reg._forget(gid)
     for gid in gone:      # shown once as dead, then dropped
@@ -428,7 +536,7 @@ def _snapshot(hub) -> Snapshot:
     loop.ready = hub.ready_count
     loop.timers = hub.loop.active_timers
     loop.fd_waits = hub.loop.io_waiters
-    return Snapshot(time=now_ns / 1e9, rows=rows, loop=loop)
+    return Snapshot(time=start_s, rows=rows, loop=loop, changed=changed)
 
 
 def _spawn_columns(info, recorder) -> tuple:
