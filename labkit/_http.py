@@ -66,6 +66,7 @@ import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import NamedTuple
 
 import httptools
 
@@ -333,7 +334,9 @@ class RequestParser:
 
     def on_url(self, url: bytes) -> None:
         # llhttp may deliver the URL in pieces (one per feed it spans).
-        self._count_head(len(url))
+        self._head_bytes += len(url)  # (_count_head, inline: once per request)
+        if self._head_bytes > self.max_header_size:
+            raise HTTPError(431, "request header fields too large")
         url = self.current.url + url
         if len(url) > self.max_request_line - 14:  # - len("GET  HTTP/1.1")
             raise HTTPError(414, f"request line longer than {self.max_request_line} bytes")
@@ -368,7 +371,8 @@ class RequestParser:
     def on_headers_complete(self) -> None:
         request = self.current
         llhttp = self._llhttp
-        request.method = llhttp.get_method().decode("ascii")
+        method = llhttp.get_method()
+        request.method = _METHODS.get(method) or method.decode("ascii")
         request.version = llhttp.get_http_version()
         request.keep_alive = llhttp.should_keep_alive()
         request.upgrade = llhttp.should_upgrade()
@@ -430,6 +434,9 @@ class RequestParser:
 
 
 _SLASH, _HASH = ord("/"), ord("#")
+#: the usual methods' names as str, decoded once (llhttp gives bytes)
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                     "PATCH", "CONNECT", "TRACE")}
 
 # Where llhttp is in the stream, for RequestParser.feed (compared by identity)
 _HEAD, _BODY, _CHUNK_LINE, _CHUNK_DATA = "head", "body", "chunk-size line", "chunk data"
@@ -549,7 +556,7 @@ class RequestBody:
 
 # -- responses ------------------------------------------------------------------
 
-_date_cache = [0, ""]
+_date_cache = [0, "", b""]
 
 
 def http_date() -> str:
@@ -558,20 +565,59 @@ def http_date() -> str:
     if now != _date_cache[0]:
         _date_cache[0] = now
         _date_cache[1] = formatdate(now, usegmt=True)
+        _date_cache[2] = b"Date: " + _date_cache[1].encode("latin-1") + b"\r\n"
     return _date_cache[1]
 
 
-class ResponseHead:
-    """A rendered response head and the framing decisions it announces."""
+def _date_line() -> bytes:
+    """``Date: <http_date()>\r\n`` as bytes (recomputed once a second)."""
+    if int(time.time()) != _date_cache[0]:
+        http_date()
+    return _date_cache[2]
 
-    __slots__ = ("data", "content_length", "chunked", "bodiless", "keep_alive")
 
-    def __init__(self, data, content_length, chunked, bodiless, keep_alive):
-        self.data = data                       # status line + headers + blank line
-        self.content_length = content_length   # body bytes to send, None if not counted
-        self.chunked = chunked                 # body goes out in chunked frames
-        self.bodiless = bodiless               # no body may follow (HEAD, 1xx, 204, 304)
-        self.keep_alive = keep_alive           # the connection stays open afterwards
+class ResponseHead(NamedTuple):
+    """A rendered response head and the framing decisions it announces.
+    (A tuple, so that the server unpacks it in one step.)"""
+
+    data: bytes                 # status line + headers + blank line
+    content_length: int | None  # body bytes to send, None if not counted
+    chunked: bool               # body goes out in chunked frames
+    bodiless: bool              # no body may follow (HEAD, 1xx, 204, 304)
+    keep_alive: bool            # the connection stays open afterwards
+
+
+_new_head = tuple.__new__  # ResponseHead(...) without its Python __new__
+
+
+def _render_fields(status: str, headers) -> tuple:
+    """The status line and the application's fields as bytes, with what the
+    framing needs to know of them: (bytes, its Content-Length or None,
+    ``Connection: close`` asked, Date given)."""
+    lines = ["HTTP/1.1 ", status, "\r\n"]
+    content_length = None
+    close = has_date = False
+    for name, value in headers:
+        lines += (name, ": ", value, "\r\n")
+        lname = name.lower()
+        if lname == "content-length":
+            content_length = int(value)
+        elif lname == "connection":
+            if value.lower() == "close":
+                close = True
+        elif lname == "date":
+            has_date = True
+    return "".join(lines).encode("latin-1"), content_length, close, has_date
+
+
+#: (status, headers as a tuple) -> _render_fields' answer. An application
+#: answers with the same status and fields (a framework's constant list)
+#: far more often than not: rendering them once saves most of a small
+#: response's head. Equal keys render to equal bytes (the key is the whole
+#: input), and the cache is emptied when full, so fields that change with
+#: every response (cookies, ETags) cost one failed look-up and no memory.
+_fields_cache: dict = {}
+_FIELDS_CACHE_MAX = 256
 
 
 def response_head(status: str, headers, version: str, body_length: int | None,
@@ -587,21 +633,23 @@ def response_head(status: str, headers, version: str, body_length: int | None,
     stay open as far as the caller knows; ``Connection: close`` from the
     application turns it off.
     """
-    lines = ["HTTP/1.1 ", status, "\r\n"]
-    content_length = None
-    has_date = False
-    for name, value in headers:
-        lines += (name, ": ", value, "\r\n")
-        lname = name.lower()
-        if lname == "content-length":
-            content_length = int(value)
-        elif lname == "connection":
-            if value.lower() == "close":
-                keep_alive = False
-        elif lname == "date":
-            has_date = True
+    try:
+        key = (status, headers if headers.__class__ is tuple else tuple(headers))
+        fields = _fields_cache.get(key)
+    except TypeError:  # pairs that cannot be hashed (lists): render each time
+        key = fields = None
+    if fields is None:
+        fields = _render_fields(status, headers)
+        if key is not None:
+            if len(_fields_cache) >= _FIELDS_CACHE_MAX:
+                _fields_cache.clear()
+            _fields_cache[key] = fields
+    data, content_length, close, has_date = fields
+    if close:
+        keep_alive = False
+    parts = [data]
     if not has_date:
-        lines += ("Date: ", http_date(), "\r\n")
+        parts.append(_date_line())
     chunked = False
     code = status[:3]
     if code[0] == "1" or code == "204" or code == "304":
@@ -609,12 +657,12 @@ def response_head(status: str, headers, version: str, body_length: int | None,
     elif content_length is None:
         if body_length is not None:
             content_length = body_length
-            lines += ("Content-Length: ", str(body_length), "\r\n")
+            parts.append(b"Content-Length: %d\r\n" % body_length)
         elif bodiless:
             pass
         elif version == "1.1":
             chunked = True
-            lines.append("Transfer-Encoding: chunked\r\n")
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         else:
             keep_alive = False  # HTTP/1.0: the close ends the body
     if bodiless:
@@ -623,12 +671,12 @@ def response_head(status: str, headers, version: str, body_length: int | None,
         keep_alive = False  # the connection now speaks the application's protocol,
         # and its Connection: Upgrade is the only Connection field it may carry
     elif not keep_alive:
-        lines.append("Connection: close\r\n")
+        parts.append(b"Connection: close\r\n")
     elif version == "1.0":
-        lines.append("Connection: keep-alive\r\n")
-    lines.append("\r\n")
-    return ResponseHead("".join(lines).encode("latin-1"), content_length, chunked,
-                        bodiless, keep_alive)
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return _new_head(ResponseHead, (b"".join(parts), content_length, chunked, bodiless,
+                                    keep_alive))
 
 
 def error_response(status: int, detail: str = "") -> bytes:

@@ -47,10 +47,18 @@ SEND_PIECE = 65536
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PERCENT, _SLASH = ord("%"), ord("/")
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 _MSG_MORE = getattr(_socket, "MSG_MORE", 0)
 # Headers that belong to the connection, which the server manages; an
 # application that sets them would corrupt the framing.
 _HOP_BY_HOP = frozenset(("transfer-encoding", "upgrade", "keep-alive"))
+#: (status, fields) pairs that start_response checked and passed (see
+#: check_head): an application's status and fields are the same from one
+#: response to the next far more often than not. Only exact str pairs go
+#: in (a str subclass could compare equal and render differently); emptied
+#: when full, so that fields changing per response cost no memory.
+_checked_heads: set = set()
+_CHECKED_HEADS_MAX = 256
 
 
 class ConnectionLost(OSError):
@@ -475,17 +483,21 @@ class _Connection:
                 pass
         if _PERCENT in path:  # (an int: ``bytes in bytes`` costs 5x more)
             path = unquote_to_bytes(path)
-        environ["PATH_INFO"] = path.decode("latin-1")
-        environ["QUERY_STRING"] = query.decode("latin-1")
-        environ["REQUEST_URI"] = url.decode("latin-1")
+        uri = url.decode("latin-1")
+        environ["REQUEST_URI"] = uri
+        environ["PATH_INFO"] = uri if path is url else path.decode("latin-1")
+        environ["QUERY_STRING"] = query.decode("latin-1") if query else ""
         environ["REQUEST_METHOD"] = request.method
-        environ["SERVER_PROTOCOL"] = "HTTP/" + request.version
+        environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(request.version) or "HTTP/" + request.version
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = self.remote
         environ["wsgi.input"] = RequestBody(request, self.receive_body)
         if request.upgrade:  # the hijack path: see handle_request
             environ["labkit.socket"] = environ["gunicorn.socket"] = self.sock
+        keys = _environ_keys
         for name, value in request.headers:
-            key = _environ_key(name)
+            key = keys.get(name)
+            if key is None:
+                key = _environ_key(name)
             if key:
                 value = value.decode("latin-1")
                 if key in environ:  # repeated header: one comma-joined value
@@ -508,13 +520,32 @@ class _Connection:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
+        # The fields are kept as a tuple: what was checked here is what is
+        # sent, whatever the application does to its list afterwards.
+        try:
+            fields = tuple(headers)
+            checked = (status, fields) in _checked_heads
+        except TypeError:  # not iterable, or pairs that cannot be hashed
+            fields, checked = headers, False
+        if not checked:
+            self.check_head(status, fields)
+        if status[0] == "1" and status.startswith("101") and not self.request.upgrade:
+            raise ValueError("101 Switching Protocols answers only a request with Upgrade")
+        self.status = status
+        self.response_headers = fields
+        return self.write
+
+    @staticmethod
+    def check_head(status, fields) -> None:
+        """Refuse a status or fields that would let the application write
+        the head's framing (ValueError); remember a (status, fields) pair
+        that passed, so that the next response with the same ones skips
+        the checks."""
         if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
             raise ValueError(f"status must be a str like '200 OK', not {status!r}")
         if "\n" in status or "\r" in status:  # the reply's head would be the app's to write
             raise ValueError("carriage return or newline in status")
-        if status[0] == "1" and status.startswith("101") and not self.request.upgrade:
-            raise ValueError("101 Switching Protocols answers only a request with Upgrade")
-        for name, value in headers:
+        for name, value in fields:
             if "\n" in name or "\r" in name:
                 raise ValueError("carriage return or newline in header name")
             if "\n" in value or "\r" in value:
@@ -522,9 +553,11 @@ class _Connection:
             if name.lower() in _HOP_BY_HOP and not (
                     name.lower() == "upgrade" and status.startswith("101")):
                 raise ValueError(f"hop-by-hop header {name!r}: the server frames responses")
-        self.status = status
-        self.response_headers = headers
-        return self.write
+        if type(status) is str and type(fields) is tuple and all(
+                type(name) is str and type(value) is str for name, value in fields):
+            if len(_checked_heads) >= _CHECKED_HEADS_MAX:
+                _checked_heads.clear()
+            _checked_heads.add((status, fields))
 
     def build_head(self, body_length: int | None) -> bytes:
         """The response head; records the framing it chose (see _http.response_head).
@@ -534,15 +567,11 @@ class _Connection:
         """
         if self.status is None:
             raise AssertionError("the application did not call start_response")
-        head = response_head(self.status, self.response_headers, self.request.version,
-                             body_length, self.is_head,
-                             self.keep_alive and not self.server.stopping)
-        self.content_length = head.content_length
-        self.chunked = head.chunked
-        self.is_head = head.bodiless
-        self.keep_alive = head.keep_alive
+        data, self.content_length, self.chunked, self.is_head, self.keep_alive = response_head(
+            self.status, self.response_headers, self.request.version, body_length,
+            self.is_head, self.keep_alive and not self.server.stopping)
         self.headers_sent = True
-        return head.data
+        return data
 
     def send_result(self, result) -> None:
         """Send the application's return value (the body iterable)."""

@@ -1,6 +1,6 @@
 """HTTP hello-world throughput: labkit's WSGIServer against other Python servers.
 
-    python -m labkit.bench.http [--duration 2] [--connections 50] [--only labkit,uvicorn]
+    python -m labkit.bench.http [--duration 2] [--connections 50] [--rounds 3] [--only labkit,uvicorn]
 
 Unlike the micro benchmarks (time per operation, lower is better), this one
 counts requests per second, so its ratio is labkit / peer and HIGHER IS
@@ -8,10 +8,21 @@ BETTER: 2.00× means labkit served twice as many requests.
 
 How it measures: for each server, a fresh process serves the same
 hello-world app (WSGI, or ASGI for uvicorn) on a free loopback port, one
-process and one worker each, so that every server gets one core; then
-``wrk -t1 -c50`` runs a 1 s warm-up and the measured run. wrk and the
-server share the machine: on a small or busy machine the absolute numbers
-say as much about the neighbours as about the servers, the ratios less so.
+process and one worker each; then ``wrk -t1 -c50`` runs a 1 s warm-up and
+the measured run. Every server is started first and the wrk runs take
+turns, ``--rounds`` times (labkit, granian, ..., labkit, granian, ...); the
+table shows the median and the spread (half the range) of the rounds.
+
+wrk and the server share the machine: on a small or busy machine the
+absolute numbers say as much about the neighbours as about the servers.
+So the table also shows the server's CPU time per request (``srv µs/req``:
+user + system time of the server's whole process tree, every thread,
+over the measured run, divided by the requests): that is the work a
+server does per request, and it is steadier than req/s. It is also the
+fair comparison with a server that uses more than one core: granian's one
+worker runs its Rust I/O runtime in threads beside the Python thread
+(``cpu`` > 100% when it does), while labkit, gevent and uvicorn are one
+thread each.
 
 The servers:
 
@@ -111,8 +122,11 @@ SERVERS = {
                       "gevent.pywsgi.WSGIServer"),
 }
 LABKIT = "labkit"
-RATIO_LEGEND = ("ratio = labkit req/s / peer req/s: HIGHER is better "
-                "(above 1.00× labkit serves more requests per second).")
+RATIO_LEGEND = ("req/s ratio = labkit req/s / peer req/s: HIGHER is better "
+                "(above 1.00× labkit serves more requests per second).\n"
+                "srv µs/req: the server's CPU time per request (all its processes and "
+                "threads; ratio labkit / peer, LOWER is better); cpu: the server's CPU use "
+                "during the run (100% = one core). Median ± half the range of the rounds.")
 START_TIMEOUT_S = 20
 
 
@@ -135,21 +149,53 @@ def wait_until_serving(port: int, process: subprocess.Popen) -> bool:
     return False
 
 
-def run_wrk(port: int, duration: int, connections: int) -> dict:
-    """One wrk run; returns req/s and the error counts wrk reported."""
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` and all its descendants
+    (every thread of each; Linux /proc), or None if ``pid`` is gone."""
+    total, todo, seen = 0.0, [pid], set()
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            if p == pid:
+                return None
+    return total
+
+
+def run_wrk(port: int, duration: float, connections: int, server_pid: int | None = None) -> dict:
+    """One wrk run; returns req/s, the error counts wrk reported and, given
+    the server's pid, its CPU seconds per second of the run (``cpu``)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
                f"http://127.0.0.1:{port}/"]
+    cpu0 = tree_cpu_seconds(server_pid) if server_pid else None
+    t0 = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True,
                          timeout=duration + 30).stdout
+    elapsed = time.perf_counter() - t0
+    cpu1 = tree_cpu_seconds(server_pid) if server_pid else None
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": float(rps.group(1)) if rps else None,
+    cpu = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / elapsed
+    rps = float(rps.group(1)) if rps else None
+    return {"rps": rps, "cpu": cpu,
+            "us_per_req": cpu / rps * 1e6 if cpu and rps else None,
             "errors": errors.group(1).strip() if errors else None,
             "non_2xx": "Non-2xx" in out}
 
 
-def measure(name: str, workdir: Path, duration: int, connections: int) -> dict:
-    """Start server ``name`` in its own process, warm it up, measure, stop it."""
+def start(name: str, workdir: Path):
+    """Start server ``name`` in its own process: (process, port), or a result
+    dict saying why it cannot run."""
     package, command, _ = SERVERS[name]
     if package != "labkit":
         import importlib.util
@@ -161,35 +207,95 @@ def measure(name: str, workdir: Path, duration: int, connections: int) -> dict:
                       os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen(command(port), cwd=workdir, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if not wait_until_serving(port, process):
+        stop(process)
+        return {"status": "failed", "reason": "did not start listening"}
+    return process, port
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
     try:
-        if not wait_until_serving(port, process):
-            return {"status": "failed", "reason": "did not start listening"}
-        run_wrk(port, 1, connections)  # warm-up: first requests pay for imports and caches
-        result = run_wrk(port, duration, connections)
-        if result["rps"] is None:
-            return {"status": "failed", "reason": "wrk printed no Requests/sec"}
-        return {"status": "ok", **result}
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
+def _median_spread(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None, None
+    mid = len(values) // 2
+    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return median, (values[-1] - values[0]) / 2 / median if median else None
+
+
+def measure_all(names, workdir: Path, duration: float, connections: int,
+                rounds: int = 1) -> dict:
+    """Start every server, warm each up, then ``rounds`` rounds of one wrk
+    run per server, taking turns; ``{name: result}`` with the median req/s
+    and server µs/request, their spreads, and every run (``runs``)."""
+    results, running = {}, {}
+    try:
+        for name in names:
+            started = start(name, workdir)
+            if isinstance(started, dict):
+                results[name] = started
+            else:
+                running[name] = started
+                run_wrk(started[1], 1, connections)  # warm-up: imports, caches
+        runs: dict = {name: [] for name in running}
+        for _ in range(rounds):
+            for name, (process, port) in running.items():
+                runs[name].append(run_wrk(port, duration, connections, process.pid))
+        for name in running:
+            good = [r for r in runs[name] if r["rps"] is not None]
+            if not good:
+                results[name] = {"status": "failed", "reason": "wrk printed no Requests/sec"}
+                continue
+            rps, rps_spread = _median_spread([r["rps"] for r in good])
+            per_req, per_req_spread = _median_spread([r["us_per_req"] for r in good])
+            cpu, _ = _median_spread([r["cpu"] for r in good])
+            results[name] = {"status": "ok", "rps": rps, "rps_spread": rps_spread,
+                             "us_per_req": per_req, "us_per_req_spread": per_req_spread,
+                             "cpu": cpu, "errors": good[-1]["errors"],
+                             "non_2xx": any(r["non_2xx"] for r in good), "runs": runs[name]}
     finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        for process, _ in running.values():
+            stop(process)
+    return {name: results[name] for name in names}
+
+
+def measure(name: str, workdir: Path, duration: float, connections: int) -> dict:
+    """One server alone: start it, warm it up, measure once, stop it."""
+    return measure_all([name], workdir, duration, connections)[name]
 
 
 def format_table(results: dict) -> str:
     """The results as text: one row per server, ratio labkit / that server."""
-    labkit = results.get(LABKIT, {}).get("rps")
-    rows = [("server", "req/s", "labkit/peer", "errors")]
+    labkit = results.get(LABKIT, {})
+    rows = [("server", "req/s", "labkit/peer", "srv µs/req", "labkit/peer", "cpu", "errors")]
+
+    def spread(value):
+        return f" ±{value * 100:.0f}%" if value else ""
+
     for name, result in results.items():
-        rps = result.get("rps")
+        rps, per_req, cpu = result.get("rps"), result.get("us_per_req"), result.get("cpu")
         ratio = "—" if name == LABKIT else (
-            f"{labkit / rps:.2f}×" if labkit and rps else "n/a")
+            f"{labkit['rps'] / rps:.2f}×" if labkit.get("rps") and rps else "n/a")
+        # CPU per request: labkit's work / the peer's, LOWER is better
+        cpu_ratio = "—" if name == LABKIT else (
+            f"{labkit['us_per_req'] / per_req:.2f}×"
+            if labkit.get("us_per_req") and per_req else "n/a")
         rows.append((f"{name} ({SERVERS[name][2]})",
-                     f"{rps:,.0f}" if rps else result.get("reason", "n/a"),
-                     ratio, result.get("errors") or ("non-2xx" if result.get("non_2xx") else "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+                     f"{rps:,.0f}{spread(result.get('rps_spread'))}" if rps
+                     else result.get("reason", "n/a"),
+                     ratio,
+                     f"{per_req:.1f}{spread(result.get('us_per_req_spread'))}" if per_req else "",
+                     cpu_ratio, f"{cpu * 100:.0f}%" if cpu else "",
+                     result.get("errors") or ("non-2xx" if result.get("non_2xx") else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
         .rstrip() for row in rows)
@@ -199,7 +305,9 @@ def main(argv=None) -> int:
     """Entry point (``python -m labkit.bench.http``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m labkit.bench.http",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    parser.add_argument("--duration", type=float, default=2, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="wrk runs per server, taking turns (default 3)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--only", help="comma-separated: " + ", ".join(SERVERS))
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -215,14 +323,11 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="labkit-bench-http-") as workdir:
         (Path(workdir) / "benchapp.py").write_text(APP_MODULE)
-        for name in names:
-            if sys.stderr.isatty():
-                print(f"\r\033[K{name} ...", end="", file=sys.stderr, flush=True)
-            results[name] = measure(name, Path(workdir), args.duration, args.connections)
-    if sys.stderr.isatty():
-        print("\r\033[K", end="", file=sys.stderr)
+        results = measure_all(names, Path(workdir), args.duration, args.connections,
+                              max(1, args.rounds))
     print(f"HTTP hello world, wrk -t1 -c{args.connections} -d{args.duration:g}s, "
-          f"one server process each, {os.cpu_count()} CPUs\n")
+          f"{max(1, args.rounds)} alternating rounds, one server process each, "
+          f"{os.cpu_count()} CPUs\n")
     print(format_table(results))
     print("\n" + RATIO_LEGEND)
     if args.json:
