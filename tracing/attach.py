@@ -5,7 +5,13 @@ greenlet table, the lints and a timeline of the last seconds, refreshed a
 few times a second (drawn with rich). ``--once`` prints one frame and exits;
 ``--record FILE`` also writes every frame received to FILE (JSON lines, see
 :func:`load_record`), and ``--perfetto FILE`` writes them at the end as a
-trace ui.perfetto.dev opens (:func:`tracing.frames.to_perfetto`).
+trace ui.perfetto.dev opens (:func:`tracing.frames.to_perfetto`). A
+process that serves no console but whose children do (a gunicorn master)
+shows all its workers at once (tracing/attach_group.py).
+
+This module is the process side (:class:`AttachServer`, :func:`serve`)
+and the command (:func:`main`); the connection is tracing/attach_client.py,
+the drawing tracing/attach_view.py (their names are importable from here).
 
 The process side is opt-in: ``LABKIT_CONSOLE=1`` in its environment (read
 at ``import labkit``) or ``labkit.console.serve()``. Either calls
@@ -59,7 +65,6 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import ipaddress
 import json
 import os
 import secrets
@@ -71,11 +76,18 @@ import time
 from labkit.console import group_path, socket_dir
 from labkit.console import private_dir as _private_dir
 from labkit.console import write_private as _write_private
+from tracing import attach_group
 from tracing import frames as _frames
+# the terminal side, here too under its old names (tracing.attach.AttachClient, ...)
+from tracing.attach_client import (AttachClient, load_record, loopback_address, record_header,
+                                   socket_path, token_path)
+from tracing.attach_client import wire_line as _line
+from tracing.attach_view import SORT_KEYS as _SORT_KEYS
+from tracing.attach_view import format_loop, render, timeline_lanes
 
 __all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "token_path", "group_path",
            "loopback_address", "sweep_stale_sockets", "peer_uid", "peer_allowed",
-           "AttachClient", "load_record", "render", "main"]
+           "AttachClient", "load_record", "render", "format_loop", "timeline_lanes", "main"]
 
 #: Rows encoded between two yields to the hub.
 CHUNK_ROWS = 100
@@ -83,53 +95,6 @@ CHUNK_ROWS = 100
 MAX_REQUEST = 4096
 #: The requests served; anything else is answered with an error.
 OPS = ("hello", "frame")
-
-
-# -- where the socket lives ------------------------------------------------------
-
-def socket_path(pid: int) -> str:
-    """The socket of the labkit process ``pid`` (this user's)."""
-    return os.path.join(socket_dir(), f"console-{int(pid)}.sock")
-
-
-def token_path(pid: int) -> str:
-    """Where the process ``pid`` serving over TCP writes its address and
-    token (this user's; next to where its socket would be)."""
-    return os.path.join(socket_dir(), f"console-{int(pid)}.token")
-
-
-def loopback_address(tcp, argument: str = "tcp") -> tuple[str, int]:
-    """``(host, port)`` for ``tcp``: True (127.0.0.1, a free port), a port,
-    ``"host:port"``, ``"host"`` or ``(host, port)``. ValueError naming
-    ``argument`` unless the host is a loopback address: the console is
-    never served to the network."""
-    if tcp is True:
-        host, port = "127.0.0.1", 0
-    elif isinstance(tcp, int) and not isinstance(tcp, bool):
-        host, port = "127.0.0.1", tcp
-    elif isinstance(tcp, str):
-        host, _, port_text = tcp.rpartition(":") if tcp.count(":") == 1 else (tcp, "", "0")
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise ValueError(f"{argument}: port {port_text!r} is not a number") from None
-    elif isinstance(tcp, tuple) and len(tcp) == 2:
-        host, port = tcp
-    else:
-        raise TypeError(f"{argument} must be True, a port, 'host:port' or (host, port), "
-                        f"not {tcp!r}")
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
-    except (ValueError, AttributeError):
-        loopback = False
-    if not loopback:
-        raise ValueError(f"{argument}: {host!r} is not a loopback address; the console "
-                         "serves 127.0.0.1 (or ::1) only, never the network")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"{argument}: port must be an int in 0..65535, not {port!r}")
-    return host.strip("[]"), port
 
 
 def sweep_stale_sockets(directory: str) -> list[str]:
@@ -400,10 +365,6 @@ class AttachServer:
         return (head[:-1] + ', "rows": [' + ", ".join(parts) + "]}\n").encode()
 
 
-def _line(obj) -> bytes:
-    return (json.dumps(obj) + "\n").encode()
-
-
 #: The servers serve() started, by transport ("unix", "tcp"): one of each at most.
 _servers: dict = {}
 #: The background recording they share (started by the first, stopped with the last).
@@ -480,231 +441,6 @@ import atexit  # noqa: E402 - next to the hook it registers
 atexit.register(_close_at_exit)
 
 
-# -- the terminal side ----------------------------------------------------------------
-
-class AttachClient:
-    """A connection to the console of process ``pid`` (or socket ``path``).
-
-    Over the Unix socket, unless ``token_file`` is given or the process
-    serves over TCP only (its :func:`token_path` exists and its socket does
-    not): then to the loopback address in the token file, sending the token
-    with every request. Plain blocking sockets: the terminal side needs no
-    hub. Raises FileNotFoundError with a hint when there is no such console,
-    PermissionError when the process refuses us, ValueError for a token
-    file that is not one or names a non-loopback address."""
-
-    def __init__(self, pid: int | None = None, path: str | None = None,
-                 timeout: float = 5.0, token_file: str | None = None):
-        if path is None and token_file is None:
-            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-                raise ValueError(f"pid must be a positive int, not {pid!r}")
-            path = socket_path(pid)
-            if not os.path.exists(path) and os.path.exists(token_path(pid)):
-                token_file = token_path(pid)
-        self.pid = pid
-        self._token = None
-        if token_file is not None:
-            self.path = os.fspath(token_file)
-            sock = self._connect_tcp(self.path, timeout)
-        else:
-            self.path = path
-            sock = self._connect_unix(path, timeout)
-        self._sock = sock
-        self._file = sock.makefile("rb")
-
-    def _connect_unix(self, path, timeout):
-        sock = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            sock.close()
-            stale = " (the socket is there, but nobody serves it)" \
-                if isinstance(exc, ConnectionRefusedError) else ""
-            raise FileNotFoundError(
-                f"no labkit console at {path}{stale}: is process {self.pid} running labkit "
-                "with LABKIT_CONSOLE=1 (or labkit.console.serve()), as this user?") from None
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def _connect_tcp(self, token_file, timeout):
-        try:
-            with open(token_file, encoding="utf-8") as f:
-                info = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no labkit console token file at {token_file}") from None
-        except ValueError:
-            info = None
-        if not isinstance(info, dict) or info.get("labkit") != "console" \
-                or not isinstance(info.get("token"), str):
-            raise ValueError(f"token_file: {token_file} is not a labkit console token file")
-        # never send the token anywhere but this machine's loopback
-        host, port = loopback_address((info.get("host"), info.get("port")), "token_file")
-        self._token = info["token"]
-        try:
-            return _stdlib_socket.create_connection((host, port), timeout=timeout)
-        except ConnectionRefusedError:
-            raise FileNotFoundError(
-                f"no labkit console at {host}:{port} ({token_file} is there, but nobody "
-                "serves it)") from None
-
-    def request(self, op: str) -> dict:
-        message = {"op": op} if self._token is None else {"op": op, "token": self._token}
-        try:
-            try:
-                self._sock.sendall(_line(message))
-            except (BrokenPipeError, ConnectionResetError):
-                pass   # a refusal comes at once, then the close: read it
-            line = self._file.readline()
-        except TimeoutError:
-            raise TimeoutError(
-                f"process {self.pid or self.path} did not answer: its hub is not "
-                "running (the main thread is blocked outside labkit, or busy)") from None
-        if not line:
-            raise ConnectionError("the process closed the connection")
-        answer = json.loads(line)
-        if "error" in answer:
-            if answer["error"].startswith("refused"):
-                raise PermissionError(answer["error"])
-            raise RuntimeError(answer["error"])
-        return answer
-
-    def frame(self) -> dict:
-        return self.request("frame")
-
-    def close(self) -> None:
-        self._file.close()
-        self._sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-RECORD_HEADER = "labkit-console-record"
-
-
-def _record_header(pid, group: bool = False) -> dict:
-    return {"format": RECORD_HEADER, "version": 1, "pid": pid, "group": group}
-
-
-def load_record(path) -> list[dict]:
-    """The frames a ``--record`` file holds, oldest first (of a master: its
-    group frames, ``kind == "group"``, see tracing.attach_group)."""
-    with open(path) as f:
-        try:
-            header = json.loads(f.readline() or "null")
-        except ValueError:
-            header = None
-        if not isinstance(header, dict) or header.get("format") != RECORD_HEADER:
-            raise ValueError(f"{path} is not a labkit console record")
-        return [json.loads(line) for line in f if line.strip()]
-
-
-# -- drawing (rich) ---------------------------------------------------------------------
-
-_SORT_KEYS = {"name": lambda r: r["name"] or "", "state": lambda r: r["state"] or "",
-              "busy": lambda r: -(r["busy"] or 0.0), "switches": lambda r: -(r["switches"] or 0)}
-_LEVELS = " ▁▂▃▄▅▆▇█"
-
-
-def _seconds(value) -> str:
-    if value is None:
-        return ""
-    return f"{value * 1e3:.0f} ms" if value < 1 else f"{value:.1f} s"
-
-
-def format_loop(loop: dict) -> str:
-    """The loop's numbers in one line."""
-    text = (f"ready {loop.get('ready', 0)}, timers {loop.get('timers', 0)}, "
-            f"fd waits {loop.get('fd_waits', 0)}")
-    if loop.get("recording"):
-        text += (f", loop lag max {_seconds(loop.get('lag_max'))}, "
-                 f"{loop.get('callbacks_per_pass', 0):.1f} callbacks/pass")
-    return text
-
-
-def timeline_lanes(history: list[dict], width: int = 60, max_lanes: int = 12) -> list:
-    """(name, cells) per greenlet over the last ``width`` frames of ``history``:
-    a cell per frame, its height the share of that refresh the greenlet ran
-    (from its busy time), "·" parked, "r" ready, blank when not alive.
-    Rows that carry a ``process`` (several workers' frames flattened,
-    tracing.attach_group) are told apart by it and named "pid:name"."""
-    history = history[-width:]
-    lanes: dict = {}
-
-    def key(row):
-        return (row.get("process"), row["id"])
-
-    for index, frame in enumerate(history):
-        previous = {key(r): r for r in history[index - 1]["rows"]} if index else {}
-        span = frame["time"] - history[index - 1]["time"] if index else 0.0
-        for row in frame["rows"]:
-            name = row["name"] if row.get("process") is None else \
-                f"{row['process']}:{row['name']}"
-            cells = lanes.setdefault((key(row), name), [" "] * len(history))
-            before = previous.get(key(row))
-            if frame["loop"].get("recording") and before is not None and span > 0:
-                share = min(1.0, max(0.0, (row["busy"] - before["busy"]) / span))
-                level = max(1, round(share * (len(_LEVELS) - 1))) if share > 0 else 0
-                cells[index] = _LEVELS[level] if level else "·"
-            elif row["state"] == "running":
-                cells[index] = "█"
-            elif row["state"] == "ready":
-                cells[index] = "r"
-            else:
-                cells[index] = "·"
-    busiest = sorted(lanes.items(), key=lambda item: -sum(c not in " ·" for c in item[1]))
-    return [(name, "".join(cells)) for (_key, name), cells in busiest[:max_lanes]]
-
-
-def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
-           max_rows: int = 30, width: int = 60, title: str | None = None):
-    """One screen: the table, the lints and the timeline, as a rich renderable.
-    Rows and lints that carry a ``process`` (tracing.attach_group's
-    flattened frames) get a pid column; ``title`` replaces "pid N"."""
-    from rich.console import Group
-    from rich.panel import Panel
-    from rich.table import Table
-    rows = sorted(frame["rows"], key=_SORT_KEYS.get(sort, _SORT_KEYS["busy"]))
-    by_process = any(row.get("process") is not None for row in rows)
-    served = frame.get("served", {})
-    title = (f"labkit console — {title or 'pid ' + str(frame.get('pid'))} — {len(rows)} rows — "
-             f"{format_loop(frame.get('loop', {}))}"
-             + (f" — served in pieces of ≤ {served['pause_ms']:.2f} ms" if served else ""))
-    table = Table(title=title, expand=True, show_lines=False)
-    for column in ("pid",) * by_process + ("name", "state", "waits on", "where", "busy",
-                                           "sched", "sw"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis",
-                         justify="right" if column in ("busy", "sched", "sw") else "left")
-    for row in rows[:max_rows]:
-        name = str(row["name"]) + (" (task)" if row["kind"] == "task" else "")
-        table.add_row(*(str(row.get("process")),) * by_process,
-                      name, row["state"], row["waits_on"] or "",
-                      row["where"] or "", _seconds(row["busy"]), _seconds(row["scheduled"]),
-                      "" if row["switches"] is None else str(row["switches"]))
-    if len(rows) > max_rows:
-        table.caption = f"{len(rows) - max_rows} more rows not shown"
-    age = frame.get("lints_age")
-    lints = Table(title="lints" + (f" (as of {age:.1f} s ago)" if age else ""), expand=False)
-    for column in ("pid",) * by_process + ("kind", "greenlet", "line", "evidence"):
-        lints.add_column(column)
-    for lint in frame.get("lints", []):
-        lints.add_row(*(str(lint.get("process")),) * by_process,
-                      str(lint.get("kind")), str(lint.get("greenlet")),
-                      str(lint.get("line") or ""), str(lint.get("evidence") or ""))
-    if not frame.get("lints"):
-        lints.add_row(*("",) * by_process, "none", "", "", "")
-    lanes = timeline_lanes(history or [frame], width=width)
-    timeline = "\n".join(f"{name[:20]:<20} |{cells}|" for name, cells in lanes)
-    span = (history[-1]["time"] - history[-width:][0]["time"]) if history else 0.0
-    return Group(table, lints, Panel(timeline or "(no greenlets)",
-                                     title=f"timeline, last {span:.1f} s (one column per refresh)"))
-
 
 # -- the command ---------------------------------------------------------------------------
 
@@ -748,7 +484,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     console = Console() if sys.stdout.isatty() else Console(width=120)
-    from tracing import attach_group
     group = args.socket is None and args.token_file is None and attach_group.is_group(args.pid)
     try:
         if group:
@@ -767,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     every: list[dict] | None = [] if args.perfetto else None
     try:
         if record is not None:
-            record.write(json.dumps(_record_header(args.pid, group)) + "\n")
+            record.write(json.dumps(record_header(args.pid, group)) + "\n")
 
         def next_frame() -> dict:
             frame = client.frame()

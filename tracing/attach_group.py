@@ -2,7 +2,7 @@
 
 A gunicorn master (``gunicorn -k labkit.gunicorn.Worker -w 4``) runs no
 hub, so it cannot answer a console itself; its workers each serve one
-(tracing/attach.py). Attaching to the master shows them all at once::
+(tracing/attach.py, tracing/attach_client.py). Attaching to the master shows them all at once::
 
     python -m labkit console MASTER_PID
       every refresh: the master's children (from /proc) that serve a
@@ -20,7 +20,7 @@ the same read-only, same-user socket as before; this module is only a
 client of several.
 
 ``--record FILE`` writes the group frames (:func:`group_frame`'s shape,
-one per refresh) as one record (:func:`tracing.attach.load_record`);
+one per refresh) as one record (:func:`tracing.attach_client.load_record`);
 ``--perfetto FILE`` writes them as one merged Perfetto trace
 (:func:`to_perfetto`: a process track per worker, the master's track, and
 an arrow from each fork to the worker it made, through tracing/merge.py).
@@ -34,7 +34,8 @@ import tempfile
 import time
 
 from labkit.console import group_path
-from tracing import attach as _attach
+from tracing import attach_client as _client
+from tracing import attach_view as _view
 from tracing import frames as _frames
 from tracing import merge as _merge
 
@@ -80,8 +81,8 @@ def serving_children(pid: int) -> list[int]:
     """The children of ``pid`` that serve a console to this user (their
     socket or token file is in this user's console directory)."""
     return [child for child in children(pid)
-            if os.path.exists(_attach.socket_path(child))
-            or os.path.exists(_attach.token_path(child))]
+            if os.path.exists(_client.socket_path(child))
+            or os.path.exists(_client.token_path(child))]
 
 
 def read_group_file(pid: int) -> dict | None:
@@ -102,7 +103,7 @@ def is_group(pid: int) -> bool:
     """Whether ``python -m labkit console pid`` should show ``pid``'s
     workers: it serves no console of its own, and it published a group
     file or has children that serve one."""
-    if os.path.exists(_attach.socket_path(pid)) or os.path.exists(_attach.token_path(pid)):
+    if os.path.exists(_client.socket_path(pid)) or os.path.exists(_client.token_path(pid)):
         return False
     return read_group_file(pid) is not None or bool(serving_children(pid))
 
@@ -144,7 +145,7 @@ class GroupClient:
         for pid in alive:
             if pid not in self._clients:
                 try:
-                    self._clients[pid] = _attach.AttachClient(pid, timeout=self.timeout)
+                    self._clients[pid] = _client.AttachClient(pid, timeout=self.timeout)
                 except (OSError, ValueError) as exc:
                     errors[pid] = str(exc)
         return errors
@@ -187,7 +188,7 @@ _LOOP_SUMS = ("ready", "timers", "fd_waits")
 
 def flatten(group: dict) -> dict:
     """One frame of every worker's rows and lints, each carrying its
-    ``process`` (pid): what :func:`tracing.attach.render` and its timeline
+    ``process`` (pid): what :func:`tracing.attach_view.render` and its timeline
     draw with a pid column. ``loop`` sums the workers' counts."""
     rows, lints = [], []
     loop = {key: 0 for key in _LOOP_SUMS}
@@ -246,7 +247,7 @@ def render_group(group: dict, history: list[dict] | None = None, sort: str = "bu
             continue
         served = frame.get("served", {})
         workers.add_row(str(process["pid"]), str(len(frame.get("rows", ()))),
-                        _attach.format_loop(frame.get("loop", {})),
+                        _view.format_loop(frame.get("loop", {})),
                         f"≤ {served['pause_ms']:.2f} ms" if served else "",
                         str(len(frame.get("lints", ()))))
     parts = [workers]
@@ -254,7 +255,7 @@ def render_group(group: dict, history: list[dict] | None = None, sort: str = "bu
     if lines:
         parts.append(Panel("\n".join(lines), title=f"{group['name']}, latest"))
     flat = flatten(group)
-    parts.append(_attach.render(flat, history or [flat], sort, max_rows, width,
+    parts.append(_view.render(flat, history or [flat], sort, max_rows, width,
                                 title=f"{group['name']}, all workers"))
     return Group(*parts)
 
