@@ -329,28 +329,39 @@ class Pace:
     """``pace()`` after each step of work: calls ``between`` once
     ``piece_ns`` (default :data:`PIECE_NS`) has passed since the last call
     or the start. ``pace.cuts``: how many times it did. The one pacing of
-    the snapshot, the ledger's update and the lints."""
+    the snapshot, the ledger's update and the lints.
 
-    __slots__ = ("between", "start", "cuts", "piece_ns")
+    ``gc_off``: the caller has disabled the collector for its pieces (so
+    that a collection its allocations set off does not land inside one,
+    making it as long as the collection); it is enabled while ``between``
+    runs."""
 
-    def __init__(self, between=None, piece_ns: int | None = None):
+    __slots__ = ("between", "start", "cuts", "piece_ns", "gc_off")
+
+    def __init__(self, between=None, piece_ns: int | None = None, gc_off: bool = False):
         self.between = between
         self.piece_ns = PIECE_NS if piece_ns is None else piece_ns
+        self.gc_off = gc_off
         self.start = time.perf_counter_ns()
         self.cuts = 0
 
     def __call__(self) -> None:
         if self.between is not None and time.perf_counter_ns() - self.start >= self.piece_ns:
-            self.between()
+            if self.gc_off:
+                gc.enable()
+            try:
+                self.between()
+            finally:
+                if self.gc_off:
+                    gc.disable()
             self.cuts += 1
             self.start = time.perf_counter_ns()
 
     def cut(self) -> None:
         """Call ``between`` now (if any): the next step starts a piece."""
         if self.between is not None:
-            self.between()
-            self.cuts += 1
-            self.start = time.perf_counter_ns()
+            self.start = 0
+            self()
 
 
 def snapshot(hub=None, *, between=None) -> Snapshot:
@@ -378,17 +389,7 @@ def snapshot(hub=None, *, between=None) -> Snapshot:
     # which doubled the time of a snapshot of 10,000. It runs after (and
     # while the snapshot lets the hub run).
     collecting = gc.isenabled()
-    pace = None
-    if between is not None:
-        def let_run():
-            if collecting:
-                gc.enable()
-            try:
-                between()
-            finally:
-                if collecting:
-                    gc.disable()
-        pace = Pace(let_run)
+    pace = Pace(between, gc_off=collecting) if between is not None else None
     gc.disable()
     try:
         return _snapshot(hub, pace)

@@ -14,13 +14,17 @@ pieces with a yield between), as median and maximum over the frames (the
 first, which also pays for the server's imports, is left out), plus the
 loop lag the target's own snapshot saw and the client's round trip.
 
-The issue's target is <= 1 ms per refresh. The lints run in pieces of
-their own (tracing.lints.PIECE_NS) since issue 19's second round; what is
-left as one piece is the snapshot and, on the refreshes that run the lints,
-the ``gc.get_objects()`` their heap search starts from. Expect the
-maximum to be set by those, by a cyclic-GC pass the frame's allocations
-set off, or -- on a loaded machine -- by the target being descheduled in
-the middle of a piece (wall time).
+The issue's target is <= 1 ms per refresh. The snapshot, the ledger's
+reading of the ring and the lints run in pieces of ~0.4 ms
+(tracing.snapshot.PIECE_NS, tracing.lints.PIECE_NS), yielding between.
+What is left as one piece is the lost wake-up's heap traversal
+(``gc.get_referrers``, O(heap)), which a console runs only for waiters
+parked for a second on the same frame and not judged before
+(tracing.lints.HeapCheck): a few frames per run show it, and the table
+says how many and what it cost ("heap traversals", "their ms max").
+Expect the maximum to be set by it, by a cyclic-GC pass the frame's
+allocations set off, or -- on a loaded machine -- by the target being
+descheduled in the middle of a piece (wall time).
 
 ``--in-process``: the same scenario in this process, captured as the
 widget does (a greenlet of the hub, ``labkit.sleep(0)`` between pieces),
@@ -108,7 +112,7 @@ def measure_in_process(greenlets: int, frames: int) -> dict:
 
     ticker = labkit.spawn(tick)
     recording = BackgroundRecording().start()
-    walls, cpus = [], []
+    walls, cpus, heaps = [], [], []
 
     def run():
         capturer = Capturer(min_interval=0, budget=1.0)   # the lints every frame
@@ -120,12 +124,13 @@ def measure_in_process(greenlets: int, frames: int) -> dict:
                 labkit.sleep(0)
                 marks.append((time.perf_counter_ns(), time.thread_time_ns()))
 
-            capturer.capture(between=between)
+            frame = capturer.capture(between=between)
             marks.append((time.perf_counter_ns(), time.thread_time_ns()))
             if index:   # the first pays for imports
                 pieces = list(zip(marks[::2], marks[1::2]))
                 walls.append(max(b[0] - a[0] for a, b in pieces) / 1e6)
                 cpus.append(max(b[1] - a[1] for a, b in pieces) / 1e6)
+                heaps.append(frame["heap_ms"])
             labkit.sleep(0.25)
 
     try:
@@ -133,9 +138,11 @@ def measure_in_process(greenlets: int, frames: int) -> dict:
     finally:
         recording.stop()
         labkit.killall([*parked, ticker])
+    ran = [ms for ms in heaps if ms]
     return {"greenlets": greenlets, "frames": frames,
             "wall_ms_median": statistics.median(walls), "wall_ms_max": max(walls),
-            "cpu_ms_median": statistics.median(cpus), "cpu_ms_max": max(cpus)}
+            "cpu_ms_median": statistics.median(cpus), "cpu_ms_max": max(cpus),
+            "heap_runs": len(ran), "heap_ms_max": max(ran, default=0.0)}
 
 
 def main(argv=None) -> int:
@@ -153,11 +160,12 @@ def main(argv=None) -> int:
         print(f"longest piece per console frame (lints in each), {args.frames} frames, "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         print(f"{'greenlets':>9} {'wall ms median':>15} {'max':>8} {'CPU ms median':>14} "
-              f"{'max':>8}")
+              f"{'max':>8} {'heap traversals':>16} {'their ms max':>13}")
         for count in counts:
             r = measure_in_process(count, args.frames)
             print(f"{r['greenlets']:>9} {r['wall_ms_median']:>15.2f} {r['wall_ms_max']:>8.2f} "
-                  f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f}")
+                  f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f} "
+                  f"{r['heap_runs']:>16} {r['heap_ms_max']:>13.2f}")
         return 0
     print(f"attach pause per refresh, {args.frames} frames 250 ms apart, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
