@@ -19,15 +19,16 @@ start of the hub's pass (or the end of the poll) that resumed it.
 
 Cost: the records are read the way :mod:`tracing.live_timeline` reads them
 (``numpy.frombuffer`` of the raw bytes, :data:`~tracing.live_timeline.RECORD_DTYPE`)
-and folded in a fixed number of numpy passes over the batch, with Python
-only per greenlet incarnation met, per exit and per update:
-~0.02-0.04 us of the hub thread's time per record under the echo load (it
-was ~0.2-0.3 us with one Python pass per record, which cost the console's
-4 Hz capture most of its overhead). Batches of fewer than
-:data:`NUMPY_FROM` records, and all of them without numpy (a production
-process need not have it), are folded one by one in Python
-(:meth:`Ledger._fold_python`, the reference the numpy fold is tested
-against). Records overwritten before they were read are counted
+and a batch is folded in a fixed number of numpy passes (one sort by
+greenlet id, then per-incarnation reductions), with Python only per
+greenlet incarnation met and per exit. Under the 50-connection echo load
+on the 2-core VM (load ~11) that was ~0.3 us of the hub thread's time per
+record, against ~0.5 us for one Python pass per record (a batch has a
+fixed cost of ~0.3-0.5 ms: some forty numpy calls and Python per greenlet
+met). Batches of fewer than :data:`NUMPY_FROM` records, and all of them
+without numpy (a production process need not have it), are folded one by
+one in Python (:meth:`Ledger._fold_python`, the reference the numpy fold
+is tested against). Records overwritten before they were read are counted
 (``lost``), and after such a gap every greenlet counts as touched.
 Record kinds this module does not know (a newer recorder's) are read as
 "the thread went elsewhere": they end the running slice, like HOST.

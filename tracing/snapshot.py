@@ -58,7 +58,10 @@ greenlet alive through its locals). The collector is paused while the rows
 are built. ``python -m labkit bench --only snapshot_10k`` measures a quiet
 hub of 10,000 parked greenlets (the issue's target: < 20 ms; ~7 ms of CPU
 on the 2-core CI machine). The cost of reading the ring grows with the
-records written since the previous snapshot (~0.2-0.3 us each).
+records written since the previous snapshot (~0.3 us each under load;
+tracing/ledger.py). A live view passes ``between`` (see :func:`snapshot`):
+the snapshot is then read in pieces of ~:data:`PIECE_NS`, the loop
+running between them.
 
 Who finds the greenlets: with a recorder running, the greenlets spawned
 since it started come from its spawn table (``recorder.spawns``), and the

@@ -160,12 +160,12 @@ def main(argv=None) -> int:
         print(f"longest piece per console frame (lints in each), {args.frames} frames, "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         print(f"{'greenlets':>9} {'wall ms median':>15} {'max':>8} {'CPU ms median':>14} "
-              f"{'max':>8} {'heap traversals':>16} {'their ms max':>13}")
+              f"{'max':>8} {'heap traversals':>16} {'their wall ms max':>18}")
         for count in counts:
             r = measure_in_process(count, args.frames)
             print(f"{r['greenlets']:>9} {r['wall_ms_median']:>15.2f} {r['wall_ms_max']:>8.2f} "
                   f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f} "
-                  f"{r['heap_runs']:>16} {r['heap_ms_max']:>13.2f}")
+                  f"{r['heap_runs']:>16} {r['heap_ms_max']:>18.2f}")
         return 0
     print(f"attach pause per refresh, {args.frames} frames 250 ms apart, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
