@@ -381,6 +381,8 @@ class RequestParser:
             raise HTTPError(431, f"more than {self.max_fields} header fields")
         for name, value in request.headers:
             lname = name.lower()
+            if lname not in _FRAMING_FIELDS:  # most fields: one set look-up
+                continue
             if lname == b"content-length":
                 request.content_length = int(value)  # llhttp checked the digits
             elif lname == b"transfer-encoding":
@@ -434,6 +436,8 @@ class RequestParser:
 
 
 _SLASH, _HASH = ord("/"), ord("#")
+#: the request fields on_headers_complete reads for the framing
+_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"expect"))
 #: the usual methods' names as str, decoded once (llhttp gives bytes)
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
                                      "PATCH", "CONNECT", "TRACE")}
