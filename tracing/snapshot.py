@@ -377,7 +377,8 @@ def snapshot(hub=None, *, between=None) -> Snapshot:
     never holds the loop for more than about that long (the console's
     refresh, the attach). The rows are then read in pieces: each at the
     moment of its piece, and those whose greenlet ran, was spawned or
-    exited meanwhile are listed in ``Snapshot.changed``. Greenlets spawned
+    exited meanwhile are listed in ``Snapshot.changed`` (which needs a
+    recording: without one nothing says who ran, and it stays empty). Greenlets spawned
     after the snapshot began are not in it. Without ``between`` the
     snapshot is one piece and never switches."""
     hub = hub if hub is not None else _lk_hub.get_hub()
