@@ -18,7 +18,7 @@ a ``sleep(0)`` (ready the whole gap) and otherwise bounded below by the
 start of the hub's pass (or the end of the poll) that resumed it.
 
 Cost: the records are read the way :mod:`tracing.live_timeline` reads them
-(``numpy.frombuffer`` of the raw bytes, :data:`~tracing.live_timeline.RECORD_DTYPE`)
+(``numpy.frombuffer`` of the raw bytes, :data:`RECORD_DTYPE`)
 and a batch is folded in a fixed number of numpy passes (one sort by
 greenlet id, then per-incarnation reductions), with Python only per
 greenlet incarnation met and per exit. Under the 50-connection echo load
@@ -43,11 +43,16 @@ from labkit._loop import ffi, lib
 
 try:
     import numpy as _np
-    from tracing.live_timeline import RECORD_DTYPE
 except ImportError:     # the one-by-one fold below
-    _np = RECORD_DTYPE = None
+    _np = None
 
-__all__ = ["Ledger", "Account", "ledger_for", "ZERO_TIMEOUT_NS", "NOTABLE_NS"]
+#: The raw record layout (tracing.recorder._RECORD, "=qIIqq") as a numpy
+#: dtype: how the ring's records are read with numpy, here and by
+#: :mod:`tracing.live_timeline` (None without numpy).
+RECORD_DTYPE = None if _np is None else _np.dtype(
+    [("ts", "<i8"), ("kind", "<u4"), ("arg", "<u4"), ("a", "<i8"), ("b", "<i8")])
+
+__all__ = ["Ledger", "Account", "ledger_for", "ZERO_TIMEOUT_NS", "NOTABLE_NS", "RECORD_DTYPE"]
 
 _RECORD = struct.Struct("=qIIqq")
 _RESUME, _SPAWN, _EXIT = lib.LK_TR_RESUME, lib.LK_TR_SPAWN, lib.LK_TR_EXIT

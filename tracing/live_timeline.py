@@ -50,12 +50,13 @@ import numpy as np
 
 from labkit._loop import lib
 
+from tracing import ledger as _ledger
 from tracing import legend
 from tracing.lanes import HUB, POLL
 
-#: The raw record layout (tracing.recorder._RECORD, "=qIIqq").
-RECORD_DTYPE = np.dtype([("ts", "<i8"), ("kind", "<u4"), ("arg", "<u4"),
-                         ("a", "<i8"), ("b", "<i8")])
+#: The raw record layout (tracing.recorder._RECORD, "=qIIqq"): the ledger's
+#: (one home for how the ring is read with numpy).
+RECORD_DTYPE = _ledger.RECORD_DTYPE
 
 #: Wait kinds painted on a lane, by code (0: nothing); the legend's keys.
 KINDS = ("", "ready", "sleeping", "io", "other", "unstarted")
