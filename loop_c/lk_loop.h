@@ -95,6 +95,15 @@ typedef struct {
     int64_t  stall_start_ns; /* the last one: record before the gap ... */
     int64_t  stall_end_ns;   /* ... and the record that ended it */
     int64_t  now_ns;         /* when the snapshot was taken */
+    /* Who ran in the last stall, kept when it ended (with the stall pair),
+     * so that a watchdog that got no CPU during the block still knows: */
+    uint32_t stall_start_kind;  /* kind of the record before the gap */
+    uint32_t stall_resume_why;  /* arg of `current`'s resume record ... */
+    int64_t  stall_current;     /* `current` when the gap began */
+    uint64_t stall_resume_seq;  /* seq of its resume record (UINT64_MAX: none) */
+    int64_t  stall_resume_ns;   /* ... its timestamp (0: overwritten) */
+    int64_t  stall_resume_b;    /* ... its b (label number, -ns of a sleep) */
+    uint64_t current_seq;       /* seq of the newest LK_TR_RESUME (UINT64_MAX: none) */
 } lk_trace_state;
 
 /* Record kinds.  RESUME: a = greenlet id, arg = LK_WHY_*, b = detail.

@@ -28,7 +28,12 @@
  * "the hub handed the thread to its host": those gaps are the loop waiting,
  * which is its job.  The last stall's exact start and end are kept, so
  * the monitor reports the measured duration of a block, not the instants
- * at which its watchdog happened to look.  The stall logic assumes one
+ * at which its watchdog happened to look.  With them: who ran when the gap
+ * began (`current`, the newest resume record's greenlet), the kind of the
+ * record before the gap, and a copy of current's resume record, so the
+ * block is named even if the watchdog never got the CPU while it lasted.
+ * (Resume writers set `current` whoever switched: the hub or a greenlet
+ * handing off directly.)  The stall logic assumes one
  * loop thread writes (the usual case); a second hub sharing the ring would
  * blur it.
  */
@@ -81,12 +86,22 @@ lk_trace *lk_trace_new(uint64_t capacity)
     atomic_init(&t->last_ns, lk_now_ns());
     atomic_init(&t->last_kind, 0);
     atomic_init(&t->current, 0);
+    atomic_init(&t->current_seq, UINT64_MAX);
     atomic_init(&t->stall_seq, 0);
     atomic_init(&t->stall_start_ns, 0);
     atomic_init(&t->stall_end_ns, 0);
+    atomic_init(&t->stall_current, 0);
+    atomic_init(&t->stall_start_kind, 0);
+    atomic_init(&t->stall_resume_seq, UINT64_MAX);
+    atomic_init(&t->stall_resume_ns, 0);
+    atomic_init(&t->stall_resume_why, 0);
+    atomic_init(&t->stall_resume_b, 0);
+    t->site.seq = t->stall_site.seq = UINT64_MAX;   /* calloc zeroed the rest */
     return t;
 }
 
+/* The resume sites (lk_trace_py.c) hold references to code objects:
+ * whoever configured them calls _lk_trace_py.release_sites first. */
 void lk_trace_free(lk_trace *t)
 {
     if (t == NULL)
@@ -98,6 +113,7 @@ void lk_trace_free(lk_trace *t)
 void lk_trace_clear(lk_trace *t)
 {
     atomic_store(&t->next, 0);
+    atomic_store(&t->current_seq, UINT64_MAX);   /* its record is gone */
     atomic_store(&t->last_ns, lk_now_ns());
 }
 
@@ -171,11 +187,18 @@ void lk_trace_get_state(lk_trace *t, lk_trace_state *out)
         seq = atomic_load(&t->stall_seq);
         out->stall_start_ns = atomic_load(&t->stall_start_ns);
         out->stall_end_ns = atomic_load(&t->stall_end_ns);
+        out->stall_current = atomic_load(&t->stall_current);
+        out->stall_start_kind = atomic_load(&t->stall_start_kind);
+        out->stall_resume_seq = atomic_load(&t->stall_resume_seq);
+        out->stall_resume_ns = atomic_load(&t->stall_resume_ns);
+        out->stall_resume_why = atomic_load(&t->stall_resume_why);
+        out->stall_resume_b = atomic_load(&t->stall_resume_b);
     } while ((seq & 1) || seq != atomic_load(&t->stall_seq));
     out->stalls = seq / 2;
     out->count = atomic_load_explicit(&t->next, memory_order_relaxed);
     out->last_ns = atomic_load_explicit(&t->last_ns, memory_order_relaxed);
     out->last_kind = atomic_load_explicit(&t->last_kind, memory_order_relaxed);
     out->current = atomic_load_explicit(&t->current, memory_order_relaxed);
+    out->current_seq = atomic_load_explicit(&t->current_seq, memory_order_relaxed);
     out->now_ns = lk_now_ns();
 }

@@ -32,6 +32,11 @@
  *     resume(g, lib.LK_WHY_WAITER, "Event")       # a = id(g), b = labels[...]
  *     resume_fd(g, lib.LK_WHY_WAITER, fd, READ)   # b = labels[(fd, READ)]
  *
+ * While a stall threshold is set (a blocking monitor watches the ring),
+ * the resume writers also note where the resumed greenlet resumed: its
+ * "resume site" (see "resume sites" below; sites(), configure_sites(),
+ * release_sites()).
+ *
  * Contract: call these with the GIL held (any Python code does), from any
  * thread.  They raise OverflowError/TypeError for arguments that do not
  * fit the record's fields (resume: also whatever the label lookup raises,
@@ -39,10 +44,349 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <frameobject.h>   /* 3.10: PyFrameObject's fields */
+#if PY_VERSION_HEX >= 0x030B0000
+/* the interpreter's frames, read by the resume sites' walk (see there) */
+#  define Py_BUILD_CORE
+#  include "internal/pycore_frame.h"
+#endif
 #include <stdint.h>
 #include <string.h>
 
 #include "lk_trace_ring.h"
+
+
+/* ------------------------------------------------------------ resume sites
+ *
+ * The blocking monitor reports a block with the line where it *started*:
+ * where its greenlet resumed, the line after its last switch -- not only
+ * where a stack sample later found it.  A sampler cannot know the former:
+ * by the time it looks, the park function has returned and the user frame
+ * that called it has moved on (or returned too).  So the resume writers
+ * note it as they write the resume record, from inside the resumed
+ * greenlet: the frames on its stack then (the park function first), each
+ * as (code, last instruction, key), up to the first frame of user code --
+ * a frame whose file is not under one of the prefixes configure_sites()
+ * set (labkit/, tracing/, the standard library, site-packages) -- and at
+ * most LK_SITE_DEPTH.  Codes are strong references (a notebook cell's
+ * code may be freed once it is re-run); frames are not kept, only a key
+ * (an address: see the walk below), so no frame or local outlives its
+ * function because of us.
+ *
+ * Cost: nothing unless a stall threshold is set (a blocking monitor
+ * watches the ring).  Then, per resume, a walk of the few frames up to
+ * the user's (see the walk below: a few loads a level); a level whose
+ * code is the one the previous site had there reuses its classification,
+ * and files are classified once each anyway (a pointer-keyed cache of
+ * LK_SITE_FILES slots holding their co_filename).
+ *
+ * The newest site is `ring->site`.  When a stall is noted (lk_trace_ring.h)
+ * the site of the greenlet that ran when the gap began is still there; the
+ * next resume writer, before it replaces it, sees that the stall count
+ * moved and that the stall names this site's resume record, and copies it
+ * to `ring->stall_site`.  So a watchdog that got no CPU during the block
+ * (a loaded machine, or the block held the GIL throughout) still finds it
+ * afterwards, by the stall's resume seq (sites()). */
+
+static void site_clear(lk_trace_site *site)
+{
+    for (uint32_t i = 0; i < LK_SITE_DEPTH; i++)
+        Py_CLEAR(*(PyObject **)&site->code[i]);
+    site->n = 0;
+    site->seq = UINT64_MAX;
+}
+
+static void site_copy(lk_trace_site *to, const lk_trace_site *from)
+{
+    PyObject *old[LK_SITE_DEPTH];
+    for (uint32_t i = 0; i < LK_SITE_DEPTH; i++) {
+        old[i] = (PyObject *)to->code[i];
+        to->code[i] = from->code[i];
+        Py_XINCREF((PyObject *)to->code[i]);
+        to->lasti[i] = from->lasti[i];
+        to->frame[i] = from->frame[i];
+        to->user[i] = from->user[i];
+    }
+    to->n = from->n;
+    to->seq = from->seq;
+    to->gid = from->gid;
+    for (uint32_t i = 0; i < LK_SITE_DEPTH; i++)   /* last: a dealloc may run code */
+        Py_XDECREF(old[i]);
+}
+
+/* 1 if `code`'s file is user code (outside the configured prefixes), 0 if
+ * not; -1 (no exception) if unknown and not cacheable. */
+static int is_user_code(lk_trace *t, PyCodeObject *code)
+{
+    PyObject *file = code->co_filename;
+    if (t->site_prefixes == NULL || file == NULL || !PyUnicode_Check(file))
+        return -1;
+    size_t slot = ((uintptr_t)file >> 4) & (LK_SITE_FILES - 1);
+    for (size_t probe = 0; probe < 8; probe++, slot = (slot + 1) & (LK_SITE_FILES - 1)) {
+        if (t->file_key[slot] == file)
+            return t->file_user[slot];
+        if (t->file_key[slot] == NULL)
+            break;
+    }
+    /* Not cached: classify, and cache it if a slot of its probe run is free. */
+    int user = 1;
+    PyObject *prefixes = (PyObject *)t->site_prefixes;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++) {
+        Py_ssize_t match = PyUnicode_Tailmatch(file, PyTuple_GET_ITEM(prefixes, i), 0,
+                                               PY_SSIZE_T_MAX, -1);
+        if (match < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+        if (match) {
+            user = 0;
+            break;
+        }
+    }
+    if (t->file_key[slot] == NULL) {
+        Py_INCREF(file);
+        t->file_key[slot] = file;
+        t->file_user[slot] = (uint8_t)user;
+    }
+    return user;
+}
+
+/* Walking the frames of the running greenlet, cheaply.  Through the public
+ * API (PyEval_GetFrame, PyFrame_GetBack) each step makes a frame object if
+ * the interpreter has none yet and counts references: ~130 instructions a
+ * level, which the sleep(0) benchmark's ~9,000 per switch could not carry
+ * (callgrind).  So on 3.11+ the walk reads the interpreter's own frames
+ * (_PyInterpreterFrame, internal/pycore_frame.h, as greenlet itself does):
+ * a few loads a level, nothing made, nothing counted.  On 3.10 every frame
+ * is an object already and its fields are public.  A level's key is the
+ * interpreter frame's address (the frame object's on 3.10): frame_key()
+ * gives the same for a live frame object, so the monitor can tell whether
+ * a sampled frame is the one the greenlet resumed in. */
+#if PY_VERSION_HEX >= 0x030B0000
+typedef _PyInterpreterFrame lk_iframe;
+
+static inline lk_iframe *top_iframe(void)
+{
+    PyThreadState *ts = PyThreadState_GET();
+#  if PY_VERSION_HEX >= 0x030D0000
+    return ts->current_frame;
+#  else
+    return ts->cframe->current_frame;
+#  endif
+}
+
+/* Its code, or NULL for a frame that is not (yet) a Python function's:
+ * a C-stack shim, or one still being set up (what PyFrame_GetBack skips). */
+static inline PyCodeObject *iframe_code(lk_iframe *f)
+{
+#  if PY_VERSION_HEX >= 0x030C0000
+    if (f->owner == FRAME_OWNED_BY_CSTACK)
+        return NULL;
+#  endif
+#  if PY_VERSION_HEX >= 0x030D0000
+    if (!PyCode_Check(f->f_executable))
+        return NULL;
+#  endif
+    if (_PyFrame_IsIncomplete(f))
+        return NULL;
+#  if PY_VERSION_HEX >= 0x030D0000
+    return (PyCodeObject *)f->f_executable;
+#  else
+    return f->f_code;
+#  endif
+}
+
+static inline int32_t iframe_lasti(lk_iframe *f)
+{
+    return (int32_t)(_PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT));
+}
+
+#  define IFRAME_BACK(f) ((f)->previous)
+#  define FRAME_KEY(frame) ((uintptr_t)((PyFrameObject *)(frame))->f_frame)
+#else
+typedef PyFrameObject lk_iframe;
+
+static inline lk_iframe *top_iframe(void)
+{
+    return PyEval_GetFrame();   /* borrowed */
+}
+
+static inline PyCodeObject *iframe_code(lk_iframe *f)
+{
+    return f->f_code;
+}
+
+static inline int32_t iframe_lasti(lk_iframe *f)
+{
+    return f->f_lasti < 0 ? -1 : (int32_t)(f->f_lasti * (int)sizeof(_Py_CODEUNIT));
+}
+
+#  define IFRAME_BACK(f) ((f)->f_back)
+#  define FRAME_KEY(frame) ((uintptr_t)(frame))
+#endif
+
+/* Note the resume site of record `seq` (greenlet `gid`); see above. */
+static void take_site(lk_trace *t, uint64_t seq, int64_t gid)
+{
+    lk_trace_site *site = &t->site;
+    uint64_t stalls = atomic_load_explicit(&t->stall_seq, memory_order_acquire);
+    if (stalls != t->site_stalls && !(stalls & 1)) {
+        t->site_stalls = stalls;
+        /* a stall was noted since: if it began in this site's run, keep it */
+        if (site->seq != UINT64_MAX && atomic_load(&t->stall_resume_seq) == site->seq)
+            site_copy(&t->stall_site, site);
+    }
+    PyObject *old[LK_SITE_DEPTH];
+    uint32_t n = 0, n_old = 0;
+    for (lk_iframe *f = top_iframe(); f != NULL && n < LK_SITE_DEPTH; f = IFRAME_BACK(f)) {
+        PyCodeObject *code = iframe_code(f);
+        if (code == NULL)
+            continue;
+        if ((PyCodeObject *)site->code[n] != code) {   /* a new chain from here */
+            if (site->code[n] != NULL)
+                old[n_old++] = (PyObject *)site->code[n];
+            Py_INCREF(code);
+            site->code[n] = code;
+            site->user[n] = (uint8_t)(is_user_code(t, code) == 1);
+        }
+        site->lasti[n] = iframe_lasti(f);
+        site->frame[n] = (uintptr_t)f;
+        if (site->user[n++])
+            break;   /* the user frame the park call came from: the site */
+    }
+    for (uint32_t i = n; i < site->n; i++) {   /* levels this site lacks */
+        if (site->code[i] != NULL)
+            old[n_old++] = (PyObject *)site->code[i];
+        site->code[i] = NULL;
+    }
+    site->n = n;
+    site->seq = seq;
+    site->gid = gid;
+    while (n_old > 0)   /* last: a dealloc may run code */
+        Py_DECREF(old[--n_old]);
+}
+
+/* Write a resume record, and take its site while stalls are watched. */
+static inline void write_resume(lk_trace *t, int64_t gid, uint32_t why, int64_t b)
+{
+    uint64_t seq = lk__trace_write(t, lk_now_ns(), LK_TR_RESUME, gid, why, b);
+    if (t->stall_ns > 0 && why != LK_WHY_SWITCH)
+        take_site(t, seq, gid);
+}
+
+static PyObject *site_tuple(const lk_trace_site *site)
+{
+    PyObject *frames = PyTuple_New(site->n);
+    if (frames == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < site->n; i++) {
+        PyObject *code = (PyObject *)site->code[i];
+        PyObject *item = Py_BuildValue("(Oik)", code != NULL ? code : Py_None,
+                                       (int)site->lasti[i], (unsigned long)site->frame[i]);
+        if (item == NULL) {
+            Py_DECREF(frames);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(frames, i, item);
+    }
+    PyObject *result = Py_BuildValue("(KLN)", (unsigned long long)site->seq,
+                                     (long long)site->gid, frames);
+    return result;
+}
+
+static lk_trace *ring_at(PyObject *address, const char *who)
+{
+    if (!PyLong_Check(address)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes the ring's address as an int", who);
+        return NULL;
+    }
+    lk_trace *ring = (lk_trace *)PyLong_AsVoidPtr(address);
+    if (ring == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "%s() needs a ring, not NULL", who);
+    return ring;
+}
+
+/* frame_key(frame) -> int: the key a resume site gives a level that is this
+ * live frame (see the frame walk above). */
+static PyObject *frame_key(PyObject *module, PyObject *frame)
+{
+    (void)module;
+    if (!PyFrame_Check(frame)) {
+        PyErr_Format(PyExc_TypeError, "frame_key() takes a frame, not %.100s",
+                     Py_TYPE(frame)->tp_name);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong((unsigned long long)FRAME_KEY(frame));
+}
+
+/* sites(address, seq) -> (seq, gid, ((code, lasti, frame_key), ...)) or None */
+static PyObject *sites(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "sites() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    lk_trace *t = ring_at(args[0], "sites");
+    if (t == NULL)
+        return NULL;
+    unsigned long long seq = PyLong_AsUnsignedLongLong(args[1]);
+    if (seq == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (t->site.seq == seq && seq != UINT64_MAX)
+        return site_tuple(&t->site);
+    if (t->stall_site.seq == seq && seq != UINT64_MAX)
+        return site_tuple(&t->stall_site);
+    Py_RETURN_NONE;
+}
+
+/* configure_sites(address, prefixes): files under these are not user code */
+static PyObject *configure_sites(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "configure_sites() takes 2 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    lk_trace *t = ring_at(args[0], "configure_sites");
+    if (t == NULL)
+        return NULL;
+    PyObject *prefixes = args[1];
+    if (!PyTuple_Check(prefixes)) {
+        PyErr_Format(PyExc_TypeError, "configure_sites(): prefixes must be a tuple, not %.100s",
+                     Py_TYPE(prefixes)->tp_name);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(prefixes, i))) {
+            PyErr_SetString(PyExc_TypeError, "configure_sites(): prefixes must be str");
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < LK_SITE_FILES; i++)   /* classified by the old prefixes */
+        Py_CLEAR(*(PyObject **)&t->file_key[i]);
+    PyObject *old = (PyObject *)t->site_prefixes;
+    Py_INCREF(prefixes);
+    t->site_prefixes = prefixes;
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+/* release_sites(address): drop every reference the ring's sites hold */
+static PyObject *release_sites(PyObject *module, PyObject *address)
+{
+    (void)module;
+    lk_trace *t = ring_at(address, "release_sites");
+    if (t == NULL)
+        return NULL;
+    site_clear(&t->site);
+    site_clear(&t->stall_site);
+    for (size_t i = 0; i < LK_SITE_FILES; i++)
+        Py_CLEAR(*(PyObject **)&t->file_key[i]);
+    Py_CLEAR(*(PyObject **)&t->site_prefixes);
+    Py_RETURN_NONE;
+}
 
 /* record(kind, a, arg, b): append one record to the ring `self` points to. */
 static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -62,7 +406,10 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_OverflowError, "record(): kind and arg must fit in 32 bits");
         return NULL;
     }
-    lk__trace_write(ring, lk_now_ns(), (uint32_t)kind, a, (uint32_t)arg, b);
+    if (kind == LK_TR_RESUME)
+        write_resume(ring, a, (uint32_t)arg, b);
+    else
+        lk__trace_write(ring, lk_now_ns(), (uint32_t)kind, a, (uint32_t)arg, b);
     Py_RETURN_NONE;
 }
 
@@ -188,8 +535,7 @@ static PyObject *resume(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (number == -1 && PyErr_Occurred())
         return NULL;
     /* id(g): CPython's id() is the object's address. */
-    lk__trace_write(st->ring, lk_now_ns(), LK_TR_RESUME, (int64_t)(intptr_t)args[0],
-                    why, number);
+    write_resume(st->ring, (int64_t)(intptr_t)args[0], why, number);
     Py_RETURN_NONE;
 }
 
@@ -245,8 +591,7 @@ static PyObject *resume_fd(PyObject *self, PyObject *const *args, Py_ssize_t nar
     long long number = fd_label_number(st, args[2], args[3]);
     if (number == -1 && PyErr_Occurred())
         return NULL;
-    lk__trace_write(st->ring, lk_now_ns(), LK_TR_RESUME, (int64_t)(intptr_t)args[0],
-                    why, number);
+    write_resume(st->ring, (int64_t)(intptr_t)args[0], why, number);
     Py_RETURN_NONE;
 }
 
@@ -318,6 +663,19 @@ static PyMethodDef module_functions[] = {
      "resumers(address, labels) -> (resume, resume_fd): resume(g, why, label) writes "
      "the resume record (a = id(g), arg = why, b = labels[label]) into the ring at "
      "address; resume_fd(g, why, fd, event) the same for label (fd, event)."},
+    {"sites", (PyCFunction)(void (*)(void))sites, METH_FASTCALL,
+     "sites(address, seq) -> (seq, gid, ((code, lasti, frame_key), ...)) or None: the "
+     "resume site of resume record `seq` (the newest one, or the one of the last "
+     "stall's greenlet), innermost frame first; None if the ring kept neither."},
+    {"frame_key", frame_key, METH_O,
+     "frame_key(frame) -> int: the key a resume site's level has when it is this "
+     "live frame (its interpreter frame's address)."},
+    {"configure_sites", (PyCFunction)(void (*)(void))configure_sites, METH_FASTCALL,
+     "configure_sites(address, prefixes): files starting with one of these str are "
+     "not user code (a resume site ends at the first frame of user code)."},
+    {"release_sites", release_sites, METH_O,
+     "release_sites(address): drop the references the ring's resume sites hold "
+     "(call it before lk_trace_free)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,6 +32,23 @@ Who measures what:
   culprit. The report names the place sampled most often, with the greenlet,
   "in the hub" and stack of that place's samples.
 
+Where the block *started* is not something a sampler can see: by the time
+it looks, the frame where the greenlet resumed may have moved on or
+returned. The ring knows it exactly. When the stall is noted, the C side
+keeps who ran when the gap began (the greenlet of the newest resume record,
+set by whoever switched to it: the hub or another greenlet) and that
+greenlet's resume record; and while the monitor watches, each resume writer
+notes the resumed greenlet's *resume site* (its frames from the park
+function out to the first frame of user code: code, last instruction and
+id, loop_c/lk_trace_py.c). So each block carries ``started`` (the user
+frame and line where the blocking run began: the line after its last
+switch), ``resumed_from`` ("sleep() (timer)", "wait() (Event)", "recv() (fd
+7 read)") and, when a sample saw the block, whether that frame was still on
+the sampled stack -- and the greenlet's name even when the watchdog got no
+CPU at all while the block lasted (a loaded machine, or a block that held
+the GIL throughout: one long C call). ``block.first`` (the never-yielded
+lint's line) is the start when known, else the first sample's place.
+
 Each block also gets a cause (``block.cause``, a :class:`tracing.causes.Cause`):
 its wall time split into the loop thread's CPU time, garbage collection
 (exact, from ``gc.callbacks``) and time off the CPU, read by the same samples
@@ -45,7 +62,9 @@ ready callback, timer or fd) blocks nobody and is not reported.
 
 Reports go to ``monitor.blocks``, to the recorder's trace, to ``callback``
 (called from the watchdog thread) and, with ``report=True``, to stderr as
-one line: ``labkit: blocked the loop for 203 ms at file.py:12 in func (name)``.
+one line: ``labkit: blocked the loop for 203 ms at file.py:12 in func (name)``,
+followed by ``; started at file.py:9 in func after sleep() (timer)`` when the
+block began on another line than the one sampled most.
 
 A block that goes on (a greenlet that never yields) is also reported *while*
 it lasts: once it has lasted ``stuck_after`` seconds, ``on_stuck`` gets a
@@ -67,8 +86,8 @@ from labkit._loop import ffi, lib
 import labkit.hub as _lk_hub
 
 from tracing.causes import BlockClock, ThreadProbe, called_name, classify, gc_times
-from tracing.model import Block
-from tracing.recorder import Recorder
+from tracing.model import Block, describe_reason
+from tracing.recorder import Recorder, frame_key, resume_site
 
 _LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
 _TRACING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -81,6 +100,10 @@ _LIBRARY = tuple(
 #: frozen standard modules (os, genericpath ...) name no file
 _LIBRARY = _LIBRARY + ("<frozen ",)
 _NOT_BLOCKING = (lib.LK_TR_POLL_ENTER, lib.LK_TR_HOST)
+#: a gap that begins with one of these records is the hub's: it runs ready
+#: callbacks (a pass), handles what a poll returned, or a greenlet just ended
+_HUB_STARTS = (lib.LK_TR_PASS, lib.LK_TR_POLL_LEAVE, lib.LK_TR_EXIT)
+_NO_SEQ = (1 << 64) - 1
 #: The longest the watchdog sleeps (seconds): a short block is reported at
 #: most this long after it ended, whatever the threshold.
 MAX_SLEEP = 0.25
@@ -98,6 +121,71 @@ def user_frame(frame):
             if not f.f_code.co_filename.startswith(skip):
                 return f, frames
     return (frames[0] if frames else None), frames
+
+
+def _line_of(code, lasti: int) -> int:
+    """The source line of instruction offset ``lasti`` in ``code``."""
+    if lasti >= 0:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end:
+                return line if line is not None else code.co_firstlineno
+    return code.co_firstlineno
+
+
+def _qualname(code) -> str:
+    return getattr(code, "co_qualname", code.co_name)
+
+
+class _Stall:
+    """A copy of the ring's record of its last stall (lk_trace_state)."""
+    __slots__ = ("start_ns", "end_ns", "current", "start_kind", "resume_seq",
+                 "resume_why", "resume_b", "resume_ns")
+
+    def __init__(self, state):
+        self.start_ns, self.end_ns = state.stall_start_ns, state.stall_end_ns
+        self.current, self.start_kind = state.stall_current, state.stall_start_kind
+        self.resume_seq, self.resume_ns = state.stall_resume_seq, state.stall_resume_ns
+        self.resume_why, self.resume_b = state.stall_resume_why, state.stall_resume_b
+
+    @property
+    def in_hub(self) -> bool:
+        return self.start_kind in _HUB_STARTS
+
+
+class _Start:
+    """Where a greenlet's run began, from its resume site (recorder.resume_site).
+
+    ``levels``: (code, lasti, frame key) innermost first; the start is the
+    innermost level outside labkit/tracing and libraries, else outside
+    labkit/tracing; none (``place`` None) if every level is labkit's own
+    (a greenlet's first run: its function has not been called yet)."""
+
+    def __init__(self, site):
+        self.seq, self.gid, levels = site
+        self.levels = levels
+        self.index = -1
+        for skip in (_INTERNAL + _LIBRARY, _INTERNAL):
+            found = [i for i, (code, _, _) in enumerate(levels)
+                     if code is not None and not code.co_filename.startswith(skip)]
+            if found:
+                self.index = found[0]
+                break
+        code, lasti, self.frame_key = levels[self.index] if self.index >= 0 else (None, -1, 0)
+        self.code = code
+        self.place = (code.co_filename, _line_of(code, lasti), _qualname(code)) \
+            if code is not None else None
+        #: the call the start frame made: the level just inside it
+        self.call = _qualname(levels[self.index - 1][0]).rsplit(".", 1)[-1] \
+            if self.index > 0 and levels[self.index - 1][0] is not None else None
+        #: whether the sampled stack still held the start frame (set by a sample)
+        self.in_sample: bool | None = None
+
+    def walk(self, frames) -> None:
+        """Walk a sampled stack (live frames, innermost first) out to the
+        frame where the run started: was it still there (the same call, by
+        its frame's key and code), or had it returned?"""
+        self.in_sample = any(f.f_code is self.code and frame_key(f) == self.frame_key
+                             for f in frames)
 
 
 class Stuck:
@@ -126,9 +214,13 @@ class Stuck:
 class _Sampling:
     """What the watchdog learnt about the block in progress."""
 
-    def __init__(self, start_ns: int, current: int):
+    def __init__(self, start_ns: int, current: int, current_seq: int = _NO_SEQ):
         self.start_ns = start_ns
         self.current = current
+        #: seq of current's resume record: its resume site's key
+        self.current_seq = current_seq
+        #: where current's run began (_Start), read at the first sample
+        self.start = None
         #: (file, line, func, in_hub) -> how many samples saw it
         self.places = collections.Counter()
         #: the same key -> (stack, loop_idle) of its latest sample
@@ -242,7 +334,7 @@ class BlockingMonitor:
             self.stuck = None
             if sampling is not None and sampling.start_ns != state.stall_start_ns:
                 sampling = None
-            self._report(state.stall_start_ns, state.stall_end_ns, sampling)
+            self._report(_Stall(state), sampling)
             self._sampling = None
             sampling = None
         if final:
@@ -259,7 +351,8 @@ class BlockingMonitor:
             # it) is worth a sample at last_ns + threshold/2, not before.
             return min(max((half_ns - stalled_for) / 1e9, 0.001), MAX_SLEEP)
         if sampling is None or sampling.start_ns != state.last_ns:
-            sampling = self._sampling = _Sampling(state.last_ns, state.current)
+            sampling = self._sampling = _Sampling(state.last_ns, state.current,
+                                                  state.current_seq)
             self.stuck = None
         self._sample(sampling, state.count)
         if self.stuck_after is not None and stalled_for >= self.stuck_after * 1e9:
@@ -308,6 +401,14 @@ class BlockingMonitor:
         if blame is not None:
             code = blame.f_code
             place = (code.co_filename, blame.f_lineno, code.co_name, in_hub)
+        start = None
+        if sampling.start is None and not in_hub:
+            # The first sample: where did this run begin, and is that frame
+            # still on the stack? (Frame ids mean something only now.)
+            site = resume_site(self._ring, sampling.current_seq)
+            if site is not None and site[1] == sampling.current and site[2]:
+                start = _Start(site)
+                start.walk(frames)
         del frame, frames, blame
         # Was the block still going on? Only if no record was written since
         # the snapshot that asked for this sample (read now, after the stack).
@@ -319,8 +420,14 @@ class BlockingMonitor:
         sampling.latest[place] = (stack, loop_idle)
         sampling.clock.keep(clock_sample)
         sampling.calls[place] = call
-        if sampling.first_place is None:
+        if sampling.first_place is None or (sampling.first_place[0].startswith(_INTERNAL)
+                                            and not place[0].startswith(_INTERNAL)):
+            # (a first sample inside labkit -- a greenlet about to call its
+            # function, the hub about to run a callback -- gives way to the
+            # first one in the code that then ran)
             sampling.first_place = place
+        if start is not None:
+            sampling.start = start
 
     def _tell_subscribers(self, block: Block) -> None:
         """labkit.events' subscribers get an EventLoopBlocked (gevent's
@@ -340,16 +447,20 @@ class BlockingMonitor:
             import traceback
             traceback.print_exc()
 
-    def _report(self, start_ns: int, end_ns: int, sampling: _Sampling | None) -> None:
+    def _report(self, stall: _Stall, sampling: _Sampling | None) -> None:
         names = self._recorder
-        if sampling is not None and sampling.places:
+        start_ns, end_ns = stall.start_ns, stall.end_ns
+        sampled = sampling is not None and bool(sampling.places)
+        if sampled:
             place, _ = sampling.places.most_common(1)[0]
             file, line, function, in_hub = place
             stack, loop_idle = sampling.latest[place]
         else:
+            # No sample caught it (the watchdog got no CPU): the ring still
+            # says who ran when the gap began.
             file, line, function, stack = "?", 0, "?", []
-            in_hub = loop_idle = False
-        current = sampling.current if sampling is not None else 0
+            in_hub, loop_idle = stall.in_hub, False
+        current = stall.current or (sampling.current if sampling is not None else 0)
         if in_hub:
             who = "hub"
         else:
@@ -359,10 +470,13 @@ class BlockingMonitor:
         block = Block(start=(start_ns - self._start_ns) / 1e9,
                       duration=(end_ns - start_ns) / 1e9, greenlet=who, file=file,
                       line=line, function=function, stack=stack)
+        if not in_hub:
+            self._place_start(block, stall, sampling)
         first = sampling.first_place if sampling is not None else None
-        #: (file, line, function) of the first sample that saw the block:
-        #: the nearest to where it started (the report's line is the most sampled)
-        block.first = first[:3] if first is not None else (file, line, function)
+        #: where it started when known, else the first sample that saw the
+        #: block (the report's line is the most sampled)
+        block.first = block.started or (first[:3] if first is not None
+                                        else (file, line, function))
         block.cause = self._cause(start_ns, end_ns, sampling, function,
                                   sampling.calls.get(place) if sampling is not None
                                   and sampling.places else None)
@@ -381,6 +495,30 @@ class BlockingMonitor:
                 print(f"labkit: {block} -- {block.cause}", file=sys.stderr, flush=True)
             except Exception:
                 pass
+
+    def _place_start(self, block: Block, stall: _Stall, sampling) -> None:
+        """Fill ``block.started`` (and what it resumed from) from the
+        resume site of the greenlet that ran when the stall began."""
+        start = sampling.start if sampling is not None else None
+        if start is None or start.seq != stall.resume_seq:
+            site = resume_site(self._ring, stall.resume_seq) \
+                if stall.resume_seq != _NO_SEQ else None
+            if site is None or site[1] != stall.current or not site[2]:
+                start = None
+            else:
+                start = _Start(site)
+        if start is None or start.place is None:
+            return
+        block.started = start.place
+        block.started_frame_sampled = start.in_sample
+        reason = None
+        if stall.resume_ns:   # the resume record was still in the ring
+            labels = {number: label for label, number in list(self._recorder.labels.items())}
+            reason = describe_reason(stall.resume_why, stall.resume_b, labels)
+        if start.call and reason:
+            block.resumed_from = f"{start.call}() ({reason})"
+        else:
+            block.resumed_from = f"{start.call}()" if start.call else reason
 
     def _cause(self, start_ns: int, end_ns: int, sampling, function: str, call):
         """The block's :class:`~tracing.causes.Cause`: its wall time split

@@ -118,8 +118,21 @@ class Block:
     stack: list = field(default_factory=list)   #: "file:line in func", innermost last
     #: why it took its time (tracing.causes.Cause: CPU, GC, a syscall, descheduled)
     cause: object = None
-    #: (file, line, function) of the first sample that saw it (nearest its start)
+    #: (file, line, function) where the block started when known (its
+    #: greenlet's resume site: the user frame it resumed in, at the line
+    #: of the call that had parked it), else of the first sample that saw it
     first: tuple | None = None
+    #: (file, line, function) of the user frame where the blocking run
+    #: started -- the line after its greenlet's last switch, recorded as it
+    #: resumed (loop_c/lk_trace_py.c's resume sites) -- or None if unknown
+    #: (a block in a hub callback, or no site was kept)
+    started: tuple | None = None
+    #: what that frame had called and resumed from: "sleep() (timer)",
+    #: "recv() (fd 7 read)", "wait() (Event)"; None if unknown
+    resumed_from: str | None = None
+    #: whether the frame where it started was still on the sampled stack
+    #: (the same call, by identity); None if no sample or no start is known
+    started_frame_sampled: bool | None = None
 
     @property
     def sampled(self) -> bool:
@@ -134,10 +147,28 @@ class Block:
             return "a line no stack sample caught"
         return f"{os.path.basename(self.file)}:{self.line}"
 
+    @property
+    def start_text(self) -> str | None:
+        """"started at app.py:12 in worker after sleep() (timer)", or None
+        when the start is unknown or is the reported line itself."""
+        if self.started is None:
+            return None
+        file, line, function = self.started
+        if self.sampled and (file, line) == (self.file, self.line):
+            return None
+        text = f"started at {os.path.basename(file)}:{line} in {function}"
+        if self.resumed_from:
+            text += f" after {self.resumed_from}"
+        if self.started_frame_sampled:
+            text += " (a frame the sample found still running)"
+        return text
+
     def __str__(self) -> str:
         where = f"{self.location} in {self.function}" if self.sampled else self.location
         who = self.greenlet if self.greenlet != "?" else "greenlet unknown"
-        return f"blocked the loop for {self.duration * 1e3:.0f} ms at {where} ({who})"
+        text = f"blocked the loop for {self.duration * 1e3:.0f} ms at {where} ({who})"
+        start = self.start_text
+        return f"{text}; {start}" if start else text
 
 
 #: How many of the latest spawns a window of a running recording searches

@@ -60,8 +60,10 @@ import dataclasses
 import functools
 import gc
 import os
+import site
 import struct
 import sys
+import sysconfig
 from time import monotonic_ns as _monotonic_ns
 from dataclasses import dataclass, field
 
@@ -79,8 +81,13 @@ from tracing.lanes import lane_name
 try:
     from labkit._lk_trace_py import resumers as _gil_holding_resumers
     from labkit._lk_trace_py import writer as _gil_holding_writer
+    from labkit._lk_trace_py import configure_sites as _configure_sites
+    from labkit._lk_trace_py import release_sites as _release_sites
+    from labkit._lk_trace_py import sites as _sites
+    from labkit._lk_trace_py import frame_key
 except ImportError:   # built without it (loop_c/build_loop.py by hand): slower
     _gil_holding_writer = _gil_holding_resumers = None
+    _configure_sites = _release_sites = _sites = frame_key = None
 
 #: Records the default ring holds: 32 MiB, resident from the start (the C
 #: side touches every page when it allocates, so that page faults do not
@@ -114,6 +121,31 @@ def resume_functions(ring, labels):
     def resume_fd(g, why, fd, event):
         record(lib.LK_TR_RESUME, id(g), why, labels[fd, event])
     return resume, resume_fd
+
+#: Files that are not user code: a greenlet's resume site (where it resumed,
+#: kept per resume while a blocking monitor watches the ring: see
+#: loop_c/lk_trace_py.c) ends at the first frame outside them. labkit and
+#: tracing, the standard library and installed packages.
+NOT_USER_CODE = tuple(sorted(
+    {os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep,
+     os.path.dirname(os.path.abspath(__file__)) + os.sep}
+    | {os.path.abspath(p) + os.sep for p in
+       [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
+        *getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]
+       if p}
+    | {"<frozen "}))
+
+
+def resume_site(ring, seq: int):
+    """The resume site the ring kept for resume record ``seq``: ``(seq,
+    greenlet id, ((code, lasti, key), ...))``, innermost frame (the park
+    function) first and the user frame it was called from last; None if it
+    kept none for that record (no stall threshold set, or it has moved on).
+    ``frame_key(frame)`` is a live frame's key. Any thread (the GIL guards
+    the sites)."""
+    if _sites is None or ring is None:
+        return None
+    return _sites(int(ffi.cast("uintptr_t", ring)), seq)
 
 _RECORD = struct.Struct("=qIIqq")   # lk_trace_entry: ts_ns, kind, arg, a, b
 assert _RECORD.size == ffi.sizeof("lk_trace_entry")
@@ -240,6 +272,8 @@ class Recorder:
         if ring == ffi.NULL:
             raise MemoryError(f"cannot allocate a trace ring of {self.capacity} records")
         self.ring = ring
+        if _configure_sites is not None:
+            _configure_sites(int(ffi.cast("uintptr_t", ring)), NOT_USER_CODE)
         self.record = record_function(ring)
         self.resume, self.resume_fd = resume_functions(ring, self.labels)
         self._hub = hub = _lk_hub.get_hub()
@@ -282,6 +316,8 @@ class Recorder:
             self._hub.loop.set_trace_ring(None)
         _active = None
         records, dropped = self._read_ring() if read else ([], 0)
+        if _release_sites is not None:
+            _release_sites(int(ffi.cast("uintptr_t", self.ring)))
         lib.lk_trace_free(self.ring)
         self.ring = self.record = self.resume = self.resume_fd = None
         resume, self._resume_background = getattr(self, "_resume_background", None), None
