@@ -15,6 +15,11 @@ Registered benchmarks (labkit only; compare their rows with ``sleep0``):
   program ~50x slower, so under callgrind the _flight rows charge each
   operation ~50x its share of the watchdog (socket_recv_wait_flight: +14%
   where the ring alone is +6%, before issue 20's one-call resume records);
+- ``sleep0_ring_watched`` and ``socket_recv_wait_ring_watched``: the ring
+  with a stall threshold set, as a blocking monitor sets it, but no
+  watchdog thread: what the resume sites cost per switch (issue 19: each
+  resume record also notes the frames the greenlet resumed in; see
+  loop_c/lk_trace_py.c), countable by callgrind like the _ring rows;
 - ``sleep0_settrace_noop``: the same with a no-op Python
   ``greenlet.settrace`` callback, the floor of any pure-Python tracer;
 - ``sleep0_yappi``: the same under yappi with its greenlet backend (only
@@ -143,6 +148,37 @@ register(Benchmark(
     description="socket_recv_wait with the flight recorder's ring alone (no watchdog)",
     default_n=20_000, ops_per_n=1,
     impls={LABKIT: _with_flight(_socket_recv_wait, threshold=None)},
+))
+
+def _with_watched_ring(benchmark):
+    """``benchmark(LABKIT, n)`` with the flight recorder's ring and a stall
+    threshold of 0.1 s on it (what a blocking monitor sets), no watchdog."""
+    def run(n):
+        from labkit._loop import lib
+        from tracing import recorder as _recorder
+        flight = _flight_on(None)
+        ring = _recorder.active().ring
+        lib.lk_trace_set_stall_threshold(ring, 100_000_000)
+        try:
+            return benchmark(LABKIT, n)
+        finally:
+            lib.lk_trace_set_stall_threshold(ring, 0)
+            _flight_off(flight)
+    return run
+
+
+register(Benchmark(
+    name="sleep0_ring_watched",
+    description="sleep0 with the ring and a stall threshold (resume sites), no watchdog",
+    default_n=50_000, ops_per_n=2,
+    impls={LABKIT: _with_watched_ring(sleep0_gevent_like)},
+))
+
+register(Benchmark(
+    name="socket_recv_wait_ring_watched",
+    description="socket_recv_wait with the ring and a stall threshold, no watchdog",
+    default_n=20_000, ops_per_n=1,
+    impls={LABKIT: _with_watched_ring(_socket_recv_wait)},
 ))
 
 register(Benchmark(
