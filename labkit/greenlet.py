@@ -298,6 +298,12 @@ class Greenlet(greenlet):
             else:
                 result = run(*args)
         except GreenletExit as exc:
+            # A kill is a result, not an error: its traceback would keep the
+            # frames of the park it ended (their locals, a socket...) and ~6
+            # tracked objects per killed greenlet while the greenlet object
+            # lives; killall of 100,000 sleepers doubled the heap that the
+            # collector's full passes then walked (issue 21).
+            exc.__traceback__ = None
             self._report_result(exc)
         except BaseException as exc:
             self._report_error(exc)

@@ -257,6 +257,9 @@ class StreamServer(_BaseServer):
         pool = self.pool
         nodelay = listener.family in (_socket.AF_INET, _socket.AF_INET6)
         out_of_resources = None  # errno of the failing run of accepts, if any
+        # One bound method for every handler greenlet, which holds it as its
+        # run for as long as the connection lives (64 bytes each otherwise).
+        handle_connection = self._handle_connection
         while True:
             if pool is not None:
                 pool.wait_available()
@@ -278,7 +281,7 @@ class StreamServer(_BaseServer):
             if nodelay:
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             try:
-                self._run_handler(self._handle_connection, sock, address)
+                self._run_handler(handle_connection, sock, address)
             except Exception:
                 # Starting the handler failed (a custom spawn): report it,
                 # drop this connection, keep serving the others.
