@@ -29,6 +29,13 @@ The contract:
   every item ran); ``imap`` yields them in input order, ``imap_unordered`` as
   they finish. With ``maxsize=N`` at most N finished results wait for the
   reader: the producer parks instead of spawning more.
+- A slot may outlive its greenlet (labkit's addition, for servers whose
+  connections give up their greenlet while they wait: labkit.wsgi's asleep
+  keep-alive connections): ``keep_slot(g)`` takes the member ``g`` out of
+  the group but keeps its slot taken; ``start_on_kept_slot(g2)`` starts
+  ``g2`` on a kept slot (it never parks), ``release_kept_slot()`` gives one
+  back. ``len()`` and ``join`` count members only; ``free_count``,
+  ``full``, ``wait_available`` and ``add`` see kept slots as taken.
 - ``apply`` runs the function in a greenlet of the group and waits for it,
   except when the caller already is one of the group's greenlets: then it runs
   right there (waiting for a slot of a full pool from inside it would never
@@ -78,6 +85,8 @@ class Group:
     greenlet_class = Greenlet
     #: a Group never makes spawn park
     _slots = DummySemaphore()
+    #: slots kept by keep_slot for a greenlet yet to come (see the module docstring)
+    _kept = 0
 
     def __init__(self, *args):
         if len(args) > 1:
@@ -139,6 +148,44 @@ class Group:
         greenlet = self.greenlet_class(*args, **kwargs)
         self.start(greenlet)
         return greenlet
+
+    # -- slots that outlive their greenlet (labkit's addition) -------------
+    def keep_slot(self, greenlet) -> bool:
+        """Take the member ``greenlet`` out of the group (it keeps running)
+        but keep the slot it holds taken, for the caller to pass on with
+        :meth:`start_on_kept_slot` or give back with
+        :meth:`release_kept_slot`. False, and nothing kept, if ``greenlet``
+        is not a member. (A Group has no slots: it only counts them.)"""
+        if greenlet not in self.greenlets:
+            return False
+        Group._discard(self, greenlet)  # (not Pool's _discard: it gives the slot back)
+        unlink = getattr(greenlet, "unlink", None)
+        if unlink is not None:
+            unlink(self._discard)
+        self._kept += 1
+        return True
+
+    def start_on_kept_slot(self, greenlet) -> None:
+        """Add the unstarted ``greenlet`` on a slot that :meth:`keep_slot`
+        kept, and start it; never parks. Its death frees the slot, as any
+        member's does. RuntimeError if no slot is kept."""
+        if not self._kept:
+            raise RuntimeError("start_on_kept_slot: no slot is kept (see keep_slot)")
+        self._kept -= 1
+        try:
+            Group.add(self, greenlet)
+        except BaseException:
+            self._kept += 1
+            raise
+        greenlet.start()
+
+    def release_kept_slot(self) -> None:
+        """Give back a slot that :meth:`keep_slot` kept (the work it was
+        kept for ended without a greenlet). RuntimeError if none is kept."""
+        if not self._kept:
+            raise RuntimeError("release_kept_slot: no slot is kept (see keep_slot)")
+        self._kept -= 1
+        self._slots.release()
 
     # -- waiting and killing ----------------------------------------------
     def join(self, timeout: float | None = None, raise_error: bool = False) -> bool:
@@ -342,7 +389,7 @@ class Pool(Group):
         """About how many more greenlets fit without parking (1 if unbounded)."""
         if self.size is None:
             return 1
-        return max(0, self.size - len(self))
+        return max(0, self.size - len(self) - self._kept)
 
     def full(self) -> bool:
         """True if :meth:`add` would park now."""

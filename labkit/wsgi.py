@@ -54,20 +54,21 @@ The contract:
   while writing). One bad client never affects the others: each has its
   own greenlet, and errors end only it.
 - At most ``max_connections`` (1000, gevent's and gunicorn's
-  ``worker_connections``) connections are served at once; further clients
-  wait in the listen backlog until one ends (see labkit.server). An asleep
-  connection (next item) is not being served: it does not count.
+  ``worker_connections``; with ``spawn`` a Pool, its size) connections are
+  open at once, asleep ones (next item) included: further clients wait in
+  the listen backlog until one ends (see labkit.server).
 - Asleep: a keep-alive connection idle for ``sleep_after`` seconds (0.5,
   give or take a quarter of it; 0 at once, None never) gives up its
   greenlet: it waits for its next request as a read watcher of the hub, and
   a new greenlet serves it when the client sends. That is ~1 KiB of objects
   per idle connection instead of ~12 KiB (a parked greenlet keeps a page of
   frame stack and its saved C stack; the parser is dropped too), without a
-  spawn per request on a busy connection. Only for ``spawn``
-  a Group or Pool (the default is one) and a server whose ``handle`` is
-  this class's: a subclass that overrides ``handle`` (labkit.pywsgi's)
-  keeps a greenlet per connection. When a Pool is full, the woken
-  connection waits in its line like a new one.
+  spawn per request on a busy connection. An asleep connection keeps its
+  greenlet's slot of the pool (``Pool.keep_slot``): it counts toward
+  ``max_connections``, and when it wakes its new greenlet starts on that
+  slot at once. Only for ``spawn`` a Group or Pool (the default is one)
+  and a server whose ``handle`` is this class's: a subclass that overrides
+  ``handle`` (labkit.pywsgi's) keeps a greenlet per connection.
 - The hijack path, for protocol upgrades (WebSockets): for a request with
   ``Upgrade`` (and ``Connection: upgrade``), the raw socket is in the environ
   as ``gunicorn.socket`` and ``labkit.socket`` (the keys libraries such as
@@ -106,8 +107,7 @@ from collections import deque
 from labkit._wsgi_connection import (COALESCE_LIMIT, MAX_DRAIN, RECV_SIZE,  # noqa: F401
                                      ConnectionLost, FileWrapper, _Connection)
 from labkit.greenlet import Greenlet
-from labkit.hub import get_hub, sleep
-from labkit.pool import Pool, PoolFull
+from labkit.hub import get_hub, getcurrent, sleep
 from labkit.server import StreamServer
 
 __all__ = ["WSGIServer", "FileWrapper"]
@@ -179,6 +179,9 @@ class WSGIServer(StreamServer):
         #: without looking at every connection. None when no connection
         #: falls asleep later than at once (see start).
         self.drowsy: deque | None = None
+        #: woken connections whose greenlet has not run yet, by greenlet
+        #: (see wake_connection)
+        self._waking: dict = {}
 
     def init_socket(self) -> None:
         super().init_socket()
@@ -213,7 +216,9 @@ class WSGIServer(StreamServer):
         try:
             asleep = connection.serve()
         finally:
-            if not asleep:
+            if asleep:
+                self._keep_slot(connection)
+            else:
                 self.connections.discard(connection)
         return asleep
 
@@ -237,8 +242,8 @@ class WSGIServer(StreamServer):
 
     def may_sleep(self, connection) -> bool:
         """May ``connection`` give up its greenlet between requests?"""
-        if not self._connections_may_sleep():
-            return False
+        if not self._connections_may_sleep() or connection.greenlet not in self.pool:
+            return False  # (not a member: it would have no slot to keep)
         pending = getattr(connection.sock, "pending", None)  # TLS: decrypted, unread bytes
         return pending is None or not pending()
 
@@ -258,36 +263,65 @@ class WSGIServer(StreamServer):
 
     def wake_connection(self, connection) -> None:
         """From the hub: the asleep ``connection`` is readable; serve it in a
-        new greenlet of the pool (waiting in the pool's line if it is full)."""
-        pool = self.pool
-        g = pool.greenlet_class(self._serve_awake, connection)
-        if not isinstance(pool, Pool):
-            pool.start(g)
-            return
-        try:
-            pool.start(g, blocking=False)
-        except PoolFull:
-            Greenlet.spawn(pool.start, g)  # the hub may not wait: a helper waits in line
+        new greenlet of the pool, on the slot the connection kept."""
+        g = self.pool.greenlet_class(self._serve_awake, connection)
+        # Killed before it runs (pool.kill, a stop that kills): its link
+        # closes the connection, which no greenlet will serve. Linked before
+        # the pool's, so the socket is closed before the slot is free.
+        self._waking[g] = connection
+        g.rawlink(self._woken_ended)
+        self.pool.start_on_kept_slot(g)
+
+    def _woken_ended(self, g) -> None:
+        connection = self._waking.pop(g, None)
+        if connection is not None:  # it never ran _serve_awake
+            self.connection_closed(connection)
 
     def _serve_awake(self, connection) -> None:
+        self._waking.pop(getcurrent(), None)
         asleep = False
         try:
             asleep = connection.serve()
         except Exception:
             self._report(self.handle)
         finally:
-            if not asleep:
+            if asleep:
+                self._keep_slot(connection)
+            else:
                 self.connection_closed(connection)
 
-    def connection_closed(self, connection) -> None:
-        """``connection`` is done: forget it and close its socket."""
+    def _keep_slot(self, connection) -> None:
+        """In the greenlet that served ``connection``, which fell asleep:
+        the connection keeps the greenlet's slot of the pool (it counts
+        toward max_connections while asleep)."""
+        if self.pool.keep_slot(getcurrent()):
+            return
+        # Not the pool's member (may_sleep checks that it is; user code took
+        # it out since): with no slot it could not be counted, so it is
+        # closed, as an idle keep-alive connection may be. (closed first:
+        # the read watcher's callback, handed back by the close, then does
+        # nothing, and there is no kept slot to give back.)
+        connection.closed = True
+        connection.asleep = connection.waiting = False
         self.connections.discard(connection)
         connection.sock.close()
 
+    def connection_closed(self, connection) -> None:
+        """``connection`` is done: forget it and close its socket. One that
+        was asleep (closed by close_asleep, which sets ``closed``) gives
+        back the slot of the pool it kept."""
+        self.connections.discard(connection)
+        connection.sock.close()
+        if connection.closed:
+            self.pool.release_kept_slot()
+
     def _put_to_sleep(self, connections) -> None:
-        # a hub callback: fall_asleep switches into each greenlet
+        # a hub callback: fall_asleep switches into each greenlet, which
+        # unwinds and ends at once (may_sleep again: the pool may have
+        # changed since the reaper chose them)
         for connection in connections:
-            connection.fall_asleep()
+            if self.may_sleep(connection):
+                connection.fall_asleep()
 
     def close(self) -> None:
         """Stop accepting; close keep-alive connections that wait for a request."""

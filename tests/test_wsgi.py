@@ -730,34 +730,6 @@ def test_asleep_connection_is_closed_by_keepalive_timeout_and_by_stop(serve):
     assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 
-def test_woken_connection_waits_for_a_slot_of_a_full_pool(serve):
-    from labkit.pool import Pool
-    release = labkit.event.Event()
-
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/slow":
-            release.wait(5)
-        return hello(environ, start_response)
-
-    server = serve(app, sleep_after=0, spawn=Pool(1))
-    port = server.server_port
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sleeper, \
-            socket.create_connection(("127.0.0.1", port), timeout=5) as busy:
-        sleeper.sendall(GET)
-        assert status_of(sleeper.recv(65536)) == 200
-        # both asleep (busy has not sent yet), and the pool's slot is free
-        wait_for(lambda: len(asleep_connections(server)) == 2 and len(server.pool) == 0)
-        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        wait_for(lambda: len(server.pool) == 1)  # busy holds the only slot
-        sleeper.sendall(GET)
-        labkit.sleep(0.1)
-        assert select.select([sleeper], [], [], 0)[0] == []  # waits in the pool's line
-        release.set()
-        assert status_of(busy.recv(65536)) == 200
-        assert status_of(sleeper.recv(65536)) == 200
-    wait_until_no_connections(server)
-
-
 def test_a_server_that_overrides_handle_keeps_a_greenlet_per_connection(serve):
     class Custom(WSGIServer):
         def handle(self, sock, address):
