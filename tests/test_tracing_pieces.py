@@ -110,7 +110,9 @@ _HELD = {}
 
 
 def test_a_held_object_is_asked_about_again_and_found_once_let_go():
-    heap = HeapCheck(after=0.05, recheck=0.1, max_recheck=0.2)
+    # (recheck: long enough that two lints in a row fall within it even
+    # when the whole suite's heap makes each take ~0.1 s)
+    heap = HeapCheck(after=0.05, recheck=1.0, max_recheck=1.0)
     _HELD["event"] = Event()     # a referrer the collector sees: a module's dict
 
     def wait():
@@ -128,7 +130,7 @@ def test_a_held_object_is_asked_about_again_and_found_once_let_go():
         assert heap.runs == 1
         assert "held" not in _lost(lints(heap=heap))   # within recheck: not asked
         assert heap.runs == 1
-        labkit.sleep(0.15)
+        labkit.sleep(1.05)
         assert "held" not in _lost(lints(heap=heap))
         assert heap.runs == 2
         _HELD.clear()        # nobody but its waiter refers to it now
