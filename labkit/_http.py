@@ -637,8 +637,10 @@ def response_head(status: str, headers, version: str, body_length: int | None,
     stay open as far as the caller knows; ``Connection: close`` from the
     application turns it off.
     """
+    if headers.__class__ is not tuple:
+        headers = tuple(headers)  # (an iterator is read once, here)
+    key = (status, headers)
     try:
-        key = (status, headers if headers.__class__ is tuple else tuple(headers))
         fields = _fields_cache.get(key)
     except TypeError:  # pairs that cannot be hashed (lists): render each time
         key = fields = None

@@ -54,7 +54,7 @@ _MSG_MORE = getattr(_socket, "MSG_MORE", 0)
 _HOP_BY_HOP = frozenset(("transfer-encoding", "upgrade", "keep-alive"))
 #: (status, fields) pairs that start_response checked and passed (see
 #: check_head): an application's status and fields are the same from one
-#: response to the next far more often than not. Only exact str pairs go
+#: response to the next far more often than not. Only tuples of exact str pairs go
 #: in (a str subclass could compare equal and render differently); emptied
 #: when full, so that fields changing per response cost no memory.
 _checked_heads: set = set()
@@ -524,9 +524,12 @@ class _Connection:
         # sent, whatever the application does to its list afterwards.
         try:
             fields = tuple(headers)
+        except TypeError:  # not iterable: check_head says so
+            fields = headers
+        try:
             checked = (status, fields) in _checked_heads
-        except TypeError:  # not iterable, or pairs that cannot be hashed
-            fields, checked = headers, False
+        except TypeError:  # pairs that cannot be hashed (lists): checked each time
+            checked = False
         if not checked:
             self.check_head(status, fields)
         if status[0] == "1" and status.startswith("101") and not self.request.upgrade:
@@ -554,7 +557,8 @@ class _Connection:
                     name.lower() == "upgrade" and status.startswith("101")):
                 raise ValueError(f"hop-by-hop header {name!r}: the server frames responses")
         if type(status) is str and type(fields) is tuple and all(
-                type(name) is str and type(value) is str for name, value in fields):
+                type(pair) is tuple and type(pair[0]) is str and type(pair[1]) is str
+                for pair in fields):
             if len(_checked_heads) >= _CHECKED_HEADS_MAX:
                 _checked_heads.clear()
             _checked_heads.add((status, fields))

@@ -111,3 +111,19 @@ def test_many_distinct_heads_each_render_their_own_fields(serve):
         assert f"X-N: {n}".encode() in lines
         assert any(line.startswith(b"Date: ") for line in lines)
         assert b"Content-Length: 2" in lines
+
+
+def test_list_pairs_are_checked_every_time_and_copied(serve):
+    # [name, value] lists cannot be cached (unhashable): each response is
+    # checked, and the list of them is still copied at start_response.
+    def app(environ, start_response):
+        value = "x\r\nInjected: 1" if environ["PATH_INFO"] == "/bad" else "x"
+        fields = [["X-L", value]]
+        start_response("200 OK", fields)
+        fields.append(["X-Late", "1"])
+        return [b"ok"]
+
+    first, second, third = heads(exchange(serve(app), ["/good", "/good", "/bad"]))
+    assert b"X-L: x" in first and b"X-L: x" in second
+    assert b"X-Late" not in first + second
+    assert third.split(b"\r\n")[0] == b"HTTP/1.1 500 Internal Server Error"
