@@ -114,6 +114,8 @@ void lk_trace_clear(lk_trace *t)
 {
     atomic_store(&t->next, 0);
     atomic_store(&t->current_seq, UINT64_MAX);   /* its record is gone */
+    t->site.seq = t->stall_site.seq = UINT64_MAX;   /* so are the sites' (their
+                                                       references stay, for release_sites) */
     atomic_store(&t->last_ns, lk_now_ns());
 }
 

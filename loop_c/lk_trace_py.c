@@ -45,10 +45,18 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>   /* 3.10: PyFrameObject's fields */
-#if PY_VERSION_HEX >= 0x030B0000
-/* the interpreter's frames, read by the resume sites' walk (see there) */
-#  define Py_BUILD_CORE
-#  include "internal/pycore_frame.h"
+/* The resume sites' walk reads the interpreter's frames (see there); it
+ * knows their layout in 3.10-3.13.  3.14 moved them again (stack refs,
+ * pycore_interpframe.h): there the writers take no site, and a block is
+ * still named (greenlet, resume record) but has no start line. */
+#if PY_VERSION_HEX >= 0x030E0000
+#  define LK_SITES 0
+#else
+#  define LK_SITES 1
+#  if PY_VERSION_HEX >= 0x030B0000
+#    define Py_BUILD_CORE
+#    include "internal/pycore_frame.h"
+#  endif
 #endif
 #include <stdint.h>
 #include <string.h>
@@ -162,7 +170,29 @@ static int is_user_code(lk_trace *t, PyCodeObject *code)
  * interpreter frame's address (the frame object's on 3.10): frame_key()
  * gives the same for a live frame object, so the monitor can tell whether
  * a sampled frame is the one the greenlet resumed in. */
-#if PY_VERSION_HEX >= 0x030B0000
+#if !LK_SITES
+typedef PyFrameObject lk_iframe;
+
+static inline lk_iframe *top_iframe(void)
+{
+    return NULL;   /* no walk: an empty site */
+}
+
+static inline PyCodeObject *iframe_code(lk_iframe *f)
+{
+    (void)f;
+    return NULL;
+}
+
+static inline int32_t iframe_lasti(lk_iframe *f)
+{
+    (void)f;
+    return -1;
+}
+
+#  define IFRAME_BACK(f) ((lk_iframe *)NULL)
+#  define FRAME_KEY(frame) ((uintptr_t)(frame))
+#elif PY_VERSION_HEX >= 0x030B0000
 typedef _PyInterpreterFrame lk_iframe;
 
 static inline lk_iframe *top_iframe(void)

@@ -7,6 +7,7 @@ greenlet current when the gap began (kept with the stall in C), its resume
 record, and its resume site -- the frames it resumed in, taken by the resume
 writers as it resumed (loop_c/lk_trace_py.c). These tests fail without that.
 """
+import sys
 import time
 
 import pytest
@@ -19,6 +20,11 @@ from labkit._loop import ffi, lib
 pytestmark = pytest.mark.timeout(60)
 
 THRESHOLD = 0.05
+
+#: the resume sites read the interpreter's frames, laid out as 3.10-3.13 have
+#: them (loop_c/lk_trace_py.c); 3.14 takes none yet
+needs_sites = pytest.mark.skipif(sys.version_info >= (3, 14),
+                                 reason="no resume sites on 3.14 yet")
 
 
 def _line_of(marker):
@@ -35,6 +41,7 @@ def _gil_holding_sum_size(seconds):
     return max(1_000_000, int(n * seconds / took))
 
 
+@needs_sites
 def test_a_block_holding_the_gil_names_its_greenlet_and_start_line():
     # The watchdog thread needs the GIL to look at anything; one C call that
     # never releases it (sum over a range, a single bytecode) starves it for
@@ -50,17 +57,20 @@ def test_a_block_holding_the_gil_names_its_greenlet_and_start_line():
         g = labkit.spawn(hog)
         g.name = "hog"
         g.join()
-    blocks = [b for b in t.blocking() if b.duration >= 2 * THRESHOLD]
-    assert blocks, t.blocking()
-    block = blocks[0]
+    # (a loaded machine may add blocks of its own: descheduled greenlets)
+    hogs = [b for b in t.blocking() if b.started is not None and
+            b.started[:2] == (__file__, _line_of("HOG-RESUMED"))]
+    assert len(hogs) == 1, t.blocking()
+    block = hogs[0]
+    assert block.duration >= 2 * THRESHOLD
     assert block.greenlet == "hog"
-    assert block.started[:2] == (__file__, _line_of("HOG-RESUMED"))
     assert block.started[2].endswith("hog")
     assert block.resumed_from == "sleep() (timer)"
     assert block.first == block.started   # the never-yielded lint's line
     assert f"started at test_tracing_block_start.py:{_line_of('HOG-RESUMED')}" in str(block)
 
 
+@needs_sites
 def test_a_block_no_sample_saw_still_names_its_greenlet_and_start(monkeypatch):
     # A watchdog that never sampled (as on a loaded machine, where it gets
     # no CPU while the block lasts): the block once read "(greenlet
@@ -97,6 +107,7 @@ def _crunch(seconds):
         pass
 
 
+@needs_sites
 def test_a_never_yielded_block_sampled_elsewhere_reports_where_it_started_and_where_it_was():
     # Sampled inside _crunch, started in worker right after its sleep: the
     # report gives both, and the lint's "first frame" is the start.
@@ -129,6 +140,7 @@ def test_a_never_yielded_block_sampled_elsewhere_reports_where_it_started_and_wh
     assert lints and f":{_line_of('WORKER-RESUMED')} in " in lints[0].line, lints
 
 
+@needs_sites
 def test_a_start_in_a_frame_that_returned_before_the_sample_is_still_exact():
     # The run began in _take (right after its Event wait); _take returned
     # and the greenlet then crunched in its caller. No stack sample can see
@@ -191,6 +203,7 @@ def _free(ring, address):
     lib.lk_trace_free(ring)
 
 
+@needs_sites
 def test_a_stall_keeps_who_ran_and_its_resume_record_and_site():
     from labkit._lk_trace_py import sites
     ring, address, record, resume = _ring_with_writer()
