@@ -23,8 +23,9 @@ The heartbeat parks on the pipe that gunicorn hands to
 ``signal.set_wakeup_fd``: the C-level signal handler writes a byte there, so
 a SIGTERM wakes the loop immediately even if it lands just before epoll_wait.
 
-Settings used: ``worker_connections`` (connections served at once per
-worker; more wait in the listen backlog), ``keepalive`` (idle keep-alive
+Settings used: ``worker_connections`` (open connections per worker,
+idle keep-alive ones that gave up their greenlet included; more wait in
+the listen backlog), ``keepalive`` (idle keep-alive
 timeout, seconds), ``graceful_timeout``, ``timeout`` (heartbeat),
 ``accesslog`` (combined format through gunicorn's access logger).
 
