@@ -99,6 +99,13 @@ def test_a_block_no_sample_saw_still_names_its_greenlet_and_start(monkeypatch):
     assert "(waiter)" in text and "no stack sample" in text
     assert f"; started at test_tracing_block_start.py:{_line_of('WAITER-RESUMED')} in " in text
     assert text.endswith("waiter after wait() (Event)")   # (3.11+: its qualified name)
+    # the never-yielded lint names the start line, and says no sample
+    # caught the block rather than pointing "most samples" at "?"
+    [lint] = [lint for lint in t.lints(never_yielded=THRESHOLD)
+              if lint.kind == "never yielded" and lint.greenlet == "waiter"]
+    assert f":{_line_of('WAITER-RESUMED')} in " in lint.line, lint
+    assert "no stack sample caught it" in lint.evidence, lint
+    assert "most samples at ?" not in lint.evidence, lint
 
 
 def _crunch(seconds):

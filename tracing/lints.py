@@ -361,7 +361,12 @@ def _never_yielded(name, gid, seconds, block, fallback_line) -> Lint:
         cause = getattr(block, "cause", None)
         if cause is not None:
             evidence += f": {cause} ({cause.split()})"
-        if (file, lineno) != (block.file, block.line):
+        if not block.sampled:
+            # (the watchdog got no CPU while it lasted: the line above is
+            # where the run started, from the resume record, and no sample
+            # says where it went from there)
+            evidence += "; no stack sample caught it"
+        elif (file, lineno) != (block.file, block.line):
             evidence += f"; most samples at {_place(block.file, block.line)}"
     return Lint("never yielded", name, line, evidence, gid)
 
