@@ -398,7 +398,14 @@ def sleep(seconds: float = 0) -> None:
         # (No _Thrown check here, unlike every other switch of this module:
         # it would cost this hottest path 2%; throw_parked knows.)
         try:
-            _switch(hub)
+            # yield0: switch straight to the next ready greenlet when the
+            # hub's pass allows it (one switch instead of two; the pass
+            # count and the PASS record are kept as the hub keeps them:
+            # loop_c/lk_poll_py.c, Passes), else through the hub. Not while
+            # the tracer records raw switches (settrace mode): it would
+            # count the direct switch as one more resume.
+            if (_trace is not None and _tracer.settrace) or not hub._passes.yield0(_trace):
+                _switch(hub)
         except BaseException:
             # Woken by an exception (kill, Timeout): our switch must not
             # fire later and wake us from some unrelated wait.

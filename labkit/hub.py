@@ -43,6 +43,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from labkit import _native
 from labkit import config
+from labkit._lk_poll_py import Passes as _Passes
 from labkit._loop import (READ, WRITE,  # noqa: F401 (re-exported for hub users)
                           ConcurrentObjectUseError, Loop, lib as _lib,
                           spin_seconds_from_environment)
@@ -149,7 +150,7 @@ class Hub(greenlet):
     # dictionary lookup, and these are read between every two switches.
     __slots__ = ("loop", "thread_ident", "schedule", "last_poll_ns", "_exception_stream",
                  "ready", "_idle", "_keepalive", "_due_soon", "_next_poll_ns",
-                 "_interrupted", "_ticking", "_run_frame", "_ident_registry",
+                 "_interrupted", "_ticking", "_run_frame", "_ident_registry", "_passes",
                  "_threadpool", "_resolver", "periodic_monitoring_thread")
 
     def __init__(self, loop: Loop | None = None):
@@ -201,6 +202,9 @@ class Hub(greenlet):
         #: run()'s own frame, once it runs: the hub is suspended "between
         #: callbacks" exactly when its current frame is this one
         self._run_frame = None
+        #: phase 1 of run() and sleep(0)'s direct hand-off, in C: where the
+        #: current pass stands (loop_c/lk_poll_py.c, Passes)
+        self._passes = _Passes(self.ready, self._handle_dispatch_error, self, _TR_PASS)
         if _native.is_main_thread():
             _install_sigint_handler()
 
@@ -373,39 +377,31 @@ class Hub(greenlet):
     def run(self) -> None:
         """The hub greenlet's body: loop forever (LoopExit is thrown, not returned).
 
-        Phase 1 is inline (it runs between every two greenlet switches, so
-        it is kept in one frame with local variables); phases 2-5 are in
-        :meth:`poll_for_events`. :meth:`tick` makes it stop after one pass.
+        Phase 1 is C (``self._passes.run``: it runs between every two
+        greenlet switches, and sleep(0) hands off from greenlet to greenlet
+        within its pass, which needs the pass's state where C can read it);
+        phases 2-5 are in :meth:`poll_for_events`. :meth:`tick` makes it
+        stop after one pass.
         """
         self._run_frame = sys._getframe()
         from labkit import config
         if config.monitor_thread and self.periodic_monitoring_thread is None:
             self.start_periodic_monitoring_thread()
         ready = self.ready
-        popleft = ready.popleft
+        passes = self._passes
+        run_ready = passes.run
         next_poll_ns = 0
         while True:
             try:
                 while True:
-                    # Phase 1: run the callbacks that are ready now, and only those.
-                    count = len(ready)
-                    if count and _trace is not None:
-                        _trace(_TR_PASS, 0, count, 0)
-                    while count:
-                        count -= 1
-                        try:
-                            cb = popleft()
-                        except IndexError:  # a callback took back the newest
-                            break           # entry (take_back)
-                        try:
-                            cb()
-                        except BaseException:
-                            self._handle_dispatch_error(cb)
+                    # Phase 1: run the callbacks that are ready now, and only
+                    # those (each guarded: _handle_dispatch_error reports).
+                    run_ready(_trace, self._ticking)
                     # Phases 2-5, unless busy and the last poll was recent.
                     if not ready or monotonic_ns() >= next_poll_ns:
                         if not self.poll_for_events(block=not self._ticking):
                             break
-                        next_poll_ns = self._next_poll_ns = \
+                        next_poll_ns = self._next_poll_ns = passes.next_poll_ns = \
                             self.last_poll_ns + IO_CHECK_INTERVAL_NS
                     if self._ticking:  # a host loop asked for one pass only
                         self._ticking = False

@@ -224,3 +224,34 @@ def test_the_settrace_mode_does_not_count_a_hand_off_twice():
         a.name, b.name = "a", "b"
         labkit.joinall([a, b])
     assert t.summary().row("a").switches_in == 21
+
+
+def test_sleep0_between_greenlets_hands_off_without_the_hub():
+    # The hand-off itself (loop_c/lk_poll_py.c, Passes.yield0): a ping-pong
+    # of sleep(0)s switches greenlet to greenlet. Through the hub it was
+    # two switches per yield, one of them into the hub; now the hub is
+    # entered only for its polls (every IO_CHECK_INTERVAL_NS) and the ends.
+    import greenlet as greenlet_module
+
+    hub = get_hub()
+    into_hub = []
+    yields = 2000
+
+    def player():
+        for _ in range(yields // 2):
+            sleep(0)
+
+    def count(event, args):
+        if event in ("switch", "throw") and args[1] is hub:
+            into_hub.append(1)
+
+    old = greenlet_module.settrace(count)
+    try:
+        started = time.monotonic()
+        labkit.joinall([spawn(player), spawn(player)])
+        elapsed = time.monotonic() - started
+    finally:
+        greenlet_module.settrace(old)
+    polls = elapsed / (labkit.hub.IO_CHECK_INTERVAL_NS / 1e9)
+    # Through the hub: >= yields. Allow every poll a few switches of its own.
+    assert len(into_hub) < min(yields / 4, 10 + 4 * polls)
