@@ -156,7 +156,9 @@ static PyMethodDef module_functions[] = {
  *   - this pass has entries left, or it has none and the hub would start
  *     the next pass at once: no poll due and no tick() host waiting;
  *   - the head of ready is a bound greenlet.switch (not ours: at least two
- *     entries) of a greenlet whose parent is the hub, so its end and its
+ *     entries) of a greenlet that already runs (started, not dead: a first
+ *     switch starts a greenlet at the switcher's recursion depth, which
+ *     must stay the hub's) and whose parent is the hub, so its end and its
  *     failure come back to the hub, as when the hub switches to it.
  * Then it does what the hub would have done: counts the entry off (or
  * starts the next pass: count, PASS record), records it as the entry
@@ -169,7 +171,10 @@ static PyMethodDef module_functions[] = {
 /* greenlet's C API (greenlet/greenlet.h), read from its capsule: the
  * header is not needed to build, only these slots (greenlet >= 3.0). */
 #define LK_GREENLET_SWITCH_NUM 6
+#define LK_GREENLET_ACTIVE_NUM 10
 #define LK_GREENLET_GET_PARENT_NUM 11
+typedef int (*lk_greenlet_active_fn)(PyObject *);
+static lk_greenlet_active_fn greenlet_active;
 typedef PyObject *(*lk_greenlet_switch_fn)(PyObject *, PyObject *, PyObject *);
 typedef PyObject *(*lk_greenlet_get_parent_fn)(PyObject *);
 static lk_greenlet_switch_fn greenlet_switch;
@@ -374,6 +379,11 @@ static PyObject *Passes_yield0(Passes *self, PyObject *trace)
         return NULL;
     PyObject *checked = head;  /* compared by identity after popleft */
     int ok = is_plain_switch(head);
+    /* Only to a greenlet that runs already: a first switch starts a
+     * greenlet at the recursion depth of the switcher (the hub: shallow);
+     * started from here, each start would add our depth to the next. */
+    if (ok)
+        ok = greenlet_active(((PyCFunctionObject *)head)->m_self) > 0;
     if (ok) {
         PyObject *parent = greenlet_get_parent(((PyCFunctionObject *)head)->m_self);
         if (parent == NULL)
@@ -483,6 +493,7 @@ static int passes_init(PyObject *module)
         Py_DECREF(bound);
         greenlet_get_parent = (lk_greenlet_get_parent_fn)api[LK_GREENLET_GET_PARENT_NUM];
         greenlet_switch = (lk_greenlet_switch_fn)api[LK_GREENLET_SWITCH_NUM];
+        greenlet_active = (lk_greenlet_active_fn)api[LK_GREENLET_ACTIVE_NUM];
     }
     if (PyType_Ready(&Passes_Type) < 0)
         return -1;

@@ -255,3 +255,28 @@ def test_sleep0_between_greenlets_hands_off_without_the_hub():
     polls = elapsed / (labkit.hub.IO_CHECK_INTERVAL_NS / 1e9)
     # Through the hub: >= yields. Allow every poll a few switches of its own.
     assert len(into_hub) < min(yields / 4, 10 + 4 * polls)
+
+
+def test_greenlets_started_one_after_another_by_sleep0_do_not_pile_up_recursion_depth():
+    # A greenlet's first switch starts it at the recursion depth of whoever
+    # switches to it: the hub, shallow. A hand-off from a sleeping greenlet
+    # would start it inside that greenlet's depth instead; when each
+    # started greenlet's own sleep(0) started the next one, the depth grew
+    # with every start until RecursionError (gevent's test__pool
+    # imap_it_large). sleep(0) hands off only to greenlets already running.
+    done = []
+
+    def child(k):
+        sleep(0)
+        done.append(k)
+
+    def spawner():
+        for k in range(3000):
+            spawn(child, k)
+        sleep(0)
+
+    labkit.joinall([spawn(spawner)], raise_error=True)
+    deadline = time.monotonic() + 10
+    while len(done) < 3000 and time.monotonic() < deadline:
+        labkit.sleep(0.01)
+    assert len(done) == 3000
