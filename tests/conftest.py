@@ -39,3 +39,21 @@ def pair():
     a.close()
     b.close()
 
+
+@pytest.fixture
+def serve():
+    """serve(app, server_class=WSGIServer, **kwargs) -> a started server on
+    127.0.0.1, stopped when the test ends. (test_pywsgi and test_server
+    define their own ``serve`` for their own server classes.)"""
+    from labkit.wsgi import WSGIServer
+    servers = []
+
+    def start(app, server_class=WSGIServer, **kwargs):
+        server = server_class(("127.0.0.1", 0), app, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(timeout=1)

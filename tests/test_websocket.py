@@ -11,7 +11,6 @@ import pytest
 import labkit
 from labkit.threadpool import ThreadPool
 from labkit.websocket import ConnectionClosed, WebSocketApp, connect
-from labkit.wsgi import WSGIServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,21 +18,6 @@ pytestmark = pytest.mark.timeout(60)
 def echo(ws):
     while (message := ws.receive()) is not None:
         ws.send(message)
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(app, **kwargs):
-        server = WSGIServer(("127.0.0.1", 0), app, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
 
 
 def ws_url(server, path="/"):

@@ -46,22 +46,6 @@ def echo(environ, start_response):
 # -- fixtures and helpers -----------------------------------------------------------
 
 @pytest.fixture
-def serve():
-    """serve(app, **kwargs) -> a started WSGIServer on 127.0.0.1."""
-    servers = []
-
-    def start(app, **kwargs):
-        server = WSGIServer(("127.0.0.1", 0), app, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
-
-
-@pytest.fixture
 def in_thread():
     """in_thread(fn, *args): run a blocking client in a thread, park meanwhile."""
     pool = ThreadPool(2)

@@ -24,22 +24,6 @@ def hello(environ, start_response):
     return [b"Hello, World!"]
 
 
-@pytest.fixture
-def serve():
-    """serve(app, server_class=WSGIServer, **kwargs) -> a started server on 127.0.0.1."""
-    servers = []
-
-    def start(app, server_class=WSGIServer, **kwargs):
-        server = server_class(("127.0.0.1", 0), app, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
-
-
 def wait_for(condition, seconds=5.0):
     for _ in range(int(seconds / 0.01)):
         if condition():

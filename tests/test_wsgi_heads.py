@@ -7,24 +7,8 @@ Raw keep-alive exchanges with a real WSGIServer on 127.0.0.1.
 import pytest
 
 from labkit import socket
-from labkit.wsgi import WSGIServer
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(app, **kwargs):
-        server = WSGIServer(("127.0.0.1", 0), app, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
 
 
 def exchange(server, paths) -> bytes:
