@@ -57,3 +57,16 @@ def serve():
     yield start
     for server in servers:
         server.stop(timeout=1)
+
+
+@pytest.fixture
+def recording():
+    """A tracing session for the test (tracing.start()), stopped at its end
+    unless the test stopped it itself."""
+    import tracing
+    t = tracing.start()
+    try:
+        yield t
+    finally:
+        if tracing._session is not None:
+            tracing.stop()

@@ -8,7 +8,6 @@ import time
 import pytest
 
 import labkit
-import tracing
 from labkit.event import Event
 from labkit.queue import Queue
 from tracing.frames import capture
@@ -17,16 +16,6 @@ from tracing.snapshot import snapshot
 
 pytestmark = pytest.mark.timeout(60)
 snapshot_module = sys.modules["tracing.snapshot"]
-
-
-@pytest.fixture
-def recording():
-    t = tracing.start()
-    try:
-        yield t
-    finally:
-        if tracing._session is not None:
-            tracing.stop()
 
 
 def test_a_snapshot_in_pieces_yields_and_marks_the_rows_that_ran_meanwhile(recording,

@@ -14,16 +14,6 @@ from tracing.snapshot import snapshot
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def recording():
-    t = tracing.start()
-    try:
-        yield t
-    finally:
-        if tracing._session is not None:
-            tracing.stop()
-
-
 def _named(name, fn, *args):
     g = labkit.spawn(fn, *args)
     g.name = name
