@@ -52,3 +52,13 @@ def line_of(path: str, marker: str) -> int:
             if marker in text and "line_of(" not in text:
                 return number
     raise AssertionError(f"{marker!r} not found in {path}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from helpers import stop_process
+
 from tracing import attach
 
 pytestmark = pytest.mark.timeout(60)
@@ -382,12 +384,7 @@ def test_a_gunicorn_workers_console_shows_a_block_with_its_line(tmp_path, runtim
         assert "never yielded" in result.stdout, result.stdout
         assert f"bapp.py:{line}" in result.stdout, result.stdout
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=15)
 
 
 def test_labkit_console_serves_only_when_asked():

@@ -19,6 +19,8 @@ import urllib.request
 
 import pytest
 
+from helpers import stop_process
+
 from tracing import attach, attach_group, merge
 
 pytest.importorskip("gunicorn", reason="gunicorn is not installed (pip install gunicorn)")
@@ -80,12 +82,7 @@ def master(tmp_path_factory):
         _wait(lambda: _answers(port), 20, "gunicorn to answer")
         yield process, port, str(runtime)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
 
 
 def _serving(pid, runtime):
