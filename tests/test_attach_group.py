@@ -219,6 +219,18 @@ def test_record_on_the_master_follows_a_restart_into_one_merged_trace(master, tm
     targets = {e["pid"] for e in flows if e["ph"] == "f"}
     assert replacement in targets and targets <= workers
     assert {e["pid"] for e in flows if e["ph"] == "s"} == {process.pid}
+    # the same frames as Perfetto's protobuf (--perfetto FILE.pftrace)
+    proto_path = tmp_path / "merged.pftrace"
+    attach.write_perfetto(groups, proto_path, group=True)
+    proto = perfetto_check.proto_trace(proto_path)
+    assert perfetto_check.proto_problems(proto) == []
+    structure = perfetto_check.proto_structure(proto)
+    assert structure["processes"] == tracks
+    assert structure["threads"] == {(e["pid"], e["args"]["name"]) for e in document["traceEvents"]
+                                    if e.get("name") == "thread_name"}
+    arrows = [(source[0], target[0]) for source, target in structure["flows"].values()
+              if source[2].startswith("fork worker ")]
+    assert (process.pid, replacement) in arrows and {t for _, t in arrows} == targets
 
 
 def test_serve_as_group_closes_the_hubs_console_and_the_file_goes_at_exit(tmp_path):

@@ -355,3 +355,15 @@ def test_four_workers_write_flight_traces_that_the_master_merges(tmp_path):
     (master_file,) = traces.glob(f"labkit-flight-{process.pid}-master.json")
     assert perfetto_check.problems(json.loads(master_file.read_text())) == []
     assert perfetto_check.problems(document, one_process=False) == []
+    # ... and the same merge as Perfetto's protobuf, written next to it
+    from tracing import merge
+    proto = perfetto_check.proto_trace(merged_files[0].with_suffix(".pftrace"))
+    assert perfetto_check.proto_problems(proto) == []
+    structure = perfetto_check.proto_structure(proto)
+    assert structure["processes"] == merge.process_tracks(document)
+    assert structure["threads"] == {(e["pid"], e["args"]["name"]) for e in events
+                                    if e.get("name") == "thread_name"}
+    fork_arrows = sorted((source, target) for source, target in structure["flows"].values()
+                         if source[2].startswith("fork worker "))
+    assert [(s[0], s[2], t[0]) for s, t in fork_arrows] == sorted(
+        (process.pid, f"fork worker {pid}", pid) for pid in tracks)

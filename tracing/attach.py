@@ -461,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perfetto", metavar="FILE",
                         help="at the end, write the frames as a Perfetto (Chrome JSON) "
                              "file: a track per greenlet, its states as slices (for a "
-                             "master: one merged file, a process track per worker)")
+                             "master: one merged file, a process track per worker); "
+                             "Perfetto's protobuf if FILE ends in .pftrace")
     parser.add_argument("--interval", type=float, default=0.5,
                         help="seconds between refreshes (default 0.5)")
     parser.add_argument("--sort", choices=sorted(_SORT_KEYS), default="busy")
@@ -535,7 +536,25 @@ def main(argv: list[str] | None = None) -> int:
             record.close()
         if every:
             try:
-                (attach_group.to_perfetto if group else _frames.to_perfetto)(every,
-                                                                            args.perfetto)
-            except ValueError as exc:
+                write_perfetto(every, args.perfetto, group)
+            except (ValueError, ImportError) as exc:
                 print(f"labkit console: --perfetto: {exc}", file=sys.stderr)
+
+
+def write_perfetto(frames: list[dict], path, group: bool = False) -> None:
+    """Write recorded frames (a group's, for a master) as Perfetto: the
+    Chrome JSON, or Perfetto's protobuf when ``path`` ends in ``.pftrace``
+    (tracing.merge.save's names; needs the ``perfetto`` package)."""
+    from tracing import merge as _merge
+    if group:
+        attach_group.to_perfetto(frames, path)   # merge.save picks the format
+    elif not _merge.is_proto_path(path):
+        _frames.to_perfetto(frames, path)
+    else:
+        import tempfile
+        from tracing import export as _export
+        with tempfile.TemporaryDirectory(prefix="labkit-frames-") as tmp:
+            part = os.path.join(tmp, "frames.json")
+            _frames.to_perfetto(frames, part)
+            with open(part, encoding="utf-8") as f:
+                _export.events_to_proto(json.load(f)["traceEvents"], path)

@@ -387,29 +387,35 @@ def to_perfetto(trace, path) -> None:
         f.write(text)
 
 
-def to_perfetto_proto(trace, path) -> None:
-    """Write the trace as Perfetto's native protobuf (TrackEvent) to ``path``
-    (name it ``.pftrace``): the same lanes, slices, arrows, waits and
-    counters as :func:`to_perfetto`, smaller and faster to load.
+class _ProtoWriter:
+    """Perfetto's TrackEvent protobuf, one trusted packet sequence: the one
+    home of what both protobuf exports (:func:`to_perfetto_proto`,
+    :func:`events_to_proto`) write. Needs the ``perfetto`` package (its
+    trace builder); ModuleNotFoundError naming ``who`` when it is missing."""
 
-    Needs the ``perfetto`` package; raises ModuleNotFoundError saying so
-    when it is missing.
-    """
-    try:
-        from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
-        from perfetto.trace_builder.proto_builder import TraceProtoBuilder
-    except ImportError as exc:
-        raise ModuleNotFoundError(
-            "to_perfetto_proto needs the perfetto package (pip install perfetto); "
-            "to_perfetto writes JSON without it") from exc
-    layout = _Layout(trace)
-    builder = TraceProtoBuilder()
-    sequence = 1
-    process_uuid = 1
+    SEQUENCE = 1
 
-    def describe(uuid, **fields):
-        packet = builder.add_packet()
-        packet.trusted_packet_sequence_id = sequence
+    def __init__(self, who: str):
+        try:
+            from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+            from perfetto.trace_builder.proto_builder import TraceProtoBuilder
+        except ImportError as exc:
+            raise ModuleNotFoundError(
+                f"{who} needs the perfetto package (pip install perfetto); "
+                "the JSON export works without it") from exc
+        self.pb = pb
+        self.BEGIN, self.END = pb.TrackEvent.TYPE_SLICE_BEGIN, pb.TrackEvent.TYPE_SLICE_END
+        self.INSTANT, self.COUNTER = pb.TrackEvent.TYPE_INSTANT, pb.TrackEvent.TYPE_COUNTER
+        self.builder = TraceProtoBuilder()
+        first = self.builder.add_packet()
+        first.trusted_packet_sequence_id = self.SEQUENCE
+        first.sequence_flags = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+
+    def describe(self, uuid: int, **fields) -> None:
+        """A track descriptor: ``process=(pid, name)``, ``thread=(pid, tid,
+        name)``, ``counter=unit``, or any TrackDescriptor field."""
+        packet = self.builder.add_packet()
+        packet.trusted_packet_sequence_id = self.SEQUENCE
         descriptor = packet.track_descriptor
         descriptor.uuid = uuid
         for name, value in fields.items():
@@ -422,9 +428,61 @@ def to_perfetto_proto(trace, path) -> None:
             else:
                 setattr(descriptor, name, value)
 
-    first = builder.add_packet()
-    first.trusted_packet_sequence_id = sequence
-    first.sequence_flags = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+    def event(self, ns: int, track: int, kind, name=None, category=None, flows_out=None,
+              flows_in=None, args=None, value=None) -> None:
+        packet = self.builder.add_packet()
+        packet.timestamp = ns
+        packet.trusted_packet_sequence_id = self.SEQUENCE
+        event = packet.track_event
+        event.type = kind
+        event.track_uuid = track
+        if name is not None:
+            event.name = name
+            if category:
+                event.categories.append(category)
+        if flows_out:
+            event.flow_ids.extend(flows_out)
+        if flows_in:
+            event.terminating_flow_ids.extend(flows_in)
+        if value is not None:
+            event.double_counter_value = float(value)
+        for key, item in (args or {}).items():
+            _annotate(event.debug_annotations.add(), str(key), item)
+
+    def write(self, path) -> None:
+        data = self.builder.serialize()
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)   # readers never see half a file
+
+
+def _annotate(annotation, name: str, value) -> None:
+    annotation.name = name
+    if isinstance(value, bool):
+        annotation.bool_value = value
+    elif isinstance(value, int) and -2**63 <= value < 2**63:
+        annotation.int_value = value
+    elif isinstance(value, float):
+        annotation.double_value = value
+    elif isinstance(value, str):
+        annotation.string_value = value
+    else:
+        annotation.string_value = json.dumps(value, default=str)
+
+
+def to_perfetto_proto(trace, path) -> None:
+    """Write the trace as Perfetto's native protobuf (TrackEvent) to ``path``
+    (name it ``.pftrace``): the same lanes, slices, arrows, waits and
+    counters as :func:`to_perfetto`, smaller and faster to load.
+
+    Needs the ``perfetto`` package; raises ModuleNotFoundError saying so
+    when it is missing.
+    """
+    out = _ProtoWriter("to_perfetto_proto")
+    layout = _Layout(trace)
+    process_uuid = 1
+    describe = out.describe
     describe(process_uuid, process=(_PID, "labkit"))
     thread_uuid = {}
     for (name, key), tid in layout.lanes.items():
@@ -459,7 +517,7 @@ def to_perfetto_proto(trace, path) -> None:
                              []).append(fid + 1)
         flows_in.setdefault((to_tid, t_list[bisect.bisect_right(t_list, to_ns) - 1]),
                             []).append(fid + 1)
-    BEGIN, END = pb.TrackEvent.TYPE_SLICE_BEGIN, pb.TrackEvent.TYPE_SLICE_END
+    BEGIN, END = out.BEGIN, out.END
     for tid, start, end, name, cat in layout.slices:
         events.append((start, 2, thread_uuid[tid], BEGIN, name, cat,
                        flows_out.get((tid, start)), flows_in.get((tid, start))))
@@ -481,29 +539,210 @@ def to_perfetto_proto(trace, path) -> None:
                            None if phase == "e" else name, "otel", None, None))
     events.sort(key=lambda e: (e[0], e[1]))
     for ns, _order, track, kind, name, cat, out_ids, in_ids in events:
-        packet = builder.add_packet()
-        packet.timestamp = ns
-        packet.trusted_packet_sequence_id = sequence
-        event = packet.track_event
-        event.type = kind
-        event.track_uuid = track
-        if name is not None:
-            event.name = name
-            event.categories.append(cat)
-        if out_ids:
-            event.flow_ids.extend(out_ids)
-        if in_ids:
-            event.terminating_flow_ids.extend(in_ids)
+        out.event(ns, track, kind, name, cat, out_ids, in_ids)
     for name, (_unit, samples) in layout.counters.items():
         for ns, value in samples:
-            packet = builder.add_packet()
-            packet.timestamp = ns
-            packet.trusted_packet_sequence_id = sequence
-            packet.track_event.type = pb.TrackEvent.TYPE_COUNTER
-            packet.track_event.track_uuid = counter_uuid[name]
-            packet.track_event.double_counter_value = float(value)
-    with open(path, "wb") as f:
-        f.write(builder.serialize())
+            out.event(ns, counter_uuid[name], out.COUNTER, value=value)
+    out.write(path)
+
+
+#: How many slices back :func:`events_to_proto` looks for the one a flow's
+#: end lies in (properly nested slices: the latest that began and contains it).
+_FLOW_LOOKBACK = 4096
+
+
+def events_to_proto(events, path) -> dict:
+    """Write Chrome trace events -- one process's (:func:`perfetto_events`)
+    or several processes' on one timeline (a tracing.merge document's
+    ``traceEvents``) -- as Perfetto's native protobuf (TrackEvent) to
+    ``path`` (name it ``.pftrace``): smaller and faster to load than the
+    JSON, with the same structure. Needs the ``perfetto`` package
+    (ModuleNotFoundError saying so).
+
+    - each pid is a process track (ProcessDescriptor, its ``process_name``);
+    - each (pid, tid) that has events or a ``thread_name`` is a thread track
+      under it (ThreadDescriptor; the tid is renumbered so that no two
+      processes share one and none equals a pid: Perfetto keys threads by
+      tid alone);
+    - ``"X"`` slices are begin/end pairs on their thread track, nested as
+      they nest (one that overlaps its parent is cut at the parent's end,
+      where a JSON viewer would drop it); their ``args`` are debug
+      annotations; ``"i"`` instants go on their thread track (``"s": "p"``
+      or ``"g"``: the process's);
+    - a flow (``"s"``/``"f"`` of one cat, name and id, any two processes) is
+      a flow id on the begin of the slice each end lies in (the innermost):
+      ``flow_ids`` on the first, ``terminating_flow_ids`` on the second; a
+      flow with an end in no slice is left out, as viewers drop it;
+    - async slices (``"b"``/``"e"``) of one (pid, cat, id) are one track
+      ``"<thread name>: <cat>"`` under the thread track of the tid they name
+      (else under the process);
+    - counters (``"C"``): a counter track per (pid, name, arg) under the
+      process (named after the counter, plus the arg when it has several).
+
+    Timestamps are the events' ``ts`` in whole nanoseconds (moved up so that
+    none is negative). Returns counts: ``processes``, ``threads``,
+    ``slices``, ``flows``, ``flows_dropped``.
+    """
+    out = _ProtoWriter("events_to_proto")
+    events = [e for e in events if isinstance(e, dict) and e.get("ph")]
+    process_names: dict = {}
+    thread_names: dict = {}
+    sort_index: dict = {}
+    for e in events:
+        if e["ph"] != "M":
+            continue
+        args = e.get("args") or {}
+        if e.get("name") == "process_name":
+            process_names[e.get("pid", 0)] = str(args.get("name", ""))
+        elif e.get("name") == "thread_name":
+            thread_names[(e.get("pid", 0), e.get("tid", 0))] = str(args.get("name", ""))
+        elif e.get("name") == "thread_sort_index":
+            sort_index[(e.get("pid", 0), e.get("tid", 0))] = args.get("sort_index")
+    timed = [e for e in events if e["ph"] != "M" and isinstance(e.get("ts"), (int, float))]
+    base = min([0] + [round(e["ts"] * 1000) for e in timed])
+
+    def ns(e, key="ts"):
+        return round(e[key] * 1000) - base
+
+    pids = sorted(set(process_names) | {e.get("pid", 0) for e in timed}
+                  | {pid for pid, _tid in thread_names})
+    uuids = iter(range(1, 1 << 62))
+    process_uuid = {}
+    for pid in pids:
+        process_uuid[pid] = next(uuids)
+        out.describe(process_uuid[pid], process=(pid, process_names.get(pid, f"process {pid}")))
+    thread_uuid: dict = {}
+    next_tid = [max([0] + [p for p in pids if isinstance(p, int)]) + 1]
+
+    def thread(pid, tid):
+        key = (pid, tid)
+        if key not in thread_uuid:
+            thread_uuid[key] = next(uuids)
+            fields = {"thread": (pid, next_tid[0], thread_names.get(key, f"thread {tid}")),
+                      "parent_uuid": process_uuid[pid]}
+            rank = sort_index.get(key)
+            if isinstance(rank, int) and not isinstance(rank, bool) \
+                    and "sibling_order_rank" in out.pb.TrackDescriptor.DESCRIPTOR.fields_by_name:
+                fields["sibling_order_rank"] = rank
+            next_tid[0] += 1
+            out.describe(thread_uuid[key], **fields)
+        return thread_uuid[key]
+
+    for key in sorted(thread_names, key=lambda k: (k[0], sort_index.get(k, 0) or 0, k[1])):
+        thread(*key)
+
+    # (ns, order, track, kind, name, cat, args, value, begin record) --
+    # emitted in (ns, order); order keeps each track's own sequence.
+    out_events: list = []
+
+    def emit(at, track, kind, name=None, cat=None, args=None, value=None):
+        record = [at, len(out_events), track, kind, name, cat, args, value, None, None]
+        out_events.append(record)
+        return record
+
+    slices: dict = {}    # (pid, tid) -> [(start, end, index)]
+    instants, asyncs, flows, counters = [], {}, {}, {}
+    for index, e in enumerate(events):
+        ph, pid, tid = e["ph"], e.get("pid", 0), e.get("tid", 0)
+        if ph == "M" or not isinstance(e.get("ts"), (int, float)):
+            continue
+        if ph == "X":
+            start = ns(e)
+            slices.setdefault((pid, tid), []).append(
+                (start, start + max(0, round(e.get("dur", 0) * 1000)), index))
+        elif ph in ("i", "I"):
+            instants.append(e)
+        elif ph in ("b", "e"):
+            asyncs.setdefault((pid, e.get("cat"), e.get("id")), []).append(index)
+        elif ph in ("s", "f"):
+            flows.setdefault((e.get("cat"), e.get("name"), e.get("id")), {})[ph] = e
+        elif ph == "C":
+            for arg, value in (e.get("args") or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    counters.setdefault((pid, e.get("name")), {}).setdefault(
+                        arg, []).append((ns(e), value))
+
+    begins: dict = {}    # (pid, tid) -> ([start ns], [(end ns, begin record)]) by start
+    n_slices = 0
+    for key, items in slices.items():
+        track = thread(*key)
+        items.sort(key=lambda item: (item[0], -item[1], item[2]))
+        stack: list = []   # ends of the open slices
+        starts, spans = [], []
+        for start, end, index in items:
+            while stack and stack[-1] <= start:
+                emit(stack.pop(), track, out.END)
+            if stack:
+                end = min(end, stack[-1])   # cut where its parent ends
+            e = events[index]
+            record = emit(start, track, out.BEGIN, str(e.get("name", "")), e.get("cat"),
+                          e.get("args"))
+            stack.append(end)
+            starts.append(start)
+            spans.append((end, record))
+            n_slices += 1
+        while stack:
+            emit(stack.pop(), track, out.END)
+        begins[key] = (starts, spans)
+
+    def slice_at(pid, tid, at):
+        starts, spans = begins.get((pid, tid), ((), ()))
+        i = bisect.bisect_right(starts, at) - 1
+        for j in range(i, max(-1, i - _FLOW_LOOKBACK), -1):
+            if starts[j] <= at <= spans[j][0]:
+                return spans[j][1]
+        return None
+
+    n_flows = dropped = 0
+    for pair in flows.values():
+        ends = [slice_at(pair[ph].get("pid", 0), pair[ph].get("tid", 0), ns(pair[ph]))
+                if ph in pair else None for ph in ("s", "f")]
+        if None in ends:
+            dropped += 1
+            continue
+        n_flows += 1
+        ends[0][8] = (ends[0][8] or []) + [n_flows]
+        ends[1][9] = (ends[1][9] or []) + [n_flows]
+
+    for e in instants:
+        pid = e.get("pid", 0)
+        track = process_uuid[pid] if e.get("s") in ("p", "g") or "tid" not in e \
+            else thread(pid, e["tid"])
+        emit(ns(e), track, out.INSTANT, str(e.get("name", "")), e.get("cat"), e.get("args"))
+
+    for (pid, cat, _id), indexes in asyncs.items():
+        first = events[indexes[0]]
+        uuid = next(uuids)
+        if "tid" in first:
+            parent = thread(pid, first["tid"])
+            label = f"{thread_names.get((pid, first['tid']), first['tid'])}: {cat or 'async'}"
+        else:
+            parent, label = process_uuid[pid], f"{cat or 'async'}"
+        out.describe(uuid, parent_uuid=parent, name=label)
+        depth = 0
+        for index in sorted(indexes, key=lambda i: (ns(events[i]), events[i]["ph"] == "b", i)):
+            e = events[index]
+            if e["ph"] == "b":
+                depth += 1
+                emit(ns(e), uuid, out.BEGIN, str(e.get("name", "")), e.get("cat"), e.get("args"))
+            elif depth:   # an end with nothing open is dropped, as viewers do
+                depth -= 1
+                emit(ns(e), uuid, out.END)
+
+    for (pid, name), by_arg in counters.items():
+        for arg, samples in by_arg.items():
+            uuid = next(uuids)
+            label = str(name) if len(by_arg) == 1 else f"{name} {arg}"
+            out.describe(uuid, parent_uuid=process_uuid[pid], name=label, counter=str(arg))
+            for at, value in samples:
+                emit(at, uuid, out.COUNTER, value=value)
+
+    out_events.sort(key=lambda r: (r[0], r[1]))
+    for at, _order, track, kind, name, cat, args, value, flows_out, flows_in in out_events:
+        out.event(at, track, kind, name, cat, flows_out, flows_in, args, value)
+    out.write(path)
+    return {"processes": len(process_uuid), "threads": len(thread_uuid), "slices": n_slices,
+            "flows": n_flows, "flows_dropped": dropped}
 
 
 def _lane_name(layout, tid: int) -> str:

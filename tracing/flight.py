@@ -497,12 +497,17 @@ def start_from_env(environ=None) -> FlightRecorder | None:
     return start(**parse_config(value))
 
 
-def merge_dumps(since: float | None = None, directory=None, out=None, environ=None) -> str | None:
+def merge_dumps(since: float | None = None, directory=None, out=None, environ=None,
+                proto: bool | None = None) -> str | None:
     """Merge the flight-recorder files in ``directory`` (default:
     LABKIT_FLIGHT's) modified at or after ``since`` (time.time(); None: all)
     into ``out`` (default ``labkit-merged-<pid>.json`` there): one timeline,
     a process track per process (tracing/merge.py). The path, or None if
-    there was nothing to merge. The gunicorn master's on_exit calls it."""
+    there was nothing to merge. The gunicorn master's on_exit calls it.
+
+    ``proto``: also write the same merge as Perfetto's protobuf next to it
+    (``.pftrace`` instead of ``.json``; faster to load); None (default):
+    when the ``perfetto`` package is installed."""
     import glob
     if directory is None:
         value = (os.environ if environ is None else environ).get(ENV, "").strip()
@@ -513,7 +518,12 @@ def merge_dumps(since: float | None = None, directory=None, out=None, environ=No
     if not files:
         return None
     out = out or os.path.join(os.fspath(directory), f"labkit-merged-{os.getpid()}.json")
-    _merge.merge(files, out)
+    document = _merge.merge(files, out)
+    if proto is None:
+        import importlib.util
+        proto = importlib.util.find_spec("perfetto") is not None
+    if proto and not _merge.is_proto_path(out):
+        _merge.save(document, os.path.splitext(os.fspath(out))[0] + ".pftrace")
     return str(out)
 
 

@@ -37,6 +37,13 @@ events of one pid plus ``metadata.labkit`` with ``pid`` and ``start_ns``
 without importing the tracer).
 
     python -m tracing.merge DIR_OR_FILES... -o merged.json
+    python -m tracing.merge DIR_OR_FILES... -o merged.pftrace   # protobuf
+
+A merged document can be written as Perfetto's native protobuf too
+(:func:`save` with a ``.pftrace`` name, through
+:func:`tracing.export.events_to_proto`): one ProcessDescriptor per process,
+a thread track per greenlet lane under it, the fork and switch arrows as
+flow ids bound to their slices; it loads faster than the JSON.
 
 Contract: :func:`write` and :func:`merge` are plain functions of files, any
 thread; they never touch a running recorder.
@@ -64,6 +71,8 @@ _ID_KEYS = ("id", "bind_id")
 SPAN_KEY = "labkit_span"
 #: In a slice's ``args``: the pid of the child this slice forked (see above).
 FORK_KEY = "labkit_fork"
+#: Names :func:`save` writes as Perfetto's protobuf, not JSON.
+PROTO_SUFFIXES = (".pftrace", ".perfetto-trace", ".pb")
 #: How far into a slice (µs at most, else half of it) a fork arrow's ends
 #: sit: strictly inside, as Perfetto needs to bind them, and near its start.
 FLOW_INSET_US = 1.0
@@ -209,11 +218,31 @@ def merge_documents(documents, out=None) -> dict:
                 "metadata": {META_KEY: {"merged": True, "start_ns": origin,
                                         "processes": processes}}}
     if out is not None:
-        tmp = f"{out}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(document, f)
-        os.replace(tmp, out)
+        save(document, out)
     return document
+
+
+def is_proto_path(path) -> bool:
+    """Whether :func:`save` writes ``path`` as protobuf (``.pftrace``,
+    ``.perfetto-trace``, ``.pb``) rather than JSON."""
+    return os.fspath(path).lower().endswith(PROTO_SUFFIXES)
+
+
+def save(document, out) -> str:
+    """Write a (merged) Chrome trace document to ``out``: Perfetto's native
+    protobuf when its name ends in one of :data:`PROTO_SUFFIXES`
+    (:func:`tracing.export.events_to_proto`: the same process tracks,
+    greenlet lanes, slices, fork and switch arrows, waits and counters,
+    faster to load; needs the ``perfetto`` package), else JSON. Whole
+    files only (written aside, then renamed). Returns ``out``."""
+    if is_proto_path(out):
+        _export.events_to_proto(document["traceEvents"], out)
+        return str(out)
+    tmp = f"{out}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(document, f)
+    os.replace(tmp, out)
+    return str(out)
 
 
 def fork_flows(events, first_id: int = 1) -> list[dict]:
@@ -261,7 +290,7 @@ def main(argv=None) -> int:
     inputs = [p for p in _expand(args.paths) if os.path.abspath(p) != os.path.abspath(args.output)]
     try:
         document = merge(inputs, args.output)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ImportError) as exc:
         print(f"tracing.merge: {exc}", file=sys.stderr)
         return 2
     pids = sorted(process_tracks(document))
