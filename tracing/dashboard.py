@@ -16,25 +16,35 @@ Who does what, and in which thread::
     hub thread (the kernel's main thread)       dashboard thread ("labkit-dashboard")
     -------------------------------------       -------------------------------------
                                                 every `refresh` s: ask for a snapshot
-    _snapshot(): copy the new records   <-----  run_callback_threadsafe
-    out of the C ring (a memcpy) and
-    three counters; hand them over      ----->  queue
-                                                fold the new records into the lanes
-                                                (tracing.live_timeline.Strip: numpy,
-                                                each record read once), count, and
-                                                paint the PNG (Picture: axes drawn
-                                                once by matplotlib, lanes per frame)
+    _snapshot(): a greenlet brings the  <-----  run_callback_threadsafe
+    recorder's ledger up to date (in
+    pieces, yielding between batches)
+    and takes what its tap kept (the
+    folded records' runs and waits, as
+    numpy arrays) and three counters    ----->  queue
+                                                paint them into the lanes' columns
+                                                (tracing.live_timeline.Strip), count,
+                                                and paint the PNG (Picture: axes
+                                                drawn once by matplotlib, lanes per
+                                                frame)
     _apply(): set the widgets' values   <-----  run_callback_threadsafe
     (ipywidgets sends the comm messages)
 
-The hub only copies bytes and sets three widget values per refresh: drawing
-never runs on the hub's thread, so the dashboard does not block the loop it
-watches. It still costs CPU and, in a busy process, a share of the GIL --
-which is why each record is decoded once (not once per picture, as a Trace
-of the window would), the lanes are painted with numpy into a background
-drawn once, and it refreshes at most 4 times a second. (Under an echo
-server with 50 clients, building and drawing a Trace of the window per
-picture cost the server ~3x its CPU per message.)
+One fold: the records are folded once, by the recorder's
+:class:`~tracing.ledger.Ledger` -- the same fold, in the same passes, that
+gives the console's table and lints their times (:func:`tracing.snapshot.snapshot`
+updates that ledger too; whoever asks first folds, and each record is folded
+once: ``Ledger.folded``). The timeline reads the ledger's result through a
+:class:`~tracing.ledger.Tap` (:class:`~tracing.ledger.Slices`). The hub
+runs that fold in pieces of one batch (~1 ms) and sets three widget values
+per refresh; drawing never runs on the hub's thread, so the dashboard does
+not block the loop it watches. It still costs CPU and, in a busy process, a
+share of the GIL -- which is why each record is folded once (not once per
+picture, as a Trace of the window would, nor once more for the timeline),
+the lanes are painted with numpy into a background drawn once, and it
+refreshes at most 4 times a second. (Under an echo server with 50 clients,
+building and drawing a Trace of the window per picture cost the server ~3x
+its CPU per message.)
 
 Record & scrub: with ``history`` > 0 the pictures of the last ``history``
 seconds are kept; :meth:`Dashboard.picture_at` returns the one shown at a
@@ -70,12 +80,14 @@ import time
 import weakref
 
 import labkit.hub as _lk_hub
-from labkit._loop import ffi, lib
+from labkit._loop import lib
 
 from tracing.blocking import BlockingMonitor
 from tracing.introspect import cell_location, live_greenlets
+from tracing.ledger import ledger_for
 from tracing.live_timeline import Picture, Strip
-from tracing.recorder import _RECORD, Recorder, mark_host_wait, shown_name
+from tracing.pace import Pace
+from tracing.recorder import Recorder, mark_host_wait, shown_name
 
 #: Refreshes per second, at most (IOPub and CPU budget; see the module doc).
 MAX_REFRESH_HZ = 4
@@ -89,9 +101,9 @@ _current: "Dashboard | None" = None   # the one recording now, if any
 
 @dataclasses.dataclass
 class Snapshot:
-    """What the hub hands over at one refresh (cheap to take)."""
-    data: bytes             #: new raw records, oldest first
-    lost: int               #: records overwritten in the ring before we read them
+    """What the hub hands over at one refresh."""
+    slices: list            #: tracing.ledger.Slices folded since the last one, oldest first
+    lost: int               #: records overwritten in the ring before they were folded
     now_ns: int
     ready: int              #: callbacks in the hub's ready queue now
     timers: int
@@ -203,8 +215,8 @@ class Dashboard:
         self._requested = False     # a snapshot request is queued in the hub
         self._applying = False      # an update is queued in the hub
         self._generation = 0        # bumped by clear(): stale frames are dropped
-        self._seq = 0               # next ring sequence number to read
-        self._buffer = None
+        self._tap = None            # on the recorder's ledger, while running
+        self._lost = 0              # records lost so far, as last handed over
         self._closed = False
         self._build_widgets()
         if autostart:
@@ -278,8 +290,8 @@ class Dashboard:
         self._ipython = _ipython_kernel_shell()
         if self._ipython is not None:
             self._ipython.events.register("post_execute", mark_host_wait)
-        self._buffer = ffi.new("lk_trace_entry[]", self.capacity)
-        self._seq = 0
+        self._tap = ledger_for(self._recorder).tap()
+        self._lost = 0
         self._stop.clear()
         self._snapshots = queue.Queue()
         self._requested = False
@@ -306,9 +318,9 @@ class Dashboard:
         if self._task_steps is not None:
             self._task_steps.uninstall()
             self._task_steps = None
+        ledger_for(self._recorder).untap(self._tap)
         self._recorder.stop(read=False)   # stops the monitor too
-        self._recorder = self._monitor = None
-        self._buffer = None
+        self._recorder = self._monitor = self._tap = None
         if _current is self:
             _current = None
         self._show_status()
@@ -376,21 +388,31 @@ class Dashboard:
 
     # -- hub side of a refresh -------------------------------------------------
     def _snapshot(self) -> None:
-        """In the hub: copy new records out of the ring; hand them over."""
-        self._requested = False
-        recorder = self._recorder
-        if recorder is None or recorder.ring is None or self._buffer is None:
-            self._snapshots.put(None)
-            return
-        first = ffi.new("uint64_t *")
-        n = lib.lk_trace_read(recorder.ring, self._buffer, self.capacity, self._seq, first)
-        lost = first[0] - self._seq
-        self._seq = first[0] + n
-        loop = self.hub.loop
-        self._snapshots.put(Snapshot(
-            data=bytes(ffi.buffer(self._buffer, n * _RECORD.size)), lost=lost,
-            now_ns=lib.lk_now_ns(), ready=self.hub.ready_count,
-            timers=loop.active_timers, fd_waits=loop.io_waiters, time=time.monotonic()))
+        """In the hub: fold the new records (in a greenlet, in pieces)."""
+        _lk_hub.spawn_raw(self._fold)
+
+    def _fold(self) -> None:
+        """In the hub, a greenlet: bring the recorder's ledger up to date,
+        yielding between batches, and hand over what the tap kept."""
+        recorder, tap = self._recorder, self._tap
+        try:
+            if recorder is None or recorder.ring is None or tap is None:
+                self._snapshots.put(None)
+                return
+            ledger = ledger_for(recorder)
+            ledger.update(Pace(_yield))
+            if self._tap is not tap:     # stopped meanwhile
+                self._snapshots.put(None)
+                return
+            lost = ledger.lost + tap.dropped
+            lost, self._lost = lost - self._lost, lost
+            loop = self.hub.loop
+            self._snapshots.put(Snapshot(
+                slices=tap.take(), lost=lost,
+                now_ns=lib.lk_now_ns(), ready=self.hub.ready_count,
+                timers=loop.active_timers, fd_waits=loop.io_waiters, time=time.monotonic()))
+        finally:
+            self._requested = False
 
     def _apply(self, frame: Frame, generation: int) -> None:
         """In the hub: show ``frame`` (sends the widgets' comm messages)."""
@@ -469,7 +491,7 @@ class Dashboard:
                                       window=self.window)
                     strip = Strip(self.window, picture.columns, id(recorder._hub),
                                   id(recorder._hub.parent), labels=recorder.labels)
-                strip.add(snapshot.data, snapshot.now_ns, snapshot.lost)
+                strip.add_slices(snapshot.slices, snapshot.now_ns, snapshot.lost)
                 strip.recycle()
                 # Live greenlets: those alive when we started, plus those
                 # spawned since that have not exited (the side table drops
@@ -504,6 +526,10 @@ class Dashboard:
             if not self._applying and not self._stop.is_set():
                 self._applying = True
                 self.hub.run_callback_threadsafe(self._apply, frame, generation)
+
+
+def _yield() -> None:
+    _lk_hub.sleep(0)
 
 
 def _ipython_kernel_shell():

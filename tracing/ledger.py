@@ -52,12 +52,13 @@ except ImportError:     # the one-by-one fold below
 RECORD_DTYPE = None if _np is None else _np.dtype(
     [("ts", "<i8"), ("kind", "<u4"), ("arg", "<u4"), ("a", "<i8"), ("b", "<i8")])
 
-__all__ = ["Ledger", "Account", "ledger_for", "ZERO_TIMEOUT_NS", "NOTABLE_NS", "RECORD_DTYPE"]
+__all__ = ["Ledger", "Account", "Slices", "Tap", "ledger_for", "ZERO_TIMEOUT_NS", "NOTABLE_NS",
+           "RECORD_DTYPE", "OWNER_POLL", "OWNER_HUB"]
 
 _RECORD = struct.Struct("=qIIqq")
 _RESUME, _SPAWN, _EXIT = lib.LK_TR_RESUME, lib.LK_TR_SPAWN, lib.LK_TR_EXIT
 _POLL_ENTER, _POLL_LEAVE = lib.LK_TR_POLL_ENTER, lib.LK_TR_POLL_LEAVE
-_PASS = lib.LK_TR_PASS
+_PASS, _MARK = lib.LK_TR_PASS, lib.LK_TR_MARK
 _WHY_START, _WHY_READY, _WHY_TIMER = lib.LK_WHY_START, lib.LK_WHY_READY, lib.LK_WHY_TIMER
 
 #: Batches of at least this many records are folded with numpy, smaller
@@ -102,9 +103,9 @@ class Ledger:
     #: allocator's pools (a batch of 16,384 cost ~1.6x as much per record here)
     BATCH = 4096
 
-    def __init__(self, recorder):
+    def __init__(self, recorder=None):
         # (weak: ledgers are kept in a map keyed weakly by their recorder)
-        self._recorder = weakref.ref(recorder)
+        self._recorder = weakref.ref(recorder) if recorder is not None else _no_recorder
         self.seq = 0                  #: the next record to read
         self.accounts: dict[int, Account] = {}
         #: (name, Account) of greenlets that exited, worth a lint (see forget_exited)
@@ -120,7 +121,14 @@ class Ledger:
         self._segment = 0             # start of the hub's current pass / dispatch
         self._poll_start = None
         self._poll_left = None        # when the loop last left poll (lag)
-        self._window_start = recorder.start_ns
+        self._window_start = recorder.start_ns if recorder is not None else 0
+        #: records folded so far: each record read is folded once, by one
+        #: of the two folds, whoever asked for the update (the console's
+        #: snapshot, the lints, the timeline's Dashboard)
+        self.folded = 0
+        self._taps: list = []         # Tap: a timeline's Slices of each batch
+        self._tail = None             # the newest record's run, for the taps (see _emit)
+        self._mark_ends: dict = {}    # gid -> end of its trace-start run (see _emit)
         self._window()
 
     def _window(self) -> None:
@@ -157,18 +165,57 @@ class Ledger:
                 self.touched = _Everything()   # anyone may have run in what was lost
                 self._running = None      # the slice in progress is unknown now
                 self._poll_start = self._poll_left = None
+                self._tail = None
             if n <= 0:
                 break
-            data = ffi.buffer(self._buffer, n * _RECORD.size)
-            if _np is not None and n >= NUMPY_FROM:
-                self._fold(_np.frombuffer(data, RECORD_DTYPE))
-            else:
-                self._fold_python(_RECORD.iter_unpack(data))
-            self.seq = first + n
+            self._fold_batch(ffi.buffer(self._buffer, n * _RECORD.size), n, first)
             total += n
             if n < self.BATCH:
                 break
         return total
+
+    def fold(self, data: bytes) -> int:
+        """Fold raw records (the ring's layout, :data:`RECORD_DTYPE`, oldest
+        first) that follow those folded so far, as :meth:`update` does with
+        the ring's: for a ledger made without a recorder (``Ledger()``),
+        fed a recording read elsewhere. Returns the count."""
+        n = len(data) // _RECORD.size
+        if n * _RECORD.size != len(data):
+            raise ValueError(f"data must be whole records of {_RECORD.size} bytes, "
+                             f"not {len(data)} bytes")
+        if n:
+            self._fold_batch(data, n, self.seq)
+        return n
+
+    def _fold_batch(self, data, n: int, first: int) -> None:
+        # With a tap, every batch is folded with numpy (only that fold
+        # makes Slices; a timeline needs numpy anyway).
+        if _np is not None and (n >= NUMPY_FROM or self._taps):
+            self._fold(_np.frombuffer(data, RECORD_DTYPE), first)
+        else:
+            self._fold_python(_RECORD.iter_unpack(data))
+            self._tail = None     # (the taps' carried run is not kept here)
+        self.seq = first + n
+        self.folded += n
+
+    def tap(self, limit: int = 1 << 20) -> "Tap":
+        """Also keep, for a timeline, what each batch folded from now on
+        says about time (:class:`Slices`); take them with
+        :meth:`Tap.take`, and :meth:`untap` when done. At most ``limit``
+        records' worth is kept untaken (older batches are dropped and
+        counted in ``Tap.dropped``). Needs numpy."""
+        if _np is None:
+            raise RuntimeError("a ledger's tap needs numpy")
+        if not (isinstance(limit, int) and limit > 0):
+            raise ValueError(f"limit must be a positive int, not {limit!r}")
+        tap = Tap(limit)
+        self._taps.append(tap)
+        return tap
+
+    def untap(self, tap: "Tap") -> None:
+        """Stop keeping Slices for ``tap`` (idempotent)."""
+        if tap in self._taps:
+            self._taps.remove(tap)
 
     def take_touched(self) -> set:
         """The ``touched`` set, and start a new one."""
@@ -256,16 +303,26 @@ class Ledger:
         self._running = (run_acc, run_start) if run_acc is not None else None
         self._segment, self._poll_start, self._poll_left = segment, poll_start, poll_left
 
-    def _fold(self, recs) -> None:
+    def _fold(self, recs, first: int | None = None) -> None:
         """Fold ``recs`` (a numpy array of :data:`RECORD_DTYPE`, oldest
-        first) into the accounts and the window: the same reading as
+        first; ``first``: the sequence number of its first record) into the
+        accounts and the window: the same reading as
         :meth:`_fold_python`, in a fixed number of numpy passes over the
         batch (one sort, by greenlet id), with Python only per greenlet
-        incarnation met and per exit."""
-        np = _np
+        incarnation met and per exit. With taps, the batch's
+        :class:`Slices` too, from the same passes (:meth:`_emit`)."""
         n = len(recs)
         if n == 0:
             return
+        waits = self._fold_accounts(recs, n)
+        if self._taps:
+            self._emit(recs, self.seq if first is None else first, *waits)
+
+    def _fold_accounts(self, recs, n: int) -> tuple:
+        """The accounts and the window (see _fold); returns what
+        :meth:`_emit` reuses: (kind, ts, following, is_spawn, is_resume,
+        is_pass, is_leave, is_enter, wait_start or None)."""
+        np = _np
         kind, ts = recs["kind"], recs["ts"].copy()
         is_resume, is_spawn, is_exit = kind == _RESUME, kind == _SPAWN, kind == _EXIT
         is_pass, is_enter, is_leave = kind == _PASS, kind == _POLL_ENTER, kind == _POLL_LEAVE
@@ -292,9 +349,10 @@ class Ledger:
             self._running = None
         segment = self._segment    # (before the batch: the resumes need it)
         self._loop_figures(ts, recs["arg"], index, is_pass, is_enter, is_leave, is_other)
+        shared = (kind, ts, following, is_spawn, is_resume, is_pass, is_leave, is_enter)
         rel = np.flatnonzero(is_resume | is_spawn | is_exit)
         if not len(rel):
-            return
+            return shared + (None,)
         # One key per greenlet incarnation met (a spawn under an id starts
         # a new one): the records sorted by id, in time order within an id.
         gids = recs["a"][rel]
@@ -337,9 +395,13 @@ class Ledger:
             known = acc is not None and made < 0 and acc.out is not None
             out0.append(acc.out if known else 0)
             known0.append(known)
+        wait_start = None
         if len(res_pos):
-            self._resumes(ts, recs["arg"], rel[res_pos], res_keys, following,
-                          is_pass | is_leave, segment, accs, out0, known0)
+            res, start_at = self._resumes(ts, recs["arg"], rel[res_pos], res_keys, following,
+                                          is_pass | is_leave, segment, accs, out0, known0)
+            if self._taps:
+                wait_start = np.zeros(n, np.int64)
+                wait_start[res] = start_at
         # Exits (few): one by one, in time order.
         exits = np.flatnonzero(is_exit[rel])
         if len(exits):
@@ -350,6 +412,7 @@ class Ledger:
                     continue        # no account yet when it exited
                 acc.exited = int(ts[i])
                 self._exited.append(key_gid[k])
+        return shared + (wait_start,)
 
     def _resumes(self, ts, arg, res, keys, following, is_segment, carried_segment, accs,
                  out0, known0) -> None:
@@ -419,6 +482,8 @@ class Ledger:
         still = np.flatnonzero(~closed)     # at most one: the newest record
         if len(still):
             self._running = (accs[int(keys[still[0]])], int(when[still[0]]))
+        # For the taps: where each wait began (0: unknown, or a first start)
+        return res, np.where(known & ~start, out, 0)
 
     def _loop_figures(self, ts, arg, index, is_pass, is_enter, is_leave, is_other) -> None:
         """The window's polls, passes and lag, and the state carried to
@@ -480,6 +545,75 @@ class Ledger:
         left, valid = poll_left_at(np.array([n]), anchor[-1:])
         self._poll_left = int(left[0]) if valid[0] else None
 
+    def _emit(self, recs, seq0, kind, ts, following, is_spawn, is_resume, is_pass, is_leave,
+              is_enter, wait_start) -> None:
+        """The batch's :class:`Slices`, to each tap: the runs, waits and
+        passes of the records whose run ended in this batch (the newest
+        record's run ends at the next batch's first record: it is carried
+        in ``_tail``, with its wait or pass, and comes with that batch),
+        and the batch's spawns and exits. ``wait_start``: per record, where
+        the wait its resume ended began (_resumes: the end of that
+        greenlet's previous slice), None if the batch has no resume."""
+        np = _np
+        n = len(ts)
+        a, arg, b = recs["a"], recs["arg"], recs["b"]
+        is_mark0 = (kind == _MARK) & (arg == 0)   # trace start: the caller runs
+        owner = np.full(n, _OWNER_NONE, np.int64)
+        owner[is_pass | is_leave] = OWNER_HUB
+        owner[is_enter] = OWNER_POLL
+        opens = is_resume | is_mark0
+        owner[opens] = a[opens]
+        if wait_start is None:
+            wait_start = np.zeros(n, np.int64)
+        nonspawn = np.flatnonzero(~is_spawn)
+        body = nonspawn[:-1]
+        r = body[owner[body] != _OWNER_NONE]
+        run = [seq0 + r, owner[r], ts[r], ts[following[r + 1]]]
+        w = body[is_resume[body]]
+        wait = [seq0 + w, a[w], wait_start[w], ts[w], arg[w], b[w]]
+        p = body[is_pass[body]]
+        passes = [ts[p], arg[p]]
+        marks = [(int(owner[i]), int(ts[following[i + 1]])) for i in r[is_mark0[r]].tolist()]
+        tail = self._tail
+        if tail is not None and len(nonspawn):
+            t_seq, t_owner, t_start, t_wait, t_pass, t_mark = tail
+            end = int(ts[nonspawn[0]])
+            if t_owner != _OWNER_NONE:
+                run = [np.concatenate(([v], col)) for v, col in
+                       zip((t_seq, t_owner, t_start, end), run)]
+            if t_wait is not None:
+                wait = [np.concatenate(([v], col)) for v, col in zip(t_wait, wait)]
+            if t_pass is not None:
+                passes = [np.concatenate(([v], col)) for v, col in zip(t_pass, passes)]
+            if t_mark:
+                marks.insert(0, (t_owner, end))
+        if len(nonspawn):
+            i = int(nonspawn[-1])
+            self._tail = (
+                seq0 + i, int(owner[i]), int(ts[i]),
+                (seq0 + i, int(a[i]), int(wait_start[i]), int(ts[i]), int(arg[i]), int(b[i]))
+                if is_resume[i] else None,
+                (int(ts[i]), int(arg[i])) if is_pass[i] else None,
+                bool(is_mark0[i]))
+        # A greenlet that started the trace ran from its mark: its first
+        # wait begins where that run ended (it has no slice in the accounts).
+        for gid, end in marks:
+            self._mark_ends[gid] = end
+        if self._mark_ends and len(wait[0]):
+            unknown = np.flatnonzero((wait[2] == 0) & (wait[4] != _WHY_START))
+            if len(unknown):
+                wait[2] = wait[2].copy()
+                for j in unknown.tolist():
+                    end = self._mark_ends.pop(int(wait[1][j]), None)
+                    if end is not None and end < wait[3][j]:
+                        wait[2][j] = end
+        spawns = np.flatnonzero(is_spawn)
+        exits = np.flatnonzero(kind == _EXIT)
+        batch = Slices(seq0, n, *run, *wait, *passes, seq0 + spawns, a[spawns], arg[spawns],
+                       seq0 + exits, a[exits])
+        for tap in self._taps:
+            tap._put(batch)
+
     def take_window(self, now_ns: int) -> dict:
         """The loop's figures for the window that ends now (seconds; the
         fields of :class:`tracing.snapshot.LoopStats` of the same names),
@@ -511,6 +645,77 @@ class Ledger:
                 recorder = self._recorder()
                 name = recorder.name_of(gid) if recorder is not None else f"greenlet-{gid:#x}"
                 self.finished.append((name, acc))
+
+
+#: Owners of a run in :class:`Slices` other than a greenlet id: the poll,
+#: and the hub's passes and dispatch.
+OWNER_POLL, OWNER_HUB = -1, -2
+_OWNER_NONE = -3     # after an exit, a host hand-off, a trace stop: nobody
+
+
+class Slices:
+    """What one batch of the ledger's fold says about time, for a timeline
+    (:class:`tracing.live_timeline.Strip`): numpy arrays in time order,
+    each entry with the sequence number (``*_seq``) of the record it came
+    from. The reading is the ledger's (the module docstring), computed in
+    the same passes as the accounts.
+
+    - runs: ``run_owner`` (a greenlet id, :data:`OWNER_POLL` or
+      :data:`OWNER_HUB`) ran from ``run_start`` to ``run_end`` (ns): each
+      record that starts a run (a resume, a pass, poll enter or leave, the
+      trace-start mark) until the next record other than a spawn;
+    - waits, one per resume: greenlet ``wait_owner`` waited from
+      ``wait_start`` (the end of its previous run; 0 if unknown or its
+      first start) to ``wait_end`` (the resume), ended by ``wait_why``
+      (``LK_WHY_*``) with ``wait_detail`` (the record's ``b``: a label,
+      or a sleep's lateness);
+    - passes of the hub: ``pass_ts``, ``pass_ready`` (callbacks run);
+    - ``spawn_seq``/``spawn_gid``/``spawn_index`` (index in the
+      recorder's spawn table) and ``exit_seq``/``exit_gid``.
+
+    A batch holds the records ``first`` .. ``first + count - 1``; the
+    newest record's run (and its wait or pass) comes with the next batch,
+    when it has ended."""
+
+    __slots__ = ("first", "count", "run_seq", "run_owner", "run_start", "run_end",
+                 "wait_seq", "wait_owner", "wait_start", "wait_end", "wait_why", "wait_detail",
+                 "pass_ts", "pass_ready", "spawn_seq", "spawn_gid", "spawn_index",
+                 "exit_seq", "exit_gid")
+
+    def __init__(self, *values):
+        for name, value in zip(self.__slots__, values, strict=True):
+            setattr(self, name, value)
+
+
+class Tap:
+    """A timeline's subscription to a ledger's folds (:meth:`Ledger.tap`):
+    the :class:`Slices` of each batch folded since the last :meth:`take`.
+    Used from the hub's thread (where the ledger folds); the Slices taken
+    are never changed afterwards, so another thread may read them."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.pending = 0      #: records in the batches not taken yet
+        self.dropped = 0      #: records whose batch was dropped, untaken past ``limit``
+        self._batches: deque = deque()
+
+    def _put(self, batch: Slices) -> None:
+        self._batches.append(batch)
+        self.pending += batch.count
+        while self.pending > self.limit and len(self._batches) > 1:
+            old = self._batches.popleft()
+            self.pending -= old.count
+            self.dropped += old.count
+
+    def take(self) -> list:
+        """The batches folded since the last call, oldest first."""
+        batches, self._batches = list(self._batches), deque()
+        self.pending = 0
+        return batches
+
+
+def _no_recorder():
+    return None
 
 
 #: A finished greenlet's account is kept for the lints if it ran or waited

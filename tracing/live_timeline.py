@@ -52,6 +52,7 @@ from labkit._loop import lib
 
 from tracing import ledger as _ledger
 from tracing import legend
+from tracing.ledger import OWNER_POLL
 from tracing.lanes import HUB, POLL
 
 #: The raw record layout (tracing.recorder._RECORD, "=qIIqq"): the ledger's
@@ -66,7 +67,6 @@ _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 _BG_COLORS = 96
 #: Spans up to this many columns wide are painted without a Python loop.
 _SHORT = 4
-_NONE = -1   # owner of the time after an exit / host hand-off: nobody runs
 POLL_LANE, HUB_LANE = 0, 1
 
 
@@ -104,41 +104,53 @@ class Strip:
         self.switches = np.zeros(self.size, np.int32)
         self.ready = np.zeros(self.size, np.int32)           # longest ready queue
         self.last_col = None        # newest column written (absolute number)
-        self.last_end = np.zeros(rows, np.int64)   # lane row -> end of its last run
-        self._pending = None        # the newest record: its run ends at the next one
         self._kind_cache: dict = {}
         self._label_of: dict = {}
-        self.records = 0            # records folded in so far
+        self.records = 0            # records painted so far
         self.lost = 0
+        self._ledger = self._tap = None   # add()'s own (raw records)
 
-    # -- reading records ---------------------------------------------------------
-    def add(self, data: bytes, now_ns: int, lost: int = 0) -> None:
-        """Fold in ``data``: the raw records read from the ring since the
-        last call, oldest first. ``now_ns``: the ring's clock now (columns
-        up to it are cleared: the picture scrolls even when nothing runs)."""
+    # -- taking folded records ---------------------------------------------------
+    def add_slices(self, batches, now_ns: int, lost: int = 0) -> None:
+        """Paint ``batches`` (:class:`tracing.ledger.Slices`, oldest first:
+        what the ledger folded since the last call, from its
+        :class:`~tracing.ledger.Tap`). ``now_ns``: the ring's clock now
+        (columns up to it are cleared: the picture scrolls even when
+        nothing runs); ``lost``: records the ring overwrote meanwhile."""
         self.lost += lost
         self._advance(now_ns // self.col_ns)
-        if not data:
-            return
-        recs = np.frombuffer(data, RECORD_DTYPE)
-        self.records += len(recs)
-        spawns = np.flatnonzero(recs["kind"] == lib.LK_TR_SPAWN)
-        exits = np.flatnonzero(recs["kind"] == lib.LK_TR_EXIT)
-        # Spawns and exits one by one (few); a spawn under an id that has a
-        # lane already starts a new lane from that record on: split there.
+        for batch in batches:
+            self.records += batch.count
+            self._take(batch)
+
+    def add(self, data: bytes, now_ns: int, lost: int = 0) -> None:
+        """Fold raw records ``data`` (read from a ring after those given
+        before, oldest first) with this strip's own ledger, and paint them:
+        for a strip without a running ledger to tap (a recording read
+        elsewhere). A live view taps the recorder's ledger instead
+        (:meth:`add_slices`), so that each record is folded once."""
+        if self._ledger is None:
+            from tracing.ledger import Ledger
+            self._ledger = Ledger()
+            self._tap = self._ledger.tap()
+        self._ledger.fold(data)
+        self.add_slices(self._tap.take(), now_ns, lost)
+
+    def _take(self, batch) -> None:
+        """One batch: spawns and exits one by one (few); a spawn under an
+        id that has a lane already starts a new lane from that record on,
+        so the runs and waits are painted in pieces split there."""
         cut = 0
-        for i in spawns:
-            gid = int(recs["a"][i])
-            if gid in self.lane_of and cut < i:
-                self._fold(recs[cut:i])
-                cut = i
+        for seq, gid, index in zip(batch.spawn_seq.tolist(), batch.spawn_gid.tolist(),
+                                   batch.spawn_index.tolist()):
             if gid in self.lane_of:
+                self._paint(batch, cut, seq)
+                cut = seq
                 self.exited.add(self.lane_of.pop(gid))
-            lane = self._lane(gid)
-            self.spawn_index[lane] = int(recs["arg"][i])
-        self._fold(recs[cut:])
-        for i in exits:
-            lane = self.lane_of.get(int(recs["a"][i]))
+            self.spawn_index[self._lane(gid)] = index
+        self._paint(batch, cut, None)
+        for gid in batch.exit_gid.tolist():
+            lane = self.lane_of.get(gid)
             if lane is not None:
                 self.exited.add(lane)
 
@@ -176,7 +188,6 @@ class Strip:
                     self._grow()
             self._seen += 1
             self.lane_of[gid] = lane
-            self.last_end[lane] = 0
             self.spawn_index.pop(lane, None)
         return lane
 
@@ -187,9 +198,6 @@ class Strip:
             new = np.zeros((rows, self.size), old.dtype)
             new[:old.shape[0]] = old
             setattr(self, name, new)
-        last_end = np.zeros(rows, np.int64)
-        last_end[:len(self.last_end)] = self.last_end
-        self.last_end = last_end
 
     def _kind(self, why: int, detail: int) -> int:
         """The KINDS code of a wait that ended with a resume (why, detail)."""
@@ -204,48 +212,37 @@ class Strip:
                                                           _KIND_CODE["other"])
         return code
 
-    def _fold(self, recs) -> None:
-        """Runs, waits and counters of ``recs`` (no spawn under a reused id)."""
-        keep = recs["kind"] != lib.LK_TR_SPAWN   # a spawn does not change who runs
-        recs = recs[keep]
-        if self._pending is not None:
-            recs = np.concatenate([self._pending, recs])
-        if len(recs) == 0:
-            return
-        self._pending = recs[-1:].copy()
-        kind, ts = recs["kind"], recs["ts"]
-        n = len(recs) - 1   # runs: record i until record i + 1
-        if n <= 0:
-            return
-        kind_n, ts_n, a_n, arg_n = kind[:n], ts[:n], recs["a"][:n], recs["arg"][:n]
-        end_n = ts[1:]
-        owner = np.full(n, _NONE, np.int64)
-        owner[(kind_n == lib.LK_TR_PASS) | (kind_n == lib.LK_TR_POLL_LEAVE)] = HUB_LANE
-        owner[kind_n == lib.LK_TR_POLL_ENTER] = POLL_LANE
-        greenlet = (kind_n == lib.LK_TR_RESUME) | ((kind_n == lib.LK_TR_MARK) & (arg_n == 0))
+    def _paint(self, batch, lo: int, hi: int | None) -> None:
+        """Runs, waits and counters of ``batch``'s entries from records
+        ``lo`` (sequence number) up to ``hi`` (None: the end)."""
+        r0, r1 = _span(batch.run_seq, lo, hi)
+        w0, w1 = _span(batch.wait_seq, lo, hi)
+        owner = batch.run_owner[r0:r1]
+        lane = np.full(len(owner), HUB_LANE, np.int64)
+        lane[owner == OWNER_POLL] = POLL_LANE
+        greenlet = owner >= 0
+        gids = lanes = np.empty(0, np.int64)
         if greenlet.any():
-            gids, inverse = np.unique(a_n[greenlet], return_inverse=True)
+            gids, inverse = np.unique(owner[greenlet], return_inverse=True)
             lanes = np.array([self._lane(int(g)) for g in gids], np.int64)
-            owner[greenlet] = lanes[inverse]
+            lane[greenlet] = lanes[inverse]
         # Counters per column (of the columns kept: a batch that spans more,
         # after the hub was held for longer than that, must not wrap around).
-        kept = ts_n // self.col_ns > self.last_col - self.size
-        resumes = kind_n == lib.LK_TR_RESUME
-        cols = (ts_n // self.col_ns) % self.size
-        np.add.at(self.switches, cols[resumes & kept], 1)
-        passes = (kind_n == lib.LK_TR_PASS) & kept
-        if passes.any():
-            np.maximum.at(self.ready, cols[passes], arg_n[passes].astype(np.int32))
-        # Running: the time of each run, split at column edges.
-        ran = owner != _NONE
-        self._paint_runs(owner[ran], ts_n[ran], end_n[ran])
-        # Waits: from the end of a greenlet's previous run to its resume.
-        res_idx = np.flatnonzero(resumes)
-        if len(res_idx):
-            self._paint_waits(owner, ts_n, end_n, res_idx, recs)
-        # The end of each lane's last run, for the next batch's waits.
-        order = np.flatnonzero(ran)
-        self.last_end[owner[order]] = end_n[order]   # later runs overwrite earlier
+        oldest = self.last_col - self.size
+        resumed = batch.wait_end[w0:w1] // self.col_ns
+        resumed = resumed[resumed > oldest]
+        np.add.at(self.switches, resumed % self.size, 1)
+        if lo == 0 and len(batch.pass_ts):   # (the passes need no lanes: once a batch)
+            cols = batch.pass_ts // self.col_ns
+            kept = cols > oldest
+            np.maximum.at(self.ready, cols[kept] % self.size,
+                          batch.pass_ready[kept].astype(np.int32))
+        self._paint_runs(lane, batch.run_start[r0:r1], batch.run_end[r0:r1])
+        if w1 > w0:
+            # a wait's greenlet ran (its resume began a run here): it has a lane
+            self._paint_waits(lanes[np.searchsorted(gids, batch.wait_owner[w0:w1])],
+                              batch.wait_start[w0:w1], batch.wait_end[w0:w1],
+                              batch.wait_why[w0:w1], batch.wait_detail[w0:w1])
 
     def _paint_runs(self, lane, start, end) -> None:
         self._spread(self.run, lane, start, end, None)
@@ -283,27 +280,14 @@ class Strip:
             else:
                 layer[lane[k], cols % self.size] = code[k]
 
-    def _paint_waits(self, owner, ts_n, end_n, res_idx, recs) -> None:
-        lanes = owner[res_idx]
-        # For each resume (a run start of lane L), the previous run of L
-        # ends at the end of the previous run of L in this batch, else at
-        # the end of L's last run before it.
-        ran = np.flatnonzero(owner >= 2)
-        order = ran[np.argsort(owner[ran], kind="stable")]
-        rank = np.empty(len(owner), np.int64)
-        rank[order] = np.arange(len(order))
-        r = rank[res_idx]
-        prev = order[np.maximum(r - 1, 0)]
-        same_lane = (r > 0) & (owner[prev] == lanes)
-        start = np.where(same_lane, end_n[prev], self.last_end[lanes])
-        end = ts_n[res_idx]
+    def _paint_waits(self, lanes, start, end, whys, details) -> None:
         ok = (start > 0) & (end > start)
         # Waits within one column are covered by the runs around them.
         ok &= (end - 1) // self.col_ns > start // self.col_ns
         if not ok.any():
             return
         lanes, start, end = lanes[ok], start[ok], end[ok]
-        whys, details = recs["arg"][res_idx][ok], recs["b"][res_idx][ok]
+        whys, details = whys[ok], details[ok]
         codes = np.full(len(whys), _KIND_CODE["ready"], np.uint8)   # switch: ready
         plain = whys != lib.LK_WHY_SWITCH
         if plain.any():
@@ -367,6 +351,12 @@ class Strip:
         return {"switches/s": float(self.switches[last_second].sum()) / seconds,
                 "loop utilisation": min(1.0, busy / span) if span else 0.0,
                 "ready queue (max)": int(self.ready[cols].max()) if len(cols) else 0}
+
+
+def _span(seqs, lo: int, hi: int | None) -> tuple[int, int]:
+    """The index range of the sorted ``seqs`` in [lo, hi)."""
+    start = int(np.searchsorted(seqs, lo)) if lo else 0
+    return start, (len(seqs) if hi is None else int(np.searchsorted(seqs, hi)))
 
 
 def _rgb(color: str) -> np.ndarray:

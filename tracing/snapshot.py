@@ -80,7 +80,6 @@ import gc
 import operator
 import os
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 
@@ -96,7 +95,9 @@ from labkit.util import greenlet_name
 
 from tracing import recorder as _recorder_module
 from tracing.introspect import INTERNAL_DIRS, ipython_shell, cell_location
+from tracing import pace as _pace
 from tracing.ledger import Account, ledger_for
+from tracing.pace import Pace   # (its home is tracing.pace; kept importable from here)
 
 __all__ = ["snapshot", "snapshot_at", "Snapshot", "Row", "LoopStats", "Pace", "PIECE_NS"]
 
@@ -323,48 +324,10 @@ def _registry_for(hub, recorder) -> _Registry:
 
 #: The most work (ns) a snapshot in pieces does between two calls of its
 #: ``between``, give or take one step (a few greenlets' rows, a batch of records).
-PIECE_NS = 400_000
+#: (Read at each call: set it to change the pieces.)
+PIECE_NS = _pace.PIECE_NS
 #: Rows read between two looks at the clock in a snapshot in pieces.
 _ROWS_PER_LOOK = 32
-
-
-class Pace:
-    """``pace()`` after each step of work: calls ``between`` once
-    ``piece_ns`` (default :data:`PIECE_NS`) has passed since the last call
-    or the start. ``pace.cuts``: how many times it did. The one pacing of
-    the snapshot, the ledger's update and the lints.
-
-    ``gc_off``: the caller has disabled the collector for its pieces (so
-    that a collection its allocations set off does not land inside one,
-    making it as long as the collection); it is enabled while ``between``
-    runs."""
-
-    __slots__ = ("between", "start", "cuts", "piece_ns", "gc_off")
-
-    def __init__(self, between=None, piece_ns: int | None = None, gc_off: bool = False):
-        self.between = between
-        self.piece_ns = PIECE_NS if piece_ns is None else piece_ns
-        self.gc_off = gc_off
-        self.start = time.perf_counter_ns()
-        self.cuts = 0
-
-    def __call__(self) -> None:
-        if self.between is not None and time.perf_counter_ns() - self.start >= self.piece_ns:
-            if self.gc_off:
-                gc.enable()
-            try:
-                self.between()
-            finally:
-                if self.gc_off:
-                    gc.disable()
-            self.cuts += 1
-            self.start = time.perf_counter_ns()
-
-    def cut(self) -> None:
-        """Call ``between`` now (if any): the next step starts a piece."""
-        if self.between is not None:
-            self.start = 0
-            self()
 
 
 def snapshot(hub=None, *, between=None) -> Snapshot:
@@ -393,7 +356,7 @@ def snapshot(hub=None, *, between=None) -> Snapshot:
     # which doubled the time of a snapshot of 10,000. It runs after (and
     # while the snapshot lets the hub run).
     collecting = gc.isenabled()
-    pace = Pace(between, gc_off=collecting) if between is not None else None
+    pace = Pace(between, PIECE_NS, gc_off=collecting) if between is not None else None
     gc.disable()
     try:
         return _snapshot(hub, pace)
