@@ -10,7 +10,8 @@ what it builds cannot be expressed there:
   it is not part of the cffi module);
 * ``labkit._lk_poll_py``: the loop's zero-timeout poll, its timers' start
   and cancel, and the C half of Timeout, called without releasing the GIL
-  (see loop_c/lk_poll_py.c, loop_c/lk_timers_py.c, loop_c/lk_timeout_py.c).
+  (see loop_c/lk_poll_py.c, loop_c/lk_timers_py.c, loop_c/lk_timeout_py.c);
+  its io watchers and the poll that dispatches to them (loop_c/lk_io_py.c).
 """
 from setuptools import Extension, setup
 
@@ -24,9 +25,11 @@ trace_writer = Extension(
 
 nowait_poller = Extension(
     "labkit._lk_poll_py",
-    sources=["loop_c/lk_poll_py.c", "loop_c/lk_timers_py.c", "loop_c/lk_timeout_py.c"],
+    sources=["loop_c/lk_poll_py.c", "loop_c/lk_timers_py.c", "loop_c/lk_timeout_py.c",
+             "loop_c/lk_io_py.c"],
     include_dirs=["loop_c"],
-    depends=["loop_c/lk_loop.h", "loop_c/lk_timers_py.h", "loop_c/lk_timeout_py.h"],
+    depends=["loop_c/lk_loop.h", "loop_c/lk_timers_py.h", "loop_c/lk_timeout_py.h",
+             "loop_c/lk_io_py.h"],
     extra_compile_args=["-O2", "-std=c11"],
 )
 

@@ -6,9 +6,11 @@ into an array we own. This module is the other half of that bargain:
 
 - it maps watcher ids back to Python objects -- an fd to the two callbacks
   waiting on it (one reader, one writer), a timer id to its :class:`Timer`
-  or started Timeout (that map is C: loop_c/lk_timers_py.c);
-- it makes exactly one call into C per loop iteration (``lk_poll``) and then
-  dispatches the fired events, each to exactly one callback.
+  or started Timeout. Both maps are C, CPython builtins beside the cffi
+  loop (loop_c/lk_io_py.c, loop_c/lk_timers_py.c): a wait, a timer start
+  and a cancel cost one builtin call each, and no Python frame;
+- it makes exactly one call into C per loop iteration (``poll``: lk_poll,
+  then the dispatch of the fired events, each to exactly one callback).
 
 Callbacks are invoked directly from :meth:`Loop.poll`, in the order the C loop
 reported them (io events first, then timers in (deadline, start) order). The
@@ -20,7 +22,6 @@ loop, except :meth:`Loop.wake`, which any thread may call.
 """
 from __future__ import annotations
 
-import errno as _errno
 import os
 import sysconfig
 from typing import Callable
@@ -52,7 +53,7 @@ from labkit import _native  # the original lock: see labkit/_native.py
 try:
     from labkit._lk_loop import ffi, lib
     from labkit._lk_poll_py import Timer as _TimerType
-    from labkit._lk_poll_py import nowait as _nowait
+    from labkit._lk_poll_py import io_table as _io_table
     from labkit._lk_poll_py import timer_table as _timer_table
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
@@ -126,7 +127,6 @@ _BACKENDS = {
 }
 
 _NS = 1_000_000_000
-_MAX_FD = 2**31 - 1              # the C loop takes an int
 
 
 class ConcurrentObjectUseError(AssertionError, RuntimeError):
@@ -152,16 +152,6 @@ def _check(rc: int, what: str) -> int:
 #: (loop_c/lk_timers_py.c): a start and a cancel are one builtin call each,
 #: keeping the GIL.
 Timer = _TimerType
-
-
-class _FdWatch:
-    """Who waits on one fd: at most one reader and one writer callback."""
-
-    __slots__ = ("reader", "writer")
-
-    def __init__(self) -> None:
-        self.reader: Callable | None = None
-        self.writer: Callable | None = None
 
 
 def _spin_ns(seconds: float) -> int:
@@ -190,19 +180,8 @@ class Loop:
             code = ffi.errno
             raise OSError(code, f"lk_loop_new({name!r}): {os.strerror(code)}")
         self._ptr = ptr
-        self._events = ffi.new("lk_event[]", MAX_EVENTS)
-        # The same array as flat uint32s (id, events, id, events, ...):
-        # slicing it into a list of ints costs one call per poll, where
-        # reading cffi struct fields costs an object per field.
-        self._event_words = memoryview(ffi.buffer(self._events)).cast("I")
-        # lk_poll(ptr, 0, ...) keeping the GIL: see loop_c/lk_poll_py.c
-        self._poll0 = _nowait(_address(ffi.addressof(lib, "lk_poll")), _address(ptr),
-                              _address(self._events), MAX_EVENTS)
-        self._fds: dict[int, _FdWatch] = {}
         #: held by wake() (other threads) and close(), never while polling
         self._close_lock = _native.allocate_lock()
-        #: number of io callbacks currently registered (reader + writer slots)
-        self.io_waiters = 0
         #: The pending timers, id -> Timer or Timeout, keeping the GIL for
         #: start and cancel: see loop_c/lk_timers_py.c. Timeout.start
         #: (loop_c/lk_timeout_py.c) arms itself here, as hub.loop._timer_table.
@@ -218,6 +197,20 @@ class Loop:
         #: a number (check it first: NaN raises ValueError, <= 0 fires at
         #: the next poll, past ~146 years never).
         self.start_timer = self._timer_table.start
+        #: Who waits on which fd, and the poll: loop_c/lk_io_py.c. Its
+        #: methods are this loop's io_start, io_cancel, io_waiting,
+        #: io_forget and poll (documented below, under "io"), bound once
+        #: here: each is one builtin call, with no Python frame.
+        self._io = _io_table(
+            _address(ffi.addressof(lib, "lk_poll")),
+            _address(ffi.addressof(lib, "lk_io_set")),
+            _address(ffi.addressof(lib, "lk_io_get")),
+            _address(ptr), MAX_EVENTS, self._take_timer, ConcurrentObjectUseError)
+        self.io_start = self._io.start
+        self.io_cancel = self._io.cancel
+        self.io_waiting = self._io.waiting
+        self.io_forget = self._io.forget
+        self.poll = self._io.poll
         #: the hub that runs this loop (set by the Hub); gevent's watcher API
         #: (labkit/core.py) queues callbacks and keeps it alive through it
         self.hub = None
@@ -238,9 +231,8 @@ class Loop:
             ptr, self._ptr = self._ptr, None
         if ptr is not None:
             self._timer_table.close()
+            self._io.close()
             lib.lk_loop_free(ptr)
-            self._fds.clear()
-            self.io_waiters = 0
 
     def __del__(self) -> None:
         try:
@@ -456,166 +448,76 @@ class Loop:
         return self.hub
 
     # -- io -----------------------------------------------------------------
+    # io_start, io_cancel, io_waiting, io_forget and poll are the io table's
+    # builtins (loop_c/lk_io_py.c). __init__ binds each to the instance, so
+    # a call skips these methods' frames; the methods say what they do (and
+    # do the same, for a caller that goes through the class).
     def io_start(self, fd: int, event: int, callback: Callable[[int], object]) -> None:
         """Call ``callback(events)`` once, when ``fd`` is ready for ``event``.
 
-        ``event`` is READ or WRITE. One callback per (fd, direction): a second
-        one raises ConcurrentObjectUseError, because two greenlets reading one socket
-        would steal each other's data. Wake-ups may be spurious (the fd can
-        be drained by someone else first); callers retry their syscall.
+        ``event`` is READ or WRITE (else ValueError); ``fd`` an int in
+        [0, 2**31 - 1] (else TypeError/ValueError), which the kernel must
+        accept (else OSError, and nothing is registered). One callback per
+        (fd, direction): a second one raises ConcurrentObjectUseError,
+        because two greenlets reading one socket would steal each other's
+        data. Wake-ups may be spurious (the fd can be drained by someone
+        else first); callers retry their syscall. RuntimeError once the loop
+        is closed.
+
+        Interest is added eagerly but removed lazily: the kernel goes on
+        watching a direction after its callback was called, on the bet that
+        the caller waits again soon (no epoll_ctl per wait); a direction that
+        fires with nobody waiting is dropped then.
         """
-        if event != READ and event != WRITE:
-            raise ValueError(f"event must be READ or WRITE, not {event!r}")
-        if self._ptr is None:
-            raise RuntimeError("the loop is closed")
-        watch = self._fds.get(fd)
-        if watch is None:
-            # Checked before any state changes: a refused fd must not leave a
-            # waiter counted (the hub would never declare LoopExit).
-            if type(fd) is not int:
-                raise TypeError(f"fd must be an int, not {type(fd).__name__}")
-            if not 0 <= fd <= _MAX_FD:
-                raise ValueError(f"fd must be between 0 and {_MAX_FD}, not {fd}")
-            watch = self._fds[fd] = _FdWatch()
-        if event == READ:
-            if watch.reader is not None:
-                raise ConcurrentObjectUseError(f"fd {fd} already has a greenlet waiting to read")
-            watch.reader = callback
-        else:
-            if watch.writer is not None:
-                raise ConcurrentObjectUseError(f"fd {fd} already has a greenlet waiting to write")
-            watch.writer = callback
-        self.io_waiters += 1
-        # Interest is added eagerly but removed lazily (see _dispatch_io), so
-        # a greenlet that reads in a loop costs no epoll_ctl per wait.
-        mask = lib.lk_io_get(self._ptr, fd)
-        if not mask & event:
-            rc = lib.lk_io_set(self._ptr, fd, mask | event)
-            if rc < 0:
-                self.io_cancel(fd, event)
-                _check(rc, f"watching fd {fd}")
+        return self._io.start(fd, event, callback)
 
     def io_cancel(self, fd: int, event: int, keep_interest: bool = False) -> Callable | None:
         """The wait on (fd, event) is over: forget its callback; return it (or None).
 
         ``keep_interest`` leaves the kernel watching the fd for the next
-        wait (lazy removal, see _dispatch_io). Only an owner that calls
+        wait (lazy removal, see io_start). Only an owner that calls
         :meth:`io_forget` before it closes the fd may ask for that, as
         labkit's sockets do: epoll drops a closed fd on its own, so a cached
         interest bit would hide the *next* file that gets the same number,
         and a greenlet waiting on it would sleep forever. Everyone else (raw
         ``wait_read`` callers, select, pipes) pays one epoll_ctl per wait.
         """
-        watch = self._fds.get(fd)
-        if watch is None:
-            return None
-        if event == READ:
-            cb, watch.reader = watch.reader, None
-        else:
-            cb, watch.writer = watch.writer, None
-        if cb is not None:
-            self.io_waiters -= 1
-        if not keep_interest and self._ptr is not None:
-            mask = lib.lk_io_get(self._ptr, fd)
-            if mask & event:
-                # may fail if the fd was closed meanwhile: then it is gone anyway
-                lib.lk_io_set(self._ptr, fd, mask & ~event)
-            if watch.reader is None and watch.writer is None and not mask & ~event:
-                del self._fds[fd]
-        return cb
+        return self._io.cancel(fd, event, keep_interest)
 
     def io_waiting(self, fd: int, event: int) -> bool:
         """True if a callback waits on (fd, event) now (READ or WRITE)."""
-        watch = self._fds.get(fd)
-        if watch is None:
-            return False
-        return (watch.reader if event == READ else watch.writer) is not None
+        return self._io.waiting(fd, event)
 
     def io_forget(self, fd: int) -> list[Callable]:
         """The fd is about to be closed: stop watching it now.
 
         Returns the callbacks that were waiting on it, so the caller can wake
         them with an error. (Closing an fd that epoll still watches would leave
-        a stale registration if the fd had been dup'ed.)
+        a stale registration if the fd had been dup'ed.) A poll dispatching
+        an event of this fd that was already reported skips them.
         """
-        watch = self._fds.pop(fd, None)
-        if self._ptr is not None:
-            lib.lk_io_set(self._ptr, fd, 0)
-        if watch is None:
-            return []
-        waiting = [cb for cb in (watch.reader, watch.writer) if cb is not None]
-        # Cleared so that a dispatch already holding this watch skips them.
-        watch.reader = watch.writer = None
-        self.io_waiters -= len(waiting)
-        return waiting
+        return self._io.forget(fd)
+
+    @property
+    def io_waiters(self) -> int:
+        """How many io callbacks are registered (readers + writers)."""
+        return self._io.waiters
 
     # -- the one crossing per iteration ------------------------------------
     def poll(self, timeout: float, on_error: Callable[[Callable], None]) -> int:
         """Wait for events, at most ``timeout`` seconds (-1: until one happens),
         then run the callbacks of everything that fired.
 
-        The C loop shortens the wait to the next timer. Returns the number of
-        events dispatched. An exception from a callback is passed to
-        ``on_error(callback)`` (inside the ``except`` block, so
-        ``sys.exc_info()`` describes it) and dispatching goes on.
+        The C loop shortens the wait to the next timer; a wait of 0 keeps
+        the GIL (see loop_c/lk_poll_py.c). Returns the number of events
+        dispatched. An exception from a callback is passed to
+        ``on_error(callback)`` (while ``sys.exc_info()`` describes it) and
+        dispatching goes on; if on_error raises, poll raises it. A signal
+        ends the wait early (returns 0; Python runs its handler next).
+        RuntimeError if the loop is closed, or if a callback of this poll
+        calls it again.
         """
-        ptr = self._ptr
-        if ptr is None:
-            raise RuntimeError("the loop is closed")
-        if timeout == 0:
-            n = self._poll0()  # a busy hub's poll: no GIL round trip
-        else:
-            timeout_ns = -1 if timeout < 0 else int(timeout * _NS)
-            n = lib.lk_poll(ptr, timeout_ns, self._events, MAX_EVENTS)
-        if n <= 0:
-            if n < 0 and n != -_errno.EINTR:
-                _check(n, "lk_poll")
-            return 0
-        words = self._event_words[:2 * n].tolist()
-        take_timer = self._take_timer
-        dispatch_io = self._dispatch_io
-        for i in range(0, 2 * n, 2):
-            cb = None
-            try:
-                if words[i + 1] & TIMER:
-                    fired = take_timer(words[i])
-                    if fired is not None:  # (None: cancelled after it fired)
-                        cb, args = fired
-                        cb(*args)
-                else:
-                    dispatch_io(words[i], words[i + 1])
-            except BaseException:
-                on_error(cb)
-        return n
-
-    def _dispatch_io(self, fd: int, events: int) -> None:
-        watch = self._fds.get(fd)
-        if watch is None:
-            # Nobody has waited on this fd since it was forgotten.
-            lib.lk_io_set(self._ptr, fd, 0)
-            return
-        reader = watch.reader if events & READ else None
-        writer = watch.writer if events & WRITE else None
-        # Lazy removal: a direction that fired with nobody waiting is dropped
-        # from the kernel's interest set now; one that had a waiter stays, on
-        # the bet that the greenlet will wait again soon.
-        idle = 0
-        if events & READ and reader is None:
-            idle |= READ
-        if events & WRITE and writer is None:
-            idle |= WRITE
-        if idle:
-            mask = lib.lk_io_get(self._ptr, fd)
-            if mask & idle:
-                lib.lk_io_set(self._ptr, fd, mask & ~idle)
-        if reader is not None:
-            watch.reader = None
-            self.io_waiters -= 1
-            reader(events)
-        if writer is not None and watch.writer is writer:
-            watch.writer = None
-            self.io_waiters -= 1
-            writer(events)
+        return self._io.poll(timeout, on_error)
 
     def wake(self) -> None:
         """Make a poll that is waiting return soon. Any thread may call this."""

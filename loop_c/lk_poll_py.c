@@ -33,6 +33,7 @@
 #include "lk_loop.h"
 #include "lk_timers_py.h"
 #include "lk_timeout_py.h"
+#include "lk_io_py.h"
 
 typedef int (*lk_poll_fn)(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events);
 
@@ -118,6 +119,10 @@ static PyMethodDef module_functions[] = {
      "timer_table(start, cancel, loop) -> TimerTable: start/cancel timers of "
      "`loop` through lk_timer_start/lk_timer_cancel at those addresses, keeping "
      "the GIL (see loop_c/lk_timers_py.c)."},
+    {"io_table", (PyCFunction)(void (*)(void))lk__io_table_new, METH_FASTCALL,
+     "io_table(poll, io_set, io_get, loop, max_events, take_timer, busy_error) -> IoTable: "
+     "the loop's io watchers (fd -> reader, writer) and its poll, which calls what fired "
+     "(see loop_c/lk_io_py.c)."},
     {"configure_timeouts", (PyCFunction)(void (*)(void))lk__configure_timeouts, METH_FASTCALL,
      "configure_timeouts(getcurrent, hub_type, get_hub): how TimeoutBase.start finds "
      "the current greenlet's hub (labkit/timeout.py calls it once; see "
@@ -277,21 +282,9 @@ static int write_pass(Passes *self, PyObject *trace, Py_ssize_t n)
 }
 
 /* The pending exception, reported with on_error(entry) as sys.exc_info(). */
-__attribute__((noinline)) static int report(Passes *self, PyObject *entry)
+static int report(Passes *self, PyObject *entry)
 {
-    PyObject *type, *value, *tb, *otype, *ovalue, *otb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
-    PyErr_GetExcInfo(&otype, &ovalue, &otb);
-    PyErr_SetExcInfo(type, value, tb);    /* steals */
-    PyObject *r = PyObject_CallOneArg(self->on_error, entry ? entry : Py_None);
-    PyErr_SetExcInfo(otype, ovalue, otb);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return lk__report_failure(self->on_error, entry);
 }
 
 static PyObject *Passes_run(Passes *self, PyObject *const *args, Py_ssize_t nargs)
@@ -519,7 +512,7 @@ static int passes_init(PyObject *module)
 static int module_exec(PyObject *module)
 {
     return lk__timers_py_init(module) < 0 || lk__timeout_py_init(module) < 0
-        || passes_init(module) < 0 ? -1 : 0;
+        || lk__io_py_init(module) < 0 || passes_init(module) < 0 ? -1 : 0;
 }
 
 static void module_free(void *module)

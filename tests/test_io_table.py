@@ -1,0 +1,179 @@
+"""The loop's io watchers in C (loop_c/lk_io_py.c): who waits on which fd,
+lazy interest removal, and what poll() does when its callbacks misbehave."""
+import os
+
+import pytest
+
+from labkit._loop import READ, WRITE, ConcurrentObjectUseError, Loop, lib
+
+
+@pytest.fixture
+def loop(backend):
+    loop = Loop(backend)
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _unexpected(cb):
+    raise AssertionError(f"callback {cb!r} raised")
+
+
+def test_a_second_waiter_is_refused_and_the_first_still_fires_once(loop, pipe):
+    r, w = pipe
+    fired = []
+    loop.io_start(r, READ, fired.append)
+    with pytest.raises(ConcurrentObjectUseError, match=f"fd {r} already has a greenlet waiting to read"):
+        loop.io_start(r, READ, lambda ev: fired.append("second"))
+    assert loop.io_waiters == 1
+    loop.io_start(w, WRITE, fired.append)       # the other direction, another fd: fine
+    os.write(w, b"x")
+    assert loop.poll(1.0, _unexpected) == 2
+    assert sorted(fired) == [READ, WRITE] and loop.io_waiters == 0
+    # Both still ready, and the interest stayed (lazy removal) ...
+    assert loop.poll(0, _unexpected) == 2
+    assert len(fired) == 2                     # ... but each callback was used up,
+    assert lib.lk_io_get(loop.c_handle, r) == lib.lk_io_get(loop.c_handle, w) == 0
+    assert loop.poll(0, _unexpected) == 0      # and with nobody waiting, dropped
+
+
+def test_interest_stays_after_a_wake_up_and_goes_with_cancel(loop, pipe):
+    r, w = pipe
+    loop.io_start(r, READ, lambda ev: None)
+    os.write(w, b"x")
+    loop.poll(1.0, _unexpected)
+    assert lib.lk_io_get(loop.c_handle, r) == READ      # lazy: no epoll_ctl per wait
+    cb = print
+    loop.io_start(r, READ, cb)                            # (no set: the bit is there)
+    assert loop.io_cancel(r, READ, True) is cb
+    assert lib.lk_io_get(loop.c_handle, r) == READ      # keep_interest
+    assert loop.io_cancel(r, READ) is None
+    assert lib.lk_io_get(loop.c_handle, r) == 0
+
+
+def test_a_callback_that_raises_is_reported_against_itself_and_the_rest_run(loop, pipe):
+    r, w = pipe
+    reported, fired = [], []
+
+    def bad(events):
+        raise ValueError("boom")
+
+    def on_error(cb):
+        import sys
+        reported.append((cb, sys.exc_info()[0]))
+
+    loop.io_start(r, READ, bad)
+    loop.io_start(w, WRITE, fired.append)
+    os.write(w, b"x")
+    assert loop.poll(1.0, on_error) == 2
+    assert reported == [(bad, ValueError)] and fired == [WRITE]
+
+
+def test_on_error_that_raises_ends_the_poll_with_its_exception(loop, pipe):
+    r, w = pipe
+    loop.io_start(r, READ, lambda ev: 1 / 0)
+
+    def on_error(cb):
+        raise KeyError("from on_error")
+
+    os.write(w, b"x")
+    with pytest.raises(KeyError, match="from on_error"):
+        loop.poll(1.0, on_error)
+    assert loop.poll(0, _unexpected) == 1   # a poll after it works
+
+
+def test_forgetting_an_fd_while_watched_returns_its_callbacks_and_they_never_fire(loop, pipe):
+    r, w = pipe
+    fired = []
+    loop.io_start(w, READ, fired.append)    # a pipe's write end: never readable
+    loop.io_start(w, WRITE, fired.append)
+    assert loop.io_forget(w) == [fired.append, fired.append]
+    assert loop.io_waiters == 0 and not loop.io_waiting(w, WRITE)
+    assert lib.lk_io_get(loop.c_handle, w) == 0
+    os.close(w)
+    loop.poll(0.01, _unexpected)
+    assert fired == []
+
+
+def test_a_reader_that_forgets_the_fd_keeps_its_writer_from_being_called(loop):
+    import socket
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        calls = []
+
+        def reader(events):
+            calls.append("reader")
+            assert loop.io_forget(fd) == [writer]
+
+        def writer(events):
+            calls.append("writer")
+
+        loop.io_start(fd, READ, reader)
+        loop.io_start(fd, WRITE, writer)
+        b.send(b"x")                       # readable and writable: one event, both bits
+        loop.poll(1.0, _unexpected)
+        assert calls == ["reader"] and loop.io_waiters == 0
+
+
+def test_a_callback_that_closes_the_loop_ends_the_dispatch_cleanly(backend, pipe):
+    r, w = pipe
+    loop = Loop(backend)
+    fired = []
+
+    def close(events):
+        fired.append(events)
+        loop.close()
+
+    loop.io_start(r, READ, close)           # both fire in one poll, in the kernel's
+    loop.io_start(w, WRITE, close)          # order: the first closes the loop
+    os.write(w, b"x")
+    loop.poll(1.0, _unexpected)             # nothing reported, nothing after the close
+    assert len(fired) == 1 and loop.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.poll(0, _unexpected)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.io_start(r, READ, print)
+
+
+def test_poll_from_its_own_callback_is_refused(loop, pipe):
+    r, w = pipe
+    caught = []
+
+    def nested(events):
+        try:
+            loop.poll(0, _unexpected)
+        except RuntimeError as exc:
+            caught.append(str(exc))
+
+    loop.io_start(r, READ, nested)
+    os.write(w, b"x")
+    loop.poll(1.0, _unexpected)
+    assert caught and "callback" in caught[0]
+
+
+def test_bad_arguments_change_nothing(loop, pipe):
+    r, w = pipe
+    os.close(w)
+    with pytest.raises(TypeError, match="fd must be an int"):
+        loop.io_start(float(r), READ, print)
+    with pytest.raises(ValueError, match="fd must be between"):
+        loop.io_start(-1, READ, print)
+    with pytest.raises(ValueError, match="event must be READ or WRITE"):
+        loop.io_start(r, 3, print)
+    with pytest.raises(OSError, match=f"watching fd {w}"):
+        loop.io_start(w, READ, print)          # closed: the kernel refuses it
+    with pytest.raises(ValueError, match="NaN"):
+        loop.poll(float("nan"), _unexpected)
+    assert loop.io_waiters == 0 and not loop.io_waiting(w, READ)
+    assert loop.io_cancel(10**30, READ) is None and loop.io_forget(-5) == []
