@@ -67,7 +67,7 @@ from labkit import _native
 from labkit._loop import lib
 
 from tracing import merge as _merge
-from tracing.recorder import _RECORD, Recorder, active, set_background
+from tracing.recorder import _RECORD, Recorder, active, fork_origin, set_background
 
 #: Environment variable read by :func:`start_from_env`.
 ENV = "LABKIT_FLIGHT"
@@ -362,7 +362,7 @@ class FlightRecorder:
                                 f"labkit-flight-{recorder.pid}-{serial}-{safe}.json")
         payload = {"data": data, "start_ns": start_ns, "stop_ns": stop_ns,
                    "side": recorder.frozen_side_table(), "path": os.fspath(path),
-                   "reason": reason,
+                   "reason": reason, "forked_from": fork_origin(),
                    "extra_events": _merge.source_events(recorder.pid, start_ns, stop_ns)}
         _run_converter(payload)
         self.dumps.append(str(path))
@@ -572,7 +572,8 @@ def _convert(stream) -> None:
     side = payload["side"]
     _merge.write(Trace(recording), payload["path"], pid=side["pid"],
                  start_ns=recording.start_ns, stop_ns=stop_ns, name=f"labkit {side['pid']}",
-                 reason=payload["reason"], extra_events=payload["extra_events"])
+                 reason=payload["reason"], extra_events=payload["extra_events"],
+                 forked_from=payload.get("forked_from"))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,17 @@ timeline:
   worker) stay one process track;
 - ids of flows and async slices are made unique per file (the Chrome format
   scopes them by category, not by process);
-- a fork becomes an arrow: a slice whose ``args`` carry ``labkit_fork: PID``
-  (the gunicorn master's "fork worker PID", labkit/gunicorn.py; any forking
-  parent may mark its own) is bound by a flow (cat ``"fork"``) to the first
-  slice of process PID, when PID is among the merged files. A child's trace
-  begins after the fork, when its recorder starts, so without the arrow
-  the two line up by time only.
+- a fork becomes an arrow (a flow, cat ``"fork"``) to the first slice of
+  the child, when both are among the merged files. It starts from a slice
+  whose ``args`` carry ``labkit_fork: PID`` (the gunicorn master's "fork
+  worker PID", labkit/gunicorn.py, which runs no hub; any forking parent
+  may mark its own), or else, for a child whose file says
+  ``metadata.labkit.forked_from = {"pid", "ns"}`` (:func:`write` puts
+  :func:`tracing.recorder.fork_origin` there: any ``os.fork()``, from a
+  greenlet or multiprocessing's "fork" start method), from the parent's
+  slice that ran at that instant (the greenlet that forked). A child's
+  trace begins after the fork, when its recorder restarts, so without the
+  arrow the two line up by time only.
 
 Other tracers' spans (tracing.export's span sources: the OpenTelemetry
 bridge, tracing/otel.py) are in the files :func:`write` makes, on the
@@ -71,6 +76,12 @@ _ID_KEYS = ("id", "bind_id")
 SPAN_KEY = "labkit_span"
 #: In a slice's ``args``: the pid of the child this slice forked (see above).
 FORK_KEY = "labkit_fork"
+#: In a file's ``metadata.labkit``: ``{"pid", "ns"}`` of the fork that made
+#: the process (tracing.recorder.fork_origin), or None.
+FORKED_KEY = "forked_from"
+#: Categories of the slices in which a process's code ran (tracing.export):
+#: one of them holds the instant a greenlet (or the hub) forked.
+RUNNING_CATEGORIES = ("run", "hub")
 #: Names :func:`save` writes as Perfetto's protobuf, not JSON.
 PROTO_SUFFIXES = (".pftrace", ".perfetto-trace", ".pb")
 #: How far into a slice (µs at most, else half of it) a fork arrow's ends
@@ -111,13 +122,21 @@ def process_events(trace, *, pid: int, start_ns: int, stop_ns: int | None = None
 
 
 def write(trace, path, *, pid: int | None = None, start_ns: int, stop_ns: int | None = None,
-          name: str | None = None, reason: str | None = None, extra_events=None) -> str:
+          name: str | None = None, reason: str | None = None, extra_events=None,
+          forked_from: dict | None = None) -> str:
     """Write ``trace`` (a tracing.Trace whose time zero is ``start_ns`` on the
     lk_now_ns clock) as a Perfetto/Chrome JSON file that :func:`merge` can
-    combine with others. Returns ``path``."""
+    combine with others. Returns ``path``.
+
+    ``forked_from``: ``{"pid", "ns"}``, the process that forked this one
+    and when (:func:`tracing.recorder.fork_origin`, the default when ``pid``
+    is this process's), kept in the metadata for the fork's arrow."""
     pid = os.getpid() if pid is None else pid
     if not isinstance(start_ns, int):
         raise TypeError(f"start_ns must be an int (lk_now_ns), not {type(start_ns).__name__}")
+    if forked_from is None and pid == os.getpid():
+        from tracing.recorder import fork_origin
+        forked_from = fork_origin()
     events = process_events(trace, pid=pid, start_ns=start_ns, stop_ns=stop_ns, name=name,
                             extra_events=extra_events)
     # When this trace's zero was, on the wall clock, for people reading the file.
@@ -126,7 +145,8 @@ def write(trace, path, *, pid: int | None = None, start_ns: int, stop_ns: int | 
         "traceEvents": events, "displayTimeUnit": "ms",
         "metadata": {META_KEY: {"pid": pid, "start_ns": start_ns, "wall_start": wall,
                                 "name": name or f"labkit {pid}", "reason": reason,
-                                "dropped": getattr(trace, "dropped", 0)}},
+                                "dropped": getattr(trace, "dropped", 0),
+                                FORKED_KEY: forked_from}},
     }
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -191,10 +211,15 @@ def merge_documents(documents, out=None) -> dict:
     merged: list[dict] = []
     seen_metadata = set()
     processes = []
+    forked: dict = {}   # child pid -> (parent pid, µs on the merged timeline)
     for n, (meta, doc) in enumerate(zip(metas, documents)):
         shift_us = (meta["start_ns"] - origin) / 1e3
         processes.append({"pid": meta["pid"], "name": meta.get("name"),
                           "start_ns": meta["start_ns"], "reason": meta.get("reason")})
+        parent = meta.get(FORKED_KEY)
+        if isinstance(parent, dict) and isinstance(parent.get("pid"), int) \
+                and isinstance(parent.get("ns"), int):
+            forked[meta["pid"]] = (parent["pid"], (parent["ns"] - origin) / 1e3)
         for event in doc["traceEvents"]:
             event = dict(event)
             if event.get("ph") == "M":
@@ -213,7 +238,7 @@ def merge_documents(documents, out=None) -> dict:
                 elif isinstance(event.get(id_key), str):
                     event[id_key] = f"{n}:{event[id_key]}"
             merged.append(event)
-    merged.extend(fork_flows(merged, first_id=len(documents) * ID_STRIDE))
+    merged.extend(fork_flows(merged, first_id=len(documents) * ID_STRIDE, forked=forked))
     document = {"traceEvents": merged, "displayTimeUnit": "ms",
                 "metadata": {META_KEY: {"merged": True, "start_ns": origin,
                                         "processes": processes}}}
@@ -245,31 +270,52 @@ def save(document, out) -> str:
     return str(out)
 
 
-def fork_flows(events, first_id: int = 1) -> list[dict]:
-    """The flow events (``"s"`` then ``"f"``, cat ``"fork"``) that bind
-    each slice marked ``args.labkit_fork = PID`` in ``events`` (one
-    timeline) to the first slice of process PID (the earliest that lasts),
-    if PID has one; ids from ``first_id`` on. Both ends lie inside their
-    slices (:data:`FLOW_INSET_US`) and bind to them (``"bp": "e"``)."""
+def fork_flows(events, first_id: int = 1, forked=None) -> list[dict]:
+    """The flow events (``"s"`` then ``"f"``, cat ``"fork"``) that bind each
+    fork in ``events`` (one timeline) to the first slice of the child (the
+    earliest that lasts), if the child has one; ids from ``first_id`` on.
+
+    A fork is a slice marked ``args.labkit_fork = PID``, or an entry of
+    ``forked`` (``{child pid: (parent pid, µs)}``, from the files'
+    ``forked_from``), which starts from the parent's slice that ran then
+    (:data:`RUNNING_CATEGORIES`; none: no arrow); a child with a marked
+    slice gets only that arrow. Both ends lie inside their slices
+    (:data:`FLOW_INSET_US`) and bind to them (``"bp": "e"``)."""
     first: dict = {}
     forks = []
+    by_pid: dict = {}
+    wanted = {parent for parent, _at in (forked or {}).values()}
     for event in events:
         if event.get("ph") != "X" or not event.get("dur", 0) > 0:
             continue
         pid = event.get("pid")
         if pid not in first or event["ts"] < first[pid]["ts"]:
             first[pid] = event
+        if pid in wanted and event.get("cat") in RUNNING_CATEGORIES:
+            by_pid.setdefault(pid, []).append(event)
         child = (event.get("args") or {}).get(FORK_KEY)
         if isinstance(child, int) and not isinstance(child, bool) and child != pid:
-            forks.append((event, child))
+            forks.append((event, child, None))
+    marked = {child for _event, child, _at in forks}
+    for child, (parent, at) in (forked or {}).items():
+        if child in marked or child == parent:
+            continue
+        inside = [e for e in by_pid.get(parent, ()) if e["ts"] <= at <= e["ts"] + e["dur"]]
+        if inside:   # the innermost: the latest to begin
+            forks.append((max(inside, key=lambda e: (e["ts"], -e["dur"])), child, at))
     flows = []
-    for n, (fork, child) in enumerate(sorted(forks, key=lambda f: f[0]["ts"])):
+    for n, (fork, child, at) in enumerate(sorted(forks, key=lambda f: f[0]["ts"])):
         target = first.get(child)
         if target is None:
             continue   # that child left no trace in this merge
         common = {"cat": "fork", "name": f"fork {child}", "id": first_id + n, "bp": "e"}
-        flows.append({"ph": "s", "pid": fork["pid"], "tid": fork.get("tid"),
-                      "ts": fork["ts"] + min(fork["dur"] / 2, FLOW_INSET_US), **common})
+        if at is None:
+            start = fork["ts"] + min(fork["dur"] / 2, FLOW_INSET_US)
+        else:   # at the fork, kept strictly inside the slice
+            inset = min(fork["dur"] / 2, FLOW_INSET_US)
+            start = min(max(at, fork["ts"] + inset), fork["ts"] + fork["dur"] - inset)
+        flows.append({"ph": "s", "pid": fork["pid"], "tid": fork.get("tid"), "ts": start,
+                      **common})
         flows.append({"ph": "f", "pid": child, "tid": target.get("tid"),
                       "ts": target["ts"] + min(target["dur"] / 2, FLOW_INSET_US), **common})
     return flows

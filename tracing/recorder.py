@@ -52,6 +52,8 @@ clock origin and ``pid`` are the child's, and a blocking monitor riding on
 it gets a new watchdog thread (threads do not survive a fork). The side
 table keeps what it knows about greenlets, which the child inherits alive.
 Observers (``add_observer``) get ``after_fork_in_child(recorder)``.
+:func:`fork_origin` tells a forked child which process forked it, and when
+(for the fork's arrow in a merged trace, tracing/merge.py).
 """
 from __future__ import annotations
 
@@ -669,12 +671,40 @@ def _step_aside():
     return resume if _active is None else None
 
 
+#: lk_now_ns when this process last began a fork (set in the parent, inherited).
+_fork_started_ns: int | None = None
+#: {"pid": parent pid, "ns": lk_now_ns when it began the fork} in a forked
+#: child (see :func:`fork_origin`); None in a process that was not forked.
+_fork_origin: dict | None = None
+
+
+def fork_origin() -> dict | None:
+    """Where this process came from, if ``os.fork()`` made it (with the
+    interpreter: os.fork, multiprocessing's "fork" start method, a forking
+    server): ``{"pid": the parent's pid, "ns": when the parent began the
+    fork, on the lk_now_ns clock (CLOCK_MONOTONIC, which the two share)}``;
+    None otherwise (or after an exec). The parent was running the greenlet
+    that forked at that instant, so tracing/merge.py draws the fork as an
+    arrow from that greenlet's slice in the parent's trace to the child's
+    first slice. Set whether or not anything recorded."""
+    return None if _fork_origin is None else dict(_fork_origin)
+
+
+def _before_fork() -> None:
+    global _fork_started_ns
+    _fork_started_ns = lib.lk_now_ns()
+
+
 def _restart_in_child() -> None:
+    global _fork_origin
+    parent = os.getppid()
+    _fork_origin = {"pid": parent, "ns": _fork_started_ns if _fork_started_ns is not None
+                    else lib.lk_now_ns()}
     if _active is not None and _active.ring is not None:
         _active._restart_in_child()
 
 
-os.register_at_fork(after_in_child=_restart_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_restart_in_child)
 
 
 def mark_host_wait() -> None:
