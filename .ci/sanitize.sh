@@ -34,6 +34,7 @@ PY="${PYTHON:-python}"
 SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1"
 PYTEST_TARGETS=(
     tests/test_loop_c.py
+    tests/test_io_table.py
     tests/test_timer_heap.py
     tests/test_loop_fuzz.py
     tests/test_hub.py
