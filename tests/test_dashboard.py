@@ -54,11 +54,44 @@ def background():
     labkit.killall(gs)
 
 
+def shown(d):
+    """Mark ``d``'s image as shown by one front-end view, as ipywidgets'
+    front-end does when it displays it (it counts views in ``_view_count``)."""
+    d._image._view_count = 1
+    return d
+
+
 @pytest.fixture
 def dash():
-    d = Dashboard(window=2)
+    d = shown(Dashboard(window=2))
     yield d
     d.close()
+
+
+def test_a_dashboard_nobody_sees_draws_now_and_then(background):
+    """No view of the image: the lanes are brought up to date every refresh
+    but a picture is drawn only every ``unseen_refresh`` seconds; once a
+    view appears, every refresh draws one."""
+    with pytest.raises(ValueError, match="unseen_refresh"):
+        Dashboard(unseen_refresh=0)
+    d = Dashboard(window=2, refresh=0.25, unseen_refresh=3600)
+    try:
+        assert not d.seen
+        wait_for_refreshes(d, 4)
+        assert d.pictures == 1          # the first one, then none for an hour
+        shown(d)
+        assert d.seen
+        drawn = d.pictures
+        wait_for_refreshes(d, 3)
+        assert d.pictures >= drawn + 2
+    finally:
+        d.close()
+    d = Dashboard(window=2, refresh=0.25, unseen_refresh=None)   # draws regardless
+    try:
+        wait_for_refreshes(d, 3)
+        assert d.pictures >= 2
+    finally:
+        d.close()
 
 
 def _blocker():

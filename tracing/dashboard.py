@@ -51,6 +51,12 @@ seconds are kept; :meth:`Dashboard.picture_at` returns the one shown at a
 moment, and :meth:`Dashboard.freeze` shows it and holds it (the console's
 scrub) while recording goes on.
 
+Nobody looking: the image widget counts its front-end views
+(``_view_count``); while it has none (a notebook closed, an output cleared,
+a script), a picture is drawn only every ``unseen_refresh`` seconds
+(:data:`UNSEEN_REFRESH`) -- the PNG is most of a refresh's cost -- while
+the lanes and counters go on being brought up to date.
+
 Coalescing: at most one snapshot request and one update are in flight at a
 time. If drawing is slower than ``refresh``, refreshes are skipped, not
 queued. Each refresh sends at most three widget updates (image, counters,
@@ -93,6 +99,12 @@ from tracing.recorder import Recorder, mark_host_wait, shown_name
 MAX_REFRESH_HZ = 4
 #: Pictures kept for scrubbing back (``history``), at most.
 MAX_PICTURES = 600
+#: Seconds between pictures while no front-end shows the image (the
+#: widget's view count is 0: a closed notebook, an output cleared, a script),
+#: unless the Dashboard is given its own ``unseen_refresh``. The lanes are
+#: still brought up to date every refresh, so a view that appears gets a
+#: current picture at the next one.
+UNSEEN_REFRESH = 5.0
 
 _current: "Dashboard | None" = None   # the one recording now, if any
 
@@ -176,19 +188,25 @@ class Dashboard:
     blocking monitor in seconds (None: no monitor). ``max_lanes``: greenlet
     lanes in the timeline. ``autostart``: start recording at once.
     ``history``: seconds of pictures kept for :meth:`picture_at` (0: none).
-    ``dpi``: of the picture (144: sharp on a slide).
+    ``dpi``: of the picture (144: sharp on a slide). ``unseen_refresh``:
+    seconds between pictures while no front-end shows the image
+    (default :data:`UNSEEN_REFRESH`; None: draw every refresh regardless).
     """
 
     def __init__(self, window: float = 5.0, refresh: float = 0.25,
                  blocking: float | None = 0.05, max_lanes: int = 10,
                  capacity: int = 1 << 16, autostart: bool = True,
-                 history: float = 0.0, dpi: int = 144):
+                 history: float = 0.0, dpi: int = 144, unseen_refresh="default"):
         if not window > 0:
             raise ValueError(f"window must be > 0, not {window!r}")
         if not history >= 0:
             raise ValueError(f"history must be >= 0, not {history!r}")
         if not (isinstance(dpi, int) and 20 <= dpi <= 600):
             raise ValueError(f"dpi must be an int in [20, 600], not {dpi!r}")
+        if unseen_refresh == "default":
+            unseen_refresh = UNSEEN_REFRESH
+        if unseen_refresh is not None and not unseen_refresh > 0:
+            raise ValueError(f"unseen_refresh must be > 0 or None, not {unseen_refresh!r}")
         global _current
         if _current is not None:
             _current.close()   # re-running a cell replaces the dashboard
@@ -199,6 +217,8 @@ class Dashboard:
         self.capacity = capacity
         self.history = float(history)
         self.dpi = dpi
+        self.unseen_refresh = unseen_refresh
+        self.pictures = 0           #: pictures drawn so far
         self._pictures: collections.deque = collections.deque()   # (time, png)
         self._pictures_lock = threading.Lock()
         self._frozen: float | None = None   # freeze(t): the time shown, while held
@@ -227,6 +247,9 @@ class Dashboard:
         import ipywidgets as w
         self._status = w.HTML()
         self._image = w.Image(format="png", layout=w.Layout(width="100%", max_width="760px"))
+        # The front-end counts the image's views in this trait (ipywidgets
+        # does so once it is a number): 0 means nobody sees the picture.
+        self._image._view_count = 0
         self._counters = w.HTML()
         self._table = w.HTML()
         self._buttons = {name: w.Button(description=name, layout=w.Layout(width="80px"))
@@ -468,10 +491,17 @@ class Dashboard:
                                       or len(self._pictures) > MAX_PICTURES):
                 self._pictures.popleft()
 
+    @property
+    def seen(self) -> bool:
+        """Whether a front-end shows the image now (its view count)."""
+        count = self._image._view_count
+        return count is None or count > 0
+
     # -- the dashboard thread ----------------------------------------------------
     def _run(self, generation: int) -> None:
         recorder = self._recorder
         strip = picture = None
+        drawn_at = None             # snapshot time of the last picture
         live_spawns: set = set()
         spawns_seen = 0
         while not self._stop.wait(self.refresh):
@@ -507,14 +537,21 @@ class Dashboard:
                 horizon = snapshot.now_ns - int(self.window * 1e9)
                 blocks = [b for b, (_, end) in zip(recorder.blocks, block_spans(
                     recorder, recorder.blocks)) if end >= horizon]
-                shown = picture.lanes(strip, strip.window())
-                steps = self._task_steps
-                names = lane_names(recorder, strip, shown,
-                                   steps.names() if steps is not None else None)
-                png = picture.render(strip, names, block_spans(recorder, blocks))
-                self.lanes = [("poll", "hub")[lane] if lane < 2 else names.get(lane, "?")
-                              for lane in shown]
-                self._keep(snapshot.time, png)
+                png = None
+                # Nobody looks: a picture now and then (the PNG is most of a
+                # refresh's cost), not every refresh.
+                if self.seen or self.unseen_refresh is None or drawn_at is None \
+                        or snapshot.time - drawn_at >= self.unseen_refresh:
+                    shown = picture.lanes(strip, strip.window())
+                    steps = self._task_steps
+                    names = lane_names(recorder, strip, shown,
+                                       steps.names() if steps is not None else None)
+                    png = picture.render(strip, names, block_spans(recorder, blocks))
+                    self.lanes = [("poll", "hub")[lane] if lane < 2 else names.get(lane, "?")
+                                  for lane in shown]
+                    self._keep(snapshot.time, png)
+                    drawn_at = snapshot.time
+                    self.pictures += 1
                 frame = Frame(png=png,
                               counters=counters(strip, snapshot,
                                                 len(live_spawns) + alive_before, blocks),

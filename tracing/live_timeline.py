@@ -119,9 +119,13 @@ class Strip:
         nothing runs); ``lost``: records the ring overwrote meanwhile."""
         self.lost += lost
         self._advance(now_ns // self.col_ns)
-        for batch in batches:
-            self.records += batch.count
-            self._take(batch)
+        if not batches:
+            return
+        # One batch of all (the sequence numbers go on from batch to batch):
+        # each numpy pass below then runs once a refresh, not once a batch.
+        batch = batches[0] if len(batches) == 1 else _ledger.Slices.joined(batches)
+        self.records += batch.count
+        self._take(batch)
 
     def add(self, data: bytes, now_ns: int, lost: int = 0) -> None:
         """Fold raw records ``data`` (read from a ring after those given
@@ -231,7 +235,7 @@ class Strip:
         oldest = self.last_col - self.size
         resumed = batch.wait_end[w0:w1] // self.col_ns
         resumed = resumed[resumed > oldest]
-        np.add.at(self.switches, resumed % self.size, 1)
+        self.switches += np.bincount(resumed % self.size, minlength=self.size).astype(np.int32)
         if lo == 0 and len(batch.pass_ts):   # (the passes need no lanes: once a batch)
             cols = batch.pass_ts // self.col_ns
             kept = cols > oldest
@@ -249,36 +253,53 @@ class Strip:
 
     def _spread(self, layer, lane, start, end, code) -> None:
         """For each span [start, end) of ``lane``: add its ns to each column
-        it covers (``code`` None) or set those columns to ``code``.
-        Vectorised for spans of up to :data:`_SHORT` columns (nearly all);
-        longer ones one by one (at most a window's worth per lane)."""
-        oldest = (self.last_col - self.size + 1) * self.col_ns
+        it covers (``code`` None) or set those columns to ``code`` (a later
+        span's over an earlier one's, column by column from each span's
+        first). Vectorised for spans of up to :data:`_SHORT` columns
+        (nearly all: most fit in one); longer ones one by one (at most a
+        window's worth per lane)."""
+        size, col_ns = self.size, self.col_ns
+        oldest = (self.last_col - size + 1) * col_ns
         start = np.maximum(start, oldest)
         keep = end > start
         if not keep.all():
             lane, start, end = lane[keep], start[keep], end[keep]
             code = code[keep] if code is not None else None
-        c0, c1 = start // self.col_ns, (end - 1) // self.col_ns
-        width = c1 - c0
-        for d in range(_SHORT + 1):
-            m = width >= d if d else np.ones(len(width), bool)
-            m &= width <= _SHORT
-            if not m.any():
+        c0 = start // col_ns
+        width = (end - 1) // col_ns - c0
+        flat = layer.reshape(-1)          # (a view: the layers are contiguous)
+        row = lane * size
+        short = width <= _SHORT
+        every = short.all()
+        # d = 0, the first column of each short span: one pass over them all
+        first = slice(None) if every else short
+        cols = c0[first]
+        if code is None:
+            ns = np.minimum(end[first], (cols + 1) * col_ns) - start[first]
+            np.add.at(flat, row[first] + cols % size, ns.astype(np.float32))
+        else:
+            flat[row[first] + cols % size] = code[first]
+        more = np.flatnonzero(short & (width > 0))
+        for d in range(1, _SHORT + 1):
+            more = more[width[more] >= d]
+            if not len(more):
                 break
-            col = c0[m] + d
+            col = c0[more] + d
             if code is None:
-                lo = np.maximum(start[m], col * self.col_ns)
-                hi = np.minimum(end[m], (col + 1) * self.col_ns)
-                np.add.at(layer, (lane[m], col % self.size), (hi - lo).astype(np.float32))
+                lo = np.maximum(start[more], col * col_ns)
+                hi = np.minimum(end[more], (col + 1) * col_ns)
+                np.add.at(flat, row[more] + col % size, (hi - lo).astype(np.float32))
             else:
-                layer[lane[m], col % self.size] = code[m]
-        for k in np.flatnonzero(width > _SHORT):
-            cols = np.arange(int(c0[k]), int(c1[k]) + 1)
+                flat[row[more] + col % size] = code[more]
+        if every:
+            return
+        for k in np.flatnonzero(~short):
+            cols = np.arange(int(c0[k]), int(c0[k] + width[k]) + 1)
             if code is None:
-                edges = np.concatenate([[start[k]], cols[1:] * self.col_ns, [end[k]]])
-                layer[lane[k], cols % self.size] += np.diff(edges).astype(np.float32)
+                edges = np.concatenate([[start[k]], cols[1:] * col_ns, [end[k]]])
+                layer[lane[k], cols % size] += np.diff(edges).astype(np.float32)
             else:
-                layer[lane[k], cols % self.size] = code[k]
+                layer[lane[k], cols % size] = code[k]
 
     def _paint_waits(self, lanes, start, end, whys, details) -> None:
         ok = (start > 0) & (end > start)
@@ -438,11 +459,22 @@ class Picture:
         from PIL import ImageFont
         self.font = ImageFont.truetype(font_path, self.text_px)
         self.label_width = max(1, self.x0 - int(self.text_px * 0.6))
+        # Text is the dearest part of a frame after the PNG encoder (~40% of
+        # it): the background with the names written in is kept for the
+        # names last shown, and the note's pixels per count of hidden lanes.
+        self._bands: dict = {}
+        self._named = None        # (names, background with them)
+        self._notes: dict = {}    # hidden count -> (ys, xs, palette indices)
 
     def _band(self, slot: int, height: float) -> tuple[int, int]:
-        top, bottom = self._slot_y[slot]
-        middle, half = (top + bottom) / 2, (bottom - top) * height / 2
-        return int(round(middle - half)), max(int(round(middle + half)), int(round(middle - half)) + 1)
+        band = self._bands.get((slot, height))
+        if band is None:
+            top, bottom = self._slot_y[slot]
+            middle, half = (top + bottom) / 2, (bottom - top) * height / 2
+            band = self._bands[slot, height] = (
+                int(round(middle - half)),
+                max(int(round(middle + half)), int(round(middle - half)) + 1))
+        return band
 
     def render(self, strip: Strip, names: dict, blocks=(), end_ns: int | None = None,
                compress_level: int = 1) -> bytes:
@@ -450,13 +482,15 @@ class Picture:
         column). ``names``: lane row -> name (for the lanes shown; see
         :meth:`lanes`). ``blocks``: (start_ns, end_ns) of blocks found by
         the blocking monitor."""
-        from PIL import Image, ImageDraw
+        from PIL import Image
         cols = strip.window(end_ns)
         cols = cols[len(cols) - self.columns:]
         last = strip.last_col if end_ns is None else min(strip.last_col, end_ns // strip.col_ns)
         col0 = last - (len(cols) - 1)   # absolute number of the first column drawn
         shown = self.lanes(strip, cols)
-        img = self.background.copy()
+        texts = tuple(names.get(lane) or (POLL if lane == POLL_LANE else HUB if lane == HUB_LANE
+                                          else "?") for lane in shown)
+        img = self._with_names(texts).copy()
         width = len(cols)
         area = img[:, self.x0 + self.columns - width:self.x0 + self.columns]
         for slot, lane in enumerate(shown):
@@ -492,30 +526,51 @@ class Picture:
                     slot = shown.index(greenlets[int(busy.argmax())])
             y0, y1 = self._band(slot, 0.9)
             area[y0:y1, a:b] = self.block_i
-        # The names, right-aligned left of the axes, and the note above.
-        labels = Image.new("L", (self.label_width, img.shape[0]), 255)
-        draw = ImageDraw.Draw(labels)
-        for slot, lane in enumerate(shown):
-            name = names.get(lane) or (POLL if lane == POLL_LANE else HUB if lane == HUB_LANE
-                                       else "?")
-            top, bottom = self._slot_y[slot]
-            draw.text((self.label_width - 1, (top + bottom) / 2),
-                      self._fit(draw, name, self.label_width - 4), fill=0, font=self.font,
-                      anchor="rm")
-        self._paste(img, labels, 0, 0)
+        # The note above the axes.
         hidden = strip.hidden(cols, len(shown) - 2)
         if hidden:
-            y0, y1 = self.title_box
-            note = Image.new("L", (self.x1 - self.x0, y1 - y0), 255)
-            ImageDraw.Draw(note).text(((self.x1 - self.x0) / 2, 0),
-                                      f"({hidden} quieter greenlets not shown)", fill=0,
-                                      font=self.font, anchor="ma")
-            self._paste(img, note, self.x0, y0)
+            ys, xs, values = self._note(hidden)
+            img[ys, xs] = values
         image = Image.fromarray(img, mode="P")
         image.putpalette(self.palette)
         out = io.BytesIO()
         image.save(out, format="PNG", compress_level=compress_level)
         return out.getvalue()
+
+    def _with_names(self, texts: tuple) -> np.ndarray:
+        """The background with ``texts`` written right-aligned left of the
+        axes, one per slot (kept for the last ``texts``: not to be changed)."""
+        if self._named is None or self._named[0] != texts:
+            from PIL import Image, ImageDraw
+            img = self.background.copy()
+            labels = Image.new("L", (self.label_width, img.shape[0]), 255)
+            draw = ImageDraw.Draw(labels)
+            for slot, name in enumerate(texts):
+                top, bottom = self._slot_y[slot]
+                draw.text((self.label_width - 1, (top + bottom) / 2),
+                          self._fit(draw, name, self.label_width - 4), fill=0, font=self.font,
+                          anchor="rm")
+            self._paste(img, labels, 0, 0)
+            self._named = (texts, img)
+        return self._named[1]
+
+    def _note(self, hidden: int) -> tuple:
+        """The pixels of "(N quieter greenlets not shown)" above the axes."""
+        pixels = self._notes.get(hidden)
+        if pixels is None:
+            from PIL import Image, ImageDraw
+            if len(self._notes) >= 64:
+                self._notes.clear()
+            y0, y1 = self.title_box
+            note = Image.new("L", (self.x1 - self.x0, y1 - y0), 255)
+            ImageDraw.Draw(note).text(((self.x1 - self.x0) / 2, 0),
+                                      f"({hidden} quieter greenlets not shown)", fill=0,
+                                      font=self.font, anchor="ma")
+            levels = np.asarray(note)
+            ys, xs = np.nonzero(levels < 224)
+            pixels = self._notes[hidden] = (ys + y0, xs + self.x0,
+                                            self.gray0 + (levels[ys, xs] >> 5))
+        return pixels
 
     def _paste(self, img, text, x: int, y: int) -> None:
         """Copy the dark pixels of ``text`` (an "L" image, black on white)
