@@ -61,9 +61,9 @@ def test_a_greenlet_that_leaves_its_wait_meanwhile_gets_no_lint(monkeypatch):
     monkeypatch.setattr(tracing.lints, "PIECE_NS", 0)
 
     def between():
-        # once the waiters are collected and their frames are being read
-        if not gone[0].dead and sys._getframe(2).f_code.co_name.startswith(
-                "_only_waiters_refer"):
+        # once the waiters are collected and their frames are being counted
+        # (tracing.lost_wakeup's audit, between two waiters)
+        if not gone[0].dead and sys._getframe(2).f_code.co_name == "_audit":
             labkit.killall(gone)
         labkit.sleep(0)
 

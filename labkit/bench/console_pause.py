@@ -112,7 +112,7 @@ def measure_in_process(greenlets: int, frames: int) -> dict:
 
     ticker = labkit.spawn(tick)
     recording = BackgroundRecording().start()
-    walls, cpus, heaps = [], [], []
+    walls, cpus, heaps, walks = [], [], [], []
 
     def run():
         capturer = Capturer(min_interval=0, budget=1.0)   # the lints every frame
@@ -124,6 +124,7 @@ def measure_in_process(greenlets: int, frames: int) -> dict:
                 labkit.sleep(0)
                 marks.append((time.perf_counter_ns(), time.thread_time_ns()))
 
+            traversals = capturer.heap.traversals
             frame = capturer.capture(between=between)
             marks.append((time.perf_counter_ns(), time.thread_time_ns()))
             if index:   # the first pays for imports
@@ -131,6 +132,8 @@ def measure_in_process(greenlets: int, frames: int) -> dict:
                 walls.append(max(b[0] - a[0] for a, b in pieces) / 1e6)
                 cpus.append(max(b[1] - a[1] for a, b in pieces) / 1e6)
                 heaps.append(frame["heap_ms"])
+                if capturer.heap.traversals != traversals:
+                    walks.append(capturer.heap.traversal_ns / 1e6)
             labkit.sleep(0.25)
 
     try:
@@ -142,7 +145,8 @@ def measure_in_process(greenlets: int, frames: int) -> dict:
     return {"greenlets": greenlets, "frames": frames,
             "wall_ms_median": statistics.median(walls), "wall_ms_max": max(walls),
             "cpu_ms_median": statistics.median(cpus), "cpu_ms_max": max(cpus),
-            "heap_runs": len(ran), "heap_ms_max": max(ran, default=0.0)}
+            "heap_runs": len(ran), "heap_ms_max": max(ran, default=0.0),
+            "traversals": len(walks), "traversal_ms_max": max(walks, default=0.0)}
 
 
 def main(argv=None) -> int:
@@ -160,12 +164,14 @@ def main(argv=None) -> int:
         print(f"longest piece per console frame (lints in each), {args.frames} frames, "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         print(f"{'greenlets':>9} {'wall ms median':>15} {'max':>8} {'CPU ms median':>14} "
-              f"{'max':>8} {'heap traversals':>16} {'their wall ms max':>18}")
+              f"{'max':>8} {'decided':>8} {'in ms max':>10} {'heap traversals':>16} "
+              f"{'their ms max':>13}")
         for count in counts:
             r = measure_in_process(count, args.frames)
             print(f"{r['greenlets']:>9} {r['wall_ms_median']:>15.2f} {r['wall_ms_max']:>8.2f} "
                   f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f} "
-                  f"{r['heap_runs']:>16} {r['heap_ms_max']:>18.2f}")
+                  f"{r['heap_runs']:>8} {r['heap_ms_max']:>10.2f} {r['traversals']:>16} "
+                  f"{r['traversal_ms_max']:>13.2f}")
         return 0
     print(f"attach pause per refresh, {args.frames} frames 250 ms apart, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")

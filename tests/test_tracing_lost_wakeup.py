@@ -1,0 +1,279 @@
+"""tracing.lost_wakeup: who refers to what a parked greenlet waits on, decided
+by a reference count audit and a search from the roots, in pieces, and by a
+heap traversal only when those cannot tell -- with the verdicts the heap
+traversal alone gives (the lint's definition)."""
+import functools
+import itertools
+import sys
+
+import pytest
+
+import labkit
+import tracing.lints
+import tracing.lost_wakeup as lost_wakeup
+from labkit.event import Event
+from labkit.lock import Semaphore
+from labkit.queue import Queue
+from labkit.threading import Lock
+from tracing.lints import HeapCheck, lints
+
+pytestmark = pytest.mark.timeout(60)
+
+#: holders the cases below put their primitives in (a module's globals)
+_GLOBAL = {}
+
+
+class _Holder:
+    def __init__(self):
+        self.items = []
+
+
+def _spawn(name, fn, *args):
+    g = labkit.spawn(fn, *args)
+    g.name = name
+    return g
+
+
+def _wait_on(obj):
+    """What parks on ``obj`` with no timer, for each kind of primitive."""
+    if isinstance(obj, Event):
+        return obj.wait()
+    if isinstance(obj, Queue):
+        return obj.get()
+    return obj.acquire()
+
+
+def _make(kind):
+    if kind == "Lock":
+        lock = Lock()
+        lock.acquire()    # taken, and never given back: acquire() parks
+        return lock
+    if kind == "Semaphore":
+        return Semaphore(0)
+    return {"Event": Event, "Queue": Queue}[kind]()
+
+
+KINDS = ("Event", "Queue", "Lock", "Semaphore")
+
+
+def _only_its_waiter(kind):
+    def waiter():
+        obj = _make(kind)
+        _wait_on(obj)
+    return [_spawn(f"only-{kind}", waiter)]
+
+
+def _global(kind):
+    _GLOBAL[kind] = _make(kind)
+
+    def waiter():
+        _wait_on(_GLOBAL[kind])
+    return [_spawn(f"global-{kind}", waiter)]
+
+
+def _closure_of_another(kind):
+    obj = _make(kind)
+
+    def setter():
+        labkit.sleep(60)
+        obj.release() if kind in ("Lock", "Semaphore") else \
+            obj.set() if kind == "Event" else obj.put(1)
+
+    def waiter(o):
+        _wait_on(o)
+    return [_spawn(f"cell-{kind}", waiter, obj), _spawn("setter", setter)]
+
+
+def _list_in_another_object(kind):
+    holder = _Holder()
+    holder.items.append(_make(kind))
+    _GLOBAL["holder-" + kind] = [holder]     # reached: globals -> list -> instance -> list
+
+    def waiter(h):
+        obj = h.items[0]
+        h = None
+        _wait_on(obj)
+    return [_spawn(f"list-{kind}", waiter, holder)]
+
+
+def _c_dict_of_a_module(kind):
+    # a dict held by a C module (sys), a partial, a bound method inside
+    sys._labkit_lost_wakeup_test = {"cb": functools.partial(print, _make(kind))}
+
+    def waiter():
+        _wait_on(sys._labkit_lost_wakeup_test["cb"].args[0])
+    return [_spawn(f"cdict-{kind}", waiter)]
+
+
+def _c_object(kind):
+    # held only by a C object the search does not read: the heap traversal decides
+    _GLOBAL["repeat-" + kind] = itertools.repeat(_make(kind))
+
+    def waiter():
+        _wait_on(next(_GLOBAL["repeat-" + kind]))
+    return [_spawn(f"cobj-{kind}", waiter)]
+
+
+#: case -> (lost?, which step decides: "audit", "witness" or "traversal")
+CASES = {
+    _only_its_waiter: (True, "audit"),
+    _global: (False, "witness"),
+    _closure_of_another: (False, "witness"),
+    _list_in_another_object: (False, "witness"),
+    _c_dict_of_a_module: (False, "witness"),
+    _c_object: (False, "traversal"),
+}
+
+
+def _lost(found):
+    return {lint.greenlet for lint in found if lint.kind == "lost wake-up"}
+
+
+def _cleanup(gs):
+    labkit.killall(gs)
+    _GLOBAL.clear()
+    sys.__dict__.pop("_labkit_lost_wakeup_test", None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", list(CASES), ids=lambda case: case.__name__.strip("_"))
+def test_each_holder_gets_its_verdict_from_the_cheapest_step(case, kind):
+    lost, step = CASES[case]
+    gs = case(kind)
+    labkit.sleep(0.01)
+    name = gs[0].name
+    try:
+        heap = HeapCheck(after=0.0)
+        found = _lost(lints(heap=heap, between=lambda: labkit.sleep(0)))
+        assert (name in found) is lost
+        assert "setter" not in found
+        assert heap.runs == 1 and heap.audited == 1
+        assert heap.witnessed == (step == "witness")
+        assert heap.traversals == (step == "traversal")
+        # the same verdict from the heap traversal alone (the lint's definition)
+        assert (name in _lost_by_traversal_alone()) is lost
+    finally:
+        _cleanup(gs)
+
+
+def _lost_by_traversal_alone():
+    saved = lost_wakeup._audit, lost_wakeup._witnesses
+    lost_wakeup._audit = lambda group, pace: False
+    lost_wakeup._witnesses = lambda groups, greenlets, pace: set()
+    try:
+        return _lost(lints())
+    finally:
+        lost_wakeup._audit, lost_wakeup._witnesses = saved
+
+
+def test_the_audit_counts_private_containers_and_many_waiters():
+    # 50 waiters, each reaching the Event through its own args tuple and a
+    # list they share, a bound method as a greenlet's run: all private
+    box = [Event()]
+
+    def waiter(b):
+        b[0].wait()
+
+    gs = [_spawn(f"boxed-{n}", waiter, box) for n in range(50)]
+    gs.append(_spawn("bound", box[0].wait))
+    labkit.sleep(0.01)
+    box = None
+    try:
+        heap = HeapCheck(after=0.0)
+        assert _lost(lints(heap=heap)) >= {g.name for g in gs}
+        assert heap.traversals == 0 and heap.witnessed == 0
+    finally:
+        labkit.killall(gs)
+
+
+def test_a_reference_the_caller_holds_in_a_local_is_a_holder():
+    ev = Event()
+    g = _spawn("callers", ev.wait)
+    labkit.sleep(0.01)
+    try:
+        heap = HeapCheck(after=0.0)
+        assert "callers" not in _lost(lints(heap=heap))
+        assert heap.witnessed == 1 and heap.traversals == 0
+        ev = None
+        heap = HeapCheck(after=0.0)
+        assert "callers" in _lost(lints(heap=heap))
+        assert heap.traversals == 0
+    finally:
+        labkit.kill(g)
+
+
+def test_a_path_gone_while_the_search_yields_is_not_a_holder(monkeypatch):
+    # the holder is deep (a chain of lists): the search takes pieces, and the
+    # first one drops the holder; the path it then finds no longer exists
+    ev = Event()
+    chain = [ev]
+    for _ in range(50):
+        chain = [chain]
+    _GLOBAL["chain"] = chain
+    chain = None
+
+    def waiter():
+        e = _GLOBAL["chain"]
+        while type(e) is list:
+            e = e[0]
+        e.wait()
+
+    g = _spawn("chained", waiter)
+    labkit.sleep(0.01)
+    ev = None
+    calls = []
+
+    def between():
+        if sys._getframe(2).f_code.co_name == "_search":
+            calls.append(1)
+            _GLOBAL.clear()
+        labkit.sleep(0)
+
+    monkeypatch.setattr(tracing.lints, "PIECE_NS", 0)
+    try:
+        heap = HeapCheck(after=0.0)
+        assert "chained" in _lost(lints(heap=heap, between=between))
+        assert calls
+    finally:
+        _cleanup([g])
+
+
+def test_a_waiter_on_a_lock_inside_with_is_decided_exactly():
+    # ``with lock:`` keeps lock.__exit__ on the frame's value stack, which
+    # the audit cannot see: the lock is still found held by its global
+    _GLOBAL["outer"] = Lock()
+    inner = Lock()
+    inner.acquire()
+
+    def waiter(i):
+        with _GLOBAL["outer"]:
+            i.acquire()
+
+    g = _spawn("with", waiter, inner)
+    labkit.sleep(0.01)
+    inner = None
+    try:
+        assert "with" in _lost(lints())      # the inner lock: only its waiter
+        assert "with" in _lost_by_traversal_alone()
+    finally:
+        _cleanup([g])
+
+
+def test_the_search_does_not_pass_through_the_waiters():
+    # two greenlets each parked on what the other holds: each object is held
+    # by a greenlet that is not its waiter (the lint's definition)
+    a, b = Event(), Event()
+
+    def one(mine, other):
+        mine.wait()
+
+    g1, g2 = _spawn("one", one, a, b), _spawn("two", one, b, a)
+    labkit.sleep(0.01)
+    a = b = None
+    try:
+        found = _lost(lints(heap=HeapCheck(after=0.0)))
+        assert not {"one", "two"} & found
+        assert not {"one", "two"} & _lost_by_traversal_alone()
+    finally:
+        labkit.killall([g1, g2])
+

@@ -1,0 +1,915 @@
+"""The lost wake-up lint: a greenlet parked, with no timer, on something
+nothing can ever wake -- an Event, a Queue, a lock... that only its waiters
+refer to, an fd that is closed, a join of a greenlet already dead.
+
+Interface (:mod:`tracing.lints` runs it among the lints and re-exports the
+public names; :mod:`tracing.frames` asks :func:`waited_object` and
+:func:`holder_of` for the console's wait-for graph):
+
+    lost_wakeups(rows, pace=None, heap=None) -> [Finding]
+        the findings for a snapshot's rows (call from the hub's thread);
+        ``pace()`` is called after each step of work (a
+        :class:`tracing.snapshot.Pace`: it yields to the loop between
+        pieces); ``heap`` a :class:`HeapCheck` kept between calls.
+    waited_object(g) -> (object or None, timed)
+    holder_of(obj) -> greenlet or None
+    HeapCheck(after=LOST_WAKEUP_AFTER, recheck=2.0, max_recheck=30.0)
+
+Who refers to the object a parked greenlet waits on is decided in three
+steps, cheapest first; each later step runs only for the objects the
+earlier ones could not decide:
+
+1. **Audit** (:func:`_audit`, O(waiters), no heap traversal):
+   ``sys.getrefcount(obj)`` against the references the waiters' side
+   accounts for -- their frames' plain locals, the dict a frame caches its
+   locals in (3.10-3.12), their greenlets' ``_run``/``args``/``kwargs``, and
+   the dicts, lists, tuples and bound methods only those refer to (checked
+   the same way, to a fixed point) -- and the lint's own temporaries. All
+   accounted for: nothing else refers to it, "lost". A reference left over
+   may be a holder or one the audit cannot attribute (a closure cell, a
+   frame's value stack -- ``with lock:`` keeps ``lock.__exit__`` there --,
+   C code): undecided. The counts are read in pieces; they stay true while
+   every waiter stays suspended on the same frame, which is checked, with
+   the final ``getrefcount``, in one piece.
+2. **Witness** (:func:`_witnesses`, in pieces): a search forward from the
+   roots Python can see -- every other greenlet's frames and ``_run``/
+   ``args``, the caller's stack, other threads' frames, ``sys.modules`` --
+   through dicts, lists, tuples, sets, deques, cells, functions' closures
+   and defaults, bound methods, ``functools.partial`` and instances' fields,
+   never through the waiters. A path found is walked again in one piece;
+   if it still holds, the object is "held". The search does not call
+   ``gc.get_referents`` on what it meets and holds no list of the whole
+   heap (see step 3).
+3. **Referrers** (:func:`_only_waiters_refer`): what the earlier steps left
+   -- no path found, a reference the audit cannot attribute -- is asked of
+   the collector, ``gc.get_referrers``: a pass over the whole heap (~1 ms
+   per 10,000 objects here), one piece. That is the only step longer than
+   a piece, and it runs only in those ambiguous cases: a wait on an object
+   held only through a cell, a value stack, a generator or a C object.
+
+The verdicts are those of step 3 alone -- the lint's definition since it
+was written -- except where step 1 proves more: an object reached only
+through private containers nested deeper than the two levels step 3 looks
+through is "lost" (it is). A lost verdict is never given for an object
+something other than its waiters can reach through references the
+collector or the search can see.
+
+(A search of a ``gc.get_objects()`` list in chunks, yielding between them,
+was tried for step 3 and removed: on CPython 3.12, in a process that had
+run Playwright's greenlets, one ``gc.get_referents`` of a chunk grew the
+process by ~1 GB/s until the kernel killed it -- objects kept alive across
+yields by that list, then traversed. Step 2 holds only objects reachable
+from roots, as any code does, and reads their fields itself.)
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import gc
+import operator
+import os
+import _thread
+import sys
+import time
+import types
+import weakref
+from typing import NamedTuple
+
+from greenlet import getcurrent
+from greenlet import greenlet as _raw_greenlet
+
+import labkit.hub as _lk_hub
+import labkit.lock as _lk_lock
+from labkit.util import greenlet_name
+
+from tracing.pace import Pace
+
+__all__ = ["Finding", "lost_wakeups", "waited_object", "holder_of", "HeapCheck",
+           "LOST_WAKEUP_AFTER", "MAX_CONTAINERS", "WITNESS_BUDGET"]
+
+#: seconds every waiter of an object must have been parked on it (on the
+#: same frame) before a :class:`HeapCheck` asks who refers to it
+LOST_WAKEUP_AFTER = 1.0
+#: step 3: containers (tuples, dicts, bound methods) holding a waited-on
+#: object that are looked through (a second gc.get_referrers); past this,
+#: the object counts as held
+MAX_CONTAINERS = 100
+#: step 2: objects the forward search reads before it leaves the rest to
+#: step 3 (the first level -- the greenlets' frames, the modules' globals --
+#: is always read whole)
+WITNESS_BUDGET = 300_000
+
+
+class Finding(NamedTuple):
+    """One lost wake-up: the greenlet's name, its line, the evidence, its
+    id, and the greenlet."""
+    name: str
+    line: str
+    evidence: str
+    id: int
+    greenlet: object
+
+
+# -- what a parked greenlet waits on ------------------------------------------------
+
+_PRIMITIVE_MODULES = ("labkit.event", "labkit.lock", "labkit.queue", "labkit.threading",
+                      "labkit._twosided", "labkit._lines", "labkit._park", "labkit.pool")
+_NOT_THE_OBJECT = ("Waiter", "Ticket", "_ThreadsafeWake", "Hub")
+_LABKIT_DIR = os.path.dirname(os.path.abspath(_lk_hub.__file__)) + os.sep
+
+
+def _is_primitive(obj) -> bool:
+    cls = type(obj)
+    return cls.__module__ in _PRIMITIVE_MODULES and cls.__name__ not in _NOT_THE_OBJECT
+
+
+def waited_object(g):
+    """(the labkit object ``g`` is parked on, whether the wait has a timer),
+    read from its suspended frames: the innermost ``self`` or ``obj`` that
+    is a labkit primitive (an Event, a Queue, a lock) or the greenlet a join
+    waits for. (The console's wait-for graph asks it too: one home.)"""
+    frame = g.gr_frame
+    timed = False
+    depth = 0
+    while frame is not None and depth < 12:
+        local = frame.f_locals
+        if frame.f_code.co_filename.startswith(_LABKIT_DIR):
+            timeout = local.get("timeout")
+            if timeout is not None and not isinstance(timeout, bool):
+                timed = True
+            obj = local.get("obj")
+            if isinstance(obj, _raw_greenlet) and frame.f_code.co_name == "_wait_on":
+                return obj, timed
+        obj = local.get("self")
+        if obj is not None and obj is not g and _is_primitive(obj):
+            # An RLock waits on a lock of its own: the RLock is what the
+            # caller waits on (and it knows its holder).
+            outer = frame.f_back
+            for _ in range(4):   # past the lock's own methods calling each other
+                if outer is None or outer.f_locals.get("self") is not obj:
+                    break
+                outer = outer.f_back
+            outer = outer.f_locals.get("self") if outer is not None else None
+            if isinstance(outer, _lk_lock.RLock):
+                return outer, timed
+            return obj, timed
+        frame = frame.f_back
+        depth += 1
+    return None, timed
+
+
+def holder_of(obj):
+    """The greenlet holding ``obj``, if it is a lock that knows its holder
+    (:class:`labkit.lock.RLock` and the patched ``threading.RLock``: their
+    ``owner``), else None: a Semaphore or a plain Lock counts permits, not
+    holders."""
+    return obj.owner if isinstance(obj, _lk_lock.RLock) else None
+
+
+#: id(greenlet) -> (id(frame), f_lasti, weakref to what it waits on or None, timed):
+#: a greenlet parked on the same frame waits on the same object
+_waited_cache: dict = {}
+
+
+def _waited_object_cached(g):
+    frame = g.gr_frame
+    key = (id(frame), frame.f_lasti)
+    cached = _waited_cache.get(id(g))
+    if cached is not None and cached[0] == key:
+        obj = cached[1]() if cached[1] is not None else None
+        if obj is not None or cached[1] is None:
+            return obj, cached[2]
+    obj, timed = waited_object(g)
+    try:
+        ref = weakref.ref(obj) if obj is not None else None
+    except TypeError:    # no weak references to it: look again next time
+        return obj, timed
+    if len(_waited_cache) > 100_000:
+        _waited_cache.clear()
+    _waited_cache[id(g)] = (key, ref, timed)
+    return obj, timed
+
+
+def _fd_closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+# -- the lint -------------------------------------------------------------------------
+
+def lost_wakeups(rows, pace=None, heap: "HeapCheck | None" = None) -> list[Finding]:
+    """The lost wake-ups among a snapshot's ``rows`` (see the module
+    docstring). ``heap``: see :class:`HeapCheck`; without one, every parked
+    waiter's object is decided now."""
+    pace = pace or Pace()
+    out: list[Finding] = []
+    # One list [object, rows] per waited-on object: the only reference this
+    # module holds to it while the audit counts (see _audit).
+    by_object: dict[int, list] = {}
+    for row in rows:
+        pace()
+        g = row.greenlet
+        if row.state != "parked" or g is None or g.dead or g.gr_frame is None:
+            continue
+        words = row.waits_on
+        if words.startswith("fd "):
+            fd = words.split()[1]
+            if fd.isdigit() and _fd_closed(int(fd)):
+                out.append(Finding(row.name, row.where,
+                                   f"parked on {words}, and fd {fd} is closed", row.id, g))
+            continue
+        if words.startswith(("timer", "sleep", "not started", "select", "idle")):
+            continue
+        obj, timed = _waited_object_cached(g)
+        if obj is None or timed:
+            obj = None
+            continue
+        if isinstance(obj, _raw_greenlet):
+            if obj.dead:
+                out.append(Finding(row.name, row.where,
+                                   f"joins {greenlet_name(obj)}, which is already dead, "
+                                   f"with no timeout", row.id, g))
+            obj = None
+            continue
+        group = by_object.get(id(obj))
+        if group is None:
+            group = by_object[id(obj)] = [obj, []]
+        group[1].append(row)
+        obj = None
+    groups = list(by_object.values())
+    by_object.clear()
+    if not groups:
+        return out
+    pace()
+    greenlets = [row.greenlet for row in rows if row.greenlet is not None]
+    try:
+        return out + _verdicts(groups, greenlets, pace, heap)
+    finally:
+        for group in groups:
+            group.clear()   # (no object kept by what outlives the call: a frame in a cycle)
+
+
+def _verdicts(groups: list, greenlets: list, pace, heap) -> list[Finding]:
+    out = []
+    if heap is None:
+        lost = _decide(groups, greenlets, pace, None)
+    else:
+        check, known = heap.select(groups, pace)
+        start = time.perf_counter_ns()
+        lost = _decide(check, greenlets, pace, heap) if check else []
+        heap.record(lost, time.perf_counter_ns() - start if check else 0)
+        lost += known
+    for group in lost:
+        waiters = group[1]
+        if pace.cuts:   # the loop ran meanwhile: only those still parked on it
+            waiters = [row for row in waiters if not row.greenlet.dead
+                       and row.greenlet.gr_frame is not None
+                       and _waited_object_cached(row.greenlet)[0] is group[0]]
+            if not waiters:
+                continue
+        kind = type(group[0]).__name__
+        for row in waiters:
+            out.append(Finding(row.name, row.where,
+                               f"parked on {row.waits_on or kind} with no timeout; nothing "
+                               f"but its waiters ({len(waiters)}) refers to that {kind}, "
+                               f"so nothing can wake it", row.id, row.greenlet))
+    return out
+
+
+def _decide(groups: list, greenlets: list, pace, heap) -> list:
+    """The groups whose object only its waiters refer to: steps 1, 2, 3
+    (``greenlets``: the snapshot's, where step 2 starts)."""
+    lost, rest = [], []
+    for group in groups:
+        if _audit(group, pace):
+            lost.append(group)
+        else:
+            rest.append(group)
+    if heap is not None:
+        heap.audited += len(groups)
+    if not rest:
+        return lost
+    held = _witnesses(rest, greenlets, pace)
+    rest = [group for group in rest if id(group[0]) not in held]
+    if heap is not None:
+        heap.witnessed += len(held)
+    if not rest:
+        return lost
+    # The search read every other greenlet's frames' locals, which refreshes
+    # the dict each of them caches its locals in: one read before, while the
+    # frame held the object, kept a reference to it there (a stale one, that
+    # the audit cannot attribute). Audit again.
+    again = []
+    for group in rest:
+        (lost if _audit(group, pace) else again).append(group)
+    rest = again
+    if not rest:
+        return lost
+    pace.cut()     # (the traversal starts a piece of its own)
+    start = time.perf_counter_ns()
+    lost += _only_waiters_refer(rest, pace)
+    if heap is not None:
+        heap.traversals += 1
+        heap.traversal_ns = time.perf_counter_ns() - start
+    return lost
+
+
+# -- step 1: the audit -----------------------------------------------------------------
+
+_CODE_FLAGS_NOT_PLAIN = 0x20 | 0x80 | 0x100 | 0x200   # generator, coroutine, iterable coro, async gen
+#: what the audit looks through: what step 3 calls a container (a dict, a
+#: list, a tuple, a bound method), so that both agree
+_AUDITED = (dict, list, tuple, types.MethodType)
+
+
+def _audit(group: list, pace) -> bool:
+    """True if every reference to ``group[0]`` is accounted for by its
+    waiters (``group[1]``: their rows) -- so nothing else refers to it,
+    directly or through anything else. False: it cannot tell. The counts
+    are read in pieces; the check is one piece of O(waiters) (see the
+    module docstring)."""
+    counts: dict[int, list] = {}    # id -> [container, references from the waiters' side]
+    held = []                       # (greenlet, its innermost frame) as counted
+    direct = 0
+    for row in group[1]:
+        pace()
+        n = _count_waiter(group[0], row.greenlet, counts, held)
+        if n is None:
+            return False
+        direct += n
+    direct += _settle(group, counts, pace)
+    counts = None
+    # One piece from here: the waiters as they were counted, and the count.
+    # (group's slot and getrefcount's argument are the audit's own references)
+    return all(map(_is, map(_GR_FRAME, [g for g, _f in held]), [f for _g, f in held])) \
+        and sys.getrefcount(group[0]) - 2 == direct
+
+
+_is = operator.is_
+_GR_FRAME = operator.attrgetter("gr_frame")
+
+
+def _count_waiter(obj, g, counts: dict, held: list) -> int | None:
+    """The references ``g``'s frames and fields hold to ``obj`` (returned) and
+    to containers (added to ``counts``); None if they cannot be counted."""
+    frame = g.gr_frame
+    if frame is None:
+        return None
+    held.append((g, frame))
+    direct = 0
+    while frame is not None:
+        code = frame.f_code
+        if code.co_flags & _CODE_FLAGS_NOT_PLAIN:
+            return None     # a generator's frame: its object may be held by anyone
+        local = frame.f_locals
+        cached = type(local) is dict    # 3.10-3.12: a dict on the frame; 3.13: a proxy
+        if cached and sys.getrefcount(local) != 3:   # the frame, `local`, the argument
+            return None     # someone kept it (locals()): it holds references too
+        cells = code.co_cellvars + code.co_freevars
+        for name, value in local.items():
+            if name in cells:
+                continue    # a cell's: who else holds the cell is not known here
+            n = 2 if cached else 1    # the frame's slot (and the cached dict's)
+            if value is obj:
+                direct += n
+            elif type(value) in _AUDITED and value:   # (an empty one leads nowhere)
+                entry = counts.get(id(value))
+                if entry is None:
+                    counts[id(value)] = [value, n]
+                else:
+                    entry[1] += n
+        value = local = None
+        frame = frame.f_back
+    for attr in ("_run", "args", "kwargs"):    # labkit's Greenlet: slots
+        value = getattr(g, attr, None)
+        if value is obj:
+            direct += 1
+        elif type(value) in _AUDITED and value:
+            entry = counts.get(id(value))
+            if entry is None:
+                counts[id(value)] = [value, 1]
+            else:
+                entry[1] += 1
+    return direct
+
+
+def _settle(group: list, counts: dict, pace) -> int:
+    """The references to ``group[0]`` from containers only its waiters'
+    side refers to (a fixed point: a container whose every reference is
+    that side's is private, and its own references count for it too).
+    In pieces: a container found private stays so while the waiters stay
+    suspended (nothing else can reach it to take a reference), which the
+    caller checks at the end."""
+    obj = group[0]
+    direct = 0
+    private = set()
+    changed = True
+    steps = 0
+    while changed:
+        changed = False
+        for key in list(counts):
+            if key in private:
+                continue
+            steps += 1
+            if steps & 15 == 0:
+                obj = None
+                pace()
+                obj = group[0]
+            entry = counts[key]
+            container = entry[0]
+            # (its entry's slot, the local, getrefcount's argument: ours)
+            if sys.getrefcount(container) - 3 != entry[1]:
+                container = None
+                continue
+            private.add(key)
+            changed = True
+            for child in _contents(container):
+                if child is obj:
+                    direct += 1
+                elif type(child) in _AUDITED and child:
+                    found = counts.get(id(child))
+                    if found is None:
+                        counts[id(child)] = [child, 1]
+                    else:
+                        found[1] += 1
+            child = container = None
+    return direct
+
+
+def _contents(container) -> list:
+    """What a dict, list, tuple or bound method refers to, each as often as it does."""
+    kind = type(container)
+    if kind is dict:
+        return [*container.keys(), *container.values()]
+    if kind is types.MethodType:
+        return [container.__func__, container.__self__]
+    return list(container)
+
+
+# -- step 2: a witness ---------------------------------------------------------------
+
+_HEAPTYPE = 1 << 9
+#: the lint's own modules' files: their frames are not roots of the search
+#: (what the lint itself holds is not a holder)
+_LINT_FILES = (__file__, os.path.join(os.path.dirname(__file__), "lints.py"))
+
+
+#: type -> how to read its instances' fields: (the __dict__ descriptor or None,
+#: the slot descriptors, the builtin container it extends or None); None: not followed
+_FIELDS: dict = {}
+_FOLLOWED_BASES = (object, dict, list, tuple, set, frozenset, collections.deque,
+                   BaseException, types.SimpleNamespace)
+_NOT_FOLLOWED = (str, bytes, bytearray, int, float, complex, bool, type(None),
+                 types.CodeType, types.FrameType, types.ModuleType, weakref.ref,
+                 types.BuiltinFunctionType, types.GeneratorType, types.CoroutineType,
+                 types.AsyncGeneratorType, types.TracebackType, memoryview, range)
+
+
+def _fields(kind):
+    how = _FIELDS.get(kind, False)
+    if how is not False:
+        return how
+    how = None
+    mro = kind.__mro__
+    solid = next((c for c in mro if not c.__flags__ & _HEAPTYPE), object)
+    if solid in _FOLLOWED_BASES and not issubclass(kind, _NOT_FOLLOWED):
+        dict_descr, slots = None, []
+        for c in mro:
+            if not c.__flags__ & _HEAPTYPE:
+                continue
+            for name, value in vars(c).items():
+                if name == "__dict__" and dict_descr is None and \
+                        type(value) is types.GetSetDescriptorType:
+                    dict_descr = value
+                elif type(value) is types.MemberDescriptorType:
+                    slots.append(value)
+        how = (dict_descr, tuple(slots), None if solid in (object, BaseException) else solid)
+    if len(_FIELDS) > 10_000:
+        _FIELDS.clear()
+    _FIELDS[kind] = how
+    return how
+
+
+def _frames_locals(frame, out: list) -> None:
+    files = _LINT_FILES
+    while frame is not None:
+        if frame.f_code.co_filename not in files:
+            out.extend(frame.f_locals.values())
+        frame = frame.f_back
+
+
+def _greenlet_fields(g, out: list) -> None:
+    """A greenlet's frames' locals (the collector cannot see a suspended
+    frame's), its ``run`` if not started, and its subclass's fields
+    (labkit's Greenlet: ``_run``, ``args``, ``kwargs``, links...)."""
+    _frames_locals(sys._getframe() if g is getcurrent() else g.gr_frame, out)
+    kind = type(g)
+    if kind is _raw_greenlet:
+        run = getattr(g, "run", None)   # (until it starts)
+        if run is not None:
+            out.append(run)
+        return
+    for c in kind.__mro__:
+        if not c.__flags__ & _HEAPTYPE:
+            continue
+        for value in vars(c).values():
+            if type(value) is types.MemberDescriptorType:
+                try:
+                    out.append(value.__get__(g, kind))
+                except AttributeError:
+                    pass
+    d = getattr(g, "__dict__", None)
+    if type(d) is dict:
+        out.extend(d.values())
+
+
+def _children(x, out: list) -> None:
+    """What ``x`` refers to that the search follows (appended to ``out``)."""
+    kind = type(x)
+    if kind is dict:
+        out.extend(x.values())
+        out.extend(x.keys())
+    elif kind is list or kind is tuple or kind is set or kind is frozenset \
+            or kind is collections.deque:
+        out.extend(x)
+    elif kind is types.FunctionType:
+        if x.__closure__:
+            out.extend(x.__closure__)
+        out.append(x.__defaults__)
+        out.append(x.__kwdefaults__)
+        out.append(x.__dict__)
+        out.append(x.__globals__)
+    elif kind is types.CellType:
+        try:
+            out.append(x.cell_contents)
+        except ValueError:
+            pass
+    elif kind is types.MethodType:
+        out.append(x.__self__)
+        out.append(x.__func__)
+    elif kind is functools.partial:
+        out.append(x.func)
+        out.append(x.args)
+        out.append(x.keywords)
+    elif kind is types.ModuleType:
+        out.extend(x.__dict__.values())
+    elif isinstance(x, _raw_greenlet):
+        _greenlet_fields(x, out)
+    elif isinstance(x, type):
+        if x.__flags__ & _HEAPTYPE:
+            out.extend(vars(x).values())
+    elif kind is types.MappingProxyType:
+        out.extend(x.values())
+    else:
+        how = _fields(kind)
+        if how is None:
+            return
+        dict_descr, slots, base = how
+        if dict_descr is not None:
+            d = dict_descr.__get__(x, kind)
+            if type(d) is dict:
+                out.extend(d.values())
+        for slot in slots:
+            try:
+                out.append(slot.__get__(x, kind))
+            except AttributeError:
+                pass
+        if base is dict:
+            out.extend(dict.values(x))
+            out.extend(dict.keys(x))
+        elif base is not None:
+            out.extend(base.__iter__(x))
+
+
+def _roots(greenlets: list, waiting: set, pace) -> list:
+    """The objects the search starts from: the greenlets of the snapshot but
+    the waiters, the hub, the main greenlet and the caller's (their frames'
+    locals, ``_run``, ``args``...), other threads' stacks (a list of their
+    locals each), the modules."""
+    hub = _lk_hub.get_hub()
+    roots = []
+    seen = set(waiting)
+    n = 0
+    for g in (*greenlets, getcurrent(), hub, hub.parent):
+        n += 1
+        if n & 255 == 0:
+            pace()
+        if g is not None and id(g) not in seen:   # (a dead one has no frames left)
+            seen.add(id(g))
+            roots.append(g)
+    # (this thread's frame is left out before the loop binds it: a local
+    # holding its own frame is a cycle that keeps the lint's frames, and
+    # what they hold, alive until the next collection)
+    frames = sys._current_frames()
+    frames.pop(_thread.get_ident(), None)
+    for ident in list(frames):
+        values: list = []
+        _frames_locals(frames.pop(ident), values)
+        roots.append(values)
+    roots.extend(m for m in list(sys.modules.values()) if type(m) is types.ModuleType)
+    return roots
+
+
+def _witnesses(groups: list, greenlets: list, pace, budget: int | None = None) -> set:
+    """ids of the objects of ``groups`` something but their waiters reaches
+    from a root (``greenlets``: the snapshot's), each on a path walked
+    again, whole, in one piece. One search per group: a greenlet parked on
+    one object may hold another in a local, and count as its holder."""
+    budget = WITNESS_BUDGET if budget is None else budget
+    found: set = set()
+    for group in groups:
+        waiting = {id(row.greenlet) for row in group[1]}
+        pace()
+        if _search(group, _roots(greenlets, waiting, pace), waiting, pace, budget):
+            found.add(id(group[0]))
+    return found
+
+
+def _search(group: list, roots: list, waiting: set, pace, budget: int) -> bool:
+    """Whether ``group[0]`` is reached from ``roots``, breadth first, not
+    through ``waiting`` (ids of greenlets), within ``budget`` objects read
+    past the roots; ``pace()`` every 256 objects and references looked at."""
+    target = id(group[0])
+    parent: dict = {}
+    root_of: dict = {}
+    level = []
+    for n, root in enumerate(roots):
+        if n & 255 == 255:
+            pace()
+        if id(root) not in parent:
+            parent[id(root)] = None
+            root_of[id(root)] = root
+            level.append(root)
+    roots = None
+    read = work = 0
+    while level:
+        nxt = []
+        for x in level:
+            if work >= 256:    # (objects read, and references looked at)
+                work = 0
+                pace()
+            if read > budget:
+                return False      # (step 3 decides)
+            kids: list = []
+            try:
+                _children(x, kids)
+            except Exception:     # (a field that cannot be read: not followed)
+                continue
+            if id(x) not in root_of:
+                read += 1
+            work += 1 + len(kids)
+            xid = id(x)
+            for child in kids:
+                cid = id(child)
+                if cid in parent or cid in waiting or type(child) in _NOT_FOLLOWED_EXACT:
+                    continue
+                parent[cid] = xid
+                if cid == target:
+                    kids = child = x = None
+                    if _verify(target, parent, root_of, group):
+                        return True
+                    return False   # (moved meanwhile: step 3 decides)
+                nxt.append(child)
+            kids = child = x = None
+        level = nxt
+    return False
+
+
+_NOT_FOLLOWED_EXACT = frozenset((str, bytes, int, float, bool, type(None), complex,
+                                 types.CodeType, types.FrameType, weakref.ref,
+                                 types.BuiltinFunctionType, range))
+
+
+def _verify(target: int, parent: dict, root_of: dict, group: list) -> bool:
+    """Walk the path the search found to ``target`` again, in one piece:
+    each step must still be there (the loop ran between the pieces)."""
+    path = [target]
+    while parent[path[-1]] is not None:
+        path.append(parent[path[-1]])
+    path.reverse()
+    x = root_of.get(path[0])
+    if x is None:
+        return False
+    if isinstance(x, types.ModuleType) and sys.modules.get(x.__name__) is not x:
+        return False
+    if isinstance(x, _raw_greenlet) and x.dead:
+        return False
+    for want in path[1:]:
+        kids: list = []
+        _children(x, kids)
+        nxt = None
+        for child in kids:
+            if id(child) == want:
+                nxt = child
+                break
+        kids = child = None
+        if nxt is None:
+            return False
+        x = nxt
+    return x is group[0]
+
+
+# -- step 3: the collector's referrers --------------------------------------------------
+
+def _only_waiters_refer(entries: list, pace=None) -> list:
+    """The groups ([object, waiter rows]) of ``entries`` whose every
+    referrer the collector knows belongs to their waiters: their frames,
+    args, attribute dicts, or a small container or bound method only those
+    refer to (a dict nothing refers to is a frame's f_locals cache).
+    gc.get_referrers for all objects at once, then once more for the
+    containers: two heap traversals however many objects, each one piece:
+    ``pace`` is called between the pieces around them, not inside."""
+    # Tuples, passed on as ``*objects``: gc.get_referrers then gets this very
+    # tuple (in bookkeeping) as its arguments; from a list, 3.13 builds one
+    # that the collector sees referring to every object (no lint ever).
+    objects = tuple(group[0] for group in entries)
+    index = {id(obj): i for i, obj in enumerate(objects)}
+    pace = pace or Pace()
+    ours = []
+    for group in entries:
+        mine = set()
+        for row in group[1]:
+            pace()
+            g = row.greenlet
+            mine.add(id(g))
+            frame = g.gr_frame
+            while frame is not None:
+                # the frame, and the dict f_locals caches on it (reading a
+                # parked frame's locals -- as waiting_on does -- leaves one)
+                mine.add(id(frame))
+                mine.add(id(frame.f_locals))
+                frame = frame.f_back
+            for attr in ("args", "kwargs", "__dict__", "_run"):
+                value = getattr(g, attr, None)
+                if value is not None:
+                    mine.add(id(value))
+        ours.append(mine)
+    # This function's own bookkeeping refers to the objects too.
+    bookkeeping = {id(entries), id(objects), *(id(group) for group in entries)}
+    clean = [True] * len(objects)
+    containers: dict[int, tuple] = {}     # id -> (container, [object indices])
+    referrers = gc.get_referrers(*objects)
+    bookkeeping.add(id(referrers))
+    # One object (the usual case: many waiters on one Event): every referrer
+    # refers to it, no need to ask each one what it refers to.
+    only = objects if len(objects) == 1 else None
+    try:
+        for ref in referrers:
+            if id(ref) in bookkeeping:
+                continue
+            for item in (only if only is not None and id(ref) not in ours[0]
+                         else () if only is not None else gc.get_referents(ref)):
+                i = index.get(id(item))
+                if i is None or id(ref) in ours[i]:
+                    continue
+                if isinstance(ref, (dict, tuple, list)) or hasattr(ref, "__self__"):
+                    held = containers.get(id(ref))
+                    if held is None:
+                        held = containers[id(ref)] = (ref, [])
+                        bookkeeping.add(id(held))
+                    held[1].append(i)
+                else:
+                    clean[i] = False
+        if len(containers) > MAX_CONTAINERS:
+            # gc.get_referrers of n objects costs n times a heap traversal:
+            # beyond this, count the objects held (no lint rather than a wrong one)
+            for _ref, indices in list(containers.values())[MAX_CONTAINERS:]:
+                for i in indices:
+                    clean[i] = False
+            for key in list(containers)[MAX_CONTAINERS:]:
+                del containers[key]
+        if containers:
+            # The second traversal is a piece of its own: let the loop run
+            # first (holding only the containers; a waiter that leaves
+            # meanwhile is dropped by the caller's check).
+            referrers = ()
+            pace()
+            held_list = tuple(ref for ref, _ in containers.values())
+            bookkeeping.add(id(held_list))
+            outer = gc.get_referrers(*held_list)
+            bookkeeping.add(id(outer))
+            for r in outer:
+                if id(r) in bookkeeping:
+                    continue
+                for item in gc.get_referents(r):
+                    held = containers.get(id(item))
+                    if held is not None:
+                        for i in held[1]:
+                            if id(r) not in ours[i]:
+                                clean[i] = False
+            del held_list, outer
+    finally:
+        del referrers
+        containers.clear()
+    return [group for group, ok in zip(entries, clean) if ok]
+
+
+# -- the verdicts kept between live lints ----------------------------------------------
+
+class HeapCheck:
+    """What the lost wake-up lint learnt, kept between live lints (pass the
+    same one as ``lints(heap=...)``; the console's and the attach's
+    refreshes keep one), so that deciding runs rarely and only when it can
+    matter:
+
+    - only for objects whose waiters have all been parked on the same
+      frame and instruction for ``after`` seconds, counted from the first
+      call that saw them there (a waiter that moved starts its clock again);
+    - a verdict is kept while the object's waiters stay as they were: "nothing
+      else refers to it" stands for good (nothing can take a reference to
+      an object nothing refers to), "something else refers to it" is asked
+      again after ``recheck`` seconds, doubling each time it is confirmed,
+      up to ``max_recheck`` (the referrer may let go: a lost wake-up is then
+      reported up to that much later than without a HeapCheck).
+
+    What it cost: ``last_ns`` (deciding, in the latest call: all its
+    pieces; 0 if nothing was decided), ``total_ns`` and ``runs`` (calls
+    that decided something); how: ``audited`` (objects audited, step 1),
+    ``witnessed`` (found held by step 2), ``traversals`` (calls that needed
+    step 3's heap traversal, the one step that is not in pieces) and
+    ``traversal_ns`` (the latest one's).
+    """
+
+    def __init__(self, after: float | None = None, recheck: float = 2.0,
+                 max_recheck: float = 30.0):
+        after = LOST_WAKEUP_AFTER if after is None else after
+        for name, value in (("after", after), ("recheck", recheck),
+                            ("max_recheck", max_recheck)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, not {value!r}")
+        self.after, self.recheck, self.max_recheck = after, recheck, max_recheck
+        self._since: dict = {}       # id(greenlet) -> (frame key, first seen there)
+        # id(object) -> (its waiters, when decided, lost, next look, interval)
+        self._verdicts: dict = {}
+        self._checking: list = []   # (id(object), waiters, same as before) of the latest select
+        self._now = 0.0
+        self.last_ns = self.total_ns = self.runs = 0
+        self.audited = self.witnessed = self.traversals = self.traversal_ns = 0
+
+    def select(self, groups: list, pace=None) -> tuple[list, list]:
+        """(groups to decide now, groups known to be lost); ``pace()``
+        after each waiter. A group: [object, its waiters' rows]."""
+        pace = pace or Pace()
+        now = time.monotonic()
+        since, seen = self._since, {}
+        check, lost, verdicts, checking = [], [], {}, []
+        after = self.after
+        for group in groups:
+            latest = 0.0     # when the waiter that came to its place last did
+            for row in group[1]:
+                pace()
+                g = row.greenlet
+                frame = g.gr_frame
+                key = (id(frame), frame.f_lasti) if frame is not None else None
+                first = since.get(id(g))
+                start = first[1] if first is not None and first[0] == key else now
+                seen[id(g)] = (key, start)
+                if start > latest:
+                    latest = start
+            if now - latest < after:
+                continue
+            oid = id(group[0])
+            count = len(group[1])
+            verdict = self._verdicts.get(oid)
+            # The same waiters as when it was decided: as many, each in its
+            # place since before (one that came since started its clock
+            # after; one seen nowhere in a call is forgotten)
+            same = verdict is not None and verdict[0] == count and latest <= verdict[1]
+            if same:
+                verdicts[oid] = verdict
+                if verdict[2]:
+                    lost.append(group)
+                    continue
+                if now < verdict[3]:
+                    continue
+            check.append(group)
+            checking.append((oid, count, same))
+        self._since = seen      # (greenlets no longer parked are forgotten)
+        self._verdicts = verdicts
+        self._checking = checking
+        self._now = now
+        return check, lost
+
+    def record(self, lost: list, cost_ns: int) -> None:
+        """The verdicts for the groups of the latest :meth:`select`:
+        ``lost`` those found lost."""
+        lost_ids = {id(group[0]) for group in lost}
+        made = self._now
+        now = time.monotonic()
+        for oid, count, same in self._checking:
+            old = self._verdicts.get(oid)
+            interval = self.recheck
+            if same and old is not None and not old[2]:
+                interval = min(self.max_recheck, old[4] * 2)
+            self._verdicts[oid] = (count, made, oid in lost_ids, now + interval, interval)
+        self._checking = []
+        self.last_ns = cost_ns
+        if cost_ns:
+            self.total_ns += cost_ns
+            self.runs += 1
+
