@@ -23,7 +23,7 @@ at ``import labkit``) or ``labkit.console.serve()``. Either calls
       peer's uid (SO_PEERCRED) == ours?
     connection greenlet: read a request   <-----  {"op": "frame"}\\n
       capture a frame (tracing.frames)
-      encode it in chunks, sleep(0) between  --->  one JSON line; draw it
+      encode+send it in pieces, sleep(0) between --->  one JSON line; draw it
       ...                                         every --interval s: ask again
 
 Security, and what this is not:
@@ -53,10 +53,15 @@ Security, and what this is not:
 
 Cost to the target: serving runs in greenlets of the target's hub, so it
 never runs while a user greenlet does. One refresh pauses the target for
-the capture (one :func:`tracing.frames.capture`) and then for each chunk of
-:data:`CHUNK_ROWS` rows encoded, yielding (``labkit.sleep(0)``) between
-pieces. The longest piece is measured on every refresh and sent along
-(``frame["served"]``); ``python -m labkit console PID`` shows it.
+the pieces of the capture (one :func:`tracing.frames.capture`: the
+snapshot, the lints and the rows, each yielding between pieces), then for
+the head, then for each batch of rows encoded and sent (at most
+:data:`PIECE_NS` of encoding each), yielding (``labkit.sleep(0)``) between
+pieces: the frame is never joined or copied whole. Every piece is timed;
+the longest is sent along (``frame["served"]``, the line's last field) and
+``python -m labkit console PID`` shows it. Encoding is not moved to
+another thread: the json encoder holds the GIL for a whole call, so the
+hub would wait for it all the same (and for the GIL's switch interval).
 
 If the target's hub is not running (its main thread blocked outside
 labkit), no answer comes: the client says so after ``--timeout`` seconds.
@@ -89,8 +94,15 @@ __all__ = ["AttachServer", "serve", "socket_dir", "socket_path", "token_path", "
            "loopback_address", "sweep_stale_sockets", "peer_uid", "peer_allowed",
            "AttachClient", "load_record", "render", "format_loop", "timeline_lanes", "main"]
 
-#: Rows encoded between two yields to the hub.
-CHUNK_ROWS = 100
+#: The most encoding (ns) one piece of a frame does before it is sent and
+#: the hub runs again, give or take one step of :data:`ROWS_PER_STEP` rows
+#: (~25 µs of encoding each).
+PIECE_NS = 200_000
+#: Rows encoded between two looks at the clock.
+ROWS_PER_STEP = 16
+#: The frames' encoder: compact, no circularity check (frames are plain
+#: data), anything odd as its str.
+_ENCODER = json.JSONEncoder(default=str, check_circular=False, separators=(",", ":"))
 #: A request line longer than this closes the connection (requests are tiny).
 MAX_REQUEST = 4096
 #: The requests served; anything else is answered with an error.
@@ -309,7 +321,9 @@ class AttachServer:
                         self._refuse(conn, "refused: wrong or missing token (it is in "
                                            f"{self.path}, readable by this user only)")
                         return
-                    conn.sendall(self._answer(request, line))
+                    answer = self._answer(request, line, conn)
+                    if answer:
+                        conn.sendall(answer)
         except OSError:
             pass   # the client went away
         finally:
@@ -327,42 +341,72 @@ class AttachServer:
         self.stats["refused"] += 1
         conn.sendall(_line({"error": why}))
 
-    def _answer(self, request, line: bytes) -> bytes:
+    def _answer(self, request, line: bytes, conn) -> bytes:
+        """The answer to ``request`` (``line``, parsed); a frame is sent on
+        ``conn`` here, in pieces (:meth:`_send_frame`), and b"" returned."""
         op = request.get("op") if isinstance(request, dict) else None
         if op == "hello":
             return _line({"labkit": "console", "pid": os.getpid(), "ops": list(OPS)})
         if op == "frame":
-            return self._frame_line()
+            self._send_frame(conn)
+            return b""
         return _line({"error": f"unknown request {line[:80]!r}; this socket serves "
                                f"read-only data: {', '.join(OPS)}"})
 
-    def _frame_line(self) -> bytes:
-        """Capture and encode a frame, yielding to the hub between pieces.
+    def _send_frame(self, conn) -> None:
+        """Capture a frame and send it as one JSON line, in pieces, yielding
+        to the hub between them (see the module docstring).
 
-        Each piece (the snapshot, each chunk of rows made plain, each chunk
-        encoded) is timed: the longest is how long this refresh held the
-        target's loop at a stretch."""
+        Every stretch this holds the hub is one piece and is timed: the
+        capture's (snapshot, lints, rows made plain: tracing.frames), the
+        head's, and each batch of rows encoded *and sent* -- at most
+        :data:`PIECE_NS` of encoding, give or take :data:`ROWS_PER_STEP`
+        rows, then written to the socket before the next yield, so no
+        piece joins or copies the whole frame. The longest piece is what
+        this refresh held the target's loop at a stretch
+        (``frame["served"]``, sent last: ``pause_ms``, and the longest of
+        the capture's pieces and of the sending's, ``capture_ms`` and
+        ``send_ms``). The rows go as lists under one
+        ``"columns"`` list (half the encoding of dicts: each key once);
+        tracing.attach_client rebuilds the dicts. A row whose keys are not
+        the columns goes as its dict."""
         import labkit
         clock = time.perf_counter_ns
         pauses: list = []
         frame = self.capture(between=lambda: labkit.sleep(0), pieces=pauses,
                              omit=(id(labkit.getcurrent()),))   # this one, serving
         rows = frame.pop("rows")
-        parts = []
-        for i in range(0, len(rows), CHUNK_ROWS):
+        captured = len(pauses)
+        start = clock()
+        columns = tuple(rows[0]) if rows else ()
+        head = _ENCODER.encode(frame)
+        conn.sendall(f'{head[:-1]},"columns":{_ENCODER.encode(columns)},"rows":['.encode())
+        pauses.append(clock() - start)
+        i, n, comma = 0, len(rows), ""
+        width = len(columns)
+        while i < n:
             labkit.sleep(0)
             start = clock()
-            parts.append(json.dumps(rows[i:i + CHUNK_ROWS], default=str)[1:-1])
+            parts = []
+            while i < n and (not parts or clock() - start < PIECE_NS):
+                batch = rows[i:i + ROWS_PER_STEP]
+                i += len(batch)
+                parts.append(_ENCODER.encode(
+                    [list(row.values()) if len(row) == width and tuple(row) == columns
+                     else row for row in batch])[1:-1])
+            conn.sendall((comma + ",".join(parts)).encode())
+            comma = ","
             pauses.append(clock() - start)
         pause_ms = max(pauses, default=0) / 1e6
         self.stats["frames"] += 1
         self.stats["last_pause_ms"] = pause_ms
         self.stats["max_pause_ms"] = max(self.stats["max_pause_ms"], pause_ms)
-        frame["served"] = {"pause_ms": pause_ms, "max_pause_ms": self.stats["max_pause_ms"],
-                           "pieces": len(pauses)}
-        head = json.dumps(frame, default=str)
-        parts = [part for part in parts if part]
-        return (head[:-1] + ', "rows": [' + ", ".join(parts) + "]}\n").encode()
+        served = {"pause_ms": pause_ms, "max_pause_ms": self.stats["max_pause_ms"],
+                  "pieces": len(pauses),
+                  # whose piece was longest: the capture's, or the sending's
+                  "capture_ms": max(pauses[:captured], default=0) / 1e6,
+                  "send_ms": max(pauses[captured:], default=0) / 1e6}
+        conn.sendall(f'],"served":{_ENCODER.encode(served)}}}\n'.encode())
 
 
 #: The servers serve() started, by transport ("unix", "tcp"): one of each at most.

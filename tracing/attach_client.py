@@ -22,7 +22,7 @@ import socket as _stdlib_socket
 from labkit.console import socket_dir
 
 __all__ = ["socket_path", "token_path", "loopback_address", "AttachClient", "load_record",
-           "wire_line", "record_header", "RECORD_HEADER"]
+           "wire_line", "decode", "record_header", "RECORD_HEADER"]
 
 
 def wire_line(obj) -> bytes:
@@ -159,7 +159,7 @@ class AttachClient:
                 "running (the main thread is blocked outside labkit, or busy)") from None
         if not line:
             raise ConnectionError("the process closed the connection")
-        answer = json.loads(line)
+        answer = decode(json.loads(line))
         if "error" in answer:
             if answer["error"].startswith("refused"):
                 raise PermissionError(answer["error"])
@@ -178,6 +178,19 @@ class AttachClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def decode(answer: dict) -> dict:
+    """An answer as the server sent it -> as :meth:`AttachClient.request`
+    returns it: a frame's rows, sent as lists under one ``"columns"`` list
+    (tracing.attach.AttachServer._send_frame), made dicts again. Changes
+    ``answer`` and returns it."""
+    if isinstance(answer, dict) and isinstance(answer.get("columns"), list) \
+            and isinstance(answer.get("rows"), list):
+        columns = answer.pop("columns")
+        answer["rows"] = [dict(zip(columns, row)) if isinstance(row, list) else row
+                          for row in answer["rows"]]
+    return answer
 
 
 RECORD_HEADER = "labkit-console-record"

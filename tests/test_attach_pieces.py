@@ -1,0 +1,96 @@
+"""The attach server sends a frame in pieces (tracing.attach.AttachServer._send_frame):
+the head, then the rows a batch at a time, each batch encoded and written to
+the socket before the hub runs again, the served figures last. Nothing joins
+or encodes the whole frame in one stretch of the hub, and every stretch is
+counted in ``served``. Checked by structure (what was sent between two
+runs of another greenlet), not by timing."""
+import json
+
+import pytest
+
+import labkit
+from tracing import attach
+from tracing.attach_client import decode
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class _Connection:
+    """What the server writes to; notes which run of the ticker each write followed."""
+
+    def __init__(self, ticks):
+        self.ticks = ticks
+        self.writes: list = []   # (ticks seen at that write, bytes)
+
+    def sendall(self, data):
+        self.writes.append((self.ticks[0], bytes(data)))
+
+
+def _rows(n):
+    rows = [{"id": i, "kind": "greenlet", "name": f"g{i}", "state": "parked",
+             "waits_on": "Event", "busy": i / 1e3, "object": None} for i in range(n)]
+    rows.append({"id": -1, "kind": "task", "name": "odd one", "extra": [1, 2]})   # other keys
+    return rows
+
+
+def _serve_one_frame(monkeypatch, n):
+    ticks = [0]
+    rows = _rows(n)
+
+    def capture(between, pieces, omit):
+        pieces.append(1000)
+        between()
+        pieces.append(2000)
+        return {"time": 1.0, "pid": 7, "rows": [dict(r) for r in rows], "loop": {},
+                "lints": [{"kind": "never yielded", "line": "x.py:1"}]}
+
+    def tick():
+        while True:
+            ticks[0] += 1
+            labkit.sleep(0)
+
+    # one step of rows per piece: the smallest piece the server makes
+    monkeypatch.setattr(attach, "PIECE_NS", 0)
+    server = attach.AttachServer(path="/nonexistent/never-bound.sock", capture=capture)
+    conn = _Connection(ticks)
+    ticker = labkit.spawn(tick)
+    try:
+        labkit.spawn(server._send_frame, conn).get(timeout=10)
+    finally:
+        ticker.kill()
+    return rows, conn, server
+
+
+def test_a_frame_goes_out_in_pieces_with_the_hub_running_between(monkeypatch):
+    rows, conn, server = _serve_one_frame(monkeypatch, 100)
+    line = b"".join(data for _ticks, data in conn.writes)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    frame = decode(json.loads(line))
+    # the client gets the rows back as they were, the odd one as its dict
+    assert frame["rows"] == rows and "columns" not in frame
+    assert frame["lints"] == [{"kind": "never yielded", "line": "x.py:1"}]
+    # the head, a write per step of rows, and the served figures last
+    steps = -(-len(rows) // attach.ROWS_PER_STEP)
+    assert len(conn.writes) == 1 + steps + 1
+    # the hub ran (the ticker moved) before every batch of rows was written
+    seen = [ticks for ticks, _data in conn.writes]
+    assert all(b > a for a, b in zip(seen[:-1], seen[1:-1]))
+    # no write holds more than one step of rows
+    assert max(len(data) for _t, data in conn.writes[1:-1]) < len(line) / (steps - 1)
+    served = frame["served"]
+    assert served["pieces"] == 2 + 1 + steps   # the capture's two, the head, the batches
+    assert served["capture_ms"] == pytest.approx(0.002)
+    assert served["send_ms"] >= 0 and served["pause_ms"] == max(served["capture_ms"],
+                                                                 served["send_ms"])
+    assert server.stats["frames"] == 1
+
+
+def test_rows_are_sent_once_each_as_lists_under_their_columns(monkeypatch):
+    rows, conn, _server = _serve_one_frame(monkeypatch, 40)
+    raw = json.loads(b"".join(data for _ticks, data in conn.writes))
+    assert raw["columns"] == list(rows[0])
+    assert raw["rows"][:40] == [list(r.values()) for r in rows[:40]]
+    assert raw["rows"][40] == rows[40]            # keys other than the columns: a dict
+    empty = decode({"columns": ["a"], "rows": []})
+    assert empty == {"rows": []}
+    assert decode({"error": "refused"}) == {"error": "refused"}
