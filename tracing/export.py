@@ -618,8 +618,8 @@ def events_to_proto(events, path) -> dict:
         key = (pid, tid)
         if key not in thread_uuid:
             thread_uuid[key] = next(uuids)
-            fields = {"thread": (pid, next_tid[0], thread_names.get(key, f"thread {tid}")),
-                      "parent_uuid": process_uuid[pid]}
+            # (no parent_uuid: the descriptor's pid ties a thread to its process)
+            fields = {"thread": (pid, next_tid[0], thread_names.get(key, f"thread {tid}"))}
             rank = sort_index.get(key)
             if isinstance(rank, int) and not isinstance(rank, bool) \
                     and "sibling_order_rank" in out.pb.TrackDescriptor.DESCRIPTOR.fields_by_name:
