@@ -187,13 +187,6 @@ def test_each_forked_child_records_afresh(forked):
         assert {f"child{seen['n']}-work{i}" for i in range(2)} <= set(seen["rows"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tracing/ledger.py (not this test's owner's file): a Ledger reads on from the "
-    "sequence number it reached in the parent, but the child's ring starts again at 0 "
-    "(lk_trace_clear at fork), so the child's first records -- as many as the parent had "
-    "read -- are skipped: its greenlets show 0 switches and a greenlet killed in the "
-    "child keeps the row it had in the parent ('parked'). Fix: Ledger.update starts "
-    "over when lk_trace_count(ring) < self.seq"))
 def test_a_forked_childs_snapshot_counts_its_own_switches_and_no_stale_rows(forked):
     _result, children, _stderr = forked
     for seen in children.values():

@@ -122,6 +122,8 @@ class Ledger:
         self._poll_start = None
         self._poll_left = None        # when the loop last left poll (lag)
         self._window_start = recorder.start_ns if recorder is not None else 0
+        #: the process the ring's records were read in (see _forked)
+        self._pid = recorder.pid if recorder is not None else None
         #: records folded so far: each record read is folded once, by one
         #: of the two folds, whoever asked for the update (the console's
         #: snapshot, the lints, the timeline's Dashboard)
@@ -149,6 +151,8 @@ class Ledger:
         ring = recorder.ring if recorder is not None else None
         if ring is None:
             return 0
+        if recorder.pid != self._pid:
+            self._forked(recorder)
         target = lib.lk_trace_count(ring) if pace is not None else None
         total = 0
         while True:
@@ -173,6 +177,20 @@ class Ledger:
             if n < self.BATCH:
                 break
         return total
+
+    def _forked(self, recorder) -> None:
+        """In a forked child: the recorder emptied its copy of the ring and
+        numbers records from 0 again (tracing/recorder.py, fork), so read
+        from 0. The accounts stay -- the parent's greenlets live on in the
+        child until the child's own records say they ran or exited -- but
+        nothing in flight at the fork is known."""
+        self._pid = recorder.pid
+        self.seq = 0
+        self.touched = _Everything()
+        self._running = None
+        self._poll_start = self._poll_left = None
+        self._tail = None
+        self._window_start = recorder.start_ns
 
     def fold(self, data: bytes) -> int:
         """Fold raw records (the ring's layout, :data:`RECORD_DTYPE`, oldest
