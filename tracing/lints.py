@@ -196,16 +196,18 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
     them to change the defaults everywhere, %labkit_status included).
     ``snap``: a :func:`snapshot` just taken (else one is taken).
 
-    ``between``: called whenever :data:`PIECE_NS` of work has passed since
-    the last call (or the start) -- ``labkit.sleep(0)`` in a greenlet lets
-    the loop run in between, so that lints over a thousand greenlets never
-    hold it for more than about that long at a stretch (the console's
-    refresh). Only the lost wake-up's heap traversal (gc.get_referrers,
-    for what its audit and search cannot tell: tracing.lost_wakeup) is one
-    piece whatever its length. What runs in between cannot make a lint wrong: a
-    greenlet that left its wait meanwhile gets no lost wake-up (each is
-    checked again at the end), and a reference taken or dropped meanwhile
-    is seen or not, as it would be a moment later.
+    ``between``: called at the start (the lints begin a piece of their
+    own: they cannot know how long the caller's piece has run) and then
+    whenever :data:`PIECE_NS` of work has passed since the last call --
+    ``labkit.sleep(0)`` in a greenlet lets the loop run in between, so that
+    lints over a thousand greenlets never hold it for more than about that
+    long at a stretch (the console's refresh). Only the lost wake-up's heap
+    traversal (gc.get_referrers, for what its audit and search cannot tell:
+    tracing.lost_wakeup) is one piece whatever its length. What runs in
+    between cannot make a lint wrong: a greenlet that left its wait
+    meanwhile gets no lost wake-up (each is checked again at the end), and
+    a reference taken or dropped meanwhile is seen or not, as it would be a
+    moment later.
 
     ``heap``: a :class:`HeapCheck` kept from call to call (the console's
     and the attach's refreshes keep one): the lost wake-up check then
@@ -229,7 +231,9 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
     if gc_off:
         gc.disable()
     try:
-        pace()
+        # A piece of its own from here: this Pace cannot know how long the
+        # caller's piece (a snapshot in pieces) has already run.
+        pace.cut()
         rows = {row.id: row for row in snap.rows}
         found: list[tuple[Lint, object]] = []
         recorder = _recorder_module.active()

@@ -35,11 +35,13 @@ earlier ones could not decide:
    roots Python can see -- every other greenlet's frames and ``_run``/
    ``args``, the caller's stack, other threads' frames, ``sys.modules`` --
    through dicts, lists, tuples, sets, deques, cells, functions' closures
-   and defaults, bound methods, ``functools.partial`` and instances' fields,
-   never through the waiters. A path found is walked again in one piece;
-   if it still holds, the object is "held". The search does not call
-   ``gc.get_referents`` on what it meets and holds no list of the whole
-   heap (see step 3).
+   and defaults, bound methods, ``functools.partial`` and the fields of
+   instances of classes defined in Python, never through the waiters. A
+   path found is walked again in one piece; if it still holds, the object
+   is "held". It reads no C extension's objects (no greenlet's or frame's
+   traversal: a greenlet's frames are read as their locals) and holds no
+   list of the whole heap (see step 3); its bookkeeping is bounded by
+   :data:`WITNESS_BUDGET` objects.
 3. **Referrers** (:func:`_only_waiters_refer`): what the earlier steps left
    -- no path found, a reference the audit cannot attribute -- is asked of
    the collector, ``gc.get_referrers``: a pass over the whole heap (~1 ms
@@ -97,7 +99,7 @@ MAX_CONTAINERS = 100
 #: step 2: objects the forward search reads before it leaves the rest to
 #: step 3 (the first level -- the greenlets' frames, the modules' globals --
 #: is always read whole)
-WITNESS_BUDGET = 300_000
+WITNESS_BUDGET = 100_000
 
 
 class Finding(NamedTuple):
@@ -342,6 +344,7 @@ def _audit(group: list, pace) -> bool:
         direct += n
     direct += _settle(group, counts, pace)
     counts = None
+    pace()
     # One piece from here: the waiters as they were counted, and the count.
     # (group's slot and getrefcount's argument are the audit's own references)
     return all(map(_is, map(_GR_FRAME, [g for g, _f in held]), [f for _g, f in held])) \
@@ -457,39 +460,30 @@ _HEAPTYPE = 1 << 9
 _LINT_FILES = (__file__, os.path.join(os.path.dirname(__file__), "lints.py"))
 
 
-#: type -> how to read its instances' fields: (the __dict__ descriptor or None,
-#: the slot descriptors, the builtin container it extends or None); None: not followed
+#: type -> whether the search reads its instances' fields (gc.get_referents)
 _FIELDS: dict = {}
+#: the builtin types whose traversal (gc.get_referents) a class defined in
+#: Python may extend and still be read: CPython's own containers'
 _FOLLOWED_BASES = (object, dict, list, tuple, set, frozenset, collections.deque,
                    BaseException, types.SimpleNamespace)
-_NOT_FOLLOWED = (str, bytes, bytearray, int, float, complex, bool, type(None),
-                 types.CodeType, types.FrameType, types.ModuleType, weakref.ref,
-                 types.BuiltinFunctionType, types.GeneratorType, types.CoroutineType,
-                 types.AsyncGeneratorType, types.TracebackType, memoryview, range)
 
 
-def _fields(kind):
-    how = _FIELDS.get(kind, False)
-    if how is not False:
-        return how
-    how = None
-    mro = kind.__mro__
-    solid = next((c for c in mro if not c.__flags__ & _HEAPTYPE), object)
-    if solid in _FOLLOWED_BASES and not issubclass(kind, _NOT_FOLLOWED):
-        dict_descr, slots = None, []
-        for c in mro:
-            if not c.__flags__ & _HEAPTYPE:
-                continue
-            for name, value in vars(c).items():
-                if name == "__dict__" and dict_descr is None and \
-                        type(value) is types.GetSetDescriptorType:
-                    dict_descr = value
-                elif type(value) is types.MemberDescriptorType:
-                    slots.append(value)
-        how = (dict_descr, tuple(slots), None if solid in (object, BaseException) else solid)
-    if len(_FIELDS) > 10_000:
-        _FIELDS.clear()
-    _FIELDS[kind] = how
+def _fields(kind) -> bool:
+    """Whether the search reads the fields of ``kind``'s instances: a class
+    defined in Python (a heap type) over one of :data:`_FOLLOWED_BASES`.
+    (``gc.get_referents`` of such an instance runs CPython's generic
+    traversal -- its slots, its dict or inline values, its type, the
+    base container's items -- and never a C extension's: a greenlet's or a
+    frame's walks saved interpreter state, and is not asked here.)"""
+    how = _FIELDS.get(kind)
+    if how is None:
+        solid = next((c for c in kind.__mro__ if not c.__flags__ & _HEAPTYPE), object)
+        how = bool(kind.__flags__ & _HEAPTYPE) and (
+            solid in _FOLLOWED_BASES or issubclass(solid, BaseException)) \
+            and not issubclass(kind, _raw_greenlet)
+        if len(_FIELDS) > 10_000:
+            _FIELDS.clear()
+        _FIELDS[kind] = how
     return how
 
 
@@ -521,9 +515,7 @@ def _greenlet_fields(g, out: list) -> None:
                     out.append(value.__get__(g, kind))
                 except AttributeError:
                     pass
-    d = getattr(g, "__dict__", None)
-    if type(d) is dict:
-        out.extend(d.values())
+    # (not its __dict__: reading it makes one for every greenlet without)
 
 
 def _children(x, out: list) -> None:
@@ -536,12 +528,8 @@ def _children(x, out: list) -> None:
             or kind is collections.deque:
         out.extend(x)
     elif kind is types.FunctionType:
-        if x.__closure__:
-            out.extend(x.__closure__)
-        out.append(x.__defaults__)
-        out.append(x.__kwdefaults__)
-        out.append(x.__dict__)
-        out.append(x.__globals__)
+        # closure, defaults, globals, its dict (reading __dict__ would make one)
+        out.extend(gc.get_referents(x))
     elif kind is types.CellType:
         try:
             out.append(x.cell_contents)
@@ -563,25 +551,8 @@ def _children(x, out: list) -> None:
             out.extend(vars(x).values())
     elif kind is types.MappingProxyType:
         out.extend(x.values())
-    else:
-        how = _fields(kind)
-        if how is None:
-            return
-        dict_descr, slots, base = how
-        if dict_descr is not None:
-            d = dict_descr.__get__(x, kind)
-            if type(d) is dict:
-                out.extend(d.values())
-        for slot in slots:
-            try:
-                out.append(slot.__get__(x, kind))
-            except AttributeError:
-                pass
-        if base is dict:
-            out.extend(dict.values(x))
-            out.extend(dict.keys(x))
-        elif base is not None:
-            out.extend(base.__iter__(x))
+    elif _fields(kind):
+        out.extend(gc.get_referents(x))
 
 
 def _roots(greenlets: list, waiting: set, pace) -> list:

@@ -16,15 +16,18 @@ loop lag the target's own snapshot saw and the client's round trip.
 
 The issue's target is <= 1 ms per refresh. The snapshot, the ledger's
 reading of the ring and the lints run in pieces of ~0.4 ms
-(tracing.snapshot.PIECE_NS, tracing.lints.PIECE_NS), yielding between.
-What is left as one piece is the lost wake-up's heap traversal
-(``gc.get_referrers``, O(heap)), which a console runs only for waiters
-parked for a second on the same frame and not judged before
-(tracing.lints.HeapCheck): a few frames per run show it, and the table
-says how many and what it cost ("heap traversals", "their ms max").
-Expect the maximum to be set by it, by a cyclic-GC pass the frame's
-allocations set off, or -- on a loaded machine -- by the target being
-descheduled in the middle of a piece (wall time).
+(tracing.pace.PIECE_NS, tracing.lints.PIECE_NS), yielding between. The
+lost wake-up check decides whether anything but its waiters refers to the
+Event (held here: a global in the child, a local of this process's main
+greenlet) by a reference count audit and a search from the roots, both in
+pieces (tracing.lost_wakeup); only what those cannot tell goes to a heap
+traversal (``gc.get_referrers``, O(heap), one piece). The in-process table
+says in how many frames the check decided something and its total time
+over all its pieces ("decided", "in ms max"), and how many heap
+traversals ran and the longest ("heap traversals", "their ms max").
+Expect the maximum to be set by a cyclic-GC pass the frame's allocations
+set off, or -- on a loaded machine -- by the target being descheduled in
+the middle of a piece (wall time).
 
 ``--in-process``: the same scenario in this process, captured as the
 widget does (a greenlet of the hub, ``labkit.sleep(0)`` between pieces),
