@@ -178,6 +178,94 @@ def test_a_start_in_a_frame_that_returned_before_the_sample_is_still_exact():
         assert not any("_take" in entry for entry in block.stack), block.stack
 
 
+def _first_runner(seconds, then=None):  # FIRST-RUN-DEF
+    _crunch(seconds)  # FIRST-RUN-CALLS
+    if then is not None:
+        labkit.sleep(0)
+        then.wait()
+
+
+def test_a_block_in_a_greenlets_first_run_starts_at_its_function():
+    # No switch since it started: there is no resume site (the greenlet had
+    # no frame when it was switched to). The start is the function it runs,
+    # not wherever a sample found it (_crunch's loop), sampled or not.
+    done = labkit.event.Event()
+    with tracing.trace(blocking=THRESHOLD, report=False) as t:
+        g = labkit.spawn(_first_runner, 4 * THRESHOLD, done)
+        g.name = "first-runner"
+        deadline = time.monotonic() + 20
+        while not [b for b in tracing.recorder.active().blocks
+                   if b.greenlet == "first-runner"]:
+            assert time.monotonic() < deadline, "no block reported"
+            labkit.sleep(0.01)
+        done.set()
+        g.join()
+    [block] = [b for b in t.blocking() if b.greenlet == "first-runner"]
+    assert block.started == (__file__, _line_of("FIRST-RUN-DEF"), "_first_runner")
+    assert block.first_run and block.resumed_from is None
+    assert block.first == block.started   # the never-yielded lint's line
+    text = str(block)
+    assert f"started at test_tracing_block_start.py:{_line_of('FIRST-RUN-DEF')} in " \
+           f"_first_runner, its first run" in text
+    if block.sampled:
+        assert block.function == "_crunch"
+    [lint] = [lint for lint in t.lints(never_yielded=THRESHOLD)
+              if lint.kind == "never yielded" and lint.greenlet == "first-runner"]
+    assert f":{_line_of('FIRST-RUN-DEF')} in " in lint.line, lint
+
+
+def test_a_first_run_that_ends_with_its_greenlet_starts_at_its_function_or_spawn():
+    # The greenlet exits as the block ends, before it is reported: a sample
+    # read its function while it ran; with no sample (the watchdog got no
+    # CPU), the side table only has where it was spawned.
+    from tracing.blocking import BlockingMonitor
+    with tracing.trace(blocking=THRESHOLD, report=False) as t:
+        g = labkit.spawn(_first_runner, 4 * THRESHOLD)  # FIRST-RUN-SPAWN
+        g.name = "first-runner"
+        g.join()
+    [block] = [b for b in t.blocking() if b.greenlet == "first-runner"]
+    assert block.first_run and block.first == block.started
+    if block.sampled:
+        assert block.started == (__file__, _line_of("FIRST-RUN-DEF"), "_first_runner")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(BlockingMonitor, "_sample", lambda self, sampling, count: None)
+        with tracing.trace(blocking=THRESHOLD, report=False) as t:
+            g = labkit.spawn(_first_runner, 4 * THRESHOLD)  # FIRST-RUN-SPAWN-2
+            g.name = "first-runner"
+            g.join()
+    [block] = [b for b in t.blocking() if b.greenlet == "first-runner"]
+    assert not block.sampled
+    assert block.started == (__file__, _line_of("FIRST-RUN-SPAWN-2"), "_first_runner")
+    assert block.first_run and block.first == block.started
+
+
+def test_run_place_reads_the_function_or_the_spawn_site():
+    import functools
+    from tracing.blocking import run_place
+    from tracing.recorder import Recorder
+    recorder = Recorder(capacity=1024).start()
+    try:
+        hold = labkit.event.Event()
+        g = labkit.spawn(functools.partial(_first_runner, 0, hold))   # a partial: its function
+        dead = labkit.spawn(lambda: None)  # SPAWNED-HERE
+        dead.join()
+        assert run_place(recorder, id(g)) == (__file__, _line_of("FIRST-RUN-DEF"),
+                                              "_first_runner")
+        # gone (the side table dropped it at exit): where it was spawned
+        file, line, _function = run_place(recorder, id(dead))
+        assert (file, line) == (__file__, _line_of("SPAWNED-HERE"))
+        assert run_place(recorder, 12345) is None and run_place(recorder, 0) is None
+        # labkit's own function (a server's handler): the samples find the user's code
+        internal = labkit.spawn(labkit.sleep, 10)
+        labkit.sleep(0)
+        assert run_place(recorder, id(internal)) is None
+        internal.kill()
+        hold.set()
+        g.join()
+    finally:
+        recorder.stop(read=False)
+
+
 def test_a_block_in_a_hub_callback_has_no_greenlet_start():
     def callback():
         _crunch(4 * THRESHOLD)

@@ -50,8 +50,11 @@ def test_never_yielded_names_the_greenlet_the_line_and_the_cause():
         found = lints(never_yielded=0.1)
     [lint] = _of(found, "never yielded", "cruncher")
     line = int(lint.line.split(":")[1].split()[0])
-    assert _line("LINT-CRUNCH").split(":")[1] in (str(line), str(line - 1))  # loop or body
-    assert lint.line.endswith("in cruncher")
+    # cruncher blocked in its first run (no switch since it started): the
+    # line where that run started is its def (tracing.blocking.run_place)
+    assert line == cruncher.__code__.co_firstlineno
+    assert "most samples at" in lint.evidence or "no stack sample" in lint.evidence
+    assert lint.line.endswith("cruncher")   # (3.11+: its qualified name)
     assert "without yielding: CPU-bound in cruncher()" in lint.evidence
     ran = float(lint.evidence.split()[1])
     assert ran >= 0.15

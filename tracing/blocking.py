@@ -46,8 +46,13 @@ switch), ``resumed_from`` ("sleep() (timer)", "wait() (Event)", "recv() (fd
 7 read)") and, when a sample saw the block, whether that frame was still on
 the sampled stack -- and the greenlet's name even when the watchdog got no
 CPU at all while the block lasted (a loaded machine, or a block that held
-the GIL throughout: one long C call). ``block.first`` (the never-yielded
-lint's line) is the start when known, else the first sample's place.
+the GIL throughout: one long C call). A block in a greenlet's *first* run
+has no resume site (the greenlet had no frame yet when it was switched
+to): its start is the first line of the function the greenlet runs
+(:func:`run_place`, read from the spawn table while it runs; where it was
+spawned, if it exited before anyone read it), and ``block.first_run`` says
+so. ``block.first`` (the never-yielded lint's line) is the start when
+known, else the first sample's place.
 
 Each block also gets a cause (``block.cause``, a :class:`tracing.causes.Cause`):
 its wall time split into the loop thread's CPU time, garbage collection
@@ -75,6 +80,7 @@ and ``monitor.stuck`` says how long and where until the block ends;
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import site
 import sys
@@ -134,6 +140,41 @@ def _line_of(code, lasti: int) -> int:
 
 def _qualname(code) -> str:
     return getattr(code, "co_qualname", code.co_name)
+
+
+def run_place(recorder, gid: int) -> tuple | None:
+    """(file, line, function) where greenlet ``gid``'s first run starts:
+    the first line of the function it runs (its ``def``), from the
+    recorder's spawn table -- else, if the greenlet is gone, where it was
+    spawned; None if the recorder did not see it spawned, or the function
+    is labkit's or a library's (a server's handler: the user's code it
+    calls is found by the samples). A greenlet's
+    first run has no resume site to tell (it had no frame yet), and its
+    block must not be placed wherever a sample found it later. Any thread
+    (reads the side table only)."""
+    if not gid:
+        return None
+    for info in reversed(list(recorder.spawns)):   # its newest incarnation
+        if info.gid != gid:
+            continue
+        run = info.ref
+        if run is not None:
+            run = getattr(run, "_run", None) or getattr(run, "run", None)
+            while isinstance(run, functools.partial):
+                run = run.func
+            code = getattr(getattr(run, "__func__", run), "__code__", None)
+            if code is not None:
+                if code.co_filename.startswith(_INTERNAL + _LIBRARY):
+                    # (labkit's own -- a server's connection handler -- or a
+                    # library's: the user's code starts deeper, where a
+                    # sample finds it)
+                    return None
+                return (code.co_filename, code.co_firstlineno, _qualname(code))
+        if info.path:
+            _, _, line = info.site.rpartition(":")
+            return (info.path, int(line) if line.isdigit() else 0, info.function)
+        return None
+    return None
 
 
 class _Stall:
@@ -231,6 +272,9 @@ class _Sampling:
         self.calls: dict[tuple, str | None] = {}
         #: the first valid sample's place: where the block was first seen
         self.first_place = None
+        #: where current's first run starts (run_place), read at the first
+        #: sample while it runs (its side-table entry goes when it exits)
+        self.run_place = None
 
 
 class BlockingMonitor:
@@ -409,6 +453,9 @@ class BlockingMonitor:
             if site is not None and site[1] == sampling.current and site[2]:
                 start = _Start(site)
                 start.walk(frames)
+            if (start is None or start.place is None) and sampling.run_place is None:
+                # maybe its first run (no user frame to resume in)
+                sampling.run_place = run_place(self._recorder, sampling.current) or ()
         del frame, frames, blame
         # Was the block still going on? Only if no record was written since
         # the snapshot that asked for this sample (read now, after the stack).
@@ -498,16 +545,28 @@ class BlockingMonitor:
 
     def _place_start(self, block: Block, stall: _Stall, sampling) -> None:
         """Fill ``block.started`` (and what it resumed from) from the
-        resume site of the greenlet that ran when the stall began."""
+        resume site of the greenlet that ran when the stall began; in its
+        first run (no frame of it existed when it was switched to), from
+        the function it runs."""
         start = sampling.start if sampling is not None else None
+        first_run = stall.resume_ns and stall.resume_why == lib.LK_WHY_START
         if start is None or start.seq != stall.resume_seq:
             site = resume_site(self._ring, stall.resume_seq) \
                 if stall.resume_seq != _NO_SEQ else None
             if site is None or site[1] != stall.current or not site[2]:
+                # (a resume site without frames: a greenlet not started yet)
+                first_run = first_run or (site is not None and site[1] == stall.current)
                 start = None
             else:
                 start = _Start(site)
         if start is None or start.place is None:
+            if first_run or (start is not None and start.place is None):
+                place = sampling.run_place if sampling is not None and \
+                    sampling.current == stall.current else None
+                place = place or run_place(self._recorder, stall.current)
+                if place:
+                    block.started = place
+                    block.first_run = True
             return
         block.started = start.place
         block.started_frame_sampled = start.in_sample

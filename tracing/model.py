@@ -133,6 +133,10 @@ class Block:
     #: whether the frame where it started was still on the sampled stack
     #: (the same call, by identity); None if no sample or no start is known
     started_frame_sampled: bool | None = None
+    #: the block was in its greenlet's first run: it had not switched since
+    #: it started, so ``started`` is the first line of the function it runs
+    #: (its ``def``; where it was spawned if that is gone), not a resume site
+    first_run: bool = False
 
     @property
     def sampled(self) -> bool:
@@ -157,6 +161,8 @@ class Block:
         if self.sampled and (file, line) == (self.file, self.line):
             return None
         text = f"started at {os.path.basename(file)}:{line} in {function}"
+        if self.first_run:
+            text += ", its first run"
         if self.resumed_from:
             text += f" after {self.resumed_from}"
         if self.started_frame_sampled:
