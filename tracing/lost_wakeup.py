@@ -455,6 +455,14 @@ def _contents(container) -> list:
 # -- step 2: a witness ---------------------------------------------------------------
 
 _HEAPTYPE = 1 << 9
+_IMMUTABLETYPE = 1 << 8
+
+
+def _in_python(kind) -> bool:
+    """Whether ``kind`` was made by a class statement (or type()): a heap
+    type that can be changed. (Many C extension types are heap types too
+    since 3.12 -- itertools', for one --, made immutable.)"""
+    return kind.__flags__ & (_HEAPTYPE | _IMMUTABLETYPE) == _HEAPTYPE
 #: the lint's own modules' files: their frames are not roots of the search
 #: (what the lint itself holds is not a holder)
 _LINT_FILES = (__file__, os.path.join(os.path.dirname(__file__), "lints.py"))
@@ -477,8 +485,8 @@ def _fields(kind) -> bool:
     frame's walks saved interpreter state, and is not asked here.)"""
     how = _FIELDS.get(kind)
     if how is None:
-        solid = next((c for c in kind.__mro__ if not c.__flags__ & _HEAPTYPE), object)
-        how = bool(kind.__flags__ & _HEAPTYPE) and (
+        solid = next((c for c in kind.__mro__ if not _in_python(c)), object)
+        how = _in_python(kind) and (
             solid in _FOLLOWED_BASES or issubclass(solid, BaseException)) \
             and not issubclass(kind, _raw_greenlet)
         if len(_FIELDS) > 10_000:
@@ -507,7 +515,7 @@ def _greenlet_fields(g, out: list) -> None:
             out.append(run)
         return
     for c in kind.__mro__:
-        if not c.__flags__ & _HEAPTYPE:
+        if not _in_python(c):
             continue
         for value in vars(c).values():
             if type(value) is types.MemberDescriptorType:
