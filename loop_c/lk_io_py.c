@@ -437,6 +437,36 @@ static int dispatch_timer(IoTable *self, int32_t id, PyObject *on_error)
     return rc;
 }
 
+/* Signals first.  A signal that came during the wait (or, for a poll that
+ * does not wait, since the last bytecode) has its handler run by CPython at
+ * the next bytecode boundary -- which, once the dispatch below has switched
+ * into a woken greenlet, is that greenlet's: labkit's SIGINT handler would
+ * raise KeyboardInterrupt in it (a ticker killed, not the main greenlet
+ * interrupted) where it defers to the hub when it runs in the hub, as it
+ * did when Loop.poll's dispatch was Python.  So the handlers run here, in
+ * the hub.  An exception from one (a handler that raises in the hub) is
+ * returned, normalized, so that poll() raises it after the dispatch: the
+ * events lk_poll took must still wake their callbacks. */
+__attribute__((noinline)) static PyObject *run_signal_handlers(void)
+{
+    if (PyErr_CheckSignals() == 0)
+        return NULL;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+__attribute__((noinline)) static void raise_held(PyObject *exc)
+{
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, tb);   /* steals exc */
+}
+
 /* poll(timeout, on_error) -> events dispatched.  timeout: seconds, < 0
  * until something happens, 0 without waiting (and keeping the GIL). */
 static PyObject *IoTable_poll(IoTable *self, PyObject *const *args, Py_ssize_t nargs)
@@ -474,8 +504,9 @@ static PyObject *IoTable_poll(IoTable *self, PyObject *const *args, Py_ssize_t n
             PyErr_SetFromErrno(PyExc_OSError);
             return NULL;
         }
-        return PyLong_FromLong(0);
+        return PyErr_CheckSignals() < 0 ? NULL : PyLong_FromLong(0);
     }
+    PyObject *held = run_signal_handlers();
     Py_INCREF(self);          /* a callback may drop the last Loop */
     self->polling = 1;
     int failed = 0;
@@ -490,6 +521,13 @@ static PyObject *IoTable_poll(IoTable *self, PyObject *const *args, Py_ssize_t n
     }
     self->polling = 0;
     Py_DECREF(self);
+    if (held != NULL) {
+        if (failed)
+            Py_DECREF(held);  /* on_error's exception (the hub being killed) wins */
+        else
+            raise_held(held);
+        return NULL;
+    }
     return failed ? NULL : PyLong_FromLong(n);
 }
 
