@@ -63,6 +63,8 @@ RECORD_DTYPE = _ledger.RECORD_DTYPE
 KINDS = ("", "ready", "sleeping", "io", "other", "unstarted")
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 
+#: LK_WHY_* values are below this (see Strip._codes).
+_WHYS = 8
 #: Colours the background (axes, ticks, legend) is reduced to.
 _BG_COLORS = 96
 #: Spans up to this many columns wide are painted without a Python loop.
@@ -105,6 +107,7 @@ class Strip:
         self.ready = np.zeros(self.size, np.int32)           # longest ready queue
         self.last_col = None        # newest column written (absolute number)
         self._kind_cache: dict = {}
+        self._kind_tables = None    # see _codes
         self._label_of: dict = {}
         self.records = 0            # records painted so far
         self.lost = 0
@@ -216,6 +219,33 @@ class Strip:
                                                           _KIND_CODE["other"])
         return code
 
+    def _codes(self, whys, details) -> np.ndarray:
+        """The KINDS code of each wait (why, detail) -- by table look-up:
+        the detail matters only for a Waiter's wait (its label's number),
+        and labels are numbered 0, 1, 2, ... as they are met."""
+        tables = self._kind_tables
+        if tables is None:
+            # (whys are small; one past the last is any other: "other")
+            by_why = [self._kind(why, 0) for why in range(_WHYS)] + [_KIND_CODE["other"]]
+            by_why[lib.LK_WHY_SWITCH] = _KIND_CODE["ready"]    # a switch to it: ready
+            tables = self._kind_tables = [np.array(by_why, np.uint8), {}]
+        codes = tables[0][np.minimum(whys, _WHYS)]
+        for why in (lib.LK_WHY_WAITER, lib.LK_WHY_THROW):
+            mine = np.flatnonzero(whys == why)
+            if not len(mine):
+                continue
+            labelled = details[mine]
+            table = tables[1].get(why)
+            if table is None or labelled.max() >= len(table):   # new labels since
+                count = min(max(len(self.labels), int(labelled.max()) + 1), 1 << 16)
+                table = tables[1][why] = np.array(
+                    [self._kind(why, number) for number in range(count)], np.uint8)
+            inside = (labelled >= 0) & (labelled < len(table))
+            codes[mine[inside]] = table[labelled[inside]]
+            for i, number in zip(mine[~inside].tolist(), labelled[~inside].tolist()):
+                codes[i] = self._kind(why, number)    # (not a label's number)
+        return codes
+
     def _paint(self, batch, lo: int, hi: int | None) -> None:
         """Runs, waits and counters of ``batch``'s entries from records
         ``lo`` (sequence number) up to ``hi`` (None: the end)."""
@@ -225,11 +255,8 @@ class Strip:
         lane = np.full(len(owner), HUB_LANE, np.int64)
         lane[owner == OWNER_POLL] = POLL_LANE
         greenlet = owner >= 0
-        gids = lanes = np.empty(0, np.int64)
-        if greenlet.any():
-            gids, inverse = np.unique(owner[greenlet], return_inverse=True)
-            lanes = np.array([self._lane(int(g)) for g in gids], np.int64)
-            lane[greenlet] = lanes[inverse]
+        gids = owner[greenlet]
+        lane[greenlet] = self._lanes_of(gids)
         # Counters per column (of the columns kept: a batch that spans more,
         # after the hub was held for longer than that, must not wrap around).
         oldest = self.last_col - self.size
@@ -244,9 +271,23 @@ class Strip:
         self._paint_runs(lane, batch.run_start[r0:r1], batch.run_end[r0:r1])
         if w1 > w0:
             # a wait's greenlet ran (its resume began a run here): it has a lane
-            self._paint_waits(lanes[np.searchsorted(gids, batch.wait_owner[w0:w1])],
+            self._paint_waits(self._lanes_of(batch.wait_owner[w0:w1]),
                               batch.wait_start[w0:w1], batch.wait_end[w0:w1],
                               batch.wait_why[w0:w1], batch.wait_detail[w0:w1])
+
+    def _lanes_of(self, gids) -> np.ndarray:
+        """The lane of each greenlet id in ``gids``; ids without one get
+        new lanes, in the order of their ids."""
+        known = np.fromiter(self.lane_of, np.int64, len(self.lane_of))
+        order = np.argsort(known)
+        known = known[order]
+        rows = np.fromiter(self.lane_of.values(), np.int64, len(self.lane_of))[order]
+        at = np.minimum(np.searchsorted(known, gids), max(len(known) - 1, 0))
+        if len(known) == 0 or not (known[at] == gids).all():
+            for gid in np.unique(gids[known[at] != gids] if len(known) else gids).tolist():
+                self._lane(gid)
+            return self._lanes_of(gids)
+        return rows[at]
 
     def _paint_runs(self, lane, start, end) -> None:
         self._spread(self.run, lane, start, end, None)
@@ -309,16 +350,7 @@ class Strip:
             return
         lanes, start, end = lanes[ok], start[ok], end[ok]
         whys, details = whys[ok], details[ok]
-        codes = np.full(len(whys), _KIND_CODE["ready"], np.uint8)   # switch: ready
-        plain = whys != lib.LK_WHY_SWITCH
-        if plain.any():
-            # One int per (why, detail): why < 8. (np.unique(axis=...) sorts
-            # a structured copy, ~10x slower.)
-            keys = details[plain] * 8 + whys[plain].astype(np.int64)
-            unique, inverse = np.unique(keys, return_inverse=True)
-            table = np.array([self._kind(int(k) & 7, int(k) >> 3) for k in unique], np.uint8)
-            codes[plain] = table[inverse.ravel()]
-        self._spread(self.park, lanes, start, end, codes)
+        self._spread(self.park, lanes, start, end, self._codes(whys, details))
         # Sleeps that ended late: from when they were due to the resume.
         sleeps = np.flatnonzero((whys == lib.LK_WHY_TIMER) & (details < 0))
         due = start[sleeps] - details[sleeps]
