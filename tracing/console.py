@@ -19,10 +19,13 @@ What it shows (tokio-console's views, for greenlets):
   and evidence), the **spawn tree** and the **wait-for graph** (joins and
   awaits followed as chains to what the last one waits on), in tabs;
 - a **timeline** of the last ``window`` seconds: a
-  :class:`tracing.dashboard.Dashboard` (drawn off the hub, each record
-  decoded once: :mod:`tracing.live_timeline`) in the last tab, running
-  only while that tab is open (``python -m labkit.bench.echo --impls
-  labkit,console`` measures the console with that tab shown);
+  :class:`tracing.dashboard.Dashboard` (drawn off the hub, from the same
+  fold of the ring's records that gives the table its times: the
+  recorder's :class:`tracing.ledger.Ledger`, read through a
+  :class:`~tracing.ledger.Tap`; :mod:`tracing.live_timeline`) in the last
+  tab, running only while that tab is open, and drawing a picture only now
+  and then while no front-end shows it (``python -m labkit.bench.echo
+  --impls labkit,console`` measures the console with that tab shown);
 - **record & scrub**: every refresh is kept (the last ``history`` seconds,
   :class:`tracing.frames.FrameRing`). Pause, then drag the slider back: the
   table, lints, tree and graph show the frame recorded at that moment, and

@@ -32,6 +32,16 @@ is tested against). Records overwritten before they were read are counted
 (``lost``), and after such a gap every greenlet counts as touched.
 Record kinds this module does not know (a newer recorder's) are read as
 "the thread went elsewhere": they end the running slice, like HOST.
+
+One fold for everyone: each record is folded once (``Ledger.folded``),
+whoever brings the ledger up to date -- the console's snapshot, the lints,
+the timeline's :class:`~tracing.dashboard.Dashboard`. A timeline does not
+fold the records again: it asks for a :class:`Tap` (:meth:`Ledger.tap`) and
+gets, per batch folded, :class:`Slices` -- who ran from when to when, where
+each wait began and what ended it, the hub's passes, spawns and exits --
+computed in the same numpy passes as the accounts (:meth:`Ledger._emit`;
+with a tap every batch is folded with numpy). ``Ledger()`` without a
+recorder folds records read elsewhere (:meth:`Ledger.fold`).
 """
 from __future__ import annotations
 
@@ -141,7 +151,7 @@ class Ledger:
         """Read the records written since the last update; the new count.
 
         ``pace``: called after each batch of :data:`BATCH` records (a
-        :class:`tracing.snapshot.Pace`, which may let the hub run); then
+        :class:`tracing.pace.Pace`, which may let the hub run); then
         only the records written before the call are read (the loop does
         not chase the hub), and the ring is looked up again after each
         batch (the recorder may have stopped meanwhile). Each batch is
