@@ -50,7 +50,9 @@ def test_lints_in_pieces_find_what_lints_in_one_go_find(monkeypatch):
         monkeypatch.setattr(tracing.lints, "PIECE_NS", 10**12)   # never due
         cuts.clear()
         assert _lost(lints(between=lambda: cuts.append(1))) == _lost(whole)
-        assert len(cuts) == 1     # only at the start: the lints begin a piece of their own
+        # at the start (the lints begin a piece of their own), and before the
+        # lost wake-up's heap traversal if it runs (3.10: see test_tracing_lost_wakeup)
+        assert len(cuts) == (1 if sys.version_info >= (3, 11) else 2)
     finally:
         labkit.killall(gs)
 

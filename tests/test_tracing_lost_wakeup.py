@@ -115,9 +115,14 @@ def _c_object(kind):
     return [_spawn(f"cobj-{kind}", waiter)]
 
 
+#: The step that proves "only its waiters": the audit, except on 3.10, where
+#: a call from Python to Python keeps its arguments on the caller's value
+#: stack, which the audit cannot read (the heap traversal then decides).
+PROVES = "audit" if sys.version_info >= (3, 11) else "traversal"
+
 #: case -> (lost?, which step decides: "audit", "witness" or "traversal")
 CASES = {
-    _only_its_waiter: (True, "audit"),
+    _only_its_waiter: (True, PROVES),
     _global: (False, "witness"),
     _closure_of_another: (False, "witness"),
     _list_in_another_object: (False, "witness"),
@@ -203,7 +208,7 @@ def test_the_audit_counts_private_containers_and_many_waiters():
     try:
         heap = HeapCheck(after=0.0)
         assert _lost(lints(heap=heap)) >= {g.name for g in gs}
-        assert heap.traversals == 0 and heap.witnessed == 0
+        assert heap.traversals == (PROVES == "traversal") and heap.witnessed == 0
     finally:
         labkit.killall(gs)
 
@@ -219,7 +224,7 @@ def test_a_reference_the_caller_holds_in_a_local_is_a_holder():
         ev = None
         heap = HeapCheck(after=0.0)
         assert "callers" in _lost(lints(heap=heap))
-        assert heap.traversals == 0
+        assert heap.traversals == (PROVES == "traversal")
     finally:
         labkit.kill(g)
 

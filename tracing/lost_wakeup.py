@@ -30,7 +30,9 @@ earlier ones could not decide:
    frame's value stack -- ``with lock:`` keeps ``lock.__exit__`` there --,
    C code): undecided. The counts are read in pieces; they stay true while
    every waiter stays suspended on the same frame, which is checked, with
-   the final ``getrefcount``, in one piece.
+   the final ``getrefcount``, in one piece. (On 3.10 a call from Python to
+   Python keeps its arguments on the caller's value stack: the audit
+   rarely proves anything there, and step 3 decides.)
 2. **Witness** (:func:`_witnesses`, in pieces): a search forward from the
    roots Python can see -- every other greenlet's frames and ``_run``/
    ``args``, the caller's stack, other threads' frames, ``sys.modules`` --
@@ -563,11 +565,13 @@ def _children(x, out: list) -> None:
         out.extend(gc.get_referents(x))
 
 
-def _roots(greenlets: list, waiting: set, pace) -> list:
-    """The objects the search starts from: the greenlets of the snapshot but
-    the waiters, the hub, the main greenlet and the caller's (their frames'
-    locals, ``_run``, ``args``...), other threads' stacks (a list of their
-    locals each), the modules."""
+def _roots(greenlets: list, waiting: set, pace) -> tuple[list, list]:
+    """The objects the search starts from, in two rounds: first the greenlets
+    of the snapshot but the waiters, the hub, the main greenlet and the
+    caller's (their frames' locals, ``_run``, ``args``...), other threads'
+    stacks (a list of their locals each) and the modules of the program
+    (not under ``sys.prefix``: where a holder usually is); then the other
+    modules (the standard library's, site-packages')."""
     hub = _lk_hub.get_hub()
     roots = []
     seen = set(waiting)
@@ -588,8 +592,16 @@ def _roots(greenlets: list, waiting: set, pace) -> list:
         values: list = []
         _frames_locals(frames.pop(ident), values)
         roots.append(values)
-    roots.extend(m for m in list(sys.modules.values()) if type(m) is types.ModuleType)
-    return roots
+    libraries = []
+    for module in list(sys.modules.values()):
+        if type(module) is types.ModuleType:
+            path = getattr(module, "__file__", None)
+            (libraries if not path or path.startswith(_LIBRARY_PREFIXES) else roots).append(module)
+    return roots, libraries
+
+
+_LIBRARY_PREFIXES = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix,
+                           sys.base_exec_prefix})
 
 
 def _witnesses(groups: list, greenlets: list, pace, budget: int | None = None) -> set:
@@ -607,53 +619,55 @@ def _witnesses(groups: list, greenlets: list, pace, budget: int | None = None) -
     return found
 
 
-def _search(group: list, roots: list, waiting: set, pace, budget: int) -> bool:
-    """Whether ``group[0]`` is reached from ``roots``, breadth first, not
-    through ``waiting`` (ids of greenlets), within ``budget`` objects read
-    past the roots; ``pace()`` every 256 objects and references looked at."""
+def _search(group: list, rounds: tuple, waiting: set, pace, budget: int) -> bool:
+    """Whether ``group[0]`` is reached from the roots of ``rounds`` (one
+    breadth-first search from each list of roots in turn, what the first
+    reached left out of the next), not through ``waiting`` (ids of
+    greenlets), within ``budget`` objects read past the roots; ``pace()``
+    every 256 objects and references looked at."""
     target = id(group[0])
     parent: dict = {}
     root_of: dict = {}
-    level = []
-    for n, root in enumerate(roots):
-        if n & 255 == 255:
-            pace()
-        if id(root) not in parent:
-            parent[id(root)] = None
-            root_of[id(root)] = root
-            level.append(root)
-    roots = None
     read = work = 0
-    while level:
-        nxt = []
-        for x in level:
-            if work >= 256:    # (objects read, and references looked at)
-                work = 0
+    for roots in rounds:
+        level = []
+        for n, root in enumerate(roots):
+            if n & 255 == 255:
                 pace()
-            if read > budget:
-                return False      # (step 3 decides)
-            kids: list = []
-            try:
-                _children(x, kids)
-            except Exception:     # (a field that cannot be read: not followed)
-                continue
-            if id(x) not in root_of:
-                read += 1
-            work += 1 + len(kids)
-            xid = id(x)
-            for child in kids:
-                cid = id(child)
-                if cid in parent or cid in waiting or type(child) in _NOT_FOLLOWED_EXACT:
+            if id(root) not in parent:
+                parent[id(root)] = None
+                root_of[id(root)] = root
+                level.append(root)
+        roots = None
+        while level:
+            nxt = []
+            for x in level:
+                if work >= 256:    # (objects read, and references looked at)
+                    work = 0
+                    pace()
+                if read > budget:
+                    return False      # (step 3 decides)
+                kids: list = []
+                try:
+                    _children(x, kids)
+                except Exception:     # (a field that cannot be read: not followed)
                     continue
-                parent[cid] = xid
-                if cid == target:
-                    kids = child = x = None
-                    if _verify(target, parent, root_of, group):
-                        return True
-                    return False   # (moved meanwhile: step 3 decides)
-                nxt.append(child)
-            kids = child = x = None
-        level = nxt
+                if id(x) not in root_of:
+                    read += 1
+                work += 1 + len(kids)
+                xid = id(x)
+                for child in kids:
+                    cid = id(child)
+                    if cid in parent or cid in waiting or type(child) in _NOT_FOLLOWED_EXACT:
+                        continue
+                    parent[cid] = xid
+                    if cid == target:
+                        kids = child = x = None
+                        # (moved meanwhile: step 3 decides)
+                        return _verify(target, parent, root_of, group)
+                    nxt.append(child)
+                kids = child = x = None
+            level = nxt
     return False
 
 
