@@ -70,7 +70,6 @@ from __future__ import annotations
 import collections
 import functools
 import gc
-import operator
 import os
 import _thread
 import sys
@@ -82,6 +81,7 @@ from typing import NamedTuple
 from greenlet import getcurrent
 from greenlet import greenlet as _raw_greenlet
 
+import labkit.greenlet as _lk_greenlet
 import labkit.hub as _lk_hub
 import labkit.lock as _lk_lock
 from labkit.util import greenlet_name
@@ -326,7 +326,7 @@ def _decide(groups: list, greenlets: list, pace, heap) -> list:
 _CODE_FLAGS_NOT_PLAIN = 0x20 | 0x80 | 0x100 | 0x200   # generator, coroutine, iterable coro, async gen
 #: what the audit looks through: what step 3 calls a container (a dict, a
 #: list, a tuple, a bound method), so that both agree
-_AUDITED = (dict, list, tuple, types.MethodType)
+_AUDITED = (dict, list, tuple, types.MethodType, types.FunctionType, types.CellType)
 
 
 def _audit(group: list, pace) -> bool:
@@ -349,22 +349,39 @@ def _audit(group: list, pace) -> bool:
     pace()
     # One piece from here: the waiters as they were counted, and the count.
     # (group's slot and getrefcount's argument are the audit's own references)
-    return all(map(_is, map(_GR_FRAME, [g for g, _f in held]), [f for _g, f in held])) \
-        and sys.getrefcount(group[0]) - 2 == direct
+    return all(_still(a, b) for a, b in held) and sys.getrefcount(group[0]) - 2 == direct
 
 
-_is = operator.is_
-_GR_FRAME = operator.attrgetter("gr_frame")
+def _still(a, b) -> bool:
+    """A greenlet still on the frame it was counted on; a cell still
+    holding what its frame's cached locals held when counted."""
+    if type(a) is types.CellType:
+        try:
+            return a.cell_contents is b
+        except ValueError:
+            return False
+    return a.gr_frame is b
+
+
 
 
 def _count_waiter(obj, g, counts: dict, held: list) -> int | None:
     """The references ``g``'s frames and fields hold to ``obj`` (returned) and
-    to containers (added to ``counts``); None if they cannot be counted."""
+    to containers (added to ``counts``); None if they cannot be counted.
+    ``held`` gets what the caller checks again at the end: (greenlet, its
+    innermost frame), and (cell, its contents) for the cells counted."""
     frame = g.gr_frame
     if frame is None:
         return None
     held.append((g, frame))
     direct = 0
+    # The function labkit's Greenlet.run called (its _run): its frame holds
+    # the function (f_func, 3.11+) and, for its free variables, the
+    # function's own cells -- which the audit can then count.
+    run = getattr(g, "_run", None)
+    if type(run) is not types.FunctionType or not _F_FUNC:
+        run = None      # (a bound method's frame holds its function, not the method)
+    closure = run.__closure__ if run is not None else None
     while frame is not None:
         code = frame.f_code
         if code.co_flags & _CODE_FLAGS_NOT_PLAIN:
@@ -374,18 +391,24 @@ def _count_waiter(obj, g, counts: dict, held: list) -> int | None:
         if cached and sys.getrefcount(local) != 3:   # the frame, `local`, the argument
             return None     # someone kept it (locals()): it holds references too
         cells = code.co_cellvars + code.co_freevars
+        called = (run is not None and code is run.__code__ and frame.f_back is not None
+                  and frame.f_back.f_code is _GREENLET_RUN_CODE)
+        if called:
+            _add(counts, run, 1)     # the frame's function
         for name, value in local.items():
             if name in cells:
-                continue    # a cell's: who else holds the cell is not known here
-            n = 2 if cached else 1    # the frame's slot (and the cached dict's)
+                if not (called and closure and name in code.co_freevars):
+                    continue    # a cell's: who else holds the cell is not known here
+                cell = closure[code.co_freevars.index(name)]
+                held.append((cell, value))    # (the cached dict must still match it)
+                _add(counts, cell, 2)         # the frame's slot, and `held` (ours)
+                n = 2 if cached else 1        # the cached dict, and `held` (ours)
+            else:
+                n = 2 if cached else 1    # the frame's slot (and the cached dict's)
             if value is obj:
                 direct += n
             elif type(value) in _AUDITED and value:   # (an empty one leads nowhere)
-                entry = counts.get(id(value))
-                if entry is None:
-                    counts[id(value)] = [value, n]
-                else:
-                    entry[1] += n
+                _add(counts, value, n)
         value = local = None
         frame = frame.f_back
     for attr in ("_run", "args", "kwargs"):    # labkit's Greenlet: slots
@@ -393,12 +416,21 @@ def _count_waiter(obj, g, counts: dict, held: list) -> int | None:
         if value is obj:
             direct += 1
         elif type(value) in _AUDITED and value:
-            entry = counts.get(id(value))
-            if entry is None:
-                counts[id(value)] = [value, 1]
-            else:
-                entry[1] += 1
+            _add(counts, value, 1)
     return direct
+
+
+def _add(counts: dict, value, n: int) -> None:
+    entry = counts.get(id(value))
+    if entry is None:
+        counts[id(value)] = [value, n]
+    else:
+        entry[1] += n
+
+
+#: an interpreter frame holds its function (3.11+: f_func, f_funcobj)
+_F_FUNC = sys.version_info >= (3, 11)
+_GREENLET_RUN_CODE = _lk_greenlet.Greenlet.run.__code__
 
 
 def _settle(group: list, counts: dict, pace) -> int:
@@ -445,12 +477,22 @@ def _settle(group: list, counts: dict, pace) -> int:
 
 
 def _contents(container) -> list:
-    """What a dict, list, tuple or bound method refers to, each as often as it does."""
+    """What a dict, list, tuple or bound method refers to, each as often as
+    it does; of a function, a cell: what may lead to the object (its
+    closure and defaults; its contents)."""
     kind = type(container)
     if kind is dict:
         return [*container.keys(), *container.values()]
     if kind is types.MethodType:
         return [container.__func__, container.__self__]
+    if kind is types.FunctionType:
+        return [x for x in (container.__closure__, container.__defaults__,
+                            container.__kwdefaults__) if x is not None]
+    if kind is types.CellType:
+        try:
+            return [container.cell_contents]
+        except ValueError:
+            return []
     return list(container)
 
 
