@@ -22,17 +22,20 @@ earlier ones could not decide:
 1. **Audit** (:func:`_audit`, O(waiters), no heap traversal):
    ``sys.getrefcount(obj)`` against the references the waiters' side
    accounts for -- their frames' plain locals, the dict a frame caches its
-   locals in (3.10-3.12), their greenlets' ``_run``/``args``/``kwargs``, and
-   the dicts, lists, tuples and bound methods only those refer to (checked
-   the same way, to a fixed point) -- and the lint's own temporaries. All
-   accounted for: nothing else refers to it, "lost". A reference left over
-   may be a holder or one the audit cannot attribute (a closure cell, a
-   frame's value stack -- ``with lock:`` keeps ``lock.__exit__`` there --,
-   C code): undecided. The counts are read in pieces; they stay true while
-   every waiter stays suspended on the same frame, which is checked, with
-   the final ``getrefcount``, in one piece. (On 3.10 a call from Python to
-   Python keeps its arguments on the caller's value stack: the audit
-   rarely proves anything there, and step 3 decides.)
+   locals in (3.10-3.12), their greenlets' ``_run``/``args``/``kwargs``, the
+   function labkit's ``Greenlet.run`` called and its own closure cells, and
+   the dicts, lists, tuples, bound methods, functions and cells only they
+   refer to (checked the same way, to a fixed point) -- and the lint's own
+   temporaries. All accounted for: nothing else refers to it, "lost". A
+   reference left over may be a holder or one the audit cannot attribute
+   (a cell of a function it does not know, a frame's value stack --
+   ``with lock:`` keeps ``lock.__exit__`` there --, C code): undecided.
+   The counts are read in pieces; they stay true while every waiter stays
+   suspended on the same frame (and each cell counted holds what it held),
+   which is checked, with the final ``getrefcount``, in one piece. (On
+   3.10 a call from Python to Python keeps its arguments on the caller's
+   value stack: the audit rarely proves anything there, and step 3
+   decides.)
 2. **Witness** (:func:`_witnesses`, in pieces): a search forward from the
    roots Python can see -- every other greenlet's frames and ``_run``/
    ``args``, the caller's stack, other threads' frames, ``sys.modules`` --
@@ -49,14 +52,16 @@ earlier ones could not decide:
    the collector, ``gc.get_referrers``: a pass over the whole heap (~1 ms
    per 10,000 objects here), one piece. That is the only step longer than
    a piece, and it runs only in those ambiguous cases: a wait on an object
-   held only through a cell, a value stack, a generator or a C object.
+   held only through a cell the audit does not know, a value stack, a
+   generator or a C object (or an object past the search's budget).
 
-The verdicts are those of step 3 alone -- the lint's definition since it
-was written -- except where step 1 proves more: an object reached only
-through private containers nested deeper than the two levels step 3 looks
-through is "lost" (it is). A lost verdict is never given for an object
-something other than its waiters can reach through references the
-collector or the search can see.
+The verdicts are those of step 3 with the other greenlets' locals -- the
+lint's definition since it was written -- except where step 1 proves
+more: an object reached only through private containers nested deeper
+than the two levels step 3 looks through, or only through the waiter's
+own closure (step 3 takes any cell for a holder), is "lost" (it is). A
+lost verdict is never given for an object something other than its
+waiters can reach through references the collector or the search can see.
 
 (A search of a ``gc.get_objects()`` list in chunks, yielding between them,
 was tried for step 3 and removed: on CPython 3.12, in a process that had
