@@ -13,13 +13,15 @@ late sleeps, switches and ready-queue lengths per column.
 """
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import labkit
 from labkit._loop import lib
-from tracing.ledger import Ledger, ledger_for
+from tracing.ledger import Ledger, Slices, ledger_for
 from tracing.live_timeline import Strip
 from tracing.recorder import Recorder
 
@@ -82,6 +84,70 @@ def test_the_timeline_from_the_ledgers_fold_shows_what_it_showed_before():
     for data, now in chunks:
         raw.add(data, now)
     _assert_same_as_before(raw, f)
+
+
+@pytest.mark.parametrize("numpy_from", [1, 10**9], ids=["numpy", "one-by-one"])
+def test_both_folds_give_the_timeline_what_it_showed_before(monkeypatch, numpy_from):
+    """Batches are folded with numpy or, when small, one by one: either
+    fold's Slices paint the same timeline."""
+    import tracing.ledger
+    monkeypatch.setattr(tracing.ledger, "NUMPY_FROM", numpy_from)
+    f, labels, hub, main, chunks = _load()
+    ledger = Ledger()
+    tap = ledger.tap()
+    strip = Strip(1.0, 500, hub, main, labels=labels)
+    for data, now in chunks:
+        ledger.fold(data)
+        strip.add_slices(tap.take(), now)
+    _assert_same_as_before(strip, f)
+
+
+_SLOTS = Slices.__slots__
+
+
+def _slices_of(records: bytes, cuts, numpy_from, monkeypatch) -> dict:
+    """All the Slices a tapped ledger hands out for ``records`` fed in
+    batches ending at ``cuts``, joined, as lists; and the carried tail."""
+    import tracing.ledger
+    monkeypatch.setattr(tracing.ledger, "NUMPY_FROM", numpy_from)
+    ledger = Ledger()
+    tap = ledger.tap()
+    count = len(records) // 32
+    bounds = [0] + sorted(set(c for c in cuts if 0 < c < count)) + [count]
+    for lo, hi in zip(bounds, bounds[1:]):
+        ledger.fold(records[lo * 32:hi * 32])
+    batches = tap.take()
+    joined = Slices.joined(batches) if batches else None
+    out = {name: getattr(joined, name).tolist() for name in _SLOTS[2:]} if joined else {}
+    out["count"] = sum(b.count for b in batches)
+    out["tail"] = ledger._tail
+    out["marks"] = dict(ledger._mark_ends)
+    return out
+
+
+_KINDS = [lib.LK_TR_RESUME] * 6 + [lib.LK_TR_SPAWN, lib.LK_TR_EXIT, lib.LK_TR_POLL_ENTER,
+                                   lib.LK_TR_POLL_LEAVE, lib.LK_TR_PASS, lib.LK_TR_HOST,
+                                   lib.LK_TR_MARK, lib.LK_TR_MARK, 42]
+_record = st.tuples(st.sampled_from(_KINDS), st.integers(1, 5), st.sampled_from([1, 2, 3, 4, 5, 6]),
+                    st.sampled_from([0, 1, 10, 5 * 10**6]), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_record, min_size=1, max_size=60), st.lists(st.integers(0, 60), max_size=6))
+def test_the_one_by_one_fold_hands_out_the_numpy_folds_slices(records, cuts):
+    """Random streams (spawns under reused ids, exits before resumes, trace
+    start marks, unknown kinds), cut anywhere: the one-by-one fold's Slices
+    and carried state equal the numpy fold's."""
+    data, ts = bytearray(), 1_000
+    for kind, gid, why, step, flag in records:
+        ts += step
+        arg = why if kind == lib.LK_TR_RESUME else (0 if flag else 1) \
+            if kind == lib.LK_TR_MARK else gid
+        data += struct.pack("=qIIqq", ts, kind, arg, 0x1000 * gid, -why)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast = _slices_of(bytes(data), cuts, 1, monkeypatch)
+        slow = _slices_of(bytes(data), cuts, 10**9, monkeypatch)
+    assert fast == slow
 
 
 def test_a_wrong_reading_is_caught():

@@ -216,13 +216,17 @@ class Ledger:
         return n
 
     def _fold_batch(self, data, n: int, first: int) -> None:
-        # With a tap, every batch is folded with numpy (only that fold
-        # makes Slices; a timeline needs numpy anyway).
-        if _np is not None and (n >= NUMPY_FROM or self._taps):
+        if _np is not None and n >= NUMPY_FROM:
             self._fold(_np.frombuffer(data, RECORD_DTYPE), first)
+        elif self._taps:
+            # (small batches: the snapshot's second look after its pieces,
+            # a refresh of an idle hub -- numpy's fixed cost would be most of it)
+            records, starts = list(_RECORD.iter_unpack(data)), []
+            self._fold_python(records, starts)
+            self._emit_python(records, first, starts)
         else:
             self._fold_python(_RECORD.iter_unpack(data))
-            self._tail = None     # (the taps' carried run is not kept here)
+            self._tail = None     # (the taps' carried run is not kept without taps)
         self.seq = first + n
         self.folded += n
 
@@ -250,10 +254,12 @@ class Ledger:
         touched, self.touched = self.touched, set()
         return touched
 
-    def _fold_python(self, records) -> None:
+    def _fold_python(self, records, starts: list | None = None) -> None:
         """Fold ``records`` ((ts, kind, arg, a, b) tuples, oldest first)
         one by one: the reading rules written out plainly. Used without
-        numpy, and by the tests as the reference for :meth:`_fold`."""
+        numpy, for small batches, and by the tests as the reference for
+        :meth:`_fold`. ``starts``: if a list, gets where each resume's wait
+        began (as :meth:`_resumes` returns it, for :meth:`_emit_python`)."""
         # State lives in locals (written back at the end) and the slice
         # that ends is closed inline.
         accounts, touched, exited = self.accounts, self.touched, self._exited
@@ -276,6 +282,8 @@ class Ledger:
                     acc = accounts[a] = Account()
                 acc.switches += 1
                 out = acc.out
+                if starts is not None:
+                    starts.append(out if out is not None and arg != START else 0)
                 if out is not None:
                     if arg == START:      # its first start: ready since spawned
                         waited = ts - out
@@ -573,6 +581,66 @@ class Ledger:
         left, valid = poll_left_at(np.array([n]), anchor[-1:])
         self._poll_left = int(left[0]) if valid[0] else None
 
+    def _emit_python(self, records, seq0: int, starts: list) -> None:
+        """:meth:`_emit` one record at a time, for a batch folded by
+        :meth:`_fold_python` (``starts``: where each resume's wait began).
+        The same Slices, the same carried ``_tail`` (tested against it)."""
+        np = _np
+        RESUME, SPAWN, PASS, ENTER, LEAVE, EXIT, MARK, START = (
+            _RESUME, _SPAWN, _PASS, _POLL_ENTER, _POLL_LEAVE, _EXIT, _MARK, _WHY_START)
+        marks = self._mark_ends
+        tail = self._tail
+        runs, waits, passes, spawns, exits = [], [], [], [], []
+        resumes = iter(starts)
+        for i, (ts, kind, arg, a, b) in enumerate(records):
+            seq = seq0 + i
+            if kind == SPAWN:
+                spawns.append((seq, a, arg))
+                continue
+            if tail is not None:     # the previous record's run ends here
+                t_seq, t_owner, t_start, t_wait, t_pass, t_mark = tail
+                if t_owner != _OWNER_NONE:
+                    runs.append((t_seq, t_owner, t_start, ts))
+                if t_mark:
+                    marks[t_owner] = ts
+                if t_wait is not None:
+                    if marks and t_wait[2] == 0 and t_wait[4] != START:
+                        end = marks.get(t_wait[1])
+                        if end is not None and end < t_wait[3]:
+                            del marks[t_wait[1]]
+                            t_wait = t_wait[:2] + (end,) + t_wait[3:]
+                    waits.append(t_wait)
+                if t_pass is not None:
+                    passes.append(t_pass)
+            wait = pass_ = None
+            mark = False
+            if kind == RESUME:
+                owner = a
+                wait = (seq, a, next(resumes), ts, arg, b)
+            elif kind == PASS:
+                owner, pass_ = OWNER_HUB, (ts, arg)
+            elif kind == LEAVE:
+                owner = OWNER_HUB
+            elif kind == ENTER:
+                owner = OWNER_POLL
+            elif kind == MARK and arg == 0:
+                owner, mark = a, True
+            else:
+                owner = _OWNER_NONE
+                if kind == EXIT:
+                    exits.append((seq, a))
+            tail = (seq, owner, ts, wait, pass_, mark)
+        self._tail = tail
+
+        def columns(rows, width):
+            array = np.array(rows, np.int64).reshape(len(rows), width)
+            return [array[:, j] for j in range(width)]
+
+        batch = Slices(seq0, len(records), *columns(runs, 4), *columns(waits, 6),
+                       *columns(passes, 2), *columns(spawns, 3), *columns(exits, 2))
+        for tap in self._taps:
+            tap._put(batch)
+
     def _emit(self, recs, seq0, kind, ts, following, is_spawn, is_resume, is_pass, is_leave,
               is_enter, wait_start) -> None:
         """The batch's :class:`Slices`, to each tap: the runs, waits and
@@ -601,7 +669,10 @@ class Ledger:
         wait = [seq0 + w, a[w], wait_start[w], ts[w], arg[w], b[w]]
         p = body[is_pass[body]]
         passes = [ts[p], arg[p]]
-        marks = [(int(owner[i]), int(ts[following[i + 1]])) for i in r[is_mark0[r]].tolist()]
+        # trace-start runs: (index of the record that ends them, greenlet, end)
+        marks = [(int(following[i + 1]), int(owner[i]), int(ts[following[i + 1]]))
+                 for i in r[is_mark0[r]].tolist()]
+        wait_close = None   # (index of the record that ends each wait's run: see below)
         tail = self._tail
         if tail is not None and len(nonspawn):
             t_seq, t_owner, t_start, t_wait, t_pass, t_mark = tail
@@ -611,10 +682,11 @@ class Ledger:
                        zip((t_seq, t_owner, t_start, end), run)]
             if t_wait is not None:
                 wait = [np.concatenate(([v], col)) for v, col in zip(t_wait, wait)]
+                wait_close = [int(nonspawn[0])]
             if t_pass is not None:
                 passes = [np.concatenate(([v], col)) for v, col in zip(t_pass, passes)]
             if t_mark:
-                marks.insert(0, (t_owner, end))
+                marks.insert(0, (int(nonspawn[0]), t_owner, end))
         if len(nonspawn):
             i = int(nonspawn[-1])
             self._tail = (
@@ -625,16 +697,23 @@ class Ledger:
                 bool(is_mark0[i]))
         # A greenlet that started the trace ran from its mark: its first
         # wait begins where that run ended (it has no slice in the accounts).
-        for gid, end in marks:
-            self._mark_ends[gid] = end
-        if self._mark_ends and len(wait[0]):
-            unknown = np.flatnonzero((wait[2] == 0) & (wait[4] != _WHY_START))
-            if len(unknown):
-                wait[2] = wait[2].copy()
-                for j in unknown.tolist():
-                    end = self._mark_ends.pop(int(wait[1][j]), None)
-                    if end is not None and end < wait[3][j]:
-                        wait[2][j] = end
+        # (Rare: in the order the records end their runs, as one by one.)
+        unknown = np.flatnonzero((wait[2] == 0) & (wait[4] != _WHY_START)) \
+            if (marks or self._mark_ends) and len(wait[0]) else np.empty(0, np.int64)
+        if len(unknown) or marks:
+            closes = (wait_close or []) + following[w + 1].tolist()
+            events = sorted([(close, 0, gid, end) for close, gid, end in marks] +
+                            [(closes[j], 1, j, 0) for j in unknown.tolist()])
+            wait[2] = wait[2].copy()
+            for _close, what, key, end in events:
+                if what == 0:
+                    self._mark_ends[key] = end
+                    continue
+                gid = int(wait[1][key])
+                end = self._mark_ends.get(gid)
+                if end is not None and end < wait[3][key]:
+                    del self._mark_ends[gid]
+                    wait[2][key] = end
         spawns = np.flatnonzero(is_spawn)
         exits = np.flatnonzero(kind == _EXIT)
         batch = Slices(seq0, n, *run, *wait, *passes, seq0 + spawns, a[spawns], arg[spawns],
