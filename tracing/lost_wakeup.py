@@ -640,15 +640,26 @@ def _roots(greenlets: list, waiting: set, pace) -> tuple[list, list]:
         _frames_locals(frames.pop(ident), values)
         roots.append(values)
     libraries = []
-    for module in list(sys.modules.values()):
-        if type(module) is types.ModuleType:
+    kinds = _MODULE_KINDS
+    for n, module in enumerate(list(sys.modules.values())):
+        if n & 127 == 127:
+            pace()
+        if type(module) is not types.ModuleType:
+            continue
+        known = kinds.get(id(module))
+        if known is None or known[0] is not module:
             path = getattr(module, "__file__", None)
-            (libraries if not path or path.startswith(_LIBRARY_PREFIXES) else roots).append(module)
+            known = kinds[id(module)] = (module, not path or path.startswith(_LIBRARY_PREFIXES))
+        (libraries if known[1] else roots).append(module)
+    if len(kinds) > 2 * len(sys.modules) + 100:
+        kinds.clear()
     return roots, libraries
 
 
 _LIBRARY_PREFIXES = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix,
                            sys.base_exec_prefix})
+#: id(module) -> (module, whether it is a library's): modules stay
+_MODULE_KINDS: dict = {}
 
 
 def _witnesses(groups: list, greenlets: list, pace, budget: int | None = None) -> set:
