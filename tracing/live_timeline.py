@@ -496,6 +496,7 @@ class Picture:
         # names last shown, and the note's pixels per count of hidden lanes.
         self._bands: dict = {}
         self._named = None        # (names, background with them)
+        self._names: dict = {}    # name -> its pixels (see _name_pixels)
         self._notes: dict = {}    # hidden count -> (ys, xs, palette indices)
 
     def _band(self, slot: int, height: float) -> tuple[int, int]:
@@ -571,20 +572,37 @@ class Picture:
 
     def _with_names(self, texts: tuple) -> np.ndarray:
         """The background with ``texts`` written right-aligned left of the
-        axes, one per slot (kept for the last ``texts``: not to be changed)."""
+        axes, one per slot (kept for the last ``texts``: not to be changed).
+        Each name's pixels are kept too (a busy server's top lanes change
+        from frame to frame, among the same names)."""
         if self._named is None or self._named[0] != texts:
-            from PIL import Image, ImageDraw
             img = self.background.copy()
-            labels = Image.new("L", (self.label_width, img.shape[0]), 255)
-            draw = ImageDraw.Draw(labels)
             for slot, name in enumerate(texts):
+                ys, xs, values = self._name_pixels(name)
                 top, bottom = self._slot_y[slot]
-                draw.text((self.label_width - 1, (top + bottom) / 2),
-                          self._fit(draw, name, self.label_width - 4), fill=0, font=self.font,
-                          anchor="rm")
-            self._paste(img, labels, 0, 0)
+                img[ys + int(round((top + bottom) / 2)), xs] = values
             self._named = (texts, img)
         return self._named[1]
+
+    def _name_pixels(self, name: str) -> tuple:
+        """(ys relative to the middle of a slot, xs, palette indices) of
+        ``name`` written right-aligned left of the axes."""
+        pixels = self._names.get(name)
+        if pixels is None:
+            from PIL import Image, ImageDraw
+            if len(self._names) >= 512:
+                self._names.clear()
+            height = 2 * self.text_px + 4
+            label = Image.new("L", (self.label_width, height), 255)
+            draw = ImageDraw.Draw(label)
+            draw.text((self.label_width - 1, height // 2),
+                      self._fit(draw, name, self.label_width - 4), fill=0, font=self.font,
+                      anchor="rm")
+            levels = np.asarray(label)
+            ys, xs = np.nonzero(levels < 224)
+            pixels = self._names[name] = (ys - height // 2, xs,
+                                          self.gray0 + (levels[ys, xs] >> 5))
+        return pixels
 
     def _note(self, hidden: int) -> tuple:
         """The pixels of "(N quieter greenlets not shown)" above the axes."""
