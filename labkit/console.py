@@ -59,6 +59,9 @@ ENV_VAR = "LABKIT_CONSOLE"
 
 #: The servers serve() returned in this process, to close() them.
 _served: list = []
+#: ``tcp`` of each serve() on the default path in this process: a forked
+#: child serves the same way (see :func:`_forget_after_fork`).
+_serving_as: list = []
 #: The group file this process published (serve_as_group), removed at exit.
 _group_file: str | None = None
 
@@ -132,6 +135,8 @@ def serve(path: str | None = None, tcp=False):
         server = serve_plugin(path, tcp=tcp)
     if server not in _served:
         _served.append(server)
+        if path is None and tcp not in _serving_as:
+            _serving_as.append(tcp)
     return server
 
 
@@ -139,6 +144,7 @@ def close() -> None:
     """Close every server :func:`serve` started in this process (their
     sockets and token files are removed). Idempotent."""
     servers, _served[:] = list(_served), []
+    _serving_as.clear()
     for server in servers:
         if getattr(server, "pid", os.getpid()) == os.getpid():
             server.close()
@@ -185,9 +191,39 @@ def publish_group(name: str, document: dict | None = None) -> str:
 
 
 def _forget_after_fork() -> None:
+    """In a forked child: the parent's servers and group file are not this
+    process's. If the parent served its console (serve() on the default
+    path, or LABKIT_CONSOLE), the child serves its own, the same way, as
+    soon as its hub runs (a callback of the forking thread's hub): so
+    ``python -m labkit console PARENT_PID`` finds it among the parent's
+    children (tracing/attach_group.py). A child whose hub never runs (it
+    execs, or works without labkit) never opens a socket it could not
+    answer on."""
     global _group_file
-    _served.clear()        # the parent's; a child serves (or not) on its own
-    _group_file = None     # the parent's file, not this process's
+    again = list(_serving_as) if _served else []
+    _served.clear()
+    _serving_as.clear()
+    _group_file = None
+    if again:
+        from labkit.hub import get_hub_if_exists
+        hub = get_hub_if_exists()
+        if hub is not None and not hub.loop.closed:
+            hub.loop.run_callback(_serve_in_child, again)
+
+
+def _serve_in_child(transports) -> None:
+    import labkit
+    labkit.spawn(_serve_each, transports)   # serve() parks: not in the hub itself
+
+
+def _serve_each(transports) -> None:
+    for tcp in transports:
+        try:
+            serve(tcp=tcp)
+        except Exception as exc:   # the child runs on without its console
+            import warnings
+            warnings.warn(f"the forked child {os.getpid()} cannot serve its console: "
+                          f"{type(exc).__name__}: {exc}", RuntimeWarning)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -13,6 +13,13 @@ hub, so it cannot answer a console itself; its workers each serve one
       -> one table with a pid column, the lints of every worker, a
          timeline lane per greenlet of every worker, and a worker list
 
+The same holds for any forking parent whose children serve a console: a
+process that runs its own hub and serves its console (``LABKIT_CONSOLE=1``)
+forks children (``os.fork()`` from a greenlet, multiprocessing's "fork"
+start method) that serve theirs as soon as their hubs run
+(labkit.console); ``python -m labkit console PARENT_PID`` then shows the
+parent with them, one process among the others.
+
 The children are found afresh at each refresh, so a worker that the master
 replaces drops out and its successor appears. Nothing is served by the
 master, and nothing new is served by the workers: each worker's console is
@@ -39,7 +46,7 @@ from tracing import attach_view as _view
 from tracing import frames as _frames
 from tracing import merge as _merge
 
-__all__ = ["children", "serving_children", "read_group_file", "is_group", "GroupClient",
+__all__ = ["children", "serves", "serving_children", "read_group_file", "is_group", "GroupClient",
            "flatten", "render_group", "to_perfetto"]
 
 #: Workers asked for a frame at once (each on a thread of the client).
@@ -77,12 +84,15 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def serves(pid: int) -> bool:
+    """Whether ``pid`` serves a console to this user (its socket or token
+    file is in this user's console directory)."""
+    return os.path.exists(_client.socket_path(pid)) or os.path.exists(_client.token_path(pid))
+
+
 def serving_children(pid: int) -> list[int]:
-    """The children of ``pid`` that serve a console to this user (their
-    socket or token file is in this user's console directory)."""
-    return [child for child in children(pid)
-            if os.path.exists(_client.socket_path(child))
-            or os.path.exists(_client.token_path(child))]
+    """The children of ``pid`` that serve a console to this user."""
+    return [child for child in children(pid) if serves(child)]
 
 
 def read_group_file(pid: int) -> dict | None:
@@ -101,15 +111,16 @@ def read_group_file(pid: int) -> dict | None:
 
 def is_group(pid: int) -> bool:
     """Whether ``python -m labkit console pid`` should show ``pid``'s
-    workers: it serves no console of its own, and it published a group
-    file or has children that serve one."""
-    if os.path.exists(_client.socket_path(pid)) or os.path.exists(_client.token_path(pid)):
-        return False
+    workers: it published a group file (the gunicorn master) or has
+    children that serve a console -- its forks, which serve as it does
+    (labkit.console), whether or not it serves one itself (a parent that
+    runs its own hub is then shown with them)."""
     return read_group_file(pid) is not None or bool(serving_children(pid))
 
 
 class GroupClient:
-    """Consoles of the children of ``pid`` (see the module docstring).
+    """Consoles of the children of ``pid``, and of ``pid`` itself if it
+    serves one (see the module docstring).
 
     :meth:`frame` returns a group frame: ``{"kind": "group", "pid", "name",
     "time", "wall", "track", "processes"}``, ``processes`` being one
@@ -128,7 +139,7 @@ class GroupClient:
         self._clients: dict = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(MAX_PARALLEL,
                                                            thread_name_prefix="labkit-attach")
-        if read_group_file(pid) is None and not serving_children(pid):
+        if read_group_file(pid) is None and not serving_children(pid) and not serves(pid):
             self._pool.shutdown()
             raise FileNotFoundError(
                 f"no labkit console in process {pid} nor in its children: does it run "
@@ -138,7 +149,8 @@ class GroupClient:
         """Connections to the children serving now; the errors of those
         that cannot be reached (pid -> message)."""
         errors = {}
-        alive = serving_children(self.pid)
+        # the process itself too, when it serves (a parent running its own hub)
+        alive = serving_children(self.pid) + ([self.pid] if serves(self.pid) else [])
         for pid in list(self._clients):
             if pid not in alive:
                 self._clients.pop(pid).close()
@@ -236,7 +248,10 @@ def render_group(group: dict, history: list[dict] | None = None, sort: str = "bu
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
-    workers = Table(expand=False, title=f"{group['name']}: {len(group['processes'])} workers "
+    # a parent that serves its own console is among them: "processes"
+    noun = "processes" if any(p["pid"] == group["pid"] for p in group["processes"]) \
+        else "workers"
+    workers = Table(expand=False, title=f"{group['name']}: {len(group['processes'])} {noun} "
                                         "serving a console")
     for column in ("pid", "greenlets", "loop", "served in pieces of", "lints"):
         workers.add_column(column)
