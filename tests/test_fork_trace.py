@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(r'''
     from tracing import flight, recorder
 
     directory, report_dir = sys.argv[1], sys.argv[2]
-    recorded = flight.start(directory, threshold=5.0, capacity=1 << 14, report=False)
+    recorded = flight.start(directory, threshold=5.0, capacity=1 << 16, report=False)
     parent_monitor = recorded.monitor
 
     def finished_before_fork():
@@ -82,7 +82,7 @@ SCRIPT = textwrap.dedent(r'''
         rows = {r.name: [r.state, r.switches] for r in tracing.snapshot().rows}
         labkit.joinall(workers)
         dumps_before = list(me.dumps)
-        path = me.dump(reason=f"child{n}")
+        path = me.dump(reason=f"child{n}", before=120)
         seen = {
             "pid": os.getpid(), "n": n, "origin": origin, "start_ns": rec.start_ns, "rec_pid": rec.pid,
             "first_ts": first_ts, "records_at_start": len(ring) // recorder._RECORD.size,
@@ -123,6 +123,7 @@ SCRIPT = textwrap.dedent(r'''
             forks.append(pid)
         process = multiprocessing.get_context("fork").Process(target=child, args=(9,))
         process.start()
+        tick.kill()   # (fewer records while the children run)
         deadline = time.monotonic() + 40
         codes = {pid: reap(pid, deadline) for pid in forks}
         process.join(max(0.1, deadline - time.monotonic()))
@@ -136,7 +137,8 @@ SCRIPT = textwrap.dedent(r'''
     g.name = "forker"
     codes = g.get()
     tick.kill()
-    recorded.dump(reason="parent")
+    # the whole run (a loaded machine may take seconds), the fork included
+    recorded.dump(reason="parent", before=120)
     merged = flight.merge_dumps(directory=directory)
     print(json.dumps({"pid": os.getpid(), "codes": codes, "merged": merged,
                       "parent_start_ns": recorded.recorder.start_ns,
