@@ -71,8 +71,8 @@ from typing import NamedTuple
 import httptools
 
 __all__ = ["HTTPError", "Request", "RequestBody", "RequestParser", "ResponseHead",
-           "SINGLE_VALUED", "check_repeated_field",
-           "response_head", "error_response", "http_date"]
+           "ResponseFields", "SINGLE_VALUED", "check_repeated_field",
+           "response_fields", "response_head", "error_response", "http_date"]
 
 
 class HTTPError(Exception):
@@ -88,25 +88,26 @@ class Request:
     """One parsed request head, and its body as it arrives.
 
     ``headers`` is the list of (name, value) byte pairs as received. ``body``
-    is a deque of byte chunks not yet consumed; ``complete`` turns True when
-    the last byte of the body has been parsed (at once for a bodiless request).
+    holds the byte chunks not yet consumed, oldest first (a deque once a
+    chunk arrived; an empty tuple before); ``complete`` turns True when the
+    last byte of the body has been parsed (at once for a bodiless request).
+
+    The defaults are class attributes and the parser sets only what differs
+    (``headers`` always): a request is made per message, and a Python
+    ``__init__`` would cost a frame for each.
     """
 
-    __slots__ = ("method", "url", "version", "headers", "keep_alive", "upgrade",
-                 "content_length", "chunked", "expect_continue", "body",
-                 "body_size", "complete", "discard_body", "error")
-
-    def __init__(self):
-        self.url = b""
-        self.headers = []
-        self.body = deque()
-        self.body_size = 0          # body bytes parsed so far
-        self.complete = False
-        self.discard_body = False   # set once the response is sent: drop chunks
-        self.content_length = None
-        self.chunked = False
-        self.expect_continue = False
-        self.error = None           # the HTTPError that cut this request's body short
+    url = b""
+    body = ()                   # chunks not yet consumed: () until the first one
+    body_size = 0               # body bytes parsed so far
+    complete = False
+    discard_body = False        # set once the response is sent: drop chunks
+    content_length = None
+    chunked = False
+    expect_continue = False
+    error = None                # the HTTPError that cut this request's body short
+    method = version = None
+    keep_alive = upgrade = False
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url!r} HTTP/{self.version}>"
@@ -150,6 +151,9 @@ class RequestParser:
         self._trailers = False          # _CHUNK_LINE: past the last chunk
         self._chunk_header = False      # set by on_chunk_header
         self._chunked_head = False      # set by on_headers_complete for a chunked request
+        # What feed() is parsing from a message boundary, until the first
+        # head in it completes (see on_headers_complete), else None.
+        self._first_data: bytes | None = None
         self._llhttp = httptools.HttpRequestParser(self)
 
     @property
@@ -180,8 +184,17 @@ class RequestParser:
             return self._feed_in_pieces(data)
         # At a message boundary (the common case): one llhttp call for all of
         # it. If a request with a body began in it, find out where llhttp is.
+        if self.error is not None or self.upgraded:
+            return
         self._chunked_head = False
-        self._feed(data)
+        self._first_data = data  # (see on_headers_complete)
+        try:  # (self._feed(data), inline: a frame less on every request)
+            self._llhttp.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._parse_failed(exc)
+        self._first_data = None
+        if self.in_head or self._in_trailers or self.error is not None:
+            self._fed_unfinished(len(data))
         if self._chunked_head:
             if not self.done:
                 self._replay(data)
@@ -299,23 +312,39 @@ class RequestParser:
             self._trailers = True  # the last chunk: trailer lines (or the end) follow
 
     def _feed(self, data: bytes) -> None:
-        """One llhttp call; what it may set is in the module docstring."""
+        """One llhttp call; what it may set is in the module docstring.
+        (feed's common path has a copy of these lines.)"""
         if self.error is not None or self.upgraded:
             return
         try:
             self._llhttp.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # llhttp decides after on_headers_complete (where should_upgrade
-            # is still False), so the request learns it here.
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._parse_failed(exc)
+        if self.in_head or self._in_trailers or self.error is not None:
+            self._fed_unfinished(len(data))
+
+    def _parse_failed(self, exc: Exception) -> None:
+        """llhttp raised ``exc`` from a feed: an upgrade, or a refusal."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            # llhttp stops parsing after the head of an Upgrade or CONNECT
+            # request: the bytes after it belong to another protocol.
             self.upgraded = True
             self._last_request.upgrade = True
-        except httptools.HttpParserCallbackError as exc:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             error = exc.__context__
             self.error = error if isinstance(error, HTTPError) else HTTPError(400, str(exc))
-        except httptools.HttpParserError as exc:
+        else:
             self.error = HTTPError(400, str(exc) or "malformed request")
+
+    def _fed_unfinished(self, size: int) -> None:
+        """After a feed of ``size`` bytes that left a head (or trailers)
+        unfinished, or failed: the head's clock and the backstop count."""
         if (self.in_head or self._in_trailers) and self.error is None:
-            self._unparsed_head_feed += len(data)
+            if self.in_head and self.started_at is None:
+                # (here and not in on_message_begin: a head that arrives
+                # whole, the common case, never reads the clock)
+                self.started_at = time.monotonic()
+            self._unparsed_head_feed += size
             if self._unparsed_head_feed > self.max_header_size + 65536:
                 self.error = HTTPError(431, "request header fields too large")
         if self.error is not None and self.current is not None:
@@ -325,9 +354,9 @@ class RequestParser:
 
     # -- llhttp callbacks (called during feed) -----------------------------
     def on_message_begin(self) -> None:
-        self.current = Request()
-        self.in_head = True
-        self.started_at = time.monotonic()
+        self.current = request = Request()
+        request.headers = []
+        self.in_head = True  # (started_at is set by the feed, if the head is cut)
         self._head_bytes = 0
         self._unparsed_head_feed = 0
         self._in_trailers = False
@@ -373,10 +402,26 @@ class RequestParser:
         llhttp = self._llhttp
         method = llhttp.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii")
-        request.version = llhttp.get_http_version()
+        data = self._first_data
+        if data is None:
+            version = llhttp.get_http_version()
+        else:
+            # The first head of a feed that began at a message boundary: its
+            # request line starts the data (after the CRLFs llhttp skips
+            # between messages, if any). llhttp is strict (one space after
+            # the method and after the target, and CRLF right after the
+            # version), so if there are no such CRLFs the version is at a
+            # known place; if there are, the window below is shifted into
+            # the version itself and cannot match. llhttp's own
+            # get_http_version() formats a str: as costly as a tenth of
+            # the parse.
+            self._first_data = None
+            at = len(method) + len(request.url) + 1
+            version = "1.1" if data[at:at + 11] == b" HTTP/1.1\r\n" \
+                else llhttp.get_http_version()
+        request.version = version
         request.keep_alive = llhttp.should_keep_alive()
         request.upgrade = llhttp.should_upgrade()
-        version = request.version
         if len(request.headers) > self.max_fields:
             raise HTTPError(431, f"more than {self.max_fields} header fields")
         for name, value in request.headers:
@@ -426,7 +471,10 @@ class RequestParser:
         if limit is not None and request.body_size > limit:
             raise HTTPError(413, f"request body larger than {limit} bytes")
         if not request.discard_body:
-            request.body.append(chunk)
+            body = request.body
+            if body.__class__ is tuple:  # the first chunk
+                request.body = body = deque()
+            body.append(chunk)
 
     def on_message_complete(self) -> None:
         self._stage = _HEAD
@@ -486,24 +534,28 @@ class RequestBody:
     complete, ``receive(request)`` is called to receive and parse more (it
     parks the greenlet, and raises if the client is too slow or gone). A
     body that was cut short raises its HTTPError instead of ending quietly.
+
+    The server makes one per request without calling ``__init__`` (a frame
+    less): it sets ``_request`` and ``_receive`` and nothing else, so every
+    other attribute's default is a class attribute.
     """
+
+    _buffer = b""  # read but not yet returned
 
     def __init__(self, request: Request, receive):
         self._request = request
         self._receive = receive
-        self._buffer = b""
 
     def _next_chunk(self) -> bytes:
         """The next chunk of the body, b"" at its end."""
         request = self._request
-        body = request.body
-        while not body:
+        while not request.body:  # (read each time: the first chunk makes a deque)
             if request.error is not None:
                 raise request.error
             if request.complete:
                 return b""
             self._receive(request)
-        return body.popleft()
+        return request.body.popleft()
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -573,13 +625,6 @@ def http_date() -> str:
     return _date_cache[1]
 
 
-def _date_line() -> bytes:
-    """``Date: <http_date()>\r\n`` as bytes (recomputed once a second)."""
-    if int(time.time()) != _date_cache[0]:
-        http_date()
-    return _date_cache[2]
-
-
 class ResponseHead(NamedTuple):
     """A rendered response head and the framing decisions it announces.
     (A tuple, so that the server unpacks it in one step.)"""
@@ -593,17 +638,42 @@ class ResponseHead(NamedTuple):
 
 _new_head = tuple.__new__  # ResponseHead(...) without its Python __new__
 
+# Fields that belong to the connection, which the server manages; an
+# application that sets them would corrupt the framing.
+_HOP_BY_HOP = frozenset(("transfer-encoding", "upgrade", "keep-alive"))
 
-def _render_fields(status: str, headers) -> tuple:
-    """The status line and the application's fields as bytes, with what the
-    framing needs to know of them: (bytes, its Content-Length or None,
-    ``Connection: close`` asked, Date given)."""
+
+class ResponseFields:
+    """An application's status and fields, checked and rendered: what
+    :func:`response_fields` returns and :func:`response_head` takes.
+
+    ``data`` is the status line and the fields as bytes; ``content_length``
+    the application's Content-Length (None if it set none), ``close`` its
+    ``Connection: close``, ``has_date`` whether it set Date. ``heads``
+    remembers the heads rendered from it (see response_head).
+    """
+
+    __slots__ = ("status", "data", "content_length", "close", "has_date", "heads")
+
+
+def _render_fields(status: str, headers) -> ResponseFields:
+    """Check ``status`` and ``headers`` (ValueError) and render them."""
+    if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
+        raise ValueError(f"status must be a str like '200 OK', not {status!r}")
+    if "\n" in status or "\r" in status:  # the reply's head would be the app's to write
+        raise ValueError("carriage return or newline in status")
     lines = ["HTTP/1.1 ", status, "\r\n"]
     content_length = None
     close = has_date = False
     for name, value in headers:
-        lines += (name, ": ", value, "\r\n")
+        if "\n" in name or "\r" in name:
+            raise ValueError("carriage return or newline in header name")
+        if "\n" in value or "\r" in value:
+            raise ValueError("carriage return or newline in header value")
         lname = name.lower()
+        if lname in _HOP_BY_HOP and not (lname == "upgrade" and status.startswith("101")):
+            raise ValueError(f"hop-by-hop header {name!r}: the server frames responses")
+        lines += (name, ": ", value, "\r\n")
         if lname == "content-length":
             content_length = int(value)
         elif lname == "connection":
@@ -611,53 +681,108 @@ def _render_fields(status: str, headers) -> tuple:
                 close = True
         elif lname == "date":
             has_date = True
-    return "".join(lines).encode("latin-1"), content_length, close, has_date
+    fields = ResponseFields()
+    fields.status = status
+    fields.data = "".join(lines).encode("latin-1")
+    fields.content_length, fields.close, fields.has_date = content_length, close, has_date
+    fields.heads = {}
+    return fields
 
 
-#: (status, headers as a tuple) -> _render_fields' answer. An application
+#: (status, fields as a tuple) -> their ResponseFields. An application
 #: answers with the same status and fields (a framework's constant list)
-#: far more often than not: rendering them once saves most of a small
-#: response's head. Equal keys render to equal bytes (the key is the whole
-#: input), and the cache is emptied when full, so fields that change with
-#: every response (cookies, ETags) cost one failed look-up and no memory.
+#: far more often than not: checking and rendering them once saves most of a
+#: small response's head. Only tuples of exact str pairs go in (a str
+#: subclass could compare equal and render differently), so equal keys
+#: render to equal bytes; the cache is emptied when full, so that fields
+#: that change with every response (cookies, ETags) cost one failed look-up
+#: and no memory.
 _fields_cache: dict = {}
 _FIELDS_CACHE_MAX = 256
+#: heads remembered per ResponseFields (one per version, body length,
+#: bodiless, keep-alive: a handful, unless the body length varies)
+_HEADS_PER_FIELDS = 16
 
 
-def response_head(status: str, headers, version: str, body_length: int | None,
+def response_fields(status: str, headers) -> ResponseFields:
+    """Check and render an application's ``status`` and ``headers``
+    ((str, str) pairs, read once here: what is checked is what is sent).
+
+    Raises ValueError for what would let the application write the head's
+    framing: a malformed status, a CR or LF in a name, value or the status,
+    a hop-by-hop field (Transfer-Encoding, Keep-Alive; Upgrade except with
+    101). The result is shared between responses with equal status and
+    fields: treat it as immutable.
+    """
+    if headers.__class__ is not tuple:
+        try:
+            headers = tuple(headers)  # (an iterator is read once, here)
+        except TypeError:
+            raise TypeError(f"response headers must be an iterable of (name, value) "
+                            f"pairs, not {type(headers).__name__}") from None
+    key = (status, headers)
+    try:
+        fields = _fields_cache.get(key)
+    except TypeError:  # pairs that cannot be hashed (lists): checked and rendered each time
+        return _render_fields(status, headers)
+    if fields is None:
+        fields = _render_fields(status, headers)
+        if type(status) is str and all(
+                type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str
+                and type(pair[1]) is str for pair in headers):
+            if len(_fields_cache) >= _FIELDS_CACHE_MAX:
+                _fields_cache.clear()
+            _fields_cache[key] = fields
+    return fields
+
+
+def response_head(fields: ResponseFields, version: str, body_length: int | None,
                   bodiless: bool, keep_alive: bool) -> ResponseHead:
     """Render the head of a response to an HTTP/``version`` request.
 
-    ``headers`` are the application's (str, str) pairs, sent as given; the
-    server adds Date (if missing) and the framing: the application's
+    ``fields`` (from :func:`response_fields`) are sent as given; the server
+    adds Date (if missing) and the framing: the application's
     Content-Length if it set one, else ``body_length`` when the body's size
     is known, else chunked (HTTP/1.1) or close-delimited (HTTP/1.0, which
     turns keep-alive off). ``bodiless``: a HEAD request (1xx, 204 and 304
     are bodiless whatever the request). ``keep_alive``: the connection may
     stay open as far as the caller knows; ``Connection: close`` from the
     application turns it off.
+
+    A head depends on nothing but these arguments and the Date: it is
+    remembered per ``fields`` and key, and only its Date line is renewed,
+    once a second.
     """
-    if headers.__class__ is not tuple:
-        headers = tuple(headers)  # (an iterator is read once, here)
-    key = (status, headers)
-    try:
-        fields = _fields_cache.get(key)
-    except TypeError:  # pairs that cannot be hashed (lists): render each time
-        key = fields = None
-    if fields is None:
-        fields = _render_fields(status, headers)
-        if key is not None:
-            if len(_fields_cache) >= _FIELDS_CACHE_MAX:
-                _fields_cache.clear()
-            _fields_cache[key] = fields
-    data, content_length, close, has_date = fields
-    if close:
+    key = (version, body_length, bodiless, keep_alive)
+    heads = fields.heads
+    cached = heads.get(key)
+    now = int(time.time())
+    if cached is not None:
+        if cached[0] == now or fields.has_date:
+            return cached[1]
+    elif len(heads) >= _HEADS_PER_FIELDS:
+        heads.clear()
+    if now != _date_cache[0]:
+        http_date()
+    if cached is None:
+        cached = _framing(fields, version, body_length, bodiless, keep_alive)
+    before, after, head = cached[2], cached[3], cached[1]
+    data = before + after if fields.has_date else b"".join((before, _date_cache[2], after))
+    head = _new_head(ResponseHead, (data,) + head[1:])
+    heads[key] = (now, head, before, after)
+    return head
+
+
+def _framing(fields: ResponseFields, version: str, body_length: int | None,
+             bodiless: bool, keep_alive: bool) -> tuple:
+    """response_head's decisions: (None, a ResponseHead without its data,
+    the bytes before the Date line, the bytes after it)."""
+    content_length = fields.content_length
+    if fields.close:
         keep_alive = False
-    parts = [data]
-    if not has_date:
-        parts.append(_date_line())
+    parts = []
     chunked = False
-    code = status[:3]
+    code = fields.status[:3]
     if code[0] == "1" or code == "204" or code == "304":
         bodiless = True
     elif content_length is None:
@@ -681,8 +806,8 @@ def response_head(status: str, headers, version: str, body_length: int | None,
     elif version == "1.0":
         parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
-    return _new_head(ResponseHead, (b"".join(parts), content_length, chunked, bodiless,
-                                    keep_alive))
+    head = _new_head(ResponseHead, (b"", content_length, chunked, bodiless, keep_alive))
+    return (None, head, fields.data, b"".join(parts))
 
 
 def error_response(status: int, detail: str = "") -> bytes:

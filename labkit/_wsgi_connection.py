@@ -14,6 +14,7 @@ the stall; measured, it is the difference between ~1k and >10k requests/s.
 """
 from __future__ import annotations
 
+import _socket as _c_socket
 import os
 import time
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from greenlet import getcurrent
 
 from labkit import socket as _socket
 from labkit._http import (HTTPError, RequestBody, RequestParser, check_repeated_field,
-                          error_response, response_head)
+                          error_response, response_fields, response_head)
 from labkit._loop import READ as _READ
 from labkit._park import throw_parked
 from labkit.hub import get_hub, wait_write
@@ -49,16 +50,11 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PERCENT, _SLASH = ord("%"), ord("/")
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 _MSG_MORE = getattr(_socket, "MSG_MORE", 0)
-# Headers that belong to the connection, which the server manages; an
-# application that sets them would corrupt the framing.
-_HOP_BY_HOP = frozenset(("transfer-encoding", "upgrade", "keep-alive"))
-#: (status, fields) pairs that start_response checked and passed (see
-#: check_head): an application's status and fields are the same from one
-#: response to the next far more often than not. Only tuples of exact str pairs go
-#: in (a str subclass could compare equal and render differently); emptied
-#: when full, so that fields changing per response cost no memory.
-_checked_heads: set = set()
-_CHECKED_HEADS_MAX = 256
+#: the C send on a labkit socket's fd, which is non-blocking: it raises
+#: BlockingIOError where labkit.socket's send would park (see _Connection.sendall)
+_raw_send = _c_socket.socket.send
+#: an object of a class, without calling its Python __init__ (see make_environ)
+_new_object = object.__new__
 
 
 class ConnectionLost(OSError):
@@ -142,6 +138,7 @@ class _Connection:
 
     __slots__ = ("server", "sock", "parser", "remote", "waiting", "idle_since", "expired",
                  "request", "io_budget", "hub", "greenlet", "asleep", "woken", "closed",
+                 "timeout_set", "plain_socket", "log_hook",
                  # per request, reset by handle_request:
                  "status", "response_headers", "headers_sent", "chunked", "is_head",
                  "keep_alive", "continue_pending", "content_length", "body_sent")
@@ -174,6 +171,18 @@ class _Connection:
         #: the socket was closed by close_asleep
         self.closed = False
         self.status = None
+        #: the socket's timeout is the I/O budget, set by the first call of
+        #: a request that may park (see _arm); None between requests
+        self.timeout_set = False
+        #: a labkit socket (not TLS): sendall may try the C send first
+        self.plain_socket = type(sock) is _socket.socket
+        #: a subclass has its own log(): call it for every request (else
+        #: only when the server logs)
+        self.log_hook = type(self).log is not _Connection.log
+        # The wait for a head has no timeout (the reaper enforces those):
+        # not socket.getdefaulttimeout()'s, which an accepted socket gets.
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)
 
     def new_parser(self) -> RequestParser:
         server = self.server
@@ -305,9 +314,19 @@ class _Connection:
                   + moved / server.min_data_rate)
         if budget > server.io_timeout:
             budget = server.io_timeout
-        if budget != self.io_budget:  # fast transfers stay at the cap: no call
-            self.io_budget = budget
+        if budget != self.io_budget or not self.timeout_set:  # fast transfers stay
+            self.io_budget = budget                                  # at the cap: no call
             self.sock.settimeout(budget if budget > 0.001 else 0.001)
+            self.timeout_set = True
+
+    def _arm(self) -> None:
+        """Before a call of the request that may park: the socket's timeout
+        becomes the I/O budget left (see charge). A request whose calls
+        never park (a small response the kernel takes at once) never sets
+        it, nor sets it back to None after."""
+        budget = self.io_budget
+        self.sock.settimeout(budget if budget > 0.001 else 0.001)
+        self.timeout_set = True
 
     def next_request(self):
         """The next request whose head is complete, or None: close the connection.
@@ -336,7 +355,10 @@ class _Connection:
             self.waiting = True
             self.woken = False
             try:
-                received = self.receive()
+                data = self.sock.recv(RECV_SIZE)  # (self.receive(), inline)
+                received = len(data)
+                if received:
+                    parser.feed(data)
             except OSError:
                 return None
             except _Sleep:  # fall_asleep's: waiting stays True while asleep
@@ -357,6 +379,8 @@ class _Connection:
         if self.continue_pending:
             self.continue_pending = False
             self.sendall(_CONTINUE)
+        if not self.timeout_set:
+            self._arm()
         started = time.monotonic_ns()
         try:
             received = self.receive()
@@ -392,11 +416,13 @@ class _Connection:
         self.continue_pending = request.expect_continue and not request.complete
         self.content_length = None
         self.body_sent = 0
-        sock = self.sock
-        self.io_budget = server.io_timeout  # bounds body reads and response writes
-        # An Upgrade request may be taken over by the application (the raw
-        # socket is in its environ): no server deadline on what it does there.
-        sock.settimeout(None if request.upgrade else server.io_timeout)
+        # The I/O budget bounds body reads and response writes; it becomes
+        # the socket's timeout at the first call that may park (_arm).
+        self.io_budget = server.io_timeout
+        if request.upgrade:
+            # It may be taken over by the application (the raw socket is in
+            # its environ): no server deadline on what it does there.
+            self.timeout_set = True  # (never armed: the budget stays off)
         try:
             result = server.application(environ, self.start_response)
             try:
@@ -411,9 +437,10 @@ class _Connection:
                     return False
                 self.send_result(result)
             finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                if result.__class__ is not list:  # (a list has no close)
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
         except HTTPError as exc:  # from wsgi.input: the body was refused
             if not self.headers_sent:
                 self.status = f"{exc.status} -"
@@ -430,12 +457,15 @@ class _Connection:
                 self.send_quietly(self.error_page(500, "the application failed"))
                 self.log(environ)
             return False
-        self.log(environ)
+        if server.log is not None or self.log_hook:
+            self.log(environ)
         if self.content_length is not None and self.body_sent != self.content_length:
             return False  # the client cannot find the next response's start
         if not request.complete and not self.drain(request):
             return False
-        sock.settimeout(None)  # back to waiting for a head: the reaper's job
+        if self.timeout_set:  # back to waiting for a head: the reaper's job
+            self.timeout_set = False
+            self.sock.settimeout(None)
         return self.keep_alive and not server.stopping
 
     #: the complete reply for a request the server answers itself (refused, or
@@ -457,7 +487,7 @@ class _Connection:
         if self.continue_pending:
             return False  # the client still waits for our go-ahead: close
         request.discard_body = True
-        request.body.clear()
+        request.body = ()
         limit = request.body_size + MAX_DRAIN
         try:
             while not request.complete:
@@ -490,7 +520,9 @@ class _Connection:
         environ["REQUEST_METHOD"] = request.method
         environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(request.version) or "HTTP/" + request.version
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = self.remote
-        environ["wsgi.input"] = RequestBody(request, self.receive_body)
+        # RequestBody(request, self.receive_body), without a frame for its __init__
+        environ["wsgi.input"] = body = _new_object(RequestBody)
+        body._request, body._receive = request, self.receive_body
         if request.upgrade:  # the hijack path: see handle_request
             environ["labkit.socket"] = environ["gunicorn.socket"] = self.sock
         keys = _environ_keys
@@ -520,48 +552,15 @@ class _Connection:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        # The fields are kept as a tuple: what was checked here is what is
-        # sent, whatever the application does to its list afterwards.
-        try:
-            fields = tuple(headers)
-        except TypeError:  # not iterable: check_head says so
-            fields = headers
-        try:
-            checked = (status, fields) in _checked_heads
-        except TypeError:  # pairs that cannot be hashed (lists): checked each time
-            checked = False
-        if not checked:
-            self.check_head(status, fields)
+        # Checked and rendered now, from a tuple copy of the fields: what was
+        # checked here is what is sent, whatever the application does to its
+        # list afterwards.
+        fields = response_fields(status, headers)
         if status[0] == "1" and status.startswith("101") and not self.request.upgrade:
             raise ValueError("101 Switching Protocols answers only a request with Upgrade")
         self.status = status
         self.response_headers = fields
         return self.write
-
-    @staticmethod
-    def check_head(status, fields) -> None:
-        """Refuse a status or fields that would let the application write
-        the head's framing (ValueError); remember a (status, fields) pair
-        that passed, so that the next response with the same ones skips
-        the checks."""
-        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit():
-            raise ValueError(f"status must be a str like '200 OK', not {status!r}")
-        if "\n" in status or "\r" in status:  # the reply's head would be the app's to write
-            raise ValueError("carriage return or newline in status")
-        for name, value in fields:
-            if "\n" in name or "\r" in name:
-                raise ValueError("carriage return or newline in header name")
-            if "\n" in value or "\r" in value:
-                raise ValueError("carriage return or newline in header value")
-            if name.lower() in _HOP_BY_HOP and not (
-                    name.lower() == "upgrade" and status.startswith("101")):
-                raise ValueError(f"hop-by-hop header {name!r}: the server frames responses")
-        if type(status) is str and type(fields) is tuple and all(
-                type(pair) is tuple and type(pair[0]) is str and type(pair[1]) is str
-                for pair in fields):
-            if len(_checked_heads) >= _CHECKED_HEADS_MAX:
-                _checked_heads.clear()
-            _checked_heads.add((status, fields))
 
     def build_head(self, body_length: int | None) -> bytes:
         """The response head; records the framing it chose (see _http.response_head).
@@ -572,7 +571,7 @@ class _Connection:
         if self.status is None:
             raise AssertionError("the application did not call start_response")
         data, self.content_length, self.chunked, self.is_head, self.keep_alive = response_head(
-            self.status, self.response_headers, self.request.version, body_length,
+            self.response_headers, self.request.version, body_length,
             self.is_head, self.keep_alive and not self.server.stopping)
         self.headers_sent = True
         return data
@@ -675,6 +674,18 @@ class _Connection:
         sock = self.sock
         try:
             if len(data) <= SEND_PIECE:
+                if self.plain_socket:
+                    # The common case, a response the kernel takes at once:
+                    # one C send, no clock, no timeout to set (nothing parks).
+                    try:
+                        sent = _raw_send(sock, data, flags)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent == len(data):
+                        return
+                    data = data[sent:]
+                if not self.timeout_set:
+                    self._arm()
                 started = time.monotonic_ns()
                 sock.sendall(data, flags)
                 if self.hub.last_poll_ns >= started:  # it parked: see charge
@@ -690,6 +701,7 @@ class _Connection:
                     sock.sendall(piece, flags)
                     self.charge(started, len(piece))
             sock.settimeout(max(self.io_budget, 0.001))
+            self.timeout_set = True
         except OSError as exc:  # reset, broken pipe, or out of I/O budget
             raise ConnectionLost(*exc.args) from None
 

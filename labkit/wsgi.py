@@ -253,7 +253,10 @@ class WSGIServer(StreamServer):
         sleepy = []
         while drowsy:
             connection = drowsy[0]
-            idle = connection.idle and not connection.asleep
+            # (connection.idle and not asleep, inline: an entry per request
+            # comes through here, most of them stale: busy again)
+            idle = connection.waiting and not connection.asleep \
+                and not connection.parser.in_head
             if idle and now - connection.idle_since < sleep_after:
                 break   # not yet; the entries behind it wait as long at most
             drowsy.popleft()
