@@ -396,8 +396,7 @@ def _count_waiter(obj, g, counts: dict, held: list) -> int | None:
         if cached and sys.getrefcount(local) != 3:   # the frame, `local`, the argument
             return None     # someone kept it (locals()): it holds references too
         cells = code.co_cellvars + code.co_freevars
-        called = (run is not None and code is run.__code__ and frame.f_back is not None
-                  and frame.f_back.f_code is _GREENLET_RUN_CODE)
+        called = run is not None and _called_by_greenlet_run(frame, g, run)
         if called:
             _add(counts, run, 1)     # the frame's function
         for name, value in local.items():
@@ -435,7 +434,35 @@ def _add(counts: dict, value, n: int) -> None:
 
 #: an interpreter frame holds its function (3.11+: f_func, f_funcobj)
 _F_FUNC = sys.version_info >= (3, 11)
-_GREENLET_RUN_CODE = _lk_greenlet.Greenlet.run.__code__
+_GREENLET_RUN_FILE = _lk_greenlet.__file__
+
+
+def _called_by_greenlet_run(frame, g, run) -> bool:
+    """Whether ``frame`` is the call of ``run`` (``g._run``, a function)
+    that labkit's ``Greenlet.run`` is in: its caller is that method's frame
+    (by its locals: ``self`` is g, ``run`` is run -- code objects of labkit
+    functions are _park's to compare), it has run's name, and its free
+    variables are run's closure, each holding what the frame sees (checked
+    again at the end of the audit)."""
+    back = frame.f_back
+    if back is None or back.f_code.co_name != "run" or \
+            back.f_code.co_filename != _GREENLET_RUN_FILE:
+        return False
+    outer = back.f_locals
+    if outer.get("self") is not g or outer.get("run") is not run:
+        return False
+    code = frame.f_code
+    closure = run.__closure__ or ()
+    if code.co_name != run.__name__ or len(code.co_freevars) != len(closure):
+        return False
+    local = frame.f_locals
+    for name, cell in zip(code.co_freevars, closure):
+        try:
+            if local.get(name) is not cell.cell_contents:
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 def _settle(group: list, counts: dict, pace) -> int:
