@@ -39,6 +39,7 @@ PYTEST_TARGETS=(
     tests/test_loop_fuzz.py
     tests/test_hub.py
     tests/test_timeout.py
+    tests/test_sleep_timers.py
     tests/test_tracing_recorder.py
     tests/test_faults.py
     tests/test_tracing_block_start.py

@@ -135,7 +135,10 @@ def throw_parked(g, exception) -> bool:
             isinstance(exception, type) and issubclass(exception, BaseException)):
         return False
     frame = g.gr_frame   # where g is suspended: None if never started or running
-    if frame is None or frame.f_code not in _UNDERSTANDS_THROWN:
+    # (by id: a code object's hash is not cached -- hashing one walked its
+    # names and constants, ~1,400 instructions per kill; these functions'
+    # code objects live as long as this module)
+    if frame is None or id(frame.f_code) not in _UNDERSTANDS_THROWN:
         return False
     _switch(g, _Thrown(exception))
     return True
@@ -426,20 +429,28 @@ def sleep(seconds: float = 0) -> None:
 def _sleep_timed(hub, current, seconds) -> None:
     # sleep(seconds > 0), a function of its own: its switch understands a
     # _Thrown (throw_parked), sleep(0)'s does not (see sleep).
-    timer = hub.loop.start_timer(seconds, current.switch)
+    # The timer's entry in the loop's timer table is the greenlet itself
+    # (switch_after, loop_c/lk_timers_py.c): no Timer object and no bound
+    # switch while it sleeps -- two objects fewer per sleeping greenlet for
+    # the allocator and the collector's passes (a million sleepers, issue
+    # 21). The table is the one the C Timeout arms in (hub.loop._timer_table).
+    timers = hub.loop._timer_table
+    timer_id = timers.switch_after(seconds, current)
     woken_with = None
     try:
         woken_with = _switch(hub)
         if woken_with.__class__ is _Thrown:  # throw_parked
             raise woken_with.raised()
     except BaseException:
-        timer.cancel()
+        timers.cancel(timer_id, current)
         if woken_with.__class__ is _Thrown:
             woken_with.unchain()
         if _trace is not None:
             _resume(current, _WHY_THROW, None)
         raise
-    timer.cancel()
+    # (A no-op after the timer fired: take() forgot the entry. Not after a
+    # stray switch, which must not leave our timer to fire later.)
+    timers.cancel(timer_id, current)
     if woken_with is not _NO_VALUE:  # the timer switches with no value
         raise invalid_switch(current, woken_with, "sleep")
     if _trace is not None:
@@ -830,9 +841,11 @@ def describe_parking(code, describe: Callable[[dict], str | None]) -> None:
 #: every switch to the hub in these functions checks for one. Not sleep:
 #: its sleep(0) switch does not (its hot path), _sleep_timed's does. (A site
 #: elsewhere, Event.wait's fast path say, is not here: greenlet.throw it.)
-_UNDERSTANDS_THROWN = frozenset(f.__code__ for f in (
+#: Held here, so their ids (the set's keys) stay theirs.
+_THROWN_SITES = tuple(f.__code__ for f in (
     _sleep_timed, Waiter.get, wait_io, wait_any_fd, _TicketWaits.park,
     _LinkableWaits._wait_core))
+_UNDERSTANDS_THROWN = frozenset(map(id, _THROWN_SITES))
 
 
 # Lines and links (Ticket, Linkable) live in labkit._lines, which builds on

@@ -15,8 +15,10 @@
  * through the addresses cffi gives (as lk_poll_py.c calls lk_poll), so
  * there is one timer implementation.  A C timer's id is a small slot number,
  * so the table is an array indexed by id: entry[id] is what fires when that
- * id fires -- a Timer (here) or a Timeout (lk_timeout_py.c, which arms and
- * disarms through lk_timers_py.h, with no Timer object of its own).  The
+ * id fires -- a Timer (here), a Timeout (lk_timeout_py.c, which arms and
+ * disarms through lk_timers_py.h, with no Timer object of its own) or a
+ * greenlet to switch into (switch_after: sleep(seconds)'s timer, which
+ * needs neither an object nor a callback of its own).  The
  * table owns a reference to each pending entry; an entry is *pending*
  * exactly while the table holds it under its id.  Loop.poll asks take(id)
  * for the (callback, args) of each id that fired.  The C loop quarantines a
@@ -52,13 +54,17 @@ struct lk__timer_table {
     lk_timer_start_fn start;
     lk_timer_cancel_fn cancel;
     lk_loop *loop;            /* NULL once closed */
-    PyObject **entries;       /* id -> pending Timer/Timeout (owned), or NULL */
-    uint8_t *unreferenced;    /* id -> 1: that entry does not keep the loop alive */
+    PyObject **entries;       /* id -> pending Timer/Timeout/greenlet (owned), or NULL */
+    uint8_t *flags;           /* id -> LK__UNREFERENCED | LK__SWITCH, for a pending entry */
     Py_ssize_t capacity;      /* of both arrays */
     Py_ssize_t pending;       /* non-NULL entries */
     Py_ssize_t pending_unreferenced;
 };
 typedef struct lk__timer_table TimerTable;
+
+/* flags[id] of a pending entry: */
+#define LK__UNREFERENCED 1    /* it does not keep the loop alive (ref=False) */
+#define LK__SWITCH       2    /* a greenlet: switch into it, with no value */
 
 typedef struct {
     PyObject_HEAD
@@ -90,19 +96,20 @@ static int table_grow(TimerTable *table, int32_t id)
         return -1;
     }
     table->entries = entries;
-    uint8_t *unref = PyMem_Realloc(table->unreferenced, capacity);
-    if (unref == NULL) {
+    uint8_t *flags = PyMem_Realloc(table->flags, capacity);
+    if (flags == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    table->unreferenced = unref;
+    table->flags = flags;
     memset(entries + table->capacity, 0, (capacity - table->capacity) * sizeof *entries);
-    memset(unref + table->capacity, 0, capacity - table->capacity);
+    memset(flags + table->capacity, 0, capacity - table->capacity);
     table->capacity = capacity;
     return 0;
 }
 
-int32_t lk__table_arm(TimerTable *table, int64_t delay_ns, PyObject *entry, int referenced)
+/* Arm a timer for `entry` with `flags` (LK__UNREFERENCED, LK__SWITCH). */
+static int32_t table_arm(TimerTable *table, int64_t delay_ns, PyObject *entry, uint8_t flags)
 {
     if (table->loop == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the loop is closed");
@@ -122,10 +129,15 @@ int32_t lk__table_arm(TimerTable *table, int64_t delay_ns, PyObject *entry, int 
      * holds it, and its last entry was taken or disarmed then. */
     Py_INCREF(entry);
     table->entries[id] = entry;
-    table->unreferenced[id] = !referenced;
+    table->flags[id] = flags;
     table->pending++;
-    table->pending_unreferenced += !referenced;
+    table->pending_unreferenced += flags & LK__UNREFERENCED;
     return id;
+}
+
+int32_t lk__table_arm(TimerTable *table, int64_t delay_ns, PyObject *entry, int referenced)
+{
+    return table_arm(table, delay_ns, entry, referenced ? 0 : LK__UNREFERENCED);
 }
 
 int lk__table_holds(TimerTable *table, int32_t id, PyObject *entry)
@@ -139,8 +151,8 @@ static PyObject *table_forget(TimerTable *table, int32_t id)
     PyObject *entry = table->entries[id];
     table->entries[id] = NULL;
     table->pending--;
-    table->pending_unreferenced -= table->unreferenced[id];
-    table->unreferenced[id] = 0;
+    table->pending_unreferenced -= table->flags[id] & LK__UNREFERENCED;
+    table->flags[id] = 0;
     return entry;
 }
 
@@ -158,8 +170,10 @@ int lk__table_disarm(TimerTable *table, int32_t id, PyObject *entry)
 /* Whether the entry pending under id keeps the loop alive. */
 static void table_set_referenced(TimerTable *table, int32_t id, int referenced)
 {
-    table->pending_unreferenced += !referenced - table->unreferenced[id];
-    table->unreferenced[id] = !referenced;
+    uint8_t was = table->flags[id] & LK__UNREFERENCED;
+    table->pending_unreferenced += !referenced - was;
+    table->flags[id] = (uint8_t)((table->flags[id] & ~LK__UNREFERENCED)
+                                 | (referenced ? 0 : LK__UNREFERENCED));
 }
 
 /* ------------------------------------------------------------------ Timer */
@@ -369,6 +383,89 @@ static PyObject *TimerTable_start(TimerTable *table, PyObject *const *args, Py_s
     return (PyObject *)t;
 }
 
+/* ------------------------------------------- greenlets as entries (sleep) */
+
+/* greenlet.greenlet, and the interned name "switch": looked up at the first
+ * switch_after (greenlet's type is static, one per process; labkit runs
+ * with the GIL). */
+static PyTypeObject *greenlet_type;
+static PyObject *str_switch;
+
+static int know_greenlet(void)
+{
+    if (greenlet_type != NULL)
+        return 0;
+    PyObject *module = PyImport_ImportModule("greenlet");
+    PyObject *type = module ? PyObject_GetAttrString(module, "greenlet") : NULL;
+    Py_XDECREF(module);
+    if (type == NULL)
+        return -1;
+    if (!PyType_Check(type)) {
+        Py_DECREF(type);
+        PyErr_SetString(PyExc_ImportError, "greenlet.greenlet is not a type");
+        return -1;
+    }
+    str_switch = PyUnicode_InternFromString("switch");
+    if (str_switch == NULL) {
+        Py_DECREF(type);
+        return -1;
+    }
+    greenlet_type = (PyTypeObject *)type;
+    return 0;
+}
+
+/* switch_after(seconds, g) -> id: arm a timer whose entry is greenlet g
+ * itself: when it fires, g.switch() runs (no value).  What sleep(seconds)
+ * parks on: no Timer object and no bound g.switch while it waits -- two
+ * allocations and two objects the collector walks per sleeping greenlet
+ * fewer; a million sleepers hold nothing in the table but their greenlets. */
+static PyObject *TimerTable_switch_after(TimerTable *table, PyObject *const *args,
+                                         Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "switch_after() takes seconds and a greenlet (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    if (know_greenlet() < 0)
+        return NULL;
+    PyObject *g = args[1];
+    if (!PyObject_TypeCheck(g, greenlet_type)) {
+        PyErr_Format(PyExc_TypeError, "switch_after(): g must be a greenlet, not %.100s",
+                     Py_TYPE(g)->tp_name);
+        return NULL;
+    }
+    int64_t delay_ns = lk__delay_ns_of(args[0]);
+    if (delay_ns < 0)
+        return NULL;
+    int32_t id = table_arm(table, delay_ns, g, LK__SWITCH);
+    if (id < 0)
+        return NULL;
+    return PyLong_FromLong(id);
+}
+
+/* cancel(id, entry) -> bool: disarm the timer `id` if `entry` is what is
+ * pending under it (switch_after's greenlet); False if it fired or was
+ * cancelled already -- never someone else's timer that reuses the id. */
+static PyObject *TimerTable_cancel(TimerTable *table, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "cancel() takes an id and an entry (%zd given)", nargs);
+        return NULL;
+    }
+    long id = PyLong_AsLong(args[0]);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (id < 0 || id > INT32_MAX)
+        Py_RETURN_FALSE;
+    PyObject *entry = args[1];
+    if (!lk__table_holds(table, (int32_t)id, entry))
+        Py_RETURN_FALSE;
+    /* the table's reference goes; the caller's (args[1]) outlives this call */
+    lk__table_disarm(table, (int32_t)id, entry);
+    Py_RETURN_TRUE;
+}
+
 /* take(id) -> (callback, args) or None: the C timer `id` fired; forget its
  * entry and say what to run (None: it was cancelled after it fired). */
 static PyObject *TimerTable_take(TimerTable *table, PyObject *arg)
@@ -378,9 +475,14 @@ static PyObject *TimerTable_take(TimerTable *table, PyObject *arg)
         return NULL;
     if (id < 0 || id >= table->capacity || table->entries[id] == NULL)
         Py_RETURN_NONE;
+    uint8_t flags = table->flags[id];
     PyObject *entry = table_forget(table, (int32_t)id);
     PyObject *pair;
-    if (Py_TYPE(entry) == &Timer_Type) {
+    if (flags & LK__SWITCH) {
+        /* (g.switch, ()): the bound method is made now, not while g sleeps */
+        PyObject *switch_ = PyObject_GetAttr(entry, str_switch);
+        pair = switch_ ? Py_BuildValue("(N())", switch_) : NULL;
+    } else if (Py_TYPE(entry) == &Timer_Type) {
         Timer *t = (Timer *)entry;
         pair = PyTuple_Pack(2, t->callback ? t->callback : Py_None,
                             t->args ? t->args : Py_None);
@@ -442,7 +544,7 @@ static void TimerTable_dealloc(TimerTable *table)
     PyObject_GC_UnTrack(table);
     TimerTable_clear(table);
     PyMem_Free(table->entries);
-    PyMem_Free(table->unreferenced);
+    PyMem_Free(table->flags);
     PyObject_GC_Del(table);
 }
 
@@ -450,6 +552,12 @@ static PyMethodDef TimerTable_methods[] = {
     {"start", (PyCFunction)(void (*)(void))TimerTable_start, METH_FASTCALL,
      "start(seconds, callback, *args) -> Timer: run callback(*args) once, seconds "
      "from now (<= 0: at the next poll; NaN: ValueError; past ~146 years: never)."},
+    {"switch_after", (PyCFunction)(void (*)(void))TimerTable_switch_after, METH_FASTCALL,
+     "switch_after(seconds, g) -> id: g.switch() (no value) once, seconds from now; "
+     "g, a greenlet, is itself the entry (no Timer object).  Disarm with cancel(id, g)."},
+    {"cancel", (PyCFunction)(void (*)(void))TimerTable_cancel, METH_FASTCALL,
+     "cancel(id, entry) -> bool: disarm timer `id` if `entry` is pending under it "
+     "(True); False if it fired or was cancelled (harmless, any number of times)."},
     {"take", (PyCFunction)TimerTable_take, METH_O,
      "take(id) -> (callback, args) or None: the C timer `id` fired (lk_poll said "
      "so): forget what was pending under it and return what to run; None if "
@@ -509,7 +617,7 @@ PyObject *lk__timer_table_new(PyObject *module, PyObject *const *args, Py_ssize_
     table->cancel = (lk_timer_cancel_fn)cancel;
     table->loop = loop;
     table->entries = NULL;
-    table->unreferenced = NULL;
+    table->flags = NULL;
     table->capacity = table->pending = table->pending_unreferenced = 0;
     PyObject_GC_Track(table);
     return (PyObject *)table;

@@ -2,10 +2,11 @@
  * lk_timers_py.c: the timer table (one per loop), as C calls.
  *
  * A table maps a C timer id (a small slot number, see lk_timer_heap.c) to
- * the object that fired when it fires: a Timer (lk_timers_py.c) or a
- * Timeout (lk_timeout_py.c).  The table holds a strong reference to every
- * pending entry; an entry is pending exactly while the table holds it under
- * its id.  Everything runs with the GIL held, on the loop's thread. */
+ * the object that fired when it fires: a Timer (lk_timers_py.c), a greenlet
+ * (switch_after, lk_timers_py.c) or a Timeout (lk_timeout_py.c).  The table
+ * holds a strong reference to every pending entry; an entry is pending
+ * exactly while the table holds it under its id.  Everything runs with the
+ * GIL held, on the loop's thread. */
 #ifndef LK_TIMERS_PY_H
 #define LK_TIMERS_PY_H
 
