@@ -356,6 +356,10 @@ class RequestParser:
     def on_message_begin(self) -> None:
         self.current = request = Request()
         request.headers = []
+        # (set, not left to the class defaults: every request reads these,
+        # and Python 3.11 reads an instance's own attributes much faster)
+        request.content_length = request.error = None
+        request.chunked = request.expect_continue = False
         self.in_head = True  # (started_at is set by the feed, if the head is cut)
         self._head_bytes = 0
         self._unparsed_head_feed = 0
