@@ -81,13 +81,15 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
     table: :class:`Capturer` spaces them out too. ``heap``: the
     :class:`tracing.lints.HeapCheck` the lints keep between frames (their
     heap traversal, rare; ``frame["heap_ms"]``: what it cost in this one).
+
+    With ``between``, the cyclic garbage collector is off from the first
+    piece to the last, yields included, if it was on (see
+    :class:`_CollectorHold`: a refresh then sets off no full collection);
+    ``frame["rows"]`` are dicts of atomic values, which the collector does
+    not track.
     """
     clock = time.perf_counter_ns
     start = clock()
-    # In pieces, the collector runs only while the loop does (between them):
-    # a full collection set off by the frame's allocations inside a piece
-    # made it as long as the collection (~15 ms for a heap of 35,000 objects).
-    collecting = between is not None and gc.isenabled()
 
     def cut():
         # The end of a piece: note how long it held the loop, let the loop
@@ -96,26 +98,79 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
         if pieces is not None:
             pieces.append(clock() - start)
         if between is not None:
-            if collecting:
-                gc.enable()
-            try:
-                between()
-            finally:
-                if collecting:
-                    gc.disable()
+            between()
         start = clock()
 
-    if collecting:
-        gc.disable()
+    # In pieces, the cyclic collector stays off from the first piece to the
+    # last, yields included (see _CollectorHold): what the capture holds
+    # while it yields -- the snapshot's rows, each referring to its
+    # greenlet -- is never there when a young collection runs, so no
+    # refresh moves a thousand of them into the oldest generation, and
+    # refreshes stop setting off full collections (~13 ms for a heap of
+    # 40,000 objects). The snapshot is gone when _capture returns, before
+    # the collector is back.
+    held = between is not None and _collector.hold()
     try:
-        return _capture(hub, cut, between, omit, with_lints, heap, pieces,
-                        lambda: clock() - start)
+        frame = _capture(hub, cut, between, omit, with_lints, heap)
     finally:
-        if collecting:
-            gc.enable()
+        if held:
+            _collector.release()
+    if between is not None:
+        cut()   # the last piece ends in a yield: a young collection due runs there
+    elif pieces is not None:
+        pieces.append(clock() - start)
+    return frame
 
 
-def _capture(hub, cut, between, omit, with_lints, heap, pieces, elapsed) -> dict:
+class _CollectorHold:
+    """Keeps the cyclic garbage collector off while any capture in pieces
+    runs (in any thread), and turns it back on when the last one ends --
+    unless it was off when the first began (the program's own choice,
+    left alone).
+
+    Why: a young collection moves what survives it into an older
+    generation, and after ten of them CPython (3.10 to 3.13) collects the
+    whole heap once the objects moved into the oldest generation since
+    the last full collection exceed a quarter of those that were there
+    (``long_lived_pending > long_lived_total / 4``). A capture of N
+    greenlets holds ~2N tracked objects for the length of a refresh, and
+    it is what allocates the most while it runs, so a young collection
+    nearly always fell inside one: every tenth one moved ~2,000 objects
+    into the oldest generation for no reason, and every ~60 refreshes a
+    full collection paused the target. With the collector off, the
+    allocation count still grows, and the young collection it calls for
+    runs at the first allocation after the capture ends, when the capture's
+    objects are freed (their reference counts, no collector needed).
+    Others' garbage waits for it no longer than one capture (a refresh:
+    milliseconds to tens of them)."""
+
+    def __init__(self):
+        import threading
+        self._lock = threading.Lock()
+        self._holders = 0
+
+    def hold(self) -> bool:
+        """Count one more capture; turn the collector off if this is the
+        first and it is on. False (nothing to release) if it was off."""
+        with self._lock:
+            if self._holders == 0:
+                if not gc.isenabled():
+                    return False
+                gc.disable()
+            self._holders += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                gc.enable()
+
+
+_collector = _CollectorHold()
+
+
+def _capture(hub, cut, between, omit, with_lints, heap) -> dict:
     from tracing.lints import lints as find_lints
     from tracing.lints import holder_of, waited_object
     from tracing.recorder import shown_name
@@ -149,10 +204,6 @@ def _capture(hub, cut, between, omit, with_lints, heap, pieces, elapsed) -> dict
                         plain["holder"], plain["holder_name"] = id(holder), shown_name(holder)
             rows.append(_row(**plain))
     rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
-    if between is not None:
-        cut()    # (the last piece ends in a yield: a collection due runs there)
-    elif pieces is not None:
-        pieces.append(elapsed())
     return {**taken, "rows": rows, "loop": loop, "lints": lints,
             "changed": sorted(snap.changed),
             "heap_ms": heap.last_ns / 1e6 if heap is not None and with_lints else 0.0}
