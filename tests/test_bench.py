@@ -208,7 +208,7 @@ def test_mass_sleep_reports_memory_per_parked_greenlet():
 def test_rounds_alternate_the_order_and_report_median_and_spread(monkeypatch):
     calls = []
 
-    def fake_worker(impl, bench_name, n, repeats):
+    def fake_worker(impl, bench_name, n, repeats, timeout=None):
         calls.append(impl)
         ns = {"labkit": [100.0, 300.0, 200.0], "gevent": [400.0, 400.0, 400.0]}[impl]
         per_op = ns[sum(1 for c in calls if c == impl) - 1]
@@ -274,9 +274,12 @@ def test_scale_runs_a_million_sleepers_and_holds_idle_connections(monkeypatch, c
     monkeypatch.setattr(bench, "run_worker", fake_worker)
     monkeypatch.setattr(echo, "measure_idle", fake_idle)
     monkeypatch.setattr(echo, "raise_fd_limit", lambda: 1 << 20)
-    args = bench.parse_args(["--scale", "--peers", "gevent"])
+    args = bench.parse_args(["--scale", "--peers", "gevent", "--rounds", "3"])
     scale = bench.run_scale(args)
-    assert asked == [(impl, "mass_sleep", bench.SCALE_SLEEPERS, 1) for impl in ("labkit", "gevent")]
+    # one run per worker, alternating rounds (median and spread, as every row)
+    assert asked == [(impl, "mass_sleep", bench.SCALE_SLEEPERS, 1)
+                     for impl in ("labkit", "gevent", "gevent", "labkit", "labkit", "gevent")]
+    assert scale["sleepers"]["mass_sleep"]["labkit"]["rounds"] == 3
     assert [r["held"] for r in scale["idle"]] == [bench.SCALE_IDLE_CONNS] * 3
     out = capsys.readouterr().out
     assert "6.8 KiB" in out and "left after, per op" in out and "4.0 KiB per connection" in out

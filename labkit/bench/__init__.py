@@ -212,22 +212,34 @@ def run_all(args):
     for bench_name in args.benchmarks:
         bench = micro.BENCHMARKS[bench_name]
         n = max(1, bench.default_n // QUICK_DIVISOR) if args.quick else bench.default_n
-        impls = impls_to_run(bench, columns)
-        rounds = {impl: [] for impl in impls}
-        for round_index in range(args.rounds):
-            order = impls if round_index % 2 == 0 else impls[::-1]
-            for impl in order:
-                show_progress(f"{bench_name}: {impl}, round {round_index + 1} ...")
-                outcome = run_worker(impl, bench_name, n, repeats)
-                outcomes.append(outcome)
-                if outcome["status"] == "ok":
-                    rounds[impl].append(outcome)
-                elif outcome["status"] == "unavailable":
-                    break  # the same next round: do not ask again
-        results[bench_name] = {impl: summarize_rounds(done)
-                               for impl, done in rounds.items() if done}
+        results[bench_name] = alternate_rounds(bench_name, impls_to_run(bench, columns), n,
+                                               repeats, args.rounds, outcomes)
     show_progress("")
     return results, outcomes
+
+
+def alternate_rounds(bench_name, impls, n, repeats, rounds, outcomes,
+                     timeout=WORKER_TIMEOUT_S):
+    """Run ``bench_name`` with ``n`` for each of ``impls``, ``rounds``
+    times, the order of the implementations reversed every other round (so
+    that a drift of the machine does not favour one); return ``{impl:
+    summarize_rounds(...)}`` of those that succeeded at least once. Every
+    worker's dict is appended to ``outcomes``."""
+    done = {impl: [] for impl in impls}
+    unavailable = set()
+    for round_index in range(rounds):
+        order = impls if round_index % 2 == 0 else impls[::-1]
+        for impl in order:
+            if impl in unavailable:
+                continue  # the same next round: do not ask again
+            show_progress(f"{bench_name}: {impl}, round {round_index + 1} ...")
+            outcome = run_worker(impl, bench_name, n, repeats, timeout)
+            outcomes.append(outcome)
+            if outcome["status"] == "ok":
+                done[impl].append(outcome)
+            elif outcome["status"] == "unavailable":
+                unavailable.add(impl)
+    return {impl: summarize_rounds(ok) for impl, ok in done.items() if ok}
 
 
 def summarize_rounds(outcomes):
@@ -306,7 +318,8 @@ def format_bytes(size):
 
 
 #: extra figures a benchmark may report, and how the table shows them
-EXTRA_FORMATS = {"bytes_per_op": ("memory per op", format_bytes),
+EXTRA_FORMATS = {"cpu_ns_per_op": ("CPU time per op", format_duration),
+                 "bytes_per_op": ("memory per op", format_bytes),
                  "left_per_op": ("left after, per op", format_bytes)}
 
 
@@ -359,20 +372,23 @@ def format_table(results, peers, aliases=None):
 
 def run_scale(args):
     """--scale: mass_sleep with SCALE_SLEEPERS greenlets per implementation
-    (one round, one run); then SCALE_IDLE_CONNS idle connections per server."""
-    results = {"mass_sleep": {}}
+    (``args.rounds`` alternating rounds of one run each; the worker also
+    checks that nothing of them is left alive after, see
+    micro.mass_sleep_gevent_like); then SCALE_IDLE_CONNS idle connections
+    per server."""
     bench = micro.BENCHMARKS["mass_sleep"]
-    for impl in impls_to_run(bench, [micro.LABKIT] + args.peers):
-        show_progress(f"mass_sleep x {SCALE_SLEEPERS:,}: {impl} ...")
-        outcome = run_worker(impl, "mass_sleep", SCALE_SLEEPERS, 1, SCALE_WORKER_TIMEOUT_S)
-        if outcome["status"] == "ok":
-            results["mass_sleep"][impl] = summarize_rounds([outcome])
-        elif outcome["status"] == "failed":
+    outcomes = []
+    results = {"mass_sleep": alternate_rounds(
+        "mass_sleep", impls_to_run(bench, [micro.LABKIT] + args.peers), SCALE_SLEEPERS, 1,
+        args.rounds, outcomes, SCALE_WORKER_TIMEOUT_S)}
+    for outcome in outcomes:
+        if outcome["status"] == "failed":
             last = (outcome["stderr"].strip().splitlines() or ["?"])[-1]
-            print(f"mass_sleep x {SCALE_SLEEPERS:,}/{impl}: FAILED ({last})", file=sys.stderr)
+            print(f"mass_sleep x {SCALE_SLEEPERS:,}/{outcome['impl']}: FAILED ({last})",
+                  file=sys.stderr)
     show_progress("")
     print(f"{SCALE_SLEEPERS:,} greenlets/tasks each sleep(5): spawn, park, kill all "
-          "(one run each)\n")
+          f"(one run per round, {args.rounds} alternating rounds: median ±half the range)\n")
     print(format_table(results, args.peers, benchmark_aliases()))
     from labkit.bench import echo
     print()

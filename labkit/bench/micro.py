@@ -30,7 +30,7 @@ import asyncio
 import os
 import threading
 from dataclasses import dataclass, field
-from time import perf_counter
+from time import perf_counter, process_time
 from typing import Callable, Dict
 
 # Implementation names, in the order the table shows them. "greenlet" is the
@@ -267,10 +267,14 @@ def timer_cancel_asyncio(impl, n):
 #
 # n greenlets (tasks) each sleep(5): spawn them all, let every one start and
 # park in its sleep, then kill them all. Per greenlet: the time of the whole,
-# and the resident memory (RSS) each parked one adds -- its objects, its
-# timer, the saved slice of its C stack and, on CPython 3.11+, its frame
-# stack (a 16 KiB block of which the first page is touched). A benchmark may
-# return (seconds, extras): the worker reports the extras' median.
+# the process's CPU time of it (user + system: on a shared machine the wall
+# clock also counts the time other processes had the CPU), and the resident
+# memory (RSS) each parked one adds -- its objects, its timer, the saved
+# slice of its C stack and, on CPython 3.11+, its frame stack (a 16 KiB
+# block of which the first page is touched). A benchmark may return
+# (seconds, extras): the worker reports the extras' median. After the run
+# the greenlets must all be gone (a weak sample of them is checked) and, for
+# labkit, no timer left pending: nothing leaked.
 
 def resident_bytes():
     """This process's resident set size (Linux: /proc/self/statm), else 0."""
@@ -300,7 +304,7 @@ def mass_sleep_gevent_like(impl, n):
     from greenlet import greenlet
     gk = import_gevent_like(impl)
     before = resident_bytes()
-    start = perf_counter()
+    start, cpu_start = perf_counter(), process_time()
     seconds = mass_sleep_seconds(n)
     greenlets = [gk.spawn(gk.sleep, seconds) for _ in range(n)]
     # Every greenlet starts and parks in its sleep: one pass of the hub
@@ -317,11 +321,18 @@ def mass_sleep_gevent_like(impl, n):
         raise AssertionError(f"a sleep({seconds}) ended before the last greenlet started")
     parked = resident_bytes()
     gk.killall(greenlets)
-    elapsed = perf_counter() - start
+    elapsed, cpu = perf_counter() - start, process_time() - cpu_start
     if any(not g.dead for g in greenlets):
         raise AssertionError("killall left greenlets alive")
+    sample = _weak_sample(greenlets)
     del greenlets, waiting
-    return elapsed, {"bytes_per_op": (parked - before) / n, "left_per_op": _left(before, n)}
+    gk.sleep(0.001)   # a hub pass: the hub may still be inside a join's link
+    left = _left(before, n)
+    _check_released(sample, "greenlets")
+    if impl == LABKIT and gk.get_hub().loop.pending_timers:
+        raise AssertionError(f"{gk.get_hub().loop.pending_timers} timers left pending")
+    return elapsed, {"bytes_per_op": (parked - before) / n, "left_per_op": left,
+                     "cpu_ns_per_op": cpu / n * 1e9}
 
 
 def _left(before, n):
@@ -332,10 +343,25 @@ def _left(before, n):
     return (resident_bytes() - before) / n
 
 
+def _weak_sample(objects, size=1000):
+    """Weak references to ``size`` of ``objects``, spread over the list."""
+    import weakref
+    return [weakref.ref(obj) for obj in objects[::max(1, len(objects) // size)]]
+
+
+def _check_released(sample, what):
+    """Nothing leaked: every sampled object is gone once the run dropped its
+    references and a collection ran (AssertionError otherwise)."""
+    alive = sum(ref() is not None for ref in sample)
+    if alive:
+        raise AssertionError(f"{alive} of {len(sample)} sampled {what} still alive "
+                             "after they ended and a collection ran")
+
+
 def mass_sleep_asyncio(impl, n):
     async def main():
         before = resident_bytes()
-        start = perf_counter()
+        start, cpu_start = perf_counter(), process_time()
         seconds = mass_sleep_seconds(n)
         tasks = [asyncio.ensure_future(asyncio.sleep(seconds)) for _ in range(n)]
         await asyncio.sleep(0)  # every task starts and parks in its sleep
@@ -343,11 +369,12 @@ def mass_sleep_asyncio(impl, n):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        elapsed = perf_counter() - start
+        elapsed, cpu = perf_counter() - start, process_time() - cpu_start
         if not all(task.cancelled() for task in tasks):
             raise AssertionError("a task was not cancelled")
         del tasks[:]
-        return elapsed, {"bytes_per_op": (parked - before) / n, "left_per_op": _left(before, n)}
+        return elapsed, {"bytes_per_op": (parked - before) / n, "left_per_op": _left(before, n),
+                         "cpu_ns_per_op": cpu / n * 1e9}
 
     return run_asyncio(main, impl)
 
