@@ -370,3 +370,27 @@ def test_a_cell_changed_while_the_audit_yields_is_not_counted(monkeypatch):
         assert _lost(lints()) >= {"swapped"}
     finally:
         labkit.kill(g)
+
+
+def test_what_a_greenlet_waits_on_is_not_taken_from_a_reused_frame():
+    # a loop parks on a new Event each time, at the same instruction: its
+    # new frame may be made where the last one was (the same id), while the
+    # old Event lives on
+    events = []
+
+    def looper():
+        while True:
+            ev = Event()
+            events.append(ev)
+            ev.wait()
+
+    g = _spawn("looper", looper)
+    labkit.sleep(0.01)
+    try:
+        for _ in range(5):
+            assert lost_wakeup._waited_object_cached(g)[0] is events[-1]
+            events[-1].set()
+            labkit.sleep(0.01)
+        assert len(events) == 6
+    finally:
+        labkit.kill(g)

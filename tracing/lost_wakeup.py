@@ -137,6 +137,12 @@ def waited_object(g):
     read from its suspended frames: the innermost ``self`` or ``obj`` that
     is a labkit primitive (an Event, a Queue, a lock) or the greenlet a join
     waits for. (The console's wait-for graph asks it too: one home.)"""
+    return _waited(g)[:2]
+
+
+def _waited(g) -> tuple:
+    """:func:`waited_object`, plus where it was read: (object, timed, how
+    many frames out from the innermost, the local's name)."""
     frame = g.gr_frame
     timed = False
     depth = 0
@@ -148,23 +154,25 @@ def waited_object(g):
                 timed = True
             obj = local.get("obj")
             if isinstance(obj, _raw_greenlet) and frame.f_code.co_name == "_wait_on":
-                return obj, timed
+                return obj, timed, depth, "obj"
         obj = local.get("self")
         if obj is not None and obj is not g and _is_primitive(obj):
             # An RLock waits on a lock of its own: the RLock is what the
             # caller waits on (and it knows its holder).
             outer = frame.f_back
+            out = depth + 1
             for _ in range(4):   # past the lock's own methods calling each other
                 if outer is None or outer.f_locals.get("self") is not obj:
                     break
                 outer = outer.f_back
-            outer = outer.f_locals.get("self") if outer is not None else None
-            if isinstance(outer, _lk_lock.RLock):
-                return outer, timed
-            return obj, timed
+                out += 1
+            mine = outer.f_locals.get("self") if outer is not None else None
+            if isinstance(mine, _lk_lock.RLock):
+                return mine, timed, out, "self"
+            return obj, timed, depth, "self"
         frame = frame.f_back
         depth += 1
-    return None, timed
+    return None, timed, -1, ""
 
 
 def holder_of(obj):
@@ -175,8 +183,11 @@ def holder_of(obj):
     return obj.owner if isinstance(obj, _lk_lock.RLock) else None
 
 
-#: id(greenlet) -> (id(frame), f_lasti, weakref to what it waits on or None, timed):
-#: a greenlet parked on the same frame waits on the same object
+#: id(greenlet) -> ((id(frame), f_lasti), weakref to what it waits on or None,
+#: timed, depth, name): a greenlet parked on the same frame waits on the same
+#: object -- checked with one local of one frame, since a greenlet id and a
+#: frame's address are both reused (a frame freed and another made there,
+#: parked at the same instruction, on another object)
 _waited_cache: dict = {}
 
 
@@ -185,17 +196,23 @@ def _waited_object_cached(g):
     key = (id(frame), frame.f_lasti)
     cached = _waited_cache.get(id(g))
     if cached is not None and cached[0] == key:
-        obj = cached[1]() if cached[1] is not None else None
-        if obj is not None or cached[1] is None:
-            return obj, cached[2]
-    obj, timed = waited_object(g)
+        if cached[1] is None:
+            return None, cached[2]
+        obj = cached[1]()
+        if obj is not None:
+            for _ in range(cached[3]):
+                frame = frame.f_back
+            if frame is not None and frame.f_locals.get(cached[4]) is obj:
+                return obj, cached[2]
+        obj = None
+    obj, timed, depth, name = _waited(g)
     try:
         ref = weakref.ref(obj) if obj is not None else None
     except TypeError:    # no weak references to it: look again next time
         return obj, timed
     if len(_waited_cache) > 100_000:
         _waited_cache.clear()
-    _waited_cache[id(g)] = (key, ref, timed)
+    _waited_cache[id(g)] = (key, ref, timed, depth, name)
     return obj, timed
 
 
@@ -254,9 +271,17 @@ def lost_wakeups(rows, pace=None, heap: "HeapCheck | None" = None) -> list[Findi
         return out
     pace()
     greenlets = [row.greenlet for row in rows if row.greenlet is not None]
+    # No collection while deciding (in pieces, the caller's Pace turns it on
+    # between them): one can run finalizers -- a collected greenlet is
+    # killed, which switches into it -- between a count and its check.
+    collecting = pace.between is None and gc.isenabled()
+    if collecting:
+        gc.disable()
     try:
         return out + _verdicts(groups, greenlets, pace, heap)
     finally:
+        if collecting:
+            gc.enable()
         for group in groups:
             group.clear()   # (no object kept by what outlives the call: a frame in a cycle)
 
