@@ -318,6 +318,17 @@ class Hub(greenlet):
         return self.run_callback(self._run_batch, callback, items, args)
 
     def _run_batch(self, callback: Callable, items: list, args: tuple) -> None:
+        if len(args) == 1:
+            # (spelled out: a call with *args enters the callee through C,
+            # one more interpreter C frame on the hub's stack per item --
+            # and killall switches into each greenlet from there)
+            arg = args[0]
+            for item in items:
+                try:
+                    callback(item, arg)
+                except BaseException:
+                    self._handle_dispatch_error(callback)
+            return
         for item in items:
             try:
                 callback(item, *args)

@@ -333,7 +333,9 @@ def test_run_batch_runs_each_item_in_order_reports_a_failure_and_can_be_cancelle
     hub.run_batch(each, [1, 2, 3], "x")
     stopped = hub.run_batch(each, [4], "y")
     stopped.stop()
-    assert hub.ready_count == 2   # one entry per batch
+    hub.run_batch(lambda item, *rest: seen.append((item, rest)), [5, 6], "a", "b")
+    hub.run_batch(lambda item: seen.append(item), [7])
+    assert hub.ready_count == 4   # one entry per batch
     sleep(0.001)
-    assert seen == [(1, "x"), (3, "x")]
+    assert seen == [(1, "x"), (3, "x"), (5, ("a", "b")), (6, ("a", "b")), 7]
     assert "ValueError: two" in stream.getvalue()
