@@ -207,6 +207,7 @@ class Loop:
             _address(ffi.addressof(lib, "lk_io_get")),
             _address(ptr), MAX_EVENTS, self._take_timer, ConcurrentObjectUseError)
         self.io_start = self._io.start
+        self.io_park = self._io.park
         self.io_cancel = self._io.cancel
         self.io_waiting = self._io.waiting
         self.io_forget = self._io.forget
@@ -470,6 +471,21 @@ class Loop:
         fires with nobody waiting is dropped then.
         """
         return self._io.start(fd, event, callback)
+
+    def io_park(self, hub, fd: int, event: int, waits: dict, in_hub: Callable) -> object:
+        """A socket's fd wait in one call, for labkit._park.wait_io only:
+        park the current greenlet until ``fd`` is ready for ``event``, with
+        no timeout and the interest kept between waits (see io_cancel).
+
+        Registers ``current.switch`` as :meth:`io_start` does (and raises
+        as it does), enters ``waits[fd] = current``, and switches to
+        ``hub``. Woken by this loop's dispatch: removes ``waits[fd]`` and
+        returns the fired bits (an int). Woken any other way: takes the
+        wait back (``waits[fd]`` and its own callback, never another's) and
+        raises what was thrown in, or returns the value switched in. In
+        the hub itself: raises ``in_hub()``, registering nothing.
+        """
+        return self._io.park(hub, fd, event, waits, in_hub)
 
     def io_cancel(self, fd: int, event: int, keep_interest: bool = False) -> Callable | None:
         """The wait on (fd, event) is over: forget its callback; return it (or None).

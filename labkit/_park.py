@@ -503,6 +503,27 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     owner calls :func:`forget_fd` before closing it, as labkit's sockets do.
     Call in a greenlet of ``hub``'s thread, not in the hub.
     """
+    if timeout is None and keep_interest:
+        # A socket's wait, once per message on a busy connection: the same
+        # steps as below, in one C call (Loop.io_park, loop_c/lk_io_py.c),
+        # which also takes the wait back when it is not the loop that woke us.
+        fired = None
+        try:
+            fired = hub.loop.io_park(hub, fd, event, _readers if event == READ else _writers,
+                                     cannot_wait_in_hub)
+            if fired.__class__ is not int:
+                if fired.__class__ is _Thrown:  # throw_parked
+                    raise fired.raised()
+                raise invalid_switch(getcurrent(), fired, f"a wait on fd {fd}")
+        except BaseException:
+            if fired.__class__ is _Thrown:
+                fired.unchain()
+            if _trace is not None and (current := getcurrent()) is not hub:
+                _resume_fd(current, _WHY_THROW, fd, event)
+            raise
+        if _trace is not None:
+            _resume_fd(getcurrent(), _WHY_WAITER, fd, event)
+        return fired
     current = getcurrent()
     if current is hub:
         raise cannot_wait_in_hub()

@@ -208,37 +208,165 @@ static int closed_error(void)
 /* start(fd, event, callback): callback(events) once, when fd is ready for
  * event.  A second callback for the same (fd, event) raises the busy error
  * (ConcurrentObjectUseError) and changes nothing. */
-static PyObject *IoTable_start(IoTable *self, PyObject *const *args, Py_ssize_t nargs)
+static int start_watch(IoTable *self, PyObject *fd_obj, PyObject *event_obj,
+                       PyObject *callback, int *fd_out, uint32_t *event_out)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "io_start() takes 3 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    uint32_t event = event_arg(args[1]);
+    uint32_t event = event_arg(event_obj);
     if (event == 0)
-        return NULL;
+        return -1;
     if (self->loop == NULL)
-        return closed_error(), NULL;
+        return closed_error();
     int fd;
-    if (fd_arg(args[0], &fd) < 0)
-        return NULL;
+    if (fd_arg(fd_obj, &fd) < 0)
+        return -1;
     if (fd < self->capacity && *slot(self, fd, event) != NULL) {
         PyErr_Format(self->busy_error, "fd %d already has a greenlet waiting to %s",
                      fd, event == LK_READ ? "read" : "write");
-        return NULL;
+        return -1;
     }
     /* Interest first: the kernel validates the fd before a slot is made. */
     uint32_t mask = self->get(self->loop, fd);
     if (!(mask & event)) {
         int rc = self->set(self->loop, fd, mask | event);
         if (rc < 0)
-            return set_oserror(rc, "watching", fd), NULL;
+            return set_oserror(rc, "watching", fd);
     }
     if (fd >= self->capacity && grow(self, fd) < 0)
-        return NULL;    /* (an extra interest bit is harmless: lazy removal) */
-    *slot(self, fd, event) = Py_NewRef(args[2]);
+        return -1;    /* (an extra interest bit is harmless: lazy removal) */
+    *slot(self, fd, event) = Py_NewRef(callback);
     self->waiters++;
+    *fd_out = fd;
+    *event_out = event;
+    return 0;
+}
+
+static PyObject *IoTable_start(IoTable *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "io_start() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    int fd;
+    uint32_t event;
+    if (start_watch(self, args[0], args[1], args[2], &fd, &event) < 0)
+        return NULL;
     Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------- park: a socket's wait
+ *
+ * park(hub, fd, event, waits, in_hub) is labkit/_park.py's wait_io for the
+ * one case a socket's recv/send hits per message -- no timeout, the interest
+ * kept between waits (see keep_interest above) -- as one builtin call:
+ *   - the current greenlet is the hub: raise in_hub() (nothing registered);
+ *   - register current.switch for (fd, event) (as start(); its errors too)
+ *     and enter waits[fd] = current (_park's record of who is parked where);
+ *   - switch to the hub;
+ *   - woken with an int (the fired events, from poll()): del waits[fd] and
+ *     return it -- the dispatch took the callback;
+ *   - woken otherwise (an exception thrown in: a timeout, a kill, EBADF; or
+ *     another value switched in): take back -- del waits[fd], and our
+ *     callback out of the table if it is still there (never someone else's)
+ *     -- and raise it or return it; _park.py says what a value means.
+ * The greenlet's C stack is copied away while it is parked, with this
+ * function on it: its address-taken locals live in out-of-line helpers
+ * (see the comment on Passes in lk_poll_py.c). */
+
+#define LK_GREENLET_GETCURRENT_NUM 4
+#define LK_GREENLET_SWITCH_NUM 6
+typedef PyObject *(*lk_greenlet_getcurrent_fn)(void);
+typedef PyObject *(*lk_greenlet_switch_fn)(PyObject *, PyObject *, PyObject *);
+static lk_greenlet_getcurrent_fn greenlet_getcurrent;
+static lk_greenlet_switch_fn greenlet_switch;
+static PyObject *str_switch;
+
+/* Register cb and waits[fd] = current: (fd << 2 | event), or -1. */
+__attribute__((noinline)) static int64_t register_wait(IoTable *self, PyObject *const *args,
+                                                       PyObject *cb, PyObject *current)
+{
+    int fd;
+    uint32_t event;
+    if (start_watch(self, args[1], args[2], cb, &fd, &event) < 0)
+        return -1;
+    if (PyDict_SetItem(args[3], args[1], current) < 0) {
+        PyObject **s = slot(self, fd, event);
+        Py_CLEAR(*s);
+        self->waiters--;
+        return -1;
+    }
+    return ((int64_t)fd << 2) | event;
+}
+
+/* The take-back after a wake that was not the dispatch's; keeps the
+ * pending exception, if any. */
+__attribute__((noinline)) static void take_back(IoTable *self, int64_t where,
+                                                PyObject *fd_obj, PyObject *waits, PyObject *cb)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyDict_DelItem(waits, fd_obj) < 0)
+        PyErr_Clear();
+    int fd = (int)(where >> 2);
+    if (fd < self->capacity) {
+        PyObject **s = slot(self, fd, (uint32_t)(where & 3));
+        if (*s == cb) {
+            *s = NULL;
+            self->waiters--;
+            Py_DECREF(cb);   /* the table's reference */
+        }
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+__attribute__((noinline)) static PyObject *refuse_in_hub(PyObject *in_hub)
+{
+    PyObject *exc = PyObject_CallNoArgs(in_hub);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *IoTable_park(IoTable *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "io_park() takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *hub = args[0], *fd_obj = args[1], *waits = args[3];
+    if (!PyDict_CheckExact(waits)) {
+        PyErr_SetString(PyExc_TypeError, "io_park(): waits must be a dict");
+        return NULL;
+    }
+    PyObject *current = greenlet_getcurrent();
+    if (current == NULL)
+        return NULL;
+    if (current == hub) {
+        Py_DECREF(current);
+        return refuse_in_hub(args[4]);
+    }
+    PyObject *cb = PyObject_GetAttr(current, str_switch);
+    int64_t where = cb != NULL ? register_wait(self, args, cb, current) : -1;
+    if (where < 0) {
+        Py_XDECREF(cb);
+        Py_DECREF(current);
+        return NULL;
+    }
+    Py_INCREF(fd_obj);
+    Py_INCREF(waits);
+    PyObject *fired = greenlet_switch(hub, NULL, NULL);
+    if (fired != NULL && PyLong_CheckExact(fired)) {
+        if (PyDict_DelItem(waits, fd_obj) < 0)
+            Py_CLEAR(fired);
+    } else {
+        take_back(self, where, fd_obj, waits, cb);
+    }
+    Py_DECREF(waits);
+    Py_DECREF(fd_obj);
+    Py_DECREF(cb);
+    Py_DECREF(current);
+    return fired;
 }
 
 /* cancel(fd, event, keep_interest=False) -> the callback that waited, or None. */
@@ -573,6 +701,9 @@ static PyMethodDef IoTable_methods[] = {
      "start(fd, event, callback): call callback(events) once, when fd is ready for "
      "event (READ or WRITE); a second callback for the same fd and event raises "
      "ConcurrentObjectUseError."},
+    {"park", (PyCFunction)(void (*)(void))IoTable_park, METH_FASTCALL,
+     "park(hub, fd, event, waits, in_hub) -> events: a socket's fd wait, without a "
+     "timeout and keeping the interest (see loop_c/lk_io_py.c)."},
     {"cancel", (PyCFunction)(void (*)(void))IoTable_cancel, METH_FASTCALL,
      "cancel(fd, event, keep_interest=False) -> the callback that waited, or None."},
     {"waiting", (PyCFunction)(void (*)(void))IoTable_waiting, METH_FASTCALL,
@@ -681,5 +812,15 @@ fail:
 int lk__io_py_init(PyObject *module)
 {
     (void)module;
+    if (greenlet_switch == NULL) {
+        void **api = PyCapsule_Import("greenlet._C_API", 0);
+        if (api == NULL)
+            return -1;
+        str_switch = PyUnicode_InternFromString("switch");
+        if (str_switch == NULL)
+            return -1;
+        greenlet_getcurrent = (lk_greenlet_getcurrent_fn)api[LK_GREENLET_GETCURRENT_NUM];
+        greenlet_switch = (lk_greenlet_switch_fn)api[LK_GREENLET_SWITCH_NUM];
+    }
     return PyType_Ready(&IoTable_Type);
 }

@@ -177,3 +177,78 @@ def test_bad_arguments_change_nothing(loop, pipe):
         loop.poll(float("nan"), _unexpected)
     assert loop.io_waiters == 0 and not loop.io_waiting(w, READ)
     assert loop.io_cancel(10**30, READ) is None and loop.io_forget(-5) == []
+
+
+# -- a socket's wait in one C call (Loop.io_park, through _park.wait_io) -------
+
+def test_a_killed_socket_wait_takes_back_only_its_own_callback():
+    import socket
+
+    from labkit import get_hub, sleep, spawn
+    from labkit._park import parked_readers, wait_io
+
+    hub = get_hub()
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        parked = spawn(wait_io, hub, fd, READ, None, None, True)
+        sleep(0)
+        assert parked_readers.get(fd) is parked and hub.loop.io_waiting(fd, READ)
+        # The fd is forgotten under it, and someone else starts waiting on
+        # the same fd before the parked greenlet unwinds.
+        assert hub.loop.io_forget(fd) == [parked.switch]
+        fired = []
+        hub.loop.io_start(fd, READ, fired.append)
+        parked.kill()
+        assert parked.dead and fd not in parked_readers
+        assert hub.loop.io_waiting(fd, READ)       # not taken back by the killed one
+        b.send(b"x")
+        for _ in range(100):
+            if fired:
+                break
+            sleep(0.01)
+        assert fired == [READ] and hub.loop.io_waiters == 0
+
+
+def test_a_socket_wait_in_the_hub_is_refused_and_registers_nothing():
+    import socket
+
+    from labkit import BlockingSwitchOutError, get_hub, sleep
+    from labkit._park import wait_io
+
+    hub = get_hub()
+    a, b = socket.socketpair()
+    caught = []
+
+    def in_hub():
+        try:
+            wait_io(hub, a.fileno(), READ, None, None, True)
+        except BlockingSwitchOutError as exc:
+            caught.append(exc)
+
+    with a, b:
+        hub.run_callback(in_hub)
+        sleep(0.01)
+        assert len(caught) == 1 and hub.loop.io_waiters == 0
+        assert not hub.loop.io_waiting(a.fileno(), READ)
+
+
+def test_a_stray_value_switched_into_a_socket_wait_is_an_error_and_taken_back():
+    import socket
+
+    from labkit import get_hub, sleep, spawn
+    from labkit._park import parked_readers
+
+    hub = get_hub()
+    a, b = socket.socketpair()
+    with a, b:
+        sock = __import__("labkit.socket", fromlist=["socket"]).socket(fileno=a.detach())
+        with sock:
+            reader = spawn(sock.recv, 10)
+            sleep(0)
+            fd = sock.fileno()
+            assert parked_readers.get(fd) is reader
+            hub.run_callback(reader.switch, "stray")
+            reader.join(1)
+            assert isinstance(reader.exception, Exception) and "stray" in str(reader.exception)
+            assert fd not in parked_readers and not hub.loop.io_waiting(fd, READ)
