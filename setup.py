@@ -11,7 +11,8 @@ what it builds cannot be expressed there:
 * ``labkit._lk_poll_py``: the loop's zero-timeout poll, its timers' start
   and cancel, and the C half of Timeout, called without releasing the GIL
   (see loop_c/lk_poll_py.c, loop_c/lk_timers_py.c, loop_c/lk_timeout_py.c);
-  its io watchers and the poll that dispatches to them (loop_c/lk_io_py.c).
+  its io watchers and the poll that dispatches to them (loop_c/lk_io_py.c);
+  recv and send for labkit.socket, which never wait (loop_c/lk_sock_py.c).
 """
 from setuptools import Extension, setup
 
@@ -26,10 +27,10 @@ trace_writer = Extension(
 nowait_poller = Extension(
     "labkit._lk_poll_py",
     sources=["loop_c/lk_poll_py.c", "loop_c/lk_timers_py.c", "loop_c/lk_timeout_py.c",
-             "loop_c/lk_io_py.c"],
+             "loop_c/lk_io_py.c", "loop_c/lk_sock_py.c"],
     include_dirs=["loop_c"],
     depends=["loop_c/lk_loop.h", "loop_c/lk_timers_py.h", "loop_c/lk_timeout_py.h",
-             "loop_c/lk_io_py.h"],
+             "loop_c/lk_io_py.h", "loop_c/lk_sock_py.h"],
     extra_compile_args=["-O2", "-std=c11"],
 )
 

@@ -47,6 +47,9 @@ from time import monotonic
 import _socket
 
 from labkit._loop import READ, WRITE
+# recv/send on the fd with MSG_DONTWAIT, keeping the GIL (loop_c/lk_sock_py.c):
+# the stdlib's release it around a syscall that here never waits.
+from labkit._lk_poll_py import recv as _recv_fd, send as _send_fd
 from labkit._park import forget_fd, parked_readers, wait_fd, wait_io
 from labkit.hub import _get_hub_if_any, hub_for_this_thread
 
@@ -55,11 +58,9 @@ __all__ = list(_stdlib.__all__)  # what `from labkit.socket import *` gives
 # The unbound C methods: calling them directly skips an attribute lookup on
 # the hot path, and never recurses into our overrides.
 _sock = _socket.socket
-_recv = _sock.recv
 _recv_into = _sock.recv_into
 _recvfrom = _sock.recvfrom
 _recvfrom_into = _sock.recvfrom_into
-_send = _sock.send
 _sendto = _sock.sendto
 _connect_ex = _sock.connect_ex
 _accept = _sock._accept
@@ -196,7 +197,7 @@ class socket(_stdlib.socket):
                 deadline = self._wait_if_drained()
         while True:
             try:
-                data = _recv(self, bufsize, flags)
+                data = _recv_fd(_fileno(self), bufsize, flags)
                 self._drained = self._stream and len(data) < bufsize and not flags
                 return data
             except BlockingIOError:
@@ -279,7 +280,7 @@ class socket(_stdlib.socket):
         deadline = None
         while True:
             try:
-                return _send(self, data, flags)
+                return _send_fd(_fileno(self), data, flags)
             except BlockingIOError:
                 if self._timeout == 0.0:
                     raise
@@ -289,7 +290,7 @@ class socket(_stdlib.socket):
         """Send all of ``data``; the timeout bounds the whole call."""
         if type(data) is bytes:  # the common case: one send, no memoryview
             try:
-                sent = _send(self, data, flags)
+                sent = _send_fd(_fileno(self), data, flags)
             except BlockingIOError:
                 sent = 0
                 if self._timeout == 0.0:
@@ -301,7 +302,7 @@ class socket(_stdlib.socket):
             deadline = None
             while remaining:
                 try:
-                    remaining = remaining[_send(self, remaining, flags):]
+                    remaining = remaining[_send_fd(_fileno(self), remaining, flags):]
                     continue
                 except BlockingIOError:
                     if self._timeout == 0.0:

@@ -34,6 +34,7 @@
 #include "lk_timers_py.h"
 #include "lk_timeout_py.h"
 #include "lk_io_py.h"
+#include "lk_sock_py.h"
 
 typedef int (*lk_poll_fn)(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events);
 
@@ -123,6 +124,11 @@ static PyMethodDef module_functions[] = {
      "io_table(poll, io_set, io_get, loop, max_events, take_timer, busy_error) -> IoTable: "
      "the loop's io watchers (fd -> reader, writer) and its poll, which calls what fired "
      "(see loop_c/lk_io_py.c)."},
+    {"recv", (PyCFunction)(void (*)(void))lk__sock_recv, METH_FASTCALL,
+     "recv(fd, bufsize, flags) -> bytes: recv(2) with MSG_DONTWAIT, keeping the GIL "
+     "(see loop_c/lk_sock_py.c)."},
+    {"send", (PyCFunction)(void (*)(void))lk__sock_send, METH_FASTCALL,
+     "send(fd, data, flags) -> int: send(2) with MSG_DONTWAIT, keeping the GIL."},
     {"configure_timeouts", (PyCFunction)(void (*)(void))lk__configure_timeouts, METH_FASTCALL,
      "configure_timeouts(getcurrent, hub_type, get_hub): how TimeoutBase.start finds "
      "the current greenlet's hub (labkit/timeout.py calls it once; see "

@@ -252,3 +252,53 @@ def test_a_stray_value_switched_into_a_socket_wait_is_an_error_and_taken_back():
             reader.join(1)
             assert isinstance(reader.exception, Exception) and "stray" in str(reader.exception)
             assert fd not in parked_readers and not hub.loop.io_waiting(fd, READ)
+
+
+# -- recv/send that never block (loop_c/lk_sock_py.c, under labkit.socket) ------
+
+def test_recv_parks_even_if_someone_made_the_fd_blocking():
+    import threading
+
+    from labkit import sleep, spawn
+    from labkit import socket as lsocket
+
+    a, b = lsocket.socketpair()
+    with a, b:
+        os.set_blocking(a.fileno(), True)     # e.g. a library given the fd
+        ticks = []
+
+        def ticker():
+            for _ in range(5):
+                sleep(0.01)
+                ticks.append(1)
+
+        spawn(ticker)
+        timer = threading.Timer(0.5, os.write, (b.fileno(), b"x"))
+        timer.start()
+        try:
+            assert a.recv(10) == b"x"
+        finally:
+            timer.join()
+        assert len(ticks) == 5                # the hub ran while recv waited
+
+
+def test_recv_and_send_answer_as_the_stdlib_does():
+    from labkit import socket as lsocket
+
+    a, b = lsocket.socketpair()
+    with a, b:
+        with pytest.raises(ValueError, match="negative buffersize"):
+            a.recv(-1)
+        with pytest.raises(TypeError):
+            a.recv(1.5)
+        assert a.recv(0) == b""
+        assert b.send(memoryview(b"abc")[1:]) == 2 and a.recv(10) == b"bc"
+        b.sendall(b"y" * 5000)
+        assert a.recv(100_000) == b"y" * 5000     # past the 64 KiB scratch buffer
+        a.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            a.recv(10)
+        b.close()
+        assert a.recv(10) == b""              # the end of the stream
+        with pytest.raises(BrokenPipeError):
+            a.sendall(b"x" * 10)
