@@ -9,7 +9,7 @@ public names; :mod:`tracing.frames` asks :func:`waited_object` and
     lost_wakeups(rows, pace=None, heap=None) -> [Finding]
         the findings for a snapshot's rows (call from the hub's thread);
         ``pace()`` is called after each step of work (a
-        :class:`tracing.snapshot.Pace`: it yields to the loop between
+        :class:`tracing.pace.Pace`: it yields to the loop between
         pieces); ``heap`` a :class:`HeapCheck` kept between calls.
     waited_object(g) -> (object or None, timed)
     holder_of(obj) -> greenlet or None
