@@ -26,6 +26,7 @@ from greenlet import getcurrent
 from labkit import socket as _socket
 from labkit._http import (HTTPError, RequestBody, RequestParser, check_repeated_field,
                           error_response, response_fields, response_head)
+from labkit import _lk_poll_py
 from labkit._loop import READ as _READ
 from labkit._park import throw_parked
 from labkit.hub import get_hub, wait_write
@@ -50,9 +51,11 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PERCENT, _SLASH = ord("%"), ord("/")
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 _MSG_MORE = getattr(_socket, "MSG_MORE", 0)
-#: the C send on a labkit socket's fd, which is non-blocking: it raises
-#: BlockingIOError where labkit.socket's send would park (see _Connection.sendall)
-_raw_send = _c_socket.socket.send
+#: send(2) on a labkit socket's fd with MSG_DONTWAIT, keeping the GIL (the
+#: C function labkit.socket's own send uses): BlockingIOError where
+#: labkit.socket's send would park (see _Connection.sendall)
+_send_fd = _lk_poll_py.send
+_fileno = _c_socket.socket.fileno
 #: an object of a class, without calling its Python __init__ (see make_environ)
 _new_object = object.__new__
 
@@ -678,7 +681,8 @@ class _Connection:
                     # The common case, a response the kernel takes at once:
                     # one C send, no clock, no timeout to set (nothing parks).
                     try:
-                        sent = _raw_send(sock, data, flags)
+                        # (fileno is -1 once the socket is closed: EBADF)
+                        sent = _send_fd(_fileno(sock), data, flags)
                     except BlockingIOError:
                         sent = 0
                     if sent == len(data):
