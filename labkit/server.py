@@ -265,6 +265,10 @@ class StreamServer(_BaseServer):
                 pool.wait_available()
             try:
                 sock, address = listener.accept()
+            except _socket.timeout:
+                # A listener with a timeout (its own, or the default one
+                # socket.setdefaulttimeout() gave it): idle is not an error
+                continue
             except OSError as exc:
                 if listener.fileno() < 0:
                     return  # closed: stop serving
@@ -326,6 +330,8 @@ class DatagramServer(_BaseServer):
         while True:
             try:
                 data, address = sock.recvfrom(self.max_datagram)
+            except _socket.timeout:
+                continue  # a socket with a timeout: no datagram yet is not an error
             except OSError:
                 if sock.fileno() < 0:
                     return

@@ -442,3 +442,32 @@ def test_a_stopped_server_frees_its_port_at_once():
             pass
     finally:
         again.stop()
+
+
+def test_a_listener_with_a_default_timeout_keeps_serving_after_idle_spells(capsys):
+    # socket.setdefaulttimeout() gives every new socket a timeout, the
+    # servers' own listeners too: a spell with no client longer than it is
+    # not an error, and must not end the accept (or receive) loop.
+    socket.setdefaulttimeout(0.05)
+    try:
+        stream = StreamServer(("127.0.0.1", 0), echo)
+        datagram = DatagramServer(("127.0.0.1", 0), lambda data, address:
+                                  datagram.sendto(data.upper(), address))
+        stream.start()   # binds its listener now
+        datagram.start()
+    finally:
+        socket.setdefaulttimeout(None)
+    try:
+        assert stream.socket.gettimeout() == datagram.socket.gettimeout() == 0.05
+        labkit.sleep(0.3)  # several of the listeners' timeouts, with no client
+        with socket.create_connection(("127.0.0.1", stream.server_port), timeout=2) as client:
+            client.sendall(b"still here")
+            assert client.recv(100) == b"still here"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(2)
+            client.sendto(b"still here", ("127.0.0.1", datagram.server_port))
+            assert client.recvfrom(100)[0] == b"STILL HERE"
+    finally:
+        stream.stop()
+        datagram.stop()
+    assert "Traceback" not in capsys.readouterr().err
