@@ -946,7 +946,11 @@ class HeapCheck:
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, not {value!r}")
         self.after, self.recheck, self.max_recheck = after, recheck, max_recheck
-        self._since: dict = {}       # id(greenlet) -> (frame key, first seen there)
+        # id(greenlet) -> (id(frame), f_lasti, first seen there): flat, so the
+        # first young collection untracks it (a nested key tuple kept the
+        # outer one tracked, and a thousand of them reached the oldest
+        # generation: a full collection every ~130 console refreshes)
+        self._since: dict = {}
         # id(object) -> (its waiters, when decided, lost, next look, interval)
         self._verdicts: dict = {}
         self._checking: list = []   # (id(object), waiters, same as before) of the latest select
@@ -968,10 +972,11 @@ class HeapCheck:
                 pace()
                 g = row.greenlet
                 frame = g.gr_frame
-                key = (id(frame), frame.f_lasti) if frame is not None else None
+                fid, lasti = (id(frame), frame.f_lasti) if frame is not None else (None, None)
                 first = since.get(id(g))
-                start = first[1] if first is not None and first[0] == key else now
-                seen[id(g)] = (key, start)
+                start = (first[2] if first is not None and first[0] == fid and first[1] == lasti
+                         else now)
+                seen[id(g)] = (fid, lasti, start)
                 if start > latest:
                     latest = start
             if now - latest < after:
