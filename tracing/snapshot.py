@@ -428,8 +428,8 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
             continue
         entry = previous.get(gid)
         if entry is not None and gid not in touched and gid not in ready:
-            head, base = entry   # its columns but idle; idle = base + now (seconds)
-            append(_new_row(Row, head + (base + now_s, g)))
+            # its columns but idle, then idle's base: idle = base + now (seconds)
+            append(_new_row(Row, entry[:11] + (entry[11] + now_s, g)))
             continue
         waits = where = ""
         if _raw_dead(g):
@@ -470,7 +470,10 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
             if state == "parked" and acc is not None and acc.out is not None:
                 # (without the greenlet: the registry must not keep it alive;
                 # floats, not ns: big ints allocate at every operation)
-                previous[gid] = (row[:11], (acc.idle - acc.out) / 1e9)
+                # (one flat tuple: a young collection untracks it, where a
+                # nested one stayed tracked and was promoted to the oldest
+                # generation, bringing full collections nearer)
+                previous[gid] = row[:11] + ((acc.idle - acc.out) / 1e9,)
             else:
                 previous.pop(gid, None)
         append(_new_row(Row, row + (g,)))
