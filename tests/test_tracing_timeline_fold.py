@@ -59,6 +59,18 @@ def _assert_same_as_before(strip, f):
     assert sorted(strip.exited) == f["exited"].tolist()
 
 
+def _painted_from_one_fold(chunks, hub, main, labels):
+    """A Strip painted from a ledger's tap, the ledger fed the recording's
+    chunks as it would read them from the ring; (strip, ledger)."""
+    ledger = Ledger()
+    tap = ledger.tap()
+    strip = Strip(1.0, 500, hub, main, labels=labels)
+    for data, now in chunks:
+        ledger.fold(data)
+        strip.add_slices(tap.take(), now)
+    return strip, ledger
+
+
 def test_the_timeline_from_the_ledgers_fold_shows_what_it_showed_before():
     f, labels, hub, main, chunks = _load()
     # what the recording holds: the comparison is about all of it
@@ -70,12 +82,7 @@ def test_the_timeline_from_the_ledgers_fold_shows_what_it_showed_before():
     assert len(f["exited"]) > 20 and (f["late"] > 0).any()
     assert len(set(np.unique(f["park"]).tolist()) - {0}) >= 4   # ready, sleeping, io, other
 
-    ledger = Ledger()
-    tap = ledger.tap()
-    strip = Strip(1.0, 500, hub, main, labels=labels)
-    for data, now in chunks:
-        ledger.fold(data)
-        strip.add_slices(tap.take(), now)
+    strip, ledger = _painted_from_one_fold(chunks, hub, main, labels)
     _assert_same_as_before(strip, f)
     assert ledger.folded == strip.records == len(recs)
 
@@ -93,12 +100,7 @@ def test_both_folds_give_the_timeline_what_it_showed_before(monkeypatch, numpy_f
     import tracing.ledger
     monkeypatch.setattr(tracing.ledger, "NUMPY_FROM", numpy_from)
     f, labels, hub, main, chunks = _load()
-    ledger = Ledger()
-    tap = ledger.tap()
-    strip = Strip(1.0, 500, hub, main, labels=labels)
-    for data, now in chunks:
-        ledger.fold(data)
-        strip.add_slices(tap.take(), now)
+    strip, ledger = _painted_from_one_fold(chunks, hub, main, labels)
     _assert_same_as_before(strip, f)
 
 
