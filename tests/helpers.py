@@ -62,3 +62,26 @@ def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def trickle_until_reply(sock, byte: bytes = b"x", every: float = 0.1, most: int = 40) -> bytes:
+    """Send ``byte`` every ``every`` seconds (cooperatively), at most
+    ``most`` times, until the server replies; return the reply, or raise
+    AssertionError if the whole trickle was taken without one.
+
+    The server answers on its own clock (a budget running out), so its reply
+    may come between a look and the next byte; it then closes with that byte
+    unread, and the reset fails the send while the reply is still queued
+    here (Linux keeps it): read it then too."""
+    import select as _select
+
+    import labkit
+    for _ in range(most):
+        labkit.sleep(every)
+        if _select.select([sock], [], [], 0)[0]:
+            return sock.recv(65536)
+        try:
+            sock.sendall(byte)
+        except OSError:
+            return sock.recv(65536)
+    raise AssertionError(f"the {most * every:g} s trickle was served to the end")

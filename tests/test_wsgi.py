@@ -19,7 +19,8 @@ import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import labkit
-from labkit import select, socket, subprocess
+from helpers import trickle_until_reply
+from labkit import socket, subprocess
 from labkit.threadpool import ThreadPool
 from labkit.wsgi import WSGIServer
 
@@ -405,22 +406,8 @@ def test_trickled_body_runs_out_of_io_budget_in_total_not_per_read(serve):
     server = serve(show_environ, io_timeout=0.5)  # min_data_rate: 240 bytes/s
     with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n")
-        reply = b""
-        for _ in range(40):  # a byte every 0.1 s: each read is quick, the rate is not
-            labkit.sleep(0.1)
-            if select.select([sock], [], [], 0)[0]:
-                reply = sock.recv(65536)
-                break
-            try:
-                sock.sendall(b"x")
-            except OSError:
-                # The 408 came (on the server's clock) after the select and
-                # the server closed with our bytes unread: the reset fails
-                # this send, but the reply is still queued here.
-                reply = sock.recv(65536)
-                break
-        else:
-            raise AssertionError("the 4 s trickle was served to the end")
+        # a byte every 0.1 s: each read is quick, the rate is not
+        reply = trickle_until_reply(sock)
     assert status_of(reply) == 408
 
 

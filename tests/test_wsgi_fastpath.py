@@ -11,12 +11,12 @@ shortcuts must never change.
 
 Raw exchanges with a real WSGIServer on 127.0.0.1.
 """
-import select
 import time
 
 import httptools
 import pytest
 
+from helpers import trickle_until_reply
 from labkit import sleep, socket
 from labkit._http import RequestParser
 
@@ -234,18 +234,8 @@ def test_a_trickled_body_still_runs_out_of_io_budget_after_fast_responses(serve)
         while got.count(b"ok") < 2:
             got += sock.recv(65536)
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n")
-        reply = b""
-        for _ in range(40):  # a byte every 0.1 s: each read is quick, the rate is not
-            sleep(0.1)
-            try:
-                sock.sendall(b"x")
-            except OSError:
-                break
-            if select.select([sock], [], [], 0)[0]:
-                reply = sock.recv(65536)
-                break
-        else:
-            raise AssertionError("the 4 s trickle was served to the end")
+        # a byte every 0.1 s: each read is quick, the rate is not
+        reply = trickle_until_reply(sock)
     assert reply.startswith(b"HTTP/1.1 408 ")
 
 
