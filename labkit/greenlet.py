@@ -712,21 +712,29 @@ def killall(greenlets: Iterable, exception=GreenletExit, block: bool = True,
     from labkit.hub import kill
     greenlets = list(greenlets)
     hub = get_hub()
-    # One hub callback throws into all the started Greenlets of this hub
-    # (their kill() would queue a Callback, a bound method and an args tuple
-    # each: three objects per greenlet for the allocator and the collector,
-    # a million of each for a million sleepers, issue 21): in their order,
-    # in one pass, as their callbacks would have run. Anything else -- a raw
-    # greenlet, a subclass with its own kill(), another thread's greenlet, a
-    # greenlet never started (it dies right here) -- goes through kill().
+    # The kills are queued on the hub in list order, as one kill() per
+    # greenlet would queue them (gevent too). A run of consecutive started
+    # Greenlets of this hub goes in one hub callback (run_batch): their
+    # kill() would queue a Callback, a bound method and an args tuple each,
+    # three objects per greenlet for the allocator and the collector, a
+    # million of each for a million sleepers (issue 21). Anything else -- a
+    # raw greenlet, a subclass with its own kill(), another thread's
+    # greenlet, a greenlet never started (it dies right here) -- goes
+    # through kill(), after the batch of the run before it. A dead Greenlet
+    # is skipped (its kill() does nothing) and does not split a run.
     batch = []
     for g in greenlets:
-        if (g.__class__ is Greenlet or (isinstance(g, Greenlet) and type(g).kill is _kill)) \
-                and g.parent is hub and greenlet.__bool__(g):   # started, not dead
-            batch.append(g)
-        else:
-            kill(g, exception)
-    if batch:   # each greenlet's kill(block=False) callback, in one hub entry
+        if g.__class__ is Greenlet or (isinstance(g, Greenlet) and type(g).kill is _kill):
+            if greenlet.__bool__(g) and g.parent is hub:   # started, not dead
+                batch.append(g)
+                continue
+            if g.dead:
+                continue
+        if batch:   # each greenlet's kill(block=False) callback, in one hub entry
+            hub.run_batch(Greenlet._throw_if_alive, batch, exception)
+            batch = []
+        kill(g, exception)
+    if batch:
         hub.run_batch(Greenlet._throw_if_alive, batch, exception)
     if block:
         alive = [g for g in greenlets if not g.dead]

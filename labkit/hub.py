@@ -134,6 +134,46 @@ class Callback:
         return f"<Callback {self.callback!r} pending={self.pending}>"
 
 
+class _Batch(Callback):
+    """Hub.run_batch's ready entry: ``callback(item, *args)`` for each item.
+
+    ``args`` holds ``(items, args, on_error)``. Unlike a plain Callback it
+    stays pending while it runs, and it looks before each item whether it
+    was stopped meanwhile: stop() from inside an item cancels the rest."""
+
+    __slots__ = ()
+
+    def __call__(self) -> None:
+        callback = self.callback
+        if callback is None or not self.args:
+            return   # stopped, or already running (called again from an item)
+        items, args, on_error = self.args
+        self.args = ()
+        try:
+            if len(args) == 1:
+                # (spelled out: a call with *args enters the callee through
+                # C, one more interpreter C frame on the hub's stack per
+                # item -- and killall switches into each greenlet from there)
+                arg = args[0]
+                for item in items:
+                    if self.callback is None:
+                        return   # stopped by an earlier item
+                    try:
+                        callback(item, arg)
+                    except BaseException:
+                        on_error(callback)
+                return
+            for item in items:
+                if self.callback is None:
+                    return
+                try:
+                    callback(item, *args)
+                except BaseException:
+                    on_error(callback)
+        finally:
+            self.callback = None
+
+
 class Hub(greenlet):
     """The event-loop greenlet of one thread. Get it with :func:`get_hub`.
 
@@ -313,27 +353,16 @@ class Hub(greenlet):
         would do, in one ready entry -- without a Callback, a bound method
         and an args tuple per item (killall of a million greenlets). A
         failure is reported as a failed callback's is, and the rest still
-        run. The hub's thread only; the Callback returned cancels the
-        items not run yet."""
-        return self.run_callback(self._run_batch, callback, items, args)
+        run. The hub's thread only.
 
-    def _run_batch(self, callback: Callable, items: list, args: tuple) -> None:
-        if len(args) == 1:
-            # (spelled out: a call with *args enters the callee through C,
-            # one more interpreter C frame on the hub's stack per item --
-            # and killall switches into each greenlet from there)
-            arg = args[0]
-            for item in items:
-                try:
-                    callback(item, arg)
-                except BaseException:
-                    self._handle_dispatch_error(callback)
-            return
-        for item in items:
-            try:
-                callback(item, *args)
-            except BaseException:
-                self._handle_dispatch_error(callback)
+        The Callback returned cancels the items not run yet when stopped:
+        before the batch starts, all of them; from inside one of its items
+        (or from a greenlet an item switched to), the items after that
+        one. It is ``pending`` until its last item ran or it was stopped.
+        ``items`` is read as the batch runs: do not change it after."""
+        cb = _Batch(callback, (items, args, self._handle_dispatch_error))
+        self.ready.append(cb)
+        return cb
 
     def take_back(self, callback: Callable) -> bool:
         """A greenlet that stopped waiting takes back the wake-up it queued

@@ -1,8 +1,9 @@
 """sleep(seconds)'s timer is the sleeping greenlet itself in the loop's timer
 table (TimerTable.switch_after, loop_c/lk_timers_py.c), and killall kills
-the started Greenlets of its hub from one hub callback (issue 21: a million
-sleepers). What a sleeper, a killer and a Timeout see must not change; what
-a sleeper and a pending kill leave for the collector must shrink."""
+each run of started Greenlets of its hub from one hub callback, still in
+list order (issue 21: a million sleepers). What a sleeper, a killer and a
+Timeout see must not change; what a sleeper and a pending kill leave for
+the collector must shrink."""
 import collections
 import gc
 import io
@@ -339,3 +340,83 @@ def test_run_batch_runs_each_item_in_order_reports_a_failure_and_can_be_cancelle
     sleep(0.001)
     assert seen == [(1, "x"), (3, "x"), (5, ("a", "b")), (6, ("a", "b")), 7]
     assert "ValueError: two" in stream.getvalue()
+
+
+def test_killall_kills_a_mixed_list_in_list_order():
+    # Raw greenlets and kill() overrides go through kill(); runs of Greenlets
+    # go in batches: the kills still land in list order (as one kill() per
+    # greenlet, and gevent, do it).
+    order = []
+
+    class OwnKill(Greenlet):
+        def kill(self, exception=GreenletExit, block=True, timeout=None):
+            super().kill(exception, block=False)
+
+    class Keeps(Greenlet):   # keeps Greenlet.kill: batched
+        pass
+
+    def body(name):
+        try:
+            sleep(30)
+        except GreenletExit:
+            order.append(name)
+            raise
+
+    g1, g2, g3, g4 = (spawn(body, f"G{i}") for i in range(1, 5))
+    raw1, raw2 = spawn_raw(body, "raw1"), spawn_raw(body, "raw2")
+    own = OwnKill.spawn(body, "own")
+    keeps = Keeps.spawn(body, "keeps")
+    dead = spawn(lambda: None)
+    _started([g1, g2, g3, g4, raw1, raw2, own, keeps, dead])
+    never_started = spawn(body, "never")
+    killall([g1, raw1, own, dead, g2, never_started, g3, raw2, keeps, g4], timeout=5)
+    assert order == ["G1", "raw1", "own", "G2", "G3", "raw2", "keeps", "G4"]
+    assert never_started.dead
+
+
+def test_killall_batches_each_run_of_greenlets_and_a_dead_one_does_not_split_it():
+    hub = get_hub()
+    run1 = [spawn(sleep, 30) for _ in range(3)]
+    raw = spawn_raw(sleep, 30)
+    dead = spawn(lambda: None)
+    run2 = [spawn(sleep, 30) for _ in range(2)]
+    _started(run1 + [raw, dead] + run2)
+    assert hub.ready_count == 0
+    killall(run1 + [raw] + run2[:1] + [dead] + run2[1:], block=False)
+    assert hub.ready_count == 3   # a batch, raw's kill, a batch
+    sleep(0)
+    assert all(g.dead for g in run1 + run2 + [raw]) and _pending() == 0
+
+
+def test_run_batch_stopped_from_inside_an_item_runs_no_more_items():
+    hub = get_hub()
+    ran = []
+
+    def each(item):
+        ran.append((item, batch.pending))
+        if item == 1:
+            batch.stop()
+            batch()   # called again from inside: runs nothing
+
+    batch = hub.run_batch(each, [0, 1, 2, 3])
+    sleep(0)
+    assert ran == [(0, True), (1, True)] and not batch.pending
+
+    # stopped by a greenlet an item switched to (killall's case: the killed
+    # greenlet runs, then the hub goes on with the batch)
+    ran.clear()
+
+    def stopper(name):
+        ran.append(name)
+        batch.stop()
+
+    items = [greenlet(stopper, parent=hub), greenlet(ran.append, parent=hub)]
+    batch = hub.run_batch(greenlet.switch, items, "x")
+    sleep(0)
+    assert ran == ["x"] and not batch.pending
+
+    # a batch that ran to the end is no longer pending either
+    batch = hub.run_batch(ran.append, [5, 6])
+    assert batch.pending
+    sleep(0)
+    assert ran == ["x", 5, 6] and not batch.pending
