@@ -554,17 +554,27 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
         # us, and the loop still holds our switch as this fd's callback.
         if fired.__class__ is _Thrown:
             fired.unchain()
-        del waits[fd]
+        if waits.get(fd) is current:  # never another greenlet's: see below
+            del waits[fd]
         if timer is not None:
             timer.cancel()
-        loop.io_cancel(fd, event, keep_interest)
+        # io_cancel goes by fd and event: if the callback it took is not
+        # ours (the fd was forgotten and someone parked on it since), it
+        # goes back, or that greenlet would sleep for good.
+        taken = loop.io_cancel(fd, event, keep_interest)
+        if taken is not None and taken != current.switch:
+            loop.io_start(fd, event, taken)
         if _trace is not None:
             _resume_fd(current, _WHY_THROW, fd, event)
         raise
     # The loop's dispatch woke us, and it took our callback back before it
     # called it: only the interest bit is left to drop -- unless we may
     # keep it for the next wait (the hot path of a socket: no call at all).
-    del waits[fd]
+    # waits[fd] is ours to remove only while it is ours: once the fd was
+    # forgotten (forget_fd's io_forget, before _tell_closed runs) another
+    # greenlet may have parked on it and entered itself under fd.
+    if waits.get(fd) is current:
+        del waits[fd]
     if timer is not None:
         timer.cancel()
     if not keep_interest:

@@ -266,8 +266,11 @@ static PyObject *IoTable_start(IoTable *self, PyObject *const *args, Py_ssize_t 
  *     return it -- the dispatch took the callback;
  *   - woken otherwise (an exception thrown in: a timeout, a kill, EBADF; or
  *     another value switched in): take back -- del waits[fd], and our
- *     callback out of the table if it is still there (never someone else's)
- *     -- and raise it or return it; _park.py says what a value means.
+ *     callback out of the table if it is still there -- and raise it or
+ *     return it; _park.py says what a value means.
+ * Both dels remove waits[fd] only while it is current (never another
+ * greenlet's, which may have parked on the fd once it was forgotten), as
+ * the take-back removes only our own callback.
  * The greenlet's C stack is copied away while it is parked, with this
  * function on it: its address-taken locals live in out-of-line helpers
  * (see the comment on Passes in lk_poll_py.c). */
@@ -297,15 +300,29 @@ __attribute__((noinline)) static int64_t register_wait(IoTable *self, PyObject *
     return ((int64_t)fd << 2) | event;
 }
 
+/* del waits[fd] if it is still current's entry: once the fd was forgotten
+ * (forget_fd's io_forget, before _tell_closed runs), another greenlet may
+ * have parked on it and entered itself under the same key -- that entry is
+ * its own, to leave alone, as the callback below.  Never fails. */
+static void forget_own(PyObject *waits, PyObject *fd_obj, PyObject *current)
+{
+    PyObject *who = PyDict_GetItemWithError(waits, fd_obj);   /* borrowed */
+    if (who == current) {
+        if (PyDict_DelItem(waits, fd_obj) < 0)
+            PyErr_Clear();
+    } else if (who == NULL) {
+        PyErr_Clear();   /* (an int key: no lookup error to report) */
+    }
+}
+
 /* The take-back after a wake that was not the dispatch's; keeps the
  * pending exception, if any. */
-__attribute__((noinline)) static void take_back(IoTable *self, int64_t where,
-                                                PyObject *fd_obj, PyObject *waits, PyObject *cb)
+__attribute__((noinline)) static void take_back(IoTable *self, int64_t where, PyObject *fd_obj,
+                                                PyObject *waits, PyObject *cb, PyObject *current)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    if (PyDict_DelItem(waits, fd_obj) < 0)
-        PyErr_Clear();
+    forget_own(waits, fd_obj, current);
     int fd = (int)(where >> 2);
     if (fd < self->capacity) {
         PyObject **s = slot(self, fd, (uint32_t)(where & 3));
@@ -356,12 +373,10 @@ static PyObject *IoTable_park(IoTable *self, PyObject *const *args, Py_ssize_t n
     Py_INCREF(fd_obj);
     Py_INCREF(waits);
     PyObject *fired = greenlet_switch(hub, NULL, NULL);
-    if (fired != NULL && PyLong_CheckExact(fired)) {
-        if (PyDict_DelItem(waits, fd_obj) < 0)
-            Py_CLEAR(fired);
-    } else {
-        take_back(self, where, fd_obj, waits, cb);
-    }
+    if (fired != NULL && PyLong_CheckExact(fired))
+        forget_own(waits, fd_obj, current);   /* the dispatch took the callback */
+    else
+        take_back(self, where, fd_obj, waits, cb, current);
     Py_DECREF(waits);
     Py_DECREF(fd_obj);
     Py_DECREF(cb);

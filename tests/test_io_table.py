@@ -302,3 +302,35 @@ def test_recv_and_send_answer_as_the_stdlib_does():
         assert a.recv(10) == b""              # the end of the stream
         with pytest.raises(BrokenPipeError):
             a.sendall(b"x" * 10)
+
+
+@pytest.mark.parametrize("timeout", [None, 60], ids=["io_park", "python_path"])
+def test_a_killed_socket_wait_leaves_the_next_waiters_entry_and_callback(timeout):
+    # g1 parks; its fd is forgotten (as forget_fd does, before _tell_closed
+    # runs); g2 parks on the same fd and enters itself under it; g1 is
+    # killed. Its take-back must remove neither g2's waits[fd] entry nor
+    # g2's callback: g2 gets READ when data comes. (timeout=None goes
+    # through Loop.io_park, a timeout through _park.wait_io's Python steps.)
+    import socket
+
+    from labkit import get_hub, sleep, spawn
+    from labkit._park import parked_readers, wait_io
+
+    hub = get_hub()
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        g1 = spawn(wait_io, hub, fd, READ, timeout, None, True)
+        sleep(0)
+        assert parked_readers.get(fd) is g1
+        assert hub.loop.io_forget(fd) == [g1.switch]
+        g2 = spawn(wait_io, hub, fd, READ, timeout, None, True)
+        sleep(0)
+        assert parked_readers.get(fd) is g2
+        g1.kill()
+        assert g1.dead
+        assert parked_readers.get(fd) is g2 and hub.loop.io_waiting(fd, READ)
+        b.send(b"x")
+        g2.join(timeout=5)
+        assert g2.dead and g2.exception is None and g2.value & READ
+        assert fd not in parked_readers and hub.loop.io_waiters == 0
