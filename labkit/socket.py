@@ -40,6 +40,8 @@ import socket as _stdlib
 import sys
 import weakref
 from errno import EAGAIN, EALREADY, EINPROGRESS, EISCONN, EWOULDBLOCK
+from operator import index as _index
+from sys import maxsize as _MAXSIZE
 from socket import *  # noqa: F401,F403 - constants, exceptions, helpers
 from socket import _GLOBAL_DEFAULT_TIMEOUT  # noqa: F401 - http.client uses it
 from time import monotonic
@@ -186,7 +188,13 @@ class socket(_stdlib.socket):
     # greenlet) do we try first after all, as before.
     def recv(self, bufsize, flags=0):
         deadline = None
-        if self._drained:
+        # Park first only for arguments the syscall will take: a bad bufsize
+        # or flags (recv(-1), recv('x'), flags past a C int) must raise at
+        # once, as the stdlib's does, not after data came; and recv(0)
+        # returns b'' at once. Anything unusual (a numpy int, non-zero
+        # flags) just tries first.
+        if self._drained and bufsize.__class__ is int and 0 < bufsize <= _MAXSIZE \
+                and flags.__class__ is int and not flags:
             # _wait_if_drained's common case inline (no timeout, a hub,
             # nobody else reading): one Python call less per message.
             if self._timeout is None and (hub := _get_hub_if_any()) is not None \
@@ -198,7 +206,9 @@ class socket(_stdlib.socket):
         while True:
             try:
                 data = _recv_fd(_fileno(self), bufsize, flags)
-                self._drained = self._stream and len(data) < bufsize and not flags
+                # (bufsize may be any __index__ object, as the stdlib's.)
+                self._drained = self._stream and not flags and len(data) < (
+                    bufsize if bufsize.__class__ is int else _index(bufsize))
                 return data
             except BlockingIOError:
                 if self._timeout == 0.0:

@@ -30,6 +30,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <limits.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -40,10 +41,10 @@ static char scratch[LK__SCRATCH];
 
 /* recv(2) until it is not interrupted: the byte count (at most len: with
  * MSG_TRUNC the kernel may answer more), or -1 with an exception set. */
-static ssize_t recv_into(long fd, char *buf, long len, long flags)
+static ssize_t recv_into(int fd, char *buf, Py_ssize_t len, int flags)
 {
     for (;;) {
-        ssize_t n = recv((int)fd, buf, (size_t)len, (int)flags | MSG_DONTWAIT);
+        ssize_t n = recv(fd, buf, (size_t)len, flags | MSG_DONTWAIT);
         if (n >= 0)
             return n > len ? len : n;
         if (errno != EINTR || PyErr_CheckSignals() < 0) {
@@ -54,15 +55,42 @@ static ssize_t recv_into(long fd, char *buf, long len, long flags)
     }
 }
 
-static int int_arg(PyObject *arg, const char *what, long *out)
+/* The arguments are read as the stdlib's socket methods read them (their
+ * PyArg_ParseTuple formats), with the same exceptions: an int or any
+ * object with __index__ (a numpy integer), else TypeError ("'str' object
+ * cannot be interpreted as an integer"); a value out of range is an
+ * OverflowError, never truncated -- flags 2**32 | MSG_PEEK must not peek.
+ * An exact int takes the short way. */
+
+/* A Py_ssize_t, as the "n" format (recv's bufsize). */
+static int ssize_arg(PyObject *arg, Py_ssize_t *out)
 {
-    if (!PyLong_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what,
-                     Py_TYPE(arg)->tp_name);
+    if (PyLong_CheckExact(arg)) {
+        *out = PyLong_AsSsize_t(arg);
+    } else {
+        PyObject *index = PyNumber_Index(arg);
+        if (index == NULL)
+            return -1;
+        *out = PyLong_AsSsize_t(index);
+        Py_DECREF(index);
+    }
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* A C int, as the "i" format (flags; the fd too, which labkit passes). */
+static int cint_arg(PyObject *arg, int *out)
+{
+    long v = PyLong_AsLong(arg);   /* (calls __index__ for a non-int) */
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v > INT_MAX || v < INT_MIN) {
+        PyErr_SetString(PyExc_OverflowError, v > INT_MAX
+                        ? "signed integer is greater than maximum"
+                        : "signed integer is less than minimum");
         return -1;
     }
-    *out = PyLong_AsLong(arg);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+    *out = (int)v;
+    return 0;
 }
 
 /* recv(fd, bufsize, flags) -> bytes */
@@ -73,9 +101,10 @@ PyObject *lk__sock_recv(PyObject *module, PyObject *const *args, Py_ssize_t narg
         PyErr_Format(PyExc_TypeError, "recv() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
-    long fd, bufsize, flags;
-    if (int_arg(args[0], "fd", &fd) < 0 || int_arg(args[1], "bufsize", &bufsize) < 0
-            || int_arg(args[2], "flags", &flags) < 0)
+    int fd, flags;
+    Py_ssize_t bufsize;
+    if (cint_arg(args[0], &fd) < 0 || ssize_arg(args[1], &bufsize) < 0
+            || cint_arg(args[2], &flags) < 0)
         return NULL;
     if (bufsize < 0) {
         PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
@@ -108,15 +137,15 @@ PyObject *lk__sock_send(PyObject *module, PyObject *const *args, Py_ssize_t narg
         PyErr_Format(PyExc_TypeError, "send() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
-    long fd, flags;
-    if (int_arg(args[0], "fd", &fd) < 0 || int_arg(args[2], "flags", &flags) < 0)
+    int fd, flags;
+    if (cint_arg(args[0], &fd) < 0 || cint_arg(args[2], &flags) < 0)
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     ssize_t n;
     for (;;) {
-        n = send((int)fd, view.buf, (size_t)view.len, (int)flags | MSG_DONTWAIT);
+        n = send(fd, view.buf, (size_t)view.len, flags | MSG_DONTWAIT);
         if (n >= 0)
             break;
         if (errno != EINTR || PyErr_CheckSignals() < 0) {
