@@ -35,6 +35,8 @@ SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 PYTEST_TARGETS=(
     tests/test_loop_c.py
     tests/test_io_table.py
+    tests/test_socket_args.py
+    tests/test_socket.py
     tests/test_timer_heap.py
     tests/test_loop_fuzz.py
     tests/test_hub.py

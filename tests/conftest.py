@@ -3,6 +3,8 @@
 A hub is per thread and created lazily, so without this fixture a test that
 left a greenlet parked or a timer armed would leak it into the next test.
 """
+import os
+
 import pytest
 
 from labkit.hub import _local
@@ -38,6 +40,19 @@ def pair():
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.fixture
+def pipe():
+    """An os.pipe() (read fd, write fd); both closed after the test, unless
+    the test closed them itself."""
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 @pytest.fixture

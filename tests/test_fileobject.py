@@ -9,17 +9,6 @@ from labkit.fileobject import (FileObject, FileObjectBlock, FileObjectPosix,
                                FileObjectThread)
 
 
-@pytest.fixture
-def pipe():
-    r, w = os.pipe()
-    yield r, w
-    for fd in (r, w):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def test_the_default_file_object_is_the_cooperative_posix_one():
     assert FileObject is FileObjectPosix
 

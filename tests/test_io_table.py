@@ -14,17 +14,6 @@ def loop(backend):
     loop.close()
 
 
-@pytest.fixture
-def pipe():
-    r, w = os.pipe()
-    yield r, w
-    for fd in (r, w):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def _unexpected(cb):
     raise AssertionError(f"callback {cb!r} raised")
 

@@ -15,17 +15,6 @@ from labkit.lock import Semaphore
 from labkit.queue import Queue
 
 
-@pytest.fixture
-def pipe():
-    r, w = os.pipe()
-    yield r, w
-    for fd in (r, w):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def test_wait_io_returns_the_fired_events_and_leaves_no_waiter_behind(pipe):
     r, w = pipe
     hub = get_hub()
