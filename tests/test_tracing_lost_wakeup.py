@@ -143,8 +143,13 @@ def _cleanup(gs):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", list(CASES), ids=lambda case: case.__name__.strip("_"))
-def test_each_holder_gets_its_verdict_from_the_cheapest_step(case, kind):
+def test_each_holder_gets_its_verdict_from_the_cheapest_step(case, kind, monkeypatch):
     lost, step = CASES[case]
+    # Which step decides, with a search that can read the whole heap: in a
+    # process as big as the whole suite's, a path four levels under a
+    # module can lie past WITNESS_BUDGET objects, and the traversal (step
+    # 3) then decides -- the same verdict, a longer pause (seen on 3.10).
+    monkeypatch.setattr(lost_wakeup, "WITNESS_BUDGET", 10**8)
     gs = case(kind)
     labkit.sleep(0.01)
     name = gs[0].name
