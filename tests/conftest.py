@@ -58,8 +58,8 @@ def pipe():
 @pytest.fixture
 def serve():
     """serve(app, server_class=WSGIServer, **kwargs) -> a started server on
-    127.0.0.1, stopped when the test ends. (test_pywsgi and test_server
-    define their own ``serve`` for their own server classes.)"""
+    127.0.0.1, stopped when the test ends. (test_pywsgi narrows it to pywsgi's
+    server class; test_server defines its own for its own servers.)"""
     from labkit.wsgi import WSGIServer
     servers = []
 

@@ -4,6 +4,7 @@ Servers run on the test's hub and are stopped at teardown. gevent's own
 test__pywsgi.py and test__server_pywsgi.py are the wider measure
 (``python -m labkit.bench.gevent_suite --group http``).
 """
+import functools
 import io
 import logging
 import pickle
@@ -23,18 +24,9 @@ def hello(environ, start_response):
 
 
 @pytest.fixture
-def serve():
-    servers = []
-
-    def start(app, **kwargs):
-        server = pywsgi.WSGIServer(("127.0.0.1", 0), app, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
+def serve(serve):
+    """conftest's serve(), for pywsgi's server class."""
+    return functools.partial(serve, server_class=pywsgi.WSGIServer)
 
 
 def get(server, path="/") -> bytes:
