@@ -308,7 +308,12 @@ class socket(_stdlib.socket):
             if sent == len(data):
                 return None
             data = memoryview(data)[sent:]
-        with memoryview(data) as view, view.cast("B") as remaining:
+        try:
+            view = memoryview(data)
+        except TypeError:   # the stdlib's words, without memoryview's prefix
+            raise TypeError("a bytes-like object is required, not "
+                            f"'{type(data).__name__}'") from None
+        with view, view.cast("B") as remaining:
             deadline = None
             while remaining:
                 try:

@@ -56,6 +56,10 @@ CASES = {
     "send flags past C int": lambda s: s.send(b"x", 2**40),
     "send flags str": lambda s: s.send(b"x", "f"),
     "bufsize negative": lambda s: s.recv(-1),
+    "send str": lambda s: s.send("x"),
+    "sendall str": lambda s: s.sendall("x"),
+    "sendall int": lambda s: s.sendall(3),
+    "sendall list": lambda s: s.sendall([1]),
 }
 
 
