@@ -59,6 +59,8 @@ from typing import Callable
 from greenlet import getcurrent, greenlet
 
 from labkit import _native
+from labkit._lk_poll_py import sleep0 as _sleep0
+from labkit._lk_poll_py import sleep0_setup as _sleep0_setup
 from labkit._loop import ERROR, READ, WRITE, ConcurrentObjectUseError
 from labkit.hub import (_TR_RESUME, _WHY_READY, _WHY_THROW, _WHY_TIMER, _WHY_WAITER,
                         BlockingSwitchOutError, Hub, get_hub, hub_for_this_thread)
@@ -374,6 +376,21 @@ def sleep(seconds: float = 0) -> None:
     I/O and timers are still checked every 0.2 ms (hub.IO_CHECK_INTERVAL_NS).
     A negative value waits until the loop is idle (see :func:`idle`).
     """
+    if seconds == 0 and _trace is None:
+        # The common case -- a greenlet of a Hub yielding while others are
+        # ready -- in one C call (loop_c/lk_poll_py.c, sleep0): the steps
+        # below, from ``hub = current.parent`` to the switch, in the same
+        # order. False when it is not that case: then the code below runs.
+        try:
+            switched = _sleep0()
+        except BaseException:
+            if _trace is not None:    # the tracer started while we slept
+                _resume(getcurrent(), _WHY_THROW, None)
+            raise
+        if switched:
+            if _trace is not None:
+                _resume(getcurrent(), _WHY_READY, None)
+            return
     current = getcurrent()
     # A spawned greenlet's parent is its hub: skip the thread-local lookup.
     hub = current.parent
@@ -424,6 +441,9 @@ def sleep(seconds: float = 0) -> None:
         _sleep_timed(hub, current, seconds)
     else:
         idle()
+
+
+_sleep0_setup(Hub)
 
 
 def _sleep_timed(hub, current, seconds) -> None:

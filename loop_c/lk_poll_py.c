@@ -28,6 +28,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>   /* T_OBJECT_EX: how a __slots__ slot is described */
 #include <stdint.h>
 
 #include "lk_loop.h"
@@ -112,7 +113,15 @@ static PyObject *nowait(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return fn;
 }
 
+static PyObject *sleep0(PyObject *module, PyObject *unused);
+static PyObject *sleep0_setup(PyObject *module, PyObject *cls);
+
 static PyMethodDef module_functions[] = {
+    {"sleep0", sleep0, METH_NOARGS,
+     "sleep0() -> bool: sleep(0)'s common case in one call (labkit/_park.py); False, having "
+     "done nothing, when it is not that case (see loop_c/lk_poll_py.c)."},
+    {"sleep0_setup", sleep0_setup, METH_O,
+     "sleep0_setup(Hub): the hub class sleep0() serves (labkit/hub.py calls it once)."},
     {"nowait", (PyCFunction)(void (*)(void))nowait, METH_FASTCALL,
      "nowait(poll, loop, events, max_events) -> poll0: a builtin that calls the "
      "lk_poll at address `poll` on `loop` with timeout 0, keeping the GIL."},
@@ -181,6 +190,7 @@ static PyMethodDef module_functions[] = {
 
 /* greenlet's C API (greenlet/greenlet.h), read from its capsule: the
  * header is not needed to build, only these slots (greenlet >= 3.0). */
+#define LK_GREENLET_GETCURRENT_NUM 4
 #define LK_GREENLET_SWITCH_NUM 6
 #define LK_GREENLET_ACTIVE_NUM 10
 #define LK_GREENLET_GET_PARENT_NUM 11
@@ -190,6 +200,9 @@ typedef PyObject *(*lk_greenlet_switch_fn)(PyObject *, PyObject *, PyObject *);
 typedef PyObject *(*lk_greenlet_get_parent_fn)(PyObject *);
 static lk_greenlet_switch_fn greenlet_switch;
 static lk_greenlet_get_parent_fn greenlet_get_parent;
+typedef PyObject *(*lk_greenlet_getcurrent_fn)(void);
+static lk_greenlet_getcurrent_fn greenlet_getcurrent;
+static PyObject *switch_descr;      /* greenlet.switch, the method descriptor */
 static PyTypeObject *switch_type;   /* type of a bound greenlet.switch */
 static PyMethodDef *switch_ml;      /* its method definition */
 
@@ -197,6 +210,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *ready;          /* the hub's deque */
     PyObject *popleft;        /* ready.popleft */
+    PyObject *append;         /* ready.append */
     PyObject *on_error;       /* hub._handle_dispatch_error */
     PyObject *hub;            /* compared by identity only, not owned */
     PyObject *running;        /* the entry being run, or NULL */
@@ -237,13 +251,20 @@ static PyObject *Passes_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *popleft = PyObject_GetAttrString(ready, "popleft");
     if (popleft == NULL)
         return NULL;
+    PyObject *append = PyObject_GetAttrString(ready, "append");
+    if (append == NULL) {
+        Py_DECREF(popleft);
+        return NULL;
+    }
     Passes *self = (Passes *)type->tp_alloc(type, 0);
     if (self == NULL) {
         Py_DECREF(popleft);
+        Py_DECREF(append);
         return NULL;
     }
     self->ready = Py_NewRef(ready);
     self->popleft = popleft;
+    self->append = append;
     self->on_error = Py_NewRef(on_error);
     self->hub = hub;
     self->tr_pass = Py_NewRef(tr_pass);
@@ -255,6 +276,7 @@ static int Passes_traverse(Passes *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->ready);
     Py_VISIT(self->popleft);
+    Py_VISIT(self->append);
     Py_VISIT(self->on_error);
     Py_VISIT(self->running);
     Py_VISIT(self->tr_pass);
@@ -265,6 +287,7 @@ static int Passes_clear(Passes *self)
 {
     Py_CLEAR(self->ready);
     Py_CLEAR(self->popleft);
+    Py_CLEAR(self->append);
     Py_CLEAR(self->on_error);
     Py_CLEAR(self->running);
     Py_CLEAR(self->tr_pass);
@@ -467,6 +490,188 @@ static PyTypeObject Passes_Type = {
     .tp_getset = Passes_getset,
 };
 
+/* ---- sleep0(): sleep(0)'s hot path ------------------------------------
+ *
+ * labkit/_park.py's sleep(0), with the tracer off, in one C call: the
+ * caller's hub (its parent, a Hub), its own switch queued behind the ready
+ * callbacks, then yield0's hand-off or else a switch to the hub -- the
+ * same steps, in the same order, as the Python code below it in sleep(),
+ * which stays the reference and handles every other case.  Returns True
+ * once switched back, or at once when nothing else could run (the Python
+ * code's no-switch case, same condition); False, having done nothing, in
+ * every other case: the caller's parent is not a Hub (sleep in the hub,
+ * or in a greenlet with another parent), nothing is ready but the hub has
+ * work to do, or its class overrides switch().  Raises what
+ * the switch raised (a kill, a Timeout) after taking its switch back out
+ * of the queue (Hub.take_back), so that it cannot fire into a later wait.
+ *
+ * Why C: sleep(0) is the cost of a cooperative yield, and its Python
+ * body was a fifth of it (issue 21: <= 0.8x uvloop's asyncio.sleep(0)).
+ *
+ * sleep0_setup(Hub) tells it the hub class, and where a Hub keeps its
+ * Passes, poll deadline, tick flag and run() frame: the __slots__ slots
+ * _passes, _next_poll_ns, _ticking and _run_frame, read by offset as their
+ * member descriptors would. */
+static PyTypeObject *hub_type;
+/* where a Hub keeps these (its __slots__), by the offsets of their members */
+static Py_ssize_t hub_passes_offset, hub_next_poll_offset, hub_ticking_offset,
+                  hub_run_frame_offset;
+static PyObject *switch_name, *take_back_name, *gr_frame_name;
+
+#define HUB_SLOT(hub, offset) (*(PyObject **)((char *)(hub) + (offset)))
+
+/* sleep(0) with nothing else ready: 1 if it may return at once, without a
+ * switch -- no poll due, no tick() host waiting, and the hub suspended in
+ * its own pass loop (its current frame is Hub.run's), exactly the Python
+ * condition in _park.sleep; 0 if it must go through the Python code; -1
+ * on error. */
+static int nothing_else_to_run(PyObject *hub)
+{
+    PyObject *next_poll = HUB_SLOT(hub, hub_next_poll_offset);
+    PyObject *run_frame = HUB_SLOT(hub, hub_run_frame_offset);
+    if (HUB_SLOT(hub, hub_ticking_offset) != Py_False || next_poll == NULL
+            || !PyLong_CheckExact(next_poll) || run_frame == NULL || run_frame == Py_None)
+        return 0;
+    long long due = PyLong_AsLongLong(next_poll);
+    if (due == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (monotonic_ns() >= due)
+        return 0;
+    PyObject *frame = PyObject_GetAttr(hub, gr_frame_name);
+    if (frame == NULL)
+        return -1;
+    Py_DECREF(frame);       /* compared by identity; run_frame keeps it */
+    return frame == run_frame;
+}
+
+/* Out of line: its address-taken locals must not be on the stack that
+ * greenlet copies at a switch (see monotonic_ns above). */
+__attribute__((noinline)) static void take_back_after_failure(PyObject *hub, PyObject *switch_)
+{
+    PyObject *typ, *val, *tb;
+    PyErr_Fetch(&typ, &val, &tb);
+    PyErr_NormalizeException(&typ, &val, &tb);
+    if (tb != NULL && val != NULL)
+        PyException_SetTraceback(val, tb);
+    PyObject *r = PyObject_CallMethodOneArg(hub, take_back_name, switch_);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_Restore(typ, val, tb);
+        return;
+    }
+    /* take_back failed: its error wins, with the switch's as context */
+    PyObject *typ2, *val2, *tb2;
+    PyErr_Fetch(&typ2, &val2, &tb2);
+    PyErr_NormalizeException(&typ2, &val2, &tb2);
+    if (val2 != NULL && val != NULL)
+        PyException_SetContext(val2, val);      /* steals val */
+    else
+        Py_XDECREF(val);
+    Py_XDECREF(typ);
+    Py_XDECREF(tb);
+    PyErr_Restore(typ2, val2, tb2);
+}
+
+static PyObject *sleep0(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    if (hub_type == NULL)
+        Py_RETURN_FALSE;
+    PyObject *current = greenlet_getcurrent();
+    if (current == NULL)
+        return NULL;
+    PyObject *hub = greenlet_get_parent(current);
+    if (hub == NULL) {
+        PyErr_Clear();               /* the main greenlet: no parent */
+        Py_DECREF(current);
+        Py_RETURN_FALSE;
+    }
+    Passes *passes = NULL;
+    if (Py_TYPE(hub) == hub_type)
+        passes = (Passes *)HUB_SLOT(hub, hub_passes_offset);
+    Py_ssize_t n = -1;
+    if (passes != NULL && Py_TYPE(passes) == &Passes_Type)
+        n = PyObject_Size(passes->ready);
+    if (n == 0) {              /* sleep(0) may not need to switch at all */
+        int done = nothing_else_to_run(hub);
+        Py_DECREF(hub);
+        Py_DECREF(current);
+        if (done < 0)
+            return NULL;
+        return PyBool_FromLong(done);
+    }
+    if (n < 0 || _PyType_Lookup(Py_TYPE(current), switch_name) != switch_descr) {
+        Py_DECREF(hub);
+        Py_DECREF(current);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    /* current.switch, as its method descriptor makes it */
+    PyObject *switch_ = PyCFunction_NewEx(switch_ml, current, NULL);
+    Py_DECREF(current);
+    PyObject *r = switch_ ? PyObject_CallOneArg(passes->append, switch_) : NULL;
+    if (r == NULL) {
+        Py_XDECREF(switch_);
+        Py_DECREF(hub);
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_INCREF(passes);
+    r = Passes_yield0(passes, Py_None);
+    Py_DECREF(passes);
+    if (r == Py_False) {
+        Py_DECREF(r);
+        r = greenlet_switch(hub, NULL, NULL);
+    }
+    if (r == NULL)
+        take_back_after_failure(hub, switch_);
+    else
+        Py_DECREF(r);
+    Py_DECREF(switch_);
+    Py_DECREF(hub);
+    if (r == NULL)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *sleep0_setup(PyObject *module, PyObject *cls)
+{
+    (void)module;
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "sleep0_setup(): expected the Hub class");
+        return NULL;
+    }
+    static const char *names[] = {"_passes", "_next_poll_ns", "_ticking", "_run_frame"};
+    Py_ssize_t offsets[4];
+    for (int i = 0; i < 4; i++) {
+        PyObject *descr = PyDict_GetItemString(((PyTypeObject *)cls)->tp_dict, names[i]);
+        if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type
+                || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError,
+                         "sleep0_setup(): the Hub class must keep %s in a __slots__ slot",
+                         names[i]);
+            return NULL;
+        }
+        offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    if (switch_name == NULL) {
+        switch_name = PyUnicode_InternFromString("switch");
+        take_back_name = PyUnicode_InternFromString("take_back");
+        gr_frame_name = PyUnicode_InternFromString("gr_frame");
+        if (switch_name == NULL || take_back_name == NULL || gr_frame_name == NULL)
+            return NULL;
+    }
+    hub_passes_offset = offsets[0];
+    hub_next_poll_offset = offsets[1];
+    hub_ticking_offset = offsets[2];
+    hub_run_frame_offset = offsets[3];
+    Py_XSETREF(hub_type, (PyTypeObject *)Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
 static int passes_init(PyObject *module)
 {
     if (greenlet_get_parent == NULL) {
@@ -490,6 +695,14 @@ static int passes_init(PyObject *module)
         switch_type = Py_TYPE(bound);
         switch_ml = ((PyCFunctionObject *)bound)->m_ml;
         Py_DECREF(bound);
+        PyTypeObject *greenlet_type = (PyTypeObject *)api[0];   /* PyGreenlet_Type */
+        switch_descr = PyDict_GetItemString(greenlet_type->tp_dict, "switch");
+        if (switch_descr == NULL) {
+            PyErr_SetString(PyExc_ImportError, "greenlet.greenlet has no switch");
+            return -1;
+        }
+        Py_INCREF(switch_descr);
+        greenlet_getcurrent = (lk_greenlet_getcurrent_fn)api[LK_GREENLET_GETCURRENT_NUM];
         greenlet_get_parent = (lk_greenlet_get_parent_fn)api[LK_GREENLET_GET_PARENT_NUM];
         greenlet_switch = (lk_greenlet_switch_fn)api[LK_GREENLET_SWITCH_NUM];
         greenlet_active = (lk_greenlet_active_fn)api[LK_GREENLET_ACTIVE_NUM];

@@ -280,3 +280,93 @@ def test_greenlets_started_one_after_another_by_sleep0_do_not_pile_up_recursion_
     while len(done) < 3000 and time.monotonic() < deadline:
         labkit.sleep(0.01)
     assert len(done) == 3000
+
+
+def test_sleep0_wakes_a_greenlet_through_its_own_switch_override():
+    # sleep(0) queues ``current.switch``: a greenlet class that overrides
+    # switch() is woken through its override, whichever path sleep(0)
+    # takes (its C fast path, loop_c/lk_poll_py.c sleep0, only serves the
+    # plain greenlet.switch and leaves the rest to the Python code).
+    from greenlet import greenlet
+    hub = get_hub()
+    calls = []
+
+    class Counting(greenlet):
+        def switch(self, *args, **kwargs):
+            calls.append(self)
+            return greenlet.switch(self, *args, **kwargs)
+
+    def yielder():
+        for _ in range(3):
+            sleep(0)
+
+    counted = Counting(yielder, parent=hub)
+    hub.schedule(counted.switch)
+    other = spawn(yielder)
+    labkit.joinall([other], timeout=5)
+    assert counted.dead
+    # the hub's first switch plus one per sleep(0)
+    assert calls.count(counted) == 4
+
+
+def test_a_sleep0_from_a_greenlet_whose_parent_is_not_the_hub_still_yields():
+    # Only a greenlet of the hub takes the fast path; a greenlet with
+    # another parent (its parent a plain greenlet) goes through get_hub().
+    from greenlet import greenlet
+    order = []
+
+    def busy():
+        for i in range(2):
+            order.append(f"busy{i}")
+            sleep(0)
+
+    def inner():
+        order.append("inner0")
+        sleep(0)
+        order.append("inner1")
+
+    def outer():
+        child = greenlet(inner)      # parent: this greenlet, not the hub
+        child.switch()
+        order.append("outer")
+
+    labkit.joinall([spawn(outer), spawn(busy)], timeout=5)
+    # inner's sleep(0) yields to busy; when inner ends, its parent resumes
+    assert order == ["inner0", "busy0", "inner1", "outer", "busy1"]
+
+
+def test_a_lone_sleep0_does_not_switch_while_no_poll_is_due(monkeypatch):
+    # Nothing else ready, no poll due: sleep(0) returns without a round
+    # trip through the hub (loop_c/lk_poll_py.c sleep0 decides this in C,
+    # with the Python code's condition).
+    from greenlet import settrace
+    monkeypatch.setattr(labkit.hub, "IO_CHECK_INTERVAL_NS", 1 << 62)
+    hub = get_hub()
+    to_hub = []
+
+    def loner():
+        sleep(0)                     # one pass through the hub: polls, sets the deadline
+        previous = settrace(lambda event, args: to_hub.append(args[1] is hub))
+        try:
+            for _ in range(100):
+                sleep(0)
+        finally:
+            settrace(previous)
+
+    spawn(loner).join(timeout=5)
+    assert sum(to_hub) == 0
+
+
+def test_a_lone_sleep0_loop_still_lets_timers_fire():
+    # ...but once a poll is due (every IO_CHECK_INTERVAL_NS), it goes
+    # through the hub: a timer fires under a loop that only sleeps(0).
+    fired = []
+    labkit.spawn_later(0.01, fired.append, True)
+
+    def loner():
+        deadline = time.monotonic() + 5
+        while not fired and time.monotonic() < deadline:
+            sleep(0)
+
+    spawn(loner).join(timeout=10)
+    assert fired == [True]
