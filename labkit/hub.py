@@ -32,6 +32,7 @@ The loop (:meth:`Hub.run`), one pass:
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
@@ -718,8 +719,10 @@ def get_hub() -> Hub:
         return hub
 
 
-def _get_hub_if_any() -> Hub | None:
-    return getattr(_local, "hub", None)
+#: This thread's hub or None: ``getattr(_local, "hub", None)`` as a partial of
+#: the builtin, so that calling it runs no Python frame -- sockets ask it
+#: once per message (labkit/socket.py).
+_get_hub_if_any = functools.partial(getattr, _local, "hub", None)
 
 
 def get_hub_if_exists() -> Hub | None:
