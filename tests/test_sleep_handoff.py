@@ -1,7 +1,8 @@
 """What sleep(0) between greenlets promises, whichever way it switches:
-through the hub (today: greenlet -> hub -> next greenlet) or by a direct
-hand-off to the next ready greenlet (issue 21's one-switch sleep(0), not
-built yet: see the closing note 21-handoff). A pass runs what was ready
+through the hub (greenlet -> hub -> next greenlet) or by a direct hand-off
+to the next ready greenlet (Passes.yield0, loop_c/lk_poll_py.c), and
+whichever code runs it: its common case in C (sleep0, same file) or the
+Python body of labkit._park.sleep. A pass runs what was ready
 when it began, FIFO; I/O and timers are checked every 0.2 ms under a
 sleep(0) ping-pong; a tick() host gets the thread back after one pass; a
 kill during sleep(0) leaves no queued switch behind; a failure is reported
