@@ -161,6 +161,18 @@ class RequestParser:
         """True when no more requests can come from this connection."""
         return self.error is not None or self.upgraded
 
+    def release(self) -> None:
+        """Let llhttp go; call when the parser is dropped, and feed it no more.
+
+        llhttp holds this parser's bound methods as its callbacks, so the
+        two make a reference cycle: without this, a dropped parser (a
+        closed connection's, one that fell asleep, a shadow) waits for the
+        cyclic collector, with its llhttp buffers -- ~1 KiB of a sleeping
+        connection's memory, and garbage for every connection a server
+        closes. The requests already parsed stay readable.
+        """
+        self._llhttp = None
+
     def feed(self, data: bytes) -> None:
         """Parse ``data``; see the module docstring for what it may set.
 
@@ -213,6 +225,7 @@ class RequestParser:
         shadow = RequestParser(self.max_header_size, self.max_body_size,
                                self.max_request_line, self.max_field_size, self.max_fields)
         shadow._feed_in_pieces(data)
+        shadow.release()
         if shadow.error is not None:
             # A refused chunk-size line (llhttp itself accepted them all). The
             # shadow's requests are the last ones llhttp gave us, in order:

@@ -209,6 +209,8 @@ class _Connection:
                     return False
         finally:
             self.greenlet = None
+            if not self.asleep:   # done (the caller closes it): see RequestParser.release
+                self.parser.release()
 
     @property
     def idle(self) -> bool:
@@ -260,6 +262,7 @@ class _Connection:
         self.asleep = True
         self.waiting = True
         # Nothing of a request is held between requests: let it all go.
+        self.parser.release()
         self.parser = self.request = self.status = self.response_headers = None
         self.hub.loop.io_start(self.sock.fileno(), _READ, self._wake)
         return _ASLEEP

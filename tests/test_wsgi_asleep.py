@@ -6,6 +6,7 @@ keeps its greenlet's slot of the pool, so it counts toward
 connection whose new greenlet is killed before it runs is closed, not left
 open with nobody to serve it.
 """
+import gc
 import re
 
 import pytest
@@ -117,3 +118,35 @@ def test_a_woken_connection_whose_greenlet_is_killed_before_it_runs_is_closed(se
     with connect(server) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status_of(sock.recv(65536)) == 200
+
+
+def _live_parsers() -> int:
+    from labkit._http import RequestParser
+    return sum(1 for o in gc.get_objects() if type(o) is RequestParser)
+
+
+def test_a_dropped_parser_is_freed_without_the_cyclic_collector(serve):
+    # llhttp holds its parser's bound methods: a parser dropped without
+    # RequestParser.release() is a cycle that only a collection frees (with
+    # its buffers), for every connection that closes or falls asleep.
+    server = serve(hello, sleep_after=0)
+    gc.collect()
+    gc.disable()
+    try:
+        before = _live_parsers()
+        for close in (True, False) * 5:
+            sock = connect(server)
+            try:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                             if close else GET)
+                assert status_of(sock.recv(65536)) == 200
+                if close:
+                    assert sock.recv(65536) == b""
+                else:
+                    wait_for(lambda: len(asleep(server)) == 1)
+            finally:
+                sock.close()
+            wait_for(lambda: not server.connections)
+        assert _live_parsers() == before
+    finally:
+        gc.enable()
