@@ -34,6 +34,10 @@ The servers:
 - ``gunicorn-gevent``: ``gunicorn -k gevent -w 1``.
 - ``uvicorn``: ``uvicorn --loop uvloop --http httptools`` with an ASGI app.
 - ``granian``: granian (a Rust HTTP server) with its WSGI interface, one worker.
+- ``granian-st``: the same with its leanest threads: a single-threaded Rust
+  runtime and one blocking (Python) thread. On two cores shared with wrk
+  its default threads compete with the load generator; this is granian
+  tuned for that machine, so labkit is compared with granian at its best.
 
 A server whose package is missing (or that fails to start) is "n/a"; wrk
 missing is an error, with the command to install it.
@@ -117,6 +121,11 @@ SERVERS = {
         sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
         "benchapp:app"], "Rust HTTP server, WSGI interface, 1 worker"),
+    "granian-st": ("granian", lambda port: [
+        sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+        "--runtime-mode", "st", "--runtime-threads", "1", "--blocking-threads", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+        "benchapp:app"], "granian, 1 worker, single-threaded runtime, 1 blocking thread"),
     "gunicorn-gevent": ("gevent", _gunicorn("gevent"), "gunicorn -k gevent -w 1"),
     "gevent-pywsgi": ("gevent", lambda port: [sys.executable, "-c", GEVENT_SERVER, str(port)],
                       "gevent.pywsgi.WSGIServer"),
