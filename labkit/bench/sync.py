@@ -18,7 +18,8 @@ import asyncio
 import importlib
 from time import perf_counter
 
-from labkit.bench.micro import Benchmark, import_gevent_like, impls_for, register, run_asyncio
+from labkit.bench.micro import (LABKIT, Benchmark, import_gevent_like, impls_for, register,
+                                 run_asyncio)
 
 CONTENDERS = 10
 
@@ -231,4 +232,60 @@ register(Benchmark(
     default_n=20_000,
     ops_per_n=1,
     impls=impls_for(socket_recv_wait_gevent_like, socket_recv_wait_asyncio),
+))
+
+
+# --- wsgi_request ------------------------------------------------------------------
+
+def _hello_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, World!"]
+
+
+def wsgi_request_gevent_like(impl, n):
+    """Keep-alive GET requests to the implementation's WSGI server
+    (labkit.wsgi.WSGIServer; gevent.pywsgi.WSGIServer) from a client
+    greenlet of the same hub, one at a time: per request, the server's
+    parse, environ, application call and response, plus the client's send
+    and parked recv. In-process, so that callgrind counts it (the HTTP
+    throughput with wrk is ``python -m labkit bench --http``)."""
+    gk = import_gevent_like(impl)
+    if impl == LABKIT:
+        from labkit.wsgi import WSGIServer
+        server = WSGIServer(("127.0.0.1", 0), _hello_app)
+    else:
+        from gevent.pywsgi import WSGIServer
+        server = WSGIServer(("127.0.0.1", 0), _hello_app, log=None)
+    server.start()
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    client = submodule(gk, "socket").create_connection(("127.0.0.1", server.server_port))
+    try:
+        client.sendall(request)
+        size = len(client.recv(65536))    # (one response: its length, to read whole)
+
+        def respond():
+            got = 0
+            while got < size:
+                got += len(client.recv(65536))
+
+        start = perf_counter()
+        for _ in range(n):
+            client.sendall(request)
+            respond()
+        return perf_counter() - start
+    finally:
+        client.close()
+        server.stop()
+
+
+register(Benchmark(
+    name="wsgi_request",
+    description="a keep-alive GET to a WSGI server from a greenlet of the same hub, per request",
+    default_n=10_000,
+    ops_per_n=1,
+    # (gevent.pywsgi is left out here: it writes a response's head and body
+    # in two sends, and against a client that delays its ACKs -- any plain
+    # socket -- Nagle's algorithm holds the body for ~40 ms. Peers' HTTP
+    # figures come from wrk: python -m labkit bench --http.)
+    impls={LABKIT: lambda n: wsgi_request_gevent_like(LABKIT, n)},
 ))
