@@ -399,3 +399,24 @@ def test_what_a_greenlet_waits_on_is_not_taken_from_a_reused_frame():
         assert len(events) == 6
     finally:
         labkit.kill(g)
+
+
+def test_what_a_greenlet_waits_on_is_cached_without_tracked_objects():
+    # A console describes every parked greenlet each refresh: what it keeps
+    # per greenlet must not be objects the collector tracks (a thousand
+    # parked greenlets' entries promoted to the oldest generation set off a
+    # full collection, a pause of the target).
+    import gc
+    event = Event()
+    greenlets = [_spawn(f"parked-{i}", event.wait) for i in range(50)]
+    labkit.sleep(0.01)
+    try:
+        for g in greenlets:
+            assert lost_wakeup._waited_object_cached(g)[0] is event
+            assert lost_wakeup._waited_object_cached(g)[0] is event   # from the cache
+        gc.collect()
+        entries = [lost_wakeup._waited_cache[id(g)] for g in greenlets]
+        assert not [entry for entry in entries if gc.is_tracked(entry)]
+    finally:
+        event.set()
+        labkit.sleep(0.01)

@@ -183,36 +183,42 @@ def holder_of(obj):
     return obj.owner if isinstance(obj, _lk_lock.RLock) else None
 
 
-#: id(greenlet) -> ((id(frame), f_lasti), weakref to what it waits on or None,
-#: timed, depth, name): a greenlet parked on the same frame waits on the same
-#: object -- checked with one local of one frame, since a greenlet id and a
-#: frame's address are both reused (a frame freed and another made there,
-#: parked at the same instruction, on another object)
+#: id(greenlet) -> (id(frame), f_lasti, id(code), id(object) or 0, id(its
+#: type), timed, depth, name): a greenlet parked on the same frame waits on
+#: the same object -- checked with one local of one frame, since a greenlet
+#: id and a frame's address are both reused (a frame freed and another made
+#: there, parked at the same instruction, on another object): the local
+#: read again must be an object of the same type at the same address, which
+#: only the same object can be while that frame holds it. Ints and strings
+#: only, so that the collector untracks each entry at its first young
+#: collection: with a weak reference (and a nested key tuple) in it, every
+#: parked greenlet a console refresh described left three long-lived
+#: tracked objects, towards the full collection they set off.
 _waited_cache: dict = {}
 
 
 def _waited_object_cached(g):
     frame = g.gr_frame
-    key = (id(frame), frame.f_lasti)
     cached = _waited_cache.get(id(g))
-    if cached is not None and cached[0] == key:
-        if cached[1] is None:
-            return None, cached[2]
-        obj = cached[1]()
-        if obj is not None:
-            for _ in range(cached[3]):
-                frame = frame.f_back
-            if frame is not None and frame.f_locals.get(cached[4]) is obj:
-                return obj, cached[2]
+    if cached is not None and cached[0] == id(frame) and cached[1] == frame.f_lasti \
+            and cached[2] == id(frame.f_code):
+        if not cached[3]:
+            return None, cached[5]
+        for _ in range(cached[6]):
+            frame = frame.f_back
+            if frame is None:
+                break
+        if frame is not None:
+            obj = frame.f_locals.get(cached[7])
+            if id(obj) == cached[3] and id(type(obj)) == cached[4]:
+                return obj, cached[5]
         obj = None
+    frame = g.gr_frame
     obj, timed, depth, name = _waited(g)
-    try:
-        ref = weakref.ref(obj) if obj is not None else None
-    except TypeError:    # no weak references to it: look again next time
-        return obj, timed
     if len(_waited_cache) > 100_000:
         _waited_cache.clear()
-    _waited_cache[id(g)] = (key, ref, timed, depth, name)
+    _waited_cache[id(g)] = (id(frame), frame.f_lasti, id(frame.f_code),
+                            0 if obj is None else id(obj), id(type(obj)), timed, depth, name)
     return obj, timed
 
 
