@@ -366,27 +366,42 @@ class AttachServer:
         this refresh held the target's loop at a stretch
         (``frame["served"]``, sent last: ``pause_ms``, and the longest of
         the capture's pieces and of the sending's, ``capture_ms`` and
-        ``send_ms``). The rows go as lists under one
+        ``send_ms``; ``pause_cpu_ms``, the longest piece in this thread's
+        CPU time, which a machine that deschedules the target does not
+        lengthen). The rows go as lists under one
         ``"columns"`` list (half the encoding of dicts: each key once);
         tracing.attach_client rebuilds the dicts. A row whose keys are not
         the columns goes as its dict."""
         import labkit
-        clock = time.perf_counter_ns
+        clock, cpu = time.perf_counter_ns, time.thread_time_ns
         pauses: list = []
-        frame = self.capture(between=lambda: labkit.sleep(0), pieces=pauses,
+        # The same pieces in this thread's CPU time: a busy machine that
+        # deschedules the target mid-piece lengthens the wall time of a
+        # piece, not the work it holds the loop for.
+        cpu_pauses: list = []
+        cpu_start = cpu()
+
+        def between():
+            nonlocal cpu_start
+            cpu_pauses.append(cpu() - cpu_start)
+            labkit.sleep(0)
+            cpu_start = cpu()
+
+        frame = self.capture(between=between, pieces=pauses,
                              omit=(id(labkit.getcurrent()),))   # this one, serving
         rows = frame.pop("rows")
         captured = len(pauses)
-        start = clock()
+        start, cpu_start = clock(), cpu()
         columns = tuple(rows[0]) if rows else ()
         head = _ENCODER.encode(frame)
         conn.sendall(f'{head[:-1]},"columns":{_ENCODER.encode(columns)},"rows":['.encode())
         pauses.append(clock() - start)
+        cpu_pauses.append(cpu() - cpu_start)
         i, n, comma = 0, len(rows), ""
         width = len(columns)
         while i < n:
             labkit.sleep(0)
-            start = clock()
+            start, cpu_start = clock(), cpu()
             parts = []
             while i < n and (not parts or clock() - start < PIECE_NS):
                 batch = rows[i:i + ROWS_PER_STEP]
@@ -397,11 +412,14 @@ class AttachServer:
             conn.sendall((comma + ",".join(parts)).encode())
             comma = ","
             pauses.append(clock() - start)
+            cpu_pauses.append(cpu() - cpu_start)
         pause_ms = max(pauses, default=0) / 1e6
         self.stats["frames"] += 1
         self.stats["last_pause_ms"] = pause_ms
         self.stats["max_pause_ms"] = max(self.stats["max_pause_ms"], pause_ms)
         served = {"pause_ms": pause_ms, "max_pause_ms": self.stats["max_pause_ms"],
+                  # the longest piece in the serving thread's CPU time
+                  "pause_cpu_ms": max(cpu_pauses, default=0) / 1e6,
                   "pieces": len(pauses),
                   # whose piece was longest: the capture's, or the sending's
                   "capture_ms": max(pauses[:captured], default=0) / 1e6,

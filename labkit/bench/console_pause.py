@@ -10,7 +10,9 @@ attaches (tracing.attach.AttachClient), asks for ``--frames`` frames 250 ms
 apart -- the refresh of ``python -m labkit console`` -- and prints what the
 target's server measured for each: the longest stretch it held the loop
 (``frame["served"]["pause_ms"]``, the capture and encoding are done in
-pieces with a yield between), as median and maximum over the frames (the
+pieces with a yield between; and the same in the target thread's CPU time,
+``pause_cpu_ms``, which a machine that deschedules the target mid-piece
+does not lengthen), as median and maximum over the frames (the
 first, which also pays for the server's imports, is left out), plus the
 loop lag the target's own snapshot saw and the client's round trip.
 
@@ -78,7 +80,7 @@ def measure(greenlets: int, frames: int, interval: float = 0.25) -> dict:
         try:
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the target did not start")
-            pauses, trips, lags = [], [], []
+            pauses, cpu_pauses, trips, lags = [], [], [], []
             path = os.path.join(runtime, "labkit", f"console-{child.pid}.sock")
             with AttachClient(child.pid, path=path, timeout=60) as client:
                 for index in range(frames + 1):
@@ -87,6 +89,7 @@ def measure(greenlets: int, frames: int, interval: float = 0.25) -> dict:
                     if index:
                         trips.append(time.perf_counter() - start)
                         pauses.append(frame["served"]["pause_ms"])
+                        cpu_pauses.append(frame["served"]["pause_cpu_ms"])
                         lags.append(frame["loop"].get("lag_max", 0.0) * 1e3)
                     time.sleep(interval)
         finally:
@@ -95,6 +98,7 @@ def measure(greenlets: int, frames: int, interval: float = 0.25) -> dict:
             child.stdout.close()
     return {"greenlets": greenlets, "rows": len(frame["rows"]), "frames": frames,
             "pause_ms_median": statistics.median(pauses), "pause_ms_max": max(pauses),
+            "cpu_ms_median": statistics.median(cpu_pauses), "cpu_ms_max": max(cpu_pauses),
             "pieces": frame["served"]["pieces"],
             "round_trip_ms_median": statistics.median(trips) * 1e3,
             "loop_lag_ms_max": max(lags)}
@@ -178,12 +182,12 @@ def main(argv=None) -> int:
         return 0
     print(f"attach pause per refresh, {args.frames} frames 250 ms apart, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print(f"{'greenlets':>9} {'pause ms median':>16} {'max':>8} {'pieces':>7} "
-          f"{'round trip ms':>14} {'loop lag ms max':>16}")
+    print(f"{'greenlets':>9} {'pause ms median':>16} {'max':>8} {'CPU ms median':>14} "
+          f"{'max':>8} {'pieces':>7} {'round trip ms':>14} {'loop lag ms max':>16}")
     for count in counts:
         r = measure(count, args.frames)
         print(f"{r['greenlets']:>9} {r['pause_ms_median']:>16.2f} {r['pause_ms_max']:>8.2f} "
-              f"{r['pieces']:>7} {r['round_trip_ms_median']:>14.1f} {r['loop_lag_ms_max']:>16.2f}")
+              f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f} {r['pieces']:>7} {r['round_trip_ms_median']:>14.1f} {r['loop_lag_ms_max']:>16.2f}")
     return 0
 
 
