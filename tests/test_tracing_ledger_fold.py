@@ -167,3 +167,29 @@ def test_a_wrong_fold_is_caught():
         ledger_module.ZERO_TIMEOUT_NS = saved
     slow._fold_python(_RECORD.iter_unpack(bytes(data)))
     assert _state(fast) != _state(slow)
+
+
+def test_an_update_in_pieces_reads_few_records_at_a_time_and_folds_the_same():
+    # A refresh's few hundred records are folded one by one (too few for
+    # numpy): read in one batch they were one step of ~0.4 ms, longer than a
+    # piece. In pieces they are read PIECE_RECORDS at a time, with the pace
+    # asked between, and give what one update gives.
+    import tracing.ledger as ledger_module
+    from tracing.pace import Pace
+    recorder = Recorder(capacity=1 << 16).start()
+    try:
+        _workload()
+        _workload()
+        count = lib.lk_trace_count(recorder.ring)
+        assert 2 * ledger_module.PIECE_RECORDS < count < ledger_module.NUMPY_FROM, count
+        whole, paced = Ledger(recorder), Ledger(recorder)
+        whole.update()
+        reads = []
+        pace = Pace(lambda: reads.append(paced.seq), piece_ns=0)   # (never yields)
+        paced.update(pace)
+        assert paced.seq == whole.seq == count
+        assert len(reads) >= count // ledger_module.PIECE_RECORDS
+        assert all(b - a <= ledger_module.PIECE_RECORDS for a, b in zip([0] + reads, reads))
+        assert _state(paced) == _state(whole)
+    finally:
+        recorder.stop(read=False)

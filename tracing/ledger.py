@@ -76,6 +76,11 @@ _WHY_START, _WHY_READY, _WHY_TIMER = lib.LK_WHY_START, lib.LK_WHY_READY, lib.LK_
 #: here (some forty numpy calls, and Python per greenlet met), the
 #: one-by-one fold ~0.3 us a record. Both give the same (tested).
 NUMPY_FROM = 1500
+#: An update in pieces (with a ``pace``) reads at most this many records at
+#: a time when what is left is too few for numpy: folded one by one, a
+#: record costs ~0.3-0.7 us, so a refresh's few hundred records in one
+#: batch were one step of ~0.4 ms, longer than a piece by itself.
+PIECE_RECORDS = 256
 
 #: A timer wake-up after a park shorter than this counts as a zero timeout
 #: (a self wake-up, for the spinning lint), in ns.
@@ -150,7 +155,8 @@ class Ledger:
     def update(self, pace=None) -> int:
         """Read the records written since the last update; the new count.
 
-        ``pace``: called after each batch of :data:`BATCH` records (a
+        ``pace``: called after each batch of :data:`BATCH` records -- of
+        :data:`PIECE_RECORDS` when fewer than :data:`NUMPY_FROM` are left (a
         :class:`tracing.pace.Pace`, which may let the hub run); then
         only the records written before the call are read (the loop does
         not chase the hub), and the ring is looked up again after each
@@ -165,6 +171,7 @@ class Ledger:
             self._forked(recorder)
         target = lib.lk_trace_count(ring) if pace is not None else None
         total = 0
+        size = self.BATCH
         while True:
             if pace is not None:
                 if total:
@@ -172,7 +179,10 @@ class Ledger:
                     ring = recorder.ring
                     if ring is None or self.seq >= target:
                         break
-            n = lib.lk_trace_read(ring, self._buffer, self.BATCH, self.seq, self._first)
+                left = target - self.seq
+                size = self.BATCH if left >= NUMPY_FROM or left <= 0 else \
+                    min(left, PIECE_RECORDS, self.BATCH)
+            n = lib.lk_trace_read(ring, self._buffer, size, self.seq, self._first)
             first = self._first[0]
             if first > self.seq:          # overwritten before we read them
                 self.lost += first - self.seq
@@ -184,7 +194,7 @@ class Ledger:
                 break
             self._fold_batch(ffi.buffer(self._buffer, n * _RECORD.size), n, first)
             total += n
-            if n < self.BATCH:
+            if n < size:
                 break
         return total
 
