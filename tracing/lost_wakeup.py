@@ -136,8 +136,12 @@ def waited_object(g):
     """(the labkit object ``g`` is parked on, whether the wait has a timer),
     read from its suspended frames: the innermost ``self`` or ``obj`` that
     is a labkit primitive (an Event, a Queue, a lock) or the greenlet a join
-    waits for. (The console's wait-for graph asks it too: one home.)"""
-    return _waited(g)[:2]
+    waits for. (The console's wait-for graph asks it too: one home.)
+    Remembered per greenlet while it stays parked at the same place (see
+    ``_waited_cache``): a console asks for every parked row each refresh."""
+    if g.gr_frame is None:
+        return None, False
+    return _waited_object_cached(g)
 
 
 def _waited(g) -> tuple:
