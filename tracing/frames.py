@@ -46,6 +46,7 @@ import gc
 import os
 import sys
 import time
+from tracing.pace import Pace
 
 #: The keys of a row, in the order the tables show them.
 ROW_KEYS = ("id", "kind", "name", "state", "waits_on", "where", "spawn_site", "cell",
@@ -59,16 +60,20 @@ MAX_OBJECT_LOOKUPS = 500
 _NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ", "?")
 
 
-#: Rows turned into plain data between two calls of ``between`` (see capture).
-CHUNK_ROWS = 40
+#: Rows turned into plain data between two looks at the clock (see capture):
+#: a piece ends at the first look past tracing.pace.PIECE_NS. (A fixed count
+#: of rows was a piece as long as those rows took: ~10 us each here, more
+#: the first time a parked greenlet's frames are read.)
+ROWS_PER_LOOK = 8
 
 
 def capture(hub=None, between=None, pieces: list | None = None, omit=(),
             with_lints: bool = True, heap=None) -> dict:
     """A frame of this thread's hub now. Call from the hub's thread.
 
-    Cost: one :func:`tracing.snapshot.snapshot`, then a dict per row,
-    :data:`CHUNK_ROWS` rows at a time. ``between``: called between those
+    Cost: one :func:`tracing.snapshot.snapshot`, then a dict per row, in
+    pieces of :data:`tracing.pace.PIECE_NS` (the clock read every
+    :data:`ROWS_PER_LOOK` rows). ``between``: called between those
     pieces, and inside the snapshot (which then reads the rows in pieces:
     ``frame["changed"]`` lists the ids of rows whose greenlet ran while it
     yielded) -- ``labkit.sleep(0)`` in a greenlet lets the loop run, so
@@ -176,6 +181,8 @@ def _capture(hub, cut, between, omit, with_lints, heap) -> dict:
     from tracing.recorder import shown_name
     from tracing.snapshot import snapshot
     snap = snapshot(hub, between=cut if between is not None else None)
+    if between is not None:
+        cut()   # (else the snapshot's last piece ran on into the lints' first)
     taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
     loop = dataclasses.asdict(snap.loop)
     # The lints yield inside (at most ~tracing.lints.PIECE_NS at a stretch).
@@ -186,23 +193,28 @@ def _capture(hub, cut, between, omit, with_lints, heap) -> dict:
     rows = task_rows()
     lookups = MAX_OBJECT_LOOKUPS
     snap_rows = snap.rows
-    for i in range(0, len(snap_rows), CHUNK_ROWS):
-        cut()
-        for row in snap_rows[i:i + CHUNK_ROWS]:
-            if row.id in omit:
-                continue
-            plain = row.as_dict()
-            plain["kind"] = "greenlet"
-            if row.state == "parked" and lookups and row.greenlet is not None \
-                    and not row.waits_on.startswith(_NO_OBJECT):
-                lookups -= 1
-                obj, _timed = waited_object(row.greenlet)
-                if obj is not None:
-                    plain["object"] = f"{type(obj).__name__} {id(obj):#x}"
-                    holder = holder_of(obj)
-                    if holder is not None:
-                        plain["holder"], plain["holder_name"] = id(holder), shown_name(holder)
-            rows.append(_row(**plain))
+    cut()     # (the snapshot's or the lints' last piece ends here)
+    pace = Pace(cut if between is not None else None)
+    look = 0
+    for row in snap_rows:
+        look += 1
+        if look == ROWS_PER_LOOK:
+            look = 0
+            pace()
+        if row.id in omit:
+            continue
+        plain = row.as_dict()
+        plain["kind"] = "greenlet"
+        if row.state == "parked" and lookups and row.greenlet is not None \
+                and not row.waits_on.startswith(_NO_OBJECT):
+            lookups -= 1
+            obj, _timed = waited_object(row.greenlet)
+            if obj is not None:
+                plain["object"] = f"{type(obj).__name__} {id(obj):#x}"
+                holder = holder_of(obj)
+                if holder is not None:
+                    plain["holder"], plain["holder_name"] = id(holder), shown_name(holder)
+        rows.append(_row(**plain))
     rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
     return {**taken, "rows": rows, "loop": loop, "lints": lints,
             "changed": sorted(snap.changed),
