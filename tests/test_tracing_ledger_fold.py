@@ -178,9 +178,12 @@ def test_an_update_in_pieces_reads_few_records_at_a_time_and_folds_the_same():
     from tracing.pace import Pace
     recorder = Recorder(capacity=1 << 16).start()
     try:
-        _workload()
-        _workload()
-        count = lib.lk_trace_count(recorder.ring)
+        count = 0
+        for _ in range(3):   # (enough records for a few pieces: ~400 a workload)
+            _workload()
+            count = lib.lk_trace_count(recorder.ring)
+            if count > 2 * ledger_module.PIECE_RECORDS:
+                break
         assert 2 * ledger_module.PIECE_RECORDS < count < ledger_module.NUMPY_FROM, count
         whole, paced = Ledger(recorder), Ledger(recorder)
         whole.update()
