@@ -5,6 +5,7 @@ or encodes the whole frame in one stretch of the hub, and every stretch is
 counted in ``served``. Checked by structure (what was sent between two
 runs of another greenlet), not by timing."""
 import json
+import os
 
 import pytest
 
@@ -94,3 +95,23 @@ def test_rows_are_sent_once_each_as_lists_under_their_columns(monkeypatch):
     empty = decode({"columns": ["a"], "rows": []})
     assert empty == {"rows": []}
     assert decode({"error": "refused"}) == {"error": "refused"}
+
+
+def test_the_attach_server_never_runs_the_lost_wakeups_heap_traversal():
+    # One traversal is ~1 ms per 10,000 objects: longer than a piece. What
+    # only it could decide is left undecided, and the frame says how many.
+    server = attach.AttachServer(path="/nonexistent/never-bound.sock")
+    assert server.capture.__self__.heap.traverse is False
+    frame = server.capture(between=lambda: labkit.sleep(0), pieces=[], omit=())
+    assert frame["undecided"] == 0
+
+
+def test_the_terminal_view_says_how_many_waits_were_left_undecided():
+    from rich.console import Console
+    frame = {"pid": 7, "time": 1.0, "rows": [], "loop": {}, "lints": [], "undecided": 2}
+    out = Console(width=120, record=True, file=open(os.devnull, "w"))
+    out.print(attach.render(frame))
+    assert "2 wait(s) not decided" in out.export_text()
+    frame["undecided"] = 0
+    out.print(attach.render(frame))
+    assert out.export_text().count("not decided") == 0

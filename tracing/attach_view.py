@@ -99,6 +99,9 @@ def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
                       str(lint.get("line") or ""), str(lint.get("evidence") or ""))
     if not frame.get("lints"):
         lints.add_row(*("",) * by_process, "none", "", "", "")
+    if frame.get("undecided"):
+        lints.caption = (f"{frame['undecided']} wait(s) not decided: only a heap traversal "
+                         f"could tell a lost wake-up, and an attached target runs none")
     lanes = timeline_lanes(history or [frame], width=width)
     timeline = "\n".join(f"{name[:20]:<20} |{cells}|" for name, cells in lanes)
     span = (history[-1]["time"] - history[-width:][0]["time"]) if history else 0.0

@@ -218,7 +218,9 @@ def _capture(hub, cut, between, omit, with_lints, heap) -> dict:
     rows.sort(key=lambda row: row["kind"] == "task")   # greenlets first, then Tasks
     return {**taken, "rows": rows, "loop": loop, "lints": lints,
             "changed": sorted(snap.changed),
-            "heap_ms": heap.last_ns / 1e6 if heap is not None and with_lints else 0.0}
+            "heap_ms": heap.last_ns / 1e6 if heap is not None and with_lints else 0.0,
+            # waits only a heap traversal could decide, left undecided (see Capturer)
+            "undecided": heap.undecided if heap is not None and with_lints else 0}
 
 
 class Capturer:
@@ -233,9 +235,14 @@ class Capturer:
     ``frame["lints_age"]`` saying how old they are. A block is not lost in
     between: the snapshot's ledger keeps the notable accounts of greenlets
     that exited until the lints look.
+
+    ``heap_traversal=False``: the lost wake-up lint never runs its heap
+    traversal (see :class:`tracing.lints.HeapCheck`'s ``traverse``); what
+    only that could decide is counted in ``frame["undecided"]``.
     """
 
-    def __init__(self, min_interval: float = 1.0, budget: float = 0.02):
+    def __init__(self, min_interval: float = 1.0, budget: float = 0.02,
+                 heap_traversal: bool = True):
         if not min_interval >= 0:
             raise ValueError(f"min_interval must be >= 0, not {min_interval!r}")
         if not 0 < budget <= 1:
@@ -246,7 +253,8 @@ class Capturer:
         self._lints_at = None      # time.monotonic() of the last lints
         self._next_lints = 0.0
         from tracing.lints import HeapCheck
-        self.heap = HeapCheck()    # the lost wake-up's heap traversal: rare (see there)
+        # the lost wake-up's heap traversal: rare (see there)
+        self.heap = HeapCheck(traverse=heap_traversal)
 
     def capture(self, hub=None, between=None, pieces: list | None = None, omit=()) -> dict:
         now = time.monotonic()
