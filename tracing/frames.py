@@ -181,7 +181,7 @@ def _capture(hub, cut, between, omit, with_lints, heap) -> dict:
     from tracing.recorder import shown_name
     from tracing.snapshot import snapshot
     snap = snapshot(hub, between=cut if between is not None else None)
-    if between is not None:
+    if between is not None and with_lints:
         cut()   # (else the snapshot's last piece ran on into the lints' first)
     taken = {"time": time.monotonic(), "wall": time.time(), "pid": os.getpid()}
     loop = dataclasses.asdict(snap.loop)

@@ -242,23 +242,18 @@ def _hello_app(environ, start_response):
     return [b"Hello, World!"]
 
 
-def wsgi_request_gevent_like(impl, n):
-    """Keep-alive GET requests to the implementation's WSGI server
-    (labkit.wsgi.WSGIServer; gevent.pywsgi.WSGIServer) from a client
+def wsgi_request_labkit(n):
+    """Keep-alive GET requests to labkit.wsgi.WSGIServer from a client
     greenlet of the same hub, one at a time: per request, the server's
     parse, environ, application call and response, plus the client's send
     and parked recv. In-process, so that callgrind counts it (the HTTP
     throughput with wrk is ``python -m labkit bench --http``)."""
-    gk = import_gevent_like(impl)
-    if impl == LABKIT:
-        from labkit.wsgi import WSGIServer
-        server = WSGIServer(("127.0.0.1", 0), _hello_app)
-    else:
-        from gevent.pywsgi import WSGIServer
-        server = WSGIServer(("127.0.0.1", 0), _hello_app, log=None)
+    import labkit.socket
+    from labkit.wsgi import WSGIServer
+    server = WSGIServer(("127.0.0.1", 0), _hello_app)
     server.start()
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    client = submodule(gk, "socket").create_connection(("127.0.0.1", server.server_port))
+    client = labkit.socket.create_connection(("127.0.0.1", server.server_port))
     try:
         client.sendall(request)
         size = len(client.recv(65536))    # (one response: its length, to read whole)
@@ -287,5 +282,5 @@ register(Benchmark(
     # in two sends, and against a client that delays its ACKs -- any plain
     # socket -- Nagle's algorithm holds the body for ~40 ms. Peers' HTTP
     # figures come from wrk: python -m labkit bench --http.)
-    impls={LABKIT: lambda n: wsgi_request_gevent_like(LABKIT, n)},
+    impls={LABKIT: wsgi_request_labkit},
 ))
