@@ -126,6 +126,28 @@ def test_the_bridge_makes_greenlets_spans_and_puts_otel_spans_on_the_timeline(ot
     assert (lane, row) == ("handler-greenlet", "thread") and 0 <= start <= end
 
 
+def test_a_block_no_sample_caught_is_placed_where_it_started():
+    """On a busy machine the watchdog may take no sample during a block:
+    its span then carries where the block started, not the report's "?:0"."""
+    from tracing import otel as bridge_module
+    from tracing.model import Block
+    sampled = Block(start=0, duration=0.1, greenlet="g", file="/app/a.py", line=7,
+                    function="work", started=("/app/a.py", 3, "work"))
+    assert bridge_module._code_attributes(sampled) == {
+        "labkit.sampled": True, "labkit.stack": [], "code.filepath": "/app/a.py",
+        "code.lineno": 7, "code.function": "work"}
+    unsampled = Block(start=0, duration=0.1, greenlet="g", file="?", line=0,
+                      function="?", started=("/app/a.py", 3, "work"), first_run=True)
+    unsampled.first = unsampled.started
+    assert bridge_module._code_attributes(unsampled) == {
+        "labkit.sampled": False, "labkit.stack": [], "code.filepath": "/app/a.py",
+        "code.lineno": 3, "code.function": "work"}
+    nowhere = Block(start=0, duration=0.1, greenlet="?", file="?", line=0, function="?")
+    nowhere.first = ("?", 0, "?")
+    assert bridge_module._code_attributes(nowhere) == {"labkit.sampled": False,
+                                                       "labkit.stack": []}
+
+
 def test_instrument_checks_its_arguments():
     from tracing import otel as bridge_module
     with pytest.raises(TypeError, match="tracer_provider"):

@@ -22,7 +22,9 @@ The bridge (:func:`instrument`, opt-in) adds three things:
 - **blocks as spans** (``blocking=True``): each block a blocking monitor
   reports (labkit.events' EventLoopBlocked) becomes a span
   ``labkit.blocked`` covering the measured block, with ``code.filepath``,
-  ``code.lineno``, ``code.function``, the greenlet and the stack; it is a
+  ``code.lineno``, ``code.function`` (the line sampled most often, or
+  where the block started if no sample caught it: ``labkit.sampled``
+  says which), the greenlet and the stack; it is a
   child of the blocked greenlet's span when the bridge knows it (and an
   event on that span);
 - **OTel spans on the labkit timeline** (``timeline=True``): a span
@@ -246,9 +248,7 @@ class Bridge:
             getattr(event.greenlet, "name", str(event.greenlet))
         attributes = {"labkit.greenlet": name, "labkit.blocked_ms": duration_ns / 1e6}
         if block is not None:
-            attributes.update({"code.filepath": block.file, "code.lineno": block.line,
-                               "code.function": block.function,
-                               "labkit.stack": list(block.stack)})
+            attributes.update(_code_attributes(block))
         parent = self._span_of(name)
         context = otel_trace.set_span_in_context(parent) if parent is not None \
             else otel_context.Context()
@@ -317,6 +317,21 @@ def _observable_recorder():
     if current is not None and current.running:
         return current
     return _recorder.active()
+
+
+def _code_attributes(block) -> dict:
+    """A block's OTel ``code.*`` attributes: the line sampled most often;
+    if no sample caught it (the watchdog got no CPU on a busy machine),
+    where it started (its greenlet's resume site or first run), marked
+    ``labkit.sampled`` False -- never the report's placeholder "?:0"."""
+    attributes = {"labkit.sampled": block.sampled, "labkit.stack": list(block.stack)}
+    if block.sampled:
+        place = (block.file, block.line, block.function)
+    else:
+        place = block.started or block.first
+    if place is not None and place[1] > 0:
+        attributes.update(zip(("code.filepath", "code.lineno", "code.function"), place))
+    return attributes
 
 
 def _find_block(event):
