@@ -37,6 +37,7 @@ C_FILES = [
     "lk_backend_poll.c",
     "lk_arena_cache.c",
     "lk_trace.c",
+    "lk_fold.c",
 ]
 if sys.platform.startswith("linux"):
     C_FILES.append("lk_backend_epoll.c")

@@ -143,6 +143,68 @@ void        lk_trace_set_stall_threshold(lk_trace *t, int64_t ns);
 void        lk_trace_get_state(lk_trace *t, lk_trace_state *out);
 void        lk_loop_set_trace(lk_loop *loop, lk_trace *t);
 
+/* lk_fold.c: the ledger's fold of trace records (see that file and
+ * tracing/ledger.py).  One key per greenlet incarnation met in a batch. */
+typedef struct {
+    int64_t gid;
+    int64_t spawn_ts;
+    int32_t spawned;       /* its first record in the batch is its spawn */
+    int32_t first_resume;  /* index of its first resume in the batch, -1: none */
+    int64_t out;           /* out: when its last slice in the batch ended ... */
+    int32_t closed;        /* ... if one did */
+    int32_t has_out;       /* (lk_fold_run's: whether out is known) */
+    int64_t switches;      /* out, the batch's: as tracing.ledger.Account */
+    int64_t wakes;
+    int64_t self_wakes;
+    int64_t scheduled;
+    int64_t idle;
+    int64_t busy;
+    int64_t longest;       /* its longest slice closed in the batch (0: none) */
+    int64_t longest_at;
+    int64_t most;          /* its longest ready stretch before a wake-up */
+    int64_t most_at;
+} lk_fold_key;
+
+/* What one batch leaves for the next, and the loop's window figures. */
+typedef struct {
+    int64_t segment;       /* start of the hub's pass, or the end of the poll */
+    int64_t poll_start;
+    int64_t poll_left;     /* when the loop last left poll (lag) */
+    int32_t has_poll_start;
+    int32_t has_poll_left;
+    int64_t polls;         /* the window's figures, added to */
+    int64_t poll_ns;
+    int64_t passes;
+    int64_t callbacks;
+    int64_t lags;
+    int64_t lag_sum;
+    int64_t lag_max;
+    int64_t zero_timeout_ns; /* in: tracing.ledger.ZERO_TIMEOUT_NS */
+    int32_t running_key;   /* out: the key whose slice still runs, -1: none */
+    int64_t running_start;
+    int32_t has_tail;      /* the newest record's run, for the slices */
+    int32_t tail_mark;
+    int32_t tail_has_wait;
+    int32_t tail_has_pass;
+    int64_t tail_seq;
+    int64_t tail_owner;
+    int64_t tail_start;
+    int64_t tail_wait[6];
+    int64_t tail_pass[2];
+} lk_fold_carry;
+
+#define LK_FOLD_COLUMNS 20
+#define LK_FOLD_EVENT_MARK_END 0
+#define LK_FOLD_EVENT_UNKNOWN_WAIT 1
+
+int64_t     lk_fold_keys(const lk_trace_entry *recs, int64_t n, int32_t *rec_key,
+                         lk_fold_key *keys, int32_t *table, int64_t table_size,
+                         int32_t *exits, int64_t *n_exits, int64_t *first_nonspawn);
+void        lk_fold_run(const lk_trace_entry *recs, int64_t n, int64_t seq0,
+                        const int32_t *rec_key, lk_fold_key *keys, int64_t nkeys,
+                        const int64_t *out0, lk_fold_carry *c,
+                        int64_t *cols, int64_t stride, int64_t *counts);
+
 /* ---- mirror of lk_loop.cdef: end ---- */
 
 #endif /* LK_LOOP_H */

@@ -93,12 +93,10 @@ def test_the_timeline_from_the_ledgers_fold_shows_what_it_showed_before():
     _assert_same_as_before(raw, f)
 
 
-@pytest.mark.parametrize("numpy_from", [1, 10**9], ids=["numpy", "one-by-one"])
-def test_both_folds_give_the_timeline_what_it_showed_before(monkeypatch, numpy_from):
-    """Batches are folded with numpy or, when small, one by one: either
-    fold's Slices paint the same timeline."""
-    import tracing.ledger
-    monkeypatch.setattr(tracing.ledger, "NUMPY_FROM", numpy_from)
+def test_the_reference_fold_gives_the_timeline_what_it_showed_before(monkeypatch):
+    """The one-by-one reading's Slices (what lk_fold.c is compared with)
+    paint the same timeline as the C fold's."""
+    monkeypatch.setattr(Ledger, "fold", Ledger._fold_one_by_one)
     f, labels, hub, main, chunks = _load()
     strip, ledger = _painted_from_one_fold(chunks, hub, main, labels)
     _assert_same_as_before(strip, f)
@@ -107,17 +105,16 @@ def test_both_folds_give_the_timeline_what_it_showed_before(monkeypatch, numpy_f
 _SLOTS = Slices.__slots__
 
 
-def _slices_of(records: bytes, cuts, numpy_from, monkeypatch) -> dict:
+def _slices_of(records: bytes, cuts, fold) -> dict:
     """All the Slices a tapped ledger hands out for ``records`` fed in
-    batches ending at ``cuts``, joined, as lists; and the carried tail."""
-    import tracing.ledger
-    monkeypatch.setattr(tracing.ledger, "NUMPY_FROM", numpy_from)
+    batches ending at ``cuts`` to ``fold`` (Ledger.fold or the reference),
+    joined, as lists; and the carried tail."""
     ledger = Ledger()
     tap = ledger.tap()
     count = len(records) // 32
     bounds = [0] + sorted(set(c for c in cuts if 0 < c < count)) + [count]
     for lo, hi in zip(bounds, bounds[1:]):
-        ledger.fold(records[lo * 32:hi * 32])
+        fold(ledger, records[lo * 32:hi * 32])
     batches = tap.take()
     joined = Slices.joined(batches) if batches else None
     out = {name: getattr(joined, name).tolist() for name in _SLOTS[2:]} if joined else {}
@@ -136,19 +133,18 @@ _record = st.tuples(st.sampled_from(_KINDS), st.integers(1, 5), st.sampled_from(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_record, min_size=1, max_size=60), st.lists(st.integers(0, 60), max_size=6))
-def test_the_one_by_one_fold_hands_out_the_numpy_folds_slices(records, cuts):
+def test_the_c_fold_hands_out_the_one_by_one_folds_slices(records, cuts):
     """Random streams (spawns under reused ids, exits before resumes, trace
     start marks, unknown kinds), cut anywhere: the one-by-one fold's Slices
-    and carried state equal the numpy fold's."""
+    and carried state equal the C fold's."""
     data, ts = bytearray(), 1_000
     for kind, gid, why, step, flag in records:
         ts += step
         arg = why if kind == lib.LK_TR_RESUME else (0 if flag else 1) \
             if kind == lib.LK_TR_MARK else gid
         data += struct.pack("=qIIqq", ts, kind, arg, 0x1000 * gid, -why)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        fast = _slices_of(bytes(data), cuts, 1, monkeypatch)
-        slow = _slices_of(bytes(data), cuts, 10**9, monkeypatch)
+    fast = _slices_of(bytes(data), cuts, Ledger.fold)
+    slow = _slices_of(bytes(data), cuts, Ledger._fold_one_by_one)
     assert fast == slow
 
 

@@ -17,21 +17,18 @@ waited. The ring holds resumes, not wake-ups, so "ready since" is exact for
 a ``sleep(0)`` (ready the whole gap) and otherwise bounded below by the
 start of the hub's pass (or the end of the poll) that resumed it.
 
-Cost: the records are read the way :mod:`tracing.live_timeline` reads them
-(``numpy.frombuffer`` of the raw bytes, :data:`RECORD_DTYPE`)
-and a batch is folded in a fixed number of numpy passes (one sort by
-greenlet id, then per-incarnation reductions), with Python only per
-greenlet incarnation met and per exit. Under the 50-connection echo load
-on the 2-core VM (load ~11) that was ~0.3 us of the hub thread's time per
-record, against ~0.5 us for one Python pass per record (a batch has a
-fixed cost of ~0.3-0.5 ms: some forty numpy calls and Python per greenlet
-met). Batches of fewer than :data:`NUMPY_FROM` records, and all of them
-without numpy (a production process need not have it), are folded one by
-one in Python (:meth:`Ledger._fold_python`, the reference the numpy fold
-is tested against). Records overwritten before they were read are counted
-(``lost``), and after such a gap every greenlet counts as touched.
-Record kinds this module does not know (a newer recorder's) are read as
-"the thread went elsewhere": they end the running slice, like HOST.
+Cost: a batch of records is folded in C (loop_c/lk_fold.c: one pass over
+the records in time order, the same reading), with Python only per
+greenlet incarnation met in the batch and per exit: ~50 ns a record here
+under an echo-like load of 50 greenlets (~80 with a timeline's tap),
+where the numpy passes it replaced took ~240-330 ns (~330-420 tapped);
+``python -m labkit.bench.fold`` measures it against the one-by-one
+reading. The one-by-one Python reading is kept as
+the reference the C fold is tested against (:meth:`Ledger._fold_python`,
+:meth:`Ledger._emit_python`). Records overwritten before they were read
+are counted (``lost``), and after such a gap every greenlet counts as
+touched. Record kinds this module does not know (a newer recorder's) are
+read as "the thread went elsewhere": they end the running slice, like HOST.
 
 One fold for everyone: each record is folded once (``Ledger.folded``),
 whoever brings the ledger up to date -- the console's snapshot, the lints,
@@ -39,12 +36,12 @@ the timeline's :class:`~tracing.dashboard.Dashboard`. A timeline does not
 fold the records again: it asks for a :class:`Tap` (:meth:`Ledger.tap`) and
 gets, per batch folded, :class:`Slices` -- who ran from when to when, where
 each wait began and what ended it, the hub's passes, spawns and exits --
-computed in the same numpy passes as the accounts (:meth:`Ledger._emit`;
-with a tap every batch is folded with numpy). ``Ledger()`` without a
+computed in the same pass as the accounts. ``Ledger()`` without a
 recorder folds records read elsewhere (:meth:`Ledger.fold`).
 """
 from __future__ import annotations
 
+import array
 import struct
 import weakref
 from collections import deque
@@ -70,17 +67,6 @@ _RESUME, _SPAWN, _EXIT = lib.LK_TR_RESUME, lib.LK_TR_SPAWN, lib.LK_TR_EXIT
 _POLL_ENTER, _POLL_LEAVE = lib.LK_TR_POLL_ENTER, lib.LK_TR_POLL_LEAVE
 _PASS, _MARK = lib.LK_TR_PASS, lib.LK_TR_MARK
 _WHY_START, _WHY_READY, _WHY_TIMER = lib.LK_WHY_START, lib.LK_WHY_READY, lib.LK_WHY_TIMER
-
-#: Batches of at least this many records are folded with numpy, smaller
-#: ones one by one: the numpy fold has a fixed cost of ~0.3-0.5 ms a batch
-#: here (some forty numpy calls, and Python per greenlet met), the
-#: one-by-one fold ~0.3 us a record. Both give the same (tested).
-NUMPY_FROM = 1500
-#: An update in pieces (with a ``pace``) reads at most this many records at
-#: a time when what is left is too few for numpy: folded one by one, a
-#: record costs ~0.3-0.7 us, so a refresh's few hundred records in one
-#: batch were one step of ~0.4 ms, longer than a piece by itself.
-PIECE_RECORDS = 256
 
 #: A timer wake-up after a park shorter than this counts as a zero timeout
 #: (a self wake-up, for the spinning lint), in ns.
@@ -144,6 +130,8 @@ class Ledger:
         #: snapshot, the lints, the timeline's Dashboard)
         self.folded = 0
         self._taps: list = []         # Tap: a timeline's Slices of each batch
+        self._scratch = None          # _Scratch: lk_fold.c's buffers, grown as needed
+        self._carry = ffi.new("lk_fold_carry *")
         self._tail = None             # the newest record's run, for the taps (see _emit)
         self._mark_ends: dict = {}    # gid -> end of its trace-start run (see _emit)
         self._window()
@@ -155,8 +143,7 @@ class Ledger:
     def update(self, pace=None) -> int:
         """Read the records written since the last update; the new count.
 
-        ``pace``: called after each batch of :data:`BATCH` records -- of
-        :data:`PIECE_RECORDS` when fewer than :data:`NUMPY_FROM` are left (a
+        ``pace``: called after each batch of :data:`BATCH` records (a
         :class:`tracing.pace.Pace`, which may let the hub run); then
         only the records written before the call are read (the loop does
         not chase the hub), and the ring is looked up again after each
@@ -173,15 +160,11 @@ class Ledger:
         total = 0
         size = self.BATCH
         while True:
-            if pace is not None:
-                if total:
-                    pace()
-                    ring = recorder.ring
-                    if ring is None or self.seq >= target:
-                        break
-                left = target - self.seq
-                size = self.BATCH if left >= NUMPY_FROM or left <= 0 else \
-                    min(left, PIECE_RECORDS, self.BATCH)
+            if pace is not None and total:
+                pace()
+                ring = recorder.ring
+                if ring is None or self.seq >= target:
+                    break
             n = lib.lk_trace_read(ring, self._buffer, size, self.seq, self._first)
             first = self._first[0]
             if first > self.seq:          # overwritten before we read them
@@ -192,7 +175,7 @@ class Ledger:
                 self._tail = None
             if n <= 0:
                 break
-            self._fold_batch(ffi.buffer(self._buffer, n * _RECORD.size), n, first)
+            self._fold_c(self._buffer, n, first)
             total += n
             if n < size:
                 break
@@ -222,23 +205,8 @@ class Ledger:
             raise ValueError(f"data must be whole records of {_RECORD.size} bytes, "
                              f"not {len(data)} bytes")
         if n:
-            self._fold_batch(data, n, self.seq)
+            self._fold_c(ffi.from_buffer("lk_trace_entry[]", data), n, self.seq)
         return n
-
-    def _fold_batch(self, data, n: int, first: int) -> None:
-        if _np is not None and n >= NUMPY_FROM:
-            self._fold(_np.frombuffer(data, RECORD_DTYPE), first)
-        elif self._taps:
-            # (small batches: the snapshot's second look after its pieces,
-            # a refresh of an idle hub -- numpy's fixed cost would be most of it)
-            records, starts = list(_RECORD.iter_unpack(data)), []
-            self._fold_python(records, starts)
-            self._emit_python(records, first, starts)
-        else:
-            self._fold_python(_RECORD.iter_unpack(data))
-            self._tail = None     # (the taps' carried run is not kept without taps)
-        self.seq = first + n
-        self.folded += n
 
     def tap(self, limit: int = 1 << 18) -> "Tap":
         """Also keep, for a timeline, what each batch folded from now on
@@ -265,11 +233,170 @@ class Ledger:
         touched, self.touched = self.touched, set()
         return touched
 
+    def _fold_c(self, recs, n: int, first: int) -> None:
+        """Fold the ``n`` records at ``recs`` (cdata ``lk_trace_entry[]``;
+        ``first``: the sequence number of the first) with loop_c/lk_fold.c,
+        as :meth:`_fold_python` and :meth:`_emit_python` read them one by
+        one: keys (greenlet incarnations) in C, their accounts here, the
+        pass over the records in C, its totals added here."""
+        scratch = self._scratch
+        if scratch is None or scratch.size < n:
+            scratch = self._scratch = _Scratch(max(n, self.BATCH))
+        keys, n_exits, first_nonspawn = scratch.keys, scratch.found, scratch.found + 1
+        nkeys = lib.lk_fold_keys(recs, n, scratch.rec_key, keys, scratch.table,
+                                 scratch.table_size, scratch.exits, n_exits, first_nonspawn)
+        # The slice running when the previous batch ended ends at this
+        # batch's first record other than a spawn.
+        if self._running is not None and first_nonspawn[0] < n:
+            acc, start = self._running
+            end = recs[first_nonspawn[0]].ts_ns
+            ran = end - start
+            acc.busy += ran
+            acc.out = end
+            if ran > acc.longest:
+                acc.longest, acc.longest_at = ran, start
+            self._running = None
+        # Each key's account (made as the one-by-one reading makes it: at a
+        # spawn, or at the first resume of a greenlet it has not met), and
+        # when its previous slice ended.
+        accounts, touched = self.accounts, self.touched
+        accs, made_at, out0 = [], [], scratch.out0
+        for k, (gid, spawn_ts, spawned, first_resume, *_) in enumerate(_KEY.iter_unpack(
+                ffi.buffer(keys, nkeys * _KEY.size))):
+            made = -1
+            if spawned:
+                acc = accounts[gid] = Account(spawned=spawn_ts)
+            else:
+                acc = accounts.get(gid)
+                if acc is None and first_resume >= 0:
+                    acc = accounts[gid] = Account()
+                    made = first_resume
+            out0[k] = acc.out if made < 0 and acc is not None and acc.out is not None \
+                else _UNKNOWN
+            accs.append(acc)
+            made_at.append(made)
+            touched.add(gid)
+        carry = self._carry_in()
+        cols = scratch.cols() if self._taps else ffi.NULL
+        lib.lk_fold_run(recs, n, first, scratch.rec_key, keys, nkeys, scratch.out0_c, carry,
+                        cols, scratch.size + 1, scratch.counts)
+        for acc, (_, _, _, _, out, closed, _, switches, wakes, self_wakes, scheduled, idle,
+                  busy, longest, longest_at, most, most_at) in zip(
+                      accs, _KEY.iter_unpack(ffi.buffer(keys, nkeys * _KEY.size))):
+            if not switches:
+                continue      # a spawn or an exit only
+            acc.switches += switches
+            acc.wakes += wakes
+            acc.self_wakes += self_wakes
+            acc.scheduled += scheduled
+            acc.idle += idle
+            acc.busy += busy
+            if closed:
+                acc.out = out
+            if longest > acc.longest:
+                acc.longest, acc.longest_at = longest, longest_at
+            if most > acc.most_scheduled:
+                acc.most_scheduled, acc.most_scheduled_at = most, most_at
+        if carry.running_key >= 0:
+            self._running = (accs[carry.running_key], carry.running_start)
+        # Exits (few), in time order.
+        for j in range(n_exits[0]):
+            i = scratch.exits[j]
+            k = scratch.rec_key[i]
+            acc = accs[k]
+            if acc is None or made_at[k] > i:
+                continue        # no account yet when it exited
+            acc.exited = recs[i].ts_ns
+            self._exited.append(keys[k].gid)
+        self._carry_out(carry)
+        if self._taps:
+            self._put_slices(scratch, first, n)
+        else:
+            self._tail = None     # (the taps' carried run is not kept without taps)
+        self.seq = first + n
+        self.folded += n
+
+    def _carry_in(self):
+        """The one-by-one reading's carried state, for lk_fold_run."""
+        c = self._carry
+        c.segment = self._segment
+        c.has_poll_start = self._poll_start is not None
+        c.poll_start = self._poll_start or 0
+        c.has_poll_left = self._poll_left is not None
+        c.poll_left = self._poll_left or 0
+        c.polls, c.poll_ns, c.passes, c.callbacks = (self.polls, self.poll_ns, self.passes,
+                                                     self.callbacks)
+        c.lags, c.lag_sum, c.lag_max = self.lags, self.lag_sum, self.lag_max
+        c.zero_timeout_ns = ZERO_TIMEOUT_NS   # (a self wake-up: one home, here)
+        tail = self._tail
+        c.has_tail = tail is not None
+        if tail is not None:
+            c.tail_seq, c.tail_owner, c.tail_start, wait, pass_, c.tail_mark = tail
+            c.tail_has_wait = wait is not None
+            if wait is not None:
+                c.tail_wait = wait
+            c.tail_has_pass = pass_ is not None
+            if pass_ is not None:
+                c.tail_pass = pass_
+        return c
+
+    def _carry_out(self, c) -> None:
+        self._segment = c.segment
+        self._poll_start = c.poll_start if c.has_poll_start else None
+        self._poll_left = c.poll_left if c.has_poll_left else None
+        self.polls, self.poll_ns, self.passes, self.callbacks = (c.polls, c.poll_ns, c.passes,
+                                                                 c.callbacks)
+        self.lags, self.lag_sum, self.lag_max = c.lags, c.lag_sum, c.lag_max
+        if c.has_tail:
+            self._tail = (c.tail_seq, c.tail_owner, c.tail_start,
+                          tuple(c.tail_wait) if c.tail_has_wait else None,
+                          tuple(c.tail_pass) if c.tail_has_pass else None,
+                          bool(c.tail_mark))
+
+    def _put_slices(self, scratch, seq0: int, n: int) -> None:
+        """The batch's :class:`Slices` (lk_fold_run's columns), to each tap;
+        first the waits whose start only a trace-start mark knows (rare: a
+        greenlet that started the trace ran from its mark, and its first
+        wait begins where that run ended -- it has no slice in the accounts)."""
+        runs, waits, passes, spawns, exits, events = ffi.unpack(scratch.counts, 6)
+        matrix = scratch.matrix
+        # one copy a group of columns (its rows: views of that copy)
+        run, wait, pass_, spawn, exit_ = (
+            matrix[lo:hi, :rows].copy() for lo, hi, rows in (
+                (0, 4, runs), (4, 10, waits), (10, 12, passes), (12, 15, spawns),
+                (15, 17, exits)))
+        if events:
+            marks = self._mark_ends
+            for what, a, b in zip(*matrix[17:20, :events].tolist()):
+                if what == lib.LK_FOLD_EVENT_MARK_END:
+                    marks[a] = b
+                elif marks:
+                    gid = int(wait[1, a])
+                    end = marks.get(gid)
+                    if end is not None and end < wait[3, a]:
+                        del marks[gid]
+                        wait[2, a] = end
+        batch = Slices(seq0, n, *run, *wait, *pass_, *spawn, *exit_)
+        for tap in self._taps:
+            tap._put(batch)
+
+    def _fold_one_by_one(self, data) -> None:
+        """:meth:`fold` with the reference reading (:meth:`_fold_python`
+        and, with taps, :meth:`_emit_python`) instead of lk_fold.c: what
+        the tests compare the C fold against."""
+        records, starts, first = list(_RECORD.iter_unpack(data)), [], self.seq
+        self._fold_python(records, starts)
+        if self._taps:
+            self._emit_python(records, first, starts)
+        else:
+            self._tail = None
+        self.seq = first + len(records)
+        self.folded += len(records)
+
     def _fold_python(self, records, starts: list | None = None) -> None:
         """Fold ``records`` ((ts, kind, arg, a, b) tuples, oldest first)
-        one by one: the reading rules written out plainly. Used without
-        numpy, for small batches, and by the tests as the reference for
-        :meth:`_fold`. ``starts``: if a list, gets where each resume's wait
+        one by one: the reading rules written out plainly, the reference
+        loop_c/lk_fold.c is tested against. ``starts``: if a list, gets where each resume's wait
         began (as :meth:`_resumes` returns it, for :meth:`_emit_python`)."""
         # State lives in locals (written back at the end) and the slice
         # that ends is closed inline.
@@ -350,248 +477,6 @@ class Ledger:
         self._running = (run_acc, run_start) if run_acc is not None else None
         self._segment, self._poll_start, self._poll_left = segment, poll_start, poll_left
 
-    def _fold(self, recs, first: int | None = None) -> None:
-        """Fold ``recs`` (a numpy array of :data:`RECORD_DTYPE`, oldest
-        first; ``first``: the sequence number of its first record) into the
-        accounts and the window: the same reading as
-        :meth:`_fold_python`, in a fixed number of numpy passes over the
-        batch (one sort, by greenlet id), with Python only per greenlet
-        incarnation met and per exit. With taps, the batch's
-        :class:`Slices` too, from the same passes (:meth:`_emit`)."""
-        n = len(recs)
-        if n == 0:
-            return
-        waits = self._fold_accounts(recs, n)
-        if self._taps:
-            self._emit(recs, self.seq if first is None else first, *waits)
-
-    def _fold_accounts(self, recs, n: int) -> tuple:
-        """The accounts and the window (see _fold); returns what
-        :meth:`_emit` reuses: (kind, ts, following, is_spawn, is_resume,
-        is_pass, is_leave, is_enter, wait_start or None)."""
-        np = _np
-        kind, ts = recs["kind"], recs["ts"].copy()
-        is_resume, is_spawn, is_exit = kind == _RESUME, kind == _SPAWN, kind == _EXIT
-        is_pass, is_enter, is_leave = kind == _PASS, kind == _POLL_ENTER, kind == _POLL_LEAVE
-        # HOST, MARK and kinds this reading does not know: the thread goes elsewhere
-        is_other = ~(is_resume | is_spawn | is_exit | is_pass | is_enter | is_leave)
-        index = np.arange(n)
-        accounts = self.accounts
-        # The record that ends the slice record i begins: the next one that
-        # is not a spawn (n: none yet).
-        ends_slice = np.where(is_spawn, n, index)
-        following = np.empty(n + 1, np.int64)
-        following[n] = n
-        following[:n] = np.minimum.accumulate(ends_slice[::-1])[::-1]
-        # The slice running when the previous batch ended ends at this
-        # batch's first record other than a spawn.
-        if self._running is not None and following[0] < n:
-            acc, start = self._running
-            end = int(ts[following[0]])
-            ran = end - start
-            acc.busy += ran
-            acc.out = end
-            if ran > acc.longest:
-                acc.longest, acc.longest_at = ran, start
-            self._running = None
-        segment = self._segment    # (before the batch: the resumes need it)
-        self._loop_figures(ts, recs["arg"], index, is_pass, is_enter, is_leave, is_other)
-        shared = (kind, ts, following, is_spawn, is_resume, is_pass, is_leave, is_enter)
-        rel = np.flatnonzero(is_resume | is_spawn | is_exit)
-        if not len(rel):
-            return shared + (None,)
-        # One key per greenlet incarnation met (a spawn under an id starts
-        # a new one): the records sorted by id, in time order within an id.
-        gids = recs["a"][rel]
-        order = np.argsort(gids, kind="stable")
-        rel = rel[order]                      # record indices, grouped by key
-        gids = gids[order]
-        spawned = is_spawn[rel]
-        starts = np.empty(len(rel), bool)
-        starts[0] = True
-        np.not_equal(gids[1:], gids[:-1], out=starts[1:])
-        new_gid = starts.copy()
-        starts |= spawned
-        key = np.cumsum(starts) - 1
-        heads = np.flatnonzero(starts)
-        key_gid = gids[heads].tolist()
-        self.touched.update(gids[new_gid].tolist())
-        # Per key: its first resume (an unknown greenlet's account is made there)
-        resumed = is_resume[rel]
-        first_resume = np.full(len(heads), n, np.int64)
-        res_pos = np.flatnonzero(resumed)
-        res_keys = key[res_pos]
-        if len(res_pos):
-            group = np.empty(len(res_pos), bool)
-            group[0] = True
-            np.not_equal(res_keys[1:], res_keys[:-1], out=group[1:])
-            first_resume[res_keys[group]] = rel[res_pos[group]]
-        accs, made_at, out0, known0 = [], [], [], []
-        for gid, fresh, spawn_ts, first in zip(key_gid, spawned[heads].tolist(),
-                                               ts[rel[heads]].tolist(), first_resume.tolist()):
-            made = -1
-            if fresh:
-                acc = accounts[gid] = Account(spawned=spawn_ts)
-            else:
-                acc = accounts.get(gid)
-                if acc is None and first < n:
-                    acc = accounts[gid] = Account()
-                    made = first
-            accs.append(acc)
-            made_at.append(made)
-            known = acc is not None and made < 0 and acc.out is not None
-            out0.append(acc.out if known else 0)
-            known0.append(known)
-        wait_start = None
-        if len(res_pos):
-            res, start_at = self._resumes(ts, recs["arg"], rel[res_pos], res_keys, following,
-                                          is_pass | is_leave, segment, accs, out0, known0)
-            if self._taps:
-                wait_start = np.zeros(n, np.int64)
-                wait_start[res] = start_at
-        # Exits (few): one by one, in time order.
-        exits = np.flatnonzero(is_exit[rel])
-        if len(exits):
-            exits = exits[np.argsort(rel[exits])]
-            for i, k in zip(rel[exits].tolist(), key[exits].tolist()):
-                acc = accs[k]
-                if acc is None or made_at[k] > i:
-                    continue        # no account yet when it exited
-                acc.exited = int(ts[i])
-                self._exited.append(key_gid[k])
-        return shared + (wait_start,)
-
-    def _resumes(self, ts, arg, res, keys, following, is_segment, carried_segment, accs,
-                 out0, known0) -> None:
-        """Switches, slices and the waits before them (see _fold): ``res``
-        the resume records' indices grouped by key (``keys``, non-decreasing),
-        in time order within a key."""
-        np = _np
-        n = len(ts)
-        when = ts[res]
-        why = arg[res]
-        # Each slice ends at the next record other than a spawn; the last
-        # resume's may still run.
-        nxt = following[res + 1]
-        closed = nxt < n
-        end = ts[np.minimum(nxt, n - 1)]
-        ran = end - when
-        # When each greenlet's previous slice ended: its previous resume's
-        # end in this batch, else its account's ``out``.
-        heads = np.empty(len(res), bool)
-        heads[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=heads[1:])
-        head_pos = np.flatnonzero(heads)
-        head_keys = keys[head_pos]
-        out = np.empty(len(res), np.int64)
-        out[1:] = end[:-1]
-        out[head_pos] = np.array(out0, np.int64)[head_keys]
-        known = np.ones(len(res), bool)
-        known[head_pos] = np.array(known0, bool)[head_keys]
-        # The start of the hub's pass (or the end of the poll) before each resume.
-        last = np.maximum.accumulate(np.where(is_segment, np.arange(n), -1))[res]
-        segment = np.where(last >= 0, ts[np.maximum(last, 0)], carried_segment)
-        start, ready = why == _WHY_START, why == _WHY_READY
-        gap = when - out
-        # ready since: the end of its slice (START, READY), else the later of
-        # that and the start of the pass that resumed it
-        waited = when - np.maximum(segment, out)
-        plain = start | ready
-        waited[plain] = gap[plain]
-        waited[~known] = 0
-        wake = known & ~start
-        self_wake = wake & (ready | ((why == _WHY_TIMER) & (gap < ZERO_TIMEOUT_NS)))
-        idle = np.where(wake, gap - waited, 0)
-        busy = np.where(closed, ran, 0)
-        # Per key: sums and maxima over its run of resumes (reduceat).
-        switches = np.diff(np.append(head_pos, len(res))).tolist()
-        sums = [np.add.reduceat(values, head_pos).tolist()
-                for values in (wake.astype(np.int64), self_wake.astype(np.int64), waited, idle,
-                               busy)]
-        ends = np.where(closed, end, -1)
-        last_end = np.maximum.reduceat(ends, head_pos).tolist()
-        longest, longest_at = _first_max(ran, closed, when, head_pos)
-        most, most_at = _first_max(waited, wake, when, head_pos)
-        for j, k in enumerate(head_keys.tolist()):
-            acc = accs[k]
-            acc.switches += switches[j]
-            acc.wakes += sums[0][j]
-            acc.self_wakes += sums[1][j]
-            acc.scheduled += sums[2][j]
-            acc.idle += sums[3][j]
-            acc.busy += sums[4][j]
-            if last_end[j] >= 0:
-                acc.out = last_end[j]
-            if longest[j] > acc.longest:
-                acc.longest, acc.longest_at = longest[j], longest_at[j]
-            if most[j] > acc.most_scheduled:
-                acc.most_scheduled, acc.most_scheduled_at = most[j], most_at[j]
-        still = np.flatnonzero(~closed)     # at most one: the newest record
-        if len(still):
-            self._running = (accs[int(keys[still[0]])], int(when[still[0]]))
-        # For the taps: where each wait began (0: unknown, or a first start)
-        return res, np.where(known & ~start, out, 0)
-
-    def _loop_figures(self, ts, arg, index, is_pass, is_enter, is_leave, is_other) -> None:
-        """The window's polls, passes and lag, and the state carried to
-        the next batch (see _fold)."""
-        np = _np
-        n = len(ts)
-        self.passes += int(is_pass.sum())
-        self.callbacks += int(arg[is_pass].sum())
-        # poll_left (when the loop last left poll) before each record: set
-        # by a POLL_LEAVE, cleared by HOST/MARK, set by a PASS while clear.
-        anchor = np.maximum.accumulate(np.where(is_leave | is_other, index, -1))
-        following = np.empty(n + 1, np.int64)       # the first PASS at or after i
-        following[n] = n
-        following[:n] = np.minimum.accumulate(np.where(is_pass, index, n)[::-1])[::-1]
-        carried = self._poll_left
-
-        def poll_left_at(query, at):
-            # query: record indices; at: the anchor before each (-1: none)
-            from_leave = (at >= 0) & is_leave[np.maximum(at, 0)]
-            value = np.where(from_leave, ts[np.maximum(at, 0)], 0)
-            valid = from_leave.copy()
-            if carried is not None:
-                value = np.where(at < 0, carried, value)
-                valid |= at < 0
-                need_pass = (at >= 0) & ~from_leave
-            else:
-                need_pass = ~from_leave
-            nxt = following[at + 1]
-            by_pass = need_pass & (nxt < query)
-            value = np.where(by_pass, ts[np.minimum(nxt, n - 1)], value)
-            return value, valid | by_pass
-
-        enters = np.flatnonzero(is_enter)
-        if len(enters):
-            left, valid = poll_left_at(enters, anchor[enters])
-            if valid.any():
-                lags = ts[enters][valid] - left[valid]
-                self.lags += int(valid.sum())
-                self.lag_sum += int(lags.sum())
-                self.lag_max = max(self.lag_max, int(lags.max()))
-        # poll_start before each POLL_LEAVE: the POLL_ENTER since the last LEAVE.
-        marks = np.maximum.accumulate(np.where(is_enter | is_leave, index, -1))
-        leaves = np.flatnonzero(is_leave)
-        if len(leaves):
-            before = np.where(leaves > 0, marks[np.maximum(leaves - 1, 0)], -1)
-            entered = (before >= 0) & is_enter[np.maximum(before, 0)]
-            start = np.where(entered, ts[np.maximum(before, 0)], 0)
-            if self._poll_start is not None:
-                start = np.where(before < 0, self._poll_start, start)
-                entered |= before < 0
-            self.polls += int(entered.sum())
-            self.poll_ns += int((ts[leaves][entered] - start[entered]).sum())
-        # The state after the batch.
-        segments = np.flatnonzero(is_pass | is_leave)
-        if len(segments):
-            self._segment = int(ts[segments[-1]])
-        if marks[-1] >= 0:
-            self._poll_start = int(ts[marks[-1]]) if is_enter[marks[-1]] else None
-        left, valid = poll_left_at(np.array([n]), anchor[-1:])
-        self._poll_left = int(left[0]) if valid[0] else None
-
     def _emit_python(self, records, seq0: int, starts: list) -> None:
         """:meth:`_emit` one record at a time, for a batch folded by
         :meth:`_fold_python` (``starts``: where each resume's wait began).
@@ -649,86 +534,6 @@ class Ledger:
 
         batch = Slices(seq0, len(records), *columns(runs, 4), *columns(waits, 6),
                        *columns(passes, 2), *columns(spawns, 3), *columns(exits, 2))
-        for tap in self._taps:
-            tap._put(batch)
-
-    def _emit(self, recs, seq0, kind, ts, following, is_spawn, is_resume, is_pass, is_leave,
-              is_enter, wait_start) -> None:
-        """The batch's :class:`Slices`, to each tap: the runs, waits and
-        passes of the records whose run ended in this batch (the newest
-        record's run ends at the next batch's first record: it is carried
-        in ``_tail``, with its wait or pass, and comes with that batch),
-        and the batch's spawns and exits. ``wait_start``: per record, where
-        the wait its resume ended began (_resumes: the end of that
-        greenlet's previous slice), None if the batch has no resume."""
-        np = _np
-        n = len(ts)
-        a, arg, b = recs["a"], recs["arg"], recs["b"]
-        is_mark0 = (kind == _MARK) & (arg == 0)   # trace start: the caller runs
-        owner = np.full(n, _OWNER_NONE, np.int64)
-        owner[is_pass | is_leave] = OWNER_HUB
-        owner[is_enter] = OWNER_POLL
-        opens = is_resume | is_mark0
-        owner[opens] = a[opens]
-        if wait_start is None:
-            wait_start = np.zeros(n, np.int64)
-        nonspawn = np.flatnonzero(~is_spawn)
-        body = nonspawn[:-1]
-        r = body[owner[body] != _OWNER_NONE]
-        run = [seq0 + r, owner[r], ts[r], ts[following[r + 1]]]
-        w = body[is_resume[body]]
-        wait = [seq0 + w, a[w], wait_start[w], ts[w], arg[w], b[w]]
-        p = body[is_pass[body]]
-        passes = [ts[p], arg[p]]
-        # trace-start runs: (index of the record that ends them, greenlet, end)
-        marks = [(int(following[i + 1]), int(owner[i]), int(ts[following[i + 1]]))
-                 for i in r[is_mark0[r]].tolist()]
-        wait_close = None   # (index of the record that ends each wait's run: see below)
-        tail = self._tail
-        if tail is not None and len(nonspawn):
-            t_seq, t_owner, t_start, t_wait, t_pass, t_mark = tail
-            end = int(ts[nonspawn[0]])
-            if t_owner != _OWNER_NONE:
-                run = [np.concatenate(([v], col)) for v, col in
-                       zip((t_seq, t_owner, t_start, end), run)]
-            if t_wait is not None:
-                wait = [np.concatenate(([v], col)) for v, col in zip(t_wait, wait)]
-                wait_close = [int(nonspawn[0])]
-            if t_pass is not None:
-                passes = [np.concatenate(([v], col)) for v, col in zip(t_pass, passes)]
-            if t_mark:
-                marks.insert(0, (int(nonspawn[0]), t_owner, end))
-        if len(nonspawn):
-            i = int(nonspawn[-1])
-            self._tail = (
-                seq0 + i, int(owner[i]), int(ts[i]),
-                (seq0 + i, int(a[i]), int(wait_start[i]), int(ts[i]), int(arg[i]), int(b[i]))
-                if is_resume[i] else None,
-                (int(ts[i]), int(arg[i])) if is_pass[i] else None,
-                bool(is_mark0[i]))
-        # A greenlet that started the trace ran from its mark: its first
-        # wait begins where that run ended (it has no slice in the accounts).
-        # (Rare: in the order the records end their runs, as one by one.)
-        unknown = np.flatnonzero((wait[2] == 0) & (wait[4] != _WHY_START)) \
-            if (marks or self._mark_ends) and len(wait[0]) else np.empty(0, np.int64)
-        if len(unknown) or marks:
-            closes = (wait_close or []) + following[w + 1].tolist()
-            events = sorted([(close, 0, gid, end) for close, gid, end in marks] +
-                            [(closes[j], 1, j, 0) for j in unknown.tolist()])
-            wait[2] = wait[2].copy()
-            for _close, what, key, end in events:
-                if what == 0:
-                    self._mark_ends[key] = end
-                    continue
-                gid = int(wait[1][key])
-                end = self._mark_ends.get(gid)
-                if end is not None and end < wait[3][key]:
-                    del self._mark_ends[gid]
-                    wait[2][key] = end
-        spawns = np.flatnonzero(is_spawn)
-        exits = np.flatnonzero(kind == _EXIT)
-        batch = Slices(seq0, n, *run, *wait, *passes, seq0 + spawns, a[spawns], arg[spawns],
-                       seq0 + exits, a[exits])
         for tap in self._taps:
             tap._put(batch)
 
@@ -839,6 +644,41 @@ class Tap:
         return batches
 
 
+#: lk_fold_key's layout (loop_c/lk_loop.cdef): gid, spawn_ts, spawned,
+#: first_resume, out, closed, has_out, then the batch's totals (switches,
+#: wakes, self_wakes, scheduled, idle, busy, longest, longest_at, most,
+#: most_at). Read with struct: one tuple a key, no cdata per field.
+_KEY = struct.Struct("=qqiiqiiqqqqqqqqqq")
+_UNKNOWN = -(1 << 63)    # lk_fold_run's out0 of a greenlet whose last run is unknown
+
+
+class _Scratch:
+    """The buffers of lk_fold.c for batches of up to ``size`` records."""
+
+    def __init__(self, size: int):
+        if ffi.sizeof("lk_fold_key") != _KEY.size:
+            raise RuntimeError("tracing.ledger does not match loop_c's lk_fold_key: rebuild")
+        self.size = size
+        self.rec_key = ffi.new("int32_t[]", size)
+        self.keys = ffi.new("lk_fold_key[]", size)
+        self.table_size = 1 << (2 * size).bit_length()      # above 2 * size
+        self.table = ffi.new("int32_t[]", self.table_size)
+        self.exits = ffi.new("int32_t[]", size)
+        self.out0 = array.array("q", bytes(8 * size))    # lk_fold_run's out0, by key
+        self.out0_c = ffi.from_buffer("int64_t[]", self.out0)
+        self.found = ffi.new("int64_t[]", 2)      # lk_fold_keys: exits, first non-spawn
+        self.counts = ffi.new("int64_t[]", 6)     # lk_fold_run: rows of the slices
+        self.matrix = None
+
+    def cols(self):
+        """The slices' columns: ``matrix`` (numpy, a row per column, each
+        ``size + 1`` long: a batch's records and the carried one), as
+        lk_fold_run's int64_t *."""
+        if self.matrix is None:
+            self.matrix = _np.empty((lib.LK_FOLD_COLUMNS, self.size + 1), _np.int64)
+        return ffi.cast("int64_t *", self.matrix.ctypes.data)
+
+
 def _no_recorder():
     return None
 
@@ -864,19 +704,3 @@ def ledger_for(recorder) -> Ledger:
     if ledger is None:
         ledger = _ledgers[recorder] = Ledger(recorder)
     return ledger
-
-
-def _first_max(values, where, when, heads):
-    """Per run of ``heads`` (the start of each key's resumes): the largest
-    of ``values[where]`` and the ``when`` of its first occurrence (a later
-    equal one does not replace it, as in the one-by-one reading); -1 for
-    a key without one."""
-    np = _np
-    masked = np.where(where, values, -1)
-    best = np.maximum.reduceat(masked, heads)
-    size = np.diff(np.append(heads, len(values)))
-    hit = masked == np.repeat(best, size)
-    # the first hit of each run: positions, with misses pushed past the end
-    first = np.minimum.reduceat(np.where(hit, np.arange(len(values)), len(values)), heads)
-    at = when[np.minimum(first, len(values) - 1)]
-    return best.tolist(), np.where(best >= 0, at, -1).tolist()
