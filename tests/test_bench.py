@@ -41,6 +41,7 @@ def run_worker_command(*args):
     ("labkit", "fresh_greenlet"),
     ("labkit", "patched_lock_contention"),
     ("labkit", "patched_lock_native_thread"),
+    ("labkit", "ledger_fold_tapped"),
     ("original", "original_lock_native_thread"),
 ])
 def test_worker_prints_one_json_line_with_a_positive_per_op_time(impl, bench_name):

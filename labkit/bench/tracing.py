@@ -25,7 +25,11 @@ Registered benchmarks (labkit only; compare their rows with ``sleep0``):
 - ``sleep0_yappi``: the same under yappi with its greenlet backend (only
   registered if yappi is installed);
 - ``snapshot_10k``: one ``tracing.snapshot()`` of 10,000 parked greenlets
-  while recording (issue 19: < 20 ms).
+  while recording (issue 19: < 20 ms);
+- ``ledger_fold`` and ``ledger_fold_tapped``: the ledger's fold of the
+  ring's records (tracing/ledger.py, loop_c/lk_fold.c), per record, in
+  batches of ``Ledger.BATCH``, without and with a timeline's tap --
+  countable by callgrind (``--only ledger_fold,ledger_fold_tapped``).
 
 ``python -m labkit.bench.tracing`` (:func:`main`) prints these side by side
 with the untraced ``sleep0``, then the TCP echo benchmark at N = 50 with and
@@ -227,6 +231,71 @@ register(Benchmark(
     description="tracing.snapshot() of 10,000 parked greenlets (per snapshot)",
     default_n=20, ops_per_n=1,
     impls={LABKIT: snapshot_10k},
+))
+
+
+_fold_data: bytes | None = None
+#: ledger_fold's unit: records folded per n
+FOLD_RECORDS_PER_N = 64
+
+
+def _fold_records() -> bytes:
+    """~40,000 raw records (the ring's layout) of 50 greenlets switching
+    with ``sleep(0)``: recorded once per process. Only sleep(0), so the
+    records -- all but their timestamps -- are the same in every run."""
+    global _fold_data
+    if _fold_data is None:
+        import labkit
+        from labkit._loop import ffi, lib
+        from tracing.recorder import Recorder
+        recorder = Recorder(capacity=1 << 16).start()
+        try:
+            def worker():
+                for _ in range(400):
+                    labkit.sleep(0)
+            labkit.joinall([labkit.spawn(worker) for _ in range(50)])
+            count = lib.lk_trace_count(recorder.ring)
+            buffer = ffi.new("lk_trace_entry[]", count)
+            first = ffi.new("uint64_t *")
+            n = lib.lk_trace_read(recorder.ring, buffer, count, 0, first)
+            _fold_data = bytes(ffi.buffer(buffer, n * 32))
+        finally:
+            recorder.stop(read=False)
+    return _fold_data
+
+
+def ledger_fold(n, tapped=False):
+    """Fold ``n * FOLD_RECORDS_PER_N`` records into a fresh Ledger, in
+    batches of Ledger.BATCH (cycling through :func:`_fold_records`)."""
+    from tracing.ledger import Ledger
+    data = memoryview(_fold_records())
+    total = len(data) // 32
+    ledger = Ledger()
+    tap = ledger.tap() if tapped else None
+    left, pos = n * FOLD_RECORDS_PER_N, 0
+    started = time.perf_counter()
+    while left > 0:
+        count = min(left, Ledger.BATCH, total - pos)
+        ledger.fold(data[pos * 32:(pos + count) * 32])
+        if tap is not None:
+            tap.take()
+        left -= count
+        pos = (pos + count) % total
+    return time.perf_counter() - started
+
+
+register(Benchmark(
+    name="ledger_fold",
+    description="the ledger's fold of the ring's records, per record",
+    default_n=5_000, ops_per_n=FOLD_RECORDS_PER_N,
+    impls={LABKIT: ledger_fold},
+))
+
+register(Benchmark(
+    name="ledger_fold_tapped",
+    description="the same with a timeline's tap (Slices per batch), per record",
+    default_n=5_000, ops_per_n=FOLD_RECORDS_PER_N,
+    impls={LABKIT: lambda n: ledger_fold(n, tapped=True)},
 ))
 
 
