@@ -661,7 +661,9 @@ class _Scratch:
         self.size = size
         self.rec_key = ffi.new("int32_t[]", size)
         self.keys = ffi.new("lk_fold_key[]", size)
-        self.table_size = 1 << (2 * size).bit_length()      # above 2 * size
+        # (a power of two >= 2 * size: the keys, at most one a record, fill
+        # at most half of it; cleared each batch, so no bigger)
+        self.table_size = 1 << (2 * size - 1).bit_length()
         self.table = ffi.new("int32_t[]", self.table_size)
         self.exits = ffi.new("int32_t[]", size)
         self.out0 = array.array("q", bytes(8 * size))    # lk_fold_run's out0, by key
