@@ -190,3 +190,31 @@ def test_an_update_in_pieces_reads_a_batch_at_a_time_and_folds_the_same(monkeypa
         assert _state(paced) == _state(whole)
     finally:
         recorder.stop(read=False)
+
+
+def test_records_overwritten_before_an_update_are_counted_and_the_rest_folded():
+    # A ring of 64 records under a workload of hundreds: the update finds
+    # the oldest gone, counts them, treats everyone as touched, and folds
+    # what is left as a fresh ledger fed those records does.
+    recorder = Recorder(capacity=64).start()
+    try:
+        _workload()
+        ledger = Ledger(recorder)
+        ledger.update()
+        count = lib.lk_trace_count(recorder.ring)
+        assert ledger.seq == count > 64
+        assert ledger.lost == count - 64 == ledger.seq - ledger.folded
+        assert 12345 in ledger.take_touched()     # after lost records: everyone
+        buffer = ffi.new("lk_trace_entry[]", 64)
+        first = ffi.new("uint64_t *")
+        n = lib.lk_trace_read(recorder.ring, buffer, 64, 0, first)
+        assert (first[0], n) == (count - 64, 64)
+        fresh = Ledger(recorder)
+        fresh.fold(bytes(ffi.buffer(buffer, n * _RECORD.size)))
+        after, expected = _state(ledger), _state(fresh)
+        assert after["window"].pop("lost_records") == count - 64
+        assert expected["window"].pop("lost_records") == 0
+        del after["touched"], expected["touched"]
+        assert after == expected and after["accounts"]
+    finally:
+        recorder.stop(read=False)
