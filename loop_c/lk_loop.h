@@ -194,6 +194,10 @@ typedef struct {
 } lk_fold_carry;
 
 #define LK_FOLD_COLUMNS 20
+/* owners of a run other than a greenlet: the poll, the hub, nobody */
+#define LK_FOLD_OWNER_POLL -1
+#define LK_FOLD_OWNER_HUB -2
+#define LK_FOLD_OWNER_NONE -3
 #define LK_FOLD_EVENT_MARK_END 0
 #define LK_FOLD_EVENT_UNKNOWN_WAIT 1
 

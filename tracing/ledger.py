@@ -573,8 +573,8 @@ class Ledger:
 
 #: Owners of a run in :class:`Slices` other than a greenlet id: the poll,
 #: and the hub's passes and dispatch.
-OWNER_POLL, OWNER_HUB = -1, -2
-_OWNER_NONE = -3     # after an exit, a host hand-off, a trace stop: nobody
+OWNER_POLL, OWNER_HUB = lib.LK_FOLD_OWNER_POLL, lib.LK_FOLD_OWNER_HUB
+_OWNER_NONE = lib.LK_FOLD_OWNER_NONE   # after an exit, a host hand-off, a trace stop: nobody
 
 
 class Slices:
