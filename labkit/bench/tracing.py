@@ -264,19 +264,22 @@ def _fold_records() -> bytes:
     return _fold_data
 
 
-def ledger_fold(n, tapped=False):
+def ledger_fold(n, tapped=False, reference=False):
     """Fold ``n * FOLD_RECORDS_PER_N`` records into a fresh Ledger, in
-    batches of Ledger.BATCH (cycling through :func:`_fold_records`)."""
+    batches of Ledger.BATCH (cycling through :func:`_fold_records`);
+    ``reference``: with the one-by-one Python reading instead of the C
+    fold (``python -m labkit.bench.fold`` compares them)."""
     from tracing.ledger import Ledger
     data = memoryview(_fold_records())
     total = len(data) // 32
     ledger = Ledger()
+    fold = ledger._fold_one_by_one if reference else ledger.fold
     tap = ledger.tap() if tapped else None
     left, pos = n * FOLD_RECORDS_PER_N, 0
     started = time.perf_counter()
     while left > 0:
         count = min(left, Ledger.BATCH, total - pos)
-        ledger.fold(data[pos * 32:(pos + count) * 32])
+        fold(data[pos * 32:(pos + count) * 32])
         if tap is not None:
             tap.take()
         left -= count
