@@ -54,6 +54,7 @@ try:
     from labkit._lk_loop import ffi, lib
     from labkit._lk_poll_py import Timer as _TimerType
     from labkit._lk_poll_py import io_table as _io_table
+    from labkit._lk_poll_py import set_resumer as _set_resumer
     from labkit._lk_poll_py import timer_table as _timer_table
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
@@ -70,6 +71,17 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 # LABKIT_ARENA_CACHE=0 turns it off, for measuring what it buys.
 if os.environ.get("LABKIT_ARENA_CACHE", "1") != "0":
     lib.lk_arena_cache_install()
+
+
+def set_io_resumer(resume_fd: Callable | None) -> None:
+    """While ``resume_fd`` is set, every loop's :meth:`Loop.io_park` (a
+    socket's wait) writes the woken greenlet's resume record itself, in C,
+    with ``resume_fd(g, why, fd, event)`` -- ``why`` ``LK_WHY_WAITER`` when
+    the dispatch woke it, ``LK_WHY_THROW`` otherwise -- right after it
+    resumed, where labkit._park.wait_io wrote it before. The tracer's hook
+    (tracing/recorder.py sets it while it records, beside the Python hooks
+    ``_park._resume_fd``; None: off). Process-wide, as those hooks are."""
+    _set_resumer(resume_fd)
 
 
 def spin_seconds_from_environment() -> float:
@@ -483,7 +495,9 @@ class Loop:
         returns the fired bits (an int). Woken any other way: takes the
         wait back (``waits[fd]`` and its own callback, never another's) and
         raises what was thrown in, or returns the value switched in. In
-        the hub itself: raises ``in_hub()``, registering nothing.
+        the hub itself: raises ``in_hub()``, registering nothing. While
+        the tracer records, writes the resume record after a switch back
+        (:func:`set_io_resumer`).
         """
         return self._io.park(hub, fd, event, waits, in_hub)
 

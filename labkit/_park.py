@@ -526,7 +526,8 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
     if timeout is None and keep_interest:
         # A socket's wait, once per message on a busy connection: the same
         # steps as below, in one C call (Loop.io_park, loop_c/lk_io_py.c),
-        # which also takes the wait back when it is not the loop that woke us.
+        # which also takes the wait back when it is not the loop that woke
+        # us, and writes the tracer's resume record (set_io_resumer).
         fired = None
         try:
             fired = hub.loop.io_park(hub, fd, event, _readers if event == READ else _writers,
@@ -538,11 +539,7 @@ def wait_io(hub, fd: int, event: int, timeout: float | None = None,
         except BaseException:
             if fired.__class__ is _Thrown:
                 fired.unchain()
-            if _trace is not None and (current := getcurrent()) is not hub:
-                _resume_fd(current, _WHY_THROW, fd, event)
             raise
-        if _trace is not None:
-            _resume_fd(getcurrent(), _WHY_WAITER, fd, event)
         return fired
     current = getcurrent()
     if current is hub:

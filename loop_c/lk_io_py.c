@@ -267,7 +267,10 @@ static PyObject *IoTable_start(IoTable *self, PyObject *const *args, Py_ssize_t 
  *   - woken otherwise (an exception thrown in: a timeout, a kill, EBADF; or
  *     another value switched in): take back -- del waits[fd], and our
  *     callback out of the table if it is still there -- and raise it or
- *     return it; _park.py says what a value means.
+ *     return it; _park.py says what a value means;
+ *   - while the tracer records, write the woken greenlet's resume record
+ *     (why: WAITER if the dispatch woke it, THROW otherwise; see
+ *     set_resumer below).
  * Both dels remove waits[fd] only while it is current (never another
  * greenlet's, which may have parked on the fd once it was forgotten), as
  * the take-back removes only our own callback.
@@ -335,6 +338,62 @@ __attribute__((noinline)) static void take_back(IoTable *self, int64_t where, Py
     PyErr_Restore(type, value, tb);
 }
 
+/* The tracer's resume record of a socket's fd wait.  While a recorder
+ * runs (tracing/recorder.py), this is its resume_fd(g, why, fd, event)
+ * (labkit._lk_trace_py, bound to its ring); NULL otherwise.  park() calls
+ * it itself, in the woken greenlet, right after the switch back and the
+ * clean-up -- where labkit._park.wait_io called it from Python before:
+ * the same record, at the same point, without a bytecode call, a global
+ * lookup and a getcurrent() per wake-up (~300 instructions; the resume
+ * record is the tracer's most frequent).  Process-wide, as the Python
+ * hooks (labkit._park._resume_fd) it stands beside: set_resumer(). */
+static PyObject *io_resumer;
+static PyObject *why_waiter, *why_throw;   /* LK_WHY_WAITER, LK_WHY_THROW */
+
+PyObject *lk__io_set_resumer(PyObject *module, PyObject *resumer)
+{
+    (void)module;
+    if (resumer != Py_None && !PyCallable_Check(resumer)) {
+        PyErr_Format(PyExc_TypeError, "set_resumer() takes a callable or None, not %.100s",
+                     Py_TYPE(resumer)->tp_name);
+        return NULL;
+    }
+    PyObject *old = io_resumer;
+    io_resumer = resumer == Py_None ? NULL : Py_NewRef(resumer);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+/* resumer(current, why, fd, event): why is WAITER when the dispatch woke
+ * us (fired is its int), THROW otherwise.  With an exception pending
+ * (fired NULL) it stays the one raised: the record is best effort then,
+ * as the Python hook inside `except` was not.  0, or -1 with the
+ * resumer's exception set (fired was a value). */
+__attribute__((noinline)) static int note_resume(PyObject *current, PyObject *fired,
+                                                 PyObject *fd_obj, PyObject *event_obj)
+{
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+    if (fired == NULL)
+        PyErr_Fetch(&type, &value, &tb);
+    PyObject *resumer = Py_NewRef(io_resumer);
+    PyObject *argv[4] = {current, fired != NULL && PyLong_CheckExact(fired) ? why_waiter
+                                                                             : why_throw,
+                         fd_obj, event_obj};
+    PyObject *done = PyObject_Vectorcall(resumer, argv, 4, NULL);
+    Py_DECREF(resumer);
+    if (fired == NULL) {
+        if (done == NULL)
+            PyErr_Clear();
+        Py_XDECREF(done);
+        PyErr_Restore(type, value, tb);
+        return 0;
+    }
+    if (done == NULL)
+        return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
 __attribute__((noinline)) static PyObject *refuse_in_hub(PyObject *in_hub)
 {
     PyObject *exc = PyObject_CallNoArgs(in_hub);
@@ -377,6 +436,8 @@ static PyObject *IoTable_park(IoTable *self, PyObject *const *args, Py_ssize_t n
         forget_own(waits, fd_obj, current);   /* the dispatch took the callback */
     else
         take_back(self, where, fd_obj, waits, cb, current);
+    if (io_resumer != NULL && note_resume(current, fired, fd_obj, args[2]) < 0)
+        Py_CLEAR(fired);
     Py_DECREF(waits);
     Py_DECREF(fd_obj);
     Py_DECREF(cb);
@@ -836,6 +897,10 @@ int lk__io_py_init(PyObject *module)
             return -1;
         greenlet_getcurrent = (lk_greenlet_getcurrent_fn)api[LK_GREENLET_GETCURRENT_NUM];
         greenlet_switch = (lk_greenlet_switch_fn)api[LK_GREENLET_SWITCH_NUM];
+        why_waiter = PyLong_FromLong(LK_WHY_WAITER);
+        why_throw = PyLong_FromLong(LK_WHY_THROW);
+        if (why_waiter == NULL || why_throw == NULL)
+            return -1;
     }
     return PyType_Ready(&IoTable_Type);
 }

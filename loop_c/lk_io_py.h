@@ -8,6 +8,8 @@
 
 /* io_table(...): the module function (see lk_io_py.c). */
 PyObject *lk__io_table_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* set_resumer(resume_fd or None): the module function (see lk_io_py.c). */
+PyObject *lk__io_set_resumer(PyObject *module, PyObject *resumer);
 /* Ready the IoTable type.  0 or -1. */
 int lk__io_py_init(PyObject *module);
 

@@ -133,6 +133,10 @@ static PyMethodDef module_functions[] = {
      "io_table(poll, io_set, io_get, loop, max_events, take_timer, busy_error) -> IoTable: "
      "the loop's io watchers (fd -> reader, writer) and its poll, which calls what fired "
      "(see loop_c/lk_io_py.c)."},
+    {"set_resumer", lk__io_set_resumer, METH_O,
+     "set_resumer(resume_fd or None): every IoTable's park() writes a woken greenlet's "
+     "resume record with resume_fd(g, why, fd, event) while it is set (the tracer sets "
+     "it while it records; see loop_c/lk_io_py.c)."},
     {"recv", (PyCFunction)(void (*)(void))lk__sock_recv, METH_FASTCALL,
      "recv(fd, bufsize, flags) -> bytes: recv(2) with MSG_DONTWAIT, keeping the GIL "
      "(see loop_c/lk_sock_py.c)."},

@@ -356,3 +356,50 @@ def test_resume_and_resume_fd_write_what_record_with_the_label_number_writes(
         assert lib.lk_trace_count(ring) == 12   # a refused call writes nothing
     finally:
         lib.lk_trace_free(ring)
+
+
+def test_a_sockets_wait_writes_its_resume_record_from_c():
+    """labkit.socket's recv parks through Loop.io_park, which writes the
+    resume record itself while tracing records (labkit._loop.set_io_resumer):
+    woken by the data, the reason is the fd; woken by a kill, a throw.
+    After the trace, the hook is off and the same waits still work."""
+    import labkit._park as park
+    import labkit.socket as lsocket
+
+    left, right = lsocket.socketpair()
+    try:
+        def reader():
+            assert right.recv(1) == b"x"
+            right.recv(1)   # killed here
+
+        with tracing.trace() as t:
+            g = _named(reader, "reader")
+            labkit.sleep(0.01)
+            left.sendall(b"x")
+            labkit.sleep(0.01)
+            g.kill()
+        assert park._resume_fd is None   # (the Python hook too: the wait never calls it)
+        reasons = [s.reason for s in t.switches() if s.greenlet == "reader"]
+        fd = right.fileno()
+        assert reasons == ["start", f"fd {fd} read", f"throw (fd {fd} read)"], reasons
+        waits = [p.duration for p in t.parked()
+                 if p.lane == "reader" and p.reason == f"fd {fd} read"]
+        assert len(waits) == 1 and waits[0] >= 0.009   # from its park to the data
+
+        # untraced now: the C hook must be off (it would write into a freed ring)
+        def echo():
+            right.sendall(right.recv(1))
+        g = labkit.spawn(echo)
+        left.sendall(b"y")
+        assert left.recv(1) == b"y"
+        g.join()
+    finally:
+        left.close()
+        right.close()
+
+
+def test_set_io_resumer_takes_a_callable_or_none():
+    from labkit._loop import set_io_resumer
+    with pytest.raises(TypeError, match="callable or None"):
+        set_io_resumer(42)
+    set_io_resumer(None)

@@ -15,7 +15,9 @@ and, while it runs, plugs it into three places:
   ``resume_fd(g, why, fd, event)`` (label ``(fd, event)``), the resume
   record -- id, label number and write -- in one C call (from
   labkit._lk_trace_py, bound to the ring and to ``labels``). It is the
-  hooks' most frequent record (one per wake-up from a wait);
+  hooks' most frequent record (one per wake-up from a wait). A socket's
+  wait (``Loop.io_park``) calls ``resume_fd`` from C itself
+  (``labkit._loop.set_io_resumer``);
 - ``_tracer`` in the same modules: this object, for the rare events that
   carry strings (:meth:`on_spawn`, :meth:`on_exit`);
 - the C loop of the calling thread's hub (``lk_loop_set_trace``), which
@@ -76,7 +78,7 @@ import labkit._park as _lk_park
 import labkit.event as _lk_event
 import labkit.greenlet as _lk_greenlet
 import labkit.hub as _lk_hub
-from labkit._loop import ffi, lib
+from labkit._loop import ffi, lib, set_io_resumer
 
 from tracing.lanes import lane_name
 
@@ -293,6 +295,7 @@ class Recorder:
                 module._resume = self.resume
                 module._resume_fd = self.resume_fd
             module._trace = self.record
+        set_io_resumer(self.resume_fd)
         hub.loop.set_trace_ring(ring)
         if self.settrace:
             self._old_settrace = _greenlet_module.settrace(self._on_raw_switch)
@@ -312,6 +315,7 @@ class Recorder:
             if hasattr(module, "_resume"):
                 module._resume = module._resume_fd = None
             module._tracer = None
+        set_io_resumer(None)
         if self.settrace:
             _greenlet_module.settrace(self._old_settrace)
         if not self._hub.loop.closed:
