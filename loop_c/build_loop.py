@@ -38,6 +38,7 @@ C_FILES = [
     "lk_arena_cache.c",
     "lk_trace.c",
     "lk_fold.c",
+    "lk_strip.c",
 ]
 if sys.platform.startswith("linux"):
     C_FILES.append("lk_backend_epoll.c")

@@ -209,6 +209,35 @@ void        lk_fold_run(const lk_trace_entry *recs, int64_t n, int64_t seq0,
                         const int64_t *out0, lk_fold_carry *c,
                         int64_t *cols, int64_t stride, int64_t *counts);
 
+/* lk_strip.c: the live timeline's painting of the ledger's slices into
+ * pixel columns (tracing/live_timeline.py's Strip; see that file). */
+#define LK_STRIP_WHYS 8    /* LK_WHY_* are below this; why_code has one more: any other */
+typedef struct {
+    float   *run;              /* rows x size: ns each lane ran in each column  */
+    uint8_t *park;             /* rows x size: the kind of wait covering it     */
+    uint8_t *late;             /* rows x size: 1 a late sleep, 2 its due time   */
+    int32_t *switches;         /* size: wake-ups per column                      */
+    int32_t *ready;            /* size: longest ready queue per column          */
+    int64_t  size;             /* columns kept (the ring's length)               */
+    int64_t  col_ns;           /* a column's ns                                  */
+    int64_t  last_col;         /* the newest column (absolute number)           */
+    int64_t  late_ns;          /* a sleep this late or later is painted late    */
+    const uint8_t *why_code;   /* [LK_STRIP_WHYS + 1]: a wait's kind by why      */
+    const uint8_t *label_code[2];   /* [labels]: a Waiter's wait, a throw, by label */
+    int64_t  labels;           /* entries in each label_code                     */
+    uint8_t  no_label_code[2]; /* their kind for a number that is not a label   */
+} lk_strip;
+
+int64_t     lk_strip_lanes(const int64_t *owners, int64_t n, const int64_t *known,
+                           const int64_t *rows, int64_t nknown, int64_t *out);
+void        lk_strip_paint(const lk_strip *s,
+                           const int64_t *run_lane, const int64_t *run_start,
+                           const int64_t *run_end, int64_t n_runs,
+                           const int64_t *wait_lane, const int64_t *wait_start,
+                           const int64_t *wait_end, const int64_t *wait_why,
+                           const int64_t *wait_detail, int64_t n_waits,
+                           const int64_t *pass_ts, const int64_t *pass_ready, int64_t n_passes);
+
 /* ---- mirror of lk_loop.cdef: end ---- */
 
 #endif /* LK_LOOP_H */

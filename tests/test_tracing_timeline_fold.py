@@ -116,8 +116,8 @@ def _slices_of(records: bytes, cuts, fold) -> dict:
     for lo, hi in zip(bounds, bounds[1:]):
         fold(ledger, records[lo * 32:hi * 32])
     batches = tap.take()
-    joined = Slices.joined(batches) if batches else None
-    out = {name: getattr(joined, name).tolist() for name in _SLOTS[2:]} if joined else {}
+    out = {name: [v for b in batches for v in getattr(b, name).tolist()]
+           for name in _SLOTS[2:]} if batches else {}
     out["count"] = sum(b.count for b in batches)
     out["tail"] = ledger._tail
     out["marks"] = dict(ledger._mark_ends)

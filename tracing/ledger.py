@@ -610,13 +610,6 @@ class Slices:
         for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
 
-    @classmethod
-    def joined(cls, batches) -> "Slices":
-        """One Slices of consecutive ``batches`` (oldest first)."""
-        return cls(batches[0].first, sum(b.count for b in batches),
-                   *(_np.concatenate([getattr(b, name) for b in batches])
-                     for name in cls.__slots__[2:]))
-
 
 class Tap:
     """A timeline's subscription to a ledger's folds (:meth:`Ledger.tap`):

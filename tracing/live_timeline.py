@@ -12,13 +12,17 @@ Trace of its whole window each time (every record decoded in Python again,
 the GIL): under an echo server with 50 clients that cost the server ~3x its
 CPU per message. Here:
 
-- :class:`Strip` reads each record once, with numpy (no Python per record,
-  except spawns and exits), into one column per pixel of the picture: per
-  lane the nanoseconds it ran in each column, the kind of wait that ended
-  in it (the legend's colours), and late sleeps; per column the switches
-  and the longest ready queue. The columns are a ring over absolute time
-  (a column is ``window / columns`` ns), so a refresh only writes the
-  columns its new records fall in, and the lanes are kept between frames.
+- :class:`Strip` paints what the ledger's fold says of each record once
+  (its Slices: runs and waits), into one column per pixel of the picture:
+  per lane the nanoseconds it ran in each column, the kind of wait that
+  ended in it (the legend's colours), and late sleeps; per column the
+  switches and the longest ready queue. The columns are a ring over
+  absolute time (a column is ``window / columns`` ns), so a refresh only
+  writes the columns its new records fall in, and the lanes are kept
+  between frames. The painting is C (loop_c/lk_strip.c: two calls a
+  batch, no Python per record but for spawns and exits, and no GIL held:
+  ~45 ns a record where numpy's ~30 passes took ~100-300;
+  ``python -m labkit bench --only strip_paint``).
 - :class:`Picture` draws the axes, ticks and legend once with matplotlib
   (the x axis is "seconds before now", so it does not move) and, per frame,
   paints the lanes into a copy of that background with numpy and writes
@@ -48,27 +52,30 @@ import os
 
 import numpy as np
 
-from labkit._loop import lib
+from labkit._loop import ffi, lib
 
 from tracing import ledger as _ledger
 from tracing import legend
-from tracing.ledger import OWNER_POLL
+from tracing.ledger import OWNER_HUB, OWNER_POLL
 from tracing.lanes import HUB, POLL
 
 #: The raw record layout (tracing.recorder._RECORD, "=qIIqq"): the ledger's
 #: (one home for how the ring is read with numpy).
 RECORD_DTYPE = _ledger.RECORD_DTYPE
 
+def _c(array: np.ndarray):
+    """An ``int64_t *`` to ``array``'s values, for loop_c/lk_strip.c: its
+    own data when it is a contiguous int64 array (the C fold's Slices and
+    the lanes are), or a copy's (the cdata keeps whichever alive)."""
+    return ffi.from_buffer("int64_t[]", np.ascontiguousarray(array, np.int64))
+
+
 #: Wait kinds painted on a lane, by code (0: nothing); the legend's keys.
 KINDS = ("", "ready", "sleeping", "io", "other", "unstarted")
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 
-#: LK_WHY_* values are below this (see Strip._codes).
-_WHYS = 8
 #: Colours the background (axes, ticks, legend) is reduced to.
 _BG_COLORS = 96
-#: Spans up to this many columns wide are painted without a Python loop.
-_SHORT = 4
 POLL_LANE, HUB_LANE = 0, 1
 
 
@@ -107,7 +114,8 @@ class Strip:
         self.ready = np.zeros(self.size, np.int32)           # longest ready queue
         self.last_col = None        # newest column written (absolute number)
         self._kind_cache: dict = {}
-        self._kind_tables = None    # see _codes
+        self._c = None              # the lk_strip painted through (see _painter)
+        self._known = None          # _lanes_of's sorted copy of lane_of, and its key
         self._label_of: dict = {}
         self.records = 0            # records painted so far
         self.lost = 0
@@ -122,13 +130,9 @@ class Strip:
         nothing runs); ``lost``: records the ring overwrote meanwhile."""
         self.lost += lost
         self._advance(now_ns // self.col_ns)
-        if not batches:
-            return
-        # One batch of all (the sequence numbers go on from batch to batch):
-        # each numpy pass below then runs once a refresh, not once a batch.
-        batch = batches[0] if len(batches) == 1 else _ledger.Slices.joined(batches)
-        self.records += batch.count
-        self._take(batch)
+        for batch in batches:   # (each is two C calls: no need to join them first)
+            self.records += batch.count
+            self._take(batch)
 
     def add(self, data: bytes, now_ns: int, lost: int = 0) -> None:
         """Fold raw records ``data`` (read from a ring after those given
@@ -219,147 +223,81 @@ class Strip:
                                                           _KIND_CODE["other"])
         return code
 
-    def _codes(self, whys, details) -> np.ndarray:
-        """The KINDS code of each wait (why, detail) -- by table look-up:
-        the detail matters only for a Waiter's wait (its label's number),
-        and labels are numbered 0, 1, 2, ... as they are met."""
-        tables = self._kind_tables
-        if tables is None:
-            # (whys are small; one past the last is any other: "other")
-            by_why = [self._kind(why, 0) for why in range(_WHYS)] + [_KIND_CODE["other"]]
+    def _painter(self):
+        """The ``lk_strip`` that loop_c/lk_strip.c paints through: this
+        strip's layers and the wait kinds' tables, brought up to date
+        (the layers move when they grow; labels only grow, numbered 0, 1,
+        2, ... as they are met, so their table is only extended)."""
+        c = self._c
+        if c is None:
+            c = self._c = ffi.new("lk_strip *")
+            self._keep = {}
+            by_why = [self._kind(why, 0) for why in range(lib.LK_STRIP_WHYS)] \
+                + [_KIND_CODE["other"]]          # (one more: any other why)
             by_why[lib.LK_WHY_SWITCH] = _KIND_CODE["ready"]    # a switch to it: ready
-            tables = self._kind_tables = [np.array(by_why, np.uint8), {}]
-        codes = tables[0][np.minimum(whys, _WHYS)]
-        for why in (lib.LK_WHY_WAITER, lib.LK_WHY_THROW):
-            mine = np.flatnonzero(whys == why)
-            if not len(mine):
-                continue
-            labelled = details[mine]
-            table = tables[1].get(why)
-            if table is None or labelled.max() >= len(table):   # new labels since
-                count = min(max(len(self.labels), int(labelled.max()) + 1), 1 << 16)
-                table = tables[1][why] = np.array(
-                    [self._kind(why, number) for number in range(count)], np.uint8)
-            inside = (labelled >= 0) & (labelled < len(table))
-            codes[mine[inside]] = table[labelled[inside]]
-            for i, number in zip(mine[~inside].tolist(), labelled[~inside].tolist()):
-                codes[i] = self._kind(why, number)    # (not a label's number)
-        return codes
+            self._keep["why"] = ffi.new("uint8_t[]", by_why)
+            c.why_code = self._keep["why"]
+            c.no_label_code = [self._kind(lib.LK_WHY_WAITER, -1),
+                               self._kind(lib.LK_WHY_THROW, -1)]
+            c.size, c.col_ns = self.size, self.col_ns
+            c.late_ns = int(legend.LATE * 1e9)
+            c.labels = 0
+        if c.run != ffi.from_buffer(self.run):
+            for name in ("run", "park", "late", "switches", "ready"):
+                array = getattr(self, name)
+                self._keep[name] = ffi.from_buffer(array)
+                setattr(c, name, ffi.cast(ffi.typeof(getattr(c, name)), self._keep[name]))
+        labels = len(self.labels)
+        if labels > c.labels:
+            tables = [bytes(ffi.buffer(c.label_code[k], c.labels)) if c.labels else b""
+                      for k in range(2)]
+            for k, why in enumerate((lib.LK_WHY_WAITER, lib.LK_WHY_THROW)):
+                tables[k] += bytes(self._kind(why, n) for n in range(c.labels, labels))
+                self._keep[f"labels{k}"] = ffi.new("uint8_t[]", tables[k])
+                c.label_code[k] = self._keep[f"labels{k}"]
+            c.labels = labels
+        c.last_col = self.last_col
+        return c
 
     def _paint(self, batch, lo: int, hi: int | None) -> None:
         """Runs, waits and counters of ``batch``'s entries from records
-        ``lo`` (sequence number) up to ``hi`` (None: the end)."""
+        ``lo`` (sequence number) up to ``hi`` (None: the end): one pass in
+        loop_c/lk_strip.c, which states the rules. A wait's greenlet ran
+        (its resume began a run here), so it has a lane."""
         r0, r1 = _span(batch.run_seq, lo, hi)
         w0, w1 = _span(batch.wait_seq, lo, hi)
-        owner = batch.run_owner[r0:r1]
-        lane = np.full(len(owner), HUB_LANE, np.int64)
-        lane[owner == OWNER_POLL] = POLL_LANE
-        greenlet = owner >= 0
-        gids = owner[greenlet]
-        lane[greenlet] = self._lanes_of(gids)
-        # Counters per column (of the columns kept: a batch that spans more,
-        # after the hub was held for longer than that, must not wrap around).
-        oldest = self.last_col - self.size
-        resumed = batch.wait_end[w0:w1] // self.col_ns
-        resumed = resumed[resumed > oldest]
-        self.switches += np.bincount(resumed % self.size, minlength=self.size).astype(np.int32)
-        if lo == 0 and len(batch.pass_ts):   # (the passes need no lanes: once a batch)
-            cols = batch.pass_ts // self.col_ns
-            kept = cols > oldest
-            np.maximum.at(self.ready, cols[kept] % self.size,
-                          batch.pass_ready[kept].astype(np.int32))
-        self._paint_runs(lane, batch.run_start[r0:r1], batch.run_end[r0:r1])
-        if w1 > w0:
-            # a wait's greenlet ran (its resume began a run here): it has a lane
-            self._paint_waits(self._lanes_of(batch.wait_owner[w0:w1]),
-                              batch.wait_start[w0:w1], batch.wait_end[w0:w1],
-                              batch.wait_why[w0:w1], batch.wait_detail[w0:w1])
+        run_lane = self._lanes_of(batch.run_owner[r0:r1])
+        wait_lane = self._lanes_of(batch.wait_owner[w0:w1])
+        passes = len(batch.pass_ts) if lo == 0 else 0    # (passes need no lanes: once a batch)
+        run = [_c(batch.run_start[r0:r1]), _c(batch.run_end[r0:r1])]
+        wait = [_c(getattr(batch, name)[w0:w1])
+                for name in ("wait_start", "wait_end", "wait_why", "wait_detail")]
+        lib.lk_strip_paint(self._painter(), _c(run_lane), *run, r1 - r0,
+                           _c(wait_lane), *wait, w1 - w0,
+                           _c(batch.pass_ts), _c(batch.pass_ready), passes)
 
-    def _lanes_of(self, gids) -> np.ndarray:
-        """The lane of each greenlet id in ``gids``; ids without one get
-        new lanes, in the order of their ids."""
-        known = np.fromiter(self.lane_of, np.int64, len(self.lane_of))
-        order = np.argsort(known)
-        known = known[order]
-        rows = np.fromiter(self.lane_of.values(), np.int64, len(self.lane_of))[order]
-        at = np.minimum(np.searchsorted(known, gids), max(len(known) - 1, 0))
-        if len(known) == 0 or not (known[at] == gids).all():
-            for gid in np.unique(gids[known[at] != gids] if len(known) else gids).tolist():
+    def _lanes_of(self, owners) -> np.ndarray:
+        """The lane of each owner in ``owners`` (greenlet ids, or the
+        ledger's OWNER_POLL / OWNER_HUB); greenlet ids without one get new
+        lanes, in the order of their ids."""
+        out = np.empty(len(owners), np.int64)
+        while True:
+            # (lane_of changes only by a new lane, which counts _seen up,
+            # or by forgetting one: its length is the rest of the key)
+            key = (len(self.lane_of), self._seen)
+            if self._known is None or self._known[2] != key:
+                owner = np.fromiter(self.lane_of, np.int64, len(self.lane_of))
+                rows = np.fromiter(self.lane_of.values(), np.int64, len(self.lane_of))
+                owner = np.concatenate([owner, [OWNER_POLL, OWNER_HUB]])
+                rows = np.concatenate([rows, [POLL_LANE, HUB_LANE]])
+                order = np.argsort(owner)
+                self._known = (_c(owner[order]), _c(rows[order]), key)
+            known, rows, _ = self._known
+            if not lib.lk_strip_lanes(_c(owners), len(owners), known, rows,
+                                      len(self.lane_of) + 2, _c(out)):
+                return out
+            for gid in np.unique(owners[out < 0]).tolist():
                 self._lane(gid)
-            return self._lanes_of(gids)
-        return rows[at]
-
-    def _paint_runs(self, lane, start, end) -> None:
-        self._spread(self.run, lane, start, end, None)
-
-    def _spread(self, layer, lane, start, end, code) -> None:
-        """For each span [start, end) of ``lane``: add its ns to each column
-        it covers (``code`` None) or set those columns to ``code`` (a later
-        span's over an earlier one's, column by column from each span's
-        first). Vectorised for spans of up to :data:`_SHORT` columns
-        (nearly all: most fit in one); longer ones one by one (at most a
-        window's worth per lane)."""
-        size, col_ns = self.size, self.col_ns
-        oldest = (self.last_col - size + 1) * col_ns
-        start = np.maximum(start, oldest)
-        keep = end > start
-        if not keep.all():
-            lane, start, end = lane[keep], start[keep], end[keep]
-            code = code[keep] if code is not None else None
-        c0 = start // col_ns
-        width = (end - 1) // col_ns - c0
-        flat = layer.reshape(-1)          # (a view: the layers are contiguous)
-        row = lane * size
-        short = width <= _SHORT
-        every = short.all()
-        # d = 0, the first column of each short span: one pass over them all
-        first = slice(None) if every else short
-        cols = c0[first]
-        if code is None:
-            ns = np.minimum(end[first], (cols + 1) * col_ns) - start[first]
-            np.add.at(flat, row[first] + cols % size, ns.astype(np.float32))
-        else:
-            flat[row[first] + cols % size] = code[first]
-        more = np.flatnonzero(short & (width > 0))
-        for d in range(1, _SHORT + 1):
-            more = more[width[more] >= d]
-            if not len(more):
-                break
-            col = c0[more] + d
-            if code is None:
-                lo = np.maximum(start[more], col * col_ns)
-                hi = np.minimum(end[more], (col + 1) * col_ns)
-                np.add.at(flat, row[more] + col % size, (hi - lo).astype(np.float32))
-            else:
-                flat[row[more] + col % size] = code[more]
-        if every:
-            return
-        for k in np.flatnonzero(~short):
-            cols = np.arange(int(c0[k]), int(c0[k] + width[k]) + 1)
-            if code is None:
-                edges = np.concatenate([[start[k]], cols[1:] * col_ns, [end[k]]])
-                layer[lane[k], cols % size] += np.diff(edges).astype(np.float32)
-            else:
-                layer[lane[k], cols % size] = code[k]
-
-    def _paint_waits(self, lanes, start, end, whys, details) -> None:
-        ok = (start > 0) & (end > start)
-        # Waits within one column are covered by the runs around them.
-        ok &= (end - 1) // self.col_ns > start // self.col_ns
-        if not ok.any():
-            return
-        lanes, start, end = lanes[ok], start[ok], end[ok]
-        whys, details = whys[ok], details[ok]
-        self._spread(self.park, lanes, start, end, self._codes(whys, details))
-        # Sleeps that ended late: from when they were due to the resume.
-        sleeps = np.flatnonzero((whys == lib.LK_WHY_TIMER) & (details < 0))
-        due = start[sleeps] - details[sleeps]
-        late = end[sleeps] - due >= legend.LATE * 1e9
-        for k, d in zip(sleeps[late], due[late]):
-            self._spread(self.late, lanes[k:k + 1], np.array([max(d, start[k])]),
-                         end[k:k + 1], np.array([1], np.uint8))
-            if d >= start[k] and d // self.col_ns > self.last_col - self.size:
-                self.late[lanes[k], (d // self.col_ns) % self.size] = 2
 
     # -- reading the columns --------------------------------------------------------
     def window(self, end_ns: int | None = None) -> np.ndarray:

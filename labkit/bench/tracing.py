@@ -29,7 +29,9 @@ Registered benchmarks (labkit only; compare their rows with ``sleep0``):
 - ``ledger_fold`` and ``ledger_fold_tapped``: the ledger's fold of the
   ring's records (tracing/ledger.py, loop_c/lk_fold.c), per record, in
   batches of ``Ledger.BATCH``, without and with a timeline's tap --
-  countable by callgrind (``--only ledger_fold,ledger_fold_tapped``).
+  countable by callgrind (``--only ledger_fold,ledger_fold_tapped``);
+- ``strip_paint``: the live timeline's painting of those batches' Slices
+  (tracing/live_timeline.py, loop_c/lk_strip.c), per record.
 
 ``python -m labkit.bench.tracing`` (:func:`main`) prints these side by side
 with the untraced ``sleep0``, then the TCP echo benchmark at N = 50 with and
@@ -299,6 +301,46 @@ register(Benchmark(
     description="the same with a timeline's tap (Slices per batch), per record",
     default_n=5_000, ops_per_n=FOLD_RECORDS_PER_N,
     impls={LABKIT: lambda n: ledger_fold(n, tapped=True)},
+))
+
+
+def strip_paint(n):
+    """Paint ``n * FOLD_RECORDS_PER_N`` records (to a batch) of Slices into
+    a live timeline's Strip (tracing/live_timeline.py, loop_c/lk_strip.c),
+    as its thread does each refresh: :func:`_fold_records` folded once
+    with a tap, then its batches painted again and again into one Strip,
+    without their spawns after the first time (painted again, a spawn
+    under a known id would start a new lane). Only the painting is timed."""
+    import numpy as np
+    from tracing.ledger import Ledger, Slices
+    from tracing.live_timeline import Strip
+    data = memoryview(_fold_records())
+    ledger = Ledger()
+    tap = ledger.tap()
+    for pos in range(0, len(data) // 32, Ledger.BATCH):
+        ledger.fold(data[pos * 32:(pos + Ledger.BATCH) * 32])
+    batches = tap.take()
+    now = int(max(b.run_end.max() for b in batches if len(b.run_end)))
+    strip = Strip(5.0, 1200, 0, 1)
+    strip.add_slices(batches, now)
+    none = np.zeros(0, np.int64)
+    again = [Slices(*(none if name.startswith("spawn_") else getattr(b, name)
+                      for name in Slices.__slots__)) for b in batches]
+    left, i = n * FOLD_RECORDS_PER_N, 0
+    started = time.perf_counter()
+    while left > 0:
+        batch = again[i % len(again)]
+        strip.add_slices([batch], now)
+        left -= batch.count
+        i += 1
+    return time.perf_counter() - started
+
+
+register(Benchmark(
+    name="strip_paint",
+    description="the live timeline's painting of the fold's Slices, per record",
+    default_n=5_000, ops_per_n=FOLD_RECORDS_PER_N,
+    impls={LABKIT: strip_paint},
 ))
 
 
