@@ -96,7 +96,11 @@ _FUNCTION_LINE = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(\S.*)$")
 def count_instructions(bench: str, impl: str, n: int, python: str = sys.executable) -> tuple[int, int]:
     """(all instructions, of which in glibc malloc) of one child process that
     runs ``bench`` ``n`` times."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    # OpenBLAS (numpy's, which tracing imports) starts worker threads that
+    # spin for a while after a call: valgrind counts their instructions,
+    # and how many depends on time, not on the work (it added ~2,000 to
+    # the socket_recv_wait_ring row, differently each run). One thread: none.
+    env = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     if impl != "labkit":
         # as the timing driver does: peers run without labkit's arena cache
         # (importing labkit.bench would install it under their greenlets)
