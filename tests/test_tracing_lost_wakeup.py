@@ -12,6 +12,7 @@ import pytest
 import labkit
 import tracing.lints
 import tracing.lost_wakeup as lost_wakeup
+import tracing.waited as waited
 from labkit.event import Event
 from labkit.lock import Semaphore
 from labkit.queue import Queue
@@ -393,7 +394,7 @@ def test_what_a_greenlet_waits_on_is_not_taken_from_a_reused_frame():
     labkit.sleep(0.01)
     try:
         for _ in range(5):
-            assert lost_wakeup._waited_object_cached(g)[0] is events[-1]
+            assert waited._waited_object_cached(g)[0] is events[-1]
             events[-1].set()
             labkit.sleep(0.01)
         assert len(events) == 6
@@ -412,10 +413,10 @@ def test_what_a_greenlet_waits_on_is_cached_without_tracked_objects():
     labkit.sleep(0.01)
     try:
         for g in greenlets:
-            assert lost_wakeup._waited_object_cached(g)[0] is event
-            assert lost_wakeup._waited_object_cached(g)[0] is event   # from the cache
+            assert waited._waited_object_cached(g)[0] is event
+            assert waited._waited_object_cached(g)[0] is event   # from the cache
         gc.collect()
-        entries = [lost_wakeup._waited_cache[id(g)] for g in greenlets]
+        entries = [waited._waited_cache[id(g)] for g in greenlets]
         assert not [entry for entry in entries if gc.is_tracked(entry)]
     finally:
         event.set()

@@ -27,11 +27,11 @@ socket and ``--record`` writes it to a file as it is -- with these keys:
 
 Beyond the snapshot's columns a parked row has ``object`` (the Event,
 Queue or lock it waits on: "RLock 0x7f..") and, for a lock that knows who
-holds it (:func:`tracing.lints.holder_of`: an RLock), ``holder`` (that
+holds it (:func:`tracing.waited.holder_of`: an RLock), ``holder`` (that
 greenlet's id, the ``id`` of its row if it has one) and ``holder_name``.
 
 Where the numbers come from: :func:`tracing.snapshot.snapshot`,
-:func:`tracing.lints.lints` and :func:`tracing.lints.waited_object` (the
+:func:`tracing.lints.lints` and :func:`tracing.waited.waited_object` (the
 ``object`` column: which Event, Queue or lock a parked greenlet waits on);
 this module only turns them into plain data, adds the asyncio Tasks, and
 derives the graphs from the rows.
@@ -177,7 +177,7 @@ _collector = _CollectorHold()
 
 def _capture(hub, cut, between, omit, with_lints, heap) -> dict:
     from tracing.lints import lints as find_lints
-    from tracing.lints import holder_of, waited_object
+    from tracing.waited import holder_of, waited_object
     from tracing.recorder import shown_name
     from tracing.snapshot import snapshot
     snap = snapshot(hub, between=cut if between is not None else None)

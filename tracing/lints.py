@@ -74,8 +74,8 @@ from tracing.introspect import ipython_shell, cell_location
 from tracing.ledger import ZERO_TIMEOUT_NS, ledger_for
 # The lost wake-up check has a module of its own; its public names are
 # this module's too (the console and the attach import them from here).
-from tracing.lost_wakeup import (LOST_WAKEUP_AFTER, HeapCheck, holder_of, lost_wakeups,
-                                 waited_object)
+from tracing.lost_wakeup import LOST_WAKEUP_AFTER, HeapCheck, lost_wakeups
+from tracing.waited import holder_of, waited_object
 from tracing.snapshot import Pace, snapshot
 
 __all__ = ["Lint", "lints", "trace_lints", "silence", "unsilence", "watch_cells",
