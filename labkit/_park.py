@@ -154,7 +154,9 @@ def throw_parked(g, exception) -> bool:
 # and ``_resume_fd(g, why, fd, event)`` the same for label ``(fd, event)``,
 # each in one C call (loop_c/lk_trace_py.c: id, label number and record
 # together; the Python helper they replace cost ~4x as much, the larger
-# part of the flight recorder's cost).
+# part of the flight recorder's cost). A socket's wait (wait_io's first
+# branch, Loop.io_park) has its C call write the record itself
+# (labkit._loop.set_io_resumer): no Python runs for it at all.
 _trace = None
 _tracer = None
 _resume = None

@@ -63,6 +63,7 @@ from tracing.lanes import HUB, POLL
 #: (one home for how the ring is read with numpy).
 RECORD_DTYPE = _ledger.RECORD_DTYPE
 
+
 def _c(array: np.ndarray):
     """An ``int64_t *`` to ``array``'s values, for loop_c/lk_strip.c: its
     own data when it is a contiguous int64 array (the C fold's Slices and
@@ -115,6 +116,7 @@ class Strip:
         self.last_col = None        # newest column written (absolute number)
         self._kind_cache: dict = {}
         self._c = None              # the lk_strip painted through (see _painter)
+        self._keep: dict = {}       # what its pointers point into, kept alive
         self._known = None          # _lanes_of's sorted copy of lane_of, and its key
         self._label_of: dict = {}
         self.records = 0            # records painted so far
@@ -231,7 +233,6 @@ class Strip:
         c = self._c
         if c is None:
             c = self._c = ffi.new("lk_strip *")
-            self._keep = {}
             by_why = [self._kind(why, 0) for why in range(lib.LK_STRIP_WHYS)] \
                 + [_KIND_CODE["other"]]          # (one more: any other why)
             by_why[lib.LK_WHY_SWITCH] = _KIND_CODE["ready"]    # a switch to it: ready
