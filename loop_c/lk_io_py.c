@@ -437,7 +437,7 @@ static PyObject *IoTable_park(IoTable *self, PyObject *const *args, Py_ssize_t n
     else
         take_back(self, where, fd_obj, waits, cb, current);
     if (io_resumer != NULL && note_resume(current, fired, fd_obj, args[2]) < 0) {
-        /* (not Py_CLEAR: from 3.13 on it takes fired's address, and an
+        /* (not Py_CLEAR: from 3.12 on it takes fired's address, and an
          * address-taken local must not live in this frame: see above) */
         Py_DECREF(fired);
         fired = NULL;

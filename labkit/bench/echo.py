@@ -177,9 +177,9 @@ def until_drawn(console, timeout: float = STARTUP_TIMEOUT_S) -> float:
     """Run the hub until ``console`` has shown a frame and its timeline has
     drawn a picture; the process CPU seconds that took. The measured runs
     then see the Console open and refreshing, as on a service it was opened
-    on, not opening: its one-time start (matplotlib's axes and legend, the
-    first look at every greenlet) is ~0.1-0.2 s of CPU, up to a tenth of
-    a 2 s run."""
+    on, not opening: its one-time start (matplotlib's import, axes and
+    legend, the first look at every greenlet) took ~0.7 s of CPU here, a
+    third of a 2 s run."""
     import labkit
     cpu, deadline = time.process_time(), time.monotonic() + timeout
     while not (console.refreshes and console.dashboard is not None
