@@ -218,3 +218,30 @@ def test_records_overwritten_before_an_update_are_counted_and_the_rest_folded():
         assert after == expected and after["accounts"]
     finally:
         recorder.stop(read=False)
+
+
+def test_a_paced_update_cuts_a_batch_that_meets_too_many_greenlets():
+    # A thousand spawns fit in one batch of records, but each greenlet met
+    # costs Python work: a paced update folds at most PACED_KEYS of them
+    # before it asks the pace (a console's first refresh of a process that
+    # just spawned them), and folds the same as one unpaced update.
+    from tracing.pace import Pace
+    ev = Event()
+    recorder = Recorder(capacity=1 << 16).start()
+    try:
+        gs = [labkit.spawn(ev.wait) for _ in range(1000)]
+        labkit.sleep(0)
+        count = lib.lk_trace_count(recorder.ring)
+        assert count < Ledger.BATCH      # one batch, by records
+        whole, paced = Ledger(recorder), Ledger(recorder)
+        whole.update()
+        reads = []
+        pace = Pace(lambda: reads.append(paced.seq), piece_ns=0)   # (never yields)
+        paced.update(pace)
+        assert len(reads) >= 1000 // Ledger.PACED_KEYS - 1
+        assert paced.seq == whole.seq >= count
+        assert _state(paced) == _state(whole)
+        assert len(paced.accounts) >= 1000
+    finally:
+        recorder.stop(read=False)
+        labkit.killall(gs)

@@ -450,3 +450,22 @@ def test_without_the_heap_traversal_what_only_it_decides_is_left_undecided(case,
 def test_heap_check_refuses_a_traverse_that_is_not_a_bool():
     with pytest.raises(TypeError, match="traverse"):
         HeapCheck(traverse="no")
+
+
+def test_a_waiter_still_in_its_place_keeps_its_entry_from_run_to_run():
+    # What the check remembers per waiter (where it is parked and since
+    # when) is one flat tuple; a waiter that has not moved keeps the same
+    # one, so a run over many waiters allocates nothing per waiter for the
+    # next young collection to traverse.
+    ev = Event()
+    gs = [_spawn(f"still-{n}", ev.wait) for n in range(20)]
+    labkit.sleep(0.01)
+    try:
+        heap = HeapCheck(after=0.0)
+        lints(heap=heap)
+        first = dict(heap._since)
+        assert {id(g) for g in gs} <= set(first)
+        lints(heap=heap)
+        assert all(heap._since[id(g)] is first[id(g)] for g in gs)
+    finally:
+        labkit.killall(gs)

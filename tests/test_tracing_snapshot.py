@@ -237,3 +237,69 @@ def test_a_stopped_recorder_is_not_kept_alive_by_the_snapshot_machinery():
     snapshot()
     gc.collect()
     assert ref() is None
+
+
+def test_greenlets_spawned_before_a_background_recording_are_found_when_it_starts(monkeypatch):
+    # The one heap search for greenlets the recorder's spawn table cannot
+    # know (spawned before it started) runs when the console's recording
+    # starts, not inside the first snapshot -- where it would be one piece
+    # as long as the heap is big (a console's first refresh).
+    import gc
+    from tracing.frames import BackgroundRecording
+    ev = Event()
+    early = [labkit.spawn(ev.wait) for _ in range(20)]
+    labkit.sleep(0)
+    hub = labkit.get_hub()
+    searches = []
+    real = gc.get_referrers
+
+    def spy(*objs):
+        searches.extend(o for o in objs if o is hub)
+        return real(*objs)
+
+    monkeypatch.setattr(gc, "get_referrers", spy)
+    recording = BackgroundRecording().start()
+    try:
+        assert len(searches) == 1      # at start
+        late = [labkit.spawn(ev.wait) for _ in range(20)]
+        labkit.sleep(0)
+        rows = labkit.spawn(snapshot, between=lambda: labkit.sleep(0)).get().rows
+        assert len(searches) == 1      # none in the snapshot
+        ids = {row.id for row in rows}
+        assert {id(g) for g in early + late} <= ids
+    finally:
+        recording.stop()
+        labkit.killall(early + late)
+
+
+def test_a_snapshot_in_pieces_reads_the_spawn_table_in_pieces_and_what_was_spawned_meanwhile():
+    # A thousand spawns since the last look are read _SPAWNS_PER_LOOK at a
+    # time, with the pace between; a greenlet spawned while the hub ran
+    # there is read too.
+    import sys
+    snapshot_module = sys.modules["tracing.snapshot"]   # (tracing.snapshot is the function)
+    ev = Event()
+    made = []
+    with tracing.trace():
+        snapshot()
+        gs = [labkit.spawn(ev.wait) for _ in range(1000)]
+        labkit.sleep(0)
+        spawning = []
+
+        def between():
+            spawning.append(1)
+            if len(spawning) == 1:
+                made.append(labkit.spawn(ev.wait))
+            labkit.sleep(0)
+
+        saved = snapshot_module.PIECE_NS
+        snapshot_module.PIECE_NS = 0     # (read at each call): cut at every look
+        try:
+            rows = labkit.spawn(snapshot, between=between).get().rows
+        finally:
+            snapshot_module.PIECE_NS = saved
+        reg = snapshot_module._registries[labkit.get_hub()]
+        assert {id(g) for g in gs + made} <= set(reg.known)
+        assert {id(g) for g in gs} <= {row.id for row in rows}
+        assert len(spawning) >= 1000 // snapshot_module._SPAWNS_PER_LOOK
+        labkit.killall(gs + made)

@@ -104,6 +104,14 @@ class Ledger:
     #: time: numpy's temporaries of a few thousand records stay in the
     #: allocator's pools (a batch of 16,384 cost ~1.6x as much per record here)
     BATCH = 4096
+    #: greenlets (keys) a paced batch may meet: past this many the batch is
+    #: cut before the record that meets the next one, and the rest read as
+    #: the next batch. Each key costs Python work (its Account found or
+    #: made, its totals added: 1.6-3 us for a new one here), so a batch of
+    #: 4,096 records of new greenlets -- a console attaching to a process
+    #: that just started a thousand -- would otherwise be one piece of
+    #: several ms.
+    PACED_KEYS = 128
 
     def __init__(self, recorder=None):
         # (weak: ledgers are kept in a map keyed weakly by their recorder)
@@ -144,13 +152,13 @@ class Ledger:
     def update(self, pace=None) -> int:
         """Read the records written since the last update; the new count.
 
-        ``pace``: called after each batch of :data:`BATCH` records (a
-        :class:`tracing.pace.Pace`, which may let the hub run); then
-        only the records written before the call are read (the loop does
-        not chase the hub), and the ring is looked up again after each
-        batch (the recorder may have stopped meanwhile). Each batch is
-        folded whole, so an update of the same ledger running meanwhile
-        reads on from where this one stopped."""
+        ``pace``: called after each batch of at most :data:`BATCH` records
+        and :data:`PACED_KEYS` greenlets (a :class:`tracing.pace.Pace`,
+        which may let the hub run); then only the records written before
+        the call are read (the loop does not chase the hub), and the ring
+        is looked up again after each batch (the recorder may have stopped
+        meanwhile). Each batch is folded whole, so an update of the same
+        ledger running meanwhile reads on from where this one stopped."""
         recorder = self._recorder()
         ring = recorder.ring if recorder is not None else None
         if ring is None:
@@ -176,9 +184,10 @@ class Ledger:
                 self._tail = None
             if n <= 0:
                 break
-            self._fold_c(self._buffer, n, first)
-            total += n
-            if n < size:
+            folded = self._fold_c(self._buffer, n, first,
+                                  self.PACED_KEYS if pace is not None else 0)
+            total += folded
+            if folded == n < size:
                 break
         return total
 
@@ -234,18 +243,30 @@ class Ledger:
         touched, self.touched = self.touched, set()
         return touched
 
-    def _fold_c(self, recs, n: int, first: int) -> None:
+    def _fold_c(self, recs, n: int, first: int, max_keys: int = 0) -> int:
         """Fold the ``n`` records at ``recs`` (cdata ``lk_trace_entry[]``;
         ``first``: the sequence number of the first) with loop_c/lk_fold.c,
         as :meth:`_fold_python` and :meth:`_emit_python` read them one by
         one: keys (greenlet incarnations) in C, their accounts here, the
-        pass over the records in C, its totals added here."""
+        pass over the records in C, its totals added here. ``max_keys``
+        (0: no limit): fold only the records before the one that meets
+        key number ``max_keys`` (greenlets are met in record order), at
+        least one. Returns how many records were folded."""
         scratch = self._scratch
         if scratch is None or scratch.size < n:
             scratch = self._scratch = _Scratch(max(n, self.BATCH))
         keys, n_exits, first_nonspawn = scratch.keys, scratch.found, scratch.found + 1
         nkeys = lib.lk_fold_keys(recs, n, scratch.rec_key, keys, scratch.table,
                                  scratch.table_size, scratch.exits, n_exits, first_nonspawn)
+        if 0 < max_keys < nkeys:
+            # Keys are numbered as met: the first record of key max_keys is
+            # where this batch ends; the keys of the records before it again.
+            rec_key = array.array("i")
+            rec_key.frombytes(ffi.buffer(scratch.rec_key, n * 4))
+            n = rec_key.index(max_keys)
+            nkeys = lib.lk_fold_keys(recs, n, scratch.rec_key, keys, scratch.table,
+                                     scratch.table_size, scratch.exits, n_exits,
+                                     first_nonspawn)
         # The slice running when the previous batch ended ends at this
         # batch's first record other than a spawn.
         if self._running is not None and first_nonspawn[0] < n:
@@ -316,6 +337,7 @@ class Ledger:
             self._tail = None     # (the taps' carried run is not kept without taps)
         self.seq = first + n
         self.folded += n
+        return n
 
     def _carry_in(self):
         """The one-by-one reading's carried state, for lk_fold_run."""

@@ -89,6 +89,9 @@ from greenlet import getcurrent, greenlet as _raw_greenlet
 _raw_dead = _raw_greenlet.dead.__get__
 
 import labkit.hub as _lk_hub
+# (the name column's "Greenlet-<minimal_ident>" needs it, and the hub
+# imports it on first use: here, not in a console's first refresh (~0.7 ms))
+import labkit._ident  # noqa: F401
 from labkit._loop import lib
 from labkit._park import waiting_on
 from labkit.util import greenlet_name
@@ -99,7 +102,8 @@ from tracing import pace as _pace
 from tracing.ledger import Account, ledger_for
 from tracing.pace import Pace   # (its home is tracing.pace; kept importable from here)
 
-__all__ = ["snapshot", "snapshot_at", "Snapshot", "Row", "LoopStats", "Pace", "PIECE_NS"]
+__all__ = ["snapshot", "snapshot_at", "track", "Snapshot", "Row", "LoopStats", "Pace",
+           "PIECE_NS"]
 
 # -- the rows ---------------------------------------------------------------------
 
@@ -265,23 +269,37 @@ class _Registry:
                     and not obj.dead:
                 self.known[id(obj)] = weakref.ref(obj)
 
-    def refresh(self) -> None:
+    def refresh(self, pace=None) -> None:
+        """Add the greenlets spawned since the last refresh (the recorder's
+        spawn table). ``pace``: called every :data:`_SPAWNS_PER_LOOK`
+        entries (a thousand spawns since the last look take ~0.5 ms);
+        the table is read again after it, as the hub may have spawned
+        more, or (a bounded recorder) dropped old entries."""
         if self.recorder is None:
             return
-        # Spawn indices are absolute; a bounded recorder drops old entries
-        # from the front of its list (spawn_base counts them).
-        spawns = self.recorder.spawns
-        base = getattr(self.recorder, "spawn_base", 0)
-        for index in range(max(self.spawns_read, base) - base, len(spawns)):
-            info = spawns[index]
-            g = info.ref
-            if g is not None and g.parent is self.hub_ref():
-                self.known.pop(info.gid, None)     # a reused id: the new one goes last
-                self.known[info.gid] = weakref.ref(g)
-                self.spawn_info[info.gid] = info
-            elif g is None and info.exit is not None:
-                self.exited_unseen.append(info)
-        self.spawns_read = base + len(spawns)
+        hub = self.hub_ref()
+        while True:
+            # Spawn indices are absolute; a bounded recorder drops old
+            # entries from the front of its list (spawn_base counts them).
+            spawns = self.recorder.spawns
+            base = getattr(self.recorder, "spawn_base", 0)
+            start = max(self.spawns_read, base) - base
+            end = len(spawns)
+            if pace is not None:
+                end = min(end, start + _SPAWNS_PER_LOOK)
+            for index in range(start, end):
+                info = spawns[index]
+                g = info.ref
+                if g is not None and g.parent is hub:
+                    self.known.pop(info.gid, None)     # a reused id: the new one goes last
+                    self.known[info.gid] = weakref.ref(g)
+                    self.spawn_info[info.gid] = info
+                elif g is None and info.exit is not None:
+                    self.exited_unseen.append(info)
+            self.spawns_read = base + end
+            if pace is None or end >= len(spawns):
+                return
+            pace()
 
     def greenlets(self):
         """(id, greenlet) of the known greenlets still referenced, in order."""
@@ -308,7 +326,33 @@ class _Registry:
 _registries: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _registry_for(hub, recorder) -> _Registry:
+def track(hub=None) -> None:
+    """Find ``hub``'s live greenlets now, for the recording that runs (if
+    any), so that its first snapshot does not have to.
+
+    A snapshot knows the greenlets spawned while a recording runs from the
+    recorder's spawn table; those spawned before it started are found once,
+    by a search of the collector's objects (``gc.get_referrers(hub)``). That
+    search is one C call, O(heap) -- ~2.6 ms for 35,000 objects on this
+    2-core VM, and it grows with the program -- and cannot be cut into
+    pieces, so a console's first refresh would hold the loop for all of it.
+    A recording started for a console calls this right after it starts
+    (:class:`tracing.frames.BackgroundRecording`): with ``LABKIT_CONSOLE=1``
+    that is at ``import labkit``, when the heap is small and no greenlet is
+    alive yet. Call from the hub's thread; without a recording of this hub,
+    nothing to keep, and nothing is done."""
+    hub = hub if hub is not None else _lk_hub.get_hub()
+    recorder = _recorder_module.active()
+    if recorder is not None and recorder.ring is not None and recorder.hub is hub:
+        _registry_for(hub, recorder)
+
+
+#: Spawn-table entries a paced refresh of the registry reads between two
+#: calls of its pace (~0.5 us each).
+_SPAWNS_PER_LOOK = 256
+
+
+def _registry_for(hub, recorder, pace=None) -> _Registry:
     if recorder is None:
         _registries.pop(hub, None)
         reg = _Registry(hub, None)
@@ -316,7 +360,7 @@ def _registry_for(hub, recorder) -> _Registry:
         reg = _registries.get(hub)
         if reg is None or reg.recorder is not recorder:
             reg = _registries[hub] = _Registry(hub, recorder)
-        reg.refresh()
+        reg.refresh(pace)
     return reg
 
 
@@ -329,6 +373,14 @@ PIECE_NS = _pace.PIECE_NS
 #: Rows read between two looks at the clock in a snapshot in pieces (a
 #: row read afresh costs ~13 us: 16 keep a piece within ~0.2 ms of PIECE_NS).
 _ROWS_PER_LOOK = 16
+#: A row whose frames are read afresh counts as this many towards the next
+#: look: ~13 us on average, and 40-60 us for the first rows of a process
+#: (their source lines and spawn sites are read for the first time), so
+#: sixteen of those at a stretch held the loop for ~1 ms on a first attach.
+_FRESH_ROW_LOOKS = 4
+#: Rows checked against the ledger's touched set between two looks (~0.15
+#: us each: 10,000 at once were a piece of ~1.5 ms).
+_ROWS_PER_CHECK = 1024
 
 
 def snapshot(hub=None, *, between=None) -> Snapshot:
@@ -375,12 +427,14 @@ def _snapshot(hub, pace=None) -> Snapshot:
     if recorder is not None:
         ledger = ledger_for(recorder)
         ledger.update(pace)
+        reg = _registry_for(hub, recorder, pace)
         if pace is not None and (recorder.ring is None or _recorder_module.active()
                                  is not recorder):
             # it stopped while the hub ran: a snapshot without the time columns
             return _snapshot(hub, None)
         now_ns = lib.lk_now_ns()
-    reg = _registry_for(hub, recorder)
+    else:
+        reg = _registry_for(hub, None)
     # Another snapshot in pieces of this hub is under way (this one runs
     # while it yields): leave the registry's row cache and the ledger's
     # touched set to it.
@@ -413,7 +467,7 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
     for gid, ref in known:
         if pace is not None:
             look += 1
-            if look == _ROWS_PER_LOOK:
+            if look >= _ROWS_PER_LOOK:
                 look = 0
                 cuts = pace.cuts
                 pace()
@@ -447,6 +501,7 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
                     and cached[4] == state:
                 waits, where = cached[2], cached[3]
             else:
+                look += _FRESH_ROW_LOOKS - 1
                 waits, where = _words(g, frame, state)
                 if frame is not None:
                     frames[gid] = (id(frame), frame.f_lasti, waits, where, state, frame.f_code)
@@ -485,7 +540,11 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
         # see them as touched, or it would reuse rows read before they ran).
         ledger.update(pace)
         moved = ledger.touched
-        changed = frozenset(row.id for row in rows if row.id in moved)
+        found = []
+        for lo in range(0, len(rows), _ROWS_PER_CHECK):   # (~0.15 us a row)
+            found.extend(row.id for row in rows[lo:lo + _ROWS_PER_CHECK] if row.id in moved)
+            pace()
+        changed = frozenset(found)
         if not nested:
             for gid in changed:   # their cached rows may be from before
                 previous.pop(gid, None)
@@ -493,7 +552,9 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
         reg._forget(gid)
     for gid in gone:      # shown once as dead, then dropped
         reg._forget(gid)
-    for info in reg.exited_unseen:   # born and gone between two snapshots
+    for look, info in enumerate(reg.exited_unseen):   # born and gone between two snapshots
+        if pace is not None and look % _ROWS_PER_LOOK == _ROWS_PER_LOOK - 1:
+            pace()
         site, cell, parent = _spawn_columns(info, recorder)
         acc = accounts.get(info.gid)
         if acc is None or acc.exited is None:
