@@ -173,7 +173,9 @@ def lost_wakeups(rows, pace=None, heap: "HeapCheck | None" = None) -> list[Findi
     if not groups:
         return out
     pace()
-    greenlets = [row.greenlet for row in rows if row.greenlet is not None]
+    greenlets = []
+    for part in pace.chunks(rows):
+        greenlets += [row.greenlet for row in part if row.greenlet is not None]
     # No collection while deciding (in pieces, the caller's Pace turns it on
     # between them): one can run finalizers -- a collected greenlet is
     # killed, which switches into it -- between a count and its check.

@@ -58,6 +58,15 @@ class Pace:
             self.cuts += 1
             self.start = time.perf_counter_ns()
 
+    def chunks(self, items, size: int = 1024):
+        """``items`` (a sequence) in consecutive slices of ``size``, with a
+        call of this pace after each: a pass over many cheap items (rows
+        into a dict, a membership check) done in pieces, not in one --
+        10,000 of them at ~0.1 us each are a piece of ~1 ms."""
+        for lo in range(0, len(items), size):
+            yield items[lo:lo + size]
+            self()
+
     def cut(self) -> None:
         """Call ``between`` now (if any): the next step starts a piece."""
         if self.between is not None:

@@ -378,9 +378,6 @@ _ROWS_PER_LOOK = 16
 #: (their source lines and spawn sites are read for the first time), so
 #: sixteen of those at a stretch held the loop for ~1 ms on a first attach.
 _FRESH_ROW_LOOKS = 4
-#: Rows checked against the ledger's touched set between two looks (~0.15
-#: us each: 10,000 at once were a piece of ~1.5 ms).
-_ROWS_PER_CHECK = 1024
 
 
 def snapshot(hub=None, *, between=None) -> Snapshot:
@@ -541,9 +538,8 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
         ledger.update(pace)
         moved = ledger.touched
         found = []
-        for lo in range(0, len(rows), _ROWS_PER_CHECK):   # (~0.15 us a row)
-            found.extend(row.id for row in rows[lo:lo + _ROWS_PER_CHECK] if row.id in moved)
-            pace()
+        for part in pace.chunks(rows):
+            found.extend(row.id for row in part if row.id in moved)
         changed = frozenset(found)
         if not nested:
             for gid in changed:   # their cached rows may be from before
