@@ -181,7 +181,7 @@ def _lost_by_traversal_alone():
         lost_wakeup._audit, lost_wakeup._witnesses = saved
 
 
-def _in_other_greenlets_locals(groups, greenlets, pace):
+def _in_other_greenlets_locals(groups, greenlets, pace, budget=None):
     held = set()
     for obj, rows in groups:
         waiting = {id(row.greenlet) for row in rows}
