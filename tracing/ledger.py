@@ -261,7 +261,7 @@ class Ledger:
         if 0 < max_keys < nkeys:
             # Keys are numbered as met: the first record of key max_keys is
             # where this batch ends; the keys of the records before it again.
-            rec_key = array.array("i")
+            rec_key = array.array(_INT32)
             rec_key.frombytes(ffi.buffer(scratch.rec_key, n * 4))
             n = rec_key.index(max_keys)
             nkeys = lib.lk_fold_keys(recs, n, scratch.rec_key, keys, scratch.table,
@@ -704,6 +704,10 @@ def _no_recorder():
 #: A finished greenlet's account is kept for the lints if it ran or waited
 #: ready this long in one stretch (ns), or was woken 20 times or more.
 NOTABLE_NS = 10_000_000
+
+#: the array typecode of lk_fold_keys' int32_t record keys
+_INT32 = next(code for code in "ihl" if array.array(code).itemsize == 4)
+
 
 class _Everything(set):
     """A touched set after lost records: every greenlet counts as touched."""

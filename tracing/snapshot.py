@@ -373,10 +373,10 @@ PIECE_NS = _pace.PIECE_NS
 #: Rows read between two looks at the clock in a snapshot in pieces (a
 #: row read afresh costs ~13 us: 16 keep a piece within ~0.2 ms of PIECE_NS).
 _ROWS_PER_LOOK = 16
-#: A row whose frames are read afresh counts as this many towards the next
-#: look: ~13 us on average, and 40-60 us for the first rows of a process
-#: (their source lines and spawn sites are read for the first time), so
-#: sixteen of those at a stretch held the loop for ~1 ms on a first attach.
+#: A row whose frames are read afresh (~13 us, against ~1 us for a parked
+#: row reused from the last snapshot) counts as this many towards the next
+#: look: a first snapshot of many greenlets, all of them fresh, looks at the
+#: clock about as often in time as a later one.
 _FRESH_ROW_LOOKS = 4
 
 
