@@ -421,4 +421,4 @@ def test_the_pause_benchmark_runs():
     from labkit.bench.console_pause import measure
     result = measure(5, frames=1, interval=0.0)
     assert result["rows"] >= 6 and result["pause_ms_max"] > 0 and result["pieces"] >= 2
-    assert result["first_cpu_ms"] > 0
+    assert result["first_cpu_ms"] > 0 and 0 <= result["own_ms_max"] and result["gc_ms_max"] >= 0

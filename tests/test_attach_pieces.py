@@ -115,3 +115,32 @@ def test_the_terminal_view_says_how_many_waits_were_left_undecided():
     frame["undecided"] = 0
     out.print(attach.render(frame))
     assert out.export_text().count("not decided") == 0
+
+
+def test_the_collectors_share_of_a_piece_is_told_apart_from_the_frames_own_work():
+    # A full collection forced inside the capture's second piece: the
+    # served figures count it as the collector's (pause_gc_ms) and leave it
+    # out of the frame's own work (pause_own_ms); the collector is hooked
+    # only while the frame is served.
+    import gc
+    from tracing.causes import gc_times
+    junk = [[[] for _ in range(50)] for _ in range(2000)]   # something to traverse
+
+    def capture(between, pieces, omit):
+        pieces.append(1000)
+        between()
+        gc.collect()
+        pieces.append(2000)
+        between()      # (a capture in pieces ends in a yield)
+        return {"time": 1.0, "pid": 7, "rows": _rows(3), "loop": {}, "lints": []}
+
+    hooked = gc_times._callback in gc.callbacks
+    server = attach.AttachServer(path="/nonexistent/never-bound.sock", capture=capture)
+    conn = _Connection([0])
+    labkit.spawn(server._send_frame, conn).get(timeout=10)
+    served = json.loads(b"".join(data for _ticks, data in conn.writes))["served"]
+    assert served["pause_gc_ms"] > 0
+    assert served["pause_gc_ms"] <= served["pause_cpu_ms"] + 0.05
+    assert served["pause_own_ms"] < served["pause_cpu_ms"]
+    assert (gc_times._callback in gc.callbacks) == hooked
+    del junk

@@ -69,6 +69,7 @@ labkit), no answer comes: the client says so after ``--timeout`` seconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import hmac
 import json
 import os
@@ -76,6 +77,7 @@ import secrets
 import socket as _stdlib_socket
 import struct
 import sys
+import threading
 import time
 
 from labkit.console import group_path, socket_dir
@@ -83,6 +85,7 @@ from labkit.console import private_dir as _private_dir
 from labkit.console import write_private as _write_private
 from tracing import attach_group
 from tracing import frames as _frames
+from tracing.causes import gc_times
 # the terminal side, here too under its old names (tracing.attach.AttachClient, ...)
 from tracing.attach_client import (AttachClient, load_record, loopback_address, record_header,
                                    socket_path, token_path)
@@ -374,40 +377,56 @@ class AttachServer:
         the capture's pieces and of the sending's, ``capture_ms`` and
         ``send_ms``; ``pause_cpu_ms``, the longest piece in this thread's
         CPU time, which a machine that deschedules the target does not
-        lengthen). The rows go as lists under one
+        lengthen; ``pause_gc_ms``, the most the cyclic garbage collector
+        ran in one piece, and ``pause_own_ms``, the longest piece in CPU
+        time without the collector's share: what the frame's own work held
+        the loop for). The rows go as lists under one
         ``"columns"`` list (half the encoding of dicts: each key once);
         tracing.attach_client rebuilds the dicts. A row whose keys are not
         the columns goes as its dict."""
         import labkit
+        gc_times.acquire()
+        try:
+            self._send_frame_in_pieces(conn, labkit)
+        finally:
+            gc_times.release()
+
+    def _send_frame_in_pieces(self, conn, labkit) -> None:
         clock, cpu = time.perf_counter_ns, time.thread_time_ns
+        collector = functools.partial(gc_times.total, threading.get_ident())
         pauses: list = []
         # The same pieces in this thread's CPU time: a busy machine that
         # deschedules the target mid-piece lengthens the wall time of a
-        # piece, not the work it holds the loop for.
+        # piece, not the work it holds the loop for. And the collector's
+        # share of each: a collection lands in whichever piece allocates
+        # when one is due (tracing.causes.gc_times).
         cpu_pauses: list = []
-        cpu_start = cpu()
+        gc_pauses: list = []
+        cpu_start, gc_start = cpu(), collector()
 
         def between():
-            nonlocal cpu_start
+            nonlocal cpu_start, gc_start
             cpu_pauses.append(cpu() - cpu_start)
+            gc_pauses.append(collector() - gc_start)
             labkit.sleep(0)
-            cpu_start = cpu()
+            cpu_start, gc_start = cpu(), collector()
 
         frame = self.capture(between=between, pieces=pauses,
                              omit=(id(labkit.getcurrent()),))   # this one, serving
         rows = frame.pop("rows")
         captured = len(pauses)
-        start, cpu_start = clock(), cpu()
+        start, cpu_start, gc_start = clock(), cpu(), collector()
         columns = tuple(rows[0]) if rows else ()
         head = _ENCODER.encode(frame)
         conn.sendall(f'{head[:-1]},"columns":{_ENCODER.encode(columns)},"rows":['.encode())
         pauses.append(clock() - start)
         cpu_pauses.append(cpu() - cpu_start)
+        gc_pauses.append(collector() - gc_start)
         i, n, comma = 0, len(rows), ""
         width = len(columns)
         while i < n:
             labkit.sleep(0)
-            start, cpu_start = clock(), cpu()
+            start, cpu_start, gc_start = clock(), cpu(), collector()
             parts = []
             while i < n and (not parts or clock() - start < PIECE_NS):
                 batch = rows[i:i + ROWS_PER_STEP]
@@ -419,6 +438,7 @@ class AttachServer:
             comma = ","
             pauses.append(clock() - start)
             cpu_pauses.append(cpu() - cpu_start)
+            gc_pauses.append(collector() - gc_start)
         pause_ms = max(pauses, default=0) / 1e6
         self.stats["frames"] += 1
         self.stats["last_pause_ms"] = pause_ms
@@ -426,6 +446,11 @@ class AttachServer:
         served = {"pause_ms": pause_ms, "max_pause_ms": self.stats["max_pause_ms"],
                   # the longest piece in the serving thread's CPU time
                   "pause_cpu_ms": max(cpu_pauses, default=0) / 1e6,
+                  # the most the collector ran in one piece, and the longest
+                  # piece in CPU time without it: the frame's own work
+                  "pause_gc_ms": max(gc_pauses, default=0) / 1e6,
+                  "pause_own_ms": max((max(0, c - g) for c, g in zip(cpu_pauses, gc_pauses)),
+                                      default=0) / 1e6,
                   "pieces": len(pauses),
                   # whose piece was longest: the capture's, or the sending's
                   "capture_ms": max(pauses[:captured], default=0) / 1e6,

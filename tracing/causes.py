@@ -76,6 +76,7 @@ class GcTimes:
     def __init__(self, keep: int = 512):
         self.keep = keep
         self.intervals: dict[int, deque] = {}   # thread ident -> (start_ns, end_ns)
+        self.totals: dict[int, int] = {}        # thread ident -> ns, all intervals
         self._open: dict[int, int] = {}
         self._users = 0
         self._lock = threading.Lock()
@@ -87,10 +88,12 @@ class GcTimes:
         else:
             start = self._open.pop(ident, None)
             if start is not None:
+                end = time.monotonic_ns()
                 line = self.intervals.get(ident)
                 if line is None:
                     line = self.intervals[ident] = deque(maxlen=self.keep)
-                line.append((start, time.monotonic_ns()))
+                line.append((start, end))
+                self.totals[ident] = self.totals.get(ident, 0) + end - start
 
     def acquire(self) -> None:
         with self._lock:
@@ -106,6 +109,12 @@ class GcTimes:
                     gc.callbacks.remove(self._callback)
                 except ValueError:
                     pass
+
+    def total(self, ident: int | None = None) -> int:
+        """ns the collector has run in thread ``ident`` (default: this one)
+        while the hook was installed: the difference of two readings is
+        what ran between them, in O(1)."""
+        return self.totals.get(threading.get_ident() if ident is None else ident, 0)
 
     def within(self, ident: int, start_ns: int, end_ns: int) -> int:
         """ns the collector ran in thread ``ident`` between the two instants
