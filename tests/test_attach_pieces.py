@@ -144,3 +144,16 @@ def test_the_collectors_share_of_a_piece_is_told_apart_from_the_frames_own_work(
     assert served["pause_own_ms"] < served["pause_cpu_ms"]
     assert (gc_times._callback in gc.callbacks) == hooked
     del junk
+
+
+def test_the_terminal_view_says_how_much_of_the_longest_piece_was_garbage_collection():
+    from rich.console import Console
+    frame = {"pid": 7, "time": 1.0, "rows": [], "loop": {}, "lints": [],
+             "served": {"pause_ms": 1.5, "pause_gc_ms": 1.2}}
+    out = Console(width=200, record=True, file=open(os.devnull, "w"))
+    out.print(attach.render(frame))
+    text = out.export_text()
+    assert "pieces of ≤ 1.50 ms (garbage collection 1.20 ms of it)" in text
+    frame["served"] = {"pause_ms": 0.4, "pause_gc_ms": 0.0}
+    out.print(attach.render(frame))
+    assert out.export_text().count("garbage collection") == 0

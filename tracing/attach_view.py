@@ -75,7 +75,9 @@ def render(frame: dict, history: list[dict] | None = None, sort: str = "busy",
     served = frame.get("served", {})
     title = (f"labkit console — {title or 'pid ' + str(frame.get('pid'))} — {len(rows)} rows — "
              f"{format_loop(frame.get('loop', {}))}"
-             + (f" — served in pieces of ≤ {served['pause_ms']:.2f} ms" if served else ""))
+             + (f" — served in pieces of ≤ {served['pause_ms']:.2f} ms" if served else "")
+             + (f" (garbage collection {served['pause_gc_ms']:.2f} ms of it)"
+                if served.get("pause_gc_ms", 0) >= 0.01 else ""))
     table = Table(title=title, expand=True, show_lines=False)
     for column in ("pid",) * by_process + ("name", "state", "waits on", "where", "busy",
                                            "sched", "sw"):
