@@ -139,8 +139,9 @@ def test_the_collectors_share_of_a_piece_is_told_apart_from_the_frames_own_work(
     conn = _Connection([0])
     labkit.spawn(server._send_frame, conn).get(timeout=10)
     served = json.loads(b"".join(data for _ticks, data in conn.writes))["served"]
+    # (the collector's share is wall time, the piece's CPU time: a collection
+    # descheduled for a moment can be the longer)
     assert served["pause_gc_ms"] > 0
-    assert served["pause_gc_ms"] <= served["pause_cpu_ms"] + 0.05
     assert served["pause_own_ms"] < served["pause_cpu_ms"]
     assert (gc_times._callback in gc.callbacks) == hooked
     del junk
