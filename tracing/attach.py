@@ -392,41 +392,32 @@ class AttachServer:
             gc_times.release()
 
     def _send_frame_in_pieces(self, conn, labkit) -> None:
-        clock, cpu = time.perf_counter_ns, time.thread_time_ns
-        collector = functools.partial(gc_times.total, threading.get_ident())
+        clock = time.perf_counter_ns
         pauses: list = []
-        # The same pieces in this thread's CPU time: a busy machine that
-        # deschedules the target mid-piece lengthens the wall time of a
-        # piece, not the work it holds the loop for. And the collector's
-        # share of each: a collection lands in whichever piece allocates
-        # when one is due (tracing.causes.gc_times).
-        cpu_pauses: list = []
-        gc_pauses: list = []
-        cpu_start, gc_start = cpu(), collector()
+        shares = _PieceShares()
 
         def between():
-            nonlocal cpu_start, gc_start
-            cpu_pauses.append(cpu() - cpu_start)
-            gc_pauses.append(collector() - gc_start)
+            shares.end()
             labkit.sleep(0)
-            cpu_start, gc_start = cpu(), collector()
+            shares.begin()
 
         frame = self.capture(between=between, pieces=pauses,
                              omit=(id(labkit.getcurrent()),))   # this one, serving
         rows = frame.pop("rows")
         captured = len(pauses)
-        start, cpu_start, gc_start = clock(), cpu(), collector()
+        start = clock()
+        shares.begin()
         columns = tuple(rows[0]) if rows else ()
         head = _ENCODER.encode(frame)
         conn.sendall(f'{head[:-1]},"columns":{_ENCODER.encode(columns)},"rows":['.encode())
         pauses.append(clock() - start)
-        cpu_pauses.append(cpu() - cpu_start)
-        gc_pauses.append(collector() - gc_start)
+        shares.end()
         i, n, comma = 0, len(rows), ""
         width = len(columns)
         while i < n:
             labkit.sleep(0)
-            start, cpu_start, gc_start = clock(), cpu(), collector()
+            start = clock()
+            shares.begin()
             parts = []
             while i < n and (not parts or clock() - start < PIECE_NS):
                 batch = rows[i:i + ROWS_PER_STEP]
@@ -437,25 +428,51 @@ class AttachServer:
             conn.sendall((comma + ",".join(parts)).encode())
             comma = ","
             pauses.append(clock() - start)
-            cpu_pauses.append(cpu() - cpu_start)
-            gc_pauses.append(collector() - gc_start)
+            shares.end()
         pause_ms = max(pauses, default=0) / 1e6
         self.stats["frames"] += 1
         self.stats["last_pause_ms"] = pause_ms
         self.stats["max_pause_ms"] = max(self.stats["max_pause_ms"], pause_ms)
         served = {"pause_ms": pause_ms, "max_pause_ms": self.stats["max_pause_ms"],
                   # the longest piece in the serving thread's CPU time
-                  "pause_cpu_ms": max(cpu_pauses, default=0) / 1e6,
+                  "pause_cpu_ms": max(shares.cpu, default=0) / 1e6,
                   # the most the collector ran in one piece, and the longest
                   # piece in CPU time without it: the frame's own work
-                  "pause_gc_ms": max(gc_pauses, default=0) / 1e6,
-                  "pause_own_ms": max((max(0, c - g) for c, g in zip(cpu_pauses, gc_pauses)),
+                  "pause_gc_ms": max(shares.gc, default=0) / 1e6,
+                  "pause_own_ms": max((max(0, c - g) for c, g in zip(shares.cpu, shares.gc)),
                                       default=0) / 1e6,
                   "pieces": len(pauses),
                   # whose piece was longest: the capture's, or the sending's
                   "capture_ms": max(pauses[:captured], default=0) / 1e6,
                   "send_ms": max(pauses[captured:], default=0) / 1e6}
         conn.sendall(f'],"served":{_ENCODER.encode(served)}}}\n'.encode())
+
+
+class _PieceShares:
+    """Each piece of a frame in the serving thread's CPU time (``cpu``, ns),
+    and the cyclic collector's share of it (``gc``, ns): :meth:`begin` and
+    :meth:`end` around every stretch that holds the hub.
+
+    CPU time, because a busy machine that deschedules the target mid-piece
+    lengthens a piece's wall time, not the work it holds the loop for; the
+    collector's share, because a collection lands in whichever piece
+    allocates when one is due (tracing.causes.gc_times, hooked while a
+    frame is served)."""
+
+    __slots__ = ("cpu", "gc", "_collector", "_cpu0", "_gc0")
+
+    def __init__(self):
+        self.cpu: list = []
+        self.gc: list = []
+        self._collector = functools.partial(gc_times.total, threading.get_ident())
+        self.begin()
+
+    def begin(self) -> None:
+        self._cpu0, self._gc0 = time.thread_time_ns(), self._collector()
+
+    def end(self) -> None:
+        self.cpu.append(time.thread_time_ns() - self._cpu0)
+        self.gc.append(self._collector() - self._gc0)
 
 
 #: The servers serve() started, by transport ("unix", "tcp"): one of each at most.
