@@ -75,3 +75,62 @@ def test_a_greenlet_that_leaves_its_wait_meanwhile_gets_no_lint(monkeypatch):
         assert _lost(found) == {id(g) for g in gs[10:]}
     finally:
         labkit.killall(gs)
+
+
+def _longest_stretch(count: int, held: bool) -> int:
+    """The most lines of Python the lost wake-up check runs between two
+    yields (a piece per step: PIECE_NS 0), for ``count`` greenlets parked
+    on one Event -- held by this frame, or only by its waiters. Lines,
+    not time: a count that a loaded machine does not change."""
+    from tracing.lost_wakeup import lost_wakeups
+    from tracing.pace import Pace
+    from tracing.snapshot import snapshot
+    box = [Event()]
+    keep = box[0] if held else None
+
+    def wait():
+        event = box[0]
+        try:
+            event.wait()
+        except labkit.GreenletExit:
+            return
+
+    gs = [labkit.spawn(wait) for _ in range(count)]
+    labkit.sleep(0)
+    box.clear()
+    lines = [0]
+    stretches = []
+
+    def local(frame, event, arg):
+        if event == "line":
+            lines[0] += 1
+        return local
+
+    def between():
+        stretches.append(lines[0])
+        lines[0] = 0
+        labkit.sleep(0)
+
+    try:
+        rows = snapshot().rows
+        sys.settrace(lambda frame, event, arg: local)
+        try:
+            found = lost_wakeups(rows, Pace(between, piece_ns=0))
+        finally:
+            sys.settrace(None)
+        assert len(found) == (0 if held else count)
+        assert keep is None or not keep.is_set()
+        return max(stretches + lines)
+    finally:
+        labkit.killall(gs)
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["lost", "held"])
+def test_no_piece_of_the_lost_wakeup_check_grows_with_the_waiters(held):
+    # Ten thousand waiters of one object held the loop for ~3 ms in one
+    # piece (the search's set of waiters, the findings, the freeing of the
+    # audit's counts): each is now done in pieces of a bounded size, so the
+    # longest stretch is the same at 1,100 waiters and at 4,400 (the
+    # passes in chunks of 1,024 bound both).
+    small, large = _longest_stretch(1100, held), _longest_stretch(4400, held)
+    assert large <= small * 1.25 + 50, (small, large)

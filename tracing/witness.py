@@ -204,8 +204,10 @@ def witnesses(groups: list, greenlets: list, pace, budget: int) -> set:
     in a local, and count as its holder."""
     found: set = set()
     for group in groups:
-        waiting = {id(row.greenlet) for row in group[1]}
         pace()
+        waiting: set = set()
+        for part in pace.chunks(group[1]):
+            waiting.update([id(row.greenlet) for row in part])
         if _search(group, _roots(greenlets, waiting, pace), waiting, pace, budget):
             found.add(id(group[0]))
     return found
@@ -248,7 +250,9 @@ def _search(group: list, rounds: tuple, waiting: set, pace, budget: int) -> bool
                     read += 1
                 work += 1 + len(kids)
                 xid = id(x)
-                for child in kids:
+                for n, child in enumerate(kids):
+                    if n & 255 == 255:    # (a list of 10,000 greenlets is one object)
+                        pace()
                     cid = id(child)
                     if cid in parent or cid in waiting or type(child) in _NOT_FOLLOWED_EXACT:
                         continue
