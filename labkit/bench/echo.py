@@ -62,7 +62,7 @@ each connection sends one ``GET /`` and, once answered, stays open idle.
 
     ============ ============================================================
     wsgi         labkit.wsgi.WSGIServer: an idle keep-alive connection falls
-                 asleep after ``sleep_after`` (0.5 s): a read watcher, no greenlet
+                 asleep after ``sleep_after`` (0.1 s): a read watcher, no greenlet
     wsgi-awake   the same with ``sleep_after=None``: a greenlet parked in recv
                  per connection (what every connection cost before)
     gevent-wsgi  gevent.pywsgi.WSGIServer
@@ -119,7 +119,7 @@ IDLE_CONNS = 10_000
 IDLE_PER_SOURCE = 20_000
 #: seconds the --idle driver waits after the last connection answered, before
 #: it reads the server's RSS: an idle labkit WSGI connection falls asleep
-#: after its sleep_after (0.5 s) and the reaper's next pass (<= 1 s)
+#: after its sleep_after (0.1 s) and the reaper's next pass (<= 1 s)
 SETTLE_S = 2.5
 #: what the HTTP idle client sends on each connection
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
