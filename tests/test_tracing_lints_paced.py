@@ -7,8 +7,11 @@ import pytest
 
 import labkit
 import tracing.lints
+import tracing.snapshot   # noqa: F401  (the module: tracing.snapshot is also the function)
 from labkit.event import Event
 from tracing.lints import lints
+
+_snapshot_module = sys.modules["tracing.snapshot"]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,6 +51,7 @@ def test_lints_in_pieces_find_what_lints_in_one_go_find(monkeypatch):
         assert len(cuts) >= 300 * 2   # each waiter's rows, frames and locals apart
         assert _lost(paced) == _lost(whole) == {id(g) for g in gs}
         monkeypatch.setattr(tracing.lints, "PIECE_NS", 10**12)   # never due
+        monkeypatch.setattr(_snapshot_module, "PIECE_NS", 10**12)   # (its snapshot's too)
         cuts.clear()
         assert _lost(lints(between=lambda: cuts.append(1))) == _lost(whole)
         # at the start (the lints begin a piece of their own), and before the
@@ -77,14 +81,21 @@ def test_a_greenlet_that_leaves_its_wait_meanwhile_gets_no_lint(monkeypatch):
         labkit.killall(gs)
 
 
-def _longest_stretch(count: int, held: bool) -> int:
-    """The most lines of Python the lost wake-up check runs between two
-    yields (a piece per step: PIECE_NS 0), for ``count`` greenlets parked
-    on one Event -- held by this frame, or only by its waiters. Lines,
+def _longest_stretch(count: int, held: bool, what: str, monkeypatch) -> int:
+    """The most lines of Python run between two yields (a piece per step:
+    every PIECE_NS 0) by ``what`` -- the lost wake-up check, all the lints,
+    or a console frame's capture with its lints --, for ``count`` greenlets
+    parked on one Event, held by this frame or only by its waiters. Lines,
     not time: a count that a loaded machine does not change."""
+    import tracing.frames
+    import tracing.pace
     from tracing.lost_wakeup import lost_wakeups
+    from tracing.recorder import Recorder
     from tracing.pace import Pace
     from tracing.snapshot import snapshot
+    monkeypatch.setattr(tracing.lints, "PIECE_NS", 0)
+    monkeypatch.setattr(tracing.pace, "PIECE_NS", 0)
+    monkeypatch.setattr(_snapshot_module, "PIECE_NS", 0)
     box = [Event()]
     keep = box[0] if held else None
 
@@ -95,7 +106,11 @@ def _longest_stretch(count: int, held: bool) -> int:
         except labkit.GreenletExit:
             return
 
+    # (recorded, as the console and the attach do: a snapshot then finds the
+    # greenlets in the recorder's spawn table, in pieces)
+    recorder = Recorder(capacity=1 << 16).start()
     gs = [labkit.spawn(wait) for _ in range(count)]
+    ids = {id(g) for g in gs}
     labkit.sleep(0)
     box.clear()
     lines = [0]
@@ -115,22 +130,37 @@ def _longest_stretch(count: int, held: bool) -> int:
         rows = snapshot().rows
         sys.settrace(lambda frame, event, arg: local)
         try:
-            found = lost_wakeups(rows, Pace(between, piece_ns=0))
+            if what == "lost_wakeups":
+                found = lost_wakeups(rows, Pace(between, piece_ns=0))
+            elif what == "lints":
+                found = lints(between=between)
+            else:
+                found = tracing.frames.capture(between=between)["lints"]
         finally:
             sys.settrace(None)
-        assert len(found) == (0 if held else count)
+        if what == "lost_wakeups":
+            lost = {f.id for f in found}
+        elif what == "lints":
+            lost = _lost(found)
+        else:
+            lost = {lint["id"] for lint in found if lint["kind"] == "lost wake-up"}
+        assert len(lost & ids) == (0 if held else count)
         assert keep is None or not keep.is_set()
         return max(stretches + lines)
     finally:
         labkit.killall(gs)
+        recorder.stop(read=False)
 
 
+@pytest.mark.parametrize("what", ["lost_wakeups", "lints", "capture"])
 @pytest.mark.parametrize("held", [False, True], ids=["lost", "held"])
-def test_no_piece_of_the_lost_wakeup_check_grows_with_the_waiters(held):
-    # Ten thousand waiters of one object held the loop for ~3 ms in one
-    # piece (the search's set of waiters, the findings, the freeing of the
-    # audit's counts): each is now done in pieces of a bounded size, so the
-    # longest stretch is the same at 1,100 waiters and at 4,400 (the
-    # passes in chunks of 1,024 bound both).
-    small, large = _longest_stretch(1100, held), _longest_stretch(4400, held)
+def test_no_piece_grows_with_the_waiters_of_one_object(held, what, monkeypatch):
+    # Ten thousand waiters of one object held the loop for milliseconds in
+    # one piece (the search's set of waiters, the findings and the lints
+    # made of them, the freeing of the audit's counts, the lints made
+    # plain): each is now done in pieces of a bounded size, so the longest
+    # stretch is the same at 1,100 waiters and at 4,400 (the passes in
+    # chunks of 1,024 bound both).
+    small = _longest_stretch(1100, held, what, monkeypatch)
+    large = _longest_stretch(4400, held, what, monkeypatch)
     assert large <= small * 1.25 + 50, (small, large)

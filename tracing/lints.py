@@ -194,7 +194,8 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
     Call from the hub's thread. A threshold left None is the module's
     constant at the time of the call (NEVER_YIELDED, STARVED, ...: set
     them to change the defaults everywhere, %labkit_status included).
-    ``snap``: a :func:`snapshot` just taken (else one is taken).
+    ``snap``: a :func:`snapshot` just taken (else one is taken, in pieces
+    with ``between``).
 
     ``between``: called at the start (the lints begin a piece of their
     own: they cannot know how long the caller's piece has run) and then
@@ -223,7 +224,7 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
     _check(never_yielded=never_yielded, starved=starved, leaked_after=leaked_after,
            spinning_ratio=spinning_ratio, spinning_wakes=spinning_wakes)
     hub = hub if hub is not None else _lk_hub.get_hub()
-    snap = snap if snap is not None else snapshot(hub)
+    snap = snap if snap is not None else snapshot(hub, between=between)   # (in pieces too)
     # In pieces, the collector runs between them, not inside one (a full
     # collection of a big heap takes ~15 ms here).
     gc_off = between is not None and gc.isenabled()
@@ -242,14 +243,19 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
         if recorder is not None and recorder.ring is not None:
             found += _timing_lints(recorder, rows, never_yielded, starved, spinning_ratio,
                                    spinning_wakes, pace)
-        found += [(Lint("lost wake-up", f.name, f.line, f.evidence, f.id), f.greenlet)
-                  for f in lost_wakeups(snap.rows, pace, heap)]
-        pace()
-        found += _leaks(snap.rows, leaked_after)
+        # (lists of findings in pieces too: 10,000 waiters of one forgotten
+        # Event are 10,000 findings, ~10 ms of lints made and filtered)
+        for part in pace.chunks(lost_wakeups(snap.rows, pace, heap), 256):
+            found += [(Lint("lost wake-up", f.name, f.line, f.evidence, f.id), f.greenlet)
+                      for f in part]
+        found += _leaks(snap.rows, leaked_after, pace)
+        kept = []
+        for part in pace.chunks(found, 256):
+            kept += [lint for lint, g in part if not _silenced(lint, g)]
     finally:
         if gc_off:
             gc.enable()
-    return [lint for lint, g in found if not _silenced(lint, g)]
+    return kept
 
 
 #: The most work (ns) ``lints(between=...)`` does between two calls of
@@ -384,8 +390,13 @@ def _never_yielded(name, gid, seconds, block, fallback_line) -> Lint:
 
 # -- leaks -----------------------------------------------------------------------
 
-def _leaks(rows, leaked_after: float) -> list:
-    candidates = [row for row in rows if row.cell is not None and row.state != "dead"]
+def _leaks(rows, leaked_after: float, pace) -> list:
+    """Greenlets spawned by a cell that finished ``leaked_after`` seconds
+    ago or more, that nothing in the notebook's namespace refers to (in
+    IPython only); ``pace()`` between steps, as the other lints."""
+    candidates = []
+    for part in pace.chunks(rows):
+        candidates += [row for row in part if row.cell is not None and row.state != "dead"]
     if not candidates:
         return []
     ipython = ipython_shell()
@@ -394,7 +405,9 @@ def _leaks(rows, leaked_after: float) -> list:
     now = time.monotonic()
     running = getattr(ipython, "execution_count", None)
     old = []
-    for row in candidates:
+    for n, row in enumerate(candidates):
+        if n & 255 == 255:
+            pace()
         finished = cell_finished.get(row.cell)
         if finished is None:
             if _watching_since is None or row.cell == running:
@@ -404,9 +417,11 @@ def _leaks(rows, leaked_after: float) -> list:
             old.append((row, now - finished))
     if not old:
         return []
-    held = _user_reachable_greenlets(ipython)
+    held = _user_reachable_greenlets(ipython, pace=pace)
     out = []
-    for row, age in old:
+    for n, (row, age) in enumerate(old):
+        if n & 255 == 255:
+            pace()
         if row.id in held:
             continue
         out.append((Lint("leaked", row.name, row.spawn_site,
@@ -417,18 +432,26 @@ def _leaks(rows, leaked_after: float) -> list:
     return out
 
 
-def _user_reachable_greenlets(ipython, depth: int = 4, budget: int = 200_000) -> set:
+def _user_reachable_greenlets(ipython, depth: int = 4, budget: int = 200_000,
+                              pace=None) -> set:
     """ids of the greenlets reachable from the user's namespace (names not
     starting with "_", not IPython's own), through containers, Groups and
-    instances' attributes, ``depth`` levels deep."""
+    instances' attributes, ``depth`` levels deep. ``pace()`` every 256
+    objects (a namespace changed meanwhile is seen in part: a greenlet
+    just stored may be missed once, and reported the next time round)."""
+    pace = pace or Pace()
     ns = ipython.user_ns
     hidden = getattr(ipython, "user_ns_hidden", {})
     level = [v for k, v in list(ns.items())
              if not k.startswith("_") and k not in hidden and k not in ("In", "Out")]
     seen, found = set(), set()
+    looked = 0
     for _ in range(depth + 1):
         nxt = []
         for obj in level:
+            looked += 1
+            if looked & 255 == 0:
+                pace()
             if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type(None))):
                 continue
             seen.add(id(obj))
