@@ -70,16 +70,21 @@ def test_a_frame_goes_out_in_pieces_with_the_hub_running_between(monkeypatch):
     # the client gets the rows back as they were, the odd one as its dict
     assert frame["rows"] == rows and "columns" not in frame
     assert frame["lints"] == [{"kind": "never yielded", "line": "x.py:1"}]
-    # the head, a write per step of rows, and the served figures last
+    # the head, a write per step of rows, the lints' list (its opening, one
+    # step, its end), and the served figures last
     steps = -(-len(rows) // attach.ROWS_PER_STEP)
-    assert len(conn.writes) == 1 + steps + 1
-    # the hub ran (the ticker moved) before every batch of rows was written
-    seen = [ticks for ticks, _data in conn.writes]
-    assert all(b > a for a, b in zip(seen[:-1], seen[1:-1]))
+    assert len(conn.writes) == 1 + steps + 3 + 1
+    batches = conn.writes[1:1 + steps] + [conn.writes[2 + steps]]
+    assert conn.writes[1 + steps][1] == b'],"lints":['
+    assert conn.writes[3 + steps][1] == b"]"
+    # the hub ran (the ticker moved) before every batch was written
+    seen = [conn.writes[0][0]] + [ticks for ticks, _data in batches]
+    assert all(b > a for a, b in zip(seen, seen[1:]))
     # no write holds more than one step of rows
-    assert max(len(data) for _t, data in conn.writes[1:-1]) < len(line) / (steps - 1)
+    assert max(len(data) for _t, data in batches) < len(line) / (steps - 1)
     served = frame["served"]
-    assert served["pieces"] == 2 + 1 + steps   # the capture's two, the head, the batches
+    # the capture's two, the head, the batches of rows, the lints' one
+    assert served["pieces"] == 2 + 1 + steps + 1
     assert served["capture_ms"] == pytest.approx(0.002)
     assert served["send_ms"] >= 0 and served["pause_ms"] == max(served["capture_ms"],
                                                                  served["send_ms"])
@@ -158,3 +163,36 @@ def test_the_terminal_view_says_how_much_of_the_longest_piece_was_garbage_collec
     frame["served"] = {"pause_ms": 0.4, "pause_gc_ms": 0.0}
     out.print(attach.render(frame))
     assert out.export_text().count("garbage collection") == 0
+
+
+def test_the_rows_are_dropped_as_they_go_out_and_the_lints_are_kept(monkeypatch):
+    # 10,000 rows freed at once after the last piece held the target's loop
+    # for 2-4 ms that no piece measured: each row now goes in the piece that
+    # sends it. The lints may be a Capturer's, shown again by the next
+    # frames: those are sent and left as they were.
+    sent_rows, lints = [], [{"kind": "never yielded", "line": "x.py:1"}]
+    dropped_between = []
+
+    def capture(between, pieces, omit):
+        sent_rows.extend({"id": i, "kind": "greenlet"} for i in range(200))
+        return {"time": 1.0, "rows": sent_rows, "loop": {}, "lints": lints}
+
+    def watch():
+        while True:
+            dropped_between.append(sum(row is None for row in sent_rows))
+            labkit.sleep(0)
+
+    monkeypatch.setattr(attach, "PIECE_NS", 0)
+    server = attach.AttachServer(path="/nonexistent/never-bound.sock", capture=capture)
+    conn = _Connection([0])
+    watcher = labkit.spawn(watch)
+    try:
+        labkit.spawn(server._send_frame, conn).get(timeout=10)
+    finally:
+        watcher.kill()
+    frame = decode(json.loads(b"".join(data for _ticks, data in conn.writes)))
+    assert [row["id"] for row in frame["rows"]] == list(range(200))
+    assert sent_rows == [None] * 200
+    # between two pieces, some were gone and some not yet
+    assert any(0 < n < 200 for n in dropped_between), dropped_between
+    assert lints == [{"kind": "never yielded", "line": "x.py:1"}] == frame["lints"]
