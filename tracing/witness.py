@@ -252,7 +252,8 @@ def _search(group: list, rounds: tuple, waiting: set, pace, budget: int,
     reached left out of the next), not through ``waiting`` (ids of
     greenlets), within ``budget`` objects read past the roots; ``pace()``
     every 256 objects and references looked at. ``modules=False``: a
-    module met on the way is not followed (a root that is one is)."""
+    module met on the way is not followed, nor a function's globals (a
+    root that is a module is)."""
     target = id(group[0])
     parent: dict = {}
     root_of: dict = {}
@@ -284,12 +285,16 @@ def _search(group: list, rounds: tuple, waiting: set, pace, budget: int,
                     read += 1
                 work += 1 + len(kids)
                 xid = id(x)
+                # (modules=False: nor a function's globals, another module's dict)
+                skip = x.__globals__ if not modules and type(x) is types.FunctionType \
+                    else None
                 for n, child in enumerate(kids):
                     if n & 255 == 255:    # (a list of 10,000 greenlets is one object)
                         pace()
                     cid = id(child)
                     if cid in parent or cid in waiting or type(child) in _NOT_FOLLOWED_EXACT \
-                            or (not modules and type(child) is types.ModuleType):
+                            or (not modules and type(child) is types.ModuleType) \
+                            or child is skip:
                         continue
                     parent[cid] = xid
                     if cid == target:
