@@ -155,6 +155,9 @@ def _longest_stretch(count: int, held: bool, what: str, monkeypatch) -> int:
 @pytest.mark.parametrize("what", ["lost_wakeups", "lints", "capture"])
 @pytest.mark.parametrize("held", [False, True], ids=["lost", "held"])
 def test_no_piece_grows_with_the_waiters_of_one_object(held, what, monkeypatch):
+    if not held and sys.version_info < (3, 11):
+        pytest.skip("3.10: the heap traversal decides a lost wake-up (its audit rarely "
+                    "can: tracing.lost_wakeup), one piece whatever its length")
     # Ten thousand waiters of one object held the loop for milliseconds in
     # one piece (the search's set of waiters, the findings and the lints
     # made of them, the freeing of the audit's counts, the lints made
