@@ -4,12 +4,13 @@ Does anything but its waiters refer to the object parked greenlets wait
 on? :func:`witnesses` answers "yes" when it finds a path to it, searching
 forward from the roots Python can see -- the modules the waiters' own code
 runs in first, then every other greenlet's frames and ``_run``/``args``,
-the caller's stack, other threads' frames, ``sys.modules`` -- through dicts, lists, tuples, sets, deques, cells,
-functions' closures and defaults, bound methods, ``functools.partial``
-and the fields of instances of classes defined in Python, never through
-the waiters. A path found is walked again in one piece (:func:`_verify`);
-if it still holds, the object is held. "Not found" decides nothing: the
-lint's step 3 asks the collector.
+the caller's stack, other threads' frames, ``sys.modules`` -- through
+dicts, lists, tuples, sets, deques, cells, functions' closures and
+defaults, bound methods, ``functools.partial`` and the fields of
+instances of classes defined in Python, never through the waiters. A
+path found is walked again in one piece (:func:`_verify`); if it still
+holds, the object is held. "Not found" decides nothing: the lint's step 3
+asks the collector.
 
 The search reads no C extension's objects (no greenlet's or frame's
 traversal: a greenlet's frames are read as their locals) and holds no list
@@ -225,8 +226,8 @@ _OWN_DIRS = tuple(os.path.dirname(module.__file__) + os.sep
 
 def _home_modules(rows: list, limit: int = 16) -> list:
     """The modules whose globals the frames of the first ``limit`` waiters
-    run with (but labkit's and the tracer's own), searched first (without going into other modules, and with a
-    quarter of the budget). A holder of what greenlets wait on is most often
+    run with (but labkit's and the tracer's own), searched first: not going
+    into other modules, with a quarter of the budget. A holder of what greenlets wait on is most often
     a global of the code that waits, a few levels down, where the whole
     search, level by level from every root, can run out of budget first:
     the modules of a big program (a test suite's hundreds) hold more than
