@@ -405,30 +405,28 @@ def _leaks(rows, leaked_after: float, pace) -> list:
     now = time.monotonic()
     running = getattr(ipython, "execution_count", None)
     old = []
-    for n, row in enumerate(candidates):
-        if n & 255 == 255:
-            pace()
-        finished = cell_finished.get(row.cell)
-        if finished is None:
-            if _watching_since is None or row.cell == running:
-                continue
-            finished = _watching_since   # ran before we watched
-        if now - finished >= leaked_after:
-            old.append((row, now - finished))
+    for part in pace.chunks(candidates, 256):
+        for row in part:
+            finished = cell_finished.get(row.cell)
+            if finished is None:
+                if _watching_since is None or row.cell == running:
+                    continue
+                finished = _watching_since   # ran before we watched
+            if now - finished >= leaked_after:
+                old.append((row, now - finished))
     if not old:
         return []
     held = _user_reachable_greenlets(ipython, pace=pace)
     out = []
-    for n, (row, age) in enumerate(old):
-        if n & 255 == 255:
-            pace()
-        if row.id in held:
-            continue
-        out.append((Lint("leaked", row.name, row.spawn_site,
-                         f"alive {age:.0f} s after In[{row.cell}] finished "
-                         f"({row.state}{', on ' + row.waits_on if row.waits_on else ''}); "
-                         f"nothing in the notebook's namespace refers to it", row.id),
-                    row.greenlet))
+    for part in pace.chunks(old, 256):
+        for row, age in part:
+            if row.id in held:
+                continue
+            out.append((Lint("leaked", row.name, row.spawn_site,
+                             f"alive {age:.0f} s after In[{row.cell}] finished "
+                             f"({row.state}{', on ' + row.waits_on if row.waits_on else ''}); "
+                             f"nothing in the notebook's namespace refers to it", row.id),
+                        row.greenlet))
     return out
 
 
