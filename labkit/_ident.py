@@ -48,6 +48,14 @@ class IdentRegistry:
         self._available: list = []
         self._me = weakref.ref(self)    # (one for every reference: weak, no cycle)
 
+    def ref_of(self, obj):
+        """The weak reference that holds ``obj``'s number, or None if it has
+        none: a tracer that keeps a weak reference to each numbered object
+        anyway can keep this one (one long-lived object per greenlet, not
+        two) without numbering anything itself."""
+        ref = self._registry.get(id(obj))
+        return ref if ref is not None and ref() is obj else None
+
     def get_ident(self, obj) -> int:
         key = id(obj)
         ref = self._registry.get(key)

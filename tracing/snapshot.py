@@ -448,6 +448,7 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
     current = getcurrent()
     ready = _ready_ids(hub)
     accounts = ledger.accounts if ledger is not None else {}
+    idents = hub.ident_registry    # (whose weak references the registry keeps: see below)
     # Greenlets that have not run since the previous snapshot, are still
     # parked and not queued to run: their row is the previous one with the
     # idle time moved on (a tuple slice, no frame walk). Needs a recording:
@@ -505,9 +506,19 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
         fixed = static.get(gid)
         if fixed is None:
             fixed = static[gid] = _spawn_columns(reg.spawn_info.get(gid), recorder)
+        name = greenlet_name(g)
+        if type(ref) is weakref.ref:
+            # Named by its number just now (or before): the reference that
+            # holds the number is a weak reference to it too, kept as long.
+            # One long-lived object per greenlet instead of two (each one
+            # the collector tracks, towards the full collection that
+            # enough of them set off).
+            numbered = idents.ref_of(g)
+            if numbered is not None:
+                reg.known[gid] = numbered
         acc = accounts.get(gid)
         if acc is None:
-            row = (gid, greenlet_name(g), state, waits, where, fixed[0], fixed[1], fixed[2],
+            row = (gid, name, state, waits, where, fixed[0], fixed[1], fixed[2],
                    0, 0.0, 0.0, 0.0)
         else:
             busy, idle = acc.busy, acc.idle
@@ -516,7 +527,7 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
                 idle += now_ns - acc.out
             elif state == "running" and running is not None and running[0] is acc:
                 busy += now_ns - running[1]
-            row = (gid, greenlet_name(g), state, waits, where, fixed[0], fixed[1], fixed[2],
+            row = (gid, name, state, waits, where, fixed[0], fixed[1], fixed[2],
                    acc.switches, busy / 1e9, acc.scheduled / 1e9, idle / 1e9)
         if touched is not None:
             if state == "parked" and acc is not None and acc.out is not None:
