@@ -59,6 +59,7 @@ from typing import Callable
 from greenlet import getcurrent, greenlet
 
 from labkit import _native
+from labkit._frame_locals import locals_of
 from labkit._lk_poll_py import sleep0 as _sleep0
 from labkit._lk_poll_py import sleep0_setup as _sleep0_setup
 from labkit._loop import ERROR, READ, WRITE, ConcurrentObjectUseError
@@ -849,7 +850,7 @@ def waiting_on(g) -> str | None:
     while frame is not None:
         describe = _DESCRIBE.get(frame.f_code)
         if describe is not None:
-            return describe(frame.f_locals)
+            return describe(locals_of(frame)[0])
         frame = frame.f_back
     return None
 

@@ -56,6 +56,9 @@
 #  if PY_VERSION_HEX >= 0x030B0000
 #    define Py_BUILD_CORE
 #    include "internal/pycore_frame.h"
+#    if PY_VERSION_HEX < 0x030D0000
+#      include "internal/pycore_code.h"   /* the frame locals' kinds (3.11: not in the above) */
+#    endif
 #  endif
 #endif
 #include <stdint.h>
@@ -685,6 +688,140 @@ static PyObject *resumers(PyObject *module, PyObject *const *args, Py_ssize_t na
     return result;
 }
 
+/* ------------------------------------------------------------ frame locals
+ *
+ * A console reads the locals of every parked greenlet's frames (what it
+ * waits on, the lost wake-up audit).  On 3.10-3.12 `frame.f_locals` makes
+ * a dict of them and caches it on the frame for as long as the frame
+ * lives: two frames a parked greenlet, two dicts the cyclic collector
+ * tracks and keeps.  A first refresh at 10,000 greenlets left 20,000 of
+ * them, collected young, then in generation 1 (~10 ms a pass in the
+ * attached target), and enough to set off a full collection.  On 3.11 and
+ * 3.12 these read the interpreter frame's slots instead, as CPython's own
+ * frame_get_var (Objects/frameobject.c) does, and cache nothing.  (3.13
+ * and later: f_locals is a proxy made per read, PEP 667, nothing cached;
+ * 3.10: the dict stays -- labkit._frame_locals picks.) */
+#if LK_SITES && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+#  define LK_FRAME_LOCALS 1
+
+/* Slot i's value (borrowed, NULL if unbound); *skip: not a local to show. */
+static PyObject *slot_value(_PyInterpreterFrame *f, PyCodeObject *co, int i, int *skip)
+{
+    _PyLocals_Kind kind = _PyLocals_GetKind(co->co_localspluskinds, i);
+    *skip = 0;
+#  ifdef CO_FAST_HIDDEN
+    if (kind & CO_FAST_HIDDEN) {       /* 3.12: an inlined comprehension's */
+        *skip = 1;
+        return NULL;
+    }
+#  endif
+    if ((kind & CO_FAST_FREE) && !(co->co_flags & CO_OPTIMIZED)) {
+        *skip = 1;                     /* a class body's: not its own */
+        return NULL;
+    }
+    PyObject *value = f->localsplus[i];
+    if (value == NULL)
+        return NULL;
+    if (kind & CO_FAST_FREE)           /* set by COPY_FREE_VARS: always a cell */
+        return PyCell_Check(value) ? PyCell_GET(value) : NULL;
+    /* A cell variable: a cell once MAKE_CELL ran, at the function's start
+     * (before that, an argument's initial value). */
+    if ((kind & CO_FAST_CELL) && PyCell_Check(value))
+        return PyCell_GET(value);
+    return value;
+}
+
+static _PyInterpreterFrame *readable(PyObject *frame, const char *who)
+{
+    if (!PyFrame_Check(frame)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes a frame, not %.100s", who,
+                     Py_TYPE(frame)->tp_name);
+        return NULL;
+    }
+    return ((PyFrameObject *)frame)->f_frame;
+}
+
+/* frame_local(frame, name) -> the value of `name` in frame, or None */
+static PyObject *frame_local(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "frame_local() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    _PyInterpreterFrame *f = readable(args[0], "frame_local");
+    if (f == NULL)
+        return NULL;
+    PyObject *name = args[1];
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "frame_local() takes a str name, not %.100s",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    if (_PyFrame_IsIncomplete(f))
+        Py_RETURN_NONE;
+    PyCodeObject *co = f->f_code;
+    if (!(co->co_flags & CO_OPTIMIZED) && f->f_locals != NULL) {
+        /* module or class code: its namespace is the real one */
+        PyObject *value = PyMapping_GetItemString(f->f_locals, PyUnicode_AsUTF8(name));
+        if (value == NULL) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return value;
+    }
+    PyObject *names = co->co_localsplusnames;
+    for (int i = 0; i < co->co_nlocalsplus; i++) {
+        PyObject *item = PyTuple_GET_ITEM(names, i);
+        if (item != name) {
+            int equal = PyUnicode_Compare(item, name);
+            if (equal == -1 && PyErr_Occurred())
+                return NULL;
+            if (equal != 0)
+                continue;
+        }
+        int skip;
+        PyObject *value = slot_value(f, co, i, &skip);
+        if (skip)
+            continue;
+        return Py_NewRef(value != NULL ? value : Py_None);
+    }
+    Py_RETURN_NONE;
+}
+
+/* frame_locals(frame) -> (dict, cached): the frame's bound locals.  If the
+ * frame caches a dict already (someone read f_locals), that dict, brought
+ * up to date, and True; else a new dict, not kept by the frame, and False. */
+static PyObject *frame_locals(PyObject *module, PyObject *frame)
+{
+    (void)module;
+    _PyInterpreterFrame *f = readable(frame, "frame_locals");
+    if (f == NULL)
+        return NULL;
+    if (f->f_locals != NULL || _PyFrame_IsIncomplete(f)) {
+        PyObject *cached = PyObject_GetAttrString(frame, "f_locals");
+        return cached == NULL ? NULL : Py_BuildValue("(NO)", cached,
+                                                     f->f_locals != NULL ? Py_True : Py_False);
+    }
+    PyCodeObject *co = f->f_code;
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    PyObject *names = co->co_localsplusnames;
+    for (int i = 0; i < co->co_nlocalsplus; i++) {
+        int skip;
+        PyObject *value = slot_value(f, co, i, &skip);
+        if (skip || value == NULL)
+            continue;
+        if (PyDict_SetItem(out, PyTuple_GET_ITEM(names, i), value) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(NO)", out, Py_False);
+}
+#endif
+
 static PyMethodDef module_functions[] = {
     {"writer", writer, METH_O,
      "writer(address) -> record: a function that writes trace records into the "
@@ -703,6 +840,16 @@ static PyMethodDef module_functions[] = {
     {"configure_sites", (PyCFunction)(void (*)(void))configure_sites, METH_FASTCALL,
      "configure_sites(address, prefixes): files starting with one of these str are "
      "not user code (a resume site ends at the first frame of user code)."},
+#ifdef LK_FRAME_LOCALS
+    {"frame_local", (PyCFunction)(void (*)(void))frame_local, METH_FASTCALL,
+     "frame_local(frame, name) -> the value of local `name` in frame, or None if it is "
+     "unbound or not one of its locals; reads the frame's slots and leaves no f_locals "
+     "dict on it (3.11-3.12 only)."},
+    {"frame_locals", frame_locals, METH_O,
+     "frame_locals(frame) -> (dict, cached): the frame's bound locals; the dict the frame "
+     "caches if it has one (brought up to date, cached True), else a new one it does not "
+     "keep (cached False) (3.11-3.12 only)."},
+#endif
     {"release_sites", release_sites, METH_O,
      "release_sites(address): drop the references the ring's resume sites hold "
      "(call it before lk_trace_free)."},

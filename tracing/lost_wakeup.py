@@ -22,7 +22,9 @@ earlier ones could not decide:
 1. **Audit** (:func:`_audit`, O(waiters), no heap traversal):
    ``sys.getrefcount(obj)`` against the references the waiters' side
    accounts for -- their frames' plain locals, the dict a frame caches its
-   locals in (3.10-3.12), their greenlets' ``_run``/``args``/``kwargs``, the
+   locals in if it has one (3.10; on 3.11-3.12 only if something read
+   ``f_locals``: the tracer reads the frames' slots, labkit._frame_locals),
+   their greenlets' ``_run``/``args``/``kwargs``, the
    function labkit's ``Greenlet.run`` called and its own closure cells, and
    the dicts, lists, tuples, bound methods, functions and cells only they
    refer to (checked the same way, to a fixed point) -- and the lint's own
@@ -78,6 +80,7 @@ from typing import NamedTuple
 from greenlet import greenlet as _raw_greenlet
 
 import labkit.greenlet as _lk_greenlet
+from labkit._frame_locals import local as frame_local, locals_of
 from labkit.util import greenlet_name
 
 from tracing.pace import Pace
@@ -343,8 +346,7 @@ def _count_waiter(obj, g, counts: dict, held: "_Held") -> int | None:
         code = frame.f_code
         if code.co_flags & _CODE_FLAGS_NOT_PLAIN:
             return None     # a generator's frame: its object may be held by anyone
-        local = frame.f_locals
-        cached = type(local) is dict    # 3.10-3.12: a dict on the frame; 3.13: a proxy
+        local, cached = locals_of(frame)   # cached: the dict the frame keeps (if any)
         if cached and sys.getrefcount(local) != 3:   # the frame, `local`, the argument
             return None     # someone kept it (locals()): it holds references too
         cells = code.co_cellvars + code.co_freevars
@@ -401,17 +403,15 @@ def _called_by_greenlet_run(frame, g, run) -> bool:
     if back is None or back.f_code.co_name != "run" or \
             back.f_code.co_filename != _GREENLET_RUN_FILE:
         return False
-    outer = back.f_locals
-    if outer.get("self") is not g or outer.get("run") is not run:
+    if frame_local(back, "self") is not g or frame_local(back, "run") is not run:
         return False
     code = frame.f_code
     closure = run.__closure__ or ()
     if code.co_name != run.__name__ or len(code.co_freevars) != len(closure):
         return False
-    local = frame.f_locals
     for name, cell in zip(code.co_freevars, closure):
         try:
-            if local.get(name) is not cell.cell_contents:
+            if frame_local(frame, name) is not cell.cell_contents:
                 return False
         except ValueError:
             return False
@@ -506,10 +506,13 @@ def _only_waiters_refer(entries: list, pace=None) -> list:
             mine.add(id(g))
             frame = g.gr_frame
             while frame is not None:
-                # the frame, and the dict f_locals caches on it (reading a
-                # parked frame's locals -- as waiting_on does -- leaves one)
+                # the frame, and the dict f_locals caches on it, if it has
+                # one (3.10: reading a parked frame's locals leaves one)
                 mine.add(id(frame))
-                mine.add(id(frame.f_locals))
+                mapping, cached = locals_of(frame)
+                if cached:
+                    mine.add(id(mapping))
+                mapping = None
                 frame = frame.f_back
             for attr in ("args", "kwargs", "__dict__", "_run"):
                 value = getattr(g, attr, None)

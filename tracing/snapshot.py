@@ -92,6 +92,7 @@ import labkit.hub as _lk_hub
 # (the name column's "Greenlet-<minimal_ident>" needs it, and the hub
 # imports it on first use: here, not in a console's first refresh (~0.7 ms))
 import labkit._ident  # noqa: F401
+from labkit._frame_locals import local
 from labkit._loop import lib
 from labkit._park import waiting_on
 from labkit.util import greenlet_name
@@ -648,7 +649,7 @@ def _patched_lock(frame) -> str | None:
     depth, found = 0, None
     while frame is not None and depth < 8:
         if frame.f_code.co_filename.startswith(INTERNAL_DIRS) and frame.f_code.co_argcount:
-            obj = frame.f_locals.get("self")
+            obj = local(frame, "self")
             if obj is not None and type(obj).__module__ == _TWOSIDED_MODULE:
                 found = type(obj).__name__
         frame = frame.f_back
@@ -673,8 +674,7 @@ def _joined(g):
     frame = g.gr_frame
     depth = 0
     while frame is not None and depth < 6:
-        local = frame.f_locals
-        obj = local.get("obj")
+        obj = local(frame, "obj")
         if isinstance(obj, _raw_greenlet):
             return obj
         frame = frame.f_back

@@ -17,6 +17,7 @@ from greenlet import greenlet as _raw_greenlet
 
 import labkit.hub as _lk_hub
 import labkit.lock as _lk_lock
+from labkit._frame_locals import local
 
 __all__ = ["waited_object", "holder_of"]
 
@@ -50,26 +51,25 @@ def _waited(g) -> tuple:
     timed = False
     depth = 0
     while frame is not None and depth < 12:
-        local = frame.f_locals
         if frame.f_code.co_filename.startswith(_LABKIT_DIR):
-            timeout = local.get("timeout")
+            timeout = local(frame, "timeout")
             if timeout is not None and not isinstance(timeout, bool):
                 timed = True
-            obj = local.get("obj")
+            obj = local(frame, "obj")
             if isinstance(obj, _raw_greenlet) and frame.f_code.co_name == "_wait_on":
                 return obj, timed, depth, "obj"
-        obj = local.get("self")
+        obj = local(frame, "self")
         if obj is not None and obj is not g and _is_primitive(obj):
             # An RLock waits on a lock of its own: the RLock is what the
             # caller waits on (and it knows its holder).
             outer = frame.f_back
             out = depth + 1
             for _ in range(4):   # past the lock's own methods calling each other
-                if outer is None or outer.f_locals.get("self") is not obj:
+                if outer is None or local(outer, "self") is not obj:
                     break
                 outer = outer.f_back
                 out += 1
-            mine = outer.f_locals.get("self") if outer is not None else None
+            mine = local(outer, "self") if outer is not None else None
             if isinstance(mine, _lk_lock.RLock):
                 return mine, timed, out, "self"
             return obj, timed, depth, "self"
@@ -112,7 +112,7 @@ def _waited_object_cached(g):
             if frame is None:
                 break
         if frame is not None:
-            obj = frame.f_locals.get(cached[7])
+            obj = local(frame, cached[7])
             if id(obj) == cached[3] and id(type(obj)) == cached[4]:
                 return obj, cached[5]
         obj = None

@@ -33,6 +33,7 @@ from greenlet import getcurrent
 from greenlet import greenlet as _raw_greenlet
 
 import labkit.hub as _lk_hub
+from labkit._frame_locals import locals_of
 
 __all__ = ["witnesses"]
 
@@ -82,7 +83,7 @@ def _frames_locals(frame, out: list) -> None:
     files = _LINT_FILES
     while frame is not None:
         if frame.f_code.co_filename not in files:
-            out.extend(frame.f_locals.values())
+            out.extend(locals_of(frame)[0].values())
         frame = frame.f_back
 
 
