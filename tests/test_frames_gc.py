@@ -168,3 +168,15 @@ def test_a_capture_keeps_one_weak_reference_per_greenlet_and_no_frame_dicts():
         # or through a proxy (3.13+): no f_locals dict is left on the two
         # frames of each parked greenlet.
         assert kept["dict"] < N // 10, kept
+
+
+def test_a_capture_keeps_no_other_tracked_object_per_greenlet():
+    # The ledger's accounts are tuples of numbers (untracked at their first
+    # collection), the registry's entries too; what stays tracked is the
+    # weak reference that numbers each greenlet.
+    kept, _refs = _kept_per_greenlet(N)
+    others = sum(kept.values()) - kept["_IdentRef"]
+    if sys.version_info < (3, 11):
+        others -= kept["dict"]     # (3.10: each frame's f_locals dict stays)
+    assert kept["Account"] == 0 and others < N // 3, kept
+

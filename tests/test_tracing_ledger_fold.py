@@ -11,29 +11,23 @@ import labkit
 from labkit._loop import ffi, lib
 from labkit.event import Event
 from labkit.queue import Queue
-from tracing.ledger import Ledger, ZERO_TIMEOUT_NS
+from tracing.ledger import Account, Ledger, ZERO_TIMEOUT_NS
 from tracing.live_timeline import RECORD_DTYPE
 from tracing.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(60)
 
 _RECORD = struct.Struct("=qIIqq")
-_SLOTS = ("switches", "busy", "scheduled", "idle", "wakes", "self_wakes", "out", "longest",
-          "longest_at", "most_scheduled", "most_scheduled_at", "spawned", "exited")
-
-
 def _state(ledger) -> dict:
     """Everything a fold leaves behind, as plain data."""
     ledger.forget_exited()
-    running = ledger._running
+    running = ledger.running()
     return {
-        "accounts": {gid: tuple(getattr(acc, s) for s in _SLOTS)
-                     for gid, acc in ledger.accounts.items()},
-        "finished": [(name, tuple(getattr(acc, s) for s in _SLOTS))
-                     for name, acc in ledger.finished],
+        "accounts": dict(ledger.accounts),     # (each a tuple of its fields)
+        "finished": list(ledger.finished),
         "touched": sorted(ledger.take_touched()),
         "running": None if running is None else
-                   (tuple(getattr(running[0], s) for s in _SLOTS), running[1]),
+                   (running, ledger.accounts.get(running[0])),
         "carried": (ledger._segment, ledger._poll_start, ledger._poll_left),
         "window": ledger.take_window(10**18),
     }
@@ -156,7 +150,7 @@ def test_a_wrong_fold_is_caught():
     recorder.start_ns = 0
     good = Ledger(recorder)
     good.fold(bytes(data))
-    assert good.accounts[0x1000].self_wakes == 9
+    assert good.accounts[0x1000][Account.SELF_WAKES] == 9
     import tracing.ledger as ledger_module
     saved = ledger_module.ZERO_TIMEOUT_NS
     ledger_module.ZERO_TIMEOUT_NS = 0

@@ -3,7 +3,8 @@
 A :class:`Ledger` belongs to one running :class:`~tracing.recorder.Recorder`
 (:func:`ledger_for`). Each :meth:`Ledger.update` reads only the records
 written since the previous one (``lk_trace_read`` from a sequence number)
-and adds them to an :class:`Account` per greenlet incarnation: switches,
+and adds them to an account per greenlet incarnation (a tuple, read by
+:class:`Account`'s indices): switches,
 busy / scheduled / idle time, wake-ups and how many were its own
 (``sleep(0)``, zero timeouts), its longest slice and its longest ready
 stretch -- and to the loop's window figures (polls, poll time, passes,
@@ -75,24 +76,52 @@ ZERO_TIMEOUT_NS = 1_000_000
 
 
 class Account:
-    """One greenlet incarnation's totals in a :class:`Ledger` (ns)."""
+    """How to read one greenlet incarnation's totals in a :class:`Ledger`
+    (ns): an account is a plain tuple, its fields by these indices
+    (``acc[Account.BUSY]``), replaced by a new tuple when they change.
 
-    __slots__ = ("switches", "busy", "scheduled", "idle", "wakes", "self_wakes", "out",
-                 "longest", "longest_at", "most_scheduled", "most_scheduled_at",
-                 "spawned", "exited")
+    Why a tuple: a console attaching to a process meets every greenlet at
+    once, and each account lives as long as its greenlet. The collector
+    untracks a tuple of numbers (and None) at the first collection it
+    survives; an object of a Python class stays tracked for life: 10,000
+    accounts were 10,000 objects in every generation-1 collection after
+    an attach, and towards the full collection enough of them set off."""
 
-    def __init__(self, spawned: int | None = None):
-        self.switches = 0
-        self.busy = self.scheduled = self.idle = 0
-        self.wakes = 0              #: resumes other than the first start
-        self.self_wakes = 0         #: of them: sleep(0) and zero timeouts
-        self.out = spawned          #: when its last slice ended (or it was spawned)
-        self.longest = 0            #: its longest slice without a switch
-        self.longest_at = 0         #: when that slice began
-        self.most_scheduled = 0     #: its longest stretch ready but not running (woken, not started)
-        self.most_scheduled_at = 0  #: when that stretch ended (it resumed)
-        self.spawned = spawned
-        self.exited = None
+    __slots__ = ()
+    FIELDS = ("switches", "busy", "scheduled", "idle", "wakes", "self_wakes", "out",
+              "longest", "longest_at", "most_scheduled", "most_scheduled_at", "spawned",
+              "exited")
+    SWITCHES = 0
+    BUSY = 1
+    SCHEDULED = 2
+    IDLE = 3
+    WAKES = 4               #: resumes other than the first start
+    SELF_WAKES = 5          #: of them: sleep(0) and zero timeouts
+    OUT = 6                 #: when its last slice ended (or it was spawned), or None
+    LONGEST = 7             #: its longest slice without a switch
+    LONGEST_AT = 8          #: when that slice began
+    MOST_SCHEDULED = 9      #: its longest stretch ready but not running (woken, not started)
+    MOST_SCHEDULED_AT = 10  #: when that stretch ended (it resumed)
+    SPAWNED = 11            #: when it was spawned, or None (before the recording)
+    EXITED = 12             #: when it exited, or None
+
+    @staticmethod
+    def new(spawned: int | None = None) -> tuple:
+        """A new account: nothing counted yet."""
+        return (0, 0, 0, 0, 0, 0, spawned, 0, 0, 0, 0, spawned, None)
+
+    @staticmethod
+    def ended(acc: tuple, start: int, end: int) -> tuple:
+        """``acc`` with the slice that ran from ``start`` to ``end`` added."""
+        new, ran = list(acc), end - start
+        new[Account.BUSY] += ran
+        new[Account.OUT] = end
+        if ran > new[Account.LONGEST]:
+            new[Account.LONGEST], new[Account.LONGEST_AT] = ran, start
+        return tuple(new)
+
+
+_OUT, _EXITED = Account.OUT, Account.EXITED
 
 
 class Ledger:
@@ -117,8 +146,8 @@ class Ledger:
         # (weak: ledgers are kept in a map keyed weakly by their recorder)
         self._recorder = weakref.ref(recorder) if recorder is not None else _no_recorder
         self.seq = 0                  #: the next record to read
-        self.accounts: dict[int, Account] = {}
-        #: (name, Account) of greenlets that exited, worth a lint (see forget_exited)
+        self.accounts: dict[int, tuple] = {}    #: id -> its account (see Account)
+        #: (name, account) of greenlets that exited, worth a lint (see forget_exited)
         self.finished: deque = deque(maxlen=1000)
         self.lost = 0
         #: ids of the greenlets that ran, were spawned or exited since the
@@ -127,7 +156,7 @@ class Ledger:
         self._exited: list = []      # ids whose EXIT was read, for forget_exited
         self._buffer = ffi.new("lk_trace_entry[]", self.BATCH)
         self._first = ffi.new("uint64_t *")
-        self._running = None          # (Account, start ns) of the open slice
+        self._running = None          # (id, start ns) of the open slice: see running()
         self._segment = 0             # start of the hub's current pass / dispatch
         self._poll_start = None
         self._poll_left = None        # when the loop last left poll (lag)
@@ -238,6 +267,11 @@ class Ledger:
         if tap in self._taps:
             self._taps.remove(tap)
 
+    def running(self) -> tuple | None:
+        """(id, start ns) of the greenlet whose slice the records read so
+        far leave open (it ran last, and no record says it stopped), or None."""
+        return self._running
+
     def take_touched(self) -> set:
         """The ``touched`` set, and start a new one."""
         touched, self.touched = self.touched, set()
@@ -269,32 +303,33 @@ class Ledger:
                                      first_nonspawn)
         # The slice running when the previous batch ended ends at this
         # batch's first record other than a spawn.
+        accounts, touched = self.accounts, self.touched
         if self._running is not None and first_nonspawn[0] < n:
-            acc, start = self._running
-            end = recs[first_nonspawn[0]].ts_ns
-            ran = end - start
-            acc.busy += ran
-            acc.out = end
-            if ran > acc.longest:
-                acc.longest, acc.longest_at = ran, start
+            gid, start = self._running
+            acc = accounts.get(gid)
+            if acc is not None:
+                accounts[gid] = Account.ended(acc, start, recs[first_nonspawn[0]].ts_ns)
             self._running = None
         # Each key's account (made as the one-by-one reading makes it: at a
         # spawn, or at the first resume of a greenlet it has not met), and
-        # when its previous slice ended.
-        accounts, touched = self.accounts, self.touched
-        accs, made_at, out0 = [], [], scratch.out0
+        # when its previous slice ended. (An id met twice in one batch, an
+        # incarnation spawned after an exit, has a key for each: ``accs``
+        # holds each key's account, and a key's account that a newer one
+        # replaced in ``accounts`` is no longer written there.)
+        gids, accs, made_at, out0 = [], [], [], scratch.out0
         for k, (gid, spawn_ts, spawned, first_resume, *_) in enumerate(_KEY.iter_unpack(
                 ffi.buffer(keys, nkeys * _KEY.size))):
             made = -1
             if spawned:
-                acc = accounts[gid] = Account(spawned=spawn_ts)
+                acc = accounts[gid] = Account.new(spawn_ts)
             else:
                 acc = accounts.get(gid)
                 if acc is None and first_resume >= 0:
-                    acc = accounts[gid] = Account()
+                    acc = accounts[gid] = Account.new()
                     made = first_resume
-            out0[k] = acc.out if made < 0 and acc is not None and acc.out is not None \
+            out0[k] = acc[_OUT] if made < 0 and acc is not None and acc[_OUT] is not None \
                 else _UNKNOWN
+            gids.append(gid)
             accs.append(acc)
             made_at.append(made)
             touched.add(gid)
@@ -302,25 +337,25 @@ class Ledger:
         cols = scratch.cols() if self._taps else ffi.NULL
         lib.lk_fold_run(recs, n, first, scratch.rec_key, keys, nkeys, scratch.out0_c, carry,
                         cols, scratch.size + 1, scratch.counts)
-        for acc, (_, _, _, _, out, closed, _, switches, wakes, self_wakes, scheduled, idle,
-                  busy, longest, longest_at, most, most_at) in zip(
-                      accs, _KEY.iter_unpack(ffi.buffer(keys, nkeys * _KEY.size))):
+        for k, (_, _, _, _, out, closed, _, switches, wakes, self_wakes, scheduled, idle,
+                busy, longest, longest_at, most, most_at) in enumerate(
+                    _KEY.iter_unpack(ffi.buffer(keys, nkeys * _KEY.size))):
             if not switches:
                 continue      # a spawn or an exit only
-            acc.switches += switches
-            acc.wakes += wakes
-            acc.self_wakes += self_wakes
-            acc.scheduled += scheduled
-            acc.idle += idle
-            acc.busy += busy
-            if closed:
-                acc.out = out
-            if longest > acc.longest:
-                acc.longest, acc.longest_at = longest, longest_at
-            if most > acc.most_scheduled:
-                acc.most_scheduled, acc.most_scheduled_at = most, most_at
+            acc = accs[k]
+            (s0, busy0, scheduled0, idle0, wakes0, self_wakes0, out0_, longest0, longest_at0,
+             most0, most_at0, spawned0, exited0) = acc
+            if longest <= longest0:
+                longest, longest_at = longest0, longest_at0
+            if most <= most0:
+                most, most_at = most0, most_at0
+            new = accs[k] = (s0 + switches, busy0 + busy, scheduled0 + scheduled, idle0 + idle,
+                             wakes0 + wakes, self_wakes0 + self_wakes, out if closed else out0_,
+                             longest, longest_at, most, most_at, spawned0, exited0)
+            if accounts.get(gids[k]) is acc:
+                accounts[gids[k]] = new
         if carry.running_key >= 0:
-            self._running = (accs[carry.running_key], carry.running_start)
+            self._running = (gids[carry.running_key], carry.running_start)
         # Exits (few), in time order.
         for j in range(n_exits[0]):
             i = scratch.exits[j]
@@ -328,8 +363,10 @@ class Ledger:
             acc = accs[k]
             if acc is None or made_at[k] > i:
                 continue        # no account yet when it exited
-            acc.exited = recs[i].ts_ns
-            self._exited.append(keys[k].gid)
+            gid = gids[k]
+            if accounts.get(gid) is acc:
+                accounts[gid] = acc[:_EXITED] + (recs[i].ts_ns,)
+            self._exited.append(gid)
         self._carry_out(carry)
         if self._taps:
             self._put_slices(scratch, first, n)
@@ -422,27 +459,43 @@ class Ledger:
         loop_c/lk_fold.c is tested against. ``starts``: if a list, gets where each resume's wait
         began (as :meth:`_resumes` returns it, for :meth:`_emit_python`)."""
         # State lives in locals (written back at the end) and the slice
-        # that ends is closed inline.
+        # that ends is closed inline. The accounts this batch changes are
+        # lists here (a field by Account's index), made tuples at the end.
         accounts, touched, exited = self.accounts, self.touched, self._exited
         RESUME, SPAWN, PASS, POLL_ENTER, POLL_LEAVE, EXIT = (
             _RESUME, _SPAWN, _PASS, _POLL_ENTER, _POLL_LEAVE, _EXIT)
         START, READY, TIMER, ZERO = _WHY_START, _WHY_READY, _WHY_TIMER, ZERO_TIMEOUT_NS
-        run_acc, run_start = self._running if self._running is not None else (None, 0)
+        (SWITCHES, BUSY, SCHEDULED, IDLE, WAKES, SELF_WAKES, OUT, LONGEST, LONGEST_AT,
+         MOST, MOST_AT, _, EXITED) = range(len(Account.FIELDS))
+        work: dict = {}     # id -> its account as a list, while this batch changes it
+
+        def account(gid):
+            acc = work.get(gid)
+            if acc is None:
+                old = accounts.get(gid)
+                if old is not None:
+                    acc = work[gid] = list(old)
+            return acc
+
+        run_acc, run_gid, run_start = None, None, 0
+        if self._running is not None:
+            run_gid, run_start = self._running
+            run_acc = account(run_gid)
         segment, poll_start, poll_left = self._segment, self._poll_start, self._poll_left
         for ts, kind, arg, a, b in records:
             if run_acc is not None and kind != SPAWN:   # the running slice ends here
                 ran = ts - run_start
-                run_acc.busy += ran
-                run_acc.out = ts
-                if ran > run_acc.longest:
-                    run_acc.longest, run_acc.longest_at = ran, run_start
+                run_acc[BUSY] += ran
+                run_acc[OUT] = ts
+                if ran > run_acc[LONGEST]:
+                    run_acc[LONGEST], run_acc[LONGEST_AT] = ran, run_start
                 run_acc = None
             if kind == RESUME:
-                acc = accounts.get(a)
+                acc = account(a)
                 if acc is None:
-                    acc = accounts[a] = Account()
-                acc.switches += 1
-                out = acc.out
+                    acc = work[a] = list(Account.new())
+                acc[SWITCHES] += 1
+                out = acc[OUT]
                 if starts is not None:
                     starts.append(out if out is not None and arg != START else 0)
                 if out is not None:
@@ -450,24 +503,25 @@ class Ledger:
                         waited = ts - out
                     else:
                         gap = ts - out
-                        acc.wakes += 1
+                        acc[WAKES] += 1
                         if arg == READY:
                             waited = gap
-                            acc.self_wakes += 1
+                            acc[SELF_WAKES] += 1
                         else:
                             waited = ts - (segment if segment > out else out)
                             if arg == TIMER and gap < ZERO:
-                                acc.self_wakes += 1
-                        acc.idle += gap - waited
-                    acc.scheduled += waited
+                                acc[SELF_WAKES] += 1
+                        acc[IDLE] += gap - waited
+                    acc[SCHEDULED] += waited
                     # (the wait to start is not starving: a spawn storm
                     # makes the last of a thousand wait for the others)
-                    if waited > acc.most_scheduled and arg != START:
-                        acc.most_scheduled, acc.most_scheduled_at = waited, ts
+                    if waited > acc[MOST] and arg != START:
+                        acc[MOST], acc[MOST_AT] = waited, ts
                 run_acc, run_start = acc, ts
+                run_gid = a
                 touched.add(a)
             elif kind == SPAWN:
-                accounts[a] = Account(spawned=ts)
+                work[a] = list(Account.new(ts))
                 touched.add(a)
             elif kind == PASS:
                 segment = ts
@@ -490,14 +544,16 @@ class Ledger:
                 poll_start = None
                 poll_left = segment = ts
             elif kind == EXIT:
-                acc = accounts.get(a)
+                acc = account(a)
                 if acc is not None:
-                    acc.exited = ts
+                    acc[EXITED] = ts
                     exited.append(a)
                 touched.add(a)
             else:   # HOST, MARK: the thread goes elsewhere
                 poll_left = None
-        self._running = (run_acc, run_start) if run_acc is not None else None
+        for gid, acc in work.items():
+            accounts[gid] = tuple(acc)
+        self._running = (run_gid, run_start) if run_acc is not None else None
         self._segment, self._poll_start, self._poll_left = segment, poll_start, poll_left
 
     def _emit_python(self, records, seq0: int, starts: list) -> None:
@@ -579,15 +635,15 @@ class Ledger:
     def forget_exited(self) -> None:
         """Drop the accounts of greenlets that exited (after a snapshot showed
         them); the ones with a slice or a ready stretch of 10 ms or more go
-        to ``finished`` (name, Account; the last 1,000), for the lints."""
+        to ``finished`` (name, account; the last 1,000), for the lints."""
         exited, self._exited = self._exited, []
         for gid in exited:
             acc = self.accounts.get(gid)
-            if acc is None or acc.exited is None:
+            if acc is None or acc[_EXITED] is None:
                 continue   # its id was reused by a newer spawn since
             del self.accounts[gid]
-            if max(acc.longest, acc.most_scheduled) >= NOTABLE_NS or \
-                    acc.wakes >= 20:
+            if max(acc[Account.LONGEST], acc[Account.MOST_SCHEDULED]) >= NOTABLE_NS or \
+                    acc[Account.WAKES] >= 20:
                 recorder = self._recorder()
                 name = recorder.name_of(gid) if recorder is not None else f"greenlet-{gid:#x}"
                 self.finished.append((name, acc))

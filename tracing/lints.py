@@ -71,7 +71,12 @@ import labkit.hub as _lk_hub
 
 from tracing import recorder as _recorder_module
 from tracing.introspect import ipython_shell, cell_location
-from tracing.ledger import ZERO_TIMEOUT_NS, ledger_for
+from tracing.ledger import ZERO_TIMEOUT_NS, Account, ledger_for
+
+# An account's fields (tracing.ledger.Account: a tuple)
+_LONGEST, _LONGEST_AT, _MOST, _MOST_AT, _WAKES, _SELF_WAKES = (
+    Account.LONGEST, Account.LONGEST_AT, Account.MOST_SCHEDULED, Account.MOST_SCHEDULED_AT,
+    Account.WAKES, Account.SELF_WAKES)
 # The lost wake-up check has a module of its own; its public names are
 # this module's too (the console and the attach import them from here).
 from tracing.lost_wakeup import LOST_WAKEUP_AFTER, HeapCheck, lost_wakeups
@@ -300,8 +305,8 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes, pace
     reported_blocks = set()
     for key, acc in accounts:
         pace()
-        if not (acc.longest >= never_ns or acc.most_scheduled >= starved_ns or
-                (acc.wakes >= min_wakes and acc.self_wakes > ratio * acc.wakes)):
+        if not (acc[_LONGEST] >= never_ns or acc[_MOST] >= starved_ns or
+                (acc[_WAKES] >= min_wakes and acc[_SELF_WAKES] > ratio * acc[_WAKES])):
             continue    # (most accounts: no name looked up)
         gid, name = (None, key) if isinstance(key, str) else (key, None)
         if name is None:
@@ -310,20 +315,20 @@ def _timing_lints(recorder, rows, never_yielded, starved, ratio, min_wakes, pace
         g = row.greenlet if row is not None else None
         if name in _NOT_LINTED:
             continue
-        if acc.longest >= never_yielded * 1e9:
-            start = (acc.longest_at - t0) / 1e9
-            block = _block_at(blocks, start, acc.longest / 1e9)
+        if acc[_LONGEST] >= never_yielded * 1e9:
+            start = (acc[_LONGEST_AT] - t0) / 1e9
+            block = _block_at(blocks, start, acc[_LONGEST] / 1e9)
             if block is not None:
                 reported_blocks.add(id(block))
-            out.append((_never_yielded(name, gid, acc.longest / 1e9, block,
+            out.append((_never_yielded(name, gid, acc[_LONGEST] / 1e9, block,
                                        _row_line(row)), g))
-        if acc.wakes >= min_wakes and acc.self_wakes > ratio * acc.wakes:
+        if acc[_WAKES] >= min_wakes and acc[_SELF_WAKES] > ratio * acc[_WAKES]:
             out.append((Lint("spinning", name, _row_line(row),
-                             f"{acc.self_wakes} of its {acc.wakes} wake-ups were its own "
+                             f"{acc[_SELF_WAKES]} of its {acc[_WAKES]} wake-ups were its own "
                              f"sleep(0) or a timeout under {ZERO_TIMEOUT_NS / 1e6:g} ms", gid), g))
-        if acc.most_scheduled >= starved * 1e9:
-            end = (acc.most_scheduled_at - t0) / 1e9
-            length = acc.most_scheduled / 1e9
+        if acc[_MOST] >= starved * 1e9:
+            end = (acc[_MOST_AT] - t0) / 1e9
+            length = acc[_MOST] / 1e9
             behind = _block_at(blocks, end - length, length)
             why = _behind(behind)
             out.append((Lint("starved", name, _row_line(row),

@@ -103,6 +103,10 @@ from tracing import pace as _pace
 from tracing.ledger import Account, ledger_for
 from tracing.pace import Pace   # (its home is tracing.pace; kept importable from here)
 
+# An account's fields (tracing.ledger.Account: a tuple)
+_SWITCHES, _BUSY, _SCHEDULED, _IDLE, _OUT = (Account.SWITCHES, Account.BUSY, Account.SCHEDULED,
+                                             Account.IDLE, Account.OUT)
+
 __all__ = ["snapshot", "snapshot_at", "track", "Snapshot", "Row", "LoopStats", "Pace",
            "PIECE_NS"]
 
@@ -522,22 +526,22 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
             row = (gid, name, state, waits, where, fixed[0], fixed[1], fixed[2],
                    0, 0.0, 0.0, 0.0)
         else:
-            busy, idle = acc.busy, acc.idle
-            running = ledger._running
-            if state == "parked" and acc.out is not None:
-                idle += now_ns - acc.out
-            elif state == "running" and running is not None and running[0] is acc:
+            busy, idle, out = acc[_BUSY], acc[_IDLE], acc[_OUT]
+            running = ledger.running()
+            if state == "parked" and out is not None:
+                idle += now_ns - out
+            elif state == "running" and running is not None and running[0] == gid:
                 busy += now_ns - running[1]
             row = (gid, name, state, waits, where, fixed[0], fixed[1], fixed[2],
-                   acc.switches, busy / 1e9, acc.scheduled / 1e9, idle / 1e9)
+                   acc[_SWITCHES], busy / 1e9, acc[_SCHEDULED] / 1e9, idle / 1e9)
         if touched is not None:
-            if state == "parked" and acc is not None and acc.out is not None:
+            if state == "parked" and acc is not None and acc[_OUT] is not None:
                 # (without the greenlet: the registry must not keep it alive;
                 # floats, not ns: big ints allocate at every operation)
                 # (one flat tuple: a young collection untracks it, where a
                 # nested one stayed tracked and was promoted to the oldest
                 # generation, bringing full collections nearer)
-                previous[gid] = row[:11] + ((acc.idle - acc.out) / 1e9,)
+                previous[gid] = row[:11] + ((acc[_IDLE] - acc[_OUT]) / 1e9,)
             else:
                 previous.pop(gid, None)
         append(_new_row(Row, row + (g,)))
@@ -565,11 +569,11 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
             pace()
         site, cell, parent = _spawn_columns(info, recorder)
         acc = accounts.get(info.gid)
-        if acc is None or acc.exited is None:
-            acc = Account()
+        if acc is None or acc[Account.EXITED] is None:
+            acc = Account.new()
         rows.append(Row(info.gid, info.name or f"greenlet-{info.gid:#x}", "dead", "", "", site,
-                        cell, parent, acc.switches, acc.busy / 1e9, acc.scheduled / 1e9,
-                        acc.idle / 1e9))
+                        cell, parent, acc[_SWITCHES], acc[_BUSY] / 1e9, acc[_SCHEDULED] / 1e9,
+                        acc[_IDLE] / 1e9))
     reg.exited_unseen = []
     if ledger is not None:
         loop = LoopStats(recording=True, **ledger.take_window(now_ns))
