@@ -18,6 +18,8 @@ from __future__ import annotations
 import heapq
 import weakref
 
+from labkit._longlived import LongLivedDict
+
 __all__ = ["IdentRegistry"]
 
 
@@ -43,7 +45,7 @@ class IdentRegistry:
 
     def __init__(self):
         #: id(obj) -> its _IdentRef (the number is on the reference)
-        self._registry: dict = {}
+        self._registry: dict = LongLivedDict()
         #: idents freed by dead objects, smallest first
         self._available: list = []
         self._me = weakref.ref(self)    # (one for every reference: weak, no cycle)

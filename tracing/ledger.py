@@ -49,6 +49,7 @@ import weakref
 from collections import deque
 
 from labkit._loop import ffi, lib
+from labkit._longlived import LongLivedDict
 
 try:
     import numpy as _np
@@ -146,7 +147,7 @@ class Ledger:
         # (weak: ledgers are kept in a map keyed weakly by their recorder)
         self._recorder = weakref.ref(recorder) if recorder is not None else _no_recorder
         self.seq = 0                  #: the next record to read
-        self.accounts: dict[int, tuple] = {}    #: id -> its account (see Account)
+        self.accounts: dict[int, tuple] = LongLivedDict()   #: id -> its account (see Account)
         #: (name, account) of greenlets that exited, worth a lint (see forget_exited)
         self.finished: deque = deque(maxlen=1000)
         self.lost = 0

@@ -93,6 +93,7 @@ import labkit.hub as _lk_hub
 # imports it on first use: here, not in a console's first refresh (~0.7 ms))
 import labkit._ident  # noqa: F401
 from labkit._frame_locals import local
+from labkit._longlived import LongLivedDict
 from labkit._loop import lib
 from labkit._park import waiting_on
 from labkit.util import greenlet_name
@@ -257,13 +258,13 @@ class _Registry:
     def __init__(self, hub, recorder):
         self.hub_ref = weakref.ref(hub)   # (weak: the registry is kept per hub)
         self.recorder = recorder
-        self.known: dict[int, weakref.ref] = {}   # id -> weakref, spawn order
-        self.spawn_info: dict[int, object] = {}   # id -> the recorder's SpawnInfo
+        self.known: dict[int, weakref.ref] = LongLivedDict()   # id -> weakref, spawn order
+        self.spawn_info: dict[int, object] = LongLivedDict()   # id -> the recorder's SpawnInfo
         self.spawns_read = 0
         self.exited_unseen: list = []             # SpawnInfo of greenlets gone before a look
-        self.frames: dict[int, tuple] = {}        # id -> (id(frame), lasti, waits_on, where, state, code)
-        self.static: dict[int, tuple] = {}        # id -> (spawn_site, cell, parent)
-        self.parked: dict[int, tuple] = {}        # id -> (row columns but idle, idle - now in s)
+        self.frames: dict[int, tuple] = LongLivedDict()        # id -> (id(frame), lasti, waits_on, where, state, code)
+        self.static: dict[int, tuple] = LongLivedDict()        # id -> (spawn_site, cell, parent)
+        self.parked: dict[int, tuple] = LongLivedDict()        # id -> (row columns but idle, idle - now in s)
         self.busy = False      # a snapshot in pieces is under way (it yields)
                                                   # of a greenlet parked at the last look
         # A greenlet refers to its parent: the hub's referrers hold its
@@ -345,11 +346,19 @@ def track(hub=None) -> None:
     (:class:`tracing.frames.BackgroundRecording`): with ``LABKIT_CONSOLE=1``
     that is at ``import labkit``, when the heap is small and no greenlet is
     alive yet. Call from the hub's thread; without a recording of this hub,
-    nothing to keep, and nothing is done."""
+    nothing to keep, and nothing is done.
+
+    It also makes, empty, the other maps a first snapshot fills with an
+    entry per greenlet -- the recorder's ledger, the hub's numbering of its
+    greenlets -- so that they are old by then, as the registry's are (see
+    labkit._longlived: the collector's younger generations are not walked
+    for their 10,000 entries)."""
     hub = hub if hub is not None else _lk_hub.get_hub()
     recorder = _recorder_module.active()
     if recorder is not None and recorder.ring is not None and recorder.hub is hub:
         _registry_for(hub, recorder)
+        ledger_for(recorder)
+        hub.ident_registry  # noqa: B018 (made now, empty)
 
 
 #: Spawn-table entries a paced refresh of the registry reads between two

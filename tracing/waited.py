@@ -18,6 +18,7 @@ from greenlet import greenlet as _raw_greenlet
 import labkit.hub as _lk_hub
 import labkit.lock as _lk_lock
 from labkit._frame_locals import local
+from labkit._longlived import LongLivedDict
 
 __all__ = ["waited_object", "holder_of"]
 
@@ -97,7 +98,7 @@ def holder_of(obj):
 #: collection: with a weak reference (and a nested key tuple) in it, every
 #: parked greenlet a console refresh described left three long-lived
 #: tracked objects, towards the full collection they set off.
-_waited_cache: dict = {}
+_waited_cache: dict = LongLivedDict()
 
 
 def _waited_object_cached(g):
