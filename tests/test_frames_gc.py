@@ -181,6 +181,53 @@ def test_a_capture_keeps_no_other_tracked_object_per_greenlet():
     assert kept["Account"] == 0 and others < N // 3, kept
 
 
+def _young_collections_inside(run) -> list:
+    """Objects collected young (gen0 passes) while ``run()`` ran, one
+    entry a collection: how many objects it had to look at."""
+    seen = []
+
+    def watch(phase, info):
+        if phase == "start" and info["generation"] == 0:
+            seen.append(len(gc.get_objects(0)))
+
+    gc.callbacks.append(watch)
+    try:
+        run()
+    finally:
+        gc.callbacks.remove(watch)
+    return seen
+
+
+def test_a_first_capture_collects_young_in_pieces_and_a_like_one_does_not(monkeypatch):
+    import tracing.frames as frames
+    from tracing.frames import BackgroundRecording
+    monkeypatch.setattr(frames, "YOUNG_PIECE", 300)
+    thresholds = gc.get_threshold()
+    recording = BackgroundRecording().start()
+    event = Event()
+    greenlets = [labkit.spawn(event.wait) for _ in range(N)]
+    try:
+        labkit.sleep(0)
+        gc.collect()
+        gc.set_threshold(100_000)    # (no young collection of the loop's own)
+
+        def one():
+            labkit.spawn(capture, between=lambda: labkit.sleep(0)).get(timeout=60)
+
+        first = _young_collections_inside(one)
+        second = _young_collections_inside(one)
+    finally:
+        gc.set_threshold(*thresholds)
+        labkit.killall(greenlets)
+        recording.stop()
+    # The first meets every greenlet and makes what lasts: collected young
+    # while it runs, a few hundred objects at a time, not all at once after.
+    assert len(first) >= 3, first
+    assert max(first) < 10 * 300, first
+    # The second makes what it frees itself: no young collection of its rows.
+    assert second == [], second
+
+
 def _young_ids() -> set:
     return {id(o) for o in gc.get_objects(0)} | {id(o) for o in gc.get_objects(1)}
 
