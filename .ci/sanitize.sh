@@ -47,6 +47,7 @@ PYTEST_TARGETS=(
     tests/test_tracing_block_start.py
     tests/test_tracing_ledger_fold.py
     tests/test_tracing_timeline_fold.py
+    tests/test_frame_locals.py
 )
 # SANITIZE_TESTS="tests/a.py tests/b.py" runs those instead.
 if [ -n "${SANITIZE_TESTS:-}" ]; then read -ra PYTEST_TARGETS <<<"$SANITIZE_TESTS"; fi
