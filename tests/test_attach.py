@@ -422,3 +422,18 @@ def test_the_pause_benchmark_runs():
     result = measure(5, frames=1, interval=0.0)
     assert result["rows"] >= 6 and result["pause_ms_max"] > 0 and result["pieces"] >= 2
     assert result["first_cpu_ms"] > 0 and 0 <= result["own_ms_max"] and result["gc_ms_max"] >= 0
+
+
+def test_the_pause_benchmark_pins_the_target_apart_and_gives_the_cpus_back():
+    from labkit.bench.console_pause import _pinning, measure
+    before = os.sched_getaffinity(0)
+    child_cpus, own_cpus = _pinning(True)
+    if len(before) >= 2:
+        assert child_cpus and own_cpus and not child_cpus & own_cpus
+        assert child_cpus | own_cpus == before
+    else:
+        assert child_cpus is None
+    assert _pinning(False) == (None, None)
+    result = measure(5, frames=1, interval=0.0, pin=True)
+    assert result["rows"] >= 6
+    assert os.sched_getaffinity(0) == before

@@ -44,6 +44,14 @@ Expect the maximum to be set by a cyclic-GC pass the frame's allocations
 set off, or -- on a loaded machine -- by the target being descheduled in
 the middle of a piece (wall time).
 
+``--pin``: the target on one CPU and this process on the others (with two
+CPUs or more). Unpinned, the kernel often runs the client on the target's
+CPU when a frame's last bytes wake it (a Unix socket wakes its reader on
+the writer's CPU), and the target waits off the CPU while the client
+decodes the frame: the "loop lag" column (wall time) then shows 2-5 ms at
+1,000 greenlets where the target's thread ran for 0.1-0.2 ms of it;
+pinned, ~1.0-1.4 ms. The CPU-time columns do not depend on it.
+
 ``--in-process``: the same scenario in this process, captured as the
 widget does (a greenlet of the hub, ``labkit.sleep(0)`` between pieces),
 with the lints in every frame, each piece measured both in wall time and
@@ -88,14 +96,33 @@ labkit.sleep(3600)
 """
 
 
-def measure(greenlets: int, frames: int, interval: float = 0.25) -> dict:
-    """One child with ``greenlets`` parked greenlets; the served pauses."""
+def _pinning(pin: bool):
+    """(the CPUs for the child, for this process), or (None, None): with
+    ``pin`` and two CPUs or more, the child gets the first, this process
+    the others."""
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def measure(greenlets: int, frames: int, interval: float = 0.25, pin: bool = False) -> dict:
+    """One child with ``greenlets`` parked greenlets; the served pauses.
+    ``pin``: the child and this process on different CPUs (see --pin)."""
     from tracing.attach import AttachClient
+    child_cpus, own_cpus = _pinning(pin)
+    mine = os.sched_getaffinity(0) if own_cpus else None
     with tempfile.TemporaryDirectory(prefix="labkit-console-pause-") as runtime:
         os.chmod(runtime, 0o700)
         env = dict(os.environ, LABKIT_CONSOLE="1", XDG_RUNTIME_DIR=runtime)
         child = subprocess.Popen([sys.executable, "-c", TARGET, str(greenlets)], env=env,
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True,
+                                 preexec_fn=(lambda: os.sched_setaffinity(0, child_cpus))
+                                 if child_cpus else None)
+        if own_cpus:
+            os.sched_setaffinity(0, own_cpus)
         try:
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the target did not start")
@@ -119,6 +146,8 @@ def measure(greenlets: int, frames: int, interval: float = 0.25) -> dict:
             child.kill()
             child.wait()
             child.stdout.close()
+            if mine:
+                os.sched_setaffinity(0, mine)
     return {"greenlets": greenlets, "rows": len(frame["rows"]), "frames": frames,
             "pause_ms_median": statistics.median(pauses), "pause_ms_max": max(pauses),
             "cpu_ms_median": statistics.median(cpu_pauses), "cpu_ms_max": max(cpu_pauses),
@@ -187,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--in-process", action="store_true",
                         help="the console's capture in this process, lints in every frame")
+    parser.add_argument("--pin", action="store_true",
+                        help="the target on one CPU, this client on the others")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.greenlets.split(",") if n.strip()]
     if not counts or min(counts) < 0 or args.frames < 1:
@@ -205,12 +236,13 @@ def main(argv=None) -> int:
                   f"{r['traversal_ms_max']:>13.2f}")
         return 0
     print(f"attach pause per refresh, {args.frames} frames 250 ms apart, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} CPUs{', pinned apart' if _pinning(args.pin)[0] else ''}, "
+          f"load {os.getloadavg()[0]:.1f}")
     print(f"{'greenlets':>9} {'pause ms median':>16} {'max':>8} {'CPU ms median':>14} "
           f"{'max':>8} {'no GC':>6} {'GC':>6} {'first':>6} {'pieces':>7} "
           f"{'round trip ms':>14} {'loop lag ms max':>16}")
     for count in counts:
-        r = measure(count, args.frames)
+        r = measure(count, args.frames, pin=args.pin)
         print(f"{r['greenlets']:>9} {r['pause_ms_median']:>16.2f} {r['pause_ms_max']:>8.2f} "
               f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f} {r['own_ms_max']:>6.2f} "
               f"{r['gc_ms_max']:>6.2f} {r['first_cpu_ms']:>6.2f} "
