@@ -167,8 +167,9 @@ class _CollectorHold:
     references that number greenlets; ~90,000 tracked objects at 10,000
     greenlets -- left them all to one young collection after it, ~8-14 ms
     in the target. So while the capture has made more than the previous
-    one did (:meth:`young_piece_due`), a young collection runs as a piece
-    of its own every :data:`YOUNG_PIECE` objects. What it finds alive goes
+    ones did (:meth:`young_piece_due`), a young collection runs as a piece
+    of its own every :data:`YOUNG_PIECE` objects (see :meth:`young_piece_due`
+    for "more"). What it finds alive goes
     to generation 1 only (no generation-1 collection runs while the
     collector is held), where the capture's own objects die when it ends.
     A refresh like the last one makes no such piece: collecting its live
@@ -180,7 +181,7 @@ class _CollectorHold:
         self._holders = 0
         self._made = 0           # tracked objects made since the first hold, collected
         self._most = 0           # ... and alive, at the most seen
-        self._last_most = 0      # the previous holding's
+        self._recent = collections.deque([0], maxlen=8)   # the last holdings' most
 
     def hold(self) -> bool:
         """Count one more capture; turn the collector off if this is the
@@ -197,11 +198,15 @@ class _CollectorHold:
 
     def young_piece_due(self) -> bool:
         """Whether a young collection should run now, as a piece of its
-        own: YOUNG_PIECE objects made since the last one, and more made
-        while held than the previous holding made at its most."""
+        own: YOUNG_PIECE objects made since the last one, and half as many
+        again made while held as the most any of the last eight holdings
+        made (refreshes differ: one that runs the lost wake-up audit makes
+        lists of the waiters; a collection then walks them all, ~4 ms for a
+        few lists of 10,000)."""
         young = gc.get_count()[0]
-        self._most = max(self._most, self._made + young)
-        return young >= YOUNG_PIECE and self._made + young > self._last_most + YOUNG_PIECE
+        made = self._made + young
+        self._most = max(self._most, made)
+        return young >= YOUNG_PIECE and made > 1.5 * max(self._recent) + YOUNG_PIECE
 
     def collect_young(self) -> None:
         """A young collection now (the collector stays off)."""
@@ -212,7 +217,7 @@ class _CollectorHold:
         with self._lock:
             self._holders -= 1
             if self._holders == 0:
-                self._last_most = max(self._most, self._made + gc.get_count()[0])
+                self._recent.append(max(self._most, self._made + gc.get_count()[0]))
                 gc.enable()
 
 

@@ -474,7 +474,11 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
     append = rows.append
     frames, static = reg.frames, reg.static
     gone, collected = [], []
-    known = list(reg.known.items()) if pace is not None else reg.known.items()
+    # Paced, a copy: the hub may spawn while this yields. A copy of the
+    # dict, not a list of its items: ~20 us at 10,000 and as much to free,
+    # where the list's 10,000 tuples took ~0.4 ms to make and ~0.2-0.7 ms
+    # to free after the last piece.
+    known = reg.known.copy().items() if pace is not None else reg.known.items()
     look = 0
     for gid, ref in known:
         if pace is not None:
