@@ -22,12 +22,12 @@ the frame's own work held the loop for, ``served["pause_own_ms"]``);
 collection lands in whichever piece allocates when one is due. The child
 runs a full collection before it says it is ready, as a service that has
 run a while has had one: what is left in the column is what the
-refreshes set off. The attach keeps ~5 objects per greenlet that the
-collector tracks -- the ledger's account, two weak references, the dicts
-of two frames' locals -- and makes them in its first frame: at 10,000
-greenlets their young collection and then their generation-1 collection
-take ~12 ms each, in the first frames (in a piece, or in the target's own
-time: the loop lag column has both).
+refreshes set off. The attach keeps one object per greenlet that the
+collector tracks (the weak reference that numbers it), made in its first
+frame, which collects young in pieces of its own while it makes more than
+the frames before it (tracing.frames._CollectorHold): at 10,000 greenlets
+the generation-1 collection after it takes ~1.3-3 ms once, in the
+target's own time (the loop lag column), not in a piece.
 
 The issue's target is <= 1 ms per refresh. The snapshot, the ledger's
 reading of the ring and the lints run in pieces of ~0.4 ms
