@@ -62,8 +62,8 @@ _NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ",
 
 #: A young collection as a piece of its own, while a capture makes more than
 #: the previous one (see _CollectorHold), every this many tracked objects
-#: made (``gc.get_count()[0]``): ~0.1-0.25 us each here, a piece of ~0.3-0.7 ms.
-YOUNG_PIECE = 3000
+#: made (``gc.get_count()[0]``): ~0.1-0.25 us each here, a piece of ~0.2-0.5 ms.
+YOUNG_PIECE = 2000
 
 #: Rows turned into plain data between two looks at the clock (see capture):
 #: a piece ends at the first look past tracing.pace.PIECE_NS. (A fixed count
