@@ -196,3 +196,62 @@ def test_the_rows_are_dropped_as_they_go_out_and_the_lints_are_kept(monkeypatch)
     # between two pieces, some were gone and some not yet
     assert any(0 < n < 200 for n in dropped_between), dropped_between
     assert lints == [{"kind": "never yielded", "line": "x.py:1"}] == frame["lints"]
+
+
+class _SlowReader:
+    """A connection whose kernel buffer fills at once (a socketpair with a
+    small send buffer, nobody reading): what the kernel takes is written
+    now, the rest goes through ``sendall``, which waits for a reader here
+    (the loop runs meanwhile) -- as a client busy decoding makes a server
+    wait."""
+
+    def __init__(self, wait):
+        import socket
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.wait = wait
+        self.waited = 0
+        self.out = bytearray()
+
+    def fileno(self):
+        return self.ours.fileno()
+
+    def sendall(self, data):
+        self.waited += 1
+        labkit.sleep(self.wait)                 # the client reads...
+        while True:                             # (what the kernel took first)
+            try:
+                chunk = self.theirs.recv(1 << 20, __import__("socket").MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            self.out += chunk
+        self.out += bytes(data)
+
+    def close(self):
+        self.ours.close()
+        self.theirs.close()
+
+
+def test_a_wait_for_the_client_is_not_part_of_a_piece(monkeypatch):
+    # A piece is the server's own work. When the client has not read the
+    # last one yet, sending the rest waits with the loop running: that
+    # wait was counted in the piece (in wall and in the thread's CPU time,
+    # which is the loop's meanwhile).
+    rows = _rows(400)
+
+    def capture(between, pieces, omit):
+        return {"time": 1.0, "pid": 7, "rows": [dict(r) for r in rows], "loop": {},
+                "lints": []}
+
+    server = attach.AttachServer(path="/nonexistent/never-bound.sock", capture=capture)
+    conn = _SlowReader(wait=0.2)
+    try:
+        labkit.spawn(server._send_frame, conn).get(timeout=30)
+        raw = bytes(conn.out)
+    finally:
+        conn.close()
+    assert conn.waited >= 2
+    frame = decode(json.loads(raw[raw.index(b"{"):]))  # (the head went whole into the buffer)
+    assert len(frame["rows"]) == len(rows)
+    assert frame["served"]["send_ms"] < 100, frame["served"]   # (each wait: 200 ms)

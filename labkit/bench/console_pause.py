@@ -44,6 +44,10 @@ Expect the maximum to be set by a cyclic-GC pass the frame's allocations
 set off, or -- on a loaded machine -- by the target being descheduled in
 the middle of a piece (wall time).
 
+The last line says, per N, where the longest piece (CPU time) of the
+frame with the longest one ended (``served["longest_at"]``: the line that
+yielded after it, and its caller).
+
 ``--pin``: the target on one CPU and this process on the others (with two
 CPUs or more). Unpinned, the kernel often runs the client on the target's
 CPU when a frame's last bytes wake it (a Unix socket wakes its reader on
@@ -126,7 +130,8 @@ def measure(greenlets: int, frames: int, interval: float = 0.25, pin: bool = Fal
         try:
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the target did not start")
-            pauses, cpu_pauses, own_pauses, gc_pauses, trips, lags = [], [], [], [], [], []
+            pauses, cpu_pauses, own_pauses, gc_pauses, trips, lags, where = (
+                [], [], [], [], [], [], [])
             path = os.path.join(runtime, "labkit", f"console-{child.pid}.sock")
             with AttachClient(child.pid, path=path, timeout=60) as client:
                 for index in range(frames + 1):
@@ -139,6 +144,7 @@ def measure(greenlets: int, frames: int, interval: float = 0.25, pin: bool = Fal
                         pauses.append(frame["served"]["pause_ms"])
                         cpu_pauses.append(frame["served"]["pause_cpu_ms"])
                         own_pauses.append(frame["served"]["pause_own_ms"])
+                        where.append(frame["served"].get("longest_at", ""))
                         gc_pauses.append(frame["served"]["pause_gc_ms"])
                         lags.append(frame["loop"].get("lag_max", 0.0) * 1e3)
                     time.sleep(interval)
@@ -154,7 +160,9 @@ def measure(greenlets: int, frames: int, interval: float = 0.25, pin: bool = Fal
             "own_ms_max": max(own_pauses), "gc_ms_max": max(gc_pauses),
             "first_cpu_ms": first_cpu, "pieces": frame["served"]["pieces"],
             "round_trip_ms_median": statistics.median(trips) * 1e3,
-            "loop_lag_ms_max": max(lags)}
+            "loop_lag_ms_max": max(lags),
+            # where the longest piece (CPU time) of the frame with the longest ended
+            "cpu_max_at": where[cpu_pauses.index(max(cpu_pauses))]}
 
 
 def measure_in_process(greenlets: int, frames: int) -> dict:
@@ -241,13 +249,17 @@ def main(argv=None) -> int:
     print(f"{'greenlets':>9} {'pause ms median':>16} {'max':>8} {'CPU ms median':>14} "
           f"{'max':>8} {'no GC':>6} {'GC':>6} {'first':>6} {'pieces':>7} "
           f"{'round trip ms':>14} {'loop lag ms max':>16}")
+    results = []
     for count in counts:
         r = measure(count, args.frames, pin=args.pin)
+        results.append(r)
         print(f"{r['greenlets']:>9} {r['pause_ms_median']:>16.2f} {r['pause_ms_max']:>8.2f} "
               f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f} {r['own_ms_max']:>6.2f} "
               f"{r['gc_ms_max']:>6.2f} {r['first_cpu_ms']:>6.2f} "
               f"{r['pieces']:>7} {r['round_trip_ms_median']:>14.1f} "
               f"{r['loop_lag_ms_max']:>16.2f}")
+    print("the longest piece ended at: " + "; ".join(
+        f"{r['greenlets']}: {r['cpu_max_at']}" for r in results))
     return 0
 
 
