@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import labkit
 from labkit._loop import ffi, lib
@@ -125,6 +125,9 @@ _record = st.tuples(st.sampled_from(_KINDS), st.integers(1, 6),
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_record, min_size=1, max_size=60), st.lists(st.integers(0, 60), max_size=6))
+# (found on 3.10: an exit read twice for one greenlet; the last one's time)
+@example(records=[(1, 2, 1, 0), (1, 1, 1, 0), (1, 1, 1, 5 * 10**6), (1, 2, 2, 5 * 10**6),
+                  (3, 2, 1, 0), (3, 2, 1, 1)], cuts=[])
 def test_the_c_fold_equals_the_one_by_one_fold_on_random_streams(records, cuts):
     data, ts = bytearray(), 1_000
     for kind, gid, why, step in records:

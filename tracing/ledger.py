@@ -365,8 +365,8 @@ class Ledger:
             if acc is None or made_at[k] > i:
                 continue        # no account yet when it exited
             gid = gids[k]
-            if accounts.get(gid) is acc:
-                accounts[gid] = acc[:_EXITED] + (recs[i].ts_ns,)
+            if accounts.get(gid) is acc:    # (an exit read twice: the last one's time)
+                accs[k] = accounts[gid] = acc[:_EXITED] + (recs[i].ts_ns,)
             self._exited.append(gid)
         self._carry_out(carry)
         if self._taps:
