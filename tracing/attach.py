@@ -80,6 +80,7 @@ import sys
 import threading
 import time
 
+from labkit._lk_poll_py import send as _send_nowait
 from labkit.console import group_path, socket_dir
 from labkit.console import private_dir as _private_dir
 from labkit.console import write_private as _write_private
@@ -494,14 +495,14 @@ def _end_piece_sending(conn, data: bytes, start: int, pauses: list,
 
 
 def _send_now(conn, data: bytes) -> int:
-    """How much of ``data`` the kernel takes now, without waiting (a labkit
-    socket's descriptor is non-blocking underneath); 0 from a connection
-    without one (anything else with a ``sendall``)."""
+    """How much of ``data`` the kernel takes now, without waiting (labkit's
+    send that never waits, as labkit.socket's own first try); 0 from a
+    connection without a descriptor (anything else with a ``sendall``)."""
     fileno = getattr(conn, "fileno", None)
     if fileno is None:
         return 0
     try:
-        return os.write(fileno(), data)
+        return _send_nowait(fileno(), data, 0)
     except BlockingIOError:
         return 0
 

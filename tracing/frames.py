@@ -61,7 +61,7 @@ _NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ",
 
 
 #: A young collection as a piece of its own, while a capture makes more than
-#: the previous one (see _CollectorHold), every this many tracked objects
+#: the previous ones (see _CollectorHold), every this many tracked objects
 #: made (``gc.get_count()[0]``): ~0.1-0.25 us each here, a piece of ~0.2-0.5 ms.
 YOUNG_PIECE = 2000
 
@@ -167,13 +167,13 @@ class _CollectorHold:
     references that number greenlets; ~90,000 tracked objects at 10,000
     greenlets -- left them all to one young collection after it, ~8-14 ms
     in the target. So while the capture has made more than the previous
-    ones did (:meth:`young_piece_due`), a young collection runs as a piece
-    of its own every :data:`YOUNG_PIECE` objects (see :meth:`young_piece_due`
-    for "more"). What it finds alive goes
-    to generation 1 only (no generation-1 collection runs while the
-    collector is held), where the capture's own objects die when it ends.
-    A refresh like the last one makes no such piece: collecting its live
-    rows young, each refresh, cost ~1-2.7 ms of pieces at 10,000."""
+    ones did (:meth:`young_piece_due` says how much more), a young
+    collection runs as a piece of its own every :data:`YOUNG_PIECE`
+    objects. What it finds alive goes to generation 1 only (no
+    generation-1 collection runs while the collector is held), where the
+    capture's own objects die when it ends. A refresh like the last ones
+    makes no such piece: collecting its live rows young, each refresh,
+    cost ~1-2.7 ms of pieces at 10,000."""
 
     def __init__(self):
         import threading

@@ -258,13 +258,16 @@ class _Registry:
     def __init__(self, hub, recorder):
         self.hub_ref = weakref.ref(hub)   # (weak: the registry is kept per hub)
         self.recorder = recorder
+        # (an entry per greenlet in each map: see labkit._longlived)
         self.known: dict[int, weakref.ref] = LongLivedDict()   # id -> weakref, spawn order
         self.spawn_info: dict[int, object] = LongLivedDict()   # id -> the recorder's SpawnInfo
         self.spawns_read = 0
         self.exited_unseen: list = []             # SpawnInfo of greenlets gone before a look
-        self.frames: dict[int, tuple] = LongLivedDict()        # id -> (id(frame), lasti, waits_on, where, state, code)
-        self.static: dict[int, tuple] = LongLivedDict()        # id -> (spawn_site, cell, parent)
-        self.parked: dict[int, tuple] = LongLivedDict()        # id -> (row columns but idle, idle - now in s)
+        #: id -> (id(frame), lasti, waits_on, where, state, code)
+        self.frames: dict[int, tuple] = LongLivedDict()
+        self.static: dict[int, tuple] = LongLivedDict()   # id -> (spawn_site, cell, parent)
+        #: id -> (row columns but idle, idle - now in s)
+        self.parked: dict[int, tuple] = LongLivedDict()
         self.busy = False      # a snapshot in pieces is under way (it yields)
                                                   # of a greenlet parked at the last look
         # A greenlet refers to its parent: the hub's referrers hold its
