@@ -763,7 +763,7 @@ static PyObject *frame_local(PyObject *module, PyObject *const *args, Py_ssize_t
     PyCodeObject *co = f->f_code;
     if (!(co->co_flags & CO_OPTIMIZED) && f->f_locals != NULL) {
         /* module or class code: its namespace is the real one */
-        PyObject *value = PyMapping_GetItemString(f->f_locals, PyUnicode_AsUTF8(name));
+        PyObject *value = PyObject_GetItem(f->f_locals, name);
         if (value == NULL) {
             PyErr_Clear();
             Py_RETURN_NONE;

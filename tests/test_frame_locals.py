@@ -103,6 +103,7 @@ def test_module_code_reads_its_namespace():
     exec("import sys\nframe = sys._getframe()\nvalue = 42\n", namespace)
     assert local(namespace["frame"], "value") == 42
     assert local(namespace["frame"], "missing") is None
+    assert local(namespace["frame"], "\udcff") is None    # (not UTF-8: no crash, not there)
 
 
 @pytest.mark.skipif(not SLOTS, reason="the C reading exists on 3.11-3.12")

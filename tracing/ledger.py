@@ -89,9 +89,6 @@ class Account:
     an attach, and towards the full collection enough of them set off."""
 
     __slots__ = ()
-    FIELDS = ("switches", "busy", "scheduled", "idle", "wakes", "self_wakes", "out",
-              "longest", "longest_at", "most_scheduled", "most_scheduled_at", "spawned",
-              "exited")
     SWITCHES = 0
     BUSY = 1
     SCHEDULED = 2
@@ -466,8 +463,11 @@ class Ledger:
         RESUME, SPAWN, PASS, POLL_ENTER, POLL_LEAVE, EXIT = (
             _RESUME, _SPAWN, _PASS, _POLL_ENTER, _POLL_LEAVE, _EXIT)
         START, READY, TIMER, ZERO = _WHY_START, _WHY_READY, _WHY_TIMER, ZERO_TIMEOUT_NS
-        (SWITCHES, BUSY, SCHEDULED, IDLE, WAKES, SELF_WAKES, OUT, LONGEST, LONGEST_AT,
-         MOST, MOST_AT, _, EXITED) = range(len(Account.FIELDS))
+        A = Account
+        SWITCHES, BUSY, SCHEDULED, IDLE, WAKES, SELF_WAKES, OUT = (
+            A.SWITCHES, A.BUSY, A.SCHEDULED, A.IDLE, A.WAKES, A.SELF_WAKES, A.OUT)
+        LONGEST, LONGEST_AT, MOST, MOST_AT, EXITED = (
+            A.LONGEST, A.LONGEST_AT, A.MOST_SCHEDULED, A.MOST_SCHEDULED_AT, A.EXITED)
         work: dict = {}     # id -> its account as a list, while this batch changes it
 
         def account(gid):
