@@ -60,10 +60,13 @@ MAX_OBJECT_LOOKUPS = 500
 _NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ", "?")
 
 
-#: A young collection as a piece of its own, while a capture makes more than
-#: the previous ones (see _CollectorHold), every this many tracked objects
-#: made (``gc.get_count()[0]``): ~0.1-0.25 us each here, a piece of ~0.2-0.5 ms.
-YOUNG_PIECE = 2000
+#: A capture in pieces that made more objects than it freed, by more than
+#: this and by half as many again as any of the last eight (see
+#: _CollectorHold), moves the young generations into the oldest without a
+#: collection when it ends. Counted as the collector counts
+#: (``gc.get_count()[0]``: objects it could track, made less freed): a
+#: refresh of N greenlets keeps its frame's N rows, a first one ~8N.
+AGE_KEPT = 2000
 
 #: Rows turned into plain data between two looks at the clock (see capture):
 #: a piece ends at the first look past tracing.pace.PIECE_NS. (A fixed count
@@ -94,11 +97,10 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
 
     With ``between``, the cyclic garbage collector is off from the first
     piece to the last, yields included, if it was on (see
-    :class:`_CollectorHold`: a refresh then sets off no full collection),
-    but for young collections run as pieces of their own by a capture that
-    makes more than the one before it (the first, mostly);
-    ``frame["rows"]`` are dicts of atomic values, which the collector does
-    not track.
+    :class:`_CollectorHold`: a refresh then sets off no full collection;
+    what a first one keeps goes into the oldest generation when it ends,
+    without a collection); ``frame["rows"]`` are dicts of atomic values,
+    which the collector does not track.
     """
     clock = time.perf_counter_ns
     start = clock()
@@ -111,12 +113,6 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
             pieces.append(clock() - start)
         if between is not None:
             between()
-            if held and _collector.young_piece_due():
-                start = clock()
-                _collector.collect_young()
-                if pieces is not None:
-                    pieces.append(clock() - start)
-                between()
         start = clock()
 
     # In pieces, the cyclic collector stays off from the first piece to the
@@ -134,7 +130,7 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
         if held:
             _collector.release()
     if between is not None:
-        cut()   # the last piece ends in a yield: a young collection due runs there
+        cut()   # the last piece ends in a yield: a collection due runs there
     elif pieces is not None:
         pieces.append(clock() - start)
     return frame
@@ -163,25 +159,27 @@ class _CollectorHold:
     milliseconds to tens of them).
 
     But a refresh that makes more than it frees -- the first one, which
-    meets every greenlet and makes what lasts: caches, accounts, the weak
-    references that number greenlets; ~90,000 tracked objects at 10,000
-    greenlets -- left them all to one young collection after it, ~8-14 ms
-    in the target. So while the capture has made more than the previous
-    ones did (:meth:`young_piece_due` says how much more), a young
-    collection runs as a piece of its own every :data:`YOUNG_PIECE`
-    objects. What it finds alive goes to generation 1 only (no
-    generation-1 collection runs while the collector is held), where the
-    capture's own objects die when it ends. A refresh like the last ones
-    makes no such piece: collecting its live rows young, each refresh,
-    cost ~1-2.7 ms of pieces at 10,000."""
+    meets every greenlet and makes what lasts: the weak references that
+    number greenlets, the tracer's caches; ~10,000 tracked objects at
+    10,000 greenlets -- left them to the collections after it: one young
+    collection of ~8-14 ms in the target, or young collections run as
+    pieces of the capture (0.3-1.4 ms each), then one generation-1
+    collection of 1.3-2.3 ms that walked them all again. They are going to
+    live as long as their greenlets, in the oldest generation. So when a
+    holding ends having made more than it freed, by more than
+    :data:`AGE_KEPT` objects and by half as many again as any of the last
+    eight holdings, :func:`_age_young_generations` moves them there at
+    once, without a collection (and what else was young at that moment
+    with them). A refresh like the last ones moves nothing: a program's
+    young garbage is collected young as before."""
 
     def __init__(self):
         import threading
         self._lock = threading.Lock()
         self._holders = 0
-        self._made = 0           # tracked objects made since the first hold, collected
-        self._most = 0           # ... and alive, at the most seen
-        self._recent = collections.deque([0], maxlen=8)   # the last holdings' most
+        self._made = 0    # -(the collector's young count when the first began)
+        #: what the last holdings made less what they freed
+        self._recent = collections.deque([0], maxlen=8)
 
     def hold(self) -> bool:
         """Count one more capture; turn the collector off if this is the
@@ -191,34 +189,38 @@ class _CollectorHold:
                 if not gc.isenabled():
                     return False
                 gc.disable()
-                self._made = -gc.get_count()[0]     # (what was there before)
-                self._most = 0
+                self._made = -gc.get_count()[0]
             self._holders += 1
             return True
-
-    def young_piece_due(self) -> bool:
-        """Whether a young collection should run now, as a piece of its
-        own: YOUNG_PIECE objects made since the last one, and half as many
-        again made while held as the most any of the last eight holdings
-        made (refreshes differ: one that runs the lost wake-up audit makes
-        lists of the waiters; a collection then walks them all, ~4 ms for a
-        few lists of 10,000)."""
-        young = gc.get_count()[0]
-        made = self._made + young
-        self._most = max(self._most, made)
-        return young >= YOUNG_PIECE and made > 1.5 * max(self._recent) + YOUNG_PIECE
-
-    def collect_young(self) -> None:
-        """A young collection now (the collector stays off)."""
-        self._made += gc.get_count()[0]
-        gc.collect(0)
 
     def release(self) -> None:
         with self._lock:
             self._holders -= 1
             if self._holders == 0:
-                self._recent.append(max(self._most, self._made + gc.get_count()[0]))
+                made = self._made + gc.get_count()[0]
+                if made > AGE_KEPT + 1.5 * max(self._recent):
+                    _age_young_generations()
+                self._recent.append(made)
                 gc.enable()
+
+
+def _age_young_generations() -> bool:
+    """Move every object of the collector's two young generations into the
+    oldest, in O(1) and without walking any: ``gc.freeze()`` moves all
+    generations into the permanent one and ``gc.unfreeze()`` moves that
+    into the oldest (both documented so, 3.7 on). False, and nothing
+    done, if the program has frozen objects of its own (``gc.freeze()``
+    before a fork, say): unfreezing those is not ours to do.
+
+    The price: a cycle that was garbage in a young generation at this
+    moment is freed by the next full collection instead of the next young
+    one. It is one-off, bounded by what was young then, and a full
+    collection comes in any program that keeps making objects."""
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
+    gc.unfreeze()
+    return True
 
 
 _collector = _CollectorHold()
