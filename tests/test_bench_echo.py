@@ -52,3 +52,36 @@ def test_format_table_is_a_pure_function_of_the_results():
 def test_unknown_server_is_a_usage_error():
     with pytest.raises(SystemExit):
         echo.parse_args(["--impls", "nginx"])
+
+
+def test_the_loop_server_echoes_what_each_client_sends_whole_and_in_order():
+    # labkit-loop's callbacks, with a message far bigger than a socket
+    # buffer (sends the kernel takes in part, then a wait for writable),
+    # two clients at once, and one that closes first.
+    import socket
+    import threading
+    server, port = echo.start_server("labkit-loop")
+    try:
+        big = bytes(range(256)) * 32768   # 8 MiB
+        a = socket.create_connection(("127.0.0.1", port), timeout=20)
+        b = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        c.close()
+        with a, b:
+            a.sendall(b"hello")
+            assert a.recv(100) == b"hello"
+            # (the server echoes as it reads: send from a thread, read here)
+            sender = threading.Thread(target=b.sendall, args=(big,), daemon=True)
+            sender.start()
+            got = bytearray()
+            while len(got) < len(big):
+                chunk = b.recv(1 << 20)
+                assert chunk
+                got += chunk
+            sender.join(20)
+            assert got == big
+            a.sendall(b"again")
+            assert a.recv(100) == b"again"
+    finally:
+        server.kill()
+        server.wait()

@@ -11,6 +11,10 @@ the round trip through the server. The same client drives every server:
 
     ============ ============================================================
     labkit       labkit.server.StreamServer, a greenlet per connection
+    labkit-loop  labkit's loop with no greenlet: a read callback per
+                 connection (``hub.loop.io_start``), the counterpart of
+                 uvloop-proto: what the loop costs, without the greenlet
+                 switches and socket methods of a StreamServer handler
     traced       the same while ``tracing`` records everything
     flight       the same with the flight recorder on (tracing/flight.py: the
                  ring always on, blocking monitor at 100 ms)
@@ -83,13 +87,15 @@ import time
 from pathlib import Path
 
 LABKIT = "labkit"
-IMPLS = ("labkit", "traced", "flight", "gevent", "asyncio", "uvloop", "uvloop-proto")
+IMPLS = ("labkit", "labkit-loop", "traced", "flight", "gevent", "asyncio", "uvloop",
+         "uvloop-proto")
 #: measured only when named in --impls
 OPT_IN_IMPLS = ("console", "attached")
 #: HTTP servers, for --idle-impls only (see the module docstring)
 IDLE_HTTP_IMPLS = ("wsgi", "wsgi-awake", "gevent-wsgi")
 DESCRIPTIONS = {
     "labkit": "labkit StreamServer",
+    "labkit-loop": "labkit loop, a callback per fd",
     "traced": "labkit StreamServer, traced",
     "flight": "labkit StreamServer, flight recorder",
     "console": "labkit StreamServer, Console open",
@@ -103,7 +109,7 @@ DESCRIPTIONS = {
     "gevent-wsgi": "gevent pywsgi WSGIServer, keep-alive",
 }
 #: what must import for an implementation to run (else it reads "n/a")
-REQUIRES = {"labkit": "labkit", "traced": "tracing", "flight": "tracing", "console": "ipywidgets",
+REQUIRES = {"labkit": "labkit", "labkit-loop": "labkit", "traced": "tracing", "flight": "tracing", "console": "ipywidgets",
             "attached": "rich", "gevent": "gevent",
             "asyncio": "asyncio", "uvloop": "uvloop", "uvloop-proto": "uvloop",
             "wsgi": "labkit", "wsgi-awake": "labkit", "gevent-wsgi": "gevent"}
@@ -227,6 +233,68 @@ def serve_gevent_like(impl: str) -> None:
     listener.serve_forever()
 
 
+def serve_labkit_loop(impl: str) -> None:
+    """Echo with labkit's loop and no greenlet per connection: each
+    connection's fd has a one-shot read callback (``Loop.io_start``), which
+    receives, sends back and registers itself again -- uvloop-proto's
+    ``data_received -> write`` on labkit's loop. A send the kernel does not
+    take whole waits for the fd to be writable before reading again."""
+    import socket as stdlib_socket
+    import labkit
+    from labkit._loop import READ, WRITE
+    from labkit._lk_poll_py import recv as recv_fd, send as send_fd
+    hub = labkit.get_hub()
+    loop = hub.loop
+    listener = stdlib_socket.create_server(("127.0.0.1", 0), backlog=BACKLOG)
+    listener.setblocking(False)
+    connections = {}    # fd -> socket (kept open while served)
+
+    def close(fd: int) -> None:
+        connections.pop(fd).close()
+
+    def serve(fd: int) -> None:
+        def readable(_events) -> None:
+            try:
+                data = recv_fd(fd, 65536, 0)
+            except BlockingIOError:
+                loop.io_start(fd, READ, readable)
+                return
+            except OSError:
+                data = b""
+            if not data:
+                return close(fd)
+            send(data)
+
+        def send(data: bytes) -> None:
+            try:
+                sent = send_fd(fd, data, 0)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return close(fd)
+            if sent == len(data):
+                loop.io_start(fd, READ, readable)
+            else:
+                loop.io_start(fd, WRITE, lambda _events: send(data[sent:]))
+
+        loop.io_start(fd, READ, readable)
+
+    def accept(_events) -> None:
+        while True:
+            try:
+                conn, _addr = listener.accept()
+            except BlockingIOError:
+                break
+            conn.setblocking(False)
+            connections[conn.fileno()] = conn
+            serve(conn.fileno())
+        loop.io_start(listener.fileno(), READ, accept)
+
+    loop.io_start(listener.fileno(), READ, accept)
+    announce_port(listener.getsockname()[1])
+    hub.join()
+
+
 def serve_asyncio_like(impl: str) -> None:
     import asyncio
 
@@ -291,7 +359,7 @@ def run_asyncio(coro, impl: str):
 
 
 SERVERS = {
-    "labkit": serve_gevent_like, "traced": serve_gevent_like, "flight": serve_gevent_like,
+    "labkit": serve_gevent_like, "labkit-loop": serve_labkit_loop, "traced": serve_gevent_like, "flight": serve_gevent_like,
     "console": serve_gevent_like, "attached": serve_gevent_like,
     "gevent": serve_gevent_like,
     "asyncio": serve_asyncio_like, "uvloop": serve_asyncio_like,
