@@ -290,12 +290,17 @@ def _audit(group: list, pace) -> bool:
             counts.popitem()
         pace()
     # One piece from here: the waiters as they were counted, and the count.
-    # A piece of its own when they are many (~0.4 ms at 10,000 here, up to
-    # ~1.5 ms with the other core busy), not the end of one under way.
-    if len(held.greenlets) >= _OWN_PIECE_WAITERS:
+    # A piece of its own when they are many (~0.4-0.65 ms at 10,000 here,
+    # up to ~1.5 ms with the other core busy), neither the end of one under
+    # way nor the start of the next (the next group's audit, the search).
+    own_piece = len(held.greenlets) >= _OWN_PIECE_WAITERS
+    if own_piece:
         pace.cut()
     # (group's slot and getrefcount's argument are the audit's own references)
-    return held.still() and sys.getrefcount(group[0]) - 2 == direct
+    unchanged = held.still() and sys.getrefcount(group[0]) - 2 == direct
+    if own_piece:
+        pace.cut()
+    return unchanged
 
 
 #: Waiters from which the audit's final check starts a piece of its own.
