@@ -217,12 +217,26 @@ def test_records_overwritten_before_an_update_are_counted_and_the_rest_folded():
         recorder.stop(read=False)
 
 
-def test_a_paced_update_cuts_a_batch_that_meets_too_many_greenlets():
+def test_a_paced_update_cuts_a_batch_that_meets_too_many_greenlets(monkeypatch):
     # A thousand spawns fit in one batch of records, but each greenlet met
     # costs Python work: a paced update folds at most PACED_KEYS of them
     # before it asks the pace (a console's first refresh of a process that
-    # just spawned them), and folds the same as one unpaced update.
+    # just spawned them), and folds the same as one unpaced update. After a
+    # batch cut short, it reads a few records at a time, not a whole batch
+    # again for each PACED_KEYS of it.
+    import tracing.ledger
     from tracing.pace import Pace
+    asked = []
+
+    class Lib:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def lk_trace_read(self, ring, out, size, *rest):
+            asked.append(size)
+            return lib.lk_trace_read(ring, out, size, *rest)
+
+    monkeypatch.setattr(tracing.ledger, "lib", Lib())
     ev = Event()
     recorder = Recorder(capacity=1 << 16).start()
     try:
@@ -234,8 +248,10 @@ def test_a_paced_update_cuts_a_batch_that_meets_too_many_greenlets():
         whole.update()
         reads = []
         pace = Pace(lambda: reads.append(paced.seq), piece_ns=0)   # (never yields)
+        asked.clear()
         paced.update(pace)
         assert len(reads) >= 1000 // Ledger.PACED_KEYS - 1
+        assert asked[0] == Ledger.BATCH and max(asked[1:]) <= 4 * Ledger.PACED_KEYS, asked
         assert paced.seq == whole.seq >= count
         assert _state(paced) == _state(whole)
         assert len(paced.accounts) >= 1000

@@ -70,6 +70,7 @@ from greenlet import greenlet as _raw_greenlet
 
 import labkit.hub as _lk_hub
 
+from tracing import pace as _pace
 from tracing import recorder as _recorder_module
 from tracing.introspect import ipython_shell, cell_location
 from tracing.ledger import ZERO_TIMEOUT_NS, Account, ledger_for
@@ -265,8 +266,9 @@ def lints(hub=None, *, never_yielded: float | None = None, starved: float | None
 
 
 #: The most work (ns) ``lints(between=...)`` does between two calls of
-#: ``between``, give or take one step (one greenlet's frames).
-PIECE_NS = 400_000
+#: ``between``, give or take one step (one greenlet's frames): the
+#: snapshot's (tracing.pace.PIECE_NS), unless set here.
+PIECE_NS = _pace.PIECE_NS
 
 
 def _Pace(between=None, gc_off: bool = False):
