@@ -422,6 +422,9 @@ def test_the_pause_benchmark_runs():
     result = measure(5, frames=1, interval=0.0)
     assert result["rows"] >= 6 and result["pause_ms_max"] > 0 and result["pieces"] >= 2
     assert result["first_cpu_ms"] > 0 and 0 <= result["own_ms_max"] and result["gc_ms_max"] >= 0
+    # the machine's share: a fixed ~0.3 ms of work timed in the target
+    assert result["control_runs"] >= 10
+    assert 0 < result["control_ms_median"] <= result["control_ms_max"]
 
 
 def test_the_pause_benchmark_pins_the_target_apart_and_gives_the_cpus_back():

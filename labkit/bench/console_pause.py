@@ -24,13 +24,12 @@ runs a full collection before it says it is ready, as a service that has
 run a while has had one: what is left in the column is what the
 refreshes set off. The attach keeps one object per greenlet that the
 collector tracks (the weak reference that numbers it), made in its first
-frame, which collects young in pieces of its own while it makes more than
-the frames before it (tracing.frames._CollectorHold): at 10,000 greenlets
-the generation-1 collection after it takes ~1.3-3 ms once, in the
-target's own time (the loop lag column), not in a piece.
+frame; the objects a first frame keeps go into the oldest generation when
+it ends, without a collection, and the young collection a frame's rows
+call for runs as a piece of its own (tracing.frames._CollectorHold).
 
 The issue's target is <= 1 ms per refresh. The snapshot, the ledger's
-reading of the ring and the lints run in pieces of ~0.4 ms
+reading of the ring and the lints run in pieces of ~0.3 ms
 (tracing.pace.PIECE_NS, tracing.lints.PIECE_NS), yielding between. The
 lost wake-up check decides whether anything but its waiters refers to the
 Event (held here: a global in the child, a local of this process's main
@@ -47,6 +46,18 @@ the middle of a piece (wall time).
 The last line says, per N, where the longest piece (CPU time) of the
 frame with the longest one ended (``served["longest_at"]``: the line that
 yielded after it, and its caller).
+
+"control ms": the machine's own share. The target also runs a fixed piece
+of pure-Python work, sized to ~0.3 ms of CPU when it starts, every 20 ms,
+timed in its thread's CPU time like the pieces: the median and the most
+one run of it took. The work is the same every time, so what the longest
+took past the median is the machine's (a virtual CPU that the host stops
+for a while, caches another process emptied): a piece's maximum near
+that column's is the machine, not the frame. On this kind of machine a
+plain 8-13 KB send on a Unix socket, in a process of its own, took up
+to 0.8-2.8 ms of CPU now and then (one in 16,000-87,000); in an attached
+target, 8 KB sends of a frame took 0.4-0.6 ms with no interrupt, softirq
+or switch on that CPU in the kernel's trace meanwhile.
 
 ``--pin``: the target on one CPU and this process on the others (with two
 CPUs or more). Unpinned, the kernel often runs the client on the target's
@@ -74,7 +85,9 @@ import time
 
 TARGET = """\
 import gc
+import statistics
 import sys
+import time
 import labkit
 from labkit.event import Event
 
@@ -87,8 +100,38 @@ def ticker():
     while True:
         labkit.sleep(0.001)
 
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+def control(path):
+    # The machine's own share: the same pure-Python work, sized to ~0.3 ms
+    # of CPU here (a piece's worth), timed in this thread's CPU time every
+    # 20 ms. Whatever one run takes past the others is not the work's.
+    n, clock = 1000, time.thread_time_ns
+    while True:
+        start = clock()
+        work(n)
+        took = clock() - start
+        if took >= 100_000:
+            n = n * 300_000 // took
+            break
+        n *= 2
+    times = []
+    while True:
+        labkit.sleep(0.02)
+        start = clock()
+        work(n)
+        times.append(clock() - start)
+        if len(times) % 10 == 0:
+            with open(path, "w") as out:
+                out.write(f"{int(statistics.median(times))} {max(times)} {len(times)}")
+
 greenlets = [labkit.spawn(parked) for _ in range(int(sys.argv[1]))]
 labkit.spawn(ticker)
+labkit.spawn(control, sys.argv[2])
 labkit.sleep(0.2)
 # A service that has run a while has had its first full collection, which
 # CPython runs after ten young-generation passes whatever the heap: ~10 ms
@@ -121,7 +164,9 @@ def measure(greenlets: int, frames: int, interval: float = 0.25, pin: bool = Fal
     with tempfile.TemporaryDirectory(prefix="labkit-console-pause-") as runtime:
         os.chmod(runtime, 0o700)
         env = dict(os.environ, LABKIT_CONSOLE="1", XDG_RUNTIME_DIR=runtime)
-        child = subprocess.Popen([sys.executable, "-c", TARGET, str(greenlets)], env=env,
+        control = os.path.join(runtime, "control")
+        child = subprocess.Popen([sys.executable, "-c", TARGET, str(greenlets), control],
+                                 env=env,
                                  stdout=subprocess.PIPE, text=True,
                                  preexec_fn=(lambda: os.sched_setaffinity(0, child_cpus))
                                  if child_cpus else None)
@@ -148,13 +193,23 @@ def measure(greenlets: int, frames: int, interval: float = 0.25, pin: bool = Fal
                         gc_pauses.append(frame["served"]["pause_gc_ms"])
                         lags.append(frame["loop"].get("lag_max", 0.0) * 1e3)
                     time.sleep(interval)
+            median = most = runs = 0
+            deadline = time.monotonic() + 2.0    # (a short run: its first figures)
+            while not runs and time.monotonic() < deadline:
+                try:
+                    with open(control) as figures:
+                        median, most, runs = (int(n) for n in figures.read().split())
+                except (OSError, ValueError):
+                    time.sleep(0.05)
         finally:
             child.kill()
             child.wait()
             child.stdout.close()
             if mine:
                 os.sched_setaffinity(0, mine)
-    return {"greenlets": greenlets, "rows": len(frame["rows"]), "frames": frames,
+    return {"control_ms_median": median / 1e6, "control_ms_max": most / 1e6,
+            "control_runs": runs,
+            "greenlets": greenlets, "rows": len(frame["rows"]), "frames": frames,
             "pause_ms_median": statistics.median(pauses), "pause_ms_max": max(pauses),
             "cpu_ms_median": statistics.median(cpu_pauses), "cpu_ms_max": max(cpu_pauses),
             "own_ms_max": max(own_pauses), "gc_ms_max": max(gc_pauses),
@@ -248,7 +303,7 @@ def main(argv=None) -> int:
           f"load {os.getloadavg()[0]:.1f}")
     print(f"{'greenlets':>9} {'pause ms median':>16} {'max':>8} {'CPU ms median':>14} "
           f"{'max':>8} {'no GC':>6} {'GC':>6} {'first':>6} {'pieces':>7} "
-          f"{'round trip ms':>14} {'loop lag ms max':>16}")
+          f"{'round trip ms':>14} {'loop lag ms max':>16} {'control ms':>10} {'max':>6}")
     results = []
     for count in counts:
         r = measure(count, args.frames, pin=args.pin)
@@ -257,7 +312,8 @@ def main(argv=None) -> int:
               f"{r['cpu_ms_median']:>14.2f} {r['cpu_ms_max']:>8.2f} {r['own_ms_max']:>6.2f} "
               f"{r['gc_ms_max']:>6.2f} {r['first_cpu_ms']:>6.2f} "
               f"{r['pieces']:>7} {r['round_trip_ms_median']:>14.1f} "
-              f"{r['loop_lag_ms_max']:>16.2f}")
+              f"{r['loop_lag_ms_max']:>16.2f} {r['control_ms_median']:>10.2f} "
+              f"{r['control_ms_max']:>6.2f}")
     print("the longest piece ended at: " + "; ".join(
         f"{r['greenlets']}: {r['cpu_max_at']}" for r in results))
     return 0
