@@ -10,7 +10,7 @@ import os
 import pytest
 
 import labkit
-from tracing import attach
+from tracing import attach, attach_send
 from tracing.attach_client import decode
 
 pytestmark = pytest.mark.timeout(30)
@@ -51,7 +51,7 @@ def _serve_one_frame(monkeypatch, n):
             labkit.sleep(0)
 
     # one step of rows per piece: the smallest piece the server makes
-    monkeypatch.setattr(attach, "PIECE_NS", 0)
+    monkeypatch.setattr(attach_send, "PIECE_NS", 0)
     server = attach.AttachServer(path="/nonexistent/never-bound.sock", capture=capture)
     conn = _Connection(ticks)
     ticker = labkit.spawn(tick)
@@ -72,7 +72,7 @@ def test_a_frame_goes_out_in_pieces_with_the_hub_running_between(monkeypatch):
     assert frame["lints"] == [{"kind": "never yielded", "line": "x.py:1"}]
     # the head, a write per step of rows, the lints' list (its opening, one
     # step, its end), and the served figures last
-    steps = -(-len(rows) // attach.ROWS_PER_STEP)
+    steps = -(-len(rows) // attach_send.ROWS_PER_STEP)
     assert len(conn.writes) == 1 + steps + 3 + 1
     batches = conn.writes[1:1 + steps] + [conn.writes[2 + steps]]
     assert conn.writes[1 + steps][1] == b'],"lints":['
@@ -182,7 +182,7 @@ def test_the_rows_are_dropped_as_they_go_out_and_the_lints_are_kept(monkeypatch)
             dropped_between.append(sum(row is None for row in sent_rows))
             labkit.sleep(0)
 
-    monkeypatch.setattr(attach, "PIECE_NS", 0)
+    monkeypatch.setattr(attach_send, "PIECE_NS", 0)
     server = attach.AttachServer(path="/nonexistent/never-bound.sock", capture=capture)
     conn = _Connection([0])
     watcher = labkit.spawn(watch)

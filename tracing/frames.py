@@ -162,7 +162,7 @@ class _CollectorHold:
 
     But a refresh that makes more than it frees -- the first one, which
     meets every greenlet and makes what lasts: the weak references that
-    number greenlets, the tracer's caches; ~10,000 tracked objects at
+    number greenlets, the tracer's tuples; ~60,000 tracked objects at
     10,000 greenlets -- left them to the collections after it: one young
     collection of ~8-14 ms in the target, or young collections run as
     pieces of the capture (0.3-1.4 ms each), then one generation-1
@@ -172,7 +172,9 @@ class _CollectorHold:
     :data:`AGE_KEPT` objects and by half as many again as any of the last
     eight holdings, :func:`_age_young_generations` moves them there at
     once, without a collection (and what else was young at that moment
-    with them). A refresh like the last ones moves nothing: a program's
+    with them; tuples of numbers among them, which a young collection
+    would have untracked, stay tracked until the next full collection
+    looks at them). A refresh like the last ones moves nothing: a program's
     young garbage is collected young as before, and the collection its
     allocations call for runs as a piece of its own (:meth:`settle`)."""
 
