@@ -82,6 +82,11 @@ def test_the_loop_server_echoes_what_each_client_sends_whole_and_in_order():
             assert got == big
             a.sendall(b"again")
             assert a.recv(100) == b"again"
+        # New connections take the numbers of the closed ones' fds: served too.
+        for n in range(4):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as d:
+                d.sendall(b"cycle %d" % n)
+                assert d.recv(100) == b"cycle %d" % n
     finally:
         server.kill()
         server.wait()

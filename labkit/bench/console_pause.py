@@ -53,7 +53,9 @@ timed in its thread's CPU time like the pieces: the median and the most
 one run of it took. The work is the same every time, so what the longest
 took past the median is the machine's (a virtual CPU that the host stops
 for a while, caches another process emptied): a piece's maximum near
-that column's is the machine, not the frame. On this kind of machine a
+that column's is the machine, not the frame. (It holds the target's loop
+too, ~1.5% of the time: the loop lag and round trip columns include it.)
+On this kind of machine a
 plain 8-13 KB send on a Unix socket, in a process of its own, took up
 to 0.8-2.8 ms of CPU now and then (one in 16,000-87,000); in an attached
 target, 8 KB sends of a frame took 0.4-0.6 ms with no interrupt, softirq

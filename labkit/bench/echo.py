@@ -250,6 +250,10 @@ def serve_labkit_loop(impl: str) -> None:
     connections = {}    # fd -> socket (kept open while served)
 
     def close(fd: int) -> None:
+        # (the loop keeps an fd's interest after a callback fired: forget
+        # it before the fd goes, or a new socket given the same number is
+        # never watched)
+        loop.io_forget(fd)
         connections.pop(fd).close()
 
     def serve(fd: int) -> None:
@@ -283,7 +287,7 @@ def serve_labkit_loop(impl: str) -> None:
         while True:
             try:
                 conn, _addr = listener.accept()
-            except BlockingIOError:
+            except OSError:    # EAGAIN: all taken; ECONNABORTED, EMFILE: try later
                 break
             conn.setblocking(False)
             connections[conn.fileno()] = conn
