@@ -70,6 +70,18 @@ class Pace:
             yield items[lo:lo + size]
             self()
 
+    def empty(self, container, size: int = 1024) -> None:
+        """Empty ``container`` (a dict or a set) ``size`` entries at a
+        time, with a call of this pace after each: what it held is let go
+        in pieces, not in one -- 10,000 entries freed at once held the
+        loop for ~0.1-0.6 ms, each entry's objects read back from all over
+        memory."""
+        pop = container.popitem if isinstance(container, dict) else container.pop
+        while container:
+            for _ in range(min(len(container), size)):
+                pop()
+            self()
+
     def cut(self) -> None:
         """Call ``between`` now (if any): the next step starts a piece."""
         if self.between is not None:
