@@ -427,6 +427,17 @@ def test_the_pause_benchmark_runs():
     assert 0 < result["control_ms_median"] <= result["control_ms_max"]
 
 
+def test_the_pause_benchmarks_control_alone_counts_its_runs(capsys):
+    from labkit.bench.console_pause import machine, main
+    result = machine(0.3)
+    assert result["runs"] > 10 and 0 < result["median_ms"] <= result["max_ms"]
+    assert 0 <= result["over_1ms"] <= result["runs"]
+    assert main(["--machine", "0.2"]) == 0
+    assert "over 1 ms:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--machine", "0"])
+
+
 def test_the_pause_benchmark_pins_the_target_apart_and_gives_the_cpus_back():
     from labkit.bench.console_pause import _pinning, measure
     before = os.sched_getaffinity(0)

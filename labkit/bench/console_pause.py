@@ -3,6 +3,7 @@
     python -m labkit.bench.console_pause                    N = 10, 100, 1000 greenlets
     python -m labkit.bench.console_pause --greenlets 10000 --frames 10
     python -m labkit.bench.console_pause --in-process       the console's capture, here
+    python -m labkit.bench.console_pause --machine 60       the control alone (below)
 
 For each N, a child process runs with ``LABKIT_CONSOLE=1``: N greenlets
 parked on one Event and a ticker sleeping 1 ms in a loop. This process
@@ -55,6 +56,13 @@ took past the median is the machine's (a virtual CPU that the host stops
 for a while, caches another process emptied): a piece's maximum near
 that column's is the machine, not the frame. (It holds the target's loop
 too, ~1.5% of the time: the loop lag and round trip columns include it.)
+It runs ~500 times a run, where a run at 10,000 greenlets has ~10,000
+pieces: ``--machine SECONDS`` runs the control alone, back to back, as
+many times as that, and counts the runs over 1 ms. Here the machine is
+slow in spells: one minute gave 92,866 runs, median 0.31 ms, 14 over
+1 ms and the longest 5.3 ms (one in ~6,600, about one per run at 10,000
+greenlets; a console_pause run just before had a 6.7 ms piece); another,
+112,088 runs, none over 1 ms, the longest 0.53 ms.
 On this kind of machine a
 plain 8-13 KB send on a Unix socket, in a process of its own, took up
 to 0.8-2.8 ms of CPU now and then (one in 16,000-87,000); in an attached
@@ -102,25 +110,12 @@ def ticker():
     while True:
         labkit.sleep(0.001)
 
-def work(n):
-    total = 0
-    for i in range(n):
-        total += i
-    return total
-
 def control(path):
     # The machine's own share: the same pure-Python work, sized to ~0.3 ms
     # of CPU here (a piece's worth), timed in this thread's CPU time every
     # 20 ms. Whatever one run takes past the others is not the work's.
-    n, clock = 1000, time.thread_time_ns
-    while True:
-        start = clock()
-        work(n)
-        took = clock() - start
-        if took >= 100_000:
-            n = n * 300_000 // took
-            break
-        n *= 2
+    from labkit.bench.console_pause import unit_of_work, work
+    n, clock = unit_of_work(), time.thread_time_ns
     times = []
     while True:
         labkit.sleep(0.02)
@@ -143,6 +138,49 @@ gc.collect()
 print("ready", flush=True)
 labkit.sleep(3600)
 """
+
+
+def work(n: int) -> int:
+    """A fixed piece of pure-Python work: the control's unit."""
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def unit_of_work(ns: int = 300_000) -> int:
+    """The ``n`` for which :func:`work` takes about ``ns`` of this thread's
+    CPU time here."""
+    n, clock = 1000, time.thread_time_ns
+    while True:
+        took = []
+        for _ in range(3):      # (the fastest of three: the first runs cold)
+            start = clock()
+            work(n)
+            took.append(clock() - start)
+        if min(took) >= 100_000:
+            return max(1, n * ns // min(took))
+        n *= 2
+
+
+def machine(seconds: float) -> dict:
+    """The control alone, in this process and back to back (a 0.2 ms sleep
+    between runs) for ``seconds``: how often this machine makes a fixed
+    ~0.3 ms of work take more than 1 ms of CPU time, as many times as a
+    run at 10,000 greenlets has pieces (~10,000 in 40 frames)."""
+    n, clock = unit_of_work(), time.thread_time_ns
+    runs = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = clock()
+        work(n)
+        runs.append(clock() - start)
+        time.sleep(0.0002)
+    runs.sort()
+    over = sum(1 for ns in runs if ns > 1_000_000)
+    return {"runs": len(runs), "median_ms": runs[len(runs) // 2] / 1e6,
+            "p999_ms": runs[int(len(runs) * 0.999)] / 1e6, "max_ms": runs[-1] / 1e6,
+            "over_1ms": over}
 
 
 def _pinning(pin: bool):
@@ -283,7 +321,18 @@ def main(argv=None) -> int:
                         help="the console's capture in this process, lints in every frame")
     parser.add_argument("--pin", action="store_true",
                         help="the target on one CPU, this client on the others")
+    parser.add_argument("--machine", type=float, metavar="SECONDS",
+                        help="only the control: ~0.3 ms of fixed work, back to back "
+                             "for SECONDS, in this process (the machine's own outliers)")
     args = parser.parse_args(argv)
+    if args.machine is not None:
+        if not args.machine > 0:
+            parser.error("--machine needs SECONDS > 0")
+        r = machine(args.machine)
+        print(f"a fixed ~0.3 ms of work, {r['runs']} times: median {r['median_ms']:.2f} ms, "
+              f"99.9th percentile {r['p999_ms']:.2f}, max {r['max_ms']:.2f} ms of CPU; "
+              f"over 1 ms: {r['over_1ms']}")
+        return 0
     counts = [int(n) for n in args.greenlets.split(",") if n.strip()]
     if not counts or min(counts) < 0 or args.frames < 1:
         parser.error("--greenlets needs counts >= 0 and --frames >= 1")
