@@ -14,6 +14,8 @@ from labkit.event import Event
 from tracing.frames import capture
 
 N = 300
+#: CPython 3.12 starts with objects frozen (its static types' bases tuples)
+FROZEN_AT_START = gc.get_freeze_count() > 0
 
 
 @pytest.fixture
@@ -240,6 +242,7 @@ def first_captures(monkeypatch):
     # What a first capture of N keeps: a weak reference that numbers each
     # greenlet (and on 3.10 its frames' f_locals dicts).
     monkeypatch.setattr(frames, "AGE_KEPT", N // 2)
+    monkeypatch.setattr(frames, "YOUNG_PIECE", 300)   # (where it cannot age)
     aged = []
     age = frames._age_young_generations
     monkeypatch.setattr(frames, "_age_young_generations", lambda: aged.append(age()))
@@ -272,18 +275,24 @@ def first_captures(monkeypatch):
 def test_what_a_first_capture_keeps_goes_old_without_a_collection(first_captures):
     capture_twice, greenlets = first_captures
     first, second, aged_first, aged_second = capture_twice()
-    # The first meets every greenlet and makes what lasts: moved into the
-    # oldest generation when it ends, not walked by young collections
-    # while it runs (0.3-1.4 ms pieces at 10,000) nor by a generation-1
-    # collection after it (1.3-2.3 ms).
-    assert first == [] and aged_first == [True], (first, aged_first)
     registry = labkit.get_hub().ident_registry
     refs = [registry.ref_of(g) for g in greenlets]
     assert all(ref is not None for ref in refs)         # (the console named them)
-    young = _young_ids()
-    assert not any(id(ref) in young for ref in refs)
-    # The second makes what it frees itself: nothing kept, nothing moved.
-    assert second == [] and aged_second == [], (second, aged_second)
+    if FROZEN_AT_START:
+        # (CPython 3.12 freezes its static types' tuples: no aging, see the
+        # next test) Collected young as it ran, a few hundred at a time.
+        assert aged_first == [False] and len(first) >= 2 and max(first) < 10 * 300, first
+    else:
+        # The first meets every greenlet and makes what lasts: moved into
+        # the oldest generation when it ends, not walked by young
+        # collections while it runs (0.3-1.4 ms pieces at 10,000) nor by a
+        # generation-1 collection after it (1.3-2.3 ms).
+        assert first == [] and aged_first == [True], (first, aged_first)
+        young = _young_ids()
+        assert not any(id(ref) in young for ref in refs)
+    # The second makes what it frees itself: nothing kept, nothing moved,
+    # no young collection of its rows.
+    assert second == [] and aged_second in ([], [False]), (second, aged_second)
 
 
 def test_a_program_that_froze_objects_keeps_them_frozen(first_captures):
@@ -298,8 +307,10 @@ def test_a_program_that_froze_objects_keeps_them_frozen(first_captures):
         assert gc.get_freeze_count() and not any(id(o) in tracked for o in mine)
     finally:
         gc.unfreeze()
-    # Unfreezing is the program's to do: the capture's objects stay young.
+    # Unfreezing is the program's to do: the capture's objects stay young,
+    # collected young as it ran instead, a few hundred at a time.
     assert aged_first == [False]
+    assert len(_first) >= 2 and max(_first) < 10 * 300, _first
     registry = labkit.get_hub().ident_registry
     young = _young_ids()
     assert any(id(registry.ref_of(g)) in young for g in greenlets)
