@@ -133,8 +133,9 @@ class Ledger:
     BATCH = 4096
     #: greenlets (keys) a paced batch may meet: past this many the batch is
     #: cut before the record that meets the next one, and the rest read
-    #: 4 * PACED_KEYS records at a time while batches are cut so. Each key costs Python work (its Account found or
-    #: made, its totals added: 1.6-3 us for a new one here, ~2.3 measured in
+    #: 4 * PACED_KEYS records at a time while batches are cut so. Each key
+    #: costs Python work (its Account found or made, its totals added:
+    #: 1.6-3 us for a new one here, ~2.3 measured in
     #: an attached target of 10,000 greenlets), so a batch of 4,096 records
     #: of new greenlets -- a console attaching to a process that just
     #: started a thousand -- would otherwise be one piece of several ms; at

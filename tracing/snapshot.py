@@ -485,8 +485,9 @@ def _rows(hub, reg, recorder, ledger, now_ns, pace, nested) -> Snapshot:
     copied = reg.known.copy() if pace is not None else None
     known = copied.items() if copied is not None else reg.known.items()
     if copied is not None:
-        _grow_ahead((frames, static, previous if previous is reg.parked else {}),
-                    copied, pace)
+        # (previous is a throwaway {} when this snapshot keeps no row cache)
+        _grow_ahead((frames, static, previous) if previous is reg.parked
+                    else (frames, static), copied, pace)
     look = 0
     for gid, ref in known:
         if pace is not None:
@@ -617,15 +618,18 @@ def _grow_ahead(caches: tuple, known: dict, pace) -> None:
     """Give each of ``caches`` (the registry's, keyed by greenlet id) an
     entry (None: nothing cached yet, as a missing one) for each greenlet
     of ``known`` it lacks, a cache at a time, if it holds fewer than half
-    as many entries as there are greenlets: a console's first snapshot fills them all, an
-    entry per greenlet, and each doubles its table on the way. Three of
+    as many entries as there are greenlets: a console's first snapshot
+    fills them all, an entry per greenlet, and each doubles its table on
+    the way. Three of
     them doubling at the same row made one piece of ~1 ms at 10,000
     greenlets (their new tables, ~300 KB each, touched for the first
     time: ~225 page faults); made here, each doubling is a step of its own
     between two looks at the clock."""
+    ids = None
     for cache in caches:
         if 2 * len(cache) < len(known):
-            for part in pace.chunks(list(known), 512):
+            ids = list(known) if ids is None else ids
+            for part in pace.chunks(ids, 512):
                 for gid in part:
                     cache.setdefault(gid, None)
 

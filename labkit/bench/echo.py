@@ -109,7 +109,8 @@ DESCRIPTIONS = {
     "gevent-wsgi": "gevent pywsgi WSGIServer, keep-alive",
 }
 #: what must import for an implementation to run (else it reads "n/a")
-REQUIRES = {"labkit": "labkit", "labkit-loop": "labkit", "traced": "tracing", "flight": "tracing", "console": "ipywidgets",
+REQUIRES = {"labkit": "labkit", "labkit-loop": "labkit", "traced": "tracing",
+            "flight": "tracing", "console": "ipywidgets",
             "attached": "rich", "gevent": "gevent",
             "asyncio": "asyncio", "uvloop": "uvloop", "uvloop-proto": "uvloop",
             "wsgi": "labkit", "wsgi-awake": "labkit", "gevent-wsgi": "gevent"}
@@ -363,7 +364,8 @@ def run_asyncio(coro, impl: str):
 
 
 SERVERS = {
-    "labkit": serve_gevent_like, "labkit-loop": serve_labkit_loop, "traced": serve_gevent_like, "flight": serve_gevent_like,
+    "labkit": serve_gevent_like, "labkit-loop": serve_labkit_loop,
+    "traced": serve_gevent_like, "flight": serve_gevent_like,
     "console": serve_gevent_like, "attached": serve_gevent_like,
     "gevent": serve_gevent_like,
     "asyncio": serve_asyncio_like, "uvloop": serve_asyncio_like,
