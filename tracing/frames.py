@@ -42,10 +42,10 @@ import asyncio
 import bisect
 import collections
 import dataclasses
-import gc
 import os
 import sys
 import time
+from tracing import collector
 from tracing.pace import Pace
 
 #: The keys of a row, in the order the tables show them.
@@ -58,20 +58,6 @@ ROW_KEYS = ("id", "kind", "name", "state", "waits_on", "where", "spawn_site", "c
 MAX_OBJECT_LOOKUPS = 500
 #: Waits that are not on an object another greenlet could signal.
 _NO_OBJECT = ("fd ", "timer", "sleep", "select", "not started", "idle", "join ", "?")
-
-
-#: A capture in pieces that made more objects than it freed, by more than
-#: this and by half as many again as any of the last eight (see
-#: _CollectorHold), moves the young generations into the oldest without a
-#: collection when it ends. Counted as the collector counts
-#: (``gc.get_count()[0]``: objects it could track, made less freed): a
-#: refresh of N greenlets keeps its frame's N rows, a first one ~8N (at
-#: 10,000 greenlets 80,000, of which ~60,000 tracked and young at its end).
-AGE_KEPT = 2000
-#: Where that cannot be done (frozen objects: the program's, or CPython
-#: 3.12's own), such a capture runs a young collection as a piece of its
-#: own every this many objects made instead (see _CollectorHold).
-YOUNG_PIECE = 2000
 
 #: Rows turned into plain data between two looks at the clock (see capture):
 #: a piece ends at the first look past tracing.pace.PIECE_NS. (A fixed count
@@ -90,8 +76,9 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
     pieces, and inside the snapshot (which then reads the rows in pieces:
     ``frame["changed"]`` lists the ids of rows whose greenlet ran while it
     yielded) -- ``labkit.sleep(0)`` in a greenlet lets the loop run, so
-    that a big table never holds it for long at a stretch. ``pieces``: if a list, the duration of each
-    piece in ns is appended (what the console reports as its pause).
+    that a big table never holds it for long at a stretch. ``pieces``: if
+    a list, the duration of each piece in ns is appended (what the console
+    reports as its pause).
     ``omit``: ids of greenlets left out (the console's own capturing one).
     ``with_lints``: also run :func:`tracing.lints.lints` on the snapshot
     (else ``frame["lints"]`` is None), in pieces of their own when
@@ -102,10 +89,10 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
 
     With ``between``, the cyclic garbage collector is off from the first
     piece to the last, yields included, if it was on (see
-    :class:`_CollectorHold`: a refresh then sets off no full collection;
-    what a first one keeps goes into the oldest generation when it ends,
-    without a collection); ``frame["rows"]`` are dicts of atomic values,
-    which the collector does not track.
+    :class:`tracing.collector.Hold`: a refresh then sets off no full
+    collection; what a first one keeps goes into the oldest generation
+    when it ends, without a collection); ``frame["rows"]`` are dicts of
+    atomic values, which the collector does not track.
     """
     clock = time.perf_counter_ns
     start = clock()
@@ -118,195 +105,35 @@ def capture(hub=None, between=None, pieces: list | None = None, omit=(),
             pieces.append(clock() - start)
         if between is not None:
             between()
-            if held and _collector.young_piece_due():
+            if held and collector.shared.young_piece_due():
                 start = clock()
-                _collector.collect_young()
+                collector.shared.collect_young()
                 if pieces is not None:
                     pieces.append(clock() - start)
                 between()
         start = clock()
 
     # In pieces, the cyclic collector stays off from the first piece to the
-    # last, yields included (see _CollectorHold): what the capture holds
+    # last, yields included (see tracing.collector.Hold): what it holds
     # while it yields -- the snapshot's rows, each referring to its
     # greenlet -- is never there when a young collection runs, so no
     # refresh moves a thousand of them into the oldest generation, and
     # refreshes stop setting off full collections (~13 ms for a heap of
     # 40,000 objects). The snapshot is gone when _capture returns, before
     # the collector is back.
-    held = between is not None and _collector.hold()
+    held = between is not None and collector.shared.hold()
     try:
         frame = _capture(hub, cut, between, omit, with_lints, heap)
         if between is not None:
             cut()   # the last piece ends in a yield (the collector still held)
-            if held and _collector.settle():
+            if held and collector.shared.settle():
                 cut()   # (the young collection it ran: a piece of its own)
     finally:
         if held:
-            _collector.release()
+            collector.shared.release()
     if between is None and pieces is not None:
         pieces.append(clock() - start)
     return frame
-
-
-class _CollectorHold:
-    """Keeps the cyclic garbage collector off while any capture in pieces
-    runs (in any thread), and turns it back on when the last one ends --
-    unless it was off when the first began (the program's own choice,
-    left alone).
-
-    Why: a young collection moves what survives it into an older
-    generation, and after ten of them CPython (3.10 to 3.13) collects the
-    whole heap once the objects moved into the oldest generation since
-    the last full collection exceed a quarter of those that were there
-    (``long_lived_pending > long_lived_total / 4``). A capture of N
-    greenlets holds ~2N tracked objects for the length of a refresh, and
-    it is what allocates the most while it runs, so a young collection
-    nearly always fell inside one: every tenth one moved ~2,000 objects
-    into the oldest generation for no reason, and every ~60 refreshes a
-    full collection paused the target. With the collector off, the
-    allocation count still grows, and the young collection it calls for
-    runs at the first allocation after the capture ends, when the capture's
-    objects are freed (their reference counts, no collector needed).
-    Others' garbage waits for it no longer than one capture (a refresh:
-    milliseconds to tens of them).
-
-    But a refresh that makes more than it frees -- the first one, which
-    meets every greenlet and makes what lasts: the weak references that
-    number greenlets, the tracer's tuples; ~60,000 tracked objects at
-    10,000 greenlets -- left them to the collections after it: one young
-    collection of ~8-14 ms in the target, or young collections run as
-    pieces of the capture (0.3-1.4 ms each), then one generation-1
-    collection of 1.3-2.3 ms that walked them all again. They are going to
-    live as long as their greenlets, in the oldest generation. So when a
-    holding ends having made more than it freed, by more than
-    :data:`AGE_KEPT` objects and by half as many again as any of the last
-    eight holdings, :func:`_age_young_generations` moves them there at
-    once, without a collection (and what else was young at that moment
-    with them; tuples of numbers among them, which a young collection
-    would have untracked, stay tracked until the next full collection
-    looks at them). A refresh like the last ones moves nothing: a program's
-    young garbage is collected young as before, and the collection its
-    allocations call for runs as a piece of its own (:meth:`settle`).
-
-    Where the young generations cannot be moved so -- objects are frozen
-    already: the program's (gc.freeze() before a fork), or CPython 3.12's
-    own (the tuples of its static types' bases, ~375, frozen at start),
-    which unfreezing would hand to the collector -- a capture that makes
-    more than the last ones collects young as it goes instead, a piece of
-    its own every :data:`YOUNG_PIECE` objects (:meth:`young_piece_due`):
-    0.3-1.4 ms pieces at 10,000 greenlets, then one generation-1
-    collection of 1.3-3 ms in the target's own time."""
-
-    def __init__(self):
-        import threading
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._made = 0    # -(the collector's young count when the first began)
-        self._frozen_seen = None   # objects frozen? (asked once a holding: _frozen)
-        #: what the last holdings made less what they freed
-        self._recent = collections.deque([0], maxlen=8)
-
-    def hold(self) -> bool:
-        """Count one more capture; turn the collector off if this is the
-        first and it is on. False (nothing to release) if it was off."""
-        with self._lock:
-            if self._holders == 0:
-                if not gc.isenabled():
-                    return False
-                gc.disable()
-                self._made = -gc.get_count()[0]
-                self._frozen_seen = None
-            self._holders += 1
-            return True
-
-    def young_piece_due(self) -> bool:
-        """Whether a young collection should run now as a piece of its own:
-        the young generations cannot be aged (objects are frozen), the
-        young count is at :data:`YOUNG_PIECE`, and the holding has made more
-        than it freed by more than :data:`AGE_KEPT` and half again as much
-        as any of the last eight holdings."""
-        young = gc.get_count()[0]
-        return young >= YOUNG_PIECE \
-            and self._made + young > AGE_KEPT + 1.5 * max(self._recent) \
-            and self._frozen()
-
-    def _frozen(self) -> bool:
-        """Whether objects are frozen, asked once per holding and only of
-        one that keeps much: ``gc.get_freeze_count()`` walks the frozen
-        objects (~9 ms for 1,000,000: a heap frozen before a fork)."""
-        if self._frozen_seen is None:
-            self._frozen_seen = gc.get_freeze_count() > 0
-        return self._frozen_seen
-
-    def collect_young(self) -> None:
-        """A young collection now (the collector stays off); what it
-        found made still counts as made."""
-        with self._lock:
-            self._made += gc.get_count()[0]
-        gc.collect(0)
-
-    def settle(self) -> bool:
-        """What the last holder calls before it releases, between two of
-        its pieces: if the holdings made more than they freed, by more than
-        :data:`AGE_KEPT` and half as many again as any of the last eight,
-        move the young generations into the oldest (no collection); else,
-        if the collector's young count calls for a young collection, run
-        it now and say so (True): it is a piece of the caller's own. Left
-        to the first allocation after the release, it fell inside
-        whichever piece came first, the caller's or another greenlet's
-        (~0.1-0.5 ms at 10,000 greenlets: the frame's rows are alive)."""
-        with self._lock:
-            if self._holders != 1:
-                return False    # (the last one to go settles)
-            made = self._made + gc.get_count()[0]
-            age = made > AGE_KEPT + 1.5 * max(self._recent)
-            self._recent.append(made)
-        # (outside the lock: a collection runs finalizers and weak
-        # references' callbacks, which may start a capture of their own)
-        collected = False
-        if age and not self._frozen():
-            _age_young_generations()
-        else:
-            threshold = gc.get_threshold()[0]
-            if not 0 < threshold < gc.get_count()[0]:
-                return False
-            gc.collect(0)
-            collected = True
-        with self._lock:
-            # Both emptied the young count: a holding going on from here
-            # counts what it makes from here.
-            self._made = -gc.get_count()[0]
-        return collected
-
-    def release(self) -> None:
-        with self._lock:
-            self._holders -= 1
-            if self._holders == 0:
-                gc.enable()
-
-
-def _age_young_generations() -> None:
-    """Move every object of the collector's two young generations into the
-    oldest, in O(1) and without walking any: ``gc.freeze()`` moves all
-    generations into the permanent one and ``gc.unfreeze()`` moves that
-    into the oldest (both documented so, 3.7 on). Only when no object is
-    frozen (the caller asks): unfreezing a program's own frozen objects
-    (``gc.freeze()`` before a fork, say) is not ours to do.
-
-    The price: a cycle that was garbage in a young generation at this
-    moment is freed by the next full collection instead of the next young
-    one. It is one-off, bounded by what was young then, and a full
-    collection comes in any program that keeps making objects. (Freezing
-    also sets the collector's counts back to zero, as a full collection
-    does, so the next one comes as much later; and a thread that freezes
-    or forks between the two calls here is not guarded against: the
-    program's own freezing is checked once, before.)"""
-    gc.freeze()
-    gc.unfreeze()
-
-
-_collector = _CollectorHold()
 
 
 def _capture(hub, cut, between, omit, with_lints, heap) -> dict:

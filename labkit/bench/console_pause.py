@@ -27,7 +27,7 @@ refreshes set off. The attach keeps one object per greenlet that the
 collector tracks (the weak reference that numbers it), made in its first
 frame; the objects a first frame keeps go into the oldest generation when
 it ends, without a collection, and the young collection a frame's rows
-call for runs as a piece of its own (tracing.frames._CollectorHold).
+call for runs as a piece of its own (tracing.collector.Hold).
 
 The issue's target is <= 1 ms per refresh. The snapshot, the ledger's
 reading of the ring and the lints run in pieces of ~0.3 ms
