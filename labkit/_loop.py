@@ -73,6 +73,27 @@ if os.environ.get("LABKIT_ARENA_CACHE", "1") != "0":
     lib.lk_arena_cache_install()
 
 
+def give_back_after_from_environment() -> int:
+    """``LABKIT_GIVE_BACK_AFTER``: how many greenlets must have ended (and
+    at least half of those alive at the peak) before the loop gives the
+    memory they freed back to the system, before its next sleep
+    (malloc_trim; see loop_c/lk_arena_cache.c). 4096 by default; 0 never.
+    Counted by the frame-stack block cache: with ``LABKIT_ARENA_CACHE=0``
+    nothing is counted, and nothing given back."""
+    raw = os.environ.get("LABKIT_GIVE_BACK_AFTER", "4096")
+    try:
+        blocks = int(raw)
+    except ValueError:
+        raise ValueError("LABKIT_GIVE_BACK_AFTER must be a whole number of greenlets, "
+                         f"not {raw!r}") from None
+    if blocks < 0:
+        raise ValueError(f"LABKIT_GIVE_BACK_AFTER must be 0 (never) or more, not {raw!r}")
+    return blocks
+
+
+lib.lk_memory_set_give_back(give_back_after_from_environment())
+
+
 def set_io_resumer(resume_fd: Callable | None) -> None:
     """While ``resume_fd`` is set, every loop's :meth:`Loop.io_park` (a
     socket's wait) writes the woken greenlet's resume record itself, in C,
@@ -121,6 +142,21 @@ def arena_cache_stats() -> dict:
     lib.lk_arena_cache_stats(hits, misses, cached, installed)
     return {"installed": bool(installed[0]), "hits": hits[0], "misses": misses[0],
             "cached": cached[0]}
+
+
+def memory_stats() -> dict:
+    """The loop's giving back of freed memory (see
+    :func:`give_back_after_from_environment`): frame-stack blocks
+    outstanding now (about one per live greenlet that has run) and at
+    their high-water mark since the last trim, the trims made and their
+    total time in seconds."""
+    outstanding = ffi.new("int64_t *")
+    high_water = ffi.new("int64_t *")
+    trims = ffi.new("uint64_t *")
+    trim_ns = ffi.new("uint64_t *")
+    lib.lk_memory_stats(outstanding, high_water, trims, trim_ns)
+    return {"outstanding": outstanding[0], "high_water": high_water[0], "trims": trims[0],
+            "trim_seconds": trim_ns[0] / 1e9}
 
 
 READ: int = lib.LK_READ

@@ -402,6 +402,16 @@ static void adapt_spin(lk_loop *loop, int64_t wait_ns)
     loop->woken = false;
 }
 
+/* Before a wait that may sleep: if a burst of greenlets has ended, hand the
+ * memory they freed back to the system (lk_arena_cache.c says when and
+ * why).  The trim is the loop's own work, not waiting: it runs before the
+ * "poll entered" record, and the wait is computed again after it. */
+static bool give_memory_back(lk_loop *loop, int64_t wait_ns)
+{
+    (void)loop;
+    return wait_ns != 0 && lk__memory_give_back_if_due();
+}
+
 static void update_stats(lk_loop *loop, int n_io, int n_timers)
 {
     loop->stats.io_events += (uint64_t)n_io;
@@ -418,6 +428,8 @@ int lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events)
 
     release_fired_timer_ids(loop);
     int64_t wait_ns = compute_poll_timeout(loop, timeout_ns);
+    if (give_memory_back(loop, wait_ns))
+        wait_ns = compute_poll_timeout(loop, timeout_ns);
     /* The tracer sees the wait from inside: the time between these two
      * records is the loop waiting, which the blocking monitor ignores. */
     if (loop->trace)

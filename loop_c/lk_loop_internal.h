@@ -108,6 +108,14 @@ int     lk__timers_collect_expired(lk__timer_heap *h, int64_t now_ns,
                                    lk_event *out, int room);
 void    lk__timers_release_quarantine(lk__timer_heap *h);
 
+/* ---------------------------------------------------- giving memory back */
+
+/* lk_arena_cache.c: if a burst of greenlets has ended since the last call
+ * that trimmed, give the free memory inside malloc's heaps back to the
+ * system (malloc_trim); 1 if it did.  Called by lk_poll before it sleeps,
+ * without the GIL. */
+int lk__memory_give_back_if_due(void);
+
 /* ---------------------------------------------------------------- wake-up */
 
 typedef struct {
