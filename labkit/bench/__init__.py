@@ -59,10 +59,12 @@ QUICK_DIVISOR = 20
 QUICK_REPEATS = 1
 QUICK_ROUNDS = 1
 #: --scale: one round of mass_sleep with this many greenlets, and this many
-#: idle connections held to labkit's and the peers' echo servers
+#: idle connections held to labkit's and the peers' servers
 SCALE_SLEEPERS = 1_000_000
 SCALE_IDLE_CONNS = 50_000
-SCALE_IDLE_SERVERS = ("labkit", "gevent", "uvloop-proto")
+#: a StreamServer handler parked in recv per connection, labkit's WSGIServer
+#: (whose idle keep-alive connections give their greenlets up), and peers
+SCALE_IDLE_SERVERS = ("labkit", "wsgi", "gevent", "uvloop-proto")
 #: seconds a --scale worker may take
 SCALE_WORKER_TIMEOUT_S = 1800
 #: what --callgrind counts when --only does not say (a row of the table
