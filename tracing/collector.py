@@ -41,26 +41,17 @@ AGE_KEPT = 2000
 YOUNG_PIECE = 2000
 
 
-def _frozen_by_the_interpreter() -> int:
-    """How many objects the interpreter itself keeps frozen: CPython 3.12
-    parks the immortal objects the collector meets (its static types'
-    tuples of bases, 375 on 3.12.1) in the permanent generation, at every
-    collection. Unfreezing those is harmless: they are immortal, and the
-    next full collection parks them again.
-
-    Read once, when this module is imported: a count under 1,000 then is
-    the interpreter's own, for ``gc.freeze()`` freezes every tracked object
-    and a program has thousands of them before it can call it (4,600 in a
-    bare ``python -I -S`` 3.12). A count that grows after the import is the
-    program's, and left alone (:meth:`Hold._frozen`)."""
-    if sys.version_info < (3, 12):
-        return 0
-    count = gc.get_freeze_count()
-    return count if count < 1000 else 0
-
-
-#: See _frozen_by_the_interpreter.
-INTERPRETER_FROZEN = _frozen_by_the_interpreter()
+#: The fewest objects a program's own ``gc.freeze()`` leaves frozen.
+#: CPython 3.12 itself keeps the immortal objects its collector meets in
+#: the permanent generation (its static types' tuples of bases and MROs,
+#: 375 on 3.12.1), at every full collection. Unfreezing those is harmless:
+#: they are immortal, and the next full collection parks them again. A
+#: program's ``gc.freeze()`` freezes every object the collector tracks,
+#: thousands at the least (4,600 in a bare ``python -I -S`` 3.12; tens of
+#: thousands once labkit is imported), so fewer than 1,000 frozen are the
+#: interpreter's own. (3.13 untracks its immortal objects instead: nothing
+#: is frozen unless the program froze it.)
+PROGRAM_FROZE_AT_LEAST = 1000 if sys.version_info[:2] == (3, 12) else 1
 
 
 class Hold:
@@ -106,7 +97,7 @@ class Hold:
     Where the young generations cannot be moved so -- the program froze
     objects (``gc.freeze()`` before a fork), which unfreezing would hand to
     the collector; the interpreter's own immortal ones do not count
-    (:data:`INTERPRETER_FROZEN`) -- a capture that makes more than the last
+    (:data:`PROGRAM_FROZE_AT_LEAST`) -- a capture that makes more than the last
     ones collects young as it goes instead, a piece of its own every
     :data:`YOUNG_PIECE` objects (:meth:`young_piece_due`): 0.3-1.4 ms
     pieces at 10,000 greenlets, then one generation-1 collection of
@@ -116,7 +107,7 @@ class Hold:
         self._lock = threading.Lock()
         self._holders = 0
         self._made = 0    # -(the collector's young count when the first began)
-        self._frozen_seen = None   # objects frozen? (asked once a holding: _frozen)
+        self._frozen_seen = False  # the program froze objects (see _frozen)
         #: what the last holdings made less what they freed
         self._recent = collections.deque([0], maxlen=8)
 
@@ -129,7 +120,7 @@ class Hold:
                     return False
                 gc.disable()
                 self._made = -gc.get_count()[0]
-                self._frozen_seen = None
+                self._frozen_seen = False
             self._holders += 1
             return True
 
@@ -145,12 +136,15 @@ class Hold:
             and self._frozen()
 
     def _frozen(self) -> bool:
-        """Whether the program froze objects (more are frozen than the
-        interpreter's own), asked once per holding and only of one that
-        keeps much: ``gc.get_freeze_count()`` walks the frozen objects
-        (~9 ms for 1,000,000: a heap frozen before a fork)."""
-        if self._frozen_seen is None:
-            self._frozen_seen = gc.get_freeze_count() > INTERPRETER_FROZEN
+        """Whether the program froze objects (see
+        :data:`PROGRAM_FROZE_AT_LEAST`), asked only of a holding that keeps
+        much. ``gc.get_freeze_count()`` walks the frozen objects (~9 ms for
+        1,000,000: a heap frozen before a fork), so a yes is remembered for
+        the rest of the holding; a no is asked again (it walks the few
+        the interpreter froze, if any), for the program's greenlets run
+        while a capture yields, and one may freeze."""
+        if not self._frozen_seen:
+            self._frozen_seen = gc.get_freeze_count() >= PROGRAM_FROZE_AT_LEAST
         return self._frozen_seen
 
     def collect_young(self) -> None:
