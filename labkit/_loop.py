@@ -76,18 +76,20 @@ if os.environ.get("LABKIT_ARENA_CACHE", "1") != "0":
 def give_back_after_from_environment() -> int:
     """``LABKIT_GIVE_BACK_AFTER``: how many greenlets must have ended (and
     at least half of those alive at the peak) before the loop gives the
-    memory they freed back to the system, before its next sleep
+    memory they freed back to the system, before its next long sleep
     (malloc_trim; see loop_c/lk_arena_cache.c). 4096 by default; 0 never.
-    Counted by the frame-stack block cache: with ``LABKIT_ARENA_CACHE=0``
-    nothing is counted, and nothing given back."""
+    Counted by the frame-stack block cache: with ``LABKIT_ARENA_CACHE=0``,
+    or on CPython 3.10 (no frame-stack blocks), nothing is counted, and
+    nothing given back."""
     raw = os.environ.get("LABKIT_GIVE_BACK_AFTER", "4096")
     try:
         blocks = int(raw)
     except ValueError:
         raise ValueError("LABKIT_GIVE_BACK_AFTER must be a whole number of greenlets, "
                          f"not {raw!r}") from None
-    if blocks < 0:
-        raise ValueError(f"LABKIT_GIVE_BACK_AFTER must be 0 (never) or more, not {raw!r}")
+    if not 0 <= blocks < 2 ** 62:
+        raise ValueError("LABKIT_GIVE_BACK_AFTER must be 0 (never) or a positive number "
+                         f"of greenlets, not {raw!r}")
     return blocks
 
 
@@ -147,9 +149,9 @@ def arena_cache_stats() -> dict:
 def memory_stats() -> dict:
     """The loop's giving back of freed memory (see
     :func:`give_back_after_from_environment`): frame-stack blocks
-    outstanding now (about one per live greenlet that has run) and at
-    their high-water mark since the last trim, the trims made and their
-    total time in seconds."""
+    outstanding now (one per live greenlet that has run Python code, plus
+    a thread's or a deep recursion's own) and at their high-water mark
+    since the last trim, the trims made and their total time in seconds."""
     outstanding = ffi.new("int64_t *")
     high_water = ffi.new("int64_t *")
     trims = ffi.new("uint64_t *")

@@ -248,6 +248,9 @@ int64_t lk_next_timeout_ns(lk_loop *loop)
  *
  *   1. release_fired_timer_ids  ids fired last time become reusable
  *   2. compute_poll_timeout     min(caller's timeout, next timer)
+ *      give_memory_back         before a long wait, after a burst of
+ *                               greenlets ended: malloc_trim (see
+ *                               lk_arena_cache.c)
  *   3. poll_for_io              block in the backend (GIL released by cffi)
  *                               for that long, rounded up to ms; or, if
  *                               asked or learned to, spin instead
@@ -402,14 +405,20 @@ static void adapt_spin(lk_loop *loop, int64_t wait_ns)
     loop->woken = false;
 }
 
-/* Before a wait that may sleep: if a burst of greenlets has ended, hand the
- * memory they freed back to the system (lk_arena_cache.c says when and
- * why).  The trim is the loop's own work, not waiting: it runs before the
- * "poll entered" record, and the wait is computed again after it. */
-static bool give_memory_back(lk_loop *loop, int64_t wait_ns)
+/* Before a wait that would sleep long enough (or forever): if a burst of
+ * greenlets has ended, hand the memory they freed back to the system
+ * (lk_arena_cache.c says when and why).  Not while the loop spins for
+ * another thread's reply, which is due in microseconds.  It runs inside
+ * the traced wait, in time the loop would have slept; a wait shorter than
+ * the trim would take leaves it for a later one.  Returns the ns it took. */
+static int64_t give_memory_back(lk_loop *loop, int64_t wait_ns)
 {
-    (void)loop;
-    return wait_ns != 0 && lk__memory_give_back_if_due();
+    if (wait_ns == 0 || loop->spin_ns > 0 || loop->spin_for_wake)
+        return 0;
+    int64_t least = lk__memory_give_back_least_wait_ns();
+    if (least < 0 || (wait_ns > 0 && wait_ns < least))
+        return 0;
+    return lk__memory_give_back();
 }
 
 static void update_stats(lk_loop *loop, int n_io, int n_timers)
@@ -428,12 +437,16 @@ int lk_poll(lk_loop *loop, int64_t timeout_ns, lk_event *out, int max_events)
 
     release_fired_timer_ids(loop);
     int64_t wait_ns = compute_poll_timeout(loop, timeout_ns);
-    if (give_memory_back(loop, wait_ns))
-        wait_ns = compute_poll_timeout(loop, timeout_ns);
     /* The tracer sees the wait from inside: the time between these two
      * records is the loop waiting, which the blocking monitor ignores. */
     if (loop->trace)
         lk_trace_record(loop->trace, LK_TR_POLL_ENTER, lk__ns_to_ms_ceil(wait_ns), 0, 0);
+    int64_t trimmed_ns = give_memory_back(loop, wait_ns);
+    if (trimmed_ns > 0) {   /* the wait is shorter by what the trim took */
+        if (timeout_ns > 0)
+            timeout_ns = timeout_ns > trimmed_ns ? timeout_ns - trimmed_ns : 0;
+        wait_ns = compute_poll_timeout(loop, timeout_ns);
+    }
     /* Keep a quarter of `out` for timers: with more fds ready than `out`
      * holds on every call, io alone would fill it and no sleep or Timeout
      * could ever fire. */

@@ -110,11 +110,14 @@ void    lk__timers_release_quarantine(lk__timer_heap *h);
 
 /* ---------------------------------------------------- giving memory back */
 
-/* lk_arena_cache.c: if a burst of greenlets has ended since the last call
- * that trimmed, give the free memory inside malloc's heaps back to the
- * system (malloc_trim); 1 if it did.  Called by lk_poll before it sleeps,
- * without the GIL. */
-int lk__memory_give_back_if_due(void);
+/* lk_arena_cache.c: after a burst of greenlets has ended, malloc_trim(0)
+ * gives the free memory inside malloc's heaps back to the system.
+ * least_wait_ns: -1 if no trim is due (or one ran less than the cool-down
+ * ago), else the shortest wait worth trimming in (a wait forever always
+ * is).  give_back: trim now if still due; the ns it took, 0 if none.
+ * lk_poll calls both before it sleeps, without the GIL. */
+int64_t lk__memory_give_back_least_wait_ns(void);
+int64_t lk__memory_give_back(void);
 
 /* ---------------------------------------------------------------- wake-up */
 
