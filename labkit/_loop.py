@@ -77,7 +77,7 @@ def give_back_after_from_environment() -> int:
     """``LABKIT_GIVE_BACK_AFTER``: how many greenlets must have ended (and
     at least half of those alive at the peak) before the loop gives the
     memory they freed back to the system, before its next long sleep
-    (malloc_trim; see loop_c/lk_arena_cache.c). 4096 by default; 0 never.
+    (malloc_trim; see loop_c/lk_memory.c). 4096 by default; 0 never.
     Counted by the frame-stack block cache: with ``LABKIT_ARENA_CACHE=0``,
     or on CPython 3.10 (no frame-stack blocks), nothing is counted, and
     nothing given back."""

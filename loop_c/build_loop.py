@@ -36,6 +36,7 @@ C_FILES = [
     "lk_wakeup.c",
     "lk_backend_poll.c",
     "lk_arena_cache.c",
+    "lk_memory.c",
     "lk_trace.c",
     "lk_fold.c",
     "lk_strip.c",

@@ -250,7 +250,7 @@ int64_t lk_next_timeout_ns(lk_loop *loop)
  *   2. compute_poll_timeout     min(caller's timeout, next timer)
  *      give_memory_back         before a long wait, after a burst of
  *                               greenlets ended: malloc_trim (see
- *                               lk_arena_cache.c)
+ *                               lk_memory.c)
  *   3. poll_for_io              block in the backend (GIL released by cffi)
  *                               for that long, rounded up to ms; or, if
  *                               asked or learned to, spin instead
@@ -407,7 +407,7 @@ static void adapt_spin(lk_loop *loop, int64_t wait_ns)
 
 /* Before a wait that would sleep long enough (or forever): if a burst of
  * greenlets has ended, hand the memory they freed back to the system
- * (lk_arena_cache.c says when and why).  Not while the loop spins for
+ * (lk_memory.c says when and why).  Not while the loop spins for
  * another thread's reply, which is due in microseconds.  It runs inside
  * the traced wait, in time the loop would have slept; a wait shorter than
  * the trim would take leaves it for a later one.  Returns the ns it took. */

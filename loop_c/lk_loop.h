@@ -72,8 +72,8 @@ void        lk_wake(lk_loop *loop);
 int         lk_arena_cache_install(void);
 void        lk_arena_cache_stats(uint64_t *hits, uint64_t *misses, int *cached,
                                  int *installed);
-/* ... and give freed memory back to the system after a burst of greenlets
- * ended (lk_poll does, before it sleeps; blocks <= 0: never). */
+/* lk_memory.c: give freed memory back to the system after a burst of
+ * greenlets ended (lk_poll does, before it sleeps; blocks <= 0: never). */
 void        lk_memory_set_give_back(int64_t blocks);
 void        lk_memory_stats(int64_t *outstanding, int64_t *high_water, uint64_t *trims,
                             uint64_t *trim_ns);

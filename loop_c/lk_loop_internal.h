@@ -110,12 +110,15 @@ void    lk__timers_release_quarantine(lk__timer_heap *h);
 
 /* ---------------------------------------------------- giving memory back */
 
-/* lk_arena_cache.c: after a burst of greenlets has ended, malloc_trim(0)
- * gives the free memory inside malloc's heaps back to the system.
- * least_wait_ns: -1 if no trim is due (or one ran less than the cool-down
- * ago), else the shortest wait worth trimming in (a wait forever always
- * is).  give_back: trim now if still due; the ns it took, 0 if none.
- * lk_poll calls both before it sleeps, without the GIL. */
+/* lk_memory.c: after a burst of greenlets has ended, malloc_trim(0) gives
+ * the free memory inside malloc's heaps back to the system.
+ * count_blocks: lk_arena_cache.c tells it every frame-stack block handed
+ * out (+1) or freed (-1).  least_wait_ns: -1 if no trim is due (or one ran
+ * less than the cool-down ago), else the shortest wait worth trimming in
+ * (a wait forever always is).  give_back: trim now if still due; the ns it
+ * took, 0 if none.  lk_poll calls the last two before it sleeps, without
+ * the GIL. */
+void    lk__memory_count_blocks(int64_t delta);
 int64_t lk__memory_give_back_least_wait_ns(void);
 int64_t lk__memory_give_back(void);
 

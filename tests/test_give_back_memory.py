@@ -1,5 +1,5 @@
 """The loop gives back the memory a burst of greenlets freed
-(loop_c/lk_arena_cache.c, lk_poll's phase give_memory_back).
+(loop_c/lk_memory.c, lk_poll's phase give_memory_back).
 
 glibc returns memory to the system only from the top of its heap; after
 thousands of greenlets end, what they malloc'd stays resident below any
