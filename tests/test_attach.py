@@ -8,6 +8,7 @@ the test's own directory (``XDG_RUNTIME_DIR``), never in the real one.
 """
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -378,9 +379,22 @@ def test_a_gunicorn_workers_console_shows_a_block_with_its_line(tmp_path, runtim
                 break
             except OSError:
                 time.sleep(0.1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/block", timeout=10) as r:
-            assert int(r.read()) == worker
-        result = console(worker, "--once", runtime_dir=runtime_dir)
+        # Under load (the issue's "under wrk"), where wrk is installed
+        # (.ci/run installs it): the worker serves wrk's requests meanwhile.
+        load = None
+        if shutil.which("wrk") is not None:
+            load = subprocess.Popen(["wrk", "-t1", "-c10", "-d4s", f"http://127.0.0.1:{port}/"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/block", timeout=10) as r:
+                assert int(r.read()) == worker
+            result = console(worker, "--once", runtime_dir=runtime_dir)
+        finally:
+            if load is not None:
+                served = load.communicate(timeout=30)[0]
+        if load is not None:   # (wrk's requests were served, none failed)
+            assert "requests in" in served and "Non-2xx" not in served, served
         assert result.returncode == 0, result.stderr
         line = next(n for n, text in enumerate(BLOCKING_APP.splitlines(), 1)
                     if "ATTACH-BLOCK" in text)
