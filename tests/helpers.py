@@ -4,10 +4,11 @@ import sys
 import textwrap
 
 
-def run_python(code: str, *args: str, timeout: float = 45) -> str:
-    """Run ``code`` in a new interpreter; return its stdout (fail on error)."""
+def run_python(code: str, *args: str, timeout: float = 45, env: dict | None = None) -> str:
+    """Run ``code`` in a new interpreter; return its stdout (fail on error).
+    ``env``: its whole environment (default: this process's)."""
     command = [sys.executable, "-c", textwrap.dedent(code), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

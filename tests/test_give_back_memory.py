@@ -21,6 +21,8 @@ import textwrap
 
 import pytest
 
+from helpers import run_python
+
 pytestmark = [
     pytest.mark.skipif(sys.version_info < (3, 11),
                        reason="before 3.11 greenlets allocate no frame-stack block to count"),
@@ -55,11 +57,7 @@ def run(code: str, give_back_after: str = "4096", **env) -> str:
     clean = {name: value for name, value in os.environ.items()
              if not name.startswith(("MALLOC_", "PYTHONMALLOC", "LD_PRELOAD", "GLIBC_TUNABLES"))}
     clean.update(LABKIT_GIVE_BACK_AFTER=give_back_after, **env)
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(PRELUDE) + textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=120, env=clean)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return run_python(textwrap.dedent(PRELUDE) + textwrap.dedent(code), timeout=120, env=clean)
 
 
 BURST_AND_IDLE = """
