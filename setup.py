@@ -12,7 +12,9 @@ what it builds cannot be expressed there:
   and cancel, and the C half of Timeout, called without releasing the GIL
   (see loop_c/lk_poll_py.c, loop_c/lk_timers_py.c, loop_c/lk_timeout_py.c);
   its io watchers and the poll that dispatches to them (loop_c/lk_io_py.c);
-  recv and send for labkit.socket, which never wait (loop_c/lk_sock_py.c).
+  recv and send for labkit.socket, which never wait (loop_c/lk_sock_py.c);
+* ``labkit._lk_http_py``: the HTTP server's per-field work -- the parser's
+  field callback and the environ's fields (see loop_c/lk_http_py.c).
 """
 from setuptools import Extension, setup
 
@@ -34,5 +36,11 @@ nowait_poller = Extension(
     extra_compile_args=["-O2", "-std=c11"],
 )
 
+http_fields = Extension(
+    "labkit._lk_http_py",
+    sources=["loop_c/lk_http_py.c"],
+    extra_compile_args=["-O2", "-std=c11"],
+)
+
 setup(cffi_modules=["loop_c/build_loop.py:ffibuilder"],
-      ext_modules=[trace_writer, nowait_poller])
+      ext_modules=[trace_writer, nowait_poller, http_fields])

@@ -8,8 +8,9 @@
 # What it does, and why each step is there:
 #
 # 1. Copies the sources into a scratch directory and compiles loop_c/ there
-#    with -fsanitize=address,undefined: the cffi loop and both CPython
-#    builtins (trace writer; poll, timers and Timeout).  It never touches the editable build
+#    with -fsanitize=address,undefined: the cffi loop and the three CPython
+#    builtins (trace writer; poll, timers and Timeout; the HTTP server's
+#    per-field work).  It never touches the editable build
 #    in the checkout (labkit/_lk_loop*.so), which other people's test runs
 #    and notebooks are importing at the same time.
 # 2. A C-level leak check: a small driver (below) links loop_c/*.c directly
@@ -48,6 +49,8 @@ PYTEST_TARGETS=(
     tests/test_tracing_ledger_fold.py
     tests/test_tracing_timeline_fold.py
     tests/test_frame_locals.py
+    tests/test_http_fields.py
+    tests/test_wsgi.py
 )
 # SANITIZE_TESTS="tests/a.py tests/b.py" runs those instead.
 if [ -n "${SANITIZE_TESTS:-}" ]; then read -ra PYTEST_TARGETS <<<"$SANITIZE_TESTS"; fi
@@ -70,16 +73,16 @@ echo "sanitize: copying sources to $WORK"
 tar -C "$ROOT" --exclude='*.so' --exclude='__pycache__' --exclude='.pytest_cache' \
     -cf - labkit loop_c tests tracing pyproject.toml setup.py | tar -C "$WORK" -xf -
 
-echo "sanitize: building labkit's three extensions with $SAN_FLAGS"
-# setup.py builds all three: the cffi loop (_lk_loop) and the two CPython
-# builtins (_lk_trace_py, _lk_poll_py), in place in the scratch copy.
+echo "sanitize: building labkit's four extensions with $SAN_FLAGS"
+# setup.py builds all four: the cffi loop (_lk_loop) and the three CPython
+# builtins (_lk_trace_py, _lk_poll_py, _lk_http_py), in place in the scratch copy.
 # (Before, only _lk_loop was rebuilt, and the other two were imported
 # unsanitized from the checkout through the editable install's finder.)
 (cd "$WORK" && LABKIT_CFLAGS="$SAN_FLAGS" CFLAGS="$SAN_FLAGS" \
     LDFLAGS="-fsanitize=address,undefined" \
     "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) \
     || { cat "$WORK/build.log"; exit 1; }
-for ext in _lk_loop _lk_trace_py _lk_poll_py; do
+for ext in _lk_loop _lk_trace_py _lk_poll_py _lk_http_py; do
     so=("$WORK"/labkit/"$ext".*so)
     # (Read ldd's whole output before matching: with pipefail, "grep -q"
     # exiting at the first match can kill ldd with SIGPIPE and fail a
@@ -270,8 +273,8 @@ echo "sanitize: pytest ${PYTEST_TARGETS[*]}"
     export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$REPORTS/ubsan"
     # Prove that the sanitized build is the one imported, not the checkout's.
     "$PY" -c "
-import labkit._lk_loop, labkit._lk_trace_py, labkit._lk_poll_py
-for m in (labkit._lk_loop, labkit._lk_trace_py, labkit._lk_poll_py):
+import labkit._lk_loop, labkit._lk_trace_py, labkit._lk_poll_py, labkit._lk_http_py
+for m in (labkit._lk_loop, labkit._lk_trace_py, labkit._lk_poll_py, labkit._lk_http_py):
     assert m.__file__.startswith('$WORK/'), m.__file__
 "
     "$PY" -m pytest -q -p no:cacheprovider "${PYTEST_TARGETS[@]}"

@@ -66,9 +66,12 @@ import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import httptools
+
+from labkit._lk_http_py import HeadFields
 
 __all__ = ["HTTPError", "Request", "RequestBody", "RequestParser", "ResponseHead",
            "ResponseFields", "SINGLE_VALUED", "check_repeated_field",
@@ -121,6 +124,15 @@ class RequestParser:
     llhttp is parsing now (its head or its body), or None between requests.
     ``started_at`` is the monotonic time the first byte of an incomplete head
     arrived (None when no head is in progress): the header timeout runs from it.
+
+    llhttp's field callback is C: ``self._head``, a HeadFields
+    (loop_c/lk_http_py.c), is called once per field line, where in Python
+    the callback cost more than the rest of a small request's parse. It
+    keeps the head budget (``head_bytes``, which on_url also counts into),
+    appends each field of a head to ``fields`` (the current request's
+    ``headers``; None outside a head, where trailer fields are only
+    counted), and sets ``framing`` for a field :meth:`on_headers_complete`
+    must read; a field over a limit calls :func:`_refuse_field`.
     """
 
     def __init__(self, max_header_size: int, max_body_size: int | None,
@@ -137,7 +149,8 @@ class RequestParser:
         self.started_at: float | None = None
         self.error: HTTPError | None = None
         self.upgraded = False
-        self._head_bytes = 0            # counted by the callbacks
+        # The field callback and the head budget (see the class docstring)
+        self._head = HeadFields(max_header_size, max_field_size, _refuse_field)
         self._unparsed_head_feed = 0    # the backstop, counted per feed
         self._in_trailers = False       # after a chunk header, before its data
         self._last_request = None       # the last request whose head completed
@@ -154,7 +167,13 @@ class RequestParser:
         # What feed() is parsing from a message boundary, until the first
         # head in it completes (see on_headers_complete), else None.
         self._first_data: bytes | None = None
-        self._llhttp = httptools.HttpRequestParser(self)
+        # llhttp's callbacks: ours, and the C one for fields (httptools
+        # looks each up once, here, on the object it is given)
+        self._llhttp = httptools.HttpRequestParser(SimpleNamespace(
+            on_message_begin=self.on_message_begin, on_url=self.on_url,
+            on_header=self._head.on_header, on_headers_complete=self.on_headers_complete,
+            on_body=self.on_body, on_message_complete=self.on_message_complete,
+            on_chunk_header=self.on_chunk_header))
 
     @property
     def done(self) -> bool:
@@ -368,51 +387,41 @@ class RequestParser:
     # -- llhttp callbacks (called during feed) -----------------------------
     def on_message_begin(self) -> None:
         self.current = request = Request()
-        request.headers = []
+        head = self._head
+        request.headers = head.fields = []  # (on_header appends to it)
+        head.framing = False
+        head.head_bytes = 0
         # (set, not left to the class defaults: every request reads these,
         # and Python 3.11 reads an instance's own attributes much faster)
         request.content_length = request.error = None
         request.chunked = request.expect_continue = False
         self.in_head = True  # (started_at is set by the feed, if the head is cut)
-        self._head_bytes = 0
         self._unparsed_head_feed = 0
         self._in_trailers = False
 
     def on_url(self, url: bytes) -> None:
         # llhttp may deliver the URL in pieces (one per feed it spans).
-        self._head_bytes += len(url)  # (_count_head, inline: once per request)
-        if self._head_bytes > self.max_header_size:
+        head = self._head
+        head.head_bytes += len(url)
+        if head.head_bytes > self.max_header_size:
             raise HTTPError(431, "request header fields too large")
         url = self.current.url + url
         if len(url) > self.max_request_line - 14:  # - len("GET  HTTP/1.1")
             raise HTTPError(414, f"request line longer than {self.max_request_line} bytes")
         self.current.url = url
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # (The field count is checked once, in on_headers_complete: until
-        # then the head budget bounds how many fields we hold.)
-        size = len(name) + len(value) + 4
-        self._head_bytes += size
-        if size > self.max_field_size:
-            raise HTTPError(431, f"header field longer than {self.max_field_size} bytes")
-        if self._head_bytes > self.max_header_size:
-            raise HTTPError(431, "request header fields too large")
-        if self.in_head:
-            # (rstrip always: testing first with ``in`` would cost more, as
-            # ``bytes in bytes`` first tries the operand as an int)
-            self.current.headers.append((name, value.rstrip(b" \t")))
-        # else: a trailer field (after a chunked body): counted, then dropped
+    # on_header(name, value) is self._head's (C): it counts the field line
+    # against the limits, and keeps (name, value without trailing spaces
+    # and tabs) in the head; a trailer field (after a chunked body) is
+    # counted, then dropped. The field count is checked once, in
+    # on_headers_complete: until then the head budget bounds how many
+    # fields we hold.
 
     def on_chunk_header(self) -> None:
         # Either a chunk's data or (after the last chunk) trailers follow;
         # on_body tells which. Until then the feed backstop counts bytes.
         self._in_trailers = True
         self._chunk_header = True  # feed() reads the size from the line
-
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.max_header_size:
-            raise HTTPError(431, "request header fields too large")
 
     def on_headers_complete(self) -> None:
         request = self.current
@@ -441,7 +450,9 @@ class RequestParser:
         request.upgrade = llhttp.should_upgrade()
         if len(request.headers) > self.max_fields:
             raise HTTPError(431, f"more than {self.max_fields} header fields")
-        for name, value in request.headers:
+        head = self._head
+        head.fields = None  # (a field after the head is a trailer: counted, not kept)
+        for name, value in request.headers if head.framing else ():
             lname = name.lower()
             if lname not in _FRAMING_FIELDS:  # most fields: one set look-up
                 continue
@@ -498,6 +509,14 @@ class RequestParser:
         self._in_trailers = False
         self.current.complete = True
         self.current = None
+
+
+def _refuse_field(head: HeadFields, size: int) -> None:
+    """HeadFields.on_header's refusal: a field line of ``size`` bytes
+    (counted in ``head.head_bytes`` already) is over a limit. Raises HTTPError."""
+    if size > head.max_field_size:
+        raise HTTPError(431, f"header field longer than {head.max_field_size} bytes")
+    raise HTTPError(431, "request header fields too large")
 
 
 _SLASH, _HASH = ord("/"), ord("#")

@@ -27,6 +27,7 @@ from labkit import socket as _socket
 from labkit._http import (HTTPError, RequestBody, RequestParser, check_repeated_field,
                           error_response, response_fields, response_head)
 from labkit import _lk_poll_py
+from labkit._lk_http_py import environ_fields as _environ_fields
 from labkit._loop import READ as _READ
 from labkit._park import throw_parked
 from labkit.hub import get_hub, wait_write
@@ -107,6 +108,14 @@ def _environ_key(name: bytes) -> str:
         if len(_environ_keys) < 1024:  # clients choose names: bound the cache
             _environ_keys[name] = key
     return key
+
+
+def _repeated_field(environ: dict, key: str, name: bytes, value: str) -> None:
+    """A field whose environ ``key`` is in ``environ`` already: refuse it
+    if it must not repeat (HTTPError 400), else join it to the value there
+    (with ","; cookies with "; ", as RFC 6265 sends them in one field)."""
+    check_repeated_field(key, name)
+    environ[key] += ("; " if key.startswith("HTTP_COOKIE") else ",") + value
 
 
 class _Sleep(BaseException):
@@ -531,18 +540,12 @@ class _Connection:
         body._request, body._receive = request, self.receive_body
         if request.upgrade:  # the hijack path: see handle_request
             environ["labkit.socket"] = environ["gunicorn.socket"] = self.sock
-        keys = _environ_keys
-        for name, value in request.headers:
-            key = keys.get(name)
-            if key is None:
-                key = _environ_key(name)
-            if key:
-                value = value.decode("latin-1")
-                if key in environ:  # repeated header: one comma-joined value
-                    check_repeated_field(key, name)
-                    # (cookies: "; ", as RFC 6265 sends them in one field)
-                    value = environ[key] + ("; " if key.startswith("HTTP_COOKIE") else ",") + value
-                environ[key] = value
+        # For each field: environ[key] = value (latin-1), where key is
+        # _environ_keys.get(name) or _environ_key(name), and an empty key
+        # drops the field; a key already in environ goes to _repeated_field.
+        # (In C, loop_c/lk_http_py.c: in Python this loop cost ~0.25 us a field.)
+        _environ_fields(environ, request.headers, _environ_keys, _environ_key,
+                        _repeated_field)
         if "HTTP_HOST" not in environ and request.version == "1.1":
             raise HTTPError(400, "HTTP/1.1 request without Host")  # RFC 9112 3.2
         return environ

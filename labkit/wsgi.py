@@ -165,6 +165,12 @@ class WSGIServer(StreamServer):
                             ("max_fields", max_fields)):
             if value is not None:
                 setattr(self, name, value)
+        for name in ("max_header_size", "max_request_line", "max_field_size", "max_fields"):
+            value = getattr(self, name)  # (given, or a class attribute)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if not 1 <= value <= sys.maxsize:
+                raise ValueError(f"{name} must be between 1 and sys.maxsize, not {value}")
         if max_body_size != -1:
             self.max_body_size = max_body_size
         if sleep_after is not _UNSET:

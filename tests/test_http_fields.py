@@ -1,0 +1,181 @@
+"""The HTTP server's per-field work in C (loop_c/lk_http_py.c): HeadFields,
+llhttp's field callback, and environ_fields, make_environ's field loop.
+
+Each is also exercised end to end by tests/test_wsgi.py; here the contract
+of each function is checked directly, error paths included.
+"""
+import socket
+import sys
+
+import pytest
+
+from labkit._http import HTTPError, RequestParser
+from labkit._lk_http_py import HeadFields, environ_fields
+from labkit.wsgi import WSGIServer
+
+
+def refuse_with(size_seen):
+    def refuse(head, size):
+        size_seen.append((head, size))
+        raise HTTPError(431, f"refused {size}")
+    return refuse
+
+
+def test_on_header_keeps_fields_without_trailing_blanks_and_counts_them():
+    head = HeadFields(1000, 100, refuse_with([]))
+    head.fields = kept = []
+    head.on_header(b"Host", b"example.com \t ")
+    head.on_header(b"X-Empty", b"")
+    head.on_header(b"X-Inner", b"a \t b")
+    assert kept == [(b"Host", b"example.com"), (b"X-Empty", b""), (b"X-Inner", b"a \t b")]
+    # each line counts name + value as received, + ": " and CRLF
+    assert head.head_bytes == (4 + 14 + 4) + (7 + 0 + 4) + (7 + 5 + 4)
+    assert head.framing is False
+
+
+@pytest.mark.parametrize("name", [b"Content-Length", b"content-length", b"TRANSFER-ENCODING",
+                                  b"Transfer-Encoding", b"Expect", b"eXpEcT"])
+def test_framing_fields_in_any_case_set_framing(name):
+    head = HeadFields(1000, 100, refuse_with([]))
+    head.fields = []
+    head.on_header(b"Accept", b"*/*")  # (6 letters, like Expect)
+    head.on_header(b"Content-Lengthy", b"1")  # (one longer than Content-Length)
+    assert head.framing is False
+    head.on_header(name, b"1")
+    assert head.framing is True
+
+
+def test_a_field_after_the_head_is_counted_not_kept():
+    head = HeadFields(1000, 100, refuse_with([]))
+    head.fields = None
+    head.on_header(b"X-Trailer", b"value")
+    assert head.head_bytes == 9 + 5 + 4
+    assert head.fields is None
+
+
+def test_a_field_over_a_limit_calls_refuse_and_its_exception_propagates():
+    seen = []
+    head = HeadFields(1000, 20, refuse_with(seen))
+    head.fields = kept = []
+    with pytest.raises(HTTPError, match="refused 21"):
+        head.on_header(b"X-Long", b"a" * 11)  # 6 + 11 + 4 = 21 > 20
+    assert seen == [(head, 21)] and kept == []
+    seen.clear()
+    head = HeadFields(30, 100, refuse_with(seen))
+    head.fields = kept = []
+    head.on_header(b"A", b"1" * 10)  # 15 bytes
+    with pytest.raises(HTTPError):
+        head.on_header(b"B", b"2" * 11)  # 31 in all > 30
+    assert seen == [(head, 16)] and kept == [(b"A", b"1" * 10)]
+
+
+def test_a_refuse_that_returns_lets_the_field_in():
+    head = HeadFields(10, 10, lambda head, size: None)
+    head.fields = kept = []
+    head.on_header(b"Name", b"value")
+    assert kept == [(b"Name", b"value")]
+
+
+def test_head_fields_refuses_bad_arguments():
+    with pytest.raises(TypeError):
+        HeadFields("1000", 100, print)
+    with pytest.raises(ValueError, match="max_header_size"):
+        HeadFields(0, 100, print)
+    with pytest.raises(TypeError, match="refuse must be callable"):
+        HeadFields(1000, 100, None)
+    head = HeadFields(1000, 100, print)
+    with pytest.raises(TypeError):
+        head.on_header("str", b"bytes")
+    with pytest.raises(TypeError):
+        head.on_header(b"one")
+    head.fields = ("not", "a list")
+    with pytest.raises(TypeError, match="list or None"):
+        head.on_header(b"Name", b"value")
+    with pytest.raises(AttributeError):
+        head.max_field_size = 5  # read-only: the parser's limits are fixed at creation
+
+
+def test_environ_fields_maps_decodes_drops_and_hands_repeats_over():
+    keys = {b"Host": "HTTP_HOST"}
+    missed = []
+
+    def new_key(name):
+        missed.append(name)
+        return "" if b"_" in name else "HTTP_" + name.decode().upper().replace("-", "_")
+
+    def repeated(environ, key, name, value):
+        environ[key] += "," + value
+
+    environ = {"REQUEST_METHOD": "GET"}
+    fields = [(b"Host", b"example.com"), (b"X-Thing", b"caf\xe9"), (b"X_Sneaky", b"1"),
+              (b"X-Thing", b"two")]
+    assert environ_fields(environ, fields, keys, new_key, repeated) is None
+    assert environ == {"REQUEST_METHOD": "GET", "HTTP_HOST": "example.com",
+                       "HTTP_X_THING": "caf\xe9,two"}
+    assert missed == [b"X-Thing", b"X_Sneaky", b"X-Thing"]  # (the cache is the caller's)
+
+
+def test_environ_fields_passes_the_callbacks_exceptions_on():
+    def repeated(environ, key, name, value):
+        raise HTTPError(400, f"repeated {name.decode()}")
+
+    environ = {}
+    with pytest.raises(HTTPError, match="repeated Host"):
+        environ_fields(environ, [(b"Host", b"a"), (b"Host", b"b")], {b"Host": "HTTP_HOST"},
+                       None, repeated)
+    assert environ == {"HTTP_HOST": "a"}
+
+    def new_key(name):
+        raise LookupError(name)
+
+    with pytest.raises(LookupError):
+        environ_fields({}, [(b"X", b"1")], {}, new_key, repeated)
+
+
+def test_environ_fields_refuses_bad_arguments():
+    ok = ({}, [], {}, str, print)
+    assert environ_fields(*ok) is None
+    with pytest.raises(TypeError):
+        environ_fields({}, [], {})
+    with pytest.raises(TypeError, match="must be dicts"):
+        environ_fields([], [], {}, str, print)
+    with pytest.raises(TypeError, match="pair of bytes"):
+        environ_fields({}, [(b"X", "str value")], {b"X": "HTTP_X"}, str, print)
+    with pytest.raises(TypeError, match="pair of bytes"):
+        environ_fields({}, [(b"X", b"1", b"extra")], {b"X": "HTTP_X"}, str, print)
+    with pytest.raises(TypeError, match="not a str"):
+        environ_fields({}, [(b"X", b"1")], {b"X": 5}, str, print)
+
+
+def test_the_parser_counts_url_and_fields_in_one_budget():
+    # 431 comes from the head as a whole: the URL's bytes and the fields'.
+    parser = RequestParser(max_header_size=200, max_body_size=None)
+    url = b"/" + b"u" * 150
+    parser.feed(b"GET " + url + b" HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 40 + b"\r\n\r\n")
+    assert parser.error is not None and parser.error.status == 431
+    parser = RequestParser(max_header_size=200, max_body_size=None)
+    parser.feed(b"GET " + url + b" HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 20 + b"\r\n\r\n")
+    assert parser.error is None and len(parser.requests) == 1
+
+
+def test_a_trailer_never_becomes_a_request_field():
+    parser = RequestParser(max_header_size=65536, max_body_size=None)
+    parser.feed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\nX-Trailer: sneaky\r\n\r\n"
+                b"GET /next HTTP/1.1\r\nHost: y\r\n\r\n")
+    first, second = parser.requests
+    assert first.chunked and first.complete and b"".join(first.body) == b"abc"
+    assert first.headers == [(b"Host", b"x"), (b"Transfer-Encoding", b"chunked")]
+    assert second.headers == [(b"Host", b"y")] and second.content_length is None
+
+
+@pytest.mark.parametrize("name, value, error", [
+    ("max_header_size", "64k", TypeError), ("max_field_size", 8190.0, TypeError),
+    ("max_fields", True, TypeError), ("max_request_line", 0, ValueError),
+    ("max_header_size", sys.maxsize + 1, ValueError),
+])
+def test_wsgi_server_refuses_a_bad_limit_by_name(name, value, error):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        with pytest.raises(error, match=name):
+            WSGIServer(listener, lambda environ, start_response: [], **{name: value})
