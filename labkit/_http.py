@@ -125,14 +125,15 @@ class RequestParser:
     ``started_at`` is the monotonic time the first byte of an incomplete head
     arrived (None when no head is in progress): the header timeout runs from it.
 
-    llhttp's field callback is C: ``self._head``, a HeadFields
-    (loop_c/lk_http_py.c), is called once per field line, where in Python
-    the callback cost more than the rest of a small request's parse. It
-    keeps the head budget (``head_bytes``, which on_url also counts into),
-    appends each field of a head to ``fields`` (the current request's
-    ``headers``; None outside a head, where trailer fields are only
-    counted), and sets ``framing`` for a field :meth:`on_headers_complete`
-    must read; a field over a limit calls :func:`_refuse_field`.
+    llhttp's target and field callbacks are C: ``self._head``, a HeadFields
+    (loop_c/lk_http_py.c), is called for the target and once per field
+    line, where in Python those callbacks cost more than the rest of a
+    small request's parse. It keeps the head budget (``head_bytes``), the
+    target (``url``), appends each field of a head to ``fields`` (the
+    current request's ``headers``; None outside a head, where trailer
+    fields are only counted), and sets ``framing`` for a field
+    :meth:`on_headers_complete` must read; over a limit it calls
+    :func:`_refuse`.
     """
 
     def __init__(self, max_header_size: int, max_body_size: int | None,
@@ -150,7 +151,7 @@ class RequestParser:
         self.error: HTTPError | None = None
         self.upgraded = False
         # The field callback and the head budget (see the class docstring)
-        self._head = HeadFields(max_header_size, max_field_size, _refuse_field)
+        self._head = HeadFields(max_header_size, max_field_size, max_request_line, _refuse)
         self._unparsed_head_feed = 0    # the backstop, counted per feed
         self._in_trailers = False       # after a chunk header, before its data
         self._last_request = None       # the last request whose head completed
@@ -170,7 +171,7 @@ class RequestParser:
         # llhttp's callbacks: ours, and the C one for fields (httptools
         # looks each up once, here, on the object it is given)
         self._llhttp = httptools.HttpRequestParser(SimpleNamespace(
-            on_message_begin=self.on_message_begin, on_url=self.on_url,
+            on_message_begin=self.on_message_begin, on_url=self._head.on_url,
             on_header=self._head.on_header, on_headers_complete=self.on_headers_complete,
             on_body=self.on_body, on_message_complete=self.on_message_complete,
             on_chunk_header=self.on_chunk_header))
@@ -389,6 +390,7 @@ class RequestParser:
         self.current = request = Request()
         head = self._head
         request.headers = head.fields = []  # (on_header appends to it)
+        head.url = b""
         head.framing = False
         head.head_bytes = 0
         # (set, not left to the class defaults: every request reads these,
@@ -399,18 +401,10 @@ class RequestParser:
         self._unparsed_head_feed = 0
         self._in_trailers = False
 
-    def on_url(self, url: bytes) -> None:
-        # llhttp may deliver the URL in pieces (one per feed it spans).
-        head = self._head
-        head.head_bytes += len(url)
-        if head.head_bytes > self.max_header_size:
-            raise HTTPError(431, "request header fields too large")
-        url = self.current.url + url
-        if len(url) > self.max_request_line - 14:  # - len("GET  HTTP/1.1")
-            raise HTTPError(414, f"request line longer than {self.max_request_line} bytes")
-        self.current.url = url
-
-    # on_header(name, value) is self._head's (C): it counts the field line
+    # on_url(piece) and on_header(name, value) are self._head's (C).
+    # on_url counts the target against the head budget and the request
+    # line's limit, and appends it to head.url (llhttp may deliver it in
+    # pieces, one per feed it spans). on_header counts the field line
     # against the limits, and keeps (name, value without trailing spaces
     # and tabs) in the head; a trailer field (after a chunked body) is
     # counted, then dropped. The field count is checked once, in
@@ -425,6 +419,9 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         request = self.current
+        head = self._head
+        head.fields = None  # (a field after the head is a trailer: counted, not kept)
+        request.url = url = head.url
         llhttp = self._llhttp
         method = llhttp.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii")
@@ -442,7 +439,7 @@ class RequestParser:
             # get_http_version() formats a str: as costly as a tenth of
             # the parse.
             self._first_data = None
-            at = len(method) + len(request.url) + 1
+            at = len(method) + len(url) + 1
             version = "1.1" if data[at:at + 11] == b" HTTP/1.1\r\n" \
                 else llhttp.get_http_version()
         request.version = version
@@ -450,8 +447,6 @@ class RequestParser:
         request.upgrade = llhttp.should_upgrade()
         if len(request.headers) > self.max_fields:
             raise HTTPError(431, f"more than {self.max_fields} header fields")
-        head = self._head
-        head.fields = None  # (a field after the head is a trailer: counted, not kept)
         for name, value in request.headers if head.framing else ():
             lname = name.lower()
             if lname not in _FRAMING_FIELDS:  # most fields: one set look-up
@@ -470,7 +465,6 @@ class RequestParser:
                 request.expect_continue = version == "1.1"
         if version != "1.1" and version != "1.0":
             raise HTTPError(505, f"HTTP/{version} is not supported")
-        url = request.url
         if url[0] != _SLASH:
             _check_target(url, request.method)
         if _HASH in url:  # (an int: ``bytes in bytes`` costs 5x more)
@@ -511,12 +505,20 @@ class RequestParser:
         self.current = None
 
 
-def _refuse_field(head: HeadFields, size: int) -> None:
-    """HeadFields.on_header's refusal: a field line of ``size`` bytes
-    (counted in ``head.head_bytes`` already) is over a limit. Raises HTTPError."""
-    if size > head.max_field_size:
+def _refuse(head: HeadFields, kind: str, size: int) -> None:
+    """HeadFields's refusal, when a piece of the head (counted in
+    ``head.head_bytes`` already) is over a limit. Raises HTTPError.
+
+    ``kind`` "field": a field line of ``size`` bytes; "url": the request
+    target, ``size`` bytes so far.
+    """
+    if kind == "field" and size > head.max_field_size:
         raise HTTPError(431, f"header field longer than {head.max_field_size} bytes")
-    raise HTTPError(431, "request header fields too large")
+    if head.head_bytes > head.max_header_size:
+        raise HTTPError(431, "request header fields too large")
+    if kind == "url":
+        raise HTTPError(414, f"request line longer than {head.max_request_line} bytes")
+    raise AssertionError(f"HeadFields refused a {kind} of {size} bytes within the limits")
 
 
 _SLASH, _HASH = ord("/"), ord("#")

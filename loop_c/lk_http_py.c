@@ -1,26 +1,29 @@
 /* lk_http_py.c -- the per-field work of labkit's HTTP server, in C.
  *
  * Why.  llhttp (through httptools) parses a request head in C and calls
- * back into Python once per field; labkit._http then counts the field
- * against the head's limits and keeps it, and labkit._wsgi_connection
- * turns every kept field into an environ entry.  In Python those two steps
- * cost ~0.5 us per field on a 2-core x86-64 VM (CPython 3.11, 2026): a
- * browser's head of ten fields spent more time in them than in everything
- * else the server does for a request, the send included.  Here they are:
+ * back into Python for the target and once per field; labkit._http then
+ * counts each against the head's limits and keeps it, and
+ * labkit._wsgi_connection turns every kept field into an environ entry.
+ * In Python those steps cost ~0.5 us per field on a 2-core x86-64 VM
+ * (CPython 3.11, 2026): a browser's head of ten fields spent more time in
+ * them than in everything else the server does for a request, the send
+ * included.  Here they are:
  *
- * - HeadFields, the object that takes llhttp's field callback for a
- *   labkit._http.RequestParser: httptools calls the on_header it finds on
- *   the parser's protocol object, and this one is a C method (no Python
- *   frame per field).  It keeps the head budget (head_bytes, against
- *   max_header_size and max_field_size), appends (name, value) to the list
- *   in ``fields`` (None after the head: a trailer field is only counted),
- *   and sets ``framing`` when the field is one on_headers_complete must
- *   read (Content-Length, Transfer-Encoding, Expect), so that the common
- *   head, which has none, is not walked a second time.  A field over a
- *   limit calls ``refuse(head_fields, size)``, a Python function, which
- *   raises.  (Not a base class of the parser: a Python subclass of a C
- *   type loses CPython 3.11's fast attribute access, and the parser reads
- *   and writes its own attributes all through a request.)
+ * - HeadFields, the object that takes llhttp's target and field callbacks
+ *   for a labkit._http.RequestParser: httptools calls the on_url and
+ *   on_header it finds on the parser's protocol object, and these are C
+ *   methods (no Python frame per call).  It keeps the head budget
+ *   (head_bytes, against max_header_size, max_field_size and
+ *   max_request_line), the target in ``url``, appends (name, value) to the
+ *   list in ``fields`` (None after the head: a trailer field is only
+ *   counted), and sets ``framing`` when the field is one
+ *   on_headers_complete must read (Content-Length, Transfer-Encoding,
+ *   Expect), so that the common head, which has none, is not walked a
+ *   second time.  Over a limit it calls ``refuse(head_fields, kind,
+ *   size)``, a Python function, which raises.  (Not a base class of the
+ *   parser: a Python subclass of a C type loses CPython 3.11's fast
+ *   attribute access, and the parser reads and writes its own attributes
+ *   all through a request.)
  *
  * - environ_fields(), the loop of _Connection.make_environ over those
  *   fields: the environ key of each name from a cache (a miss, or a name
@@ -42,10 +45,28 @@ typedef struct {
     Py_ssize_t head_bytes;       /* counted so far in this head */
     Py_ssize_t max_header_size;
     Py_ssize_t max_field_size;
+    Py_ssize_t max_request_line;
+    PyObject  *url;              /* the request target so far (bytes) */
     PyObject  *fields;           /* the list to append to, or None */
-    PyObject  *refuse;           /* refuse(self, size): raises */
+    PyObject  *refuse;           /* refuse(self, kind, size): raises */
     char       framing;          /* a framing field is in this head */
 } HeadFields;
+
+/* The kinds refuse() is told ("field" or "url"), made once. */
+static PyObject *kind_field, *kind_url;
+
+/* Call refuse(self, kind, size); NULL with its exception, or a new
+ * reference to what it returned (it is meant to raise). */
+static PyObject *call_refuse(HeadFields *self, PyObject *kind, Py_ssize_t size)
+{
+    PyObject *size_obj = PyLong_FromSsize_t(size);
+    if (size_obj == NULL)
+        return NULL;
+    PyObject *result = PyObject_CallFunctionObjArgs(self->refuse, (PyObject *)self, kind,
+                                                    size_obj, NULL);
+    Py_DECREF(size_obj);
+    return result;
+}
 
 /* A field on_headers_complete reads for the framing?  (Length first: most
  * names are rejected without looking at a byte.) */
@@ -79,12 +100,7 @@ HeadFields_on_header(HeadFields *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t size = PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
     self->head_bytes += size;
     if (size > self->max_field_size || self->head_bytes > self->max_header_size) {
-        PyObject *size_obj = PyLong_FromSsize_t(size);
-        if (size_obj == NULL)
-            return NULL;
-        PyObject *refused = PyObject_CallFunctionObjArgs(self->refuse, (PyObject *)self,
-                                                         size_obj, NULL);
-        Py_DECREF(size_obj);
+        PyObject *refused = call_refuse(self, kind_field, size);
         if (refused == NULL)
             return NULL;
         Py_DECREF(refused);  /* (a refuse that returns lets the field in) */
@@ -122,9 +138,47 @@ HeadFields_on_header(HeadFields *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* on_url(piece): llhttp's callback for the request target, which it may
+ * deliver in pieces (one per feed the target spans): counted against the
+ * head budget and appended to ``url``.  Raises (through ``refuse``, kind
+ * "url", the target's length so far) when the head is over its budget or
+ * the request line over max_request_line. */
+static PyObject *HeadFields_on_url(HeadFields *self, PyObject *piece)
+{
+    if (!PyBytes_CheckExact(piece) || self->url == NULL || !PyBytes_CheckExact(self->url)) {
+        PyErr_SetString(PyExc_TypeError, "on_url(piece) takes bytes, and url must be bytes");
+        return NULL;
+    }
+    self->head_bytes += PyBytes_GET_SIZE(piece);
+    PyObject *url;
+    if (PyBytes_GET_SIZE(self->url) == 0) {
+        Py_INCREF(piece);
+        url = piece;
+    } else {
+        url = self->url;
+        Py_INCREF(url);
+        PyBytes_Concat(&url, piece);
+        if (url == NULL)
+            return NULL;
+    }
+    /* (14: the rest of the shortest request line, "GET  HTTP/1.1") */
+    if (self->head_bytes > self->max_header_size
+            || PyBytes_GET_SIZE(url) > self->max_request_line - 14) {
+        PyObject *refused = call_refuse(self, kind_url, PyBytes_GET_SIZE(url));
+        if (refused == NULL) {
+            Py_DECREF(url);
+            return NULL;
+        }
+        Py_DECREF(refused);  /* (a refuse that returns lets the piece in) */
+    }
+    Py_SETREF(self->url, url);
+    Py_RETURN_NONE;
+}
+
 static int HeadFields_traverse(HeadFields *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));  /* (a heap type's instances own a reference to it) */
+    Py_VISIT(self->url);
     Py_VISIT(self->fields);
     Py_VISIT(self->refuse);
     return 0;
@@ -132,6 +186,7 @@ static int HeadFields_traverse(HeadFields *self, visitproc visit, void *arg)
 
 static int HeadFields_clear(HeadFields *self)
 {
+    Py_CLEAR(self->url);
     Py_CLEAR(self->fields);
     Py_CLEAR(self->refuse);
     return 0;
@@ -146,29 +201,38 @@ static void HeadFields_dealloc(HeadFields *self)
     Py_DECREF(type);
 }
 
-/* HeadFields(max_header_size, max_field_size, refuse) */
+/* HeadFields(max_header_size, max_field_size, max_request_line, refuse) */
 static PyObject *HeadFields_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"max_header_size", "max_field_size", "refuse", NULL};
-    Py_ssize_t max_header_size, max_field_size;
+    static char *names[] = {"max_header_size", "max_field_size", "max_request_line",
+                            "refuse", NULL};
+    Py_ssize_t max_header_size, max_field_size, max_request_line;
     PyObject *refuse;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nnO:HeadFields", names,
-                                     &max_header_size, &max_field_size, &refuse))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nnnO:HeadFields", names,
+                                     &max_header_size, &max_field_size, &max_request_line,
+                                     &refuse))
         return NULL;
-    if (max_header_size < 1 || max_field_size < 1) {
-        PyErr_SetString(PyExc_ValueError,
-                        "HeadFields: max_header_size and max_field_size must be >= 1");
+    if (max_header_size < 1 || max_field_size < 1 || max_request_line < 1) {
+        PyErr_SetString(PyExc_ValueError, "HeadFields: max_header_size, max_field_size "
+                                          "and max_request_line must be >= 1");
         return NULL;
     }
     if (!PyCallable_Check(refuse)) {
         PyErr_SetString(PyExc_TypeError, "HeadFields: refuse must be callable");
         return NULL;
     }
-    HeadFields *self = (HeadFields *)type->tp_alloc(type, 0);
-    if (self == NULL)
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    if (empty == NULL)
         return NULL;
+    HeadFields *self = (HeadFields *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(empty);
+        return NULL;
+    }
     self->max_header_size = max_header_size;
     self->max_field_size = max_field_size;
+    self->max_request_line = max_request_line;
+    self->url = empty;
     Py_INCREF(refuse);
     self->refuse = refuse;
     Py_INCREF(Py_None);
@@ -177,6 +241,8 @@ static PyObject *HeadFields_new(PyTypeObject *type, PyObject *args, PyObject *kw
 }
 
 static PyMethodDef HeadFields_methods[] = {
+    {"on_url", (PyCFunction)HeadFields_on_url, METH_O,
+     "on_url(piece): llhttp's callback for (a piece of) the request target."},
     {"on_header", (PyCFunction)(void (*)(void))HeadFields_on_header, METH_FASTCALL,
      "on_header(name, value): llhttp's callback for one field line (see the file's comment)."},
     {NULL, NULL, 0, NULL},
@@ -189,6 +255,10 @@ static PyMemberDef HeadFields_members[] = {
      "the most bytes a head may have"},
     {"max_field_size", T_PYSSIZET, offsetof(HeadFields, max_field_size), READONLY,
      "the longest field line"},
+    {"max_request_line", T_PYSSIZET, offsetof(HeadFields, max_request_line), READONLY,
+     "the longest request line"},
+    {"url", T_OBJECT, offsetof(HeadFields, url), 0,
+     "the request target received so far (set it to b'' at a message's begin)"},
     {"fields", T_OBJECT, offsetof(HeadFields, fields), 0,
      "the list on_header appends (name, value) to, or None (after the head)"},
     {"framing", T_BOOL, offsetof(HeadFields, framing), 0,
@@ -197,8 +267,9 @@ static PyMemberDef HeadFields_members[] = {
 };
 
 static PyType_Slot HeadFields_slots[] = {
-    {Py_tp_doc, "HeadFields(max_header_size, max_field_size, refuse): the field "
-                 "callback of labkit._http.RequestParser and its head budget."},
+    {Py_tp_doc, "HeadFields(max_header_size, max_field_size, max_request_line, refuse): "
+                 "the target and field callbacks of labkit._http.RequestParser, and its "
+                 "head budget."},
     {Py_tp_new, HeadFields_new},
     {Py_tp_dealloc, HeadFields_dealloc},
     {Py_tp_traverse, HeadFields_traverse},
@@ -301,6 +372,10 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__lk_http_py(void)
 {
+    kind_field = PyUnicode_InternFromString("field");
+    kind_url = PyUnicode_InternFromString("url");
+    if (kind_field == NULL || kind_url == NULL)
+        return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;

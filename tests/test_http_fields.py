@@ -1,5 +1,6 @@
 """The HTTP server's per-field work in C (loop_c/lk_http_py.c): HeadFields,
-llhttp's field callback, and environ_fields, make_environ's field loop.
+llhttp's target and field callbacks, and environ_fields, make_environ's
+field loop.
 
 Each is also exercised end to end by tests/test_wsgi.py; here the contract
 of each function is checked directly, error paths included.
@@ -14,15 +15,15 @@ from labkit._lk_http_py import HeadFields, environ_fields
 from labkit.wsgi import WSGIServer
 
 
-def refuse_with(size_seen):
-    def refuse(head, size):
-        size_seen.append((head, size))
-        raise HTTPError(431, f"refused {size}")
+def refuse_with(seen):
+    def refuse(head, kind, size):
+        seen.append((head, kind, size))
+        raise HTTPError(431, f"refused {kind} {size}")
     return refuse
 
 
 def test_on_header_keeps_fields_without_trailing_blanks_and_counts_them():
-    head = HeadFields(1000, 100, refuse_with([]))
+    head = HeadFields(1000, 100, 4094, refuse_with([]))
     head.fields = kept = []
     head.on_header(b"Host", b"example.com \t ")
     head.on_header(b"X-Empty", b"")
@@ -36,7 +37,7 @@ def test_on_header_keeps_fields_without_trailing_blanks_and_counts_them():
 @pytest.mark.parametrize("name", [b"Content-Length", b"content-length", b"TRANSFER-ENCODING",
                                   b"Transfer-Encoding", b"Expect", b"eXpEcT"])
 def test_framing_fields_in_any_case_set_framing(name):
-    head = HeadFields(1000, 100, refuse_with([]))
+    head = HeadFields(1000, 100, 4094, refuse_with([]))
     head.fields = []
     head.on_header(b"Accept", b"*/*")  # (6 letters, like Expect)
     head.on_header(b"Content-Lengthy", b"1")  # (one longer than Content-Length)
@@ -46,7 +47,7 @@ def test_framing_fields_in_any_case_set_framing(name):
 
 
 def test_a_field_after_the_head_is_counted_not_kept():
-    head = HeadFields(1000, 100, refuse_with([]))
+    head = HeadFields(1000, 100, 4094, refuse_with([]))
     head.fields = None
     head.on_header(b"X-Trailer", b"value")
     assert head.head_bytes == 9 + 5 + 4
@@ -55,35 +56,79 @@ def test_a_field_after_the_head_is_counted_not_kept():
 
 def test_a_field_over_a_limit_calls_refuse_and_its_exception_propagates():
     seen = []
-    head = HeadFields(1000, 20, refuse_with(seen))
+    head = HeadFields(1000, 20, 4094, refuse_with(seen))
     head.fields = kept = []
-    with pytest.raises(HTTPError, match="refused 21"):
+    with pytest.raises(HTTPError, match="refused field 21"):
         head.on_header(b"X-Long", b"a" * 11)  # 6 + 11 + 4 = 21 > 20
-    assert seen == [(head, 21)] and kept == []
+    assert seen == [(head, "field", 21)] and kept == []
     seen.clear()
-    head = HeadFields(30, 100, refuse_with(seen))
+    head = HeadFields(30, 100, 4094, refuse_with(seen))
     head.fields = kept = []
     head.on_header(b"A", b"1" * 10)  # 15 bytes
     with pytest.raises(HTTPError):
         head.on_header(b"B", b"2" * 11)  # 31 in all > 30
-    assert seen == [(head, 16)] and kept == [(b"A", b"1" * 10)]
+    assert seen == [(head, "field", 16)] and kept == [(b"A", b"1" * 10)]
 
 
 def test_a_refuse_that_returns_lets_the_field_in():
-    head = HeadFields(10, 10, lambda head, size: None)
+    head = HeadFields(10, 10, 4094, lambda head, kind, size: None)
     head.fields = kept = []
     head.on_header(b"Name", b"value")
     assert kept == [(b"Name", b"value")]
 
 
+def test_on_url_joins_the_pieces_and_counts_them():
+    head = HeadFields(1000, 100, 4094, refuse_with([]))
+    assert head.url == b""
+    head.on_url(b"/path")
+    head.on_url(b"?q=1")
+    assert head.url == b"/path?q=1" and head.head_bytes == 9
+    head.url = b""  # (what on_message_begin does for the next request)
+    head.on_url(b"/next")
+    assert head.url == b"/next" and head.head_bytes == 14
+
+
+def test_on_url_over_a_limit_calls_refuse_with_the_target_so_far():
+    seen = []
+    head = HeadFields(1000, 100, 14 + 10, refuse_with(seen))  # targets up to 10 bytes
+    head.on_url(b"/" + b"a" * 5)
+    with pytest.raises(HTTPError, match="refused url 11"):
+        head.on_url(b"b" * 5)
+    assert seen == [(head, "url", 11)] and head.url == b"/aaaaa"
+    seen.clear()
+    head = HeadFields(8, 100, 4094, refuse_with(seen))  # the head budget, not the line
+    with pytest.raises(HTTPError):
+        head.on_url(b"/" + b"a" * 8)
+    assert seen == [(head, "url", 9)]
+
+
+def test_the_parsers_refusals_name_the_limit():
+    def status_of(data, **limits):
+        parser = RequestParser(**{"max_header_size": 65536, "max_body_size": None, **limits})
+        parser.feed(data)
+        return parser.error and (parser.error.status, str(parser.error))
+
+    assert status_of(b"GET /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n", max_request_line=100) \
+        == (414, "414 request line longer than 100 bytes")
+    assert status_of(b"GET /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n", max_header_size=50) \
+        == (431, "431 request header fields too large")
+    assert status_of(b"GET / HTTP/1.1\r\nX: " + b"a" * 100 + b"\r\n\r\n", max_field_size=50) \
+        == (431, "431 header field longer than 50 bytes")
+    assert status_of(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is None
+
+
 def test_head_fields_refuses_bad_arguments():
     with pytest.raises(TypeError):
-        HeadFields("1000", 100, print)
+        HeadFields("1000", 100, 4094, print)
     with pytest.raises(ValueError, match="max_header_size"):
-        HeadFields(0, 100, print)
+        HeadFields(0, 100, 4094, print)
+    with pytest.raises(ValueError, match="max_request_line"):
+        HeadFields(1000, 100, 0, print)
     with pytest.raises(TypeError, match="refuse must be callable"):
-        HeadFields(1000, 100, None)
-    head = HeadFields(1000, 100, print)
+        HeadFields(1000, 100, 4094, None)
+    head = HeadFields(1000, 100, 4094, print)
+    with pytest.raises(TypeError):
+        head.on_url("/str")
     with pytest.raises(TypeError):
         head.on_header("str", b"bytes")
     with pytest.raises(TypeError):
