@@ -286,3 +286,25 @@ def test_scale_runs_a_million_sleepers_and_holds_idle_connections(monkeypatch, c
     assert [r["held"] for r in scale["idle"]] == [bench.SCALE_IDLE_CONNS] * 4
     out = capsys.readouterr().out
     assert "6.8 KiB" in out and "left after, per op" in out and "4.0 KiB per connection" in out
+
+
+def test_http_bench_browser_head_sends_the_browser_fields_to_every_server(tmp_path):
+    """--head browser: wrk's command carries each field, and a real run
+    against labkit serves them without an error."""
+    import shutil
+
+    from labkit.bench import http
+    command = http.wrk_command(8080, 2, 50, http.HEADS["browser"])
+    assert command[:4] == ["wrk", "-t1", "-c50", "-d2s"] and command[-1] == "http://127.0.0.1:8080/"
+    sent = [command[i + 1] for i, arg in enumerate(command) if arg == "-H"]
+    assert sent == [f"{name}: {value}" for name, value in http.BROWSER_FIELDS]
+    assert len(sent) == 9 and http.wrk_command(8080, 2, 50) == command[:4] + [command[-1]]
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk; .ci/run does)")
+    out = tmp_path / "http.json"
+    assert http.main(["--only", "labkit", "--duration", "1", "--rounds", "1",
+                      "--head", "browser", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["labkit"]
+    assert result["status"] == "ok" and result["rps"] > 0 and not result["non_2xx"]
+    with pytest.raises(SystemExit):  # wrk takes whole seconds: 0.5 would measure nothing
+        http.main(["--only", "labkit", "--duration", "0"])

@@ -1,6 +1,7 @@
 """HTTP hello-world throughput: labkit's WSGIServer against other Python servers.
 
     python -m labkit.bench.http [--duration 2] [--connections 50] [--rounds 3] [--only labkit,uvicorn]
+                                [--head wrk|browser]
 
 Unlike the micro benchmarks (time per operation, lower is better), this one
 counts requests per second, so its ratio is labkit / peer and HIGHER IS
@@ -38,6 +39,11 @@ The servers:
   runtime and one blocking (Python) thread. On two cores shared with wrk
   its default threads compete with the load generator; this is granian
   tuned for that machine, so labkit is compared with granian at its best.
+
+``--head browser`` adds to each request the nine fields a browser sends
+with a page request (``BROWSER_FIELDS``: User-Agent, Accept, Cookie, ...),
+so that the head is ten fields instead of wrk's one (Host): the per-field work
+(parsing, counting, the environ) then weighs as it does on a real site.
 
 A server whose package is missing (or that fails to start) is "n/a"; wrk
 missing is an error, with the command to install it.
@@ -181,11 +187,37 @@ def tree_cpu_seconds(pid: int) -> float | None:
     return total
 
 
-def run_wrk(port: int, duration: float, connections: int, server_pid: int | None = None) -> dict:
+#: ``--head browser``: the fields a browser sends with a page request
+#: (besides Host, which wrk sends itself)
+BROWSER_FIELDS = (
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.5"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Cookie", "session=4f2a9c1e8b7d; theme=dark"),
+    ("Upgrade-Insecure-Requests", "1"),
+    ("Sec-Fetch-Dest", "document"),
+    ("Sec-Fetch-Mode", "navigate"),
+    ("Connection", "keep-alive"),
+)
+#: --head choices: the fields added to wrk's own
+HEADS = {"wrk": (), "browser": BROWSER_FIELDS}
+
+
+def wrk_command(port: int, duration: float, connections: int, fields=()) -> list:
+    """wrk's command line: one thread, ``connections`` keep-alive
+    connections, each request with ``fields`` ((name, value) pairs) added."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s"]
+    for name, value in fields:
+        command += ["-H", f"{name}: {value}"]
+    return command + [f"http://127.0.0.1:{port}/"]
+
+
+def run_wrk(port: int, duration: float, connections: int, server_pid: int | None = None,
+            fields=()) -> dict:
     """One wrk run; returns req/s, the error counts wrk reported and, given
     the server's pid, its CPU seconds per second of the run (``cpu``)."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
-               f"http://127.0.0.1:{port}/"]
+    command = wrk_command(port, duration, connections, fields)
     cpu0 = tree_cpu_seconds(server_pid) if server_pid else None
     t0 = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True,
@@ -241,7 +273,7 @@ def _median_spread(values):
 
 
 def measure_all(names, workdir: Path, duration: float, connections: int,
-                rounds: int = 1) -> dict:
+                rounds: int = 1, fields=()) -> dict:
     """Start every server, warm each up, then ``rounds`` rounds of one wrk
     run per server, taking turns; ``{name: result}`` with the median req/s
     and server µs/request, their spreads, and every run (``runs``)."""
@@ -253,11 +285,11 @@ def measure_all(names, workdir: Path, duration: float, connections: int,
                 results[name] = started
             else:
                 running[name] = started
-                run_wrk(started[1], 1, connections)  # warm-up: imports, caches
+                run_wrk(started[1], 1, connections, fields=fields)  # warm-up: imports, caches
         runs: dict = {name: [] for name in running}
         for _ in range(rounds):
             for name, (process, port) in running.items():
-                runs[name].append(run_wrk(port, duration, connections, process.pid))
+                runs[name].append(run_wrk(port, duration, connections, process.pid, fields))
         for name in running:
             good = [r for r in runs[name] if r["rps"] is not None]
             if not good:
@@ -314,13 +346,19 @@ def main(argv=None) -> int:
     """Entry point (``python -m labkit.bench.http``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m labkit.bench.http",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=2, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=2,
+                        help="whole seconds per wrk run (wrk takes no fractions)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="wrk runs per server, taking turns (default 3)")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--head", choices=list(HEADS), default="wrk",
+                        help="the request head: wrk's own (Host alone), or with the "
+                             "nine fields a browser adds (default: wrk)")
     parser.add_argument("--only", help="comma-separated: " + ", ".join(SERVERS))
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    if args.duration < 1:
+        parser.error(f"--duration must be at least 1 second, not {args.duration}")
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -333,8 +371,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="labkit-bench-http-") as workdir:
         (Path(workdir) / "benchapp.py").write_text(APP_MODULE)
         results = measure_all(names, Path(workdir), args.duration, args.connections,
-                              max(1, args.rounds))
+                              max(1, args.rounds), HEADS[args.head])
+    fields = len(HEADS[args.head]) + 1  # (+ wrk's Host)
     print(f"HTTP hello world, wrk -t1 -c{args.connections} -d{args.duration:g}s, "
+          f"{fields} request fields ({args.head}), "
           f"{max(1, args.rounds)} alternating rounds, one server process each, "
           f"{os.cpu_count()} CPUs\n")
     print(format_table(results))
