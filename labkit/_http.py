@@ -151,7 +151,8 @@ class RequestParser:
         self.error: HTTPError | None = None
         self.upgraded = False
         # The field callback and the head budget (see the class docstring)
-        self._head = HeadFields(max_header_size, max_field_size, max_request_line, _refuse)
+        self._head = HeadFields(_c_limit(max_header_size), _c_limit(max_field_size),
+                                _c_limit(max_request_line), _refuse)
         self._unparsed_head_feed = 0    # the backstop, counted per feed
         self._in_trailers = False       # after a chunk header, before its data
         self._last_request = None       # the last request whose head completed
@@ -503,6 +504,12 @@ class RequestParser:
         self._in_trailers = False
         self.current.complete = True
         self.current = None
+
+
+def _c_limit(value: int) -> int:
+    """A size limit as HeadFields keeps it (a C integer): an int above
+    sys.maxsize is no limit, and becomes sys.maxsize."""
+    return value if value <= sys.maxsize else sys.maxsize
 
 
 def _refuse(head: HeadFields, kind: str, size: int) -> None:

@@ -165,12 +165,7 @@ class WSGIServer(StreamServer):
                             ("max_fields", max_fields)):
             if value is not None:
                 setattr(self, name, value)
-        for name in ("max_header_size", "max_request_line", "max_field_size", "max_fields"):
-            value = getattr(self, name)  # (given, or a class attribute)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-            if not 1 <= value <= sys.maxsize:
-                raise ValueError(f"{name} must be between 1 and sys.maxsize, not {value}")
+        self._check_limits()
         if max_body_size != -1:
             self.max_body_size = max_body_size
         if sleep_after is not _UNSET:
@@ -210,7 +205,18 @@ class WSGIServer(StreamServer):
         base.update(self.environ)
         self.base_environ = base
 
+    def _check_limits(self) -> None:
+        """Refuse a size limit that is not an int >= 1, naming it. Called by
+        __init__ and again by start(), for a limit assigned in between."""
+        for name in ("max_header_size", "max_request_line", "max_field_size", "max_fields"):
+            value = getattr(self, name)  # (given, or a class attribute)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+
     def start(self) -> None:
+        self._check_limits()
         self.stopping = False
         if self.sleep_after and self._connections_may_sleep():
             if self.drowsy is None:

@@ -38,7 +38,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
-#include <strings.h>
 
 typedef struct {
     PyObject_HEAD
@@ -68,20 +67,44 @@ static PyObject *call_refuse(HeadFields *self, PyObject *kind, Py_ssize_t size)
     return result;
 }
 
+/* Equal, ignoring ASCII case only?  ``lower`` is in lower case.  As
+ * bytes.lower() does: strncasecmp and PyOS_strnicmp use the C locale's
+ * tolower, and in a Turkish locale "I" is not "i" -- a TRANSFER-ENCODING
+ * field would then go unseen, and with it the checks on the body's framing. */
+static int ascii_caseless_equal(const char *name, const char *lower, Py_ssize_t len)
+{
+    for (Py_ssize_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != lower[i])
+            return 0;
+    }
+    return 1;
+}
+
 /* A field on_headers_complete reads for the framing?  (Length first: most
  * names are rejected without looking at a byte.) */
 static int is_framing_field(const char *name, Py_ssize_t len)
 {
     switch (len) {
     case 6:
-        return strncasecmp(name, "expect", 6) == 0;
+        return ascii_caseless_equal(name, "expect", 6);
     case 14:
-        return strncasecmp(name, "content-length", 14) == 0;
+        return ascii_caseless_equal(name, "content-length", 14);
     case 17:
-        return strncasecmp(name, "transfer-encoding", 17) == 0;
+        return ascii_caseless_equal(name, "transfer-encoding", 17);
     default:
         return 0;
     }
+}
+
+/* head_bytes += size, saturating: head_bytes is writable from Python, and
+ * the limits may be as large as PY_SSIZE_T_MAX. */
+static void count_head(HeadFields *self, Py_ssize_t size)
+{
+    if (__builtin_add_overflow(self->head_bytes, size, &self->head_bytes))
+        self->head_bytes = PY_SSIZE_T_MAX;
 }
 
 /* on_header(name, value): llhttp's callback for one field line.  In a
@@ -98,7 +121,7 @@ HeadFields_on_header(HeadFields *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *name = args[0], *value = args[1];
     Py_ssize_t size = PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
-    self->head_bytes += size;
+    count_head(self, size);
     if (size > self->max_field_size || self->head_bytes > self->max_header_size) {
         PyObject *refused = call_refuse(self, kind_field, size);
         if (refused == NULL)
@@ -106,9 +129,9 @@ HeadFields_on_header(HeadFields *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(refused);  /* (a refuse that returns lets the field in) */
     }
     PyObject *fields = self->fields;
-    if (fields == NULL || fields == Py_None)
+    if (fields == Py_None)
         Py_RETURN_NONE;  /* a trailer field: counted, then dropped */
-    if (!PyList_Check(fields)) {
+    if (fields == NULL || !PyList_Check(fields)) {
         PyErr_SetString(PyExc_TypeError, "HeadFields.fields must be a list or None");
         return NULL;
     }
@@ -125,12 +148,14 @@ HeadFields_on_header(HeadFields *self, PyObject *const *args, Py_ssize_t nargs)
         if (kept == NULL)
             return NULL;
     }
+    /* Held across PyTuple_Pack: allocating a tuple may run the cyclic
+     * collector, and a finalizer may set self->fields to something else. */
+    Py_INCREF(fields);
     PyObject *pair = PyTuple_Pack(2, name, kept);
     Py_DECREF(kept);
-    if (pair == NULL)
-        return NULL;
-    int failed = PyList_Append(fields, pair);
-    Py_DECREF(pair);
+    int failed = pair == NULL || PyList_Append(fields, pair) < 0;
+    Py_XDECREF(pair);
+    Py_DECREF(fields);
     if (failed)
         return NULL;
     if (is_framing_field(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)))
@@ -149,7 +174,7 @@ static PyObject *HeadFields_on_url(HeadFields *self, PyObject *piece)
         PyErr_SetString(PyExc_TypeError, "on_url(piece) takes bytes, and url must be bytes");
         return NULL;
     }
-    self->head_bytes += PyBytes_GET_SIZE(piece);
+    count_head(self, PyBytes_GET_SIZE(piece));
     PyObject *url;
     if (PyBytes_GET_SIZE(self->url) == 0) {
         Py_INCREF(piece);
