@@ -150,7 +150,7 @@ class RequestParser:
         self.started_at: float | None = None
         self.error: HTTPError | None = None
         self.upgraded = False
-        # The field callback and the head budget (see the class docstring)
+        # The target and field callbacks and the head budget (see the class docstring)
         self._head = HeadFields(_c_limit(max_header_size), _c_limit(max_field_size),
                                 _c_limit(max_request_line), _refuse)
         self._unparsed_head_feed = 0    # the backstop, counted per feed
@@ -169,8 +169,8 @@ class RequestParser:
         # What feed() is parsing from a message boundary, until the first
         # head in it completes (see on_headers_complete), else None.
         self._first_data: bytes | None = None
-        # llhttp's callbacks: ours, and the C one for fields (httptools
-        # looks each up once, here, on the object it is given)
+        # llhttp's callbacks: ours, and the C ones for the target and the
+        # fields (httptools looks each up once, here, on the object it is given)
         self._llhttp = httptools.HttpRequestParser(SimpleNamespace(
             on_message_begin=self.on_message_begin, on_url=self._head.on_url,
             on_header=self._head.on_header, on_headers_complete=self.on_headers_complete,
