@@ -430,3 +430,32 @@ def test_the_watchdog_wakes_once_per_half_threshold_while_the_loop_makes_progres
         labkit.spawn(blocker).join()
     [block] = t.blocking()
     assert block.function == "blocker" and block.line == _line_of("BLOCK-AFTER-LONG-SLEEP")
+
+
+def test_stuck_now_is_the_block_while_it_lasts_and_none_once_it_ended():
+    # monitor.stuck is cleared by the watchdog when it next looks, which
+    # on a busy machine may be after the loop thread asks (%labkit_status
+    # said "and still stuck" about a block that had ended). stuck_now()
+    # reads the ring: a record written since the block began ends it.
+    from tracing.blocking import BlockingMonitor
+
+    during = []
+    monitor = BlockingMonitor(0.02, report=False, stuck_after=0.1)
+    # (from the watchdog thread, while the loop is still held)
+    monitor.on_stuck = lambda stuck: during.append((stuck, monitor.stuck_now()))
+    monitor.start()
+    try:
+        def holder():
+            deadline = time.monotonic() + 10
+            while not during and time.monotonic() < deadline:
+                pass  # HOLD
+
+        labkit.spawn(holder).join()
+        assert during, "the watchdog never reported the block as stuck"
+        [(stuck, now)] = during
+        assert now is stuck and stuck.since_ns is not None
+        # As if the watchdog had not looked since the block ended:
+        monitor.stuck = monitor.last_stuck
+        assert monitor.stuck is stuck and monitor.stuck_now() is None
+    finally:
+        monitor.stop()

@@ -233,11 +233,15 @@ class Stuck:
     """The loop has been stuck for ``seconds`` (so far), in ``greenlet``, at
     the line sampled most often."""
 
-    __slots__ = ("seconds", "greenlet", "file", "line", "function")
+    __slots__ = ("seconds", "greenlet", "file", "line", "function", "since_ns")
 
-    def __init__(self, seconds: float, greenlet: str, file: str, line: int, function: str):
+    def __init__(self, seconds: float, greenlet: str, file: str, line: int, function: str,
+                 since_ns: int | None = None):
         self.seconds, self.greenlet = seconds, greenlet
         self.file, self.line, self.function = file, line, function
+        #: the time of the ring's newest record when the block began (the
+        #: loop writes none while it lasts): see BlockingMonitor.stuck_now
+        self.since_ns = since_ns
 
     @property
     def location(self) -> str:
@@ -350,6 +354,19 @@ class BlockingMonitor:
     def __exit__(self, *exc):
         self.stop()
 
+    def stuck_now(self) -> Stuck | None:
+        """:attr:`stuck`, unless the block it describes has ended: the
+        watchdog clears ``stuck`` only when it next looks (a sample period
+        later, or more on a busy machine), so a caller on the loop thread,
+        which the block has let go, reads the ring itself: a record written
+        since the block began means it ended. Any thread."""
+        stuck = self.stuck
+        if stuck is None or stuck.since_ns is None or self._thread is None:
+            return stuck
+        state = ffi.new("lk_trace_state *")
+        lib.lk_trace_get_state(self._ring, state)
+        return stuck if state.last_ns == stuck.since_ns else None
+
     # -- the watchdog thread ----------------------------------------------
     def _watch(self) -> None:
         period = self._sample_period()
@@ -411,7 +428,8 @@ class BlockingMonitor:
         who = "hub" if in_hub else self._recorder.name_of(sampling.current)
         if who == "main" and sampling.latest[place][1]:
             return   # main ran while the loop had nothing to do: no victim
-        self.stuck = self.last_stuck = Stuck(seconds, who, file, line, function)
+        self.stuck = self.last_stuck = Stuck(seconds, who, file, line, function,
+                                             sampling.start_ns)
         if self._stuck_reported == sampling.start_ns:
             return   # once per block
         self._stuck_reported = sampling.start_ns

@@ -474,8 +474,9 @@ def _magics_class():
             print()
             print(_status_table(names))
             monitor = _session_monitor
-            if monitor is not None and monitor.stuck is not None:
-                print(f"loop: {_stuck_text(monitor.stuck)}, and still stuck")
+            stuck = monitor.stuck_now() if monitor is not None else None
+            if stuck is not None:
+                print(f"loop: {_stuck_text(stuck)}, and still stuck")
             elif monitor is not None and monitor.last_stuck is not None:
                 print(f"loop: the last time it was stuck: {_stuck_text(monitor.last_stuck)}")
 
