@@ -389,11 +389,8 @@ class RequestParser:
     # -- llhttp callbacks (called during feed) -----------------------------
     def on_message_begin(self) -> None:
         self.current = request = Request()
-        head = self._head
-        request.headers = head.fields = []  # (on_header appends to it)
-        head.url = b""
-        head.framing = False
-        head.head_bytes = 0
+        request.headers = fields = []
+        self._head.begin(fields)  # (on_header appends to fields)
         # (set, not left to the class defaults: every request reads these,
         # and Python 3.11 reads an instance's own attributes much faster)
         request.content_length = request.error = None
@@ -421,8 +418,7 @@ class RequestParser:
     def on_headers_complete(self) -> None:
         request = self.current
         head = self._head
-        head.fields = None  # (a field after the head is a trailer: counted, not kept)
-        request.url = url = head.url
+        request.url = url = head.end()  # (a field after it is a trailer: counted, not kept)
         llhttp = self._llhttp
         method = llhttp.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii")

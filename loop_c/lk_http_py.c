@@ -200,6 +200,39 @@ static PyObject *HeadFields_on_url(HeadFields *self, PyObject *piece)
     Py_RETURN_NONE;
 }
 
+/* begin(fields): a message begins: its fields go to the list ``fields``;
+ * the target, the framing flag and the head budget start again. */
+static PyObject *HeadFields_begin(HeadFields *self, PyObject *fields)
+{
+    if (!PyList_Check(fields)) {
+        PyErr_SetString(PyExc_TypeError, "HeadFields.begin(fields) takes a list");
+        return NULL;
+    }
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    if (empty == NULL)
+        return NULL;
+    Py_INCREF(fields);
+    Py_XSETREF(self->fields, fields);
+    Py_XSETREF(self->url, empty);
+    self->framing = 0;
+    self->head_bytes = 0;
+    Py_RETURN_NONE;
+}
+
+/* end(): the head is complete: fields after it are trailers (counted, not
+ * kept); returns the target. */
+static PyObject *HeadFields_end(HeadFields *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_INCREF(Py_None);
+    Py_XSETREF(self->fields, Py_None);
+    if (self->url == NULL) {
+        PyErr_SetString(PyExc_TypeError, "HeadFields.url was deleted");
+        return NULL;
+    }
+    Py_INCREF(self->url);
+    return self->url;
+}
+
 static int HeadFields_traverse(HeadFields *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));  /* (a heap type's instances own a reference to it) */
@@ -266,6 +299,10 @@ static PyObject *HeadFields_new(PyTypeObject *type, PyObject *args, PyObject *kw
 }
 
 static PyMethodDef HeadFields_methods[] = {
+    {"begin", (PyCFunction)HeadFields_begin, METH_O,
+     "begin(fields): a message begins; its fields go to the list ``fields``."},
+    {"end", (PyCFunction)HeadFields_end, METH_NOARGS,
+     "end(): the head is complete; returns the target. Fields after it are trailers."},
     {"on_url", (PyCFunction)HeadFields_on_url, METH_O,
      "on_url(piece): llhttp's callback for (a piece of) the request target."},
     {"on_header", (PyCFunction)(void (*)(void))HeadFields_on_header, METH_FASTCALL,
@@ -283,7 +320,7 @@ static PyMemberDef HeadFields_members[] = {
     {"max_request_line", T_PYSSIZET, offsetof(HeadFields, max_request_line), READONLY,
      "the longest request line"},
     {"url", T_OBJECT, offsetof(HeadFields, url), 0,
-     "the request target received so far (set it to b'' at a message's begin)"},
+     "the request target received so far (begin() sets it to b'')"},
     {"fields", T_OBJECT, offsetof(HeadFields, fields), 0,
      "the list on_header appends (name, value) to, or None (after the head)"},
     {"framing", T_BOOL, offsetof(HeadFields, framing), 0,

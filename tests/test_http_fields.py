@@ -333,3 +333,17 @@ def test_framing_fields_are_found_whatever_the_c_locale(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["501", "True"]
+
+
+def test_begin_starts_a_head_and_end_closes_it():
+    head = HeadFields(1000, 100, 4094, refuse_with([]))
+    head.begin(first := [])
+    head.on_url(b"/a")
+    head.on_header(b"Content-Length", b"0")
+    assert head.end() == b"/a" and head.fields is None and head.framing is True
+    head.on_header(b"X-Trailer", b"t")  # after end(): counted, not kept
+    assert first == [(b"Content-Length", b"0")]
+    head.begin(second := [])
+    assert (head.url, head.fields, head.framing, head.head_bytes) == (b"", second, False, 0)
+    with pytest.raises(TypeError, match="takes a list"):
+        head.begin(None)
